@@ -1,0 +1,19 @@
+//! kabench measures what Ollama's `keep_alive` costs and buys: cold starts against
+//! idle VRAM. Data flows one way:
+//!
+//! ```text
+//! scenario.toml -> scenario::load -> Plan{cells}
+//!   per cell: workload::send_offsets -> runner::run_cell -> target (ollama::client -> Ollama | sim(sched))
+//!                                          | RequestRecord         telemetry -> VramSample
+//!                                          v                                  v
+//!                               record::RunWriter (requests.csv, vram.csv, run.json)
+//! ------------------------------- run folder on disk (the only interface) ------------------------
+//! record::read -> analysis::summarize -> Summary -> recommend -> report::render
+//! ```
+
+pub mod catalogue;
+pub mod ollama;
+pub mod record;
+pub mod sched;
+pub mod sim_settings;
+pub mod units;

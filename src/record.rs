@@ -1,0 +1,535 @@
+//! The run folder's schema and its writers and readers: `requests.csv` (one row per
+//! request, appended and flushed as it comes), `vram.csv` (memory samples), `run.json`
+//! (metadata, rewritten atomically) and the cold rule (M6). These files are the only
+//! interface between a run and its report; this module knows nothing of how rows were made.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::BufWriter;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+/// File names inside a run folder.
+pub const REQUESTS_CSV: &str = "requests.csv";
+/// Memory samples.
+pub const VRAM_CSV: &str = "vram.csv";
+/// Run metadata.
+pub const RUN_JSON: &str = "run.json";
+/// Per-cell statistics.
+pub const SUMMARY_JSON: &str = "summary.json";
+/// Copy of the scenario as run.
+pub const SCENARIO_TOML: &str = "scenario.toml";
+
+/// Default cold threshold on `load_duration` (M6): warm is milliseconds, real loads ≥ 0.3 s.
+pub const DEFAULT_COLD_THRESHOLD: Duration = Duration::from_millis(100);
+
+/// One request, success or failure: a row of `requests.csv`.
+///
+/// Times are milliseconds since the run start on one monotonic clock; latency is
+/// measured from the *intended* send time, so a slow target cannot hide queueing.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RequestRecord {
+    /// Cell id.
+    pub cell: String,
+    /// Sequence number within the stream and cell.
+    pub request: u32,
+    /// Stream name.
+    pub stream: String,
+    /// Model tag sent.
+    pub model: String,
+    /// keep_alive as written in the scenario (empty: not sent).
+    pub keep_alive: String,
+    /// Warm-up request, excluded from statistics.
+    pub warmup: bool,
+    /// When the workload said to send.
+    pub intended_ms: f64,
+    /// When it was sent (empty if never sent, e.g. saturated).
+    pub sent_ms: Option<f64>,
+    /// First response byte.
+    pub first_byte_ms: Option<f64>,
+    /// First chunk with any text, thinking included (M10).
+    pub first_token_ms: Option<f64>,
+    /// First answer text (after any thinking).
+    pub first_answer_ms: Option<f64>,
+    /// Response complete or failed.
+    pub end_ms: f64,
+    /// HTTP status (empty if none).
+    pub status: Option<u16>,
+    /// Error kind (`connect`, `timeout`, `http`, `stream_error`, `broken_stream`,
+    /// `bad_json`, `saturated`, `cancelled`); empty when none.
+    pub error: String,
+    /// Error text from the target.
+    pub error_detail: String,
+    /// Whether `/api/ps` listed the model just before the send (empty: not checked).
+    pub resident_before: Option<bool>,
+    /// Server `load_duration`.
+    pub load_duration_ms: Option<f64>,
+    /// The cold verdict (M6).
+    pub cold: bool,
+    /// Why cold: `not_resident`, `load_duration`, `both`; empty when warm.
+    pub cold_reason: String,
+    /// Prompt tokens evaluated.
+    pub prompt_eval_count: Option<u64>,
+    /// Prompt evaluation time.
+    pub prompt_eval_ms: Option<f64>,
+    /// Tokens generated.
+    pub eval_count: Option<u64>,
+    /// Generation time.
+    pub eval_ms: Option<f64>,
+    /// Server total time.
+    pub total_duration_ms: Option<f64>,
+    /// Intended send → first token.
+    pub ttft_ms: Option<f64>,
+    /// Intended send → end (successful requests).
+    pub e2e_ms: Option<f64>,
+    /// Mean inter-token latency after the first token.
+    pub itl_ms: Option<f64>,
+}
+
+impl RequestRecord {
+    /// True when the request failed in any way.
+    pub fn is_error(&self) -> bool {
+        !self.error.is_empty()
+    }
+}
+
+/// Why a request counts as cold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ColdReason {
+    /// `/api/ps` did not list the model before the send.
+    NotResident,
+    /// `load_duration` reached the threshold.
+    LoadDuration,
+    /// Both facts.
+    Both,
+}
+
+impl ColdReason {
+    /// The `cold_reason` column value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ColdReason::NotResident => "not_resident",
+            ColdReason::LoadDuration => "load_duration",
+            ColdReason::Both => "both",
+        }
+    }
+}
+
+/// The cold rule (M6): cold when the model was missing from `/api/ps` just before the
+/// send, or `load_duration` ≥ threshold; never on `load_duration > 0` alone.
+pub fn classify_cold(
+    resident_before: Option<bool>,
+    load_duration: Option<Duration>,
+    threshold: Duration,
+) -> Option<ColdReason> {
+    let missing = resident_before == Some(false);
+    let slow = load_duration.is_some_and(|d| d >= threshold);
+    match (missing, slow) {
+        (true, true) => Some(ColdReason::Both),
+        (true, false) => Some(ColdReason::NotResident),
+        (false, true) => Some(ColdReason::LoadDuration),
+        (false, false) => None,
+    }
+}
+
+/// Re-applies the cold rule to a row with another threshold (no rerun needed).
+pub fn reclassify(record: &mut RequestRecord, threshold: Duration) {
+    let load = record
+        .load_duration_ms
+        .map(|ms| Duration::from_secs_f64(ms.max(0.0) / 1000.0));
+    let reason = classify_cold(record.resident_before, load, threshold);
+    record.cold = reason.is_some();
+    record.cold_reason = reason.map(|r| r.as_str().to_string()).unwrap_or_default();
+}
+
+/// One memory sample: a row of `vram.csv`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct VramSample {
+    /// Milliseconds since the run start.
+    pub t_ms: f64,
+    /// `nvml`, `ollama_ps`, `rss`, `prometheus` or `sim`.
+    pub source: String,
+    /// Device (`gpu0`, a host, `sim`) or empty.
+    pub device: String,
+    /// Model name (from `/api/ps`), process name, or empty for a device total.
+    pub model: String,
+    /// Bytes in use (`size_vram` for `/api/ps`).
+    pub used_bytes: u64,
+    /// Total bytes (device total, or `size` for `/api/ps`), if known.
+    pub total_bytes: Option<u64>,
+    /// Extra detail, e.g. `expires_at` for `/api/ps`.
+    pub extra: String,
+}
+
+/// How the run ended (`run.json` `status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    /// Still running (or killed hard).
+    #[default]
+    Running,
+    /// Every cell ran.
+    Complete,
+    /// Stopped by Ctrl-C; what ran is recorded.
+    Interrupted,
+    /// Stopped by an error.
+    Failed,
+}
+
+/// The target of a run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TargetMeta {
+    /// `sim` or `ollama`.
+    pub kind: String,
+    /// Base URL used.
+    pub url: String,
+}
+
+/// One stream of a cell, as planned.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StreamMeta {
+    /// Stream name.
+    pub name: String,
+    /// Model tag.
+    pub model: String,
+    /// keep_alive as written (empty: not sent).
+    pub keep_alive: String,
+    /// keep_alive in seconds; `null` for forever or not sent.
+    pub keep_alive_s: Option<f64>,
+    /// True for a forever keep_alive.
+    #[serde(default)]
+    pub keep_alive_forever: bool,
+    /// `generate`, `chat` or `embed`.
+    pub api: String,
+    /// Arrival process, described.
+    pub arrival: String,
+    /// Mean rate in requests per second, if the arrival has one.
+    pub rate_per_s: Option<f64>,
+    /// Requests planned.
+    pub planned: u32,
+}
+
+/// One cell: its swept parameters and when it ran.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CellMeta {
+    /// Cell id.
+    pub id: String,
+    /// Swept axes → value as written.
+    pub params: BTreeMap<String, String>,
+    /// Streams.
+    pub streams: Vec<StreamMeta>,
+    /// When sending started (ms since run start).
+    pub started_ms: Option<f64>,
+    /// When the last request ended.
+    pub ended_ms: Option<f64>,
+}
+
+/// `run.json`: what ran, against what, and how it ended.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunMeta {
+    /// `kabench`.
+    pub tool: String,
+    /// kabench version.
+    pub tool_version: String,
+    /// Scenario name.
+    pub scenario: String,
+    /// Scenario file path as given.
+    pub scenario_file: String,
+    /// SHA-256 of the scenario text.
+    pub scenario_sha256: String,
+    /// Scenario seed.
+    pub seed: u64,
+    /// Target.
+    pub target: TargetMeta,
+    /// `/api/version` of the target.
+    pub ollama_version: Option<String>,
+    /// Simulated host description when the target is the simulator.
+    pub sim: Option<serde_json::Value>,
+    /// GPU description, when known (NVML).
+    pub gpu: Option<String>,
+    /// UTC start, RFC 3339.
+    pub started_at: String,
+    /// UTC end, RFC 3339.
+    pub ended_at: Option<String>,
+    /// How it ended.
+    pub status: RunStatus,
+    /// Why it failed, if it did.
+    pub failure: Option<String>,
+    /// Cold threshold used (M6), ms.
+    pub cold_threshold_ms: f64,
+    /// Cells.
+    pub cells: Vec<CellMeta>,
+    /// Telemetry source states, e.g. `nvml` → `unavailable: …`.
+    #[serde(default)]
+    pub telemetry: BTreeMap<String, String>,
+    /// Run-level warnings.
+    #[serde(default)]
+    pub warnings: Vec<String>,
+}
+
+/// UTC now as RFC 3339.
+pub fn utc_now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// Appends CSV rows, flushing each so a crash or Ctrl-C loses nothing.
+pub struct CsvAppender<T> {
+    writer: csv::Writer<BufWriter<File>>,
+    _row: std::marker::PhantomData<T>,
+}
+
+impl<T: Serialize> CsvAppender<T> {
+    /// Creates (truncates) the file and writes the header.
+    pub fn create(path: &Path) -> Result<Self> {
+        let file =
+            File::create(path).with_context(|| format!("creating {}", path.display()))?;
+        let writer = csv::WriterBuilder::new()
+            .has_headers(true)
+            .from_writer(BufWriter::new(file));
+        Ok(CsvAppender {
+            writer,
+            _row: std::marker::PhantomData,
+        })
+    }
+
+    /// Appends and flushes one row.
+    pub fn append(&mut self, row: &T) -> Result<()> {
+        self.writer.serialize(row).context("writing a CSV row")?;
+        self.writer.flush().context("flushing a CSV row")?;
+        Ok(())
+    }
+}
+
+/// Writes a header-only CSV for `T` by serializing nothing: csv writes headers lazily,
+/// so an empty run still gets a readable file.
+fn write_header<T: Serialize + Default>(path: &Path) -> Result<()> {
+    let mut w = csv::Writer::from_path(path).with_context(|| format!("creating {}", path.display()))?;
+    // Serialize a default row into a buffer to learn the header, then write only it.
+    let mut probe = csv::Writer::from_writer(Vec::new());
+    probe.serialize(T::default()).context("probing CSV header")?;
+    let bytes = probe.into_inner().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let header = bytes.split(|b| *b == b'\n').next().unwrap_or_default();
+    let mut r = csv::ReaderBuilder::new().has_headers(false).from_reader(header);
+    if let Some(rec) = r.records().next() {
+        w.write_record(&rec?)?;
+    }
+    w.flush()?;
+    Ok(())
+}
+
+/// The open files of a run folder.
+pub struct RunWriter {
+    dir: PathBuf,
+    requests: Option<CsvAppender<RequestRecord>>,
+    vram_path: PathBuf,
+    meta: RunMeta,
+}
+
+impl RunWriter {
+    /// Creates the folder, copies the scenario text, writes `run.json` and the CSV
+    /// headers, so a bad `--out` fails before the first request.
+    pub fn create(dir: &Path, scenario_text: &str, meta: RunMeta) -> Result<RunWriter> {
+        fs::create_dir_all(dir).with_context(|| format!("creating run folder {}", dir.display()))?;
+        fs::write(dir.join(SCENARIO_TOML), scenario_text)
+            .with_context(|| format!("writing {}", dir.join(SCENARIO_TOML).display()))?;
+        write_header::<RequestRecord>(&dir.join(REQUESTS_CSV))?;
+        write_header::<VramSample>(&dir.join(VRAM_CSV))?;
+        let writer = RunWriter {
+            dir: dir.to_path_buf(),
+            requests: None,
+            vram_path: dir.join(VRAM_CSV),
+            meta,
+        };
+        writer.write_meta()?;
+        Ok(writer)
+    }
+
+    /// The folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Path of `vram.csv` (for the telemetry writer, which appends on its own task).
+    pub fn vram_path(&self) -> &Path {
+        &self.vram_path
+    }
+
+    /// The metadata, to update before `write_meta`.
+    pub fn meta_mut(&mut self) -> &mut RunMeta {
+        &mut self.meta
+    }
+
+    /// The metadata.
+    pub fn meta(&self) -> &RunMeta {
+        &self.meta
+    }
+
+    /// Rewrites `run.json` atomically (temp file + rename).
+    pub fn write_meta(&self) -> Result<()> {
+        write_json_atomic(&self.dir.join(RUN_JSON), &self.meta)
+    }
+
+    /// Appends and flushes one request row.
+    pub fn append_request(&mut self, record: &RequestRecord) -> Result<()> {
+        if self.requests.is_none() {
+            self.requests = Some(append_to::<RequestRecord>(&self.dir.join(REQUESTS_CSV))?);
+        }
+        match self.requests.as_mut() {
+            Some(w) => w.append(record),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Opens an existing CSV (with its header already written) for appending rows.
+pub fn append_to<T: Serialize>(path: &Path) -> Result<CsvAppender<T>> {
+    let file = OpenOptions::new()
+        .append(true)
+        .open(path)
+        .with_context(|| format!("opening {} for append", path.display()))?;
+    let writer = csv::WriterBuilder::new()
+        .has_headers(false)
+        .from_writer(BufWriter::new(file));
+    Ok(CsvAppender {
+        writer,
+        _row: std::marker::PhantomData,
+    })
+}
+
+/// Writes JSON to `path` through a temporary file and a rename, so readers never see half a file.
+pub fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    let tmp = path.with_extension("json.tmp");
+    let text = serde_json::to_string_pretty(value).context("encoding JSON")?;
+    fs::write(&tmp, text + "\n").with_context(|| format!("writing {}", tmp.display()))?;
+    fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
+    Ok(())
+}
+
+/// Reads `run.json`.
+pub fn read_meta(dir: &Path) -> Result<RunMeta> {
+    let path = dir.join(RUN_JSON);
+    let text = fs::read_to_string(&path).with_context(|| {
+        format!(
+            "reading {}: is {} a kabench run folder?",
+            path.display(),
+            dir.display()
+        )
+    })?;
+    serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+}
+
+/// Reads every row of `requests.csv`; a torn last line (hard kill mid-write) is skipped.
+pub fn read_requests(dir: &Path) -> Result<Vec<RequestRecord>> {
+    read_csv(&dir.join(REQUESTS_CSV))
+}
+
+/// Reads every row of `vram.csv` (empty if the file is missing).
+pub fn read_vram(dir: &Path) -> Result<Vec<VramSample>> {
+    let path = dir.join(VRAM_CSV);
+    if !path.exists() {
+        return Ok(Vec::new());
+    }
+    read_csv(&path)
+}
+
+fn read_csv<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Vec<T>> {
+    let mut reader = csv::ReaderBuilder::new()
+        .flexible(true)
+        .from_path(path)
+        .with_context(|| format!("reading {}", path.display()))?;
+    let mut rows = Vec::new();
+    let mut bad = 0usize;
+    for (i, row) in reader.deserialize::<T>().enumerate() {
+        match row {
+            Ok(r) => rows.push(r),
+            Err(e) => {
+                bad += 1;
+                if bad > 1 {
+                    return Err(anyhow::anyhow!(
+                        "{} row {}: {e}",
+                        path.display(),
+                        i + 2
+                    ));
+                }
+            }
+        }
+    }
+    Ok(rows)
+}
+
+/// Milliseconds as f64 from a Duration.
+pub fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn m6_cold_rule_uses_both_facts_and_never_load_duration_above_zero() {
+        let t = DEFAULT_COLD_THRESHOLD;
+        assert_eq!(
+            classify_cold(Some(false), Some(Duration::from_millis(2)), t),
+            Some(ColdReason::NotResident)
+        );
+        assert_eq!(
+            classify_cold(Some(true), Some(Duration::from_millis(2500)), t),
+            Some(ColdReason::LoadDuration)
+        );
+        assert_eq!(
+            classify_cold(Some(false), Some(Duration::from_secs(3)), t),
+            Some(ColdReason::Both)
+        );
+        assert_eq!(classify_cold(Some(true), Some(Duration::from_millis(5)), t), None);
+        assert_eq!(classify_cold(None, Some(Duration::from_nanos(1)), t), None);
+    }
+
+    #[test]
+    fn rows_round_trip_and_a_torn_last_line_is_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = RunMeta {
+            tool: "kabench".into(),
+            ..Default::default()
+        };
+        let mut w = RunWriter::create(dir.path(), "name = \"x\"\n", meta).unwrap();
+        let row = RequestRecord {
+            cell: "c0".into(),
+            stream: "s".into(),
+            model: "m".into(),
+            keep_alive: "-1".into(),
+            intended_ms: 1.5,
+            sent_ms: Some(1.6),
+            end_ms: 20.0,
+            status: Some(200),
+            cold: true,
+            cold_reason: "both".into(),
+            load_duration_ms: Some(1500.0),
+            ttft_ms: Some(10.0),
+            e2e_ms: Some(18.5),
+            ..Default::default()
+        };
+        w.append_request(&row).unwrap();
+        w.append_request(&row).unwrap();
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(dir.path().join(REQUESTS_CSV))
+            .unwrap();
+        f.write_all(b"c0,3,s,m,-1,false,1.0,").unwrap();
+        let rows = read_requests(dir.path()).unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0], row);
+        let header = fs::read_to_string(dir.path().join(REQUESTS_CSV)).unwrap();
+        assert!(header.starts_with(
+            "cell,request,stream,model,keep_alive,warmup,intended_ms,sent_ms,first_byte_ms,first_token_ms,first_answer_ms,end_ms,status,error,"
+        ));
+        assert_eq!(read_meta(dir.path()).unwrap().tool, "kabench");
+        assert!(read_vram(dir.path()).unwrap().is_empty());
+    }
+}
