@@ -3,9 +3,13 @@
 //! written as users write them (`"24GiB"`, `"5m"`). Turns into a `sched::SchedConfig`,
 //! a `catalogue::Catalogue` and the HTTP `FaultSettings`. Knows nothing of HTTP.
 
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
 
-use crate::catalogue::ModelSpec;
+use crate::catalogue::{Catalogue, ModelSpec};
+use crate::sched::SchedConfig;
+use crate::units::{KeepAlive, ParseError, parse_bytes, parse_option_duration};
 
 /// The simulated host (`[sim]`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -75,4 +79,339 @@ pub struct FaultSettings {
     pub stall: Option<String>,
     /// Share of loads that fail (500, nothing stays resident).
     pub failed_load: Option<f64>,
+}
+
+/// Per-request HTTP faults of `[sim.faults]`, validated; load faults go to `SchedConfig`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Faults {
+    /// Share of requests answered 500 before the first byte.
+    pub error_500: f64,
+    /// Share of streams ending with an `{"error":…}` line.
+    pub midstream_error: f64,
+    /// Share of connections dropped mid-stream.
+    pub drop_connection: f64,
+    /// Share of slowed streams.
+    pub slow_stream: f64,
+    /// Decode slowdown of a slow stream (≥ 1).
+    pub slow_factor: f64,
+}
+
+impl Default for Faults {
+    fn default() -> Self {
+        Faults {
+            error_500: 0.0,
+            midstream_error: 0.0,
+            drop_connection: 0.0,
+            slow_stream: 0.0,
+            slow_factor: 5.0,
+        }
+    }
+}
+
+impl Faults {
+    /// Whether any fault can happen.
+    pub fn any(&self) -> bool {
+        self.error_500 > 0.0
+            || self.midstream_error > 0.0
+            || self.drop_connection > 0.0
+            || self.slow_stream > 0.0
+    }
+}
+
+fn bad(key: &str, message: impl std::fmt::Display) -> ParseError {
+    ParseError {
+        message: format!("{key}: {message}"),
+    }
+}
+
+fn bytes(key: &str, value: &Option<String>, default: u64) -> Result<u64, ParseError> {
+    match value {
+        Some(text) => parse_bytes(text).map_err(|e| bad(key, e)),
+        None => Ok(default),
+    }
+}
+
+fn duration(key: &str, value: &Option<String>, default: Duration) -> Result<Duration, ParseError> {
+    match value {
+        Some(text) => parse_option_duration(text).map_err(|e| bad(key, e)),
+        None => Ok(default),
+    }
+}
+
+fn share(key: &str, value: Option<f64>, default: f64) -> Result<f64, ParseError> {
+    let v = value.unwrap_or(default);
+    if (0.0..=1.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err(bad(
+            key,
+            format!("{v} is not a share; write a number from 0 to 1"),
+        ))
+    }
+}
+
+fn bandwidth(key: &str, value: &Option<String>, default: f64) -> Result<f64, ParseError> {
+    match value {
+        Some(text) => {
+            let b = parse_bytes(text).map_err(|e| bad(key, e))?;
+            if b == 0 {
+                return Err(bad(
+                    key,
+                    "bandwidth must be above 0 (bytes per second, e.g. \"10GB\")",
+                ));
+            }
+            Ok(b as f64)
+        }
+        None => Ok(default),
+    }
+}
+
+impl SimSettings {
+    /// The scheduler's settings: Ollama's defaults where a field is absent, the seed
+    /// from `seed` or else `scenario_seed`. Errors name the key (`sim.vram: bad size …`).
+    pub fn sched_config(&self, scenario_seed: u64) -> Result<SchedConfig, ParseError> {
+        let d = SchedConfig::default();
+        let default_keep_alive = match &self.keep_alive {
+            Some(text) => KeepAlive::parse(text).map_err(|e| bad("sim.keep_alive", e))?,
+            None => d.default_keep_alive.clone(),
+        };
+        let gpus = self.gpus.unwrap_or(d.gpus);
+        if gpus == 0 {
+            return Err(bad("sim.gpus", "must be at least 1"));
+        }
+        let vram_bytes = bytes("sim.vram", &self.vram, d.vram_bytes)?;
+        if vram_bytes == 0 {
+            return Err(bad("sim.vram", "must be above 0"));
+        }
+        let fit_headroom = self.fit_headroom.unwrap_or(d.fit_headroom);
+        if !(fit_headroom > 0.0 && fit_headroom <= 1.0) {
+            return Err(bad(
+                "sim.fit_headroom",
+                format!(
+                    "{fit_headroom} is out of range; write a share above 0, at most 1 (Ollama: 0.8)"
+                ),
+            ));
+        }
+        let vram_release_delay = duration(
+            "sim.vram_release_delay",
+            &self.vram_release_delay,
+            d.vram_release_delay,
+        )?;
+        if vram_release_delay > Duration::from_secs(5) {
+            return Err(bad(
+                "sim.vram_release_delay",
+                "at most \"5s\" (Ollama stops polling for freed VRAM after 5 s)",
+            ));
+        }
+        let load_jitter = self.load_jitter.unwrap_or(d.load_jitter);
+        if !(0.0..1.0).contains(&load_jitter) {
+            return Err(bad(
+                "sim.load_jitter",
+                format!("{load_jitter} is out of range; write a share from 0 to below 1"),
+            ));
+        }
+        let max_queue = self.max_queue.unwrap_or(d.max_queue);
+        let cached_bandwidth = bandwidth(
+            "sim.cached_bandwidth",
+            &self.cached_bandwidth,
+            d.cached_bandwidth,
+        )?;
+        let mut cold_bandwidth =
+            bandwidth("sim.cold_bandwidth", &self.cold_bandwidth, d.cold_bandwidth)?;
+        if self.page_cache_warm == Some(true) {
+            cold_bandwidth = cached_bandwidth;
+        }
+        let load_timeout = duration("sim.load_timeout", &self.load_timeout, d.load_timeout)?;
+        if load_timeout.is_zero() {
+            return Err(bad("sim.load_timeout", "must be above 0"));
+        }
+        Ok(SchedConfig {
+            gpus,
+            vram_bytes,
+            reserve_bytes: bytes("sim.reserve", &self.reserve, d.reserve_bytes)?,
+            fit_headroom,
+            max_loaded_models: self.max_loaded_models.unwrap_or(d.max_loaded_models),
+            num_parallel: self.num_parallel.unwrap_or(d.num_parallel),
+            max_queue,
+            default_keep_alive,
+            context_length: self.context_length.unwrap_or(d.context_length),
+            load_timeout,
+            runtime_start: duration("sim.runtime_start", &self.runtime_start, d.runtime_start)?,
+            cached_bandwidth,
+            cold_bandwidth,
+            vram_release_delay,
+            warm_overhead: d.warm_overhead,
+            load_jitter,
+            seed: self.seed.unwrap_or(scenario_seed),
+            load_failure_share: share("sim.faults.failed_load", self.faults.failed_load, 0.0)?,
+            load_stall_share: share("sim.faults.stalled_load", self.faults.stalled_load, 0.0)?,
+            load_stall: duration("sim.faults.stall", &self.faults.stall, d.load_stall)?,
+            e7_revive_bug: self.e7_revive_bug.unwrap_or(false),
+        })
+    }
+
+    /// The built-in catalogue with `[[sim.models]]` replacing or adding entries by name.
+    pub fn catalogue(&self) -> Catalogue {
+        Catalogue::builtin().with_overrides(&self.models)
+    }
+
+    /// The HTTP faults of `[sim.faults]`, shares checked to lie in [0, 1].
+    pub fn faults(&self) -> Result<Faults, ParseError> {
+        let f = &self.faults;
+        let slow_factor = f.slow_factor.unwrap_or(5.0);
+        if !(slow_factor >= 1.0 && slow_factor.is_finite()) {
+            return Err(bad(
+                "sim.faults.slow_factor",
+                format!("{slow_factor} is out of range; write a factor of at least 1"),
+            ));
+        }
+        Ok(Faults {
+            error_500: share("sim.faults.error_500", f.error_500, 0.0)?,
+            midstream_error: share("sim.faults.midstream_error", f.midstream_error, 0.0)?,
+            drop_connection: share("sim.faults.drop_connection", f.drop_connection, 0.0)?,
+            slow_stream: share("sim.faults.slow_stream", f.slow_stream, 0.0)?,
+            slow_factor,
+        })
+    }
+
+    /// Settings for tests: loads of tens of milliseconds (runtime start 20 ms, 100 GB/s
+    /// cached, 50 GB/s cold: a 7B Q4_K_M loads in ≈ 70–120 ms), E8 20 ms, no jitter,
+    /// load timeout 2 s, stalls 200 ms. Matches `SchedConfig::for_tests` except for the
+    /// warm overhead, which stays at Ollama's 1–10 ms.
+    pub fn for_tests() -> SimSettings {
+        SimSettings {
+            runtime_start: Some("20ms".into()),
+            cached_bandwidth: Some("100GB".into()),
+            cold_bandwidth: Some("50GB".into()),
+            vram_release_delay: Some("20ms".into()),
+            load_jitter: Some(0.0),
+            load_timeout: Some("2s".into()),
+            faults: FaultSettings {
+                stall: Some("200ms".into()),
+                ..FaultSettings::default()
+            },
+            ..SimSettings::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_ollamas() {
+        let c = SimSettings::default().sched_config(7).unwrap();
+        assert_eq!(
+            c,
+            SchedConfig {
+                seed: 7,
+                ..SchedConfig::default()
+            }
+        );
+        assert_eq!(
+            c.default_keep_alive.duration(),
+            Some(Duration::from_secs(300))
+        );
+        assert_eq!(c.max_queue, 512);
+    }
+
+    #[test]
+    fn strings_parse_with_units() {
+        let s = SimSettings {
+            vram: Some("16GiB".into()),
+            keep_alive: Some("-1".into()),
+            cached_bandwidth: Some("5GB".into()),
+            page_cache_warm: Some(true),
+            vram_release_delay: Some("500ms".into()),
+            seed: Some(3),
+            ..SimSettings::default()
+        };
+        let c = s.sched_config(9).unwrap();
+        assert_eq!(c.vram_bytes, 16 << 30);
+        assert!(c.default_keep_alive.is_forever());
+        assert_eq!(c.cached_bandwidth, 5e9);
+        assert_eq!(c.cold_bandwidth, 5e9);
+        assert_eq!(c.vram_release_delay, Duration::from_millis(500));
+        assert_eq!(c.seed, 3);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let cases = [
+            (
+                SimSettings {
+                    vram: Some("lots".into()),
+                    ..Default::default()
+                },
+                "sim.vram: bad size",
+            ),
+            (
+                SimSettings {
+                    keep_alive: Some("1d".into()),
+                    ..Default::default()
+                },
+                "sim.keep_alive:",
+            ),
+            (
+                SimSettings {
+                    vram_release_delay: Some("6s".into()),
+                    ..Default::default()
+                },
+                "sim.vram_release_delay:",
+            ),
+            (
+                SimSettings {
+                    fit_headroom: Some(1.5),
+                    ..Default::default()
+                },
+                "sim.fit_headroom:",
+            ),
+            (
+                SimSettings {
+                    cold_bandwidth: Some("0".into()),
+                    ..Default::default()
+                },
+                "sim.cold_bandwidth:",
+            ),
+            (
+                SimSettings {
+                    faults: FaultSettings {
+                        failed_load: Some(2.0),
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                },
+                "sim.faults.failed_load:",
+            ),
+        ];
+        for (s, prefix) in cases {
+            let e = s.sched_config(0).unwrap_err();
+            assert!(e.message.starts_with(prefix), "{} vs {prefix}", e.message);
+        }
+        let s = SimSettings {
+            faults: FaultSettings {
+                error_500: Some(-0.1),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        assert!(
+            s.faults()
+                .unwrap_err()
+                .message
+                .starts_with("sim.faults.error_500:")
+        );
+    }
+
+    #[test]
+    fn for_tests_loads_fast() {
+        let c = SimSettings::for_tests().sched_config(1).unwrap();
+        let cat = SimSettings::for_tests().catalogue();
+        let m = cat.resolve("qwen2.5:7b").unwrap();
+        let cold = c.runtime_start.as_secs_f64() + m.file_bytes as f64 / c.cold_bandwidth;
+        assert!((0.05..0.2).contains(&cold), "{cold}");
+        assert_eq!(c.vram_release_delay, Duration::from_millis(20));
+        assert!(!SimSettings::for_tests().faults().unwrap().any());
+    }
 }

@@ -9,10 +9,13 @@
 
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
-use crate::catalogue::Catalogue;
 use crate::units::KeepAlive;
+
+mod state;
+#[cfg(test)]
+mod tests;
+
+pub use state::Scheduler;
 
 /// Time since the scheduler's epoch.
 pub type SchedTime = Duration;
@@ -120,6 +123,107 @@ pub struct SchedConfig {
     pub load_stall: Duration,
     /// E7: reproduce ollama/ollama#17408 (off by default).
     pub e7_revive_bug: bool,
+}
+
+const GIB: u64 = 1024 * 1024 * 1024;
+
+impl Default for SchedConfig {
+    /// Ollama v0.32.15's defaults on one 24 GiB GPU, with `OLLAMA.md`'s simulator
+    /// calibration (page cache 10 GB/s, cold NVMe 2 GB/s, E8 1 s).
+    fn default() -> Self {
+        SchedConfig {
+            gpus: 1,
+            vram_bytes: 24 * GIB,
+            reserve_bytes: GIB,
+            fit_headroom: 0.8,
+            max_loaded_models: 0,
+            num_parallel: 1,
+            max_queue: 512,
+            default_keep_alive: KeepAlive::from_duration(Duration::from_secs(300)),
+            context_length: 0,
+            load_timeout: Duration::from_secs(300),
+            runtime_start: Duration::from_millis(500),
+            cached_bandwidth: 10e9,
+            cold_bandwidth: 2e9,
+            vram_release_delay: Duration::from_secs(1),
+            warm_overhead: (Duration::from_millis(1), Duration::from_millis(10)),
+            load_jitter: 0.1,
+            seed: 0,
+            load_failure_share: 0.0,
+            load_stall_share: 0.0,
+            load_stall: Duration::from_secs(30),
+            e7_revive_bug: false,
+        }
+    }
+}
+
+impl SchedConfig {
+    /// Defaults scaled down for tests: loads take tens of milliseconds (runtime start
+    /// 20 ms, 100 GB/s cached and 50 GB/s cold, so a 7B Q4_K_M loads in ≈ 70–120 ms),
+    /// E8 waits 20 ms, warm overhead 1–2 ms, no jitter, stalls of 200 ms, load timeout 2 s.
+    pub fn for_tests() -> Self {
+        SchedConfig {
+            runtime_start: Duration::from_millis(20),
+            cached_bandwidth: 100e9,
+            cold_bandwidth: 50e9,
+            vram_release_delay: Duration::from_millis(20),
+            warm_overhead: (Duration::from_millis(1), Duration::from_millis(2)),
+            load_jitter: 0.0,
+            load_stall: Duration::from_millis(200),
+            load_timeout: Duration::from_secs(2),
+            ..SchedConfig::default()
+        }
+    }
+
+    /// Slots per model (L8: `OLLAMA_NUM_PARALLEL`, 0 counts as 1).
+    pub fn slots(&self) -> u32 {
+        self.num_parallel.max(1)
+    }
+
+    /// E5's cap on resident models (0 → 3 per GPU, 3 with none).
+    pub fn max_models(&self) -> usize {
+        match self.max_loaded_models {
+            0 => 3 * self.gpus.max(1) as usize,
+            n => n as usize,
+        }
+    }
+
+    /// VRAM the scheduler may fill: GPUs × VRAM − reserve.
+    pub fn usable_vram(&self) -> u64 {
+        (u64::from(self.gpus) * self.vram_bytes).saturating_sub(self.reserve_bytes)
+    }
+
+    /// L7: the default context, `OLLAMA_CONTEXT_LENGTH` or by total VRAM (≥ 47 GiB →
+    /// 262144, ≥ 23 GiB → 32768, else 4096), before clamping to a model's training context.
+    pub fn default_context(&self) -> u32 {
+        if self.context_length > 0 {
+            return self.context_length;
+        }
+        let total = u64::from(self.gpus) * self.vram_bytes;
+        if total >= 47 * GIB {
+            262_144
+        } else if total >= 23 * GIB {
+            32_768
+        } else {
+            4096
+        }
+    }
+}
+
+/// E1's prediction of a model's resident size in bytes: file + f16 KV for
+/// `num_ctx × parallel` + the `num_batch` compute buffer (0 up to 4096 total context,
+/// 768 MiB above, 2 GiB above 32768) + ≈ 300 MiB of runtime overhead.
+pub fn predicted_size(spec: &crate::catalogue::ModelSpec, num_ctx: u32, parallel: u32) -> u64 {
+    const MIB: u64 = 1024 * 1024;
+    let total_ctx = u64::from(num_ctx) * u64::from(parallel.max(1));
+    let compute = if total_ctx > 32_768 {
+        2 * GIB
+    } else if total_ctx > 4096 {
+        768 * MIB
+    } else {
+        0
+    };
+    spec.file_bytes + spec.kv_bytes_per_token() * total_ctx + compute + 300 * MIB
 }
 
 /// What kind of request reaches the scheduler.
@@ -232,72 +336,4 @@ pub struct SchedStats {
     pub evictions: u64,
     /// Requests refused with 503.
     pub rejected: u64,
-}
-
-/// Ollama's scheduler as a state machine.
-pub struct Scheduler {
-    config: SchedConfig,
-    catalogue: Catalogue,
-}
-
-impl Scheduler {
-    /// A scheduler with nothing resident.
-    pub fn new(config: SchedConfig, catalogue: Catalogue) -> Self {
-        Scheduler { config, catalogue }
-    }
-
-    /// The settings in force.
-    pub fn config(&self) -> &SchedConfig {
-        &self.config
-    }
-
-    /// The installed models.
-    pub fn catalogue(&self) -> &Catalogue {
-        &self.catalogue
-    }
-
-    /// A request arrives at `now` (receipt time: `load_duration` counts from here).
-    pub fn submit(&mut self, now: SchedTime, req: SchedRequest) -> Result<(), SubmitError> {
-        let _ = (now, req);
-        todo!()
-    }
-
-    /// A dispatched request ended (response written) at `now` (T1).
-    pub fn finish(&mut self, now: SchedTime, id: u64) {
-        let _ = (now, id);
-        todo!()
-    }
-
-    /// The client of a request went away at `now` (L4); same as `finish` once dispatched.
-    pub fn cancel(&mut self, now: SchedTime, id: u64) {
-        let _ = (now, id);
-        todo!()
-    }
-
-    /// The next time `advance` has work (load done, expiry, E8 wait), if any.
-    pub fn next_wakeup(&self) -> Option<SchedTime> {
-        todo!()
-    }
-
-    /// Processes every timer due at or before `now`.
-    pub fn advance(&mut self, now: SchedTime) {
-        let _ = now;
-        todo!()
-    }
-
-    /// Events since the last call, in order.
-    pub fn drain_events(&mut self) -> Vec<SchedEvent> {
-        todo!()
-    }
-
-    /// Resident models, latest `expires_at` first (P1).
-    pub fn ps(&self, now: SchedTime) -> Vec<ResidentModel> {
-        let _ = now;
-        todo!()
-    }
-
-    /// Counters so far.
-    pub fn stats(&self) -> SchedStats {
-        todo!()
-    }
 }
