@@ -14,6 +14,7 @@
 pub mod catalogue;
 pub mod ollama;
 pub mod record;
+pub mod scenario;
 pub mod sched;
 pub mod sim_settings;
 pub mod units;

@@ -1,0 +1,360 @@
+//! The scenario file: its TOML format, defaults and validation (every error names the
+//! file, line, column and dotted key, and says what is allowed), and the expansion of
+//! its `[sweep]` into a `Plan` of cells. Knows nothing of HTTP or of result files; the
+//! arrival processes themselves live in `workload`.
+
+mod plan;
+mod raw;
+mod spans;
+pub mod trace;
+mod validate;
+
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::sim_settings::SimSettings;
+use crate::units::{KeepAlive, Rate};
+
+pub use plan::{Cell, CellStream, Plan, plan};
+
+/// A scenario that could not be read or is not valid. Nothing is sent when this occurs.
+///
+/// Displays as `scenarios/x.toml:12:9: key `stream[0].arrival.rate`: bad rate "fast": …`.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub struct ScenarioError {
+    /// The scenario file.
+    pub path: PathBuf,
+    /// 1-based line of the offending key or value, when known.
+    pub line: Option<usize>,
+    /// 1-based column (in characters), when known.
+    pub column: Option<usize>,
+    /// Dotted key, e.g. `stream[0].arrival.rate`, when the error belongs to one.
+    pub key: Option<String>,
+    /// What is wrong and what is allowed.
+    pub message: String,
+}
+
+impl fmt::Display for ScenarioError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.path.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+            if let Some(column) = self.column {
+                write!(f, ":{column}")?;
+            }
+        }
+        if let Some(key) = &self.key {
+            write!(f, ": key `{key}`")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// A parsed and validated scenario file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scenario {
+    /// `name` (default: the file name without extension).
+    pub name: String,
+    /// `seed`: every random choice derives from it (default 0).
+    pub seed: u64,
+    /// `[target]`; `None` lets the command line (or its default) decide.
+    pub target: Option<TargetSpec>,
+    /// `[sim]`: the simulated host, ignored for live targets.
+    pub sim: SimSettings,
+    /// `[[stream]]`: run together in every cell.
+    pub streams: Vec<StreamSpec>,
+    /// `[run]`.
+    pub run: RunSettings,
+    /// `[sweep]`.
+    pub sweep: Sweep,
+    /// `[telemetry]`.
+    pub telemetry: TelemetrySettings,
+    /// `[cost]`.
+    pub cost: CostSettings,
+    /// `[slo]`.
+    pub slo: SloSettings,
+    /// `[swarm]`.
+    pub swarm: SwarmSettings,
+    /// The file's text, as read (copied into the run folder and hashed).
+    pub source: String,
+    /// Where it was read from.
+    pub path: PathBuf,
+}
+
+/// `[target]`: where requests go.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TargetSpec {
+    /// `kind = "sim"`: the embedded simulator.
+    Sim,
+    /// `kind = "ollama"`: a live Ollama at `url` (default `$OLLAMA_HOST`).
+    Ollama {
+        /// Base URL or `host:port` as written.
+        url: Option<String>,
+    },
+}
+
+/// One `[[stream]]`: a kind of request sent at its own arrival process.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamSpec {
+    /// `name` (default `stream<N>`, 1-based); unique within the scenario.
+    pub name: String,
+    /// `model`, which may contain `{quant}` (filled from the sweep).
+    pub model: String,
+    /// `api` (default `generate`).
+    pub api: Api,
+    /// `num_ctx`, always sent (default 4096).
+    pub num_ctx: u32,
+    /// `prompt_tokens` or `prompt`.
+    pub prompt: Prompt,
+    /// `max_tokens`, sent as `options.num_predict` (default 32).
+    pub max_tokens: u32,
+    /// `keep_alive` as written; `None` sends none (the server's default applies).
+    pub keep_alive: Option<KeepAlive>,
+    /// `arrival`.
+    pub arrival: Arrival,
+    /// `images`: images per request for vision models (default 0).
+    pub images: u32,
+    /// `think`: sent as the request's `think` when set.
+    pub think: Option<bool>,
+}
+
+/// Which endpoint a stream calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Api {
+    /// `/api/generate`.
+    Generate,
+    /// `/api/chat`.
+    Chat,
+    /// `/api/embed`.
+    Embed,
+}
+
+impl Api {
+    /// The name as written in scenarios.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Api::Generate => "generate",
+            Api::Chat => "chat",
+            Api::Embed => "embed",
+        }
+    }
+}
+
+/// What a request asks.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Prompt {
+    /// `prompt_tokens = N`: a synthetic prompt of about N tokens.
+    Tokens(u32),
+    /// `prompt = "…"`: this exact text.
+    Text(String),
+}
+
+/// When a stream's requests are sent (see `workload::send_offsets`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Arrival {
+    /// `kind = "constant"`: evenly spaced at `1/rate`.
+    Constant {
+        /// Requests per second.
+        rate: Rate,
+    },
+    /// `kind = "poisson"`: exponential gaps of mean `1/rate`.
+    Poisson {
+        /// Requests per second.
+        rate: Rate,
+    },
+    /// `kind = "gamma"`: gamma gaps of mean `1/rate` and coefficient of variation `cv`
+    /// (1 is Poisson; above 1 is bursty).
+    Gamma {
+        /// Requests per second.
+        rate: Rate,
+        /// Coefficient of variation of the gaps (> 0).
+        cv: f64,
+    },
+    /// `kind = "onoff"`: Poisson at `rate` for `on`, then silence for `off`, repeated.
+    OnOff {
+        /// Requests per second while on.
+        rate: Rate,
+        /// Length of a burst.
+        on: Duration,
+        /// Length of the silence after it.
+        off: Duration,
+    },
+    /// `kind = "trace"`: send times replayed from a CSV file.
+    Trace {
+        /// The CSV file, resolved relative to the scenario file.
+        file: PathBuf,
+        /// Column holding the times (seconds or timestamps); default: the first column
+        /// whose header contains `time`, else the first column.
+        column: Option<String>,
+        /// Multiplies every gap (2.0 = half the rate; default 1.0).
+        time_scale: f64,
+        /// Data rows skipped before the replay starts (default 0).
+        skip: usize,
+    },
+}
+
+impl Arrival {
+    /// The kind as written in scenarios.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Arrival::Constant { .. } => "constant",
+            Arrival::Poisson { .. } => "poisson",
+            Arrival::Gamma { .. } => "gamma",
+            Arrival::OnOff { .. } => "onoff",
+            Arrival::Trace { .. } => "trace",
+        }
+    }
+
+    /// The rate, for the kinds that have one.
+    pub fn rate(&self) -> Option<&Rate> {
+        match self {
+            Arrival::Constant { rate }
+            | Arrival::Poisson { rate }
+            | Arrival::Gamma { rate, .. }
+            | Arrival::OnOff { rate, .. } => Some(rate),
+            Arrival::Trace { .. } => None,
+        }
+    }
+
+    /// The same process at another rate (the sweep's `rate` axis); a trace is unchanged.
+    pub fn with_rate(&self, new: Rate) -> Arrival {
+        let mut out = self.clone();
+        match &mut out {
+            Arrival::Constant { rate }
+            | Arrival::Poisson { rate }
+            | Arrival::Gamma { rate, .. }
+            | Arrival::OnOff { rate, .. } => *rate = new,
+            Arrival::Trace { .. } => {}
+        }
+        out
+    }
+}
+
+/// `[run]`: how each cell is driven.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunSettings {
+    /// `requests` per stream and cell (exactly one of this and `duration`).
+    pub requests: Option<u32>,
+    /// `duration` of sending per cell.
+    pub duration: Option<Duration>,
+    /// `concurrency`: cap on requests in flight (default 64).
+    pub concurrency: usize,
+    /// `timeout` per request (default 120 s).
+    pub timeout: Duration,
+    /// `warmup` requests per stream, excluded from statistics (default 0).
+    pub warmup: u32,
+    /// `cold_threshold` on `load_duration` (default 100 ms, OLLAMA.md M6).
+    pub cold_threshold: Duration,
+    /// `unload_timeout`: wait for the target to report everything unloaded (default 30 s).
+    pub unload_timeout: Duration,
+    /// `grace`: on Ctrl-C, wait this long for in-flight requests (default 5 s).
+    pub grace: Duration,
+    /// `pause`: idle gap between cells (default 0).
+    pub pause: Duration,
+}
+
+/// `[sweep]`: the axes; an empty axis is not swept.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Sweep {
+    /// `keep_alive` values, each kept as written.
+    pub keep_alive: Vec<KeepAlive>,
+    /// `rate` values; each replaces every stream's arrival rate.
+    pub rate: Vec<Rate>,
+    /// `quant` values, filling `{quant}` in model tags.
+    pub quant: Vec<String>,
+    /// `model` values, replacing every stream's model.
+    pub model: Vec<String>,
+}
+
+/// Telemetry sources that `[telemetry] sources` accepts.
+pub const TELEMETRY_SOURCES: [&str; 5] = ["nvml", "ollama_ps", "rss", "prometheus", "sim"];
+
+/// `[telemetry]`: memory sampling.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TelemetrySettings {
+    /// `sources` (default `["nvml", "ollama_ps", "rss"]`), each one of `TELEMETRY_SOURCES`.
+    pub sources: Vec<String>,
+    /// `interval` between samples (default 100 ms).
+    pub interval: Duration,
+    /// `process_names` of the Ollama processes (default `ollama`, `ollama_llama_server`,
+    /// `llama-server`).
+    pub process_names: Vec<String>,
+    /// `prometheus_url`: a Prometheus server or a DCGM exporter's `/metrics`.
+    pub prometheus_url: Option<String>,
+    /// `prometheus_query` (default `DCGM_FI_DEV_FB_USED` when a URL is set).
+    pub prometheus_query: Option<String>,
+    /// `release_tolerance` for judging whether keep_alive was honoured
+    /// (default one interval + 250 ms).
+    pub release_tolerance: Duration,
+}
+
+/// Default `[cost] vram_gb_hour`: with it, a 5 GB model whose reload costs 3 s of
+/// waiting breaks even at Ollama's default keep_alive of 5 minutes
+/// (3 s / (5 GB × 7.2 / 3600 s) = 300 s).
+pub const DEFAULT_VRAM_GB_HOUR: f64 = 7.2;
+
+/// `[cost]`: the weights of the recommendation's cost model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CostSettings {
+    /// `vram_gb_hour`: the cost of holding 1 GB of VRAM idle for an hour, in the same
+    /// units as `wait_second` (default `DEFAULT_VRAM_GB_HOUR`).
+    pub vram_gb_hour: f64,
+    /// `wait_second`: the cost of one second a user waits (default 1.0).
+    pub wait_second: f64,
+    /// `cold_penalty`: the wait a cold start adds; `None` uses the measured one.
+    pub cold_penalty: Option<Duration>,
+}
+
+/// `[slo]`: a service-level objective for the SLO form of the recommendation.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct SloSettings {
+    /// `ttft_p99`: the p99 time to first token to meet.
+    pub ttft_p99: Option<Duration>,
+}
+
+/// `[swarm]`: closed-loop users (`kabench swarm`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SwarmSettings {
+    /// `users` (default 10).
+    pub users: u32,
+    /// `hatch_rate`: users started per second (default: all at once, = `users`).
+    pub hatch_rate: f64,
+    /// `think_time = { min = "…", max = "…" }`: a user's pause between requests,
+    /// uniform between the two (default 1 s to 5 s).
+    pub think_time: ThinkTime,
+    /// `run_time` per cell (default 30 s).
+    pub run_time: Duration,
+}
+
+/// A uniform range of think times.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ThinkTime {
+    /// Shortest pause.
+    pub min: Duration,
+    /// Longest pause (≥ `min`).
+    pub max: Duration,
+}
+
+/// Reads, parses and validates a scenario file.
+pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ScenarioError {
+        path: path.to_path_buf(),
+        line: None,
+        column: None,
+        key: None,
+        message: format!("cannot read the scenario file: {e}"),
+    })?;
+    parse(&text, path)
+}
+
+/// Parses and validates scenario `text`; `path` names it in errors and anchors
+/// relative paths (trace files).
+pub fn parse(text: &str, path: &Path) -> Result<Scenario, ScenarioError> {
+    let locator = spans::Locator::new(text, path);
+    let raw: raw::RawScenario = toml::from_str(text).map_err(|e| locator.from_toml(&e))?;
+    validate::validate(raw, &locator, text, path)
+}

@@ -1,0 +1,234 @@
+//! Expands a scenario's `[sweep]` into a `Plan`: one cell per point of the cartesian
+//! product of the non-empty axes, each stream with the axis values applied and its own
+//! derived seed. Knows nothing of how cells are run.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use super::{Api, Arrival, Prompt, Scenario};
+use crate::units::{KeepAlive, Rate};
+
+/// Every cell of a scenario, in run order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    /// Cells; `cells[i].index == i`.
+    pub cells: Vec<Cell>,
+}
+
+/// One point of the sweep: all streams run together with these values.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cell {
+    /// 0-based position in the plan.
+    pub index: usize,
+    /// Short, file-name safe id: `c<index+1>` then one `-<axis>_<value>` per swept axis,
+    /// e.g. `c03-ka_2s-rate_0.2ps-quant_q8_0`.
+    pub id: String,
+    /// Every swept axis (`keep_alive`, `rate`, `quant`, `model`) → its value exactly as
+    /// written in the scenario; empty when nothing is swept.
+    pub params: BTreeMap<String, String>,
+    /// The streams with this cell's values applied.
+    pub streams: Vec<CellStream>,
+}
+
+/// A stream as sent in one cell.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CellStream {
+    /// Stream name.
+    pub name: String,
+    /// Model tag: the `model` axis applied, `{quant}` filled.
+    pub model: String,
+    /// Endpoint.
+    pub api: Api,
+    /// `num_ctx` to send.
+    pub num_ctx: u32,
+    /// Prompt.
+    pub prompt: Prompt,
+    /// `options.num_predict`.
+    pub max_tokens: u32,
+    /// keep_alive to send (the axis value when swept); `None` sends none.
+    pub keep_alive: Option<KeepAlive>,
+    /// Arrival process, the `rate` axis applied.
+    pub arrival: Arrival,
+    /// Requests per stream (`[run] requests`), or
+    pub requests: Option<u32>,
+    /// how long to send (`[run] duration`).
+    pub duration: Option<Duration>,
+    /// Warm-up requests at the start, excluded from statistics.
+    pub warmup: u32,
+    /// Images per request.
+    pub images: u32,
+    /// `think` to send.
+    pub think: Option<bool>,
+    /// Seed of this stream's arrivals and prompts in this cell.
+    ///
+    /// Derived from the scenario seed, the stream index and the cell's position on
+    /// every axis except `keep_alive`: cells that differ only in keep_alive face the
+    /// very same arrival sequence (common random numbers), so their differences come
+    /// from keep_alive alone; any other axis, and every stream, gets its own seed.
+    pub seed: u64,
+}
+
+/// One value of an axis, as the id, the params and the streams need it.
+#[derive(Clone)]
+enum AxisValue {
+    KeepAlive(KeepAlive),
+    Rate(Rate),
+    Quant(String),
+    Model(String),
+}
+
+impl AxisValue {
+    fn axis(&self) -> &'static str {
+        match self {
+            AxisValue::KeepAlive(_) => "keep_alive",
+            AxisValue::Rate(_) => "rate",
+            AxisValue::Quant(_) => "quant",
+            AxisValue::Model(_) => "model",
+        }
+    }
+
+    fn short_axis(&self) -> &'static str {
+        match self {
+            AxisValue::KeepAlive(_) => "ka",
+            other => other.axis(),
+        }
+    }
+
+    fn written(&self) -> &str {
+        match self {
+            AxisValue::KeepAlive(k) => k.written(),
+            AxisValue::Rate(r) => r.written(),
+            AxisValue::Quant(s) | AxisValue::Model(s) => s,
+        }
+    }
+}
+
+/// Expands `scenario` into its cells: the cartesian product of the non-empty axes in
+/// the order keep_alive, rate, quant, model (keep_alive varies slowest); one cell when
+/// nothing is swept.
+pub fn plan(scenario: &Scenario) -> Plan {
+    let sweep = &scenario.sweep;
+    let axes: Vec<Vec<AxisValue>> = [
+        sweep
+            .keep_alive
+            .iter()
+            .cloned()
+            .map(AxisValue::KeepAlive)
+            .collect(),
+        sweep.rate.iter().cloned().map(AxisValue::Rate).collect(),
+        sweep.quant.iter().cloned().map(AxisValue::Quant).collect(),
+        sweep
+            .model
+            .iter()
+            .cloned()
+            .map(AxisValue::Model)
+            .collect::<Vec<_>>(),
+    ]
+    .into_iter()
+    .filter(|a| !a.is_empty())
+    .collect();
+    let total: usize = axes.iter().map(Vec::len).product();
+    let width = total.to_string().len().max(2);
+    let mut cells = Vec::with_capacity(total);
+    for index in 0..total {
+        // Mixed-radix digits of `index`, the last axis varying fastest.
+        let mut rest = index;
+        let mut coords = vec![0usize; axes.len()];
+        for (a, axis) in axes.iter().enumerate().rev() {
+            coords[a] = rest % axis.len();
+            rest /= axis.len();
+        }
+        let values: Vec<&AxisValue> = axes.iter().zip(&coords).map(|(a, &c)| &a[c]).collect();
+        cells.push(cell(scenario, index, width, &values, &coords));
+    }
+    Plan { cells }
+}
+
+fn cell(
+    scenario: &Scenario,
+    index: usize,
+    width: usize,
+    values: &[&AxisValue],
+    coords: &[usize],
+) -> Cell {
+    let mut id = format!("c{:0width$}", index + 1);
+    let mut params = BTreeMap::new();
+    // Position on the axes that change what is sent, keep_alive excluded (see `seed`).
+    let mut arrival_key: u64 = 0;
+    for (value, &coord) in values.iter().zip(coords) {
+        id.push('-');
+        id.push_str(value.short_axis());
+        id.push('_');
+        id.push_str(&file_safe(value.written()));
+        params.insert(value.axis().to_string(), value.written().to_string());
+        if !matches!(value, AxisValue::KeepAlive(_)) {
+            arrival_key = mix(arrival_key ^ (coord as u64 + 1));
+        }
+    }
+    let streams = scenario
+        .streams
+        .iter()
+        .enumerate()
+        .map(|(s, spec)| {
+            let mut model = spec.model.clone();
+            let mut keep_alive = spec.keep_alive.clone();
+            let mut arrival = spec.arrival.clone();
+            for value in values {
+                match value {
+                    AxisValue::KeepAlive(k) => keep_alive = Some(k.clone()),
+                    AxisValue::Rate(r) => arrival = arrival.with_rate(r.clone()),
+                    AxisValue::Model(m) => model = m.clone(),
+                    AxisValue::Quant(_) => {}
+                }
+            }
+            for value in values {
+                if let AxisValue::Quant(q) = value {
+                    model = model.replace("{quant}", q);
+                }
+            }
+            CellStream {
+                name: spec.name.clone(),
+                model,
+                api: spec.api,
+                num_ctx: spec.num_ctx,
+                prompt: spec.prompt.clone(),
+                max_tokens: spec.max_tokens,
+                keep_alive,
+                arrival,
+                requests: scenario.run.requests,
+                duration: scenario.run.duration,
+                warmup: scenario.run.warmup,
+                images: spec.images,
+                think: spec.think,
+                seed: mix(mix(scenario.seed ^ mix(s as u64 + 1)) ^ arrival_key),
+            }
+        })
+        .collect();
+    Cell {
+        index,
+        id,
+        params,
+        streams,
+    }
+}
+
+/// Keeps letters, digits, `.` and `_` (and `-` inside a value, as in `-1`); writes `/`
+/// as `p` (`0.2/s` → `0.2ps`) and anything else as `_`.
+fn file_safe(text: &str) -> String {
+    text.chars()
+        .map(|c| match c {
+            c if c.is_ascii_alphanumeric() || c == '.' || c == '_' || c == '-' => c,
+            '/' => 'p',
+            _ => '_',
+        })
+        .collect()
+}
+
+/// SplitMix64's finaliser: a fixed, well-spread mapping so derived seeds are stable
+/// across releases (unlike `std`'s hashers).
+fn mix(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}

@@ -1,0 +1,771 @@
+//! Tests of scenario parsing, defaults, every validation message (line and key), and
+//! plan expansion.
+
+use std::collections::HashSet;
+
+use super::*;
+
+fn p(text: &str) -> std::result::Result<Scenario, ScenarioError> {
+    parse(text, Path::new("scenarios/x.toml"))
+}
+
+const FULL: &str = r#"
+name = "full"
+seed = 7
+[target]
+kind = "ollama"
+url = "http://127.0.0.1:11434"
+[sim]
+vram = "24GiB"
+max_loaded_models = 2
+[[stream]]
+name = "tagging"
+model = "qwen2.5:7b-instruct-{quant}"
+api = "chat"
+num_ctx = 8192
+prompt_tokens = 300
+max_tokens = 16
+keep_alive = 300
+arrival = { kind = "gamma", rate = "0.5/s", cv = 2 }
+[[stream]]
+name = "vision"
+model = "llava:7b-{quant}"
+prompt = "Describe this image."
+images = 1
+think = false
+arrival = { kind = "onoff", rate = "2/s", on = "10s", off = 60 }
+[run]
+requests = 20
+concurrency = 8
+timeout = "30s"
+warmup = 1
+cold_threshold = "150ms"
+pause = 2
+[sweep]
+keep_alive = ["0", "2s", 30, -1]
+rate = ["0.2/s", "2/s"]
+quant = ["q4_K_M", "q8_0", "fp16"]
+[telemetry]
+sources = ["ollama_ps", "prometheus"]
+interval = "10ms"
+prometheus_url = "http://prom:9090"
+[cost]
+vram_gb_hour = 3.5
+cold_penalty = "2s"
+[slo]
+ttft_p99 = "1.5s"
+[swarm]
+users = 4
+think_time = { min = "500ms", max = "2s" }
+run_time = "10s"
+"#;
+
+#[test]
+fn a_full_scenario_parses_with_every_section() {
+    let s = p(FULL).unwrap();
+    assert_eq!(s.name, "full");
+    assert_eq!(s.seed, 7);
+    assert_eq!(
+        s.target,
+        Some(TargetSpec::Ollama {
+            url: Some("http://127.0.0.1:11434".into())
+        })
+    );
+    assert_eq!(s.sim.vram.as_deref(), Some("24GiB"));
+    assert_eq!(s.streams.len(), 2);
+    let t = &s.streams[0];
+    assert_eq!((t.api, t.num_ctx, t.max_tokens), (Api::Chat, 8192, 16));
+    assert_eq!(t.prompt, Prompt::Tokens(300));
+    assert_eq!(t.keep_alive.as_ref().unwrap().written(), "300");
+    assert!(matches!(&t.arrival, Arrival::Gamma { rate, cv } if rate.value() == 0.5 && *cv == 2.0));
+    let v = &s.streams[1];
+    assert_eq!((v.api, v.images, v.think), (Api::Generate, 1, Some(false)));
+    assert_eq!(v.prompt, Prompt::Text("Describe this image.".into()));
+    assert_eq!(
+        v.arrival,
+        Arrival::OnOff {
+            rate: Rate::parse("2/s").unwrap(),
+            on: Duration::from_secs(10),
+            off: Duration::from_secs(60)
+        }
+    );
+    assert_eq!(s.run.requests, Some(20));
+    assert_eq!(s.run.concurrency, 8);
+    assert_eq!(s.run.timeout, Duration::from_secs(30));
+    assert_eq!(s.run.cold_threshold, Duration::from_millis(150));
+    assert_eq!(s.run.pause, Duration::from_secs(2));
+    let ka: Vec<&str> = s.sweep.keep_alive.iter().map(|k| k.written()).collect();
+    assert_eq!(ka, ["0", "2s", "30", "-1"]);
+    assert!(s.sweep.keep_alive[3].is_forever());
+    assert_eq!(s.telemetry.interval, Duration::from_millis(10));
+    assert_eq!(s.telemetry.release_tolerance, Duration::from_millis(260));
+    assert_eq!(
+        s.telemetry.prometheus_query.as_deref(),
+        Some("DCGM_FI_DEV_FB_USED")
+    );
+    assert_eq!(s.cost.vram_gb_hour, 3.5);
+    assert_eq!(s.cost.wait_second, 1.0);
+    assert_eq!(s.cost.cold_penalty, Some(Duration::from_secs(2)));
+    assert_eq!(s.slo.ttft_p99, Some(Duration::from_millis(1500)));
+    assert_eq!(s.swarm.users, 4);
+    assert_eq!(s.swarm.hatch_rate, 4.0);
+    assert_eq!(s.swarm.think_time.min, Duration::from_millis(500));
+    assert_eq!(s.swarm.run_time, Duration::from_secs(10));
+    assert_eq!(s.source, FULL);
+}
+
+#[test]
+fn defaults_apply_to_a_minimal_scenario() {
+    let s = p("[[stream]]\nmodel = \"m\"\narrival = { kind = \"poisson\", rate = 1 }\n[run]\nrequests = 3\n")
+        .unwrap();
+    assert_eq!(s.name, "x");
+    assert_eq!(s.seed, 0);
+    assert_eq!(s.target, None);
+    let st = &s.streams[0];
+    assert_eq!(st.name, "stream1");
+    assert_eq!(
+        (st.api, st.num_ctx, st.max_tokens, st.images),
+        (Api::Generate, 4096, 32, 0)
+    );
+    assert_eq!(st.keep_alive, None);
+    assert_eq!(st.arrival.rate().unwrap().written(), "1");
+    let r = &s.run;
+    assert_eq!((r.concurrency, r.warmup), (64, 0));
+    assert_eq!(r.timeout, Duration::from_secs(120));
+    assert_eq!(r.cold_threshold, Duration::from_millis(100));
+    assert_eq!(r.unload_timeout, Duration::from_secs(30));
+    assert_eq!(r.grace, Duration::from_secs(5));
+    assert_eq!(s.telemetry.sources, ["nvml", "ollama_ps", "rss"]);
+    assert_eq!(s.telemetry.interval, Duration::from_millis(100));
+    assert_eq!(s.telemetry.release_tolerance, Duration::from_millis(350));
+    assert_eq!(s.telemetry.prometheus_query, None);
+    assert_eq!(s.cost.vram_gb_hour, DEFAULT_VRAM_GB_HOUR);
+    assert_eq!(s.slo.ttft_p99, None);
+    assert_eq!((s.swarm.users, s.swarm.hatch_rate), (10, 10.0));
+    assert_eq!(s.swarm.run_time, Duration::from_secs(30));
+    let plan = plan(&s);
+    assert_eq!(plan.cells.len(), 1);
+    assert_eq!(plan.cells[0].id, "c01");
+    assert!(plan.cells[0].params.is_empty());
+}
+
+#[test]
+fn the_sweep_expands_to_the_cartesian_product() {
+    let s = p(FULL).unwrap();
+    let plan = plan(&s);
+    assert_eq!(plan.cells.len(), 4 * 2 * 3);
+    for (i, c) in plan.cells.iter().enumerate() {
+        assert_eq!(c.index, i);
+        assert_eq!(c.streams.len(), 2);
+        assert_eq!(c.params.len(), 3);
+    }
+    let ids: HashSet<&str> = plan.cells.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(ids.len(), plan.cells.len(), "ids are unique");
+    // keep_alive varies slowest, quant fastest.
+    let c = &plan.cells[3 * 2 + 2 * 0 + 1];
+    assert_eq!(c.id, "c08-ka_2s-rate_0.2ps-quant_q8_0");
+    assert_eq!(c.params["keep_alive"], "2s");
+    assert_eq!(c.params["rate"], "0.2/s");
+    assert_eq!(c.params["quant"], "q8_0");
+    assert_eq!(c.streams[0].model, "qwen2.5:7b-instruct-q8_0");
+    assert_eq!(c.streams[1].model, "llava:7b-q8_0");
+    assert_eq!(c.streams[0].keep_alive.as_ref().unwrap().written(), "2s");
+    assert_eq!(c.streams[0].arrival.rate().unwrap().value(), 0.2);
+    assert!(matches!(c.streams[0].arrival, Arrival::Gamma { cv, .. } if cv == 2.0));
+    assert!(
+        matches!(c.streams[1].arrival, Arrival::OnOff { ref rate, .. } if rate.written() == "0.2/s")
+    );
+    assert_eq!(c.streams[0].requests, Some(20));
+    assert_eq!(c.streams[0].warmup, 1);
+    let last = plan.cells.last().unwrap();
+    assert_eq!(last.id, "c24-ka_-1-rate_2ps-quant_fp16");
+    assert_eq!(last.params["keep_alive"], "-1");
+    assert_eq!(plan.cells[12].params["keep_alive"], "30");
+    assert_eq!(
+        plan.cells[12].streams[0]
+            .keep_alive
+            .as_ref()
+            .unwrap()
+            .to_json(),
+        serde_json::json!(30)
+    );
+    assert!(plan.cells.iter().all(|c| {
+        c.id.chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || "._-".contains(ch))
+    }));
+}
+
+#[test]
+fn seeds_are_stable_distinct_per_stream_and_shared_across_keep_alive() {
+    let s = p(FULL).unwrap();
+    let a = plan(&s);
+    assert_eq!(a, plan(&s), "planning is deterministic");
+    // Cells 0..6 are keep_alive "0"; cells 6..12 the same rate×quant points at "2s".
+    for i in 0..6 {
+        let (x, y) = (&a.cells[i], &a.cells[i + 6]);
+        assert_eq!(x.params["rate"], y.params["rate"]);
+        assert_eq!(
+            x.streams[0].seed, y.streams[0].seed,
+            "same arrivals for each keep_alive"
+        );
+        assert_ne!(x.streams[0].seed, x.streams[1].seed, "streams differ");
+    }
+    let distinct: HashSet<u64> = a.cells[..6]
+        .iter()
+        .flat_map(|c| c.streams.iter().map(|s| s.seed))
+        .collect();
+    assert_eq!(
+        distinct.len(),
+        12,
+        "every rate/quant point and stream has its own seed"
+    );
+    let other = p(&FULL.replace("seed = 7", "seed = 8")).unwrap();
+    assert_ne!(
+        plan(&other).cells[0].streams[0].seed,
+        a.cells[0].streams[0].seed
+    );
+}
+
+#[test]
+fn the_model_axis_replaces_every_model_and_may_carry_quant() {
+    let s = p("[[stream]]\narrival = { kind = \"constant\", rate = \"1/s\" }\n[run]\nduration = \"10s\"\n[sweep]\nmodel = [\"llama3.1:8b-instruct-{quant}\", \"mistral:7b\"]\nquant = [\"q4_K_M\"]\n")
+        .unwrap();
+    let plan = plan(&s);
+    assert_eq!(plan.cells.len(), 2);
+    assert_eq!(
+        plan.cells[0].streams[0].model,
+        "llama3.1:8b-instruct-q4_K_M"
+    );
+    assert_eq!(plan.cells[1].streams[0].model, "mistral:7b");
+    assert_eq!(plan.cells[1].params["model"], "mistral:7b");
+    assert_eq!(plan.cells[1].id, "c02-quant_q4_K_M-model_mistral_7b");
+    assert_eq!(
+        plan.cells[0].streams[0].duration,
+        Some(Duration::from_secs(10))
+    );
+}
+
+const OK_STREAM: &str =
+    "[[stream]]\nmodel = \"m\"\narrival = { kind = \"poisson\", rate = \"1/s\" }\n";
+const OK_RUN: &str = "[run]\nrequests = 3\n";
+
+/// Asserts the error's line, key and a part of its message, and that the display
+/// carries them all.
+#[track_caller]
+fn fails(text: &str, line: usize, key: &str, says: &str) {
+    let e = p(text).expect_err("must fail");
+    assert_eq!(e.path, Path::new("scenarios/x.toml"));
+    assert_eq!(e.key.as_deref(), Some(key), "key of: {e}");
+    assert_eq!(e.line, Some(line), "line of: {e}");
+    assert!(e.column.is_some(), "column of: {e}");
+    assert!(e.message.contains(says), "message of: {e}");
+    let shown = e.to_string();
+    assert!(
+        shown.starts_with(&format!("scenarios/x.toml:{line}:")),
+        "{shown}"
+    );
+    assert!(shown.contains(&format!("key `{key}`")), "{shown}");
+}
+
+#[test]
+fn syntax_and_unknown_keys_name_line_and_key() {
+    fails("name = \"a\"\nseed = \n", 2, "seed", "");
+    fails(
+        &format!("{OK_STREAM}{OK_RUN}bogus = 1\n"),
+        6,
+        "run.bogus",
+        "unknown field `bogus`, expected one of",
+    );
+    fails(
+        &format!("[[stream]]\nmodel = \"m\"\nmdoel = 1\n{OK_RUN}"),
+        3,
+        "stream[0].mdoel",
+        "unknown field",
+    );
+    fails(
+        &format!("{OK_STREAM}{OK_RUN}[sim]\nvramm = \"1GiB\"\n"),
+        7,
+        "sim.vramm",
+        "expected one of `vram`",
+    );
+    fails(
+        &format!("{OK_STREAM}{OK_RUN}[sweeps]\n"),
+        6,
+        "sweeps",
+        "unknown field `sweeps`",
+    );
+    fails(
+        "[[stream]]\nmodel = \"m\"\narrival = { kind = \"poisson\", rat = \"1/s\" }\n[run]\nrequests = 3\n",
+        3,
+        "stream[0].arrival.rat",
+        "unknown field `rat`",
+    );
+    fails(
+        &format!("{OK_STREAM}[run]\nrequests = \"3\"\n"),
+        5,
+        "run.requests",
+        "write a whole number",
+    );
+    fails(
+        &format!("{OK_STREAM}{OK_RUN}[run]\n"),
+        6,
+        "run",
+        "duplicate",
+    );
+}
+
+#[test]
+fn bad_values_name_line_key_and_what_is_allowed() {
+    let stream = |arrival: &str| {
+        format!("name = \"s\"\n[[stream]]\nmodel = \"m\"\narrival = {arrival}\n{OK_RUN}")
+    };
+    fails(
+        &stream("{ kind = \"poisson\", rate = \"fast\" }"),
+        4,
+        "stream[0].arrival.rate",
+        "bad rate \"fast\": write requests per unit of time",
+    );
+    fails(
+        &stream("{ kind = \"poisson\", rate = 0 }"),
+        4,
+        "stream[0].arrival.rate",
+        "a positive number",
+    );
+    fails(
+        &stream("{ kind = \"poisson\" }"),
+        4,
+        "stream[0].arrival.rate",
+        "missing key `rate`",
+    );
+    fails(
+        &stream("{ rate = \"1/s\" }"),
+        4,
+        "stream[0].arrival.kind",
+        "\"constant\", \"poisson\", \"gamma\", \"onoff\" or \"trace\"",
+    );
+    fails(
+        &stream("{ kind = \"burst\", rate = \"1/s\" }"),
+        4,
+        "stream[0].arrival.kind",
+        "unknown arrival kind \"burst\"",
+    );
+    fails(
+        &stream("{ kind = \"gamma\", rate = \"1/s\", cv = 0 }"),
+        4,
+        "stream[0].arrival.cv",
+        "positive coefficient of variation",
+    );
+    fails(
+        &stream("{ kind = \"gamma\", rate = \"1/s\", cv = -1.5 }"),
+        4,
+        "stream[0].arrival.cv",
+        "bad cv -1.5",
+    );
+    fails(
+        &stream("{ kind = \"poisson\", rate = \"1/s\", cv = 2 }"),
+        4,
+        "stream[0].arrival.cv",
+        "does not apply to kind = \"poisson\"",
+    );
+    fails(
+        &stream("{ kind = \"onoff\", rate = \"1/s\", on = \"10s\" }"),
+        4,
+        "stream[0].arrival.off",
+        "off = \"10m\"",
+    );
+    fails(
+        &stream("{ kind = \"onoff\", rate = \"1/s\", on = \"ten\", off = 1 }"),
+        4,
+        "stream[0].arrival.on",
+        "bad duration \"ten\"",
+    );
+    fails(
+        &stream("{ kind = \"trace\", file = \"no/such.csv\" }"),
+        4,
+        "stream[0].arrival.file",
+        "cannot read trace",
+    );
+    fails(
+        &stream("{ kind = \"trace\" }"),
+        4,
+        "stream[0].arrival.file",
+        "missing key `file`",
+    );
+    fails(
+        &stream("{ kind = \"trace\", file = \"t.csv\", rate = \"1/s\" }"),
+        4,
+        "stream[0].arrival.rate",
+        "does not apply to kind = \"trace\"",
+    );
+    fails(
+        &stream("{ kind = \"trace\", file = \"t.csv\", time_scale = 0 }"),
+        4,
+        "stream[0].arrival.time_scale",
+        "positive factor",
+    );
+
+    let with = |line: &str| {
+        format!(
+            "[[stream]]\nmodel = \"m\"\n{line}\narrival = {{ kind = \"poisson\", rate = \"1/s\" }}\n{OK_RUN}"
+        )
+    };
+    fails(
+        &with("keep_alive = \"5 minutes\""),
+        3,
+        "stream[0].keep_alive",
+        "bad keep_alive \"5 minutes\"",
+    );
+    fails(
+        &with("api = \"completions\""),
+        3,
+        "stream[0].api",
+        "write \"generate\", \"chat\" or \"embed\"",
+    );
+    fails(&with("num_ctx = 0"), 3, "stream[0].num_ctx", "at least 1");
+    fails(
+        &with("prompt = \"hi\"\nprompt_tokens = 5"),
+        3,
+        "stream[0].prompt",
+        "keep one",
+    );
+    fails(
+        &with("prompt_tokens = 0"),
+        3,
+        "stream[0].prompt_tokens",
+        "at least 1",
+    );
+    fails(
+        &with("max_tokens = 0"),
+        3,
+        "stream[0].max_tokens",
+        "num_predict",
+    );
+    fails(
+        &with("api = \"embed\"\nimages = 1"),
+        4,
+        "stream[0].images",
+        "vision",
+    );
+    fails(
+        &with("api = \"embed\"\nthink = true"),
+        4,
+        "stream[0].think",
+        "not to embed",
+    );
+    fails(&with("name = \"\""), 3, "stream[0].name", "empty name");
+
+    fails(
+        "name = \"a\"\n\n[[stream]]\nname = \"x\"\narrival = { kind = \"poisson\", rate = \"1/s\" }\n[run]\nrequests = 3\n",
+        3,
+        "stream[0].model",
+        "missing key `model`: write the Ollama model tag",
+    );
+    fails(
+        "[[stream]]\nmodel = \"m\"\n[run]\nrequests = 3\n",
+        1,
+        "stream[0].arrival",
+        "missing key `arrival`",
+    );
+    fails(
+        &format!(
+            "{OK_STREAM}[[stream]]\nname = \"stream1\"\nmodel = \"n\"\narrival = {{ kind = \"poisson\", rate = \"1/s\" }}\n{OK_RUN}"
+        ),
+        5,
+        "stream[1].name",
+        "duplicate stream name",
+    );
+    fails(
+        "name = \"a\"\n[run]\nrequests = 3\n",
+        1,
+        "stream",
+        "no streams",
+    );
+}
+
+#[test]
+fn model_placeholders_need_their_axis() {
+    let s = "[[stream]]\nmodel = \"qwen2.5:7b-{quant}\"\narrival = { kind = \"poisson\", rate = \"1/s\" }\n[run]\nrequests = 3\n";
+    fails(
+        s,
+        2,
+        "stream[0].model",
+        "contains {quant} but [sweep] has no quant axis",
+    );
+    fails(
+        &s.replace("{quant}", "{size}"),
+        2,
+        "stream[0].model",
+        "unknown placeholder \"{size}\"",
+    );
+    fails(
+        &format!("{OK_STREAM}{OK_RUN}[sweep]\nquant = [\"q8_0\"]\n"),
+        7,
+        "sweep.quant",
+        "no model contains `{quant}`",
+    );
+    fails(
+        &format!(
+            "[[stream]]\nmodel = \"\"\narrival = {{ kind = \"poisson\", rate = \"1/s\" }}\n{OK_RUN}"
+        ),
+        2,
+        "stream[0].model",
+        "empty model",
+    );
+}
+
+#[test]
+fn run_and_sweep_values_are_checked() {
+    fails(
+        &format!("{OK_STREAM}[run]\nrequests = 0\n"),
+        5,
+        "run.requests",
+        "at least 1",
+    );
+    fails(
+        &format!("{OK_STREAM}[run]\nrequests = 3\nduration = \"1m\"\n"),
+        6,
+        "run.duration",
+        "both `requests` and `duration`",
+    );
+    fails(
+        &format!("{OK_STREAM}[run]\nwarmup = 1\n"),
+        4,
+        "run.requests",
+        "requests = N",
+    );
+    fails(&format!("{OK_STREAM}"), 1, "run.requests", "missing key");
+    fails(
+        &format!("{OK_STREAM}[run]\nduration = \"0s\"\n"),
+        5,
+        "run.duration",
+        "longer than 0",
+    );
+    fails(
+        &format!("{OK_STREAM}{OK_RUN}timeout = \"soon\"\n"),
+        6,
+        "run.timeout",
+        "bad duration \"soon\"",
+    );
+    fails(
+        &format!("{OK_STREAM}{OK_RUN}timeout = -3\n"),
+        6,
+        "run.timeout",
+        "zero or more",
+    );
+    fails(
+        &format!("{OK_STREAM}{OK_RUN}concurrency = 0\n"),
+        6,
+        "run.concurrency",
+        "at least 1",
+    );
+    fails(
+        &format!("{OK_STREAM}{OK_RUN}[sweep]\nkeep_alive = [\"1s\", \"x\"]\n"),
+        7,
+        "sweep.keep_alive[1]",
+        "bad keep_alive \"x\"",
+    );
+    fails(
+        &format!("{OK_STREAM}{OK_RUN}[sweep]\nkeep_alive = [\"1s\",\n  \"1s\"]\n"),
+        8,
+        "sweep.keep_alive[1]",
+        "duplicate sweep value",
+    );
+    fails(
+        &format!("{OK_STREAM}{OK_RUN}[sweep]\nrate = [\"1/s\", \"fast\"]\n"),
+        7,
+        "sweep.rate[1]",
+        "bad rate \"fast\"",
+    );
+    fails(
+        &format!("{OK_STREAM}{OK_RUN}[sweep]\nmodel = [\"\"]\n"),
+        7,
+        "sweep.model[0]",
+        "empty model",
+    );
+}
+
+#[test]
+fn a_rate_axis_fills_missing_rates_and_refuses_traces() {
+    let s = p("[[stream]]\nmodel = \"m\"\narrival = { kind = \"constant\" }\n[run]\nrequests = 3\n[sweep]\nrate = [\"1/s\", \"4/s\"]\n").unwrap();
+    let plan = plan(&s);
+    assert_eq!(
+        plan.cells[1].streams[0].arrival,
+        Arrival::Constant {
+            rate: Rate::parse("4/s").unwrap()
+        }
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("t.csv"), "time\n0\n1.5\n").unwrap();
+    let path = dir.path().join("s.toml");
+    std::fs::write(&path, "[[stream]]\nmodel = \"m\"\narrival = { kind = \"trace\", file = \"t.csv\" }\n[run]\nrequests = 3\n[sweep]\nrate = [\"1/s\"]\n").unwrap();
+    let e = load(&path).unwrap_err();
+    assert_eq!(
+        (e.key.as_deref(), e.line),
+        (Some("sweep.rate"), Some(7)),
+        "{e}"
+    );
+    assert!(e.message.contains("replays a trace"), "{e}");
+}
+
+#[test]
+fn trace_files_resolve_next_to_the_scenario_and_columns_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("traces")).unwrap();
+    std::fs::write(
+        dir.path().join("traces/t.csv"),
+        "TIMESTAMP,n\n2023-11-16 18:17:03.5,1\n2023-11-16 18:17:05.5,2\n",
+    )
+    .unwrap();
+    let path = dir.path().join("s.toml");
+    let text = "[[stream]]\nmodel = \"m\"\narrival = { kind = \"trace\", file = \"traces/t.csv\", time_scale = 2.0, skip = 1 }\n[run]\nrequests = 3\n";
+    std::fs::write(&path, text).unwrap();
+    let s = load(&path).unwrap();
+    assert_eq!(
+        s.streams[0].arrival,
+        Arrival::Trace {
+            file: dir.path().join("traces/t.csv"),
+            column: None,
+            time_scale: 2.0,
+            skip: 1
+        }
+    );
+    std::fs::write(&path, text.replace("skip = 1", "column = \"when\"")).unwrap();
+    let e = load(&path).unwrap_err();
+    assert_eq!(e.key.as_deref(), Some("stream[0].arrival.column"), "{e}");
+    assert!(e.message.contains("its columns are: TIMESTAMP, n"), "{e}");
+    let e = load(&dir.path().join("missing.toml")).unwrap_err();
+    assert!(
+        e.to_string().contains("cannot read the scenario file"),
+        "{e}"
+    );
+}
+
+#[test]
+fn other_sections_are_checked() {
+    let base = format!("{OK_STREAM}{OK_RUN}");
+    fails(
+        &format!("{base}[target]\nkind = \"vllm\"\n"),
+        7,
+        "target.kind",
+        "write \"sim\" or \"ollama\"",
+    );
+    fails(
+        &format!("{base}[target]\nurl = \"http://x\"\n"),
+        6,
+        "target.kind",
+        "missing key `kind`",
+    );
+    fails(
+        &format!("{base}[target]\nkind = \"sim\"\nurl = \"http://x\"\n"),
+        8,
+        "target.url",
+        "only to kind = \"ollama\"",
+    );
+    fails(
+        &format!("{base}[sim]\nvram = \"24 parsecs\"\n"),
+        7,
+        "sim.vram",
+        "bad size",
+    );
+    fails(
+        &format!("{base}[sim]\nkeep_alive = \"forever\"\n"),
+        7,
+        "sim.keep_alive",
+        "bad keep_alive",
+    );
+    fails(
+        &format!("{base}[sim]\nload_timeout = \"soon\"\n"),
+        7,
+        "sim.load_timeout",
+        "bad duration",
+    );
+    fails(
+        &format!("{base}[sim.faults]\nerror_500 = 1.5\n"),
+        7,
+        "sim.faults.error_500",
+        "from 0 to 1",
+    );
+    fails(
+        &format!("{base}[telemetry]\nsources = [\"nvml\", \"dcgm\"]\n"),
+        7,
+        "telemetry.sources[1]",
+        "\"nvml\", \"ollama_ps\", \"rss\", \"prometheus\", \"sim\"",
+    );
+    fails(
+        &format!("{base}[telemetry]\ninterval = \"0ms\"\n"),
+        7,
+        "telemetry.interval",
+        "longer than 0",
+    );
+    fails(
+        &format!("{base}[telemetry]\nsources = [\"prometheus\"]\n"),
+        6,
+        "telemetry.prometheus_url",
+        "needs prometheus_url",
+    );
+    fails(
+        &format!("{base}[cost]\nvram_gb_hour = -1\n"),
+        7,
+        "cost.vram_gb_hour",
+        "zero or more",
+    );
+    fails(
+        &format!("{base}[cost]\nwait_second = 0\n"),
+        7,
+        "cost.wait_second",
+        "above 0",
+    );
+    fails(
+        &format!("{base}[slo]\nttft_p99 = \"fast\"\n"),
+        7,
+        "slo.ttft_p99",
+        "bad duration",
+    );
+    fails(
+        &format!("{base}[swarm]\nusers = 0\n"),
+        7,
+        "swarm.users",
+        "at least 1",
+    );
+    fails(
+        &format!("{base}[swarm]\nhatch_rate = 0\n"),
+        7,
+        "swarm.hatch_rate",
+        "above 0",
+    );
+    fails(
+        &format!("{base}[swarm]\nthink_time = {{ min = \"5s\", max = \"1s\" }}\n"),
+        7,
+        "swarm.think_time.max",
+        "shorter than min",
+    );
+    fails(
+        &format!("{base}[swarm]\nthink_time = {{ mean = \"5s\" }}\n"),
+        7,
+        "swarm.think_time.mean",
+        "unknown field `mean`",
+    );
+    fails(&format!("name = \"\"\n{base}"), 1, "name", "empty name");
+}
+
+#[test]
+fn the_error_display_has_every_part() {
+    let e = ScenarioError {
+        path: "scenarios/x.toml".into(),
+        line: Some(12),
+        column: Some(9),
+        key: Some("stream[0].arrival.rate".into()),
+        message: "bad rate \"fast\"".into(),
+    };
+    assert_eq!(
+        e.to_string(),
+        "scenarios/x.toml:12:9: key `stream[0].arrival.rate`: bad rate \"fast\""
+    );
+    let e = ScenarioError {
+        line: None,
+        column: None,
+        key: None,
+        ..e
+    };
+    assert_eq!(e.to_string(), "scenarios/x.toml: bad rate \"fast\"");
+}

@@ -1,0 +1,733 @@
+//! Turns the file as read (`raw`) into a typed `Scenario`: applies the documented
+//! defaults and checks every value, reporting the first fault at its key with what is
+//! allowed. Knows nothing of HTTP; trace files are read only to check them.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::raw::{
+    RawArrival, RawCost, RawRun, RawScenario, RawSlo, RawStream, RawSwarm, RawSweep, RawTelemetry,
+    Scalar,
+};
+use super::spans::Locator;
+use super::{
+    Api, Arrival, CostSettings, DEFAULT_VRAM_GB_HOUR, Prompt, RunSettings, Scenario, ScenarioError,
+    SloSettings, StreamSpec, SwarmSettings, Sweep, TELEMETRY_SOURCES, TargetSpec,
+    TelemetrySettings, ThinkTime, trace,
+};
+use crate::sim_settings::SimSettings;
+use crate::units::{self, KeepAlive, Rate};
+
+type Result<T> = std::result::Result<T, ScenarioError>;
+
+const ARRIVAL_EXAMPLE: &str = "arrival = { kind = \"poisson\", rate = \"0.5/s\" }";
+const ARRIVAL_KINDS: &str = "\"constant\", \"poisson\", \"gamma\", \"onoff\" or \"trace\"";
+
+/// Validates `raw`, read from `text` at `path`.
+pub(crate) fn validate(
+    raw: RawScenario,
+    loc: &Locator<'_>,
+    text: &str,
+    path: &Path,
+) -> Result<Scenario> {
+    let name = match raw.name {
+        Some(n) if n.trim().is_empty() => {
+            return Err(loc.error_at("name", "empty name: write e.g. name = \"quickstart\""));
+        }
+        Some(n) => n,
+        None => path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "scenario".into()),
+    };
+    let seed = raw.seed.unwrap_or(0);
+    let target = match raw.target {
+        None => None,
+        Some(t) => Some(target(t.kind, t.url, loc)?),
+    };
+    sim_values(&raw.sim, seed, loc)?;
+    let sweep = sweep(&raw.sweep, loc)?;
+    if raw.stream.is_empty() {
+        return Err(loc.error_at(
+            "stream",
+            format!(
+                "no streams: add at least one [[stream]] table with `model` and `{ARRIVAL_EXAMPLE}`"
+            ),
+        ));
+    }
+    let base = path.parent().unwrap_or(Path::new(""));
+    let mut streams: Vec<StreamSpec> = Vec::with_capacity(raw.stream.len());
+    for (i, s) in raw.stream.into_iter().enumerate() {
+        let spec = stream(i, s, &sweep, base, loc)?;
+        if streams.iter().any(|o| o.name == spec.name) {
+            return Err(loc.error_at(
+                &format!("stream[{i}].name"),
+                format!(
+                    "duplicate stream name {:?}: give each stream its own name",
+                    spec.name
+                ),
+            ));
+        }
+        streams.push(spec);
+    }
+    sweep_fits_streams(&sweep, &streams, loc)?;
+    let run = run(&raw.run, loc)?;
+    let telemetry = telemetry(&raw.telemetry, loc)?;
+    let cost = cost(&raw.cost, loc)?;
+    let slo = slo(&raw.slo, loc)?;
+    let swarm = swarm(&raw.swarm, loc)?;
+    Ok(Scenario {
+        name,
+        seed,
+        target,
+        sim: raw.sim,
+        streams,
+        run,
+        sweep,
+        telemetry,
+        cost,
+        slo,
+        swarm,
+        source: text.to_string(),
+        path: path.to_path_buf(),
+    })
+}
+
+fn target(kind: Option<String>, url: Option<String>, loc: &Locator<'_>) -> Result<TargetSpec> {
+    match kind.as_deref() {
+        Some("sim") => {
+            if url.is_some() {
+                return Err(loc.error_at(
+                    "target.url",
+                    "`url` applies only to kind = \"ollama\"; remove it for the simulator",
+                ));
+            }
+            Ok(TargetSpec::Sim)
+        }
+        Some("ollama") => Ok(TargetSpec::Ollama { url }),
+        Some(other) => Err(loc.error_at(
+            "target.kind",
+            format!("unknown target kind {other:?}: write \"sim\" or \"ollama\""),
+        )),
+        None => Err(loc.error_at(
+            "target.kind",
+            "missing key `kind`: write kind = \"sim\" or kind = \"ollama\"",
+        )),
+    }
+}
+
+/// Checks `[sim]` with the simulator's own conversion, so a scenario that validates
+/// also starts; its errors read `sim.<key>: <message>`, which we place at that key.
+fn sim_values(sim: &SimSettings, seed: u64, loc: &Locator<'_>) -> Result<()> {
+    let place = |e: units::ParseError| {
+        let (key, message) = match e.message.split_once(": ") {
+            Some((key, rest)) if key.starts_with("sim") && !key.contains(' ') => {
+                (key.to_string(), rest.to_string())
+            }
+            _ => ("sim".to_string(), e.message.clone()),
+        };
+        loc.error_at(&key, message)
+    };
+    sim.sched_config(seed).map_err(place)?;
+    sim.faults().map_err(place)?;
+    Ok(())
+}
+
+fn sweep(raw: &RawSweep, loc: &Locator<'_>) -> Result<Sweep> {
+    let mut out = Sweep::default();
+    for (i, v) in raw.keep_alive.iter().enumerate() {
+        let key = format!("sweep.keep_alive[{i}]");
+        let ka = keep_alive(v, &key, loc)?;
+        if out.keep_alive.iter().any(|o| o.written() == ka.written()) {
+            return Err(duplicate(&key, ka.written(), loc));
+        }
+        out.keep_alive.push(ka);
+    }
+    for (i, v) in raw.rate.iter().enumerate() {
+        let key = format!("sweep.rate[{i}]");
+        let r = rate(v, &key, loc)?;
+        if out.rate.iter().any(|o| o.written() == r.written()) {
+            return Err(duplicate(&key, r.written(), loc));
+        }
+        out.rate.push(r);
+    }
+    for (axis, values, target) in [
+        ("quant", &raw.quant, &mut out.quant),
+        ("model", &raw.model, &mut out.model),
+    ] {
+        for (i, v) in values.iter().enumerate() {
+            let key = format!("sweep.{axis}[{i}]");
+            if v.trim().is_empty() {
+                return Err(loc.error_at(&key, format!("empty {axis}: write e.g. \"q4_K_M\"")));
+            }
+            if target.contains(v) {
+                return Err(duplicate(&key, v, loc));
+            }
+            target.push(v.clone());
+        }
+    }
+    Ok(out)
+}
+
+fn duplicate(key: &str, value: &str, loc: &Locator<'_>) -> ScenarioError {
+    loc.error_at(
+        key,
+        format!("duplicate sweep value {value:?}: list each value once"),
+    )
+}
+
+/// Checks the axes against the streams: `{quant}` needs a quant axis and the other
+/// way round; a rate axis needs every arrival to have a rate.
+fn sweep_fits_streams(sweep: &Sweep, streams: &[StreamSpec], loc: &Locator<'_>) -> Result<()> {
+    let filled = |m: &str| m.contains("{quant}");
+    let any_quant =
+        streams.iter().any(|s| filled(&s.model)) || sweep.model.iter().any(|m| filled(m));
+    if !sweep.quant.is_empty() && !any_quant {
+        return Err(loc.error_at(
+            "sweep.quant",
+            "no model contains `{quant}`: write the model tag with the placeholder, e.g. model = \"qwen2.5:7b-instruct-{quant}\", or remove the quant axis",
+        ));
+    }
+    if !sweep.rate.is_empty() {
+        if let Some(i) = streams.iter().position(|s| s.arrival.rate().is_none()) {
+            return Err(loc.error_at(
+                "sweep.rate",
+                format!(
+                    "stream {:?} replays a trace, which has no rate to sweep: sweep `time_scale` by hand or remove the rate axis",
+                    streams[i].name
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn stream(
+    i: usize,
+    s: RawStream,
+    sweep: &Sweep,
+    base: &Path,
+    loc: &Locator<'_>,
+) -> Result<StreamSpec> {
+    let key = |k: &str| format!("stream[{i}].{k}");
+    let name = match s.name {
+        Some(n) if n.trim().is_empty() => {
+            return Err(loc.error_at(&key("name"), "empty name: write e.g. name = \"tagging\""));
+        }
+        Some(n) => n,
+        None => format!("stream{}", i + 1),
+    };
+    let model = model(s.model, &key("model"), sweep, loc)?;
+    let api = match s.api.as_deref() {
+        None | Some("generate") => Api::Generate,
+        Some("chat") => Api::Chat,
+        Some("embed") => Api::Embed,
+        Some(other) => {
+            return Err(loc.error_at(
+                &key("api"),
+                format!("unknown api {other:?}: write \"generate\", \"chat\" or \"embed\""),
+            ));
+        }
+    };
+    let num_ctx = s.num_ctx.unwrap_or(4096);
+    if num_ctx == 0 {
+        return Err(loc.error_at(
+            &key("num_ctx"),
+            "num_ctx must be at least 1: write the context length in tokens, e.g. 4096",
+        ));
+    }
+    let prompt = match (s.prompt_tokens, s.prompt) {
+        (Some(_), Some(_)) => {
+            return Err(loc.error_at(
+                &key("prompt"),
+                "both `prompt` and `prompt_tokens`: keep one (a text, or a synthetic prompt of N tokens)",
+            ));
+        }
+        (Some(0), None) => {
+            return Err(loc.error_at(&key("prompt_tokens"), "prompt_tokens must be at least 1"));
+        }
+        (Some(n), None) => Prompt::Tokens(n),
+        (None, Some(text)) => Prompt::Text(text),
+        (None, None) => Prompt::Tokens(200),
+    };
+    let max_tokens = s.max_tokens.unwrap_or(32);
+    if max_tokens == 0 && api != Api::Embed {
+        return Err(loc.error_at(
+            &key("max_tokens"),
+            "max_tokens must be at least 1 (it is sent as options.num_predict)",
+        ));
+    }
+    let keep_alive = match &s.keep_alive {
+        Some(v) => Some(keep_alive(v, &key("keep_alive"), loc)?),
+        None => None,
+    };
+    let images = s.images.unwrap_or(0);
+    if images > 0 && api == Api::Embed {
+        return Err(loc.error_at(
+            &key("images"),
+            "images apply to api = \"generate\" or \"chat\" with a vision model, not to embed",
+        ));
+    }
+    if s.think.is_some() && api == Api::Embed {
+        return Err(loc.error_at(
+            &key("think"),
+            "think applies to api = \"generate\" or \"chat\", not to embed",
+        ));
+    }
+    let arrival = match s.arrival {
+        Some(a) => arrival(i, a, sweep, base, loc)?,
+        None => {
+            return Err(loc.error_at(
+                &key("arrival"),
+                format!("missing key `arrival`: write e.g. {ARRIVAL_EXAMPLE}"),
+            ));
+        }
+    };
+    Ok(StreamSpec {
+        name,
+        model,
+        api,
+        num_ctx,
+        prompt,
+        max_tokens,
+        keep_alive,
+        arrival,
+        images,
+        think: s.think,
+    })
+}
+
+fn model(raw: Option<String>, key: &str, sweep: &Sweep, loc: &Locator<'_>) -> Result<String> {
+    let model = match raw {
+        Some(m) => m,
+        // The model axis names the model of every stream.
+        None if !sweep.model.is_empty() => sweep.model[0].clone(),
+        None => {
+            return Err(loc.error_at(
+                key,
+                "missing key `model`: write the Ollama model tag, e.g. model = \"qwen2.5:7b-instruct-q4_K_M\" (or sweep it with [sweep] model = [...])",
+            ));
+        }
+    };
+    if model.trim().is_empty() {
+        return Err(loc.error_at(
+            key,
+            "empty model: write an Ollama model tag such as \"llama3.1:8b\"",
+        ));
+    }
+    let mut rest = model.as_str();
+    while let Some(open) = rest.find('{') {
+        let after = &rest[open..];
+        let close = after.find('}').map_or(after.len(), |c| c + 1);
+        let placeholder = &after[..close];
+        if placeholder != "{quant}" {
+            return Err(loc.error_at(
+                key,
+                format!("unknown placeholder {placeholder:?} in {model:?}: only {{quant}} is filled (from [sweep] quant)"),
+            ));
+        }
+        rest = &after[close..];
+    }
+    if model.contains("{quant}") && sweep.quant.is_empty() {
+        return Err(loc.error_at(
+            key,
+            format!("{model:?} contains {{quant}} but [sweep] has no quant axis: add e.g. [sweep] quant = [\"q4_K_M\", \"q8_0\"], or write the tag in full"),
+        ));
+    }
+    Ok(model)
+}
+
+fn arrival(
+    i: usize,
+    a: RawArrival,
+    sweep: &Sweep,
+    base: &Path,
+    loc: &Locator<'_>,
+) -> Result<Arrival> {
+    let key = |k: &str| format!("stream[{i}].arrival.{k}");
+    let kind = match a.kind.as_deref() {
+        Some(k) => k,
+        None => {
+            return Err(loc.error_at(
+                &key("kind"),
+                format!("missing key `kind`: write one of {ARRIVAL_KINDS}"),
+            ));
+        }
+    };
+    let allowed: &[&str] = match kind {
+        "constant" | "poisson" => &["rate"],
+        "gamma" => &["rate", "cv"],
+        "onoff" => &["rate", "on", "off"],
+        "trace" => &["file", "column", "time_scale", "skip"],
+        other => {
+            return Err(loc.error_at(
+                &key("kind"),
+                format!("unknown arrival kind {other:?}: write one of {ARRIVAL_KINDS}"),
+            ));
+        }
+    };
+    let present = [
+        ("rate", a.rate.is_some()),
+        ("cv", a.cv.is_some()),
+        ("on", a.on.is_some()),
+        ("off", a.off.is_some()),
+        ("file", a.file.is_some()),
+        ("column", a.column.is_some()),
+        ("time_scale", a.time_scale.is_some()),
+        ("skip", a.skip.is_some()),
+    ];
+    for (k, here) in present {
+        if here && !allowed.contains(&k) {
+            return Err(loc.error_at(
+                &key(k),
+                format!(
+                    "`{k}` does not apply to kind = {kind:?}, whose keys are: {}",
+                    allowed.join(", ")
+                ),
+            ));
+        }
+    }
+    if kind == "trace" {
+        return trace_arrival(i, a, base, loc);
+    }
+    let rate = match (&a.rate, sweep.rate.first()) {
+        (Some(r), _) => rate(r, &key("rate"), loc)?,
+        // The rate axis supplies it in every cell.
+        (None, Some(r)) => r.clone(),
+        (None, None) => {
+            return Err(loc.error_at(
+                &key("rate"),
+                "missing key `rate`: write requests per unit of time, e.g. rate = \"0.5/s\" (or sweep it with [sweep] rate = [...])",
+            ));
+        }
+    };
+    Ok(match kind {
+        "constant" => Arrival::Constant { rate },
+        "poisson" => Arrival::Poisson { rate },
+        "gamma" => {
+            let cv = a.cv.unwrap_or(1.0);
+            if !(cv.is_finite() && cv > 0.0) {
+                return Err(loc.error_at(
+                    &key("cv"),
+                    format!("bad cv {cv}: write a positive coefficient of variation (1 = Poisson, above 1 = bursty), e.g. cv = 2.0"),
+                ));
+            }
+            Arrival::Gamma { rate, cv }
+        }
+        _ => {
+            let on = required_duration(a.on.as_ref(), &key("on"), "on = \"30s\"", loc)?;
+            let off = required_duration(a.off.as_ref(), &key("off"), "off = \"10m\"", loc)?;
+            if on.is_zero() {
+                return Err(loc.error_at(
+                    &key("on"),
+                    "`on` must be longer than 0: write e.g. on = \"30s\"",
+                ));
+            }
+            Arrival::OnOff { rate, on, off }
+        }
+    })
+}
+
+fn trace_arrival(i: usize, a: RawArrival, base: &Path, loc: &Locator<'_>) -> Result<Arrival> {
+    let key = |k: &str| format!("stream[{i}].arrival.{k}");
+    let Some(file) = a.file else {
+        return Err(loc.error_at(
+            &key("file"),
+            "missing key `file`: write the CSV of send times, relative to this scenario, e.g. file = \"traces/azure-code-slice.csv\"",
+        ));
+    };
+    let resolved: PathBuf = base.join(&file);
+    let time_scale = a.time_scale.unwrap_or(1.0);
+    if !(time_scale.is_finite() && time_scale > 0.0) {
+        return Err(loc.error_at(
+            &key("time_scale"),
+            format!("bad time_scale {time_scale}: write a positive factor for the gaps (2.0 = twice as slow)"),
+        ));
+    }
+    let skip = usize::try_from(a.skip.unwrap_or(0)).unwrap_or(usize::MAX);
+    match trace::read_send_times(&resolved, a.column.as_deref(), skip) {
+        Ok(_) => {}
+        Err(e @ trace::TraceError::Column { .. }) => {
+            return Err(loc.error_at(&key("column"), e.to_string()));
+        }
+        Err(e) => return Err(loc.error_at(&key("file"), e.to_string())),
+    }
+    Ok(Arrival::Trace {
+        file: resolved,
+        column: a.column,
+        time_scale,
+        skip,
+    })
+}
+
+fn keep_alive(v: &Scalar, key: &str, loc: &Locator<'_>) -> Result<KeepAlive> {
+    KeepAlive::parse(&v.text()).map_err(|e| loc.error_at(key, e.message))
+}
+
+fn rate(v: &Scalar, key: &str, loc: &Locator<'_>) -> Result<Rate> {
+    Rate::parse(&v.text()).map_err(|e| loc.error_at(key, e.message))
+}
+
+/// One of our own durations: a string with units (`"100ms"`, `"30s"`, `"5m"`) or a
+/// number of seconds.
+fn duration(v: &Scalar, key: &str, loc: &Locator<'_>) -> Result<Duration> {
+    let bad = |why: String| {
+        loc.error_at(
+            key,
+            format!("bad duration {:?}: {why}; write e.g. \"100ms\", \"30s\", \"5m\" or a number of seconds", v.text()),
+        )
+    };
+    match v {
+        Scalar::Str(s) => humantime::parse_duration(s.trim()).map_err(|e| bad(e.to_string())),
+        _ => match v.as_number() {
+            Some(n) if n.is_finite() && n >= 0.0 => Ok(Duration::from_secs_f64(n)),
+            _ => Err(bad("must be zero or more".into())),
+        },
+    }
+}
+
+fn required_duration(
+    v: Option<&Scalar>,
+    key: &str,
+    example: &str,
+    loc: &Locator<'_>,
+) -> Result<Duration> {
+    match v {
+        Some(v) => duration(v, key, loc),
+        None => Err(loc.error_at(key, format!("missing key: write e.g. {example}"))),
+    }
+}
+
+fn opt_duration(
+    v: &Option<Scalar>,
+    key: &str,
+    default: Duration,
+    loc: &Locator<'_>,
+) -> Result<Duration> {
+    match v {
+        Some(v) => duration(v, key, loc),
+        None => Ok(default),
+    }
+}
+
+fn positive(d: Duration, key: &str, loc: &Locator<'_>) -> Result<Duration> {
+    if d.is_zero() {
+        Err(loc.error_at(key, "must be longer than 0: write e.g. \"30s\""))
+    } else {
+        Ok(d)
+    }
+}
+
+fn run(r: &RawRun, loc: &Locator<'_>) -> Result<RunSettings> {
+    let requests = match r.requests {
+        None => None,
+        Some(n) if n >= 1 && n <= i64::from(u32::MAX) => Some(n as u32),
+        Some(n) => {
+            return Err(loc.error_at(
+                "run.requests",
+                format!("bad requests {n}: write how many requests each stream sends per cell, at least 1"),
+            ));
+        }
+    };
+    let duration = match &r.duration {
+        None => None,
+        Some(v) => Some(positive(
+            duration(v, "run.duration", loc)?,
+            "run.duration",
+            loc,
+        )?),
+    };
+    match (requests, duration) {
+        (Some(_), Some(_)) => {
+            return Err(loc.error_at(
+                "run.duration",
+                "both `requests` and `duration`: keep one (requests per stream and cell, or how long each cell sends)",
+            ));
+        }
+        (None, None) => {
+            return Err(loc.error_at(
+                "run.requests",
+                "missing key: write [run] requests = N (per stream and cell) or duration = \"5m\"",
+            ));
+        }
+        _ => {}
+    }
+    let concurrency = match r.concurrency {
+        None => 64,
+        Some(n) if n >= 1 => usize::try_from(n).unwrap_or(usize::MAX),
+        Some(n) => {
+            return Err(loc.error_at(
+                "run.concurrency",
+                format!(
+                    "bad concurrency {n}: write the most requests in flight at once, at least 1"
+                ),
+            ));
+        }
+    };
+    let timeout = positive(
+        opt_duration(&r.timeout, "run.timeout", Duration::from_secs(120), loc)?,
+        "run.timeout",
+        loc,
+    )?;
+    Ok(RunSettings {
+        requests,
+        duration,
+        concurrency,
+        timeout,
+        warmup: r.warmup.unwrap_or(0),
+        cold_threshold: opt_duration(
+            &r.cold_threshold,
+            "run.cold_threshold",
+            crate::record::DEFAULT_COLD_THRESHOLD,
+            loc,
+        )?,
+        unload_timeout: opt_duration(
+            &r.unload_timeout,
+            "run.unload_timeout",
+            Duration::from_secs(30),
+            loc,
+        )?,
+        grace: opt_duration(&r.grace, "run.grace", Duration::from_secs(5), loc)?,
+        pause: opt_duration(&r.pause, "run.pause", Duration::ZERO, loc)?,
+    })
+}
+
+fn telemetry(t: &RawTelemetry, loc: &Locator<'_>) -> Result<TelemetrySettings> {
+    let sources = match &t.sources {
+        None => vec!["nvml".into(), "ollama_ps".into(), "rss".into()],
+        Some(list) => {
+            for (i, s) in list.iter().enumerate() {
+                if !TELEMETRY_SOURCES.contains(&s.as_str()) {
+                    return Err(loc.error_at(
+                        &format!("telemetry.sources[{i}]"),
+                        format!(
+                            "unknown source {s:?}: write any of {}",
+                            TELEMETRY_SOURCES.map(|s| format!("\"{s}\"")).join(", ")
+                        ),
+                    ));
+                }
+            }
+            list.clone()
+        }
+    };
+    let interval = positive(
+        opt_duration(
+            &t.interval,
+            "telemetry.interval",
+            Duration::from_millis(100),
+            loc,
+        )?,
+        "telemetry.interval",
+        loc,
+    )?;
+    if sources.iter().any(|s| s == "prometheus") && t.prometheus_url.is_none() {
+        return Err(loc.error_at(
+            "telemetry.prometheus_url",
+            "source \"prometheus\" needs prometheus_url: a Prometheus server (e.g. \"http://prom:9090\") or a DCGM exporter (\"http://gpu-host:9400/metrics\")",
+        ));
+    }
+    let release_tolerance = opt_duration(
+        &t.release_tolerance,
+        "telemetry.release_tolerance",
+        interval + Duration::from_millis(250),
+        loc,
+    )?;
+    Ok(TelemetrySettings {
+        sources,
+        interval,
+        process_names: t.process_names.clone().unwrap_or_else(|| {
+            vec![
+                "ollama".into(),
+                "ollama_llama_server".into(),
+                "llama-server".into(),
+            ]
+        }),
+        prometheus_url: t.prometheus_url.clone(),
+        prometheus_query: t.prometheus_query.clone().or_else(|| {
+            t.prometheus_url
+                .as_ref()
+                .map(|_| "DCGM_FI_DEV_FB_USED".to_string())
+        }),
+        release_tolerance,
+    })
+}
+
+fn cost(c: &RawCost, loc: &Locator<'_>) -> Result<CostSettings> {
+    let vram_gb_hour = c.vram_gb_hour.unwrap_or(DEFAULT_VRAM_GB_HOUR);
+    if !(vram_gb_hour.is_finite() && vram_gb_hour >= 0.0) {
+        return Err(loc.error_at(
+            "cost.vram_gb_hour",
+            format!("bad vram_gb_hour {vram_gb_hour}: write what holding 1 GB of VRAM for an hour costs, in wait-seconds (zero or more, default {DEFAULT_VRAM_GB_HOUR})"),
+        ));
+    }
+    let wait_second = c.wait_second.unwrap_or(1.0);
+    if !(wait_second.is_finite() && wait_second > 0.0) {
+        return Err(loc.error_at(
+            "cost.wait_second",
+            format!("bad wait_second {wait_second}: write what one second of waiting costs, above 0 (default 1.0)"),
+        ));
+    }
+    let cold_penalty = match &c.cold_penalty {
+        Some(v) => Some(duration(v, "cost.cold_penalty", loc)?),
+        None => None,
+    };
+    Ok(CostSettings {
+        vram_gb_hour,
+        wait_second,
+        cold_penalty,
+    })
+}
+
+fn slo(s: &RawSlo, loc: &Locator<'_>) -> Result<SloSettings> {
+    let ttft_p99 = match &s.ttft_p99 {
+        Some(v) => Some(positive(
+            duration(v, "slo.ttft_p99", loc)?,
+            "slo.ttft_p99",
+            loc,
+        )?),
+        None => None,
+    };
+    Ok(SloSettings { ttft_p99 })
+}
+
+fn swarm(s: &RawSwarm, loc: &Locator<'_>) -> Result<SwarmSettings> {
+    let users = s.users.unwrap_or(10);
+    if users == 0 {
+        return Err(loc.error_at("swarm.users", "users must be at least 1"));
+    }
+    let hatch_rate = s.hatch_rate.unwrap_or(f64::from(users));
+    if !(hatch_rate.is_finite() && hatch_rate > 0.0) {
+        return Err(loc.error_at(
+            "swarm.hatch_rate",
+            format!("bad hatch_rate {hatch_rate}: write users started per second, above 0"),
+        ));
+    }
+    let think_time = match &s.think_time {
+        None => ThinkTime {
+            min: Duration::from_secs(1),
+            max: Duration::from_secs(5),
+        },
+        Some(t) => {
+            let min = opt_duration(&t.min, "swarm.think_time.min", Duration::ZERO, loc)?;
+            let max = opt_duration(&t.max, "swarm.think_time.max", min, loc)?;
+            if max < min {
+                return Err(loc.error_at(
+                    "swarm.think_time.max",
+                    "max is shorter than min: write think_time = { min = \"1s\", max = \"5s\" }",
+                ));
+            }
+            ThinkTime { min, max }
+        }
+    };
+    let run_time = positive(
+        opt_duration(&s.run_time, "swarm.run_time", Duration::from_secs(30), loc)?,
+        "swarm.run_time",
+        loc,
+    )?;
+    Ok(SwarmSettings {
+        users,
+        hatch_rate,
+        think_time,
+        run_time,
+    })
+}
