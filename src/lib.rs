@@ -18,3 +18,4 @@ pub mod scenario;
 pub mod sched;
 pub mod sim_settings;
 pub mod units;
+pub mod workload;
