@@ -1,0 +1,584 @@
+//! The report's charts as SVG text (plotters, SVG backend only; text stays `<text>`, so
+//! no fonts are needed and plotters escapes it). One function per chart, each from typed
+//! data to a `String`; knows nothing of files, HTML or how the data were measured.
+
+use std::collections::BTreeMap;
+
+use anyhow::{Result, anyhow};
+use plotters::coord::ranged1d::IntoSegmentedCoord;
+use plotters::prelude::*;
+
+use crate::analysis::Summary;
+use crate::recommend::{GB, Recommendation, display_keep_alive};
+use crate::record::{CellMeta, RequestRecord, VramSample};
+
+/// Width of every chart, px.
+pub const WIDTH: u32 = 800;
+/// Height of every chart, px.
+pub const HEIGHT: u32 = 440;
+
+const FONT: &str = "sans-serif";
+const PALETTE: [RGBColor; 8] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
+    RGBColor(23, 190, 207),
+];
+const COLD: RGBColor = RGBColor(214, 39, 40);
+
+fn colour(i: usize) -> RGBColor {
+    PALETTE[i % PALETTE.len()]
+}
+
+fn draw_err<E: std::fmt::Debug>(e: E) -> anyhow::Error {
+    anyhow!("drawing a chart: {e:?}")
+}
+
+/// Pads a data range so points do not sit on the frame.
+fn padded(min: f64, max: f64) -> (f64, f64) {
+    if !min.is_finite() || !max.is_finite() {
+        return (0.0, 1.0);
+    }
+    let span = (max - min).abs();
+    let pad = if span > 0.0 {
+        span * 0.08
+    } else {
+        max.abs().max(1.0) * 0.1
+    };
+    (
+        (min - pad).min(if min >= 0.0 { 0.0 } else { min - pad }),
+        max + pad,
+    )
+}
+
+/// The tradeoff frontier of one recommendation: the latency metric (cold-start ratio %
+/// or p99 TTFT ms) against idle VRAM GB·s, each point labelled with its keep_alive, the
+/// frontier joined and the chosen point ringed.
+pub fn tradeoff(rec: &Recommendation) -> Result<String> {
+    let use_p99 = rec.frontier_metric == "p99_ttft_ms";
+    let pts: Vec<(f64, f64, String, bool, bool)> = rec
+        .candidates
+        .iter()
+        .map(|c| {
+            let x = c.idle_gb_s.unwrap_or(c.keep_alive_s.unwrap_or(0.0));
+            let y = if use_p99 {
+                c.p99_ttft_ms.unwrap_or(0.0)
+            } else {
+                c.cold_ratio * 100.0
+            };
+            (
+                x,
+                y,
+                display_keep_alive(&c.keep_alive),
+                c.on_frontier,
+                c.keep_alive == rec.chosen,
+            )
+        })
+        .collect();
+    let x_label = if rec.has_vram {
+        "idle VRAM held (GB·s)"
+    } else {
+        "keep_alive (s) — no VRAM data"
+    };
+    let y_label = if use_p99 {
+        "p99 TTFT (ms)"
+    } else {
+        "cold-start ratio (%)"
+    };
+    let (x0, x1) = padded(
+        pts.iter().map(|p| p.0).fold(f64::INFINITY, f64::min),
+        pts.iter().map(|p| p.0).fold(f64::NEG_INFINITY, f64::max),
+    );
+    let (y0, y1) = padded(
+        pts.iter().map(|p| p.1).fold(f64::INFINITY, f64::min),
+        pts.iter().map(|p| p.1).fold(f64::NEG_INFINITY, f64::max),
+    );
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (WIDTH, HEIGHT)).into_drawing_area();
+        root.fill(&WHITE).map_err(draw_err)?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(
+                format!("Tradeoff: {} ({})", rec.workload, rec.model),
+                (FONT, 18),
+            )
+            .margin(12)
+            .x_label_area_size(44)
+            .y_label_area_size(64)
+            .build_cartesian_2d(x0..x1, y0..y1)
+            .map_err(draw_err)?;
+        chart
+            .configure_mesh()
+            .x_desc(x_label)
+            .y_desc(y_label)
+            .axis_desc_style((FONT, 14))
+            .label_style((FONT, 12))
+            .draw()
+            .map_err(draw_err)?;
+        let mut frontier: Vec<(f64, f64)> =
+            pts.iter().filter(|p| p.3).map(|p| (p.0, p.1)).collect();
+        frontier.sort_by(|a, b| a.0.total_cmp(&b.0));
+        chart
+            .draw_series(LineSeries::new(frontier, colour(0).stroke_width(2)))
+            .map_err(draw_err)?
+            .label("Pareto frontier")
+            .legend(|(x, y)| {
+                PathElement::new(vec![(x, y), (x + 18, y)], colour(0).stroke_width(2))
+            });
+        chart
+            .draw_series(pts.iter().map(|p| {
+                let style = if p.3 {
+                    colour(0).filled()
+                } else {
+                    colour(6).filled()
+                };
+                Circle::new((p.0, p.1), 5, style)
+            }))
+            .map_err(draw_err)?
+            .label("swept keep_alive")
+            .legend(|(x, y)| Circle::new((x + 9, y), 5, colour(6).filled()));
+        chart
+            .draw_series(
+                pts.iter()
+                    .filter(|p| p.4)
+                    .map(|p| Circle::new((p.0, p.1), 10, COLD.stroke_width(3))),
+            )
+            .map_err(draw_err)?
+            .label("recommended")
+            .legend(|(x, y)| Circle::new((x + 9, y), 6, COLD.stroke_width(2)));
+        chart
+            .draw_series(pts.iter().map(|p| {
+                Text::new(
+                    p.2.clone(),
+                    (p.0, p.1),
+                    (FONT, 13).into_font().color(&BLACK),
+                )
+            }))
+            .map_err(draw_err)?;
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .label_font((FONT, 12))
+            .position(SeriesLabelPosition::UpperRight)
+            .draw()
+            .map_err(draw_err)?;
+        root.present().map_err(draw_err)?;
+    }
+    Ok(svg)
+}
+
+/// Which per-stream figure a keep_alive chart plots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Metric {
+    /// p99 time to first token, ms.
+    P99Ttft,
+    /// Cold-start ratio, %.
+    ColdRatio,
+}
+
+/// One line per workload and fixed parameters (rate, quant…), against keep_alive on a
+/// categorical axis in sweep order.
+pub fn by_keep_alive(summary: &Summary, metric: Metric) -> Result<String> {
+    let mut order: Vec<String> = Vec::new();
+    let mut lines: BTreeMap<String, Vec<(String, f64)>> = BTreeMap::new();
+    for cell in &summary.cells {
+        let fixed: Vec<String> = cell
+            .params
+            .iter()
+            .filter(|(k, _)| !k.contains("keep_alive"))
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        for s in &cell.streams {
+            let ka = display_keep_alive(&s.keep_alive);
+            if !order.contains(&ka) {
+                order.push(ka.clone());
+            }
+            let value = match metric {
+                Metric::P99Ttft => s.ttft_ms.all.map(|p| p.p99),
+                Metric::ColdRatio => Some(s.cold_ratio * 100.0),
+            };
+            if let Some(v) = value {
+                let mut name = s.name.clone();
+                if !fixed.is_empty() {
+                    name.push_str(&format!(" ({})", fixed.join(", ")));
+                }
+                lines.entry(name).or_default().push((ka, v));
+            }
+        }
+    }
+    let (title, y_label) = match metric {
+        Metric::P99Ttft => ("p99 TTFT by keep_alive", "p99 TTFT (ms)"),
+        Metric::ColdRatio => ("Cold-start ratio by keep_alive", "cold-start ratio (%)"),
+    };
+    let ymax = lines
+        .values()
+        .flatten()
+        .map(|p| p.1)
+        .fold(0.0f64, f64::max)
+        .max(if metric == Metric::ColdRatio {
+            1.0
+        } else {
+            1.0
+        });
+    let n = order.len().max(1);
+    let idx =
+        |ka: &str| SegmentValue::CenterOf(order.iter().position(|o| o == ka).unwrap_or(0) as i32);
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (WIDTH, HEIGHT)).into_drawing_area();
+        root.fill(&WHITE).map_err(draw_err)?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, (FONT, 18))
+            .margin(12)
+            .x_label_area_size(44)
+            .y_label_area_size(64)
+            .build_cartesian_2d((0..n as i32).into_segmented(), 0f64..ymax * 1.12)
+            .map_err(draw_err)?;
+        chart
+            .configure_mesh()
+            .x_desc("keep_alive (sweep order)")
+            .y_desc(y_label)
+            .x_label_formatter(&|v| seg_label(v, &order))
+            .axis_desc_style((FONT, 14))
+            .label_style((FONT, 12))
+            .draw()
+            .map_err(draw_err)?;
+        for (i, (name, pts)) in lines.iter().enumerate() {
+            let c = colour(i);
+            let xy: Vec<(SegmentValue<i32>, f64)> =
+                pts.iter().map(|(ka, v)| (idx(ka), *v)).collect();
+            chart
+                .draw_series(LineSeries::new(xy.clone(), c.stroke_width(2)))
+                .map_err(draw_err)?
+                .label(name.clone())
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2))
+                });
+            chart
+                .draw_series(xy.into_iter().map(|p| Circle::new(p, 4, c.filled())))
+                .map_err(draw_err)?;
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .label_font((FONT, 12))
+            .position(SeriesLabelPosition::UpperRight)
+            .draw()
+            .map_err(draw_err)?;
+        root.present().map_err(draw_err)?;
+    }
+    Ok(svg)
+}
+
+/// The samples that belong to a cell's time span, from one source: per-model rows
+/// (`sim`, `ollama_ps`) when there are any, else device totals.
+pub fn cell_samples<'a>(
+    cell: &CellMeta,
+    next_start_ms: Option<f64>,
+    samples: &'a [VramSample],
+) -> Vec<&'a VramSample> {
+    let start = cell.started_ms.unwrap_or(0.0);
+    let end = next_start_ms.unwrap_or(f64::INFINITY);
+    let inside: Vec<&VramSample> = samples
+        .iter()
+        .filter(|s| s.t_ms >= start && s.t_ms < end)
+        .collect();
+    let preferred = ["sim", "ollama_ps", "nvml", "prometheus", "rss"];
+    for source in preferred {
+        let per_model: Vec<&VramSample> = inside
+            .iter()
+            .copied()
+            .filter(|s| s.source == source && !s.model.is_empty())
+            .collect();
+        if !per_model.is_empty() {
+            return per_model;
+        }
+    }
+    for source in preferred {
+        let total: Vec<&VramSample> = inside
+            .iter()
+            .copied()
+            .filter(|s| s.source == source)
+            .collect();
+        if !total.is_empty() {
+            return total;
+        }
+    }
+    inside
+}
+
+/// VRAM over a cell's time, one line per model (or device), with every request's start
+/// marked below the lines and cold starts in red.
+pub fn vram_timeline(
+    cell: &CellMeta,
+    samples: &[&VramSample],
+    requests: &[RequestRecord],
+) -> Result<String> {
+    let t0 = cell.started_ms.unwrap_or(0.0);
+    let mut series: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
+    for s in samples {
+        let name = if s.model.is_empty() {
+            format!("{} {}", s.source, s.device)
+        } else {
+            s.model.clone()
+        };
+        series
+            .entry(name)
+            .or_default()
+            .push(((s.t_ms - t0) / 1000.0, s.used_bytes as f64 / GB));
+    }
+    for pts in series.values_mut() {
+        pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+    }
+    let mine: Vec<&RequestRecord> = requests.iter().filter(|r| r.cell == cell.id).collect();
+    let tmax = samples
+        .iter()
+        .map(|s| (s.t_ms - t0) / 1000.0)
+        .chain(mine.iter().map(|r| (r.end_ms - t0) / 1000.0))
+        .fold(1.0f64, f64::max);
+    let ymax = series
+        .values()
+        .flatten()
+        .map(|p| p.1)
+        .fold(0.0f64, f64::max)
+        .max(0.1);
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (WIDTH, HEIGHT)).into_drawing_area();
+        root.fill(&WHITE).map_err(draw_err)?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(format!("VRAM over time: cell {}", cell.id), (FONT, 18))
+            .margin(12)
+            .x_label_area_size(44)
+            .y_label_area_size(64)
+            .build_cartesian_2d(0f64..tmax * 1.02, -(ymax * 0.12)..ymax * 1.15)
+            .map_err(draw_err)?;
+        chart
+            .configure_mesh()
+            .x_desc("time since cell start (s)")
+            .y_desc("VRAM used (GB)")
+            .axis_desc_style((FONT, 14))
+            .label_style((FONT, 12))
+            .draw()
+            .map_err(draw_err)?;
+        for (i, (name, pts)) in series.iter().enumerate() {
+            let c = colour(i);
+            chart
+                .draw_series(LineSeries::new(pts.clone(), c.stroke_width(2)))
+                .map_err(draw_err)?
+                .label(name.clone())
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2))
+                });
+        }
+        let mark = |r: &&RequestRecord| {
+            let t = (r.sent_ms.unwrap_or(r.intended_ms) - t0) / 1000.0;
+            PathElement::new(
+                vec![(t, -(ymax * 0.1)), (t, -(ymax * 0.02))],
+                if r.cold {
+                    COLD.stroke_width(2)
+                } else {
+                    colour(6).stroke_width(1)
+                },
+            )
+        };
+        chart
+            .draw_series(mine.iter().filter(|r| !r.cold).map(mark))
+            .map_err(draw_err)?
+            .label("request start")
+            .legend(|(x, y)| PathElement::new(vec![(x + 9, y - 6), (x + 9, y + 6)], colour(6)));
+        chart
+            .draw_series(mine.iter().filter(|r| r.cold).map(mark))
+            .map_err(draw_err)?
+            .label("cold start")
+            .legend(|(x, y)| {
+                PathElement::new(vec![(x + 9, y - 6), (x + 9, y + 6)], COLD.stroke_width(2))
+            });
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .label_font((FONT, 12))
+            .position(SeriesLabelPosition::UpperRight)
+            .draw()
+            .map_err(draw_err)?;
+        root.present().map_err(draw_err)?;
+    }
+    Ok(svg)
+}
+
+/// Empirical CDFs of TTFT for warm and cold requests (warm-up and failures left out),
+/// on a logarithmic time axis.
+pub fn ttft_cdf(requests: &[RequestRecord]) -> Result<String> {
+    let mut warm: Vec<f64> = Vec::new();
+    let mut cold: Vec<f64> = Vec::new();
+    for r in requests.iter().filter(|r| !r.warmup && !r.is_error()) {
+        if let Some(t) = r.ttft_ms.filter(|t| *t > 0.0) {
+            if r.cold { cold.push(t) } else { warm.push(t) }
+        }
+    }
+    warm.sort_by(f64::total_cmp);
+    cold.sort_by(f64::total_cmp);
+    let all = warm.iter().chain(cold.iter());
+    let lo = all.clone().copied().fold(f64::INFINITY, f64::min);
+    let hi = all.copied().fold(0.0f64, f64::max);
+    let (lo, hi) = if lo.is_finite() && hi > lo {
+        (lo * 0.8, hi * 1.25)
+    } else {
+        (1.0, 10_000.0)
+    };
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (WIDTH, HEIGHT)).into_drawing_area();
+        root.fill(&WHITE).map_err(draw_err)?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption("TTFT distribution: warm vs cold", (FONT, 18))
+            .margin(12)
+            .x_label_area_size(44)
+            .y_label_area_size(64)
+            .build_cartesian_2d((lo..hi).log_scale(), 0f64..100f64)
+            .map_err(draw_err)?;
+        chart
+            .configure_mesh()
+            .x_desc("time to first token (ms, log scale)")
+            .y_desc("requests at or below (%)")
+            .axis_desc_style((FONT, 14))
+            .label_style((FONT, 12))
+            .draw()
+            .map_err(draw_err)?;
+        for (name, data, c) in [("warm", &warm, colour(0)), ("cold", &cold, COLD)] {
+            let n = data.len() as f64;
+            let pts: Vec<(f64, f64)> = data
+                .iter()
+                .enumerate()
+                .map(|(i, v)| (*v, (i + 1) as f64 / n * 100.0))
+                .collect();
+            chart
+                .draw_series(LineSeries::new(pts, c.stroke_width(2)))
+                .map_err(draw_err)?
+                .label(format!("{name} (n = {})", data.len()))
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2))
+                });
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .label_font((FONT, 12))
+            .position(SeriesLabelPosition::LowerRight)
+            .draw()
+            .map_err(draw_err)?;
+        root.present().map_err(draw_err)?;
+    }
+    Ok(svg)
+}
+
+/// A heatmap of the cost model's total over keep_alive × rate for one workload, each
+/// cell labelled with its cost (`None` when the rate was not swept or no cost exists).
+pub fn cost_heatmap(workload: &str, recs: &[&Recommendation]) -> Result<Option<String>> {
+    let mut kas: Vec<String> = Vec::new();
+    let mut rates: Vec<String> = Vec::new();
+    let mut cells: Vec<(String, String, f64)> = Vec::new();
+    for r in recs {
+        let Some(rate) = r.fixed.get("rate") else {
+            continue;
+        };
+        if !rates.contains(rate) {
+            rates.push(rate.clone());
+        }
+        for c in &r.candidates {
+            let ka = display_keep_alive(&c.keep_alive);
+            if !kas.contains(&ka) {
+                kas.push(ka.clone());
+            }
+            if let Some(k) = c.cost {
+                cells.push((ka, rate.clone(), k.total));
+            }
+        }
+    }
+    if rates.len() < 2 || cells.is_empty() {
+        return Ok(None);
+    }
+    let (cmin, cmax) = cells
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), c| {
+            (a.min(c.2), b.max(c.2))
+        });
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (WIDTH, HEIGHT)).into_drawing_area();
+        root.fill(&WHITE).map_err(draw_err)?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(format!("Cost by keep_alive × rate: {workload}"), (FONT, 18))
+            .margin(12)
+            .x_label_area_size(44)
+            .y_label_area_size(80)
+            .build_cartesian_2d(
+                (0..kas.len() as i32).into_segmented(),
+                (0..rates.len() as i32).into_segmented(),
+            )
+            .map_err(draw_err)?;
+        chart
+            .configure_mesh()
+            .disable_mesh()
+            .x_desc("keep_alive")
+            .y_desc("arrival rate (requests/s)")
+            .x_label_formatter(&|v| seg_label(v, &kas))
+            .y_label_formatter(&|v| seg_label(v, &rates))
+            .axis_desc_style((FONT, 14))
+            .label_style((FONT, 12))
+            .draw()
+            .map_err(draw_err)?;
+        let pos = |list: &[String], v: &str| list.iter().position(|x| x == v).unwrap_or(0) as i32;
+        chart
+            .draw_series(cells.iter().map(|(ka, rate, cost)| {
+                let (x, y) = (pos(&kas, ka), pos(&rates, rate));
+                let t = if cmax > cmin {
+                    (cost - cmin) / (cmax - cmin)
+                } else {
+                    0.0
+                };
+                let shade = RGBColor(
+                    (255.0 - t * 41.0) as u8,
+                    (255.0 - t * 216.0) as u8,
+                    (255.0 - t * 215.0) as u8,
+                );
+                Rectangle::new(
+                    [
+                        (SegmentValue::Exact(x), SegmentValue::Exact(y)),
+                        (SegmentValue::Exact(x + 1), SegmentValue::Exact(y + 1)),
+                    ],
+                    shade.filled(),
+                )
+            }))
+            .map_err(draw_err)?;
+        chart
+            .draw_series(cells.iter().map(|(ka, rate, cost)| {
+                let (x, y) = (pos(&kas, ka), pos(&rates, rate));
+                Text::new(
+                    format!("{cost:.3}"),
+                    (SegmentValue::CenterOf(x), SegmentValue::CenterOf(y)),
+                    (FONT, 13).into_font().color(&BLACK),
+                )
+            }))
+            .map_err(draw_err)?;
+        root.present().map_err(draw_err)?;
+    }
+    Ok(Some(svg))
+}
+
+fn seg_label(v: &SegmentValue<i32>, list: &[String]) -> String {
+    match v {
+        SegmentValue::CenterOf(i) | SegmentValue::Exact(i) => {
+            list.get(*i as usize).cloned().unwrap_or_default()
+        }
+        SegmentValue::Last => String::new(),
+    }
+}

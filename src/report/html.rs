@@ -1,0 +1,199 @@
+//! `index.html`: one self-contained page (inline CSS and SVG, no network, no script).
+//! The template is `index.html`, so minijinja escapes every string from a server or a
+//! scenario; the SVG charts go in as they are, their text already escaped by plotters.
+//! Knows nothing of how the figures were measured.
+
+use anyhow::{Context, Result};
+use minijinja::{Environment, Value, context};
+use serde::Serialize;
+
+use super::ReportData;
+use crate::analysis::Summary;
+use crate::recommend::{GB, Recommendation, display_keep_alive, format_seconds};
+
+const TEMPLATE: &str = include_str!("index.html");
+
+/// Turns serializable data into a template value through JSON (minijinja is built
+/// without its `serde` feature here).
+fn to_value<T: Serialize>(data: T) -> Value {
+    json_value(serde_json::to_value(data).unwrap_or(serde_json::Value::Null))
+}
+
+fn json_value(v: serde_json::Value) -> Value {
+    match v {
+        serde_json::Value::Null => Value::from(()),
+        serde_json::Value::Bool(b) => Value::from(b),
+        serde_json::Value::Number(n) => match (n.as_i64(), n.as_u64()) {
+            (Some(i), _) => Value::from(i),
+            (None, Some(u)) => Value::from(u),
+            _ => Value::from(n.as_f64().unwrap_or(f64::NAN)),
+        },
+        serde_json::Value::String(s) => Value::from(s),
+        serde_json::Value::Array(items) => {
+            Value::from(items.into_iter().map(json_value).collect::<Vec<_>>())
+        }
+        serde_json::Value::Object(map) => {
+            Value::from_pairs(map.into_iter().map(|(k, v)| (k, json_value(v))))
+        }
+    }
+}
+
+/// One row of the per-cell table, already formatted.
+#[derive(Debug, Clone, Serialize)]
+pub struct CellRow {
+    /// Cell id.
+    pub cell: String,
+    /// `axis=value` pairs.
+    pub params: String,
+    /// Stream name.
+    pub stream: String,
+    /// Model tag.
+    pub model: String,
+    /// keep_alive as written.
+    pub keep_alive: String,
+    /// Requests counted.
+    pub requests: u64,
+    /// Failed requests.
+    pub errors: u64,
+    /// Cold-start ratio, %.
+    pub cold_pct: String,
+    /// TTFT p50, ms.
+    pub ttft_p50: String,
+    /// TTFT p99, ms.
+    pub ttft_p99: String,
+    /// Cold TTFT p50, ms.
+    pub cold_p50: String,
+    /// End-to-end p99, ms.
+    pub e2e_p99: String,
+    /// Decode tokens/s.
+    pub tps: String,
+    /// VRAM held, GB·s.
+    pub held: String,
+    /// Idle VRAM held, GB·s.
+    pub idle: String,
+    /// Peak VRAM, GB.
+    pub peak: String,
+}
+
+fn opt(v: Option<f64>, digits: usize) -> String {
+    v.map_or("–".into(), |x| format!("{x:.digits$}"))
+}
+
+/// The per-cell table rows, one per stream of each cell.
+pub fn cell_rows(summary: &Summary) -> Vec<CellRow> {
+    let mut rows = Vec::new();
+    for c in &summary.cells {
+        let params: Vec<String> = c.params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        for s in &c.streams {
+            rows.push(CellRow {
+                cell: c.id.clone(),
+                params: params.join(", "),
+                stream: s.name.clone(),
+                model: s.model.clone(),
+                keep_alive: display_keep_alive(&s.keep_alive),
+                requests: s.requests,
+                errors: s.errors,
+                cold_pct: format!("{:.1}", s.cold_ratio * 100.0),
+                ttft_p50: opt(s.ttft_ms.all.map(|p| p.p50), 0),
+                ttft_p99: opt(s.ttft_ms.all.map(|p| p.p99), 0),
+                cold_p50: opt(s.ttft_ms.cold.map(|p| p.p50), 0),
+                e2e_p99: opt(s.e2e_ms.all.map(|p| p.p99), 0),
+                tps: opt(s.tokens_per_s, 1),
+                held: opt(c.vram.as_ref().map(|v| v.gb_seconds_held), 1),
+                idle: opt(c.vram.as_ref().map(|v| v.idle_gb_seconds), 1),
+                peak: opt(c.vram.as_ref().map(|v| v.peak_bytes as f64 / GB), 2),
+            });
+        }
+    }
+    rows
+}
+
+#[derive(Serialize)]
+struct CandidateRow {
+    keep_alive: String,
+    requests: u64,
+    cold: u64,
+    cold_pct: String,
+    p99: String,
+    idle: String,
+    cost: String,
+    frontier: &'static str,
+    slo: &'static str,
+    chosen: bool,
+}
+
+#[derive(Serialize)]
+struct RecView<'a> {
+    #[serde(flatten)]
+    rec: &'a Recommendation,
+    chosen_display: String,
+    break_even: String,
+    cold_penalty: Option<String>,
+    rows: Vec<CandidateRow>,
+}
+
+fn rec_view(r: &Recommendation) -> RecView<'_> {
+    let rows = r
+        .candidates
+        .iter()
+        .map(|c| CandidateRow {
+            keep_alive: display_keep_alive(&c.keep_alive),
+            requests: c.requests,
+            cold: c.cold,
+            cold_pct: format!("{:.1}", c.cold_ratio * 100.0),
+            p99: opt(c.p99_ttft_ms, 0),
+            idle: opt(c.idle_gb_s, 1),
+            cost: opt(c.cost.map(|k| k.total), 3),
+            frontier: if c.on_frontier { "yes" } else { "" },
+            slo: match c.meets_slo {
+                Some(true) => "yes",
+                Some(false) => "no",
+                None => "",
+            },
+            chosen: c.keep_alive == r.chosen,
+        })
+        .collect();
+    RecView {
+        rec: r,
+        chosen_display: display_keep_alive(&r.chosen),
+        break_even: r.break_even_s.map_or(
+            "unknown (no cold penalty or model size measured)".into(),
+            format_seconds,
+        ),
+        cold_penalty: r.cold_penalty_s.map(|p| {
+            format!(
+                "{p:.2} s; model {}",
+                r.model_gb
+                    .map_or("size unknown".into(), |g| format!("{g:.2} GB"))
+            )
+        }),
+        rows,
+    }
+}
+
+/// Renders `index.html`.
+pub fn render_index(data: &ReportData) -> Result<String> {
+    let mut env = Environment::new();
+    env.add_template("index.html", TEMPLATE)
+        .context("loading the index.html template")?;
+    let tmpl = env
+        .get_template("index.html")
+        .context("index.html template")?;
+    let recs: Vec<RecView<'_>> = data.recommendations.iter().map(rec_view).collect();
+    tmpl.render(context! {
+        meta => to_value(&data.meta),
+        summary => to_value(&data.summary),
+        status => to_value(format!("{:?}", data.meta.status).to_lowercase()),
+        headline => to_value(&data.headline),
+        sim => to_value(&data.sim),
+        recommendations => to_value(recs),
+        warnings => to_value(&data.warnings),
+        charts => to_value(&data.charts),
+        cell_rows => to_value(cell_rows(&data.summary)),
+        goose_report => to_value(&data.goose_report),
+        cost_vram_gb_hour => to_value(data.cost_vram_gb_hour),
+        cost_wait_second => to_value(data.cost_wait_second),
+        slo_ttft_p99_ms => to_value(data.slo_ttft_p99_ms),
+    })
+    .context("rendering index.html")
+}

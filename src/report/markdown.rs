@@ -1,0 +1,92 @@
+//! `summary.md`: the headline, the settings to paste, warnings and the per-cell table,
+//! fit for a CI job summary (`$GITHUB_STEP_SUMMARY`). Table cells are escaped so a
+//! model name cannot break the table or inject HTML. Knows nothing of charts.
+
+use super::ReportData;
+use super::html::cell_rows;
+use crate::recommend::{display_keep_alive, format_seconds};
+
+/// Escapes text for a Markdown table cell or line: HTML specials, pipes and newlines.
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '&' => out.push_str("&amp;"),
+            '|' => out.push_str("\\|"),
+            '`' => out.push_str("\\`"),
+            '\n' | '\r' => out.push(' '),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Renders `summary.md`.
+pub fn render(data: &ReportData) -> String {
+    let mut md = format!("# kabench: {}\n\n", escape(&data.meta.scenario));
+    md.push_str(&format!("**{}**\n\n", escape(&data.headline)));
+    for r in &data.recommendations {
+        md.push_str(&format!(
+            "- **{} ({})**: keep_alive `{}`: {}. Break-even (ski rental): {}.\n",
+            escape(&r.workload),
+            escape(&r.model),
+            escape(&display_keep_alive(&r.chosen)),
+            escape(&r.reason),
+            r.break_even_s.map_or("unknown".into(), format_seconds),
+        ));
+        md.push_str(&format!(
+            "  - server: `{}`; per request (native API, top level): `{}`\n",
+            escape(&r.snippets.server_env),
+            escape(&r.snippets.keep_alive_field)
+        ));
+        for a in &r.advice {
+            md.push_str(&format!("  - {}\n", escape(a)));
+        }
+    }
+    if !data.warnings.is_empty() {
+        md.push_str("\n## Warnings\n\n");
+        for w in &data.warnings {
+            md.push_str(&format!("- {}\n", escape(w)));
+        }
+    }
+    md.push_str("\n## Cells\n\n");
+    md.push_str("| cell | stream | model | keep_alive | requests | errors | cold % | TTFT p50 ms | TTFT p99 ms | idle GB·s | peak GB |\n");
+    md.push_str("|---|---|---|---|--:|--:|--:|--:|--:|--:|--:|\n");
+    for r in cell_rows(&data.summary) {
+        md.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            escape(&r.cell),
+            escape(&r.stream),
+            escape(&r.model),
+            escape(&r.keep_alive),
+            r.requests,
+            r.errors,
+            r.cold_pct,
+            r.ttft_p50,
+            r.ttft_p99,
+            r.idle,
+            r.peak
+        ));
+    }
+    md.push_str(&format!(
+        "\nTarget: {} {} · Ollama {} · GPU {} · status {:?}\n",
+        escape(&data.meta.target.kind),
+        escape(&data.meta.target.url),
+        escape(data.meta.ollama_version.as_deref().unwrap_or("unknown")),
+        escape(data.meta.gpu.as_deref().unwrap_or("unknown")),
+        data.meta.status
+    ));
+    md
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_table_breakers_and_html() {
+        assert_eq!(escape("a|b<script>\n"), "a\\|b&lt;script&gt; ");
+    }
+}

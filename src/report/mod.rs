@@ -1,0 +1,436 @@
+//! `kabench report DIR` (and the end of `kabench run`): reads a run folder's files alone,
+//! also an interrupted run's, summarizes, recommends, and writes `summary.json`,
+//! `recommendation.json`, `charts/*.svg`, `index.html` and `summary.md`. Knows nothing
+//! of the target: everything comes from the folder.
+
+pub mod charts;
+pub mod compare;
+pub mod html;
+pub mod markdown;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+
+use crate::analysis::{self, Summary};
+use crate::recommend::{self, Recommendation};
+use crate::record::{self, RequestRecord, RunMeta, RunStatus, VramSample};
+use crate::scenario::{self, CostSettings, DEFAULT_VRAM_GB_HOUR, SloSettings};
+
+/// File name of the recommendation written beside `summary.json`.
+pub const RECOMMENDATION_JSON: &str = "recommendation.json";
+/// The HTML report.
+pub const INDEX_HTML: &str = "index.html";
+/// The Markdown summary.
+pub const SUMMARY_MD: &str = "summary.md";
+/// Folder of the SVG charts.
+pub const CHARTS_DIR: &str = "charts";
+
+/// How to render.
+#[derive(Debug, Clone, Default)]
+pub struct RenderOptions {
+    /// Re-apply the cold rule (M6) with this `load_duration` threshold instead of the
+    /// recorded verdicts.
+    pub cold_threshold: Option<Duration>,
+}
+
+/// What `render` wrote.
+#[derive(Debug, Clone)]
+pub struct Rendered {
+    /// Path of `index.html`.
+    pub index_html: PathBuf,
+    /// Path of `summary.md`.
+    pub summary_md: PathBuf,
+    /// One line saying what to set (and, for the simulator, that it is a model).
+    pub headline: String,
+    /// The recommendations, also in `recommendation.json`.
+    pub recommendations: Vec<Recommendation>,
+}
+
+/// One chart of the report.
+#[derive(Debug, Clone, Serialize)]
+pub struct Chart {
+    /// Heading shown above it.
+    pub title: String,
+    /// File name under `charts/`.
+    pub file: String,
+    /// The SVG text.
+    pub svg: String,
+}
+
+/// What the simulator stood for, read defensively from `run.json` `sim`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SimNote {
+    /// The simulated GPU in words.
+    pub gpu: String,
+    /// Other settings of the simulated host, `key = value`.
+    pub facts: Vec<String>,
+    /// Catalogue figures of the simulated models, one line each.
+    pub catalogue: Vec<String>,
+}
+
+/// Everything the HTML and Markdown writers show, computed once.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReportData {
+    /// `run.json`.
+    pub meta: RunMeta,
+    /// `summary.json`.
+    pub summary: Summary,
+    /// Per workload.
+    pub recommendations: Vec<Recommendation>,
+    /// The headline.
+    pub headline: String,
+    /// Present when the target was the simulator.
+    pub sim: Option<SimNote>,
+    /// Charts in page order.
+    pub charts: Vec<Chart>,
+    /// Everything a reader should distrust or fix.
+    pub warnings: Vec<String>,
+    /// Relative link to swarm mode's page, when the folder has one.
+    pub goose_report: Option<String>,
+    /// `[cost]` used.
+    pub cost_vram_gb_hour: f64,
+    /// `[cost]` used.
+    pub cost_wait_second: f64,
+    /// `[slo] ttft_p99` used, ms.
+    pub slo_ttft_p99_ms: Option<f64>,
+}
+
+/// `[cost]` defaults when the scenario copy cannot be read.
+pub fn default_cost() -> CostSettings {
+    CostSettings {
+        vram_gb_hour: DEFAULT_VRAM_GB_HOUR,
+        wait_second: 1.0,
+        cold_penalty: None,
+    }
+}
+
+/// Reads `[cost]` and `[slo]` from the folder's scenario copy; defaults and a warning
+/// when it is missing or does not parse.
+fn settings(dir: &Path, warnings: &mut Vec<String>) -> (CostSettings, SloSettings) {
+    let path = dir.join(record::SCENARIO_TOML);
+    match fs::read_to_string(&path) {
+        Ok(text) => match scenario::parse(&text, &path) {
+            Ok(s) => (s.cost, s.slo),
+            Err(e) => {
+                warnings.push(format!(
+                    "the scenario copy does not parse ({e}); the recommendation uses default [cost] and no [slo]"
+                ));
+                (default_cost(), SloSettings::default())
+            }
+        },
+        Err(e) => {
+            warnings.push(format!(
+                "no readable {} ({e}); the recommendation uses default [cost] and no [slo]",
+                record::SCENARIO_TOML
+            ));
+            (default_cost(), SloSettings::default())
+        }
+    }
+}
+
+/// Renders every output of a run folder from its files alone.
+pub fn render(dir: &Path, opts: &RenderOptions) -> Result<Rendered> {
+    let (meta, summary) = analysis::summarize_dir(dir, opts.cold_threshold)?;
+    analysis::write_summary(dir, &summary)?;
+    let requests = record::read_requests(dir)?;
+    let samples = record::read_vram(dir)?;
+    let mut warnings = Vec::new();
+    let (cost, slo) = settings(dir, &mut warnings);
+    let recs = recommend::recommend(&summary, &cost, &slo);
+    record::write_json_atomic(&dir.join(RECOMMENDATION_JSON), &recs)
+        .with_context(|| format!("writing the recommendation of {}", dir.display()))?;
+
+    let charts = build_charts(&meta, &summary, &recs, &requests, &samples)?;
+    let charts_dir = dir.join(CHARTS_DIR);
+    fs::create_dir_all(&charts_dir)
+        .with_context(|| format!("creating {}", charts_dir.display()))?;
+    for c in &charts {
+        let path = charts_dir.join(&c.file);
+        fs::write(&path, &c.svg).with_context(|| format!("writing {}", path.display()))?;
+    }
+
+    warnings.extend(run_warnings(&meta, &summary, &recs));
+    let sim = (meta.target.kind == "sim").then(|| sim_note(meta.sim.as_ref()));
+    let headline = headline(&recs, sim.as_ref(), meta.status);
+    let goose_report = dir
+        .join("goose")
+        .join("report.html")
+        .is_file()
+        .then(|| "goose/report.html".to_string());
+    let data = ReportData {
+        meta,
+        summary,
+        recommendations: recs,
+        headline,
+        sim,
+        charts,
+        warnings,
+        goose_report,
+        cost_vram_gb_hour: cost.vram_gb_hour,
+        cost_wait_second: cost.wait_second,
+        slo_ttft_p99_ms: slo.ttft_p99.map(record::ms),
+    };
+    let index_html = dir.join(INDEX_HTML);
+    fs::write(&index_html, html::render_index(&data)?)
+        .with_context(|| format!("writing {}", index_html.display()))?;
+    let summary_md = dir.join(SUMMARY_MD);
+    fs::write(&summary_md, markdown::render(&data))
+        .with_context(|| format!("writing {}", summary_md.display()))?;
+    Ok(Rendered {
+        index_html,
+        summary_md,
+        headline: data.headline,
+        recommendations: data.recommendations,
+    })
+}
+
+/// A file-name-safe form of a label.
+fn slug(text: &str) -> String {
+    let s: String = text
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let s = s
+        .split('-')
+        .filter(|p| !p.is_empty())
+        .collect::<Vec<_>>()
+        .join("-");
+    if s.is_empty() {
+        "x".into()
+    } else {
+        s.chars().take(60).collect()
+    }
+}
+
+/// Most cells drawn as VRAM timelines; past it only the recommended cells are.
+const MAX_TIMELINES: usize = 12;
+
+fn build_charts(
+    meta: &RunMeta,
+    summary: &Summary,
+    recs: &[Recommendation],
+    requests: &[RequestRecord],
+    samples: &[VramSample],
+) -> Result<Vec<Chart>> {
+    let mut out = Vec::new();
+    for (i, r) in recs.iter().enumerate() {
+        out.push(Chart {
+            title: format!("Tradeoff frontier: {} ({})", r.workload, r.model),
+            file: format!("tradeoff-{i}-{}.svg", slug(&r.workload)),
+            svg: charts::tradeoff(r)?,
+        });
+    }
+    out.push(Chart {
+        title: "p99 TTFT by keep_alive".into(),
+        file: "p99-ttft-by-keep-alive.svg".into(),
+        svg: charts::by_keep_alive(summary, charts::Metric::P99Ttft)?,
+    });
+    out.push(Chart {
+        title: "Cold-start ratio by keep_alive".into(),
+        file: "cold-ratio-by-keep-alive.svg".into(),
+        svg: charts::by_keep_alive(summary, charts::Metric::ColdRatio)?,
+    });
+    out.push(Chart {
+        title: "TTFT distribution, warm vs cold".into(),
+        file: "ttft-cdf.svg".into(),
+        svg: charts::ttft_cdf(requests)?,
+    });
+    let mut workloads: Vec<&str> = recs.iter().map(|r| r.workload.as_str()).collect();
+    workloads.dedup();
+    for w in workloads {
+        let mine: Vec<&Recommendation> = recs.iter().filter(|r| r.workload == w).collect();
+        if let Some(svg) = charts::cost_heatmap(w, &mine)? {
+            out.push(Chart {
+                title: format!("Cost over keep_alive × rate: {w}"),
+                file: format!("cost-heatmap-{}.svg", slug(w)),
+                svg,
+            });
+        }
+    }
+    let ran: Vec<usize> = (0..meta.cells.len())
+        .filter(|i| summary.cells.iter().any(|c| c.id == meta.cells[*i].id))
+        .collect();
+    let chosen: Vec<&str> = recs
+        .iter()
+        .filter_map(|r| r.chosen_candidate().map(|c| c.cell.as_str()))
+        .collect();
+    for &i in &ran {
+        let cell = &meta.cells[i];
+        if ran.len() > MAX_TIMELINES && !chosen.contains(&cell.id.as_str()) {
+            continue;
+        }
+        let next = meta.cells.get(i + 1).and_then(|c| c.started_ms);
+        let mine = charts::cell_samples(cell, next, samples);
+        if mine.is_empty() {
+            continue;
+        }
+        out.push(Chart {
+            title: format!("VRAM over time: cell {}", cell.id),
+            file: format!("vram-{}.svg", slug(&cell.id)),
+            svg: charts::vram_timeline(cell, &mine, requests)?,
+        });
+    }
+    Ok(out)
+}
+
+fn run_warnings(meta: &RunMeta, summary: &Summary, recs: &[Recommendation]) -> Vec<String> {
+    let mut out = Vec::new();
+    match meta.status {
+        RunStatus::Complete => {}
+        RunStatus::Interrupted => {
+            out.push("the run was interrupted: this report covers only the cells that ran".into())
+        }
+        RunStatus::Running => out.push(
+            "run.json still says running: the run was killed or is still going; this report covers what was recorded".into(),
+        ),
+        RunStatus::Failed => out.push(format!(
+            "the run failed: {}",
+            meta.failure.clone().unwrap_or_else(|| "no reason recorded".into())
+        )),
+    }
+    for (source, state) in &meta.telemetry {
+        if state.starts_with("unavailable") {
+            out.push(format!("telemetry {source} {state}"));
+        }
+    }
+    out.extend(meta.warnings.iter().cloned());
+    for cell in &summary.cells {
+        for w in &cell.warnings {
+            out.push(format!("cell {}: {w}", cell.id));
+        }
+        if let Some(v) = &cell.vram {
+            for r in v.release.iter().filter(|r| !r.honoured) {
+                out.push(format!(
+                    "cell {}: keep_alive {} for {} was not honoured (memory released after {})",
+                    cell.id,
+                    recommend::display_keep_alive(&r.keep_alive),
+                    r.model,
+                    r.release_delay_s
+                        .map_or("never".into(), |s| format!("{s:.1} s"))
+                ));
+            }
+        }
+        for s in cell.streams.iter().filter(|s| s.errors > 0) {
+            let kinds: Vec<String> = s
+                .errors_by_kind
+                .iter()
+                .map(|(k, n)| format!("{k} {n}"))
+                .collect();
+            out.push(format!(
+                "cell {} stream {}: {} of {} requests failed ({})",
+                cell.id,
+                s.name,
+                s.errors,
+                s.requests,
+                kinds.join(", ")
+            ));
+        }
+    }
+    if summary.cells.is_empty() {
+        out.push("no cell ran: there is nothing to recommend from".into());
+    }
+    if recs.iter().any(|r| !r.has_vram) {
+        out.push(
+            "some cells have no VRAM data: their recommendation ranks memory by keep_alive length"
+                .into(),
+        );
+    }
+    out
+}
+
+fn headline(recs: &[Recommendation], sim: Option<&SimNote>, status: RunStatus) -> String {
+    let mut out = String::new();
+    if let Some(s) = sim {
+        out.push_str(&format!(
+            "Simulated run: a model of Ollama on a simulated {}, not a measurement of this hardware. ",
+            s.gpu
+        ));
+    }
+    if status != RunStatus::Complete {
+        out.push_str(&format!("Partial run ({status:?}). "));
+    }
+    if recs.is_empty() {
+        out.push_str("No completed requests to recommend from.");
+    } else {
+        let lines: Vec<String> = recs.iter().map(Recommendation::headline).collect();
+        out.push_str(&lines.join("; "));
+        out.push('.');
+    }
+    out
+}
+
+fn scalar(v: &serde_json::Value) -> Option<String> {
+    match v {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        serde_json::Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+/// Reads what is there of the simulated host, never failing on an unknown shape.
+fn sim_note(sim: Option<&serde_json::Value>) -> SimNote {
+    let mut note = SimNote {
+        gpu: "GPU (not described in run.json)".into(),
+        ..Default::default()
+    };
+    let Some(serde_json::Value::Object(map)) = sim else {
+        return note;
+    };
+    let get = |keys: &[&str]| keys.iter().find_map(|k| map.get(*k).and_then(scalar));
+    let name = get(&["gpu", "gpu_name", "device"]);
+    let vram = get(&["vram", "vram_per_gpu", "vram_bytes"]).map(|v| match v.parse::<u64>() {
+        Ok(b) => crate::units::format_bytes(b),
+        Err(_) => v,
+    });
+    let gpus = get(&["gpus", "gpu_count"]);
+    note.gpu = match (name, vram, gpus) {
+        (Some(n), _, _) => n,
+        (None, Some(v), Some(g)) => format!("{g} × {v} GPU"),
+        (None, Some(v), None) => format!("{v} GPU"),
+        _ => note.gpu,
+    };
+    for (k, v) in map {
+        if let Some(s) = scalar(v) {
+            note.facts.push(format!("{k} = {s}"));
+        }
+        if let serde_json::Value::Array(items) = v {
+            for item in items {
+                if let serde_json::Value::Object(m) = item {
+                    let fields: Vec<String> = m
+                        .iter()
+                        .filter_map(|(k, v)| scalar(v).map(|s| format!("{k} {s}")))
+                        .collect();
+                    note.catalogue.push(fields.join(", "));
+                }
+            }
+        }
+    }
+    note
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sim_note_reads_any_shape() {
+        let v = serde_json::json!({"vram": "24GiB", "gpus": 1, "models": [{"name": "m", "file_bytes": 5}]});
+        let n = sim_note(Some(&v));
+        assert_eq!(n.gpu, "1 × 24GiB GPU");
+        assert!(n.catalogue[0].contains("file_bytes 5"));
+        let n = sim_note(Some(&serde_json::json!([1, 2])));
+        assert!(n.gpu.contains("not described"));
+        assert_eq!(slug("Chat <script>"), "chat-script");
+    }
+}
