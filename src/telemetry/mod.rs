@@ -1,0 +1,510 @@
+//! Memory samplers, each on its own task or thread, and the one writer that streams their
+//! rows into `vram.csv`. Sources: NVML (`nvml`), Ollama's `/api/ps` (`ollama_ps`),
+//! process RSS (`rss`), a Prometheus server or exporter (`prometheus`) and the simulator's
+//! `/metrics` (`sim`). A source that cannot work here reports "unavailable" once and the
+//! others go on. Knows nothing of requests, cells or analysis.
+
+pub mod nvml;
+pub mod ollama_ps;
+pub mod prometheus;
+pub mod rss;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::Path;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::record::{self, CsvAppender, VramSample};
+
+/// Default sampling interval.
+pub const DEFAULT_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Source names accepted in [`TelemetryConfig::sources`].
+pub const SOURCES: [&str; 5] = ["nvml", "ollama_ps", "rss", "prometheus", "sim"];
+
+/// Default process names of Ollama's server and runners (current and older releases).
+pub const DEFAULT_PROCESS_NAMES: [&str; 2] = ["ollama", "ollama_llama_server"];
+
+/// One value read by a sampler; the sampling loop adds the time and the source name.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Reading {
+    /// Device (`gpu0`, `host/gpu0`, `sim`, `ollama`, `host`) or empty.
+    pub device: String,
+    /// Model or process name; empty for a device total.
+    pub model: String,
+    /// Bytes in use.
+    pub used_bytes: u64,
+    /// Total bytes, if known.
+    pub total_bytes: Option<u64>,
+    /// Extra detail (`expires_at`, a GPU model name, pids).
+    pub extra: String,
+}
+
+/// Why a sample could not be taken.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SourceError {
+    /// The source cannot work on this host or with this setting; it stops for the run.
+    #[error("{0}")]
+    Unavailable(String),
+    /// This sample failed; the next one may work (a target restarting, a timeout).
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// A source read on a blocking thread of its own (NVML, process tables).
+pub trait BlockingSampler: Send + 'static {
+    /// Source name written in the `source` column.
+    fn name(&self) -> &str;
+    /// Takes one sample.
+    fn sample(&mut self) -> Result<Vec<Reading>, SourceError>;
+    /// A description of what is measured (the GPU for NVML), for `run.json`.
+    fn describe(&self) -> Option<String> {
+        None
+    }
+}
+
+/// A source read over the network on a task of its own (`/api/ps`, Prometheus).
+pub trait Sampler: Send + 'static {
+    /// Source name written in the `source` column.
+    fn name(&self) -> &str;
+    /// Takes one sample.
+    fn sample(&mut self) -> impl Future<Output = Result<Vec<Reading>, SourceError>> + Send;
+}
+
+/// The scenario's `[telemetry]` settings, resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TelemetryConfig {
+    /// Sources to run, from [`SOURCES`].
+    pub sources: Vec<String>,
+    /// Sampling interval of every source.
+    pub interval: Duration,
+    /// Process names of the Ollama server and runners (NVML per-process rows and RSS).
+    pub process_names: Vec<String>,
+    /// Ollama base URL for `ollama_ps`, in any `OLLAMA_HOST` form.
+    pub ollama_url: Option<String>,
+    /// Prometheus server URL (instant queries) or an exporter's `/metrics` URL (scrapes).
+    pub prometheus_url: Option<String>,
+    /// Instant query for a Prometheus server (default `DCGM_FI_DEV_FB_USED`).
+    pub prometheus_query: Option<String>,
+    /// The simulator's `/metrics` URL (default: `ollama_url` + `/metrics`).
+    pub sim_metrics_url: Option<String>,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        TelemetryConfig {
+            sources: vec!["nvml".into(), "ollama_ps".into(), "rss".into()],
+            interval: DEFAULT_INTERVAL,
+            process_names: DEFAULT_PROCESS_NAMES
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            ollama_url: None,
+            prometheus_url: None,
+            prometheus_query: None,
+            sim_metrics_url: None,
+        }
+    }
+}
+
+/// What telemetry did over a run, for `run.json`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TelemetryReport {
+    /// Source → `ok`, `unavailable: <reason>` or `failed: <reason>`.
+    pub sources: BTreeMap<String, String>,
+    /// The GPUs NVML saw (name and memory), when it worked.
+    pub gpu: Option<String>,
+    /// Rows written to `vram.csv`.
+    pub samples: u64,
+    /// Why writing `vram.csv` stopped early, if it did.
+    pub write_error: Option<String>,
+}
+
+/// Running samplers; [`TelemetryHandle::stop`] ends them and drains the writer.
+pub struct TelemetryHandle {
+    stop: CancellationToken,
+    tasks: Vec<(String, JoinHandle<SourceOutcome>)>,
+    writer: JoinHandle<(u64, Option<String>)>,
+    early: BTreeMap<String, String>,
+}
+
+impl TelemetryHandle {
+    /// Stops every sampler, waits for the last rows to be written and reports.
+    pub async fn stop(self) -> TelemetryReport {
+        self.stop.cancel();
+        let mut report = TelemetryReport {
+            sources: self.early,
+            ..Default::default()
+        };
+        for (name, task) in self.tasks {
+            let outcome = task.await.unwrap_or_else(|e| SourceOutcome {
+                status: format!("failed: sampler stopped abnormally: {e}"),
+                gpu: None,
+            });
+            if outcome.gpu.is_some() {
+                report.gpu = outcome.gpu;
+            }
+            report.sources.insert(name, outcome.status);
+        }
+        match self.writer.await {
+            Ok((n, err)) => {
+                report.samples = n;
+                report.write_error = err;
+            }
+            Err(e) => report.write_error = Some(format!("vram.csv writer stopped: {e}")),
+        }
+        report
+    }
+}
+
+/// How one source ended.
+#[derive(Debug)]
+struct SourceOutcome {
+    status: String,
+    gpu: Option<String>,
+}
+
+/// What every sampling loop shares.
+#[derive(Clone)]
+struct LoopCtx {
+    name: String,
+    epoch: Instant,
+    interval: Duration,
+    stop: CancellationToken,
+    rows: mpsc::Sender<VramSample>,
+}
+
+/// Counts successes and failures and logs the first failure once.
+#[derive(Default)]
+struct Tally {
+    ok: u64,
+    failed: u64,
+    first_error: Option<String>,
+}
+
+enum Next {
+    Go,
+    Halt(SourceOutcome),
+}
+
+impl LoopCtx {
+    /// Stamps a sample taken between `t0` and `t1` (ms since the epoch) at its midpoint
+    /// and sends its rows; halts when the writer is gone or the source became unavailable.
+    fn deliver(
+        &self,
+        tally: &mut Tally,
+        t0: f64,
+        t1: f64,
+        result: Result<Vec<Reading>, SourceError>,
+    ) -> Next {
+        match result {
+            Ok(readings) => {
+                tally.ok += 1;
+                let t_ms = (t0 + t1) / 2.0;
+                for r in readings {
+                    let row = VramSample {
+                        t_ms,
+                        source: self.name.clone(),
+                        device: r.device,
+                        model: r.model,
+                        used_bytes: r.used_bytes,
+                        total_bytes: r.total_bytes,
+                        extra: r.extra,
+                    };
+                    if self.rows.send(row).is_err() {
+                        return Next::Halt(self.finish(tally));
+                    }
+                }
+                Next::Go
+            }
+            Err(SourceError::Unavailable(reason)) => Next::Halt(self.unavailable(&reason)),
+            Err(SourceError::Failed(reason)) => {
+                tally.failed += 1;
+                if tally.first_error.is_none() {
+                    tracing::warn!(
+                        "telemetry source {}: {reason} (further errors of this source are counted, not logged)",
+                        self.name
+                    );
+                    tally.first_error = Some(reason);
+                }
+                Next::Go
+            }
+        }
+    }
+
+    fn unavailable(&self, reason: &str) -> SourceOutcome {
+        tracing::warn!(
+            "telemetry source {} unavailable: {reason}; the run goes on without it",
+            self.name
+        );
+        SourceOutcome {
+            status: format!("unavailable: {reason}"),
+            gpu: None,
+        }
+    }
+
+    fn finish(&self, tally: &Tally) -> SourceOutcome {
+        let status = match (&tally.first_error, tally.ok) {
+            (Some(e), 0) => format!("failed: {e}"),
+            (None, 0) => "failed: stopped before the first sample".to_string(),
+            (Some(_), ok) => {
+                tracing::info!(
+                    "telemetry source {}: {} of {} samples failed",
+                    self.name,
+                    tally.failed,
+                    ok + tally.failed
+                );
+                "ok".to_string()
+            }
+            (None, _) => "ok".to_string(),
+        };
+        SourceOutcome { status, gpu: None }
+    }
+
+    fn now_ms(&self) -> f64 {
+        record::ms(self.epoch.elapsed())
+    }
+}
+
+/// Runs a blocking sampler built on its own thread until stopped.
+fn run_blocking<S, F>(make: F, ctx: LoopCtx) -> SourceOutcome
+where
+    S: BlockingSampler,
+    F: FnOnce() -> Result<S, SourceError>,
+{
+    let mut sampler = match make() {
+        Ok(s) => s,
+        Err(e) => return ctx.unavailable(&e.to_string()),
+    };
+    let gpu = sampler.describe();
+    let mut tally = Tally::default();
+    let mut next = Instant::now();
+    while !ctx.stop.is_cancelled() {
+        let t0 = ctx.now_ms();
+        let result = sampler.sample();
+        let t1 = ctx.now_ms();
+        if let Next::Halt(outcome) = ctx.deliver(&mut tally, t0, t1, result) {
+            return SourceOutcome { gpu, ..outcome };
+        }
+        next += ctx.interval;
+        let now = Instant::now();
+        if next < now {
+            // Missed ticks are skipped, not made up in a burst.
+            next = now;
+        }
+        sleep_until(next, &ctx.stop);
+    }
+    SourceOutcome {
+        gpu,
+        ..ctx.finish(&tally)
+    }
+}
+
+/// Sleeps on a blocking thread until `deadline`, waking early (within 20 ms) when stopped.
+fn sleep_until(deadline: Instant, stop: &CancellationToken) {
+    const SLICE: Duration = Duration::from_millis(20);
+    loop {
+        let now = Instant::now();
+        if now >= deadline || stop.is_cancelled() {
+            return;
+        }
+        std::thread::sleep((deadline - now).min(SLICE));
+    }
+}
+
+/// Runs a network sampler until stopped.
+async fn run_async<S: Sampler>(mut sampler: S, ctx: LoopCtx) -> SourceOutcome {
+    let mut tick = tokio::time::interval(ctx.interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut tally = Tally::default();
+    loop {
+        tokio::select! {
+            _ = ctx.stop.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        let t0 = ctx.now_ms();
+        let result = tokio::select! {
+            _ = ctx.stop.cancelled() => break,
+            r = sampler.sample() => r,
+        };
+        let t1 = ctx.now_ms();
+        if let Next::Halt(outcome) = ctx.deliver(&mut tally, t0, t1, result) {
+            return outcome;
+        }
+    }
+    ctx.finish(&tally)
+}
+
+/// Appends rows to `vram.csv` until every sampler has dropped its sender.
+fn write_rows(
+    mut out: CsvAppender<VramSample>,
+    rows: mpsc::Receiver<VramSample>,
+) -> (u64, Option<String>) {
+    let mut written = 0u64;
+    for row in rows {
+        if let Err(e) = out.append(&row) {
+            let msg = format!("{e:#}");
+            tracing::warn!("telemetry: writing vram.csv failed: {msg}; sampling stops");
+            return (written, Some(msg));
+        }
+        written += 1;
+    }
+    (written, None)
+}
+
+/// True when a process called `name` (as the OS reports it) matches `pattern`. Linux
+/// cuts process names to 15 bytes, so a 15-byte name matching the start of the pattern
+/// counts (`ollama_llama_se` is `ollama_llama_server`).
+pub fn process_name_matches(name: &str, pattern: &str) -> bool {
+    name == pattern || (name.len() == 15 && pattern.starts_with(name))
+}
+
+/// Starts the configured sources. Rows go to `vram_csv` (its header must exist; see
+/// `record::RunWriter`), stamped in ms since `epoch`. Sampling stops at
+/// [`TelemetryHandle::stop`] or when `cancel` fires. Fails only on a bad setting (an
+/// unknown source, a zero interval) or when `vram_csv` cannot be opened; a source that
+/// cannot work here is reported as unavailable instead. Needs a Tokio runtime.
+pub fn start(
+    config: TelemetryConfig,
+    epoch: Instant,
+    vram_csv: &Path,
+    cancel: CancellationToken,
+) -> Result<TelemetryHandle> {
+    if config.interval.is_zero() {
+        bail!("telemetry interval must be greater than zero");
+    }
+    let mut names: Vec<String> = Vec::new();
+    for s in &config.sources {
+        if !SOURCES.contains(&s.as_str()) {
+            bail!(
+                "unknown telemetry source {s:?}; allowed: {}",
+                SOURCES.join(", ")
+            );
+        }
+        if !names.contains(s) {
+            names.push(s.clone());
+        }
+    }
+    let out = record::append_to::<VramSample>(vram_csv)
+        .with_context(|| format!("opening {} for telemetry", vram_csv.display()))?;
+    let (tx, rx) = mpsc::channel::<VramSample>();
+    let writer = tokio::task::spawn_blocking(move || write_rows(out, rx));
+    let stop = cancel.child_token();
+    let mut handle = TelemetryHandle {
+        stop: stop.clone(),
+        tasks: Vec::new(),
+        writer,
+        early: BTreeMap::new(),
+    };
+    for name in names {
+        let ctx = LoopCtx {
+            name: name.clone(),
+            epoch,
+            interval: config.interval,
+            stop: stop.clone(),
+            rows: tx.clone(),
+        };
+        match spawn_source(&name, &config, ctx) {
+            Ok(task) => handle.tasks.push((name, task)),
+            Err(reason) => {
+                tracing::warn!("telemetry source {name} unavailable: {reason}");
+                handle.early.insert(name, format!("unavailable: {reason}"));
+            }
+        }
+    }
+    Ok(handle)
+}
+
+/// Builds and spawns one source; `Err` is the reason it is unavailable.
+fn spawn_source(
+    name: &str,
+    config: &TelemetryConfig,
+    ctx: LoopCtx,
+) -> Result<JoinHandle<SourceOutcome>, String> {
+    let procs = config.process_names.clone();
+    match name {
+        "nvml" => Ok(tokio::task::spawn_blocking(move || {
+            run_blocking(|| nvml::NvmlSampler::new(procs), ctx)
+        })),
+        "rss" => {
+            let interval = config.interval;
+            Ok(tokio::task::spawn_blocking(move || {
+                run_blocking(|| rss::RssSampler::new(procs, interval), ctx)
+            }))
+        }
+        "ollama_ps" => {
+            let url = config
+                .ollama_url
+                .as_deref()
+                .ok_or("no Ollama URL configured")?;
+            let s = ollama_ps::OllamaPsSampler::new(url).map_err(|e| e.to_string())?;
+            Ok(tokio::spawn(run_async(s, ctx)))
+        }
+        "prometheus" => {
+            let url = config
+                .prometheus_url
+                .as_deref()
+                .ok_or("no Prometheus URL configured")?;
+            let s = prometheus::PromSampler::new(
+                "prometheus",
+                url,
+                config.prometheus_query.as_deref(),
+                config.interval,
+            )
+            .map_err(|e| e.to_string())?;
+            Ok(tokio::spawn(run_async(s, ctx)))
+        }
+        "sim" => {
+            let url = match (&config.sim_metrics_url, &config.ollama_url) {
+                (Some(u), _) => u.clone(),
+                (None, Some(base)) => format!("{}/metrics", base.trim_end_matches('/')),
+                (None, None) => return Err("no simulator /metrics URL configured".into()),
+            };
+            let s = prometheus::PromSampler::scrape("sim", &url, config.interval)
+                .map_err(|e| e.to_string())?;
+            Ok(tokio::spawn(run_async(s, ctx)))
+        }
+        other => Err(format!("unknown source {other:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn truncated_linux_process_names_still_match() {
+        assert!(process_name_matches("ollama", "ollama"));
+        assert!(process_name_matches(
+            "ollama_llama_se",
+            "ollama_llama_server"
+        ));
+        assert!(!process_name_matches("ollama_llama_se", "ollama"));
+        assert!(!process_name_matches("ollamax", "ollama"));
+    }
+
+    #[tokio::test]
+    async fn unknown_source_and_zero_interval_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vram.csv");
+        std::fs::write(&path, "t_ms\n").unwrap();
+        let bad = TelemetryConfig {
+            sources: vec!["nvidia-smi".into()],
+            ..Default::default()
+        };
+        let err = start(bad, Instant::now(), &path, CancellationToken::new())
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("nvidia-smi"), "{err}");
+        let zero = TelemetryConfig {
+            interval: Duration::ZERO,
+            ..Default::default()
+        };
+        assert!(start(zero, Instant::now(), &path, CancellationToken::new()).is_err());
+    }
+}
