@@ -16,6 +16,7 @@ pub mod ollama;
 pub mod record;
 pub mod scenario;
 pub mod sched;
+pub mod sim;
 pub mod sim_settings;
 pub mod units;
 pub mod workload;

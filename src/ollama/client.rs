@@ -666,10 +666,10 @@ impl OllamaClient {
                 }
             }
         }
-        if let Some(chunk) = decoder.finish::<api::StreamChunk>()? {
-            if ex.observe(chunk, Instant::now())? {
-                return Ok(());
-            }
+        if let Some(chunk) = decoder.finish::<api::StreamChunk>()?
+            && ex.observe(chunk, Instant::now())?
+        {
+            return Ok(());
         }
         Err(ClientError::BrokenStream(format!(
             "body ended after {} chunks without done:true",
