@@ -5,7 +5,8 @@
 //!
 //! Driving protocol: call `submit`/`finish`/`cancel` as requests come and go, call
 //! `advance(now)` whenever `next_wakeup()` is due (and after each call), and collect
-//! what happened with `drain_events()`.
+//! what happened with `drain_events()`. This file holds the API types and settings;
+//! `state` the machine itself.
 
 use std::time::Duration;
 

@@ -337,6 +337,11 @@ impl Scheduler {
         matches!(self.phase, Phase::Loading(_))
     }
 
+    #[cfg(test)]
+    pub(crate) fn debug_phase(&self) -> String {
+        format!("{:?}", self.phase)
+    }
+
     fn lookup(&self, name: &str) -> Option<usize> {
         if let Some(&i) = self.index.get(name) {
             return Some(i);
@@ -385,13 +390,13 @@ impl Scheduler {
             loaded: false,
         });
         if let Some(pos) = self.model_pos(spec) {
+            // A loading model takes the mark too: its loader is dispatched later, so its
+            // own keep_alive, if any, still wins (KA6).
             let m = &mut self.models[pos];
-            if m.resident() {
-                m.keep_alive = Ka::For(Duration::ZERO);
-                m.unload_requested = true;
-                if m.busy() == 0 {
-                    self.unload(now, pos, "unload");
-                }
+            m.keep_alive = Ka::For(Duration::ZERO);
+            m.unload_requested = true;
+            if m.resident() && m.busy() == 0 {
+                self.unload(now, pos, "unload");
             }
         }
     }

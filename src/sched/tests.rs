@@ -453,6 +453,15 @@ fn e6_unload_request_answers_at_once_and_unloads_when_idle() {
     assert!(h.resident().is_empty());
     assert_eq!(h.unloads(), vec![(Q7.to_string(), "unload")]);
     assert_eq!(h.s.stats().expirations, 0);
+    // During a load: the model leaves once its loader's request ends.
+    let loader = h.send(Q7, None);
+    let un = h.req(Q7, None, ka("0"), RequestKind::Unload).unwrap();
+    assert!(h.dispatched(un).is_some());
+    h.at(h.now + ms(200));
+    assert!(h.dispatched(loader).is_some());
+    assert_eq!(h.resident().len(), 1);
+    h.finish(loader);
+    assert!(h.resident().is_empty());
 }
 
 #[test]
@@ -874,4 +883,99 @@ fn determinism_same_seed_same_trace() {
     assert_eq!(a, trace(42));
     assert_ne!(a, trace(43));
     assert!(a.len() > 200);
+}
+
+/// Random traffic with cancels and mixed contexts: memory and the model cap hold at
+/// every step, each request is dispatched at most once, and every request that stays
+/// is eventually dispatched or failed.
+#[test]
+fn invariants_hold_under_random_traffic() {
+    let mut h = Harness::new(with(|c| {
+        c.num_parallel = 2;
+        c.load_jitter = 0.2;
+        c.load_failure_share = 0.05;
+        c.vram_bytes = 16 * GIB;
+    }));
+    let models = [Q7, L8, M7, "qwen2.5:3b", Q14_Q8, "nomic-embed-text"];
+    let mut x: u64 = 12345;
+    let mut rand = move |n: u64| {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (x >> 33) % n
+    };
+    let mut open: Vec<u64> = Vec::new();
+    let mut cancelled = std::collections::HashSet::new();
+    let mut accepted = Vec::new();
+    let cap = h.s.config().max_models();
+    let usable = h.s.config().usable_vram();
+    for step in 0..2000u64 {
+        let t = h.now + ms(rand(400));
+        h.at(t);
+        match rand(10) {
+            0..=4 => {
+                let ctx = [None, Some(2048), Some(4096)][rand(3) as usize];
+                let keep = [None, ka("0"), ka("2s"), ka("-1")][rand(4) as usize].clone();
+                let kind = if rand(20) == 0 {
+                    RequestKind::LoadOnly
+                } else {
+                    RequestKind::Serve
+                };
+                if let Ok(id) = h.req(models[rand(6) as usize], ctx, keep, kind) {
+                    open.push(id);
+                    accepted.push(id);
+                }
+            }
+            5..=8 if !open.is_empty() => {
+                let id = open.swap_remove(rand(open.len() as u64) as usize);
+                if h.dispatched(id).is_some() || h.failed(id).is_some() {
+                    h.finish(id);
+                } else if step % 2 == 0 {
+                    h.cancel(id);
+                    cancelled.insert(id);
+                } else {
+                    open.push(id);
+                }
+            }
+            _ => {}
+        }
+        let ps = h.s.ps(h.now);
+        assert!(ps.len() <= cap);
+        let vram: u64 = ps.iter().map(|m| m.size_vram).sum();
+        assert!(vram <= usable, "step {step}: {vram} > {usable}");
+    }
+    // Drain: end whatever runs until everything left has run.
+    for _ in 0..10_000 {
+        let (done, waiting): (Vec<u64>, Vec<u64>) = open
+            .iter()
+            .partition(|&&id| h.dispatched(id).is_some() || h.failed(id).is_some());
+        if done.is_empty() && waiting.is_empty() {
+            break;
+        }
+        for id in done {
+            h.finish(id);
+        }
+        open = waiting;
+        let t = h.now + Duration::from_secs(60);
+        h.at(t);
+    }
+    let mut seen = std::collections::HashSet::new();
+    for e in &h.events {
+        if let SchedEvent::Dispatched { id, .. } | SchedEvent::Failed { id, .. } = e {
+            assert!(seen.insert(*id), "request {id} ended twice");
+            assert!(!cancelled.contains(id) || h.dispatched(*id).is_some());
+        }
+    }
+    for id in accepted {
+        if !cancelled.contains(&id) {
+            if !seen.contains(&id) {
+                let ps = h.s.ps(h.now);
+                panic!(
+                    "request {id} never dispatched; ps {ps:?}; queued {}; phase {}",
+                    h.s.queued(),
+                    h.s.debug_phase()
+                );
+            }
+        }
+    }
 }
