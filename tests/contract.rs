@@ -388,3 +388,67 @@ async fn client_reports_a_truncated_recorded_stream_as_broken() {
     assert_eq!(ex.error.unwrap().kind(), ErrorKind::Http);
     task.abort();
 }
+
+/// Keys of a JSON object.
+fn keys(v: &serde_json::Value) -> std::collections::BTreeSet<String> {
+    v.as_object()
+        .map(|o| o.keys().cloned().collect())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn sim_replies_have_the_recorded_shapes() {
+    let (Some(ps_fixture), Some(stream_fixture), Some(tags_fixture)) = (
+        fixture("ps-two-models-v0.11.6.pretty.json"),
+        fixture("generate-stream-cold-dolphin3-8b-v0.10.1.ndjson"),
+        fixture("tags-v0.11.6.pretty.json"),
+    ) else {
+        return;
+    };
+    let settings = kabench::sim_settings::SimSettings::for_tests();
+    let sim = kabench::sim::spawn(&settings, 1, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let base = sim.base_url();
+    let body = http
+        .post(format!("{base}/api/generate"))
+        .body(r#"{"model":"qwen2.5:3b","prompt":"hello there","keep_alive":"5s","options":{"num_predict":3,"num_ctx":2048}}"#)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let got: Vec<serde_json::Value> = parse_json_stream(&body).unwrap();
+    let want: Vec<serde_json::Value> = parse_json_stream(&stream_fixture).unwrap();
+    assert_eq!(keys(&got[0]), keys(&want[0]), "token line");
+    let mut want_done = keys(want.last().unwrap());
+    want_done.remove("context"); // deprecated; the simulator omits it
+    assert_eq!(keys(got.last().unwrap()), want_done, "done line");
+
+    let ps: serde_json::Value = http
+        .get(format!("{base}/api/ps"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let want: serde_json::Value = serde_json::from_slice(&ps_fixture).unwrap();
+    let (got_m, want_m) = (&ps["models"][0], &want["models"][0]);
+    assert_eq!(keys(got_m), keys(want_m));
+    assert_eq!(keys(&got_m["details"]), keys(&want_m["details"]));
+
+    let tags: serde_json::Value = http
+        .get(format!("{base}/api/tags"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let want: serde_json::Value = serde_json::from_slice(&tags_fixture).unwrap();
+    assert_eq!(keys(&tags["models"][0]), keys(&want["models"][0]));
+    sim.shutdown().await;
+}
