@@ -104,19 +104,20 @@ pub fn tradeoff(rec: &Recommendation) -> Result<String> {
         let mut chart = ChartBuilder::on(&root)
             .caption(
                 format!("Tradeoff: {} ({})", rec.workload, rec.model),
-                (FONT, 18),
+                (FONT, 22),
             )
             .margin(12)
-            .x_label_area_size(44)
-            .y_label_area_size(64)
+            .x_label_area_size(52)
+            .y_label_area_size(72)
             .build_cartesian_2d(x0..x1, y0..y1)
             .map_err(draw_err)?;
         chart
             .configure_mesh()
+            .light_line_style(WHITE.mix(0.0))
             .x_desc(x_label)
             .y_desc(y_label)
-            .axis_desc_style((FONT, 14))
-            .label_style((FONT, 12))
+            .axis_desc_style((FONT, 17))
+            .label_style((FONT, 15))
             .draw()
             .map_err(draw_err)?;
         let mut frontier: Vec<(f64, f64)> =
@@ -155,7 +156,7 @@ pub fn tradeoff(rec: &Recommendation) -> Result<String> {
                 Text::new(
                     p.2.clone(),
                     (p.0, p.1),
-                    (FONT, 13).into_font().color(&BLACK),
+                    (FONT, 16).into_font().color(&BLACK),
                 )
             }))
             .map_err(draw_err)?;
@@ -163,7 +164,7 @@ pub fn tradeoff(rec: &Recommendation) -> Result<String> {
             .configure_series_labels()
             .background_style(WHITE.mix(0.85))
             .border_style(BLACK)
-            .label_font((FONT, 12))
+            .label_font((FONT, 15))
             .position(SeriesLabelPosition::UpperRight)
             .draw()
             .map_err(draw_err)?;
@@ -220,11 +221,7 @@ pub fn by_keep_alive(summary: &Summary, metric: Metric) -> Result<String> {
         .flatten()
         .map(|p| p.1)
         .fold(0.0f64, f64::max)
-        .max(if metric == Metric::ColdRatio {
-            1.0
-        } else {
-            1.0
-        });
+        .max(1.0);
     let n = order.len().max(1);
     let idx =
         |ka: &str| SegmentValue::CenterOf(order.iter().position(|o| o == ka).unwrap_or(0) as i32);
@@ -233,19 +230,20 @@ pub fn by_keep_alive(summary: &Summary, metric: Metric) -> Result<String> {
         let root = SVGBackend::with_string(&mut svg, (WIDTH, HEIGHT)).into_drawing_area();
         root.fill(&WHITE).map_err(draw_err)?;
         let mut chart = ChartBuilder::on(&root)
-            .caption(title, (FONT, 18))
+            .caption(title, (FONT, 22))
             .margin(12)
-            .x_label_area_size(44)
-            .y_label_area_size(64)
+            .x_label_area_size(52)
+            .y_label_area_size(72)
             .build_cartesian_2d((0..n as i32).into_segmented(), 0f64..ymax * 1.12)
             .map_err(draw_err)?;
         chart
             .configure_mesh()
+            .light_line_style(WHITE.mix(0.0))
             .x_desc("keep_alive (sweep order)")
             .y_desc(y_label)
             .x_label_formatter(&|v| seg_label(v, &order))
-            .axis_desc_style((FONT, 14))
-            .label_style((FONT, 12))
+            .axis_desc_style((FONT, 17))
+            .label_style((FONT, 15))
             .draw()
             .map_err(draw_err)?;
         for (i, (name, pts)) in lines.iter().enumerate() {
@@ -267,7 +265,7 @@ pub fn by_keep_alive(summary: &Summary, metric: Metric) -> Result<String> {
             .configure_series_labels()
             .background_style(WHITE.mix(0.85))
             .border_style(BLACK)
-            .label_font((FONT, 12))
+            .label_font((FONT, 15))
             .position(SeriesLabelPosition::UpperRight)
             .draw()
             .map_err(draw_err)?;
@@ -353,18 +351,19 @@ pub fn vram_timeline(
         let root = SVGBackend::with_string(&mut svg, (WIDTH, HEIGHT)).into_drawing_area();
         root.fill(&WHITE).map_err(draw_err)?;
         let mut chart = ChartBuilder::on(&root)
-            .caption(format!("VRAM over time: cell {}", cell.id), (FONT, 18))
+            .caption(format!("VRAM over time: cell {}", cell.id), (FONT, 22))
             .margin(12)
-            .x_label_area_size(44)
-            .y_label_area_size(64)
+            .x_label_area_size(52)
+            .y_label_area_size(72)
             .build_cartesian_2d(0f64..tmax * 1.02, -(ymax * 0.12)..ymax * 1.15)
             .map_err(draw_err)?;
         chart
             .configure_mesh()
+            .light_line_style(WHITE.mix(0.0))
             .x_desc("time since cell start (s)")
             .y_desc("VRAM used (GB)")
-            .axis_desc_style((FONT, 14))
-            .label_style((FONT, 12))
+            .axis_desc_style((FONT, 17))
+            .label_style((FONT, 15))
             .draw()
             .map_err(draw_err)?;
         for (i, (name, pts)) in series.iter().enumerate() {
@@ -404,7 +403,7 @@ pub fn vram_timeline(
             .configure_series_labels()
             .background_style(WHITE.mix(0.85))
             .border_style(BLACK)
-            .label_font((FONT, 12))
+            .label_font((FONT, 15))
             .position(SeriesLabelPosition::UpperRight)
             .draw()
             .map_err(draw_err)?;
@@ -438,18 +437,19 @@ pub fn ttft_cdf(requests: &[RequestRecord]) -> Result<String> {
         let root = SVGBackend::with_string(&mut svg, (WIDTH, HEIGHT)).into_drawing_area();
         root.fill(&WHITE).map_err(draw_err)?;
         let mut chart = ChartBuilder::on(&root)
-            .caption("TTFT distribution: warm vs cold", (FONT, 18))
+            .caption("TTFT distribution: warm vs cold", (FONT, 22))
             .margin(12)
-            .x_label_area_size(44)
-            .y_label_area_size(64)
+            .x_label_area_size(52)
+            .y_label_area_size(72)
             .build_cartesian_2d((lo..hi).log_scale(), 0f64..100f64)
             .map_err(draw_err)?;
         chart
             .configure_mesh()
+            .light_line_style(WHITE.mix(0.0))
             .x_desc("time to first token (ms, log scale)")
             .y_desc("requests at or below (%)")
-            .axis_desc_style((FONT, 14))
-            .label_style((FONT, 12))
+            .axis_desc_style((FONT, 17))
+            .label_style((FONT, 15))
             .draw()
             .map_err(draw_err)?;
         for (name, data, c) in [("warm", &warm, colour(0)), ("cold", &cold, COLD)] {
@@ -471,7 +471,7 @@ pub fn ttft_cdf(requests: &[RequestRecord]) -> Result<String> {
             .configure_series_labels()
             .background_style(WHITE.mix(0.85))
             .border_style(BLACK)
-            .label_font((FONT, 12))
+            .label_font((FONT, 15))
             .position(SeriesLabelPosition::LowerRight)
             .draw()
             .map_err(draw_err)?;
@@ -516,9 +516,9 @@ pub fn cost_heatmap(workload: &str, recs: &[&Recommendation]) -> Result<Option<S
         let root = SVGBackend::with_string(&mut svg, (WIDTH, HEIGHT)).into_drawing_area();
         root.fill(&WHITE).map_err(draw_err)?;
         let mut chart = ChartBuilder::on(&root)
-            .caption(format!("Cost by keep_alive × rate: {workload}"), (FONT, 18))
+            .caption(format!("Cost by keep_alive × rate: {workload}"), (FONT, 22))
             .margin(12)
-            .x_label_area_size(44)
+            .x_label_area_size(52)
             .y_label_area_size(80)
             .build_cartesian_2d(
                 (0..kas.len() as i32).into_segmented(),
@@ -527,13 +527,14 @@ pub fn cost_heatmap(workload: &str, recs: &[&Recommendation]) -> Result<Option<S
             .map_err(draw_err)?;
         chart
             .configure_mesh()
+            .light_line_style(WHITE.mix(0.0))
             .disable_mesh()
             .x_desc("keep_alive")
             .y_desc("arrival rate (requests/s)")
             .x_label_formatter(&|v| seg_label(v, &kas))
             .y_label_formatter(&|v| seg_label(v, &rates))
-            .axis_desc_style((FONT, 14))
-            .label_style((FONT, 12))
+            .axis_desc_style((FONT, 17))
+            .label_style((FONT, 15))
             .draw()
             .map_err(draw_err)?;
         let pos = |list: &[String], v: &str| list.iter().position(|x| x == v).unwrap_or(0) as i32;
@@ -565,7 +566,7 @@ pub fn cost_heatmap(workload: &str, recs: &[&Recommendation]) -> Result<Option<S
                 Text::new(
                     format!("{cost:.3}"),
                     (SegmentValue::CenterOf(x), SegmentValue::CenterOf(y)),
-                    (FONT, 13).into_font().color(&BLACK),
+                    (FONT, 16).into_font().color(&BLACK),
                 )
             }))
             .map_err(draw_err)?;

@@ -1,0 +1,310 @@
+//! `report::render` and `report::compare` on a hand-built run folder with known numbers
+//! (tests/fixtures/run-small): summary figures, the cost-form and SLO-form picks,
+//! escaping of hostile names, reproducible re-rendering, chart axis labels as text.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use kabench::record::{self, CsvAppender, RequestRecord};
+use kabench::report::compare::{CompareThresholds, compare};
+use kabench::report::{RenderOptions, render};
+use serde_json::Value;
+
+const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/run-small");
+
+/// Copies the fixture into a fresh temporary folder (the fixture itself is never written).
+fn copy_fixture() -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("run");
+    fs::create_dir_all(&dir).unwrap();
+    for name in ["run.json", "requests.csv", "vram.csv", "scenario.toml"] {
+        fs::copy(Path::new(FIXTURE).join(name), dir.join(name)).unwrap();
+    }
+    (tmp, dir)
+}
+
+fn json(path: &Path) -> Value {
+    serde_json::from_str(&fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn close(v: &Value, want: f64) {
+    let got = v.as_f64().unwrap_or_else(|| panic!("{v} is not a number"));
+    assert!((got - want).abs() < 1e-6, "got {got}, want {want}");
+}
+
+/// True when the SVG (or page) has `label` as the whole content of a `<text>` element.
+fn has_text(svg: &str, label: &str) -> bool {
+    svg.contains(&format!(">\n{label}\n</text>")) || svg.contains(&format!(">{label}</text>"))
+}
+
+fn set_slo(dir: &Path, ttft_p99: &str) {
+    let mut text = fs::read_to_string(dir.join("scenario.toml")).unwrap();
+    text.push_str(&format!("\n[slo]\nttft_p99 = \"{ttft_p99}\"\n"));
+    fs::write(dir.join("scenario.toml"), text).unwrap();
+}
+
+#[test]
+fn summary_numbers_and_the_cost_form_pick_are_the_hand_computed_ones() {
+    let (_tmp, dir) = copy_fixture();
+    let out = render(&dir, &RenderOptions::default()).unwrap();
+    let summary = json(&dir.join("summary.json"));
+    let cells = summary["cells"].as_array().unwrap();
+    assert_eq!(cells.len(), 3);
+    for (cell, (requests, cold, idle, held)) in
+        cells
+            .iter()
+            .zip([(4, 4, 0.0, 8.0), (4, 2, 6.0, 12.0), (3, 0, 14.0, 19.0)])
+    {
+        let s = &cell["streams"][0];
+        assert_eq!(s["requests"], requests, "{}", cell["id"]);
+        assert_eq!(s["cold"], cold, "{}", cell["id"]);
+        close(&cell["vram"]["idle_gb_seconds"], idle);
+        close(&cell["vram"]["gb_seconds_held"], held);
+        assert_eq!(cell["vram"]["peak_bytes"], 2_000_000_000u64);
+    }
+    // Cost = cold × 2 s × 1 + idle / 3600 × 2160: 8.0, 7.6, 8.4 → "1s".
+    let recs = json(&dir.join("recommendation.json"));
+    let r = &recs[0];
+    assert_eq!(r["form"], "cost");
+    assert_eq!(r["chosen"], "1s");
+    assert_eq!(r["cost_choice"], "1s");
+    for (c, want) in r["candidates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip([8.0, 7.6, 8.4])
+    {
+        close(&c["cost"]["total"], want);
+    }
+    // Break-even: 2 s × 1 / (2 GB × 2160 / 3600) = 2 / 1.2 s.
+    close(&r["break_even_s"], 2.0 / 1.2);
+    assert_eq!(out.recommendations[0].chosen, "1s");
+    assert!(
+        out.headline.contains("OLLAMA_KEEP_ALIVE=1s"),
+        "{}",
+        out.headline
+    );
+    let md = fs::read_to_string(&out.summary_md).unwrap();
+    assert!(md.contains("OLLAMA_KEEP_ALIVE=1s"));
+    assert!(
+        md.contains("| c1 | chat | tiny:1b | 1s | 4 | 0 | 50.0 |"),
+        "{md}"
+    );
+}
+
+#[test]
+fn the_slo_form_picks_the_least_memory_meeting_the_slo() {
+    // Only c2 (no cold start counted, p99 50 ms) meets 100 ms.
+    let (_tmp, dir) = copy_fixture();
+    set_slo(&dir, "100ms");
+    let out = render(&dir, &RenderOptions::default()).unwrap();
+    let r = &out.recommendations[0];
+    assert_eq!(r.slo_choice.as_deref(), Some("10s"));
+    assert_eq!(r.chosen, "10s");
+    assert_eq!(r.cost_choice.as_deref(), Some("1s"));
+    // Every cell meets 1 s: the least idle VRAM (c0, 0 GB·s) wins.
+    let (_tmp2, dir2) = copy_fixture();
+    set_slo(&dir2, "1s");
+    let out = render(&dir2, &RenderOptions::default()).unwrap();
+    assert_eq!(out.recommendations[0].chosen, "0");
+    assert_eq!(
+        out.recommendations[0].snippets.keep_alive_field,
+        "\"keep_alive\": \"0\""
+    );
+}
+
+#[test]
+fn a_script_model_name_is_escaped_everywhere_and_the_page_has_no_script() {
+    let (_tmp, dir) = copy_fixture();
+    let hostile = "<script>alert(1)</script>";
+    for name in ["run.json", "requests.csv", "vram.csv", "scenario.toml"] {
+        let text = fs::read_to_string(dir.join(name)).unwrap();
+        fs::write(dir.join(name), text.replace("tiny:1b", hostile)).unwrap();
+    }
+    let out = render(&dir, &RenderOptions::default()).unwrap();
+    let html = fs::read_to_string(&out.index_html).unwrap();
+    assert!(
+        !html.to_lowercase().contains("<script"),
+        "raw script in index.html"
+    );
+    assert!(
+        html.contains("&lt;script&gt;"),
+        "the name is shown, escaped"
+    );
+    let md = fs::read_to_string(&out.summary_md).unwrap();
+    assert!(!md.contains("<script"));
+    for entry in fs::read_dir(dir.join("charts")).unwrap() {
+        let svg = fs::read_to_string(entry.unwrap().path()).unwrap();
+        assert!(!svg.contains("<script"));
+    }
+    assert!(html.contains("<svg"), "charts are inline");
+    assert!(
+        !html.contains("http://") || !html.contains("<link"),
+        "no external resources"
+    );
+}
+
+#[test]
+fn rendering_a_copied_folder_twice_reproduces_summary_json() {
+    let (_tmp, dir) = copy_fixture();
+    render(&dir, &RenderOptions::default()).unwrap();
+    let first = fs::read_to_string(dir.join("summary.json")).unwrap();
+    let (_tmp2, copy) = copy_fixture();
+    render(&copy, &RenderOptions::default()).unwrap();
+    render(&copy, &RenderOptions::default()).unwrap();
+    assert_eq!(
+        first,
+        fs::read_to_string(copy.join("summary.json")).unwrap()
+    );
+    assert_eq!(
+        fs::read_to_string(dir.join("recommendation.json")).unwrap(),
+        fs::read_to_string(copy.join("recommendation.json")).unwrap()
+    );
+}
+
+#[test]
+fn charts_carry_their_axis_labels_as_text() {
+    let (_tmp, dir) = copy_fixture();
+    render(&dir, &RenderOptions::default()).unwrap();
+    let charts = dir.join("charts");
+    let read = |name: &str| fs::read_to_string(charts.join(name)).unwrap();
+    let tradeoff = read("tradeoff-0-chat.svg");
+    for label in [
+        "idle VRAM held (GB·s)",
+        "cold-start ratio (%)",
+        "recommended",
+        "1s",
+    ] {
+        assert!(has_text(&tradeoff, label), "tradeoff lacks {label}");
+    }
+    let p99 = read("p99-ttft-by-keep-alive.svg");
+    assert!(has_text(&p99, "p99 TTFT (ms)") && has_text(&p99, "keep_alive (sweep order)"));
+    assert!(has_text(
+        &read("cold-ratio-by-keep-alive.svg"),
+        "cold-start ratio (%)"
+    ));
+    let cdf = read("ttft-cdf.svg");
+    assert!(
+        has_text(&cdf, "time to first token (ms, log scale)") && has_text(&cdf, "cold (n = 6)")
+    );
+    let vram = read("vram-c1.svg");
+    assert!(has_text(&vram, "VRAM used (GB)") && has_text(&vram, "time since cell start (s)"));
+    assert!(has_text(&vram, "cold start"));
+    let html = fs::read_to_string(dir.join("index.html")).unwrap();
+    assert!(has_text(&html, "idle VRAM held (GB·s)"));
+}
+
+#[test]
+fn a_simulated_run_says_so_and_names_the_gpu() {
+    let (_tmp, dir) = copy_fixture();
+    let out = render(&dir, &RenderOptions::default()).unwrap();
+    assert!(
+        out.headline.contains("a model of Ollama"),
+        "{}",
+        out.headline
+    );
+    assert!(out.headline.contains("simulated 1 × 24GiB GPU"));
+    let html = fs::read_to_string(&out.index_html).unwrap();
+    assert!(html.contains("not a measurement of this hardware"));
+    assert!(
+        html.contains("file_bytes 1800000000"),
+        "catalogue figures shown"
+    );
+    assert!(html.contains("telemetry nvml unavailable"));
+}
+
+#[test]
+fn an_interrupted_run_renders_what_ran() {
+    let (_tmp, dir) = copy_fixture();
+    let mut meta = record::read_meta(&dir).unwrap();
+    meta.status = record::RunStatus::Interrupted;
+    meta.cells[2].started_ms = None;
+    record::write_json_atomic(&dir.join("run.json"), &meta).unwrap();
+    let rows: Vec<RequestRecord> = record::read_requests(&dir)
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.cell != "c2")
+        .collect();
+    rewrite_requests(&dir, &rows);
+    let out = render(&dir, &RenderOptions::default()).unwrap();
+    assert_eq!(
+        json(&dir.join("summary.json"))["cells"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    let html = fs::read_to_string(&out.index_html).unwrap();
+    assert!(html.contains("interrupted"));
+    assert!(out.headline.contains("Partial run"));
+}
+
+fn rewrite_requests(dir: &Path, rows: &[RequestRecord]) {
+    let mut w = CsvAppender::<RequestRecord>::create(&dir.join("requests.csv")).unwrap();
+    for r in rows {
+        w.append(r).unwrap();
+    }
+}
+
+#[test]
+fn compare_flags_a_worse_run_and_passes_an_identical_one() {
+    let (_tmp, base) = copy_fixture();
+    let (_tmp2, new) = copy_fixture();
+    let t = CompareThresholds::default();
+    let same = compare(&base, &new, &t).unwrap();
+    assert_eq!(same.changes.len(), 3);
+    assert!(same.regressions().is_empty(), "{}", same.to_text());
+    // Every c1 request cold: cold ratio 0.5 → 1.0, p99 unchanged (900 ms).
+    let rows: Vec<RequestRecord> = record::read_requests(&new)
+        .unwrap()
+        .into_iter()
+        .map(|mut r| {
+            if r.cell == "c1" {
+                r.cold = true;
+                r.ttft_ms = Some(900.0);
+            }
+            r
+        })
+        .collect();
+    rewrite_requests(&new, &rows);
+    let worse = compare(&base, &new, &t).unwrap();
+    let reg = worse.regressions();
+    assert_eq!(reg.len(), 1);
+    assert_eq!(reg[0].cell, "c1");
+    assert!(reg[0].cold_ratio.regression && !reg[0].p99_ttft_ms.regression);
+    let text = worse.to_text();
+    assert!(text.contains("1 stream(s) regressed"), "{text}");
+    assert!(worse.to_markdown().contains("| c1 |"));
+}
+
+#[test]
+fn headless_chromium_shows_the_page_when_installed() {
+    let Some(browser) = ["chromium", "chromium-browser"].into_iter().find(|b| {
+        std::process::Command::new(b)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    }) else {
+        eprintln!("skipped: no chromium on this machine");
+        return;
+    };
+    let (_tmp, dir) = copy_fixture();
+    let out = render(&dir, &RenderOptions::default()).unwrap();
+    let shot = dir.join("shot.png");
+    let status = std::process::Command::new(browser)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--window-size=1100,2400",
+        ])
+        .arg(format!("--screenshot={}", shot.display()))
+        .arg(format!("file://{}", out.index_html.display()))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(
+        fs::metadata(&shot).unwrap().len() > 10_000,
+        "a blank page is tiny"
+    );
+}
