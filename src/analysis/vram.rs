@@ -192,9 +192,9 @@ impl Presence {
                 let e = polls
                     .entry(s.t_ms.max(0.0).to_bits())
                     .or_insert_with(|| (s.t_ms, BTreeSet::new()));
-                if !s.model.is_empty() && s.used_bytes > 0
-                    || source == "ollama_ps" && !s.model.is_empty()
-                {
+                // `/api/ps` lists what is resident (even CPU-only, size_vram 0); the
+                // simulator's metrics may list a model at 0 bytes once it is gone.
+                if !s.model.is_empty() && (source == "ollama_ps" || s.used_bytes > 0) {
                     e.1.insert(s.model.clone());
                 }
             }

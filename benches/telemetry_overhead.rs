@@ -1,0 +1,126 @@
+//! Sampler overhead: runs the NVML sampler (or, without a GPU, the RSS fallback) and the
+//! `/api/ps` poller at 10 ms and at 100 ms for 5 s each and prints the CPU time this
+//! process used as a share of one core (Linux: `/proc/self/stat`). The `/api/ps` server
+//! runs in a child process, so its work is not counted. `cargo bench --bench telemetry_overhead`.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::routing::get;
+use kabench::record::{RunMeta, RunWriter};
+use kabench::telemetry::{self, TelemetryConfig};
+use tokio_util::sync::CancellationToken;
+
+const RUN_FOR: Duration = Duration::from_secs(5);
+const SERVE_ARG: &str = "--serve-ps";
+const PS: &str = r#"{"models":[{"name":"granite3.3:2b","model":"granite3.3:2b","size":2629206853,"digest":"07bd1f170855240f9e162bf54ea494a8bc1c73d8cbd1365d7fccbeb7d2504947","details":{"parent_model":"","format":"gguf","family":"granite","families":["granite"],"parameter_size":"2.5B","quantization_level":"Q4_K_M"},"expires_at":"2025-08-23T15:38:39.2249446+02:00","size_vram":2629206853,"context_length":4096}]}"#;
+
+/// Clock ticks per second of `/proc/*/stat` times (`USER_HZ`, 100 on Linux).
+const USER_HZ: f64 = 100.0;
+
+/// User + system CPU seconds of this process so far.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name, which may hold spaces, end with ')'.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after ')'.
+    let tick = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (tick(11) + tick(12)) / USER_HZ
+}
+
+/// Child mode: serve `/api/ps` on loopback and print the port.
+fn serve_ps() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime for the child server");
+    rt.block_on(async {
+        let app = Router::new().route(
+            "/api/ps",
+            get(|| async { ([("content-type", "application/json")], PS) }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind 127.0.0.1:0");
+        println!("{}", listener.local_addr().expect("local address").port());
+        let _ = axum::serve(listener, app).await;
+    });
+}
+
+fn spawn_server() -> (Child, u16) {
+    let exe = std::env::current_exe().expect("own path");
+    let mut child = Command::new(exe)
+        .arg(SERVE_ARG)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn the /api/ps server");
+    let mut line = String::new();
+    let stdout = child.stdout.take().expect("child stdout");
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("read the port");
+    (child, line.trim().parse().expect("a port number"))
+}
+
+/// This executable's process name as Linux reports it (15 bytes at most).
+fn own_name() -> String {
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_default()
+        .chars()
+        .take(15)
+        .collect()
+}
+
+fn main() {
+    if std::env::args().any(|a| a == SERVE_ARG) {
+        serve_ps();
+        return;
+    }
+    let (mut child, port) = spawn_server();
+    let nvml = nvml_wrapper::Nvml::init().is_ok_and(|n| n.device_count().unwrap_or(0) > 0);
+    let local = if nvml { "nvml" } else { "rss" };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    println!("## Telemetry overhead");
+    println!("sources: {local} + ollama_ps (server in a child process), {RUN_FOR:?} each");
+    for interval_ms in [10u64, 100] {
+        let dir = tempfile::tempdir().expect("a temporary folder");
+        let run = RunWriter::create(dir.path(), "", RunMeta::default()).expect("a run folder");
+        let config = TelemetryConfig {
+            sources: vec![local.into(), "ollama_ps".into()],
+            interval: Duration::from_millis(interval_ms),
+            // The server child and this process share a name: RSS reads two live pids
+            // per sample, as it would an Ollama server and a runner.
+            process_names: vec![own_name()],
+            ollama_url: Some(format!("http://127.0.0.1:{port}")),
+            ..Default::default()
+        };
+        let (cpu, wall, report) = rt.block_on(async {
+            // Let the runtime settle before measuring.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let epoch = Instant::now();
+            let cpu0 = cpu_seconds();
+            let handle = telemetry::start(config, epoch, run.vram_path(), CancellationToken::new())
+                .expect("telemetry starts");
+            tokio::time::sleep(RUN_FOR).await;
+            let report = handle.stop().await;
+            (cpu_seconds() - cpu0, epoch.elapsed().as_secs_f64(), report)
+        });
+        println!(
+            "interval {interval_ms:>3} ms: {:.2}% of one core ({cpu:.2} s CPU over {wall:.2} s), {} rows, sources {:?}",
+            100.0 * cpu / wall,
+            report.samples,
+            report.sources
+        );
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
