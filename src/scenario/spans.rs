@@ -96,7 +96,14 @@ impl<'a> Locator<'a> {
         let (line, column, key) = match error.span() {
             Some(span) => {
                 let (line, column) = self.line_col(span.start);
-                (Some(line), Some(column), self.path_at(span.start))
+                (
+                    Some(line),
+                    Some(column),
+                    // A syntax error often sits just past its value (an unclosed
+                    // string ends at the line's end): name the key before it then.
+                    self.path_at(span.start)
+                        .or_else(|| span.start.checked_sub(1).and_then(|o| self.path_at(o))),
+                )
             }
             None => (None, None, None),
         };
