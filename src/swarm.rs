@@ -1,0 +1,896 @@
+//! `kabench swarm`: closed-loop users, the Locust-style test, driven by goose embedded as
+//! a library (no controllers listening, kabench keeps the command line, stdout and
+//! logging). For each cell of the plan every user sends its stream's request, reads the
+//! streamed NDJSON itself, times TTFT and E2E in µs on kabench's clock, applies the cold
+//! rule, and writes one `RequestRecord` per request, so analysis and report run
+//! unchanged. Goose's own reports land in `goose/<cell id>/`. Knows nothing of charts.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use goose::GooseAttack;
+use goose::config::GooseConfiguration;
+use goose::goose::{
+    GooseMethod, GooseRequest, GooseUser, Scenario as GooseScenario, Transaction, TransactionResult,
+};
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::ollama::OllamaClient;
+use crate::ollama::api::{self, ChatRequest, EmbedRequest, GenerateRequest, Message};
+use crate::ollama::client::{ClientError, Exchange, NdjsonDecoder};
+use crate::record::{
+    self, CellMeta, RequestRecord, RunMeta, RunStatus, RunWriter, StreamMeta, TargetMeta,
+    classify_cold,
+};
+use crate::runner::{self, ProgressEvent};
+use crate::scenario::{Api, CellStream, Plan, Prompt, Scenario};
+use crate::session::{self, RunOutcome, Target};
+use crate::sim::{self, SimHandle};
+
+/// Folder of the run folder that holds goose's own reports, one subfolder per cell.
+pub const GOOSE_DIR: &str = "goose";
+
+/// Options of one swarm beyond the scenario's `[swarm]` section.
+#[derive(Debug, Clone)]
+pub struct SwarmOptions {
+    /// Target.
+    pub target: Target,
+    /// Run folder; default `reports/<scenario>-swarm-<UTC time>`.
+    pub out: Option<PathBuf>,
+    /// Replaces `[swarm] users`.
+    pub users: Option<u32>,
+    /// Replaces `[swarm] run_time` (goose counts whole seconds: rounded up, at least 1 s).
+    pub run_time: Option<Duration>,
+}
+
+/// Runs closed-loop users against the target for every cell of `plan`, unloading every
+/// model before each cell. Progress goes to `progress`; Ctrl-C arrives through `cancel`
+/// (goose's own Ctrl-C handler, installed by its first attack, also ends the run).
+pub async fn run_swarm(
+    scenario: &Scenario,
+    plan: &Plan,
+    options: &SwarmOptions,
+    progress: mpsc::UnboundedSender<ProgressEvent>,
+    cancel: CancellationToken,
+) -> Result<RunOutcome> {
+    let sim_handle = match &options.target {
+        Target::Sim => Some(
+            sim::spawn(&scenario.sim, scenario.seed, "127.0.0.1:0".parse()?)
+                .await
+                .context("starting the embedded simulator")?,
+        ),
+        Target::Ollama(_) => None,
+    };
+    let result = swarm_against(
+        scenario,
+        plan,
+        options,
+        sim_handle.as_ref(),
+        progress,
+        cancel,
+    )
+    .await;
+    if let Some(h) = sim_handle {
+        h.shutdown().await;
+    }
+    result
+}
+
+/// What every goose transaction of one stream in one cell shares.
+struct StreamContext {
+    cell: String,
+    stream: CellStream,
+    /// `api/generate` etc., joined to the base URL.
+    url: String,
+    /// The request body, serialized once.
+    body: bytes::Bytes,
+    /// Name in goose's metrics: `<stream> <model>`.
+    name: String,
+    api: Api,
+    seq: AtomicU32,
+    epoch: Instant,
+    ps: OllamaClient,
+    timeout: Duration,
+    threshold: Duration,
+    rows: mpsc::UnboundedSender<RequestRecord>,
+}
+
+async fn swarm_against(
+    scenario: &Scenario,
+    plan: &Plan,
+    options: &SwarmOptions,
+    sim_handle: Option<&SimHandle>,
+    progress: mpsc::UnboundedSender<ProgressEvent>,
+    cancel: CancellationToken,
+) -> Result<RunOutcome> {
+    let (kind, url) = match (&options.target, sim_handle) {
+        (Target::Sim, Some(h)) => ("sim", h.base_url()),
+        (Target::Ollama(u), _) => ("ollama", u.clone()),
+        (Target::Sim, None) => anyhow::bail!("the simulator did not start"),
+    };
+    let client = OllamaClient::new(&url).with_context(|| format!("bad target address {url:?}"))?;
+    let version = client.version().await.map_err(|e| {
+        anyhow::anyhow!(
+            "cannot reach Ollama at {}: {e}; start it (`ollama serve`), set OLLAMA_HOST or --target, or use --target sim",
+            client.base_url()
+        )
+    })?;
+    let settings = SwarmPlan::new(scenario, options);
+    let dir = options
+        .out
+        .clone()
+        .unwrap_or_else(|| session::default_run_dir(&format!("{}-swarm", scenario.name)));
+    let mut meta = swarm_meta(
+        scenario,
+        plan,
+        kind,
+        client.base_url(),
+        &version,
+        sim_handle,
+    );
+    meta.telemetry.insert("mode".into(), settings.describe());
+    let mut writer = RunWriter::create(&dir, &scenario.source, meta)?;
+    std::fs::create_dir_all(dir.join(GOOSE_DIR))
+        .with_context(|| format!("creating {}", dir.join(GOOSE_DIR).display()))?;
+    let epoch = Instant::now();
+
+    let (row_tx, row_rx) = mpsc::unbounded_channel::<RequestRecord>();
+    let rows_writer = tokio::spawn(write_rows(
+        record::append_to::<RequestRecord>(&dir.join(record::REQUESTS_CSV))?,
+        row_rx,
+        progress.clone(),
+    ));
+
+    // goose's Ctrl-C handler replaces any earlier one: mirror its killswitch into our
+    // token, and our token into its killswitch.
+    let watcher = tokio::spawn(mirror_cancel(cancel.clone()));
+
+    let mut status = RunStatus::Complete;
+    let mut failure = None;
+    let mut loads_per_cell = serde_json::Map::new();
+    for cell in &plan.cells {
+        if cancel.is_cancelled() {
+            break;
+        }
+        if let Err(e) = runner::unload_all(&client, scenario.run.unload_timeout).await {
+            let _ = progress.send(ProgressEvent::Note(format!("cell {}: {e:#}", cell.id)));
+            writer
+                .meta_mut()
+                .warnings
+                .push(format!("before cell {}: {e:#}", cell.id));
+        }
+        let _ = progress.send(ProgressEvent::CellStarted {
+            index: cell.index,
+            of: plan.cells.len(),
+            id: cell.id.clone(),
+            requests: 0,
+        });
+        let loads_before = sim_handle.map(|h| h.state.stats().loads);
+        let started_ms = record::ms(epoch.elapsed());
+        let contexts: Vec<Arc<StreamContext>> = cell
+            .streams
+            .iter()
+            .map(|s| {
+                Arc::new(StreamContext {
+                    cell: cell.id.clone(),
+                    stream: s.clone(),
+                    url: format!("{}{}", client.base_url(), api_path(s.api)),
+                    body: request_body(s).into(),
+                    name: format!("{} {}", s.name, s.model),
+                    api: s.api,
+                    seq: AtomicU32::new(0),
+                    epoch,
+                    ps: client.clone(),
+                    timeout: scenario.run.timeout,
+                    threshold: scenario.run.cold_threshold,
+                    rows: row_tx.clone(),
+                })
+            })
+            .collect();
+        let goose_dir = dir.join(GOOSE_DIR).join(&cell.id);
+        let attack = run_attack(&settings, client.base_url(), &contexts, &goose_dir).await;
+        if goose::is_killswitch_triggered() {
+            cancel.cancel();
+        }
+        let m = &mut writer.meta_mut().cells[cell.index];
+        m.started_ms = Some(started_ms);
+        m.ended_ms = Some(record::ms(epoch.elapsed()));
+        if let (Some(h), Some(before)) = (sim_handle, loads_before) {
+            loads_per_cell.insert(
+                cell.id.clone(),
+                Value::from(h.state.stats().loads.saturating_sub(before)),
+            );
+        }
+        match attack {
+            Ok(summary) => {
+                let _ = progress.send(ProgressEvent::Note(format!(
+                    "cell {}: goose: {summary}; report in {}",
+                    cell.id,
+                    goose_dir.display()
+                )));
+            }
+            Err(e) => {
+                status = RunStatus::Failed;
+                failure = Some(format!("cell {}: {e:#}", cell.id));
+                let _ = progress.send(ProgressEvent::CellFinished {
+                    id: cell.id.clone(),
+                });
+                break;
+            }
+        }
+        let _ = progress.send(ProgressEvent::CellFinished {
+            id: cell.id.clone(),
+        });
+        writer.write_meta()?;
+    }
+    watcher.abort();
+    // A later attack in this process must not inherit this run's cancel.
+    goose::reset_killswitch();
+    if cancel.is_cancelled() && status == RunStatus::Complete {
+        status = RunStatus::Interrupted;
+    }
+    drop(row_tx);
+    let (requests, errors) = rows_writer.await.context("request writer stopped")??;
+    if let Some(h) = sim_handle {
+        let stats = h.state.stats();
+        if let Some(sim) = writer.meta_mut().sim.as_mut() {
+            sim["loads"] = serde_json::json!(stats.loads);
+            sim["evictions"] = serde_json::json!(stats.evictions);
+            sim["expirations"] = serde_json::json!(stats.expirations);
+            sim["loads_per_cell"] = Value::Object(loads_per_cell);
+        }
+    }
+    let meta = writer.meta_mut();
+    meta.status = status;
+    meta.failure = failure;
+    meta.ended_at = Some(record::utc_now_rfc3339());
+    writer.write_meta()?;
+    Ok(RunOutcome {
+        dir,
+        status,
+        requests,
+        errors,
+    })
+}
+
+/// `run.json` at the start of a swarm: the cells and streams as planned, closed loop
+/// (the number of requests is what the users manage to send).
+fn swarm_meta(
+    scenario: &Scenario,
+    plan: &Plan,
+    kind: &str,
+    url: &str,
+    version: &str,
+    sim_handle: Option<&SimHandle>,
+) -> RunMeta {
+    let cells = plan
+        .cells
+        .iter()
+        .map(|c| CellMeta {
+            id: c.id.clone(),
+            params: c.params.clone(),
+            streams: c
+                .streams
+                .iter()
+                .map(|s| StreamMeta {
+                    name: s.name.clone(),
+                    model: s.model.clone(),
+                    keep_alive: s
+                        .keep_alive
+                        .as_ref()
+                        .map(|k| k.written().to_string())
+                        .unwrap_or_default(),
+                    keep_alive_s: s
+                        .keep_alive
+                        .as_ref()
+                        .and_then(|k| k.duration())
+                        .map(|d| d.as_secs_f64()),
+                    keep_alive_forever: s.keep_alive.as_ref().is_some_and(|k| k.is_forever()),
+                    api: s.api.as_str().to_string(),
+                    arrival: "closed_loop".into(),
+                    rate_per_s: None,
+                    planned: 0,
+                })
+                .collect(),
+            started_ms: None,
+            ended_ms: None,
+        })
+        .collect();
+    RunMeta {
+        tool: "kabench".into(),
+        tool_version: env!("CARGO_PKG_VERSION").into(),
+        scenario: scenario.name.clone(),
+        scenario_file: scenario.path.display().to_string(),
+        scenario_sha256: format!("{:x}", Sha256::digest(scenario.source.as_bytes())),
+        seed: scenario.seed,
+        target: TargetMeta {
+            kind: kind.into(),
+            url: url.into(),
+        },
+        ollama_version: Some(version.to_string()),
+        sim: sim_handle.map(|h| {
+            let mut models: Vec<(String, u32)> = Vec::new();
+            for s in plan.cells.iter().flat_map(|c| c.streams.iter()) {
+                if !models.iter().any(|(m, n)| *m == s.model && *n == s.num_ctx) {
+                    models.push((s.model.clone(), s.num_ctx));
+                }
+            }
+            h.state.describe(&models)
+        }),
+        gpu: None,
+        started_at: record::utc_now_rfc3339(),
+        ended_at: None,
+        status: RunStatus::Running,
+        failure: None,
+        cold_threshold_ms: record::ms(scenario.run.cold_threshold),
+        cells,
+        telemetry: BTreeMap::new(),
+        warnings: Vec::new(),
+    }
+}
+
+/// The `[swarm]` values of a run, overrides applied.
+#[derive(Debug, Clone)]
+struct SwarmPlan {
+    users: u32,
+    hatch_rate: f64,
+    think_min: Duration,
+    think_max: Duration,
+    run_time_s: u64,
+}
+
+impl SwarmPlan {
+    fn new(scenario: &Scenario, options: &SwarmOptions) -> SwarmPlan {
+        let s = &scenario.swarm;
+        let run_time = options.run_time.unwrap_or(s.run_time);
+        SwarmPlan {
+            users: options.users.unwrap_or(s.users).max(1),
+            hatch_rate: s.hatch_rate,
+            think_min: s.think_time.min,
+            think_max: s.think_time.max.max(s.think_time.min),
+            run_time_s: (run_time.as_secs_f64().ceil() as u64).max(1),
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "swarm: {} users, hatch {}/s, think {:?}..{:?}, {} s per cell",
+            self.users, self.hatch_rate, self.think_min, self.think_max, self.run_time_s
+        )
+    }
+
+    /// goose's options, as a command line it parses (never the process's own).
+    fn goose_args(&self, host: &str, goose_dir: &Path) -> Vec<String> {
+        let mut args: Vec<String> = vec![
+            "--host".into(),
+            host.into(),
+            "--users".into(),
+            self.users.to_string(),
+            "--run-time".into(),
+            format!("{}s", self.run_time_s),
+            // No controller listens (its default port would collide between runs); the
+            // WebSocket one is off unless asked for in 0.19.
+            "--no-telnet".into(),
+            "--quiet".into(),
+            "--no-print-metrics".into(),
+            "--no-gzip".into(),
+            "--report-file".into(),
+            goose_dir.join("report.html").display().to_string(),
+            "--report-file".into(),
+            goose_dir.join("report.json").display().to_string(),
+        ];
+        if self.hatch_rate.is_finite() && self.hatch_rate > 0.0 {
+            args.push("--increase-rate".into());
+            args.push(format!("{}", self.hatch_rate));
+        }
+        args
+    }
+}
+
+/// One goose attack: a goose scenario per stream, users shared round robin.
+async fn run_attack(
+    settings: &SwarmPlan,
+    host: &str,
+    contexts: &[Arc<StreamContext>],
+    goose_dir: &Path,
+) -> Result<String> {
+    std::fs::create_dir_all(goose_dir)
+        .with_context(|| format!("creating {}", goose_dir.display()))?;
+    let config = GooseConfiguration::parse_args_default(&settings.goose_args(host, goose_dir))
+        .map_err(|e| anyhow::anyhow!("goose options: {e}"))?;
+    let mut attack = GooseAttack::initialize_with_config(config)
+        .map_err(|e| anyhow::anyhow!("starting goose: {e}"))?;
+    for ctx in contexts {
+        let scenario = GooseScenario::new(&ctx.stream.name)
+            .set_wait_time(settings.think_min, settings.think_max)
+            .map_err(|e| anyhow::anyhow!("think time: {e}"))?
+            .register_transaction(
+                Transaction::new(Arc::new(hr(|user| Box::pin(set_client(user)))))
+                    .set_name("client")
+                    .set_on_start(),
+            )
+            .register_transaction(request_transaction(ctx.clone()).set_name(&ctx.name));
+        attack = attack.register_scenario(scenario);
+    }
+    let metrics = attack
+        .execute()
+        .await
+        .map_err(|e| anyhow::anyhow!("goose: {e}"))?;
+    Ok(format!(
+        "{} users, {} s",
+        metrics.maximum_users, metrics.duration
+    ))
+}
+
+type TransactionFuture<'r> =
+    Pin<Box<dyn std::future::Future<Output = TransactionResult> + Send + 'r>>;
+
+/// Pins a closure to goose's higher-ranked transaction signature.
+fn hr<F>(f: F) -> F
+where
+    F: for<'r> Fn(&'r mut GooseUser) -> TransactionFuture<'r> + Send + Sync + 'static,
+{
+    f
+}
+
+/// Each user's client: no proxy (reqwest honours `HTTP(S)_PROXY` otherwise) and no
+/// Nagle, as kabench's own client.
+async fn set_client(user: &mut GooseUser) -> TransactionResult {
+    let builder = reqwest::Client::builder().no_proxy().tcp_nodelay(true);
+    user.set_client_builder(builder).await?;
+    Ok(())
+}
+
+fn request_transaction(ctx: Arc<StreamContext>) -> Transaction {
+    Transaction::new(Arc::new(hr(move |user| {
+        let ctx = ctx.clone();
+        Box::pin(async move { one_request(user, &ctx).await })
+    })))
+}
+
+/// Records a `cancelled` row if a request's future is dropped before it ended.
+struct RowGuard<'a> {
+    row: Option<RequestRecord>,
+    ctx: &'a StreamContext,
+}
+
+impl Drop for RowGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(mut row) = self.row.take() {
+            row.end_ms = record::ms(self.ctx.epoch.elapsed());
+            row.error = "cancelled".into();
+            row.error_detail = "interrupted before the response ended".into();
+            let _ = self.ctx.rows.send(row);
+        }
+    }
+}
+
+/// One request of one user: sent through goose (which times it to the headers), the
+/// body read here, the row written, and TTFT and E2E given to goose as custom entries.
+async fn one_request(user: &mut GooseUser, ctx: &StreamContext) -> TransactionResult {
+    let seq = ctx.seq.fetch_add(1, Ordering::Relaxed);
+    let stream = &ctx.stream;
+    let mut guard = RowGuard {
+        row: Some(RequestRecord {
+            cell: ctx.cell.clone(),
+            request: seq,
+            stream: stream.name.clone(),
+            model: stream.model.clone(),
+            keep_alive: stream
+                .keep_alive
+                .as_ref()
+                .map(|k| k.written().to_string())
+                .unwrap_or_default(),
+            warmup: seq < stream.warmup,
+            ..Default::default()
+        }),
+        ctx,
+    };
+    let builder = user
+        .get_request_builder(&GooseMethod::Post, &ctx.url)?
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .timeout(ctx.timeout)
+        .body(ctx.body.clone());
+    let request = GooseRequest::builder()
+        .method(GooseMethod::Post)
+        .path(ctx.url.as_str())
+        .name(ctx.name.as_str())
+        .set_request_builder(builder)
+        .build();
+    let resident = async {
+        ctx.ps.ps().await.ok().map(|ps| {
+            ps.models
+                .iter()
+                .any(|m| m.name == stream.model || m.model == stream.model)
+        })
+    };
+    let sent_at = Instant::now();
+    let (resident, goose) = tokio::join!(resident, user.request(request));
+    let mut ex = Exchange {
+        sent_at,
+        first_byte_at: None,
+        first_token_at: None,
+        first_answer_at: None,
+        end_at: sent_at,
+        status: None,
+        metrics: api::Metrics::default(),
+        done_reason: None,
+        chunks: 0,
+        error: None,
+    };
+    let result = match goose {
+        Ok(g) => read_body(g.response, ctx.api, &mut ex).await,
+        Err(e) => Err(ClientError::Connect(e.to_string())),
+    };
+    ex.end_at = Instant::now();
+    ex.error = result.err();
+    let Some(row) = guard.row.take() else {
+        return Ok(());
+    };
+    let row = fill_row(row, resident, &ex, ctx.epoch, ctx.threshold);
+    let ok = ex.error.is_none();
+    let detail = ex.error.as_ref().map(|e| e.to_string());
+    if let Some(ttft) = ex.ttft() {
+        let _ = user
+            .record_custom_request_duration("TTFT", &ctx.name, ttft, ok, ex.status, None)
+            .await;
+    }
+    let _ = user
+        .record_custom_request_duration(
+            "E2E",
+            &ctx.name,
+            ex.e2e(),
+            ok,
+            ex.status,
+            detail.as_deref(),
+        )
+        .await;
+    let _ = ctx.rows.send(row);
+    Ok(())
+}
+
+/// Reads a response's body as kabench's client does: NDJSON chunks timed as they
+/// arrive (generate, chat), or one JSON object (embed).
+async fn read_body(
+    response: Result<reqwest::Response, reqwest::Error>,
+    api: Api,
+    ex: &mut Exchange,
+) -> Result<(), ClientError> {
+    let mut resp = response.map_err(|e| reqwest_error(&e, false))?;
+    ex.first_byte_at = Some(Instant::now());
+    let status = resp.status();
+    ex.status = Some(status.as_u16());
+    if !status.is_success() {
+        let body = resp.bytes().await.map_err(|e| reqwest_error(&e, true))?;
+        return Err(ClientError::Http {
+            status: status.as_u16(),
+            message: crate::ollama::client::error_message(&body),
+        });
+    }
+    if api == Api::Embed {
+        let body = resp.bytes().await.map_err(|e| reqwest_error(&e, true))?;
+        let reply: api::EmbedResponse =
+            serde_json::from_slice(&body).map_err(|e| ClientError::BadJson(e.to_string()))?;
+        ex.chunks = 1;
+        ex.metrics = api::Metrics {
+            total_duration: reply.total_duration,
+            load_duration: reply.load_duration,
+            prompt_eval_count: reply.prompt_eval_count,
+            ..Default::default()
+        };
+        return Ok(());
+    }
+    let mut decoder = NdjsonDecoder::new();
+    while let Some(bytes) = resp.chunk().await.map_err(|e| reqwest_error(&e, true))? {
+        let at = Instant::now();
+        for chunk in decoder.push::<api::StreamChunk>(&bytes)? {
+            if observe(ex, chunk, at)? {
+                return Ok(());
+            }
+        }
+    }
+    if let Some(chunk) = decoder.finish::<api::StreamChunk>()? {
+        if observe(ex, chunk, Instant::now())? {
+            return Ok(());
+        }
+    }
+    Err(ClientError::BrokenStream(format!(
+        "body ended after {} chunks without done:true",
+        ex.chunks
+    )))
+}
+
+/// Takes in one chunk (M9, M10); `Ok(true)` at the final one.
+fn observe(ex: &mut Exchange, chunk: api::StreamChunk, at: Instant) -> Result<bool, ClientError> {
+    ex.chunks += 1;
+    if let Some(e) = chunk.error {
+        return Err(ClientError::StreamError(e));
+    }
+    if ex.first_token_at.is_none()
+        && (chunk.thinking_text().is_some() || chunk.answer_text().is_some())
+    {
+        ex.first_token_at = Some(at);
+    }
+    if ex.first_answer_at.is_none() && chunk.answer_text().is_some() {
+        ex.first_answer_at = Some(at);
+    }
+    if chunk.done {
+        ex.metrics = chunk.metrics;
+        ex.done_reason = chunk.done_reason;
+        return Ok(true);
+    }
+    Ok(false)
+}
+
+fn reqwest_error(e: &reqwest::Error, in_body: bool) -> ClientError {
+    let text = std::iter::successors(Some(e as &dyn std::error::Error), |e| e.source())
+        .map(|e| e.to_string())
+        .collect::<Vec<_>>()
+        .join(": ");
+    if e.is_timeout() {
+        ClientError::Timeout(text)
+    } else if in_body {
+        ClientError::BrokenStream(text)
+    } else {
+        ClientError::Connect(text)
+    }
+}
+
+fn ns_ms(ns: Option<u64>) -> Option<f64> {
+    ns.map(|n| n as f64 / 1e6)
+}
+
+/// Turns an exchange into its row (closed loop: intended = sent), applying M6.
+fn fill_row(
+    mut row: RequestRecord,
+    resident: Option<bool>,
+    ex: &Exchange,
+    epoch: Instant,
+    threshold: Duration,
+) -> RequestRecord {
+    let at = |t: Instant| record::ms(t.saturating_duration_since(epoch));
+    let since_sent = |t: Instant| record::ms(t.saturating_duration_since(ex.sent_at));
+    row.intended_ms = at(ex.sent_at);
+    row.sent_ms = Some(at(ex.sent_at));
+    row.first_byte_ms = ex.first_byte_at.map(at);
+    row.first_token_ms = ex.first_token_at.map(at);
+    row.first_answer_ms = ex.first_answer_at.map(at);
+    row.end_ms = at(ex.end_at);
+    row.status = ex.status;
+    row.resident_before = resident;
+    let m = &ex.metrics;
+    row.load_duration_ms = ns_ms(m.load_duration);
+    row.prompt_eval_count = m.prompt_eval_count;
+    row.prompt_eval_ms = ns_ms(m.prompt_eval_duration);
+    row.eval_count = m.eval_count;
+    row.eval_ms = ns_ms(m.eval_duration);
+    row.total_duration_ms = ns_ms(m.total_duration);
+    let reason = classify_cold(
+        resident,
+        m.load_duration.map(Duration::from_nanos),
+        threshold,
+    );
+    row.cold = reason.is_some();
+    row.cold_reason = reason.map(|r| r.as_str().to_string()).unwrap_or_default();
+    match &ex.error {
+        Some(e) => {
+            row.error = e.kind().as_str().to_string();
+            row.error_detail = e.to_string();
+        }
+        None => {
+            let first = ex.first_token_at.or(ex.first_byte_at);
+            row.ttft_ms = first.map(since_sent);
+            row.e2e_ms = Some(since_sent(ex.end_at));
+            let tokens = m.eval_count.unwrap_or(ex.chunks as u64);
+            if let (Some(ft), true) = (ex.first_token_at, tokens > 1) {
+                row.itl_ms =
+                    Some(record::ms(ex.end_at.saturating_duration_since(ft)) / (tokens - 1) as f64);
+            }
+        }
+    }
+    row
+}
+
+/// Appends every row as it arrives (flushed per row) and reports progress.
+async fn write_rows(
+    mut csv: record::CsvAppender<RequestRecord>,
+    mut rows: mpsc::UnboundedReceiver<RequestRecord>,
+    progress: mpsc::UnboundedSender<ProgressEvent>,
+) -> Result<(u64, u64)> {
+    let (mut n, mut errors) = (0u64, 0u64);
+    while let Some(row) = rows.recv().await {
+        csv.append(&row)?;
+        n += 1;
+        errors += row.is_error() as u64;
+        let _ = progress.send(ProgressEvent::RequestDone {
+            error: row.is_error(),
+            cold: row.cold,
+        });
+    }
+    Ok((n, errors))
+}
+
+/// Keeps our token and goose's killswitch in step while attacks run.
+async fn mirror_cancel(cancel: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => {
+                goose::trigger_killswitch("kabench: cancelled");
+                // Keep it triggered: goose resets it when the next attack starts.
+                loop {
+                    tick.tick().await;
+                    goose::trigger_killswitch("kabench: cancelled");
+                }
+            }
+            _ = tick.tick() => {
+                if goose::is_killswitch_triggered() {
+                    cancel.cancel();
+                }
+            }
+        }
+    }
+}
+
+fn api_path(api: Api) -> &'static str {
+    match api {
+        Api::Generate => "/api/generate",
+        Api::Chat => "/api/chat",
+        Api::Embed => "/api/embed",
+    }
+}
+
+fn options(stream: &CellStream) -> Map<String, Value> {
+    let mut o = Map::new();
+    o.insert("num_ctx".into(), Value::from(stream.num_ctx));
+    if stream.api != Api::Embed {
+        o.insert("num_predict".into(), Value::from(stream.max_tokens));
+    }
+    o
+}
+
+fn prompt_text(stream: &CellStream) -> String {
+    match &stream.prompt {
+        Prompt::Tokens(n) => api::synthetic_prompt(*n),
+        Prompt::Text(t) => t.clone(),
+    }
+}
+
+/// The JSON body a stream's requests carry (streamed generate/chat, or embed).
+fn request_body(stream: &CellStream) -> Vec<u8> {
+    let keep_alive = stream.keep_alive.as_ref().map(|k| k.to_json());
+    let think = stream.think.map(Value::Bool);
+    let body = match stream.api {
+        Api::Generate => serde_json::to_vec(&GenerateRequest {
+            model: stream.model.clone(),
+            prompt: Some(prompt_text(stream)),
+            images: None,
+            stream: Some(true),
+            keep_alive,
+            options: Some(options(stream)),
+            think,
+        }),
+        Api::Chat => serde_json::to_vec(&ChatRequest {
+            model: stream.model.clone(),
+            messages: Some(vec![Message {
+                role: "user".into(),
+                content: prompt_text(stream),
+                ..Default::default()
+            }]),
+            stream: Some(true),
+            keep_alive,
+            options: Some(options(stream)),
+            think,
+        }),
+        Api::Embed => serde_json::to_vec(&EmbedRequest {
+            model: stream.model.clone(),
+            input: Some(Value::String(prompt_text(stream))),
+            keep_alive,
+            truncate: None,
+            options: Some(options(stream)),
+        }),
+    };
+    // Serializing these plain structs cannot fail.
+    body.unwrap_or_default()
+}
+
+/// Loads the simulator counted per cell, as `run_swarm` records them in `run.json`
+/// (`sim.loads_per_cell`), for a swarm against `--target sim`.
+pub fn sim_loads_per_cell(meta: &record::RunMeta) -> BTreeMap<String, u64> {
+    meta.sim
+        .as_ref()
+        .and_then(|s| s.get("loads_per_cell"))
+        .and_then(|v| v.as_object())
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| v.as_u64().map(|n| (k.clone(), n)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Distinct loads the rows of one cell witnessed: cold rows of one model whose waits
+/// ended together (sent + `load_duration`, within half the cold threshold) met the same
+/// load (L2: concurrent first requests share one); loads of one model are at least a
+/// threshold apart (L1), so this counts each once.
+pub fn loads_witnessed(rows: &[RequestRecord], threshold: Duration) -> u64 {
+    let tolerance = record::ms(threshold) / 2.0;
+    let mut ends: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    for r in rows.iter().filter(|r| r.cold && !r.is_error()) {
+        if let Some(sent) = r.sent_ms {
+            ends.entry(r.model.as_str())
+                .or_default()
+                .push(sent + r.load_duration_ms.unwrap_or(0.0));
+        }
+    }
+    ends.into_values()
+        .map(|mut v| {
+            v.sort_by(f64::total_cmp);
+            let mut n = 0u64;
+            let mut last = f64::NEG_INFINITY;
+            for t in v {
+                if t - last > tolerance {
+                    n += 1;
+                }
+                last = t;
+            }
+            n
+        })
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cold(model: &str, sent: f64, load: f64) -> RequestRecord {
+        RequestRecord {
+            model: model.into(),
+            sent_ms: Some(sent),
+            load_duration_ms: Some(load),
+            cold: true,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn requests_sharing_a_load_count_once() {
+        let rows = vec![
+            cold("a", 0.0, 300.0),
+            cold("a", 100.0, 200.5),
+            cold("a", 1000.0, 300.0),
+            cold("b", 100.0, 200.0),
+            RequestRecord {
+                model: "a".into(),
+                sent_ms: Some(50.0),
+                ..Default::default()
+            },
+        ];
+        assert_eq!(loads_witnessed(&rows, Duration::from_millis(100)), 3);
+    }
+
+    #[test]
+    fn goose_args_never_take_the_process_arguments_and_parse() {
+        let plan = SwarmPlan {
+            users: 3,
+            hatch_rate: 1.5,
+            think_min: Duration::from_millis(100),
+            think_max: Duration::from_millis(200),
+            run_time_s: 2,
+        };
+        let args = plan.goose_args("http://127.0.0.1:9", Path::new("/tmp/x"));
+        assert!(args.contains(&"--no-telnet".to_string()));
+        let cfg = GooseConfiguration::parse_args_default(&args).unwrap();
+        assert_eq!(cfg.users, Some(3));
+        assert_eq!(cfg.run_time.as_deref(), Some("2s"));
+        assert_eq!(cfg.report_file.len(), 2);
+    }
+}
