@@ -426,16 +426,7 @@ fn recommend_group(
         }
         _ => None,
     };
-    let reason = reason(
-        form,
-        &pick,
-        &cands,
-        slo_ms,
-        has_vram,
-        penalty_s,
-        break_even_s,
-        cost,
-    );
+    let reason = reason(form, &pick, &cands, slo_ms, has_vram, penalty_s, cost);
     let snippets = snippets(&model, &pick.keep_alive);
     Recommendation {
         workload,
@@ -471,7 +462,6 @@ fn reason(
     slo_ms: Option<f64>,
     has_vram: bool,
     penalty_s: Option<f64>,
-    break_even_s: Option<f64>,
     cost: &CostSettings,
 ) -> String {
     let ka = display_keep_alive(&pick.keep_alive);
@@ -502,12 +492,6 @@ fn reason(
     }
     if !has_vram && form != Form::ColdOnly {
         out.push_str("; no VRAM data, so memory is ranked by keep_alive length");
-    }
-    if let Some(t) = break_even_s {
-        out.push_str(&format!(
-            "; break-even keep_alive (holding costs one reload) ≈ {}",
-            format_seconds(t)
-        ));
     }
     let frontier: Vec<String> = cands
         .iter()

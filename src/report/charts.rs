@@ -153,11 +153,8 @@ pub fn tradeoff(rec: &Recommendation) -> Result<String> {
             .legend(|(x, y)| Circle::new((x + 9, y), 6, COLD.stroke_width(2)));
         chart
             .draw_series(pts.iter().map(|p| {
-                Text::new(
-                    p.2.clone(),
-                    (p.0, p.1),
-                    (FONT, 16).into_font().color(&BLACK),
-                )
+                EmptyElement::at((p.0, p.1))
+                    + Text::new(p.2.clone(), (10, -22), (FONT, 16).into_font().color(&BLACK))
             }))
             .map_err(draw_err)?;
         chart
@@ -274,8 +271,9 @@ pub fn by_keep_alive(summary: &Summary, metric: Metric) -> Result<String> {
     Ok(svg)
 }
 
-/// The samples that belong to a cell's time span, from one source: per-model rows
-/// (`sim`, `ollama_ps`) when there are any, else device totals.
+/// The samples that belong to a cell's time span, from one source: the first source
+/// with per-model rows (`sim`, `ollama_ps`), all its rows kept so polls where no model
+/// was resident still count; else the first source with device totals.
 pub fn cell_samples<'a>(
     cell: &CellMeta,
     next_start_ms: Option<f64>,
@@ -288,27 +286,53 @@ pub fn cell_samples<'a>(
         .filter(|s| s.t_ms >= start && s.t_ms < end)
         .collect();
     let preferred = ["sim", "ollama_ps", "nvml", "prometheus", "rss"];
-    for source in preferred {
-        let per_model: Vec<&VramSample> = inside
+    let per_model = preferred.iter().find(|src| {
+        inside
             .iter()
-            .copied()
-            .filter(|s| s.source == source && !s.model.is_empty())
-            .collect();
-        if !per_model.is_empty() {
-            return per_model;
-        }
-    }
-    for source in preferred {
-        let total: Vec<&VramSample> = inside
+            .any(|s| s.source == **src && !s.model.is_empty())
+    });
+    let source = per_model.or_else(|| {
+        preferred
             .iter()
-            .copied()
-            .filter(|s| s.source == source)
-            .collect();
-        if !total.is_empty() {
-            return total;
-        }
+            .find(|src| inside.iter().any(|s| s.source == **src))
+    });
+    match source {
+        Some(src) => inside.into_iter().filter(|s| s.source == *src).collect(),
+        None => inside,
     }
-    inside
+}
+
+/// Lines of (seconds since `t0`, GB): one per model when any row names a model, with 0
+/// at polls where the model was absent; else one per device.
+fn vram_series(samples: &[&VramSample], t0: f64) -> BTreeMap<String, Vec<(f64, f64)>> {
+    let per_model = samples.iter().any(|s| !s.model.is_empty());
+    let mut polls: Vec<f64> = samples.iter().map(|s| s.t_ms).collect();
+    polls.sort_by(f64::total_cmp);
+    polls.dedup();
+    let mut series: BTreeMap<String, BTreeMap<usize, f64>> = BTreeMap::new();
+    for s in samples {
+        if per_model && s.model.is_empty() {
+            continue;
+        }
+        let name = if s.model.is_empty() {
+            format!("{} {}", s.source, s.device)
+        } else {
+            s.model.clone()
+        };
+        let i = polls.partition_point(|t| *t < s.t_ms);
+        *series.entry(name).or_default().entry(i).or_insert(0.0) += s.used_bytes as f64 / GB;
+    }
+    series
+        .into_iter()
+        .map(|(name, at)| {
+            let pts = polls
+                .iter()
+                .enumerate()
+                .map(|(i, t)| ((t - t0) / 1000.0, at.get(&i).copied().unwrap_or(0.0)))
+                .collect();
+            (name, pts)
+        })
+        .collect()
 }
 
 /// VRAM over a cell's time, one line per model (or device), with every request's start
@@ -319,21 +343,7 @@ pub fn vram_timeline(
     requests: &[RequestRecord],
 ) -> Result<String> {
     let t0 = cell.started_ms.unwrap_or(0.0);
-    let mut series: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
-    for s in samples {
-        let name = if s.model.is_empty() {
-            format!("{} {}", s.source, s.device)
-        } else {
-            s.model.clone()
-        };
-        series
-            .entry(name)
-            .or_default()
-            .push(((s.t_ms - t0) / 1000.0, s.used_bytes as f64 / GB));
-    }
-    for pts in series.values_mut() {
-        pts.sort_by(|a, b| a.0.total_cmp(&b.0));
-    }
+    let series = vram_series(samples, t0);
     let mine: Vec<&RequestRecord> = requests.iter().filter(|r| r.cell == cell.id).collect();
     let tmax = samples
         .iter()
@@ -355,7 +365,7 @@ pub fn vram_timeline(
             .margin(12)
             .x_label_area_size(52)
             .y_label_area_size(72)
-            .build_cartesian_2d(0f64..tmax * 1.02, -(ymax * 0.12)..ymax * 1.15)
+            .build_cartesian_2d(0f64..tmax * 1.02, -(ymax * 0.12)..ymax * 1.4)
             .map_err(draw_err)?;
         chart
             .configure_mesh()
@@ -447,6 +457,8 @@ pub fn ttft_cdf(requests: &[RequestRecord]) -> Result<String> {
             .configure_mesh()
             .light_line_style(WHITE.mix(0.0))
             .x_desc("time to first token (ms, log scale)")
+            .x_labels(8)
+            .x_label_formatter(&|v| format!("{v:.0}"))
             .y_desc("requests at or below (%)")
             .axis_desc_style((FONT, 17))
             .label_style((FONT, 15))
@@ -454,11 +466,12 @@ pub fn ttft_cdf(requests: &[RequestRecord]) -> Result<String> {
             .map_err(draw_err)?;
         for (name, data, c) in [("warm", &warm, colour(0)), ("cold", &cold, COLD)] {
             let n = data.len() as f64;
-            let pts: Vec<(f64, f64)> = data
-                .iter()
-                .enumerate()
-                .map(|(i, v)| (*v, (i + 1) as f64 / n * 100.0))
-                .collect();
+            // A step per request: up from the previous share at each value.
+            let mut pts: Vec<(f64, f64)> = Vec::with_capacity(data.len() * 2);
+            for (i, v) in data.iter().enumerate() {
+                pts.push((*v, i as f64 / n * 100.0));
+                pts.push((*v, (i + 1) as f64 / n * 100.0));
+            }
             chart
                 .draw_series(LineSeries::new(pts, c.stroke_width(2)))
                 .map_err(draw_err)?
