@@ -18,13 +18,15 @@ use kabench::record::{
     self, CellMeta, RequestRecord, RunMeta, RunStatus, RunWriter, StreamMeta, TargetMeta,
 };
 use kabench::report::{self, RenderOptions};
-use kabench::scenario::Arrival;
+use kabench::runner::{self, RunnerConfig};
+use kabench::scenario::{Api, Arrival, Cell, CellStream, Prompt};
 use kabench::sched::{RequestKind, SchedConfig, SchedEvent, SchedRequest, Scheduler};
 use kabench::sim;
 use kabench::sim_settings::SimSettings;
 use kabench::units::{KeepAlive, Rate};
 use kabench::workload::{self, Limit};
 use serde_json::{Map, Value};
+use tokio_util::sync::CancellationToken;
 
 /// A streamed generate response recorded from a real Ollama, or an inline stand-in.
 fn ndjson_fixture() -> Vec<u8> {
@@ -364,8 +366,91 @@ fn rendering(c: &mut Criterion) {
     g.finish();
 }
 
+/// Issue 5's figure: how late the open-loop runner sends against its intended times at
+/// 200 requests/s on the simulator (30 s under `cargo bench`, 2 s in test mode). Not a
+/// criterion loop: one run, its percentiles printed.
+fn send_accuracy(_: &mut Criterion) {
+    let full = std::env::args().any(|a| a == "--bench");
+    let seconds: u64 = std::env::var("KABENCH_SEND_SECONDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if full { 30 } else { 2 });
+    let rt = tokio::runtime::Runtime::new().unwrap_or_else(|e| panic!("runtime: {e}"));
+    let settings = SimSettings {
+        num_parallel: Some(64),
+        ..fast_sim()
+    };
+    let handle = rt
+        .block_on(sim::spawn(&settings, 0, ([127, 0, 0, 1], 0).into()))
+        .unwrap_or_else(|e| panic!("simulator: {e:#}"));
+    let client = OllamaClient::new(&handle.base_url()).unwrap_or_else(|e| panic!("{e}"));
+    let cell = Cell {
+        index: 0,
+        id: "c01".into(),
+        params: Default::default(),
+        streams: vec![CellStream {
+            name: "s".into(),
+            model: "qwen2.5:3b-instruct-q4_K_M".into(),
+            api: Api::Generate,
+            num_ctx: 4096,
+            prompt: Prompt::Tokens(20),
+            max_tokens: 4,
+            keep_alive: Some(KeepAlive::forever()),
+            arrival: Arrival::Constant {
+                rate: Rate::per_second(200.0),
+            },
+            requests: None,
+            duration: Some(Duration::from_secs(seconds)),
+            warmup: 0,
+            images: 0,
+            think: None,
+            seed: 1,
+        }],
+    };
+    let config = RunnerConfig {
+        concurrency: 4096,
+        timeout: Duration::from_secs(30),
+        cold_threshold: record::DEFAULT_COLD_THRESHOLD,
+        unload_timeout: Duration::from_secs(10),
+        grace: Duration::from_secs(1),
+        check_resident: true,
+    };
+    let rows = rt.block_on(async {
+        let _ = client
+            .load("qwen2.5:3b-instruct-q4_K_M", None, Some(4096))
+            .await;
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let epoch = Instant::now();
+        runner::run_cell(&client, &cell, &config, epoch, tx, CancellationToken::new())
+            .await
+            .unwrap_or_else(|e| panic!("{e:#}"));
+        let mut rows = Vec::new();
+        while let Some(r) = rx.recv().await {
+            rows.push(r);
+        }
+        rows
+    });
+    let mut late = MsHistogram::new();
+    let mut errors = 0;
+    for r in &rows {
+        match r.sent_ms {
+            Some(sent) if !r.is_error() => late.record_ms((sent - r.intended_ms).max(0.0)),
+            _ => errors += 1,
+        }
+    }
+    if let Some(p) = late.percentiles() {
+        eprintln!(
+            "send_accuracy: 200 requests/s for {seconds} s on the simulator: {} sent, {errors} failed; \
+             sent - intended: p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
+            p.count, p.p50, p.p99, p.max
+        );
+    }
+    rt.block_on(handle.shutdown());
+}
+
 criterion_group!(
     benches,
+    send_accuracy,
     ndjson,
     recording,
     open_loop_plan,
