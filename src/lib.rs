@@ -11,12 +11,21 @@
 //! record::read -> analysis::summarize -> Summary -> recommend -> report::render
 //! ```
 
+pub mod analysis;
 pub mod catalogue;
+pub mod cli;
 pub mod ollama;
+pub mod progress;
+pub mod recommend;
 pub mod record;
+pub mod report;
+pub mod runner;
 pub mod scenario;
 pub mod sched;
+pub mod session;
 pub mod sim;
 pub mod sim_settings;
+pub mod swarm;
+pub mod telemetry;
 pub mod units;
 pub mod workload;

@@ -286,8 +286,7 @@ pub struct CsvAppender<T> {
 impl<T: Serialize> CsvAppender<T> {
     /// Creates (truncates) the file and writes the header.
     pub fn create(path: &Path) -> Result<Self> {
-        let file =
-            File::create(path).with_context(|| format!("creating {}", path.display()))?;
+        let file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
         let writer = csv::WriterBuilder::new()
             .has_headers(true)
             .from_writer(BufWriter::new(file));
@@ -308,13 +307,18 @@ impl<T: Serialize> CsvAppender<T> {
 /// Writes a header-only CSV for `T` by serializing nothing: csv writes headers lazily,
 /// so an empty run still gets a readable file.
 fn write_header<T: Serialize + Default>(path: &Path) -> Result<()> {
-    let mut w = csv::Writer::from_path(path).with_context(|| format!("creating {}", path.display()))?;
+    let mut w =
+        csv::Writer::from_path(path).with_context(|| format!("creating {}", path.display()))?;
     // Serialize a default row into a buffer to learn the header, then write only it.
     let mut probe = csv::Writer::from_writer(Vec::new());
-    probe.serialize(T::default()).context("probing CSV header")?;
+    probe
+        .serialize(T::default())
+        .context("probing CSV header")?;
     let bytes = probe.into_inner().map_err(|e| anyhow::anyhow!("{e}"))?;
     let header = bytes.split(|b| *b == b'\n').next().unwrap_or_default();
-    let mut r = csv::ReaderBuilder::new().has_headers(false).from_reader(header);
+    let mut r = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .from_reader(header);
     if let Some(rec) = r.records().next() {
         w.write_record(&rec?)?;
     }
@@ -334,7 +338,8 @@ impl RunWriter {
     /// Creates the folder, copies the scenario text, writes `run.json` and the CSV
     /// headers, so a bad `--out` fails before the first request.
     pub fn create(dir: &Path, scenario_text: &str, meta: RunMeta) -> Result<RunWriter> {
-        fs::create_dir_all(dir).with_context(|| format!("creating run folder {}", dir.display()))?;
+        fs::create_dir_all(dir)
+            .with_context(|| format!("creating run folder {}", dir.display()))?;
         fs::write(dir.join(SCENARIO_TOML), scenario_text)
             .with_context(|| format!("writing {}", dir.join(SCENARIO_TOML).display()))?;
         write_header::<RequestRecord>(&dir.join(REQUESTS_CSV))?;
@@ -450,11 +455,7 @@ fn read_csv<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Vec<T>> {
             Err(e) => {
                 bad += 1;
                 if bad > 1 {
-                    return Err(anyhow::anyhow!(
-                        "{} row {}: {e}",
-                        path.display(),
-                        i + 2
-                    ));
+                    return Err(anyhow::anyhow!("{} row {}: {e}", path.display(), i + 2));
                 }
             }
         }
@@ -487,7 +488,10 @@ mod tests {
             classify_cold(Some(false), Some(Duration::from_secs(3)), t),
             Some(ColdReason::Both)
         );
-        assert_eq!(classify_cold(Some(true), Some(Duration::from_millis(5)), t), None);
+        assert_eq!(
+            classify_cold(Some(true), Some(Duration::from_millis(5)), t),
+            None
+        );
         assert_eq!(classify_cold(None, Some(Duration::from_nanos(1)), t), None);
     }
 

@@ -115,15 +115,16 @@ impl KeepAlive {
     /// Plain numbers travel as JSON numbers, durations as strings.
     pub fn parse(text: &str) -> Result<KeepAlive, ParseError> {
         let trimmed = text.trim();
-        if let Ok(seconds) = trimmed.parse::<f64>() {
-            if seconds.is_finite() && !trimmed.contains(['e', 'E', 'i', 'n', 'N']) {
-                let mut ka = KeepAlive::from_seconds(seconds);
-                ka.written = trimmed.to_string();
-                if trimmed == "0" {
-                    ka.wire = WireKeepAlive::Duration("0".into());
-                }
-                return Ok(ka);
+        if let Ok(seconds) = trimmed.parse::<f64>()
+            && seconds.is_finite()
+            && !trimmed.contains(['e', 'E', 'i', 'n', 'N'])
+        {
+            let mut ka = KeepAlive::from_seconds(seconds);
+            ka.written = trimmed.to_string();
+            if trimmed == "0" {
+                ka.wire = WireKeepAlive::Duration("0".into());
             }
+            return Ok(ka);
         }
         let nanos = parse_go_duration(trimmed).map_err(|e| {
             ParseError::new(format!(
@@ -275,19 +276,19 @@ pub fn format_go_duration(d: Duration) -> String {
     if nanos == 0 {
         return "0".into();
     }
-    if nanos % 3_600_000_000_000 == 0 {
+    if nanos.is_multiple_of(3_600_000_000_000) {
         return format!("{}h", nanos / 3_600_000_000_000);
     }
-    if nanos % 60_000_000_000 == 0 {
+    if nanos.is_multiple_of(60_000_000_000) {
         return format!("{}m", nanos / 60_000_000_000);
     }
-    if nanos % 1_000_000_000 == 0 {
+    if nanos.is_multiple_of(1_000_000_000) {
         return format!("{}s", nanos / 1_000_000_000);
     }
-    if nanos % 1_000_000 == 0 {
+    if nanos.is_multiple_of(1_000_000) {
         return format!("{}ms", nanos / 1_000_000);
     }
-    if nanos % 1_000 == 0 {
+    if nanos.is_multiple_of(1_000) {
         return format!("{}us", nanos / 1_000);
     }
     format!("{nanos}ns")
@@ -450,9 +451,24 @@ mod tests {
         assert_eq!(ka.duration(), Some(Duration::from_secs(300)));
         let ka = KeepAlive::from_json(&json!(0.5)).unwrap().unwrap();
         assert_eq!(ka.duration(), Some(Duration::from_millis(500)));
-        assert!(KeepAlive::from_json(&json!(-1)).unwrap().unwrap().is_forever());
-        assert!(KeepAlive::from_json(&json!(-0.5)).unwrap().unwrap().is_forever());
-        assert!(KeepAlive::from_json(&json!("-1m")).unwrap().unwrap().is_forever());
+        assert!(
+            KeepAlive::from_json(&json!(-1))
+                .unwrap()
+                .unwrap()
+                .is_forever()
+        );
+        assert!(
+            KeepAlive::from_json(&json!(-0.5))
+                .unwrap()
+                .unwrap()
+                .is_forever()
+        );
+        assert!(
+            KeepAlive::from_json(&json!("-1m"))
+                .unwrap()
+                .unwrap()
+                .is_forever()
+        );
         assert!(KeepAlive::from_json(&json!(null)).unwrap().is_none());
     }
 

@@ -400,8 +400,8 @@ pub struct ErrorBody {
 /// A synthetic prompt of about `tokens` tokens (one short word per token), deterministic.
 pub fn synthetic_prompt(tokens: u32) -> String {
     const WORDS: [&str; 16] = [
-        "tag", "this", "page", "about", "rust", "memory", "model", "cache", "gpu", "load",
-        "keep", "alive", "idle", "cold", "warm", "note",
+        "tag", "this", "page", "about", "rust", "memory", "model", "cache", "gpu", "load", "keep",
+        "alive", "idle", "cold", "warm", "note",
     ];
     let mut out = String::with_capacity(tokens as usize * 6);
     for i in 0..tokens as usize {

@@ -128,6 +128,46 @@ impl SimState {
         &self.inner.catalogue
     }
 
+    /// What the simulated host stands for, for `run.json`: GPU, Ollama settings and the
+    /// catalogue figures (size, load time, speeds, sources) of `models` at `num_ctx`.
+    pub fn describe(&self, models: &[(String, u32)]) -> serde_json::Value {
+        let config = lock(&self.inner.sched).config().clone();
+        let gib = |b: u64| b as f64 / (1024.0 * 1024.0 * 1024.0);
+        let entries: Vec<serde_json::Value> = models
+            .iter()
+            .filter_map(|(name, num_ctx)| {
+                let spec = self.inner.catalogue.resolve(name)?;
+                let size = crate::sched::predicted_size(spec, *num_ctx, config.slots());
+                let load = |bw: f64| config.runtime_start.as_secs_f64() + spec.file_bytes as f64 / bw;
+                Some(serde_json::json!({
+                    "model": name,
+                    "quantization": spec.quantization,
+                    "file": crate::units::format_bytes(spec.file_bytes),
+                    "resident": format!("{} at num_ctx {num_ctx}", crate::units::format_bytes(size)),
+                    "load_cached_s": format!("{:.2}", load(config.cached_bandwidth)),
+                    "load_cold_s": format!("{:.2}", load(config.cold_bandwidth)),
+                    "decode_tps": format!("{:.1}", spec.decode_tps),
+                    "prefill_tps": format!("{:.0}", spec.prefill_tps),
+                    "source": spec.source,
+                }))
+            })
+            .collect();
+        serde_json::json!({
+            "gpu": format!("{} × {:.0} GiB GPU (simulated)", config.gpus, gib(config.vram_bytes)),
+            "gpus": config.gpus,
+            "vram_bytes": config.vram_bytes,
+            "rules": "Ollama 0.32.15 scheduler rules (OLLAMA.md)",
+            "max_loaded_models": config.max_models(),
+            "num_parallel": config.slots(),
+            "default_keep_alive": config.default_keep_alive.written(),
+            "cached_bandwidth": format!("{:.1} GB/s", config.cached_bandwidth / 1e9),
+            "cold_bandwidth": format!("{:.1} GB/s", config.cold_bandwidth / 1e9),
+            "vram_release_delay": format!("{:?}", config.vram_release_delay),
+            "seed": config.seed,
+            "models": entries,
+        })
+    }
+
     /// Stops the timer driver (in-flight requests still end).
     pub fn stop(&self) {
         self.inner.stopped.store(true, Ordering::SeqCst);

@@ -1,0 +1,447 @@
+//! Aggregation of a run folder's records into per-cell, per-stream statistics
+//! (`summary.json`): HdrHistogram percentiles of TTFT and end-to-end latency for all,
+//! warm and cold requests, cold ratios, errors by kind, token rates, and the VRAM
+//! figures of `vram`. Reads typed rows only; knows nothing of HTTP or drawing.
+
+pub mod vram;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+
+use crate::record::{self, CellMeta, RequestRecord, RunMeta, RunStatus, TargetMeta, VramSample};
+
+/// `summary.json`: the whole run, cell by cell.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    /// Scenario name.
+    pub scenario: String,
+    /// Target of the run.
+    pub target: TargetMeta,
+    /// `/api/version` of the target.
+    pub ollama_version: Option<String>,
+    /// How the run ended.
+    pub status: RunStatus,
+    /// Cold threshold applied (M6), ms.
+    pub cold_threshold_ms: f64,
+    /// Cells in run order.
+    pub cells: Vec<CellSummary>,
+}
+
+/// One cell of the sweep.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CellSummary {
+    /// Cell id.
+    pub id: String,
+    /// Swept axes → value as written in the scenario.
+    pub params: BTreeMap<String, String>,
+    /// One entry per stream.
+    pub streams: Vec<StreamSummary>,
+    /// Memory held over the cell, when any telemetry source recorded it.
+    pub vram: Option<vram::VramFigures>,
+    /// Things Ollama users trip over, seen in this cell.
+    #[serde(default)]
+    pub warnings: Vec<String>,
+}
+
+/// Statistics of one stream in one cell.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StreamSummary {
+    /// Stream name.
+    pub name: String,
+    /// Model tag.
+    pub model: String,
+    /// keep_alive as written.
+    pub keep_alive: String,
+    /// keep_alive in seconds (`null`: forever or not sent).
+    pub keep_alive_s: Option<f64>,
+    /// True for forever.
+    #[serde(default)]
+    pub keep_alive_forever: bool,
+    /// Mean arrival rate, requests/s.
+    pub rate_per_s: Option<f64>,
+    /// Requests counted (warm-up excluded).
+    pub requests: u64,
+    /// Warm-up requests left out of the statistics.
+    pub warmup: u64,
+    /// Failed requests.
+    pub errors: u64,
+    /// Failed requests by error kind.
+    pub errors_by_kind: BTreeMap<String, u64>,
+    /// Cold requests (M6).
+    pub cold: u64,
+    /// cold / requests.
+    pub cold_ratio: f64,
+    /// Time to first token from the intended send, ms.
+    pub ttft_ms: Split,
+    /// End to end from the intended send, ms.
+    pub e2e_ms: Split,
+    /// Time per output token after the first, ms.
+    pub tpot_ms: Option<Percentiles>,
+    /// Server `load_duration` of cold requests, ms.
+    pub load_ms: Option<Percentiles>,
+    /// Median cold TTFT minus median warm TTFT, ms: what one cold start costs a user.
+    pub cold_penalty_ms: Option<f64>,
+    /// Mean decode speed reported by the server, tokens/s.
+    pub tokens_per_s: Option<f64>,
+}
+
+/// Percentiles of all, warm and cold requests (`null` when a group is empty).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Split {
+    /// Every successful request.
+    pub all: Option<Percentiles>,
+    /// Successful warm requests.
+    pub warm: Option<Percentiles>,
+    /// Successful cold requests.
+    pub cold: Option<Percentiles>,
+}
+
+/// Percentiles of one group, ms.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Percentiles {
+    /// Median.
+    pub p50: f64,
+    /// 90th.
+    pub p90: f64,
+    /// 99th.
+    pub p99: f64,
+    /// 99.9th.
+    pub p999: f64,
+    /// Largest.
+    pub max: f64,
+    /// Mean.
+    pub mean: f64,
+    /// Values.
+    pub count: u64,
+}
+
+/// A histogram of milliseconds, kept in microseconds (3 significant digits, 1 µs to 1 h).
+#[derive(Debug, Clone)]
+pub struct MsHistogram {
+    hist: Histogram<u64>,
+}
+
+impl Default for MsHistogram {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MsHistogram {
+    /// An empty histogram.
+    pub fn new() -> Self {
+        // Bounds are constants that hdrhistogram accepts; failure would be a bug here.
+        let hist = Histogram::new_with_bounds(1, 3_600_000_000, 3)
+            .unwrap_or_else(|_| Histogram::new(3).unwrap_or_else(|_| unreachable!()));
+        MsHistogram { hist }
+    }
+
+    /// Records one value in milliseconds (clamped into range).
+    pub fn record_ms(&mut self, ms: f64) {
+        let us = (ms * 1000.0).round().clamp(1.0, 3_600_000_000.0) as u64;
+        self.hist.saturating_record(us);
+    }
+
+    /// Values recorded.
+    pub fn len(&self) -> u64 {
+        self.hist.len()
+    }
+
+    /// True when nothing was recorded.
+    pub fn is_empty(&self) -> bool {
+        self.hist.is_empty()
+    }
+
+    /// Percentiles, or `None` when empty.
+    pub fn percentiles(&self) -> Option<Percentiles> {
+        if self.hist.is_empty() {
+            return None;
+        }
+        let q = |p: f64| self.hist.value_at_quantile(p) as f64 / 1000.0;
+        Some(Percentiles {
+            p50: q(0.50),
+            p90: q(0.90),
+            p99: q(0.99),
+            p999: q(0.999),
+            max: self.hist.max() as f64 / 1000.0,
+            mean: self.hist.mean() / 1000.0,
+            count: self.hist.len(),
+        })
+    }
+}
+
+/// Builds the summary of a run from its metadata and rows. `cold_threshold` re-applies
+/// the cold rule to every row (M6) when given; otherwise the recorded verdicts stand.
+pub fn summarize(
+    meta: &RunMeta,
+    requests: &[RequestRecord],
+    samples: &[VramSample],
+    cold_threshold: Option<Duration>,
+) -> Summary {
+    let threshold_ms = cold_threshold
+        .map(record::ms)
+        .unwrap_or(meta.cold_threshold_ms);
+    let mut by_cell: BTreeMap<&str, Vec<RequestRecord>> = BTreeMap::new();
+    for r in requests {
+        let mut row = r.clone();
+        if let Some(t) = cold_threshold {
+            record::reclassify(&mut row, t);
+        }
+        by_cell.entry(r.cell.as_str()).or_default().push(row);
+    }
+    let tolerance = release_tolerance(meta);
+    let cells = meta
+        .cells
+        .iter()
+        .filter(|c| c.started_ms.is_some() || by_cell.contains_key(c.id.as_str()))
+        .map(|cell| {
+            let rows = by_cell
+                .get(cell.id.as_str())
+                .map(Vec::as_slice)
+                .unwrap_or(&[]);
+            // Each cell's figures cover its own window only (up to the next cell's start).
+            let mine = vram::cell_samples(samples, &meta.cells, &cell.id);
+            summarize_cell(cell, rows, &mine, tolerance)
+        })
+        .collect();
+    Summary {
+        scenario: meta.scenario.clone(),
+        target: meta.target.clone(),
+        ollama_version: meta.ollama_version.clone(),
+        status: meta.status,
+        cold_threshold_ms: threshold_ms,
+        cells,
+    }
+}
+
+fn release_tolerance(meta: &RunMeta) -> Duration {
+    meta.telemetry
+        .get("release_tolerance_ms")
+        .and_then(|v| v.parse::<f64>().ok())
+        .map(|ms| Duration::from_secs_f64(ms / 1000.0))
+        .unwrap_or(Duration::from_millis(350))
+}
+
+fn summarize_cell(
+    cell: &CellMeta,
+    rows: &[RequestRecord],
+    samples: &[VramSample],
+    tolerance: Duration,
+) -> CellSummary {
+    let streams = cell
+        .streams
+        .iter()
+        .map(|s| {
+            let mine: Vec<&RequestRecord> = rows.iter().filter(|r| r.stream == s.name).collect();
+            summarize_stream(s, &mine)
+        })
+        .collect();
+    let vram = vram::vram_figures(samples, rows, cell, tolerance);
+    let warnings = match &vram {
+        Some(f) => vram::vram_warnings(samples, rows, cell, f, tolerance),
+        None => Vec::new(),
+    };
+    CellSummary {
+        id: cell.id.clone(),
+        params: cell.params.clone(),
+        streams,
+        vram,
+        warnings,
+    }
+}
+
+fn summarize_stream(meta: &record::StreamMeta, rows: &[&RequestRecord]) -> StreamSummary {
+    let mut ttft = [MsHistogram::new(), MsHistogram::new(), MsHistogram::new()];
+    let mut e2e = [MsHistogram::new(), MsHistogram::new(), MsHistogram::new()];
+    let mut tpot = MsHistogram::new();
+    let mut load = MsHistogram::new();
+    let mut errors_by_kind = BTreeMap::new();
+    let (mut requests, mut warmup, mut errors, mut cold) = (0u64, 0u64, 0u64, 0u64);
+    let (mut tokens, mut token_ns) = (0f64, 0f64);
+    for r in rows {
+        if r.warmup {
+            warmup += 1;
+            continue;
+        }
+        requests += 1;
+        if r.cold {
+            cold += 1;
+        }
+        if r.is_error() {
+            errors += 1;
+            *errors_by_kind.entry(r.error.clone()).or_insert(0) += 1;
+            continue;
+        }
+        let group = if r.cold { 2 } else { 1 };
+        if let Some(v) = r.ttft_ms {
+            ttft[0].record_ms(v);
+            ttft[group].record_ms(v);
+        }
+        if let Some(v) = r.e2e_ms {
+            e2e[0].record_ms(v);
+            e2e[group].record_ms(v);
+        }
+        if let Some(v) = r.itl_ms {
+            tpot.record_ms(v);
+        }
+        if r.cold
+            && let Some(v) = r.load_duration_ms
+        {
+            load.record_ms(v);
+        }
+        if let (Some(n), Some(ms)) = (r.eval_count, r.eval_ms)
+            && n > 0
+            && ms > 0.0
+        {
+            tokens += n as f64;
+            token_ns += ms;
+        }
+    }
+    let split = |h: &[MsHistogram; 3]| Split {
+        all: h[0].percentiles(),
+        warm: h[1].percentiles(),
+        cold: h[2].percentiles(),
+    };
+    let ttft_split = split(&ttft);
+    let cold_penalty_ms = match (&ttft_split.cold, &ttft_split.warm) {
+        (Some(c), Some(w)) => Some((c.p50 - w.p50).max(0.0)),
+        _ => None,
+    };
+    StreamSummary {
+        name: meta.name.clone(),
+        model: meta.model.clone(),
+        keep_alive: meta.keep_alive.clone(),
+        keep_alive_s: meta.keep_alive_s,
+        keep_alive_forever: meta.keep_alive_forever,
+        rate_per_s: meta.rate_per_s,
+        requests,
+        warmup,
+        errors,
+        errors_by_kind,
+        cold,
+        cold_ratio: if requests > 0 {
+            cold as f64 / requests as f64
+        } else {
+            0.0
+        },
+        ttft_ms: ttft_split,
+        e2e_ms: split(&e2e),
+        tpot_ms: tpot.percentiles(),
+        load_ms: load.percentiles(),
+        cold_penalty_ms,
+        tokens_per_s: (token_ns > 0.0).then(|| tokens / (token_ns / 1000.0)),
+    }
+}
+
+/// Reads a run folder and summarizes it (the first half of `kabench report`).
+pub fn summarize_dir(dir: &Path, cold_threshold: Option<Duration>) -> Result<(RunMeta, Summary)> {
+    let meta = record::read_meta(dir)?;
+    let requests = record::read_requests(dir)?;
+    let samples = record::read_vram(dir)?;
+    let summary = summarize(&meta, &requests, &samples, cold_threshold);
+    Ok((meta, summary))
+}
+
+/// Writes `summary.json` into a run folder.
+pub fn write_summary(dir: &Path, summary: &Summary) -> Result<()> {
+    record::write_json_atomic(&dir.join(record::SUMMARY_JSON), summary)
+        .with_context(|| format!("writing the summary of {}", dir.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::StreamMeta;
+
+    fn row(cell: &str, i: u32, cold: bool, ttft: f64, error: &str) -> RequestRecord {
+        RequestRecord {
+            cell: cell.into(),
+            request: i,
+            stream: "s".into(),
+            model: "m".into(),
+            keep_alive: "2s".into(),
+            intended_ms: i as f64 * 100.0,
+            end_ms: i as f64 * 100.0 + ttft + 50.0,
+            status: Some(if error.is_empty() { 200 } else { 500 }),
+            error: error.into(),
+            cold,
+            load_duration_ms: Some(if cold { 1500.0 } else { 3.0 }),
+            ttft_ms: error.is_empty().then_some(ttft),
+            e2e_ms: error.is_empty().then_some(ttft + 50.0),
+            eval_count: Some(32),
+            eval_ms: Some(320.0),
+            ..Default::default()
+        }
+    }
+
+    fn meta() -> RunMeta {
+        RunMeta {
+            scenario: "t".into(),
+            cold_threshold_ms: 100.0,
+            cells: vec![CellMeta {
+                id: "c0".into(),
+                params: BTreeMap::from([("keep_alive".to_string(), "2s".to_string())]),
+                streams: vec![StreamMeta {
+                    name: "s".into(),
+                    model: "m".into(),
+                    keep_alive: "2s".into(),
+                    keep_alive_s: Some(2.0),
+                    ..Default::default()
+                }],
+                started_ms: Some(0.0),
+                ended_ms: Some(1000.0),
+            }],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn cold_warm_split_errors_and_penalty() {
+        let mut rows = vec![row("c0", 0, true, 1600.0, "")];
+        for i in 1..9 {
+            rows.push(row("c0", i, false, 40.0, ""));
+        }
+        rows.push(row("c0", 9, false, 0.0, "http"));
+        let s = summarize(&meta(), &rows, &[], None);
+        let st = &s.cells[0].streams[0];
+        assert_eq!(st.requests, 10);
+        assert_eq!(st.errors, 1);
+        assert_eq!(st.errors_by_kind["http"], 1);
+        assert_eq!(st.cold, 1);
+        assert!((st.cold_ratio - 0.1).abs() < 1e-9);
+        let cold = st.ttft_ms.cold.unwrap();
+        let warm = st.ttft_ms.warm.unwrap();
+        assert!((cold.p50 - 1600.0).abs() < 2.0);
+        assert!((warm.p99 - 40.0).abs() < 0.1);
+        assert_eq!(st.ttft_ms.all.unwrap().count, 9);
+        assert!((st.cold_penalty_ms.unwrap() - 1560.0).abs() < 2.0);
+        assert!((st.tokens_per_s.unwrap() - 100.0).abs() < 1e-6);
+        assert!((st.load_ms.unwrap().p50 - 1500.0).abs() < 2.0);
+    }
+
+    #[test]
+    fn empty_groups_are_null_in_json() {
+        let rows: Vec<_> = (0..3).map(|i| row("c0", i, false, 30.0, "")).collect();
+        let s = summarize(&meta(), &rows, &[], None);
+        let json = serde_json::to_value(&s).unwrap();
+        assert!(json["cells"][0]["streams"][0]["ttft_ms"]["cold"].is_null());
+        assert!(json["cells"][0]["streams"][0]["ttft_ms"]["warm"]["p50"].is_number());
+        assert_eq!(json["cells"][0]["params"]["keep_alive"], "2s");
+    }
+
+    #[test]
+    fn a_new_threshold_reclassifies_without_a_rerun() {
+        let rows = vec![
+            row("c0", 0, true, 1600.0, ""),
+            row("c0", 1, false, 40.0, ""),
+        ];
+        let s = summarize(&meta(), &rows, &[], Some(Duration::from_secs(2)));
+        assert_eq!(s.cells[0].streams[0].cold, 0);
+        assert_eq!(s.cold_threshold_ms, 2000.0);
+    }
+}

@@ -1,0 +1,417 @@
+//! The command line: clap types (the help text is their doc comments) and one short
+//! function per subcommand wiring the stages in order. No clap type leaves this file.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::analysis::{self, Summary};
+use crate::record::RunStatus;
+use crate::scenario;
+use crate::session::{self, RunOptions, Target};
+use crate::sim;
+use crate::sim_settings::{FaultSettings, SimSettings};
+use crate::units;
+
+/// Measure what Ollama's keep_alive costs (idle VRAM) and buys (no cold starts), and
+/// say what to set.
+///
+/// Exit codes: 0 ok; 1 the run failed; 2 bad input (scenario, arguments, missing
+/// model); 130 interrupted by Ctrl-C (the run folder is complete and reportable).
+#[derive(Debug, Parser)]
+#[command(name = "kabench", version, about, long_about, help_expected = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a scenario (every cell of its sweep) and write a run folder with a report.
+    Run(RunArgs),
+    /// Check scenario files without sending anything.
+    Validate(ValidateArgs),
+    /// Rebuild summary.json, charts, index.html and summary.md from a run folder.
+    Report(ReportArgs),
+    /// Compare two run folders; exit 1 when a change passes a threshold.
+    Compare(CompareArgs),
+    /// Serve the embedded Ollama simulator (an Ollama-compatible API over a model of
+    /// Ollama's scheduler).
+    Sim(Box<SimArgs>),
+}
+
+/// `kabench run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Scenario file (TOML), e.g. scenarios/quickstart.toml.
+    pub scenario: PathBuf,
+    /// `sim` for the embedded simulator, or an Ollama address (`host:port`, `http://…`).
+    /// Default: the scenario's [target], else `sim`.
+    #[arg(long)]
+    pub target: Option<String>,
+    /// Run folder (default: reports/<scenario>-<UTC time>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Pull models the target lacks instead of stopping.
+    #[arg(long)]
+    pub pull: bool,
+    /// Skip loading each model once before the first cell (page-cache warm-up).
+    #[arg(long)]
+    pub no_prewarm: bool,
+    /// Print summary.json on stdout instead of the table.
+    #[arg(long)]
+    pub json: bool,
+    /// No progress on stderr.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+/// `kabench validate`.
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// Scenario files.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+}
+
+/// `kabench report`.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// A run folder written by `kabench run`.
+    pub dir: PathBuf,
+    /// Re-apply the cold rule with this load_duration threshold (e.g. 250ms).
+    #[arg(long, value_parser = parse_duration)]
+    pub cold_threshold: Option<Duration>,
+    /// Print summary.json on stdout instead of the table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `kabench compare`.
+#[derive(Debug, Args)]
+pub struct CompareArgs {
+    /// Baseline run folder.
+    pub base: PathBuf,
+    /// New run folder.
+    pub new: PathBuf,
+    /// Fail when a p99 TTFT grows by more than this many percent.
+    #[arg(long, default_value_t = 10.0)]
+    pub max_p99_increase: f64,
+    /// Fail when a cold ratio grows by more than this (absolute, 0–1).
+    #[arg(long, default_value_t = 0.05)]
+    pub max_cold_ratio_increase: f64,
+    /// Fail when idle or peak VRAM grows by more than this many percent.
+    #[arg(long, default_value_t = 10.0)]
+    pub max_vram_increase: f64,
+}
+
+/// `kabench sim`.
+#[derive(Debug, Args)]
+pub struct SimArgs {
+    /// Address to listen on (loopback by default).
+    #[arg(long, default_value = "127.0.0.1:11434")]
+    pub listen: SocketAddr,
+    /// VRAM per GPU, e.g. 24GiB.
+    #[arg(long)]
+    pub vram: Option<String>,
+    /// GPUs.
+    #[arg(long)]
+    pub gpus: Option<u32>,
+    /// OLLAMA_MAX_LOADED_MODELS (0 = 3 per GPU).
+    #[arg(long, env = "OLLAMA_MAX_LOADED_MODELS")]
+    pub max_loaded_models: Option<u32>,
+    /// OLLAMA_NUM_PARALLEL.
+    #[arg(long, env = "OLLAMA_NUM_PARALLEL")]
+    pub num_parallel: Option<u32>,
+    /// OLLAMA_MAX_QUEUE.
+    #[arg(long, env = "OLLAMA_MAX_QUEUE")]
+    pub max_queue: Option<usize>,
+    /// OLLAMA_KEEP_ALIVE: keep_alive for requests that send none (5m).
+    #[arg(long, env = "OLLAMA_KEEP_ALIVE")]
+    pub keep_alive: Option<String>,
+    /// OLLAMA_CONTEXT_LENGTH (0 = by VRAM).
+    #[arg(long, env = "OLLAMA_CONTEXT_LENGTH")]
+    pub context_length: Option<u32>,
+    /// OLLAMA_LOAD_TIMEOUT.
+    #[arg(long, env = "OLLAMA_LOAD_TIMEOUT")]
+    pub load_timeout: Option<String>,
+    /// Every load reads at page-cache speed (models already in the OS cache).
+    #[arg(long)]
+    pub page_cache_warm: bool,
+    /// Seed for jitter and faults.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Share of requests answered 500 before the first byte (0–1).
+    #[arg(long)]
+    pub fault_500: Option<f64>,
+    /// Share of streams ending with an {"error":…} line mid-stream.
+    #[arg(long)]
+    pub fault_midstream_error: Option<f64>,
+    /// Share of connections dropped mid-stream.
+    #[arg(long)]
+    pub fault_drop_connection: Option<f64>,
+    /// Share of streams decoding slower.
+    #[arg(long)]
+    pub fault_slow_stream: Option<f64>,
+    /// Share of loads that stall (see --fault-stall).
+    #[arg(long)]
+    pub fault_stalled_load: Option<f64>,
+    /// How long a stalled load stalls, e.g. 30s.
+    #[arg(long)]
+    pub fault_stall: Option<String>,
+    /// Share of loads that fail with 500.
+    #[arg(long)]
+    pub fault_failed_load: Option<f64>,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    units::parse_option_duration(text).map_err(|e| e.to_string())
+}
+
+/// Marks a run that Ctrl-C stopped (exit 130).
+#[derive(Debug, thiserror::Error)]
+#[error("interrupted; the run folder {0} is complete up to the interruption")]
+pub struct Interrupted(pub String);
+
+/// Marks bad input found before anything ran (exit 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BadInput(pub String);
+
+/// Runs the parsed command.
+pub async fn dispatch(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Run(args) => run(args).await,
+        Command::Validate(args) => validate(args),
+        Command::Report(args) => report(args),
+        Command::Compare(args) => compare(args),
+        Command::Sim(args) => serve_sim(*args).await,
+    }
+}
+
+async fn run(args: RunArgs) -> Result<()> {
+    let scenario = scenario::load(&args.scenario)?;
+    let plan = scenario::plan(&scenario);
+    let target = session::Target::resolve(
+        args.target.as_deref().map(Target::parse).as_ref(),
+        &scenario,
+    );
+    let options = RunOptions {
+        target,
+        out: args.out,
+        pull: args.pull,
+        prewarm: !args.no_prewarm,
+    };
+    let cancel = CancellationToken::new();
+    let on_ctrl_c = cancel.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("\ninterrupted: stopping sends, waiting for requests in flight…");
+            on_ctrl_c.cancel();
+        }
+    });
+    let (tx, rx) = mpsc::unbounded_channel();
+    let progress = tokio::spawn(crate::progress::show(rx, args.quiet));
+    let outcome = session::run(&scenario, &plan, &options, tx, cancel).await;
+    let _ = progress.await;
+    let outcome = outcome?;
+    let rendered = crate::report::render(&outcome.dir, &crate::report::RenderOptions::default())
+        .with_context(|| format!("rendering the report of {}", outcome.dir.display()))?;
+    let (_, summary) = analysis::summarize_dir(&outcome.dir, None)?;
+    print_result(&summary, args.json)?;
+    eprintln!("{}", rendered.headline);
+    eprintln!(
+        "wrote {} ({} requests, {} errors): open {}",
+        outcome.dir.display(),
+        outcome.requests,
+        outcome.errors,
+        rendered.index_html.display()
+    );
+    match outcome.status {
+        RunStatus::Interrupted => Err(Interrupted(outcome.dir.display().to_string()).into()),
+        RunStatus::Failed => Err(anyhow::anyhow!(
+            "the run failed; see {}/run.json",
+            outcome.dir.display()
+        )),
+        _ if outcome.requests > 0 && outcome.errors == outcome.requests => Err(anyhow::anyhow!(
+            "every request failed; see {}/requests.csv",
+            outcome.dir.display()
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn validate(args: ValidateArgs) -> Result<()> {
+    let mut failed = None;
+    for file in &args.files {
+        match scenario::load(file) {
+            Ok(s) => {
+                let plan = scenario::plan(&s);
+                let requests: u64 = plan
+                    .cells
+                    .iter()
+                    .map(|c| crate::runner::planned_requests(c).unwrap_or(0))
+                    .sum();
+                println!(
+                    "{}: ok: scenario {:?}, {} cell(s), {} stream(s), {} request(s)",
+                    file.display(),
+                    s.name,
+                    plan.cells.len(),
+                    s.streams.len(),
+                    requests
+                );
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                failed = Some(e);
+            }
+        }
+    }
+    match failed {
+        Some(e) => Err(BadInput(format!("{} is not a valid scenario", e.path.display())).into()),
+        None => Ok(()),
+    }
+}
+
+fn report(args: ReportArgs) -> Result<()> {
+    let options = crate::report::RenderOptions {
+        cold_threshold: args.cold_threshold,
+    };
+    let rendered = crate::report::render(&args.dir, &options)?;
+    let (_, summary) = analysis::summarize_dir(&args.dir, args.cold_threshold)?;
+    print_result(&summary, args.json)?;
+    eprintln!("{}", rendered.headline);
+    eprintln!("wrote {}", rendered.index_html.display());
+    Ok(())
+}
+
+fn compare(args: CompareArgs) -> Result<()> {
+    let thresholds = crate::report::compare::CompareThresholds {
+        p99_pct: args.max_p99_increase,
+        cold_ratio_abs: args.max_cold_ratio_increase,
+        vram_pct: args.max_vram_increase,
+    };
+    let comparison = crate::report::compare::compare(&args.base, &args.new, &thresholds)?;
+    print!("{}", comparison.to_text());
+    let regressions = comparison.regressions();
+    if regressions.is_empty() {
+        Ok(())
+    } else {
+        Err(anyhow::anyhow!(
+            "{} change(s) past the thresholds",
+            regressions.len()
+        ))
+    }
+}
+
+async fn serve_sim(args: SimArgs) -> Result<()> {
+    let settings = SimSettings {
+        vram: args.vram,
+        gpus: args.gpus,
+        max_loaded_models: args.max_loaded_models,
+        num_parallel: args.num_parallel,
+        max_queue: args.max_queue,
+        keep_alive: args.keep_alive,
+        context_length: args.context_length,
+        load_timeout: args.load_timeout,
+        page_cache_warm: args.page_cache_warm.then_some(true),
+        faults: FaultSettings {
+            error_500: args.fault_500,
+            midstream_error: args.fault_midstream_error,
+            drop_connection: args.fault_drop_connection,
+            slow_stream: args.fault_slow_stream,
+            stalled_load: args.fault_stalled_load,
+            stall: args.fault_stall,
+            failed_load: args.fault_failed_load,
+            slow_factor: None,
+        },
+        ..Default::default()
+    };
+    settings
+        .sched_config(args.seed)
+        .map_err(|e| BadInput(format!("simulator settings: {e}")))?;
+    eprintln!(
+        "kabench sim: an Ollama-compatible model of Ollama's scheduler (rules of Ollama 0.32.15) on http://{}",
+        args.listen
+    );
+    eprintln!(
+        "point any Ollama client at it: OLLAMA_HOST=http://{} ; Ctrl-C stops it",
+        args.listen
+    );
+    sim::serve(&settings, args.seed, args.listen, async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await
+}
+
+/// Prints the per-cell table (or the JSON document) on stdout.
+fn print_result(summary: &Summary, json: bool) -> Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if json {
+        writeln!(out, "{}", serde_json::to_string_pretty(summary)?)?;
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "{:<28} {:<12} {:>10} {:>5} {:>5} {:>5} {:>6} {:>10} {:>10} {:>10} {:>10}",
+        "cell",
+        "stream",
+        "keep_alive",
+        "reqs",
+        "errs",
+        "cold",
+        "cold%",
+        "ttft p50",
+        "ttft p99",
+        "e2e p99",
+        "idle GB·s"
+    )?;
+    for cell in &summary.cells {
+        let idle = cell
+            .vram
+            .as_ref()
+            .map(|v| format!("{:.1}", v.idle_gb_seconds))
+            .unwrap_or_else(|| "-".into());
+        for s in &cell.streams {
+            let p = |x: Option<f64>| {
+                x.map(|v| format!("{v:.0} ms"))
+                    .unwrap_or_else(|| "-".into())
+            };
+            writeln!(
+                out,
+                "{:<28} {:<12} {:>10} {:>5} {:>5} {:>5} {:>5.0}% {:>10} {:>10} {:>10} {:>10}",
+                cell.id,
+                s.name,
+                s.keep_alive,
+                s.requests,
+                s.errors,
+                s.cold,
+                s.cold_ratio * 100.0,
+                p(s.ttft_ms.all.map(|q| q.p50)),
+                p(s.ttft_ms.all.map(|q| q.p99)),
+                p(s.e2e_ms.all.map(|q| q.p99)),
+                idle
+            )?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

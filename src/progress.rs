@@ -1,0 +1,59 @@
+//! Progress on stderr: one bar per cell (indicatif), notes as lines. An observer of
+//! the runner's events; it owns no results and prints nothing on stdout.
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use tokio::sync::mpsc;
+
+use crate::runner::ProgressEvent;
+
+/// Draws events until the channel closes.
+pub async fn show(mut events: mpsc::UnboundedReceiver<ProgressEvent>, quiet: bool) {
+    let mut bar: Option<ProgressBar> = None;
+    let (mut errors, mut cold) = (0u64, 0u64);
+    while let Some(event) = events.recv().await {
+        if quiet {
+            continue;
+        }
+        match event {
+            ProgressEvent::CellStarted {
+                index,
+                of,
+                id,
+                requests,
+            } => {
+                errors = 0;
+                cold = 0;
+                let b = ProgressBar::with_draw_target(Some(requests), ProgressDrawTarget::stderr());
+                b.set_style(
+                    ProgressStyle::with_template(
+                        "{prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed})",
+                    )
+                    .unwrap_or_else(|_| ProgressStyle::default_bar())
+                    .progress_chars("=> "),
+                );
+                b.set_prefix(format!("cell {}/{} {}", index + 1, of, id));
+                bar = Some(b);
+            }
+            ProgressEvent::RequestDone { error, cold: c } => {
+                errors += error as u64;
+                cold += c as u64;
+                if let Some(b) = &bar {
+                    b.inc(1);
+                    b.set_message(format!("cold {cold} errors {errors}"));
+                }
+            }
+            ProgressEvent::CellFinished { .. } => {
+                if let Some(b) = bar.take() {
+                    b.finish();
+                }
+            }
+            ProgressEvent::Note(text) => match &bar {
+                Some(b) => b.println(text),
+                None => eprintln!("{text}"),
+            },
+        }
+    }
+    if let Some(b) = bar.take() {
+        b.abandon();
+    }
+}
