@@ -226,20 +226,20 @@ impl Iterator for SendOffsets {
     type Item = Duration;
 
     fn next(&mut self) -> Option<Duration> {
-        if let Limit::Requests(n) = self.limit {
-            if self.sent >= n {
-                return None;
-            }
+        if let Limit::Requests(n) = self.limit
+            && self.sent >= n
+        {
+            return None;
         }
         let seconds = self.source.next_seconds()?;
         if !seconds.is_finite() || seconds > Duration::MAX.as_secs_f64() {
             return None;
         }
         let offset = Duration::from_secs_f64(seconds.max(0.0));
-        if let Limit::Duration(d) = self.limit {
-            if offset >= d {
-                return None;
-            }
+        if let Limit::Duration(d) = self.limit
+            && offset >= d
+        {
+            return None;
         }
         self.sent += 1;
         Some(offset)

@@ -5,12 +5,15 @@
 
 mod plan;
 mod raw;
+mod sections;
 mod spans;
 pub mod trace;
 mod validate;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod validation_tests;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -355,6 +358,6 @@ pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
 /// relative paths (trace files).
 pub fn parse(text: &str, path: &Path) -> Result<Scenario, ScenarioError> {
     let locator = spans::Locator::new(text, path);
-    let raw: raw::RawScenario = toml::from_str(text).map_err(|e| locator.from_toml(&e))?;
+    let raw: raw::RawScenario = toml::from_str(text).map_err(|e| locator.toml_error(&e))?;
     validate::validate(raw, &locator, text, path)
 }

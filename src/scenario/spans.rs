@@ -91,7 +91,7 @@ impl<'a> Locator<'a> {
     }
 
     /// Converts a toml parse or deserialize error, naming the key its span falls in.
-    pub(crate) fn from_toml(&self, error: &toml::de::Error) -> ScenarioError {
+    pub(crate) fn toml_error(&self, error: &toml::de::Error) -> ScenarioError {
         let message = error.message().trim().to_string();
         let (line, column, key) = match error.span() {
             Some(span) => {

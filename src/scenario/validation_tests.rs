@@ -1,0 +1,457 @@
+//! Every validation message of the scenario format: each test names the line, the
+//! dotted key and a part of the message that says what is allowed.
+
+use std::path::Path;
+
+use super::{Scenario, ScenarioError, parse};
+
+fn p(text: &str) -> std::result::Result<Scenario, ScenarioError> {
+    parse(text, Path::new("scenarios/x.toml"))
+}
+
+const OK_STREAM: &str =
+    "[[stream]]\nmodel = \"m\"\narrival = { kind = \"poisson\", rate = \"1/s\" }\n";
+const OK_RUN: &str = "[run]\nrequests = 3\n";
+
+/// Asserts the error's line, key and a part of its message, and that the display
+/// carries them all.
+#[track_caller]
+fn fails(text: &str, line: usize, key: &str, says: &str) {
+    let e = p(text).expect_err("must fail");
+    assert_eq!(e.path, Path::new("scenarios/x.toml"));
+    assert_eq!(e.key.as_deref(), Some(key), "key of: {e}");
+    assert_eq!(e.line, Some(line), "line of: {e}");
+    assert!(e.column.is_some(), "column of: {e}");
+    assert!(e.message.contains(says), "message of: {e}");
+    let shown = e.to_string();
+    assert!(
+        shown.starts_with(&format!("scenarios/x.toml:{line}:")),
+        "{shown}"
+    );
+    assert!(shown.contains(&format!("key `{key}`")), "{shown}");
+}
+
+#[test]
+fn syntax_and_unknown_keys_name_line_and_key() {
+    fails("name = \"a\"\nseed = \n", 2, "seed", "");
+    fails(
+        &format!("{OK_STREAM}{OK_RUN}bogus = 1\n"),
+        6,
+        "run.bogus",
+        "unknown field `bogus`, expected one of",
+    );
+    fails(
+        &format!("[[stream]]\nmodel = \"m\"\nmdoel = 1\n{OK_RUN}"),
+        3,
+        "stream[0].mdoel",
+        "unknown field",
+    );
+    fails(
+        &format!("{OK_STREAM}{OK_RUN}[sim]\nvramm = \"1GiB\"\n"),
+        7,
+        "sim.vramm",
+        "expected one of `vram`",
+    );
+    fails(
+        &format!("{OK_STREAM}{OK_RUN}[sweeps]\n"),
+        6,
+        "sweeps",
+        "unknown field `sweeps`",
+    );
+    fails(
+        "[[stream]]\nmodel = \"m\"\narrival = { kind = \"poisson\", rat = \"1/s\" }\n[run]\nrequests = 3\n",
+        3,
+        "stream[0].arrival.rat",
+        "unknown field `rat`",
+    );
+    fails(
+        &format!("{OK_STREAM}[run]\nrequests = \"3\"\n"),
+        5,
+        "run.requests",
+        "write a whole number",
+    );
+    fails(
+        &format!("{OK_STREAM}{OK_RUN}[run]\n"),
+        6,
+        "run",
+        "duplicate",
+    );
+}
+
+#[test]
+fn bad_values_name_line_key_and_what_is_allowed() {
+    let stream = |arrival: &str| {
+        format!("name = \"s\"\n[[stream]]\nmodel = \"m\"\narrival = {arrival}\n{OK_RUN}")
+    };
+    fails(
+        &stream("{ kind = \"poisson\", rate = \"fast\" }"),
+        4,
+        "stream[0].arrival.rate",
+        "bad rate \"fast\": write requests per unit of time",
+    );
+    fails(
+        &stream("{ kind = \"poisson\", rate = 0 }"),
+        4,
+        "stream[0].arrival.rate",
+        "a positive number",
+    );
+    fails(
+        &stream("{ kind = \"poisson\" }"),
+        4,
+        "stream[0].arrival.rate",
+        "missing key `rate`",
+    );
+    fails(
+        &stream("{ rate = \"1/s\" }"),
+        4,
+        "stream[0].arrival.kind",
+        "\"constant\", \"poisson\", \"gamma\", \"onoff\" or \"trace\"",
+    );
+    fails(
+        &stream("{ kind = \"burst\", rate = \"1/s\" }"),
+        4,
+        "stream[0].arrival.kind",
+        "unknown arrival kind \"burst\"",
+    );
+    fails(
+        &stream("{ kind = \"gamma\", rate = \"1/s\", cv = 0 }"),
+        4,
+        "stream[0].arrival.cv",
+        "positive coefficient of variation",
+    );
+    fails(
+        &stream("{ kind = \"gamma\", rate = \"1/s\", cv = -1.5 }"),
+        4,
+        "stream[0].arrival.cv",
+        "bad cv -1.5",
+    );
+    fails(
+        &stream("{ kind = \"poisson\", rate = \"1/s\", cv = 2 }"),
+        4,
+        "stream[0].arrival.cv",
+        "does not apply to kind = \"poisson\"",
+    );
+    fails(
+        &stream("{ kind = \"onoff\", rate = \"1/s\", on = \"10s\" }"),
+        4,
+        "stream[0].arrival.off",
+        "off = \"10m\"",
+    );
+    fails(
+        &stream("{ kind = \"onoff\", rate = \"1/s\", on = \"ten\", off = 1 }"),
+        4,
+        "stream[0].arrival.on",
+        "bad duration \"ten\"",
+    );
+    fails(
+        &stream("{ kind = \"trace\", file = \"no/such.csv\" }"),
+        4,
+        "stream[0].arrival.file",
+        "cannot read trace",
+    );
+    fails(
+        &stream("{ kind = \"trace\" }"),
+        4,
+        "stream[0].arrival.file",
+        "missing key `file`",
+    );
+    fails(
+        &stream("{ kind = \"trace\", file = \"t.csv\", rate = \"1/s\" }"),
+        4,
+        "stream[0].arrival.rate",
+        "does not apply to kind = \"trace\"",
+    );
+    fails(
+        &stream("{ kind = \"trace\", file = \"t.csv\", time_scale = 0 }"),
+        4,
+        "stream[0].arrival.time_scale",
+        "positive factor",
+    );
+
+    let with = |line: &str| {
+        format!(
+            "[[stream]]\nmodel = \"m\"\n{line}\narrival = {{ kind = \"poisson\", rate = \"1/s\" }}\n{OK_RUN}"
+        )
+    };
+    fails(
+        &with("keep_alive = \"5 minutes\""),
+        3,
+        "stream[0].keep_alive",
+        "bad keep_alive \"5 minutes\"",
+    );
+    fails(
+        &with("api = \"completions\""),
+        3,
+        "stream[0].api",
+        "write \"generate\", \"chat\" or \"embed\"",
+    );
+    fails(&with("num_ctx = 0"), 3, "stream[0].num_ctx", "at least 1");
+    fails(
+        &with("prompt = \"hi\"\nprompt_tokens = 5"),
+        3,
+        "stream[0].prompt",
+        "keep one",
+    );
+    fails(
+        &with("prompt_tokens = 0"),
+        3,
+        "stream[0].prompt_tokens",
+        "at least 1",
+    );
+    fails(
+        &with("max_tokens = 0"),
+        3,
+        "stream[0].max_tokens",
+        "num_predict",
+    );
+    fails(
+        &with("api = \"embed\"\nimages = 1"),
+        4,
+        "stream[0].images",
+        "vision",
+    );
+    fails(
+        &with("api = \"embed\"\nthink = true"),
+        4,
+        "stream[0].think",
+        "not to embed",
+    );
+    fails(&with("name = \"\""), 3, "stream[0].name", "empty name");
+
+    fails(
+        "name = \"a\"\n\n[[stream]]\nname = \"x\"\narrival = { kind = \"poisson\", rate = \"1/s\" }\n[run]\nrequests = 3\n",
+        3,
+        "stream[0].model",
+        "missing key `model`: write the Ollama model tag",
+    );
+    fails(
+        "[[stream]]\nmodel = \"m\"\n[run]\nrequests = 3\n",
+        1,
+        "stream[0].arrival",
+        "missing key `arrival`",
+    );
+    fails(
+        &format!(
+            "{OK_STREAM}[[stream]]\nname = \"stream1\"\nmodel = \"n\"\narrival = {{ kind = \"poisson\", rate = \"1/s\" }}\n{OK_RUN}"
+        ),
+        5,
+        "stream[1].name",
+        "duplicate stream name",
+    );
+    fails(
+        "name = \"a\"\n[run]\nrequests = 3\n",
+        1,
+        "stream",
+        "no streams",
+    );
+}
+
+#[test]
+fn model_placeholders_need_their_axis() {
+    let s = "[[stream]]\nmodel = \"qwen2.5:7b-{quant}\"\narrival = { kind = \"poisson\", rate = \"1/s\" }\n[run]\nrequests = 3\n";
+    fails(
+        s,
+        2,
+        "stream[0].model",
+        "contains {quant} but [sweep] has no quant axis",
+    );
+    fails(
+        &s.replace("{quant}", "{size}"),
+        2,
+        "stream[0].model",
+        "unknown placeholder \"{size}\"",
+    );
+    fails(
+        &format!("{OK_STREAM}{OK_RUN}[sweep]\nquant = [\"q8_0\"]\n"),
+        7,
+        "sweep.quant",
+        "no model contains `{quant}`",
+    );
+    fails(
+        &format!(
+            "[[stream]]\nmodel = \"\"\narrival = {{ kind = \"poisson\", rate = \"1/s\" }}\n{OK_RUN}"
+        ),
+        2,
+        "stream[0].model",
+        "empty model",
+    );
+}
+
+#[test]
+fn run_and_sweep_values_are_checked() {
+    fails(
+        &format!("{OK_STREAM}[run]\nrequests = 0\n"),
+        5,
+        "run.requests",
+        "at least 1",
+    );
+    fails(
+        &format!("{OK_STREAM}[run]\nrequests = 3\nduration = \"1m\"\n"),
+        6,
+        "run.duration",
+        "both `requests` and `duration`",
+    );
+    fails(
+        &format!("{OK_STREAM}[run]\nwarmup = 1\n"),
+        4,
+        "run.requests",
+        "requests = N",
+    );
+    fails(OK_STREAM, 1, "run.requests", "missing key");
+    fails(
+        &format!("{OK_STREAM}[run]\nduration = \"0s\"\n"),
+        5,
+        "run.duration",
+        "longer than 0",
+    );
+    fails(
+        &format!("{OK_STREAM}{OK_RUN}timeout = \"soon\"\n"),
+        6,
+        "run.timeout",
+        "bad duration \"soon\"",
+    );
+    fails(
+        &format!("{OK_STREAM}{OK_RUN}timeout = -3\n"),
+        6,
+        "run.timeout",
+        "zero or more",
+    );
+    fails(
+        &format!("{OK_STREAM}{OK_RUN}concurrency = 0\n"),
+        6,
+        "run.concurrency",
+        "at least 1",
+    );
+    fails(
+        &format!("{OK_STREAM}{OK_RUN}[sweep]\nkeep_alive = [\"1s\", \"x\"]\n"),
+        7,
+        "sweep.keep_alive[1]",
+        "bad keep_alive \"x\"",
+    );
+    fails(
+        &format!("{OK_STREAM}{OK_RUN}[sweep]\nkeep_alive = [\"1s\",\n  \"1s\"]\n"),
+        8,
+        "sweep.keep_alive[1]",
+        "duplicate sweep value",
+    );
+    fails(
+        &format!("{OK_STREAM}{OK_RUN}[sweep]\nrate = [\"1/s\", \"fast\"]\n"),
+        7,
+        "sweep.rate[1]",
+        "bad rate \"fast\"",
+    );
+    fails(
+        &format!("{OK_STREAM}{OK_RUN}[sweep]\nmodel = [\"\"]\n"),
+        7,
+        "sweep.model[0]",
+        "empty model",
+    );
+}
+
+#[test]
+fn other_sections_are_checked() {
+    let base = format!("{OK_STREAM}{OK_RUN}");
+    fails(
+        &format!("{base}[target]\nkind = \"vllm\"\n"),
+        7,
+        "target.kind",
+        "write \"sim\" or \"ollama\"",
+    );
+    fails(
+        &format!("{base}[target]\nurl = \"http://x\"\n"),
+        6,
+        "target.kind",
+        "missing key `kind`",
+    );
+    fails(
+        &format!("{base}[target]\nkind = \"sim\"\nurl = \"http://x\"\n"),
+        8,
+        "target.url",
+        "only to kind = \"ollama\"",
+    );
+    fails(
+        &format!("{base}[sim]\nvram = \"24 parsecs\"\n"),
+        7,
+        "sim.vram",
+        "bad size",
+    );
+    fails(
+        &format!("{base}[sim]\nkeep_alive = \"forever\"\n"),
+        7,
+        "sim.keep_alive",
+        "bad keep_alive",
+    );
+    fails(
+        &format!("{base}[sim]\nload_timeout = \"soon\"\n"),
+        7,
+        "sim.load_timeout",
+        "bad duration",
+    );
+    fails(
+        &format!("{base}[sim.faults]\nerror_500 = 1.5\n"),
+        7,
+        "sim.faults.error_500",
+        "from 0 to 1",
+    );
+    fails(
+        &format!("{base}[telemetry]\nsources = [\"nvml\", \"dcgm\"]\n"),
+        7,
+        "telemetry.sources[1]",
+        "\"nvml\", \"ollama_ps\", \"rss\", \"prometheus\", \"sim\"",
+    );
+    fails(
+        &format!("{base}[telemetry]\ninterval = \"0ms\"\n"),
+        7,
+        "telemetry.interval",
+        "longer than 0",
+    );
+    fails(
+        &format!("{base}[telemetry]\nsources = [\"prometheus\"]\n"),
+        6,
+        "telemetry.prometheus_url",
+        "needs prometheus_url",
+    );
+    fails(
+        &format!("{base}[cost]\nvram_gb_hour = -1\n"),
+        7,
+        "cost.vram_gb_hour",
+        "zero or more",
+    );
+    fails(
+        &format!("{base}[cost]\nwait_second = 0\n"),
+        7,
+        "cost.wait_second",
+        "above 0",
+    );
+    fails(
+        &format!("{base}[slo]\nttft_p99 = \"fast\"\n"),
+        7,
+        "slo.ttft_p99",
+        "bad duration",
+    );
+    fails(
+        &format!("{base}[swarm]\nusers = 0\n"),
+        7,
+        "swarm.users",
+        "at least 1",
+    );
+    fails(
+        &format!("{base}[swarm]\nhatch_rate = 0\n"),
+        7,
+        "swarm.hatch_rate",
+        "above 0",
+    );
+    fails(
+        &format!("{base}[swarm]\nthink_time = {{ min = \"5s\", max = \"1s\" }}\n"),
+        7,
+        "swarm.think_time.max",
+        "shorter than min",
+    );
+    fails(
+        &format!("{base}[swarm]\nthink_time = {{ mean = \"5s\" }}\n"),
+        7,
+        "swarm.think_time.mean",
+        "unknown field `mean`",
+    );
+    fails(&format!("name = \"\"\n{base}"), 1, "name", "empty name");
+}
