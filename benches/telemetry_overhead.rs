@@ -91,11 +91,17 @@ fn main() {
         .expect("a runtime");
     println!("## Telemetry overhead");
     println!("sources: {local} + ollama_ps (server in a child process), {RUN_FOR:?} each");
-    for interval_ms in [10u64, 100] {
+    let runs: [(&[&str], u64); 4] = [
+        (&[local, "ollama_ps"], 10),
+        (&[local], 10),
+        (&["ollama_ps"], 10),
+        (&[local, "ollama_ps"], 100),
+    ];
+    for (sources, interval_ms) in runs {
         let dir = tempfile::tempdir().expect("a temporary folder");
         let run = RunWriter::create(dir.path(), "", RunMeta::default()).expect("a run folder");
         let config = TelemetryConfig {
-            sources: vec![local.into(), "ollama_ps".into()],
+            sources: sources.iter().map(|s| s.to_string()).collect(),
             interval: Duration::from_millis(interval_ms),
             // The server child and this process share a name: RSS reads two live pids
             // per sample, as it would an Ollama server and a runner.
@@ -115,7 +121,8 @@ fn main() {
             (cpu_seconds() - cpu0, epoch.elapsed().as_secs_f64(), report)
         });
         println!(
-            "interval {interval_ms:>3} ms: {:.2}% of one core ({cpu:.2} s CPU over {wall:.2} s), {} rows, sources {:?}",
+            "{:<16} every {interval_ms:>3} ms: {:.2}% of one core ({cpu:.2} s CPU over {wall:.2} s), {} rows, {:?}",
+            sources.join(" + "),
             100.0 * cpu / wall,
             report.samples,
             report.sources
