@@ -118,6 +118,9 @@ pub struct SimArgs {
     /// Address to listen on (loopback by default).
     #[arg(long, default_value = "127.0.0.1:11434")]
     pub listen: SocketAddr,
+    /// Take the simulated host from this scenario's [sim] section (flags override it).
+    #[arg(long)]
+    pub scenario: Option<PathBuf>,
     /// VRAM per GPU, e.g. 24GiB.
     #[arg(long)]
     pub vram: Option<String>,
@@ -312,43 +315,53 @@ fn compare(args: CompareArgs) -> Result<()> {
 }
 
 async fn serve_sim(args: SimArgs) -> Result<()> {
-    let settings = SimSettings {
-        vram: args.vram,
-        gpus: args.gpus,
-        max_loaded_models: args.max_loaded_models,
-        num_parallel: args.num_parallel,
-        max_queue: args.max_queue,
-        keep_alive: args.keep_alive,
-        context_length: args.context_length,
-        load_timeout: args.load_timeout,
-        page_cache_warm: args.page_cache_warm.then_some(true),
-        faults: FaultSettings {
-            error_500: args.fault_500,
-            midstream_error: args.fault_midstream_error,
-            drop_connection: args.fault_drop_connection,
-            slow_stream: args.fault_slow_stream,
-            stalled_load: args.fault_stalled_load,
-            stall: args.fault_stall,
-            failed_load: args.fault_failed_load,
-            slow_factor: None,
-        },
-        ..Default::default()
+    let mut settings = match &args.scenario {
+        Some(path) => scenario::load(path)?.sim,
+        None => SimSettings::default(),
     };
+    let f = &mut settings.faults;
+    let flags = FaultSettings {
+        error_500: args.fault_500.or(f.error_500),
+        midstream_error: args.fault_midstream_error.or(f.midstream_error),
+        drop_connection: args.fault_drop_connection.or(f.drop_connection),
+        slow_stream: args.fault_slow_stream.or(f.slow_stream),
+        stalled_load: args.fault_stalled_load.or(f.stalled_load),
+        stall: args.fault_stall.or(f.stall.take()),
+        failed_load: args.fault_failed_load.or(f.failed_load),
+        slow_factor: f.slow_factor,
+    };
+    settings.faults = flags;
+    macro_rules! overlay {
+        ($($field:ident),*) => { $( if args.$field.is_some() { settings.$field = args.$field; } )* };
+    }
+    overlay!(
+        vram,
+        gpus,
+        max_loaded_models,
+        num_parallel,
+        max_queue,
+        keep_alive,
+        context_length,
+        load_timeout
+    );
+    if args.page_cache_warm {
+        settings.page_cache_warm = Some(true);
+    }
     settings
         .sched_config(args.seed)
         .map_err(|e| BadInput(format!("simulator settings: {e}")))?;
+    let handle = sim::spawn(&settings, args.seed, args.listen).await?;
     eprintln!(
-        "kabench sim: an Ollama-compatible model of Ollama's scheduler (rules of Ollama 0.32.15) on http://{}",
-        args.listen
+        "kabench sim: an Ollama-compatible model of Ollama's scheduler (rules of Ollama 0.32.15), listening on http://{}",
+        handle.addr
     );
     eprintln!(
         "point any Ollama client at it: OLLAMA_HOST=http://{} ; Ctrl-C stops it",
-        args.listen
+        handle.addr
     );
-    sim::serve(&settings, args.seed, args.listen, async {
-        let _ = tokio::signal::ctrl_c().await;
-    })
-    .await
+    let _ = tokio::signal::ctrl_c().await;
+    handle.shutdown().await;
+    Ok(())
 }
 
 /// Prints the per-cell table (or the JSON document) on stdout.

@@ -1,0 +1,355 @@
+//! `kabench run` end to end through the real binary against the simulator on loopback:
+//! cold counts per keep_alive, a complete run folder, `kabench report` reproducing the
+//! numbers from the files alone, fault injection, Ctrl-C and a target killed midway.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+fn kabench() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_kabench"))
+}
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/run")
+        .join(name)
+}
+
+fn run_ok(args: &[&str]) -> Output {
+    let out = kabench().args(args).output().expect("kabench runs");
+    assert!(
+        out.status.success(),
+        "kabench {args:?} failed: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn read_json(path: &Path) -> Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).expect("valid JSON")
+}
+
+fn rows(dir: &Path) -> Vec<csv::StringRecord> {
+    let mut r = csv::Reader::from_path(dir.join("requests.csv")).expect("requests.csv");
+    r.records().map(|x| x.expect("row")).collect()
+}
+
+fn header(dir: &Path) -> Vec<String> {
+    let mut r = csv::Reader::from_path(dir.join("requests.csv")).expect("requests.csv");
+    r.headers().unwrap().iter().map(str::to_string).collect()
+}
+
+fn stream_of(cell: &Value) -> &Value {
+    &cell["streams"][0]
+}
+
+#[test]
+fn keep_alive_sweep_cold_counts_follow_the_rules() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let o = run_ok(&[
+        "run",
+        fixture("fast-sim.toml").to_str().unwrap(),
+        "--target",
+        "sim",
+        "--out",
+        out.to_str().unwrap(),
+        "--quiet",
+    ]);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains("keep_alive"), "table on stdout: {stdout}");
+
+    for f in [
+        "scenario.toml",
+        "run.json",
+        "requests.csv",
+        "vram.csv",
+        "summary.json",
+        "index.html",
+        "summary.md",
+    ] {
+        assert!(out.join(f).exists(), "{f} missing");
+    }
+    let meta = read_json(&out.join("run.json"));
+    assert_eq!(meta["status"], "complete");
+    assert_eq!(meta["target"]["kind"], "sim");
+    assert_eq!(meta["ollama_version"], "0.32.15");
+
+    let h = header(&out);
+    for col in [
+        "cell",
+        "stream",
+        "model",
+        "keep_alive",
+        "intended_ms",
+        "sent_ms",
+        "first_token_ms",
+        "end_ms",
+        "status",
+        "error",
+        "cold",
+        "load_duration_ms",
+        "ttft_ms",
+        "e2e_ms",
+    ] {
+        assert!(
+            h.iter().any(|c| c == col),
+            "requests.csv lacks {col}: {h:?}"
+        );
+    }
+    assert_eq!(rows(&out).len(), 21, "one row per request");
+
+    let summary = read_json(&out.join("summary.json"));
+    let cells = summary["cells"].as_array().unwrap();
+    assert_eq!(cells.len(), 3);
+    let by_ka = |ka: &str| {
+        cells
+            .iter()
+            .find(|c| c["params"]["keep_alive"] == ka)
+            .unwrap_or_else(|| panic!("no cell with keep_alive {ka}"))
+    };
+    // keep_alive 0: every request waits for a load.
+    let zero = stream_of(by_ka("0"));
+    assert_eq!(zero["requests"], 7);
+    assert_eq!(zero["cold"], 7, "{zero}");
+    assert!(zero["ttft_ms"]["warm"].is_null());
+    // 500ms: cold exactly after the 1 s gaps (requests 0, 2, 4, 6).
+    let mid = stream_of(by_ka("500ms"));
+    assert_eq!(mid["cold"], 4, "{mid}");
+    // -1 (forever): only the first request of the stream.
+    let forever = stream_of(by_ka("-1"));
+    assert_eq!(forever["cold"], 1, "{forever}");
+    assert_eq!(forever["errors"], 0);
+    assert!(
+        forever["ttft_ms"]["cold"]["p50"].as_f64().unwrap()
+            > forever["ttft_ms"]["warm"]["p50"].as_f64().unwrap()
+    );
+    for q in ["p50", "p90", "p99", "p999", "max"] {
+        assert!(forever["e2e_ms"]["all"][q].is_number(), "{q}");
+    }
+
+    // The report rebuilds the same numbers from a copy of the folder's files alone.
+    let copy = tmp.path().join("copy");
+    std::fs::create_dir_all(&copy).unwrap();
+    for f in ["scenario.toml", "run.json", "requests.csv", "vram.csv"] {
+        std::fs::copy(out.join(f), copy.join(f)).unwrap();
+    }
+    run_ok(&["report", copy.to_str().unwrap()]);
+    let again = read_json(&copy.join("summary.json"));
+    assert_eq!(again["cells"], summary["cells"]);
+    assert!(copy.join("index.html").exists());
+}
+
+#[test]
+fn fault_injection_records_every_request_once_and_exits_zero() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    run_ok(&[
+        "run",
+        fixture("faults.toml").to_str().unwrap(),
+        "--target",
+        "sim",
+        "--out",
+        out.to_str().unwrap(),
+        "--quiet",
+        "--no-prewarm",
+    ]);
+    let all = rows(&out);
+    assert_eq!(all.len(), 40, "one row per request");
+    let h = header(&out);
+    let col = |name: &str| h.iter().position(|c| c == name).unwrap();
+    let mut ids: Vec<&str> = all.iter().map(|r| &r[col("request")]).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 40, "no request recorded twice");
+    let kinds: std::collections::BTreeSet<&str> = all
+        .iter()
+        .map(|r| &r[col("error")])
+        .filter(|k| !k.is_empty())
+        .collect();
+    for expected in ["http", "stream_error", "broken_stream"] {
+        assert!(kinds.contains(expected), "no {expected} among {kinds:?}");
+    }
+    let summary = read_json(&out.join("summary.json"));
+    let s = stream_of(&summary["cells"][0]);
+    let errors = s["errors"].as_u64().unwrap();
+    assert!(errors > 0 && errors < 40, "{s}");
+    let by_kind: u64 = s["errors_by_kind"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    assert_eq!(by_kind, errors);
+    assert!(
+        s["ttft_ms"]["all"]["p99"].is_number(),
+        "percentiles beside errors"
+    );
+}
+
+/// Starts `kabench run` in the background, returning the child.
+fn spawn_run(scenario: &str, target: &str, out: &Path) -> std::process::Child {
+    kabench()
+        .args([
+            "run",
+            fixture(scenario).to_str().unwrap(),
+            "--target",
+            target,
+            "--out",
+            out.to_str().unwrap(),
+            "--quiet",
+            "--no-prewarm",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kabench starts")
+}
+
+fn wait_for_rows(dir: &Path, n: usize, limit: Duration) {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if dir.join("requests.csv").exists() && rows(dir).len() >= n {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("fewer than {n} rows after {limit:?}");
+}
+
+fn wait_exit(child: &mut std::process::Child, limit: Duration) -> std::process::ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            panic!("kabench did not exit within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn ctrl_c_leaves_a_complete_reportable_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let mut child = spawn_run("steady.toml", "sim", &out);
+    wait_for_rows(&out, 10, Duration::from_secs(30));
+    let kill = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let status = wait_exit(&mut child, Duration::from_secs(30));
+    assert_eq!(status.code(), Some(130), "interrupted runs exit 130");
+    let meta = read_json(&out.join("run.json"));
+    assert_eq!(meta["status"], "interrupted");
+    let n = rows(&out).len();
+    assert!(n >= 10 && n < 240, "{n} rows");
+    assert!(
+        out.join("index.html").exists(),
+        "the run renders what it recorded"
+    );
+    run_ok(&["report", out.to_str().unwrap()]);
+    let summary = read_json(&out.join("summary.json"));
+    let counted: u64 = summary["cells"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| stream_of(c)["requests"].as_u64().unwrap())
+        .sum();
+    assert_eq!(counted as usize, n);
+}
+
+#[cfg(unix)]
+#[test]
+fn a_target_killed_midway_is_recorded_per_request() {
+    let mut sim = kabench()
+        .args([
+            "sim",
+            "--listen",
+            "127.0.0.1:0",
+            "--scenario",
+            fixture("steady.toml").to_str().unwrap(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(sim.stderr.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines.next().expect("sim prints its address").unwrap();
+        if let Some(rest) = line.split("listening on ").nth(1) {
+            break rest.trim().to_string();
+        }
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let mut child = spawn_run("steady.toml", &addr, &out);
+    wait_for_rows(&out, 10, Duration::from_secs(30));
+    sim.kill().unwrap();
+    let _ = sim.wait();
+    let status = wait_exit(&mut child, Duration::from_secs(60));
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "request failures are data, not a failed run"
+    );
+    let all = rows(&out);
+    assert_eq!(all.len(), 240, "every planned request has its row");
+    let h = header(&out);
+    let err = h.iter().position(|c| c == "error").unwrap();
+    assert!(all.iter().any(|r| &r[err] == "connect"));
+    let meta = read_json(&out.join("run.json"));
+    assert_eq!(meta["status"], "complete");
+    assert!(out.join("index.html").exists());
+}
+
+#[test]
+fn a_malformed_scenario_is_refused_before_anything_is_sent() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bad = tmp.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "name = \"x\"\nseed = 1\n\n[[stream]]\nname = \"s\"\nmodel = \"qwen2.5:3b\"\narrival = { kind = \"poisson\", rate = \"fast\" }\n\n[run]\nrequests = 3\n",
+    )
+    .unwrap();
+    let out = tmp.path().join("run");
+    let o = kabench()
+        .args(["run", bad.to_str().unwrap(), "--out", out.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("bad.toml:7"), "names the line: {err}");
+    assert!(err.contains("rate"), "names the key: {err}");
+    assert!(!out.exists(), "nothing was run");
+}
+
+#[test]
+fn a_missing_model_on_the_target_is_exit_2_with_the_pull_to_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sc = tmp.path().join("missing.toml");
+    std::fs::write(
+        &sc,
+        "name = \"x\"\nseed = 1\n\n[[stream]]\nname = \"s\"\nmodel = \"nosuchmodel:1b\"\narrival = { kind = \"constant\", rate = \"1/s\" }\n\n[run]\nrequests = 1\n",
+    )
+    .unwrap();
+    let o = kabench()
+        .args(["run", sc.to_str().unwrap(), "--target", "sim", "--out"])
+        .arg(tmp.path().join("run"))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("ollama pull nosuchmodel:1b"), "{err}");
+}
