@@ -45,6 +45,19 @@ pub enum Command {
     /// Serve the embedded Ollama simulator (an Ollama-compatible API over a model of
     /// Ollama's scheduler).
     Sim(Box<SimArgs>),
+    /// List the simulator's model catalogue: sizes, load times and speeds, with sources.
+    Models(ModelsArgs),
+}
+
+/// `kabench models`.
+#[derive(Debug, Args)]
+pub struct ModelsArgs {
+    /// Context per slot used for the resident size.
+    #[arg(long, default_value_t = 4096)]
+    pub num_ctx: u32,
+    /// Also print where each figure comes from.
+    #[arg(long)]
+    pub sources: bool,
 }
 
 /// `kabench run`.
@@ -196,6 +209,7 @@ pub async fn dispatch(cli: Cli) -> Result<()> {
         Command::Report(args) => report(args),
         Command::Compare(args) => compare(args),
         Command::Sim(args) => serve_sim(*args).await,
+        Command::Models(args) => models(args),
     }
 }
 
@@ -361,6 +375,59 @@ async fn serve_sim(args: SimArgs) -> Result<()> {
     );
     let _ = tokio::signal::ctrl_c().await;
     handle.shutdown().await;
+    Ok(())
+}
+
+fn models(args: ModelsArgs) -> Result<()> {
+    use std::io::Write;
+    let settings = SimSettings::default();
+    let config = settings.sched_config(0)?;
+    let catalogue = settings.catalogue();
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "{:<30} {:<7} {:>10} {:>18} {:>11} {:>9} {:>8} {:>8}",
+        "model",
+        "quant",
+        "file",
+        format!("resident@{}", args.num_ctx),
+        "KV/token",
+        "load warm",
+        "load cold",
+        "decode"
+    )?;
+    for m in &catalogue.models {
+        let size = crate::sched::predicted_size(m, args.num_ctx, config.slots());
+        let load = |bw: f64| config.runtime_start.as_secs_f64() + m.file_bytes as f64 / bw;
+        writeln!(
+            out,
+            "{:<30} {:<7} {:>10} {:>18} {:>8} KiB {:>8.2}s {:>8.2}s {:>5.0} t/s",
+            m.name,
+            m.quantization,
+            units::format_bytes(m.file_bytes),
+            units::format_bytes(size),
+            m.kv_bytes_per_token() / 1024,
+            load(config.cached_bandwidth),
+            load(config.cold_bandwidth),
+            m.decode_tps
+        )?;
+        if args.sources {
+            writeln!(
+                out,
+                "    aliases: {}; source: {}",
+                m.aliases.join(", "),
+                m.source
+            )?;
+        }
+    }
+    writeln!(
+        out,
+        "load = runtime start {:?} + file / bandwidth (page cache {:.0} GB/s; first load from a cold disk {:.0} GB/s), ±{:.0}% seeded jitter",
+        config.runtime_start,
+        config.cached_bandwidth / 1e9,
+        config.cold_bandwidth / 1e9,
+        config.load_jitter * 100.0
+    )?;
     Ok(())
 }
 
