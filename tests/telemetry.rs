@@ -149,6 +149,7 @@ async fn a_run_without_nvml_goes_on_with_the_other_sources_at_10ms() {
             "sim".into(),
         ],
         interval: Duration::from_millis(10),
+        ps_interval: Some(Duration::from_millis(10)),
         process_names: vec![me.clone()],
         ollama_url: Some(base.clone()),
         prometheus_url: Some(format!("{base}/metrics")),

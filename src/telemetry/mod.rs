@@ -24,6 +24,11 @@ use crate::record::{self, CsvAppender, VramSample};
 /// Default sampling interval.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_millis(100);
 
+/// The shortest `/api/ps` polling interval when [`TelemetryConfig::ps_interval`] is not
+/// set: `/api/ps` changes only when a model loads or unloads, and each poll is an HTTP
+/// round trip, so a 10 ms local sampler does not make it poll every 10 ms.
+pub const DEFAULT_PS_INTERVAL: Duration = DEFAULT_INTERVAL;
+
 /// Source names accepted in [`TelemetryConfig::sources`].
 pub const SOURCES: [&str; 5] = ["nvml", "ollama_ps", "rss", "prometheus", "sim"];
 
@@ -81,8 +86,11 @@ pub trait Sampler: Send + 'static {
 pub struct TelemetryConfig {
     /// Sources to run, from [`SOURCES`].
     pub sources: Vec<String>,
-    /// Sampling interval of every source.
+    /// Sampling interval of every source except `ollama_ps` (see `ps_interval`).
     pub interval: Duration,
+    /// Polling interval of `ollama_ps`; `None`: `interval`, but no shorter than
+    /// [`DEFAULT_PS_INTERVAL`]. `Some` is used as given (10 ms works).
+    pub ps_interval: Option<Duration>,
     /// Process names of the Ollama server and runners (NVML per-process rows and RSS).
     pub process_names: Vec<String>,
     /// Ollama base URL for `ollama_ps`, in any `OLLAMA_HOST` form.
@@ -95,11 +103,21 @@ pub struct TelemetryConfig {
     pub sim_metrics_url: Option<String>,
 }
 
+impl TelemetryConfig {
+    /// The interval `ollama_ps` polls at: `ps_interval`, else `interval` but at least
+    /// [`DEFAULT_PS_INTERVAL`].
+    pub fn effective_ps_interval(&self) -> Duration {
+        self.ps_interval
+            .unwrap_or_else(|| self.interval.max(DEFAULT_PS_INTERVAL))
+    }
+}
+
 impl Default for TelemetryConfig {
     fn default() -> Self {
         TelemetryConfig {
             sources: vec!["nvml".into(), "ollama_ps".into(), "rss".into()],
             interval: DEFAULT_INTERVAL,
+            ps_interval: None,
             process_names: DEFAULT_PROCESS_NAMES
                 .iter()
                 .map(|s| s.to_string())
@@ -378,6 +396,9 @@ pub fn start(
     if config.interval.is_zero() {
         bail!("telemetry interval must be greater than zero");
     }
+    if config.effective_ps_interval().is_zero() {
+        bail!("telemetry /api/ps interval must be greater than zero");
+    }
     let mut names: Vec<String> = Vec::new();
     for s in &config.sources {
         if !SOURCES.contains(&s.as_str()) {
@@ -405,7 +426,11 @@ pub fn start(
         let ctx = LoopCtx {
             name: name.clone(),
             epoch,
-            interval: config.interval,
+            interval: if name == "ollama_ps" {
+                config.effective_ps_interval()
+            } else {
+                config.interval
+            },
             stop: stop.clone(),
             rows: tx.clone(),
         };
@@ -506,5 +531,27 @@ mod tests {
             ..Default::default()
         };
         assert!(start(zero, Instant::now(), &path, CancellationToken::new()).is_err());
+        let zero_ps = TelemetryConfig {
+            ps_interval: Some(Duration::ZERO),
+            ..Default::default()
+        };
+        assert!(start(zero_ps, Instant::now(), &path, CancellationToken::new()).is_err());
+    }
+
+    #[test]
+    fn ps_polls_no_faster_than_100_ms_unless_asked() {
+        let at = |interval_ms: u64, ps_ms: Option<u64>| {
+            TelemetryConfig {
+                interval: Duration::from_millis(interval_ms),
+                ps_interval: ps_ms.map(Duration::from_millis),
+                ..Default::default()
+            }
+            .effective_ps_interval()
+        };
+        assert_eq!(at(10, None), Duration::from_millis(100));
+        assert_eq!(at(100, None), Duration::from_millis(100));
+        assert_eq!(at(500, None), Duration::from_millis(500));
+        assert_eq!(at(10, Some(10)), Duration::from_millis(10));
+        assert_eq!(at(100, Some(1000)), Duration::from_millis(1000));
     }
 }

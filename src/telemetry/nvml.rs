@@ -4,6 +4,7 @@
 //! Knows nothing of Ollama's API or of the run folder.
 
 use std::collections::BTreeMap;
+use std::time::Instant;
 
 use nvml_wrapper::Nvml;
 use nvml_wrapper::enums::device::UsedGpuMemory;
@@ -18,6 +19,10 @@ pub struct NvmlSampler {
     devices: u32,
     process_names: Vec<String>,
     system: Option<System>,
+    /// Names of the pids seen on the GPUs, kept for [`super::rss::RESCAN_EVERY`] so a
+    /// 10 ms loop does not read `/proc` for every pid on every sample.
+    names: BTreeMap<u32, String>,
+    names_since: Instant,
     description: String,
 }
 
@@ -65,6 +70,8 @@ impl NvmlSampler {
             devices,
             process_names,
             system,
+            names: BTreeMap::new(),
+            names_since: Instant::now(),
             description: parts.join(", "),
         })
     }
@@ -96,8 +103,9 @@ impl NvmlSampler {
                 Err(e) => return Err(failed("process list", e)),
             }
         }
-        let names = self.pid_names(used.keys().copied());
         let device = format!("gpu{index}");
+        self.learn_names(used.keys().copied());
+        let names = &self.names;
         Ok(self
             .process_names
             .iter()
@@ -128,26 +136,33 @@ impl NvmlSampler {
             .collect())
     }
 
-    fn pid_names(&mut self, pids: impl Iterator<Item = u32>) -> BTreeMap<u32, String> {
-        let pids: Vec<Pid> = pids.map(Pid::from_u32).collect();
-        let mut out = BTreeMap::new();
-        let Some(system) = self.system.as_mut() else {
-            return out;
-        };
-        if pids.is_empty() {
-            return out;
+    /// Puts the names of `pids` not seen lately into `self.names`, from the process table
+    /// (threads left out). A pid whose name cannot be read stays out of the map.
+    fn learn_names(&mut self, pids: impl Iterator<Item = u32>) {
+        if self.names_since.elapsed() >= super::rss::RESCAN_EVERY {
+            // Pids are reused: forget old names now and then.
+            self.names.clear();
+            self.names_since = Instant::now();
         }
-        system.refresh_processes_specifics(
-            ProcessesToUpdate::Some(&pids),
-            true,
-            ProcessRefreshKind::nothing(),
-        );
-        for pid in pids {
-            if let Some(p) = system.process(pid) {
-                out.insert(pid.as_u32(), p.name().to_string_lossy().into_owned());
+        let unknown: Vec<Pid> = pids
+            .filter(|pid| !self.names.contains_key(pid))
+            .map(Pid::from_u32)
+            .collect();
+        if let Some(system) = self.system.as_mut()
+            && !unknown.is_empty()
+        {
+            system.refresh_processes_specifics(
+                ProcessesToUpdate::Some(&unknown),
+                true,
+                ProcessRefreshKind::nothing().without_tasks(),
+            );
+            for pid in unknown {
+                if let Some(p) = system.process(pid) {
+                    self.names
+                        .insert(pid.as_u32(), p.name().to_string_lossy().into_owned());
+                }
             }
         }
-        out
     }
 }
 

@@ -1,9 +1,11 @@
 //! The process-memory source: resident set size of the Ollama processes (matched by
-//! name), summed per configured name, for hosts without a GPU or without NVML. The full
-//! process table is rescanned about once a second; between scans only the matched pids
-//! are read, which keeps a 10 ms interval cheap. Knows nothing of Ollama's API.
+//! name), summed per configured name, for hosts without a GPU or without NVML. `sysinfo`
+//! rescans the process table (threads left out) about once a second to find the
+//! processes; between scans, on Linux, each sample is one `pread` of every matched pid's
+//! `/proc/<pid>/statm` kept open, so a 10 ms interval stays cheap. Elsewhere `sysinfo`
+//! refreshes the matched pids. Knows nothing of Ollama's API.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
 
@@ -12,18 +14,34 @@ use super::{BlockingSampler, Reading, SourceError, process_name_matches};
 /// How often the whole process table is rescanned for new matching processes.
 pub const RESCAN_EVERY: Duration = Duration::from_secs(1);
 
+/// One matched process.
+struct Tracked {
+    pid: Pid,
+    /// Indexes into the configured names that this process matches.
+    patterns: Vec<usize>,
+    /// `/proc/<pid>/statm`, opened once at discovery (Linux).
+    #[cfg(target_os = "linux")]
+    statm: Option<std::fs::File>,
+    /// Resident bytes at the last sample; `None` once the process is gone.
+    rss: Option<u64>,
+}
+
 /// Reads RSS of named processes; lives on one blocking thread.
 pub struct RssSampler {
     system: System,
     process_names: Vec<String>,
-    pids: Vec<Pid>,
-    since_scan: u32,
-    scan_every: u32,
+    tracked: Vec<Tracked>,
+    last_scan: Option<Instant>,
+    #[cfg(target_os = "linux")]
+    page_size: u64,
+    #[cfg(target_os = "linux")]
+    buf: [u8; 128],
 }
 
 impl RssSampler {
-    /// A sampler for `process_names`, sampled every `interval`.
-    pub fn new(process_names: Vec<String>, interval: Duration) -> Result<Self, SourceError> {
+    /// A sampler for `process_names`. The interval is the caller's to keep; the process
+    /// table is rescanned every [`RESCAN_EVERY`] whatever it is.
+    pub fn new(process_names: Vec<String>, _interval: Duration) -> Result<Self, SourceError> {
         if process_names.is_empty() {
             return Err(SourceError::Unavailable(
                 "no process names configured".into(),
@@ -31,35 +49,98 @@ impl RssSampler {
         }
         let system =
             System::new().map_err(|e| SourceError::Unavailable(format!("process table: {e}")))?;
-        let ratio = RESCAN_EVERY.as_secs_f64() / interval.as_secs_f64().max(1e-6);
         Ok(RssSampler {
             system,
             process_names,
-            pids: Vec::new(),
-            since_scan: u32::MAX,
-            scan_every: ratio.clamp(1.0, 10_000.0) as u32,
+            tracked: Vec::new(),
+            last_scan: None,
+            #[cfg(target_os = "linux")]
+            page_size: linux::page_size(),
+            #[cfg(target_os = "linux")]
+            buf: [0; 128],
         })
     }
 
+    /// Finds the processes whose names match, without walking their threads (on Linux a
+    /// thread carries its process's name and would count its memory again).
     fn rescan(&mut self) {
-        self.system.refresh_processes_specifics(
-            ProcessesToUpdate::All,
-            true,
-            ProcessRefreshKind::nothing().with_memory(),
-        );
-        self.pids = self
-            .system
-            .processes()
-            .iter()
-            .filter(|(_, p)| {
-                let name = p.name().to_string_lossy();
-                self.process_names
-                    .iter()
-                    .any(|pat| process_name_matches(&name, pat))
-            })
-            .map(|(pid, _)| *pid)
-            .collect();
-        self.pids.sort();
+        let kind = ProcessRefreshKind::nothing().without_tasks();
+        #[cfg(not(target_os = "linux"))]
+        let kind = kind.with_memory();
+        self.system
+            .refresh_processes_specifics(ProcessesToUpdate::All, true, kind);
+        let mut tracked: Vec<Tracked> = Vec::new();
+        for (pid, p) in self.system.processes() {
+            if p.thread_kind().is_some() {
+                continue;
+            }
+            let name = p.name().to_string_lossy();
+            let patterns: Vec<usize> = self
+                .process_names
+                .iter()
+                .enumerate()
+                .filter(|(_, pat)| process_name_matches(&name, pat))
+                .map(|(i, _)| i)
+                .collect();
+            if patterns.is_empty() {
+                continue;
+            }
+            // Keep the open file of a process already tracked.
+            let kept = self
+                .tracked
+                .iter()
+                .position(|t| t.pid == *pid)
+                .map(|i| self.tracked.swap_remove(i));
+            #[cfg(target_os = "linux")]
+            let statm = match kept {
+                Some(Tracked {
+                    statm: Some(f),
+                    rss: Some(_),
+                    ..
+                }) => Some(f),
+                _ => std::fs::File::open(format!("/proc/{pid}/statm")).ok(),
+            };
+            #[cfg(not(target_os = "linux"))]
+            drop(kept);
+            tracked.push(Tracked {
+                pid: *pid,
+                patterns,
+                #[cfg(target_os = "linux")]
+                statm,
+                rss: Some(0),
+            });
+        }
+        tracked.sort_by_key(|t| t.pid);
+        self.tracked = tracked;
+    }
+
+    /// Reads the resident bytes of every tracked process.
+    #[cfg(target_os = "linux")]
+    fn read_tracked(&mut self) {
+        for t in &mut self.tracked {
+            t.rss = match &t.statm {
+                Some(f) if t.rss.is_some() => {
+                    linux::resident_bytes(f, &mut self.buf).map(|pages| pages * self.page_size)
+                }
+                _ => None,
+            };
+        }
+    }
+
+    /// Reads the resident bytes of every tracked process.
+    #[cfg(not(target_os = "linux"))]
+    fn read_tracked(&mut self, just_scanned: bool) {
+        if !just_scanned {
+            let pids: Vec<Pid> = self.tracked.iter().map(|t| t.pid).collect();
+            self.system.refresh_processes_specifics(
+                ProcessesToUpdate::Some(&pids),
+                true,
+                ProcessRefreshKind::nothing().without_tasks().with_memory(),
+            );
+        }
+        for t in &mut self.tracked {
+            t.rss = self.system.process(t.pid).map(|p| p.memory());
+        }
     }
 }
 
@@ -69,26 +150,24 @@ impl BlockingSampler for RssSampler {
     }
 
     fn sample(&mut self) -> Result<Vec<Reading>, SourceError> {
-        if self.since_scan >= self.scan_every {
+        let due = self.last_scan.is_none_or(|t| t.elapsed() >= RESCAN_EVERY);
+        if due {
             self.rescan();
-            self.since_scan = 0;
-        } else if !self.pids.is_empty() {
-            self.system.refresh_processes_specifics(
-                ProcessesToUpdate::Some(&self.pids),
-                true,
-                ProcessRefreshKind::nothing().with_memory(),
-            );
+            self.last_scan = Some(Instant::now());
         }
-        self.since_scan = self.since_scan.saturating_add(1);
+        #[cfg(target_os = "linux")]
+        self.read_tracked();
+        #[cfg(not(target_os = "linux"))]
+        self.read_tracked(due);
         let mut out = Vec::with_capacity(self.process_names.len());
-        for pattern in &self.process_names {
+        for (i, pattern) in self.process_names.iter().enumerate() {
             let mut total = 0u64;
             let mut count = 0usize;
-            for pid in &self.pids {
-                if let Some(p) = self.system.process(*pid)
-                    && process_name_matches(&p.name().to_string_lossy(), pattern)
+            for t in &self.tracked {
+                if let Some(rss) = t.rss
+                    && t.patterns.contains(&i)
                 {
-                    total += p.memory();
+                    total += rss;
                     count += 1;
                 }
             }
@@ -104,20 +183,73 @@ impl BlockingSampler for RssSampler {
     }
 }
 
+/// `/proc` reading without a libc binding.
+#[cfg(target_os = "linux")]
+mod linux {
+    use std::fs::File;
+    use std::os::unix::fs::FileExt;
+
+    /// `AT_PAGESZ` in the ELF auxiliary vector.
+    const AT_PAGESZ: usize = 6;
+
+    /// The page size `statm` counts in: `AT_PAGESZ` from `/proc/self/auxv`, else 4096.
+    pub fn page_size() -> u64 {
+        const WORD: usize = std::mem::size_of::<usize>();
+        let Ok(auxv) = std::fs::read("/proc/self/auxv") else {
+            return 4096;
+        };
+        let word = |b: &[u8]| b.try_into().ok().map(usize::from_ne_bytes);
+        for pair in auxv.chunks_exact(2 * WORD) {
+            if let (Some(key), Some(value)) = (word(&pair[..WORD]), word(&pair[WORD..])) {
+                if key == AT_PAGESZ && value.is_power_of_two() {
+                    return value as u64;
+                }
+                if key == 0 {
+                    break;
+                }
+            }
+        }
+        4096
+    }
+
+    /// Resident pages from an open `/proc/<pid>/statm` (its second field), read again
+    /// from offset 0; `None` once the process is gone.
+    pub fn resident_bytes(statm: &File, buf: &mut [u8]) -> Option<u64> {
+        let n = statm.read_at(buf, 0).ok()?;
+        parse_statm_resident(buf.get(..n)?)
+    }
+
+    /// The second field of a `statm` line (`size resident shared text lib data dt`).
+    pub fn parse_statm_resident(line: &[u8]) -> Option<u64> {
+        let field = line.split(|b| *b == b' ').nth(1)?;
+        let field = field.strip_suffix(b"\n").unwrap_or(field);
+        if field.is_empty() || !field.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        field.iter().try_fold(0u64, |acc, d| {
+            acc.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn measures_this_test_process_by_name() {
-        let me = std::env::current_exe().unwrap();
-        let name: String = me
+    fn own_name() -> String {
+        std::env::current_exe()
+            .unwrap()
             .file_name()
             .unwrap()
             .to_string_lossy()
             .chars()
             .take(15)
-            .collect();
+            .collect()
+    }
+
+    #[test]
+    fn measures_this_test_process_by_name() {
+        let name = own_name();
         let mut s = RssSampler::new(
             vec![name.clone(), "no-such-proc".into()],
             Duration::from_millis(10),
@@ -129,7 +261,75 @@ mod tests {
             assert_eq!(rows[0].model, name);
             assert!(rows[0].used_bytes > 1 << 20, "{rows:?}");
             assert_eq!(rows[1].used_bytes, 0);
+            assert_eq!(rows[1].extra, "processes=0");
         }
+    }
+
+    #[test]
+    fn threads_are_not_counted_as_processes() {
+        // Threads named like their process (as Ollama's are) must not count again.
+        let name = own_name();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let threads: Vec<_> = (0..3)
+            .map(|_| {
+                let stop = stop.clone();
+                std::thread::Builder::new().name(own_name()).spawn(move || {
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let mut s = RssSampler::new(vec![name], Duration::from_millis(10)).unwrap();
+        let rows = s.sample().unwrap();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(rows[0].extra, "processes=1", "{rows:?}");
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn statm_reread_follows_memory_growth_and_matches_status() {
+        let name = own_name();
+        let mut s = RssSampler::new(vec![name], Duration::from_millis(10)).unwrap();
+        let before = s.sample().unwrap()[0].used_bytes;
+        // Touch 64 MiB so the resident set grows; the kept-open statm must see it.
+        let block = vec![1u8; 64 << 20];
+        let after = s.sample().unwrap()[0].used_bytes;
+        assert!(
+            std::hint::black_box(&block)
+                .iter()
+                .step_by(4096)
+                .all(|b| *b == 1)
+        );
+        assert!(after >= before + (48 << 20), "{before} -> {after}");
+        // The page size is right: statm × page size agrees with VmRSS (kB) of status.
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let vm_rss_kb: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap();
+        let diff = (vm_rss_kb * 1024).abs_diff(after);
+        assert!(diff < 16 << 20, "statm {after} B, VmRSS {vm_rss_kb} kB");
+        drop(block);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn statm_lines_parse_and_page_size_is_a_power_of_two() {
+        assert_eq!(
+            linux::parse_statm_resident(b"1163 301 250 6 0 109 0\n"),
+            Some(301)
+        );
+        assert_eq!(linux::parse_statm_resident(b"0 0 0 0 0 0 0"), Some(0));
+        assert_eq!(linux::parse_statm_resident(b""), None);
+        assert_eq!(linux::parse_statm_resident(b"12 x3 0"), None);
+        let page = linux::page_size();
+        assert!(page.is_power_of_two() && page >= 4096, "{page}");
     }
 
     #[test]
