@@ -199,6 +199,8 @@ async fn run_against(
         prewarm(&client, plan, &runner_cfg, &progress).await;
     }
     let tail = release_tail(plan);
+    // Three sampling intervals (at least 100 ms) so the release shows in vram.csv.
+    let settle = (scenario.telemetry.interval * 3).max(Duration::from_millis(100));
     let mut status = RunStatus::Complete;
     let mut failure = None;
     for cell in &plan.cells {
@@ -231,7 +233,7 @@ async fn run_against(
         {
             Ok(timing) => {
                 if !cancel.is_cancelled() {
-                    await_release(&client, tail, &cancel).await;
+                    await_release(&client, tail, settle, &cancel).await;
                 }
                 let m = &mut writer.meta_mut().cells[cell.index];
                 m.started_ms = Some(timing.started_ms);
@@ -404,12 +406,24 @@ pub fn release_tail(plan: &Plan) -> Duration {
 }
 
 /// After a cell's last request, watches until the target has released every model
-/// (then nothing more accrues) or `tail` has passed.
-async fn await_release(client: &OllamaClient, tail: Duration, cancel: &CancellationToken) {
+/// (then nothing more accrues) or `tail` has passed. After a release it waits `settle`
+/// more, so every telemetry source samples the freed memory inside the cell.
+async fn await_release(
+    client: &OllamaClient,
+    tail: Duration,
+    settle: Duration,
+    cancel: &CancellationToken,
+) {
     let deadline = Instant::now() + tail;
     while Instant::now() < deadline && !cancel.is_cancelled() {
         match client.ps().await {
-            Ok(ps) if ps.models.is_empty() => return,
+            Ok(ps) if ps.models.is_empty() => {
+                tokio::select! {
+                    _ = tokio::time::sleep(settle) => {}
+                    _ = cancel.cancelled() => {}
+                }
+                return;
+            }
             Err(_) => return,
             _ => {}
         }

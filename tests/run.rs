@@ -353,3 +353,60 @@ fn a_missing_model_on_the_target_is_exit_2_with_the_pull_to_run() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("ollama pull nosuchmodel:1b"), "{err}");
 }
+
+#[test]
+fn release_delay_and_idle_vram_match_keep_alive_on_the_simulator() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    run_ok(&[
+        "run",
+        fixture("release.toml").to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--quiet",
+    ]);
+    let summary = read_json(&out.join("summary.json"));
+    let h = header(&out);
+    let col = |name: &str| h.iter().position(|c| c == name).unwrap();
+    let all = rows(&out);
+    let interval_s = 0.1;
+    let mut idle = Vec::new();
+    for cell in summary["cells"].as_array().unwrap() {
+        let ka: f64 = match cell["params"]["keep_alive"].as_str().unwrap() {
+            "1s" => 1.0,
+            "3s" => 3.0,
+            other => panic!("unexpected keep_alive {other}"),
+        };
+        let vram = &cell["vram"];
+        let release = &vram["release"][0];
+        let delay = release["release_delay_s"]
+            .as_f64()
+            .expect("release observed");
+        assert!(
+            (delay - ka).abs() <= interval_s + 0.05,
+            "keep_alive {ka}: release delay {delay}"
+        );
+        assert_eq!(release["honoured"], true);
+
+        // Hand calculation: the model (size = peak) is idle after request 0 until it is
+        // released (1s) or until request 1 arrives (3s), and for keep_alive after request 1.
+        let id = cell["id"].as_str().unwrap();
+        let mine: Vec<_> = all.iter().filter(|r| &r[col("cell")] == id).collect();
+        let t = |r: &csv::StringRecord, c: &str| r[col(c)].parse::<f64>().unwrap() / 1000.0;
+        let (end0, sent1) = (t(mine[0], "end_ms"), t(mine[1], "sent_ms"));
+        let held_between = (sent1 - end0).min(ka);
+        let size_gb = vram["peak_bytes"].as_f64().unwrap() / 1e9;
+        let expected = size_gb * (held_between + ka);
+        let measured = vram["idle_gb_seconds"].as_f64().unwrap();
+        assert!(
+            (measured - expected).abs() <= size_gb * 2.0 * (interval_s + 0.05),
+            "keep_alive {ka}: idle {measured} GB·s, expected {expected}"
+        );
+        idle.push((ka, measured));
+    }
+    idle.sort_by(|a, b| a.0.total_cmp(&b.0));
+    assert!(
+        idle[0].1 < idle[1].1,
+        "idle VRAM grows with keep_alive: {idle:?}"
+    );
+}
