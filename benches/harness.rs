@@ -84,10 +84,10 @@ fn sample_row(i: u32) -> RequestRecord {
         first_answer_ms: Some(t + 31.0),
         end_ms: t + 480.0 + (i % 97) as f64,
         status: Some(200),
-        resident_before: Some(i % 50 != 0),
-        load_duration_ms: Some(if i % 50 == 0 { 1100.0 } else { 4.0 }),
-        cold: i % 50 == 0,
-        cold_reason: if i % 50 == 0 {
+        resident_before: Some(!i.is_multiple_of(50)),
+        load_duration_ms: Some(if i.is_multiple_of(50) { 1100.0 } else { 4.0 }),
+        cold: i.is_multiple_of(50),
+        cold_reason: if i.is_multiple_of(50) {
             "both".into()
         } else {
             String::new()

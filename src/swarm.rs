@@ -597,10 +597,10 @@ async fn read_body(
             }
         }
     }
-    if let Some(chunk) = decoder.finish::<api::StreamChunk>()? {
-        if observe(ex, chunk, Instant::now())? {
-            return Ok(());
-        }
+    if let Some(chunk) = decoder.finish::<api::StreamChunk>()?
+        && observe(ex, chunk, Instant::now())?
+    {
+        return Ok(());
     }
     Err(ClientError::BrokenStream(format!(
         "body ended after {} chunks without done:true",
