@@ -1,8 +1,10 @@
 //! Sampler overhead: runs the NVML sampler (or, without a GPU, the RSS fallback) and the
-//! `/api/ps` poller at 10 ms and at 100 ms for 5 s each and prints the CPU time this
-//! process used as a share of one core (Linux: `/proc/self/stat`). The `/api/ps` server
-//! runs in a child process, so its work is not counted. `cargo bench --bench telemetry_overhead`.
+//! `/api/ps` poller at several intervals for 5 s each and prints the CPU time this whole
+//! process used as a share of one core (Linux: `/proc/self/stat`), next to a run with no
+//! source (the floor). The `/api/ps` server runs in a child process, so its work is not
+//! counted. `cargo bench --bench telemetry_overhead`.
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -13,7 +15,7 @@ use kabench::record::{RunMeta, RunWriter};
 use kabench::telemetry::{self, TelemetryConfig};
 use tokio_util::sync::CancellationToken;
 
-const RUN_FOR: Duration = Duration::from_secs(5);
+const RUN_FOR: Duration = Duration::from_secs(10);
 const SERVE_ARG: &str = "--serve-ps";
 const PS: &str = r#"{"models":[{"name":"granite3.3:2b","model":"granite3.3:2b","size":2629206853,"digest":"07bd1f170855240f9e162bf54ea494a8bc1c73d8cbd1365d7fccbeb7d2504947","details":{"parent_model":"","format":"gguf","family":"granite","families":["granite"],"parameter_size":"2.5B","quantization_level":"Q4_K_M"},"expires_at":"2025-08-23T15:38:39.2249446+02:00","size_vram":2629206853,"context_length":4096}]}"#;
 
@@ -29,6 +31,57 @@ fn cpu_seconds() -> f64 {
     // utime and stime are fields 14 and 15 of the line, 12 and 13 after ')'.
     let tick = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
     (tick(11) + tick(12)) / USER_HZ
+}
+
+/// On-CPU nanoseconds of each live thread of this process, by thread id, with its name
+/// (`/proc/self/task/*/schedstat`, first field): finer than the 10 ms ticks of
+/// `/proc/self/stat`. Threads live through the whole bench (see the runtime's keep-alive).
+fn thread_cpu() -> BTreeMap<u32, (String, u64)> {
+    let mut out = BTreeMap::new();
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+        return out;
+    };
+    for entry in dir.flatten() {
+        let Some(tid) = entry.file_name().to_str().and_then(|t| t.parse().ok()) else {
+            continue;
+        };
+        let path = entry.path();
+        let ns = std::fs::read_to_string(path.join("schedstat"))
+            .ok()
+            .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()));
+        let name = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+        if let Some(ns) = ns {
+            out.insert(tid, (name.trim().to_string(), ns));
+        }
+    }
+    out
+}
+
+/// CPU seconds per thread name between two [`thread_cpu`] snapshots, busiest first.
+fn thread_delta(
+    before: &BTreeMap<u32, (String, u64)>,
+    after: &BTreeMap<u32, (String, u64)>,
+) -> Vec<(String, f64)> {
+    let mut by_name: BTreeMap<String, u64> = BTreeMap::new();
+    for (tid, (name, ns)) in after {
+        let start = before.get(tid).map_or(0, |b| b.1);
+        *by_name.entry(name.clone()).or_default() += ns.saturating_sub(start);
+    }
+    let mut out: Vec<(String, f64)> = by_name
+        .into_iter()
+        .map(|(n, ns)| (n, ns as f64 / 1e9))
+        .filter(|(_, s)| *s > 0.0)
+        .collect();
+    out.sort_by(|a, b| b.1.total_cmp(&a.1));
+    out
+}
+
+/// The 1-minute load average, as a measure of how busy the machine was.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "?".into())
 }
 
 /// Child mode: serve `/api/ps` on loopback and print the port.
@@ -76,6 +129,16 @@ fn own_name() -> String {
         .collect()
 }
 
+/// The `/api/ps` interval a run used.
+fn config_ps(interval_ms: u64, ps_ms: Option<u64>) -> Duration {
+    TelemetryConfig {
+        interval: Duration::from_millis(interval_ms),
+        ps_interval: ps_ms.map(Duration::from_millis),
+        ..Default::default()
+    }
+    .effective_ps_interval()
+}
+
 fn main() {
     if std::env::args().any(|a| a == SERVE_ARG) {
         serve_ps();
@@ -86,48 +149,78 @@ fn main() {
     let local = if nvml { "nvml" } else { "rss" };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
+        // Blocking threads stay for the whole bench, so per-thread times add up.
+        .thread_keep_alive(Duration::from_secs(3600))
         .enable_all()
         .build()
         .expect("a runtime");
     println!("## Telemetry overhead");
-    println!("sources: {local} + ollama_ps (server in a child process), {RUN_FOR:?} each");
-    let runs: [(&[&str], u64); 4] = [
-        (&[local, "ollama_ps"], 10),
-        (&[local], 10),
-        (&["ollama_ps"], 10),
-        (&[local, "ollama_ps"], 100),
+    println!(
+        "sources: {local} + ollama_ps (server in a child process), {RUN_FOR:?} each; load average {}",
+        load_average()
+    );
+    // (sources, interval, /api/ps interval: None = the default, no faster than 100 ms)
+    let runs: [(&[&str], u64, Option<u64>); 7] = [
+        (&[], 10, None),
+        (&[local, "ollama_ps"], 10, None),
+        (&[local], 10, None),
+        (&["ollama_ps"], 10, None),
+        (&["ollama_ps"], 10, Some(10)),
+        (&[local, "ollama_ps"], 10, Some(10)),
+        (&[local, "ollama_ps"], 100, None),
     ];
-    for (sources, interval_ms) in runs {
+    for (sources, interval_ms, ps_ms) in runs {
         let dir = tempfile::tempdir().expect("a temporary folder");
         let run = RunWriter::create(dir.path(), "", RunMeta::default()).expect("a run folder");
         let config = TelemetryConfig {
             sources: sources.iter().map(|s| s.to_string()).collect(),
             interval: Duration::from_millis(interval_ms),
+            ps_interval: ps_ms.map(Duration::from_millis),
             // The server child and this process share a name: RSS reads two live pids
             // per sample, as it would an Ollama server and a runner.
             process_names: vec![own_name()],
             ollama_url: Some(format!("http://127.0.0.1:{port}")),
             ..Default::default()
         };
-        let (cpu, wall, report) = rt.block_on(async {
+        let (cpu, wall, threads, report) = rt.block_on(async {
             // Let the runtime settle before measuring.
             tokio::time::sleep(Duration::from_millis(200)).await;
             let epoch = Instant::now();
             let cpu0 = cpu_seconds();
+            let threads0 = thread_cpu();
             let handle = telemetry::start(config, epoch, run.vram_path(), CancellationToken::new())
                 .expect("telemetry starts");
             tokio::time::sleep(RUN_FOR).await;
             let report = handle.stop().await;
-            (cpu_seconds() - cpu0, epoch.elapsed().as_secs_f64(), report)
+            let threads = thread_delta(&threads0, &thread_cpu());
+            let cpu = cpu_seconds() - cpu0;
+            (cpu, epoch.elapsed().as_secs_f64(), threads, report)
         });
+        let ps = if sources.contains(&"ollama_ps") {
+            format!(", /api/ps every {:?}", config_ps(interval_ms, ps_ms))
+        } else {
+            String::new()
+        };
+        let name = if sources.is_empty() {
+            "(none)".to_string()
+        } else {
+            sources.join(" + ")
+        };
+        let fine: f64 = threads.iter().map(|t| t.1).sum();
+        let per_thread: Vec<String> = threads
+            .iter()
+            .map(|(n, s)| format!("{n} {:.3}%", 100.0 * s / wall))
+            .collect();
         println!(
-            "{:<16} every {interval_ms:>3} ms: {:.2}% of one core ({cpu:.2} s CPU over {wall:.2} s), {} rows, {:?}",
-            sources.join(" + "),
+            "{name:<16} every {interval_ms:>3} ms{ps}: {:.3}% of one core ({fine:.4} s on CPU over {wall:.2} s; utime+stime {:.2}%), {} rows, {:?}",
+            100.0 * fine / wall,
             100.0 * cpu / wall,
             report.samples,
             report.sources
         );
+        println!("    by thread: {}", per_thread.join(", "));
     }
+    println!("load average at the end: {}", load_average());
     let _ = child.kill();
     let _ = child.wait();
 }

@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::analysis::{self, Summary};
+use crate::analysis::Summary;
 use crate::record::RunStatus;
 use crate::scenario;
 use crate::session::{self, RunOptions, Target};
@@ -45,8 +45,36 @@ pub enum Command {
     /// Serve the embedded Ollama simulator (an Ollama-compatible API over a model of
     /// Ollama's scheduler).
     Sim(Box<SimArgs>),
+    /// Run closed-loop users (goose) against the target, once per cell of the sweep.
+    Swarm(SwarmArgs),
     /// List the simulator's model catalogue: sizes, load times and speeds, with sources.
     Models(ModelsArgs),
+}
+
+/// `kabench swarm`.
+#[derive(Debug, Args)]
+pub struct SwarmArgs {
+    /// Scenario file (TOML); its [swarm] section sets users, hatch rate, think time and run time.
+    pub scenario: PathBuf,
+    /// `sim` for the embedded simulator, or an Ollama address. Default: the scenario's
+    /// [target], else `sim`.
+    #[arg(long)]
+    pub target: Option<String>,
+    /// Run folder (default: reports/<scenario>-swarm-<UTC time>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Users (overrides [swarm] users).
+    #[arg(long)]
+    pub users: Option<u32>,
+    /// Run time per cell, e.g. 30s (overrides [swarm] run_time).
+    #[arg(long, value_parser = parse_duration)]
+    pub run_time: Option<Duration>,
+    /// Print summary.json on stdout instead of the table.
+    #[arg(long)]
+    pub json: bool,
+    /// No progress on stderr.
+    #[arg(long, short)]
+    pub quiet: bool,
 }
 
 /// `kabench models`.
@@ -210,13 +238,14 @@ pub async fn dispatch(cli: Cli) -> Result<()> {
         Command::Compare(args) => compare(args),
         Command::Sim(args) => serve_sim(*args).await,
         Command::Models(args) => models(args),
+        Command::Swarm(args) => swarm(args).await,
     }
 }
 
 async fn run(args: RunArgs) -> Result<()> {
     let scenario = scenario::load(&args.scenario)?;
     let plan = scenario::plan(&scenario);
-    let target = session::Target::resolve(
+    let target = Target::resolve(
         args.target.as_deref().map(Target::parse).as_ref(),
         &scenario,
     );
@@ -226,6 +255,38 @@ async fn run(args: RunArgs) -> Result<()> {
         pull: args.pull,
         prewarm: !args.no_prewarm,
     };
+    let (cancel, tx, progress) = observe(args.quiet);
+    let outcome = session::run(&scenario, &plan, &options, tx, cancel).await;
+    let _ = progress.await;
+    finish(outcome?, args.json)
+}
+
+async fn swarm(args: SwarmArgs) -> Result<()> {
+    let scenario = scenario::load(&args.scenario)?;
+    let plan = scenario::plan(&scenario);
+    let options = crate::swarm::SwarmOptions {
+        target: Target::resolve(
+            args.target.as_deref().map(Target::parse).as_ref(),
+            &scenario,
+        ),
+        out: args.out,
+        users: args.users,
+        run_time: args.run_time,
+    };
+    let (cancel, tx, progress) = observe(args.quiet);
+    let outcome = crate::swarm::run_swarm(&scenario, &plan, &options, tx, cancel).await;
+    let _ = progress.await;
+    finish(outcome?, args.json)
+}
+
+/// Ctrl-C → the cancel token; progress events → stderr.
+fn observe(
+    quiet: bool,
+) -> (
+    CancellationToken,
+    mpsc::UnboundedSender<crate::runner::ProgressEvent>,
+    tokio::task::JoinHandle<()>,
+) {
     let cancel = CancellationToken::new();
     let on_ctrl_c = cancel.clone();
     tokio::spawn(async move {
@@ -235,14 +296,15 @@ async fn run(args: RunArgs) -> Result<()> {
         }
     });
     let (tx, rx) = mpsc::unbounded_channel();
-    let progress = tokio::spawn(crate::progress::show(rx, args.quiet));
-    let outcome = session::run(&scenario, &plan, &options, tx, cancel).await;
-    let _ = progress.await;
-    let outcome = outcome?;
+    let progress = tokio::spawn(crate::progress::show(rx, quiet));
+    (cancel, tx, progress)
+}
+
+/// Renders the finished run, prints its table and decides the outcome.
+fn finish(outcome: session::RunOutcome, json: bool) -> Result<()> {
     let rendered = crate::report::render(&outcome.dir, &crate::report::RenderOptions::default())
         .with_context(|| format!("rendering the report of {}", outcome.dir.display()))?;
-    let (_, summary) = analysis::summarize_dir(&outcome.dir, None)?;
-    print_result(&summary, args.json)?;
+    print_result(&read_summary(&outcome.dir)?, json)?;
     eprintln!("{}", rendered.headline);
     eprintln!(
         "wrote {} ({} requests, {} errors): open {}",
@@ -263,6 +325,14 @@ async fn run(args: RunArgs) -> Result<()> {
         )),
         _ => Ok(()),
     }
+}
+
+/// The `summary.json` that `report::render` just wrote.
+fn read_summary(dir: &std::path::Path) -> Result<Summary> {
+    let path = dir.join(crate::record::SUMMARY_JSON);
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
 }
 
 fn validate(args: ValidateArgs) -> Result<()> {
@@ -302,8 +372,7 @@ fn report(args: ReportArgs) -> Result<()> {
         cold_threshold: args.cold_threshold,
     };
     let rendered = crate::report::render(&args.dir, &options)?;
-    let (_, summary) = analysis::summarize_dir(&args.dir, args.cold_threshold)?;
-    print_result(&summary, args.json)?;
+    print_result(&read_summary(&args.dir)?, args.json)?;
     eprintln!("{}", rendered.headline);
     eprintln!("wrote {}", rendered.index_html.display());
     Ok(())

@@ -290,7 +290,8 @@ fn images(stream: &CellStream) -> Option<Vec<String>> {
     (stream.images > 0).then(|| vec![PIXEL_PNG_B64.to_string(); stream.images as usize])
 }
 
-fn generate_request(stream: &CellStream) -> GenerateRequest {
+/// The `/api/generate` body of a stream's requests (streamed).
+pub fn generate_request(stream: &CellStream) -> GenerateRequest {
     GenerateRequest {
         model: stream.model.clone(),
         prompt: Some(prompt_text(stream)),
@@ -302,7 +303,8 @@ fn generate_request(stream: &CellStream) -> GenerateRequest {
     }
 }
 
-fn chat_request(stream: &CellStream) -> ChatRequest {
+/// The `/api/chat` body of a stream's requests (streamed).
+pub fn chat_request(stream: &CellStream) -> ChatRequest {
     ChatRequest {
         model: stream.model.clone(),
         messages: Some(vec![Message {
@@ -318,7 +320,8 @@ fn chat_request(stream: &CellStream) -> ChatRequest {
     }
 }
 
-fn embed_request(stream: &CellStream) -> EmbedRequest {
+/// The `/api/embed` body of a stream's requests.
+pub fn embed_request(stream: &CellStream) -> EmbedRequest {
     EmbedRequest {
         model: stream.model.clone(),
         input: Some(Value::String(prompt_text(stream))),
@@ -332,8 +335,28 @@ fn ns_ms(ns: Option<u64>) -> Option<f64> {
     ns.map(|n| n as f64 / 1e6)
 }
 
-/// Turns a client exchange into the request's row, applying the cold rule (M6).
-fn fill_row(
+/// The path and JSON body of a stream's requests, for senders other than the client.
+pub fn request_body(stream: &CellStream) -> (&'static str, Vec<u8>) {
+    // Serializing these plain structs cannot fail.
+    match stream.api {
+        Api::Generate => (
+            "/api/generate",
+            serde_json::to_vec(&generate_request(stream)).unwrap_or_default(),
+        ),
+        Api::Chat => (
+            "/api/chat",
+            serde_json::to_vec(&chat_request(stream)).unwrap_or_default(),
+        ),
+        Api::Embed => (
+            "/api/embed",
+            serde_json::to_vec(&embed_request(stream)).unwrap_or_default(),
+        ),
+    }
+}
+
+/// Turns a client exchange into the request's row, applying the cold rule (M6);
+/// latency counts from `intended` (the send time itself in a closed loop).
+pub fn fill_row(
     mut row: RequestRecord,
     resident: Option<bool>,
     ex: &Exchange,

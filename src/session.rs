@@ -300,7 +300,7 @@ async fn run_against(
 }
 
 /// Appends every row as it arrives and reports progress; returns (rows, errors).
-async fn write_rows(
+pub async fn write_rows(
     mut csv: record::CsvAppender<RequestRecord>,
     mut rows: mpsc::UnboundedReceiver<RequestRecord>,
     progress: mpsc::UnboundedSender<ProgressEvent>,
@@ -449,7 +449,8 @@ fn telemetry_config(scenario: &Scenario, base_url: &str, is_sim: bool) -> Teleme
     }
 }
 
-fn initial_meta(
+/// `run.json` as it stands before the first request.
+pub fn initial_meta(
     scenario: &Scenario,
     plan: &Plan,
     kind: &str,
@@ -527,7 +528,7 @@ fn initial_meta(
 }
 
 /// Distinct (model, num_ctx) pairs of a plan, in first-use order.
-fn plan_models(plan: &Plan) -> Vec<(String, u32)> {
+pub fn plan_models(plan: &Plan) -> Vec<(String, u32)> {
     let mut out: Vec<(String, u32)> = Vec::new();
     for s in plan.cells.iter().flat_map(|c| c.streams.iter()) {
         if !out.iter().any(|(m, c)| *m == s.model && *c == s.num_ctx) {

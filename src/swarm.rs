@@ -18,20 +18,16 @@ use goose::config::GooseConfiguration;
 use goose::goose::{
     GooseMethod, GooseRequest, GooseUser, Scenario as GooseScenario, Transaction, TransactionResult,
 };
-use serde_json::{Map, Value};
-use sha2::{Digest, Sha256};
+use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::ollama::OllamaClient;
-use crate::ollama::api::{self, ChatRequest, EmbedRequest, GenerateRequest, Message};
+use crate::ollama::api;
 use crate::ollama::client::{ClientError, Exchange, NdjsonDecoder};
-use crate::record::{
-    self, CellMeta, RequestRecord, RunMeta, RunStatus, RunWriter, StreamMeta, TargetMeta,
-    classify_cold,
-};
+use crate::record::{self, RequestRecord, RunMeta, RunStatus, RunWriter};
 use crate::runner::{self, ProgressEvent};
-use crate::scenario::{Api, CellStream, Plan, Prompt, Scenario};
+use crate::scenario::{Api, CellStream, Plan, Scenario};
 use crate::session::{self, RunOutcome, Target};
 use crate::sim::{self, SimHandle};
 
@@ -143,7 +139,7 @@ async fn swarm_against(
     let epoch = Instant::now();
 
     let (row_tx, row_rx) = mpsc::unbounded_channel::<RequestRecord>();
-    let rows_writer = tokio::spawn(write_rows(
+    let rows_writer = tokio::spawn(session::write_rows(
         record::append_to::<RequestRecord>(&dir.join(record::REQUESTS_CSV))?,
         row_rx,
         progress.clone(),
@@ -182,8 +178,8 @@ async fn swarm_against(
                 Arc::new(StreamContext {
                     cell: cell.id.clone(),
                     stream: s.clone(),
-                    url: format!("{}{}", client.base_url(), api_path(s.api)),
-                    body: request_body(s).into(),
+                    url: format!("{}{}", client.base_url(), runner::request_body(s).0),
+                    body: runner::request_body(s).1.into(),
                     name: format!("{} {}", s.name, s.model),
                     api: s.api,
                     seq: AtomicU32::new(0),
@@ -261,8 +257,8 @@ async fn swarm_against(
     })
 }
 
-/// `run.json` at the start of a swarm: the cells and streams as planned, closed loop
-/// (the number of requests is what the users manage to send).
+/// `run.json` of a swarm: the open-loop runner's, with closed-loop streams (no arrival
+/// rate, no planned count: users decide how many requests go out).
 fn swarm_meta(
     scenario: &Scenario,
     plan: &Plan,
@@ -271,70 +267,13 @@ fn swarm_meta(
     version: &str,
     sim_handle: Option<&SimHandle>,
 ) -> RunMeta {
-    let cells = plan
-        .cells
-        .iter()
-        .map(|c| CellMeta {
-            id: c.id.clone(),
-            params: c.params.clone(),
-            streams: c
-                .streams
-                .iter()
-                .map(|s| StreamMeta {
-                    name: s.name.clone(),
-                    model: s.model.clone(),
-                    keep_alive: s
-                        .keep_alive
-                        .as_ref()
-                        .map(|k| k.written().to_string())
-                        .unwrap_or_default(),
-                    keep_alive_s: s
-                        .keep_alive
-                        .as_ref()
-                        .and_then(|k| k.duration())
-                        .map(|d| d.as_secs_f64()),
-                    keep_alive_forever: s.keep_alive.as_ref().is_some_and(|k| k.is_forever()),
-                    api: s.api.as_str().to_string(),
-                    arrival: "closed_loop".into(),
-                    rate_per_s: None,
-                    planned: 0,
-                })
-                .collect(),
-            started_ms: None,
-            ended_ms: None,
-        })
-        .collect();
-    RunMeta {
-        tool: "kabench".into(),
-        tool_version: env!("CARGO_PKG_VERSION").into(),
-        scenario: scenario.name.clone(),
-        scenario_file: scenario.path.display().to_string(),
-        scenario_sha256: format!("{:x}", Sha256::digest(scenario.source.as_bytes())),
-        seed: scenario.seed,
-        target: TargetMeta {
-            kind: kind.into(),
-            url: url.into(),
-        },
-        ollama_version: Some(version.to_string()),
-        sim: sim_handle.map(|h| {
-            let mut models: Vec<(String, u32)> = Vec::new();
-            for s in plan.cells.iter().flat_map(|c| c.streams.iter()) {
-                if !models.iter().any(|(m, n)| *m == s.model && *n == s.num_ctx) {
-                    models.push((s.model.clone(), s.num_ctx));
-                }
-            }
-            h.state.describe(&models)
-        }),
-        gpu: None,
-        started_at: record::utc_now_rfc3339(),
-        ended_at: None,
-        status: RunStatus::Running,
-        failure: None,
-        cold_threshold_ms: record::ms(scenario.run.cold_threshold),
-        cells,
-        telemetry: BTreeMap::new(),
-        warnings: Vec::new(),
+    let mut meta = session::initial_meta(scenario, plan, kind, url, version, sim_handle);
+    for stream in meta.cells.iter_mut().flat_map(|c| c.streams.iter_mut()) {
+        stream.arrival = "closed_loop".into();
+        stream.rate_per_s = None;
+        stream.planned = 0;
     }
+    meta
 }
 
 /// The `[swarm]` values of a run, overrides applied.
@@ -535,7 +474,9 @@ async fn one_request(user: &mut GooseUser, ctx: &StreamContext) -> TransactionRe
     let Some(row) = guard.row.take() else {
         return Ok(());
     };
-    let row = fill_row(row, resident, &ex, ctx.epoch, ctx.threshold);
+    let mut row = row;
+    row.intended_ms = record::ms(ex.sent_at.saturating_duration_since(ctx.epoch));
+    let row = runner::fill_row(row, resident, &ex, ex.sent_at, ctx.epoch, ctx.threshold);
     let ok = ex.error.is_none();
     let detail = ex.error.as_ref().map(|e| e.to_string());
     if let Some(ttft) = ex.ttft() {
@@ -644,80 +585,6 @@ fn reqwest_error(e: &reqwest::Error, in_body: bool) -> ClientError {
     }
 }
 
-fn ns_ms(ns: Option<u64>) -> Option<f64> {
-    ns.map(|n| n as f64 / 1e6)
-}
-
-/// Turns an exchange into its row (closed loop: intended = sent), applying M6.
-fn fill_row(
-    mut row: RequestRecord,
-    resident: Option<bool>,
-    ex: &Exchange,
-    epoch: Instant,
-    threshold: Duration,
-) -> RequestRecord {
-    let at = |t: Instant| record::ms(t.saturating_duration_since(epoch));
-    let since_sent = |t: Instant| record::ms(t.saturating_duration_since(ex.sent_at));
-    row.intended_ms = at(ex.sent_at);
-    row.sent_ms = Some(at(ex.sent_at));
-    row.first_byte_ms = ex.first_byte_at.map(at);
-    row.first_token_ms = ex.first_token_at.map(at);
-    row.first_answer_ms = ex.first_answer_at.map(at);
-    row.end_ms = at(ex.end_at);
-    row.status = ex.status;
-    row.resident_before = resident;
-    let m = &ex.metrics;
-    row.load_duration_ms = ns_ms(m.load_duration);
-    row.prompt_eval_count = m.prompt_eval_count;
-    row.prompt_eval_ms = ns_ms(m.prompt_eval_duration);
-    row.eval_count = m.eval_count;
-    row.eval_ms = ns_ms(m.eval_duration);
-    row.total_duration_ms = ns_ms(m.total_duration);
-    let reason = classify_cold(
-        resident,
-        m.load_duration.map(Duration::from_nanos),
-        threshold,
-    );
-    row.cold = reason.is_some();
-    row.cold_reason = reason.map(|r| r.as_str().to_string()).unwrap_or_default();
-    match &ex.error {
-        Some(e) => {
-            row.error = e.kind().as_str().to_string();
-            row.error_detail = e.to_string();
-        }
-        None => {
-            let first = ex.first_token_at.or(ex.first_byte_at);
-            row.ttft_ms = first.map(since_sent);
-            row.e2e_ms = Some(since_sent(ex.end_at));
-            let tokens = m.eval_count.unwrap_or(ex.chunks as u64);
-            if let (Some(ft), true) = (ex.first_token_at, tokens > 1) {
-                row.itl_ms =
-                    Some(record::ms(ex.end_at.saturating_duration_since(ft)) / (tokens - 1) as f64);
-            }
-        }
-    }
-    row
-}
-
-/// Appends every row as it arrives (flushed per row) and reports progress.
-async fn write_rows(
-    mut csv: record::CsvAppender<RequestRecord>,
-    mut rows: mpsc::UnboundedReceiver<RequestRecord>,
-    progress: mpsc::UnboundedSender<ProgressEvent>,
-) -> Result<(u64, u64)> {
-    let (mut n, mut errors) = (0u64, 0u64);
-    while let Some(row) = rows.recv().await {
-        csv.append(&row)?;
-        n += 1;
-        errors += row.is_error() as u64;
-        let _ = progress.send(ProgressEvent::RequestDone {
-            error: row.is_error(),
-            cold: row.cold,
-        });
-    }
-    Ok((n, errors))
-}
-
 /// Keeps our token and goose's killswitch in step while attacks run.
 async fn mirror_cancel(cancel: CancellationToken) {
     let mut tick = tokio::time::interval(Duration::from_millis(100));
@@ -738,68 +605,6 @@ async fn mirror_cancel(cancel: CancellationToken) {
             }
         }
     }
-}
-
-fn api_path(api: Api) -> &'static str {
-    match api {
-        Api::Generate => "/api/generate",
-        Api::Chat => "/api/chat",
-        Api::Embed => "/api/embed",
-    }
-}
-
-fn options(stream: &CellStream) -> Map<String, Value> {
-    let mut o = Map::new();
-    o.insert("num_ctx".into(), Value::from(stream.num_ctx));
-    if stream.api != Api::Embed {
-        o.insert("num_predict".into(), Value::from(stream.max_tokens));
-    }
-    o
-}
-
-fn prompt_text(stream: &CellStream) -> String {
-    match &stream.prompt {
-        Prompt::Tokens(n) => api::synthetic_prompt(*n),
-        Prompt::Text(t) => t.clone(),
-    }
-}
-
-/// The JSON body a stream's requests carry (streamed generate/chat, or embed).
-fn request_body(stream: &CellStream) -> Vec<u8> {
-    let keep_alive = stream.keep_alive.as_ref().map(|k| k.to_json());
-    let think = stream.think.map(Value::Bool);
-    let body = match stream.api {
-        Api::Generate => serde_json::to_vec(&GenerateRequest {
-            model: stream.model.clone(),
-            prompt: Some(prompt_text(stream)),
-            images: None,
-            stream: Some(true),
-            keep_alive,
-            options: Some(options(stream)),
-            think,
-        }),
-        Api::Chat => serde_json::to_vec(&ChatRequest {
-            model: stream.model.clone(),
-            messages: Some(vec![Message {
-                role: "user".into(),
-                content: prompt_text(stream),
-                ..Default::default()
-            }]),
-            stream: Some(true),
-            keep_alive,
-            options: Some(options(stream)),
-            think,
-        }),
-        Api::Embed => serde_json::to_vec(&EmbedRequest {
-            model: stream.model.clone(),
-            input: Some(Value::String(prompt_text(stream))),
-            keep_alive,
-            truncate: None,
-            options: Some(options(stream)),
-        }),
-    };
-    // Serializing these plain structs cannot fail.
-    body.unwrap_or_default()
 }
 
 /// Loads the simulator counted per cell, as `run_swarm` records them in `run.json`

@@ -56,9 +56,15 @@ fn lower_layers_never_import_higher_ones() {
             .to_string_lossy()
             .trim_end_matches(".rs")
             .to_string();
-        let Some(own_layer) = layer(&own) else { continue };
+        let Some(own_layer) = layer(&own) else {
+            continue;
+        };
         // ollama::client sits one layer above ollama::api.
-        let own_layer = if rel.ends_with("client.rs") { 3 } else { own_layer };
+        let own_layer = if rel.ends_with("client.rs") {
+            3
+        } else {
+            own_layer
+        };
         let text = std::fs::read_to_string(&path).unwrap();
         for (n, line) in text.lines().enumerate() {
             for part in line.split("crate::").skip(1) {
