@@ -254,7 +254,7 @@ fn ctrl_c_leaves_a_complete_reportable_folder() {
     let meta = read_json(&out.join("run.json"));
     assert_eq!(meta["status"], "interrupted");
     let n = rows(&out).len();
-    assert!(n >= 10 && n < 240, "{n} rows");
+    assert!((10..240).contains(&n), "{n} rows");
     assert!(
         out.join("index.html").exists(),
         "the run renders what it recorded"
