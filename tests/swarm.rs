@@ -125,4 +125,14 @@ async fn swarm_records_every_request_and_its_cold_starts_match_the_simulators_lo
     let rendered =
         kabench::report::render(dir, &kabench::report::RenderOptions::default()).unwrap();
     assert!(rendered.index_html.exists());
+    let index = std::fs::read_to_string(&rendered.index_html).unwrap();
+    for cell in &meta.cells {
+        // The template escapes `/` as `&#x2f;` inside attributes and text; browsers decode it.
+        let link = format!("goose/{}/report.html", cell.id);
+        assert!(
+            index.contains(&link) || index.contains(&link.replace('/', "&#x2f;")),
+            "index.html links goose's report of {}",
+            cell.id
+        );
+    }
 }

@@ -190,7 +190,7 @@ pub fn render_index(data: &ReportData) -> Result<String> {
         warnings => to_value(&data.warnings),
         charts => to_value(&data.charts),
         cell_rows => to_value(cell_rows(&data.summary)),
-        goose_report => to_value(&data.goose_report),
+        goose_reports => to_value(&data.goose_reports),
         cost_vram_gb_hour => to_value(data.cost_vram_gb_hour),
         cost_wait_second => to_value(data.cost_wait_second),
         slo_ttft_p99_ms => to_value(data.slo_ttft_p99_ms),

@@ -89,8 +89,9 @@ pub struct ReportData {
     pub charts: Vec<Chart>,
     /// Everything a reader should distrust or fix.
     pub warnings: Vec<String>,
-    /// Relative link to swarm mode's page, when the folder has one.
-    pub goose_report: Option<String>,
+    /// Relative links to swarm mode's pages (`goose/<cell>/report.html`, or one
+    /// `goose/report.html`), when the folder has them.
+    pub goose_reports: Vec<String>,
     /// `[cost]` used.
     pub cost_vram_gb_hour: f64,
     /// `[cost]` used.
@@ -132,6 +133,18 @@ fn settings(dir: &Path, warnings: &mut Vec<String>) -> (CostSettings, SloSetting
     }
 }
 
+/// Goose's HTML reports present in a swarm run folder, in cell order.
+fn goose_reports(dir: &Path, meta: &RunMeta) -> Vec<String> {
+    let mut links: Vec<String> = meta
+        .cells
+        .iter()
+        .map(|c| format!("goose/{}/report.html", c.id))
+        .collect();
+    links.push("goose/report.html".to_string());
+    links.retain(|l| dir.join(l).is_file());
+    links
+}
+
 /// Renders every output of a run folder from its files alone.
 pub fn render(dir: &Path, opts: &RenderOptions) -> Result<Rendered> {
     let (meta, summary) = analysis::summarize_dir(dir, opts.cold_threshold)?;
@@ -156,11 +169,7 @@ pub fn render(dir: &Path, opts: &RenderOptions) -> Result<Rendered> {
     warnings.extend(run_warnings(&meta, &summary, &recs));
     let sim = (meta.target.kind == "sim").then(|| sim_note(meta.sim.as_ref()));
     let headline = headline(&recs, sim.as_ref(), meta.status);
-    let goose_report = dir
-        .join("goose")
-        .join("report.html")
-        .is_file()
-        .then(|| "goose/report.html".to_string());
+    let goose_reports = goose_reports(dir, &meta);
     let data = ReportData {
         meta,
         summary,
@@ -169,7 +178,7 @@ pub fn render(dir: &Path, opts: &RenderOptions) -> Result<Rendered> {
         sim,
         charts,
         warnings,
-        goose_report,
+        goose_reports,
         cost_vram_gb_hour: cost.vram_gb_hour,
         cost_wait_second: cost.wait_second,
         slo_ttft_p99_ms: slo.ttft_p99.map(record::ms),
