@@ -154,7 +154,7 @@ pub async fn run_cell(
     for send in sends {
         let due = start + send.offset;
         tokio::select! {
-            _ = tokio::time::sleep_until(due.into()) => {}
+            _ = wait_until(due) => {}
             _ = cancel.cancelled() => break,
         }
         let stream = &streams[send.stream];
@@ -218,6 +218,29 @@ pub async fn run_cell(
         started_ms,
         ended_ms: record::ms(Instant::now() - epoch),
     })
+}
+
+/// Sleeps until `due` with sub-millisecond precision: tokio's timer wheel ticks in whole
+/// milliseconds, which alone would send each request up to 1 ms late, so the last
+/// stretch is a thread sleep (high-resolution on Linux) with the worker handed off.
+async fn wait_until(due: Instant) {
+    const COARSE_MARGIN: Duration = Duration::from_millis(2);
+    if let Some(early) = due.checked_sub(COARSE_MARGIN)
+        && Instant::now() < early
+    {
+        tokio::time::sleep_until(early.into()).await;
+    }
+    let rest = due.saturating_duration_since(Instant::now());
+    if rest.is_zero() {
+        return;
+    }
+    let multi_thread = tokio::runtime::Handle::current().runtime_flavor()
+        == tokio::runtime::RuntimeFlavor::MultiThread;
+    if multi_thread {
+        tokio::task::block_in_place(|| std::thread::sleep(rest));
+    } else {
+        tokio::time::sleep_until(due.into()).await;
+    }
 }
 
 /// Records a `cancelled` row if its request task is dropped before it finished.
