@@ -510,13 +510,14 @@ fn print_result(summary: &Summary, json: bool) -> Result<()> {
     }
     writeln!(
         out,
-        "{:<28} {:<12} {:>10} {:>5} {:>5} {:>5} {:>6} {:>10} {:>10} {:>10} {:>10}",
+        "{:<28} {:<12} {:>10} {:>5} {:>5} {:>5} {:>5} {:>6} {:>10} {:>10} {:>10} {:>10}",
         "cell",
         "stream",
         "keep_alive",
         "reqs",
         "errs",
         "cold",
+        "loads",
         "cold%",
         "ttft p50",
         "ttft p99",
@@ -536,13 +537,14 @@ fn print_result(summary: &Summary, json: bool) -> Result<()> {
             };
             writeln!(
                 out,
-                "{:<28} {:<12} {:>10} {:>5} {:>5} {:>5} {:>5.0}% {:>10} {:>10} {:>10} {:>10}",
+                "{:<28} {:<12} {:>10} {:>5} {:>5} {:>5} {:>5} {:>5.0}% {:>10} {:>10} {:>10} {:>10}",
                 cell.id,
                 s.name,
                 s.keep_alive,
                 s.requests,
                 s.errors,
                 s.cold,
+                s.loads,
                 s.cold_ratio * 100.0,
                 p(s.ttft_ms.all.map(|q| q.p50)),
                 p(s.ttft_ms.all.map(|q| q.p99)),

@@ -42,14 +42,21 @@ pub async fn show(mut events: mpsc::UnboundedReceiver<ProgressEvent>, quiet: boo
                     b.set_message(format!("cold {cold} errors {errors}"));
                 }
             }
-            ProgressEvent::CellFinished { .. } => {
+            ProgressEvent::CellFinished { id } => {
                 if let Some(b) = bar.take() {
                     b.finish();
+                    if b.is_hidden() {
+                        eprintln!(
+                            "cell {id}: {} requests, {cold} cold, {errors} errors",
+                            b.position()
+                        );
+                    }
                 }
             }
+            // A hidden bar (stderr is not a terminal) drops its println: write plainly.
             ProgressEvent::Note(text) => match &bar {
-                Some(b) => b.println(text),
-                None => eprintln!("{text}"),
+                Some(b) if !b.is_hidden() => b.println(text),
+                _ => eprintln!("{text}"),
             },
         }
     }

@@ -639,6 +639,7 @@ mod tests {
                 errors: 0,
                 errors_by_kind: BTreeMap::new(),
                 cold,
+                loads: 0,
                 cold_ratio: cold as f64 / 100.0,
                 ttft_ms: Split {
                     all: Some(pct(p99)),

@@ -103,6 +103,159 @@ pub struct RunOutcome {
 /// next cell unloads everything.
 pub const RELEASE_WAIT_CAP: Duration = Duration::from_secs(30);
 
+/// Starts the embedded simulator (on a free loopback port) when the target is `sim`.
+pub async fn start_target(scenario: &Scenario, target: &Target) -> Result<Option<SimHandle>> {
+    match target {
+        Target::Sim => Ok(Some(
+            sim::spawn(&scenario.sim, scenario.seed, "127.0.0.1:0".parse()?)
+                .await
+                .context("starting the embedded simulator")?,
+        )),
+        Target::Ollama(_) => Ok(None),
+    }
+}
+
+/// Connects to the target and records its `/api/version`: (kind, client, version).
+pub async fn connect(
+    target: &Target,
+    sim_handle: Option<&SimHandle>,
+) -> Result<(&'static str, OllamaClient, String)> {
+    let (kind, url) = match (target, sim_handle) {
+        (Target::Sim, Some(h)) => ("sim", h.base_url()),
+        (Target::Ollama(u), _) => ("ollama", u.clone()),
+        (Target::Sim, None) => anyhow::bail!("the simulator did not start"),
+    };
+    let client = OllamaClient::new(&url).with_context(|| format!("bad target address {url:?}"))?;
+    let version = client.version().await.map_err(|e| {
+        anyhow::anyhow!(
+            "cannot reach Ollama at {}: {e}; start it (`ollama serve`), set OLLAMA_HOST or --target, or use --target sim",
+            client.base_url()
+        )
+    })?;
+    Ok((kind, client, version))
+}
+
+/// A run folder being written: `run.json`, the request-row writer and the telemetry
+/// samplers, from the first request to `close`.
+pub struct Recorder {
+    /// The run folder.
+    pub dir: PathBuf,
+    /// `run.json` and the folder's files.
+    pub writer: RunWriter,
+    /// Time zero of every row and sample.
+    pub epoch: Instant,
+    /// Where request rows go (appended and flushed in order of arrival).
+    pub rows: mpsc::UnboundedSender<RequestRecord>,
+    rows_task: tokio::task::JoinHandle<Result<(u64, u64)>>,
+    telemetry: Result<telemetry::TelemetryHandle>,
+    telemetry_cancel: CancellationToken,
+}
+
+impl Recorder {
+    /// Creates the folder with `meta` (before any request, so a bad `--out` fails at
+    /// once), starts telemetry against `client`'s target and the row writer.
+    pub fn open(
+        dir: PathBuf,
+        scenario: &Scenario,
+        meta: RunMeta,
+        client: &OllamaClient,
+        is_sim: bool,
+        progress: &mpsc::UnboundedSender<ProgressEvent>,
+        cancel: &CancellationToken,
+    ) -> Result<Recorder> {
+        let writer = RunWriter::create(&dir, &scenario.source, meta)?;
+        let epoch = Instant::now();
+        let telemetry_cancel = cancel.child_token();
+        let telemetry = telemetry::start(
+            telemetry_config(scenario, client.base_url(), is_sim),
+            epoch,
+            writer.vram_path(),
+            telemetry_cancel.clone(),
+        );
+        let (rows, rows_rx) = mpsc::unbounded_channel::<RequestRecord>();
+        let rows_task = tokio::spawn(write_rows(
+            record::append_to::<RequestRecord>(&dir.join(record::REQUESTS_CSV))?,
+            rows_rx,
+            progress.clone(),
+        ));
+        Ok(Recorder {
+            dir,
+            writer,
+            epoch,
+            rows,
+            rows_task,
+            telemetry,
+            telemetry_cancel,
+        })
+    }
+
+    /// Milliseconds since the epoch.
+    pub fn now_ms(&self) -> f64 {
+        record::ms(self.epoch.elapsed())
+    }
+
+    /// Notes a problem that did not stop the run (shown in the report).
+    pub fn warn(&mut self, text: String, progress: &mpsc::UnboundedSender<ProgressEvent>) {
+        let _ = progress.send(ProgressEvent::Note(text.clone()));
+        self.writer.meta_mut().warnings.push(text);
+    }
+
+    /// Drains the rows, stops telemetry, records the simulator's counters and how the
+    /// run ended, and rewrites `run.json`.
+    pub async fn close(
+        self,
+        status: RunStatus,
+        failure: Option<String>,
+        sim_handle: Option<&SimHandle>,
+    ) -> Result<RunOutcome> {
+        let Recorder {
+            dir,
+            mut writer,
+            rows,
+            rows_task,
+            telemetry,
+            telemetry_cancel,
+            ..
+        } = self;
+        drop(rows);
+        let (requests, errors) = rows_task.await.context("request writer stopped")??;
+        telemetry_cancel.cancel();
+        let meta = writer.meta_mut();
+        match telemetry {
+            Ok(handle) => {
+                let report = handle.stop().await;
+                meta.telemetry.extend(report.sources);
+                if let Some(e) = report.write_error {
+                    meta.warnings.push(format!("vram.csv: {e}"));
+                }
+                if meta.gpu.is_none() {
+                    meta.gpu = report.gpu;
+                }
+            }
+            Err(e) => {
+                meta.telemetry
+                    .insert("telemetry".into(), format!("failed: {e:#}"));
+            }
+        }
+        if let (Some(h), Some(sim)) = (sim_handle, meta.sim.as_mut()) {
+            let stats = h.state.stats();
+            sim["loads"] = serde_json::json!(stats.loads);
+            sim["evictions"] = serde_json::json!(stats.evictions);
+            sim["expirations"] = serde_json::json!(stats.expirations);
+        }
+        meta.status = status;
+        meta.failure = failure;
+        meta.ended_at = Some(record::utc_now_rfc3339());
+        writer.write_meta()?;
+        Ok(RunOutcome {
+            dir,
+            status,
+            requests,
+            errors,
+        })
+    }
+}
+
 /// Runs a whole scenario. Progress goes to `progress`; Ctrl-C arrives through `cancel`.
 pub async fn run(
     scenario: &Scenario,
@@ -111,14 +264,7 @@ pub async fn run(
     progress: mpsc::UnboundedSender<ProgressEvent>,
     cancel: CancellationToken,
 ) -> Result<RunOutcome> {
-    let sim_handle = match &options.target {
-        Target::Sim => Some(
-            sim::spawn(&scenario.sim, scenario.seed, "127.0.0.1:0".parse()?)
-                .await
-                .context("starting the embedded simulator")?,
-        ),
-        Target::Ollama(_) => None,
-    };
+    let sim_handle = start_target(scenario, &options.target).await?;
     let result = run_against(
         scenario,
         plan,
@@ -142,20 +288,8 @@ async fn run_against(
     progress: mpsc::UnboundedSender<ProgressEvent>,
     cancel: CancellationToken,
 ) -> Result<RunOutcome> {
-    let (kind, url) = match (&options.target, sim_handle) {
-        (Target::Sim, Some(h)) => ("sim", h.base_url()),
-        (Target::Ollama(u), _) => ("ollama", u.clone()),
-        (Target::Sim, None) => anyhow::bail!("the simulator did not start"),
-    };
-    let client = OllamaClient::new(&url).with_context(|| format!("bad target address {url:?}"))?;
-    let version = client.version().await.map_err(|e| {
-        anyhow::anyhow!(
-            "cannot reach Ollama at {}: {e}; start it (`ollama serve`), set OLLAMA_HOST or --target, or use --target sim",
-            client.base_url()
-        )
-    })?;
+    let (kind, client, version) = connect(&options.target, sim_handle).await?;
     check_models(&client, plan, options.pull, &progress).await?;
-
     let dir = options
         .out
         .clone()
@@ -168,25 +302,15 @@ async fn run_against(
         &version,
         sim_handle,
     );
-    let mut writer = RunWriter::create(&dir, &scenario.source, meta)?;
-    let epoch = Instant::now();
-
-    let telemetry_cfg = telemetry_config(scenario, client.base_url(), sim_handle.is_some());
-    let telemetry_cancel = cancel.child_token();
-    let telemetry = telemetry::start(
-        telemetry_cfg,
-        epoch,
-        writer.vram_path(),
-        telemetry_cancel.clone(),
-    );
-
-    let (row_tx, row_rx) = mpsc::unbounded_channel::<RequestRecord>();
-    let rows_writer = tokio::spawn(write_rows(
-        record::append_to::<RequestRecord>(&dir.join(record::REQUESTS_CSV))?,
-        row_rx,
-        progress.clone(),
-    ));
-
+    let mut rec = Recorder::open(
+        dir,
+        scenario,
+        meta,
+        &client,
+        sim_handle.is_some(),
+        &progress,
+        &cancel,
+    )?;
     let runner_cfg = RunnerConfig {
         concurrency: scenario.run.concurrency,
         timeout: scenario.run.timeout,
@@ -208,36 +332,32 @@ async fn run_against(
             break;
         }
         if let Err(e) = runner::unload_all(&client, runner_cfg.unload_timeout).await {
-            let _ = progress.send(ProgressEvent::Note(format!("cell {}: {e:#}", cell.id)));
-            writer
-                .meta_mut()
-                .warnings
-                .push(format!("before cell {}: {e:#}", cell.id));
+            rec.warn(format!("before cell {}: {e:#}", cell.id), &progress);
         }
-        let planned = runner::planned_requests(cell)?;
         let _ = progress.send(ProgressEvent::CellStarted {
             index: cell.index,
             of: plan.cells.len(),
             id: cell.id.clone(),
-            requests: planned,
+            requests: runner::planned_requests(cell)?,
         });
-        match runner::run_cell(
+        let run = runner::run_cell(
             &client,
             cell,
             &runner_cfg,
-            epoch,
-            row_tx.clone(),
+            rec.epoch,
+            rec.rows.clone(),
             cancel.clone(),
         )
-        .await
-        {
+        .await;
+        match run {
             Ok(timing) => {
                 if !cancel.is_cancelled() {
                     await_release(&client, tail, settle, &cancel).await;
                 }
-                let m = &mut writer.meta_mut().cells[cell.index];
+                let ended = rec.now_ms();
+                let m = &mut rec.writer.meta_mut().cells[cell.index];
                 m.started_ms = Some(timing.started_ms);
-                m.ended_ms = Some(record::ms(epoch.elapsed()));
+                m.ended_ms = Some(ended);
             }
             Err(e) => {
                 status = RunStatus::Failed;
@@ -248,7 +368,7 @@ async fn run_against(
         let _ = progress.send(ProgressEvent::CellFinished {
             id: cell.id.clone(),
         });
-        writer.write_meta()?;
+        rec.writer.write_meta()?;
         if !scenario.run.pause.is_zero() {
             tokio::select! {
                 _ = tokio::time::sleep(scenario.run.pause) => {}
@@ -259,48 +379,11 @@ async fn run_against(
     if cancel.is_cancelled() && status == RunStatus::Complete {
         status = RunStatus::Interrupted;
     }
-    drop(row_tx);
-    let (requests, errors) = rows_writer.await.context("request writer stopped")??;
-    telemetry_cancel.cancel();
-    match telemetry {
-        Ok(handle) => {
-            let report = handle.stop().await;
-            let meta = writer.meta_mut();
-            meta.telemetry.extend(report.sources);
-            if meta.gpu.is_none() {
-                meta.gpu = report.gpu;
-            }
-        }
-        Err(e) => {
-            writer
-                .meta_mut()
-                .telemetry
-                .insert("telemetry".into(), format!("failed: {e:#}"));
-        }
-    }
-    if let Some(h) = sim_handle {
-        let stats = h.state.stats();
-        if let Some(sim) = writer.meta_mut().sim.as_mut() {
-            sim["loads"] = serde_json::json!(stats.loads);
-            sim["evictions"] = serde_json::json!(stats.evictions);
-            sim["expirations"] = serde_json::json!(stats.expirations);
-        }
-    }
-    let meta = writer.meta_mut();
-    meta.status = status;
-    meta.failure = failure;
-    meta.ended_at = Some(record::utc_now_rfc3339());
-    writer.write_meta()?;
-    Ok(RunOutcome {
-        dir,
-        status,
-        requests,
-        errors,
-    })
+    rec.close(status, failure, sim_handle).await
 }
 
 /// Appends every row as it arrives and reports progress; returns (rows, errors).
-pub async fn write_rows(
+async fn write_rows(
     mut csv: record::CsvAppender<RequestRecord>,
     mut rows: mpsc::UnboundedReceiver<RequestRecord>,
     progress: mpsc::UnboundedSender<ProgressEvent>,

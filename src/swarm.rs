@@ -25,11 +25,11 @@ use tokio_util::sync::CancellationToken;
 use crate::ollama::OllamaClient;
 use crate::ollama::api;
 use crate::ollama::client::{ClientError, Exchange, NdjsonDecoder};
-use crate::record::{self, RequestRecord, RunMeta, RunStatus, RunWriter};
+use crate::record::{self, RequestRecord, RunMeta, RunStatus};
 use crate::runner::{self, ProgressEvent};
 use crate::scenario::{Api, CellStream, Plan, Scenario};
 use crate::session::{self, RunOutcome, Target};
-use crate::sim::{self, SimHandle};
+use crate::sim::SimHandle;
 
 /// Folder of the run folder that holds goose's own reports, one subfolder per cell.
 pub const GOOSE_DIR: &str = "goose";
@@ -57,14 +57,7 @@ pub async fn run_swarm(
     progress: mpsc::UnboundedSender<ProgressEvent>,
     cancel: CancellationToken,
 ) -> Result<RunOutcome> {
-    let sim_handle = match &options.target {
-        Target::Sim => Some(
-            sim::spawn(&scenario.sim, scenario.seed, "127.0.0.1:0".parse()?)
-                .await
-                .context("starting the embedded simulator")?,
-        ),
-        Target::Ollama(_) => None,
-    };
+    let sim_handle = session::start_target(scenario, &options.target).await?;
     let result = swarm_against(
         scenario,
         plan,
@@ -107,18 +100,7 @@ async fn swarm_against(
     progress: mpsc::UnboundedSender<ProgressEvent>,
     cancel: CancellationToken,
 ) -> Result<RunOutcome> {
-    let (kind, url) = match (&options.target, sim_handle) {
-        (Target::Sim, Some(h)) => ("sim", h.base_url()),
-        (Target::Ollama(u), _) => ("ollama", u.clone()),
-        (Target::Sim, None) => anyhow::bail!("the simulator did not start"),
-    };
-    let client = OllamaClient::new(&url).with_context(|| format!("bad target address {url:?}"))?;
-    let version = client.version().await.map_err(|e| {
-        anyhow::anyhow!(
-            "cannot reach Ollama at {}: {e}; start it (`ollama serve`), set OLLAMA_HOST or --target, or use --target sim",
-            client.base_url()
-        )
-    })?;
+    let (kind, client, version) = session::connect(&options.target, sim_handle).await?;
     let settings = SwarmPlan::new(scenario, options);
     let dir = options
         .out
@@ -133,17 +115,19 @@ async fn swarm_against(
         sim_handle,
     );
     meta.telemetry.insert("mode".into(), settings.describe());
-    let mut writer = RunWriter::create(&dir, &scenario.source, meta)?;
+    let mut rec = session::Recorder::open(
+        dir,
+        scenario,
+        meta,
+        &client,
+        sim_handle.is_some(),
+        &progress,
+        &cancel,
+    )?;
+    let dir = rec.dir.clone();
     std::fs::create_dir_all(dir.join(GOOSE_DIR))
         .with_context(|| format!("creating {}", dir.join(GOOSE_DIR).display()))?;
-    let epoch = Instant::now();
-
-    let (row_tx, row_rx) = mpsc::unbounded_channel::<RequestRecord>();
-    let rows_writer = tokio::spawn(session::write_rows(
-        record::append_to::<RequestRecord>(&dir.join(record::REQUESTS_CSV))?,
-        row_rx,
-        progress.clone(),
-    ));
+    let epoch = rec.epoch;
 
     // goose's Ctrl-C handler replaces any earlier one: mirror its killswitch into our
     // token, and our token into its killswitch.
@@ -157,11 +141,7 @@ async fn swarm_against(
             break;
         }
         if let Err(e) = runner::unload_all(&client, scenario.run.unload_timeout).await {
-            let _ = progress.send(ProgressEvent::Note(format!("cell {}: {e:#}", cell.id)));
-            writer
-                .meta_mut()
-                .warnings
-                .push(format!("before cell {}: {e:#}", cell.id));
+            rec.warn(format!("before cell {}: {e:#}", cell.id), &progress);
         }
         let _ = progress.send(ProgressEvent::CellStarted {
             index: cell.index,
@@ -187,7 +167,7 @@ async fn swarm_against(
                     ps: client.clone(),
                     timeout: scenario.run.timeout,
                     threshold: scenario.run.cold_threshold,
-                    rows: row_tx.clone(),
+                    rows: rec.rows.clone(),
                 })
             })
             .collect();
@@ -196,9 +176,10 @@ async fn swarm_against(
         if goose::is_killswitch_triggered() {
             cancel.cancel();
         }
-        let m = &mut writer.meta_mut().cells[cell.index];
+        let ended = rec.now_ms();
+        let m = &mut rec.writer.meta_mut().cells[cell.index];
         m.started_ms = Some(started_ms);
-        m.ended_ms = Some(record::ms(epoch.elapsed()));
+        m.ended_ms = Some(ended);
         if let (Some(h), Some(before)) = (sim_handle, loads_before) {
             loads_per_cell.insert(
                 cell.id.clone(),
@@ -225,7 +206,7 @@ async fn swarm_against(
         let _ = progress.send(ProgressEvent::CellFinished {
             id: cell.id.clone(),
         });
-        writer.write_meta()?;
+        rec.writer.write_meta()?;
     }
     watcher.abort();
     // A later attack in this process must not inherit this run's cancel.
@@ -233,28 +214,10 @@ async fn swarm_against(
     if cancel.is_cancelled() && status == RunStatus::Complete {
         status = RunStatus::Interrupted;
     }
-    drop(row_tx);
-    let (requests, errors) = rows_writer.await.context("request writer stopped")??;
-    if let Some(h) = sim_handle {
-        let stats = h.state.stats();
-        if let Some(sim) = writer.meta_mut().sim.as_mut() {
-            sim["loads"] = serde_json::json!(stats.loads);
-            sim["evictions"] = serde_json::json!(stats.evictions);
-            sim["expirations"] = serde_json::json!(stats.expirations);
-            sim["loads_per_cell"] = Value::Object(loads_per_cell);
-        }
+    if let Some(sim) = rec.writer.meta_mut().sim.as_mut() {
+        sim["loads_per_cell"] = Value::Object(loads_per_cell);
     }
-    let meta = writer.meta_mut();
-    meta.status = status;
-    meta.failure = failure;
-    meta.ended_at = Some(record::utc_now_rfc3339());
-    writer.write_meta()?;
-    Ok(RunOutcome {
-        dir,
-        status,
-        requests,
-        errors,
-    })
+    rec.close(status, failure, sim_handle).await
 }
 
 /// `run.json` of a swarm: the open-loop runner's, with closed-loop streams (no arrival
@@ -622,65 +585,9 @@ pub fn sim_loads_per_cell(meta: &record::RunMeta) -> BTreeMap<String, u64> {
         .unwrap_or_default()
 }
 
-/// Distinct loads the rows of one cell witnessed: cold rows of one model whose waits
-/// ended together (sent + `load_duration`, within half the cold threshold) met the same
-/// load (L2: concurrent first requests share one); loads of one model are at least a
-/// threshold apart (L1), so this counts each once.
-pub fn loads_witnessed(rows: &[RequestRecord], threshold: Duration) -> u64 {
-    let tolerance = record::ms(threshold) / 2.0;
-    let mut ends: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
-    for r in rows.iter().filter(|r| r.cold && !r.is_error()) {
-        if let Some(sent) = r.sent_ms {
-            ends.entry(r.model.as_str())
-                .or_default()
-                .push(sent + r.load_duration_ms.unwrap_or(0.0));
-        }
-    }
-    ends.into_values()
-        .map(|mut v| {
-            v.sort_by(f64::total_cmp);
-            let mut n = 0u64;
-            let mut last = f64::NEG_INFINITY;
-            for t in v {
-                if t - last > tolerance {
-                    n += 1;
-                }
-                last = t;
-            }
-            n
-        })
-        .sum()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn cold(model: &str, sent: f64, load: f64) -> RequestRecord {
-        RequestRecord {
-            model: model.into(),
-            sent_ms: Some(sent),
-            load_duration_ms: Some(load),
-            cold: true,
-            ..Default::default()
-        }
-    }
-
-    #[test]
-    fn requests_sharing_a_load_count_once() {
-        let rows = vec![
-            cold("a", 0.0, 300.0),
-            cold("a", 100.0, 200.5),
-            cold("a", 1000.0, 300.0),
-            cold("b", 100.0, 200.0),
-            RequestRecord {
-                model: "a".into(),
-                sent_ms: Some(50.0),
-                ..Default::default()
-            },
-        ];
-        assert_eq!(loads_witnessed(&rows, Duration::from_millis(100)), 3);
-    }
 
     #[test]
     fn goose_args_never_take_the_process_arguments_and_parse() {

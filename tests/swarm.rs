@@ -94,7 +94,7 @@ async fn swarm_records_every_request_and_its_cold_starts_match_the_simulators_lo
             assert!(r.first_byte_ms.is_some() && r.load_duration_ms.is_some());
         }
         let owned: Vec<_> = cell_rows.iter().map(|r| (*r).clone()).collect();
-        let witnessed = swarm::loads_witnessed(&owned, threshold);
+        let witnessed = kabench::analysis::loads_witnessed(&owned, threshold);
         let cold = cell_rows.iter().filter(|r| r.cold).count() as u64;
         let sim_loads = loads[&cell.id];
         eprintln!(

@@ -74,6 +74,10 @@ pub struct StreamSummary {
     pub errors_by_kind: BTreeMap<String, u64>,
     /// Cold requests (M6).
     pub cold: u64,
+    /// Distinct model loads the cold requests waited for (concurrent first requests
+    /// share one load, L2), to compare with the server's own count.
+    #[serde(default)]
+    pub loads: u64,
     /// cold / requests.
     pub cold_ratio: f64,
     /// Time to first token from the intended send, ms.
@@ -195,6 +199,7 @@ pub fn summarize(
         by_cell.entry(r.cell.as_str()).or_default().push(row);
     }
     let tolerance = release_tolerance(meta);
+    let threshold = Duration::from_secs_f64(threshold_ms.max(0.0) / 1000.0);
     let cells = meta
         .cells
         .iter()
@@ -206,7 +211,7 @@ pub fn summarize(
                 .unwrap_or(&[]);
             // Each cell's figures cover its own window only (up to the next cell's start).
             let mine = vram::cell_samples(samples, &meta.cells, &cell.id);
-            summarize_cell(cell, rows, &mine, tolerance)
+            summarize_cell(cell, rows, &mine, tolerance, threshold)
         })
         .collect();
     Summary {
@@ -232,13 +237,14 @@ fn summarize_cell(
     rows: &[RequestRecord],
     samples: &[VramSample],
     tolerance: Duration,
+    threshold: Duration,
 ) -> CellSummary {
     let streams = cell
         .streams
         .iter()
         .map(|s| {
             let mine: Vec<&RequestRecord> = rows.iter().filter(|r| r.stream == s.name).collect();
-            summarize_stream(s, &mine)
+            summarize_stream(s, &mine, threshold)
         })
         .collect();
     let vram = vram::vram_figures(samples, rows, cell, tolerance);
@@ -255,7 +261,11 @@ fn summarize_cell(
     }
 }
 
-fn summarize_stream(meta: &record::StreamMeta, rows: &[&RequestRecord]) -> StreamSummary {
+fn summarize_stream(
+    meta: &record::StreamMeta,
+    rows: &[&RequestRecord],
+    threshold: Duration,
+) -> StreamSummary {
     let mut ttft = [MsHistogram::new(), MsHistogram::new(), MsHistogram::new()];
     let mut e2e = [MsHistogram::new(), MsHistogram::new(), MsHistogram::new()];
     let mut tpot = MsHistogram::new();
@@ -324,6 +334,7 @@ fn summarize_stream(meta: &record::StreamMeta, rows: &[&RequestRecord]) -> Strea
         errors,
         errors_by_kind,
         cold,
+        loads: loads_witnessed(rows.iter().copied().filter(|r| !r.warmup), threshold),
         cold_ratio: if requests > 0 {
             cold as f64 / requests as f64
         } else {
@@ -336,6 +347,39 @@ fn summarize_stream(meta: &record::StreamMeta, rows: &[&RequestRecord]) -> Strea
         cold_penalty_ms,
         tokens_per_s: (token_ns > 0.0).then(|| tokens / (token_ns / 1000.0)),
     }
+}
+
+/// Distinct loads the rows of one cell witnessed: cold rows of one model whose waits
+/// ended together (sent + `load_duration`, within half the cold threshold) met the same
+/// load (L2: concurrent first requests share one); loads of one model are at least a
+/// threshold apart (L1), so this counts each once.
+pub fn loads_witnessed<'a>(
+    rows: impl IntoIterator<Item = &'a RequestRecord>,
+    threshold: Duration,
+) -> u64 {
+    let tolerance = record::ms(threshold) / 2.0;
+    let mut ends: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    for r in rows.into_iter().filter(|r| r.cold && !r.is_error()) {
+        if let Some(sent) = r.sent_ms {
+            ends.entry(r.model.as_str())
+                .or_default()
+                .push(sent + r.load_duration_ms.unwrap_or(0.0));
+        }
+    }
+    ends.into_values()
+        .map(|mut v| {
+            v.sort_by(f64::total_cmp);
+            let mut n = 0u64;
+            let mut last = f64::NEG_INFINITY;
+            for t in v {
+                if t - last > tolerance {
+                    n += 1;
+                }
+                last = t;
+            }
+            n
+        })
+        .sum()
 }
 
 /// Reads a run folder and summarizes it (the first half of `kabench report`).
@@ -357,6 +401,32 @@ pub fn write_summary(dir: &Path, summary: &Summary) -> Result<()> {
 mod tests {
     use super::*;
     use crate::record::StreamMeta;
+
+    fn cold(model: &str, sent: f64, load: f64) -> RequestRecord {
+        RequestRecord {
+            model: model.into(),
+            sent_ms: Some(sent),
+            load_duration_ms: Some(load),
+            cold: true,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn requests_sharing_a_load_count_once() {
+        let rows = vec![
+            cold("a", 0.0, 300.0),
+            cold("a", 100.0, 200.5),
+            cold("a", 1000.0, 300.0),
+            cold("b", 100.0, 200.0),
+            RequestRecord {
+                model: "a".into(),
+                sent_ms: Some(50.0),
+                ..Default::default()
+            },
+        ];
+        assert_eq!(loads_witnessed(&rows, Duration::from_millis(100)), 3);
+    }
 
     fn row(cell: &str, i: u32, cold: bool, ttft: f64, error: &str) -> RequestRecord {
         RequestRecord {
