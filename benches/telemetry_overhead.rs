@@ -1,8 +1,9 @@
 //! Sampler overhead: runs the NVML sampler (or, without a GPU, the RSS fallback) and the
-//! `/api/ps` poller at several intervals for 5 s each and prints the CPU time this whole
-//! process used as a share of one core (Linux: `/proc/self/stat`), next to a run with no
-//! source (the floor). The `/api/ps` server runs in a child process, so its work is not
-//! counted. `cargo bench --bench telemetry_overhead`.
+//! `/api/ps` poller at several intervals and prints the CPU time this whole process used
+//! over 10 s of steady sampling (after 1 s of warm-up) as a share of one core, from
+//! per-thread nanoseconds and from `/proc/self/stat` ticks, next to a run with no source.
+//! The `/api/ps` server runs in a child process, so serving polls is not counted.
+//! `cargo bench --bench telemetry_overhead`.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -16,6 +17,8 @@ use kabench::telemetry::{self, TelemetryConfig};
 use tokio_util::sync::CancellationToken;
 
 const RUN_FOR: Duration = Duration::from_secs(10);
+/// Sampling before the measured span, so start-up costs stay out of it.
+const WARM_UP: Duration = Duration::from_secs(1);
 const SERVE_ARG: &str = "--serve-ps";
 const PS: &str = r#"{"models":[{"name":"granite3.3:2b","model":"granite3.3:2b","size":2629206853,"digest":"07bd1f170855240f9e162bf54ea494a8bc1c73d8cbd1365d7fccbeb7d2504947","details":{"parent_model":"","format":"gguf","family":"granite","families":["granite"],"parameter_size":"2.5B","quantization_level":"Q4_K_M"},"expires_at":"2025-08-23T15:38:39.2249446+02:00","size_vram":2629206853,"context_length":4096}]}"#;
 
@@ -55,6 +58,51 @@ fn thread_cpu() -> BTreeMap<u32, (String, u64)> {
         }
     }
     out
+}
+
+/// CPU use of this process at one moment.
+struct Snap {
+    at: Instant,
+    ticks: f64,
+    threads: BTreeMap<u32, (String, u64)>,
+}
+
+impl Snap {
+    fn take() -> Snap {
+        Snap {
+            at: Instant::now(),
+            ticks: cpu_seconds(),
+            threads: thread_cpu(),
+        }
+    }
+}
+
+/// CPU used between two snapshots: from `/proc/self/stat` ticks (`cpu`), from per-thread
+/// nanoseconds (`fine`, and per thread name), over `wall` seconds.
+struct Steady {
+    cpu: f64,
+    fine: f64,
+    wall: f64,
+    threads: Vec<(String, f64)>,
+}
+
+impl Steady {
+    fn between(from: &Snap, to: &Snap) -> Steady {
+        Steady {
+            cpu: to.ticks - from.ticks,
+            fine: thread_total(&from.threads, &to.threads),
+            wall: (to.at - from.at).as_secs_f64(),
+            threads: thread_delta(&from.threads, &to.threads),
+        }
+    }
+}
+
+/// CPU seconds of all threads between two [`thread_cpu`] snapshots.
+fn thread_total(
+    before: &BTreeMap<u32, (String, u64)>,
+    after: &BTreeMap<u32, (String, u64)>,
+) -> f64 {
+    thread_delta(before, after).iter().map(|t| t.1).sum()
 }
 
 /// CPU seconds per thread name between two [`thread_cpu`] snapshots, busiest first.
@@ -129,6 +177,37 @@ fn own_name() -> String {
         .collect()
 }
 
+/// Times single RSS samples for 3 s at 10 ms: the usual sample and the ones that also
+/// rescan the process table (about once a second).
+fn rss_sample_costs() {
+    use kabench::telemetry::BlockingSampler;
+    let Ok(mut s) = telemetry::rss::RssSampler::new(vec![own_name()], Duration::from_millis(10))
+    else {
+        return;
+    };
+    let mut times: Vec<Duration> = Vec::new();
+    for _ in 0..300 {
+        let t = Instant::now();
+        let _ = s.sample();
+        times.push(t.elapsed());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let first = times[0];
+    let mut rest = times[1..].to_vec();
+    rest.sort();
+    let median = rest[rest.len() / 2];
+    let slowest: Vec<String> = rest
+        .iter()
+        .rev()
+        .take(4)
+        .map(|d| format!("{d:?}"))
+        .collect();
+    println!(
+        "rss sample cost: first (full scan) {first:?}, median {median:?}, slowest (rescans) {}",
+        slowest.join(" ")
+    );
+}
+
 /// The `/api/ps` interval a run used.
 fn config_ps(interval_ms: u64, ps_ms: Option<u64>) -> Duration {
     TelemetryConfig {
@@ -182,20 +261,31 @@ fn main() {
             ollama_url: Some(format!("http://127.0.0.1:{port}")),
             ..Default::default()
         };
-        let (cpu, wall, threads, report) = rt.block_on(async {
+        let (steady, once, report) = rt.block_on(async {
             // Let the runtime settle before measuring.
             tokio::time::sleep(Duration::from_millis(200)).await;
             let epoch = Instant::now();
-            let cpu0 = cpu_seconds();
-            let threads0 = thread_cpu();
+            let before = Snap::take();
             let handle = telemetry::start(config, epoch, run.vram_path(), CancellationToken::new())
                 .expect("telemetry starts");
+            // Start-up (HTTP client, first process scan) is paid once per run: measure
+            // the steady state after it.
+            tokio::time::sleep(WARM_UP).await;
+            let from = Snap::take();
             tokio::time::sleep(RUN_FOR).await;
+            let to = Snap::take();
             let report = handle.stop().await;
-            let threads = thread_delta(&threads0, &thread_cpu());
-            let cpu = cpu_seconds() - cpu0;
-            (cpu, epoch.elapsed().as_secs_f64(), threads, report)
+            let after = Snap::take();
+            let once = thread_total(&before.threads, &from.threads)
+                + thread_total(&to.threads, &after.threads);
+            (Steady::between(&from, &to), once, report)
         });
+        let Steady {
+            cpu,
+            fine,
+            wall,
+            threads,
+        } = steady;
         let ps = if sources.contains(&"ollama_ps") {
             format!(", /api/ps every {:?}", config_ps(interval_ms, ps_ms))
         } else {
@@ -206,21 +296,22 @@ fn main() {
         } else {
             sources.join(" + ")
         };
-        let fine: f64 = threads.iter().map(|t| t.1).sum();
         let per_thread: Vec<String> = threads
             .iter()
             .map(|(n, s)| format!("{n} {:.3}%", 100.0 * s / wall))
             .collect();
         println!(
-            "{name:<16} every {interval_ms:>3} ms{ps}: {:.3}% of one core ({fine:.4} s on CPU over {wall:.2} s; utime+stime {:.2}%), {} rows, {:?}",
+            "{name:<16} every {interval_ms:>3} ms{ps}: {:.3}% of one core ({fine:.4} s on CPU over {wall:.2} s; utime+stime {:.2}%); start and stop {:.1} ms CPU; {} rows, {:?}",
             100.0 * fine / wall,
             100.0 * cpu / wall,
+            1e3 * once,
             report.samples,
             report.sources
         );
         println!("    by thread: {}", per_thread.join(", "));
     }
     println!("load average at the end: {}", load_average());
+    rss_sample_costs();
     let _ = child.kill();
     let _ = child.wait();
 }
