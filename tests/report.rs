@@ -290,19 +290,41 @@ fn headless_chromium_shows_the_page_when_installed() {
     };
     let (_tmp, dir) = copy_fixture();
     let out = render(&dir, &RenderOptions::default()).unwrap();
+    let profile = dir.join("chromium-profile");
+    let chromium = |extra: &[String]| {
+        std::process::Command::new(browser)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--window-size=1100,2400",
+            ])
+            .arg(format!("--user-data-dir={}", profile.display()))
+            .args(extra)
+            .arg(format!("file://{}", out.index_html.display()))
+            .output()
+            .unwrap()
+    };
+    // The DOM as the browser built it: the recommendation and every chart are there.
+    let dom = chromium(&["--dump-dom".to_string()]);
+    assert!(dom.status.success());
+    let dom = String::from_utf8_lossy(&dom.stdout);
+    assert!(dom.contains("Recommendation"), "no recommendation in the page");
+    let charts = fs::read_dir(dir.join("charts")).unwrap().count();
+    assert!(charts >= 4, "{charts} charts");
+    assert!(
+        dom.matches("<svg").count() >= charts,
+        "every chart is inline in the page"
+    );
+    // And it paints: a blank page's screenshot is tiny.
     let shot = dir.join("shot.png");
-    let status = std::process::Command::new(browser)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--window-size=1100,2400",
-        ])
-        .arg(format!("--screenshot={}", shot.display()))
-        .arg(format!("file://{}", out.index_html.display()))
-        .status()
-        .unwrap();
-    assert!(status.success());
+    let status = chromium(&[format!("--screenshot={}", shot.display())]);
+    assert!(status.status.success());
     assert!(
         fs::metadata(&shot).unwrap().len() > 10_000,
         "a blank page is tiny"
