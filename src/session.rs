@@ -264,16 +264,21 @@ pub async fn run(
     progress: mpsc::UnboundedSender<ProgressEvent>,
     cancel: CancellationToken,
 ) -> Result<RunOutcome> {
-    let sim_handle = start_target(scenario, &options.target).await?;
-    let result = run_against(
-        scenario,
-        plan,
-        options,
-        sim_handle.as_ref(),
-        progress,
-        cancel,
-    )
-    .await;
+    with_target(scenario, &options.target, async |sim| {
+        run_against(scenario, plan, options, sim, progress, cancel).await
+    })
+    .await
+}
+
+/// Runs `body` against the target, with the embedded simulator started before and
+/// stopped after when the target is `sim`.
+pub async fn with_target<T>(
+    scenario: &Scenario,
+    target: &Target,
+    body: impl AsyncFnOnce(Option<&SimHandle>) -> Result<T>,
+) -> Result<T> {
+    let sim_handle = start_target(scenario, target).await?;
+    let result = body(sim_handle.as_ref()).await;
     if let Some(h) = sim_handle {
         h.shutdown().await;
     }

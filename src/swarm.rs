@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::ollama::OllamaClient;
 use crate::ollama::api;
-use crate::ollama::client::{ClientError, Exchange, NdjsonDecoder};
+use crate::ollama::client::{self, ClientError, Exchange};
 use crate::record::{self, RequestRecord, RunMeta, RunStatus};
 use crate::runner::{self, ProgressEvent};
 use crate::scenario::{Api, CellStream, Plan, Scenario};
@@ -57,20 +57,10 @@ pub async fn run_swarm(
     progress: mpsc::UnboundedSender<ProgressEvent>,
     cancel: CancellationToken,
 ) -> Result<RunOutcome> {
-    let sim_handle = session::start_target(scenario, &options.target).await?;
-    let result = swarm_against(
-        scenario,
-        plan,
-        options,
-        sim_handle.as_ref(),
-        progress,
-        cancel,
-    )
-    .await;
-    if let Some(h) = sim_handle {
-        h.shutdown().await;
-    }
-    result
+    session::with_target(scenario, &options.target, async |sim| {
+        swarm_against(scenario, plan, options, sim, progress, cancel).await
+    })
+    .await
 }
 
 /// What every goose transaction of one stream in one cell shares.
@@ -461,91 +451,15 @@ async fn one_request(user: &mut GooseUser, ctx: &StreamContext) -> TransactionRe
     Ok(())
 }
 
-/// Reads a response's body as kabench's client does: NDJSON chunks timed as they
-/// arrive (generate, chat), or one JSON object (embed).
+/// Reads a response's body as kabench's client does (NDJSON chunks timed as they
+/// arrive, or one embed object).
 async fn read_body(
     response: Result<reqwest::Response, reqwest::Error>,
     api: Api,
     ex: &mut Exchange,
 ) -> Result<(), ClientError> {
-    let mut resp = response.map_err(|e| reqwest_error(&e, false))?;
-    ex.first_byte_at = Some(Instant::now());
-    let status = resp.status();
-    ex.status = Some(status.as_u16());
-    if !status.is_success() {
-        let body = resp.bytes().await.map_err(|e| reqwest_error(&e, true))?;
-        return Err(ClientError::Http {
-            status: status.as_u16(),
-            message: crate::ollama::client::error_message(&body),
-        });
-    }
-    if api == Api::Embed {
-        let body = resp.bytes().await.map_err(|e| reqwest_error(&e, true))?;
-        let reply: api::EmbedResponse =
-            serde_json::from_slice(&body).map_err(|e| ClientError::BadJson(e.to_string()))?;
-        ex.chunks = 1;
-        ex.metrics = api::Metrics {
-            total_duration: reply.total_duration,
-            load_duration: reply.load_duration,
-            prompt_eval_count: reply.prompt_eval_count,
-            ..Default::default()
-        };
-        return Ok(());
-    }
-    let mut decoder = NdjsonDecoder::new();
-    while let Some(bytes) = resp.chunk().await.map_err(|e| reqwest_error(&e, true))? {
-        let at = Instant::now();
-        for chunk in decoder.push::<api::StreamChunk>(&bytes)? {
-            if observe(ex, chunk, at)? {
-                return Ok(());
-            }
-        }
-    }
-    if let Some(chunk) = decoder.finish::<api::StreamChunk>()?
-        && observe(ex, chunk, Instant::now())?
-    {
-        return Ok(());
-    }
-    Err(ClientError::BrokenStream(format!(
-        "body ended after {} chunks without done:true",
-        ex.chunks
-    )))
-}
-
-/// Takes in one chunk (M9, M10); `Ok(true)` at the final one.
-fn observe(ex: &mut Exchange, chunk: api::StreamChunk, at: Instant) -> Result<bool, ClientError> {
-    ex.chunks += 1;
-    if let Some(e) = chunk.error {
-        return Err(ClientError::StreamError(e));
-    }
-    if ex.first_token_at.is_none()
-        && (chunk.thinking_text().is_some() || chunk.answer_text().is_some())
-    {
-        ex.first_token_at = Some(at);
-    }
-    if ex.first_answer_at.is_none() && chunk.answer_text().is_some() {
-        ex.first_answer_at = Some(at);
-    }
-    if chunk.done {
-        ex.metrics = chunk.metrics;
-        ex.done_reason = chunk.done_reason;
-        return Ok(true);
-    }
-    Ok(false)
-}
-
-fn reqwest_error(e: &reqwest::Error, in_body: bool) -> ClientError {
-    let text = std::iter::successors(Some(e as &dyn std::error::Error), |e| e.source())
-        .map(|e| e.to_string())
-        .collect::<Vec<_>>()
-        .join(": ");
-    if e.is_timeout() {
-        ClientError::Timeout(text)
-    } else if in_body {
-        ClientError::BrokenStream(text)
-    } else {
-        ClientError::Connect(text)
-    }
+    let resp = response.map_err(|e| client::from_reqwest(e, false))?;
+    client::read_response(resp, ex, api == Api::Embed).await
 }
 
 /// Keeps our token and goose's killswitch in step while attacks run.

@@ -115,7 +115,9 @@ impl ClientError {
 
 /// Maps a transport error of reqwest onto our cases (`during_body`: the headers
 /// had arrived, so a failure now means the stream broke).
-fn from_reqwest(err: reqwest::Error, during_body: bool) -> ClientError {
+/// Classifies a reqwest failure: timeout, broken stream (once the body started), bad
+/// JSON, or connect.
+pub fn from_reqwest(err: reqwest::Error, during_body: bool) -> ClientError {
     let text = error_chain(&err);
     if err.is_timeout() {
         ClientError::Timeout(text)
@@ -354,7 +356,7 @@ impl Exchange {
     }
 
     /// Takes in one chunk of a stream; `Ok(true)` once the final chunk was seen.
-    fn observe(&mut self, chunk: api::StreamChunk, at: Instant) -> Result<bool, ClientError> {
+    pub fn observe(&mut self, chunk: api::StreamChunk, at: Instant) -> Result<bool, ClientError> {
         self.chunks += 1;
         if let Some(e) = chunk.error {
             return Err(ClientError::StreamError(e));
@@ -632,50 +634,61 @@ impl OllamaClient {
             .body(body);
         ex.sent_at = Instant::now();
         let resp = req.send().await.map_err(|e| from_reqwest(e, false))?;
-        ex.first_byte_at = Some(Instant::now());
-        let status = resp.status();
-        ex.status = Some(status.as_u16());
-        if !status.is_success() {
-            let body = resp.bytes().await.map_err(|e| from_reqwest(e, true))?;
-            return Err(ClientError::Http {
-                status: status.as_u16(),
-                message: error_message(&body),
-            });
-        }
-        if embed {
-            let body = resp.bytes().await.map_err(|e| from_reqwest(e, true))?;
-            let reply: api::EmbedResponse = serde_json::from_slice(&body)
-                .map_err(|e| ClientError::BadJson(format!("{e}: {}", preview(&body))))?;
-            ex.chunks = 1;
-            ex.metrics = api::Metrics {
-                total_duration: reply.total_duration,
-                load_duration: reply.load_duration,
-                prompt_eval_count: reply.prompt_eval_count,
-                ..Default::default()
-            };
-            return Ok(());
-        }
-        let mut decoder = NdjsonDecoder::new();
-        let mut stream = resp.bytes_stream();
-        while let Some(item) = stream.next().await {
-            let bytes = item.map_err(|e| from_reqwest(e, true))?;
-            let at = Instant::now();
-            for chunk in decoder.push::<api::StreamChunk>(&bytes)? {
-                if ex.observe(chunk, at)? {
-                    return Ok(());
-                }
+        read_response(resp, ex, embed).await
+    }
+}
+
+/// Reads a response into `ex` as it arrives: status and first byte, then the NDJSON
+/// chunks timed one by one (generate, chat) or one JSON object (`embed`). Shared by the
+/// client and by senders that bring their own HTTP stack (the goose swarm).
+pub async fn read_response(
+    resp: reqwest::Response,
+    ex: &mut Exchange,
+    embed: bool,
+) -> Result<(), ClientError> {
+    ex.first_byte_at = Some(Instant::now());
+    let status = resp.status();
+    ex.status = Some(status.as_u16());
+    if !status.is_success() {
+        let body = resp.bytes().await.map_err(|e| from_reqwest(e, true))?;
+        return Err(ClientError::Http {
+            status: status.as_u16(),
+            message: error_message(&body),
+        });
+    }
+    if embed {
+        let body = resp.bytes().await.map_err(|e| from_reqwest(e, true))?;
+        let reply: api::EmbedResponse = serde_json::from_slice(&body)
+            .map_err(|e| ClientError::BadJson(format!("{e}: {}", preview(&body))))?;
+        ex.chunks = 1;
+        ex.metrics = api::Metrics {
+            total_duration: reply.total_duration,
+            load_duration: reply.load_duration,
+            prompt_eval_count: reply.prompt_eval_count,
+            ..Default::default()
+        };
+        return Ok(());
+    }
+    let mut decoder = NdjsonDecoder::new();
+    let mut stream = resp.bytes_stream();
+    while let Some(item) = stream.next().await {
+        let bytes = item.map_err(|e| from_reqwest(e, true))?;
+        let at = Instant::now();
+        for chunk in decoder.push::<api::StreamChunk>(&bytes)? {
+            if ex.observe(chunk, at)? {
+                return Ok(());
             }
         }
-        if let Some(chunk) = decoder.finish::<api::StreamChunk>()?
-            && ex.observe(chunk, Instant::now())?
-        {
-            return Ok(());
-        }
-        Err(ClientError::BrokenStream(format!(
-            "body ended after {} chunks without done:true",
-            ex.chunks
-        )))
     }
+    if let Some(chunk) = decoder.finish::<api::StreamChunk>()?
+        && ex.observe(chunk, Instant::now())?
+    {
+        return Ok(());
+    }
+    Err(ClientError::BrokenStream(format!(
+        "body ended after {} chunks without done:true",
+        ex.chunks
+    )))
 }
 
 #[cfg(test)]
