@@ -270,6 +270,22 @@ pub struct RunMeta {
     pub warnings: Vec<String>,
 }
 
+impl RunMeta {
+    /// Loads the simulator counted per cell (`sim.loads_per_cell`), empty for a live target.
+    pub fn sim_loads_per_cell(&self) -> BTreeMap<String, u64> {
+        self.sim
+            .as_ref()
+            .and_then(|s| s.get("loads_per_cell"))
+            .and_then(|v| v.as_object())
+            .map(|m| {
+                m.iter()
+                    .filter_map(|(k, v)| v.as_u64().map(|n| (k.clone(), n)))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
 /// UTC now as RFC 3339.
 pub fn utc_now_rfc3339() -> String {
     time::OffsetDateTime::now_utc()

@@ -149,6 +149,7 @@ pub struct Recorder {
     rows_task: tokio::task::JoinHandle<Result<(u64, u64)>>,
     telemetry: Result<telemetry::TelemetryHandle>,
     telemetry_cancel: CancellationToken,
+    sim_loads: serde_json::Map<String, serde_json::Value>,
 }
 
 impl Recorder {
@@ -186,7 +187,24 @@ impl Recorder {
             rows_task,
             telemetry,
             telemetry_cancel,
+            sim_loads: serde_json::Map::new(),
         })
+    }
+
+    /// The simulator's load counter now (None against a live Ollama).
+    pub fn sim_loads_now(sim: Option<&SimHandle>) -> Option<u64> {
+        sim.map(|h| h.state.stats().loads)
+    }
+
+    /// Records how many loads the simulator made during a cell (`sim.loads_per_cell` in
+    /// `run.json`), the server's own count to check the cold verdicts against.
+    pub fn count_sim_loads(&mut self, cell: &str, sim: Option<&SimHandle>, before: Option<u64>) {
+        if let (Some(now), Some(before)) = (Self::sim_loads_now(sim), before) {
+            self.sim_loads.insert(
+                cell.to_string(),
+                serde_json::json!(now.saturating_sub(before)),
+            );
+        }
     }
 
     /// Milliseconds since the epoch.
@@ -215,6 +233,7 @@ impl Recorder {
             rows_task,
             telemetry,
             telemetry_cancel,
+            sim_loads,
             ..
         } = self;
         drop(rows);
@@ -242,6 +261,7 @@ impl Recorder {
             sim["loads"] = serde_json::json!(stats.loads);
             sim["evictions"] = serde_json::json!(stats.evictions);
             sim["expirations"] = serde_json::json!(stats.expirations);
+            sim["loads_per_cell"] = serde_json::Value::Object(sim_loads);
         }
         meta.status = status;
         meta.failure = failure;
@@ -345,6 +365,7 @@ async fn run_against(
             id: cell.id.clone(),
             requests: runner::planned_requests(cell)?,
         });
+        let loads_before = Recorder::sim_loads_now(sim_handle);
         let run = runner::run_cell(
             &client,
             cell,
@@ -359,6 +380,7 @@ async fn run_against(
                 if !cancel.is_cancelled() {
                     await_release(&client, tail, settle, &cancel).await;
                 }
+                rec.count_sim_loads(&cell.id, sim_handle, loads_before);
                 let ended = rec.now_ms();
                 let m = &mut rec.writer.meta_mut().cells[cell.index];
                 m.started_ms = Some(timing.started_ms);

@@ -5,7 +5,6 @@
 //! rule, and writes one `RequestRecord` per request, so analysis and report run
 //! unchanged. Goose's own reports land in `goose/<cell id>/`. Knows nothing of charts.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -18,7 +17,6 @@ use goose::config::GooseConfiguration;
 use goose::goose::{
     GooseMethod, GooseRequest, GooseUser, Scenario as GooseScenario, Transaction, TransactionResult,
 };
-use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -125,7 +123,6 @@ async fn swarm_against(
 
     let mut status = RunStatus::Complete;
     let mut failure = None;
-    let mut loads_per_cell = serde_json::Map::new();
     for cell in &plan.cells {
         if cancel.is_cancelled() {
             break;
@@ -139,7 +136,7 @@ async fn swarm_against(
             id: cell.id.clone(),
             requests: 0,
         });
-        let loads_before = sim_handle.map(|h| h.state.stats().loads);
+        let loads_before = session::Recorder::sim_loads_now(sim_handle);
         let started_ms = record::ms(epoch.elapsed());
         let contexts: Vec<Arc<StreamContext>> = cell
             .streams
@@ -170,12 +167,7 @@ async fn swarm_against(
         let m = &mut rec.writer.meta_mut().cells[cell.index];
         m.started_ms = Some(started_ms);
         m.ended_ms = Some(ended);
-        if let (Some(h), Some(before)) = (sim_handle, loads_before) {
-            loads_per_cell.insert(
-                cell.id.clone(),
-                Value::from(h.state.stats().loads.saturating_sub(before)),
-            );
-        }
+        rec.count_sim_loads(&cell.id, sim_handle, loads_before);
         match attack {
             Ok(summary) => {
                 let _ = progress.send(ProgressEvent::Note(format!(
@@ -203,9 +195,6 @@ async fn swarm_against(
     goose::reset_killswitch();
     if cancel.is_cancelled() && status == RunStatus::Complete {
         status = RunStatus::Interrupted;
-    }
-    if let Some(sim) = rec.writer.meta_mut().sim.as_mut() {
-        sim["loads_per_cell"] = Value::Object(loads_per_cell);
     }
     rec.close(status, failure, sim_handle).await
 }
@@ -482,21 +471,6 @@ async fn mirror_cancel(cancel: CancellationToken) {
             }
         }
     }
-}
-
-/// Loads the simulator counted per cell, as `run_swarm` records them in `run.json`
-/// (`sim.loads_per_cell`), for a swarm against `--target sim`.
-pub fn sim_loads_per_cell(meta: &record::RunMeta) -> BTreeMap<String, u64> {
-    meta.sim
-        .as_ref()
-        .and_then(|s| s.get("loads_per_cell"))
-        .and_then(|v| v.as_object())
-        .map(|m| {
-            m.iter()
-                .filter_map(|(k, v)| v.as_u64().map(|n| (k.clone(), n)))
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -314,7 +314,10 @@ fn headless_chromium_shows_the_page_when_installed() {
     let dom = chromium(&["--dump-dom".to_string()]);
     assert!(dom.status.success());
     let dom = String::from_utf8_lossy(&dom.stdout);
-    assert!(dom.contains("Recommendation"), "no recommendation in the page");
+    assert!(
+        dom.contains("Recommendation"),
+        "no recommendation in the page"
+    );
     let charts = fs::read_dir(dir.join("charts")).unwrap().count();
     assert!(charts >= 4, "{charts} charts");
     assert!(

@@ -134,6 +134,17 @@ fn keep_alive_sweep_cold_counts_follow_the_rules() {
         assert!(forever["e2e_ms"]["all"][q].is_number(), "{q}");
     }
 
+    // The loads the client's cold verdicts add up to are the simulator's own count.
+    let sim_loads = &meta["sim"]["loads_per_cell"];
+    for cell in cells {
+        let id = cell["id"].as_str().unwrap();
+        assert_eq!(
+            stream_of(cell)["loads"],
+            sim_loads[id],
+            "cell {id}: loads witnessed vs the simulator's count"
+        );
+    }
+
     // The report rebuilds the same numbers from a copy of the folder's files alone.
     let copy = tmp.path().join("copy");
     std::fs::create_dir_all(&copy).unwrap();

@@ -78,7 +78,7 @@ async fn swarm_records_every_request_and_its_cold_starts_match_the_simulators_lo
     let rows = record::read_requests(dir).unwrap();
     assert_eq!(rows.len() as u64, outcome.requests);
     assert_eq!(outcome.errors, 0, "{rows:#?}");
-    let loads = swarm::sim_loads_per_cell(&meta);
+    let loads = meta.sim_loads_per_cell();
     assert_eq!(loads.len(), 2, "{:?}", meta.sim);
     let threshold = Duration::from_secs_f64(meta.cold_threshold_ms / 1000.0);
     for cell in &meta.cells {
