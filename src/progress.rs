@@ -9,7 +9,7 @@ use crate::runner::ProgressEvent;
 /// Draws events until the channel closes.
 pub async fn show(mut events: mpsc::UnboundedReceiver<ProgressEvent>, quiet: bool) {
     let mut bar: Option<ProgressBar> = None;
-    let (mut errors, mut cold) = (0u64, 0u64);
+    let (mut done, mut errors, mut cold) = (0u64, 0u64, 0u64);
     while let Some(event) = events.recv().await {
         if quiet {
             continue;
@@ -21,9 +21,10 @@ pub async fn show(mut events: mpsc::UnboundedReceiver<ProgressEvent>, quiet: boo
                 id,
                 requests,
             } => {
-                errors = 0;
-                cold = 0;
-                let b = ProgressBar::with_draw_target(Some(requests), ProgressDrawTarget::stderr());
+                (done, errors, cold) = (0, 0, 0);
+                // Closed-loop users decide how many requests go out: no length then.
+                let length = (requests > 0).then_some(requests);
+                let b = ProgressBar::with_draw_target(length, ProgressDrawTarget::stderr());
                 b.set_style(
                     ProgressStyle::with_template(
                         "{prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed})",
@@ -35,6 +36,7 @@ pub async fn show(mut events: mpsc::UnboundedReceiver<ProgressEvent>, quiet: boo
                 bar = Some(b);
             }
             ProgressEvent::RequestDone { error, cold: c } => {
+                done += 1;
                 errors += error as u64;
                 cold += c as u64;
                 if let Some(b) = &bar {
@@ -46,10 +48,7 @@ pub async fn show(mut events: mpsc::UnboundedReceiver<ProgressEvent>, quiet: boo
                 if let Some(b) = bar.take() {
                     b.finish();
                     if b.is_hidden() {
-                        eprintln!(
-                            "cell {id}: {} requests, {cold} cold, {errors} errors",
-                            b.position()
-                        );
+                        eprintln!("cell {id}: {done} requests, {cold} cold, {errors} errors");
                     }
                 }
             }
