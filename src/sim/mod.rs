@@ -153,7 +153,7 @@ impl SimState {
             })
             .collect();
         serde_json::json!({
-            "gpu": format!("{} × {:.0} GiB GPU (simulated)", config.gpus, gib(config.vram_bytes)),
+            "gpu": format!("{} × {:.0} GiB GPU", config.gpus, gib(config.vram_bytes)),
             "gpus": config.gpus,
             "vram_bytes": config.vram_bytes,
             "rules": "Ollama 0.32.15 scheduler rules (OLLAMA.md)",
