@@ -269,7 +269,9 @@ impl Plan {
     }
 
     /// Offset from hand-over at which token `k` (0-based) is ready: the first comes
-    /// out of the prefill, each later one costs a decode step.
+    /// out of the prefill, each later one costs a decode step. `due(tokens)`, one step
+    /// after the last token (the end of sequence), is when the done line goes out, so
+    /// total_duration ≥ load + prompt eval + eval, as Ollama reports.
     fn due(&self, k: u32) -> Duration {
         self.prefill() + self.spec.decode_time(u64::from(k)).mul_f64(self.slow)
     }
@@ -340,9 +342,8 @@ impl Run {
         if self.finished {
             return None;
         }
-        if self.next < self.plan.tokens {
-            tokio::time::sleep_until(self.at(self.next).into()).await;
-        }
+        // Every token, then the done line one decode step after the last (`due`).
+        tokio::time::sleep_until(self.at(self.next).into()).await;
         let now = Instant::now();
         let mut out = Vec::new();
         let mut lines = 0;
@@ -374,7 +375,7 @@ impl Run {
             self.push_token(&mut out);
             lines += 1;
         }
-        if self.next >= self.plan.tokens {
+        if self.next >= self.plan.tokens && self.at(self.plan.tokens) <= Instant::now() {
             let line = final_line(
                 self.api,
                 &self.model,
@@ -446,7 +447,7 @@ impl Run {
             }
             Fault::None => {}
         }
-        let end = self.adm.dispatched_at + self.plan.due(self.plan.tokens.saturating_sub(1));
+        let end = self.adm.dispatched_at + self.plan.due(self.plan.tokens);
         tokio::time::sleep_until(end.into()).await;
         let thinking: String = (0..self.plan.thinking).map(|k| self.plan.text(k)).collect();
         let answer: String = (self.plan.thinking..self.plan.tokens)

@@ -250,9 +250,11 @@ impl SimState {
         match rx.await {
             Ok(Outcome::Dispatched { load_duration }) => {
                 ticket.dispatched = true;
+                // The hand-over overhead in load_duration (M4) is real time, as in
+                // Ollama: the model is handed over receipt + load_duration.
                 let admission = Admission {
                     receipt,
-                    dispatched_at: Instant::now(),
+                    dispatched_at: Instant::now().max(receipt + load_duration),
                     load_duration,
                 };
                 Ok((ticket, admission))
