@@ -172,13 +172,13 @@ fn fault_injection_records_every_request_once_and_exits_zero() {
         "--no-prewarm",
     ]);
     let all = rows(&out);
-    assert_eq!(all.len(), 40, "one row per request");
+    assert_eq!(all.len(), 60, "one row per request");
     let h = header(&out);
     let col = |name: &str| h.iter().position(|c| c == name).unwrap();
     let mut ids: Vec<&str> = all.iter().map(|r| &r[col("request")]).collect();
     ids.sort();
     ids.dedup();
-    assert_eq!(ids.len(), 40, "no request recorded twice");
+    assert_eq!(ids.len(), 60, "no request recorded twice");
     let kinds: std::collections::BTreeSet<&str> = all
         .iter()
         .map(|r| &r[col("error")])
@@ -190,7 +190,7 @@ fn fault_injection_records_every_request_once_and_exits_zero() {
     let summary = read_json(&out.join("summary.json"));
     let s = stream_of(&summary["cells"][0]);
     let errors = s["errors"].as_u64().unwrap();
-    assert!(errors > 0 && errors < 40, "{s}");
+    assert!(errors > 0 && errors < 60, "{s}");
     let by_kind: u64 = s["errors_by_kind"]
         .as_object()
         .unwrap()
