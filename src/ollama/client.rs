@@ -121,10 +121,13 @@ pub fn from_reqwest(err: reqwest::Error, during_body: bool) -> ClientError {
     let text = error_chain(&err);
     if err.is_timeout() {
         ClientError::Timeout(text)
-    } else if during_body || err.is_body() {
-        ClientError::BrokenStream(text)
-    } else if err.is_decode() {
+    } else if err.is_connect() {
+        ClientError::Connect(text)
+    } else if err.is_decode() && !during_body {
         ClientError::BadJson(text)
+    } else if during_body || err.is_body() || err.is_request() {
+        // Connected and sent, then the connection went away before a complete reply.
+        ClientError::BrokenStream(text)
     } else {
         ClientError::Connect(text)
     }
