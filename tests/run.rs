@@ -421,3 +421,54 @@ fn release_delay_and_idle_vram_match_keep_alive_on_the_simulator() {
         "idle VRAM grows with keep_alive: {idle:?}"
     );
 }
+
+#[test]
+fn every_sweep_axis_expands_and_reaches_the_report() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    run_ok(&[
+        "run",
+        fixture("grid.toml").to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--quiet",
+        "--json",
+    ]);
+    let summary = read_json(&out.join("summary.json"));
+    let cells = summary["cells"].as_array().unwrap();
+    assert_eq!(cells.len(), 8, "2 keep_alive × 2 rates × 2 quants");
+    let mut seen = std::collections::BTreeSet::new();
+    for cell in cells {
+        let p = &cell["params"];
+        let (ka, rate, quant) = (
+            p["keep_alive"].as_str().unwrap(),
+            p["rate"].as_str().unwrap(),
+            p["quant"].as_str().unwrap(),
+        );
+        assert!(["0", "-1"].contains(&ka) && ["4/s", "8/s"].contains(&rate));
+        let s = stream_of(cell);
+        assert_eq!(s["model"], format!("qwen2.5:3b-instruct-{quant}"));
+        assert_eq!(s["requests"], 5);
+        let expected_cold = if ka == "0" { 5 } else { 1 };
+        assert_eq!(s["cold"], expected_cold, "{ka} {rate} {quant}");
+        seen.insert((ka, rate, quant));
+    }
+    assert_eq!(seen.len(), 8, "every combination once");
+    let charts: Vec<String> = std::fs::read_dir(out.join("charts"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        charts.iter().any(|c| c.starts_with("cost-heatmap")),
+        "a keep_alive × rate heatmap: {charts:?}"
+    );
+    let p99 = std::fs::read_to_string(out.join("charts/p99-ttft-by-keep-alive.svg")).unwrap();
+    for label in ["keep_alive", "ms"] {
+        assert!(p99.contains(label), "axis label {label} as text");
+    }
+    let recs = read_json(&out.join("recommendation.json"));
+    assert!(
+        recs.to_string().contains("q8_0"),
+        "quantization advice names the swept values"
+    );
+}

@@ -231,7 +231,7 @@ pub fn by_keep_alive(summary: &Summary, metric: Metric) -> Result<String> {
             .margin(12)
             .x_label_area_size(52)
             .y_label_area_size(72)
-            .build_cartesian_2d((0..n as i32).into_segmented(), 0f64..ymax * 1.12)
+            .build_cartesian_2d(categories(n), 0f64..ymax * 1.45)
             .map_err(draw_err)?;
         chart
             .configure_mesh()
@@ -533,10 +533,7 @@ pub fn cost_heatmap(workload: &str, recs: &[&Recommendation]) -> Result<Option<S
             .margin(12)
             .x_label_area_size(52)
             .y_label_area_size(80)
-            .build_cartesian_2d(
-                (0..kas.len() as i32).into_segmented(),
-                (0..rates.len() as i32).into_segmented(),
-            )
+            .build_cartesian_2d(categories(kas.len()), categories(rates.len()))
             .map_err(draw_err)?;
         chart
             .configure_mesh()
@@ -559,10 +556,11 @@ pub fn cost_heatmap(workload: &str, recs: &[&Recommendation]) -> Result<Option<S
                 } else {
                     0.0
                 };
+                // From pale (cheapest) to deep red (dearest); the cheapest stays visible.
                 let shade = RGBColor(
-                    (255.0 - t * 41.0) as u8,
-                    (255.0 - t * 216.0) as u8,
-                    (255.0 - t * 215.0) as u8,
+                    (250.0 - t * 36.0) as u8,
+                    (225.0 - t * 186.0) as u8,
+                    (225.0 - t * 185.0) as u8,
                 );
                 Rectangle::new(
                     [
@@ -586,6 +584,14 @@ pub fn cost_heatmap(workload: &str, recs: &[&Recommendation]) -> Result<Option<S
         root.present().map_err(draw_err)?;
     }
     Ok(Some(svg))
+}
+
+/// `n` categorical positions, one segment each (a plain `0..n` range would add an
+/// empty segment after the last).
+fn categories(
+    n: usize,
+) -> plotters::coord::ranged1d::SegmentedCoord<plotters::coord::types::RangedCoordi32> {
+    (0..(n.max(1) as i32 - 1)).into_segmented()
 }
 
 fn seg_label(v: &SegmentValue<i32>, list: &[String]) -> String {

@@ -161,6 +161,14 @@ pub fn render(dir: &Path, opts: &RenderOptions) -> Result<Rendered> {
     let charts_dir = dir.join(CHARTS_DIR);
     fs::create_dir_all(&charts_dir)
         .with_context(|| format!("creating {}", charts_dir.display()))?;
+    // A re-render must not leave charts of an earlier render beside the new ones.
+    if let Ok(old) = fs::read_dir(&charts_dir) {
+        for entry in old.flatten() {
+            if entry.path().extension().is_some_and(|e| e == "svg") {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+    }
     for c in &charts {
         let path = charts_dir.join(&c.file);
         fs::write(&path, &c.svg).with_context(|| format!("writing {}", path.display()))?;
@@ -254,14 +262,30 @@ fn build_charts(
         file: "ttft-cdf.svg".into(),
         svg: charts::ttft_cdf(requests)?,
     });
-    let mut workloads: Vec<&str> = recs.iter().map(|r| r.workload.as_str()).collect();
-    workloads.dedup();
-    for w in workloads {
-        let mine: Vec<&Recommendation> = recs.iter().filter(|r| r.workload == w).collect();
-        if let Some(svg) = charts::cost_heatmap(w, &mine)? {
+    // One heatmap per workload and every other swept value (quant, model): rates are its rows.
+    let mut groups: Vec<(String, Vec<&Recommendation>)> = Vec::new();
+    for r in recs {
+        let others: Vec<String> = r
+            .fixed
+            .iter()
+            .filter(|(k, _)| k.as_str() != "rate")
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        let name = if others.is_empty() {
+            r.workload.clone()
+        } else {
+            format!("{} ({})", r.workload, others.join(", "))
+        };
+        match groups.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, members)) => members.push(r),
+            None => groups.push((name, vec![r])),
+        }
+    }
+    for (name, members) in groups {
+        if let Some(svg) = charts::cost_heatmap(&name, &members)? {
             out.push(Chart {
-                title: format!("Cost over keep_alive × rate: {w}"),
-                file: format!("cost-heatmap-{}.svg", slug(w)),
+                title: format!("Cost over keep_alive × rate: {name}"),
+                file: format!("cost-heatmap-{}.svg", slug(&name)),
                 svg,
             });
         }
