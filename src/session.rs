@@ -550,7 +550,7 @@ fn telemetry_config(scenario: &Scenario, base_url: &str, is_sim: bool) -> Teleme
     TelemetryConfig {
         sources,
         interval: t.interval,
-        ps_interval: None,
+        ps_interval: t.ps_interval,
         process_names: t.process_names.clone(),
         ollama_url: Some(base_url.to_string()),
         prometheus_url: t.prometheus_url.clone(),

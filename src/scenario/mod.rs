@@ -283,6 +283,9 @@ pub struct TelemetrySettings {
     pub sources: Vec<String>,
     /// `interval` between samples (default 100 ms).
     pub interval: Duration,
+    /// `ps_interval` between `/api/ps` polls (default: `interval`, but no faster than
+    /// 100 ms, since `/api/ps` changes only on loads and unloads).
+    pub ps_interval: Option<Duration>,
     /// `process_names` of the Ollama processes (default `ollama`, `ollama_llama_server`,
     /// `llama-server`).
     pub process_names: Vec<String>,

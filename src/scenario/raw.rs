@@ -168,6 +168,7 @@ pub(crate) struct RawSweep {
 pub(crate) struct RawTelemetry {
     pub sources: Option<Vec<String>>,
     pub interval: Option<Scalar>,
+    pub ps_interval: Option<Scalar>,
     pub process_names: Option<Vec<String>>,
     pub prometheus_url: Option<String>,
     pub prometheus_query: Option<String>,

@@ -220,6 +220,19 @@ pub(super) fn telemetry(t: &RawTelemetry, loc: &Locator<'_>) -> Result<Telemetry
         "telemetry.interval",
         loc,
     )?;
+    let ps_interval = match &t.ps_interval {
+        None => None,
+        Some(_) => Some(positive(
+            opt_duration(
+                &t.ps_interval,
+                "telemetry.ps_interval",
+                Duration::from_millis(100),
+                loc,
+            )?,
+            "telemetry.ps_interval",
+            loc,
+        )?),
+    };
     if sources.iter().any(|s| s == "prometheus") && t.prometheus_url.is_none() {
         return Err(loc.error_at(
             "telemetry.prometheus_url",
@@ -235,6 +248,7 @@ pub(super) fn telemetry(t: &RawTelemetry, loc: &Locator<'_>) -> Result<Telemetry
     Ok(TelemetrySettings {
         sources,
         interval,
+        ps_interval,
         process_names: t.process_names.clone().unwrap_or_else(|| {
             vec![
                 "ollama".into(),
