@@ -46,6 +46,7 @@ fn exit_code(e: &anyhow::Error) -> ExitCode {
             || c.is::<kabench::scenario::ScenarioError>()
             || c.is::<kabench::units::ParseError>()
             || c.is::<kabench::session::MissingModels>()
+            || c.is::<kabench::record::RunFolderExists>()
     });
     if bad_input {
         ExitCode::from(2)

@@ -342,6 +342,11 @@ fn write_header<T: Serialize + Default>(path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// `--out` names a folder that already holds a run: nothing is overwritten.
+#[derive(Debug, thiserror::Error)]
+#[error("{0} already holds a run (run.json); choose another --out or remove it first")]
+pub struct RunFolderExists(pub String);
+
 /// The open files of a run folder.
 pub struct RunWriter {
     dir: PathBuf,
@@ -354,6 +359,9 @@ impl RunWriter {
     /// Creates the folder, copies the scenario text, writes `run.json` and the CSV
     /// headers, so a bad `--out` fails before the first request.
     pub fn create(dir: &Path, scenario_text: &str, meta: RunMeta) -> Result<RunWriter> {
+        if dir.join(RUN_JSON).exists() {
+            return Err(RunFolderExists(dir.display().to_string()).into());
+        }
         fs::create_dir_all(dir)
             .with_context(|| format!("creating run folder {}", dir.display()))?;
         fs::write(dir.join(SCENARIO_TOML), scenario_text)

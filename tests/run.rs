@@ -145,6 +145,19 @@ fn keep_alive_sweep_cold_counts_follow_the_rules() {
         );
     }
 
+    // A second run into the same folder is refused: nothing recorded is overwritten.
+    let again = kabench()
+        .args([
+            "run",
+            fixture("fast-sim.toml").to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already holds a run"));
+
     // The report rebuilds the same numbers from a copy of the folder's files alone.
     let copy = tmp.path().join("copy");
     std::fs::create_dir_all(&copy).unwrap();
