@@ -11,6 +11,8 @@
 //! record::read -> analysis::summarize -> Summary -> recommend -> report::render
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod analysis;
 pub mod catalogue;
 pub mod cli;
