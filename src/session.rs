@@ -429,7 +429,7 @@ async fn write_rows(
 }
 
 /// Every distinct model of the plan must be installed (`/api/show`), or pulled with `--pull`.
-async fn check_models(
+pub async fn check_models(
     client: &OllamaClient,
     plan: &Plan,
     pull: bool,

@@ -89,6 +89,7 @@ async fn swarm_against(
     cancel: CancellationToken,
 ) -> Result<RunOutcome> {
     let (kind, client, version) = session::connect(&options.target, sim_handle).await?;
+    session::check_models(&client, plan, false, &progress).await?;
     let settings = SwarmPlan::new(scenario, options);
     let dir = options
         .out
