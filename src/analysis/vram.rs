@@ -58,8 +58,12 @@ pub struct ReleaseDelay {
     pub release_delay_s: Option<f64>,
     /// Whether the server kept the model as long as asked, within the tolerance plus
     /// one sampling interval. True when nothing can be judged (keep_alive not sent, or
-    /// the window ended before the deadline).
+    /// the window ended before the deadline). An eviction to make room for another
+    /// model (E3, E5) is the server following its rules: honoured, with `evicted_for`.
     pub honoured: bool,
+    /// The model whose load pushed this one out before its keep_alive ran out, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evicted_for: Option<String>,
 }
 
 /// The samples of one cell: from its `started_ms` up to the next cell's `started_ms`
@@ -214,6 +218,24 @@ impl Presence {
             .map(|(t, _)| *t)
     }
 
+    /// A model that was absent just before `at_ms` and present within `within_ms` after
+    /// it, other than `model`: the load an early release made room for.
+    fn arrival_near(&self, model: &str, at_ms: f64, within_ms: f64) -> Option<String> {
+        let before = self
+            .polls
+            .iter()
+            .take_while(|(t, _)| *t < at_ms)
+            .last()
+            .map(|(_, set)| set.clone())
+            .unwrap_or_default();
+        self.polls
+            .iter()
+            .filter(|(t, _)| *t >= at_ms && *t <= at_ms + within_ms)
+            .flat_map(|(_, set)| set.iter())
+            .find(|m| m.as_str() != model && !before.contains(*m))
+            .cloned()
+    }
+
     fn times(&self) -> Vec<f64> {
         self.polls.iter().map(|p| p.0).collect()
     }
@@ -306,7 +328,7 @@ fn release_delays(
         let delay = released.map(|t| (t - last_end) / 1000.0);
         let forever = stream.is_some_and(|s| s.keep_alive_forever);
         let ka_s = stream.and_then(|s| s.keep_alive_s);
-        let honoured = if forever {
+        let mut honoured = if forever {
             delay.is_none()
         } else if let Some(k) = ka_s {
             match delay {
@@ -316,16 +338,34 @@ fn release_delays(
         } else {
             true
         };
+        // Released early because another model needed the room (E3, E5)?
+        let early = match (delay, ka_s) {
+            (Some(d), Some(k)) => d < k - slack_s,
+            (Some(_), None) => forever,
+            _ => false,
+        };
+        let evicted_for = match (&presence, released) {
+            (Some(p), Some(t)) if early => p.arrival_near(model, t, EVICTION_WINDOW_MS),
+            _ => None,
+        };
+        if evicted_for.is_some() {
+            honoured = true;
+        }
         out.push(ReleaseDelay {
             model: model.to_string(),
             keep_alive: stream.map(|s| s.keep_alive.clone()).unwrap_or_default(),
             keep_alive_s: ka_s,
             release_delay_s: delay,
             honoured,
+            evicted_for,
         });
     }
     out
 }
+
+/// How soon after an early release another model must appear for the release to count
+/// as an eviction made for it: the freed-VRAM wait (E8, ≤ 5 s) plus a slow load.
+const EVICTION_WINDOW_MS: f64 = 45_000.0;
 
 fn gib(bytes: f64) -> String {
     format!("{:.2} GiB", bytes / (1u64 << 30) as f64)
@@ -361,6 +401,14 @@ pub fn vram_warnings(
                 r.model
             ),
         });
+    }
+    for r in &figures.release {
+        if let (Some(other), Some(d)) = (&r.evicted_for, r.release_delay_s) {
+            out.push(format!(
+                "{} was evicted {d:.2} s after its last request, before its keep_alive {:?} ran out, to make room for {other}: memory or OLLAMA_MAX_LOADED_MODELS is the limit, not keep_alive",
+                r.model, r.keep_alive
+            ));
+        }
     }
     let ps_totals = totals(samples, "ollama_ps", start);
     for source in ["nvml", "rss"] {
@@ -798,5 +846,90 @@ mod tests {
         };
         let v = serde_json::to_value(&f).unwrap();
         assert!(v.get("idle_gb_seconds").is_some() && v.get("peak_bytes").is_some());
+    }
+}
+
+#[cfg(test)]
+mod eviction_tests {
+    use super::*;
+
+    fn ps_row(t: f64, model: &str) -> VramSample {
+        VramSample {
+            t_ms: t,
+            source: "ollama_ps".into(),
+            device: "ollama".into(),
+            model: model.into(),
+            used_bytes: 5_000_000_000,
+            total_bytes: Some(5_000_000_000),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn an_early_release_that_makes_room_for_another_model_is_an_eviction() {
+        // Model a (keep_alive 30s) ends at 1 s; b starts loading at 4 s and is resident
+        // from 6 s; a leaves at 5 s, long before its 30 s.
+        let cell = CellMeta {
+            id: "c0".into(),
+            streams: vec![
+                StreamMeta {
+                    name: "sa".into(),
+                    model: "a".into(),
+                    keep_alive: "30s".into(),
+                    keep_alive_s: Some(30.0),
+                    ..Default::default()
+                },
+                StreamMeta {
+                    name: "sb".into(),
+                    model: "b".into(),
+                    keep_alive: "30s".into(),
+                    keep_alive_s: Some(30.0),
+                    ..Default::default()
+                },
+            ],
+            started_ms: Some(0.0),
+            ended_ms: Some(10_000.0),
+            ..Default::default()
+        };
+        let req = |stream: &str, model: &str, start: f64, end: f64| RequestRecord {
+            cell: "c0".into(),
+            stream: stream.into(),
+            model: model.into(),
+            intended_ms: start,
+            sent_ms: Some(start),
+            end_ms: end,
+            status: Some(200),
+            ..Default::default()
+        };
+        let requests = vec![req("sa", "a", 0.0, 1000.0), req("sb", "b", 4000.0, 7000.0)];
+        let mut samples = Vec::new();
+        let mut t = 0.0;
+        while t <= 10_000.0 {
+            samples.push(VramSample {
+                t_ms: t,
+                source: "ollama_ps".into(),
+                device: "ollama".into(),
+                ..Default::default()
+            });
+            if t < 5000.0 {
+                samples.push(ps_row(t, "a"));
+            }
+            if t >= 6000.0 {
+                samples.push(ps_row(t, "b"));
+            }
+            t += 100.0;
+        }
+        let tol = Duration::from_millis(350);
+        let f = vram_figures(&samples, &requests, &cell, tol).unwrap();
+        let a = f.release.iter().find(|r| r.model == "a").unwrap();
+        assert_eq!(a.evicted_for.as_deref(), Some("b"));
+        assert!(a.honoured, "an eviction follows the server's rules");
+        let w = vram_warnings(&samples, &requests, &cell, &f, tol);
+        assert!(
+            w.iter()
+                .any(|w| w.contains("a was evicted") && w.contains("room for b")),
+            "{w:?}"
+        );
+        assert!(!w.iter().any(|w| w.contains("not honoured for a")), "{w:?}");
     }
 }
