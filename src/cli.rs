@@ -290,7 +290,7 @@ fn observe(
     let cancel = CancellationToken::new();
     let on_ctrl_c = cancel.clone();
     tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
+        if interrupt().await {
             eprintln!("\ninterrupted: stopping sends, waiting for requests in flight…");
             on_ctrl_c.cancel();
         }
@@ -298,6 +298,25 @@ fn observe(
     let (tx, rx) = mpsc::unbounded_channel();
     let progress = tokio::spawn(crate::progress::show(rx, quiet));
     (cancel, tx, progress)
+}
+
+/// Ctrl-C, or SIGTERM on Unix (what CI runners and `kill` send): true when one came.
+async fn interrupt() -> bool {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => tokio::select! {
+                r = tokio::signal::ctrl_c() => r.is_ok(),
+                _ = term.recv() => true,
+            },
+            Err(_) => tokio::signal::ctrl_c().await.is_ok(),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c().await.is_ok()
+    }
 }
 
 /// Renders the finished run, prints its table and decides the outcome.
