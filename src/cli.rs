@@ -21,8 +21,9 @@ use crate::units;
 /// Measure what Ollama's keep_alive costs (idle VRAM) and buys (no cold starts), and
 /// say what to set.
 ///
-/// Exit codes: 0 ok; 1 the run failed; 2 bad input (scenario, arguments, missing
-/// model); 130 interrupted by Ctrl-C (the run folder is complete and reportable).
+/// Exit codes: 0 ok (failed requests are recorded data); 1 the run failed; 2 bad input
+/// (scenario, arguments, missing model, an --out folder that already holds a run); 130
+/// interrupted by Ctrl-C or SIGTERM (the run folder is complete and reportable).
 #[derive(Debug, Parser)]
 #[command(name = "kabench", version, about, long_about, help_expected = true)]
 pub struct Cli {
