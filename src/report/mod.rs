@@ -398,8 +398,30 @@ fn headline(recs: &[Recommendation], sim: Option<&SimNote>, status: RunStatus) -
         let lines: Vec<String> = recs.iter().map(Recommendation::headline).collect();
         out.push_str(&lines.join("; "));
         out.push('.');
+        // OLLAMA_KEEP_ALIVE is one value per server: different picks go per request.
+        let mut picks: Vec<&str> = recs.iter().map(|r| r.chosen.as_str()).collect();
+        picks.sort();
+        picks.dedup();
+        if picks.len() > 1 {
+            let longest = recs
+                .iter()
+                .max_by(|a, b| keep_alive_order(&a.chosen).total_cmp(&keep_alive_order(&b.chosen)))
+                .map(|r| recommend::display_keep_alive(&r.chosen))
+                .unwrap_or_default();
+            out.push_str(&format!(
+                " The workloads want different values and OLLAMA_KEEP_ALIVE is one per server: send each as the per-request \"keep_alive\" of the native API; clients of /v1 can only share OLLAMA_KEEP_ALIVE ({longest} covers them all)."
+            ));
+        }
     }
     out
+}
+
+/// keep_alive as written → seconds for ordering (forever last, not sent first).
+fn keep_alive_order(written: &str) -> f64 {
+    match crate::units::KeepAlive::parse(written) {
+        Ok(k) => k.seconds_or_infinity(),
+        Err(_) => -1.0,
+    }
 }
 
 fn scalar(v: &serde_json::Value) -> Option<String> {
@@ -465,5 +487,51 @@ mod tests {
         let n = sim_note(Some(&serde_json::json!([1, 2])));
         assert!(n.gpu.contains("not described"));
         assert_eq!(slug("Chat <script>"), "chat-script");
+    }
+
+    fn rec(workload: &str, chosen: &str) -> Recommendation {
+        Recommendation {
+            workload: workload.into(),
+            model: "m".into(),
+            fixed: Default::default(),
+            candidates: Vec::new(),
+            frontier_metric: String::new(),
+            has_vram: true,
+            cold_penalty_s: None,
+            cold_penalty_source: String::new(),
+            model_gb: None,
+            cost_choice: None,
+            slo_choice: None,
+            chosen: chosen.into(),
+            form: crate::recommend::Form::Cost,
+            reason: String::new(),
+            break_even_s: None,
+            snippets: crate::recommend::Snippets {
+                server_env: format!("OLLAMA_KEEP_ALIVE={chosen}"),
+                native_request: String::new(),
+                keep_alive_field: String::new(),
+                notes: Vec::new(),
+            },
+            advice: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn different_picks_per_workload_go_per_request() {
+        let one = headline(
+            &[rec("a", "30s"), rec("b", "30s")],
+            None,
+            RunStatus::Complete,
+        );
+        assert!(!one.contains("one per server"), "{one}");
+        let two = headline(
+            &[rec("a", "30s"), rec("b", "5m"), rec("c", "0")],
+            None,
+            RunStatus::Complete,
+        );
+        assert!(two.contains("one per server"), "{two}");
+        assert!(two.contains("(5m covers them all)"), "{two}");
+        assert_eq!(keep_alive_order("-1"), f64::INFINITY);
+        assert!(keep_alive_order("5m") > keep_alive_order("30s"));
     }
 }
