@@ -485,3 +485,34 @@ fn every_sweep_axis_expands_and_reaches_the_report() {
         "quantization advice names the swept values"
     );
 }
+
+#[test]
+fn requests_past_the_concurrency_cap_are_recorded_as_saturated() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    run_ok(&[
+        "run",
+        fixture("saturate.toml").to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--quiet",
+        "--no-prewarm",
+    ]);
+    let all = rows(&out);
+    assert_eq!(all.len(), 30, "every planned request has its row");
+    let h = header(&out);
+    let (err, sent) = (
+        h.iter().position(|c| c == "error").unwrap(),
+        h.iter().position(|c| c == "sent_ms").unwrap(),
+    );
+    let saturated: Vec<_> = all.iter().filter(|r| &r[err] == "saturated").collect();
+    assert!(
+        !saturated.is_empty(),
+        "one in flight at a time cannot keep up"
+    );
+    assert!(saturated.iter().all(|r| r[sent].is_empty()), "never sent");
+    assert!(all.iter().any(|r| r[err].is_empty()), "some got through");
+    let summary = read_json(&out.join("summary.json"));
+    let s = stream_of(&summary["cells"][0]);
+    assert_eq!(s["errors_by_kind"]["saturated"], saturated.len());
+}
