@@ -47,6 +47,22 @@ struct Checked {
     num_predict: Option<i64>,
 }
 
+impl Checked {
+    /// Hands the request to the scheduler and waits for its model. A serving request
+    /// may first be answered with the injected 500 (fault injection, before any byte).
+    async fn admit(
+        &self,
+        st: &SimState,
+        kind: RequestKind,
+    ) -> Result<(Ticket, Admission), SimError> {
+        if kind == RequestKind::Serve && st.roll(st.inner.faults.error_500) {
+            return Err(SimError::internal("simulated server error"));
+        }
+        st.admit(&self.model, self.num_ctx, self.keep_alive.clone(), kind)
+            .await
+    }
+}
+
 /// Ollama's checks in its order: `keep_alive` (decoded with the body), model name,
 /// installed (H3), option types (H4).
 fn check(
@@ -159,9 +175,7 @@ async fn text_reply(
             }
             RequestKind::LoadOnly
         };
-        let (ticket, _) = st
-            .admit(&c.model, c.num_ctx, c.keep_alive.clone(), kind)
-            .await?;
+        let (ticket, _) = c.admit(&st, kind).await?;
         let reply = final_line(
             api,
             &c.model,
@@ -176,17 +190,7 @@ async fn text_reply(
     if !c.spec.has(Capability::Completion) {
         return Err(unsupported());
     }
-    if st.roll(st.inner.faults.error_500) {
-        return Err(SimError::internal("simulated server error"));
-    }
-    let (ticket, adm) = st
-        .admit(
-            &c.model,
-            c.num_ctx,
-            c.keep_alive.clone(),
-            RequestKind::Serve,
-        )
-        .await?;
+    let (ticket, adm) = c.admit(&st, RequestKind::Serve).await?;
     let plan = Plan::new(
         &st,
         &c,
@@ -536,14 +540,7 @@ pub(super) async fn embed(State(st): State<SimState>, body: Bytes) -> Result<Res
     )?;
     let inputs = wire::embed_inputs(req.input.as_ref())?;
     if inputs.is_empty() {
-        let (ticket, _) = st
-            .admit(
-                &c.model,
-                c.num_ctx,
-                c.keep_alive.clone(),
-                RequestKind::LoadOnly,
-            )
-            .await?;
+        let (ticket, _) = c.admit(&st, RequestKind::LoadOnly).await?;
         drop(ticket);
         return Ok(axum::Json(api::EmbedResponse {
             model: c.model,
@@ -551,17 +548,7 @@ pub(super) async fn embed(State(st): State<SimState>, body: Bytes) -> Result<Res
         })
         .into_response());
     }
-    if st.roll(st.inner.faults.error_500) {
-        return Err(SimError::internal("simulated server error"));
-    }
-    let (ticket, adm) = st
-        .admit(
-            &c.model,
-            c.num_ctx,
-            c.keep_alive.clone(),
-            RequestKind::Serve,
-        )
-        .await?;
+    let (ticket, adm) = c.admit(&st, RequestKind::Serve).await?;
     let tokens: u32 = inputs.iter().map(|s| api::estimate_tokens(s)).sum();
     let prefill = c.spec.prefill_time(u64::from(tokens));
     tokio::time::sleep_until((adm.dispatched_at + prefill).into()).await;
