@@ -4,6 +4,7 @@
 //! Built-in defaults, extendable from a scenario's `[[sim.models]]`. Knows nothing of
 //! HTTP or the scheduler's state.
 
+use crate::ollama::name;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -374,18 +375,16 @@ impl Catalogue {
         Catalogue { models }
     }
 
-    /// Finds a model by name or alias; a bare family (`qwen2.5`) means `qwen2.5:latest`.
-    pub fn resolve(&self, name: &str) -> Option<&ModelSpec> {
-        let find = |n: &str| {
-            self.models
-                .iter()
-                .find(|m| m.name == n || m.aliases.iter().any(|a| a == n))
-        };
-        match find(name) {
-            Some(m) => Some(m),
-            None if !name.contains(':') => find(&format!("{name}:latest")),
-            None => None,
-        }
+    /// Finds a model by name or alias in any form Ollama accepts: a bare family
+    /// (`qwen2.5`) means `qwen2.5:latest`, `library/` and `registry.ollama.ai/library/`
+    /// prefixes and case do not matter.
+    pub fn resolve(&self, model: &str) -> Option<&ModelSpec> {
+        let key = name::key(model);
+        let is = |n: &str| n == model || name::key(n) == key;
+        self.models
+            .iter()
+            .find(|m| is(&m.name))
+            .or_else(|| self.models.iter().find(|m| m.aliases.iter().any(|a| is(a))))
     }
 
     /// Index in `models` of what `resolve` finds.

@@ -530,7 +530,7 @@ fn print_result(summary: &Summary, json: bool) -> Result<()> {
     }
     writeln!(
         out,
-        "{:<28} {:<12} {:>10} {:>5} {:>5} {:>5} {:>5} {:>6} {:>10} {:>10} {:>10} {:>10}",
+        "{:<28} {:<12} {:>10} {:>5} {:>5} {:>5} {:>5} {:>6} {:>10} {:>10} {:>10} {:>10}  {}",
         "cell",
         "stream",
         "keep_alive",
@@ -542,7 +542,8 @@ fn print_result(summary: &Summary, json: bool) -> Result<()> {
         "ttft p50",
         "ttft p99",
         "e2e p99",
-        "idle GB·s"
+        "idle GB·s",
+        "memory"
     )?;
     for cell in &summary.cells {
         let idle = cell
@@ -550,6 +551,10 @@ fn print_result(summary: &Summary, json: bool) -> Result<()> {
             .as_ref()
             .map(|v| format!("{:.1}", v.idle_gb_seconds))
             .unwrap_or_else(|| "-".into());
+        let memory = cell
+            .vram
+            .as_ref()
+            .map_or("not measured", |v| v.counted.as_str());
         for s in &cell.streams {
             let p = |x: Option<f64>| {
                 x.map(|v| format!("{v:.0} ms"))
@@ -557,7 +562,7 @@ fn print_result(summary: &Summary, json: bool) -> Result<()> {
             };
             writeln!(
                 out,
-                "{:<28} {:<12} {:>10} {:>5} {:>5} {:>5} {:>5} {:>5.0}% {:>10} {:>10} {:>10} {:>10}",
+                "{:<28} {:<12} {:>10} {:>5} {:>5} {:>5} {:>5} {:>5.0}% {:>10} {:>10} {:>10} {:>10}  {}",
                 cell.id,
                 s.name,
                 s.keep_alive,
@@ -569,7 +574,8 @@ fn print_result(summary: &Summary, json: bool) -> Result<()> {
                 p(s.ttft_ms.all.map(|q| q.p50)),
                 p(s.ttft_ms.all.map(|q| q.p99)),
                 p(s.e2e_ms.all.map(|q| q.p99)),
-                idle
+                idle,
+                memory
             )?;
         }
     }

@@ -4,11 +4,15 @@
 //!
 //! Cost of one candidate cell, in the unit of `[cost] wait_second` (default 1.0 per
 //! second a user waits; `vram_gb_hour` default 7.2 per GB-hour of idle VRAM, GB = 10⁹ bytes):
-//! `cold × cold_penalty_s × wait_second + idle_gb_s / 3600 × vram_gb_hour`.
+//! `cold × cold_penalty_s × wait_second + idle_gpu_gb_s / 3600 × vram_gb_hour
+//! + idle_ram_gb_s / 3600 × ram_gb_hour`: memory is priced where it sits (GPU memory,
+//! or system memory on a CPU-only host and for the part of a model offloaded to the CPU).
 //! `cold_penalty_s` is `[cost] cold_penalty` or, when unset, the measured median cold
 //! TTFT minus median warm TTFT (falling back to the median cold `load_duration`).
 //! Break-even keep_alive (ski rental: keep while holding costs less than one reload):
-//! `t* = cold_penalty_s × wait_second / (model_gb × vram_gb_hour / 3600)` seconds.
+//! `t* = cold_penalty_s × wait_second / ((gpu_gb × vram_gb_hour + ram_gb × ram_gb_hour) / 3600)`
+//! seconds. No memory figure that was not measured is taken as zero: with none, the
+//! recommendation says so and ranks memory by keep_alive length.
 
 use std::collections::BTreeMap;
 
@@ -38,8 +42,11 @@ pub enum Form {
 pub struct Cost {
     /// `cold × cold_penalty_s × wait_second`.
     pub cold: f64,
-    /// `idle_gb_s / 3600 × vram_gb_hour`.
+    /// `idle_gpu_gb_s / 3600 × vram_gb_hour`.
     pub vram: f64,
+    /// `idle_ram_gb_s / 3600 × ram_gb_hour`.
+    #[serde(default)]
+    pub ram: f64,
     /// The sum.
     pub total: f64,
 }
@@ -67,10 +74,18 @@ pub struct Candidate {
     pub errors: u64,
     /// p99 time to first token, ms.
     pub p99_ttft_ms: Option<f64>,
-    /// VRAM held while no request was in flight, GB·s (cell-wide).
+    /// Memory held while no request was in flight, GB·s (cell-wide, GPU + system).
     pub idle_gb_s: Option<f64>,
-    /// Peak VRAM of the cell, bytes.
+    /// Its GPU part, GB·s.
+    pub idle_gpu_gb_s: Option<f64>,
+    /// Its system-memory part, GB·s.
+    pub idle_ram_gb_s: Option<f64>,
+    /// Which memory was counted (`GPU`, `system RAM`, `GPU + system RAM`).
+    pub memory: Option<String>,
+    /// Peak memory of the cell (GPU + system), bytes.
     pub peak_bytes: Option<u64>,
+    /// Peak system memory of the cell, bytes.
+    pub peak_ram_bytes: Option<u64>,
     /// The cost model's figure, when VRAM data exists.
     pub cost: Option<Cost>,
     /// On the Pareto frontier of (`frontier_metric`, idle GB·s).
@@ -131,8 +146,10 @@ pub struct Recommendation {
     pub cold_penalty_s: Option<f64>,
     /// `scenario` or `measured`.
     pub cold_penalty_source: String,
-    /// Size held by the model, GB (the group's peak VRAM).
+    /// Size held by the model, GB (the group's peak memory, GPU + system).
     pub model_gb: Option<f64>,
+    /// The system-memory part of `model_gb`, GB.
+    pub model_ram_gb: Option<f64>,
     /// Cost-form pick (keep_alive as written).
     pub cost_choice: Option<String>,
     /// SLO-form pick (keep_alive as written).
@@ -279,7 +296,11 @@ fn candidate(cell: &CellSummary, s: &StreamSummary) -> Candidate {
         errors: s.errors,
         p99_ttft_ms: s.ttft_ms.all.map(|p| p.p99),
         idle_gb_s: vram.map(|v| v.idle_gb_seconds),
+        idle_gpu_gb_s: vram.map(|v| v.idle_split().0),
+        idle_ram_gb_s: vram.map(|v| v.idle_split().1),
+        memory: vram.map(|v| v.counted.clone()),
         peak_bytes: vram.map(|v| v.peak_bytes),
+        peak_ram_bytes: vram.map(|v| v.peak_split().1),
         cost: None,
         on_frontier: false,
         meets_slo: None,
@@ -375,19 +396,22 @@ fn recommend_group(
     let mut cands: Vec<Candidate> = members.iter().map(|(c, s)| candidate(c, s)).collect();
     let has_vram = !cands.is_empty() && cands.iter().all(|c| c.idle_gb_s.is_some());
     let (penalty_s, penalty_source) = cold_penalty(members, cost);
-    let model_gb = cands
+    let peak = cands
         .iter()
-        .filter_map(|c| c.peak_bytes)
-        .max()
-        .map(|b| b as f64 / GB);
+        .filter_map(|c| c.peak_bytes.map(|b| (b, c.peak_ram_bytes.unwrap_or(0))))
+        .max();
+    let model_gb = peak.map(|(b, _)| b as f64 / GB);
+    let model_ram_gb = peak.map(|(_, r)| r as f64 / GB);
     if has_vram {
         for c in &mut cands {
             let cold = c.cold as f64 * penalty_s.unwrap_or(0.0) * cost.wait_second;
-            let vram = c.idle_gb_s.unwrap_or(0.0) / 3600.0 * cost.vram_gb_hour;
+            let vram = c.idle_gpu_gb_s.unwrap_or(0.0) / 3600.0 * cost.vram_gb_hour;
+            let ram = c.idle_ram_gb_s.unwrap_or(0.0) / 3600.0 * cost.ram_gb_hour;
             c.cost = Some(Cost {
                 cold,
                 vram,
-                total: cold + vram,
+                ram,
+                total: cold + vram + ram,
             });
         }
     }
@@ -420,10 +444,14 @@ fn recommend_group(
             cold_only_pick.clone().unwrap_or_else(|| cands[0].clone()),
         ),
     };
-    let break_even_s = match (penalty_s, model_gb) {
-        (Some(p), Some(gb)) if gb > 0.0 && cost.vram_gb_hour > 0.0 => {
-            Some(p * cost.wait_second / (gb * cost.vram_gb_hour / 3600.0))
+    let hold_rate = match (model_gb, model_ram_gb) {
+        (Some(gb), Some(ram)) => {
+            Some(((gb - ram).max(0.0) * cost.vram_gb_hour + ram * cost.ram_gb_hour) / 3600.0)
         }
+        _ => None,
+    };
+    let break_even_s = match (penalty_s, hold_rate) {
+        (Some(p), Some(rate)) if rate > 0.0 => Some(p * cost.wait_second / rate),
         _ => None,
     };
     let reason = reason(form, &pick, &cands, slo_ms, has_vram, penalty_s, cost);
@@ -442,6 +470,7 @@ fn recommend_group(
         cold_penalty_s: penalty_s,
         cold_penalty_source: penalty_source,
         model_gb,
+        model_ram_gb,
         cost_choice: cost_pick.map(|c| c.keep_alive),
         slo_choice: slo_pick.map(|c| c.keep_alive),
         chosen: pick.keep_alive.clone(),
@@ -473,17 +502,33 @@ fn reason(
         ),
         Form::Cost => {
             let k = pick.cost.map_or(0.0, |k| k.total);
+            let mut memory = Vec::new();
+            let (gpu, ram) = (
+                pick.idle_gpu_gb_s.unwrap_or(0.0),
+                pick.idle_ram_gb_s.unwrap_or(0.0),
+            );
+            if gpu > 0.0 || ram == 0.0 {
+                memory.push(format!(
+                    "{gpu:.1} idle GPU GB·s × {} per GB-hour",
+                    cost.vram_gb_hour
+                ));
+            }
+            if ram > 0.0 {
+                memory.push(format!(
+                    "{ram:.1} idle system-memory GB·s × {} per GB-hour",
+                    cost.ram_gb_hour
+                ));
+            }
             format!(
-                "{ka} has the lowest cost, {k:.3} ({} cold × {:.2} s × {} per wait-second + {:.1} idle GB·s × {} per GB-hour)",
+                "{ka} has the lowest cost, {k:.3} ({} cold × {:.2} s × {} per wait-second + {})",
                 pick.cold,
                 penalty_s.unwrap_or(0.0),
                 cost.wait_second,
-                pick.idle_gb_s.unwrap_or(0.0),
-                cost.vram_gb_hour
+                memory.join(" + ")
             )
         }
         Form::ColdOnly => format!(
-            "no VRAM data: {ka} is the shortest swept keep_alive with the lowest cold-start ratio ({:.1}%)",
+            "no memory measured: {ka} is the shortest swept keep_alive with the lowest cold-start ratio ({:.1}%)",
             pick.cold_ratio * 100.0
         ),
     };
@@ -491,7 +536,7 @@ fn reason(
         out.push_str("; no swept keep_alive met the p99 TTFT SLO");
     }
     if !has_vram && form != Form::ColdOnly {
-        out.push_str("; no VRAM data, so memory is ranked by keep_alive length");
+        out.push_str("; no memory measured, so memory is ranked by keep_alive length");
     }
     let frontier: Vec<String> = cands
         .iter()
@@ -659,6 +704,9 @@ mod tests {
                 peak_bytes: 5_000_000_000,
                 mean_bytes: 4e9,
                 release: Vec::new(),
+                gpu: None,
+                ram: None,
+                counted: "GPU".into(),
             }),
             warnings: Vec::new(),
         }
@@ -682,6 +730,7 @@ mod tests {
     fn cost(vram_gb_hour: f64) -> CostSettings {
         CostSettings {
             vram_gb_hour,
+            ram_gb_hour: 1.0,
             wait_second: 1.0,
             cold_penalty: None,
         }
@@ -749,7 +798,7 @@ mod tests {
         let r = &recommend(&s, &cost(7.2), &SloSettings::default())[0];
         assert_eq!(r.form, Form::ColdOnly);
         assert_eq!(r.chosen, "10m");
-        assert!(r.reason.contains("no VRAM data"));
+        assert!(r.reason.contains("no memory measured"));
         assert!(r.break_even_s.is_none());
     }
 

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::ollama::api::{self, ChatRequest, EmbedRequest, GenerateRequest, Message};
 use crate::ollama::client::{Exchange, OllamaClient};
+use crate::ollama::name::same_model;
 use crate::record::{self, RequestRecord, classify_cold};
 use crate::scenario::{Api, Cell, CellStream, Prompt};
 use crate::workload::{self, Limit};
@@ -276,7 +277,7 @@ async fn send_one(
         client.ps().await.ok().map(|ps| {
             ps.models
                 .iter()
-                .any(|m| m.name == stream.model || m.model == stream.model)
+                .any(|m| same_model(&m.name, &stream.model) || same_model(&m.model, &stream.model))
         })
     };
     let timeout = Some(config.timeout);

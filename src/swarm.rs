@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use crate::ollama::OllamaClient;
 use crate::ollama::api;
 use crate::ollama::client::{self, ClientError, Exchange};
+use crate::ollama::name::same_model;
 use crate::record::{self, RequestRecord, RunMeta, RunStatus};
 use crate::runner::{self, ProgressEvent};
 use crate::scenario::{Api, CellStream, Plan, Scenario};
@@ -391,7 +392,7 @@ async fn one_request(user: &mut GooseUser, ctx: &StreamContext) -> TransactionRe
         ctx.ps.ps().await.ok().map(|ps| {
             ps.models
                 .iter()
-                .any(|m| m.name == stream.model || m.model == stream.model)
+                .any(|m| same_model(&m.name, &stream.model) || same_model(&m.model, &stream.model))
         })
     };
     let sent_at = Instant::now();

@@ -170,7 +170,7 @@ fn charts_carry_their_axis_labels_as_text() {
     let read = |name: &str| fs::read_to_string(charts.join(name)).unwrap();
     let tradeoff = read("tradeoff-0-chat.svg");
     for label in [
-        "idle VRAM held (GB·s)",
+        "idle memory held (GB·s)",
         "cold-start ratio (%)",
         "recommended",
         "1s",
@@ -191,7 +191,7 @@ fn charts_carry_their_axis_labels_as_text() {
     assert!(has_text(&vram, "VRAM used (GB)") && has_text(&vram, "time since cell start (s)"));
     assert!(has_text(&vram, "cold start"));
     let html = fs::read_to_string(dir.join("index.html")).unwrap();
-    assert!(has_text(&html, "idle VRAM held (GB·s)"));
+    assert!(has_text(&html, "idle memory held (GB·s)"));
 }
 
 #[test]

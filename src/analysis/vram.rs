@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::ollama::name;
 use crate::record::{CellMeta, RequestRecord, StreamMeta, VramSample};
 
 /// Bytes per GB in the figures (decimal, as GPU prices are quoted).
@@ -25,22 +26,78 @@ pub const DISAGREEMENT_SHARE: f64 = 0.2;
 /// Least excess over the baseline that counts as memory not given back.
 pub const BASELINE_MARGIN_BYTES: u64 = 256 << 20;
 
-/// A cell's VRAM figures (`summary.json`, each cell's `vram`).
+/// A cell's memory figures (`summary.json`, each cell's `vram`): the memory held for
+/// the models wherever it sits, GPU memory plus system memory. On a GPU host that fits
+/// the model it is the GPU's; on a CPU-only host (`/api/ps` `size_vram` 0) all of it is
+/// system memory; a partly offloaded model holds both. The top-level figures are the
+/// sum; `gpu` and `ram` split them, each `null` when nothing measured it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub struct VramFigures {
-    /// Source of the figures: `nvml`, else `sim` / `prometheus`, else `ollama_ps`, else `rss`.
+    /// Source of the GPU figures: `nvml`, else `sim` / `prometheus`, else `ollama_ps`,
+    /// else `rss` (then the figures are system memory only).
     pub source: String,
-    /// ∫ bytes dt over the window, in GB·s.
+    /// ∫ bytes dt over the window, in GB·s (GPU + system memory).
     pub gb_seconds_held: f64,
     /// The same integral over the times no request of the cell was in flight.
     pub idle_gb_seconds: f64,
-    /// Highest sample.
+    /// Highest total.
     pub peak_bytes: u64,
     /// Time-weighted mean over the window.
     pub mean_bytes: f64,
     /// Per model: release delay against keep_alive.
     pub release: Vec<ReleaseDelay>,
+    /// GPU memory alone; `null` when no GPU source sampled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu: Option<MemoryPart>,
+    /// System memory held for the models (`/api/ps` `size − size_vram`, else the
+    /// runners' RSS above the cell's baseline); `null` when nothing measured it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ram: Option<MemoryPart>,
+    /// Which memory the figures count: `GPU`, `system RAM` or `GPU + system RAM`.
+    #[serde(default)]
+    pub counted: String,
+}
+
+impl VramFigures {
+    /// Idle GB·s on the GPU and in system memory. A summary written before the split
+    /// (no `gpu`, no `ram`) counts all of it as GPU memory.
+    pub fn idle_split(&self) -> (f64, f64) {
+        match (&self.gpu, &self.ram) {
+            (None, None) => (self.idle_gb_seconds, 0.0),
+            (g, r) => (
+                g.as_ref().map_or(0.0, |p| p.idle_gb_seconds),
+                r.as_ref().map_or(0.0, |p| p.idle_gb_seconds),
+            ),
+        }
+    }
+
+    /// Peak bytes on the GPU and in system memory (see [`VramFigures::idle_split`]).
+    pub fn peak_split(&self) -> (u64, u64) {
+        match (&self.gpu, &self.ram) {
+            (None, None) => (self.peak_bytes, 0),
+            (g, r) => (
+                g.as_ref().map_or(0, |p| p.peak_bytes),
+                r.as_ref().map_or(0, |p| p.peak_bytes),
+            ),
+        }
+    }
+}
+
+/// The figures of one kind of memory (GPU or system).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub struct MemoryPart {
+    /// The source the figures come from.
+    pub source: String,
+    /// ∫ bytes dt over the window, GB·s.
+    pub gb_seconds_held: f64,
+    /// The same over the times no request was in flight.
+    pub idle_gb_seconds: f64,
+    /// Highest sample.
+    pub peak_bytes: u64,
+    /// Time-weighted mean.
+    pub mean_bytes: f64,
 }
 
 /// One model's release: from the end of its last request to its memory being freed.
@@ -64,6 +121,12 @@ pub struct ReleaseDelay {
     /// The model whose load pushed this one out before its keep_alive ran out, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub evicted_for: Option<String>,
+    /// The same delay read from the runner processes' RSS (`rss` rows other than the
+    /// server's own `ollama`): seconds from the last request's end until their memory
+    /// dropped. Only for a cell with one model (RSS does not say which model a runner
+    /// serves); `null` when not sampled or not released within the window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process_release_delay_s: Option<f64>,
 }
 
 /// The samples of one cell: from its `started_ms` up to the next cell's `started_ms`
@@ -148,35 +211,118 @@ pub fn vram_figures(
     tolerance: Duration,
 ) -> Option<VramFigures> {
     let start = cell.started_ms?;
-    let (source, series) = SOURCE_PREFERENCE.iter().find_map(|src| {
-        let s = totals(samples, src, start);
-        (!s.is_empty()).then(|| (src.to_string(), s))
-    })?;
     let busy = busy_intervals(requests, cell);
+    let gpu = SOURCE_PREFERENCE
+        .iter()
+        .filter(|src| **src != "rss")
+        .find_map(|src| {
+            let s = totals(samples, src, start);
+            (!s.is_empty()).then(|| (src.to_string(), s))
+        });
+    let ram = ram_series(samples, start);
+    let series = match (&gpu, &ram) {
+        (Some((_, g)), Some((_, r))) => sum_series(g, r),
+        (Some((_, g)), None) => g.clone(),
+        (None, Some((_, r))) => r.clone(),
+        (None, None) => return None,
+    };
+    let part = |(source, series): &(String, Series)| integrate(source, series, &busy);
+    let (gpu, ram) = (gpu.as_ref().map(part), ram.as_ref().map(part));
+    let total = integrate("", &series, &busy);
+    let counted = match (&gpu, &ram) {
+        (Some(g), Some(r)) if g.peak_bytes > 0 && r.peak_bytes > 0 => "GPU + system RAM",
+        (_, Some(r)) if r.peak_bytes > 0 => "system RAM",
+        (Some(_), _) => "GPU",
+        (None, _) => "system RAM",
+    };
+    Some(VramFigures {
+        source: gpu
+            .as_ref()
+            .or(ram.as_ref())
+            .map(|p| p.source.clone())
+            .unwrap_or_default(),
+        gb_seconds_held: total.gb_seconds_held,
+        idle_gb_seconds: total.idle_gb_seconds,
+        peak_bytes: total.peak_bytes,
+        mean_bytes: total.mean_bytes,
+        release: release_delays(samples, requests, cell, &series, tolerance),
+        gpu,
+        ram,
+        counted: counted.into(),
+    })
+}
+
+/// Held, idle, peak and mean of one step series.
+fn integrate(source: &str, series: &Series, busy: &[(f64, f64)]) -> MemoryPart {
     let (mut held, mut idle) = (0.0f64, 0.0f64);
     for w in series.windows(2) {
         let (t0, v) = w[0];
         let t1 = w[1].0;
         let seg_ms = t1 - t0;
-        let idle_ms = seg_ms - overlap((t0, t1), &busy);
+        let idle_ms = seg_ms - overlap((t0, t1), busy);
         held += v as f64 * seg_ms;
         idle += v as f64 * idle_ms.max(0.0);
     }
-    let span_ms = series[series.len() - 1].0 - series[0].0;
-    let peak_bytes = series.iter().map(|p| p.1).max().unwrap_or(0);
+    let span_ms = series.last().map_or(0.0, |l| l.0) - series.first().map_or(0.0, |f| f.0);
     let mean_bytes = if span_ms > 0.0 {
         held / span_ms
     } else {
-        series[0].1 as f64
+        series.first().map_or(0.0, |f| f.1 as f64)
     };
-    Some(VramFigures {
-        source: source.clone(),
+    MemoryPart {
+        source: source.to_string(),
         gb_seconds_held: held / 1000.0 / GB,
         idle_gb_seconds: idle / 1000.0 / GB,
-        peak_bytes,
+        peak_bytes: series.iter().map(|p| p.1).max().unwrap_or(0),
         mean_bytes,
-        release: release_delays(samples, requests, cell, &series, tolerance),
-    })
+    }
+}
+
+/// The sum of two step series, evaluated at the union of their times (each holds its
+/// last value; before its first sample a series counts 0).
+fn sum_series(a: &Series, b: &Series) -> Series {
+    let mut times: Vec<f64> = a.iter().chain(b.iter()).map(|p| p.0).collect();
+    times.sort_by(f64::total_cmp);
+    times.dedup();
+    let (mut i, mut j) = (0usize, 0usize);
+    let (mut va, mut vb) = (0u64, 0u64);
+    let mut out = Vec::with_capacity(times.len());
+    for t in times {
+        while i < a.len() && a[i].0 <= t {
+            va = a[i].1;
+            i += 1;
+        }
+        while j < b.len() && b[j].0 <= t {
+            vb = b[j].1;
+            j += 1;
+        }
+        out.push((t, va + vb));
+    }
+    out
+}
+
+/// System memory held for the models: `/api/ps`'s `size − size_vram` per poll (what
+/// the runners hold outside the GPU: all of `size` on a CPU-only host), else the RSS of
+/// the Ollama processes above their lowest level in the cell (the cell starts with its
+/// models unloaded, so that level is the server alone).
+fn ram_series(samples: &[VramSample], start: f64) -> Option<(String, Series)> {
+    let mut by_t: BTreeMap<u64, (f64, u64)> = BTreeMap::new();
+    for s in samples.iter().filter(|s| {
+        s.source == "ollama_ps" && s.model.is_empty() && s.t_ms >= start && s.t_ms.is_finite()
+    }) {
+        let Some(size) = s.total_bytes else { continue };
+        let e = by_t.entry(s.t_ms.max(0.0).to_bits()).or_insert((s.t_ms, 0));
+        e.1 += size.saturating_sub(s.used_bytes);
+    }
+    if !by_t.is_empty() {
+        return Some(("ollama_ps".into(), by_t.into_values().collect()));
+    }
+    let rss = totals(samples, "rss", start);
+    let base = rss.iter().map(|p| p.1).min()?;
+    Some((
+        "rss".into(),
+        rss.into_iter().map(|(t, v)| (t, v - base)).collect(),
+    ))
 }
 
 /// Poll times and the models present at each, from the best per-model source.
@@ -211,10 +357,15 @@ impl Presence {
         None
     }
 
+    /// Whether `set` lists `model`, as Ollama compares names (`m` ≡ `m:latest`).
+    fn lists(set: &BTreeSet<String>, model: &str) -> bool {
+        set.iter().any(|m| name::same_model(m, model))
+    }
+
     fn released_after(&self, model: &str, after_ms: f64) -> Option<f64> {
         self.polls
             .iter()
-            .find(|(t, set)| *t >= after_ms && !set.contains(model))
+            .find(|(t, set)| *t >= after_ms && !Self::lists(set, model))
             .map(|(t, _)| *t)
     }
 
@@ -232,7 +383,7 @@ impl Presence {
             .iter()
             .filter(|(t, _)| *t >= at_ms && *t <= at_ms + within_ms)
             .flat_map(|(_, set)| set.iter())
-            .find(|m| m.as_str() != model && !before.contains(*m))
+            .find(|m| !name::same_model(m, model) && !Self::lists(&before, m))
             .cloned()
     }
 
@@ -304,12 +455,24 @@ fn release_delays(
         ),
     };
     let slack_s = tolerance.as_secs_f64() + median_gap_s(&times);
+    let runners: Series = {
+        let mut by_t: BTreeMap<u64, (f64, u64)> = BTreeMap::new();
+        for r in samples
+            .iter()
+            .filter(|r| r.source == "rss" && r.model != "ollama" && r.t_ms >= start)
+        {
+            let e = by_t.entry(r.t_ms.max(0.0).to_bits()).or_insert((r.t_ms, 0));
+            e.1 += r.used_bytes;
+        }
+        by_t.into_values().collect()
+    };
     let mut models: Vec<&str> = Vec::new();
     for s in &cell.streams {
         if !models.contains(&s.model.as_str()) {
             models.push(&s.model);
         }
     }
+    let single_model = models.len() == 1;
     let mut out = Vec::new();
     for model in models {
         let mine: Vec<&RequestRecord> = requests
@@ -351,7 +514,12 @@ fn release_delays(
         if evicted_for.is_some() {
             honoured = true;
         }
+        let process_release_delay_s = (single_model && runners.iter().any(|p| p.1 > 0))
+            .then(|| dropped_after(&runners, last_end))
+            .flatten()
+            .map(|t| (t - last_end) / 1000.0);
         out.push(ReleaseDelay {
+            process_release_delay_s,
             model: model.to_string(),
             keep_alive: stream.map(|s| s.keep_alive.clone()).unwrap_or_default(),
             keep_alive_s: ka_s,
@@ -538,12 +706,19 @@ fn offload_warnings(samples: &[VramSample], start: f64) -> Vec<String> {
     worst
         .into_iter()
         .map(|(model, (vram, size))| {
-            format!(
-                "{model} partly offloaded to the CPU: size_vram {} of size {} ({:.0}% on the GPU)",
-                gib(vram as f64),
-                gib(size as f64),
-                100.0 * vram as f64 / size as f64
-            )
+            if vram == 0 {
+                format!(
+                    "{model} is held in system memory, not on a GPU (/api/ps size_vram 0 of size {}): its memory is counted as system RAM",
+                    gib(size as f64)
+                )
+            } else {
+                format!(
+                    "{model} partly offloaded to the CPU: size_vram {} of size {} ({:.0}% on the GPU); the rest is counted as system RAM",
+                    gib(vram as f64),
+                    gib(size as f64),
+                    100.0 * vram as f64 / size as f64
+                )
+            }
         })
         .collect()
 }
@@ -843,6 +1018,9 @@ mod tests {
             peak_bytes: 2,
             mean_bytes: 1.5,
             release: vec![],
+            gpu: None,
+            ram: None,
+            counted: "GPU".into(),
         };
         let v = serde_json::to_value(&f).unwrap();
         assert!(v.get("idle_gb_seconds").is_some() && v.get("peak_bytes").is_some());

@@ -3,5 +3,6 @@
 
 pub mod api;
 pub mod client;
+pub mod name;
 
 pub use client::{ClientError, ErrorKind, OllamaClient};

@@ -99,9 +99,9 @@ pub fn tradeoff(rec: &Recommendation) -> Result<String> {
         })
         .collect();
     let x_label = if rec.has_vram {
-        "idle VRAM held (GB·s)"
+        "idle memory held (GB·s)"
     } else {
-        "keep_alive (s) — no VRAM data"
+        "keep_alive (s) — no memory measured"
     };
     let y_label = if use_p99 {
         "p99 TTFT (ms)"

@@ -69,10 +69,12 @@ pub struct CellRow {
     pub tps: String,
     /// VRAM held, GB·s.
     pub held: String,
-    /// Idle VRAM held, GB·s.
+    /// Idle memory held, GB·s.
     pub idle: String,
     /// Peak VRAM, GB.
     pub peak: String,
+    /// Which memory the figures count (GPU, system RAM, both).
+    pub memory: String,
 }
 
 fn opt(v: Option<f64>, digits: usize) -> String {
@@ -102,6 +104,10 @@ pub fn cell_rows(summary: &Summary) -> Vec<CellRow> {
                 held: opt(c.vram.as_ref().map(|v| v.gb_seconds_held), 1),
                 idle: opt(c.vram.as_ref().map(|v| v.idle_gb_seconds), 1),
                 peak: opt(c.vram.as_ref().map(|v| v.peak_bytes as f64 / GB), 2),
+                memory: c
+                    .vram
+                    .as_ref()
+                    .map_or("not measured".into(), |v| v.counted.clone()),
             });
         }
     }
@@ -192,6 +198,7 @@ pub fn render_index(data: &ReportData) -> Result<String> {
         cell_rows => to_value(cell_rows(&data.summary)),
         goose_reports => to_value(&data.goose_reports),
         cost_vram_gb_hour => to_value(data.cost_vram_gb_hour),
+        cost_ram_gb_hour => to_value(data.cost_ram_gb_hour),
         cost_wait_second => to_value(data.cost_wait_second),
         slo_ttft_p99_ms => to_value(data.slo_ttft_p99_ms),
     })

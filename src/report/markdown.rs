@@ -52,11 +52,11 @@ pub fn render(data: &ReportData) -> String {
         }
     }
     md.push_str("\n## Cells\n\n");
-    md.push_str("| cell | stream | model | keep_alive | requests | errors | cold % | TTFT p50 ms | TTFT p99 ms | idle GB·s | peak GB |\n");
-    md.push_str("|---|---|---|---|--:|--:|--:|--:|--:|--:|--:|\n");
+    md.push_str("| cell | stream | model | keep_alive | requests | errors | cold % | TTFT p50 ms | TTFT p99 ms | idle GB·s | peak GB | memory |\n");
+    md.push_str("|---|---|---|---|--:|--:|--:|--:|--:|--:|--:|---|\n");
     for r in cell_rows(&data.summary) {
         md.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             escape(&r.cell),
             escape(&r.stream),
             escape(&r.model),
@@ -67,7 +67,8 @@ pub fn render(data: &ReportData) -> String {
             r.ttft_p50,
             r.ttft_p99,
             r.idle,
-            r.peak
+            r.peak,
+            escape(&r.memory)
         ));
     }
     md.push_str(&format!(

@@ -18,7 +18,7 @@ use serde::Serialize;
 use crate::analysis::{self, Summary};
 use crate::recommend::{self, Recommendation};
 use crate::record::{self, RequestRecord, RunMeta, RunStatus, VramSample};
-use crate::scenario::{self, CostSettings, DEFAULT_VRAM_GB_HOUR, SloSettings};
+use crate::scenario::{self, CostSettings, DEFAULT_RAM_GB_HOUR, DEFAULT_VRAM_GB_HOUR, SloSettings};
 
 /// File name of the recommendation written beside `summary.json`.
 pub const RECOMMENDATION_JSON: &str = "recommendation.json";
@@ -95,6 +95,8 @@ pub struct ReportData {
     /// `[cost]` used.
     pub cost_vram_gb_hour: f64,
     /// `[cost]` used.
+    pub cost_ram_gb_hour: f64,
+    /// `[cost]` used.
     pub cost_wait_second: f64,
     /// `[slo] ttft_p99` used, ms.
     pub slo_ttft_p99_ms: Option<f64>,
@@ -104,6 +106,7 @@ pub struct ReportData {
 pub fn default_cost() -> CostSettings {
     CostSettings {
         vram_gb_hour: DEFAULT_VRAM_GB_HOUR,
+        ram_gb_hour: DEFAULT_RAM_GB_HOUR,
         wait_second: 1.0,
         cold_penalty: None,
     }
@@ -188,6 +191,7 @@ pub fn render(dir: &Path, opts: &RenderOptions) -> Result<Rendered> {
         warnings,
         goose_reports,
         cost_vram_gb_hour: cost.vram_gb_hour,
+        cost_ram_gb_hour: cost.ram_gb_hour,
         cost_wait_second: cost.wait_second,
         slo_ttft_p99_ms: slo.ttft_p99.map(record::ms),
     };
@@ -374,7 +378,7 @@ fn run_warnings(meta: &RunMeta, summary: &Summary, recs: &[Recommendation]) -> V
     }
     if recs.iter().any(|r| !r.has_vram) {
         out.push(
-            "some cells have no VRAM data: their recommendation ranks memory by keep_alive length"
+            "some cells have no memory measured: their recommendation ranks memory by keep_alive length"
                 .into(),
         );
     }
@@ -500,6 +504,7 @@ mod tests {
             cold_penalty_s: None,
             cold_penalty_source: String::new(),
             model_gb: None,
+            model_ram_gb: None,
             cost_choice: None,
             slo_choice: None,
             chosen: chosen.into(),

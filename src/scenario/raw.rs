@@ -180,6 +180,7 @@ pub(crate) struct RawTelemetry {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawCost {
     pub vram_gb_hour: Option<f64>,
+    pub ram_gb_hour: Option<f64>,
     pub wait_second: Option<f64>,
     pub cold_penalty: Option<Scalar>,
 }

@@ -8,8 +8,8 @@ use std::time::Duration;
 use super::raw::{RawCost, RawRun, RawSlo, RawSwarm, RawTelemetry, Scalar};
 use super::spans::Locator;
 use super::{
-    CostSettings, DEFAULT_VRAM_GB_HOUR, RunSettings, ScenarioError, SloSettings, SwarmSettings,
-    TELEMETRY_SOURCES, TargetSpec, TelemetrySettings, ThinkTime,
+    CostSettings, DEFAULT_RAM_GB_HOUR, DEFAULT_VRAM_GB_HOUR, RunSettings, ScenarioError,
+    SloSettings, SwarmSettings, TELEMETRY_SOURCES, TargetSpec, TelemetrySettings, ThinkTime,
 };
 use crate::sim_settings::SimSettings;
 use crate::units::{self, KeepAlive, Rate};
@@ -274,6 +274,13 @@ pub(super) fn cost(c: &RawCost, loc: &Locator<'_>) -> Result<CostSettings> {
             format!("bad vram_gb_hour {vram_gb_hour}: write what holding 1 GB of VRAM for an hour costs, in wait-seconds (zero or more, default {DEFAULT_VRAM_GB_HOUR})"),
         ));
     }
+    let ram_gb_hour = c.ram_gb_hour.unwrap_or(DEFAULT_RAM_GB_HOUR);
+    if !(ram_gb_hour.is_finite() && ram_gb_hour >= 0.0) {
+        return Err(loc.error_at(
+            "cost.ram_gb_hour",
+            format!("bad ram_gb_hour {ram_gb_hour}: write what holding 1 GB of system memory for an hour costs, in wait-seconds (zero or more, default {DEFAULT_RAM_GB_HOUR})"),
+        ));
+    }
     let wait_second = c.wait_second.unwrap_or(1.0);
     if !(wait_second.is_finite() && wait_second > 0.0) {
         return Err(loc.error_at(
@@ -287,6 +294,7 @@ pub(super) fn cost(c: &RawCost, loc: &Locator<'_>) -> Result<CostSettings> {
     };
     Ok(CostSettings {
         vram_gb_hour,
+        ram_gb_hour,
         wait_second,
         cold_penalty,
     })

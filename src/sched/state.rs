@@ -3,6 +3,7 @@
 //! waiting for freed VRAM). Time only moves through the `now` arguments; the only
 //! randomness is a seeded splitmix64, so a seed and a call sequence fix the trace.
 
+use crate::ollama::name;
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
@@ -185,11 +186,11 @@ impl Scheduler {
         // Later entries never shadow earlier ones, as `Catalogue::resolve` finds the first.
         for (i, m) in catalogue.models.iter().enumerate().rev() {
             for a in &m.aliases {
-                index.insert(a.clone(), i);
+                index.insert(name::key(a), i);
             }
         }
         for (i, m) in catalogue.models.iter().enumerate().rev() {
-            index.insert(m.name.clone(), i);
+            index.insert(name::key(&m.name), i);
         }
         Scheduler {
             default_ka: Ka::of(&config.default_keep_alive),
@@ -342,14 +343,20 @@ impl Scheduler {
         format!("{:?}", self.phase)
     }
 
-    fn lookup(&self, name: &str) -> Option<usize> {
-        if let Some(&i) = self.index.get(name) {
-            return Some(i);
-        }
-        if name.contains(':') {
-            return None;
-        }
-        self.index.get(&format!("{name}:latest")).copied()
+    /// The installed name (its case as installed) that `asked` denotes, in the short
+    /// form `/api/ps` prints: `tiny-50m` → `tiny-50m:latest`.
+    fn installed_name(&self, spec: usize, asked: &str) -> String {
+        let m = &self.catalogue.models[spec];
+        std::iter::once(&m.name)
+            .chain(&m.aliases)
+            .find(|n| name::same_model(n, asked))
+            .map_or_else(|| name::display(asked), |n| name::display(n))
+    }
+
+    /// The catalogue entry of a name in any form Ollama accepts (`m` ≡ `m:latest` ≡
+    /// `library/m`, case aside).
+    fn lookup(&self, model: &str) -> Option<usize> {
+        self.index.get(&name::key(model)).copied()
     }
 
     fn effective_ctx(&self, spec: usize, asked: Option<u32>) -> u32 {
@@ -624,7 +631,9 @@ impl Scheduler {
             return;
         };
         r.stage = Stage::Loading;
-        let (spec, name) = (r.spec, r.name.clone());
+        let (spec, asked) = (r.spec, r.name.clone());
+        // `/api/ps` names a model by the short form of the name that loaded it (P1).
+        let name = self.installed_name(spec, &asked);
         let file = self.catalogue.models[spec].file_bytes as f64;
         let bandwidth = if self.cached[spec] {
             self.config.cached_bandwidth

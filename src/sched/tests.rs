@@ -430,7 +430,8 @@ fn e5_max_loaded_models_evicts() {
     let mut h = Harness::new(with(|c| c.max_loaded_models = 1));
     h.warm_up("qwen2.5:3b", None);
     h.warm_up("nomic-embed-text", None);
-    assert_eq!(h.resident(), vec!["nomic-embed-text".to_string()]);
+    // `/api/ps` names it by its tag, as Ollama does (P1).
+    assert_eq!(h.resident(), vec!["nomic-embed-text:latest".to_string()]);
 }
 
 #[test]

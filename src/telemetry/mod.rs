@@ -33,7 +33,9 @@ pub const DEFAULT_PS_INTERVAL: Duration = DEFAULT_INTERVAL;
 pub const SOURCES: [&str; 5] = ["nvml", "ollama_ps", "rss", "prometheus", "sim"];
 
 /// Default process names of Ollama's server and runners (current and older releases).
-pub const DEFAULT_PROCESS_NAMES: [&str; 2] = ["ollama", "ollama_llama_server"];
+/// `llama-server` is the runner Ollama starts per loaded model in current releases
+/// (system memory of a model on a CPU-only host is its RSS).
+pub const DEFAULT_PROCESS_NAMES: [&str; 3] = ["ollama", "ollama_llama_server", "llama-server"];
 
 /// One value read by a sampler; the sampling loop adds the time and the source name.
 #[derive(Debug, Clone, Default, PartialEq)]
