@@ -530,7 +530,7 @@ fn print_result(summary: &Summary, json: bool) -> Result<()> {
     }
     writeln!(
         out,
-        "{:<28} {:<12} {:>10} {:>5} {:>5} {:>5} {:>5} {:>6} {:>10} {:>10} {:>10} {:>10}  {}",
+        "{:<28} {:<12} {:>10} {:>5} {:>5} {:>5} {:>5} {:>6} {:>10} {:>10} {:>10} {:>10}  memory",
         "cell",
         "stream",
         "keep_alive",
@@ -542,8 +542,7 @@ fn print_result(summary: &Summary, json: bool) -> Result<()> {
         "ttft p50",
         "ttft p99",
         "e2e p99",
-        "idle GB·s",
-        "memory"
+        "idle GB·s"
     )?;
     for cell in &summary.cells {
         let idle = cell

@@ -4,14 +4,16 @@
 //!
 //! Cost of one candidate cell, in the unit of `[cost] wait_second` (default 1.0 per
 //! second a user waits; `vram_gb_hour` default 7.2 per GB-hour of idle VRAM, GB = 10⁹ bytes):
-//! `cold × cold_penalty_s × wait_second + idle_gpu_gb_s / 3600 × vram_gb_hour
-//! + idle_ram_gb_s / 3600 × ram_gb_hour`: memory is priced where it sits (GPU memory,
+//! `cold × cold_penalty_s × wait_second + idle_gpu_gb_s / 3600 × vram_gb_hour +
+//! idle_ram_gb_s / 3600 × ram_gb_hour`: memory is priced where it sits (GPU memory,
 //! or system memory on a CPU-only host and for the part of a model offloaded to the CPU).
 //! `cold_penalty_s` is `[cost] cold_penalty` or, when unset, the measured median cold
 //! TTFT minus median warm TTFT (falling back to the median cold `load_duration`).
 //! Break-even keep_alive (ski rental: keep while holding costs less than one reload):
 //! `t* = cold_penalty_s × wait_second / ((gpu_gb × vram_gb_hour + ram_gb × ram_gb_hour) / 3600)`
-//! seconds. No memory figure that was not measured is taken as zero: with none, the
+//! seconds.
+//!
+//! No memory figure that was not measured is taken as zero: with none, the
 //! recommendation says so and ranks memory by keep_alive length.
 
 use std::collections::BTreeMap;
