@@ -166,7 +166,7 @@ pub struct SimArgs {
     /// VRAM per GPU, e.g. 24GiB.
     #[arg(long)]
     pub vram: Option<String>,
-    /// GPUs.
+    /// GPUs; 0 = a CPU-only host (models held in system memory, /api/ps size_vram 0).
     #[arg(long)]
     pub gpus: Option<u32>,
     /// OLLAMA_MAX_LOADED_MODELS (0 = 3 per GPU).

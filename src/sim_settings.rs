@@ -15,9 +15,11 @@ use crate::units::{KeepAlive, ParseError, parse_bytes, parse_option_duration};
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SimSettings {
-    /// VRAM per GPU, e.g. `"24GiB"` (default 24 GiB).
+    /// VRAM per GPU, e.g. `"24GiB"` (default 24 GiB); ignored with `gpus = 0`.
     pub vram: Option<String>,
-    /// GPUs (default 1).
+    /// GPUs (default 1); 0 is a CPU-only host: every model is held in system memory
+    /// (`/api/ps` `size_vram` 0), no VRAM fit test (only `max_loaded_models`, 0 → 3,
+    /// limits co-residency), no wait for freed VRAM, default context 4096.
     pub gpus: Option<u32>,
     /// `OLLAMA_MAX_LOADED_MODELS` (0 → 3 per GPU).
     pub max_loaded_models: Option<u32>,
@@ -175,10 +177,8 @@ impl SimSettings {
             Some(text) => KeepAlive::parse(text).map_err(|e| bad("sim.keep_alive", e))?,
             None => d.default_keep_alive.clone(),
         };
+        // 0 GPUs is a CPU-only host (E2, E5, E8, L7); `vram` is then ignored.
         let gpus = self.gpus.unwrap_or(d.gpus);
-        if gpus == 0 {
-            return Err(bad("sim.gpus", "must be at least 1"));
-        }
         let vram_bytes = bytes("sim.vram", &self.vram, d.vram_bytes)?;
         if vram_bytes == 0 {
             return Err(bad("sim.vram", "must be above 0"));
@@ -334,6 +334,21 @@ mod tests {
         assert_eq!(c.cold_bandwidth, 5e9);
         assert_eq!(c.vram_release_delay, Duration::from_millis(500));
         assert_eq!(c.seed, 3);
+    }
+
+    #[test]
+    fn zero_gpus_is_a_cpu_only_host() {
+        let s = SimSettings {
+            gpus: Some(0),
+            vram: Some("80GiB".into()),
+            ..SimSettings::default()
+        };
+        let c = s.sched_config(1).unwrap();
+        assert!(c.cpu_only());
+        assert_eq!(c.usable_vram(), 0);
+        assert_eq!(c.max_models(), 3);
+        assert_eq!(c.default_context(), 4096, "vram is ignored without a GPU");
+        assert_eq!(c.release_delay(), Duration::ZERO);
     }
 
     #[test]

@@ -82,7 +82,9 @@ impl Clock for VirtualClock {
 /// calibration knobs (`OLLAMA.md`, "Rules the simulator must expose as tunables").
 #[derive(Debug, Clone, PartialEq)]
 pub struct SchedConfig {
-    /// GPUs on the host.
+    /// GPUs on the host; 0 is a CPU-only host: every model is held in system memory
+    /// (`size_vram` 0), E1's VRAM test and E8's wait are skipped (E2, E8), E5's cap is
+    /// 3 and L7's default context 4096.
     pub gpus: u32,
     /// VRAM per GPU in bytes (default 24 GiB).
     pub vram_bytes: u64,
@@ -189,13 +191,28 @@ impl SchedConfig {
         }
     }
 
-    /// VRAM the scheduler may fill: GPUs × VRAM − reserve.
+    /// VRAM the scheduler may fill: GPUs × VRAM − reserve (0 on a CPU-only host).
     pub fn usable_vram(&self) -> u64 {
         (u64::from(self.gpus) * self.vram_bytes).saturating_sub(self.reserve_bytes)
     }
 
+    /// Whether the host has no GPU (`gpus` 0): models live in system memory.
+    pub fn cpu_only(&self) -> bool {
+        self.gpus == 0
+    }
+
+    /// E8's wait for freed VRAM after an unload: none on a CPU-only host.
+    pub fn release_delay(&self) -> Duration {
+        if self.cpu_only() {
+            Duration::ZERO
+        } else {
+            self.vram_release_delay
+        }
+    }
+
     /// L7: the default context, `OLLAMA_CONTEXT_LENGTH` or by total VRAM (≥ 47 GiB →
-    /// 262144, ≥ 23 GiB → 32768, else 4096), before clamping to a model's training context.
+    /// 262144, ≥ 23 GiB → 32768, else 4096; no GPU → 4096), before clamping to a
+    /// model's training context.
     pub fn default_context(&self) -> u32 {
         if self.context_length > 0 {
             return self.context_length;

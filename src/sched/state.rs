@@ -537,8 +537,21 @@ impl Scheduler {
             reason,
         });
         if self.phase == Phase::Victim(m.spec) {
-            self.phase = Phase::Release(now + self.config.vram_release_delay);
+            self.wait_for_release(now);
+            if self.phase == Phase::Idle {
+                self.process_queue(now);
+            }
         }
+    }
+
+    /// E8: after an unload, the load waiting for that memory starts once the driver
+    /// reports it free; a CPU-only host skips the wait (the phase goes back to idle).
+    fn wait_for_release(&mut self, now: SchedTime) {
+        self.phase = if self.config.cpu_only() {
+            Phase::Idle
+        } else {
+            Phase::Release(now + self.config.release_delay())
+        };
     }
 
     /// Moves the queue head on while nothing else holds the scheduler (L1, Q2).
@@ -569,14 +582,29 @@ impl Scheduler {
                 // L5/L6: another context; wait for its requests, then reload.
                 if m.busy() == 0 {
                     self.unload(now, pos, "reload");
-                    self.phase = Phase::Release(now + self.config.vram_release_delay);
+                    self.wait_for_release(now);
                 } else {
                     m.evict = Some("reload");
                     self.phase = Phase::Victim(spec);
                 }
+                if self.phase == Phase::Idle {
+                    continue;
+                }
                 return;
             }
             let size = predicted_size(&self.catalogue.models[spec], num_ctx, self.slots_for(spec));
+            if self.config.cpu_only() {
+                // E2: with no GPU the VRAM test is skipped; only E5's cap evicts.
+                if self.models.len() < self.config.max_models() {
+                    self.start_load(now, id, num_ctx, size, 0);
+                    continue;
+                }
+                self.evict_one(now);
+                if self.phase == Phase::Idle {
+                    continue;
+                }
+                return;
+            }
             let usable = self.config.usable_vram();
             if self.models.is_empty() {
                 // E2: alone, it always loads, spilling what does not fit.
@@ -607,7 +635,7 @@ impl Scheduler {
             });
         if let Some(pos) = idle {
             self.unload(now, pos, "evicted");
-            self.phase = Phase::Release(now + self.config.vram_release_delay);
+            self.wait_for_release(now);
             return;
         }
         let first = (0..self.models.len()).min_by(|&a, &b| {

@@ -981,3 +981,101 @@ fn invariants_hold_under_random_traffic() {
         }
     }
 }
+
+/// A CPU-only host (`gpus` 0) with the test timings.
+fn cpu() -> SchedConfig {
+    with(|c| c.gpus = 0)
+}
+
+#[test]
+fn e2_cpu_host_holds_everything_in_system_memory() {
+    let cat = Catalogue::builtin();
+    let mut h = Harness::new(cpu());
+    // Together far beyond 24 GiB: without a GPU no VRAM test evicts them.
+    for m in [Q14_F16, Q14_Q8, L8] {
+        h.warm_up(m, None);
+    }
+    assert!(h.unloads().is_empty(), "{:?}", h.unloads());
+    let ps = h.s.ps(h.now);
+    assert_eq!(ps.len(), 3);
+    for r in &ps {
+        assert_eq!(r.size_vram, 0, "{}", r.name);
+        let spec = cat.resolve(&r.name).unwrap();
+        assert_eq!(r.size, predicted_size(spec, 4096, 1), "{}", r.name);
+    }
+    assert!(h.s.config().cpu_only());
+    assert_eq!(h.s.config().usable_vram(), 0);
+}
+
+#[test]
+fn e5_cpu_host_caps_at_three_models() {
+    let mut h = Harness::new(cpu());
+    assert_eq!(h.s.config().max_models(), 3, "0 means 3 with no GPU");
+    for m in [Q7, L8, M7] {
+        h.warm_up(m, ka("1m"));
+    }
+    h.warm_up(Q14_F16, None);
+    assert_eq!(h.resident().len(), 3);
+    assert_eq!(h.s.stats().evictions, 1);
+    let mut h = Harness::new(with(|c| {
+        c.gpus = 0;
+        c.max_loaded_models = 1;
+    }));
+    h.warm_up(Q7, None);
+    h.warm_up(L8, None);
+    assert_eq!(h.resident(), vec![L8.to_string()]);
+    assert_eq!(h.unloads(), vec![(Q7.to_string(), "evicted")]);
+}
+
+#[test]
+fn e8_cpu_host_skips_the_freed_vram_wait() {
+    let last_until = |h: &Harness| {
+        h.events.iter().rev().find_map(|e| match e {
+            SchedEvent::LoadStarted { until, .. } => Some(*until),
+            _ => None,
+        })
+    };
+    let mut h = Harness::new(with(|c| {
+        c.gpus = 0;
+        c.max_loaded_models = 1;
+    }));
+    assert_eq!(h.s.config().release_delay(), Duration::ZERO);
+    h.warm_up(Q7, None);
+    let t0 = h.now;
+    let busy = h.send(L8, None);
+    assert_eq!(h.unloads(), vec![(Q7.to_string(), "evicted")]);
+    assert_eq!(last_until(&h), Some(t0 + ms(100)), "loads at once");
+    // A busy victim: the load starts the moment its last request ends.
+    h.at(t0 + ms(100));
+    let waiting = h.send(Q7, None);
+    h.at(t0 + ms(300));
+    assert_eq!(h.loads_started().len(), 2, "waits for the busy victim");
+    h.finish(busy);
+    assert_eq!(last_until(&h), Some(t0 + ms(400)));
+    h.at(t0 + ms(400));
+    assert!(h.dispatched(waiting).is_some());
+    h.finish(waiting);
+    // L5 on a CPU host: a reload starts at once too.
+    let t1 = h.now;
+    let id = h.req(Q7, Some(2048), None, RequestKind::Serve).unwrap();
+    assert_eq!(last_until(&h), Some(t1 + ms(100)));
+    h.at(t1 + ms(100));
+    assert!(h.dispatched(id).is_some());
+}
+
+#[test]
+fn l7_cpu_host_default_context_is_4096() {
+    let mut h = Harness::new(with(|c| {
+        c.gpus = 0;
+        c.context_length = 0;
+    }));
+    assert_eq!(h.s.config().default_context(), 4096);
+    h.warm_up(L8, None);
+    assert_eq!(h.s.ps(h.now)[0].context_length, 4096);
+    let mut h = Harness::new(with(|c| {
+        c.gpus = 0;
+        c.context_length = 8192;
+    }));
+    h.warm_up(L8, None);
+    assert_eq!(h.s.ps(h.now)[0].context_length, 8192);
+}

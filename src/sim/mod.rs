@@ -117,7 +117,7 @@ impl SimState {
             .sum()
     }
 
-    /// Total simulated GPU memory (GPUs × VRAM), bytes.
+    /// Total simulated GPU memory (GPUs × VRAM), bytes; 0 on a CPU-only host.
     pub fn vram_total(&self) -> u64 {
         let s = lock(&self.inner.sched);
         u64::from(s.config().gpus) * s.config().vram_bytes
@@ -152,10 +152,21 @@ impl SimState {
                 }))
             })
             .collect();
+        let (host, vram_bytes) = if config.cpu_only() {
+            (
+                "CPU-only host (no GPU: models in system memory)".to_string(),
+                0,
+            )
+        } else {
+            (
+                format!("{} × {:.0} GiB GPU", config.gpus, gib(config.vram_bytes)),
+                config.vram_bytes,
+            )
+        };
         serde_json::json!({
-            "gpu": format!("{} × {:.0} GiB GPU", config.gpus, gib(config.vram_bytes)),
+            "gpu": host,
             "gpus": config.gpus,
-            "vram_bytes": config.vram_bytes,
+            "vram_bytes": vram_bytes,
             "rules": "Ollama 0.32.15 scheduler rules (OLLAMA.md)",
             "max_loaded_models": config.max_models(),
             "num_parallel": config.slots(),
