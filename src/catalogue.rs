@@ -51,9 +51,9 @@ pub struct ModelSpec {
     pub head_dim: u32,
     /// Training context (`<arch>.context_length`).
     pub context_length: u32,
-    /// Prompt evaluation speed on the simulated GPU, tokens/s.
+    /// Prompt evaluation speed on the simulated host, tokens/s.
     pub prefill_tps: f64,
-    /// Decode speed on the simulated GPU, tokens/s.
+    /// Decode speed on the simulated host, tokens/s.
     pub decode_tps: f64,
     /// What it can do.
     pub capabilities: Vec<Capability>,
@@ -63,6 +63,19 @@ pub struct ModelSpec {
     /// Where the figures come from.
     #[serde(default)]
     pub source: String,
+    /// Measured load time in seconds with the file in the page cache (runner start,
+    /// read, health check), in place of runtime start + file ÷ cached bandwidth; a first
+    /// load from a cold disk adds the slower read. Absent: the bandwidth model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_s: Option<f64>,
+    /// Measured resident bytes beyond the file and the KV cache (compute buffers,
+    /// runtime), in place of E1's `num_batch` term and 300 MiB. Absent: E1's prediction.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overhead_bytes: Option<u64>,
+    /// With `overhead_bytes`: more bytes per token of context (Ollama's CPU build: the
+    /// attention mask, 512 × 2 = 1024).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overhead_per_token: Option<u64>,
 }
 
 /// The set of installed models of the simulated host.
@@ -237,6 +250,9 @@ fn family_models(f: &Family) -> impl Iterator<Item = ModelSpec> + '_ {
             capabilities: f.capabilities.to_vec(),
             embedding_length: None,
             source: format!("{QUANT_SOURCE}; {}", f.geometry_source),
+            load_s: None,
+            overhead_bytes: None,
+            overhead_per_token: None,
         }
     })
 }
@@ -266,6 +282,9 @@ fn special_models() -> Vec<ModelSpec> {
                      137M F16 weights = 274 MB as Ollama's library lists; prompt speed scaled from \
                      Llama-3.1-8B F16's 820 t/s by parameters (llama.cpp tools/quantize/README.md)"
                 .into(),
+            load_s: None,
+            overhead_bytes: None,
+            overhead_per_token: None,
         },
         // LLaVA 1.6 on Mistral-7B, Q4_0 text weights plus a 0.6 GB F16 CLIP projector:
         // 4.7 GB in Ollama's library.
@@ -287,6 +306,9 @@ fn special_models() -> Vec<ModelSpec> {
             source: format!(
                 "{QUANT_SOURCE}; liuhaotian/llava-v1.6-mistral-7b (Mistral-7B geometry) + 0.6 GB CLIP projector, 4.7 GB in Ollama's library"
             ),
+            load_s: None,
+            overhead_bytes: None,
+            overhead_per_token: None,
         },
         // Qwen3-8B: 8.19 B weights, 36 layers, 8 KV heads of 128, 40960 context;
         // 5.2 GB at Q4_K_M in Ollama's library.
@@ -308,8 +330,128 @@ fn special_models() -> Vec<ModelSpec> {
             source: format!(
                 "{QUANT_SOURCE}; Qwen/Qwen3-8B config.json (36 layers, 8 KV heads, head dim 128, 40960 ctx)"
             ),
+            load_s: None,
+            overhead_bytes: None,
+            overhead_per_token: None,
         },
     ]
+}
+
+/// Where the tiny test models' figures come from: Ollama v0.32.15's CPU build
+/// (`../shared/ollama`, 2 vCPU shared with other work, no GPU), measured with
+/// `num_ctx` 4096 and 2048, 64 generated tokens, fresh random-word prompts of ≈ 380
+/// tokens, 5 load cycles and 10 warm requests per model (medians).
+const TINY_SOURCE: &str = "measured on Ollama v0.32.15's CPU build (no GPU, 2 vCPU): \
+geometry from ../shared/ollama/make_tiny_models.py (llama, random F16 weights, 1800-token vocab, \
+4096 training context); file = the GGUF blob in the model store; resident = /api/ps size (size_vram 0) \
+at num_ctx 4096 and 2048, which is file + KV (E1's formula) + a fixed compute buffer + 1024 B per \
+token of context; load = median load_duration of 5 loads from the page cache (Ollama polls the \
+runner's health every 250 ms, so loads come in steps of ≈0.25 s); prompt eval and decode = \
+median prompt_eval_count/prompt_eval_duration and eval_count/eval_duration of 10 warm requests";
+
+/// One tiny test model as the CPU build measured it.
+struct Tiny {
+    name: &'static str,
+    params: &'static str,
+    quant: &'static str,
+    file_bytes: u64,
+    block_count: u32,
+    kv_heads: u32,
+    head_dim: u32,
+    overhead_bytes: u64,
+    load_s: f64,
+    prefill_tps: f64,
+    decode_tps: f64,
+    measured: &'static str,
+}
+
+/// The random-weight llama models the project's real-Ollama tests use
+/// (`make_tiny_models.py`: tiny-50m = 512 dims, 8 layers, 8 heads (8 KV) of 64;
+/// tiny-150m = 768 dims, 12 layers, 12 heads (12 KV) of 64).
+const TINY: [Tiny; 4] = [
+    Tiny {
+        name: "tiny-50m:latest",
+        params: "27.54M",
+        quant: "F16",
+        file_bytes: 55_142_400,
+        block_count: 8,
+        kv_heads: 8,
+        head_dim: 64,
+        overhead_bytes: 12_826_294,
+        load_s: 0.26,
+        prefill_tps: 2180.0,
+        decode_tps: 193.0,
+        measured: "/api/tags 55,142,582 B (GGUF 55,142,400 + manifest layers); /api/ps 139,271,862 B at 4096, \
+103,620,278 at 2048; loads 0.25-0.51 s; warm load_duration 0.7-1.2 ms; decode 32-274 t/s",
+    },
+    Tiny {
+        name: "tiny-50m:q8_0",
+        params: "27.54M",
+        quant: "Q8_0",
+        file_bytes: 29_329_952,
+        block_count: 8,
+        kv_heads: 8,
+        head_dim: 64,
+        overhead_bytes: 12_822_801,
+        load_s: 0.26,
+        prefill_tps: 2120.0,
+        decode_tps: 235.0,
+        measured: "ollama create -q q8_0; /api/tags 29,330,103 B; /api/ps 113,455,921 B at 4096, 77,804,337 at 2048; \
+loads 0.25-0.26 s; decode 205-263 t/s",
+    },
+    Tiny {
+        name: "tiny-50m:q4_K_M",
+        params: "27.54M",
+        quant: "Q4_K_M",
+        file_bytes: 17_873_472,
+        block_count: 8,
+        kv_heads: 8,
+        head_dim: 64,
+        overhead_bytes: 12_818_345,
+        load_s: 0.26,
+        prefill_tps: 2130.0,
+        decode_tps: 238.0,
+        measured: "ollama create -q q4_K_M; /api/tags 17,873,625 B; /api/ps 101,994,985 B at 4096, 66,343,401 at 2048; \
+loads 0.25-0.27 s; decode 74-300 t/s",
+    },
+    Tiny {
+        name: "tiny-150m:latest",
+        params: "87.72M",
+        quant: "F16",
+        file_bytes: 175_518_784,
+        block_count: 12,
+        kv_heads: 12,
+        head_dim: 64,
+        overhead_bytes: 18_855_747,
+        load_s: 0.51,
+        prefill_tps: 890.0,
+        decode_tps: 84.0,
+        measured: "/api/tags 175,518,998 B; /api/ps 349,563,779 B at 4096, 271,969,155 at 2048; loads 0.25-0.51 s \
+(one 2.3 s on a busy machine); decode 19-91 t/s",
+    },
+];
+
+fn tiny_models() -> impl Iterator<Item = ModelSpec> {
+    TINY.iter().map(|t| ModelSpec {
+        name: t.name.to_string(),
+        aliases: Vec::new(),
+        family: "llama".into(),
+        parameter_size: t.params.into(),
+        quantization: t.quant.into(),
+        file_bytes: t.file_bytes,
+        block_count: t.block_count,
+        kv_heads: t.kv_heads,
+        head_dim: t.head_dim,
+        context_length: 4096,
+        prefill_tps: t.prefill_tps,
+        decode_tps: t.decode_tps,
+        capabilities: vec![Capability::Completion],
+        embedding_length: None,
+        source: format!("{TINY_SOURCE}; {}", t.measured),
+        load_s: Some(t.load_s),
+        overhead_bytes: Some(t.overhead_bytes),
+        overhead_per_token: Some(1024),
+    })
 }
 
 impl ModelSpec {
@@ -368,10 +510,12 @@ fn tokens_time(tokens: u64, tps: f64) -> Duration {
 impl Catalogue {
     /// The built-in models: qwen2.5 3b/7b/14b, llama3.1:8b, llama3.2:3b and mistral:7b
     /// instruct in q4_0, q4_K_M, q8_0 and fp16, plus `nomic-embed-text:v1.5`,
-    /// `llava:7b` and `qwen3:8b`.
+    /// `llava:7b`, `qwen3:8b`, and the tiny test models measured on Ollama's CPU build
+    /// (`tiny-50m`, `tiny-50m:q8_0`, `tiny-50m:q4_K_M`, `tiny-150m`).
     pub fn builtin() -> Catalogue {
         let mut models: Vec<ModelSpec> = FAMILIES.iter().flat_map(family_models).collect();
         models.extend(special_models());
+        models.extend(tiny_models());
         Catalogue { models }
     }
 
@@ -489,6 +633,51 @@ mod tests {
         );
         assert!(cat.resolve("llava:7b").unwrap().has(Capability::Vision));
         assert!(cat.resolve("qwen3:8b").unwrap().has(Capability::Thinking));
+    }
+
+    #[test]
+    fn tiny_models_match_the_cpu_build_measurements() {
+        let cat = Catalogue::builtin();
+        // /api/ps `size` of Ollama v0.32.15's CPU build at num_ctx 4096 and 2048.
+        for (name, at_4096, at_2048) in [
+            ("tiny-50m", 139_271_862, 103_620_278),
+            ("tiny-50m:q8_0", 113_455_921, 77_804_337),
+            ("tiny-50m:q4_K_M", 101_994_985, 66_343_401),
+            ("tiny-150m", 349_563_779, 271_969_155),
+        ] {
+            let m = cat.resolve(name).unwrap();
+            assert_eq!(crate::sched::predicted_size(m, 4096, 1), at_4096, "{name}");
+            assert_eq!(crate::sched::predicted_size(m, 2048, 1), at_2048, "{name}");
+            assert_eq!(m.context_length, 4096);
+            assert_eq!(m.family, "llama");
+            assert!(m.source.contains("CPU build"), "{name}");
+        }
+        assert_eq!(
+            cat.resolve("tiny-50m").unwrap().kv_bytes_per_token(),
+            16 * 1024
+        );
+        assert_eq!(
+            cat.resolve("tiny-150m").unwrap().kv_bytes_per_token(),
+            36 * 1024
+        );
+        for form in [
+            "tiny-50m",
+            "tiny-50m:latest",
+            "TINY-50M",
+            "library/tiny-50m",
+        ] {
+            assert_eq!(cat.resolve(form).unwrap().name, "tiny-50m:latest", "{form}");
+        }
+        assert_eq!(cat.resolve("tiny-50m").unwrap().file_bytes, 55_142_400);
+        assert_eq!(cat.resolve("tiny-150m").unwrap().file_bytes, 175_518_784);
+        assert_eq!(
+            cat.resolve("tiny-50m:q4_K_M").unwrap().quant_tag(),
+            "q4_K_M"
+        );
+        let c = crate::sched::SchedConfig::default();
+        let m = cat.resolve("tiny-50m").unwrap();
+        assert!((c.load_secs(m, true) - 0.26).abs() < 1e-9);
+        assert!(c.load_secs(m, false) > 0.26 && c.load_secs(m, false) < 0.3);
     }
 
     #[test]

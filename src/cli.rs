@@ -487,7 +487,6 @@ fn models(args: ModelsArgs) -> Result<()> {
     )?;
     for m in &catalogue.models {
         let size = crate::sched::predicted_size(m, args.num_ctx, config.slots());
-        let load = |bw: f64| config.runtime_start.as_secs_f64() + m.file_bytes as f64 / bw;
         writeln!(
             out,
             "{:<30} {:<7} {:>10} {:>18} {:>8} KiB {:>8.2}s {:>8.2}s {:>5.0} t/s",
@@ -496,8 +495,8 @@ fn models(args: ModelsArgs) -> Result<()> {
             units::format_bytes(m.file_bytes),
             units::format_bytes(size),
             m.kv_bytes_per_token() / 1024,
-            load(config.cached_bandwidth),
-            load(config.cold_bandwidth),
+            config.load_secs(m, true),
+            config.load_secs(m, false),
             m.decode_tps
         )?;
         if args.sources {
@@ -511,7 +510,7 @@ fn models(args: ModelsArgs) -> Result<()> {
     }
     writeln!(
         out,
-        "load = runtime start {:?} + file / bandwidth (page cache {:.0} GB/s; first load from a cold disk {:.0} GB/s), ±{:.0}% seeded jitter",
+        "load = runtime start {:?} + file / bandwidth (page cache {:.0} GB/s; first load from a cold disk {:.0} GB/s), or a measured load time plus the slower first read, ±{:.0}% seeded jitter",
         config.runtime_start,
         config.cached_bandwidth / 1e9,
         config.cold_bandwidth / 1e9,

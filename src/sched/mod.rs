@@ -210,6 +210,29 @@ impl SchedConfig {
         }
     }
 
+    /// Seconds to load `spec`: its measured `load_s`, else runtime start + file ÷ read
+    /// bandwidth; `cached` is a file in the page cache, otherwise the read is from a
+    /// cold disk (a measured time then grows by the slower read). Before jitter.
+    pub fn load_secs(&self, spec: &crate::catalogue::ModelSpec, cached: bool) -> f64 {
+        let read = |bandwidth: f64| {
+            if bandwidth > 0.0 {
+                spec.file_bytes as f64 / bandwidth
+            } else {
+                0.0
+            }
+        };
+        let cached_read = read(self.cached_bandwidth);
+        let disk_read = if cached {
+            cached_read
+        } else {
+            read(self.cold_bandwidth)
+        };
+        match spec.load_s {
+            Some(measured) => measured.max(0.0) + (disk_read - cached_read).max(0.0),
+            None => self.runtime_start.as_secs_f64() + disk_read,
+        }
+    }
+
     /// L7: the default context, `OLLAMA_CONTEXT_LENGTH` or by total VRAM (≥ 47 GiB →
     /// 262144, ≥ 23 GiB → 32768, else 4096; no GPU → 4096), before clamping to a
     /// model's training context.
@@ -230,10 +253,16 @@ impl SchedConfig {
 
 /// E1's prediction of a model's resident size in bytes: file + f16 KV for
 /// `num_ctx × parallel` + the `num_batch` compute buffer (0 up to 4096 total context,
-/// 768 MiB above, 2 GiB above 32768) + ≈ 300 MiB of runtime overhead.
+/// 768 MiB above, 2 GiB above 32768) + ≈ 300 MiB of runtime overhead. A model with a
+/// measured `overhead_bytes` gets that (plus `overhead_per_token` × context) in place of
+/// the last two terms.
 pub fn predicted_size(spec: &crate::catalogue::ModelSpec, num_ctx: u32, parallel: u32) -> u64 {
     const MIB: u64 = 1024 * 1024;
     let total_ctx = u64::from(num_ctx) * u64::from(parallel.max(1));
+    if let Some(overhead) = spec.overhead_bytes {
+        let per_token = spec.kv_bytes_per_token() + spec.overhead_per_token.unwrap_or(0);
+        return spec.file_bytes + per_token * total_ctx + overhead;
+    }
     let compute = if total_ctx > 32_768 {
         2 * GIB
     } else if total_ctx > 4096 {

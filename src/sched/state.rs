@@ -662,18 +662,9 @@ impl Scheduler {
         let (spec, asked) = (r.spec, r.name.clone());
         // `/api/ps` names a model by the short form of the name that loaded it (P1).
         let name = self.installed_name(spec, &asked);
-        let file = self.catalogue.models[spec].file_bytes as f64;
-        let bandwidth = if self.cached[spec] {
-            self.config.cached_bandwidth
-        } else {
-            self.config.cold_bandwidth
-        };
-        let read = if bandwidth > 0.0 {
-            file / bandwidth
-        } else {
-            0.0
-        };
-        let mut secs = self.config.runtime_start.as_secs_f64() + read;
+        let mut secs = self
+            .config
+            .load_secs(&self.catalogue.models[spec], self.cached[spec]);
         if self.config.load_jitter > 0.0 {
             secs *= 1.0 + self.config.load_jitter * (2.0 * self.rng.unit() - 1.0);
         }

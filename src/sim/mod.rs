@@ -138,14 +138,13 @@ impl SimState {
             .filter_map(|(name, num_ctx)| {
                 let spec = self.inner.catalogue.resolve(name)?;
                 let size = crate::sched::predicted_size(spec, *num_ctx, config.slots());
-                let load = |bw: f64| config.runtime_start.as_secs_f64() + spec.file_bytes as f64 / bw;
                 Some(serde_json::json!({
                     "model": name,
                     "quantization": spec.quantization,
                     "file": crate::units::format_bytes(spec.file_bytes),
                     "resident": format!("{} at num_ctx {num_ctx}", crate::units::format_bytes(size)),
-                    "load_cached_s": format!("{:.2}", load(config.cached_bandwidth)),
-                    "load_cold_s": format!("{:.2}", load(config.cold_bandwidth)),
+                    "load_cached_s": format!("{:.2}", config.load_secs(spec, true)),
+                    "load_cold_s": format!("{:.2}", config.load_secs(spec, false)),
                     "decode_tps": format!("{:.1}", spec.decode_tps),
                     "prefill_tps": format!("{:.0}", spec.prefill_tps),
                     "source": spec.source,
