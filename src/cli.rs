@@ -190,6 +190,10 @@ pub struct SimArgs {
     /// Every load reads at page-cache speed (models already in the OS cache).
     #[arg(long)]
     pub page_cache_warm: bool,
+    /// Stand in for the host of this kabench run folder: its models' measured load
+    /// times, speeds and resident sizes, and CPU-only when /api/ps showed no VRAM.
+    #[arg(long, value_name = "RUN_DIR")]
+    pub calibrate: Option<PathBuf>,
     /// Seed for jitter and faults.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -449,6 +453,16 @@ async fn serve_sim(args: SimArgs) -> Result<()> {
     );
     if args.page_cache_warm {
         settings.page_cache_warm = Some(true);
+    }
+    if let Some(dir) = &args.calibrate {
+        settings.calibrate = Some(dir.display().to_string());
+    }
+    if let Some(dir) = &settings.calibrate {
+        let calibration = crate::calibrate::calibrate(std::path::Path::new(dir))
+            .map_err(|e| BadInput(format!("--calibrate: {e:#}")))?;
+        for line in calibration.describe() {
+            eprintln!("{line}");
+        }
     }
     settings
         .sched_config(args.seed)

@@ -9,11 +9,13 @@
 //!                               record::RunWriter (requests.csv, vram.csv, run.json)
 //! ------------------------------- run folder on disk (the only interface) ------------------------
 //! record::read -> analysis::summarize -> Summary -> recommend -> report::render
+//! record::read -> calibrate -> catalogue overrides + [sim] host settings -> sim
 //! ```
 
 #![warn(missing_docs)]
 
 pub mod analysis;
+pub mod calibrate;
 pub mod catalogue;
 pub mod cli;
 pub mod ollama;

@@ -53,6 +53,13 @@ pub struct SimSettings {
     pub seed: Option<u64>,
     /// E7 bug switch (false).
     pub e7_revive_bug: Option<bool>,
+    /// Warm `load_duration` range (M4), `["1ms", "10ms"]` by default; drawn uniformly.
+    pub warm_overhead: Option<Vec<String>>,
+    /// A kabench run folder measured on a real Ollama: the simulator takes its models'
+    /// load times, speeds and resident sizes, and its host kind (CPU-only when every
+    /// `/api/ps` `size_vram` was 0), from it (`kabench sim --calibrate DIR`). Relative
+    /// to the scenario file.
+    pub calibrate: Option<String>,
     /// Extra catalogue entries (or overrides by name).
     #[serde(default)]
     pub models: Vec<ModelSpec>,
@@ -168,6 +175,29 @@ fn bandwidth(key: &str, value: &Option<String>, default: f64) -> Result<f64, Par
     }
 }
 
+/// `sim.warm_overhead`: two durations, low then high, the high one above 0.
+fn warm_range(pair: &[String]) -> Result<(Duration, Duration), ParseError> {
+    const KEY: &str = "sim.warm_overhead";
+    let [lo, hi] = pair else {
+        return Err(bad(
+            KEY,
+            format!(
+                "{} value(s); write two durations, low and high, e.g. [\"1ms\", \"2ms\"]",
+                pair.len()
+            ),
+        ));
+    };
+    let lo = duration(KEY, &Some(lo.clone()), Duration::ZERO)?;
+    let hi = duration(KEY, &Some(hi.clone()), Duration::ZERO)?;
+    if hi < lo || hi.is_zero() {
+        return Err(bad(
+            KEY,
+            "write the low duration first and a high one above 0 (Ollama's warm load_duration is never 0)",
+        ));
+    }
+    Ok((lo, hi))
+}
+
 impl SimSettings {
     /// The scheduler's settings: Ollama's defaults where a field is absent, the seed
     /// from `seed` or else `scenario_seed`. Errors name the key (`sim.vram: bad size …`).
@@ -225,6 +255,10 @@ impl SimSettings {
         if load_timeout.is_zero() {
             return Err(bad("sim.load_timeout", "must be above 0"));
         }
+        let warm_overhead = match &self.warm_overhead {
+            None => d.warm_overhead,
+            Some(pair) => warm_range(pair)?,
+        };
         Ok(SchedConfig {
             gpus,
             vram_bytes,
@@ -240,7 +274,7 @@ impl SimSettings {
             cached_bandwidth,
             cold_bandwidth,
             vram_release_delay,
-            warm_overhead: d.warm_overhead,
+            warm_overhead,
             load_jitter,
             seed: self.seed.unwrap_or(scenario_seed),
             load_failure_share: share("sim.faults.failed_load", self.faults.failed_load, 0.0)?,
@@ -334,6 +368,23 @@ mod tests {
         assert_eq!(c.cold_bandwidth, 5e9);
         assert_eq!(c.vram_release_delay, Duration::from_millis(500));
         assert_eq!(c.seed, 3);
+    }
+
+    #[test]
+    fn warm_overhead_is_a_range() {
+        let with = |v: &[&str]| SimSettings {
+            warm_overhead: Some(v.iter().map(|s| s.to_string()).collect()),
+            ..SimSettings::default()
+        };
+        let c = with(&["1ms", "2ms"]).sched_config(0).unwrap();
+        assert_eq!(
+            c.warm_overhead,
+            (Duration::from_millis(1), Duration::from_millis(2))
+        );
+        for bad in [&["1ms"][..], &["2ms", "1ms"], &["0", "0"], &["x", "1ms"]] {
+            let e = with(bad).sched_config(0).unwrap_err();
+            assert!(e.message.starts_with("sim.warm_overhead:"), "{}", e.message);
+        }
     }
 
     #[test]

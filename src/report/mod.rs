@@ -70,6 +70,8 @@ pub struct SimNote {
     pub facts: Vec<String>,
     /// Catalogue figures of the simulated models, one line each.
     pub catalogue: Vec<String>,
+    /// The measured run folder the simulator was calibrated from, if any.
+    pub calibrated_from: Option<String>,
 }
 
 /// Everything the HTML and Markdown writers show, computed once.
@@ -388,8 +390,12 @@ fn run_warnings(meta: &RunMeta, summary: &Summary, recs: &[Recommendation]) -> V
 fn headline(recs: &[Recommendation], sim: Option<&SimNote>, status: RunStatus) -> String {
     let mut out = String::new();
     if let Some(s) = sim {
+        let calibrated = s
+            .calibrated_from
+            .as_deref()
+            .map_or_else(String::new, |d| format!(" calibrated from the run {d}"));
         out.push_str(&format!(
-            "Simulated run: a model of Ollama on a simulated {}, not a measurement of this hardware. ",
+            "Simulated run: a model of Ollama on a simulated {}{calibrated}, not a measurement of this hardware. ",
             s.gpu
         ));
     }
@@ -453,6 +459,7 @@ fn sim_note(sim: Option<&serde_json::Value>) -> SimNote {
         Err(_) => v,
     });
     let gpus = get(&["gpus", "gpu_count"]);
+    note.calibrated_from = get(&["calibrated_from"]);
     note.gpu = match (name, vram, gpus) {
         (Some(n), _, _) => n,
         (None, Some(v), Some(g)) => format!("{g} × {v} GPU"),
@@ -488,6 +495,15 @@ mod tests {
         let n = sim_note(Some(&v));
         assert_eq!(n.gpu, "1 × 24GiB GPU");
         assert!(n.catalogue[0].contains("file_bytes 5"));
+        assert_eq!(n.calibrated_from, None);
+        let v = serde_json::json!({"gpu": "CPU-only host", "calibrated_from": "reports/real"});
+        let n = sim_note(Some(&v));
+        assert_eq!(n.calibrated_from.as_deref(), Some("reports/real"));
+        let h = headline(&[], Some(&n), RunStatus::Complete);
+        assert!(
+            h.starts_with("Simulated run: a model of Ollama on a simulated CPU-only host calibrated from the run reports/real, not"),
+            "{h}"
+        );
         let n = sim_note(Some(&serde_json::json!([1, 2])));
         assert!(n.gpu.contains("not described"));
         assert_eq!(slug("Chat <script>"), "chat-script");

@@ -49,6 +49,22 @@ pub(crate) fn validate(
         ));
     }
     let base = path.parent().unwrap_or(Path::new(""));
+    let mut sim = raw.sim;
+    if let Some(dir) = &sim.calibrate {
+        // A run folder, relative to the scenario file; read when the simulator starts.
+        let resolved = base.join(dir);
+        if !resolved.join(crate::record::REQUESTS_CSV).is_file() {
+            return Err(loc.error_at(
+                "sim.calibrate",
+                format!(
+                    "{} is not a kabench run folder (no {}): write the folder of a run measured on the host to simulate",
+                    resolved.display(),
+                    crate::record::REQUESTS_CSV
+                ),
+            ));
+        }
+        sim.calibrate = Some(resolved.display().to_string());
+    }
     let mut streams: Vec<StreamSpec> = Vec::with_capacity(raw.stream.len());
     for (i, s) in raw.stream.into_iter().enumerate() {
         let spec = stream(i, s, &sweep, base, loc)?;
@@ -73,7 +89,7 @@ pub(crate) fn validate(
         name,
         seed,
         target,
-        sim: raw.sim,
+        sim,
         streams,
         run,
         sweep,

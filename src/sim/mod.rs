@@ -56,6 +56,8 @@ struct Inner {
     driver_started: AtomicBool,
     stopped: AtomicBool,
     requests: AtomicU64,
+    /// The run folder the settings were calibrated from.
+    calibrated_from: Option<String>,
 }
 
 /// The simulator's shared state: the scheduler behind a mutex, the clock, the catalogue,
@@ -73,6 +75,20 @@ impl SimState {
     /// State for `settings`, every random choice seeded by `seed` (unless the settings
     /// carry their own seed).
     pub fn new(settings: &SimSettings, seed: u64) -> Result<Self, ParseError> {
+        // `calibrate`: a measured run's models and host kind replace the settings' own.
+        let mut calibrated = None;
+        let mut calibrated_from = None;
+        if let Some(dir) = &settings.calibrate {
+            let calibration =
+                crate::calibrate::calibrate(std::path::Path::new(dir)).map_err(|e| ParseError {
+                    message: format!("sim.calibrate: {e:#}"),
+                })?;
+            let mut s = settings.clone();
+            calibration.apply(&mut s);
+            calibrated = Some(s);
+            calibrated_from = Some(dir.clone());
+        }
+        let settings = calibrated.as_ref().unwrap_or(settings);
         let config = settings.sched_config(seed)?;
         let catalogue = settings.catalogue();
         let rng_seed = config.seed ^ 0x005e_ed0f_fa17;
@@ -93,6 +109,7 @@ impl SimState {
                 driver_started: AtomicBool::new(false),
                 stopped: AtomicBool::new(false),
                 requests: AtomicU64::new(0),
+                calibrated_from,
             }),
         })
     }
@@ -162,7 +179,7 @@ impl SimState {
                 config.vram_bytes,
             )
         };
-        serde_json::json!({
+        let mut out = serde_json::json!({
             "gpu": host,
             "gpus": config.gpus,
             "vram_bytes": vram_bytes,
@@ -175,7 +192,11 @@ impl SimState {
             "vram_release_delay": format!("{:?}", config.vram_release_delay),
             "seed": config.seed,
             "models": entries,
-        })
+        });
+        if let Some(dir) = &self.inner.calibrated_from {
+            out["calibrated_from"] = serde_json::json!(dir);
+        }
+        out
     }
 
     /// Stops the timer driver (in-flight requests still end).
