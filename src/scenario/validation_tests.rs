@@ -376,6 +376,22 @@ fn other_sections_are_checked() {
         "bad size",
     );
     fails(
+        &format!("{base}[sim]\ncalibrate = \"no/such/run\"\n"),
+        7,
+        "sim.calibrate",
+        "scenarios/no/such/run is not a kabench run folder",
+    );
+    fails(
+        &format!("{base}[sim]\nwarm_overhead = [\"2ms\"]\n"),
+        7,
+        "sim.warm_overhead",
+        "write two durations",
+    );
+    assert!(
+        p(&format!("{base}[sim]\ngpus = 0\n")).is_ok(),
+        "0 GPUs: a CPU-only host"
+    );
+    fails(
         &format!("{base}[sim]\nkeep_alive = \"forever\"\n"),
         7,
         "sim.keep_alive",
