@@ -152,6 +152,13 @@ pub struct CompareArgs {
     /// Fail when idle or peak VRAM grows by more than this many percent.
     #[arg(long, default_value_t = 10.0)]
     pub max_vram_increase: f64,
+    /// Fail when the share of failed requests grows by more than this (absolute, 0–1).
+    #[arg(long, default_value_t = 0.01)]
+    pub max_error_rate_increase: f64,
+    /// Compare runs of different scenarios, or runs that did not complete, anyway
+    /// (refused otherwise, exit 2).
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// `kabench sim`.
@@ -403,15 +410,33 @@ fn compare(args: CompareArgs) -> Result<()> {
         p99_pct: args.max_p99_increase,
         cold_ratio_abs: args.max_cold_ratio_increase,
         vram_pct: args.max_vram_increase,
+        error_rate_abs: args.max_error_rate_increase,
     };
-    let comparison = crate::report::compare::compare(&args.base, &args.new, &thresholds)?;
+    for (flag, v) in [
+        ("--max-p99-increase", thresholds.p99_pct),
+        ("--max-cold-ratio-increase", thresholds.cold_ratio_abs),
+        ("--max-vram-increase", thresholds.vram_pct),
+        ("--max-error-rate-increase", thresholds.error_rate_abs),
+    ] {
+        if !v.is_finite() || v < 0.0 {
+            return Err(BadInput(format!("{flag} {v}: give a finite number of at least 0")).into());
+        }
+    }
+    let comparison =
+        crate::report::compare::compare_runs(&args.base, &args.new, &thresholds, args.force)?;
     print!("{}", comparison.to_text());
     let regressions = comparison.regressions();
-    if regressions.is_empty() {
+    if comparison.changes.is_empty() {
+        Err(anyhow::anyhow!(
+            "nothing to compare: no cell and stream of {} matches {}",
+            args.new.display(),
+            args.base.display()
+        ))
+    } else if regressions.is_empty() {
         Ok(())
     } else {
         Err(anyhow::anyhow!(
-            "{} change(s) past the thresholds",
+            "{} stream(s) past the thresholds",
             regressions.len()
         ))
     }
