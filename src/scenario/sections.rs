@@ -80,7 +80,9 @@ pub(super) fn duration(v: &Scalar, key: &str, loc: &Locator<'_>) -> Result<Durat
     match v {
         Scalar::Str(s) => humantime::parse_duration(s.trim()).map_err(|e| bad(e.to_string())),
         _ => match v.as_number() {
-            Some(n) if n.is_finite() && n >= 0.0 => Ok(Duration::from_secs_f64(n)),
+            Some(n) if n.is_finite() && n >= 0.0 => {
+                Duration::try_from_secs_f64(n).map_err(|_| bad("too long".into()))
+            }
             _ => Err(bad("must be zero or more".into())),
         },
     }

@@ -375,6 +375,7 @@ pub fn app(state: SimState) -> Router {
         .route("/api/embed", post(generate::embed))
         .fallback(info::not_found)
         .method_not_allowed_fallback(info::method_not_allowed)
+        .layer(axum::extract::DefaultBodyLimit::max(wire::MAX_BODY_BYTES))
         .with_state(state)
 }
 
