@@ -286,6 +286,29 @@ pub fn parse_ndjson_body(bytes: &[u8]) -> Result<Vec<api::StreamChunk>, ClientEr
     parse_json_stream(bytes)
 }
 
+/// The `Location` header of a response, when it has one.
+fn location(resp: &reqwest::Response) -> Option<String> {
+    resp.headers()
+        .get(reqwest::header::LOCATION)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+}
+
+/// The error of a non-2xx reply: Ollama's text, or for a redirect (never followed)
+/// where it points and what to do.
+pub fn status_error(status: u16, location: Option<String>, body: &[u8]) -> ClientError {
+    let message = if (300..400).contains(&status) {
+        match location {
+            Some(to) => format!(
+                "redirect to {to}: kabench does not follow redirects (a redirected POST arrives as a GET); point the target at the address Ollama answers on"
+            ),
+            None => "a redirect without a Location header: kabench does not follow redirects; point the target at the address Ollama answers on".to_string(),
+        }
+    } else {
+        error_message(body)
+    };
+    ClientError::Http { status, message }
+}
+
 /// The text of an error body: Ollama's `{"error":…}` or the plain body.
 pub fn error_message(body: &[u8]) -> String {
     if let Ok(e) = serde_json::from_slice::<api::ErrorBody>(body) {
@@ -396,6 +419,9 @@ impl OllamaClient {
         let http = reqwest::Client::builder()
             .no_proxy()
             .tcp_nodelay(true)
+            // A followed 301/302/303 turns a POST into a GET (and drops its body): the
+            // target would answer a different request. A redirect is an error instead.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| ClientError::BadHost(error_chain(&e)))?;
         Ok(OllamaClient {
@@ -425,12 +451,10 @@ impl OllamaClient {
         let fut = async {
             let resp = req.send().await.map_err(|e| from_reqwest(e, false))?;
             let status = resp.status();
+            let location = location(&resp);
             let body = resp.bytes().await.map_err(|e| from_reqwest(e, true))?;
             if !status.is_success() {
-                return Err(ClientError::Http {
-                    status: status.as_u16(),
-                    message: error_message(&body),
-                });
+                return Err(status_error(status.as_u16(), location, &body));
             }
             serde_json::from_slice(&body)
                 .map_err(|e| ClientError::BadJson(format!("{e}: {}", preview(&body))))
@@ -490,11 +514,9 @@ impl OllamaClient {
             .map_err(|e| from_reqwest(e, false))?;
         let status = resp.status();
         if !status.is_success() {
+            let location = location(&resp);
             let body = resp.bytes().await.map_err(|e| from_reqwest(e, true))?;
-            return Err(ClientError::Http {
-                status: status.as_u16(),
-                message: error_message(&body),
-            });
+            return Err(status_error(status.as_u16(), location, &body));
         }
         let mut decoder = NdjsonDecoder::new();
         let mut stream = resp.bytes_stream();
@@ -653,11 +675,9 @@ pub async fn read_response(
     let status = resp.status();
     ex.status = Some(status.as_u16());
     if !status.is_success() {
+        let location = location(&resp);
         let body = resp.bytes().await.map_err(|e| from_reqwest(e, true))?;
-        return Err(ClientError::Http {
-            status: status.as_u16(),
-            message: error_message(&body),
-        });
+        return Err(status_error(status.as_u16(), location, &body));
     }
     if embed {
         let body = resp.bytes().await.map_err(|e| from_reqwest(e, true))?;
