@@ -257,6 +257,7 @@ async fn run(args: RunArgs) -> Result<()> {
         args.target.as_deref().map(Target::parse).as_ref(),
         &scenario,
     );
+    check_target(&target)?;
     let options = RunOptions {
         target,
         out: args.out,
@@ -272,11 +273,19 @@ async fn run(args: RunArgs) -> Result<()> {
 async fn swarm(args: SwarmArgs) -> Result<()> {
     let scenario = scenario::load(&args.scenario)?;
     let plan = scenario::plan(&scenario);
+    if args.users == Some(0) {
+        return Err(BadInput(
+            "--users 0: a swarm needs at least 1 user; give --users 1 or more (or leave it out for [swarm] users)".into(),
+        )
+        .into());
+    }
+    let target = Target::resolve(
+        args.target.as_deref().map(Target::parse).as_ref(),
+        &scenario,
+    );
+    check_target(&target)?;
     let options = crate::swarm::SwarmOptions {
-        target: Target::resolve(
-            args.target.as_deref().map(Target::parse).as_ref(),
-            &scenario,
-        ),
+        target,
         out: args.out,
         users: args.users,
         run_time: args.run_time,
@@ -285,6 +294,18 @@ async fn swarm(args: SwarmArgs) -> Result<()> {
     let outcome = crate::swarm::run_swarm(&scenario, &plan, &options, tx, cancel).await;
     let _ = progress.await;
     finish(outcome?, args.json)
+}
+
+/// An Ollama address the client cannot use is bad input (exit 2), before anything runs.
+fn check_target(target: &Target) -> Result<()> {
+    if let Target::Ollama(url) = target {
+        crate::ollama::OllamaClient::new(url).map_err(|e| {
+            BadInput(format!(
+                "target {url:?}: {e}; write an Ollama address such as http://127.0.0.1:11434 or host:11434, or use --target sim"
+            ))
+        })?;
+    }
+    Ok(())
 }
 
 /// Ctrl-C → the cancel token; progress events → stderr.

@@ -572,3 +572,31 @@ fn rates_and_plan_sizes_are_bounded() {
     assert!(p(&with_rate("1/h", "[run]\nrequests = 100\n")).is_ok());
     assert!(p(&with_rate("1/s", "[run]\nduration = \"1h\"\n")).is_ok());
 }
+
+#[test]
+fn a_target_url_the_client_cannot_use_is_named_at_its_key() {
+    let with_url =
+        |u: &str| format!("{OK_STREAM}{OK_RUN}[target]\nkind = \"ollama\"\nurl = \"{u}\"\n");
+    fails(
+        &with_url("ftp://[::1"),
+        8,
+        "target.url",
+        "bad url \"ftp://[::1\"",
+    );
+    fails(
+        &with_url("http://[::1"),
+        8,
+        "target.url",
+        "write an Ollama address",
+    );
+    fails(
+        &with_url("http://exa mple:1"),
+        8,
+        "target.url",
+        "not a host name",
+    );
+    assert!(p(&with_url("[::1]:11434")).is_ok());
+    assert!(p(&with_url(":11434")).is_ok());
+    assert!(p(&with_url("http://127.0.0.1:11434")).is_ok());
+    assert!(p(&with_url("localhost")).is_ok());
+}
