@@ -265,9 +265,9 @@ async fn run(args: RunArgs) -> Result<()> {
         prewarm: !args.no_prewarm,
     };
     let (cancel, tx, progress) = observe(args.quiet);
-    let outcome = session::run(&scenario, &plan, &options, tx, cancel).await;
+    let outcome = session::run(&scenario, &plan, &options, tx, cancel.clone()).await;
     let _ = progress.await;
-    finish(outcome?, args.json)
+    finish(outcome?, args.json, &cancel)
 }
 
 async fn swarm(args: SwarmArgs) -> Result<()> {
@@ -291,9 +291,9 @@ async fn swarm(args: SwarmArgs) -> Result<()> {
         run_time: args.run_time,
     };
     let (cancel, tx, progress) = observe(args.quiet);
-    let outcome = crate::swarm::run_swarm(&scenario, &plan, &options, tx, cancel).await;
+    let outcome = crate::swarm::run_swarm(&scenario, &plan, &options, tx, cancel.clone()).await;
     let _ = progress.await;
-    finish(outcome?, args.json)
+    finish(outcome?, args.json, &cancel)
 }
 
 /// An Ollama address the client cannot use is bad input (exit 2), before anything runs.
@@ -348,8 +348,9 @@ async fn interrupt() -> bool {
     }
 }
 
-/// Renders the finished run, prints its table and decides the outcome.
-fn finish(outcome: session::RunOutcome, json: bool) -> Result<()> {
+/// Renders the finished run, prints its table and decides the outcome; a Ctrl-C that
+/// came after the last request (while rendering) still ends it with exit 130.
+fn finish(outcome: session::RunOutcome, json: bool, cancel: &CancellationToken) -> Result<()> {
     let rendered = crate::report::render(&outcome.dir, &crate::report::RenderOptions::default())
         .with_context(|| format!("rendering the report of {}", outcome.dir.display()))?;
     print_result(&read_summary(&outcome.dir)?, json)?;
@@ -361,6 +362,15 @@ fn finish(outcome: session::RunOutcome, json: bool) -> Result<()> {
         outcome.errors,
         rendered.index_html.display()
     );
+    decide(&outcome, cancel.is_cancelled())
+}
+
+/// The exit of a finished run: interrupted (by its status, or by a Ctrl-C seen after
+/// the run, while rendering), failed, every request failed, or ok.
+fn decide(outcome: &session::RunOutcome, interrupted: bool) -> Result<()> {
+    if interrupted && outcome.status != RunStatus::Failed {
+        return Err(Interrupted(outcome.dir.display().to_string()).into());
+    }
     match outcome.status {
         RunStatus::Interrupted => Err(Interrupted(outcome.dir.display().to_string()).into()),
         RunStatus::Failed => Err(anyhow::anyhow!(
@@ -630,5 +640,21 @@ mod tests {
     #[test]
     fn cli_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn a_ctrl_c_while_rendering_exits_130_not_0() {
+        let outcome = |status| session::RunOutcome {
+            dir: PathBuf::from("reports/x"),
+            status,
+            requests: 4,
+            errors: 0,
+        };
+        let interrupted = |r: Result<()>| r.is_err_and(|e| e.is::<Interrupted>());
+        assert!(decide(&outcome(RunStatus::Complete), false).is_ok());
+        assert!(interrupted(decide(&outcome(RunStatus::Complete), true)));
+        assert!(interrupted(decide(&outcome(RunStatus::Interrupted), false)));
+        let failed = decide(&outcome(RunStatus::Failed), true).unwrap_err();
+        assert!(!failed.is::<Interrupted>());
     }
 }

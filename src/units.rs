@@ -378,6 +378,33 @@ pub fn format_bytes(bytes: u64) -> String {
     }
 }
 
+/// Formats a memory size as people write a GPU's: whole units without decimals
+/// (`"24 GiB"`, `"512 MiB"`), in the largest binary unit that keeps it at least 1
+/// (`"1.5 GiB"`, `"1 MiB"`), never rounding a small size to `"0 GiB"`.
+pub fn format_size_short(bytes: u64) -> String {
+    const UNITS: [(&str, u64); 4] = [
+        ("TiB", 1 << 40),
+        ("GiB", 1 << 30),
+        ("MiB", 1 << 20),
+        ("KiB", 1 << 10),
+    ];
+    for (name, size) in UNITS {
+        if bytes >= size {
+            let v = bytes as f64 / size as f64;
+            return if bytes.is_multiple_of(size) {
+                format!("{} {name}", bytes / size)
+            } else {
+                let text = format!("{v:.2}");
+                format!(
+                    "{} {name}",
+                    text.trim_end_matches('0').trim_end_matches('.')
+                )
+            };
+        }
+    }
+    format!("{bytes} B")
+}
+
 /// A request rate, kept as written (`"0.5/s"`) with its value in requests per second.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Rate {
@@ -464,6 +491,15 @@ mod tests {
         assert_eq!(parse_go_duration("0").unwrap(), 0);
         assert_eq!(parse_go_duration("-1m").unwrap(), -60_000_000_000);
         assert_eq!(parse_go_duration("2µs").unwrap(), 2_000);
+    }
+
+    #[test]
+    fn gpu_sizes_use_a_unit_that_fits() {
+        assert_eq!(format_size_short(24 << 30), "24 GiB");
+        assert_eq!(format_size_short(1 << 20), "1 MiB");
+        assert_eq!(format_size_short(512 << 20), "512 MiB");
+        assert_eq!(format_size_short(3 << 29), "1.5 GiB");
+        assert_eq!(format_size_short(1000), "1000 B");
     }
 
     #[test]

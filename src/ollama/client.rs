@@ -223,6 +223,9 @@ fn split_host_port(hostport: &str) -> Option<(&str, &str)> {
 #[derive(Debug, Default)]
 pub struct NdjsonDecoder {
     buf: Vec<u8>,
+    /// Bytes of `buf` already searched for `\n` (all of the partial line): each byte
+    /// is searched once, so a long line arriving in small pieces stays linear.
+    scanned: usize,
 }
 
 impl NdjsonDecoder {
@@ -236,20 +239,25 @@ impl NdjsonDecoder {
         self.buf.extend_from_slice(bytes);
         let mut out = Vec::new();
         let mut start = 0;
-        while let Some(pos) = self.buf[start..].iter().position(|&b| b == b'\n') {
-            let line = &self.buf[start..start + pos];
-            start += pos + 1;
+        let mut from = self.scanned;
+        while let Some(pos) = self.buf[from..].iter().position(|&b| b == b'\n') {
+            let end = from + pos;
+            let line = &self.buf[start..end];
+            start = end + 1;
+            from = start;
             if let Some(v) = decode_line(line)? {
                 out.push(v);
             }
         }
         self.buf.drain(..start);
+        self.scanned = self.buf.len();
         Ok(out)
     }
 
     /// Decodes what is left after the last `\n`, if anything.
     pub fn finish<T: DeserializeOwned>(&mut self) -> Result<Option<T>, ClientError> {
         let rest = std::mem::take(&mut self.buf);
+        self.scanned = 0;
         decode_line(&rest)
     }
 }
@@ -773,6 +781,32 @@ mod tests {
             assert!(got[2].done);
             assert_eq!(got[2].metrics.eval_count, Some(2));
         }
+    }
+
+    #[test]
+    fn decoder_is_linear_on_a_long_line_arriving_byte_by_byte() {
+        // 200 000 one-byte pieces of one line: searching the whole buffer on each push
+        // is 2·10¹⁰ byte checks (minutes); searching only new bytes is instant.
+        let text = "x".repeat(200_000);
+        let line = format!("{{\"response\":\"{text}\",\"done\":false}}\n");
+        let mut d = NdjsonDecoder::new();
+        let started = Instant::now();
+        let mut got: Vec<api::StreamChunk> = Vec::new();
+        for b in line.as_bytes().chunks(1) {
+            got.extend(d.push::<api::StreamChunk>(b).unwrap());
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].response.as_deref().map(str::len), Some(200_000));
+        // And the lines after it still split where they should.
+        let more: Vec<api::StreamChunk> = d
+            .push(b"{\"response\":\"a\",\"done\":false}\n{\"done\":true}\n")
+            .unwrap();
+        assert_eq!(more.len(), 2);
     }
 
     #[test]
