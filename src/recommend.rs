@@ -180,6 +180,12 @@ impl Recommendation {
             let parts: Vec<String> = self.fixed.iter().map(|(k, v)| format!("{k}={v}")).collect();
             fixed = format!(" [{}]", parts.join(", "));
         }
+        if self.chosen.is_empty() {
+            return format!(
+                "{} ({}){}: send no keep_alive (the server's OLLAMA_KEEP_ALIVE applies)",
+                self.workload, self.model, fixed
+            );
+        }
         format!(
             "{} ({}){}: set keep_alive {} ({})",
             self.workload,

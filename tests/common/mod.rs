@@ -181,6 +181,8 @@ impl Server {
         for (k, v) in env {
             cmd.env(k, v);
         }
+        // Its own process group, so the runners it starts go with it.
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
         let child = cmd.spawn().map_err(|e| format!("ollama serve: {e}"))?;
         let mut server = Server { child, host };
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -207,6 +209,10 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        // The server and every runner (`llama-server`) it started.
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.child.id())])
+            .status();
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
