@@ -152,6 +152,13 @@ pub struct CompareArgs {
     /// Fail when idle or peak VRAM grows by more than this many percent.
     #[arg(long, default_value_t = 10.0)]
     pub max_vram_increase: f64,
+    /// Fail when the share of failed requests grows by more than this (absolute, 0–1).
+    #[arg(long, default_value_t = 0.01)]
+    pub max_error_rate_increase: f64,
+    /// Compare runs of different scenarios, or runs that did not complete, anyway
+    /// (refused otherwise, exit 2).
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// `kabench sim`.
@@ -254,6 +261,7 @@ async fn run(args: RunArgs) -> Result<()> {
         args.target.as_deref().map(Target::parse).as_ref(),
         &scenario,
     );
+    check_target(&target)?;
     let options = RunOptions {
         target,
         out: args.out,
@@ -261,27 +269,47 @@ async fn run(args: RunArgs) -> Result<()> {
         prewarm: !args.no_prewarm,
     };
     let (cancel, tx, progress) = observe(args.quiet);
-    let outcome = session::run(&scenario, &plan, &options, tx, cancel).await;
+    let outcome = session::run(&scenario, &plan, &options, tx, cancel.clone()).await;
     let _ = progress.await;
-    finish(outcome?, args.json)
+    finish(outcome?, args.json, &cancel)
 }
 
 async fn swarm(args: SwarmArgs) -> Result<()> {
     let scenario = scenario::load(&args.scenario)?;
     let plan = scenario::plan(&scenario);
+    if args.users == Some(0) {
+        return Err(BadInput(
+            "--users 0: a swarm needs at least 1 user; give --users 1 or more (or leave it out for [swarm] users)".into(),
+        )
+        .into());
+    }
+    let target = Target::resolve(
+        args.target.as_deref().map(Target::parse).as_ref(),
+        &scenario,
+    );
+    check_target(&target)?;
     let options = crate::swarm::SwarmOptions {
-        target: Target::resolve(
-            args.target.as_deref().map(Target::parse).as_ref(),
-            &scenario,
-        ),
+        target,
         out: args.out,
         users: args.users,
         run_time: args.run_time,
     };
     let (cancel, tx, progress) = observe(args.quiet);
-    let outcome = crate::swarm::run_swarm(&scenario, &plan, &options, tx, cancel).await;
+    let outcome = crate::swarm::run_swarm(&scenario, &plan, &options, tx, cancel.clone()).await;
     let _ = progress.await;
-    finish(outcome?, args.json)
+    finish(outcome?, args.json, &cancel)
+}
+
+/// An Ollama address the client cannot use is bad input (exit 2), before anything runs.
+fn check_target(target: &Target) -> Result<()> {
+    if let Target::Ollama(url) = target {
+        crate::ollama::OllamaClient::new(url).map_err(|e| {
+            BadInput(format!(
+                "target {url:?}: {e}; write an Ollama address such as http://127.0.0.1:11434 or host:11434, or use --target sim"
+            ))
+        })?;
+    }
+    Ok(())
 }
 
 /// Ctrl-C → the cancel token; progress events → stderr.
@@ -324,8 +352,9 @@ async fn interrupt() -> bool {
     }
 }
 
-/// Renders the finished run, prints its table and decides the outcome.
-fn finish(outcome: session::RunOutcome, json: bool) -> Result<()> {
+/// Renders the finished run, prints its table and decides the outcome; a Ctrl-C that
+/// came after the last request (while rendering) still ends it with exit 130.
+fn finish(outcome: session::RunOutcome, json: bool, cancel: &CancellationToken) -> Result<()> {
     let rendered = crate::report::render(&outcome.dir, &crate::report::RenderOptions::default())
         .with_context(|| format!("rendering the report of {}", outcome.dir.display()))?;
     print_result(&read_summary(&outcome.dir)?, json)?;
@@ -337,6 +366,15 @@ fn finish(outcome: session::RunOutcome, json: bool) -> Result<()> {
         outcome.errors,
         rendered.index_html.display()
     );
+    decide(&outcome, cancel.is_cancelled())
+}
+
+/// The exit of a finished run: interrupted (by its status, or by a Ctrl-C seen after
+/// the run, while rendering), failed, every request failed, or ok.
+fn decide(outcome: &session::RunOutcome, interrupted: bool) -> Result<()> {
+    if interrupted && outcome.status != RunStatus::Failed {
+        return Err(Interrupted(outcome.dir.display().to_string()).into());
+    }
     match outcome.status {
         RunStatus::Interrupted => Err(Interrupted(outcome.dir.display().to_string()).into()),
         RunStatus::Failed => Err(anyhow::anyhow!(
@@ -407,15 +445,33 @@ fn compare(args: CompareArgs) -> Result<()> {
         p99_pct: args.max_p99_increase,
         cold_ratio_abs: args.max_cold_ratio_increase,
         vram_pct: args.max_vram_increase,
+        error_rate_abs: args.max_error_rate_increase,
     };
-    let comparison = crate::report::compare::compare(&args.base, &args.new, &thresholds)?;
+    for (flag, v) in [
+        ("--max-p99-increase", thresholds.p99_pct),
+        ("--max-cold-ratio-increase", thresholds.cold_ratio_abs),
+        ("--max-vram-increase", thresholds.vram_pct),
+        ("--max-error-rate-increase", thresholds.error_rate_abs),
+    ] {
+        if !v.is_finite() || v < 0.0 {
+            return Err(BadInput(format!("{flag} {v}: give a finite number of at least 0")).into());
+        }
+    }
+    let comparison =
+        crate::report::compare::compare_runs(&args.base, &args.new, &thresholds, args.force)?;
     print!("{}", comparison.to_text());
     let regressions = comparison.regressions();
-    if regressions.is_empty() {
+    if comparison.changes.is_empty() {
+        Err(anyhow::anyhow!(
+            "nothing to compare: no cell and stream of {} matches {}",
+            args.new.display(),
+            args.base.display()
+        ))
+    } else if regressions.is_empty() {
         Ok(())
     } else {
         Err(anyhow::anyhow!(
-            "{} change(s) past the thresholds",
+            "{} stream(s) past the thresholds",
             regressions.len()
         ))
     }
@@ -602,5 +658,21 @@ mod tests {
     #[test]
     fn cli_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn a_ctrl_c_while_rendering_exits_130_not_0() {
+        let outcome = |status| session::RunOutcome {
+            dir: PathBuf::from("reports/x"),
+            status,
+            requests: 4,
+            errors: 0,
+        };
+        let interrupted = |r: Result<()>| r.is_err_and(|e| e.is::<Interrupted>());
+        assert!(decide(&outcome(RunStatus::Complete), false).is_ok());
+        assert!(interrupted(decide(&outcome(RunStatus::Complete), true)));
+        assert!(interrupted(decide(&outcome(RunStatus::Interrupted), false)));
+        let failed = decide(&outcome(RunStatus::Failed), true).unwrap_err();
+        assert!(!failed.is::<Interrupted>());
     }
 }

@@ -76,6 +76,8 @@ pub struct Candidate {
     pub errors: u64,
     /// p99 time to first token, ms.
     pub p99_ttft_ms: Option<f64>,
+    /// Median `load_duration` of the cold requests, ms.
+    pub cold_load_ms: Option<f64>,
     /// Memory held while no request was in flight, GB·s (cell-wide, GPU + system).
     pub idle_gb_s: Option<f64>,
     /// Its GPU part, GB·s.
@@ -177,6 +179,12 @@ impl Recommendation {
         if !self.fixed.is_empty() {
             let parts: Vec<String> = self.fixed.iter().map(|(k, v)| format!("{k}={v}")).collect();
             fixed = format!(" [{}]", parts.join(", "));
+        }
+        if self.chosen.is_empty() {
+            return format!(
+                "{} ({}){}: send no keep_alive (the server's OLLAMA_KEEP_ALIVE applies)",
+                self.workload, self.model, fixed
+            );
         }
         format!(
             "{} ({}){}: set keep_alive {} ({})",
@@ -297,6 +305,7 @@ fn candidate(cell: &CellSummary, s: &StreamSummary) -> Candidate {
         cold_ratio: s.cold_ratio,
         errors: s.errors,
         p99_ttft_ms: s.ttft_ms.all.map(|p| p.p99),
+        cold_load_ms: s.load_ms.map(|p| p.p50),
         idle_gb_s: vram.map(|v| v.idle_gb_seconds),
         idle_gpu_gb_s: vram.map(|v| v.idle_split().0),
         idle_ram_gb_s: vram.map(|v| v.idle_split().1),
@@ -609,10 +618,11 @@ fn advice(
                 };
                 let value = r.fixed.get(axis).cloned().unwrap_or_default();
                 lines.push(format!(
-                    "{axis} {value} ({}): at keep_alive {}, peak VRAM {}, p99 TTFT {}, cold {:.1}%{}",
+                    "{axis} {value} ({}): at keep_alive {}, peak memory {}, cold load {}, p99 TTFT {}, cold {:.1}%{}",
                     r.model,
                     display_keep_alive(&r.chosen),
                     c.peak_bytes.map_or("unknown".into(), |b| format!("{:.2} GB", b as f64 / GB)),
+                    c.cold_load_ms.map_or("n/a".into(), |p| format!("{p:.0} ms")),
                     c.p99_ttft_ms.map_or("n/a".into(), |p| format!("{p:.0} ms")),
                     c.cold_ratio * 100.0,
                     c.cost.map_or(String::new(), |k| format!(", cost {:.3}", k.total)),

@@ -347,6 +347,17 @@ fn write_header<T: Serialize + Default>(path: &Path) -> Result<()> {
 #[error("{0} already holds a run (run.json); choose another --out or remove it first")]
 pub struct RunFolderExists(pub String);
 
+/// `--out` names a folder that cannot be created or written (read-only, not a folder,
+/// no permission): bad input, nothing was sent.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot write the run folder {dir}: {why}; choose an --out folder you can write to")]
+pub struct RunFolderUnwritable {
+    /// The folder.
+    pub dir: String,
+    /// The system's reason.
+    pub why: String,
+}
+
 /// The open files of a run folder.
 pub struct RunWriter {
     dir: PathBuf,
@@ -362,10 +373,12 @@ impl RunWriter {
         if dir.join(RUN_JSON).exists() {
             return Err(RunFolderExists(dir.display().to_string()).into());
         }
-        fs::create_dir_all(dir)
-            .with_context(|| format!("creating run folder {}", dir.display()))?;
-        fs::write(dir.join(SCENARIO_TOML), scenario_text)
-            .with_context(|| format!("writing {}", dir.join(SCENARIO_TOML).display()))?;
+        let unwritable = |e: std::io::Error| RunFolderUnwritable {
+            dir: dir.display().to_string(),
+            why: e.to_string(),
+        };
+        fs::create_dir_all(dir).map_err(unwritable)?;
+        fs::write(dir.join(SCENARIO_TOML), scenario_text).map_err(unwritable)?;
         write_header::<RequestRecord>(&dir.join(REQUESTS_CSV))?;
         write_header::<VramSample>(&dir.join(VRAM_CSV))?;
         let writer = RunWriter {

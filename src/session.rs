@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::ollama::OllamaClient;
+use crate::ollama::client::ClientError;
 use crate::record::{
     self, CellMeta, RequestRecord, RunMeta, RunStatus, RunWriter, StreamMeta, TargetMeta,
 };
@@ -126,11 +127,19 @@ pub async fn connect(
         (Target::Sim, None) => anyhow::bail!("the simulator did not start"),
     };
     let client = OllamaClient::new(&url).with_context(|| format!("bad target address {url:?}"))?;
-    let version = client.version().await.map_err(|e| {
-        anyhow::anyhow!(
+    let version = client.version().await.map_err(|e| match e {
+        ClientError::Http { status, .. } if (300..400).contains(&status) => {
+            anyhow::anyhow!("{} answered GET /api/version with {e}", client.base_url())
+        }
+        // It answered, but not as Ollama does: a different server on that address.
+        ClientError::BadJson(_) | ClientError::Http { .. } => anyhow::anyhow!(
+            "{} answered GET /api/version but is not Ollama ({e}); check the address (--target or OLLAMA_HOST: Ollama listens on port 11434 by default), or use --target sim",
+            client.base_url()
+        ),
+        _ => anyhow::anyhow!(
             "cannot reach Ollama at {}: {e}; start it (`ollama serve`), set OLLAMA_HOST or --target, or use --target sim",
             client.base_url()
-        )
+        ),
     })?;
     Ok((kind, client, version))
 }

@@ -86,9 +86,21 @@ pub fn parse_go_duration(text: &str) -> Result<i128, ParseError> {
         total += value * scale;
         rest = &rest[unit_len..];
     }
+    // Go's time.Duration is an int64 of nanoseconds: ParseDuration rejects anything
+    // beyond it (about 2562047h), and Ollama answers such a keep_alive with 400.
+    if !total.is_finite() || total > MAX_GO_DURATION_NANOS {
+        return Err(invalid());
+    }
     let nanos = total.round() as i128;
     Ok(if negative { -nanos } else { nanos })
 }
+
+/// The longest Go `time.Duration`, in nanoseconds (`i64::MAX`, about 292 years).
+const MAX_GO_DURATION_NANOS: f64 = i64::MAX as f64;
+
+/// The most seconds a numeric keep_alive can hold once Ollama turns it into a Go
+/// duration (int64 nanoseconds, about 292 years).
+pub const MAX_KEEP_ALIVE_SECONDS: f64 = MAX_GO_DURATION_NANOS / 1e9;
 
 /// How a `keep_alive` value goes on the wire: Ollama accepts a JSON number of seconds
 /// or a Go duration string, never a numeric string (KA4, KA7).
@@ -119,7 +131,8 @@ impl KeepAlive {
             && seconds.is_finite()
             && !trimmed.contains(['e', 'E', 'i', 'n', 'N'])
         {
-            let mut ka = KeepAlive::from_seconds(seconds);
+            let mut ka = KeepAlive::try_from_seconds(seconds)
+                .map_err(|e| ParseError::new(format!("bad keep_alive {trimmed:?}: {e}")))?;
             ka.written = trimmed.to_string();
             if trimmed == "0" {
                 ka.wire = WireKeepAlive::Duration("0".into());
@@ -138,18 +151,42 @@ impl KeepAlive {
         })
     }
 
-    /// A keep_alive of `seconds` (negative = forever), sent as a JSON number.
+    /// A keep_alive of `seconds` (negative = forever), sent as a JSON number; a value
+    /// past what a Go duration holds is held as the longest one (see
+    /// [`KeepAlive::try_from_seconds`] to refuse it instead).
     pub fn from_seconds(seconds: f64) -> KeepAlive {
-        let duration = if seconds < 0.0 {
+        KeepAlive::try_from_seconds(seconds).unwrap_or_else(|_| KeepAlive {
+            written: format_seconds(seconds),
+            wire: WireKeepAlive::Seconds(seconds),
+            duration: Some(Duration::from_nanos(i64::MAX as u64)),
+        })
+    }
+
+    /// A keep_alive of `seconds` (negative = forever), sent as a JSON number; an error
+    /// when it is not a number or does not fit a Go duration (int64 nanoseconds, about
+    /// 292 years), as Ollama cannot hold it.
+    pub fn try_from_seconds(seconds: f64) -> Result<KeepAlive, ParseError> {
+        let duration = if seconds.is_nan() {
+            return Err(ParseError::new("keep_alive is not a number"));
+        } else if seconds < 0.0 {
             None
+        } else if seconds > MAX_KEEP_ALIVE_SECONDS {
+            return Err(ParseError::new(format!(
+                "keep_alive {} seconds is out of range: a duration holds at most {} seconds (about 292 years); use -1 for forever",
+                format_seconds(seconds),
+                MAX_KEEP_ALIVE_SECONDS.floor()
+            )));
         } else {
-            Some(Duration::from_secs_f64(seconds))
+            Some(
+                Duration::try_from_secs_f64(seconds)
+                    .map_err(|e| ParseError::new(format!("keep_alive {seconds} seconds: {e}")))?,
+            )
         };
-        KeepAlive {
+        Ok(KeepAlive {
             written: format_seconds(seconds),
             wire: WireKeepAlive::Seconds(seconds),
             duration,
-        }
+        })
     }
 
     /// Forever, written and sent as the JSON number `-1` (KA7).
@@ -175,7 +212,7 @@ impl KeepAlive {
             Value::Null => Ok(None),
             Value::Number(n) => {
                 let seconds = n.as_f64().unwrap_or(0.0);
-                Ok(Some(KeepAlive::from_seconds(seconds)))
+                KeepAlive::try_from_seconds(seconds).map(Some)
             }
             Value::String(s) => {
                 let nanos = parse_go_duration(s)?;
@@ -341,6 +378,33 @@ pub fn format_bytes(bytes: u64) -> String {
     }
 }
 
+/// Formats a memory size as people write a GPU's: whole units without decimals
+/// (`"24 GiB"`, `"512 MiB"`), in the largest binary unit that keeps it at least 1
+/// (`"1.5 GiB"`, `"1 MiB"`), never rounding a small size to `"0 GiB"`.
+pub fn format_size_short(bytes: u64) -> String {
+    const UNITS: [(&str, u64); 4] = [
+        ("TiB", 1 << 40),
+        ("GiB", 1 << 30),
+        ("MiB", 1 << 20),
+        ("KiB", 1 << 10),
+    ];
+    for (name, size) in UNITS {
+        if bytes >= size {
+            let v = bytes as f64 / size as f64;
+            return if bytes.is_multiple_of(size) {
+                format!("{} {name}", bytes / size)
+            } else {
+                let text = format!("{v:.2}");
+                format!(
+                    "{} {name}",
+                    text.trim_end_matches('0').trim_end_matches('.')
+                )
+            };
+        }
+    }
+    format!("{bytes} B")
+}
+
 /// A request rate, kept as written (`"0.5/s"`) with its value in requests per second.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Rate {
@@ -427,6 +491,39 @@ mod tests {
         assert_eq!(parse_go_duration("0").unwrap(), 0);
         assert_eq!(parse_go_duration("-1m").unwrap(), -60_000_000_000);
         assert_eq!(parse_go_duration("2µs").unwrap(), 2_000);
+    }
+
+    #[test]
+    fn gpu_sizes_use_a_unit_that_fits() {
+        assert_eq!(format_size_short(24 << 30), "24 GiB");
+        assert_eq!(format_size_short(1 << 20), "1 MiB");
+        assert_eq!(format_size_short(512 << 20), "512 MiB");
+        assert_eq!(format_size_short(3 << 29), "1.5 GiB");
+        assert_eq!(format_size_short(1000), "1000 B");
+    }
+
+    #[test]
+    fn ka4_durations_past_go_int64_are_rejected_never_wrapped() {
+        let e = parse_go_duration("9999999999999999h").unwrap_err();
+        assert_eq!(e.message, "time: invalid duration \"9999999999999999h\"");
+        assert!(parse_go_duration("2562047h").is_ok());
+        assert!(parse_go_duration("2562048h").is_err());
+        assert!(KeepAlive::from_json(&json!("9999999999999999h")).is_err());
+        let e = KeepAlive::parse("9999999999999999h").unwrap_err();
+        assert!(e.message.contains("bad keep_alive"), "{e}");
+        // Numbers of seconds past 292 years: an error, not a panic.
+        let e = KeepAlive::from_json(&json!(1e20)).unwrap_err();
+        assert!(e.message.contains("out of range"), "{e}");
+        assert!(KeepAlive::from_json(&json!(f64::MAX)).is_err());
+        assert!(KeepAlive::parse("100000000000000000000").is_err());
+        assert!(KeepAlive::parse("9223372037").is_err());
+        assert!(KeepAlive::parse("9223372036").is_ok());
+        assert!(
+            KeepAlive::from_json(&json!(-1e300))
+                .unwrap()
+                .unwrap()
+                .is_forever()
+        );
     }
 
     #[test]

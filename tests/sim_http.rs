@@ -610,3 +610,68 @@ async fn faults_produce_each_error_kind() {
     );
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn ka4_every_bad_keep_alive_is_a_400_json_error_never_a_dropped_connection() {
+    let (sim, _client) = start(SimSettings::for_tests()).await;
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let base = sim.base_url();
+    for (path, body) in [
+        (
+            "generate",
+            json!({"model": SMALL, "prompt": "x", "keep_alive": 1e20}),
+        ),
+        (
+            "generate",
+            json!({"model": SMALL, "prompt": "x", "keep_alive": 1.7e308}),
+        ),
+        (
+            "generate",
+            json!({"model": SMALL, "prompt": "x", "keep_alive": "9999999999999999h"}),
+        ),
+        ("generate", json!({"model": SMALL, "keep_alive": 1e20})),
+        (
+            "chat",
+            json!({"model": SMALL, "messages": [{"role": "user", "content": "x"}], "keep_alive": 1e20}),
+        ),
+        (
+            "embed",
+            json!({"model": EMBED, "input": "x", "keep_alive": 1e20}),
+        ),
+    ] {
+        let r = http
+            .post(format!("{base}/api/{path}"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{path} {body}: no answer: {e}"));
+        assert_eq!(r.status(), 400, "{path} {body}");
+        let v: Value = r.json().await.unwrap();
+        assert!(v["error"].is_string(), "{path} {body}: {v}");
+    }
+    assert_eq!(sim.state.stats().loads, 0);
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_3_mb_image_is_accepted_as_ollama_accepts_it() {
+    let (sim, _client) = start(SimSettings::for_tests()).await;
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let base = sim.base_url();
+    // A 3 MB image in base64 (4 MB on the wire), as a vision client sends it.
+    let image = "A".repeat(4 * 1024 * 1024);
+    let r = http
+        .post(format!("{base}/api/generate"))
+        .json(&json!({
+            "model": "llava:7b", "prompt": "what is this?", "images": [image],
+            "stream": false, "keep_alive": 0, "options": {"num_predict": 2, "num_ctx": 2048}
+        }))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    let text = r.text().await.unwrap();
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains("\"done\":true"), "{text}");
+    sim.shutdown().await;
+}

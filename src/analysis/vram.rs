@@ -418,6 +418,19 @@ fn dropped_after(series: &Series, after_ms: f64) -> Option<f64> {
         .map(|p| p.0)
 }
 
+/// First time at or after `after_ms` that `series` came back to its lowest level (within
+/// a quarter of its rise above it at `after_ms`, which must be at least 16 MiB): a
+/// runner process exiting, whatever else of the same name runs beside it.
+fn back_to_baseline(series: &Series, after_ms: f64) -> Option<f64> {
+    let base = series.iter().map(|p| p.1).min()?;
+    let level = series.iter().take_while(|p| p.0 <= after_ms).last()?.1;
+    let rise = level.checked_sub(base).filter(|r| *r >= 16 << 20)?;
+    series
+        .iter()
+        .find(|p| p.0 >= after_ms && p.1 <= base + rise / 4)
+        .map(|p| p.0)
+}
+
 /// The stream whose keep_alive is in force for `model` at the end (KA6: the last
 /// dispatched request's).
 fn stream_in_force<'a>(
@@ -514,8 +527,8 @@ fn release_delays(
         if evicted_for.is_some() {
             honoured = true;
         }
-        let process_release_delay_s = (single_model && runners.iter().any(|p| p.1 > 0))
-            .then(|| dropped_after(&runners, last_end))
+        let process_release_delay_s = single_model
+            .then(|| back_to_baseline(&runners, last_end))
             .flatten()
             .map(|t| (t - last_end) / 1000.0);
         out.push(ReleaseDelay {

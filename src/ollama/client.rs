@@ -223,6 +223,9 @@ fn split_host_port(hostport: &str) -> Option<(&str, &str)> {
 #[derive(Debug, Default)]
 pub struct NdjsonDecoder {
     buf: Vec<u8>,
+    /// Bytes of `buf` already searched for `\n` (all of the partial line): each byte
+    /// is searched once, so a long line arriving in small pieces stays linear.
+    scanned: usize,
 }
 
 impl NdjsonDecoder {
@@ -236,20 +239,25 @@ impl NdjsonDecoder {
         self.buf.extend_from_slice(bytes);
         let mut out = Vec::new();
         let mut start = 0;
-        while let Some(pos) = self.buf[start..].iter().position(|&b| b == b'\n') {
-            let line = &self.buf[start..start + pos];
-            start += pos + 1;
+        let mut from = self.scanned;
+        while let Some(pos) = self.buf[from..].iter().position(|&b| b == b'\n') {
+            let end = from + pos;
+            let line = &self.buf[start..end];
+            start = end + 1;
+            from = start;
             if let Some(v) = decode_line(line)? {
                 out.push(v);
             }
         }
         self.buf.drain(..start);
+        self.scanned = self.buf.len();
         Ok(out)
     }
 
     /// Decodes what is left after the last `\n`, if anything.
     pub fn finish<T: DeserializeOwned>(&mut self) -> Result<Option<T>, ClientError> {
         let rest = std::mem::take(&mut self.buf);
+        self.scanned = 0;
         decode_line(&rest)
     }
 }
@@ -284,6 +292,29 @@ pub fn parse_json_stream<T: DeserializeOwned>(bytes: &[u8]) -> Result<Vec<T>, Cl
 /// Decodes a whole generate/chat body into chunks (see `parse_json_stream`).
 pub fn parse_ndjson_body(bytes: &[u8]) -> Result<Vec<api::StreamChunk>, ClientError> {
     parse_json_stream(bytes)
+}
+
+/// The `Location` header of a response, when it has one.
+fn location(resp: &reqwest::Response) -> Option<String> {
+    resp.headers()
+        .get(reqwest::header::LOCATION)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+}
+
+/// The error of a non-2xx reply: Ollama's text, or for a redirect (never followed)
+/// where it points and what to do.
+pub fn status_error(status: u16, location: Option<String>, body: &[u8]) -> ClientError {
+    let message = if (300..400).contains(&status) {
+        match location {
+            Some(to) => format!(
+                "redirect to {to}: kabench does not follow redirects (a redirected POST arrives as a GET); point the target at the address Ollama answers on"
+            ),
+            None => "a redirect without a Location header: kabench does not follow redirects; point the target at the address Ollama answers on".to_string(),
+        }
+    } else {
+        error_message(body)
+    };
+    ClientError::Http { status, message }
 }
 
 /// The text of an error body: Ollama's `{"error":…}` or the plain body.
@@ -396,6 +427,9 @@ impl OllamaClient {
         let http = reqwest::Client::builder()
             .no_proxy()
             .tcp_nodelay(true)
+            // A followed 301/302/303 turns a POST into a GET (and drops its body): the
+            // target would answer a different request. A redirect is an error instead.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| ClientError::BadHost(error_chain(&e)))?;
         Ok(OllamaClient {
@@ -425,12 +459,10 @@ impl OllamaClient {
         let fut = async {
             let resp = req.send().await.map_err(|e| from_reqwest(e, false))?;
             let status = resp.status();
+            let location = location(&resp);
             let body = resp.bytes().await.map_err(|e| from_reqwest(e, true))?;
             if !status.is_success() {
-                return Err(ClientError::Http {
-                    status: status.as_u16(),
-                    message: error_message(&body),
-                });
+                return Err(status_error(status.as_u16(), location, &body));
             }
             serde_json::from_slice(&body)
                 .map_err(|e| ClientError::BadJson(format!("{e}: {}", preview(&body))))
@@ -490,11 +522,9 @@ impl OllamaClient {
             .map_err(|e| from_reqwest(e, false))?;
         let status = resp.status();
         if !status.is_success() {
+            let location = location(&resp);
             let body = resp.bytes().await.map_err(|e| from_reqwest(e, true))?;
-            return Err(ClientError::Http {
-                status: status.as_u16(),
-                message: error_message(&body),
-            });
+            return Err(status_error(status.as_u16(), location, &body));
         }
         let mut decoder = NdjsonDecoder::new();
         let mut stream = resp.bytes_stream();
@@ -653,11 +683,9 @@ pub async fn read_response(
     let status = resp.status();
     ex.status = Some(status.as_u16());
     if !status.is_success() {
+        let location = location(&resp);
         let body = resp.bytes().await.map_err(|e| from_reqwest(e, true))?;
-        return Err(ClientError::Http {
-            status: status.as_u16(),
-            message: error_message(&body),
-        });
+        return Err(status_error(status.as_u16(), location, &body));
     }
     if embed {
         let body = resp.bytes().await.map_err(|e| from_reqwest(e, true))?;
@@ -753,6 +781,32 @@ mod tests {
             assert!(got[2].done);
             assert_eq!(got[2].metrics.eval_count, Some(2));
         }
+    }
+
+    #[test]
+    fn decoder_is_linear_on_a_long_line_arriving_byte_by_byte() {
+        // 200 000 one-byte pieces of one line: searching the whole buffer on each push
+        // is 2·10¹⁰ byte checks (minutes); searching only new bytes is instant.
+        let text = "x".repeat(200_000);
+        let line = format!("{{\"response\":\"{text}\",\"done\":false}}\n");
+        let mut d = NdjsonDecoder::new();
+        let started = Instant::now();
+        let mut got: Vec<api::StreamChunk> = Vec::new();
+        for b in line.as_bytes().chunks(1) {
+            got.extend(d.push::<api::StreamChunk>(b).unwrap());
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].response.as_deref().map(str::len), Some(200_000));
+        // And the lines after it still split where they should.
+        let more: Vec<api::StreamChunk> = d
+            .push(b"{\"response\":\"a\",\"done\":false}\n{\"done\":true}\n")
+            .unwrap();
+        assert_eq!(more.len(), 2);
     }
 
     #[test]

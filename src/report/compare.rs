@@ -1,17 +1,27 @@
 //! `kabench compare BASE NEW`: matches two run folders' cells (by swept parameters, or
 //! id when a run swept nothing) and streams (by name) and reports the changes in p99
 //! TTFT, cold-start ratio and VRAM (idle GB·s, peak), flagging those past thresholds.
-//! Reads the folders' files alone; knows nothing of the targets.
+//! Reads the folders' files alone; knows nothing of the targets. Runs of different
+//! scenarios or runs that did not complete are refused (bad input) unless forced; a
+//! rise in the error rate and a stream with no successful request count as regressions,
+//! so a broken run never reads as an improvement.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use serde::Serialize;
 
 use super::markdown::escape;
-use crate::analysis::{self, CellSummary, Summary};
+use crate::analysis::{self, CellSummary, StreamSummary, Summary};
 use crate::recommend::GB;
+use crate::record::{RunMeta, RunStatus};
+
+/// Two folders that cannot be compared as asked (not run folders, different scenarios,
+/// an incomplete run without `--force`): bad input, exit 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct NotComparable(pub String);
 
 /// When a change counts as a regression.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -22,6 +32,8 @@ pub struct CompareThresholds {
     pub cold_ratio_abs: f64,
     /// Idle VRAM GB·s and peak VRAM may grow by this many percent (default 10).
     pub vram_pct: f64,
+    /// The share of failed requests may grow by this much, absolute (default 0.01 = 1 point).
+    pub error_rate_abs: f64,
 }
 
 impl Default for CompareThresholds {
@@ -30,6 +42,7 @@ impl Default for CompareThresholds {
             p99_pct: 10.0,
             cold_ratio_abs: 0.05,
             vram_pct: 10.0,
+            error_rate_abs: 0.01,
         }
     }
 }
@@ -100,6 +113,11 @@ pub struct StreamChange {
     pub params: String,
     /// Stream name.
     pub stream: String,
+    /// Share of failed requests (0–1).
+    pub error_rate: Change,
+    /// True when the new run has no successful request in this stream (nothing to
+    /// compare: a regression, never an improvement).
+    pub no_answers: bool,
     /// p99 TTFT, ms.
     pub p99_ttft_ms: Change,
     /// Cold-start ratio (0–1).
@@ -113,7 +131,9 @@ pub struct StreamChange {
 impl StreamChange {
     /// True when any figure regressed.
     pub fn regressed(&self) -> bool {
-        self.p99_ttft_ms.regression
+        self.no_answers
+            || self.error_rate.regression
+            || self.p99_ttft_ms.regression
             || self.cold_ratio.regression
             || self.idle_gb_s.regression
             || self.peak_gb.regression
@@ -133,6 +153,9 @@ pub struct Comparison {
     pub changes: Vec<StreamChange>,
     /// Cells or streams found in one run only.
     pub unmatched: Vec<String>,
+    /// What `--force` let through (different scenarios, incomplete runs).
+    #[serde(default)]
+    pub forced: Vec<String>,
 }
 
 impl Comparison {
@@ -147,26 +170,31 @@ impl Comparison {
             "cell",
             "params",
             "stream",
+            "errors %",
             "p99 TTFT ms",
             "cold %",
             "idle GB·s",
             "peak GB",
         ];
-        let mut rows: Vec<[String; 7]> = vec![header.map(String::from)];
+        let mut rows: Vec<[String; 8]> = vec![header.map(String::from)];
         for c in &self.changes {
             rows.push(self.row(c));
         }
-        let widths: Vec<usize> = (0..7)
+        let widths: Vec<usize> = (0..8)
             .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
             .collect();
         let mut out = format!(
-            "compare {} → {} (thresholds: p99 +{}%, cold ratio +{:.3}, VRAM +{}%)\n",
+            "compare {} → {} (thresholds: error rate +{:.3}, p99 +{}%, cold ratio +{:.3}, VRAM +{}%)\n",
             self.base_scenario,
             self.new_scenario,
+            self.thresholds.error_rate_abs,
             self.thresholds.p99_pct,
             self.thresholds.cold_ratio_abs,
             self.thresholds.vram_pct
         );
+        for f in &self.forced {
+            out.push_str(&format!("forced: {f}\n"));
+        }
         for r in &rows {
             let cells: Vec<String> = r
                 .iter()
@@ -179,8 +207,17 @@ impl Comparison {
         for u in &self.unmatched {
             out.push_str(&format!("unmatched: {u}\n"));
         }
+        for c in self.changes.iter().filter(|c| c.no_answers) {
+            out.push_str(&format!(
+                "no answers: stream {} of cell {} has no successful request in the new run\n",
+                c.stream, c.cell
+            ));
+        }
         let n = self.regressions().len();
-        out.push_str(&if n == 0 {
+        out.push_str(&if self.changes.is_empty() {
+            "nothing to compare: no cell and stream of the new run matches the base run\n"
+                .to_string()
+        } else if n == 0 {
             "no regressions past the thresholds\n".to_string()
         } else {
             format!("{n} stream(s) regressed past the thresholds\n")
@@ -191,7 +228,7 @@ impl Comparison {
     /// The same table in Markdown (for a CI job summary).
     pub fn to_markdown(&self) -> String {
         let mut md = format!(
-            "## kabench compare: {} → {}\n\n| cell | params | stream | p99 TTFT ms | cold % | idle GB·s | peak GB |\n|---|---|---|---|---|---|---|\n",
+            "## kabench compare: {} → {}\n\n| cell | params | stream | errors % | p99 TTFT ms | cold % | idle GB·s | peak GB |\n|---|---|---|---|---|---|---|---|\n",
             escape(&self.base_scenario),
             escape(&self.new_scenario)
         );
@@ -199,12 +236,23 @@ impl Comparison {
             let r = self.row(c).map(|s| escape(&s));
             md.push_str(&format!("| {} |\n", r.join(" | ")));
         }
+        for f in &self.forced {
+            md.push_str(&format!("\n- forced: {}", escape(f)));
+        }
         for u in &self.unmatched {
             md.push_str(&format!("\n- unmatched: {}", escape(u)));
         }
+        for c in self.changes.iter().filter(|c| c.no_answers) {
+            md.push_str(&format!(
+                "\n- no answers: stream {} of cell {} has no successful request in the new run",
+                escape(&c.stream),
+                escape(&c.cell)
+            ));
+        }
         md.push_str(&format!(
-            "\n\n{} regression(s) past p99 +{}%, cold ratio +{:.3}, VRAM +{}% (marked `!`).\n",
+            "\n\n{} regression(s) past error rate +{:.3}, p99 +{}%, cold ratio +{:.3}, VRAM +{}% (marked `!`).\n",
             self.regressions().len(),
+            self.thresholds.error_rate_abs,
             self.thresholds.p99_pct,
             self.thresholds.cold_ratio_abs,
             self.thresholds.vram_pct
@@ -212,7 +260,7 @@ impl Comparison {
         md
     }
 
-    fn row(&self, c: &StreamChange) -> [String; 7] {
+    fn row(&self, c: &StreamChange) -> [String; 8] {
         let pct = |ch: &Change| Change {
             base: ch.base.map(|v| v * 100.0),
             new: ch.new.map(|v| v * 100.0),
@@ -222,6 +270,7 @@ impl Comparison {
             c.cell.clone(),
             c.params.clone(),
             c.stream.clone(),
+            pct(&c.error_rate).describe(1),
             c.p99_ttft_ms.describe(0),
             pct(&c.cold_ratio).describe(1),
             c.idle_gb_s.describe(1),
@@ -270,10 +319,19 @@ pub fn compare_summaries(
                 ));
                 continue;
             };
+            // Figures of requests that got no answer say nothing: a stream whose requests
+            // all failed has no cold ratio (its 0% is not an improvement).
+            let answered = |s: &StreamSummary| s.requests > s.errors;
             changes.push(StreamChange {
                 cell: n.id.clone(),
                 params: key.clone(),
                 stream: ns.name.clone(),
+                error_rate: Change::absolute(
+                    error_rate(bs),
+                    error_rate(ns),
+                    thresholds.error_rate_abs,
+                ),
+                no_answers: !answered(ns),
                 p99_ttft_ms: Change::relative(
                     bs.ttft_ms.all.map(|p| p.p99),
                     ns.ttft_ms.all.map(|p| p.p99),
@@ -281,8 +339,8 @@ pub fn compare_summaries(
                     P99_FLOOR_MS,
                 ),
                 cold_ratio: Change::absolute(
-                    (bs.requests > 0).then_some(bs.cold_ratio),
-                    (ns.requests > 0).then_some(ns.cold_ratio),
+                    answered(bs).then_some(bs.cold_ratio),
+                    answered(ns).then_some(ns.cold_ratio),
                     thresholds.cold_ratio_abs,
                 ),
                 idle_gb_s: Change::relative(idle(b), idle(n), thresholds.vram_pct, IDLE_FLOOR_GB_S),
@@ -309,16 +367,99 @@ pub fn compare_summaries(
         thresholds: *thresholds,
         changes,
         unmatched,
+        forced: Vec::new(),
     }
 }
 
-/// Reads two run folders and compares them.
+/// Failed requests ÷ requests, `None` without requests.
+fn error_rate(s: &StreamSummary) -> Option<f64> {
+    (s.requests > 0).then(|| s.errors as f64 / s.requests as f64)
+}
+
+/// Reads two run folders and compares them, refusing runs of different scenarios and
+/// runs that did not complete.
 pub fn compare(base: &Path, new: &Path, thresholds: &CompareThresholds) -> Result<Comparison> {
-    let (_, b) = analysis::summarize_dir(base, None)
-        .with_context(|| format!("reading the base run {}", base.display()))?;
-    let (_, n) = analysis::summarize_dir(new, None)
-        .with_context(|| format!("reading the new run {}", new.display()))?;
-    Ok(compare_summaries(&b, &n, thresholds))
+    compare_runs(base, new, thresholds, false)
+}
+
+/// Reads one run folder for `compare`: anything unreadable is bad input.
+fn read_run(dir: &Path, which: &str) -> Result<(RunMeta, Summary)> {
+    if !dir.join(crate::record::RUN_JSON).is_file() {
+        return Err(NotComparable(format!(
+            "the {which} folder {} is not a kabench run (it has no run.json): give two folders written by `kabench run` or `kabench swarm`",
+            dir.display()
+        ))
+        .into());
+    }
+    analysis::summarize_dir(dir, None).map_err(|e| {
+        NotComparable(format!(
+            "cannot read the {which} run {}: {e:#}; give two folders written by `kabench run` or `kabench swarm`",
+            dir.display()
+        ))
+        .into()
+    })
+}
+
+/// As [`compare`]; with `force`, runs of different scenarios and incomplete runs are
+/// compared anyway, and the comparison lists what was forced.
+pub fn compare_runs(
+    base: &Path,
+    new: &Path,
+    thresholds: &CompareThresholds,
+    force: bool,
+) -> Result<Comparison> {
+    let (bm, b) = read_run(base, "base")?;
+    let (nm, n) = read_run(new, "new")?;
+    let mut forced = Vec::new();
+    if bm.scenario_sha256 != nm.scenario_sha256 {
+        let what = format!(
+            "the runs are of different scenarios: {} ran {} (sha256 {}), {} ran {} (sha256 {})",
+            base.display(),
+            bm.scenario_file,
+            short_hash(&bm.scenario_sha256),
+            new.display(),
+            nm.scenario_file,
+            short_hash(&nm.scenario_sha256)
+        );
+        if !force {
+            return Err(NotComparable(format!(
+                "{what}; compare two runs of the same scenario file, or pass --force to compare them anyway"
+            ))
+            .into());
+        }
+        forced.push(what);
+    }
+    for (which, dir, meta) in [("base", base, &bm), ("new", new, &nm)] {
+        if meta.status != RunStatus::Complete {
+            let status = serde_json::to_value(meta.status)
+                .ok()
+                .and_then(|v| v.as_str().map(String::from))
+                .unwrap_or_default();
+            let why = meta
+                .failure
+                .as_deref()
+                .map(|f| format!(": {f}"))
+                .unwrap_or_default();
+            let what = format!(
+                "the {which} run {} did not complete (run.json status \"{status}\"{why})",
+                dir.display()
+            );
+            if !force {
+                return Err(NotComparable(format!(
+                    "{what}; its figures cover only part of the plan: rerun it to the end, or pass --force to compare what it recorded"
+                ))
+                .into());
+            }
+            forced.push(what);
+        }
+    }
+    let mut comparison = compare_summaries(&b, &n, thresholds);
+    comparison.forced = forced;
+    Ok(comparison)
+}
+
+fn short_hash(h: &str) -> &str {
+    h.get(..12).unwrap_or(h)
 }
 
 #[cfg(test)]

@@ -319,7 +319,24 @@ fn build_charts(
             svg: charts::vram_timeline(cell, &mine, requests)?,
         });
     }
+    // Names from the scenario or a server may hold control characters (a NUL in a
+    // stream name) that XML forbids even escaped: the SVG must stay well-formed.
+    for c in &mut out {
+        c.svg = xml_safe(&c.svg);
+    }
     Ok(out)
+}
+
+/// `text` without the characters XML 1.0 does not allow (C0 controls other than tab,
+/// newline and carriage return, U+FFFE, U+FFFF): each becomes U+FFFD.
+pub fn xml_safe(text: &str) -> String {
+    text.chars()
+        .map(|c| match c {
+            '\t' | '\n' | '\r' => c,
+            '\u{0}'..='\u{1f}' | '\u{fffe}' | '\u{ffff}' => '\u{fffd}',
+            _ => c,
+        })
+        .collect()
 }
 
 fn run_warnings(meta: &RunMeta, summary: &Summary, recs: &[Recommendation]) -> Vec<String> {

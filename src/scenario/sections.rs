@@ -31,7 +31,19 @@ pub(super) fn target(
             }
             Ok(TargetSpec::Sim)
         }
-        Some("ollama") => Ok(TargetSpec::Ollama { url }),
+        Some("ollama") => {
+            // Checked as the client reads OLLAMA_HOST forms (H7), so a scenario that
+            // validates also connects to the address it names.
+            if let Some(u) = &url
+                && let Some(why) = url_problem(u)
+            {
+                return Err(loc.error_at(
+                    "target.url",
+                    format!("bad url {u:?}: {why}; write an Ollama address such as \"http://127.0.0.1:11434\" or \"host:11434\""),
+                ));
+            }
+            Ok(TargetSpec::Ollama { url })
+        }
         Some(other) => Err(loc.error_at(
             "target.kind",
             format!("unknown target kind {other:?}: write \"sim\" or \"ollama\""),
@@ -40,6 +52,42 @@ pub(super) fn target(
             "target.kind",
             "missing key `kind`: write kind = \"sim\" or kind = \"ollama\"",
         )),
+    }
+}
+
+/// What is wrong with an Ollama address in `OLLAMA_HOST` form (H7: optional
+/// `http`/`https` scheme, host, optional port, optional path), `None` when usable.
+fn url_problem(raw: &str) -> Option<String> {
+    let s = raw.trim().trim_matches(|c| c == '"' || c == '\'').trim();
+    let rest = match s.split_once("://") {
+        None => s,
+        Some(("http" | "https", rest)) => rest,
+        Some((other, _)) => return Some(format!("scheme {other:?} is not http or https")),
+    };
+    let hostport = rest.split('/').next().unwrap_or("");
+    let host = if let Some(inner) = hostport.strip_prefix('[') {
+        let Some((h, _)) = inner.split_once(']') else {
+            return Some("an IPv6 address opened with '[' is not closed with ']'".into());
+        };
+        if h.parse::<std::net::Ipv6Addr>().is_err() {
+            return Some(format!("{h:?} is not an IPv6 address"));
+        }
+        return None;
+    } else if hostport.matches(':').count() > 1 {
+        if hostport.parse::<std::net::Ipv6Addr>().is_err() {
+            return Some(format!("{hostport:?} is not an IPv6 address"));
+        }
+        return None;
+    } else {
+        hostport.split(':').next().unwrap_or("")
+    };
+    if host.is_empty() {
+        return None; // ":11434": the local host, as Ollama's clients read it
+    }
+    match reqwest::Url::parse(&format!("http://{host}/")) {
+        Ok(u) if u.host_str().is_some() => None,
+        Ok(_) => Some(format!("{host:?} is not a host name")),
+        Err(e) => Some(format!("{host:?} is not a host name ({e})")),
     }
 }
 
@@ -80,7 +128,9 @@ pub(super) fn duration(v: &Scalar, key: &str, loc: &Locator<'_>) -> Result<Durat
     match v {
         Scalar::Str(s) => humantime::parse_duration(s.trim()).map_err(|e| bad(e.to_string())),
         _ => match v.as_number() {
-            Some(n) if n.is_finite() && n >= 0.0 => Ok(Duration::from_secs_f64(n)),
+            Some(n) if n.is_finite() && n >= 0.0 => {
+                Duration::try_from_secs_f64(n).map_err(|_| bad("too long".into()))
+            }
             _ => Err(bad("must be zero or more".into())),
         },
     }

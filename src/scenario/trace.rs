@@ -38,6 +38,14 @@ pub enum TraceError {
         /// The cell as written.
         value: String,
     },
+    /// The file has nothing in it, not even a header.
+    #[error(
+        "trace {path} is empty: write a header line (e.g. \"time_s\") and then one send time per row, in seconds or as timestamps"
+    )]
+    EmptyFile {
+        /// The file.
+        path: PathBuf,
+    },
     /// No data rows are left after skipping.
     #[error("trace {path} has no send times (after skipping {skip} rows)")]
     Empty {
@@ -69,6 +77,16 @@ pub fn read_send_times(
         .from_path(path)
         .map_err(|e| read_err(&e))?;
     let headers = reader.headers().map_err(|e| read_err(&e))?.clone();
+    if headers.iter().all(str::is_empty) {
+        if reader.records().next().is_none() {
+            return Err(TraceError::EmptyFile {
+                path: path.to_path_buf(),
+            });
+        }
+        return Err(read_err(
+            &"its first line, the header naming the columns, is blank: write e.g. \"time_s\" there",
+        ));
+    }
     let index = match column {
         Some(name) => headers
             .iter()
@@ -189,6 +207,14 @@ mod tests {
             read_send_times(f.path(), None, 2),
             Err(TraceError::Empty { .. })
         ));
+        for text in ["", "\n", "  \n\n"] {
+            let empty = file(text);
+            for column in [None, Some("time")] {
+                let e = read_send_times(empty.path(), column, 0).unwrap_err();
+                assert!(matches!(e, TraceError::EmptyFile { .. }), "{text:?}: {e}");
+                assert!(e.to_string().contains("is empty"), "{e}");
+            }
+        }
         let missing = read_send_times(Path::new("/nonexistent/trace.csv"), None, 0);
         assert!(matches!(missing, Err(TraceError::Read { .. })));
     }

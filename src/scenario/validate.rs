@@ -3,13 +3,14 @@
 //! allowed. Knows nothing of HTTP; trace files are read only to check them.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use super::raw::{RawArrival, RawScenario, RawStream, RawSweep};
 use super::sections::{
     cost, keep_alive, rate, required_duration, run, sim_values, slo, swarm, target, telemetry,
 };
 use super::spans::Locator;
-use super::{Api, Arrival, Prompt, Scenario, ScenarioError, StreamSpec, Sweep, trace};
+use super::{Api, Arrival, Prompt, RunSettings, Scenario, ScenarioError, StreamSpec, Sweep, trace};
 
 type Result<T> = std::result::Result<T, ScenarioError>;
 
@@ -81,6 +82,7 @@ pub(crate) fn validate(
     }
     sweep_fits_streams(&sweep, &streams, loc)?;
     let run = run(&raw.run, loc)?;
+    plan_bounds(&run, &sweep, &streams, loc)?;
     let telemetry = telemetry(&raw.telemetry, loc)?;
     let cost = cost(&raw.cost, loc)?;
     let slo = slo(&raw.slo, loc)?;
@@ -107,16 +109,21 @@ fn sweep(raw: &RawSweep, loc: &Locator<'_>) -> Result<Sweep> {
     for (i, v) in raw.keep_alive.iter().enumerate() {
         let key = format!("sweep.keep_alive[{i}]");
         let ka = keep_alive(v, &key, loc)?;
-        if out.keep_alive.iter().any(|o| o.written() == ka.written()) {
-            return Err(duplicate(&key, ka.written(), loc));
+        // By meaning: "60s", "1m" and 60 are one value; "-1" and "-5m" are both forever.
+        if let Some(o) = out
+            .keep_alive
+            .iter()
+            .find(|o| o.duration() == ka.duration())
+        {
+            return Err(same_meaning(&key, ka.written(), o.written(), loc));
         }
         out.keep_alive.push(ka);
     }
     for (i, v) in raw.rate.iter().enumerate() {
         let key = format!("sweep.rate[{i}]");
         let r = rate(v, &key, loc)?;
-        if out.rate.iter().any(|o| o.written() == r.written()) {
-            return Err(duplicate(&key, r.written(), loc));
+        if let Some(o) = out.rate.iter().find(|o| o.value() == r.value()) {
+            return Err(same_meaning(&key, r.written(), o.written(), loc));
         }
         out.rate.push(r);
     }
@@ -136,6 +143,113 @@ fn sweep(raw: &RawSweep, loc: &Locator<'_>) -> Result<Sweep> {
         }
     }
     Ok(out)
+}
+
+fn same_meaning(key: &str, value: &str, earlier: &str, loc: &Locator<'_>) -> ScenarioError {
+    if value == earlier {
+        return duplicate(key, value, loc);
+    }
+    loc.error_at(
+        key,
+        format!("duplicate sweep value {value:?}: it means the same as {earlier:?}, listed before it; list each value once"),
+    )
+}
+
+/// The most requests one stream may plan in one cell (`requests` + `warmup`, or
+/// rate × `duration`): the plan is held in memory before the first send.
+pub const MAX_REQUESTS_PER_CELL: u64 = 1_000_000;
+
+/// The longest a cell may plan to send for: `duration`, or `requests` ÷ rate.
+pub const MAX_CELL_SPAN: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// Checks the plan's size before anything is planned: every cell's sends must fit
+/// [`MAX_REQUESTS_PER_CELL`] and [`MAX_CELL_SPAN`], whatever the rate.
+fn plan_bounds(
+    run: &RunSettings,
+    sweep: &Sweep,
+    streams: &[StreamSpec],
+    loc: &Locator<'_>,
+) -> Result<()> {
+    let max_span = MAX_CELL_SPAN.as_secs_f64();
+    let days = MAX_CELL_SPAN.as_secs() / 86400;
+    if let Some(n) = run.requests {
+        let total = u64::from(n) + u64::from(run.warmup);
+        if total > MAX_REQUESTS_PER_CELL {
+            let key = if u64::from(n) > MAX_REQUESTS_PER_CELL {
+                "run.requests"
+            } else {
+                "run.warmup"
+            };
+            return Err(loc.error_at(
+                key,
+                format!("{total} requests per stream and cell is more than kabench plans ({MAX_REQUESTS_PER_CELL}): lower `requests` (and `warmup`), or split the run"),
+            ));
+        }
+    }
+    if let Some(d) = run.duration
+        && d > MAX_CELL_SPAN
+    {
+        return Err(loc.error_at(
+            "run.duration",
+            format!("duration {} is longer than a cell may last ({days} days): write a shorter duration, e.g. \"1h\"", humantime::format_duration(d)),
+        ));
+    }
+    // Each stream's rates: the swept ones when rate is swept, else its own.
+    for (i, s) in streams.iter().enumerate() {
+        let Some(own) = s.arrival.rate() else {
+            continue;
+        };
+        let rates: Vec<(String, &crate::units::Rate)> = if sweep.rate.is_empty() {
+            vec![(format!("stream[{i}].arrival.rate"), own)]
+        } else {
+            sweep
+                .rate
+                .iter()
+                .enumerate()
+                .map(|(j, r)| (format!("sweep.rate[{j}]"), r))
+                .collect()
+        };
+        // Mean rate: an on/off source is silent for `off` after each `on`.
+        let duty = match &s.arrival {
+            Arrival::OnOff { on, off, .. } => {
+                let (on, off) = (on.as_secs_f64(), off.as_secs_f64());
+                if on + off > 0.0 { on / (on + off) } else { 1.0 }
+            }
+            _ => 1.0,
+        };
+        for (key, r) in rates {
+            let mean = r.value() * duty;
+            let gap = 1.0 / mean;
+            if !(mean.is_finite() && mean > 0.0 && gap.is_finite()) || gap > max_span {
+                return Err(loc.error_at(
+                    &key,
+                    format!("rate {:?} is too low: stream {:?} would wait more than {days} days between requests; write a rate of at least 1 per {days} days, e.g. \"1/h\"", r.written(), s.name),
+                ));
+            }
+            match (run.requests, run.duration) {
+                (Some(n), _) => {
+                    let span = (f64::from(n) + f64::from(run.warmup)) * gap;
+                    if span > max_span {
+                        return Err(loc.error_at(
+                            &key,
+                            format!("rate {:?} is too low for {} requests: stream {:?} would send for about {:.0} days, more than a cell may last ({days} days); raise the rate or lower `requests`", r.written(), n, s.name, span / 86400.0),
+                        ));
+                    }
+                }
+                (None, Some(d)) => {
+                    let expected = d.as_secs_f64() * mean;
+                    if expected > MAX_REQUESTS_PER_CELL as f64 {
+                        return Err(loc.error_at(
+                            &key,
+                            format!("rate {:?} for {} plans about {:.0} requests for stream {:?}, more than kabench plans per stream and cell ({MAX_REQUESTS_PER_CELL}): lower the rate or the duration", r.written(), humantime::format_duration(d), expected, s.name),
+                        ));
+                    }
+                }
+                (None, None) => {}
+            }
+        }
+    }
+    Ok(())
 }
 
 fn duplicate(key: &str, value: &str, loc: &Locator<'_>) -> ScenarioError {

@@ -471,3 +471,148 @@ fn other_sections_are_checked() {
     );
     fails(&format!("name = \"\"\n{base}"), 1, "name", "empty name");
 }
+
+#[test]
+fn sweep_keep_alive_values_are_duplicates_by_meaning() {
+    fails(
+        &format!("{OK_STREAM}{OK_RUN}[sweep]\nkeep_alive = [\"60s\", \"1m\", \"1m0s\"]\n"),
+        7,
+        "sweep.keep_alive[1]",
+        "duplicate sweep value \"1m\": it means the same as \"60s\"",
+    );
+    fails(
+        &format!("{OK_STREAM}{OK_RUN}[sweep]\nkeep_alive = [\"1s\", 60, \"1m0s\"]\n"),
+        7,
+        "sweep.keep_alive[2]",
+        "\"1m0s\": it means the same as \"60\"",
+    );
+    fails(
+        &format!("{OK_STREAM}{OK_RUN}[sweep]\nkeep_alive = [-1, \"-5m\"]\n"),
+        7,
+        "sweep.keep_alive[1]",
+        "means the same as \"-1\"",
+    );
+    fails(
+        &format!("{OK_STREAM}{OK_RUN}[sweep]\nrate = [\"1/s\", \"60/m\"]\n"),
+        7,
+        "sweep.rate[1]",
+        "means the same as \"1/s\"",
+    );
+    assert!(
+        p(&format!(
+            "{OK_STREAM}{OK_RUN}[sweep]\nkeep_alive = [\"0\", \"1m\", \"61s\", -1]\n"
+        ))
+        .is_ok()
+    );
+}
+
+#[test]
+fn keep_alive_past_a_go_duration_is_rejected_never_panics() {
+    let ka = |v: &str| format!("{OK_STREAM}{OK_RUN}[sweep]\nkeep_alive = [{v}]\n");
+    fails(
+        &ka("\"9999999999999999h\""),
+        7,
+        "sweep.keep_alive[0]",
+        "time: invalid duration",
+    );
+    fails(&ka("1e20"), 7, "sweep.keep_alive[0]", "out of range");
+    fails(&ka("1.7e308"), 7, "sweep.keep_alive[0]", "out of range");
+    fails(
+        "[[stream]]\nmodel = \"m\"\nkeep_alive = 1e20\narrival = { kind = \"poisson\", rate = \"1/s\" }\n[run]\nrequests = 3\n",
+        3,
+        "stream[0].keep_alive",
+        "use -1 for forever",
+    );
+    assert!(p(&ka("\"2562047h\"")).is_ok());
+}
+
+#[test]
+fn rates_and_plan_sizes_are_bounded() {
+    let with_rate = |rate: &str, run: &str| {
+        format!(
+            "[[stream]]\nmodel = \"m\"\narrival = {{ kind = \"poisson\", rate = \"{rate}\" }}\n{run}"
+        )
+    };
+    fails(
+        &with_rate("1e-300/s", OK_RUN),
+        3,
+        "stream[0].arrival.rate",
+        "too low",
+    );
+    fails(
+        &with_rate("1e-10/s", OK_RUN),
+        3,
+        "stream[0].arrival.rate",
+        "at least 1 per 30 days",
+    );
+    // 1000 requests at 1/h: about 42 days.
+    fails(
+        &with_rate("1/h", "[run]\nrequests = 1000\n"),
+        3,
+        "stream[0].arrival.rate",
+        "would send for about 42 days",
+    );
+    fails(
+        &with_rate("1/s", "[run]\nrequests = 1000000000\n"),
+        5,
+        "run.requests",
+        "more than kabench plans (1000000)",
+    );
+    fails(
+        &with_rate("1/s", "[run]\nduration = \"100000000h\"\n"),
+        5,
+        "run.duration",
+        "longer than a cell may last (30 days)",
+    );
+    fails(
+        &with_rate("1/s", "[run]\nduration = 1e30\n"),
+        5,
+        "run.duration",
+        "bad duration",
+    );
+    fails(
+        &with_rate("1000/s", "[run]\nduration = \"20d\"\n"),
+        3,
+        "stream[0].arrival.rate",
+        "more than kabench plans per stream and cell",
+    );
+    fails(
+        &format!(
+            "{}[sweep]\nrate = [\"1/s\", \"1e-12/s\"]\n",
+            with_rate("1/s", OK_RUN)
+        ),
+        7,
+        "sweep.rate[1]",
+        "too low",
+    );
+    assert!(p(&with_rate("1/h", "[run]\nrequests = 100\n")).is_ok());
+    assert!(p(&with_rate("1/s", "[run]\nduration = \"1h\"\n")).is_ok());
+}
+
+#[test]
+fn a_target_url_the_client_cannot_use_is_named_at_its_key() {
+    let with_url =
+        |u: &str| format!("{OK_STREAM}{OK_RUN}[target]\nkind = \"ollama\"\nurl = \"{u}\"\n");
+    fails(
+        &with_url("ftp://[::1"),
+        8,
+        "target.url",
+        "bad url \"ftp://[::1\"",
+    );
+    fails(
+        &with_url("http://[::1"),
+        8,
+        "target.url",
+        "write an Ollama address",
+    );
+    fails(
+        &with_url("http://exa mple:1"),
+        8,
+        "target.url",
+        "not a host name",
+    );
+    assert!(p(&with_url("[::1]:11434")).is_ok());
+    assert!(p(&with_url(":11434")).is_ok());
+    assert!(p(&with_url("http://127.0.0.1:11434")).is_ok());
+    assert!(p(&with_url("localhost")).is_ok());
+}

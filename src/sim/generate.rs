@@ -99,7 +99,7 @@ fn check(
 /// `POST /api/generate`.
 pub(super) async fn generate(
     State(st): State<SimState>,
-    body: Bytes,
+    wire::RawBody(body): wire::RawBody,
 ) -> Result<Response, SimError> {
     st.count_request();
     let req: api::GenerateRequest = wire::parse_body(&body)?;
@@ -126,7 +126,10 @@ pub(super) async fn generate(
 }
 
 /// `POST /api/chat`.
-pub(super) async fn chat(State(st): State<SimState>, body: Bytes) -> Result<Response, SimError> {
+pub(super) async fn chat(
+    State(st): State<SimState>,
+    wire::RawBody(body): wire::RawBody,
+) -> Result<Response, SimError> {
     st.count_request();
     let req: api::ChatRequest = wire::parse_body(&body)?;
     let c = check(
@@ -529,7 +532,10 @@ fn json_response(body: Vec<u8>) -> Response {
 
 /// `POST /api/embed` (M8): one vector per input after the prompt-evaluation time; an
 /// empty input only loads (and unloads after, with `keep_alive` 0).
-pub(super) async fn embed(State(st): State<SimState>, body: Bytes) -> Result<Response, SimError> {
+pub(super) async fn embed(
+    State(st): State<SimState>,
+    wire::RawBody(body): wire::RawBody,
+) -> Result<Response, SimError> {
     st.count_request();
     let req: api::EmbedRequest = wire::parse_body(&body)?;
     let c = check(

@@ -117,7 +117,10 @@ fn parameter_count(text: &str) -> Option<u64> {
 }
 
 /// `POST /api/show` (H5): details, capabilities and `model_info` geometry.
-pub(super) async fn show(State(st): State<SimState>, body: Bytes) -> Result<Response, SimError> {
+pub(super) async fn show(
+    State(st): State<SimState>,
+    wire::RawBody(body): wire::RawBody,
+) -> Result<Response, SimError> {
     let req: api::ShowRequest = wire::parse_body(&body)?;
     let name = if req.model.is_empty() {
         req.name.unwrap_or_default()
@@ -220,7 +223,10 @@ const PULL_UNKNOWN: &str = "pull model manifest: file does not exist";
 
 /// `POST /api/pull` (H6): fast progress for an installed model; an unknown one gets
 /// 200 and an error line (500 with `"stream":false`).
-pub(super) async fn pull(State(st): State<SimState>, body: Bytes) -> Result<Response, SimError> {
+pub(super) async fn pull(
+    State(st): State<SimState>,
+    wire::RawBody(body): wire::RawBody,
+) -> Result<Response, SimError> {
     let req: api::PullRequest = wire::parse_body(&body)?;
     if req.model.trim().is_empty() {
         return Err(SimError::bad_request("model is required"));

@@ -149,7 +149,6 @@ impl SimState {
     /// catalogue figures (size, load time, speeds, sources) of `models` at `num_ctx`.
     pub fn describe(&self, models: &[(String, u32)]) -> serde_json::Value {
         let config = lock(&self.inner.sched).config().clone();
-        let gib = |b: u64| b as f64 / (1024.0 * 1024.0 * 1024.0);
         let entries: Vec<serde_json::Value> = models
             .iter()
             .filter_map(|(name, num_ctx)| {
@@ -175,7 +174,11 @@ impl SimState {
             )
         } else {
             (
-                format!("{} × {:.0} GiB GPU", config.gpus, gib(config.vram_bytes)),
+                format!(
+                    "{} × {} GPU",
+                    config.gpus,
+                    crate::units::format_size_short(config.vram_bytes)
+                ),
                 config.vram_bytes,
             )
         };
@@ -406,6 +409,7 @@ pub fn app(state: SimState) -> Router {
         .route("/api/embed", post(generate::embed))
         .fallback(info::not_found)
         .method_not_allowed_fallback(info::method_not_allowed)
+        .layer(axum::extract::DefaultBodyLimit::max(wire::MAX_BODY_BYTES))
         .with_state(state)
 }
 

@@ -55,6 +55,26 @@ impl IntoResponse for SimError {
     }
 }
 
+/// The most bytes a request body may hold: Ollama reads bodies whole with no limit of
+/// its own (a vision request carries base64 images of several MB); axum's default of
+/// 2 MB would refuse them.
+pub const MAX_BODY_BYTES: usize = 100 * 1024 * 1024;
+
+/// A request body read whole; a body that cannot be read (past [`MAX_BODY_BYTES`], a
+/// broken upload) is answered as Ollama answers errors, `{"error":…}` (H1).
+pub struct RawBody(pub axum::body::Bytes);
+
+impl<S: Send + Sync> axum::extract::FromRequest<S> for RawBody {
+    type Rejection = SimError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, SimError> {
+        axum::body::Bytes::from_request(req, state)
+            .await
+            .map(RawBody)
+            .map_err(|e| SimError::new(e.status(), e.body_text()))
+    }
+}
+
 /// Decodes a JSON request body as Ollama does: empty → 400 `missing request body`,
 /// malformed → 400 with the decoder's text.
 pub fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, SimError> {

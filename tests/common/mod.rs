@@ -1,0 +1,338 @@
+//! Shared test harness: the kabench binary, JSON and CSV readers of a run folder, and a
+//! real Ollama server (`../shared/ollama`, a CPU build of Ollama v0.32.15) started on a
+//! free loopback port with its own models directory under `target/`, loaded with tiny
+//! random-weight models written by its `make_tiny_models.py`.
+//!
+//! The real server is optional on a user's machine: [`RealOllama::start`] returns `None`
+//! and prints one line saying why when `../shared/ollama` is absent, when
+//! `KABENCH_SKIP_REAL_OLLAMA=1`, or when the model writer's Python packages (`gguf`,
+//! `numpy`) are missing. With `KABENCH_REQUIRE_REAL_OLLAMA=1` (set by `.ci/run`) a
+//! missing prerequisite fails the test instead of skipping it.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The kabench binary under test.
+pub fn kabench() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_kabench"))
+}
+
+/// Runs kabench and asserts exit 0.
+pub fn run_ok(args: &[&str]) -> Output {
+    let out = kabench().args(args).output().expect("kabench runs");
+    assert!(
+        out.status.success(),
+        "kabench {args:?} failed: {}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// A JSON file, parsed.
+pub fn read_json(path: &Path) -> Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).expect("valid JSON")
+}
+
+/// `requests.csv` of a run folder as maps from column to value.
+pub fn request_rows(dir: &Path) -> Vec<std::collections::BTreeMap<String, String>> {
+    let mut r = csv::Reader::from_path(dir.join("requests.csv")).expect("requests.csv");
+    let header: Vec<String> = r.headers().unwrap().iter().map(str::to_string).collect();
+    r.records()
+        .map(|x| {
+            let x = x.expect("row");
+            header
+                .iter()
+                .cloned()
+                .zip(x.iter().map(str::to_string))
+                .collect()
+        })
+        .collect()
+}
+
+/// The project's root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `../shared/ollama` beside the checkout.
+pub fn ollama_dir() -> PathBuf {
+    root().join("../shared/ollama")
+}
+
+/// The tiny models every real-Ollama test may use: (name, source GGUF, `-q` level).
+pub const TINY_MODELS: [(&str, &str, Option<&str>); 4] = [
+    ("tiny-50m", "tiny-50m", None),
+    ("tiny-50m:q8_0", "tiny-50m", Some("q8_0")),
+    ("tiny-50m:q4_K_M", "tiny-50m", Some("q4_K_M")),
+    ("tiny-150m", "tiny-150m", None),
+];
+
+/// A free loopback port (bound, read, released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// One line on stderr and `None`, or a panic when the CI asks for the real server.
+fn skip<T>(why: &str) -> Option<T> {
+    if std::env::var("KABENCH_REQUIRE_REAL_OLLAMA").is_ok_and(|v| v == "1") {
+        panic!("real Ollama required (KABENCH_REQUIRE_REAL_OLLAMA=1) but {why}");
+    }
+    eprintln!("skipping the real-Ollama test: {why}");
+    None
+}
+
+/// Where the tiny models live: `target/real-ollama/models`, written once per test
+/// process (`ollama create` is idempotent and takes about a second a model).
+fn models_dir() -> Result<PathBuf, String> {
+    static MODELS: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    MODELS
+        .get_or_init(|| {
+            let base = root().join("target/real-ollama");
+            let gguf = base.join("gguf");
+            let models = base.join("models");
+            std::fs::create_dir_all(&gguf).map_err(|e| format!("{}: {e}", gguf.display()))?;
+            std::fs::create_dir_all(&models).map_err(|e| format!("{}: {e}", models.display()))?;
+            let sources = ["tiny-50m", "tiny-150m"];
+            let missing: Vec<&str> = sources
+                .iter()
+                .copied()
+                .filter(|s| !gguf.join(format!("{s}.gguf")).exists())
+                .collect();
+            if !missing.is_empty() {
+                let out = Command::new("python3")
+                    .arg(ollama_dir().join("make_tiny_models.py"))
+                    .arg(&gguf)
+                    .args(&missing)
+                    .output()
+                    .map_err(|e| format!("python3 could not run: {e}"))?;
+                if !out.status.success() {
+                    return Err(format!(
+                        "make_tiny_models.py failed (pip install gguf numpy?): {}",
+                        String::from_utf8_lossy(&out.stderr).trim()
+                    ));
+                }
+            }
+            // A short-lived server to create the models in the shared directory.
+            let server = Server::spawn(&models, &[], &base.join("create.log"))?;
+            for (name, src, quant) in TINY_MODELS {
+                let modelfile = base.join(format!("{src}.Modelfile"));
+                std::fs::write(
+                    &modelfile,
+                    format!("FROM {}\n", gguf.join(format!("{src}.gguf")).display()),
+                )
+                .map_err(|e| e.to_string())?;
+                let mut create = Command::new(ollama_dir().join("bin/ollama"));
+                create
+                    .args(["create", name, "-f"])
+                    .arg(&modelfile)
+                    .env("OLLAMA_HOST", &server.host)
+                    .env("OLLAMA_NO_CLOUD", "1");
+                if let Some(q) = quant {
+                    create.args(["-q", q]);
+                }
+                let out = create.output().map_err(|e| e.to_string())?;
+                if !out.status.success() {
+                    return Err(format!(
+                        "ollama create {name} failed: {}",
+                        String::from_utf8_lossy(&out.stderr).trim()
+                    ));
+                }
+            }
+            drop(server);
+            Ok(models)
+        })
+        .clone()
+}
+
+/// A running `ollama serve`; killed on drop.
+struct Server {
+    child: Child,
+    host: String,
+}
+
+impl Server {
+    fn spawn(models: &Path, env: &[(&str, &str)], log: &Path) -> Result<Server, String> {
+        let port = free_port();
+        let host = format!("127.0.0.1:{port}");
+        let log_file = std::fs::File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
+        let mut cmd = Command::new(ollama_dir().join("bin/ollama"));
+        cmd.arg("serve")
+            .env("OLLAMA_HOST", &host)
+            .env("OLLAMA_MODELS", models)
+            .env("OLLAMA_NO_CLOUD", "1")
+            .env_remove("OLLAMA_KEEP_ALIVE")
+            .env_remove("OLLAMA_MAX_LOADED_MODELS")
+            .env_remove("OLLAMA_NUM_PARALLEL")
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone().map_err(|e| e.to_string())?)
+            .stderr(log_file);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        // Its own process group, so the runners it starts go with it.
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        let child = cmd.spawn().map_err(|e| format!("ollama serve: {e}"))?;
+        let mut server = Server { child, host };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = server.child.try_wait() {
+                return Err(format!(
+                    "ollama serve exited with {status}: see {}",
+                    log.display()
+                ));
+            }
+            if version(&server.host).is_some() {
+                return Ok(server);
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "ollama serve did not answer within 30 s: see {}",
+                    log.display()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // The server and every runner (`llama-server`) it started.
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.child.id())])
+            .status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `GET /api/version` with a short timeout, over a plain TCP stream (no client needed).
+fn version(host: &str) -> Option<String> {
+    let (status, body) = http(host, "GET", "/api/version", None).ok()?;
+    (status == 200).then(|| {
+        serde_json::from_str::<Value>(&body).ok()?["version"]
+            .as_str()
+            .map(str::to_string)
+    })?
+}
+
+/// One HTTP/1.1 request on loopback; returns the status and the body as text.
+pub fn http(
+    host: &str,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> std::io::Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(host)?;
+    s.set_read_timeout(Some(Duration::from_secs(60)))?;
+    let body = body.unwrap_or("");
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(rest)
+    } else {
+        rest.to_string()
+    };
+    Ok((status, body))
+}
+
+fn dechunk(mut rest: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, tail)) = rest.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if n == 0 || tail.len() < n {
+            break;
+        }
+        out.push_str(&tail[..n]);
+        rest = tail[n..].strip_prefix("\r\n").unwrap_or(&tail[n..]);
+    }
+    out
+}
+
+/// A real Ollama for one test: its own port and environment, the shared tiny models.
+/// Holds a process-wide lock so the real-Ollama tests of one test binary run one at a
+/// time (timings on 2 cores stay meaningful).
+pub struct RealOllama {
+    server: Server,
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    /// Where its log goes.
+    pub log: PathBuf,
+    _turn: MutexGuard<'static, ()>,
+}
+
+impl RealOllama {
+    /// Starts a server with extra environment (`OLLAMA_MAX_LOADED_MODELS`, …); `None`
+    /// (after one line on stderr) when the real server cannot be had here.
+    pub fn start(name: &str, env: &[(&str, &str)]) -> Option<RealOllama> {
+        if std::env::var("KABENCH_SKIP_REAL_OLLAMA").is_ok_and(|v| v == "1") {
+            eprintln!("skipping the real-Ollama test: KABENCH_SKIP_REAL_OLLAMA=1");
+            return None;
+        }
+        if !ollama_dir().join("bin/ollama").exists() {
+            return skip("../shared/ollama/bin/ollama is not here (a user's checkout)");
+        }
+        static TURN: Mutex<()> = Mutex::new(());
+        let turn = TURN.lock().unwrap_or_else(|p| p.into_inner());
+        let models = match models_dir() {
+            Ok(m) => m,
+            Err(e) => return skip(&e),
+        };
+        let log = root().join(format!("target/real-ollama/{name}.log"));
+        let server = match Server::spawn(&models, env, &log) {
+            Ok(s) => s,
+            Err(e) => return skip(&e),
+        };
+        Some(RealOllama {
+            url: format!("http://{}", server.host),
+            server,
+            log,
+            _turn: turn,
+        })
+    }
+
+    /// `host:port`.
+    pub fn host(&self) -> &str {
+        &self.server.host
+    }
+
+    /// One request to the server: status and body.
+    pub fn call(&self, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+        http(self.host(), method, path, body).expect("the real Ollama answers")
+    }
+
+    /// The server's log so far (for assertion messages and the scheduler's lines).
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
