@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, SamplingMode, criterion_group, criterion_main};
 use kabench::ollama::OllamaClient;
 use kabench::ollama::api::GenerateRequest;
+use kabench::ollama::name::same_model;
 use kabench::sim::{self, SimHandle};
 use kabench::sim_settings::SimSettings;
 use kabench::units::KeepAlive;
@@ -124,7 +125,7 @@ async fn await_gone(client: &OllamaClient, model: &str) {
                 if !ps
                     .models
                     .iter()
-                    .any(|m| m.name == model || m.model == model) =>
+                    .any(|m| same_model(&m.name, model) || same_model(&m.model, model)) =>
             {
                 return;
             }

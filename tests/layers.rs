@@ -11,6 +11,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("sched", 2),
     ("catalogue", 2),
     ("sim_settings", 2),
+    ("calibrate", 3),
     ("ollama", 2),
     ("workload", 3),
     ("sim", 3),

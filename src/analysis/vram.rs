@@ -421,15 +421,25 @@ fn dropped_after(series: &Series, after_ms: f64) -> Option<f64> {
 /// First time at or after `after_ms` that `series` came back to its lowest level (within
 /// a quarter of its rise above it at `after_ms`, which must be at least 16 MiB): a
 /// runner process exiting, whatever else of the same name runs beside it.
+///
+/// The level is the highest from `after_ms` to a process rescan later (the RSS source
+/// finds a new runner at its next rescan, up to [`RSS_DISCOVERY_MS`] after it started).
 fn back_to_baseline(series: &Series, after_ms: f64) -> Option<f64> {
     let base = series.iter().map(|p| p.1).min()?;
-    let level = series.iter().take_while(|p| p.0 <= after_ms).last()?.1;
+    let at = series.iter().take_while(|p| p.0 <= after_ms).last()?;
+    let (peak_t, level) = series
+        .iter()
+        .filter(|p| p.0 >= after_ms && p.0 <= after_ms + RSS_DISCOVERY_MS)
+        .fold((at.0, at.1), |acc, p| if p.1 > acc.1 { (p.0, p.1) } else { acc });
     let rise = level.checked_sub(base).filter(|r| *r >= 16 << 20)?;
     series
         .iter()
-        .find(|p| p.0 >= after_ms && p.1 <= base + rise / 4)
+        .find(|p| p.0 >= after_ms.max(peak_t) && p.1 <= base + rise / 4)
         .map(|p| p.0)
 }
+
+/// How late the RSS source may find a new process: one rescan period and a sample.
+const RSS_DISCOVERY_MS: f64 = 1_500.0;
 
 /// The stream whose keep_alive is in force for `model` at the end (KA6: the last
 /// dispatched request's).
