@@ -13,12 +13,12 @@ use kabench::analysis::MsHistogram;
 use kabench::catalogue::Catalogue;
 use kabench::ollama::OllamaClient;
 use kabench::ollama::api::{GenerateRequest, StreamChunk};
-use kabench::ollama::client::{NdjsonDecoder, parse_ndjson_body};
+use kabench::ollama::stream::{NdjsonDecoder, parse_ndjson_body};
 use kabench::record::{
     self, CellMeta, RequestRecord, RunMeta, RunStatus, RunWriter, StreamMeta, TargetMeta,
 };
 use kabench::report::{self, RenderOptions};
-use kabench::runner::{self, RunnerConfig};
+use kabench::run::open_loop::{self as runner, RunnerConfig};
 use kabench::scenario::{Api, Arrival, Cell, CellStream, Prompt};
 use kabench::sched::{RequestKind, SchedConfig, SchedEvent, SchedRequest, Scheduler};
 use kabench::sim;

@@ -12,8 +12,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::analysis::Summary;
 use crate::record::RunStatus;
+use crate::run::open_loop::RunOptions;
+use crate::run::{self, RunOutcome, Target};
 use crate::scenario;
-use crate::session::{self, RunOptions, Target};
 use crate::sim;
 use crate::sim_settings::{FaultSettings, SimSettings};
 use crate::units;
@@ -269,7 +270,7 @@ async fn run(args: RunArgs) -> Result<()> {
         prewarm: !args.no_prewarm,
     };
     let (cancel, tx, progress) = observe(args.quiet);
-    let outcome = session::run(&scenario, &plan, &options, tx, cancel.clone()).await;
+    let outcome = run::open_loop::run(&scenario, &plan, &options, tx, cancel.clone()).await;
     let _ = progress.await;
     finish(outcome?, args.json, &cancel)
 }
@@ -288,14 +289,14 @@ async fn swarm(args: SwarmArgs) -> Result<()> {
         &scenario,
     );
     check_target(&target)?;
-    let options = crate::swarm::SwarmOptions {
+    let options = run::closed_loop::SwarmOptions {
         target,
         out: args.out,
         users: args.users,
         run_time: args.run_time,
     };
     let (cancel, tx, progress) = observe(args.quiet);
-    let outcome = crate::swarm::run_swarm(&scenario, &plan, &options, tx, cancel.clone()).await;
+    let outcome = run::closed_loop::run(&scenario, &plan, &options, tx, cancel.clone()).await;
     let _ = progress.await;
     finish(outcome?, args.json, &cancel)
 }
@@ -317,7 +318,7 @@ fn observe(
     quiet: bool,
 ) -> (
     CancellationToken,
-    mpsc::UnboundedSender<crate::runner::ProgressEvent>,
+    mpsc::UnboundedSender<run::ProgressEvent>,
     tokio::task::JoinHandle<()>,
 ) {
     let cancel = CancellationToken::new();
@@ -354,7 +355,7 @@ async fn interrupt() -> bool {
 
 /// Renders the finished run, prints its table and decides the outcome; a Ctrl-C that
 /// came after the last request (while rendering) still ends it with exit 130.
-fn finish(outcome: session::RunOutcome, json: bool, cancel: &CancellationToken) -> Result<()> {
+fn finish(outcome: RunOutcome, json: bool, cancel: &CancellationToken) -> Result<()> {
     let rendered = crate::report::render(&outcome.dir, &crate::report::RenderOptions::default())
         .with_context(|| format!("rendering the report of {}", outcome.dir.display()))?;
     print_result(&read_summary(&outcome.dir)?, json)?;
@@ -371,7 +372,7 @@ fn finish(outcome: session::RunOutcome, json: bool, cancel: &CancellationToken) 
 
 /// The exit of a finished run: interrupted (by its status, or by a Ctrl-C seen after
 /// the run, while rendering), failed, every request failed, or ok.
-fn decide(outcome: &session::RunOutcome, interrupted: bool) -> Result<()> {
+fn decide(outcome: &RunOutcome, interrupted: bool) -> Result<()> {
     if interrupted && outcome.status != RunStatus::Failed {
         return Err(Interrupted(outcome.dir.display().to_string()).into());
     }
@@ -406,7 +407,7 @@ fn validate(args: ValidateArgs) -> Result<()> {
                 let requests: u64 = plan
                     .cells
                     .iter()
-                    .map(|c| crate::runner::planned_requests(c).unwrap_or(0))
+                    .map(|c| run::request::planned_requests(c).unwrap_or(0))
                     .sum();
                 println!(
                     "{}: ok: scenario {:?}, {} cell(s), {} stream(s), {} request(s)",
@@ -662,7 +663,7 @@ mod tests {
 
     #[test]
     fn a_ctrl_c_while_rendering_exits_130_not_0() {
-        let outcome = |status| session::RunOutcome {
+        let outcome = |status| RunOutcome {
             dir: PathBuf::from("reports/x"),
             status,
             requests: 4,

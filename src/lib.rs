@@ -3,10 +3,13 @@
 //!
 //! ```text
 //! scenario.toml -> scenario::load -> Plan{cells}
-//!   per cell: workload::send_offsets -> runner::run_cell -> target (ollama::client -> Ollama | sim(sched))
-//!                                          | RequestRecord         telemetry -> VramSample
-//!                                          v                                  v
-//!                               record::RunWriter (requests.csv, vram.csv, run.json)
+//!   run::target (sim | live Ollama) -> run::CellLoop, per cell:
+//!     unload all -> driver.run_cell -> count loads, cell times -> run.json
+//!       open_loop: request::plan_sends (workload) -> request bodies -> ollama::client
+//!       closed_loop: goose users -> ollama::stream (NDJSON read as it arrives)
+//!         | request::fill_row (cold rule)          telemetry -> VramSample
+//!         v                                                v
+//!     run::recorder -> record::RunWriter (requests.csv, vram.csv, run.json)
 //! ------------------------------- run folder on disk (the only interface) ------------------------
 //! record::read -> analysis::summarize -> Summary -> recommend -> report::render
 //! record::read -> calibrate -> catalogue overrides + [sim] host settings -> sim
@@ -23,13 +26,11 @@ pub mod progress;
 pub mod recommend;
 pub mod record;
 pub mod report;
-pub mod runner;
+pub mod run;
 pub mod scenario;
 pub mod sched;
-pub mod session;
 pub mod sim;
 pub mod sim_settings;
-pub mod swarm;
 pub mod telemetry;
 pub mod units;
 pub mod workload;

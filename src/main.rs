@@ -45,7 +45,7 @@ fn exit_code(e: &anyhow::Error) -> ExitCode {
         c.is::<BadInput>()
             || c.is::<kabench::scenario::ScenarioError>()
             || c.is::<kabench::units::ParseError>()
-            || c.is::<kabench::session::MissingModels>()
+            || c.is::<kabench::run::MissingModels>()
             || c.is::<kabench::record::RunFolderExists>()
             || c.is::<kabench::record::RunFolderUnwritable>()
             || c.is::<kabench::report::compare::NotComparable>()

@@ -4,7 +4,7 @@
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::sync::mpsc;
 
-use crate::runner::ProgressEvent;
+use crate::run::ProgressEvent;
 
 /// Draws events until the channel closes.
 pub async fn show(mut events: mpsc::UnboundedReceiver<ProgressEvent>, quiet: bool) {

@@ -6,10 +6,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use kabench::ollama::api;
-use kabench::ollama::client::{
-    ClientError, ErrorKind, NdjsonDecoder, OllamaClient, error_message, parse_json_stream,
-    parse_ndjson_body,
-};
+use kabench::ollama::error::error_message;
+use kabench::ollama::stream::{NdjsonDecoder, parse_json_stream, parse_ndjson_body};
+use kabench::ollama::{ClientError, ErrorKind, OllamaClient};
 
 fn fixtures_dir() -> Option<PathBuf> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/ollama");

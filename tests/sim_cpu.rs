@@ -5,7 +5,7 @@
 
 use std::net::SocketAddr;
 
-use kabench::ollama::client::OllamaClient;
+use kabench::ollama::OllamaClient;
 use kabench::sim;
 use kabench::sim_settings::SimSettings;
 use kabench::units::KeepAlive;

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use kabench::ollama::api;
-use kabench::ollama::client::{ClientError, ErrorKind, OllamaClient};
+use kabench::ollama::{ClientError, ErrorKind, OllamaClient};
 use kabench::sim::{self, SimHandle};
 use kabench::sim_settings::{FaultSettings, SimSettings};
 use kabench::units::KeepAlive;

@@ -7,9 +7,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use kabench::record;
+use kabench::run::closed_loop::{self as swarm, SwarmOptions};
+use kabench::run::{RunOutcome, Target};
 use kabench::scenario;
-use kabench::session::{RunOutcome, Target};
-use kabench::swarm::{self, SwarmOptions};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -60,7 +60,7 @@ async fn run(dir: &Path) -> RunOutcome {
     };
     let (tx, mut rx) = mpsc::unbounded_channel();
     let drain = tokio::spawn(async move { while rx.recv().await.is_some() {} });
-    let outcome = swarm::run_swarm(&scenario, &plan, &options, tx, CancellationToken::new())
+    let outcome = swarm::run(&scenario, &plan, &options, tx, CancellationToken::new())
         .await
         .unwrap();
     drain.await.unwrap();

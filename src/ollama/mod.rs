@@ -1,8 +1,15 @@
-//! Ollama's HTTP API: the wire shapes (`api`), shared by the client and the simulator,
-//! and the reqwest client (`client`) that talks to a live Ollama or to `kabench sim`.
+//! Ollama's HTTP API: the wire shapes (`api`), shared by the client and the simulator;
+//! model names as Ollama compares them (`name`); and talking to a live Ollama or to
+//! `kabench sim`: errors (`error`), `OLLAMA_HOST` (`host`), the streamed-response reader
+//! (`stream`) and the reqwest client (`client`).
 
 pub mod api;
 pub mod client;
+pub mod error;
+pub mod host;
 pub mod name;
+pub mod stream;
 
-pub use client::{ClientError, ErrorKind, OllamaClient};
+pub use client::OllamaClient;
+pub use error::{ClientError, ErrorKind};
+pub use stream::Exchange;

@@ -1,9 +1,10 @@
-//! `kabench swarm`: closed-loop users, the Locust-style test, driven by goose embedded as
-//! a library (no controllers listening, kabench keeps the command line, stdout and
-//! logging). For each cell of the plan every user sends its stream's request, reads the
-//! streamed NDJSON itself, times TTFT and E2E in µs on kabench's clock, applies the cold
-//! rule, and writes one `RequestRecord` per request, so analysis and report run
-//! unchanged. Goose's own reports land in `goose/<cell id>/`. Knows nothing of charts.
+//! The closed-loop driver (`kabench swarm`): users, the Locust-style test, driven by
+//! goose embedded as a library (no controllers listening, kabench keeps the command
+//! line, stdout and logging). For each cell every user sends its stream's request, reads
+//! the streamed NDJSON itself (`ollama::stream`), times TTFT and E2E in µs on kabench's
+//! clock, applies the cold rule, and writes one `RequestRecord` per request, so analysis
+//! and report run unchanged. Goose's own reports land in `goose/<cell id>/`. Knows
+//! nothing of charts, nor of the open-loop driver.
 
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -17,17 +18,21 @@ use goose::config::GooseConfiguration;
 use goose::goose::{
     GooseMethod, GooseRequest, GooseUser, Scenario as GooseScenario, Transaction, TransactionResult,
 };
+
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::ollama::OllamaClient;
 use crate::ollama::api;
-use crate::ollama::client::{self, ClientError, Exchange};
-use crate::ollama::name::same_model;
-use crate::record::{self, RequestRecord, RunMeta, RunStatus};
-use crate::runner::{self, ProgressEvent};
-use crate::scenario::{Api, CellStream, Plan, Scenario};
-use crate::session::{self, RunOutcome, Target};
+use crate::ollama::error::from_reqwest;
+use crate::ollama::stream::{self, Exchange};
+use crate::ollama::{ClientError, OllamaClient};
+use crate::record::{self, RequestRecord};
+use crate::run::request::{self, RowGuard};
+use crate::run::{
+    Begin, CellDriver, CellLoop, CellTiming, ProgressEvent, Recorder, RunOutcome, Target, target,
+};
+
+use crate::scenario::{Api, Cell, CellStream, Plan, Scenario};
 use crate::sim::SimHandle;
 
 /// Folder of the run folder that holds goose's own reports, one subfolder per cell.
@@ -49,14 +54,14 @@ pub struct SwarmOptions {
 /// Runs closed-loop users against the target for every cell of `plan`, unloading every
 /// model before each cell. Progress goes to `progress`; Ctrl-C arrives through `cancel`
 /// (goose's own Ctrl-C handler, installed by its first attack, also ends the run).
-pub async fn run_swarm(
+pub async fn run(
     scenario: &Scenario,
     plan: &Plan,
     options: &SwarmOptions,
     progress: mpsc::UnboundedSender<ProgressEvent>,
     cancel: CancellationToken,
 ) -> Result<RunOutcome> {
-    session::with_target(scenario, &options.target, async |sim| {
+    target::with_target(scenario, &options.target, async |sim| {
         swarm_against(scenario, plan, options, sim, progress, cancel).await
     })
     .await
@@ -89,135 +94,129 @@ async fn swarm_against(
     progress: mpsc::UnboundedSender<ProgressEvent>,
     cancel: CancellationToken,
 ) -> Result<RunOutcome> {
-    let (kind, client, version) = session::connect(&options.target, sim_handle).await?;
-    session::check_models(&client, plan, false, &progress).await?;
     let settings = SwarmPlan::new(scenario, options);
-    let dir = options
-        .out
-        .clone()
-        .unwrap_or_else(|| session::default_run_dir(&format!("{}-swarm", scenario.name)));
-    let mut meta = swarm_meta(
+    let begin = Begin {
         scenario,
         plan,
-        kind,
-        client.base_url(),
-        &version,
-        sim_handle,
-    );
-    meta.telemetry.insert("mode".into(), settings.describe());
-    let mut rec = session::Recorder::open(
-        dir,
-        scenario,
-        meta,
-        &client,
-        sim_handle.is_some(),
-        &progress,
-        &cancel,
-    )?;
-    let dir = rec.dir.clone();
-    std::fs::create_dir_all(dir.join(GOOSE_DIR))
-        .with_context(|| format!("creating {}", dir.join(GOOSE_DIR).display()))?;
-    let epoch = rec.epoch;
+        target: &options.target,
+        sim: sim_handle,
+        out: options.out.clone(),
+        default_name: format!("{}-swarm", scenario.name),
+        pull: false,
+    };
+    let (client, mut rec) = begin
+        .open(
+            |meta| {
+                closed_loop_meta(meta);
+                meta.telemetry.insert("mode".into(), settings.describe());
+            },
+            &progress,
+            &cancel,
+        )
+        .await?;
+    let goose_root = rec.dir.join(GOOSE_DIR);
+    std::fs::create_dir_all(&goose_root)
+        .with_context(|| format!("creating {}", goose_root.display()))?;
 
     // goose's Ctrl-C handler replaces any earlier one: mirror its killswitch into our
     // token, and our token into its killswitch.
     let watcher = tokio::spawn(mirror_cancel(cancel.clone()));
+    let mut driver = Users {
+        client: &client,
+        settings,
+        timeout: scenario.run.timeout,
+        threshold: scenario.run.cold_threshold,
+        progress: &progress,
+    };
+    let cells = CellLoop {
+        client: &client,
+        sim: sim_handle,
+        unload_timeout: scenario.run.unload_timeout,
+        pause: Duration::ZERO,
+        progress: &progress,
+    };
+    let ended = cells.run(plan, &mut driver, &mut rec, &cancel).await;
+    watcher.abort();
+    // A later attack in this process must not inherit this run's cancel.
+    goose::reset_killswitch();
+    let (status, failure) = ended?;
+    rec.close(status, failure, sim_handle).await
+}
 
-    let mut status = RunStatus::Complete;
-    let mut failure = None;
-    for cell in &plan.cells {
-        if cancel.is_cancelled() {
-            break;
-        }
-        if let Err(e) = runner::unload_all(&client, scenario.run.unload_timeout).await {
-            rec.warn(format!("before cell {}: {e:#}", cell.id), &progress);
-        }
-        let _ = progress.send(ProgressEvent::CellStarted {
-            index: cell.index,
-            of: plan.cells.len(),
-            id: cell.id.clone(),
-            requests: 0,
-        });
-        let loads_before = session::Recorder::sim_loads_now(sim_handle);
-        let started_ms = record::ms(epoch.elapsed());
+/// Runs each cell as one goose attack.
+struct Users<'a> {
+    client: &'a OllamaClient,
+    settings: SwarmPlan,
+    timeout: Duration,
+    threshold: Duration,
+    progress: &'a mpsc::UnboundedSender<ProgressEvent>,
+}
+
+impl CellDriver for Users<'_> {
+    fn planned(&self, _cell: &Cell) -> u64 {
+        0
+    }
+
+    async fn run_cell(
+        &mut self,
+        cell: &Cell,
+        rec: &Recorder,
+        cancel: &CancellationToken,
+    ) -> Result<CellTiming> {
+        let started_ms = rec.now_ms();
         let contexts: Vec<Arc<StreamContext>> = cell
             .streams
             .iter()
             .map(|s| {
+                let (path, body) = request::request_body(s);
                 Arc::new(StreamContext {
                     cell: cell.id.clone(),
                     stream: s.clone(),
-                    url: format!("{}{}", client.base_url(), runner::request_body(s).0),
-                    body: runner::request_body(s).1.into(),
+                    url: format!("{}{path}", self.client.base_url()),
+                    body: body.into(),
                     name: format!("{} {}", s.name, s.model),
                     api: s.api,
                     seq: AtomicU32::new(0),
-                    epoch,
-                    ps: client.clone(),
-                    timeout: scenario.run.timeout,
-                    threshold: scenario.run.cold_threshold,
+                    epoch: rec.epoch,
+                    ps: self.client.clone(),
+                    timeout: self.timeout,
+                    threshold: self.threshold,
                     rows: rec.rows.clone(),
                 })
             })
             .collect();
-        let goose_dir = dir.join(GOOSE_DIR).join(&cell.id);
-        let attack = run_attack(&settings, client.base_url(), &contexts, &goose_dir).await;
+        let goose_dir = rec.dir.join(GOOSE_DIR).join(&cell.id);
+        let attack = run_attack(
+            &self.settings,
+            self.client.base_url(),
+            &contexts,
+            &goose_dir,
+        )
+        .await;
         if goose::is_killswitch_triggered() {
             cancel.cancel();
         }
-        let ended = rec.now_ms();
-        let m = &mut rec.writer.meta_mut().cells[cell.index];
-        m.started_ms = Some(started_ms);
-        m.ended_ms = Some(ended);
-        rec.count_sim_loads(&cell.id, sim_handle, loads_before);
-        match attack {
-            Ok(summary) => {
-                let _ = progress.send(ProgressEvent::Note(format!(
-                    "cell {}: goose: {summary}; report in {}",
-                    cell.id,
-                    goose_dir.display()
-                )));
-            }
-            Err(e) => {
-                status = RunStatus::Failed;
-                failure = Some(format!("cell {}: {e:#}", cell.id));
-                let _ = progress.send(ProgressEvent::CellFinished {
-                    id: cell.id.clone(),
-                });
-                break;
-            }
-        }
-        let _ = progress.send(ProgressEvent::CellFinished {
-            id: cell.id.clone(),
-        });
-        rec.writer.write_meta()?;
+        let summary = attack?;
+        let _ = self.progress.send(ProgressEvent::Note(format!(
+            "cell {}: goose: {summary}; report in {}",
+            cell.id,
+            goose_dir.display()
+        )));
+        Ok(CellTiming {
+            started_ms,
+            ended_ms: rec.now_ms(),
+        })
     }
-    watcher.abort();
-    // A later attack in this process must not inherit this run's cancel.
-    goose::reset_killswitch();
-    if cancel.is_cancelled() && status == RunStatus::Complete {
-        status = RunStatus::Interrupted;
-    }
-    rec.close(status, failure, sim_handle).await
 }
 
 /// `run.json` of a swarm: the open-loop runner's, with closed-loop streams (no arrival
 /// rate, no planned count: users decide how many requests go out).
-fn swarm_meta(
-    scenario: &Scenario,
-    plan: &Plan,
-    kind: &str,
-    url: &str,
-    version: &str,
-    sim_handle: Option<&SimHandle>,
-) -> RunMeta {
-    let mut meta = session::initial_meta(scenario, plan, kind, url, version, sim_handle);
+fn closed_loop_meta(meta: &mut crate::record::RunMeta) {
     for stream in meta.cells.iter_mut().flat_map(|c| c.streams.iter_mut()) {
         stream.arrival = "closed_loop".into();
         stream.rate_per_s = None;
         stream.planned = 0;
     }
-    meta
 }
 
 /// The `[swarm]` values of a run, overrides applied.
@@ -339,44 +338,16 @@ fn request_transaction(ctx: Arc<StreamContext>) -> Transaction {
     })))
 }
 
-/// Records a `cancelled` row if a request's future is dropped before it ended.
-struct RowGuard<'a> {
-    row: Option<RequestRecord>,
-    ctx: &'a StreamContext,
-}
-
-impl Drop for RowGuard<'_> {
-    fn drop(&mut self) {
-        if let Some(mut row) = self.row.take() {
-            row.end_ms = record::ms(self.ctx.epoch.elapsed());
-            row.error = "cancelled".into();
-            row.error_detail = "interrupted before the response ended".into();
-            let _ = self.ctx.rows.send(row);
-        }
-    }
-}
-
 /// One request of one user: sent through goose (which times it to the headers), the
 /// body read here, the row written, and TTFT and E2E given to goose as custom entries.
 async fn one_request(user: &mut GooseUser, ctx: &StreamContext) -> TransactionResult {
     let seq = ctx.seq.fetch_add(1, Ordering::Relaxed);
     let stream = &ctx.stream;
-    let mut guard = RowGuard {
-        row: Some(RequestRecord {
-            cell: ctx.cell.clone(),
-            request: seq,
-            stream: stream.name.clone(),
-            model: stream.model.clone(),
-            keep_alive: stream
-                .keep_alive
-                .as_ref()
-                .map(|k| k.written().to_string())
-                .unwrap_or_default(),
-            warmup: seq < stream.warmup,
-            ..Default::default()
-        }),
-        ctx,
-    };
+    let mut guard = RowGuard::new(
+        request::new_row(&ctx.cell, seq, stream),
+        ctx.rows.clone(),
+        ctx.epoch,
+    );
     let builder = user
         .get_request_builder(&GooseMethod::Post, &ctx.url)?
         .header(reqwest::header::CONTENT_TYPE, "application/json")
@@ -388,13 +359,7 @@ async fn one_request(user: &mut GooseUser, ctx: &StreamContext) -> TransactionRe
         .name(ctx.name.as_str())
         .set_request_builder(builder)
         .build();
-    let resident = async {
-        ctx.ps.ps().await.ok().map(|ps| {
-            ps.models
-                .iter()
-                .any(|m| same_model(&m.name, &stream.model) || same_model(&m.model, &stream.model))
-        })
-    };
+    let resident = request::resident(&ctx.ps, &stream.model);
     let sent_at = Instant::now();
     let (resident, goose) = tokio::join!(resident, user.request(request));
     let mut ex = Exchange {
@@ -415,12 +380,12 @@ async fn one_request(user: &mut GooseUser, ctx: &StreamContext) -> TransactionRe
     };
     ex.end_at = Instant::now();
     ex.error = result.err();
-    let Some(row) = guard.row.take() else {
+    let Some(row) = guard.take() else {
         return Ok(());
     };
     let mut row = row;
     row.intended_ms = record::ms(ex.sent_at.saturating_duration_since(ctx.epoch));
-    let row = runner::fill_row(row, resident, &ex, ex.sent_at, ctx.epoch, ctx.threshold);
+    let row = request::fill_row(row, resident, &ex, ex.sent_at, ctx.epoch, ctx.threshold);
     let ok = ex.error.is_none();
     let detail = ex.error.as_ref().map(|e| e.to_string());
     if let Some(ttft) = ex.ttft() {
@@ -449,8 +414,8 @@ async fn read_body(
     api: Api,
     ex: &mut Exchange,
 ) -> Result<(), ClientError> {
-    let resp = response.map_err(|e| client::from_reqwest(e, false))?;
-    client::read_response(resp, ex, api == Api::Embed).await
+    let resp = response.map_err(|e| from_reqwest(e, false))?;
+    stream::read_response(resp, ex, api == Api::Embed).await
 }
 
 /// Keeps our token and goose's killswitch in step while attacks run.

@@ -1,0 +1,291 @@
+//! Reading a response of Ollama as it arrives: the incremental NDJSON decoder, the
+//! `Exchange` that times one request on the client's clock (first byte, first token,
+//! first answer, end), and `read_response`, shared by the client and by senders that
+//! bring their own HTTP stack (the closed-loop swarm). Knows nothing of scenarios.
+
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use serde::de::DeserializeOwned;
+
+use crate::ollama::api;
+use crate::ollama::error::{ClientError, from_reqwest, location, preview, status_error};
+
+/// Incremental NDJSON decoder: feed it body chunks as they arrive (a line may be split
+/// across chunks), take complete objects out; `finish` reads a last line without `\n`.
+#[derive(Debug, Default)]
+pub struct NdjsonDecoder {
+    buf: Vec<u8>,
+    /// Bytes of `buf` already searched for `\n` (all of the partial line): each byte
+    /// is searched once, so a long line arriving in small pieces stays linear.
+    scanned: usize,
+}
+
+impl NdjsonDecoder {
+    /// An empty decoder.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Appends `bytes` and returns every complete line decoded as `T` (blank lines skipped).
+    pub fn push<T: DeserializeOwned>(&mut self, bytes: &[u8]) -> Result<Vec<T>, ClientError> {
+        self.buf.extend_from_slice(bytes);
+        let mut out = Vec::new();
+        let mut start = 0;
+        let mut from = self.scanned;
+        while let Some(pos) = self.buf[from..].iter().position(|&b| b == b'\n') {
+            let end = from + pos;
+            let line = &self.buf[start..end];
+            start = end + 1;
+            from = start;
+            if let Some(v) = decode_line(line)? {
+                out.push(v);
+            }
+        }
+        self.buf.drain(..start);
+        self.scanned = self.buf.len();
+        Ok(out)
+    }
+
+    /// Decodes what is left after the last `\n`, if anything.
+    pub fn finish<T: DeserializeOwned>(&mut self) -> Result<Option<T>, ClientError> {
+        let rest = std::mem::take(&mut self.buf);
+        self.scanned = 0;
+        decode_line(&rest)
+    }
+}
+
+fn decode_line<T: DeserializeOwned>(line: &[u8]) -> Result<Option<T>, ClientError> {
+    if line.iter().all(|b| b.is_ascii_whitespace()) {
+        return Ok(None);
+    }
+    serde_json::from_slice(line)
+        .map(Some)
+        .map_err(|e| ClientError::BadJson(format!("{e}: {}", preview(line))))
+}
+
+/// Decodes a whole body of JSON objects: NDJSON, one object, or concatenated
+/// (pretty-printed) objects. For tests, benches and non-streamed replies.
+pub fn parse_json_stream<T: DeserializeOwned>(bytes: &[u8]) -> Result<Vec<T>, ClientError> {
+    serde_json::Deserializer::from_slice(bytes)
+        .into_iter::<T>()
+        .map(|r| r.map_err(|e| ClientError::BadJson(format!("{e}: {}", preview(bytes)))))
+        .collect()
+}
+
+/// Decodes a whole generate/chat body into chunks (see `parse_json_stream`).
+pub fn parse_ndjson_body(bytes: &[u8]) -> Result<Vec<api::StreamChunk>, ClientError> {
+    parse_json_stream(bytes)
+}
+
+/// One request's outcome, success or not, with client-clock timings.
+#[derive(Debug, Clone)]
+pub struct Exchange {
+    /// When the request was handed to the connection.
+    pub sent_at: Instant,
+    /// When the response headers arrived.
+    pub first_byte_at: Option<Instant>,
+    /// First chunk with non-empty `thinking`, `response` or `content` (M10).
+    pub first_token_at: Option<Instant>,
+    /// First chunk with non-empty `response` / `content`.
+    pub first_answer_at: Option<Instant>,
+    /// When the body ended (or the failure was seen).
+    pub end_at: Instant,
+    /// HTTP status, if headers arrived.
+    pub status: Option<u16>,
+    /// Metrics of the final chunk (all optional, M3).
+    pub metrics: api::Metrics,
+    /// `done_reason` of the final chunk.
+    pub done_reason: Option<String>,
+    /// JSON objects read from the body.
+    pub chunks: u32,
+    /// Why it failed, if it did.
+    pub error: Option<ClientError>,
+}
+
+impl Exchange {
+    pub(crate) fn start() -> Self {
+        let now = Instant::now();
+        Exchange {
+            sent_at: now,
+            first_byte_at: None,
+            first_token_at: None,
+            first_answer_at: None,
+            end_at: now,
+            status: None,
+            metrics: api::Metrics::default(),
+            done_reason: None,
+            chunks: 0,
+            error: None,
+        }
+    }
+
+    pub(crate) fn failed(err: ClientError) -> Self {
+        let mut ex = Exchange::start();
+        ex.error = Some(err);
+        ex
+    }
+
+    /// True when the request completed with its final chunk.
+    pub fn is_ok(&self) -> bool {
+        self.error.is_none()
+    }
+
+    /// Client end-to-end time.
+    pub fn e2e(&self) -> Duration {
+        self.end_at.saturating_duration_since(self.sent_at)
+    }
+
+    /// Client time to first token, if one came.
+    pub fn ttft(&self) -> Option<Duration> {
+        self.first_token_at
+            .map(|t| t.saturating_duration_since(self.sent_at))
+    }
+
+    /// Takes in one chunk of a stream; `Ok(true)` once the final chunk was seen.
+    pub fn observe(&mut self, chunk: api::StreamChunk, at: Instant) -> Result<bool, ClientError> {
+        self.chunks += 1;
+        if let Some(e) = chunk.error {
+            return Err(ClientError::StreamError(e));
+        }
+        if self.first_token_at.is_none()
+            && (chunk.thinking_text().is_some() || chunk.answer_text().is_some())
+        {
+            self.first_token_at = Some(at);
+        }
+        if self.first_answer_at.is_none() && chunk.answer_text().is_some() {
+            self.first_answer_at = Some(at);
+        }
+        if chunk.done {
+            self.metrics = chunk.metrics;
+            self.done_reason = chunk.done_reason;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+}
+
+/// Reads a response into `ex` as it arrives: status and first byte, then the NDJSON
+/// chunks timed one by one (generate, chat) or one JSON object (`embed`). Shared by the
+/// client and by senders that bring their own HTTP stack (the goose swarm).
+pub async fn read_response(
+    resp: reqwest::Response,
+    ex: &mut Exchange,
+    embed: bool,
+) -> Result<(), ClientError> {
+    ex.first_byte_at = Some(Instant::now());
+    let status = resp.status();
+    ex.status = Some(status.as_u16());
+    if !status.is_success() {
+        let location = location(&resp);
+        let body = resp.bytes().await.map_err(|e| from_reqwest(e, true))?;
+        return Err(status_error(status.as_u16(), location, &body));
+    }
+    if embed {
+        let body = resp.bytes().await.map_err(|e| from_reqwest(e, true))?;
+        let reply: api::EmbedResponse = serde_json::from_slice(&body)
+            .map_err(|e| ClientError::BadJson(format!("{e}: {}", preview(&body))))?;
+        ex.chunks = 1;
+        ex.metrics = api::Metrics {
+            total_duration: reply.total_duration,
+            load_duration: reply.load_duration,
+            prompt_eval_count: reply.prompt_eval_count,
+            ..Default::default()
+        };
+        return Ok(());
+    }
+    let mut decoder = NdjsonDecoder::new();
+    let mut stream = resp.bytes_stream();
+    while let Some(item) = stream.next().await {
+        let bytes = item.map_err(|e| from_reqwest(e, true))?;
+        let at = Instant::now();
+        for chunk in decoder.push::<api::StreamChunk>(&bytes)? {
+            if ex.observe(chunk, at)? {
+                return Ok(());
+            }
+        }
+    }
+    if let Some(chunk) = decoder.finish::<api::StreamChunk>()?
+        && ex.observe(chunk, Instant::now())?
+    {
+        return Ok(());
+    }
+    Err(ClientError::BrokenStream(format!(
+        "body ended after {} chunks without done:true",
+        ex.chunks
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ollama::ErrorKind;
+    #[test]
+    fn decoder_handles_split_lines_and_a_last_line_without_newline() {
+        let body = b"{\"response\":\"a\",\"done\":false}\n{\"response\":\"b\",\"done\":false}\n\n{\"response\":\"\",\"done\":true,\"eval_count\":2}";
+        for split in 0..body.len() {
+            let mut d = NdjsonDecoder::new();
+            let mut got: Vec<api::StreamChunk> = d.push(&body[..split]).unwrap();
+            got.extend(d.push::<api::StreamChunk>(&body[split..]).unwrap());
+            got.extend(d.finish::<api::StreamChunk>().unwrap());
+            assert_eq!(got.len(), 3, "split at {split}");
+            assert_eq!(got[1].response.as_deref(), Some("b"));
+            assert!(got[2].done);
+            assert_eq!(got[2].metrics.eval_count, Some(2));
+        }
+    }
+
+    #[test]
+    fn decoder_is_linear_on_a_long_line_arriving_byte_by_byte() {
+        // 200 000 one-byte pieces of one line: searching the whole buffer on each push
+        // is 2·10¹⁰ byte checks (minutes); searching only new bytes is instant.
+        let text = "x".repeat(200_000);
+        let line = format!("{{\"response\":\"{text}\",\"done\":false}}\n");
+        let mut d = NdjsonDecoder::new();
+        let started = Instant::now();
+        let mut got: Vec<api::StreamChunk> = Vec::new();
+        for b in line.as_bytes().chunks(1) {
+            got.extend(d.push::<api::StreamChunk>(b).unwrap());
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].response.as_deref().map(str::len), Some(200_000));
+        // And the lines after it still split where they should.
+        let more: Vec<api::StreamChunk> = d
+            .push(b"{\"response\":\"a\",\"done\":false}\n{\"done\":true}\n")
+            .unwrap();
+        assert_eq!(more.len(), 2);
+    }
+
+    #[test]
+    fn decoder_reports_bad_lines() {
+        let mut d = NdjsonDecoder::new();
+        let err = d.push::<api::StreamChunk>(b"{\"done\":tru\n").unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::BadJson);
+    }
+
+    #[test]
+    fn m9_error_line_is_a_stream_error_and_m10_thinking_is_the_first_token() {
+        let mut ex = Exchange::start();
+        let t0 = Instant::now();
+        let think: api::StreamChunk =
+            serde_json::from_str(r#"{"response":"","thinking":"hm","done":false}"#).unwrap();
+        assert!(!ex.observe(think, t0).unwrap());
+        assert_eq!(ex.first_token_at, Some(t0));
+        assert_eq!(ex.first_answer_at, None);
+        let t1 = Instant::now();
+        let answer: api::StreamChunk =
+            serde_json::from_str(r#"{"response":"ok","done":false}"#).unwrap();
+        assert!(!ex.observe(answer, t1).unwrap());
+        assert_eq!(ex.first_answer_at, Some(t1));
+        let err: api::StreamChunk = serde_json::from_str(r#"{"error":"boom"}"#).unwrap();
+        assert_eq!(
+            ex.observe(err, t1).unwrap_err(),
+            ClientError::StreamError("boom".into())
+        );
+    }
+}

@@ -1,0 +1,247 @@
+//! One run of a scenario against a target, leaving a complete run folder (also on
+//! Ctrl-C or a dead target). This module owns the per-cell loop once: unload every
+//! model, announce the cell, let the driver run it, count the simulator's loads,
+//! record when the cell ran, rewrite `run.json`; interruption and failure end it the
+//! same way for every driver. The drivers supply only "run this cell":
+//! `open_loop` (`kabench run`: intended send times, a concurrency cap) and
+//! `closed_loop` (`kabench swarm`: goose users); `target` reaches the target,
+//! `recorder` writes the folder, `request` builds each request and its row. The
+//! closed-loop driver never imports the open-loop one, and nothing below `run` (nor the
+//! report side, which reads only the folder) imports `run`.
+
+pub mod closed_loop;
+pub mod open_loop;
+pub mod recorder;
+pub mod request;
+pub mod target;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::ollama::OllamaClient;
+use crate::record::{RunMeta, RunStatus};
+use crate::scenario::{Cell, Plan, Scenario};
+use crate::sim::SimHandle;
+
+pub use recorder::Recorder;
+pub use target::{MissingModels, Target};
+
+/// What a run reports while it works (read by `progress`).
+#[derive(Debug, Clone)]
+pub enum ProgressEvent {
+    /// A cell begins.
+    CellStarted {
+        /// Position in the plan.
+        index: usize,
+        /// Cells in the plan.
+        of: usize,
+        /// Cell id.
+        id: String,
+        /// Requests planned in this cell (0: the users decide).
+        requests: u64,
+    },
+    /// One request ended.
+    RequestDone {
+        /// It failed.
+        error: bool,
+        /// It was cold.
+        cold: bool,
+    },
+    /// The cell ended.
+    CellFinished {
+        /// Cell id.
+        id: String,
+    },
+    /// Something worth a line on stderr.
+    Note(String),
+}
+
+/// When a cell ran, on the run's clock.
+#[derive(Debug, Clone, Copy)]
+pub struct CellTiming {
+    /// First send.
+    pub started_ms: f64,
+    /// The cell's end (its last request, and for the open loop the release tail).
+    pub ended_ms: f64,
+}
+
+/// What a finished run left.
+#[derive(Debug)]
+pub struct RunOutcome {
+    /// The run folder.
+    pub dir: PathBuf,
+    /// How it ended.
+    pub status: RunStatus,
+    /// Rows written.
+    pub requests: u64,
+    /// Failed rows.
+    pub errors: u64,
+}
+
+/// What a driver supplies to the per-cell loop: how to run one cell.
+pub(crate) trait CellDriver {
+    /// Requests the cell will send, for progress (0 when the users decide).
+    fn planned(&self, cell: &Cell) -> u64;
+
+    /// Runs one cell, its rows going to `rec.rows`; returns when it ran.
+    async fn run_cell(
+        &mut self,
+        cell: &Cell,
+        rec: &Recorder,
+        cancel: &CancellationToken,
+    ) -> Result<CellTiming>;
+}
+
+/// What the per-cell loop works with besides the driver.
+pub(crate) struct CellLoop<'a> {
+    /// The target.
+    pub client: &'a OllamaClient,
+    /// The embedded simulator, when it is the target.
+    pub sim: Option<&'a SimHandle>,
+    /// How long to wait for the target to unload everything before a cell.
+    pub unload_timeout: Duration,
+    /// Pause between cells.
+    pub pause: Duration,
+    /// Where progress goes.
+    pub progress: &'a mpsc::UnboundedSender<ProgressEvent>,
+}
+
+impl CellLoop<'_> {
+    /// Runs every cell of `plan` in order through `driver`; returns how the run ended
+    /// and why it failed, if it did. `run.json` is rewritten after every cell.
+    pub async fn run(
+        &self,
+        plan: &Plan,
+        driver: &mut impl CellDriver,
+        rec: &mut Recorder,
+        cancel: &CancellationToken,
+    ) -> Result<(RunStatus, Option<String>)> {
+        let mut status = RunStatus::Complete;
+        let mut failure = None;
+        for cell in &plan.cells {
+            if cancel.is_cancelled() {
+                break;
+            }
+            if let Err(e) = unload_all(self.client, self.unload_timeout).await {
+                rec.warn(format!("before cell {}: {e:#}", cell.id), self.progress);
+            }
+            let _ = self.progress.send(ProgressEvent::CellStarted {
+                index: cell.index,
+                of: plan.cells.len(),
+                id: cell.id.clone(),
+                requests: driver.planned(cell),
+            });
+            let loads_before = Recorder::sim_loads_now(self.sim);
+            let ran = driver.run_cell(cell, rec, cancel).await;
+            let _ = self.progress.send(ProgressEvent::CellFinished {
+                id: cell.id.clone(),
+            });
+            match ran {
+                Ok(timing) => {
+                    rec.count_sim_loads(&cell.id, self.sim, loads_before);
+                    let m = &mut rec.writer.meta_mut().cells[cell.index];
+                    m.started_ms = Some(timing.started_ms);
+                    m.ended_ms = Some(timing.ended_ms);
+                }
+                Err(e) => {
+                    status = RunStatus::Failed;
+                    failure = Some(format!("cell {}: {e:#}", cell.id));
+                    break;
+                }
+            }
+            rec.writer.write_meta()?;
+            if !self.pause.is_zero() {
+                tokio::select! {
+                    _ = tokio::time::sleep(self.pause) => {}
+                    _ = cancel.cancelled() => {}
+                }
+            }
+        }
+        if cancel.is_cancelled() && status == RunStatus::Complete {
+            status = RunStatus::Interrupted;
+        }
+        Ok((status, failure))
+    }
+}
+
+/// How a run begins, whatever its driver: the target reached and checked, the run
+/// folder created with `run.json` before the first request.
+pub(crate) struct Begin<'a> {
+    /// The scenario.
+    pub scenario: &'a Scenario,
+    /// Its plan.
+    pub plan: &'a Plan,
+    /// The target.
+    pub target: &'a Target,
+    /// The embedded simulator, when it is the target.
+    pub sim: Option<&'a SimHandle>,
+    /// `--out`, else `reports/<default_name>-<UTC time>`.
+    pub out: Option<PathBuf>,
+    /// Name of the default run folder.
+    pub default_name: String,
+    /// Pull missing models instead of stopping.
+    pub pull: bool,
+}
+
+impl Begin<'_> {
+    /// Connects, checks the models, and opens the run folder with `run.json` as
+    /// `shape` leaves it.
+    pub async fn open(
+        self,
+        shape: impl FnOnce(&mut RunMeta),
+        progress: &mpsc::UnboundedSender<ProgressEvent>,
+        cancel: &CancellationToken,
+    ) -> Result<(OllamaClient, Recorder)> {
+        let (kind, client, version) = target::connect(self.target, self.sim).await?;
+        target::check_models(&client, self.plan, self.pull, progress).await?;
+        let dir = self
+            .out
+            .unwrap_or_else(|| recorder::default_run_dir(&self.default_name));
+        let mut meta = recorder::initial_meta(
+            self.scenario,
+            self.plan,
+            kind,
+            client.base_url(),
+            &version,
+            self.sim,
+        );
+        shape(&mut meta);
+        let rec = Recorder::open(
+            dir,
+            self.scenario,
+            meta,
+            &client,
+            self.sim.is_some(),
+            progress,
+            cancel,
+        )?;
+        Ok((client, rec))
+    }
+}
+
+/// Unloads every resident model and waits until `/api/ps` is empty (or the timeout).
+pub async fn unload_all(client: &OllamaClient, timeout: Duration) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let ps = client.ps().await?;
+        if ps.models.is_empty() {
+            return Ok(());
+        }
+        for m in &ps.models {
+            let _ = client.unload(&m.name).await;
+        }
+        if Instant::now() >= deadline {
+            let names: Vec<_> = ps.models.iter().map(|m| m.name.as_str()).collect();
+            anyhow::bail!(
+                "the target still lists {} after {:?}; it did not unload",
+                names.join(", "),
+                timeout
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -1,0 +1,346 @@
+//! The open-loop driver (`kabench run`): every stream's intended send times come from
+//! `workload`, a producer sleeps until each, and each due request runs as its own task
+//! gated by a concurrency cap. A slow response never delays the next send; latency is
+//! measured from the intended time (no coordinated omission). Every request, success,
+//! failure, saturation or cancellation, yields exactly one row. After a cell's last
+//! request the driver watches the target release its models (the release tail), so
+//! idle memory and the release delay are observed. It never prints: progress goes out
+//! as events.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use crate::ollama::{Exchange, OllamaClient};
+use crate::record::{self, RequestRecord};
+use crate::run::request::{
+    self, RowGuard, chat_request, embed_request, fill_row, generate_request,
+};
+
+use crate::run::{
+    Begin, CellDriver, CellLoop, CellTiming, ProgressEvent, Recorder, RunOutcome, Target, target,
+    unload_all,
+};
+
+use crate::scenario::{Api, Cell, CellStream, Plan, Scenario};
+use crate::sim::SimHandle;
+
+/// Options of one run beyond the scenario.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Target.
+    pub target: Target,
+    /// Run folder; default `reports/<scenario>-<UTC time>`.
+    pub out: Option<PathBuf>,
+    /// Pull missing models instead of stopping.
+    pub pull: bool,
+    /// Load and unload every model once before the first cell so that every cell meets
+    /// the same page-cache state.
+    pub prewarm: bool,
+}
+
+/// How the runner treats every cell.
+#[derive(Debug, Clone)]
+pub struct RunnerConfig {
+    /// Requests in flight at most; beyond it a due request is recorded as `saturated`.
+    pub concurrency: usize,
+    /// Per-request timeout.
+    pub timeout: Duration,
+    /// M6 threshold on `load_duration`.
+    pub cold_threshold: Duration,
+    /// How long to wait for the target to report everything unloaded before a cell.
+    pub unload_timeout: Duration,
+    /// After Ctrl-C, how long in-flight requests may finish.
+    pub grace: Duration,
+    /// Ask `/api/ps` whether the model is resident just before each send.
+    pub check_resident: bool,
+}
+
+/// Longest tail a cell waits after its last request for the target to release the
+/// model on its own (so release delay and idle VRAM are observed); beyond it, the
+/// next cell unloads everything.
+pub const RELEASE_WAIT_CAP: Duration = Duration::from_secs(30);
+
+/// Runs a whole scenario. Progress goes to `progress`; Ctrl-C arrives through `cancel`.
+pub async fn run(
+    scenario: &Scenario,
+    plan: &Plan,
+    options: &RunOptions,
+    progress: mpsc::UnboundedSender<ProgressEvent>,
+    cancel: CancellationToken,
+) -> Result<RunOutcome> {
+    target::with_target(scenario, &options.target, async |sim| {
+        run_against(scenario, plan, options, sim, progress, cancel).await
+    })
+    .await
+}
+
+async fn run_against(
+    scenario: &Scenario,
+    plan: &Plan,
+    options: &RunOptions,
+    sim_handle: Option<&SimHandle>,
+    progress: mpsc::UnboundedSender<ProgressEvent>,
+    cancel: CancellationToken,
+) -> Result<RunOutcome> {
+    let begin = Begin {
+        scenario,
+        plan,
+        target: &options.target,
+        sim: sim_handle,
+        out: options.out.clone(),
+        default_name: scenario.name.clone(),
+        pull: options.pull,
+    };
+    let (client, mut rec) = begin.open(|_| {}, &progress, &cancel).await?;
+    let config = RunnerConfig {
+        concurrency: scenario.run.concurrency,
+        timeout: scenario.run.timeout,
+        cold_threshold: scenario.run.cold_threshold,
+        unload_timeout: scenario.run.unload_timeout,
+        grace: scenario.run.grace,
+        check_resident: true,
+    };
+    if options.prewarm && !cancel.is_cancelled() {
+        prewarm(&client, plan, &config, &progress).await;
+    }
+    let mut driver = OpenLoop {
+        client: &client,
+        config,
+        tail: release_tail(plan),
+        // Three sampling intervals (at least 100 ms) so the release shows in vram.csv.
+        settle: (scenario.telemetry.interval * 3).max(Duration::from_millis(100)),
+    };
+    let cells = CellLoop {
+        client: &client,
+        sim: sim_handle,
+        unload_timeout: scenario.run.unload_timeout,
+        pause: scenario.run.pause,
+        progress: &progress,
+    };
+    let (status, failure) = cells.run(plan, &mut driver, &mut rec, &cancel).await?;
+    rec.close(status, failure, sim_handle).await
+}
+
+/// Runs each cell open-loop, then watches its release tail.
+struct OpenLoop<'a> {
+    client: &'a OllamaClient,
+    config: RunnerConfig,
+    tail: Duration,
+    settle: Duration,
+}
+
+impl CellDriver for OpenLoop<'_> {
+    fn planned(&self, cell: &Cell) -> u64 {
+        request::planned_requests(cell).unwrap_or(0)
+    }
+
+    async fn run_cell(
+        &mut self,
+        cell: &Cell,
+        rec: &Recorder,
+        cancel: &CancellationToken,
+    ) -> Result<CellTiming> {
+        let timing = run_cell(
+            self.client,
+            cell,
+            &self.config,
+            rec.epoch,
+            rec.rows.clone(),
+            cancel.clone(),
+        )
+        .await?;
+        if !cancel.is_cancelled() {
+            await_release(self.client, self.tail, self.settle, cancel).await;
+        }
+        Ok(CellTiming {
+            started_ms: timing.started_ms,
+            ended_ms: rec.now_ms(),
+        })
+    }
+}
+
+/// Loads and unloads each model once, so every cell starts from the same page cache.
+async fn prewarm(
+    client: &OllamaClient,
+    plan: &Plan,
+    cfg: &RunnerConfig,
+    progress: &mpsc::UnboundedSender<ProgressEvent>,
+) {
+    let mut seen = BTreeSet::new();
+    for s in plan.cells.iter().flat_map(|c| c.streams.iter()) {
+        if !seen.insert((s.model.clone(), s.num_ctx)) {
+            continue;
+        }
+        let _ = progress.send(ProgressEvent::Note(format!("prewarming {}", s.model)));
+        let _ = unload_all(client, cfg.unload_timeout).await;
+        if let Err(e) = client.load(&s.model, None, Some(s.num_ctx)).await {
+            let _ = progress.send(ProgressEvent::Note(format!("prewarm {}: {e}", s.model)));
+        }
+    }
+}
+
+/// How long each cell is watched after its last request: the longest finite
+/// keep_alive of the plan (capped at `RELEASE_WAIT_CAP`) plus a second. Every cell gets
+/// the same tail, so idle VRAM is compared over the same horizon: a forever model keeps
+/// accruing through it, a released one stops early.
+pub fn release_tail(plan: &Plan) -> Duration {
+    let longest = plan
+        .cells
+        .iter()
+        .flat_map(|c| c.streams.iter())
+        .filter_map(|s| s.keep_alive.as_ref().and_then(|k| k.duration()))
+        .filter(|d| *d <= RELEASE_WAIT_CAP)
+        .max()
+        .unwrap_or(Duration::ZERO);
+    longest + Duration::from_secs(1)
+}
+
+/// After a cell's last request, watches until the target has released every model
+/// (then nothing more accrues) or `tail` has passed. After a release it waits `settle`
+/// more, so every telemetry source samples the freed memory inside the cell.
+async fn await_release(
+    client: &OllamaClient,
+    tail: Duration,
+    settle: Duration,
+    cancel: &CancellationToken,
+) {
+    let deadline = Instant::now() + tail;
+    while Instant::now() < deadline && !cancel.is_cancelled() {
+        match client.ps().await {
+            Ok(ps) if ps.models.is_empty() => {
+                tokio::select! {
+                    _ = tokio::time::sleep(settle) => {}
+                    _ = cancel.cancelled() => {}
+                }
+                return;
+            }
+            Err(_) => return,
+            _ => {}
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Runs one cell; every request's row goes to `rows`. Returns when every request has
+/// ended, or after `grace` once `cancel` fires (the rest recorded as `cancelled`).
+pub async fn run_cell(
+    client: &OllamaClient,
+    cell: &Cell,
+    config: &RunnerConfig,
+    epoch: Instant,
+    rows: mpsc::UnboundedSender<RequestRecord>,
+    cancel: CancellationToken,
+) -> Result<CellTiming> {
+    let sends = request::plan_sends(cell)?;
+    let permits = Arc::new(Semaphore::new(config.concurrency.max(1)));
+    let start = Instant::now();
+    let started_ms = record::ms(start - epoch);
+    let mut tasks = tokio::task::JoinSet::new();
+    let streams: Arc<Vec<CellStream>> = Arc::new(cell.streams.clone());
+    for send in sends {
+        let due = start + send.offset;
+        tokio::select! {
+            _ = wait_until(due) => {}
+            _ = cancel.cancelled() => break,
+        }
+        let stream = &streams[send.stream];
+        let mut row = request::new_row(&cell.id, send.seq, stream);
+        row.intended_ms = record::ms(due - epoch);
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            row.end_ms = record::ms(Instant::now() - epoch);
+            row.error = "saturated".into();
+            row.error_detail = format!(
+                "{} requests already in flight (run.concurrency)",
+                config.concurrency
+            );
+            let _ = rows.send(row);
+            continue;
+        };
+        let guard = RowGuard::new(row, rows.clone(), epoch);
+        let client = client.clone();
+        let streams = streams.clone();
+        let idx = send.stream;
+        let config = config.clone();
+        let rows_out = rows.clone();
+        tasks.spawn(async move {
+            let mut guard = guard;
+            let stream = &streams[idx];
+            let (resident, exchange) = send_one(&client, stream, &config).await;
+            if let Some(row) = guard.take() {
+                let row = fill_row(row, resident, &exchange, due, epoch, config.cold_threshold);
+                let _ = rows_out.send(row);
+            }
+            drop(permit);
+        });
+    }
+    let drain = async { while tasks.join_next().await.is_some() {} };
+    tokio::select! {
+        _ = drain => {}
+        _ = async {
+            cancel.cancelled().await;
+            tokio::time::sleep(config.grace).await;
+        } => {
+            // Dropping the tasks fires each RowGuard, which records `cancelled`.
+            tasks.abort_all();
+            while tasks.join_next().await.is_some() {}
+        }
+    }
+    Ok(CellTiming {
+        started_ms,
+        ended_ms: record::ms(Instant::now() - epoch),
+    })
+}
+
+/// Sleeps until `due` with sub-millisecond precision: tokio's timer wheel ticks in whole
+/// milliseconds, which alone would send each request up to 1 ms late, so the last
+/// stretch is a thread sleep (high-resolution on Linux) with the worker handed off.
+async fn wait_until(due: Instant) {
+    const COARSE_MARGIN: Duration = Duration::from_millis(2);
+    if let Some(early) = due.checked_sub(COARSE_MARGIN)
+        && Instant::now() < early
+    {
+        tokio::time::sleep_until(early.into()).await;
+    }
+    let rest = due.saturating_duration_since(Instant::now());
+    if rest.is_zero() {
+        return;
+    }
+    let multi_thread = tokio::runtime::Handle::current().runtime_flavor()
+        == tokio::runtime::RuntimeFlavor::MultiThread;
+    if multi_thread {
+        tokio::task::block_in_place(|| std::thread::sleep(rest));
+    } else {
+        tokio::time::sleep_until(due.into()).await;
+    }
+}
+
+/// Sends one request (and, concurrently, the `/api/ps` residency check: a loading
+/// model is absent from `/api/ps` until ready (L3), so the answer reflects the state
+/// the request met).
+async fn send_one(
+    client: &OllamaClient,
+    stream: &CellStream,
+    config: &RunnerConfig,
+) -> (Option<bool>, Exchange) {
+    let resident = async {
+        if !config.check_resident {
+            return None;
+        }
+        request::resident(client, &stream.model).await
+    };
+    let timeout = Some(config.timeout);
+    let exchange = async {
+        match stream.api {
+            Api::Generate => client.generate(&generate_request(stream), timeout).await,
+            Api::Chat => client.chat(&chat_request(stream), timeout).await,
+            Api::Embed => client.embed(&embed_request(stream), timeout).await,
+        }
+    };
+    tokio::join!(resident, exchange)
+}

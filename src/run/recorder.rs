@@ -1,0 +1,313 @@
+//! A run folder being written: `run.json` (before the first request, rewritten after
+//! every cell and at the end), the request rows appended and flushed as they arrive,
+//! and the telemetry samplers writing `vram.csv`. Knows nothing of how rows are made.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::ollama::OllamaClient;
+use crate::record::{
+    self, CellMeta, RequestRecord, RunMeta, RunStatus, RunWriter, StreamMeta, TargetMeta,
+};
+
+use crate::run::request::planned_requests;
+use crate::run::{ProgressEvent, RunOutcome};
+use crate::scenario::{Cell, Plan, Scenario};
+use crate::sim::SimHandle;
+use crate::telemetry::{self, TelemetryConfig};
+
+/// A run folder being written: `run.json`, the request-row writer and the telemetry
+/// samplers, from the first request to `close`.
+pub struct Recorder {
+    /// The run folder.
+    pub dir: PathBuf,
+    /// `run.json` and the folder's files.
+    pub writer: RunWriter,
+    /// Time zero of every row and sample.
+    pub epoch: Instant,
+    /// Where request rows go (appended and flushed in order of arrival).
+    pub rows: mpsc::UnboundedSender<RequestRecord>,
+    rows_task: tokio::task::JoinHandle<Result<(u64, u64)>>,
+    telemetry: Result<telemetry::TelemetryHandle>,
+    telemetry_cancel: CancellationToken,
+    sim_loads: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Recorder {
+    /// Creates the folder with `meta` (before any request, so a bad `--out` fails at
+    /// once), starts telemetry against `client`'s target and the row writer.
+    pub fn open(
+        dir: PathBuf,
+        scenario: &Scenario,
+        meta: RunMeta,
+        client: &OllamaClient,
+        is_sim: bool,
+        progress: &mpsc::UnboundedSender<ProgressEvent>,
+        cancel: &CancellationToken,
+    ) -> Result<Recorder> {
+        let writer = RunWriter::create(&dir, &scenario.source, meta)?;
+        let epoch = Instant::now();
+        let telemetry_cancel = cancel.child_token();
+        let telemetry = telemetry::start(
+            telemetry_config(scenario, client.base_url(), is_sim),
+            epoch,
+            writer.vram_path(),
+            telemetry_cancel.clone(),
+        );
+        let (rows, rows_rx) = mpsc::unbounded_channel::<RequestRecord>();
+        let rows_task = tokio::spawn(write_rows(
+            record::append_to::<RequestRecord>(&dir.join(record::REQUESTS_CSV))?,
+            rows_rx,
+            progress.clone(),
+        ));
+        Ok(Recorder {
+            dir,
+            writer,
+            epoch,
+            rows,
+            rows_task,
+            telemetry,
+            telemetry_cancel,
+            sim_loads: serde_json::Map::new(),
+        })
+    }
+
+    /// The simulator's load counter now (None against a live Ollama).
+    pub fn sim_loads_now(sim: Option<&SimHandle>) -> Option<u64> {
+        sim.map(|h| h.state.stats().loads)
+    }
+
+    /// Records how many loads the simulator made during a cell (`sim.loads_per_cell` in
+    /// `run.json`), the server's own count to check the cold verdicts against.
+    pub fn count_sim_loads(&mut self, cell: &str, sim: Option<&SimHandle>, before: Option<u64>) {
+        if let (Some(now), Some(before)) = (Self::sim_loads_now(sim), before) {
+            self.sim_loads.insert(
+                cell.to_string(),
+                serde_json::json!(now.saturating_sub(before)),
+            );
+        }
+    }
+
+    /// Milliseconds since the epoch.
+    pub fn now_ms(&self) -> f64 {
+        record::ms(self.epoch.elapsed())
+    }
+
+    /// Notes a problem that did not stop the run (shown in the report).
+    pub fn warn(&mut self, text: String, progress: &mpsc::UnboundedSender<ProgressEvent>) {
+        let _ = progress.send(ProgressEvent::Note(text.clone()));
+        self.writer.meta_mut().warnings.push(text);
+    }
+
+    /// Drains the rows, stops telemetry, records the simulator's counters and how the
+    /// run ended, and rewrites `run.json`.
+    pub async fn close(
+        self,
+        status: RunStatus,
+        failure: Option<String>,
+        sim_handle: Option<&SimHandle>,
+    ) -> Result<RunOutcome> {
+        let Recorder {
+            dir,
+            mut writer,
+            rows,
+            rows_task,
+            telemetry,
+            telemetry_cancel,
+            sim_loads,
+            ..
+        } = self;
+        drop(rows);
+        let (requests, errors) = rows_task.await.context("request writer stopped")??;
+        telemetry_cancel.cancel();
+        let meta = writer.meta_mut();
+        match telemetry {
+            Ok(handle) => {
+                let report = handle.stop().await;
+                meta.telemetry.extend(report.sources);
+                if let Some(e) = report.write_error {
+                    meta.warnings.push(format!("vram.csv: {e}"));
+                }
+                if meta.gpu.is_none() {
+                    meta.gpu = report.gpu;
+                }
+            }
+            Err(e) => {
+                meta.telemetry
+                    .insert("telemetry".into(), format!("failed: {e:#}"));
+            }
+        }
+        if let (Some(h), Some(sim)) = (sim_handle, meta.sim.as_mut()) {
+            let stats = h.state.stats();
+            sim["loads"] = serde_json::json!(stats.loads);
+            sim["evictions"] = serde_json::json!(stats.evictions);
+            sim["expirations"] = serde_json::json!(stats.expirations);
+            sim["loads_per_cell"] = serde_json::Value::Object(sim_loads);
+        }
+        meta.status = status;
+        meta.failure = failure;
+        meta.ended_at = Some(record::utc_now_rfc3339());
+        writer.write_meta()?;
+        Ok(RunOutcome {
+            dir,
+            status,
+            requests,
+            errors,
+        })
+    }
+}
+
+/// Appends every row as it arrives and reports progress; returns (rows, errors).
+async fn write_rows(
+    mut csv: record::CsvAppender<RequestRecord>,
+    mut rows: mpsc::UnboundedReceiver<RequestRecord>,
+    progress: mpsc::UnboundedSender<ProgressEvent>,
+) -> Result<(u64, u64)> {
+    let (mut n, mut errors) = (0u64, 0u64);
+    while let Some(row) = rows.recv().await {
+        csv.append(&row)?;
+        n += 1;
+        errors += row.is_error() as u64;
+        let _ = progress.send(ProgressEvent::RequestDone {
+            error: row.is_error(),
+            cold: row.cold,
+        });
+    }
+    Ok((n, errors))
+}
+
+fn telemetry_config(scenario: &Scenario, base_url: &str, is_sim: bool) -> TelemetryConfig {
+    let t = &scenario.telemetry;
+    let mut sources = t.sources.clone();
+    if is_sim && !sources.iter().any(|s| s == "sim") {
+        sources.push("sim".into());
+    }
+    TelemetryConfig {
+        sources,
+        interval: t.interval,
+        ps_interval: t.ps_interval,
+        process_names: t.process_names.clone(),
+        ollama_url: Some(base_url.to_string()),
+        prometheus_url: t.prometheus_url.clone(),
+        prometheus_query: t.prometheus_query.clone(),
+        sim_metrics_url: is_sim.then(|| format!("{}/metrics", base_url.trim_end_matches('/'))),
+    }
+}
+
+/// `run.json` as it stands before the first request.
+pub fn initial_meta(
+    scenario: &Scenario,
+    plan: &Plan,
+    kind: &str,
+    url: &str,
+    version: &str,
+    sim_handle: Option<&SimHandle>,
+) -> RunMeta {
+    let cells = plan
+        .cells
+        .iter()
+        .map(|c| CellMeta {
+            id: c.id.clone(),
+            params: c.params.clone(),
+            streams: c
+                .streams
+                .iter()
+                .map(|s| StreamMeta {
+                    name: s.name.clone(),
+                    model: s.model.clone(),
+                    keep_alive: s
+                        .keep_alive
+                        .as_ref()
+                        .map(|k| k.written().to_string())
+                        .unwrap_or_default(),
+                    keep_alive_s: s
+                        .keep_alive
+                        .as_ref()
+                        .and_then(|k| k.duration())
+                        .map(|d| d.as_secs_f64()),
+                    keep_alive_forever: s.keep_alive.as_ref().is_some_and(|k| k.is_forever()),
+                    api: s.api.as_str().to_string(),
+                    arrival: s.arrival.kind().to_string(),
+                    rate_per_s: s.arrival.rate().map(|r| r.value()),
+                    planned: planned_requests(&Cell {
+                        index: 0,
+                        id: String::new(),
+                        params: Default::default(),
+                        streams: vec![s.clone()],
+                    })
+                    .unwrap_or(0) as u32,
+                })
+                .collect(),
+            started_ms: None,
+            ended_ms: None,
+        })
+        .collect();
+    let mut telemetry = std::collections::BTreeMap::new();
+    telemetry.insert(
+        "release_tolerance_ms".to_string(),
+        format!("{}", record::ms(scenario.telemetry.release_tolerance)),
+    );
+    RunMeta {
+        tool: "kabench".into(),
+        tool_version: env!("CARGO_PKG_VERSION").into(),
+        scenario: scenario.name.clone(),
+        scenario_file: scenario.path.display().to_string(),
+        scenario_sha256: format!("{:x}", Sha256::digest(scenario.source.as_bytes())),
+        seed: scenario.seed,
+        target: TargetMeta {
+            kind: kind.into(),
+            url: url.into(),
+        },
+        ollama_version: Some(version.to_string()),
+        sim: sim_handle.map(|h| h.state.describe(&plan_models(plan))),
+        gpu: None,
+        started_at: record::utc_now_rfc3339(),
+        ended_at: None,
+        status: RunStatus::Running,
+        failure: None,
+        cold_threshold_ms: record::ms(scenario.run.cold_threshold),
+        cells,
+        telemetry,
+        warnings: Vec::new(),
+    }
+}
+
+/// Distinct (model, num_ctx) pairs of a plan, in first-use order.
+pub fn plan_models(plan: &Plan) -> Vec<(String, u32)> {
+    let mut out: Vec<(String, u32)> = Vec::new();
+    for s in plan.cells.iter().flat_map(|c| c.streams.iter()) {
+        if !out.iter().any(|(m, c)| *m == s.model && *c == s.num_ctx) {
+            out.push((s.model.clone(), s.num_ctx));
+        }
+    }
+    out
+}
+
+/// `reports/<scenario>-<UTC yyyymmddThhmmssZ>`.
+pub fn default_run_dir(name: &str) -> PathBuf {
+    let now = time::OffsetDateTime::now_utc();
+    let safe: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    Path::new("reports").join(format!(
+        "{safe}-{:04}{:02}{:02}T{:02}{:02}{:02}Z",
+        now.year(),
+        now.month() as u8,
+        now.day(),
+        now.hour(),
+        now.minute(),
+        now.second()
+    ))
+}

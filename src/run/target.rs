@@ -1,0 +1,169 @@
+//! The target of a run: the embedded simulator (started on a free loopback port and
+//! stopped after) or a live Ollama, reached and checked (`/api/version`, every model of
+//! the plan installed, or pulled with `--pull`) before the run folder is created.
+
+use std::collections::BTreeSet;
+
+use anyhow::{Context, Result};
+use tokio::sync::mpsc;
+
+use crate::ollama::{ClientError, OllamaClient};
+use crate::run::ProgressEvent;
+use crate::scenario::{Plan, Scenario, TargetSpec};
+use crate::sim::{self, SimHandle};
+
+/// Where requests go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// The embedded simulator, in-process on a free loopback port.
+    Sim,
+    /// A live Ollama (`OLLAMA_HOST` forms).
+    Ollama(String),
+}
+
+impl Target {
+    /// `sim`, or an `OLLAMA_HOST`-style address.
+    pub fn parse(text: &str) -> Target {
+        if text.trim().eq_ignore_ascii_case("sim") {
+            Target::Sim
+        } else {
+            Target::Ollama(text.trim().to_string())
+        }
+    }
+
+    /// The CLI choice, else the scenario's `[target]`, else the simulator.
+    pub fn resolve(cli: Option<&Target>, scenario: &Scenario) -> Target {
+        if let Some(t) = cli {
+            return t.clone();
+        }
+        match &scenario.target {
+            Some(TargetSpec::Ollama { url }) => Target::Ollama(
+                url.clone()
+                    .or_else(|| std::env::var("OLLAMA_HOST").ok())
+                    .unwrap_or_else(|| "127.0.0.1:11434".into()),
+            ),
+            _ => Target::Sim,
+        }
+    }
+}
+
+/// A model of the plan that the target does not have.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "model{} not installed on {target}: {}; run {} first, or pass --pull",
+    if models.len() > 1 { "s" } else { "" },
+    models.join(", "),
+    models.iter().map(|m| format!("`ollama pull {m}`")).collect::<Vec<_>>().join(" and ")
+)]
+pub struct MissingModels {
+    /// The target's URL.
+    pub target: String,
+    /// Missing model tags.
+    pub models: Vec<String>,
+}
+
+/// Starts the embedded simulator (on a free loopback port) when the target is `sim`.
+pub async fn start_target(scenario: &Scenario, target: &Target) -> Result<Option<SimHandle>> {
+    match target {
+        Target::Sim => Ok(Some(
+            sim::spawn(&scenario.sim, scenario.seed, "127.0.0.1:0".parse()?)
+                .await
+                .context("starting the embedded simulator")?,
+        )),
+        Target::Ollama(_) => Ok(None),
+    }
+}
+
+/// Connects to the target and records its `/api/version`: (kind, client, version).
+pub async fn connect(
+    target: &Target,
+    sim_handle: Option<&SimHandle>,
+) -> Result<(&'static str, OllamaClient, String)> {
+    let (kind, url) = match (target, sim_handle) {
+        (Target::Sim, Some(h)) => ("sim", h.base_url()),
+        (Target::Ollama(u), _) => ("ollama", u.clone()),
+        (Target::Sim, None) => anyhow::bail!("the simulator did not start"),
+    };
+    let client = OllamaClient::new(&url).with_context(|| format!("bad target address {url:?}"))?;
+    let version = client.version().await.map_err(|e| match e {
+        ClientError::Http { status, .. } if (300..400).contains(&status) => {
+            anyhow::anyhow!("{} answered GET /api/version with {e}", client.base_url())
+        }
+        // It answered, but not as Ollama does: a different server on that address.
+        ClientError::BadJson(_) | ClientError::Http { .. } => anyhow::anyhow!(
+            "{} answered GET /api/version but is not Ollama ({e}); check the address (--target or OLLAMA_HOST: Ollama listens on port 11434 by default), or use --target sim",
+            client.base_url()
+        ),
+        _ => anyhow::anyhow!(
+            "cannot reach Ollama at {}: {e}; start it (`ollama serve`), set OLLAMA_HOST or --target, or use --target sim",
+            client.base_url()
+        ),
+    })?;
+    Ok((kind, client, version))
+}
+
+/// Runs `body` against the target, with the embedded simulator started before and
+/// stopped after when the target is `sim`.
+pub async fn with_target<T>(
+    scenario: &Scenario,
+    target: &Target,
+    body: impl AsyncFnOnce(Option<&SimHandle>) -> Result<T>,
+) -> Result<T> {
+    let sim_handle = start_target(scenario, target).await?;
+    let result = body(sim_handle.as_ref()).await;
+    if let Some(h) = sim_handle {
+        h.shutdown().await;
+    }
+    result
+}
+
+/// Every distinct model of the plan must be installed (`/api/show`), or pulled with `--pull`.
+pub async fn check_models(
+    client: &OllamaClient,
+    plan: &Plan,
+    pull: bool,
+    progress: &mpsc::UnboundedSender<ProgressEvent>,
+) -> Result<()> {
+    let models: BTreeSet<&str> = plan
+        .cells
+        .iter()
+        .flat_map(|c| c.streams.iter().map(|s| s.model.as_str()))
+        .collect();
+    let mut missing = Vec::new();
+    for m in models {
+        match client.show(m).await {
+            Ok(_) => {}
+            Err(e) if e.status() == Some(404) => missing.push(m.to_string()),
+            Err(e) => {
+                return Err(anyhow::anyhow!(
+                    "asking {} about model {m}: {e}",
+                    client.base_url()
+                ));
+            }
+        }
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if !pull {
+        return Err(MissingModels {
+            target: client.base_url().to_string(),
+            models: missing,
+        }
+        .into());
+    }
+    for m in &missing {
+        let _ = progress.send(ProgressEvent::Note(format!("pulling {m}")));
+        let mut last = String::new();
+        client
+            .pull(m, |p| {
+                if p.status != last {
+                    last = p.status.clone();
+                    let _ = progress.send(ProgressEvent::Note(format!("{m}: {}", p.status)));
+                }
+            })
+            .await
+            .with_context(|| format!("pulling {m}"))?;
+    }
+    Ok(())
+}
