@@ -26,6 +26,7 @@ pub mod progress;
 pub mod recommend;
 pub mod record;
 pub mod report;
+pub mod rng;
 pub mod run;
 pub mod scenario;
 pub mod sched;

@@ -23,6 +23,12 @@ pub const SUMMARY_JSON: &str = "summary.json";
 /// Copy of the scenario as run.
 pub const SCENARIO_TOML: &str = "scenario.toml";
 
+/// The memory sources of `vram.csv` (its `source` column), and the names
+/// `[telemetry] sources` accepts: the one list every module checks against.
+pub const TELEMETRY_SOURCES: [&str; 5] = ["nvml", "ollama_ps", "rss", "prometheus", "sim"];
+/// The sources a scenario samples when `[telemetry] sources` is not given.
+pub const DEFAULT_TELEMETRY_SOURCES: [&str; 3] = ["nvml", "ollama_ps", "rss"];
+
 /// Default cold threshold on `load_duration` (M6): warm is milliseconds, real loads ≥ 0.3 s.
 pub const DEFAULT_COLD_THRESHOLD: Duration = Duration::from_millis(100);
 

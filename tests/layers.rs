@@ -9,6 +9,7 @@ use std::path::Path;
 /// Layer of each top-level module, lowest first.
 const LAYERS: &[(&str, u8)] = &[
     ("units", 1),
+    ("rng", 1),
     ("record", 2),
     ("scenario", 2),
     ("sched", 2),

@@ -7,6 +7,7 @@ pub mod charts;
 pub mod compare;
 pub mod html;
 pub mod markdown;
+pub mod table;
 
 use std::fs;
 use std::path::{Path, PathBuf};

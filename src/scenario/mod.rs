@@ -273,8 +273,8 @@ pub struct Sweep {
     pub model: Vec<String>,
 }
 
-/// Telemetry sources that `[telemetry] sources` accepts.
-pub const TELEMETRY_SOURCES: [&str; 5] = ["nvml", "ollama_ps", "rss", "prometheus", "sim"];
+/// Telemetry sources that `[telemetry] sources` accepts (`record` keeps the list).
+pub use crate::record::TELEMETRY_SOURCES;
 
 /// `[telemetry]`: memory sampling.
 #[derive(Debug, Clone, PartialEq)]

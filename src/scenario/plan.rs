@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::{Api, Arrival, Prompt, Scenario};
+use crate::rng::splitmix64 as mix;
 use crate::units::{KeepAlive, Rate};
 
 /// Every cell of a scenario, in run order.
@@ -222,13 +223,4 @@ fn file_safe(text: &str) -> String {
             _ => '_',
         })
         .collect()
-}
-
-/// SplitMix64's finaliser: a fixed, well-spread mapping so derived seeds are stable
-/// across releases (unlike `std`'s hashers).
-fn mix(x: u64) -> u64 {
-    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }

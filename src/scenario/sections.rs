@@ -11,6 +11,7 @@ use super::{
     CostSettings, DEFAULT_RAM_GB_HOUR, DEFAULT_VRAM_GB_HOUR, RunSettings, ScenarioError,
     SloSettings, SwarmSettings, TELEMETRY_SOURCES, TargetSpec, TelemetrySettings, ThinkTime,
 };
+use crate::record::DEFAULT_TELEMETRY_SOURCES;
 use crate::sim_settings::SimSettings;
 use crate::units::{self, KeepAlive, Rate};
 
@@ -244,7 +245,7 @@ pub(super) fn run(r: &RawRun, loc: &Locator<'_>) -> Result<RunSettings> {
 
 pub(super) fn telemetry(t: &RawTelemetry, loc: &Locator<'_>) -> Result<TelemetrySettings> {
     let sources = match &t.sources {
-        None => vec!["nvml".into(), "ollama_ps".into(), "rss".into()],
+        None => DEFAULT_TELEMETRY_SOURCES.map(String::from).to_vec(),
         Some(list) => {
             for (i, s) in list.iter().enumerate() {
                 if !TELEMETRY_SOURCES.contains(&s.as_str()) {

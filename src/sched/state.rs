@@ -1,7 +1,7 @@
 //! The scheduler's state machine: requests, resident and loading models, the FIFO
 //! queue and the one phase the queue head is in (idle, loading, waiting for a victim,
 //! waiting for freed VRAM). Time only moves through the `now` arguments; the only
-//! randomness is a seeded splitmix64, so a seed and a call sequence fix the trace.
+//! randomness is `rng::SeededRng` (SplitMix64), so a seed and a call sequence fix the trace.
 
 use crate::ollama::name;
 use std::collections::{HashMap, VecDeque};
@@ -12,6 +12,7 @@ use super::{
     SubmitError, predicted_size,
 };
 use crate::catalogue::{Capability, Catalogue};
+use crate::rng::SeededRng;
 use crate::units::KeepAlive;
 
 /// Error text of a failed load (L9), as Ollama's runner reports it.
@@ -139,24 +140,6 @@ enum Phase {
     Stuck,
 }
 
-/// splitmix64: small, fast and seedable.
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [0, 1).
-    fn unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
 /// Ollama's scheduler as a state machine.
 pub struct Scheduler {
     config: SchedConfig,
@@ -176,7 +159,7 @@ pub struct Scheduler {
     cached: Vec<bool>,
     events: Vec<SchedEvent>,
     stats: SchedStats,
-    rng: SplitMix,
+    rng: SeededRng,
 }
 
 impl Scheduler {
@@ -194,7 +177,7 @@ impl Scheduler {
         }
         Scheduler {
             default_ka: Ka::of(&config.default_keep_alive),
-            rng: SplitMix(config.seed ^ 0x6b61_6265_6e63_6821),
+            rng: SeededRng::new(config.seed ^ 0x6b61_6265_6e63_6821),
             cached: vec![false; catalogue.models.len()],
             config,
             catalogue,

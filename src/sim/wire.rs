@@ -10,6 +10,7 @@ use serde_json::{Map, Value};
 use time::{OffsetDateTime, UtcOffset};
 
 use crate::ollama::api;
+use crate::rng::splitmix64;
 
 /// An error answered the way Ollama answers it: a status and `{"error":"…"}` (H1).
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -200,13 +201,6 @@ pub fn text_hash(text: &str) -> u64 {
     text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
     })
-}
-
-fn splitmix64(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^ (x >> 31)
 }
 
 /// A deterministic unit-length embedding of `text` with `len` components.

@@ -30,7 +30,7 @@ pub const DEFAULT_INTERVAL: Duration = Duration::from_millis(100);
 pub const DEFAULT_PS_INTERVAL: Duration = DEFAULT_INTERVAL;
 
 /// Source names accepted in [`TelemetryConfig::sources`].
-pub const SOURCES: [&str; 5] = ["nvml", "ollama_ps", "rss", "prometheus", "sim"];
+pub use crate::record::TELEMETRY_SOURCES as SOURCES;
 
 /// Default process names of Ollama's server and runners (current and older releases).
 /// `llama-server` is the runner Ollama starts per loaded model in current releases
@@ -117,7 +117,9 @@ impl TelemetryConfig {
 impl Default for TelemetryConfig {
     fn default() -> Self {
         TelemetryConfig {
-            sources: vec!["nvml".into(), "ollama_ps".into(), "rss".into()],
+            sources: crate::record::DEFAULT_TELEMETRY_SOURCES
+                .map(String::from)
+                .to_vec(),
             interval: DEFAULT_INTERVAL,
             ps_interval: None,
             process_names: DEFAULT_PROCESS_NAMES

@@ -1,0 +1,250 @@
+//! The command line: clap types (the help text is their doc comments) and the dispatch
+//! to `commands`, one short function per subcommand wiring the stages in order. No clap
+//! type leaves `cli`.
+
+mod commands;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand};
+
+use crate::units;
+
+/// Measure what Ollama's keep_alive costs (idle VRAM) and buys (no cold starts), and
+/// say what to set.
+///
+/// Exit codes: 0 ok (failed requests are recorded data); 1 the run failed; 2 bad input
+/// (scenario, arguments, missing model, an --out folder that already holds a run); 130
+/// interrupted by Ctrl-C or SIGTERM (the run folder is complete and reportable).
+#[derive(Debug, Parser)]
+#[command(name = "kabench", version, about, long_about, help_expected = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a scenario (every cell of its sweep) and write a run folder with a report.
+    Run(RunArgs),
+    /// Check scenario files without sending anything.
+    Validate(ValidateArgs),
+    /// Rebuild summary.json, charts, index.html and summary.md from a run folder.
+    Report(ReportArgs),
+    /// Compare two run folders; exit 1 when a change passes a threshold.
+    Compare(CompareArgs),
+    /// Serve the embedded Ollama simulator (an Ollama-compatible API over a model of
+    /// Ollama's scheduler).
+    Sim(Box<SimArgs>),
+    /// Run closed-loop users (goose) against the target, once per cell of the sweep.
+    Swarm(SwarmArgs),
+    /// List the simulator's model catalogue: sizes, load times and speeds, with sources.
+    Models(ModelsArgs),
+}
+
+/// `kabench swarm`.
+#[derive(Debug, Args)]
+pub struct SwarmArgs {
+    /// Scenario file (TOML); its [swarm] section sets users, hatch rate, think time and run time.
+    pub scenario: PathBuf,
+    /// `sim` for the embedded simulator, or an Ollama address. Default: the scenario's
+    /// [target], else `sim`.
+    #[arg(long)]
+    pub target: Option<String>,
+    /// Run folder (default: reports/<scenario>-swarm-<UTC time>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Users (overrides [swarm] users).
+    #[arg(long)]
+    pub users: Option<u32>,
+    /// Run time per cell, e.g. 30s (overrides [swarm] run_time).
+    #[arg(long, value_parser = parse_duration)]
+    pub run_time: Option<Duration>,
+    /// Print summary.json on stdout instead of the table.
+    #[arg(long)]
+    pub json: bool,
+    /// No progress on stderr.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+/// `kabench models`.
+#[derive(Debug, Args)]
+pub struct ModelsArgs {
+    /// Context per slot used for the resident size.
+    #[arg(long, default_value_t = 4096)]
+    pub num_ctx: u32,
+    /// Also print where each figure comes from.
+    #[arg(long)]
+    pub sources: bool,
+}
+
+/// `kabench run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Scenario file (TOML), e.g. scenarios/quickstart.toml.
+    pub scenario: PathBuf,
+    /// `sim` for the embedded simulator, or an Ollama address (`host:port`, `http://…`).
+    /// Default: the scenario's [target], else `sim`.
+    #[arg(long)]
+    pub target: Option<String>,
+    /// Run folder (default: reports/<scenario>-<UTC time>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Pull models the target lacks instead of stopping.
+    #[arg(long)]
+    pub pull: bool,
+    /// Skip loading each model once before the first cell (page-cache warm-up).
+    #[arg(long)]
+    pub no_prewarm: bool,
+    /// Print summary.json on stdout instead of the table.
+    #[arg(long)]
+    pub json: bool,
+    /// No progress on stderr.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+/// `kabench validate`.
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// Scenario files.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+}
+
+/// `kabench report`.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// A run folder written by `kabench run`.
+    pub dir: PathBuf,
+    /// Re-apply the cold rule with this load_duration threshold (e.g. 250ms).
+    #[arg(long, value_parser = parse_duration)]
+    pub cold_threshold: Option<Duration>,
+    /// Print summary.json on stdout instead of the table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `kabench compare`.
+#[derive(Debug, Args)]
+pub struct CompareArgs {
+    /// Baseline run folder.
+    pub base: PathBuf,
+    /// New run folder.
+    pub new: PathBuf,
+    /// Fail when a p99 TTFT grows by more than this many percent.
+    #[arg(long, default_value_t = 10.0)]
+    pub max_p99_increase: f64,
+    /// Fail when a cold ratio grows by more than this (absolute, 0–1).
+    #[arg(long, default_value_t = 0.05)]
+    pub max_cold_ratio_increase: f64,
+    /// Fail when idle or peak VRAM grows by more than this many percent.
+    #[arg(long, default_value_t = 10.0)]
+    pub max_vram_increase: f64,
+    /// Fail when the share of failed requests grows by more than this (absolute, 0–1).
+    #[arg(long, default_value_t = 0.01)]
+    pub max_error_rate_increase: f64,
+    /// Compare runs of different scenarios, or runs that did not complete, anyway
+    /// (refused otherwise, exit 2).
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// `kabench sim`.
+#[derive(Debug, Args)]
+pub struct SimArgs {
+    /// Address to listen on (loopback by default).
+    #[arg(long, default_value = "127.0.0.1:11434")]
+    pub listen: SocketAddr,
+    /// Take the simulated host from this scenario's [sim] section (flags override it).
+    #[arg(long)]
+    pub scenario: Option<PathBuf>,
+    /// VRAM per GPU, e.g. 24GiB.
+    #[arg(long)]
+    pub vram: Option<String>,
+    /// GPUs; 0 = a CPU-only host (models held in system memory, /api/ps size_vram 0).
+    #[arg(long)]
+    pub gpus: Option<u32>,
+    /// OLLAMA_MAX_LOADED_MODELS (0 = 3 per GPU).
+    #[arg(long, env = "OLLAMA_MAX_LOADED_MODELS")]
+    pub max_loaded_models: Option<u32>,
+    /// OLLAMA_NUM_PARALLEL.
+    #[arg(long, env = "OLLAMA_NUM_PARALLEL")]
+    pub num_parallel: Option<u32>,
+    /// OLLAMA_MAX_QUEUE.
+    #[arg(long, env = "OLLAMA_MAX_QUEUE")]
+    pub max_queue: Option<usize>,
+    /// OLLAMA_KEEP_ALIVE: keep_alive for requests that send none (5m).
+    #[arg(long, env = "OLLAMA_KEEP_ALIVE")]
+    pub keep_alive: Option<String>,
+    /// OLLAMA_CONTEXT_LENGTH (0 = by VRAM).
+    #[arg(long, env = "OLLAMA_CONTEXT_LENGTH")]
+    pub context_length: Option<u32>,
+    /// OLLAMA_LOAD_TIMEOUT.
+    #[arg(long, env = "OLLAMA_LOAD_TIMEOUT")]
+    pub load_timeout: Option<String>,
+    /// Every load reads at page-cache speed (models already in the OS cache).
+    #[arg(long)]
+    pub page_cache_warm: bool,
+    /// Stand in for the host of this kabench run folder: its models' measured load
+    /// times, speeds and resident sizes, and CPU-only when /api/ps showed no VRAM.
+    #[arg(long, value_name = "RUN_DIR")]
+    pub calibrate: Option<PathBuf>,
+    /// Seed for jitter and faults.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Share of requests answered 500 before the first byte (0–1).
+    #[arg(long)]
+    pub fault_500: Option<f64>,
+    /// Share of streams ending with an {"error":…} line mid-stream.
+    #[arg(long)]
+    pub fault_midstream_error: Option<f64>,
+    /// Share of connections dropped mid-stream.
+    #[arg(long)]
+    pub fault_drop_connection: Option<f64>,
+    /// Share of streams decoding slower.
+    #[arg(long)]
+    pub fault_slow_stream: Option<f64>,
+    /// Share of loads that stall (see --fault-stall).
+    #[arg(long)]
+    pub fault_stalled_load: Option<f64>,
+    /// How long a stalled load stalls, e.g. 30s.
+    #[arg(long)]
+    pub fault_stall: Option<String>,
+    /// Share of loads that fail with 500.
+    #[arg(long)]
+    pub fault_failed_load: Option<f64>,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    units::parse_option_duration(text).map_err(|e| e.to_string())
+}
+
+/// Marks a run that Ctrl-C stopped (exit 130).
+#[derive(Debug, thiserror::Error)]
+#[error("interrupted; the run folder {0} is complete up to the interruption")]
+pub struct Interrupted(pub String);
+
+/// Marks bad input found before anything ran (exit 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BadInput(pub String);
+
+/// Runs the parsed command.
+pub async fn dispatch(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Run(args) => commands::run(args).await,
+        Command::Validate(args) => commands::validate(args),
+        Command::Report(args) => commands::report(args),
+        Command::Compare(args) => commands::compare(args),
+        Command::Sim(args) => commands::serve_sim(*args).await,
+        Command::Models(args) => commands::models(args),
+        Command::Swarm(args) => commands::swarm(args).await,
+    }
+}

@@ -1,0 +1,197 @@
+//! The choice of one group (a workload and model over its swept keep_alive values):
+//! each candidate's figures and cost, the cold penalty, and the pick by SLO, by cost,
+//! or, without memory measured, by cold ratio.
+
+use crate::analysis::{CellSummary, StreamSummary};
+use crate::recommend::frontier::mark_frontier;
+use crate::recommend::prose::{reason, snippets};
+use crate::recommend::{Candidate, Cost, Form, GB, GroupKey, Recommendation};
+use crate::scenario::{CostSettings, SloSettings};
+
+fn candidate(cell: &CellSummary, s: &StreamSummary) -> Candidate {
+    let vram = cell.vram.as_ref();
+    let honoured = vram.and_then(|v| {
+        let mine: Vec<bool> = v
+            .release
+            .iter()
+            .filter(|r| r.model == s.model)
+            .map(|r| r.honoured)
+            .collect();
+        (!mine.is_empty()).then(|| mine.iter().all(|h| *h))
+    });
+    Candidate {
+        cell: cell.id.clone(),
+        keep_alive: s.keep_alive.clone(),
+        keep_alive_s: s.keep_alive_s,
+        keep_alive_forever: s.keep_alive_forever,
+        rate_per_s: s.rate_per_s,
+        requests: s.requests,
+        cold: s.cold,
+        cold_ratio: s.cold_ratio,
+        errors: s.errors,
+        p99_ttft_ms: s.ttft_ms.all.map(|p| p.p99),
+        cold_load_ms: s.load_ms.map(|p| p.p50),
+        idle_gb_s: vram.map(|v| v.idle_gb_seconds),
+        idle_gpu_gb_s: vram.map(|v| v.idle_split().0),
+        idle_ram_gb_s: vram.map(|v| v.idle_split().1),
+        memory: vram.map(|v| v.counted.clone()),
+        peak_bytes: vram.map(|v| v.peak_bytes),
+        peak_ram_bytes: vram.map(|v| v.peak_split().1),
+        cost: None,
+        on_frontier: false,
+        meets_slo: None,
+        honoured,
+    }
+}
+
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    Some(if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    })
+}
+
+/// The wait one cold start costs, seconds: the scenario's, else measured.
+fn cold_penalty(
+    members: &[(&CellSummary, &StreamSummary)],
+    cost: &CostSettings,
+) -> (Option<f64>, String) {
+    if let Some(d) = cost.cold_penalty {
+        return (Some(d.as_secs_f64()), "scenario".into());
+    }
+    let measured = median(
+        members
+            .iter()
+            .filter_map(|(_, s)| s.cold_penalty_ms)
+            .collect(),
+    );
+    if let Some(ms) = measured {
+        return (
+            Some(ms / 1000.0),
+            "measured (median cold TTFT − median warm TTFT)".into(),
+        );
+    }
+    let load = median(
+        members
+            .iter()
+            .filter_map(|(_, s)| s.load_ms.map(|p| p.p50))
+            .collect(),
+    );
+    match load {
+        Some(ms) => (
+            Some(ms / 1000.0),
+            "measured (median cold load_duration)".into(),
+        ),
+        None => (None, "no cold start measured".into()),
+    }
+}
+
+fn min_by<F: Fn(&Candidate) -> f64>(cands: &[Candidate], f: F) -> Option<&Candidate> {
+    // Ties go to the less memory-hungry candidate.
+    cands.iter().min_by(|a, b| {
+        f(a).total_cmp(&f(b))
+            .then(a.appetite().total_cmp(&b.appetite()))
+    })
+}
+
+pub(crate) fn recommend_group(
+    (workload, model, fixed): GroupKey,
+    members: &[(&CellSummary, &StreamSummary)],
+    cost: &CostSettings,
+    slo: &SloSettings,
+) -> Recommendation {
+    let mut cands: Vec<Candidate> = members.iter().map(|(c, s)| candidate(c, s)).collect();
+    let has_vram = !cands.is_empty() && cands.iter().all(|c| c.idle_gb_s.is_some());
+    let (penalty_s, penalty_source) = cold_penalty(members, cost);
+    let peak = cands
+        .iter()
+        .filter_map(|c| c.peak_bytes.map(|b| (b, c.peak_ram_bytes.unwrap_or(0))))
+        .max();
+    let model_gb = peak.map(|(b, _)| b as f64 / GB);
+    let model_ram_gb = peak.map(|(_, r)| r as f64 / GB);
+    if has_vram {
+        for c in &mut cands {
+            let cold = c.cold as f64 * penalty_s.unwrap_or(0.0) * cost.wait_second;
+            let vram = c.idle_gpu_gb_s.unwrap_or(0.0) / 3600.0 * cost.vram_gb_hour;
+            let ram = c.idle_ram_gb_s.unwrap_or(0.0) / 3600.0 * cost.ram_gb_hour;
+            c.cost = Some(Cost {
+                cold,
+                vram,
+                ram,
+                total: cold + vram + ram,
+            });
+        }
+    }
+    let slo_ms = slo.ttft_p99.map(|d| d.as_secs_f64() * 1000.0);
+    if let Some(limit) = slo_ms {
+        for c in &mut cands {
+            c.meets_slo = c.p99_ttft_ms.map(|p| p <= limit);
+        }
+    }
+    mark_frontier(&mut cands, slo_ms.is_some());
+
+    let cost_pick = has_vram
+        .then(|| min_by(&cands, |c| c.cost.map_or(f64::INFINITY, |k| k.total)))
+        .flatten()
+        .cloned();
+    let slo_pick = slo_ms.and_then(|_| {
+        cands
+            .iter()
+            .filter(|c| c.meets_slo == Some(true))
+            .min_by(|a, b| a.appetite().total_cmp(&b.appetite()))
+            .cloned()
+    });
+    let cold_only_pick = min_by(&cands, |c| (c.cold_ratio * 100.0).round()).cloned();
+
+    let (form, pick) = match (&slo_pick, &cost_pick) {
+        (Some(p), _) => (Form::Slo, p.clone()),
+        (None, Some(p)) => (Form::Cost, p.clone()),
+        (None, None) => (
+            Form::ColdOnly,
+            cold_only_pick.clone().unwrap_or_else(|| cands[0].clone()),
+        ),
+    };
+    let hold_rate = match (model_gb, model_ram_gb) {
+        (Some(gb), Some(ram)) => {
+            Some(((gb - ram).max(0.0) * cost.vram_gb_hour + ram * cost.ram_gb_hour) / 3600.0)
+        }
+        _ => None,
+    };
+    let break_even_s = match (penalty_s, hold_rate) {
+        (Some(p), Some(rate)) if rate > 0.0 => Some(p * cost.wait_second / rate),
+        _ => None,
+    };
+    let reason = reason(form, &pick, &cands, slo_ms, has_vram, penalty_s, cost);
+    let snippets = snippets(&model, &pick.keep_alive);
+    Recommendation {
+        workload,
+        model,
+        fixed,
+        frontier_metric: if slo_ms.is_some() {
+            "p99_ttft_ms"
+        } else {
+            "cold_ratio"
+        }
+        .into(),
+        has_vram,
+        cold_penalty_s: penalty_s,
+        cold_penalty_source: penalty_source,
+        model_gb,
+        model_ram_gb,
+        cost_choice: cost_pick.map(|c| c.keep_alive),
+        slo_choice: slo_pick.map(|c| c.keep_alive),
+        chosen: pick.keep_alive.clone(),
+        form,
+        reason,
+        break_even_s,
+        snippets,
+        advice: Vec::new(),
+        candidates: cands,
+    }
+}

@@ -1,0 +1,291 @@
+//! The recommendation: per workload (stream) and model, the keep_alive to set, from a
+//! cost model, an SLO, the Pareto frontier and the ski-rental break-even. Pure: reads a
+//! `Summary` and the scenario's `[cost]`/`[slo]`; knows nothing of files, HTTP or drawing.
+//!
+//! Cost of one candidate cell, in the unit of `[cost] wait_second` (default 1.0 per
+//! second a user waits; `vram_gb_hour` default 7.2 per GB-hour of idle VRAM, GB = 10⁹ bytes):
+//! `cold × cold_penalty_s × wait_second + idle_gpu_gb_s / 3600 × vram_gb_hour +
+//! idle_ram_gb_s / 3600 × ram_gb_hour`: memory is priced where it sits (GPU memory,
+//! or system memory on a CPU-only host and for the part of a model offloaded to the CPU).
+//! `cold_penalty_s` is `[cost] cold_penalty` or, when unset, the measured median cold
+//! TTFT minus median warm TTFT (falling back to the median cold `load_duration`).
+//! Break-even keep_alive (ski rental: keep while holding costs less than one reload):
+//! `t* = cold_penalty_s × wait_second / ((gpu_gb × vram_gb_hour + ram_gb × ram_gb_hour) / 3600)`
+//! seconds.
+//!
+//! No memory figure that was not measured is taken as zero: with none, the
+//! recommendation says so and ranks memory by keep_alive length.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::analysis::{CellSummary, StreamSummary, Summary};
+use crate::scenario::{CostSettings, SloSettings};
+
+mod choice;
+mod frontier;
+mod prose;
+#[cfg(test)]
+mod tests;
+
+pub use prose::snippets;
+
+/// Bytes in the GB of every VRAM figure here (decimal, as in `analysis::vram`).
+pub use crate::analysis::vram::GB;
+
+/// Which rule chose the recommended keep_alive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Form {
+    /// Lowest total cost under `[cost]`.
+    Cost,
+    /// Least idle VRAM whose p99 TTFT meets `[slo] ttft_p99`.
+    Slo,
+    /// No VRAM data: the shortest keep_alive with the lowest cold ratio.
+    ColdOnly,
+}
+
+/// The cost of one candidate, split into its two terms.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Cost {
+    /// `cold × cold_penalty_s × wait_second`.
+    pub cold: f64,
+    /// `idle_gpu_gb_s / 3600 × vram_gb_hour`.
+    pub vram: f64,
+    /// `idle_ram_gb_s / 3600 × ram_gb_hour`.
+    #[serde(default)]
+    pub ram: f64,
+    /// The sum.
+    pub total: f64,
+}
+
+/// One swept keep_alive value of a workload, with its measured figures.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Candidate {
+    /// Cell id.
+    pub cell: String,
+    /// keep_alive as written (empty: not sent, the server default applied).
+    pub keep_alive: String,
+    /// keep_alive in seconds (`null`: forever or not sent).
+    pub keep_alive_s: Option<f64>,
+    /// True for forever.
+    pub keep_alive_forever: bool,
+    /// Mean arrival rate, requests/s.
+    pub rate_per_s: Option<f64>,
+    /// Requests counted.
+    pub requests: u64,
+    /// Cold requests.
+    pub cold: u64,
+    /// cold / requests.
+    pub cold_ratio: f64,
+    /// Failed requests.
+    pub errors: u64,
+    /// p99 time to first token, ms.
+    pub p99_ttft_ms: Option<f64>,
+    /// Median `load_duration` of the cold requests, ms.
+    pub cold_load_ms: Option<f64>,
+    /// Memory held while no request was in flight, GB·s (cell-wide, GPU + system).
+    pub idle_gb_s: Option<f64>,
+    /// Its GPU part, GB·s.
+    pub idle_gpu_gb_s: Option<f64>,
+    /// Its system-memory part, GB·s.
+    pub idle_ram_gb_s: Option<f64>,
+    /// Which memory was counted (`GPU`, `system RAM`, `GPU + system RAM`).
+    pub memory: Option<String>,
+    /// Peak memory of the cell (GPU + system), bytes.
+    pub peak_bytes: Option<u64>,
+    /// Peak system memory of the cell, bytes.
+    pub peak_ram_bytes: Option<u64>,
+    /// The cost model's figure, when VRAM data exists.
+    pub cost: Option<Cost>,
+    /// On the Pareto frontier of (`frontier_metric`, idle GB·s).
+    pub on_frontier: bool,
+    /// Whether p99 TTFT meets the SLO (`null`: no SLO, or no TTFT).
+    pub meets_slo: Option<bool>,
+    /// Whether the server released memory as keep_alive says (`null`: unknown).
+    pub honoured: Option<bool>,
+}
+
+impl Candidate {
+    /// Seconds for ordering by memory appetite: forever is infinite, not sent is last.
+    pub(crate) fn hold_s(&self) -> f64 {
+        if self.keep_alive_forever || self.keep_alive.is_empty() {
+            f64::INFINITY
+        } else {
+            self.keep_alive_s.unwrap_or(f64::INFINITY)
+        }
+    }
+
+    /// How much memory this choice holds, for "least memory-hungry": idle GB·s when
+    /// known, else the keep_alive itself.
+    pub(crate) fn appetite(&self) -> f64 {
+        self.idle_gb_s.unwrap_or(self.hold_s())
+    }
+}
+
+/// Text a user can paste.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Snippets {
+    /// Server side: `OLLAMA_KEEP_ALIVE=…`.
+    pub server_env: String,
+    /// Native API request body with the top-level `keep_alive`.
+    pub native_request: String,
+    /// The `"keep_alive": …` line alone.
+    pub keep_alive_field: String,
+    /// What users get wrong (KA1, KA4, KA7, H9).
+    pub notes: Vec<String>,
+}
+
+/// The recommendation for one workload and model (one group of cells that differ only
+/// in keep_alive).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Recommendation {
+    /// Stream name.
+    pub workload: String,
+    /// Model tag.
+    pub model: String,
+    /// The other swept parameters, fixed within the group.
+    pub fixed: BTreeMap<String, String>,
+    /// Candidates in sweep order.
+    pub candidates: Vec<Candidate>,
+    /// `cold_ratio` or `p99_ttft_ms`: the frontier's latency axis.
+    pub frontier_metric: String,
+    /// False when no cell of the group had VRAM data.
+    pub has_vram: bool,
+    /// The wait one cold start costs, seconds, and where it came from.
+    pub cold_penalty_s: Option<f64>,
+    /// `scenario` or `measured`.
+    pub cold_penalty_source: String,
+    /// Size held by the model, GB (the group's peak memory, GPU + system).
+    pub model_gb: Option<f64>,
+    /// The system-memory part of `model_gb`, GB.
+    pub model_ram_gb: Option<f64>,
+    /// Cost-form pick (keep_alive as written).
+    pub cost_choice: Option<String>,
+    /// SLO-form pick (keep_alive as written).
+    pub slo_choice: Option<String>,
+    /// The recommended keep_alive as written.
+    pub chosen: String,
+    /// The rule that chose it.
+    pub form: Form,
+    /// Why, in words.
+    pub reason: String,
+    /// Ski-rental break-even keep_alive, seconds.
+    pub break_even_s: Option<f64>,
+    /// Paste-ready settings.
+    pub snippets: Snippets,
+    /// OLLAMA_MAX_LOADED_MODELS and quantization advice where the scenario swept them.
+    pub advice: Vec<String>,
+}
+
+impl Recommendation {
+    /// A one-line headline, e.g. `chat (llama3.2:3b): keep_alive 5m — …`.
+    pub fn headline(&self) -> String {
+        let mut fixed = String::new();
+        if !self.fixed.is_empty() {
+            let parts: Vec<String> = self.fixed.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            fixed = format!(" [{}]", parts.join(", "));
+        }
+        if self.chosen.is_empty() {
+            return format!(
+                "{} ({}){}: send no keep_alive (the server's OLLAMA_KEEP_ALIVE applies)",
+                self.workload, self.model, fixed
+            );
+        }
+        format!(
+            "{} ({}){}: set keep_alive {} ({})",
+            self.workload,
+            self.model,
+            fixed,
+            display_keep_alive(&self.chosen),
+            self.snippets.server_env
+        )
+    }
+
+    /// The chosen candidate.
+    pub fn chosen_candidate(&self) -> Option<&Candidate> {
+        self.candidates.iter().find(|c| c.keep_alive == self.chosen)
+    }
+}
+
+/// keep_alive as a reader sees it (`not sent` for empty).
+pub fn display_keep_alive(written: &str) -> String {
+    if written.is_empty() {
+        "not sent (server default)".into()
+    } else {
+        written.to_string()
+    }
+}
+
+/// Formats seconds as a short duration (`4m12s`, `forever`).
+pub fn format_seconds(s: f64) -> String {
+    if !s.is_finite() {
+        return "forever".into();
+    }
+    let whole = s.max(0.0).round() as u64;
+    if whole == 0 {
+        return format!("{:.0}ms", s.max(0.0) * 1000.0);
+    }
+    let (h, m, sec) = (whole / 3600, (whole % 3600) / 60, whole % 60);
+    let mut out = String::new();
+    if h > 0 {
+        out.push_str(&format!("{h}h"));
+    }
+    if m > 0 {
+        out.push_str(&format!("{m}m"));
+    }
+    if sec > 0 || out.is_empty() {
+        out.push_str(&format!("{sec}s"));
+    }
+    out
+}
+
+/// Recommends a keep_alive per workload and model from a run's summary.
+pub fn recommend(summary: &Summary, cost: &CostSettings, slo: &SloSettings) -> Vec<Recommendation> {
+    let groups = group_cells(summary);
+    let distinct_models: Vec<&str> = {
+        let mut m: Vec<&str> = summary
+            .cells
+            .iter()
+            .flat_map(|c| c.streams.iter().map(|s| s.model.as_str()))
+            .collect();
+        m.sort_unstable();
+        m.dedup();
+        m
+    };
+    let mut recs: Vec<Recommendation> = groups
+        .into_iter()
+        .map(|(key, members)| choice::recommend_group(key, &members, cost, slo))
+        .collect();
+    let advice = prose::advice(summary, &recs, &distinct_models);
+    for rec in &mut recs {
+        if let Some(lines) = advice.get(&rec.workload) {
+            rec.advice = lines.clone();
+        }
+    }
+    recs
+}
+
+pub(crate) type GroupKey = (String, String, BTreeMap<String, String>);
+
+/// Cells grouped by (stream, model, every swept param but keep_alive), in run order.
+fn group_cells(summary: &Summary) -> Vec<(GroupKey, Vec<(&CellSummary, &StreamSummary)>)> {
+    let mut groups: Vec<(GroupKey, Vec<(&CellSummary, &StreamSummary)>)> = Vec::new();
+    for cell in &summary.cells {
+        let fixed: BTreeMap<String, String> = cell
+            .params
+            .iter()
+            .filter(|(k, _)| !k.contains("keep_alive"))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        for stream in &cell.streams {
+            let key = (stream.name.clone(), stream.model.clone(), fixed.clone());
+            match groups.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, members)) => members.push((cell, stream)),
+                None => groups.push((key, vec![(cell, stream)])),
+            }
+        }
+    }
+    groups
+}

@@ -1,0 +1,169 @@
+//! The recommendation on synthetic summaries: hand-computed costs, SLO picks, break-even
+//! and snippets.
+
+use super::*;
+use crate::analysis::vram::VramFigures;
+use crate::analysis::{Percentiles, Split};
+use std::time::Duration;
+
+fn pct(p99: f64) -> Percentiles {
+    Percentiles {
+        p50: p99 / 2.0,
+        p90: p99,
+        p99,
+        p999: p99,
+        max: p99,
+        mean: p99 / 2.0,
+        count: 100,
+    }
+}
+
+fn cell(id: &str, ka: &str, ka_s: f64, cold: u64, p99: f64, idle: f64) -> CellSummary {
+    CellSummary {
+        id: id.into(),
+        params: BTreeMap::from([("keep_alive".into(), ka.into())]),
+        streams: vec![StreamSummary {
+            name: "chat".into(),
+            model: "m:7b".into(),
+            keep_alive: ka.into(),
+            keep_alive_s: Some(ka_s),
+            keep_alive_forever: false,
+            rate_per_s: Some(0.1),
+            requests: 100,
+            warmup: 0,
+            errors: 0,
+            errors_by_kind: BTreeMap::new(),
+            cold,
+            loads: 0,
+            cold_ratio: cold as f64 / 100.0,
+            ttft_ms: Split {
+                all: Some(pct(p99)),
+                warm: None,
+                cold: None,
+            },
+            e2e_ms: Split::default(),
+            tpot_ms: None,
+            load_ms: None,
+            cold_penalty_ms: Some(2000.0),
+            tokens_per_s: None,
+        }],
+        vram: Some(VramFigures {
+            source: "sim".into(),
+            gb_seconds_held: idle + 100.0,
+            idle_gb_seconds: idle,
+            peak_bytes: 5_000_000_000,
+            mean_bytes: 4e9,
+            release: Vec::new(),
+            gpu: None,
+            ram: None,
+            counted: "GPU".into(),
+        }),
+        warnings: Vec::new(),
+    }
+}
+
+fn summary() -> Summary {
+    Summary {
+        scenario: "t".into(),
+        target: Default::default(),
+        ollama_version: None,
+        status: Default::default(),
+        cold_threshold_ms: 100.0,
+        cells: vec![
+            cell("c0", "10s", 10.0, 60, 2500.0, 500.0),
+            cell("c1", "1m", 60.0, 20, 2300.0, 3000.0),
+            cell("c2", "10m", 600.0, 2, 80.0, 20000.0),
+        ],
+    }
+}
+
+fn cost(vram_gb_hour: f64) -> CostSettings {
+    CostSettings {
+        vram_gb_hour,
+        ram_gb_hour: 1.0,
+        wait_second: 1.0,
+        cold_penalty: None,
+    }
+}
+
+#[test]
+fn cost_form_picks_the_hand_computed_minimum() {
+    // Penalty 2 s × 1: cold costs 120, 40, 4. VRAM at 7.2/GB-h = 0.002/GB-s:
+    // 1, 6, 40. Totals 121, 46, 44 → 10m.
+    let recs = recommend(&summary(), &cost(7.2), &SloSettings::default());
+    assert_eq!(recs.len(), 1);
+    let r = &recs[0];
+    assert_eq!(r.form, Form::Cost);
+    assert_eq!(r.chosen, "10m");
+    let totals: Vec<f64> = r.candidates.iter().map(|c| c.cost.unwrap().total).collect();
+    for (got, want) in totals.iter().zip([121.0, 46.0, 44.0]) {
+        assert!((got - want).abs() < 1e-9, "{got} vs {want}");
+    }
+    // Dearer memory (72/GB-h: 10, 60, 400) → totals 130, 100, 404 → 1m.
+    let r = &recommend(&summary(), &cost(72.0), &SloSettings::default())[0];
+    assert_eq!(r.chosen, "1m");
+    assert!(r.candidates.iter().all(|c| c.on_frontier));
+}
+
+#[test]
+fn slo_form_picks_the_least_memory_meeting_the_slo() {
+    let slo = SloSettings {
+        ttft_p99: Some(Duration::from_millis(2400)),
+    };
+    let r = &recommend(&summary(), &cost(7.2), &slo)[0];
+    assert_eq!(r.form, Form::Slo);
+    assert_eq!(r.slo_choice.as_deref(), Some("1m"));
+    assert_eq!(r.cost_choice.as_deref(), Some("10m"));
+    assert_eq!(r.chosen, "1m");
+    assert_eq!(r.candidates[0].meets_slo, Some(false));
+    let strict = SloSettings {
+        ttft_p99: Some(Duration::from_millis(50)),
+    };
+    let r = &recommend(&summary(), &cost(7.2), &strict)[0];
+    assert_eq!(r.form, Form::Cost);
+    assert!(r.reason.contains("no swept keep_alive met"));
+}
+
+#[test]
+fn break_even_follows_the_ski_rental_rule() {
+    // 2 s × 1 / (5 GB × 7.2 / 3600) = 2 / 0.01 = 200 s.
+    let r = &recommend(&summary(), &cost(7.2), &SloSettings::default())[0];
+    assert!((r.break_even_s.unwrap() - 200.0).abs() < 1e-9);
+    assert_eq!(r.model_gb, Some(5.0));
+    let fixed = CostSettings {
+        cold_penalty: Some(Duration::from_secs(3)),
+        ..cost(7.2)
+    };
+    let r = &recommend(&summary(), &fixed, &SloSettings::default())[0];
+    assert!((r.break_even_s.unwrap() - 300.0).abs() < 1e-9);
+    assert_eq!(format_seconds(252.0), "4m12s");
+}
+
+#[test]
+fn without_vram_the_cold_only_form_says_so() {
+    let mut s = summary();
+    for c in &mut s.cells {
+        c.vram = None;
+    }
+    let r = &recommend(&s, &cost(7.2), &SloSettings::default())[0];
+    assert_eq!(r.form, Form::ColdOnly);
+    assert_eq!(r.chosen, "10m");
+    assert!(r.reason.contains("no memory measured"));
+    assert!(r.break_even_s.is_none());
+}
+
+#[test]
+fn snippets_carry_the_wire_forms() {
+    let s = snippets("m", "-1");
+    assert_eq!(s.server_env, "OLLAMA_KEEP_ALIVE=-1");
+    assert_eq!(s.keep_alive_field, "\"keep_alive\": -1");
+    let s = snippets("m", "300");
+    assert_eq!(s.keep_alive_field, "\"keep_alive\": 300");
+    assert_eq!(s.server_env, "OLLAMA_KEEP_ALIVE=5m");
+    let s = snippets("m", "0.5");
+    assert_eq!(s.server_env, "OLLAMA_KEEP_ALIVE=500ms");
+    let s = snippets("m", "10m");
+    assert_eq!(s.keep_alive_field, "\"keep_alive\": \"10m\"");
+    assert!(s.native_request.contains("\"keep_alive\":\"10m\""));
+    assert!(s.notes.iter().any(|n| n.contains("/v1")));
+}
