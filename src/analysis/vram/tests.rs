@@ -191,6 +191,51 @@ fn partial_offload_warns_once_per_model() {
 }
 
 #[test]
+fn a_cpu_only_host_counts_system_memory_not_zero() {
+    // The real server on a CPU host: /api/ps size_vram 0, size the resident bytes.
+    let reqs = requests();
+    let samples: Vec<VramSample> = trace(&reqs, 3000.0, 16_000.0, false)
+        .into_iter()
+        .filter(|s| s.source == "ollama_ps")
+        .map(|mut s| {
+            s.total_bytes = Some(s.used_bytes);
+            s.used_bytes = 0;
+            s
+        })
+        .collect();
+    let c = cell("3s", Some(3.0), false);
+    let f = vram_figures(&samples, &reqs, &c, TOL).unwrap();
+    assert_eq!(f.counted, "system RAM");
+    let (gpu, ram) = (f.gpu.as_ref().unwrap(), f.ram.as_ref().unwrap());
+    assert_eq!((gpu.peak_bytes, ram.peak_bytes), (0, SIZE));
+    assert!(ram.idle_gb_seconds > 0.0 && f.idle_gb_seconds == ram.idle_gb_seconds);
+    assert_eq!(f.idle_split(), (0.0, ram.idle_gb_seconds));
+    assert_eq!(f.release[0].release_delay_s.map(|d| d.round()), Some(3.0));
+    assert!(
+        vram_warnings(&samples, &reqs, &c, &f, TOL).is_empty(),
+        "a model in system memory is a fact, not a fault"
+    );
+}
+
+#[test]
+fn partly_offloaded_memory_is_split_between_gpu_and_system() {
+    let reqs = requests();
+    let samples: Vec<VramSample> = trace(&reqs, 3000.0, 16_000.0, false)
+        .into_iter()
+        .filter(|s| s.source == "ollama_ps")
+        .map(|mut s| {
+            s.total_bytes = Some(s.used_bytes * 2);
+            s
+        })
+        .collect();
+    let c = cell("3s", Some(3.0), false);
+    let f = vram_figures(&samples, &reqs, &c, TOL).unwrap();
+    assert_eq!(f.counted, "GPU + system RAM");
+    assert_eq!(f.peak_split(), (SIZE, SIZE));
+    assert_eq!(f.peak_bytes, 2 * SIZE);
+}
+
+#[test]
 fn nvml_is_preferred_and_agrees_with_ps_without_warnings() {
     let reqs = requests();
     let samples = trace(&reqs, 3000.0, 20_000.0, true);

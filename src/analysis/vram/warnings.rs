@@ -162,7 +162,7 @@ fn growth_warning(source: &str, series: &Series, ps_totals: &Series) -> Option<S
     })
 }
 
-/// One warning per model that `/api/ps` showed with `size_vram < size`.
+/// One warning per model that `/api/ps` showed partly on the GPU (`0 < size_vram < size`).
 fn offload_warnings(samples: &[VramSample], start: f64) -> Vec<String> {
     let mut worst: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
     for s in samples
@@ -181,20 +181,16 @@ fn offload_warnings(samples: &[VramSample], start: f64) -> Vec<String> {
     }
     worst
         .into_iter()
+        // All of a model in system memory (a CPU-only host) is no fault: the figures
+        // count it as system RAM and say so (`counted`).
+        .filter(|(_, (vram, _))| *vram > 0)
         .map(|(model, (vram, size))| {
-            if vram == 0 {
-                format!(
-                    "{model} is held in system memory, not on a GPU (/api/ps size_vram 0 of size {}): its memory is counted as system RAM",
-                    gib(size as f64)
-                )
-            } else {
-                format!(
-                    "{model} partly offloaded to the CPU: size_vram {} of size {} ({:.0}% on the GPU); the rest is counted as system RAM",
-                    gib(vram as f64),
-                    gib(size as f64),
-                    100.0 * vram as f64 / size as f64
-                )
-            }
+            format!(
+                "{model} partly offloaded to the CPU: size_vram {} of size {} ({:.0}% on the GPU); the rest is counted as system RAM",
+                gib(vram as f64),
+                gib(size as f64),
+                100.0 * vram as f64 / size as f64
+            )
         })
         .collect()
 }
