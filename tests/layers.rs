@@ -55,6 +55,36 @@ const FORBIDDEN: &[(&str, &str, &str)] = &[
         "the report side reads only the run folder",
     ),
     ("report", "run", "the report side reads only the run folder"),
+    (
+        "report",
+        "scenario",
+        "the report reads what the run recorded in run.json, never the scenario",
+    ),
+    (
+        "report",
+        "sim",
+        "the report reads the simulated host from run.json",
+    ),
+    (
+        "report",
+        "sim_settings",
+        "the report reads the simulated host from run.json",
+    ),
+    (
+        "recommend",
+        "scenario",
+        "the recommendation takes [cost] and [slo] as the run recorded them",
+    ),
+    (
+        "recommend",
+        "sim",
+        "the recommendation knows nothing of the simulator",
+    ),
+    (
+        "recommend",
+        "sim_settings",
+        "the recommendation knows nothing of the simulator",
+    ),
 ];
 
 fn layer(module: &str) -> Option<u8> {

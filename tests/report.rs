@@ -37,10 +37,19 @@ fn has_text(svg: &str, label: &str) -> bool {
     svg.contains(&format!(">\n{label}\n</text>")) || svg.contains(&format!(">{label}</text>"))
 }
 
+/// Sets the `[slo]` the run recorded (`run.json` `slo`): the report reads it from there.
 fn set_slo(dir: &Path, ttft_p99: &str) {
-    let mut text = fs::read_to_string(dir.join("scenario.toml")).unwrap();
-    text.push_str(&format!("\n[slo]\nttft_p99 = \"{ttft_p99}\"\n"));
-    fs::write(dir.join("scenario.toml"), text).unwrap();
+    let ms = kabench::units::parse_option_duration(ttft_p99)
+        .unwrap()
+        .as_secs_f64()
+        * 1000.0;
+    let mut meta = json(&dir.join("run.json"));
+    meta["slo"] = serde_json::json!({ "ttft_p99_ms": ms });
+    fs::write(
+        dir.join("run.json"),
+        serde_json::to_string_pretty(&meta).unwrap(),
+    )
+    .unwrap();
 }
 
 #[test]
@@ -206,10 +215,10 @@ fn a_simulated_run_says_so_and_names_the_gpu() {
     assert!(out.headline.contains("simulated 1 × 24GiB GPU"));
     let html = fs::read_to_string(&out.index_html).unwrap();
     assert!(html.contains("not a measurement of this hardware"));
-    assert!(
-        html.contains("file_bytes 1800000000"),
-        "catalogue figures shown"
-    );
+    // The simulated models are a table, figures formatted, the source linked.
+    assert!(html.contains("<td>tiny:1b</td><td>Q4_K_M</td>"), "{html}");
+    assert!(html.contains("<td>1.40 s</td><td>0.68 s</td><td>120.0</td>"));
+    assert!(html.contains("<a href=\"https:&#x2f;&#x2f;ollama.com&#x2f;library&#x2f;tiny\">"));
     assert!(html.contains("telemetry nvml unavailable"));
 }
 
@@ -332,4 +341,66 @@ fn headless_chromium_shows_the_page_when_installed() {
         fs::metadata(&shot).unwrap().len() > 10_000,
         "a blank page is tiny"
     );
+}
+
+#[test]
+fn a_trace_replay_folder_renders_without_its_trace_and_keeps_its_slo() {
+    // Everything the report needs is in run.json: with the trace file gone (it is never
+    // copied into the run folder), re-rendering keeps the [cost] and the SLO form.
+    let tmp = tempfile::tempdir().unwrap();
+    let trace = tmp.path().join("trace.csv");
+    fs::write(&trace, "t\n0\n0.2\n0.4\n1.6\n1.8\n").unwrap();
+    let scenario = tmp.path().join("trace.toml");
+    fs::write(
+        &scenario,
+        r#"name = "trace-slo"
+seed = 5
+
+[[stream]]
+name = "code"
+model = "qwen2.5:3b"
+prompt_tokens = 20
+max_tokens = 4
+arrival = { kind = "trace", file = "trace.csv", column = "t" }
+
+[run]
+requests = 5
+
+[sweep]
+keep_alive = ["0", "5s"]
+
+[cost]
+vram_gb_hour = 3600
+
+[slo]
+ttft_p99 = "60s"
+"#,
+    )
+    .unwrap();
+    let out = tmp.path().join("run");
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_kabench"))
+        .args(["run", "--quiet", "--target", "sim", "--no-prewarm", "--out"])
+        .arg(&out)
+        .arg(&scenario)
+        .output()
+        .unwrap();
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let first = json(&out.join("recommendation.json"));
+    assert_eq!(first[0]["form"], "slo", "{first}");
+    let meta = json(&out.join("run.json"));
+    assert_eq!(meta["slo"]["ttft_p99_ms"], 60000.0);
+    assert_eq!(meta["cost"]["vram_gb_hour"], 3600.0);
+
+    fs::remove_file(&trace).unwrap();
+    let again = render(&out, &RenderOptions::default()).unwrap();
+    let r = &again.recommendations[0];
+    assert_eq!(r.form, kabench::recommend::Form::Slo);
+    assert_eq!(r.chosen, first[0]["chosen"].as_str().unwrap());
+    assert_eq!(json(&out.join("recommendation.json")), first);
+    let md = fs::read_to_string(&again.summary_md).unwrap();
+    assert!(!md.contains("default [cost]"), "{md}");
 }

@@ -66,14 +66,9 @@ async fn e2_e5_cpu_host_matches_the_cpu_build() {
         "{metrics}"
     );
     let described = handle.state.describe(&[("tiny-50m".into(), 4096)]);
-    assert_eq!(described["gpus"], 0);
-    assert!(
-        described["gpu"]
-            .as_str()
-            .unwrap()
-            .starts_with("CPU-only host"),
-        "{described}"
-    );
-    assert!(described.get("calibrated_from").is_none());
+    assert_eq!(described.gpus, 0);
+    assert_eq!(described.vram_bytes, 0);
+    assert!(described.gpu.starts_with("CPU-only host"), "{described:?}");
+    assert!(described.calibrated_from.is_none());
     handle.shutdown().await;
 }

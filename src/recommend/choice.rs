@@ -6,7 +6,7 @@ use crate::analysis::{CellSummary, StreamSummary};
 use crate::recommend::frontier::mark_frontier;
 use crate::recommend::prose::{reason, snippets};
 use crate::recommend::{Candidate, Cost, Form, GB, GroupKey, Recommendation};
-use crate::scenario::{CostSettings, SloSettings};
+use crate::record::{CostSettings, SloSettings};
 
 fn candidate(cell: &CellSummary, s: &StreamSummary) -> Candidate {
     let vram = cell.vram.as_ref();

@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::analysis::{CellSummary, StreamSummary, Summary};
-use crate::scenario::{CostSettings, SloSettings};
+use crate::record::{CostSettings, SloSettings};
 
 mod choice;
 mod frontier;

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use crate::analysis::Summary;
 use crate::recommend::{Candidate, Form, GB, Recommendation, Snippets, display_keep_alive};
-use crate::scenario::CostSettings;
+use crate::record::CostSettings;
 use crate::units::{KeepAlive, format_go_duration};
 
 #[allow(clippy::too_many_arguments)]

@@ -18,8 +18,9 @@ use serde::Serialize;
 
 use crate::analysis::{self, Summary};
 use crate::recommend::{self, Recommendation};
-use crate::record::{self, RequestRecord, RunMeta, RunStatus, VramSample};
-use crate::scenario::{self, CostSettings, DEFAULT_RAM_GB_HOUR, DEFAULT_VRAM_GB_HOUR, SloSettings};
+use crate::record::{
+    self, CostSettings, RequestRecord, RunMeta, RunStatus, SimHost, SloSettings, VramSample,
+};
 
 /// File name of the recommendation written beside `summary.json`.
 pub const RECOMMENDATION_JSON: &str = "recommendation.json";
@@ -62,17 +63,40 @@ pub struct Chart {
     pub svg: String,
 }
 
-/// What the simulator stood for, read defensively from `run.json` `sim`.
+/// What the simulator stood for, from `run.json` `sim`.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct SimNote {
     /// The simulated GPU in words.
     pub gpu: String,
     /// Other settings of the simulated host, `key = value`.
     pub facts: Vec<String>,
-    /// Catalogue figures of the simulated models, one line each.
-    pub catalogue: Vec<String>,
+    /// The simulated models, one row each.
+    pub models: Vec<SimModelRow>,
     /// The measured run folder the simulator was calibrated from, if any.
     pub calibrated_from: Option<String>,
+}
+
+/// One row of the simulated-models table, formatted for people.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SimModelRow {
+    /// Model tag.
+    pub model: String,
+    /// Quantization.
+    pub quantization: String,
+    /// File size.
+    pub file: String,
+    /// Resident size and the context it is for.
+    pub resident: String,
+    /// Load time from a cold disk.
+    pub load_cold: String,
+    /// Load time from the page cache.
+    pub load_cached: String,
+    /// Decode speed, tokens per second.
+    pub decode: String,
+    /// Where the figures come from.
+    pub source: String,
+    /// The source when it is a web address (linked).
+    pub source_url: Option<String>,
 }
 
 /// Everything the HTML and Markdown writers show, computed once.
@@ -105,48 +129,25 @@ pub struct ReportData {
     pub slo_ttft_p99_ms: Option<f64>,
 }
 
-/// `[cost]` defaults when the scenario copy cannot be read.
-pub fn default_cost() -> CostSettings {
-    CostSettings {
-        vram_gb_hour: DEFAULT_VRAM_GB_HOUR,
-        ram_gb_hour: DEFAULT_RAM_GB_HOUR,
-        wait_second: 1.0,
-        cold_penalty: None,
-    }
-}
-
-/// Reads `[cost]` and `[slo]` from the folder's scenario copy; defaults and a warning
-/// when it is missing or does not parse.
-fn settings(dir: &Path, warnings: &mut Vec<String>) -> (CostSettings, SloSettings) {
-    let path = dir.join(record::SCENARIO_TOML);
-    match fs::read_to_string(&path) {
-        Ok(text) => match scenario::parse(&text, &path) {
-            Ok(s) => (s.cost, s.slo),
-            Err(e) => {
-                warnings.push(format!(
-                    "the scenario copy does not parse ({e}); the recommendation uses default [cost] and no [slo]"
-                ));
-                (default_cost(), SloSettings::default())
-            }
-        },
-        Err(e) => {
-            warnings.push(format!(
-                "no readable {} ({e}); the recommendation uses default [cost] and no [slo]",
-                record::SCENARIO_TOML
-            ));
-            (default_cost(), SloSettings::default())
+/// `[cost]` and `[slo]` as the run recorded them in `run.json`; defaults and a warning
+/// for a folder written before they were recorded.
+fn settings(meta: &RunMeta, warnings: &mut Vec<String>) -> (CostSettings, SloSettings) {
+    match (&meta.cost, &meta.slo) {
+        (Some(cost), slo) => (cost.clone(), slo.clone().unwrap_or_default()),
+        (None, _) => {
+            warnings.push(
+                "run.json records no [cost] or [slo] (written by an older kabench): the recommendation uses default [cost] and no [slo]"
+                    .into(),
+            );
+            (CostSettings::default(), SloSettings::default())
         }
     }
 }
 
-/// Goose's HTML reports present in a swarm run folder, in cell order.
+/// Goose's HTML reports that the swarm recorded in `run.json` and are in the folder,
+/// in cell order.
 fn goose_reports(dir: &Path, meta: &RunMeta) -> Vec<String> {
-    let mut links: Vec<String> = meta
-        .cells
-        .iter()
-        .map(|c| format!("goose/{}/report.html", c.id))
-        .collect();
-    links.push("goose/report.html".to_string());
+    let mut links = meta.goose_reports.clone();
     links.retain(|l| dir.join(l).is_file());
     links
 }
@@ -158,7 +159,7 @@ pub fn render(dir: &Path, opts: &RenderOptions) -> Result<Rendered> {
     let requests = record::read_requests(dir)?;
     let samples = record::read_vram(dir)?;
     let mut warnings = Vec::new();
-    let (cost, slo) = settings(dir, &mut warnings);
+    let (cost, slo) = settings(&meta, &mut warnings);
     let recs = recommend::recommend(&summary, &cost, &slo);
     record::write_json_atomic(&dir.join(RECOMMENDATION_JSON), &recs)
         .with_context(|| format!("writing the recommendation of {}", dir.display()))?;
@@ -452,55 +453,70 @@ fn keep_alive_order(written: &str) -> f64 {
     }
 }
 
-fn scalar(v: &serde_json::Value) -> Option<String> {
-    match v {
-        serde_json::Value::String(s) => Some(s.clone()),
-        serde_json::Value::Number(n) => Some(n.to_string()),
-        serde_json::Value::Bool(b) => Some(b.to_string()),
-        _ => None,
+/// The simulated host for people; a folder without a description says so.
+fn sim_note(sim: Option<&SimHost>) -> SimNote {
+    let Some(host) = sim.filter(|h| !h.gpu.is_empty()) else {
+        return SimNote {
+            gpu: "GPU (not described in run.json)".into(),
+            ..Default::default()
+        };
+    };
+    let mut facts = vec![
+        format!("gpus = {}", host.gpus),
+        format!("vram = {}", crate::units::format_bytes(host.vram_bytes)),
+        format!("rules = {}", host.rules),
+        format!("max_loaded_models = {}", host.max_loaded_models),
+        format!("num_parallel = {}", host.num_parallel),
+        format!("default_keep_alive = {}", host.default_keep_alive),
+        format!(
+            "cached_bandwidth = {:.1} GB/s",
+            host.cached_bandwidth_bytes_per_s / 1e9
+        ),
+        format!(
+            "cold_bandwidth = {:.1} GB/s",
+            host.cold_bandwidth_bytes_per_s / 1e9
+        ),
+        format!("vram_release_delay = {} ms", host.vram_release_delay_ms),
+        format!("seed = {}", host.seed),
+    ];
+    if host.gpus == 0 {
+        facts.remove(1);
     }
-}
-
-/// Reads what is there of the simulated host, never failing on an unknown shape.
-fn sim_note(sim: Option<&serde_json::Value>) -> SimNote {
-    let mut note = SimNote {
-        gpu: "GPU (not described in run.json)".into(),
-        ..Default::default()
-    };
-    let Some(serde_json::Value::Object(map)) = sim else {
-        return note;
-    };
-    let get = |keys: &[&str]| keys.iter().find_map(|k| map.get(*k).and_then(scalar));
-    let name = get(&["gpu", "gpu_name", "device"]);
-    let vram = get(&["vram", "vram_per_gpu", "vram_bytes"]).map(|v| match v.parse::<u64>() {
-        Ok(b) => crate::units::format_bytes(b),
-        Err(_) => v,
-    });
-    let gpus = get(&["gpus", "gpu_count"]);
-    note.calibrated_from = get(&["calibrated_from"]);
-    note.gpu = match (name, vram, gpus) {
-        (Some(n), _, _) => n,
-        (None, Some(v), Some(g)) => format!("{g} × {v} GPU"),
-        (None, Some(v), None) => format!("{v} GPU"),
-        _ => note.gpu,
-    };
-    for (k, v) in map {
-        if let Some(s) = scalar(v) {
-            note.facts.push(format!("{k} = {s}"));
-        }
-        if let serde_json::Value::Array(items) = v {
-            for item in items {
-                if let serde_json::Value::Object(m) = item {
-                    let fields: Vec<String> = m
-                        .iter()
-                        .filter_map(|(k, v)| scalar(v).map(|s| format!("{k} {s}")))
-                        .collect();
-                    note.catalogue.push(fields.join(", "));
-                }
-            }
+    for (name, n) in [
+        ("loads", host.loads),
+        ("evictions", host.evictions),
+        ("expirations", host.expirations),
+    ] {
+        if let Some(n) = n {
+            facts.push(format!("{name} = {n}"));
         }
     }
-    note
+    let models = host
+        .models
+        .iter()
+        .map(|m| SimModelRow {
+            model: m.model.clone(),
+            quantization: m.quantization.clone(),
+            file: crate::units::format_bytes(m.file_bytes),
+            resident: format!(
+                "{} at num_ctx {}",
+                crate::units::format_bytes(m.resident_bytes),
+                m.num_ctx
+            ),
+            load_cold: format!("{:.2} s", m.load_cold_s),
+            load_cached: format!("{:.2} s", m.load_cached_s),
+            decode: format!("{:.1}", m.decode_tps),
+            source: m.source.clone(),
+            source_url: (m.source.starts_with("https://") || m.source.starts_with("http://"))
+                .then(|| m.source.clone()),
+        })
+        .collect();
+    SimNote {
+        gpu: host.gpu.clone(),
+        facts,
+        models,
+        calibrated_from: host.calibrated_from.clone(),
+    }
 }
 
 #[cfg(test)]
@@ -508,22 +524,41 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sim_note_reads_any_shape() {
-        let v = serde_json::json!({"vram": "24GiB", "gpus": 1, "models": [{"name": "m", "file_bytes": 5}]});
-        let n = sim_note(Some(&v));
+    fn sim_note_reads_the_recorded_host() {
+        let host = SimHost {
+            gpu: "1 × 24GiB GPU".into(),
+            gpus: 1,
+            vram_bytes: 24 << 30,
+            models: vec![crate::record::SimModel {
+                model: "m".into(),
+                file_bytes: 5,
+                source: "https://example.com/m".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let n = sim_note(Some(&host));
         assert_eq!(n.gpu, "1 × 24GiB GPU");
-        assert!(n.catalogue[0].contains("file_bytes 5"));
+        assert_eq!(n.models[0].file, crate::units::format_bytes(5));
+        assert_eq!(
+            n.models[0].source_url.as_deref(),
+            Some("https://example.com/m")
+        );
         assert_eq!(n.calibrated_from, None);
-        let v = serde_json::json!({"gpu": "CPU-only host", "calibrated_from": "reports/real"});
-        let n = sim_note(Some(&v));
+        let cpu = SimHost {
+            gpu: "CPU-only host".into(),
+            calibrated_from: Some("reports/real".into()),
+            ..Default::default()
+        };
+        let n = sim_note(Some(&cpu));
         assert_eq!(n.calibrated_from.as_deref(), Some("reports/real"));
+        assert!(!n.facts.iter().any(|f| f.starts_with("vram = ")));
         let h = headline(&[], Some(&n), RunStatus::Complete);
         assert!(
             h.starts_with("Simulated run: a model of Ollama on a simulated CPU-only host calibrated from the run reports/real, not"),
             "{h}"
         );
-        let n = sim_note(Some(&serde_json::json!([1, 2])));
-        assert!(n.gpu.contains("not described"));
+        assert!(sim_note(None).gpu.contains("not described"));
         assert_eq!(slug("Chat <script>"), "chat-script");
     }
 

@@ -160,7 +160,7 @@ impl CellDriver for Users<'_> {
     async fn run_cell(
         &mut self,
         cell: &Cell,
-        rec: &Recorder,
+        rec: &mut Recorder,
         cancel: &CancellationToken,
     ) -> Result<CellTiming> {
         let started_ms = rec.now_ms();
@@ -197,6 +197,8 @@ impl CellDriver for Users<'_> {
             cancel.cancel();
         }
         let summary = attack?;
+        let report = format!("{GOOSE_DIR}/{}/report.html", cell.id);
+        rec.writer.meta_mut().goose_reports.push(report);
         let _ = self.progress.send(ProgressEvent::Note(format!(
             "cell {}: goose: {summary}; report in {}",
             cell.id,

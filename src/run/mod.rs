@@ -87,11 +87,12 @@ pub(crate) trait CellDriver {
     /// Requests the cell will send, for progress (0 when the users decide).
     fn planned(&self, cell: &Cell) -> u64;
 
-    /// Runs one cell, its rows going to `rec.rows`; returns when it ran.
+    /// Runs one cell, its rows going to `rec.rows` (and anything else it leaves in the
+    /// folder noted in `rec`'s `run.json`); returns when it ran.
     async fn run_cell(
         &mut self,
         cell: &Cell,
-        rec: &Recorder,
+        rec: &mut Recorder,
         cancel: &CancellationToken,
     ) -> Result<CellTiming>;
 }
@@ -136,7 +137,7 @@ impl CellLoop<'_> {
                 requests: driver.planned(cell),
             });
             let loads_before = Recorder::sim_loads_now(self.sim);
-            let ran = driver.run_cell(cell, rec, cancel).await;
+            let ran = driver.run_cell(cell, &mut *rec, cancel).await;
             let _ = self.progress.send(ProgressEvent::CellFinished {
                 id: cell.id.clone(),
             });

@@ -143,7 +143,7 @@ impl CellDriver for OpenLoop<'_> {
     async fn run_cell(
         &mut self,
         cell: &Cell,
-        rec: &Recorder,
+        rec: &mut Recorder,
         cancel: &CancellationToken,
     ) -> Result<CellTiming> {
         let timing = run_cell(

@@ -2,6 +2,7 @@
 //! every cell and at the end), the request rows appended and flushed as they arrive,
 //! and the telemetry samplers writing `vram.csv`. Knows nothing of how rows are made.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -35,7 +36,7 @@ pub struct Recorder {
     rows_task: tokio::task::JoinHandle<Result<(u64, u64)>>,
     telemetry: Result<telemetry::TelemetryHandle>,
     telemetry_cancel: CancellationToken,
-    sim_loads: serde_json::Map<String, serde_json::Value>,
+    sim_loads: BTreeMap<String, u64>,
 }
 
 impl Recorder {
@@ -73,7 +74,7 @@ impl Recorder {
             rows_task,
             telemetry,
             telemetry_cancel,
-            sim_loads: serde_json::Map::new(),
+            sim_loads: BTreeMap::new(),
         })
     }
 
@@ -86,10 +87,8 @@ impl Recorder {
     /// `run.json`), the server's own count to check the cold verdicts against.
     pub fn count_sim_loads(&mut self, cell: &str, sim: Option<&SimHandle>, before: Option<u64>) {
         if let (Some(now), Some(before)) = (Self::sim_loads_now(sim), before) {
-            self.sim_loads.insert(
-                cell.to_string(),
-                serde_json::json!(now.saturating_sub(before)),
-            );
+            self.sim_loads
+                .insert(cell.to_string(), now.saturating_sub(before));
         }
     }
 
@@ -144,10 +143,10 @@ impl Recorder {
         }
         if let (Some(h), Some(sim)) = (sim_handle, meta.sim.as_mut()) {
             let stats = h.state.stats();
-            sim["loads"] = serde_json::json!(stats.loads);
-            sim["evictions"] = serde_json::json!(stats.evictions);
-            sim["expirations"] = serde_json::json!(stats.expirations);
-            sim["loads_per_cell"] = serde_json::Value::Object(sim_loads);
+            sim.loads = Some(stats.loads);
+            sim.evictions = Some(stats.evictions);
+            sim.expirations = Some(stats.expirations);
+            sim.loads_per_cell = sim_loads;
         }
         meta.status = status;
         meta.failure = failure;
@@ -274,6 +273,9 @@ pub fn initial_meta(
         cells,
         telemetry,
         warnings: Vec::new(),
+        cost: Some(scenario.cost.clone()),
+        slo: Some(scenario.slo.clone()),
+        goose_reports: Vec::new(),
     }
 }
 

@@ -298,37 +298,7 @@ pub struct TelemetrySettings {
     pub release_tolerance: Duration,
 }
 
-/// Default `[cost] vram_gb_hour`: with it, a 5 GB model whose reload costs 3 s of
-/// waiting breaks even at Ollama's default keep_alive of 5 minutes
-/// (3 s / (5 GB × 7.2 / 3600 s) = 300 s).
-pub const DEFAULT_VRAM_GB_HOUR: f64 = 7.2;
-
-/// Default `[cost] ram_gb_hour`: system memory is about a seventh of the price of GPU
-/// memory per GB-hour on cloud machines, so a seventh-ish of `vram_gb_hour`.
-pub const DEFAULT_RAM_GB_HOUR: f64 = 1.0;
-
-/// `[cost]`: the weights of the recommendation's cost model.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CostSettings {
-    /// `vram_gb_hour`: the cost of holding 1 GB of VRAM idle for an hour, in the same
-    /// units as `wait_second` (default `DEFAULT_VRAM_GB_HOUR`).
-    pub vram_gb_hour: f64,
-    /// `ram_gb_hour`: the cost of holding 1 GB of system memory idle for an hour (a
-    /// model on a CPU-only host, or the part of one offloaded to the CPU; default
-    /// `DEFAULT_RAM_GB_HOUR`).
-    pub ram_gb_hour: f64,
-    /// `wait_second`: the cost of one second a user waits (default 1.0).
-    pub wait_second: f64,
-    /// `cold_penalty`: the wait a cold start adds; `None` uses the measured one.
-    pub cold_penalty: Option<Duration>,
-}
-
-/// `[slo]`: a service-level objective for the SLO form of the recommendation.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct SloSettings {
-    /// `ttft_p99`: the p99 time to first token to meet.
-    pub ttft_p99: Option<Duration>,
-}
+pub use crate::record::{CostSettings, DEFAULT_RAM_GB_HOUR, DEFAULT_VRAM_GB_HOUR, SloSettings};
 
 /// `[swarm]`: closed-loop users (`kabench swarm`).
 #[derive(Debug, Clone, PartialEq)]

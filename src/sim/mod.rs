@@ -24,6 +24,7 @@ use time::{OffsetDateTime, UtcOffset};
 use tokio::sync::{Notify, oneshot};
 
 use crate::catalogue::Catalogue;
+use crate::record::{SimHost, SimModel};
 use crate::sched::{
     Clock, RealClock, RequestKind, SchedEvent, SchedRequest, SchedStats, Scheduler, SubmitError,
 };
@@ -147,27 +148,27 @@ impl SimState {
 
     /// What the simulated host stands for, for `run.json`: GPU, Ollama settings and the
     /// catalogue figures (size, load time, speeds, sources) of `models` at `num_ctx`.
-    pub fn describe(&self, models: &[(String, u32)]) -> serde_json::Value {
+    pub fn describe(&self, models: &[(String, u32)]) -> SimHost {
         let config = lock(&self.inner.sched).config().clone();
-        let entries: Vec<serde_json::Value> = models
+        let models = models
             .iter()
             .filter_map(|(name, num_ctx)| {
                 let spec = self.inner.catalogue.resolve(name)?;
-                let size = crate::sched::predicted_size(spec, *num_ctx, config.slots());
-                Some(serde_json::json!({
-                    "model": name,
-                    "quantization": spec.quantization,
-                    "file": crate::units::format_bytes(spec.file_bytes),
-                    "resident": format!("{} at num_ctx {num_ctx}", crate::units::format_bytes(size)),
-                    "load_cached_s": format!("{:.2}", config.load_secs(spec, true)),
-                    "load_cold_s": format!("{:.2}", config.load_secs(spec, false)),
-                    "decode_tps": format!("{:.1}", spec.decode_tps),
-                    "prefill_tps": format!("{:.0}", spec.prefill_tps),
-                    "source": spec.source,
-                }))
+                Some(SimModel {
+                    model: name.clone(),
+                    quantization: spec.quantization.clone(),
+                    file_bytes: spec.file_bytes,
+                    resident_bytes: crate::sched::predicted_size(spec, *num_ctx, config.slots()),
+                    num_ctx: *num_ctx,
+                    load_cached_s: config.load_secs(spec, true),
+                    load_cold_s: config.load_secs(spec, false),
+                    decode_tps: spec.decode_tps,
+                    prefill_tps: spec.prefill_tps,
+                    source: spec.source.clone(),
+                })
             })
             .collect();
-        let (host, vram_bytes) = if config.cpu_only() {
+        let (gpu, vram_bytes) = if config.cpu_only() {
             (
                 "CPU-only host (no GPU: models in system memory)".to_string(),
                 0,
@@ -182,24 +183,22 @@ impl SimState {
                 config.vram_bytes,
             )
         };
-        let mut out = serde_json::json!({
-            "gpu": host,
-            "gpus": config.gpus,
-            "vram_bytes": vram_bytes,
-            "rules": "Ollama 0.32.15 scheduler rules (OLLAMA.md)",
-            "max_loaded_models": config.max_models(),
-            "num_parallel": config.slots(),
-            "default_keep_alive": config.default_keep_alive.written(),
-            "cached_bandwidth": format!("{:.1} GB/s", config.cached_bandwidth / 1e9),
-            "cold_bandwidth": format!("{:.1} GB/s", config.cold_bandwidth / 1e9),
-            "vram_release_delay": format!("{:?}", config.vram_release_delay),
-            "seed": config.seed,
-            "models": entries,
-        });
-        if let Some(dir) = &self.inner.calibrated_from {
-            out["calibrated_from"] = serde_json::json!(dir);
+        SimHost {
+            gpu,
+            gpus: config.gpus,
+            vram_bytes,
+            rules: "Ollama 0.32.15 scheduler rules (OLLAMA.md)".into(),
+            max_loaded_models: config.max_models() as u32,
+            num_parallel: config.slots(),
+            default_keep_alive: config.default_keep_alive.written().to_string(),
+            cached_bandwidth_bytes_per_s: config.cached_bandwidth,
+            cold_bandwidth_bytes_per_s: config.cold_bandwidth,
+            vram_release_delay_ms: config.vram_release_delay.as_secs_f64() * 1000.0,
+            seed: config.seed,
+            models,
+            calibrated_from: self.inner.calibrated_from.clone(),
+            ..Default::default()
         }
-        out
     }
 
     /// Stops the timer driver (in-flight requests still end).

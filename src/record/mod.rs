@@ -3,7 +3,6 @@
 //! (metadata, rewritten atomically) and the cold rule (M6). These files are the only
 //! interface between a run and its report; this module knows nothing of how rows were made.
 
-use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
@@ -11,6 +10,13 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
+
+mod meta;
+
+pub use meta::{
+    CellMeta, CostSettings, DEFAULT_RAM_GB_HOUR, DEFAULT_VRAM_GB_HOUR, RunMeta, RunStatus, SimHost,
+    SimModel, SloSettings, StreamMeta, TargetMeta,
+};
 
 /// File names inside a run folder.
 pub const REQUESTS_CSV: &str = "requests.csv";
@@ -168,128 +174,6 @@ pub struct VramSample {
     pub total_bytes: Option<u64>,
     /// Extra detail, e.g. `expires_at` for `/api/ps`.
     pub extra: String,
-}
-
-/// How the run ended (`run.json` `status`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum RunStatus {
-    /// Still running (or killed hard).
-    #[default]
-    Running,
-    /// Every cell ran.
-    Complete,
-    /// Stopped by Ctrl-C; what ran is recorded.
-    Interrupted,
-    /// Stopped by an error.
-    Failed,
-}
-
-/// The target of a run.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct TargetMeta {
-    /// `sim` or `ollama`.
-    pub kind: String,
-    /// Base URL used.
-    pub url: String,
-}
-
-/// One stream of a cell, as planned.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct StreamMeta {
-    /// Stream name.
-    pub name: String,
-    /// Model tag.
-    pub model: String,
-    /// keep_alive as written (empty: not sent).
-    pub keep_alive: String,
-    /// keep_alive in seconds; `null` for forever or not sent.
-    pub keep_alive_s: Option<f64>,
-    /// True for a forever keep_alive.
-    #[serde(default)]
-    pub keep_alive_forever: bool,
-    /// `generate`, `chat` or `embed`.
-    pub api: String,
-    /// Arrival process, described.
-    pub arrival: String,
-    /// Mean rate in requests per second, if the arrival has one.
-    pub rate_per_s: Option<f64>,
-    /// Requests planned.
-    pub planned: u32,
-}
-
-/// One cell: its swept parameters and when it ran.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct CellMeta {
-    /// Cell id.
-    pub id: String,
-    /// Swept axes → value as written.
-    pub params: BTreeMap<String, String>,
-    /// Streams.
-    pub streams: Vec<StreamMeta>,
-    /// When sending started (ms since run start).
-    pub started_ms: Option<f64>,
-    /// When the last request ended.
-    pub ended_ms: Option<f64>,
-}
-
-/// `run.json`: what ran, against what, and how it ended.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct RunMeta {
-    /// `kabench`.
-    pub tool: String,
-    /// kabench version.
-    pub tool_version: String,
-    /// Scenario name.
-    pub scenario: String,
-    /// Scenario file path as given.
-    pub scenario_file: String,
-    /// SHA-256 of the scenario text.
-    pub scenario_sha256: String,
-    /// Scenario seed.
-    pub seed: u64,
-    /// Target.
-    pub target: TargetMeta,
-    /// `/api/version` of the target.
-    pub ollama_version: Option<String>,
-    /// Simulated host description when the target is the simulator.
-    pub sim: Option<serde_json::Value>,
-    /// GPU description, when known (NVML).
-    pub gpu: Option<String>,
-    /// UTC start, RFC 3339.
-    pub started_at: String,
-    /// UTC end, RFC 3339.
-    pub ended_at: Option<String>,
-    /// How it ended.
-    pub status: RunStatus,
-    /// Why it failed, if it did.
-    pub failure: Option<String>,
-    /// Cold threshold used (M6), ms.
-    pub cold_threshold_ms: f64,
-    /// Cells.
-    pub cells: Vec<CellMeta>,
-    /// Telemetry source states, e.g. `nvml` → `unavailable: …`.
-    #[serde(default)]
-    pub telemetry: BTreeMap<String, String>,
-    /// Run-level warnings.
-    #[serde(default)]
-    pub warnings: Vec<String>,
-}
-
-impl RunMeta {
-    /// Loads the simulator counted per cell (`sim.loads_per_cell`), empty for a live target.
-    pub fn sim_loads_per_cell(&self) -> BTreeMap<String, u64> {
-        self.sim
-            .as_ref()
-            .and_then(|s| s.get("loads_per_cell"))
-            .and_then(|v| v.as_object())
-            .map(|m| {
-                m.iter()
-                    .filter_map(|(k, v)| v.as_u64().map(|n| (k.clone(), n)))
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
 }
 
 /// UTC now as RFC 3339.

@@ -1,0 +1,345 @@
+//! `run.json`: what ran, against what, with which weights, and how it ended. Everything
+//! the report needs beyond the rows is here, typed: the cells and their streams, the
+//! `[cost]` and `[slo]` of the recommendation, the simulated host, and where other
+//! tools' reports lie. Knows nothing of how these were made.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// Default `[cost] vram_gb_hour`: with it, a 5 GB model whose reload costs 3 s of
+/// waiting breaks even at Ollama's default keep_alive of 5 minutes
+/// (3 s / (5 GB × 7.2 / 3600 s) = 300 s).
+pub const DEFAULT_VRAM_GB_HOUR: f64 = 7.2;
+
+/// Default `[cost] ram_gb_hour`: system memory is about a seventh of the price of GPU
+/// memory per GB-hour on cloud machines, so a seventh-ish of `vram_gb_hour`.
+pub const DEFAULT_RAM_GB_HOUR: f64 = 1.0;
+
+/// `[cost]`: the weights of the recommendation's cost model (`run.json` `cost`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CostSettings {
+    /// `vram_gb_hour`: the cost of holding 1 GB of VRAM idle for an hour, in the same
+    /// units as `wait_second` (default `DEFAULT_VRAM_GB_HOUR`).
+    pub vram_gb_hour: f64,
+    /// `ram_gb_hour`: the cost of holding 1 GB of system memory idle for an hour (a
+    /// model on a CPU-only host, or the part of one offloaded to the CPU; default
+    /// `DEFAULT_RAM_GB_HOUR`).
+    pub ram_gb_hour: f64,
+    /// `wait_second`: the cost of one second a user waits (default 1.0).
+    pub wait_second: f64,
+    /// `cold_penalty`: the wait a cold start adds; `None` uses the measured one.
+    #[serde(rename = "cold_penalty_s", with = "opt_seconds", default)]
+    pub cold_penalty: Option<Duration>,
+}
+
+impl Default for CostSettings {
+    fn default() -> Self {
+        CostSettings {
+            vram_gb_hour: DEFAULT_VRAM_GB_HOUR,
+            ram_gb_hour: DEFAULT_RAM_GB_HOUR,
+            wait_second: 1.0,
+            cold_penalty: None,
+        }
+    }
+}
+
+/// `[slo]`: a service-level objective for the SLO form of the recommendation
+/// (`run.json` `slo`).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct SloSettings {
+    /// `ttft_p99`: the p99 time to first token to meet.
+    #[serde(rename = "ttft_p99_ms", with = "opt_millis", default)]
+    pub ttft_p99: Option<Duration>,
+}
+
+/// One simulated model as the simulator stood in for it (`run.json` `sim.models`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SimModel {
+    /// The tag the scenario sent.
+    pub model: String,
+    /// Quantization, e.g. `Q4_K_M`.
+    pub quantization: String,
+    /// The model file's size.
+    pub file_bytes: u64,
+    /// Memory held once loaded at `num_ctx`.
+    pub resident_bytes: u64,
+    /// Context per slot the resident size is for.
+    pub num_ctx: u32,
+    /// Load time from the page cache, seconds.
+    pub load_cached_s: f64,
+    /// First load from a cold disk, seconds.
+    pub load_cold_s: f64,
+    /// Decode speed, tokens per second.
+    pub decode_tps: f64,
+    /// Prompt evaluation speed, tokens per second.
+    pub prefill_tps: f64,
+    /// Where the figures come from (a URL or a measured run).
+    pub source: String,
+}
+
+/// The simulated host of a run on the simulator (`run.json` `sim`): what it stood for,
+/// and the simulator's own counters at the end. A folder written before it was typed
+/// keeps its description (`gpu`, `calibrated_from`) and loses the rest.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SimHost {
+    /// The host in words: `1 × 24 GiB GPU`, or a CPU-only host.
+    pub gpu: String,
+    /// GPUs; 0 is a CPU-only host.
+    pub gpus: u32,
+    /// Memory per GPU (0 on a CPU-only host).
+    pub vram_bytes: u64,
+    /// Whose scheduler rules are modelled.
+    pub rules: String,
+    /// `OLLAMA_MAX_LOADED_MODELS` in force.
+    pub max_loaded_models: u32,
+    /// `OLLAMA_NUM_PARALLEL` in force.
+    pub num_parallel: u32,
+    /// `OLLAMA_KEEP_ALIVE` in force, as written.
+    pub default_keep_alive: String,
+    /// Page-cache read bandwidth, bytes per second.
+    pub cached_bandwidth_bytes_per_s: f64,
+    /// Cold-disk read bandwidth, bytes per second.
+    pub cold_bandwidth_bytes_per_s: f64,
+    /// Wait for freed VRAM (E8), milliseconds.
+    pub vram_release_delay_ms: f64,
+    /// Seed of jitter and faults.
+    pub seed: u64,
+    /// The models of the plan as simulated.
+    pub models: Vec<SimModel>,
+    /// The measured run folder the simulator was calibrated from, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibrated_from: Option<String>,
+    /// Loads over the whole run.
+    #[serde(default)]
+    pub loads: Option<u64>,
+    /// Evictions over the whole run.
+    #[serde(default)]
+    pub evictions: Option<u64>,
+    /// keep_alive expirations over the whole run.
+    #[serde(default)]
+    pub expirations: Option<u64>,
+    /// Loads per cell: the server's own count to check the cold verdicts against.
+    #[serde(default)]
+    pub loads_per_cell: BTreeMap<String, u64>,
+}
+
+/// `run.json` `sim` in any version: the typed host, or from an older free-form one what
+/// it described (`gpu`, `calibrated_from`).
+fn lenient_sim<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SimHost>, D::Error> {
+    let v = Option::<serde_json::Value>::deserialize(d)?;
+    let Some(v) = v.filter(|v| !v.is_null()) else {
+        return Ok(None);
+    };
+    if let Ok(host) = SimHost::deserialize(&v) {
+        return Ok(Some(host));
+    }
+    let text = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_string);
+    Ok(Some(SimHost {
+        gpu: text("gpu").unwrap_or_default(),
+        calibrated_from: text("calibrated_from"),
+        ..Default::default()
+    }))
+}
+
+macro_rules! opt_duration_as {
+    ($name:ident, $to:expr, $from:expr, $unit:literal) => {
+        #[doc = concat!("`Option<Duration>` as a number of ", $unit, ".")]
+        mod $name {
+            use super::*;
+
+            pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+                d.map(|d| ($to)(d)).serialize(s)
+            }
+
+            pub fn deserialize<'de, D: Deserializer<'de>>(
+                d: D,
+            ) -> Result<Option<Duration>, D::Error> {
+                let v = Option::<f64>::deserialize(d)?;
+                Ok(v.filter(|x| x.is_finite() && *x >= 0.0).map(|x| ($from)(x)))
+            }
+        }
+    };
+}
+
+opt_duration_as!(
+    opt_seconds,
+    |d: Duration| d.as_secs_f64(),
+    Duration::from_secs_f64,
+    "seconds"
+);
+opt_duration_as!(
+    opt_millis,
+    |d: Duration| d.as_secs_f64() * 1000.0,
+    |ms: f64| Duration::from_secs_f64(ms / 1000.0),
+    "milliseconds"
+);
+
+/// How the run ended (`run.json` `status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    /// Still running (or killed hard).
+    #[default]
+    Running,
+    /// Every cell ran.
+    Complete,
+    /// Stopped by Ctrl-C; what ran is recorded.
+    Interrupted,
+    /// Stopped by an error.
+    Failed,
+}
+
+/// The target of a run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TargetMeta {
+    /// `sim` or `ollama`.
+    pub kind: String,
+    /// Base URL used.
+    pub url: String,
+}
+
+/// One stream of a cell, as planned.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StreamMeta {
+    /// Stream name.
+    pub name: String,
+    /// Model tag.
+    pub model: String,
+    /// keep_alive as written (empty: not sent).
+    pub keep_alive: String,
+    /// keep_alive in seconds; `null` for forever or not sent.
+    pub keep_alive_s: Option<f64>,
+    /// True for a forever keep_alive.
+    #[serde(default)]
+    pub keep_alive_forever: bool,
+    /// `generate`, `chat` or `embed`.
+    pub api: String,
+    /// Arrival process, described.
+    pub arrival: String,
+    /// Mean rate in requests per second, if the arrival has one.
+    pub rate_per_s: Option<f64>,
+    /// Requests planned.
+    pub planned: u32,
+}
+
+/// One cell: its swept parameters and when it ran.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CellMeta {
+    /// Cell id.
+    pub id: String,
+    /// Swept axes → value as written.
+    pub params: BTreeMap<String, String>,
+    /// Streams.
+    pub streams: Vec<StreamMeta>,
+    /// When sending started (ms since run start).
+    pub started_ms: Option<f64>,
+    /// When the last request ended.
+    pub ended_ms: Option<f64>,
+}
+
+/// `run.json`: what ran, against what, and how it ended.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunMeta {
+    /// `kabench`.
+    pub tool: String,
+    /// kabench version.
+    pub tool_version: String,
+    /// Scenario name.
+    pub scenario: String,
+    /// Scenario file path as given.
+    pub scenario_file: String,
+    /// SHA-256 of the scenario text.
+    pub scenario_sha256: String,
+    /// Scenario seed.
+    pub seed: u64,
+    /// Target.
+    pub target: TargetMeta,
+    /// `/api/version` of the target.
+    pub ollama_version: Option<String>,
+    /// The simulated host when the target is the simulator (a folder written before
+    /// it was typed reads as none).
+    #[serde(default, deserialize_with = "lenient_sim")]
+    pub sim: Option<SimHost>,
+    /// GPU description, when known (NVML).
+    pub gpu: Option<String>,
+    /// UTC start, RFC 3339.
+    pub started_at: String,
+    /// UTC end, RFC 3339.
+    pub ended_at: Option<String>,
+    /// How it ended.
+    pub status: RunStatus,
+    /// Why it failed, if it did.
+    pub failure: Option<String>,
+    /// Cold threshold used (M6), ms.
+    pub cold_threshold_ms: f64,
+    /// Cells.
+    pub cells: Vec<CellMeta>,
+    /// Telemetry source states, e.g. `nvml` → `unavailable: …`.
+    #[serde(default)]
+    pub telemetry: BTreeMap<String, String>,
+    /// Run-level warnings.
+    #[serde(default)]
+    pub warnings: Vec<String>,
+    /// `[cost]` the run was made with, for its recommendation (`None`: a folder written
+    /// before it was recorded; the report then uses the defaults and says so).
+    #[serde(default)]
+    pub cost: Option<CostSettings>,
+    /// `[slo]` the run was made with.
+    #[serde(default)]
+    pub slo: Option<SloSettings>,
+    /// Reports of other tools in the folder, relative paths (goose's
+    /// `goose/<cell>/report.html` of a swarm), in cell order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub goose_reports: Vec<String>,
+}
+
+impl RunMeta {
+    /// Loads the simulator counted per cell (`sim.loads_per_cell`), empty for a live target.
+    pub fn sim_loads_per_cell(&self) -> BTreeMap<String, u64> {
+        self.sim
+            .as_ref()
+            .map(|s| s.loads_per_cell.clone())
+            .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cost_slo_and_sim_are_typed_and_an_older_sim_keeps_its_description() {
+        let meta = RunMeta {
+            cost: Some(CostSettings {
+                cold_penalty: Some(Duration::from_millis(2500)),
+                ..Default::default()
+            }),
+            slo: Some(SloSettings {
+                ttft_p99: Some(Duration::from_millis(1500)),
+            }),
+            ..Default::default()
+        };
+        let v = serde_json::to_value(&meta).unwrap();
+        assert_eq!(v["cost"]["cold_penalty_s"], 2.5);
+        assert_eq!(v["cost"]["ram_gb_hour"], DEFAULT_RAM_GB_HOUR);
+        assert_eq!(v["slo"]["ttft_p99_ms"], 1500.0);
+        let back: RunMeta = serde_json::from_value(v).unwrap();
+        assert_eq!(back, meta);
+
+        let old = serde_json::json!({
+            "tool": "kabench", "tool_version": "0.1.0", "scenario": "s", "scenario_file": "s.toml",
+            "scenario_sha256": "", "seed": 1, "target": {"kind": "sim", "url": "u"},
+            "ollama_version": null, "gpu": null, "started_at": "", "ended_at": null,
+            "status": "complete", "failure": null, "cold_threshold_ms": 100.0, "cells": [],
+            "sim": {"gpu": "1 × 24 GiB GPU", "calibrated_from": "reports/x",
+                    "models": [{"model": "m", "file": "4.7 GB", "load_cached_s": "0.91"}]}
+        });
+        let meta: RunMeta = serde_json::from_value(old).unwrap();
+        let sim = meta.sim.unwrap();
+        assert_eq!(sim.gpu, "1 × 24 GiB GPU");
+        assert_eq!(sim.calibrated_from.as_deref(), Some("reports/x"));
+        assert!(meta.cost.is_none() && meta.slo.is_none());
+    }
+}
