@@ -76,7 +76,7 @@ fn sample_row(i: u32) -> RequestRecord {
         request: i,
         stream: "chat".into(),
         model: "qwen2.5:7b-instruct-q4_K_M".into(),
-        keep_alive: "5m".into(),
+        keep_alive: KeepAlive::from_written("5m"),
         intended_ms: t,
         sent_ms: Some(t + 0.05),
         first_byte_ms: Some(t + 30.0),
@@ -306,12 +306,7 @@ fn run_folder(dir: &Path, n: u32) {
             streams: vec![StreamMeta {
                 name: "chat".into(),
                 model: "qwen2.5:7b-instruct-q4_K_M".into(),
-                keep_alive: ka.to_string(),
-                keep_alive_s: KeepAlive::parse(ka)
-                    .ok()
-                    .and_then(|k| k.duration())
-                    .map(|d| d.as_secs_f64()),
-                keep_alive_forever: *ka == "-1",
+                keep_alive: KeepAlive::from_written(ka),
                 api: "chat".into(),
                 arrival: "poisson".into(),
                 rate_per_s: Some(2.0),

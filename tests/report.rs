@@ -87,7 +87,10 @@ fn summary_numbers_and_the_cost_form_pick_are_the_hand_computed_ones() {
     }
     // Break-even: 2 s × 1 / (2 GB × 2160 / 3600) = 2 / 1.2 s.
     close(&r["break_even_s"], 2.0 / 1.2);
-    assert_eq!(out.recommendations[0].chosen, "1s");
+    assert_eq!(
+        kabench::units::as_written(out.recommendations[0].chosen.as_ref()),
+        "1s"
+    );
     assert!(
         out.headline.contains("OLLAMA_KEEP_ALIVE=1s"),
         "{}",
@@ -108,14 +111,27 @@ fn the_slo_form_picks_the_least_memory_meeting_the_slo() {
     set_slo(&dir, "100ms");
     let out = render(&dir, &RenderOptions::default()).unwrap();
     let r = &out.recommendations[0];
-    assert_eq!(r.slo_choice.as_deref(), Some("10s"));
-    assert_eq!(r.chosen, "10s");
-    assert_eq!(r.cost_choice.as_deref(), Some("1s"));
+    assert_eq!(
+        r.slo_choice
+            .as_ref()
+            .map(|k| kabench::units::as_written(k.as_ref())),
+        Some("10s")
+    );
+    assert_eq!(kabench::units::as_written(r.chosen.as_ref()), "10s");
+    assert_eq!(
+        r.cost_choice
+            .as_ref()
+            .map(|k| kabench::units::as_written(k.as_ref())),
+        Some("1s")
+    );
     // Every cell meets 1 s: the least idle VRAM (c0, 0 GB·s) wins.
     let (_tmp2, dir2) = copy_fixture();
     set_slo(&dir2, "1s");
     let out = render(&dir2, &RenderOptions::default()).unwrap();
-    assert_eq!(out.recommendations[0].chosen, "0");
+    assert_eq!(
+        kabench::units::as_written(out.recommendations[0].chosen.as_ref()),
+        "0"
+    );
     assert_eq!(
         out.recommendations[0].snippets.keep_alive_field,
         "\"keep_alive\": \"0\""
@@ -187,7 +203,7 @@ fn charts_carry_their_axis_labels_as_text() {
         assert!(has_text(&tradeoff, label), "tradeoff lacks {label}");
     }
     let p99 = read("p99-ttft-by-keep-alive.svg");
-    assert!(has_text(&p99, "p99 TTFT (ms)") && has_text(&p99, "keep_alive (sweep order)"));
+    assert!(has_text(&p99, "p99 TTFT (ms)") && has_text(&p99, "keep_alive (shortest first)"));
     assert!(has_text(
         &read("cold-ratio-by-keep-alive.svg"),
         "cold-start ratio (%)"
@@ -399,7 +415,10 @@ ttft_p99 = "60s"
     let again = render(&out, &RenderOptions::default()).unwrap();
     let r = &again.recommendations[0];
     assert_eq!(r.form, kabench::recommend::Form::Slo);
-    assert_eq!(r.chosen, first[0]["chosen"].as_str().unwrap());
+    assert_eq!(
+        kabench::units::as_written(r.chosen.as_ref()),
+        first[0]["chosen"].as_str().unwrap()
+    );
     assert_eq!(json(&out.join("recommendation.json")), first);
     let md = fs::read_to_string(&again.summary_md).unwrap();
     assert!(!md.contains("default [cost]"), "{md}");

@@ -14,6 +14,7 @@ use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
 use crate::record::{self, CellMeta, RequestRecord, RunMeta, RunStatus, TargetMeta, VramSample};
+use crate::units::KeepAlive;
 
 /// `summary.json`: the whole run, cell by cell.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -55,13 +56,10 @@ pub struct StreamSummary {
     pub name: String,
     /// Model tag.
     pub model: String,
-    /// keep_alive as written.
-    pub keep_alive: String,
-    /// keep_alive in seconds (`null`: forever or not sent).
-    pub keep_alive_s: Option<f64>,
-    /// True for forever.
-    #[serde(default)]
-    pub keep_alive_forever: bool,
+    /// keep_alive sent (`None`: not sent), as `keep_alive` (written), `keep_alive_s`
+    /// (`null`: forever or not sent) and `keep_alive_forever`.
+    #[serde(flatten, with = "crate::units::keep_alive_keys")]
+    pub keep_alive: Option<KeepAlive>,
     /// Mean arrival rate, requests/s.
     pub rate_per_s: Option<f64>,
     /// Requests counted (warm-up excluded).
@@ -326,8 +324,6 @@ fn summarize_stream(
         name: meta.name.clone(),
         model: meta.model.clone(),
         keep_alive: meta.keep_alive.clone(),
-        keep_alive_s: meta.keep_alive_s,
-        keep_alive_forever: meta.keep_alive_forever,
         rate_per_s: meta.rate_per_s,
         requests,
         warmup,
@@ -434,7 +430,7 @@ mod tests {
             request: i,
             stream: "s".into(),
             model: "m".into(),
-            keep_alive: "2s".into(),
+            keep_alive: KeepAlive::from_written("2s"),
             intended_ms: i as f64 * 100.0,
             end_ms: i as f64 * 100.0 + ttft + 50.0,
             status: Some(if error.is_empty() { 200 } else { 500 }),
@@ -459,8 +455,7 @@ mod tests {
                 streams: vec![StreamMeta {
                     name: "s".into(),
                     model: "m".into(),
-                    keep_alive: "2s".into(),
-                    keep_alive_s: Some(2.0),
+                    keep_alive: KeepAlive::from_written("2s"),
                     ..Default::default()
                 }],
                 started_ms: Some(0.0),

@@ -7,6 +7,7 @@ use crate::recommend::frontier::mark_frontier;
 use crate::recommend::prose::{reason, snippets};
 use crate::recommend::{Candidate, Cost, Form, GB, GroupKey, Recommendation};
 use crate::record::{CostSettings, SloSettings};
+use crate::units::cmp_keep_alive;
 
 fn candidate(cell: &CellSummary, s: &StreamSummary) -> Candidate {
     let vram = cell.vram.as_ref();
@@ -22,8 +23,6 @@ fn candidate(cell: &CellSummary, s: &StreamSummary) -> Candidate {
     Candidate {
         cell: cell.id.clone(),
         keep_alive: s.keep_alive.clone(),
-        keep_alive_s: s.keep_alive_s,
-        keep_alive_forever: s.keep_alive_forever,
         rate_per_s: s.rate_per_s,
         requests: s.requests,
         cold: s.cold,
@@ -94,10 +93,9 @@ fn cold_penalty(
 
 fn min_by<F: Fn(&Candidate) -> f64>(cands: &[Candidate], f: F) -> Option<&Candidate> {
     // Ties go to the less memory-hungry candidate.
-    cands.iter().min_by(|a, b| {
-        f(a).total_cmp(&f(b))
-            .then(a.appetite().total_cmp(&b.appetite()))
-    })
+    cands
+        .iter()
+        .min_by(|a, b| f(a).total_cmp(&f(b)).then(a.cmp_appetite(b)))
 }
 
 pub(crate) fn recommend_group(
@@ -107,6 +105,8 @@ pub(crate) fn recommend_group(
     slo: &SloSettings,
 ) -> Recommendation {
     let mut cands: Vec<Candidate> = members.iter().map(|(c, s)| candidate(c, s)).collect();
+    // The one keep_alive ordering of the table, the headline and the charts.
+    cands.sort_by(|a, b| cmp_keep_alive(a.keep_alive.as_ref(), b.keep_alive.as_ref()));
     let has_vram = !cands.is_empty() && cands.iter().all(|c| c.idle_gb_s.is_some());
     let (penalty_s, penalty_source) = cold_penalty(members, cost);
     let peak = cands
@@ -144,7 +144,7 @@ pub(crate) fn recommend_group(
         cands
             .iter()
             .filter(|c| c.meets_slo == Some(true))
-            .min_by(|a, b| a.appetite().total_cmp(&b.appetite()))
+            .min_by(|a, b| a.cmp_appetite(b))
             .cloned()
     });
     let cold_only_pick = min_by(&cands, |c| (c.cold_ratio * 100.0).round()).cloned();
@@ -168,7 +168,7 @@ pub(crate) fn recommend_group(
         _ => None,
     };
     let reason = reason(form, &pick, &cands, slo_ms, has_vram, penalty_s, cost);
-    let snippets = snippets(&model, &pick.keep_alive);
+    let snippets = snippets(&model, pick.keep_alive.as_ref());
     Recommendation {
         workload,
         model,

@@ -21,7 +21,8 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::analysis::{CellSummary, StreamSummary, Summary};
-use crate::record::{CostSettings, SloSettings};
+use crate::record::{CostSettings, SloSettings, SweepAxis};
+use crate::units::{KeepAlive, cmp_keep_alive};
 
 mod choice;
 mod frontier;
@@ -65,12 +66,10 @@ pub struct Cost {
 pub struct Candidate {
     /// Cell id.
     pub cell: String,
-    /// keep_alive as written (empty: not sent, the server default applied).
-    pub keep_alive: String,
-    /// keep_alive in seconds (`null`: forever or not sent).
-    pub keep_alive_s: Option<f64>,
-    /// True for forever.
-    pub keep_alive_forever: bool,
+    /// keep_alive sent (`None`: not sent, the server default applied), as `keep_alive`
+    /// (written), `keep_alive_s` (`null`: forever or not sent) and `keep_alive_forever`.
+    #[serde(flatten, with = "crate::units::keep_alive_keys")]
+    pub keep_alive: Option<KeepAlive>,
     /// Mean arrival rate, requests/s.
     pub rate_per_s: Option<f64>,
     /// Requests counted.
@@ -108,13 +107,31 @@ pub struct Candidate {
 }
 
 impl Candidate {
-    /// Seconds for ordering by memory appetite: forever is infinite, not sent is last.
+    /// Seconds the model is held for ordering by memory appetite: forever and not
+    /// sent are infinite (`cmp_keep_alive` then puts forever first).
     pub(crate) fn hold_s(&self) -> f64 {
-        if self.keep_alive_forever || self.keep_alive.is_empty() {
-            f64::INFINITY
-        } else {
-            self.keep_alive_s.unwrap_or(f64::INFINITY)
-        }
+        self.keep_alive
+            .as_ref()
+            .and_then(|k| k.duration())
+            .map_or(f64::INFINITY, |d| d.as_secs_f64())
+    }
+
+    /// The keep_alive in seconds (`None`: forever or not sent).
+    pub fn hold_seconds(&self) -> Option<f64> {
+        self.keep_alive
+            .as_ref()
+            .and_then(|k| k.duration())
+            .map(|d| d.as_secs_f64())
+    }
+
+    /// Less memory-hungry first: by `appetite`, ties in the one keep_alive ordering.
+    pub(crate) fn cmp_appetite(&self, other: &Candidate) -> std::cmp::Ordering {
+        self.appetite()
+            .total_cmp(&other.appetite())
+            .then(cmp_keep_alive(
+                self.keep_alive.as_ref(),
+                other.keep_alive.as_ref(),
+            ))
     }
 
     /// How much memory this choice holds, for "least memory-hungry": idle GB·s when
@@ -147,7 +164,7 @@ pub struct Recommendation {
     pub model: String,
     /// The other swept parameters, fixed within the group.
     pub fixed: BTreeMap<String, String>,
-    /// Candidates in sweep order.
+    /// Candidates, keep_alive in the one ordering (`units::cmp_keep_alive`).
     pub candidates: Vec<Candidate>,
     /// `cold_ratio` or `p99_ttft_ms`: the frontier's latency axis.
     pub frontier_metric: String,
@@ -161,12 +178,15 @@ pub struct Recommendation {
     pub model_gb: Option<f64>,
     /// The system-memory part of `model_gb`, GB.
     pub model_ram_gb: Option<f64>,
-    /// Cost-form pick (keep_alive as written).
-    pub cost_choice: Option<String>,
-    /// SLO-form pick (keep_alive as written).
-    pub slo_choice: Option<String>,
-    /// The recommended keep_alive as written.
-    pub chosen: String,
+    /// Cost-form pick (keep_alive as written, `""`: not sent).
+    #[serde(with = "crate::units::optional_written_or_empty")]
+    pub cost_choice: Option<Option<KeepAlive>>,
+    /// SLO-form pick (keep_alive as written, `""`: not sent).
+    #[serde(with = "crate::units::optional_written_or_empty")]
+    pub slo_choice: Option<Option<KeepAlive>>,
+    /// The recommended keep_alive as written (`""`: not sent).
+    #[serde(with = "crate::units::written_or_empty")]
+    pub chosen: Option<KeepAlive>,
     /// The rule that chose it.
     pub form: Form,
     /// Why, in words.
@@ -187,7 +207,7 @@ impl Recommendation {
             let parts: Vec<String> = self.fixed.iter().map(|(k, v)| format!("{k}={v}")).collect();
             fixed = format!(" [{}]", parts.join(", "));
         }
-        if self.chosen.is_empty() {
+        if self.chosen.is_none() {
             return format!(
                 "{} ({}){}: send no keep_alive (the server's OLLAMA_KEEP_ALIVE applies)",
                 self.workload, self.model, fixed
@@ -198,7 +218,7 @@ impl Recommendation {
             self.workload,
             self.model,
             fixed,
-            display_keep_alive(&self.chosen),
+            display_keep_alive(self.chosen.as_ref()),
             self.snippets.server_env
         )
     }
@@ -209,14 +229,7 @@ impl Recommendation {
     }
 }
 
-/// keep_alive as a reader sees it (`not sent` for empty).
-pub fn display_keep_alive(written: &str) -> String {
-    if written.is_empty() {
-        "not sent (server default)".into()
-    } else {
-        written.to_string()
-    }
-}
+pub use crate::units::display_keep_alive;
 
 /// Formats seconds as a short duration (`4m12s`, `forever`).
 pub fn format_seconds(s: f64) -> String {
@@ -276,7 +289,7 @@ fn group_cells(summary: &Summary) -> Vec<(GroupKey, Vec<(&CellSummary, &StreamSu
         let fixed: BTreeMap<String, String> = cell
             .params
             .iter()
-            .filter(|(k, _)| !k.contains("keep_alive"))
+            .filter(|(k, _)| SweepAxis::parse(k) != Some(SweepAxis::KeepAlive))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         for stream in &cell.streams {

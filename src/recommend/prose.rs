@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use crate::analysis::Summary;
 use crate::recommend::{Candidate, Form, GB, Recommendation, Snippets, display_keep_alive};
-use crate::record::CostSettings;
+use crate::record::{CostSettings, SweepAxis};
 use crate::units::{KeepAlive, format_go_duration};
 
 #[allow(clippy::too_many_arguments)]
@@ -19,7 +19,7 @@ pub(crate) fn reason(
     penalty_s: Option<f64>,
     cost: &CostSettings,
 ) -> String {
-    let ka = display_keep_alive(&pick.keep_alive);
+    let ka = display_keep_alive(pick.keep_alive.as_ref());
     let mut out = match form {
         Form::Slo => format!(
             "{ka} is the least memory-hungry swept keep_alive whose p99 TTFT ({:.0} ms) meets the SLO of {:.0} ms",
@@ -67,7 +67,7 @@ pub(crate) fn reason(
     let frontier: Vec<String> = cands
         .iter()
         .filter(|c| c.on_frontier)
-        .map(|c| display_keep_alive(&c.keep_alive))
+        .map(|c| display_keep_alive(c.keep_alive.as_ref()))
         .collect();
     if !frontier.is_empty() {
         out.push_str(&format!("; Pareto frontier: {}", frontier.join(", ")));
@@ -78,17 +78,15 @@ pub(crate) fn reason(
     out
 }
 
-/// Paste-ready settings for a keep_alive as written.
-pub fn snippets(model: &str, written: &str) -> Snippets {
+/// Paste-ready settings for a keep_alive (`None`: not sent, so the server's default,
+/// shown as Ollama's own `5m`).
+pub fn snippets(model: &str, keep_alive: Option<&KeepAlive>) -> Snippets {
     let notes = vec![
         "keep_alive is a top-level field of /api/generate, /api/chat and /api/embed; inside \"options\" it is ignored.".to_string(),
         "Forever is the JSON number -1; the string \"-1\" (or any numeric string but \"0\") is rejected with 400.".to_string(),
         "OpenAI-compatible /v1 clients cannot set keep_alive per request: OLLAMA_KEEP_ALIVE on the server is their only lever.".to_string(),
     ];
-    let parsed = KeepAlive::parse(written)
-        .ok()
-        .filter(|_| !written.is_empty());
-    let (env, json) = match &parsed {
+    let (env, json) = match keep_alive {
         Some(ka) => {
             let env = match ka.duration() {
                 None => "-1".to_string(),
@@ -116,8 +114,11 @@ pub(crate) fn advice(
     models: &[&str],
 ) -> BTreeMap<String, Vec<String>> {
     let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for axis in ["quant", "model"] {
-        let swept = summary.cells.iter().any(|c| c.params.contains_key(axis));
+    for axis in [SweepAxis::Quant, SweepAxis::Model] {
+        let swept = summary
+            .cells
+            .iter()
+            .any(|c| c.params.contains_key(axis.as_str()));
         if !swept {
             continue;
         }
@@ -131,11 +132,11 @@ pub(crate) fn advice(
                 let Some(c) = r.chosen_candidate() else {
                     continue;
                 };
-                let value = r.fixed.get(axis).cloned().unwrap_or_default();
+                let value = r.fixed.get(axis.as_str()).cloned().unwrap_or_default();
                 lines.push(format!(
                     "{axis} {value} ({}): at keep_alive {}, peak memory {}, cold load {}, p99 TTFT {}, cold {:.1}%{}",
                     r.model,
-                    display_keep_alive(&r.chosen),
+                    display_keep_alive(r.chosen.as_ref()),
                     c.peak_bytes.map_or("unknown".into(), |b| format!("{:.2} GB", b as f64 / GB)),
                     c.cold_load_ms.map_or("n/a".into(), |p| format!("{p:.0} ms")),
                     c.p99_ttft_ms.map_or("n/a".into(), |p| format!("{p:.0} ms")),
@@ -154,8 +155,10 @@ pub(crate) fn advice(
             if let Some((r, _)) = best {
                 lines.push(format!(
                     "Lowest cost across swept {axis}: {} with keep_alive {}.",
-                    r.fixed.get(axis).map_or(r.model.as_str(), String::as_str),
-                    display_keep_alive(&r.chosen)
+                    r.fixed
+                        .get(axis.as_str())
+                        .map_or(r.model.as_str(), String::as_str),
+                    display_keep_alive(r.chosen.as_ref())
                 ));
             }
             out.entry(workload.to_string()).or_default().extend(lines);

@@ -18,16 +18,14 @@ fn pct(p99: f64) -> Percentiles {
     }
 }
 
-fn cell(id: &str, ka: &str, ka_s: f64, cold: u64, p99: f64, idle: f64) -> CellSummary {
+fn cell(id: &str, ka: &str, cold: u64, p99: f64, idle: f64) -> CellSummary {
     CellSummary {
         id: id.into(),
         params: BTreeMap::from([("keep_alive".into(), ka.into())]),
         streams: vec![StreamSummary {
             name: "chat".into(),
             model: "m:7b".into(),
-            keep_alive: ka.into(),
-            keep_alive_s: Some(ka_s),
-            keep_alive_forever: false,
+            keep_alive: KeepAlive::from_written(ka),
             rate_per_s: Some(0.1),
             requests: 100,
             warmup: 0,
@@ -70,9 +68,9 @@ fn summary() -> Summary {
         status: Default::default(),
         cold_threshold_ms: 100.0,
         cells: vec![
-            cell("c0", "10s", 10.0, 60, 2500.0, 500.0),
-            cell("c1", "1m", 60.0, 20, 2300.0, 3000.0),
-            cell("c2", "10m", 600.0, 2, 80.0, 20000.0),
+            cell("c0", "10s", 60, 2500.0, 500.0),
+            cell("c1", "1m", 20, 2300.0, 3000.0),
+            cell("c2", "10m", 2, 80.0, 20000.0),
         ],
     }
 }
@@ -94,14 +92,14 @@ fn cost_form_picks_the_hand_computed_minimum() {
     assert_eq!(recs.len(), 1);
     let r = &recs[0];
     assert_eq!(r.form, Form::Cost);
-    assert_eq!(r.chosen, "10m");
+    assert_eq!(crate::units::as_written(r.chosen.as_ref()), "10m");
     let totals: Vec<f64> = r.candidates.iter().map(|c| c.cost.unwrap().total).collect();
     for (got, want) in totals.iter().zip([121.0, 46.0, 44.0]) {
         assert!((got - want).abs() < 1e-9, "{got} vs {want}");
     }
     // Dearer memory (72/GB-h: 10, 60, 400) → totals 130, 100, 404 → 1m.
     let r = &recommend(&summary(), &cost(72.0), &SloSettings::default())[0];
-    assert_eq!(r.chosen, "1m");
+    assert_eq!(crate::units::as_written(r.chosen.as_ref()), "1m");
     assert!(r.candidates.iter().all(|c| c.on_frontier));
 }
 
@@ -129,7 +127,7 @@ fn system_memory_is_priced_at_ram_gb_hour() {
         assert_eq!(got.vram, 0.0);
         assert!((got.ram - idle / 3600.0).abs() < 1e-9, "{got:?}");
     }
-    assert_eq!(r.chosen, "10m");
+    assert_eq!(crate::units::as_written(r.chosen.as_ref()), "10m");
     assert!(r.reason.contains("idle system-memory GB·s"), "{}", r.reason);
     // Break-even: 2 s ÷ (5 GB × 1.0 / 3600 s) = 1440 s.
     assert!((r.break_even_s.unwrap() - 1440.0).abs() < 1e-6);
@@ -142,9 +140,19 @@ fn slo_form_picks_the_least_memory_meeting_the_slo() {
     };
     let r = &recommend(&summary(), &cost(7.2), &slo)[0];
     assert_eq!(r.form, Form::Slo);
-    assert_eq!(r.slo_choice.as_deref(), Some("1m"));
-    assert_eq!(r.cost_choice.as_deref(), Some("10m"));
-    assert_eq!(r.chosen, "1m");
+    assert_eq!(
+        r.slo_choice
+            .as_ref()
+            .map(|k| crate::units::as_written(k.as_ref())),
+        Some("1m")
+    );
+    assert_eq!(
+        r.cost_choice
+            .as_ref()
+            .map(|k| crate::units::as_written(k.as_ref())),
+        Some("10m")
+    );
+    assert_eq!(crate::units::as_written(r.chosen.as_ref()), "1m");
     assert_eq!(r.candidates[0].meets_slo, Some(false));
     let strict = SloSettings {
         ttft_p99: Some(Duration::from_millis(50)),
@@ -177,22 +185,22 @@ fn without_vram_the_cold_only_form_says_so() {
     }
     let r = &recommend(&s, &cost(7.2), &SloSettings::default())[0];
     assert_eq!(r.form, Form::ColdOnly);
-    assert_eq!(r.chosen, "10m");
+    assert_eq!(crate::units::as_written(r.chosen.as_ref()), "10m");
     assert!(r.reason.contains("no memory measured"));
     assert!(r.break_even_s.is_none());
 }
 
 #[test]
 fn snippets_carry_the_wire_forms() {
-    let s = snippets("m", "-1");
+    let s = snippets("m", KeepAlive::from_written("-1").as_ref());
     assert_eq!(s.server_env, "OLLAMA_KEEP_ALIVE=-1");
     assert_eq!(s.keep_alive_field, "\"keep_alive\": -1");
-    let s = snippets("m", "300");
+    let s = snippets("m", KeepAlive::from_written("300").as_ref());
     assert_eq!(s.keep_alive_field, "\"keep_alive\": 300");
     assert_eq!(s.server_env, "OLLAMA_KEEP_ALIVE=5m");
-    let s = snippets("m", "0.5");
+    let s = snippets("m", KeepAlive::from_written("0.5").as_ref());
     assert_eq!(s.server_env, "OLLAMA_KEEP_ALIVE=500ms");
-    let s = snippets("m", "10m");
+    let s = snippets("m", KeepAlive::from_written("10m").as_ref());
     assert_eq!(s.keep_alive_field, "\"keep_alive\": \"10m\"");
     assert!(s.native_request.contains("\"keep_alive\":\"10m\""));
     assert!(s.notes.iter().any(|n| n.contains("/v1")));

@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::units::KeepAlive;
+
 /// Default `[cost] vram_gb_hour`: with it, a 5 GB model whose reload costs 3 s of
 /// waiting breaks even at Ollama's default keep_alive of 5 minutes
 /// (3 s / (5 GB × 7.2 / 3600 s) = 300 s).
@@ -52,6 +54,59 @@ pub struct SloSettings {
     /// `ttft_p99`: the p99 time to first token to meet.
     #[serde(rename = "ttft_p99_ms", with = "opt_millis", default)]
     pub ttft_p99: Option<Duration>,
+}
+
+/// A swept axis of a scenario's `[sweep]`: the keys of each cell's `params` (run.json,
+/// summary.json) and of a recommendation's `fixed`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum SweepAxis {
+    /// `keep_alive`: the axis the recommendation chooses along.
+    KeepAlive,
+    /// `rate`: the arrival rate.
+    Rate,
+    /// `quant`: the quantization (`{quant}` in the model tag).
+    Quant,
+    /// `model`: the model tag.
+    Model,
+}
+
+impl SweepAxis {
+    /// Every axis, in the order a plan expands them.
+    pub const ALL: [SweepAxis; 4] = [
+        SweepAxis::KeepAlive,
+        SweepAxis::Rate,
+        SweepAxis::Quant,
+        SweepAxis::Model,
+    ];
+
+    /// The key in `params` and `[sweep]`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SweepAxis::KeepAlive => "keep_alive",
+            SweepAxis::Rate => "rate",
+            SweepAxis::Quant => "quant",
+            SweepAxis::Model => "model",
+        }
+    }
+
+    /// The short form in cell ids (`ka` for keep_alive).
+    pub fn short(self) -> &'static str {
+        match self {
+            SweepAxis::KeepAlive => "ka",
+            other => other.as_str(),
+        }
+    }
+
+    /// The axis of a `params` key.
+    pub fn parse(key: &str) -> Option<SweepAxis> {
+        SweepAxis::ALL.into_iter().find(|a| a.as_str() == key)
+    }
+}
+
+impl std::fmt::Display for SweepAxis {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// One simulated model as the simulator stood in for it (`run.json` `sim.models`).
@@ -207,13 +262,10 @@ pub struct StreamMeta {
     pub name: String,
     /// Model tag.
     pub model: String,
-    /// keep_alive as written (empty: not sent).
-    pub keep_alive: String,
-    /// keep_alive in seconds; `null` for forever or not sent.
-    pub keep_alive_s: Option<f64>,
-    /// True for a forever keep_alive.
-    #[serde(default)]
-    pub keep_alive_forever: bool,
+    /// keep_alive sent (`None`: not sent), as `keep_alive` (written), `keep_alive_s`
+    /// (`null`: forever or not sent) and `keep_alive_forever`.
+    #[serde(flatten, with = "crate::units::keep_alive_keys")]
+    pub keep_alive: Option<KeepAlive>,
     /// `generate`, `chat` or `embed`.
     pub api: String,
     /// Arrival process, described.

@@ -11,11 +11,13 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
+use crate::units::KeepAlive;
+
 mod meta;
 
 pub use meta::{
     CellMeta, CostSettings, DEFAULT_RAM_GB_HOUR, DEFAULT_VRAM_GB_HOUR, RunMeta, RunStatus, SimHost,
-    SimModel, SloSettings, StreamMeta, TargetMeta,
+    SimModel, SloSettings, StreamMeta, SweepAxis, TargetMeta,
 };
 
 /// File names inside a run folder.
@@ -53,7 +55,8 @@ pub struct RequestRecord {
     /// Model tag sent.
     pub model: String,
     /// keep_alive as written in the scenario (empty: not sent).
-    pub keep_alive: String,
+    #[serde(with = "crate::units::written_or_empty")]
+    pub keep_alive: Option<KeepAlive>,
     /// Warm-up request, excluded from statistics.
     pub warmup: bool,
     /// When the workload said to send.
@@ -434,7 +437,7 @@ mod tests {
             cell: "c0".into(),
             stream: "s".into(),
             model: "m".into(),
-            keep_alive: "-1".into(),
+            keep_alive: Some(KeepAlive::forever()),
             intended_ms: 1.5,
             sent_ms: Some(1.6),
             end_ms: 20.0,

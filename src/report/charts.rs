@@ -10,7 +10,8 @@ use plotters::prelude::*;
 
 use crate::analysis::Summary;
 use crate::recommend::{GB, Recommendation, display_keep_alive};
-use crate::record::{CellMeta, RequestRecord, VramSample};
+use crate::record::{CellMeta, RequestRecord, SweepAxis, VramSample};
+use crate::units::{KeepAlive, cmp_keep_alive};
 
 /// Width of every chart, px.
 pub const WIDTH: u32 = 800;
@@ -83,7 +84,7 @@ pub fn tradeoff(rec: &Recommendation) -> Result<String> {
         .candidates
         .iter()
         .map(|c| {
-            let x = c.idle_gb_s.unwrap_or(c.keep_alive_s.unwrap_or(0.0));
+            let x = c.idle_gb_s.unwrap_or(c.hold_seconds().unwrap_or(0.0));
             let y = if use_p99 {
                 c.p99_ttft_ms.unwrap_or(0.0)
             } else {
@@ -92,7 +93,7 @@ pub fn tradeoff(rec: &Recommendation) -> Result<String> {
             (
                 x,
                 y,
-                display_keep_alive(&c.keep_alive),
+                display_keep_alive(c.keep_alive.as_ref()),
                 c.on_frontier,
                 c.keep_alive == rec.chosen,
             )
@@ -192,21 +193,21 @@ pub enum Metric {
 }
 
 /// One line per workload and fixed parameters (rate, quant…), against keep_alive on a
-/// categorical axis in sweep order.
+/// categorical axis in the one keep_alive ordering (`units::cmp_keep_alive`).
 pub fn by_keep_alive(summary: &Summary, metric: Metric) -> Result<String> {
-    let mut order: Vec<String> = Vec::new();
+    let mut values: Vec<Option<&KeepAlive>> = Vec::new();
     let mut lines: BTreeMap<String, Vec<(String, f64)>> = BTreeMap::new();
     for cell in &summary.cells {
         let fixed: Vec<String> = cell
             .params
             .iter()
-            .filter(|(k, _)| !k.contains("keep_alive"))
+            .filter(|(k, _)| SweepAxis::parse(k) != Some(SweepAxis::KeepAlive))
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
         for s in &cell.streams {
-            let ka = display_keep_alive(&s.keep_alive);
-            if !order.contains(&ka) {
-                order.push(ka.clone());
+            let ka = display_keep_alive(s.keep_alive.as_ref());
+            if !values.iter().any(|v| display_keep_alive(*v) == ka) {
+                values.push(s.keep_alive.as_ref());
             }
             let value = match metric {
                 Metric::P99Ttft => s.ttft_ms.all.map(|p| p.p99),
@@ -221,6 +222,8 @@ pub fn by_keep_alive(summary: &Summary, metric: Metric) -> Result<String> {
             }
         }
     }
+    values.sort_by(|a, b| cmp_keep_alive(*a, *b));
+    let order: Vec<String> = values.into_iter().map(display_keep_alive).collect();
     let (title, y_label) = match metric {
         Metric::P99Ttft => ("p99 TTFT by keep_alive", "p99 TTFT (ms)"),
         Metric::ColdRatio => ("Cold-start ratio by keep_alive", "cold-start ratio (%)"),
@@ -232,8 +235,6 @@ pub fn by_keep_alive(summary: &Summary, metric: Metric) -> Result<String> {
         .fold(0.0f64, f64::max)
         .max(1.0);
     let n = order.len().max(1);
-    let idx =
-        |ka: &str| SegmentValue::CenterOf(order.iter().position(|o| o == ka).unwrap_or(0) as i32);
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (WIDTH, HEIGHT)).into_drawing_area();
@@ -248,7 +249,7 @@ pub fn by_keep_alive(summary: &Summary, metric: Metric) -> Result<String> {
         chart
             .configure_mesh()
             .light_line_style(WHITE.mix(0.0))
-            .x_desc("keep_alive (sweep order)")
+            .x_desc("keep_alive (shortest first)")
             .y_desc(y_label)
             .x_label_formatter(&|v| seg_label(v, &order))
             .axis_desc_style((FONT, 17))
@@ -257,8 +258,15 @@ pub fn by_keep_alive(summary: &Summary, metric: Metric) -> Result<String> {
             .map_err(draw_err)?;
         for (i, (name, pts)) in lines.iter().enumerate() {
             let c = colour(i);
-            let xy: Vec<(SegmentValue<i32>, f64)> =
-                pts.iter().map(|(ka, v)| (idx(ka), *v)).collect();
+            let mut at: Vec<(i32, f64)> = pts
+                .iter()
+                .map(|(ka, v)| (order.iter().position(|o| o == ka).unwrap_or(0) as i32, *v))
+                .collect();
+            at.sort_by_key(|p| p.0);
+            let xy: Vec<(SegmentValue<i32>, f64)> = at
+                .into_iter()
+                .map(|(i, v)| (SegmentValue::CenterOf(i), v))
+                .collect();
             chart
                 .draw_series(LineSeries::new(xy.clone(), c.stroke_width(2)))
                 .map_err(draw_err)?
@@ -494,20 +502,20 @@ pub fn ttft_cdf(requests: &[RequestRecord]) -> Result<String> {
 /// A heatmap of the cost model's total over keep_alive × rate for one workload, each
 /// cell labelled with its cost (`None` when the rate was not swept or no cost exists).
 pub fn cost_heatmap(workload: &str, recs: &[&Recommendation]) -> Result<Option<String>> {
-    let mut kas: Vec<String> = Vec::new();
+    let mut values: Vec<Option<&KeepAlive>> = Vec::new();
     let mut rates: Vec<String> = Vec::new();
     let mut cells: Vec<(String, String, f64)> = Vec::new();
     for r in recs {
-        let Some(rate) = r.fixed.get("rate") else {
+        let Some(rate) = r.fixed.get(SweepAxis::Rate.as_str()) else {
             continue;
         };
         if !rates.contains(rate) {
             rates.push(rate.clone());
         }
         for c in &r.candidates {
-            let ka = display_keep_alive(&c.keep_alive);
-            if !kas.contains(&ka) {
-                kas.push(ka.clone());
+            let ka = display_keep_alive(c.keep_alive.as_ref());
+            if !values.iter().any(|v| display_keep_alive(*v) == ka) {
+                values.push(c.keep_alive.as_ref());
             }
             if let Some(k) = c.cost {
                 cells.push((ka, rate.clone(), k.total));
@@ -517,6 +525,8 @@ pub fn cost_heatmap(workload: &str, recs: &[&Recommendation]) -> Result<Option<S
     if rates.len() < 2 || cells.is_empty() {
         return Ok(None);
     }
+    values.sort_by(|a, b| cmp_keep_alive(*a, *b));
+    let kas: Vec<String> = values.into_iter().map(display_keep_alive).collect();
     let (cmin, cmax) = cells
         .iter()
         .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), c| {
@@ -537,7 +547,7 @@ pub fn cost_heatmap(workload: &str, recs: &[&Recommendation]) -> Result<Option<S
             .configure_mesh()
             .light_line_style(WHITE.mix(0.0))
             .disable_mesh()
-            .x_desc("keep_alive")
+            .x_desc("keep_alive (shortest first)")
             .y_desc("arrival rate (requests/s)")
             .x_label_formatter(&|v| seg_label(v, &kas))
             .y_label_formatter(&|v| seg_label(v, &rates))

@@ -84,32 +84,30 @@ fn opt(v: Option<f64>, digits: usize) -> String {
 /// The per-cell table rows, one per stream of each cell.
 pub fn cell_rows(summary: &Summary) -> Vec<CellRow> {
     let mut rows = Vec::new();
-    for c in &summary.cells {
+    for (c, s) in super::table::rows_in_order(summary) {
         let params: Vec<String> = c.params.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        for s in &c.streams {
-            rows.push(CellRow {
-                cell: c.id.clone(),
-                params: params.join(", "),
-                stream: s.name.clone(),
-                model: s.model.clone(),
-                keep_alive: display_keep_alive(&s.keep_alive),
-                requests: s.requests,
-                errors: s.errors,
-                cold_pct: format!("{:.1}", s.cold_ratio * 100.0),
-                ttft_p50: opt(s.ttft_ms.all.map(|p| p.p50), 0),
-                ttft_p99: opt(s.ttft_ms.all.map(|p| p.p99), 0),
-                cold_p50: opt(s.ttft_ms.cold.map(|p| p.p50), 0),
-                e2e_p99: opt(s.e2e_ms.all.map(|p| p.p99), 0),
-                tps: opt(s.tokens_per_s, 1),
-                held: opt(c.vram.as_ref().map(|v| v.gb_seconds_held), 1),
-                idle: opt(c.vram.as_ref().map(|v| v.idle_gb_seconds), 1),
-                peak: opt(c.vram.as_ref().map(|v| v.peak_bytes as f64 / GB), 2),
-                memory: c
-                    .vram
-                    .as_ref()
-                    .map_or("not measured".into(), |v| v.counted.clone()),
-            });
-        }
+        rows.push(CellRow {
+            cell: c.id.clone(),
+            params: params.join(", "),
+            stream: s.name.clone(),
+            model: s.model.clone(),
+            keep_alive: display_keep_alive(s.keep_alive.as_ref()),
+            requests: s.requests,
+            errors: s.errors,
+            cold_pct: format!("{:.1}", s.cold_ratio * 100.0),
+            ttft_p50: opt(s.ttft_ms.all.map(|p| p.p50), 0),
+            ttft_p99: opt(s.ttft_ms.all.map(|p| p.p99), 0),
+            cold_p50: opt(s.ttft_ms.cold.map(|p| p.p50), 0),
+            e2e_p99: opt(s.e2e_ms.all.map(|p| p.p99), 0),
+            tps: opt(s.tokens_per_s, 1),
+            held: opt(c.vram.as_ref().map(|v| v.gb_seconds_held), 1),
+            idle: opt(c.vram.as_ref().map(|v| v.idle_gb_seconds), 1),
+            peak: opt(c.vram.as_ref().map(|v| v.peak_bytes as f64 / GB), 2),
+            memory: c
+                .vram
+                .as_ref()
+                .map_or("not measured".into(), |v| v.counted.clone()),
+        });
     }
     rows
 }
@@ -143,7 +141,7 @@ fn rec_view(r: &Recommendation) -> RecView<'_> {
         .candidates
         .iter()
         .map(|c| CandidateRow {
-            keep_alive: display_keep_alive(&c.keep_alive),
+            keep_alive: display_keep_alive(c.keep_alive.as_ref()),
             requests: c.requests,
             cold: c.cold,
             cold_pct: format!("{:.1}", c.cold_ratio * 100.0),
@@ -161,7 +159,7 @@ fn rec_view(r: &Recommendation) -> RecView<'_> {
         .collect();
     RecView {
         rec: r,
-        chosen_display: display_keep_alive(&r.chosen),
+        chosen_display: display_keep_alive(r.chosen.as_ref()),
         break_even: r.break_even_s.map_or(
             "unknown (no cold penalty or model size measured)".into(),
             format_seconds,

@@ -32,7 +32,7 @@ pub fn render(data: &ReportData) -> String {
             "- **{} ({})**: keep_alive `{}`: {}. Break-even (ski rental): {}.\n",
             escape(&r.workload),
             escape(&r.model),
-            escape(&display_keep_alive(&r.chosen)),
+            escape(&display_keep_alive(r.chosen.as_ref())),
             escape(&r.reason),
             r.break_even_s.map_or("unknown".into(), format_seconds),
         ));

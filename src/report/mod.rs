@@ -19,8 +19,10 @@ use serde::Serialize;
 use crate::analysis::{self, Summary};
 use crate::recommend::{self, Recommendation};
 use crate::record::{
-    self, CostSettings, RequestRecord, RunMeta, RunStatus, SimHost, SloSettings, VramSample,
+    self, CostSettings, RequestRecord, RunMeta, RunStatus, SimHost, SloSettings, SweepAxis,
+    VramSample,
 };
+use crate::units::{cmp_keep_alive, display_keep_alive};
 
 /// File name of the recommendation written beside `summary.json`.
 pub const RECOMMENDATION_JSON: &str = "recommendation.json";
@@ -276,7 +278,7 @@ fn build_charts(
         let others: Vec<String> = r
             .fixed
             .iter()
-            .filter(|(k, _)| k.as_str() != "rate")
+            .filter(|(k, _)| SweepAxis::parse(k) != Some(SweepAxis::Rate))
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
         let name = if others.is_empty() {
@@ -371,7 +373,7 @@ fn run_warnings(meta: &RunMeta, summary: &Summary, recs: &[Recommendation]) -> V
                 out.push(format!(
                     "cell {}: keep_alive {} for {} was not honoured (memory released after {})",
                     cell.id,
-                    recommend::display_keep_alive(&r.keep_alive),
+                    recommend::display_keep_alive(r.keep_alive.as_ref()),
                     r.model,
                     r.release_delay_s
                         .map_or("never".into(), |s| format!("{s:.1} s"))
@@ -428,29 +430,27 @@ fn headline(recs: &[Recommendation], sim: Option<&SimNote>, status: RunStatus) -
         out.push_str(&lines.join("; "));
         out.push('.');
         // OLLAMA_KEEP_ALIVE is one value per server: different picks go per request.
-        let mut picks: Vec<&str> = recs.iter().map(|r| r.chosen.as_str()).collect();
+        let mut picks: Vec<&str> = recs
+            .iter()
+            .map(|r| r.chosen.as_ref().map_or("", |k| k.written()))
+            .collect();
         picks.sort();
         picks.dedup();
         if picks.len() > 1 {
+            // The longest sent value, in the one keep_alive ordering.
             let longest = recs
                 .iter()
-                .max_by(|a, b| keep_alive_order(&a.chosen).total_cmp(&keep_alive_order(&b.chosen)))
-                .map(|r| recommend::display_keep_alive(&r.chosen))
-                .unwrap_or_default();
+                .map(|r| r.chosen.as_ref())
+                .filter(Option::is_some)
+                .max_by(|a, b| cmp_keep_alive(*a, *b))
+                .flatten();
+            let longest = display_keep_alive(longest);
             out.push_str(&format!(
                 " The workloads want different values and OLLAMA_KEEP_ALIVE is one per server: send each as the per-request \"keep_alive\" of the native API; clients of /v1 can only share OLLAMA_KEEP_ALIVE ({longest} covers them all)."
             ));
         }
     }
     out
-}
-
-/// keep_alive as written → seconds for ordering (forever last, not sent first).
-fn keep_alive_order(written: &str) -> f64 {
-    match crate::units::KeepAlive::parse(written) {
-        Ok(k) => k.seconds_or_infinity(),
-        Err(_) => -1.0,
-    }
 }
 
 /// The simulated host for people; a folder without a description says so.
@@ -522,6 +522,7 @@ fn sim_note(sim: Option<&SimHost>) -> SimNote {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::units::KeepAlive;
 
     #[test]
     fn sim_note_reads_the_recorded_host() {
@@ -576,7 +577,7 @@ mod tests {
             model_ram_gb: None,
             cost_choice: None,
             slo_choice: None,
-            chosen: chosen.into(),
+            chosen: KeepAlive::from_written(chosen),
             form: crate::recommend::Form::Cost,
             reason: String::new(),
             break_even_s: None,
@@ -588,6 +589,89 @@ mod tests {
             },
             advice: Vec::new(),
         }
+    }
+
+    /// A summary whose cells run keep_alive in a scrambled sweep order, one stream each.
+    fn scrambled(kas: &[&str]) -> Summary {
+        let cells: Vec<serde_json::Value> = kas
+            .iter()
+            .enumerate()
+            .map(|(i, ka)| {
+                let p = serde_json::json!({"p50": 10.0 * (i as f64 + 1.0), "p90": 20.0, "p99": 30.0 * (i as f64 + 1.0), "p999": 40.0, "max": 50.0, "mean": 20.0, "count": 4});
+                serde_json::json!({
+                    "id": format!("c{i}"),
+                    "params": if ka.is_empty() { serde_json::json!({}) } else { serde_json::json!({"keep_alive": ka}) },
+                    "streams": [{
+                        "name": "chat", "model": "m", "keep_alive": ka, "keep_alive_s": null,
+                        "rate_per_s": 1.0, "requests": 4, "warmup": 0, "errors": 0,
+                        "errors_by_kind": {}, "cold": i, "cold_ratio": i as f64 / 4.0,
+                        "ttft_ms": {"all": p, "warm": null, "cold": null},
+                        "e2e_ms": {"all": p, "warm": null, "cold": null},
+                        "tpot_ms": null, "load_ms": null, "cold_penalty_ms": 100.0,
+                        "tokens_per_s": null
+                    }],
+                    "vram": null
+                })
+            })
+            .collect();
+        serde_json::from_value(serde_json::json!({
+            "scenario": "s", "target": {"kind": "sim", "url": "u"}, "ollama_version": null,
+            "status": "complete", "cold_threshold_ms": 100.0, "cells": cells
+        }))
+        .unwrap()
+    }
+
+    /// The positions of `labels` in `text`, each the first `>label<`-bounded match.
+    fn positions(text: &str, labels: &[&str]) -> Vec<usize> {
+        labels
+            .iter()
+            .map(|l| {
+                text.find(&format!(">{l}<"))
+                    .or_else(|| text.find(&format!(">\n{l}\n<")))
+                    .unwrap_or_else(|| panic!("{l} not in the text"))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_table_the_headline_the_recommendation_and_the_charts_order_keep_alive_alike() {
+        let summary = scrambled(&["5m", "0", "", "-1", "30s"]);
+        let want = ["0", "30s", "5m", "-1", ""];
+        let shown: Vec<String> = want
+            .iter()
+            .map(|w| display_keep_alive(KeepAlive::from_written(w).as_ref()))
+            .collect();
+        // The table (stdout, summary.md and index.html share its rows).
+        let rows: Vec<&str> = table::rows_in_order(&summary)
+            .iter()
+            .map(|(_, s)| crate::units::as_written(s.keep_alive.as_ref()))
+            .collect();
+        assert_eq!(rows, want);
+        let html_rows: Vec<String> = html::cell_rows(&summary)
+            .into_iter()
+            .map(|r| r.keep_alive)
+            .collect();
+        assert_eq!(html_rows, shown);
+        // The recommendation's candidates.
+        let recs =
+            recommend::recommend(&summary, &CostSettings::default(), &SloSettings::default());
+        let cands: Vec<&str> = recs[0]
+            .candidates
+            .iter()
+            .map(|c| crate::units::as_written(c.keep_alive.as_ref()))
+            .collect();
+        assert_eq!(cands, want);
+        // Every keep_alive chart: its categories left to right.
+        for metric in [charts::Metric::P99Ttft, charts::Metric::ColdRatio] {
+            let svg = charts::by_keep_alive(&summary, metric).unwrap();
+            let labels: Vec<&str> = shown.iter().map(String::as_str).collect();
+            let at = positions(&svg, &labels);
+            assert!(at.windows(2).all(|w| w[0] < w[1]), "{at:?}");
+        }
+        // The headline: the longest sent value covers every workload.
+        let picks = [rec("a", "5m"), rec("b", "-1"), rec("c", ""), rec("d", "0")];
+        let h = headline(&picks, None, RunStatus::Complete);
+        assert!(h.contains("(-1 covers them all)"), "{h}");
     }
 
     #[test]
@@ -605,7 +689,5 @@ mod tests {
         );
         assert!(two.contains("one per server"), "{two}");
         assert!(two.contains("(5m covers them all)"), "{two}");
-        assert_eq!(keep_alive_order("-1"), f64::INFINITY);
-        assert!(keep_alive_order("5m") > keep_alive_order("30s"));
     }
 }

@@ -4,7 +4,40 @@
 
 use std::fmt::Write;
 
-use crate::analysis::Summary;
+use crate::analysis::{CellSummary, StreamSummary, Summary};
+use crate::record::SweepAxis;
+use crate::units::cmp_keep_alive;
+
+/// The rows of every table of a run (this one, `summary.md`'s, `index.html`'s), one per
+/// cell and stream: cells of the same other swept values (rate, quant, model) together in
+/// run order, and within them keep_alive in the one ordering (`units::cmp_keep_alive`).
+pub fn rows_in_order(summary: &Summary) -> Vec<(&CellSummary, &StreamSummary)> {
+    let mut groups: Vec<Vec<(&String, &String)>> = Vec::new();
+    let mut rows: Vec<(usize, &CellSummary, &StreamSummary)> = Vec::new();
+    for cell in &summary.cells {
+        let others: Vec<(&String, &String)> = cell
+            .params
+            .iter()
+            .filter(|(k, _)| SweepAxis::parse(k) != Some(SweepAxis::KeepAlive))
+            .collect();
+        let group = match groups.iter().position(|g| *g == others) {
+            Some(i) => i,
+            None => {
+                groups.push(others);
+                groups.len() - 1
+            }
+        };
+        rows.extend(cell.streams.iter().map(|s| (group, cell, s)));
+    }
+    // Stable: streams of one cell, and cells of equal keep_alive, stay in run order.
+    rows.sort_by(|a, b| {
+        a.0.cmp(&b.0).then(cmp_keep_alive(
+            a.2.keep_alive.as_ref(),
+            b.2.keep_alive.as_ref(),
+        ))
+    });
+    rows.into_iter().map(|(_, c, s)| (c, s)).collect()
+}
 
 /// The table of `summary`, header first, one line per cell and stream.
 pub fn result_table(summary: &Summary) -> String {
@@ -26,7 +59,7 @@ pub fn result_table(summary: &Summary) -> String {
         "e2e p99",
         "idle GB·s"
     );
-    for cell in &summary.cells {
+    for (cell, s) in rows_in_order(summary) {
         let idle = cell
             .vram
             .as_ref()
@@ -36,29 +69,27 @@ pub fn result_table(summary: &Summary) -> String {
             .vram
             .as_ref()
             .map_or("not measured", |v| v.counted.as_str());
-        for s in &cell.streams {
-            let p = |x: Option<f64>| {
-                x.map(|v| format!("{v:.0} ms"))
-                    .unwrap_or_else(|| "-".into())
-            };
-            let _ = writeln!(
-                out,
-                "{:<28} {:<12} {:>10} {:>5} {:>5} {:>5} {:>5} {:>5.0}% {:>10} {:>10} {:>10} {:>10}  {}",
-                cell.id,
-                s.name,
-                s.keep_alive,
-                s.requests,
-                s.errors,
-                s.cold,
-                s.loads,
-                s.cold_ratio * 100.0,
-                p(s.ttft_ms.all.map(|q| q.p50)),
-                p(s.ttft_ms.all.map(|q| q.p99)),
-                p(s.e2e_ms.all.map(|q| q.p99)),
-                idle,
-                memory
-            );
-        }
+        let p = |x: Option<f64>| {
+            x.map(|v| format!("{v:.0} ms"))
+                .unwrap_or_else(|| "-".into())
+        };
+        let _ = writeln!(
+            out,
+            "{:<28} {:<12} {:>10} {:>5} {:>5} {:>5} {:>5} {:>5.0}% {:>10} {:>10} {:>10} {:>10}  {}",
+            cell.id,
+            s.name,
+            s.keep_alive.as_ref().map_or("", |k| k.written()),
+            s.requests,
+            s.errors,
+            s.cold,
+            s.loads,
+            s.cold_ratio * 100.0,
+            p(s.ttft_ms.all.map(|q| q.p50)),
+            p(s.ttft_ms.all.map(|q| q.p99)),
+            p(s.e2e_ms.all.map(|q| q.p99)),
+            idle,
+            memory
+        );
     }
     out
 }

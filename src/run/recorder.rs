@@ -219,17 +219,7 @@ pub fn initial_meta(
                 .map(|s| StreamMeta {
                     name: s.name.clone(),
                     model: s.model.clone(),
-                    keep_alive: s
-                        .keep_alive
-                        .as_ref()
-                        .map(|k| k.written().to_string())
-                        .unwrap_or_default(),
-                    keep_alive_s: s
-                        .keep_alive
-                        .as_ref()
-                        .and_then(|k| k.duration())
-                        .map(|d| d.as_secs_f64()),
-                    keep_alive_forever: s.keep_alive.as_ref().is_some_and(|k| k.is_forever()),
+                    keep_alive: s.keep_alive.clone(),
                     api: s.api.as_str().to_string(),
                     arrival: s.arrival.kind().to_string(),
                     rate_per_s: s.arrival.rate().map(|r| r.value()),

@@ -64,11 +64,7 @@ pub fn new_row(cell: &str, seq: u32, stream: &CellStream) -> RequestRecord {
         request: seq,
         stream: stream.name.clone(),
         model: stream.model.clone(),
-        keep_alive: stream
-            .keep_alive
-            .as_ref()
-            .map(|k| k.written().to_string())
-            .unwrap_or_default(),
+        keep_alive: stream.keep_alive.clone(),
         warmup: seq < stream.warmup,
         ..Default::default()
     }

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::{Api, Arrival, Prompt, Scenario};
+use crate::record::SweepAxis;
 use crate::rng::splitmix64 as mix;
 use crate::units::{KeepAlive, Rate};
 
@@ -79,19 +80,12 @@ enum AxisValue {
 }
 
 impl AxisValue {
-    fn axis(&self) -> &'static str {
+    fn axis(&self) -> SweepAxis {
         match self {
-            AxisValue::KeepAlive(_) => "keep_alive",
-            AxisValue::Rate(_) => "rate",
-            AxisValue::Quant(_) => "quant",
-            AxisValue::Model(_) => "model",
-        }
-    }
-
-    fn short_axis(&self) -> &'static str {
-        match self {
-            AxisValue::KeepAlive(_) => "ka",
-            other => other.axis(),
+            AxisValue::KeepAlive(_) => SweepAxis::KeepAlive,
+            AxisValue::Rate(_) => SweepAxis::Rate,
+            AxisValue::Quant(_) => SweepAxis::Quant,
+            AxisValue::Model(_) => SweepAxis::Model,
         }
     }
 
@@ -158,10 +152,13 @@ fn cell(
     let mut arrival_key: u64 = 0;
     for (value, &coord) in values.iter().zip(coords) {
         id.push('-');
-        id.push_str(value.short_axis());
+        id.push_str(value.axis().short());
         id.push('_');
         id.push_str(&file_safe(value.written()));
-        params.insert(value.axis().to_string(), value.written().to_string());
+        params.insert(
+            value.axis().as_str().to_string(),
+            value.written().to_string(),
+        );
         if !matches!(value, AxisValue::KeepAlive(_)) {
             arrival_key = mix(arrival_key ^ (coord as u64 + 1));
         }

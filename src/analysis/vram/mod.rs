@@ -14,6 +14,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::record::{CellMeta, RequestRecord, VramSample};
+use crate::units::KeepAlive;
 
 mod release;
 #[cfg(test)]
@@ -114,10 +115,10 @@ pub struct MemoryPart {
 pub struct ReleaseDelay {
     /// Model tag.
     pub model: String,
-    /// keep_alive in force (the last dispatched request's, KA6), as written.
-    pub keep_alive: String,
-    /// keep_alive in seconds; `null` for forever or not sent.
-    pub keep_alive_s: Option<f64>,
+    /// keep_alive in force (the last dispatched request's, KA6), as `keep_alive`
+    /// (written) and `keep_alive_s` (`null` for forever or not sent).
+    #[serde(flatten, with = "crate::units::keep_alive_keys::seconds_only")]
+    pub keep_alive: Option<KeepAlive>,
     /// Seconds from the last request's end to the model leaving `/api/ps` (or its bytes
     /// dropping); `null` when it was not released within the window.
     pub release_delay_s: Option<f64>,

@@ -200,8 +200,9 @@ pub(super) fn release_delays(
             None => dropped_after(series, last_end),
         };
         let delay = released.map(|t| (t - last_end) / 1000.0);
-        let forever = stream.is_some_and(|s| s.keep_alive_forever);
-        let ka_s = stream.and_then(|s| s.keep_alive_s);
+        let ka = stream.and_then(|s| s.keep_alive.as_ref());
+        let forever = ka.is_some_and(|k| k.is_forever());
+        let ka_s = ka.and_then(|k| k.duration()).map(|d| d.as_secs_f64());
         let mut honoured = if forever {
             delay.is_none()
         } else if let Some(k) = ka_s {
@@ -232,8 +233,7 @@ pub(super) fn release_delays(
         out.push(ReleaseDelay {
             process_release_delay_s,
             model: model.to_string(),
-            keep_alive: stream.map(|s| s.keep_alive.clone()).unwrap_or_default(),
-            keep_alive_s: ka_s,
+            keep_alive: ka.cloned(),
             release_delay_s: delay,
             honoured,
             evicted_for,

@@ -7,15 +7,13 @@ const MODEL: &str = "m:1b";
 const SIZE: u64 = 2_000_000_000; // 2 GB
 const STEP_MS: f64 = 100.0;
 
-fn cell(ka: &str, ka_s: Option<f64>, forever: bool) -> CellMeta {
+fn cell(ka: &str) -> CellMeta {
     CellMeta {
         id: "c0".into(),
         streams: vec![StreamMeta {
             name: "s".into(),
             model: MODEL.into(),
-            keep_alive: ka.into(),
-            keep_alive_s: ka_s,
-            keep_alive_forever: forever,
+            keep_alive: KeepAlive::from_written(ka),
             ..Default::default()
         }],
         started_ms: Some(0.0),
@@ -106,14 +104,14 @@ const TOL: Duration = Duration::from_millis(350);
 fn release_delay_of_a_3s_keep_alive_is_3s_within_one_interval() {
     let reqs = requests();
     let samples = trace(&reqs, 3000.0, 20_000.0, false);
-    let f = vram_figures(&samples, &reqs, &cell("3s", Some(3.0), false), TOL).unwrap();
+    let f = vram_figures(&samples, &reqs, &cell("3s"), TOL).unwrap();
     assert_eq!(f.source, "sim");
     assert_eq!(f.release.len(), 1);
     let r = &f.release[0];
     let d = r.release_delay_s.unwrap();
     assert!((d - 3.0).abs() <= STEP_MS / 1000.0, "delay {d}");
     assert!(r.honoured);
-    assert_eq!(r.keep_alive, "3s");
+    assert_eq!(crate::units::as_written(r.keep_alive.as_ref()), "3s");
     assert_eq!(f.peak_bytes, SIZE);
 }
 
@@ -125,7 +123,7 @@ fn idle_gb_seconds_grow_with_keep_alive_as_the_gaps_predict() {
     let mut last = -1.0;
     for (k, expected) in [(0.0, 0.0), (1.0, 6.0), (3.0, 16.0), (10.0, 36.0)] {
         let samples = trace(&reqs, k * 1000.0, 11_500.0 + k * 1000.0 + 2000.0, false);
-        let f = vram_figures(&samples, &reqs, &cell("x", Some(k), false), TOL).unwrap();
+        let f = vram_figures(&samples, &reqs, &cell(&format!("{k}")), TOL).unwrap();
         assert!(
             (f.idle_gb_seconds - expected).abs() < 1e-6,
             "k={k}: idle {} vs {expected}",
@@ -146,7 +144,7 @@ fn early_unload_and_a_forever_model_released_are_not_honoured() {
     let reqs = requests();
     // The server unloads after 1 s though 5 s was asked.
     let samples = trace(&reqs, 1000.0, 20_000.0, false);
-    let c = cell("5s", Some(5.0), false);
+    let c = cell("5s");
     let f = vram_figures(&samples, &reqs, &c, TOL).unwrap();
     assert!(!f.release[0].honoured);
     let w = vram_warnings(&samples, &reqs, &c, &f, TOL);
@@ -155,7 +153,7 @@ fn early_unload_and_a_forever_model_released_are_not_honoured() {
             .any(|w| w.starts_with("keep_alive not honoured for m:1b: released 1.00 s")),
         "{w:?}"
     );
-    let forever = cell("-1", None, true);
+    let forever = cell("-1");
     let f = vram_figures(&samples, &reqs, &forever, TOL).unwrap();
     assert!(!f.release[0].honoured);
     // Never released, as asked.
@@ -169,7 +167,7 @@ fn early_unload_and_a_forever_model_released_are_not_honoured() {
 fn never_released_past_the_deadline_warns() {
     let reqs = requests();
     let samples = trace(&reqs, 1e9, 20_000.0, false);
-    let c = cell("3s", Some(3.0), false);
+    let c = cell("3s");
     let f = vram_figures(&samples, &reqs, &c, TOL).unwrap();
     assert!(f.release[0].release_delay_s.is_none() && !f.release[0].honoured);
     let w = vram_warnings(&samples, &reqs, &c, &f, TOL);
@@ -183,7 +181,7 @@ fn partial_offload_warns_once_per_model() {
     for s in samples.iter_mut().filter(|s| s.model == MODEL) {
         s.total_bytes = Some(SIZE * 2);
     }
-    let c = cell("3s", Some(3.0), false);
+    let c = cell("3s");
     let f = vram_figures(&samples, &reqs, &c, TOL).unwrap();
     let w = vram_warnings(&samples, &reqs, &c, &f, TOL);
     assert_eq!(w.len(), 1, "{w:?}");
@@ -203,7 +201,7 @@ fn a_cpu_only_host_counts_system_memory_not_zero() {
             s
         })
         .collect();
-    let c = cell("3s", Some(3.0), false);
+    let c = cell("3s");
     let f = vram_figures(&samples, &reqs, &c, TOL).unwrap();
     assert_eq!(f.counted, "system RAM");
     let (gpu, ram) = (f.gpu.as_ref().unwrap(), f.ram.as_ref().unwrap());
@@ -228,7 +226,7 @@ fn partly_offloaded_memory_is_split_between_gpu_and_system() {
             s
         })
         .collect();
-    let c = cell("3s", Some(3.0), false);
+    let c = cell("3s");
     let f = vram_figures(&samples, &reqs, &c, TOL).unwrap();
     assert_eq!(f.counted, "GPU + system RAM");
     assert_eq!(f.peak_split(), (SIZE, SIZE));
@@ -239,7 +237,7 @@ fn partly_offloaded_memory_is_split_between_gpu_and_system() {
 fn nvml_is_preferred_and_agrees_with_ps_without_warnings() {
     let reqs = requests();
     let samples = trace(&reqs, 3000.0, 20_000.0, true);
-    let c = cell("3s", Some(3.0), false);
+    let c = cell("3s");
     let f = vram_figures(&samples, &reqs, &c, TOL).unwrap();
     assert_eq!(f.source, "nvml");
     assert_eq!(f.peak_bytes, SIZE + 500_000_000);
@@ -261,7 +259,7 @@ fn nvml_left_high_after_unload_and_disagreeing_with_ps_warns() {
             s.used_bytes = 500_000_000;
         }
     }
-    let c = cell("3s", Some(3.0), false);
+    let c = cell("3s");
     let f = vram_figures(&samples, &reqs, &c, TOL).unwrap();
     let w = vram_warnings(&samples, &reqs, &c, &f, TOL);
     assert!(
@@ -276,7 +274,7 @@ fn nvml_left_high_after_unload_and_disagreeing_with_ps_warns() {
 
 #[test]
 fn cell_samples_stop_at_the_next_cell() {
-    let mut a = cell("3s", Some(3.0), false);
+    let mut a = cell("3s");
     a.started_ms = Some(1000.0);
     let mut b = a.clone();
     b.id = "c1".into();
@@ -335,15 +333,13 @@ mod eviction {
                 StreamMeta {
                     name: "sa".into(),
                     model: "a".into(),
-                    keep_alive: "30s".into(),
-                    keep_alive_s: Some(30.0),
+                    keep_alive: KeepAlive::from_written("30s"),
                     ..Default::default()
                 },
                 StreamMeta {
                     name: "sb".into(),
                     model: "b".into(),
-                    keep_alive: "30s".into(),
-                    keep_alive_s: Some(30.0),
+                    keep_alive: KeepAlive::from_written("30s"),
                     ..Default::default()
                 },
             ],

@@ -30,9 +30,10 @@ pub fn vram_warnings(
     let start = cell.started_ms.unwrap_or(0.0);
     let mut out = Vec::new();
     for r in figures.release.iter().filter(|r| !r.honoured) {
-        let asked = match r.keep_alive_s {
-            Some(k) => format!("keep_alive {:?} ({k} s)", r.keep_alive),
-            None => format!("keep_alive {:?} (forever)", r.keep_alive),
+        let written = r.keep_alive.as_ref().map_or("", |k| k.written());
+        let asked = match r.keep_alive.as_ref().and_then(|k| k.duration()) {
+            Some(k) => format!("keep_alive {written:?} ({} s)", k.as_secs_f64()),
+            None => format!("keep_alive {written:?} (forever)"),
         };
         out.push(match r.release_delay_s {
             Some(d) => format!(
@@ -50,7 +51,8 @@ pub fn vram_warnings(
         if let (Some(other), Some(d)) = (&r.evicted_for, r.release_delay_s) {
             out.push(format!(
                 "{} was evicted {d:.2} s after its last request, before its keep_alive {:?} ran out, to make room for {other}: memory or OLLAMA_MAX_LOADED_MODELS is the limit, not keep_alive",
-                r.model, r.keep_alive
+                r.model,
+                r.keep_alive.as_ref().map_or("", |k| k.written())
             ));
         }
     }

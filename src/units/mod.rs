@@ -5,7 +5,14 @@
 use std::fmt;
 use std::time::Duration;
 
-use serde_json::Value;
+mod keep_alive;
+
+use keep_alive::MAX_GO_DURATION_NANOS;
+
+pub use keep_alive::{
+    KeepAlive, MAX_KEEP_ALIVE_SECONDS, WireKeepAlive, as_written, cmp_keep_alive,
+    display_keep_alive, keep_alive_keys, optional_written_or_empty, written_or_empty,
+};
 
 /// A value that could not be parsed; the message says what is allowed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -16,7 +23,7 @@ pub struct ParseError {
 }
 
 impl ParseError {
-    fn new(message: impl Into<String>) -> Self {
+    pub(crate) fn new(message: impl Into<String>) -> Self {
         ParseError {
             message: message.into(),
         }
@@ -93,217 +100,6 @@ pub fn parse_go_duration(text: &str) -> Result<i128, ParseError> {
     }
     let nanos = total.round() as i128;
     Ok(if negative { -nanos } else { nanos })
-}
-
-/// The longest Go `time.Duration`, in nanoseconds (`i64::MAX`, about 292 years).
-const MAX_GO_DURATION_NANOS: f64 = i64::MAX as f64;
-
-/// The most seconds a numeric keep_alive can hold once Ollama turns it into a Go
-/// duration (int64 nanoseconds, about 292 years).
-pub const MAX_KEEP_ALIVE_SECONDS: f64 = MAX_GO_DURATION_NANOS / 1e9;
-
-/// How a `keep_alive` value goes on the wire: Ollama accepts a JSON number of seconds
-/// or a Go duration string, never a numeric string (KA4, KA7).
-#[derive(Debug, Clone, PartialEq)]
-pub enum WireKeepAlive {
-    /// A JSON number of seconds; negative means forever.
-    Seconds(f64),
-    /// A Go duration string such as `"5m"` or `"0"`.
-    Duration(String),
-}
-
-/// A parsed `keep_alive`: what it means, how it is sent, and how it was written.
-#[derive(Debug, Clone, PartialEq)]
-pub struct KeepAlive {
-    written: String,
-    wire: WireKeepAlive,
-    duration: Option<Duration>,
-}
-
-impl KeepAlive {
-    /// Parses a value as a user writes it in a scenario or on the command line:
-    /// a Go duration (`"30s"`, `"1h30m"`, `"0"`), a plain number of seconds (`"300"`,
-    /// `"0.5"`), or a negative number / negative duration for forever (`"-1"`).
-    /// Plain numbers travel as JSON numbers, durations as strings.
-    pub fn parse(text: &str) -> Result<KeepAlive, ParseError> {
-        let trimmed = text.trim();
-        if let Ok(seconds) = trimmed.parse::<f64>()
-            && seconds.is_finite()
-            && !trimmed.contains(['e', 'E', 'i', 'n', 'N'])
-        {
-            let mut ka = KeepAlive::try_from_seconds(seconds)
-                .map_err(|e| ParseError::new(format!("bad keep_alive {trimmed:?}: {e}")))?;
-            ka.written = trimmed.to_string();
-            if trimmed == "0" {
-                ka.wire = WireKeepAlive::Duration("0".into());
-            }
-            return Ok(ka);
-        }
-        let nanos = parse_go_duration(trimmed).map_err(|e| {
-            ParseError::new(format!(
-                "bad keep_alive {trimmed:?}: {e}; write a duration such as \"30s\", \"5m\", \"1h30m\", \"0\", a number of seconds, or -1 for forever"
-            ))
-        })?;
-        Ok(KeepAlive {
-            written: trimmed.to_string(),
-            wire: WireKeepAlive::Duration(trimmed.to_string()),
-            duration: nanos_to_duration(nanos),
-        })
-    }
-
-    /// A keep_alive of `seconds` (negative = forever), sent as a JSON number; a value
-    /// past what a Go duration holds is held as the longest one (see
-    /// [`KeepAlive::try_from_seconds`] to refuse it instead).
-    pub fn from_seconds(seconds: f64) -> KeepAlive {
-        KeepAlive::try_from_seconds(seconds).unwrap_or_else(|_| KeepAlive {
-            written: format_seconds(seconds),
-            wire: WireKeepAlive::Seconds(seconds),
-            duration: Some(Duration::from_nanos(i64::MAX as u64)),
-        })
-    }
-
-    /// A keep_alive of `seconds` (negative = forever), sent as a JSON number; an error
-    /// when it is not a number or does not fit a Go duration (int64 nanoseconds, about
-    /// 292 years), as Ollama cannot hold it.
-    pub fn try_from_seconds(seconds: f64) -> Result<KeepAlive, ParseError> {
-        let duration = if seconds.is_nan() {
-            return Err(ParseError::new("keep_alive is not a number"));
-        } else if seconds < 0.0 {
-            None
-        } else if seconds > MAX_KEEP_ALIVE_SECONDS {
-            return Err(ParseError::new(format!(
-                "keep_alive {} seconds is out of range: a duration holds at most {} seconds (about 292 years); use -1 for forever",
-                format_seconds(seconds),
-                MAX_KEEP_ALIVE_SECONDS.floor()
-            )));
-        } else {
-            Some(
-                Duration::try_from_secs_f64(seconds)
-                    .map_err(|e| ParseError::new(format!("keep_alive {seconds} seconds: {e}")))?,
-            )
-        };
-        Ok(KeepAlive {
-            written: format_seconds(seconds),
-            wire: WireKeepAlive::Seconds(seconds),
-            duration,
-        })
-    }
-
-    /// Forever, written and sent as the JSON number `-1` (KA7).
-    pub fn forever() -> KeepAlive {
-        KeepAlive::from_seconds(-1.0)
-    }
-
-    /// A finite keep_alive, sent as a Go duration string.
-    pub fn from_duration(d: Duration) -> KeepAlive {
-        let text = format_go_duration(d);
-        KeepAlive {
-            written: text.clone(),
-            wire: WireKeepAlive::Duration(text),
-            duration: Some(d),
-        }
-    }
-
-    /// Reads `keep_alive` from a request body exactly as Ollama does (KA2–KA5):
-    /// `null`/absent → `Ok(None)`; numbers are seconds; strings are Go durations;
-    /// numeric strings, empty strings and other JSON types are errors with Ollama's text.
-    pub fn from_json(value: &Value) -> Result<Option<KeepAlive>, ParseError> {
-        match value {
-            Value::Null => Ok(None),
-            Value::Number(n) => {
-                let seconds = n.as_f64().unwrap_or(0.0);
-                KeepAlive::try_from_seconds(seconds).map(Some)
-            }
-            Value::String(s) => {
-                let nanos = parse_go_duration(s)?;
-                Ok(Some(KeepAlive {
-                    written: s.clone(),
-                    wire: WireKeepAlive::Duration(s.clone()),
-                    duration: nanos_to_duration(nanos),
-                }))
-            }
-            Value::Bool(_) => Err(ParseError::new("Unsupported type: 'bool'")),
-            Value::Array(_) => Err(ParseError::new("Unsupported type: '[]interface {}'")),
-            Value::Object(_) => Err(ParseError::new(
-                "Unsupported type: 'map[string]interface {}'",
-            )),
-        }
-    }
-
-    /// The JSON value to send: a number or a duration string, never a numeric string.
-    pub fn to_json(&self) -> Value {
-        match &self.wire {
-            WireKeepAlive::Seconds(s) => {
-                if s.fract() == 0.0 && s.abs() < 9.0e15 {
-                    Value::from(*s as i64)
-                } else {
-                    serde_json::Number::from_f64(*s)
-                        .map(Value::Number)
-                        .unwrap_or(Value::from(-1))
-                }
-            }
-            WireKeepAlive::Duration(d) => Value::String(d.clone()),
-        }
-    }
-
-    /// How the value goes on the wire.
-    pub fn wire(&self) -> &WireKeepAlive {
-        &self.wire
-    }
-
-    /// The value exactly as the user wrote it (kept in `params` and CSV rows).
-    pub fn written(&self) -> &str {
-        &self.written
-    }
-
-    /// The duration, or `None` for forever.
-    pub fn duration(&self) -> Option<Duration> {
-        self.duration
-    }
-
-    /// True when the model stays until evicted.
-    pub fn is_forever(&self) -> bool {
-        self.duration.is_none()
-    }
-
-    /// True for a zero keep_alive: unload as soon as idle.
-    pub fn is_zero(&self) -> bool {
-        self.duration == Some(Duration::ZERO)
-    }
-
-    /// Seconds as a float, with forever as `f64::INFINITY` (for sorting and charts).
-    pub fn seconds_or_infinity(&self) -> f64 {
-        self.duration.map_or(f64::INFINITY, |d| d.as_secs_f64())
-    }
-}
-
-impl fmt::Display for KeepAlive {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.written)
-    }
-}
-
-impl std::str::FromStr for KeepAlive {
-    type Err = ParseError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        KeepAlive::parse(s)
-    }
-}
-
-fn nanos_to_duration(nanos: i128) -> Option<Duration> {
-    if nanos < 0 {
-        None
-    } else {
-        Some(Duration::from_nanos(nanos.min(u64::MAX as i128) as u64))
-    }
-}
-
-fn format_seconds(seconds: f64) -> String {
-    if seconds.fract() == 0.0 && seconds.abs() < 9.0e15 {
-        format!("{}", seconds as i64)
-    } else {
-        format!("{seconds}")
-    }
 }
 
 /// Formats a duration the way Go prints one (`"1h30m0s"` style is avoided: we print
