@@ -333,3 +333,78 @@ fn headless_chromium_shows_the_page_when_installed() {
         "a blank page is tiny"
     );
 }
+
+/// Turns every request of the cells in `cells` into a connect error (no status, no timings).
+fn fail_cells(dir: &Path, cells: &[&str]) {
+    let rows: Vec<RequestRecord> = record::read_requests(dir)
+        .unwrap()
+        .into_iter()
+        .map(|mut r| {
+            if cells.contains(&r.cell.as_str()) {
+                r = RequestRecord {
+                    cell: r.cell,
+                    request: r.request,
+                    stream: r.stream,
+                    model: r.model,
+                    keep_alive: r.keep_alive,
+                    intended_ms: r.intended_ms,
+                    end_ms: r.intended_ms + 1.0,
+                    error: "connect".into(),
+                    error_detail: "connection refused".into(),
+                    ..Default::default()
+                };
+            }
+            r
+        })
+        .collect();
+    rewrite_requests(dir, &rows);
+}
+
+#[test]
+fn a_cell_whose_requests_failed_is_never_recommended() {
+    // c1 ("1s") is the cost pick; with its 4 requests all connect errors it is no
+    // candidate (it would look warm and free), and the next cheapest wins.
+    let (_tmp, dir) = copy_fixture();
+    fail_cells(&dir, &["c1"]);
+    let out = render(&dir, &RenderOptions::default()).unwrap();
+    let r = &out.recommendations[0];
+    assert_ne!(r.chosen, "1s", "{}", r.reason);
+    assert!(
+        r.reason.contains("1s: all 4 requests failed"),
+        "{}",
+        r.reason
+    );
+    let failed = r.candidates.iter().find(|c| c.keep_alive == "1s").unwrap();
+    assert!(!failed.on_frontier);
+}
+
+#[test]
+fn with_every_request_failed_there_is_no_recommendation_and_the_headline_says_why() {
+    let (_tmp, dir) = copy_fixture();
+    fail_cells(&dir, &["c0", "c1", "c2"]);
+    let out = render(&dir, &RenderOptions::default()).unwrap();
+    let r = &out.recommendations[0];
+    assert_eq!(r.form, kabench::recommend::Form::NoCandidate);
+    assert!(r.chosen_candidate().is_none());
+    assert!(
+        out.headline.contains("no recommendation"),
+        "{}",
+        out.headline
+    );
+    assert!(
+        out.headline.contains("0: all 4 requests failed"),
+        "{}",
+        out.headline
+    );
+    assert!(
+        !out.headline.contains("OLLAMA_KEEP_ALIVE"),
+        "{}",
+        out.headline
+    );
+    let recs = json(&dir.join("recommendation.json"));
+    assert_eq!(recs[0]["form"], "no_candidate");
+    let md = fs::read_to_string(&out.summary_md).unwrap();
+    assert!(!md.contains("OLLAMA_KEEP_ALIVE"), "{md}");
+    let html = fs::read_to_string(&out.index_html).unwrap();
+    assert!(html.contains("No recommendation"));
+}

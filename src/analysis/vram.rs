@@ -430,7 +430,10 @@ fn back_to_baseline(series: &Series, after_ms: f64) -> Option<f64> {
     let (peak_t, level) = series
         .iter()
         .filter(|p| p.0 >= after_ms && p.0 <= after_ms + RSS_DISCOVERY_MS)
-        .fold((at.0, at.1), |acc, p| if p.1 > acc.1 { (p.0, p.1) } else { acc });
+        .fold(
+            (at.0, at.1),
+            |acc, p| if p.1 > acc.1 { (p.0, p.1) } else { acc },
+        );
     let rise = level.checked_sub(base).filter(|r| *r >= 16 << 20)?;
     series
         .iter()

@@ -426,12 +426,17 @@ fn headline(recs: &[Recommendation], sim: Option<&SimNote>, status: RunStatus) -
         out.push_str(&lines.join("; "));
         out.push('.');
         // OLLAMA_KEEP_ALIVE is one value per server: different picks go per request.
-        let mut picks: Vec<&str> = recs.iter().map(|r| r.chosen.as_str()).collect();
+        let mut picks: Vec<&str> = recs
+            .iter()
+            .filter(|r| r.form != recommend::Form::NoCandidate)
+            .map(|r| r.chosen.as_str())
+            .collect();
         picks.sort();
         picks.dedup();
         if picks.len() > 1 {
             let longest = recs
                 .iter()
+                .filter(|r| r.form != recommend::Form::NoCandidate)
                 .max_by(|a, b| keep_alive_order(&a.chosen).total_cmp(&keep_alive_order(&b.chosen)))
                 .map(|r| recommend::display_keep_alive(&r.chosen))
                 .unwrap_or_default();
