@@ -96,7 +96,7 @@ pub struct Candidate {
     pub requests: u64,
     /// Cold requests.
     pub cold: u64,
-    /// cold / requests.
+    /// cold / answered requests.
     pub cold_ratio: f64,
     /// Failed requests.
     pub errors: u64,
@@ -806,6 +806,7 @@ mod tests {
                 warmup: 0,
                 errors: 0,
                 errors_by_kind: BTreeMap::new(),
+                answered: 100,
                 cold,
                 loads: 0,
                 cold_ratio: cold as f64 / 100.0,

@@ -408,3 +408,43 @@ fn with_every_request_failed_there_is_no_recommendation_and_the_headline_says_wh
     let html = fs::read_to_string(&out.index_html).unwrap();
     assert!(html.contains("No recommendation"));
 }
+
+#[test]
+fn cold_ratios_in_summary_and_table_are_over_requests_answered() {
+    // c0 ("0"): 4 requests, all cold. With the last two saturated (never sent), the two
+    // answered are still all cold: 100%, not 50%; the saturated are counted beside.
+    let (_tmp, dir) = copy_fixture();
+    let rows: Vec<RequestRecord> = record::read_requests(&dir)
+        .unwrap()
+        .into_iter()
+        .map(|r| {
+            if r.cell == "c0" && r.request >= 2 {
+                RequestRecord {
+                    cell: r.cell,
+                    request: r.request,
+                    stream: r.stream,
+                    model: r.model,
+                    keep_alive: r.keep_alive,
+                    intended_ms: r.intended_ms,
+                    end_ms: r.intended_ms,
+                    error: "saturated".into(),
+                    ..Default::default()
+                }
+            } else {
+                r
+            }
+        })
+        .collect();
+    rewrite_requests(&dir, &rows);
+    let out = render(&dir, &RenderOptions::default()).unwrap();
+    let s = &json(&dir.join("summary.json"))["cells"][0]["streams"][0];
+    assert_eq!(s["requests"], 4);
+    assert_eq!(s["answered"], 2);
+    assert_eq!(s["errors_by_kind"]["saturated"], 2);
+    close(&s["cold_ratio"], 1.0);
+    let md = fs::read_to_string(&out.summary_md).unwrap();
+    assert!(
+        md.contains("| c0 | chat | tiny:1b | 0 | 4 | 2 | 100.0 |"),
+        "{md}"
+    );
+}
