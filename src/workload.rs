@@ -120,11 +120,17 @@ pub fn offsets(arrival: &Arrival, limit: Limit, seed: u64) -> Result<SendOffsets
             column,
             time_scale,
             skip,
+            epoch,
         } => {
             if !(time_scale.is_finite() && *time_scale > 0.0) {
                 return Err(bad(format!("time_scale {time_scale} must be positive")));
             }
-            let times = trace::read_send_times(file, column.as_deref(), *skip)?;
+            let mut times = trace::read_times(file, column.as_deref(), *skip)?;
+            // Offsets from the scenario's shared epoch (or this trace's first row).
+            let zero = epoch.unwrap_or(times[0]);
+            for t in &mut times {
+                *t = (*t - zero).max(0.0);
+            }
             Source::Trace {
                 times: times.into_iter(),
                 scale: *time_scale,
@@ -381,6 +387,7 @@ mod tests {
             column: None,
             time_scale: 2.0,
             skip: 0,
+            epoch: None,
         };
         let secs = |o: Vec<Duration>| o.iter().map(|d| d.as_secs_f64()).collect::<Vec<_>>();
         assert_eq!(
@@ -401,6 +408,7 @@ mod tests {
             column: Some("time".into()),
             time_scale: 0.5,
             skip: 1,
+            epoch: None,
         };
         assert_eq!(
             secs(send_offsets(&skipped, Limit::Requests(10), 0).unwrap()),
@@ -411,6 +419,7 @@ mod tests {
             column: None,
             time_scale: 1.0,
             skip: 0,
+            epoch: None,
         };
         assert!(matches!(
             send_offsets(&missing, Limit::Requests(1), 0),

@@ -516,3 +516,57 @@ fn requests_past_the_concurrency_cap_are_recorded_as_saturated() {
     let s = stream_of(&summary["cells"][0]);
     assert_eq!(s["errors_by_kind"]["saturated"], saturated.len());
 }
+
+#[test]
+fn two_interleaved_traces_are_replayed_in_phase() {
+    // Two clients of one log: a sends at 10.0, 10.4 and 10.8 s; b at 10.2 and 10.6 s.
+    // Replayed together, b's sends stay 200 ms after a's, not shifted to start with them.
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join("a.csv"), "time_s\n10.0\n10.4\n10.8\n").unwrap();
+    std::fs::write(tmp.path().join("b.csv"), "time_s\n10.2\n10.6\n").unwrap();
+    let scenario = tmp.path().join("two.toml");
+    let fast = std::fs::read_to_string(fixture("fast-sim.toml")).unwrap();
+    let sim = &fast[fast.find("[sim]").unwrap()..fast.find("[[stream]]").unwrap()];
+    let stream = |name: &str| {
+        format!(
+            "[[stream]]\nname = \"{name}\"\nmodel = \"qwen2.5:3b-instruct-q4_0\"\nprompt_tokens = 16\nmax_tokens = 4\nkeep_alive = -1\narrival = {{ kind = \"trace\", file = \"{name}.csv\" }}\n"
+        )
+    };
+    std::fs::write(
+        &scenario,
+        format!(
+            "name = \"two\"\n{sim}{}{}[run]\nrequests = 3\ntimeout = \"10s\"\n",
+            stream("a"),
+            stream("b")
+        ),
+    )
+    .unwrap();
+    let out = tmp.path().join("run");
+    run_ok(&[
+        "run",
+        scenario.to_str().unwrap(),
+        "--target",
+        "sim",
+        "--quiet",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let head = header(&out);
+    let col = |name: &str| head.iter().position(|h| h == name).unwrap();
+    let mut sends: Vec<(String, f64)> = rows(&out)
+        .iter()
+        .map(|r| {
+            (
+                r[col("stream")].to_string(),
+                r[col("intended_ms")].parse().unwrap(),
+            )
+        })
+        .collect();
+    sends.sort_by(|x, y| x.1.total_cmp(&y.1));
+    let order: Vec<&str> = sends.iter().map(|(s, _)| s.as_str()).collect();
+    assert_eq!(order, ["a", "b", "a", "b", "a"], "{sends:?}");
+    let t0 = sends[0].1;
+    for ((_, t), want) in sends.iter().zip([0.0, 200.0, 400.0, 600.0, 800.0]) {
+        assert!((t - t0 - want).abs() < 1.0, "{sends:?}");
+    }
+}
