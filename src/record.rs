@@ -347,6 +347,13 @@ fn write_header<T: Serialize + Default>(path: &Path) -> Result<()> {
 #[error("{0} already holds a run (run.json); choose another --out or remove it first")]
 pub struct RunFolderExists(pub String);
 
+/// `--out` names a folder that holds other files and no run: nothing is overwritten.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{0} is not empty and is not a kabench run folder (no run.json); choose a new or empty --out folder"
+)]
+pub struct RunFolderNotEmpty(pub String);
+
 /// `--out` names a folder that cannot be created or written (read-only, not a folder,
 /// no permission): bad input, nothing was sent.
 #[derive(Debug, thiserror::Error)]
@@ -369,15 +376,15 @@ pub struct RunWriter {
 impl RunWriter {
     /// Creates the folder, copies the scenario text, writes `run.json` and the CSV
     /// headers, so a bad `--out` fails before the first request.
+    ///
+    /// The folder must be new or empty; it is claimed by creating `run.json` with
+    /// `create_new`, so of two runs started on one `--out` at once only one proceeds.
     pub fn create(dir: &Path, scenario_text: &str, meta: RunMeta) -> Result<RunWriter> {
-        if dir.join(RUN_JSON).exists() {
-            return Err(RunFolderExists(dir.display().to_string()).into());
-        }
+        claim_run_folder(dir)?;
         let unwritable = |e: std::io::Error| RunFolderUnwritable {
             dir: dir.display().to_string(),
             why: e.to_string(),
         };
-        fs::create_dir_all(dir).map_err(unwritable)?;
         fs::write(dir.join(SCENARIO_TOML), scenario_text).map_err(unwritable)?;
         write_header::<RequestRecord>(&dir.join(REQUESTS_CSV))?;
         write_header::<VramSample>(&dir.join(VRAM_CSV))?;
@@ -425,6 +432,40 @@ impl RunWriter {
             Some(w) => w.append(record),
             None => Ok(()),
         }
+    }
+}
+
+/// Creates `dir` (or takes an empty one) and claims it for one run by creating an empty
+/// `run.json` with `create_new`: a folder holding a run, or anything else, is refused,
+/// and of two claims racing for one folder exactly one wins.
+pub fn claim_run_folder(dir: &Path) -> Result<()> {
+    let shown = || dir.display().to_string();
+    if dir.join(RUN_JSON).exists() {
+        return Err(RunFolderExists(shown()).into());
+    }
+    let unwritable = |e: std::io::Error| RunFolderUnwritable {
+        dir: shown(),
+        why: e.to_string(),
+    };
+    fs::create_dir_all(dir).map_err(unwritable)?;
+    let mut entries = fs::read_dir(dir).map_err(unwritable)?;
+    if entries.next().is_some() {
+        return Err(if dir.join(RUN_JSON).exists() {
+            RunFolderExists(shown()).into()
+        } else {
+            RunFolderNotEmpty(shown()).into()
+        });
+    }
+    match OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(dir.join(RUN_JSON))
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            Err(RunFolderExists(shown()).into())
+        }
+        Err(e) => Err(unwritable(e).into()),
     }
 }
 
@@ -572,5 +613,53 @@ mod tests {
         ));
         assert_eq!(read_meta(dir.path()).unwrap().tool, "kabench");
         assert!(read_vram(dir.path()).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_run_folder_is_new_or_empty_and_claimed_by_one_run_only() {
+        let tmp = tempfile::tempdir().unwrap();
+        // Not a run, not empty: refused, its files untouched.
+        let other = tmp.path().join("other");
+        fs::create_dir(&other).unwrap();
+        fs::write(other.join("index.html"), "mine").unwrap();
+        let e = RunWriter::create(&other, "", RunMeta::default())
+            .err()
+            .unwrap();
+        assert!(e.is::<RunFolderNotEmpty>(), "{e}");
+        assert_eq!(
+            fs::read_to_string(other.join("index.html")).unwrap(),
+            "mine"
+        );
+        assert_eq!(fs::read_dir(&other).unwrap().count(), 1);
+        // An empty folder is taken.
+        let empty = tmp.path().join("empty");
+        fs::create_dir(&empty).unwrap();
+        RunWriter::create(&empty, "", RunMeta::default()).unwrap();
+        // Eight runs racing for one new folder: exactly one wins, the others are told a
+        // run holds it.
+        for round in 0..20 {
+            let dir = tmp.path().join(format!("race{round}"));
+            let wins: Vec<bool> = std::thread::scope(|s| {
+                let handles: Vec<_> = (0..8)
+                    .map(|_| {
+                        let dir = dir.clone();
+                        s.spawn(
+                            move || match RunWriter::create(&dir, "", RunMeta::default()) {
+                                Ok(_) => true,
+                                Err(e) => {
+                                    assert!(
+                                        e.is::<RunFolderExists>() || e.is::<RunFolderNotEmpty>(),
+                                        "{e}"
+                                    );
+                                    false
+                                }
+                            },
+                        )
+                    })
+                    .collect();
+                handles.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            assert_eq!(wins.iter().filter(|w| **w).count(), 1, "round {round}");
+        }
     }
 }
