@@ -169,8 +169,12 @@ async fn h2_h3_errors_and_plain_404() {
             message: "model 'no-such-model:1b' not found".into()
         })
     );
+    // The real v0.32.15 answers an empty model on /api/generate with 404 (chat: 400).
     let ex = client.generate(&prompt_req("", None, 2), LIMIT).await;
-    assert_eq!(ex.error.unwrap().to_string(), "HTTP 400: model is required");
+    assert_eq!(
+        ex.error.unwrap().to_string(),
+        "HTTP 404: model '' not found"
+    );
     let ex = client.generate(&prompt_req(EMBED, None, 2), LIMIT).await;
     assert_eq!(
         ex.error.unwrap().to_string(),

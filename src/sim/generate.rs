@@ -64,9 +64,12 @@ impl Checked {
 }
 
 /// Ollama's checks in its order: `keep_alive` (decoded with the body), model name,
-/// installed (H3), option types (H4).
+/// installed (H3), option types (H4). An empty model name is 400 `model is required`
+/// on `/api/chat` only; `/api/generate` and `/api/embed` answer 404 `model '' not
+/// found`, as the real server does.
 fn check(
     st: &SimState,
+    chat: bool,
     model: &str,
     keep_alive: Option<&Value>,
     options: Option<&Map<String, Value>>,
@@ -75,7 +78,7 @@ fn check(
         Some(v) => KeepAlive::from_json(v).map_err(|e| SimError::bad_request(e.message))?,
         None => None,
     };
-    if model.trim().is_empty() {
+    if chat && model.trim().is_empty() {
         return Err(SimError::bad_request("model is required"));
     }
     let spec = st
@@ -105,6 +108,7 @@ pub(super) async fn generate(
     let req: api::GenerateRequest = wire::parse_body(&body)?;
     let c = check(
         &st,
+        false,
         &req.model,
         req.keep_alive.as_ref(),
         req.options.as_ref(),
@@ -134,6 +138,7 @@ pub(super) async fn chat(
     let req: api::ChatRequest = wire::parse_body(&body)?;
     let c = check(
         &st,
+        true,
         &req.model,
         req.keep_alive.as_ref(),
         req.options.as_ref(),
@@ -508,7 +513,12 @@ fn final_line(
             thinking: thinking.map(str::to_string),
             done: true,
             done_reason: Some(reason.to_string()),
-            context: None,
+            // The real server returns the token ids of prompt and answer after a
+            // generation (filler ids here: nothing runs a model).
+            context: matches!(reason, "stop" | "length").then(|| {
+                let n = metrics.prompt_eval_count.unwrap_or(0) + metrics.eval_count.unwrap_or(0);
+                (0..n.min(1 << 16) as i64).map(|i| 1 + i % 1800).collect()
+            }),
             metrics,
         }),
         Api::Chat => serde_json::to_vec(&api::ChatChunk {
@@ -540,6 +550,7 @@ pub(super) async fn embed(
     let req: api::EmbedRequest = wire::parse_body(&body)?;
     let c = check(
         &st,
+        false,
         &req.model,
         req.keep_alive.as_ref(),
         req.options.as_ref(),

@@ -336,3 +336,54 @@ impl RealOllama {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 }
+
+/// `kabench sim` as a child process on a free loopback port; killed on drop.
+pub struct SimServer {
+    child: Child,
+    /// `host:port`.
+    pub host: String,
+    /// `http://host:port`.
+    pub url: String,
+}
+
+impl SimServer {
+    /// Starts `kabench sim --listen 127.0.0.1:0` with extra flags (`--gpus 0`, …).
+    pub fn start(flags: &[&str]) -> SimServer {
+        use std::io::{BufRead, BufReader};
+        let mut child = kabench()
+            .args(["sim", "--listen", "127.0.0.1:0"])
+            .args(flags)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("kabench sim starts");
+        let stderr = child.stderr.take().expect("stderr");
+        let mut lines = BufReader::new(stderr).lines();
+        let url = loop {
+            let line = lines
+                .next()
+                .expect("kabench sim says where it listens")
+                .expect("stderr line");
+            if let Some(rest) = line.split("listening on ").nth(1) {
+                break rest.split_whitespace().next().unwrap().to_string();
+            }
+        };
+        // Keep draining stderr so the simulator never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        let host = url.trim_start_matches("http://").to_string();
+        SimServer { child, host, url }
+    }
+
+    /// One request: status and body.
+    pub fn call(&self, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+        http(&self.host, method, path, body).expect("the simulator answers")
+    }
+}
+
+impl Drop for SimServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
