@@ -484,13 +484,47 @@ pub fn append_to<T: Serialize>(path: &Path) -> Result<CsvAppender<T>> {
     })
 }
 
-/// Writes JSON to `path` through a temporary file and a rename, so readers never see half a file.
+/// Writes JSON to `path` through a temporary file and a rename, so readers never see half a
+/// file; when either step fails (a full disk) the temporary file is removed and `path`
+/// keeps its previous content.
 pub fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     let tmp = path.with_extension("json.tmp");
     let text = serde_json::to_string_pretty(value).context("encoding JSON")?;
-    fs::write(&tmp, text + "\n").with_context(|| format!("writing {}", tmp.display()))?;
-    fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
-    Ok(())
+    let written = write_synced(&tmp, (text + "\n").as_bytes())
+        .with_context(|| format!("writing {}", tmp.display()))
+        .and_then(|()| {
+            fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))
+        });
+    if written.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    written
+}
+
+/// Writes `bytes` to a new `path` and flushes them to the disk, so a full disk shows here.
+fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut f = File::create(path)?;
+    f.write_all(bytes)?;
+    f.sync_data()
+}
+
+/// Space set aside in a run folder when it is created, given back before the last
+/// `run.json` is written, so a run stopped by a full disk can still say so.
+pub const RESERVE_FILE: &str = ".kabench-reserve";
+const RESERVE_BYTES: usize = 256 * 1024;
+
+/// Sets aside [`RESERVE_BYTES`] in `dir` (best effort: nothing happens when it fails).
+pub fn reserve_space(dir: &Path) {
+    let path = dir.join(RESERVE_FILE);
+    if write_synced(&path, &vec![0u8; RESERVE_BYTES]).is_err() {
+        let _ = fs::remove_file(&path);
+    }
+}
+
+/// Gives back the space of [`reserve_space`].
+pub fn release_space(dir: &Path) {
+    let _ = fs::remove_file(dir.join(RESERVE_FILE));
 }
 
 /// Reads `run.json`.
@@ -518,6 +552,79 @@ pub fn read_vram(dir: &Path) -> Result<Vec<VramSample>> {
         return Ok(Vec::new());
     }
     read_csv(&path)
+}
+
+/// Reads `requests.csv`, skipping rows that do not parse; each is noted in `notes` with
+/// its line number (a torn last line after a hard kill included).
+pub fn read_requests_noting(dir: &Path, notes: &mut Vec<String>) -> Result<Vec<RequestRecord>> {
+    let mut rows = Vec::new();
+    for_each_row(&dir.join(REQUESTS_CSV), notes, |r| rows.push(r))?;
+    Ok(rows)
+}
+
+/// Reads `vram.csv` (empty if missing) as `read_requests_noting` reads `requests.csv`.
+pub fn read_vram_noting(dir: &Path, notes: &mut Vec<String>) -> Result<Vec<VramSample>> {
+    let path = dir.join(VRAM_CSV);
+    let mut rows = Vec::new();
+    if path.exists() {
+        for_each_row(&path, notes, |r| rows.push(r))?;
+    }
+    Ok(rows)
+}
+
+/// Most garbage rows named one by one in the notes of one file; the rest are counted.
+const NOTED_ROWS: usize = 10;
+
+/// Streams the rows of a CSV to `each`, one at a time; rows that do not parse are
+/// skipped and noted with their line numbers.
+pub fn for_each_row<T: for<'de> Deserialize<'de>>(
+    path: &Path,
+    notes: &mut Vec<String>,
+    mut each: impl FnMut(T),
+) -> Result<()> {
+    let mut reader = csv::ReaderBuilder::new()
+        .flexible(true)
+        .from_path(path)
+        .with_context(|| format!("reading {}", path.display()))?;
+    let headers = reader
+        .byte_headers()
+        .with_context(|| format!("reading the header of {}", path.display()))?
+        .clone();
+    let name = path.file_name().map_or_else(
+        || path.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    let mut bad = 0usize;
+    let mut record = csv::ByteRecord::new();
+    loop {
+        let next_line = reader.position().line();
+        let parsed = match reader.read_byte_record(&mut record) {
+            Ok(false) => break,
+            Ok(true) => record.deserialize::<T>(Some(&headers)).map_err(|e| {
+                let line = record.position().map_or(next_line, |p| p.line());
+                (line, e.to_string())
+            }),
+            Err(e) => Err((e.position().map_or(next_line, |p| p.line()), e.to_string())),
+        };
+        match parsed {
+            Ok(row) => each(row),
+            Err((line, e)) => {
+                bad += 1;
+                if bad <= NOTED_ROWS {
+                    notes.push(format!(
+                        "{name} line {line}: a row that does not parse was skipped ({e})"
+                    ));
+                }
+            }
+        }
+    }
+    if bad > NOTED_ROWS {
+        notes.push(format!(
+            "{name}: {} more rows that do not parse were skipped",
+            bad - NOTED_ROWS
+        ));
+    }
+    Ok(())
 }
 
 fn read_csv<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Vec<T>> {
@@ -660,6 +767,39 @@ mod tests {
                 handles.into_iter().map(|h| h.join().unwrap()).collect()
             });
             assert_eq!(wins.iter().filter(|w| **w).count(), 1, "round {round}");
+        }
+    }
+
+    #[test]
+    fn garbage_rows_are_skipped_and_noted_with_their_line_numbers() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = RunWriter::create(dir.path(), "", RunMeta::default()).unwrap();
+        let row = RequestRecord {
+            cell: "c0".into(),
+            end_ms: 1.0,
+            ..Default::default()
+        };
+        w.append_request(&row).unwrap();
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(dir.path().join(REQUESTS_CSV))
+            .unwrap();
+        f.write_all(b"garbage\n").unwrap();
+        w.append_request(&row).unwrap();
+        f.write_all(b"c0,x,s,m,,false,not-a-number,\n").unwrap();
+        w.append_request(&row).unwrap();
+        f.write_all(b"c0,3,s,m,-1,false,1.0,").unwrap();
+        let mut notes = Vec::new();
+        let rows = read_requests_noting(dir.path(), &mut notes).unwrap();
+        assert_eq!(rows.len(), 3);
+        assert_eq!(notes.len(), 3, "{notes:?}");
+        for (note, line) in notes.iter().zip([3, 5, 7]) {
+            assert!(
+                note.starts_with(&format!(
+                    "requests.csv line {line}: a row that does not parse was skipped"
+                )),
+                "{notes:?}"
+            );
         }
     }
 }

@@ -424,7 +424,11 @@ async fn sim_replies_have_the_recorded_shapes() {
     let want: Vec<serde_json::Value> = parse_json_stream(&stream_fixture).unwrap();
     assert_eq!(keys(&got[0]), keys(&want[0]), "token line");
     // `context` too: deprecated, but v0.32.15 still sends it (tests/differential.rs).
-    assert_eq!(keys(got.last().unwrap()), keys(want.last().unwrap()), "done line");
+    assert_eq!(
+        keys(got.last().unwrap()),
+        keys(want.last().unwrap()),
+        "done line"
+    );
 
     let ps: serde_json::Value = http
         .get(format!("{base}/api/ps"))

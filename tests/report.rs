@@ -448,3 +448,36 @@ fn cold_ratios_in_summary_and_table_are_over_requests_answered() {
         "{md}"
     );
 }
+
+#[test]
+fn report_warns_about_garbage_rows_with_their_line_numbers() {
+    let (_tmp, dir) = copy_fixture();
+    let text = fs::read_to_string(dir.join("requests.csv")).unwrap();
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines.insert(3, "this is not a row");
+    lines.insert(
+        6,
+        "c1,x,chat,tiny:1b,1s,false,oops,,,,,1,,,,,,false,,,,,,,,,",
+    );
+    fs::write(dir.join("requests.csv"), lines.join("\n") + "\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kabench"))
+        .arg("report")
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("requests.csv line 4: a row that does not parse"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("requests.csv line 7: a row that does not parse"),
+        "{stderr}"
+    );
+    let md = fs::read_to_string(dir.join("summary.md")).unwrap();
+    assert!(md.contains("requests.csv line 4"), "{md}");
+    // The good rows are all there.
+    let summary = json(&dir.join("summary.json"));
+    assert_eq!(summary["cells"][0]["streams"][0]["requests"], 4);
+}
