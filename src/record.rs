@@ -802,4 +802,16 @@ mod tests {
             );
         }
     }
+
+    #[test]
+    fn a_json_write_that_fails_leaves_no_temp_file_and_the_old_content() {
+        let dir = tempfile::tempdir().unwrap();
+        // The rename cannot replace a non-empty folder: the write fails, nothing is left.
+        let target = dir.path().join("x.json");
+        fs::create_dir(&target).unwrap();
+        fs::write(target.join("keep"), "old").unwrap();
+        assert!(write_json_atomic(&target, &1).is_err());
+        assert!(!dir.path().join("x.json.tmp").exists());
+        assert_eq!(fs::read_to_string(target.join("keep")).unwrap(), "old");
+    }
 }

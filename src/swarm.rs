@@ -190,7 +190,7 @@ async fn swarm_against(
         let _ = progress.send(ProgressEvent::CellFinished {
             id: cell.id.clone(),
         });
-        rec.writer.write_meta()?;
+        rec.save_meta();
     }
     watcher.abort();
     // A later attack in this process must not inherit this run's cancel.

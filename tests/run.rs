@@ -570,3 +570,65 @@ fn two_interleaved_traces_are_replayed_in_phase() {
         assert!((t - t0 - want).abs() < 1.0, "{sends:?}");
     }
 }
+
+/// A full disk, as the process sees it: files may not grow past `kib` KiB (writes past it
+/// fail with "File too large", the signal that would kill the process is ignored).
+#[cfg(unix)]
+fn run_with_file_limit(kib: u32, args: &[&str]) -> Output {
+    Command::new("bash")
+        .arg("-c")
+        .arg(format!("trap '' XFSZ; ulimit -f {kib}; exec \"$0\" \"$@\""))
+        .arg(env!("CARGO_BIN_EXE_kabench"))
+        .args(args)
+        .output()
+        .expect("bash runs kabench")
+}
+
+#[cfg(unix)]
+#[test]
+fn a_full_disk_stops_the_run_at_once_and_run_json_says_failed_with_the_reason() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let started = Instant::now();
+    // vram.csv outgrows 16 KiB during the first cell; run.json and requests.csv do not.
+    let o = run_with_file_limit(
+        16,
+        &[
+            "run",
+            fixture("fast-sim.toml").to_str().unwrap(),
+            "--target",
+            "sim",
+            "--quiet",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("cannot write vram.csv") && stderr.contains("stopping the run"),
+        "{stderr}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(10), "{stderr}");
+    let meta = read_json(&out.join("run.json"));
+    assert_eq!(meta["status"], "failed", "{meta}");
+    let failure = meta["failure"].as_str().unwrap();
+    assert!(failure.starts_with("cannot write vram.csv"), "{failure}");
+    let cells_done = meta["cells"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["ended_ms"].is_number())
+        .count();
+    assert!(
+        cells_done < 3,
+        "the run went on after the disk filled: {meta}"
+    );
+    for entry in std::fs::read_dir(&out).unwrap() {
+        let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+        assert!(
+            !name.ends_with(".tmp") && !name.contains("reserve"),
+            "{name} left behind"
+        );
+    }
+}
