@@ -151,6 +151,9 @@ pub async fn run_cell(
     let start = Instant::now();
     let started_ms = record::ms(start - epoch);
     let mut tasks = tokio::task::JoinSet::new();
+    // Fired once the grace after a cancel is over: requests still in flight end with
+    // what they measured so far.
+    let stop = CancellationToken::new();
     let streams: Arc<Vec<CellStream>> = Arc::new(cell.streams.clone());
     for send in sends {
         let due = start + send.offset;
@@ -192,10 +195,11 @@ pub async fn run_cell(
         let streams = streams.clone();
         let idx = send.stream;
         let config = config.clone();
+        let stop = stop.clone();
         tasks.spawn(async move {
             let mut guard = guard;
             let stream = &streams[idx];
-            let (resident, exchange) = send_one(&client, stream, &config).await;
+            let (resident, exchange) = send_one(&client, stream, &config, &stop).await;
             if let Some(row) = guard.row.take() {
                 let row = fill_row(row, resident, &exchange, due, epoch, config.cold_threshold);
                 let _ = guard.rows.send(row);
@@ -210,7 +214,14 @@ pub async fn run_cell(
             cancel.cancelled().await;
             tokio::time::sleep(config.grace).await;
         } => {
-            // Dropping the tasks fires each RowGuard, which records `cancelled`.
+            // Each request still in flight ends as `cancelled`, keeping what it
+            // measured; a task that does not end at once is dropped, and its RowGuard
+            // records `cancelled` from the plan alone.
+            stop.cancel();
+            let _ = tokio::time::timeout(STOP_WAIT, async {
+                while tasks.join_next().await.is_some() {}
+            })
+            .await;
             tasks.abort_all();
             while tasks.join_next().await.is_some() {}
         }
@@ -262,30 +273,68 @@ impl Drop for RowGuard {
     }
 }
 
+/// How long requests stopped after the grace get to record what they measured.
+const STOP_WAIT: Duration = Duration::from_millis(500);
+
 /// Sends one request (and, concurrently, the `/api/ps` residency check: a loading
 /// model is absent from `/api/ps` until ready (L3), so the answer reflects the state
-/// the request met).
+/// the request met). `stop` ends both: the request then fails as `cancelled` with what
+/// it measured, and the residency check gives up.
 async fn send_one(
     client: &OllamaClient,
     stream: &CellStream,
     config: &RunnerConfig,
+    stop: &CancellationToken,
 ) -> (Option<bool>, Exchange) {
     let resident = async {
         if !config.check_resident {
             return None;
         }
-        client.ps().await.ok().map(|ps| {
-            ps.models
-                .iter()
-                .any(|m| same_model(&m.name, &stream.model) || same_model(&m.model, &stream.model))
-        })
+        tokio::select! {
+            ps = client.ps() => ps.ok().map(|ps| {
+                ps.models.iter().any(|m| {
+                    same_model(&m.name, &stream.model) || same_model(&m.model, &stream.model)
+                })
+            }),
+            _ = stop.cancelled() => None,
+        }
     };
     let timeout = Some(config.timeout);
     let exchange = async {
         match stream.api {
-            Api::Generate => client.generate(&generate_request(stream), timeout).await,
-            Api::Chat => client.chat(&chat_request(stream), timeout).await,
-            Api::Embed => client.embed(&embed_request(stream), timeout).await,
+            Api::Generate => {
+                client
+                    .exchange_until(
+                        "/api/generate",
+                        &generate_request(stream),
+                        timeout,
+                        false,
+                        Some(stop),
+                    )
+                    .await
+            }
+            Api::Chat => {
+                client
+                    .exchange_until(
+                        "/api/chat",
+                        &chat_request(stream),
+                        timeout,
+                        false,
+                        Some(stop),
+                    )
+                    .await
+            }
+            Api::Embed => {
+                client
+                    .exchange_until(
+                        "/api/embed",
+                        &embed_request(stream),
+                        timeout,
+                        true,
+                        Some(stop),
+                    )
+                    .await
+            }
         }
     };
     tokio::join!(resident, exchange)

@@ -100,3 +100,103 @@ async fn a_server_that_is_not_ollama_is_named_so_not_unreachable() {
         assert!(!stderr.contains("cannot reach"), "{stderr}");
     }
 }
+
+/// A scenario of one generate request to model `m`, with `extra` lines in `[run]`.
+fn one_request_scenario(dir: &Path, extra: &str) -> std::path::PathBuf {
+    let path = dir.join("one.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "name = \"one\"\n[[stream]]\nname = \"s\"\nmodel = \"m\"\nprompt_tokens = 4\nmax_tokens = 4\n\
+             arrival = {{ kind = \"constant\", rate = \"1/s\" }}\n[run]\nrequests = 1\n{extra}"
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// The Ollama endpoints a run needs before its first request (version, show, ps).
+fn ollama_basics() -> Router {
+    Router::new()
+        .route("/api/version", get(|| async { r#"{"version":"0.32.15"}"# }))
+        .route("/api/show", axum::routing::post(|| async { "{}" }))
+        .route("/api/ps", get(|| async { r#"{"models":[]}"# }))
+}
+
+/// Waits for `child` to exit, at most `limit`.
+async fn wait_child(child: &mut std::process::Child, limit: std::time::Duration) -> Option<i32> {
+    let until = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < until {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status.code();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let _ = child.kill();
+    None
+}
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_cancelled_while_streaming_keeps_what_was_measured() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    // The answer starts (200, one token) and then stalls forever.
+    let streaming = Arc::new(AtomicBool::new(false));
+    let flag = streaming.clone();
+    let app = ollama_basics().route(
+        "/api/generate",
+        axum::routing::post(move || {
+            let flag = flag.clone();
+            async move {
+                let first = futures_util::stream::once(async move {
+                    flag.store(true, Ordering::SeqCst);
+                    Ok::<_, std::io::Error>(axum::body::Bytes::from(
+                        "{\"model\":\"m\",\"response\":\"a\",\"done\":false}\n",
+                    ))
+                });
+                let body = futures_util::StreamExt::chain(first, futures_util::stream::pending());
+                axum::body::Body::from_stream(body)
+            }
+        }),
+    );
+    let addr = serve(app).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let scenario = one_request_scenario(tmp.path(), "timeout = \"60s\"\ngrace = \"200ms\"\n");
+    let out = tmp.path().join("run");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kabench"))
+        .args(["run", scenario.to_str().unwrap(), "--quiet", "--no-prewarm"])
+        .arg("--target")
+        .arg(format!("http://{addr}"))
+        .arg("--out")
+        .arg(&out)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !streaming.load(Ordering::SeqCst) && std::time::Instant::now() < until {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let kill = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let code = wait_child(&mut child, std::time::Duration::from_secs(20)).await;
+    assert_eq!(code, Some(130));
+    let mut reader = csv::Reader::from_path(out.join("requests.csv")).unwrap();
+    let header = reader.headers().unwrap().clone();
+    let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    assert_eq!(rows.len(), 1);
+    let get = |name: &str| rows[0][header.iter().position(|h| h == name).unwrap()].to_string();
+    assert_eq!(get("error"), "cancelled");
+    assert_eq!(get("status"), "200");
+    for measured in ["sent_ms", "first_byte_ms", "first_token_ms"] {
+        assert!(
+            get(measured).parse::<f64>().is_ok(),
+            "{measured} lost: {:?}",
+            rows[0]
+        );
+    }
+}

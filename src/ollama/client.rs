@@ -47,6 +47,9 @@ pub enum ClientError {
     /// An `OLLAMA_HOST` value that cannot be turned into a URL.
     #[error("bad host: {0}")]
     BadHost(String),
+    /// Stopped by kabench (Ctrl-C, or a run that had to stop) before it ended.
+    #[error("cancelled: {0}")]
+    Cancelled(String),
 }
 
 /// The closed set of `ClientError` cases, for CSV columns and counting.
@@ -66,6 +69,8 @@ pub enum ErrorKind {
     BadJson,
     /// See `ClientError::BadHost`.
     BadHost,
+    /// See `ClientError::Cancelled`.
+    Cancelled,
 }
 
 impl ErrorKind {
@@ -80,6 +85,7 @@ impl ErrorKind {
             ErrorKind::BrokenStream => "broken_stream",
             ErrorKind::BadJson => "bad_json",
             ErrorKind::BadHost => "bad_host",
+            ErrorKind::Cancelled => "cancelled",
         }
     }
 }
@@ -101,6 +107,7 @@ impl ClientError {
             ClientError::BrokenStream(_) => ErrorKind::BrokenStream,
             ClientError::BadJson(_) => ErrorKind::BadJson,
             ClientError::BadHost(_) => ErrorKind::BadHost,
+            ClientError::Cancelled(_) => ErrorKind::Cancelled,
         }
     }
 
@@ -632,21 +639,51 @@ impl OllamaClient {
         timeout: Option<Duration>,
         embed: bool,
     ) -> Exchange {
+        self.exchange_until(path, body, timeout, embed, None).await
+    }
+
+    /// `POST path` (`/api/generate`, `/api/chat` or `/api/embed`: `embed` says which
+    /// reply to read) bounded by `timeout` and ended by `stop`: a stopped request keeps
+    /// what was measured before (sent, status, first byte and token) and fails as
+    /// `cancelled`.
+    pub async fn exchange_until<B: serde::Serialize>(
+        &self,
+        path: &str,
+        body: &B,
+        timeout: Option<Duration>,
+        embed: bool,
+        stop: Option<&tokio_util::sync::CancellationToken>,
+    ) -> Exchange {
         let body = match serde_json::to_vec(body) {
             Ok(b) => b,
             Err(e) => return Exchange::failed(ClientError::BadJson(e.to_string())),
         };
         let mut ex = Exchange::start();
-        let result = match timeout {
-            Some(limit) => {
-                match tokio::time::timeout(limit, self.drive(path, body, &mut ex, embed)).await {
-                    Ok(r) => r,
-                    Err(_) => Err(ClientError::Timeout(format!(
-                        "no complete reply within {limit:?}"
-                    ))),
+        let result = {
+            let bounded = async {
+                match timeout {
+                    Some(limit) => {
+                        match tokio::time::timeout(limit, self.drive(path, body, &mut ex, embed))
+                            .await
+                        {
+                            Ok(r) => r,
+                            Err(_) => Err(ClientError::Timeout(format!(
+                                "no complete reply within {limit:?}"
+                            ))),
+                        }
+                    }
+                    None => self.drive(path, body, &mut ex, embed).await,
                 }
+            };
+            match stop {
+                Some(stop) => tokio::select! {
+                    r = bounded => r,
+                    _ = stop.cancelled() => Err(ClientError::Cancelled(
+                        "interrupted before the response ended".into(),
+                    )),
+                },
+                None => bounded.await,
             }
-            None => self.drive(path, body, &mut ex, embed).await,
         };
         ex.end_at = Instant::now();
         ex.error = result.err();
