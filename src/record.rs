@@ -545,13 +545,10 @@ pub fn read_requests(dir: &Path) -> Result<Vec<RequestRecord>> {
     read_csv(&dir.join(REQUESTS_CSV))
 }
 
-/// Reads every row of `vram.csv` (empty if the file is missing).
+/// Reads the rows of `vram.csv` (empty if the file is missing), at most
+/// [`MAX_MODEL_ROWS_PER_SAMPLE`] model rows per sample; see [`read_vram_noting`].
 pub fn read_vram(dir: &Path) -> Result<Vec<VramSample>> {
-    let path = dir.join(VRAM_CSV);
-    if !path.exists() {
-        return Ok(Vec::new());
-    }
-    read_csv(&path)
+    read_vram_noting(dir, &mut Vec::new())
 }
 
 /// Reads `requests.csv`, skipping rows that do not parse; each is noted in `notes` with
@@ -562,12 +559,46 @@ pub fn read_requests_noting(dir: &Path, notes: &mut Vec<String>) -> Result<Vec<R
     Ok(rows)
 }
 
-/// Reads `vram.csv` (empty if missing) as `read_requests_noting` reads `requests.csv`.
+/// Most per-model rows of one sample (one source and device at one time) that are
+/// written or read; device totals (rows without a model) are always kept.
+pub const MAX_MODEL_ROWS_PER_SAMPLE: usize = 64;
+
+/// Reads `vram.csv` (empty if missing) as `read_requests_noting` reads `requests.csv`,
+/// streaming it and keeping at most [`MAX_MODEL_ROWS_PER_SAMPLE`] model rows per
+/// sample, so a file written against a server listing 150 000 models stays small in
+/// memory; the rows left out are noted.
 pub fn read_vram_noting(dir: &Path, notes: &mut Vec<String>) -> Result<Vec<VramSample>> {
     let path = dir.join(VRAM_CSV);
     let mut rows = Vec::new();
-    if path.exists() {
-        for_each_row(&path, notes, |r| rows.push(r))?;
+    if !path.exists() {
+        return Ok(rows);
+    }
+    // Per source: the sample being read (device, time) and its model rows so far.
+    let mut current: BTreeMap<String, (String, u64, usize)> = BTreeMap::new();
+    let mut dropped = 0u64;
+    for_each_row(&path, notes, |r: VramSample| {
+        if r.model.is_empty() {
+            rows.push(r);
+            return;
+        }
+        let at = r.t_ms.to_bits();
+        let slot = current
+            .entry(r.source.clone())
+            .or_insert_with(|| (String::new(), u64::MAX, 0));
+        if slot.0 != r.device || slot.1 != at {
+            *slot = (r.device.clone(), at, 0);
+        }
+        slot.2 += 1;
+        if slot.2 <= MAX_MODEL_ROWS_PER_SAMPLE {
+            rows.push(r);
+        } else {
+            dropped += 1;
+        }
+    })?;
+    if dropped > 0 {
+        notes.push(format!(
+            "{VRAM_CSV}: {dropped} model rows past {MAX_MODEL_ROWS_PER_SAMPLE} per sample were left out (the totals count every model)"
+        ));
     }
     Ok(rows)
 }
@@ -813,5 +844,38 @@ mod tests {
         assert!(write_json_atomic(&target, &1).is_err());
         assert!(!dir.path().join("x.json.tmp").exists());
         assert_eq!(fs::read_to_string(target.join("keep")).unwrap(), "old");
+    }
+
+    #[test]
+    fn a_huge_sample_in_vram_csv_is_read_capped() {
+        let dir = tempfile::tempdir().unwrap();
+        RunWriter::create(dir.path(), "", RunMeta::default()).unwrap();
+        let mut w = append_to::<VramSample>(&dir.path().join(VRAM_CSV)).unwrap();
+        for t in [10.0, 20.0] {
+            for i in 0..1000 {
+                let row = VramSample {
+                    t_ms: t,
+                    source: "ollama_ps".into(),
+                    device: "ollama".into(),
+                    model: format!("m{i}"),
+                    used_bytes: 1,
+                    ..Default::default()
+                };
+                w.append(&row).unwrap();
+            }
+            w.append(&VramSample {
+                t_ms: t,
+                source: "ollama_ps".into(),
+                device: "ollama".into(),
+                used_bytes: 1000,
+                ..Default::default()
+            })
+            .unwrap();
+        }
+        let mut notes = Vec::new();
+        let rows = read_vram_noting(dir.path(), &mut notes).unwrap();
+        assert_eq!(rows.len(), 2 * (MAX_MODEL_ROWS_PER_SAMPLE + 1));
+        assert_eq!(rows.iter().filter(|r| r.model.is_empty()).count(), 2);
+        assert!(notes[0].contains("1872 model rows"), "{notes:?}");
     }
 }

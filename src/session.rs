@@ -421,7 +421,7 @@ async fn run_against(
         check_resident: true,
     };
     if options.prewarm && !cancel.is_cancelled() {
-        prewarm(&client, plan, &runner_cfg, &progress).await;
+        prewarm(&client, plan, &runner_cfg, &progress, &cancel).await;
     }
     let tail = release_tail(plan);
     // Three sampling intervals (at least 100 ms) so the release shows in vram.csv.
@@ -432,7 +432,8 @@ async fn run_against(
         if cancel.is_cancelled() {
             break;
         }
-        if let Err(e) = runner::unload_all(&client, runner_cfg.unload_timeout).await {
+        if let Err(e) = runner::unload_all_until(&client, runner_cfg.unload_timeout, &cancel).await
+        {
             rec.warn(format!("before cell {}: {e:#}", cell.id), &progress);
         }
         let _ = progress.send(ProgressEvent::CellStarted {
@@ -562,20 +563,29 @@ pub async fn check_models(
 }
 
 /// Loads and unloads each model once, so every cell starts from the same page cache.
+/// Each load is bounded by the requests' timeout, each unload by `unload_timeout`, and
+/// Ctrl-C (`cancel`) ends it.
 async fn prewarm(
     client: &OllamaClient,
     plan: &Plan,
     cfg: &RunnerConfig,
     progress: &mpsc::UnboundedSender<ProgressEvent>,
+    cancel: &CancellationToken,
 ) {
     let mut seen = BTreeSet::new();
     for s in plan.cells.iter().flat_map(|c| c.streams.iter()) {
+        if cancel.is_cancelled() {
+            return;
+        }
         if !seen.insert((s.model.clone(), s.num_ctx)) {
             continue;
         }
         let _ = progress.send(ProgressEvent::Note(format!("prewarming {}", s.model)));
-        let _ = runner::unload_all(client, cfg.unload_timeout).await;
-        if let Err(e) = client.load(&s.model, None, Some(s.num_ctx)).await {
+        let _ = runner::unload_all_until(client, cfg.unload_timeout, cancel).await;
+        if let Err(e) = client
+            .load_until(&s.model, Some(s.num_ctx), cfg.timeout, cancel)
+            .await
+        {
             let _ = progress.send(ProgressEvent::Note(format!("prewarm {}: {e}", s.model)));
         }
     }
@@ -608,7 +618,8 @@ async fn await_release(
 ) {
     let deadline = Instant::now() + tail;
     while Instant::now() < deadline && !cancel.is_cancelled() {
-        match client.ps().await {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match client.ps_until(left, cancel).await {
             Ok(ps) if ps.models.is_empty() => {
                 tokio::select! {
                     _ = tokio::time::sleep(settle) => {}
@@ -619,7 +630,10 @@ async fn await_release(
             Err(_) => return,
             _ => {}
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+            _ = cancel.cancelled() => {}
+        }
     }
 }
 

@@ -129,7 +129,9 @@ async fn swarm_against(
         if cancel.is_cancelled() {
             break;
         }
-        if let Err(e) = runner::unload_all(&client, scenario.run.unload_timeout).await {
+        if let Err(e) =
+            runner::unload_all_until(&client, scenario.run.unload_timeout, &cancel).await
+        {
             rec.warn(format!("before cell {}: {e:#}", cell.id), &progress);
         }
         let _ = progress.send(ProgressEvent::CellStarted {

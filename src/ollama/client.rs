@@ -594,12 +594,76 @@ impl OllamaClient {
         self.empty_generate(&req, "unload").await
     }
 
+    /// [`Self::load`] bounded by `timeout` and ended by `stop`.
+    pub async fn load_until(
+        &self,
+        model: &str,
+        num_ctx: Option<u32>,
+        timeout: Duration,
+        stop: &tokio_util::sync::CancellationToken,
+    ) -> Result<Duration, ClientError> {
+        let options = num_ctx.map(|n| {
+            let mut m = Map::new();
+            m.insert("num_ctx".into(), Value::from(n));
+            m
+        });
+        let req = api::GenerateRequest {
+            model: model.to_string(),
+            options,
+            ..Default::default()
+        };
+        self.empty_generate_until(&req, "load", Some(timeout), Some(stop))
+            .await
+    }
+
+    /// [`Self::unload`] bounded by `timeout` and ended by `stop`.
+    pub async fn unload_until(
+        &self,
+        model: &str,
+        timeout: Duration,
+        stop: &tokio_util::sync::CancellationToken,
+    ) -> Result<Duration, ClientError> {
+        let req = api::GenerateRequest {
+            model: model.to_string(),
+            keep_alive: Some(Value::from(0)),
+            ..Default::default()
+        };
+        self.empty_generate_until(&req, "unload", Some(timeout), Some(stop))
+            .await
+    }
+
+    /// `GET /api/ps` bounded by `timeout` (and the control-call limit) and ended by `stop`.
+    pub async fn ps_until(
+        &self,
+        timeout: Duration,
+        stop: &tokio_util::sync::CancellationToken,
+    ) -> Result<api::PsResponse, ClientError> {
+        tokio::select! {
+            r = tokio::time::timeout(timeout, self.ps()) => r.unwrap_or_else(|_| {
+                Err(ClientError::Timeout(format!("/api/ps: no reply within {timeout:?}")))
+            }),
+            _ = stop.cancelled() => Err(ClientError::Cancelled("/api/ps".into())),
+        }
+    }
+
     async fn empty_generate(
         &self,
         req: &api::GenerateRequest,
         expect: &str,
     ) -> Result<Duration, ClientError> {
-        let ex = self.generate(req, None).await;
+        self.empty_generate_until(req, expect, None, None).await
+    }
+
+    async fn empty_generate_until(
+        &self,
+        req: &api::GenerateRequest,
+        expect: &str,
+        timeout: Option<Duration>,
+        stop: Option<&tokio_util::sync::CancellationToken>,
+    ) -> Result<Duration, ClientError> {
+        let ex = self
+            .exchange_until("/api/generate", req, timeout, false, stop)
+            .await;
         if let Some(e) = ex.error {
             return Err(e);
         }
