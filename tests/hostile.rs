@@ -362,3 +362,64 @@ async fn a_server_that_never_answers_a_load_cannot_hang_prewarm_unload_or_ctrl_c
         "{stderr}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn swarm_users_do_not_follow_redirects_either() {
+    // Every generate is redirected to /moved, which answers 404 to a GET: a user that
+    // followed the 302 would record "model not found".
+    let addr = serve_at(|addr| {
+        let moved = format!("http://{addr}/moved");
+        Router::new()
+            .route("/api/version", get(|| async { r#"{"version":"0.32.15"}"# }))
+            .route("/api/show", axum::routing::post(|| async { "{}" }))
+            .route("/api/ps", get(|| async { r#"{"models":[]}"# }))
+            .route(
+                "/moved",
+                get(|| async { (StatusCode::NOT_FOUND, r#"{"error":"model 'm' not found"}"#) }),
+            )
+            .route(
+                "/api/generate",
+                axum::routing::post(move || async move {
+                    (StatusCode::FOUND, [(header::LOCATION, moved)], "").into_response()
+                }),
+            )
+    })
+    .await;
+    let tmp = tempfile::tempdir().unwrap();
+    let scenario = one_request_scenario(
+        tmp.path(),
+        "timeout = \"5s\"\n[swarm]\nusers = 1\nhatch_rate = 10.0\nthink_time = { min = \"100ms\", max = \"200ms\" }\nrun_time = \"1s\"\n",
+    );
+    let out = tmp.path().join("run");
+    let output = tokio::task::spawn_blocking(move || {
+        let o = Command::new(env!("CARGO_BIN_EXE_kabench"))
+            .args(["swarm", scenario.to_str().unwrap(), "--quiet"])
+            .arg("--target")
+            .arg(format!("http://{addr}"))
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .unwrap();
+        (o, out)
+    })
+    .await
+    .unwrap();
+    let (o, out) = output;
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    let mut reader = csv::Reader::from_path(out.join("requests.csv")).unwrap();
+    let header = reader.headers().unwrap().clone();
+    let col = |name: &str| header.iter().position(|h| h == name).unwrap();
+    let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    let answered: Vec<&csv::StringRecord> = rows
+        .iter()
+        .filter(|r| &r[col("error")] != "cancelled")
+        .collect();
+    assert!(!answered.is_empty(), "{stderr}");
+    for row in answered {
+        assert_eq!(&row[col("status")], "302", "{row:?}");
+        assert!(
+            row[col("error_detail")].contains(&format!("redirect to http://{addr}/moved")),
+            "{row:?}"
+        );
+    }
+}
