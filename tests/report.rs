@@ -188,7 +188,7 @@ fn charts_carry_their_axis_labels_as_text() {
         has_text(&cdf, "time to first token (ms, log scale)") && has_text(&cdf, "cold (n = 6)")
     );
     let vram = read("vram-c1.svg");
-    assert!(has_text(&vram, "VRAM used (GB)") && has_text(&vram, "time since cell start (s)"));
+    assert!(has_text(&vram, "memory held (GB)") && has_text(&vram, "time since cell start (s)"));
     assert!(has_text(&vram, "cold start"));
     let html = fs::read_to_string(dir.join("index.html")).unwrap();
     assert!(has_text(&html, "idle memory held (GB·s)"));

@@ -277,8 +277,9 @@ pub fn by_keep_alive(summary: &Summary, metric: Metric) -> Result<String> {
 }
 
 /// The samples that belong to a cell's time span, from one source: the first source
-/// with per-model rows (`sim`, `ollama_ps`), all its rows kept so polls where no model
-/// was resident still count; else the first source with device totals.
+/// with per-model rows (`ollama_ps`, whose `size` counts a model wherever it is held,
+/// then `sim`), all its rows kept so polls where no model was resident still count; else
+/// the first source with device totals.
 pub fn cell_samples<'a>(
     cell: &CellMeta,
     next_start_ms: Option<f64>,
@@ -290,7 +291,7 @@ pub fn cell_samples<'a>(
         .iter()
         .filter(|s| s.t_ms >= start && s.t_ms < end)
         .collect();
-    let preferred = ["sim", "ollama_ps", "nvml", "prometheus", "rss"];
+    let preferred = ["ollama_ps", "sim", "nvml", "prometheus", "rss"];
     let per_model = preferred.iter().find(|src| {
         inside
             .iter()
@@ -325,7 +326,13 @@ fn vram_series(samples: &[&VramSample], t0: f64) -> BTreeMap<String, Vec<(f64, f
             s.model.clone()
         };
         let i = polls.partition_point(|t| *t < s.t_ms);
-        *series.entry(name).or_default().entry(i).or_insert(0.0) += s.used_bytes as f64 / GB;
+        // `/api/ps` rows: `size`, the memory held in GPU and system memory together (on a
+        // CPU-only host `size_vram` is 0 while the model holds all of `size`).
+        let bytes = match (s.source.as_str(), s.total_bytes) {
+            ("ollama_ps", Some(size)) => size,
+            _ => s.used_bytes,
+        };
+        *series.entry(name).or_default().entry(i).or_insert(0.0) += bytes as f64 / GB;
     }
     series
         .into_iter()
@@ -366,7 +373,7 @@ pub fn vram_timeline(
         let root = SVGBackend::with_string(&mut svg, (WIDTH, HEIGHT)).into_drawing_area();
         root.fill(&WHITE).map_err(draw_err)?;
         let mut chart = ChartBuilder::on(&root)
-            .caption(format!("VRAM over time: cell {}", cell.id), (FONT, 22))
+            .caption(format!("Memory over time: cell {}", cell.id), (FONT, 22))
             .margin(12)
             .x_label_area_size(52)
             .y_label_area_size(72)
@@ -376,7 +383,7 @@ pub fn vram_timeline(
             .configure_mesh()
             .light_line_style(WHITE.mix(0.0))
             .x_desc("time since cell start (s)")
-            .y_desc("VRAM used (GB)")
+            .y_desc("memory held (GB)")
             .axis_desc_style((FONT, 17))
             .label_style((FONT, 15))
             .draw()

@@ -319,7 +319,7 @@ fn build_charts(
             continue;
         }
         out.push(Chart {
-            title: format!("VRAM over time: cell {}", cell.id),
+            title: format!("Memory over time: cell {}", cell.id),
             file: format!("vram-{}.svg", slug(&cell.id)),
             svg: charts::vram_timeline(cell, &mine, requests)?,
         });
