@@ -450,4 +450,56 @@ mod tests {
         );
         assert_eq!(Limit::of(None, None), None);
     }
+
+    #[test]
+    fn trace_streams_share_one_epoch_so_interleaved_traces_keep_their_phase() {
+        use crate::scenario::{Scenario, load};
+        let dir = tempfile::tempdir().unwrap();
+        // Two logs of one minute: a sends at 100, 102, 104 s; b at 101, 103, 105 s.
+        std::fs::write(dir.path().join("a.csv"), "time_s\n100\n102\n104\n").unwrap();
+        std::fs::write(dir.path().join("b.csv"), "time_s\n105\n101\n103\n").unwrap();
+        let path = dir.path().join("s.toml");
+        let text = "[[stream]]\nname = \"a\"\nmodel = \"m1\"\narrival = { kind = \"trace\", file = \"a.csv\" }\n\
+                    [[stream]]\nname = \"b\"\nmodel = \"m2\"\narrival = { kind = \"trace\", file = \"b.csv\" }\n\
+                    [run]\nrequests = 3\n";
+        std::fs::write(&path, text).unwrap();
+        let offsets = |s: &Scenario, i: usize| -> Vec<f64> {
+            send_offsets(&s.streams[i].arrival, Limit::Requests(10), 0)
+                .unwrap()
+                .iter()
+                .map(|d| d.as_secs_f64())
+                .collect()
+        };
+        let s = load(&path).unwrap();
+        assert_eq!(offsets(&s, 0), [0.0, 2.0, 4.0]);
+        assert_eq!(offsets(&s, 1), [1.0, 3.0, 5.0], "b keeps its phase after a");
+        // An explicit epoch wins; one after a stream's first row is refused.
+        std::fs::write(
+            &path,
+            text.replace("file = \"a.csv\"", "file = \"a.csv\", epoch = 99"),
+        )
+        .unwrap();
+        let s = load(&path).unwrap();
+        assert_eq!(offsets(&s, 0), [1.0, 3.0, 5.0]);
+        assert_eq!(
+            offsets(&s, 1),
+            [0.0, 2.0, 4.0],
+            "b alone sets the shared epoch"
+        );
+        std::fs::write(
+            &path,
+            text.replace("file = \"b.csv\"", "file = \"b.csv\", epoch = 102"),
+        )
+        .unwrap();
+        let e = load(&path).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("stream[1].arrival.epoch"), "{e}");
+        assert!(e.message.contains("after the first send time"), "{e}");
+        std::fs::write(
+            &path,
+            text.replace("file = \"b.csv\"", "file = \"b.csv\", epoch = \"soon\""),
+        )
+        .unwrap();
+        let e = load(&path).unwrap_err();
+        assert!(e.message.contains("bad epoch \"soon\""), "{e}");
+    }
 }
