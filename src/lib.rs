@@ -31,5 +31,6 @@ pub mod sim;
 pub mod sim_settings;
 pub mod swarm;
 pub mod telemetry;
+pub mod traffic;
 pub mod units;
 pub mod workload;

@@ -14,6 +14,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("calibrate", 3),
     ("ollama", 2),
     ("workload", 3),
+    ("traffic", 3),
     ("sim", 3),
     ("runner", 4),
     ("telemetry", 4),
