@@ -19,6 +19,7 @@ pub mod calibrate;
 pub mod catalogue;
 pub mod cli;
 pub mod ollama;
+pub mod predict;
 pub mod progress;
 pub mod recommend;
 pub mod record;

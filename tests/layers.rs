@@ -20,6 +20,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("telemetry", 4),
     ("analysis", 5),
     ("recommend", 6),
+    ("predict", 6),
     ("report", 7),
     ("session", 8),
     ("swarm", 8),
