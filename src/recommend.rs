@@ -768,6 +768,36 @@ mod tests {
     }
 
     #[test]
+    fn system_memory_is_priced_at_ram_gb_hour() {
+        // The same cells held in system memory (a CPU-only host): memory at 1.0/GB-h
+        // = 1/3600 per GB-s: 0.139, 0.833, 5.556; totals 120.139, 40.833, 9.556 → 10m.
+        let mut s = summary();
+        for c in &mut s.cells {
+            let v = c.vram.as_mut().unwrap();
+            let part = |idle: f64| crate::analysis::vram::MemoryPart {
+                source: "ollama_ps".into(),
+                gb_seconds_held: idle,
+                idle_gb_seconds: idle,
+                peak_bytes: if idle > 0.0 { 5_000_000_000 } else { 0 },
+                mean_bytes: 0.0,
+            };
+            v.gpu = Some(part(0.0));
+            v.ram = Some(part(v.idle_gb_seconds));
+            v.counted = "system RAM".into();
+        }
+        let r = &recommend(&s, &cost(7.2), &SloSettings::default())[0];
+        let costs: Vec<Cost> = r.candidates.iter().map(|c| c.cost.unwrap()).collect();
+        for (got, idle) in costs.iter().zip([500.0, 3000.0, 20000.0]) {
+            assert_eq!(got.vram, 0.0);
+            assert!((got.ram - idle / 3600.0).abs() < 1e-9, "{got:?}");
+        }
+        assert_eq!(r.chosen, "10m");
+        assert!(r.reason.contains("idle system-memory GB·s"), "{}", r.reason);
+        // Break-even: 2 s ÷ (5 GB × 1.0 / 3600 s) = 1440 s.
+        assert!((r.break_even_s.unwrap() - 1440.0).abs() < 1e-6);
+    }
+
+    #[test]
     fn slo_form_picks_the_least_memory_meeting_the_slo() {
         let slo = SloSettings {
             ttft_p99: Some(Duration::from_millis(2400)),

@@ -137,6 +137,30 @@ fn errors_responses_ps_and_expiry_agree_with_the_real_server() {
         "expiry: real {real_gone:.2} s, sim {sim_gone:.2} s"
     );
 
+    // P1 and model names: every form a request may use names the same model; the
+    // response echoes the form, /api/ps lists the installed tag, on both.
+    for form in [
+        "tiny-50m",
+        "tiny-50m:latest",
+        "library/tiny-50m",
+        "registry.ollama.ai/library/tiny-50m:latest",
+        "TINY-50M",
+    ] {
+        let body = format!(
+            r#"{{"model":"{form}","prompt":"hi","stream":false,"keep_alive":"5s","options":{{"num_predict":1}}}}"#
+        );
+        let ((rs, r), (ss, s)) = p.call("POST", "/api/generate", Some(&body));
+        assert_eq!((rs, ss), (200, 200), "{form}");
+        assert_eq!(json(&r)["model"], form);
+        assert_eq!(json(&s)["model"], form);
+        let (real, sim) = p.ps();
+        assert_eq!(names(&real), names(&sim), "{form}");
+        assert_eq!(
+            names(&real).into_iter().collect::<Vec<_>>(),
+            vec!["tiny-50m:latest"]
+        );
+    }
+
     // M7/E6: an empty prompt loads; keep_alive 0 with no prompt unloads.
     let ((_, r), (_, s)) = p.call("POST", "/api/generate", Some(r#"{"model":"tiny-50m"}"#));
     assert_eq!(json(&r)["done_reason"], json(&s)["done_reason"]);

@@ -417,3 +417,94 @@ fn client_contract_holds_on_the_live_server() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
+
+/// The same contract through kabench's own client: what a run records from the live
+/// server (streamed generate and chat, errors, load and unload).
+#[test]
+fn kabench_client_parses_the_live_server() {
+    let Some(ollama) = RealOllama::start("client", &[]) else {
+        return;
+    };
+    use kabench::ollama::api::{ChatRequest, GenerateRequest, Message};
+    use kabench::ollama::{ClientError, OllamaClient};
+    use kabench::units::KeepAlive;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let client = OllamaClient::new(&ollama.url).unwrap();
+        assert_eq!(client.version().await.unwrap(), "0.32.15");
+        let limit = Some(std::time::Duration::from_secs(30));
+        let options = |n: u64| serde_json::Map::from_iter([("num_predict".to_string(), n.into())]);
+        let generate = GenerateRequest {
+            model: "tiny-50m".into(),
+            prompt: Some("hello".into()),
+            keep_alive: Some("5s".into()),
+            options: Some(options(4)),
+            ..Default::default()
+        };
+        let ex = client.generate(&generate, limit).await;
+        assert!(ex.error.is_none(), "{:?}", ex.error);
+        assert_eq!(ex.status, Some(200));
+        assert_eq!(ex.done_reason.as_deref(), Some("length"));
+        assert_eq!(ex.metrics.eval_count, Some(4));
+        assert!(
+            ex.metrics.load_duration.unwrap() >= 100_000_000,
+            "cold: a real load"
+        );
+        assert!(ex.first_token_at.is_some() && ex.chunks >= 2);
+
+        let chat = ChatRequest {
+            model: "tiny-50m".into(),
+            messages: Some(vec![Message {
+                role: "user".into(),
+                content: "hi".into(),
+                ..Default::default()
+            }]),
+            options: Some(options(3)),
+            ..Default::default()
+        };
+        let ex = client.chat(&chat, limit).await;
+        assert!(ex.error.is_none(), "{:?}", ex.error);
+        assert!(ex.metrics.load_duration.unwrap() < 100_000_000, "warm: ms");
+        assert!(
+            ex.first_answer_at.is_some(),
+            "no thinking: the first token is the answer"
+        );
+
+        let bad = GenerateRequest {
+            keep_alive: Some("-1".into()),
+            ..generate.clone()
+        };
+        let ex = client.generate(&bad, limit).await;
+        assert_eq!(
+            ex.error,
+            Some(ClientError::Http {
+                status: 400,
+                message: "time: missing unit in duration \"-1\"".into()
+            })
+        );
+        let missing = GenerateRequest {
+            model: "nope".into(),
+            ..generate.clone()
+        };
+        let ex = client.generate(&missing, limit).await;
+        assert_eq!(ex.status, Some(404));
+
+        client
+            .unload("tiny-50m")
+            .await
+            .expect("unload answers done_reason unload");
+        client
+            .load(
+                "tiny-50m",
+                Some(&KeepAlive::parse("-1").unwrap()),
+                Some(4096),
+            )
+            .await
+            .expect("load answers done_reason load");
+        let ps = client.ps().await.unwrap();
+        assert_eq!(ps.models.len(), 1);
+        assert_eq!(ps.models[0].name, "tiny-50m:latest");
+        assert_eq!(ps.models[0].size_vram, 0);
+        client.unload("tiny-50m").await.unwrap();
+    });
+}

@@ -712,7 +712,7 @@ fn growth_warning(source: &str, series: &Series, ps_totals: &Series) -> Option<S
     })
 }
 
-/// One warning per model that `/api/ps` showed with `size_vram < size`.
+/// One warning per model that `/api/ps` showed partly on the GPU (`0 < size_vram < size`).
 fn offload_warnings(samples: &[VramSample], start: f64) -> Vec<String> {
     let mut worst: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
     for s in samples
@@ -731,20 +731,16 @@ fn offload_warnings(samples: &[VramSample], start: f64) -> Vec<String> {
     }
     worst
         .into_iter()
+        // All of a model in system memory (a CPU-only host) is no fault: the figures
+        // count it as system RAM and say so (`counted`).
+        .filter(|(_, (vram, _))| *vram > 0)
         .map(|(model, (vram, size))| {
-            if vram == 0 {
-                format!(
-                    "{model} is held in system memory, not on a GPU (/api/ps size_vram 0 of size {}): its memory is counted as system RAM",
-                    gib(size as f64)
-                )
-            } else {
-                format!(
-                    "{model} partly offloaded to the CPU: size_vram {} of size {} ({:.0}% on the GPU); the rest is counted as system RAM",
-                    gib(vram as f64),
-                    gib(size as f64),
-                    100.0 * vram as f64 / size as f64
-                )
-            }
+            format!(
+                "{model} partly offloaded to the CPU: size_vram {} of size {} ({:.0}% on the GPU); the rest is counted as system RAM",
+                gib(vram as f64),
+                gib(size as f64),
+                100.0 * vram as f64 / size as f64
+            )
         })
         .collect()
 }
@@ -975,6 +971,51 @@ mod tests {
         let w = vram_warnings(&samples, &reqs, &c, &f, TOL);
         assert_eq!(w.len(), 1, "{w:?}");
         assert!(w[0].contains("partly offloaded") && w[0].contains("(50% on the GPU)"));
+    }
+
+    #[test]
+    fn a_cpu_only_host_counts_system_memory_not_zero() {
+        // The real server on a CPU host: /api/ps size_vram 0, size the resident bytes.
+        let reqs = requests();
+        let samples: Vec<VramSample> = trace(&reqs, 3000.0, 16_000.0, false)
+            .into_iter()
+            .filter(|s| s.source == "ollama_ps")
+            .map(|mut s| {
+                s.total_bytes = Some(s.used_bytes);
+                s.used_bytes = 0;
+                s
+            })
+            .collect();
+        let c = cell("3s", Some(3.0), false);
+        let f = vram_figures(&samples, &reqs, &c, TOL).unwrap();
+        assert_eq!(f.counted, "system RAM");
+        let (gpu, ram) = (f.gpu.as_ref().unwrap(), f.ram.as_ref().unwrap());
+        assert_eq!((gpu.peak_bytes, ram.peak_bytes), (0, SIZE));
+        assert!(ram.idle_gb_seconds > 0.0 && f.idle_gb_seconds == ram.idle_gb_seconds);
+        assert_eq!(f.idle_split(), (0.0, ram.idle_gb_seconds));
+        assert_eq!(f.release[0].release_delay_s.map(|d| d.round()), Some(3.0));
+        assert!(
+            vram_warnings(&samples, &reqs, &c, &f, TOL).is_empty(),
+            "a model in system memory is a fact, not a fault"
+        );
+    }
+
+    #[test]
+    fn partly_offloaded_memory_is_split_between_gpu_and_system() {
+        let reqs = requests();
+        let samples: Vec<VramSample> = trace(&reqs, 3000.0, 16_000.0, false)
+            .into_iter()
+            .filter(|s| s.source == "ollama_ps")
+            .map(|mut s| {
+                s.total_bytes = Some(s.used_bytes * 2);
+                s
+            })
+            .collect();
+        let c = cell("3s", Some(3.0), false);
+        let f = vram_figures(&samples, &reqs, &c, TOL).unwrap();
+        assert_eq!(f.counted, "GPU + system RAM");
+        assert_eq!(f.peak_split(), (SIZE, SIZE));
+        assert_eq!(f.peak_bytes, 2 * SIZE);
     }
 
     #[test]
