@@ -123,6 +123,10 @@ pub struct PredictArgs {
     /// The cold rule's load_duration threshold.
     #[arg(long, value_parser = parse_duration, default_value = "100ms")]
     pub cold_threshold: Duration,
+    /// Share of the input's time span to choose the recommendation on; every policy is
+    /// also scored on the rest (out of sample). 1 = the whole input only.
+    #[arg(long, default_value_t = 0.5)]
+    pub train: f64,
     /// Write a run folder here (summary.json, run.json, report).
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -631,6 +635,13 @@ fn predict(args: PredictArgs) -> Result<()> {
         ))
         .into());
     }
+    if !(args.train > 0.0 && args.train <= 1.0) {
+        return Err(BadInput(format!(
+            "--train {}: give the share of the time span to train on, above 0 and at most 1 (0.5: the first half)",
+            args.train
+        ))
+        .into());
+    }
     let unit = match args.timestamp_unit.as_str() {
         "auto" => TimeUnit::Auto,
         "s" => TimeUnit::Seconds,
@@ -723,6 +734,7 @@ fn predict(args: PredictArgs) -> Result<()> {
         output_tokens: args.output_tokens,
         cold_threshold: args.cold_threshold,
         progress: !args.quiet,
+        train: args.train,
     };
     let prediction = predict::predict(&log, &host, &models, &unit_of, &opts)?;
     let info = output::FolderInfo {

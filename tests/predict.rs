@@ -148,6 +148,27 @@ fn acceptance_cold_starts_follow_the_gaps_and_the_optimum_is_a_cell() {
         let x = c["policy"]["times_optimum"].as_f64().unwrap();
         assert!((x - total / cost("offline-optimum")).abs() < 1e-9);
     }
+    // --train 0.5 (the default): the split is at 1465 s, after the 6th arrival; the
+    // two halves add up to the whole.
+    let penalty = cell(&summary, "0")["streams"][0]["cold_penalty_ms"]
+        .as_f64()
+        .unwrap()
+        / 1000.0;
+    let zero = &cell(&summary, "0")["policy"];
+    assert!((zero["cost_train"]["cold"].as_f64().unwrap() - 6.0 * penalty).abs() < 1e-9);
+    assert!((zero["cost_test"]["cold"].as_f64().unwrap() - 2.0 * penalty).abs() < 1e-9);
+    for c in cells {
+        let part = |k: &str| c["policy"][k]["total"].as_f64().unwrap();
+        assert!(
+            (part("cost_train") + part("cost_test") - part("cost")).abs() < 1e-6,
+            "{c}"
+        );
+    }
+    assert_eq!(summary["out_of_sample"]["train_share"], 0.5);
+    assert!(
+        table.contains("out of sample: fitted on the first 50%"),
+        "{table}"
+    );
     let idle = |name: &str| {
         cell(&summary, name)["vram"]["idle_gb_seconds"]
             .as_f64()
@@ -301,6 +322,14 @@ fn bad_input_is_exit_2_with_a_clear_message() {
         fixture("gaps.csv").to_str().unwrap(),
         "--keep-alive",
         "soon",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = run(&[
+        "predict",
+        "--requests",
+        fixture("gaps.csv").to_str().unwrap(),
+        "--train",
+        "1.5",
     ]);
     assert_eq!(out.status.code(), Some(2));
     let tmp = tempfile::tempdir().unwrap();

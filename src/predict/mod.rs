@@ -78,6 +78,9 @@ pub struct PredictOptions {
     pub cold_threshold: Duration,
     /// Draw a progress bar on stderr.
     pub progress: bool,
+    /// Share of the input's time span that trains (`--train`): the recommendation is
+    /// chosen there and scored on the rest; 1 scores on the whole only.
+    pub train: f64,
 }
 
 /// A policy's cost, split as `recommend` splits it.
@@ -104,6 +107,12 @@ pub struct Prediction {
     pub outcomes: Vec<PolicyOutcome>,
     /// Their costs.
     pub costs: Vec<PolicyCost>,
+    /// Their costs in the training window.
+    pub train_costs: Vec<PolicyCost>,
+    /// Their costs after it.
+    pub test_costs: Vec<PolicyCost>,
+    /// The training share.
+    pub train: f64,
     /// Index of the offline optimum in `outcomes`, when replayed.
     pub optimum: Option<usize>,
     /// Wall time of the replay, seconds.
@@ -119,10 +128,29 @@ impl Prediction {
 
     /// The fixed policy of least cost (ties: the shorter keep_alive).
     pub fn best_fixed(&self) -> Option<usize> {
-        (0..self.outcomes.len())
-            .filter(|&i| self.outcomes[i].policy.is_fixed())
-            .min_by(|&a, &b| self.costs[a].total.total_cmp(&self.costs[b].total))
+        best_of(&self.outcomes, &self.costs)
     }
+
+    /// The fixed policy of least cost on the training window: the recommendation.
+    pub fn recommended(&self) -> Option<usize> {
+        best_of(&self.outcomes, &self.train_costs)
+    }
+
+    /// The fixed policy of least cost after the training window, in hindsight.
+    pub fn best_fixed_test(&self) -> Option<usize> {
+        best_of(&self.outcomes, &self.test_costs)
+    }
+
+    /// Whether a training window was asked for (a share below 1).
+    pub fn has_split(&self) -> bool {
+        self.train < 1.0
+    }
+}
+
+fn best_of(outcomes: &[PolicyOutcome], costs: &[PolicyCost]) -> Option<usize> {
+    (0..outcomes.len())
+        .filter(|&i| outcomes[i].policy.is_fixed())
+        .min_by(|&a, &b| costs[a].total.total_cmp(&costs[b].total))
 }
 
 /// The replayed models of `scan` on `host`: input names that resolve to one catalogue
@@ -171,13 +199,38 @@ pub fn resolve_models(
     Ok((figures, unit_of))
 }
 
-/// Cost of one outcome under `cost`, with each model's penalty.
-pub fn price(outcome: &PolicyOutcome, models: &[ModelFigures], cost: &CostSettings) -> PolicyCost {
+/// Which part of a replay to price.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    /// All of it.
+    Whole,
+    /// The training window.
+    Train,
+    /// After the training window.
+    Test,
+}
+
+/// Cost of one outcome (or a part of it) under `cost`, with each model's penalty.
+pub fn price(
+    outcome: &PolicyOutcome,
+    models: &[ModelFigures],
+    cost: &CostSettings,
+    part: Part,
+) -> PolicyCost {
     let mut c = PolicyCost::default();
     for (o, f) in outcome.models.iter().zip(models) {
-        c.cold += o.cold as f64 * f.penalty_s * cost.wait_second;
-        c.vram += o.idle_gpu_gb_s / 3600.0 * cost.vram_gb_hour;
-        c.ram += o.idle_ram_gb_s / 3600.0 * cost.ram_gb_hour;
+        let (cold, gpu, ram) = match part {
+            Part::Whole => (o.cold, o.idle_gpu_gb_s, o.idle_ram_gb_s),
+            Part::Train => (o.train.cold, o.train.idle_gpu_gb_s, o.train.idle_ram_gb_s),
+            Part::Test => (
+                o.cold - o.train.cold,
+                o.idle_gpu_gb_s - o.train.idle_gpu_gb_s,
+                o.idle_ram_gb_s - o.train.idle_ram_gb_s,
+            ),
+        };
+        c.cold += cold as f64 * f.penalty_s * cost.wait_second;
+        c.vram += gpu.max(0.0) / 3600.0 * cost.vram_gb_hour;
+        c.ram += ram.max(0.0) / 3600.0 * cost.ram_gb_hour;
     }
     c.total = c.cold + c.vram + c.ram;
     c
@@ -210,6 +263,7 @@ pub fn predict(
         output_tokens: opts.output_tokens,
         cold_threshold: opts.cold_threshold,
         sent: scan.keep_alives.clone(),
+        split_s: scan.span_s * opts.train.clamp(0.0, 1.0),
     };
     let mut replays: Vec<replay::Replay> = opts
         .policies
@@ -266,16 +320,26 @@ pub fn predict(
     }
     let outcomes: Vec<PolicyOutcome> = replays.into_iter().map(|r| r.finish(&ahead)).collect();
     bar.finish_and_clear();
-    let costs: Vec<PolicyCost> = outcomes
-        .iter()
-        .map(|o| price(o, models, &opts.cost))
-        .collect();
+    let costs_of = |part| -> Vec<PolicyCost> {
+        outcomes
+            .iter()
+            .map(|o| price(o, models, &opts.cost, part))
+            .collect()
+    };
+    let (costs, train_costs, test_costs) = (
+        costs_of(Part::Whole),
+        costs_of(Part::Train),
+        costs_of(Part::Test),
+    );
     let optimum = opts.policies.iter().position(|p| *p == Policy::Optimum);
     Ok(Prediction {
         scan,
         models: models.to_vec(),
         outcomes,
         costs,
+        train_costs,
+        test_costs,
+        train: opts.train.clamp(0.0, 1.0),
         optimum,
         wall_s: started.elapsed().as_secs_f64(),
     })

@@ -45,7 +45,7 @@ pub fn table(p: &Prediction) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<16} {:>9} {:>8} {:>6} {:>9} {:>9} {:>10} {:>10} {:>9} {:>10} {:>9}",
+        "{:<16} {:>9} {:>8} {:>6} {:>9} {:>9} {:>10} {:>10} {:>9} {:>10} {:>9}{}",
         "policy",
         "requests",
         "cold",
@@ -56,7 +56,12 @@ pub fn table(p: &Prediction) -> String {
         "GB·h idle",
         "evictions",
         "cost",
-        "×optimum"
+        "×optimum",
+        if p.has_split() {
+            format!(" {:>10} {:>10}", "cost train", "cost test")
+        } else {
+            String::new()
+        }
     );
     for (i, o) in p.outcomes.iter().enumerate() {
         let requests: u64 = o.models.iter().map(|m| m.requests).sum();
@@ -78,7 +83,7 @@ pub fn table(p: &Prediction) -> String {
             .map_or_else(|| "-".into(), |x| format!("{x:.2}×"));
         let _ = writeln!(
             out,
-            "{:<16} {:>9} {:>8} {:>5.1}% {:>9} {:>9} {:>10.2} {:>10.2} {:>9} {:>10.1} {:>9}",
+            "{:<16} {:>9} {:>8} {:>5.1}% {:>9} {:>9} {:>10.2} {:>10.2} {:>9} {:>10.1} {:>9}{}",
             o.policy.name(),
             requests,
             cold,
@@ -93,7 +98,15 @@ pub fn table(p: &Prediction) -> String {
             idle / 3600.0,
             evictions,
             p.costs[i].total,
-            x
+            x,
+            if p.has_split() {
+                format!(
+                    " {:>10.1} {:>10.1}",
+                    p.train_costs[i].total, p.test_costs[i].total
+                )
+            } else {
+                String::new()
+            }
         );
     }
     out
@@ -132,6 +145,24 @@ pub fn verdict(p: &Prediction) -> Vec<String> {
             match &p.outcomes[b].policy {
                 Policy::Fixed(k) => k.to_json().to_string(),
                 _ => String::new(),
+            }
+        ));
+    }
+    if p.has_split()
+        && let (Some(r), Some(b)) = (p.recommended(), p.best_fixed_test())
+    {
+        let pct = p.train * 100.0;
+        let (rc, bc) = (p.test_costs[r].total, p.test_costs[b].total);
+        out.push(format!(
+            "out of sample: fitted on the first {pct:.0}% of the time span, the best fixed value is {} (cost there {:.1}); on the remaining {:.0}% it costs {rc:.1}, against {bc:.1} for the best fixed value there in hindsight ({}){}",
+            p.outcomes[r].policy.name(),
+            p.train_costs[r].total,
+            100.0 - pct,
+            p.outcomes[b].policy.name(),
+            if bc > 0.0 {
+                format!(": {:.2}×", rc / bc)
+            } else {
+                String::new()
             }
         ));
     }
@@ -318,6 +349,8 @@ fn policy_json(p: &Prediction, i: usize) -> Value {
         "kind": kind,
         "apply": apply,
         "cost": c,
+        "cost_train": p.has_split().then(|| p.train_costs[i]),
+        "cost_test": p.has_split().then(|| p.test_costs[i]),
         "times_optimum": p.times_optimum(i),
         "horizon_s": o.horizon_s,
         "evictions": o.models.iter().map(|m| m.evictions).sum::<u64>(),
@@ -339,6 +372,15 @@ pub fn summary_json(p: &Prediction, info: &FolderInfo) -> Result<Value> {
         }
     }
     v["best_fixed"] = json!(p.best_fixed().map(|b| p.outcomes[b].policy.name()));
+    if p.has_split() {
+        let name = |i: Option<usize>| i.map(|i| p.outcomes[i].policy.name());
+        v["out_of_sample"] = json!({
+            "train_share": p.train,
+            "split_s": p.scan.span_s * p.train,
+            "recommended": name(p.recommended()),
+            "best_fixed_after_split": name(p.best_fixed_test()),
+        });
+    }
     Ok(v)
 }
 

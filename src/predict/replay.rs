@@ -104,11 +104,29 @@ pub struct ReplaySettings {
     pub cold_threshold: Duration,
     /// The keep_alive values the input sent (`Request::keep_alive` indexes it).
     pub sent: Vec<KeepAlive>,
+    /// Where the training window ends, seconds from the first arrival.
+    pub split_s: f64,
+}
+
+/// What one model cost in the training window (arrivals and time before the split).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Window {
+    /// Requests that arrived in the window.
+    pub requests: u64,
+    /// Of them, cold.
+    pub cold: u64,
+    /// GPU memory held idle in the window, GB·s.
+    pub idle_gpu_gb_s: f64,
+    /// System memory held idle in the window, GB·s.
+    pub idle_ram_gb_s: f64,
 }
 
 /// Counters and distributions of one model under one policy.
 #[derive(Debug, Clone, Default)]
 pub struct ModelOutcome {
+    /// The part before `ReplaySettings::split_s` (the training half of `--train`);
+    /// the rest is the whole minus this.
+    pub train: Window,
     /// Requests replayed.
     pub requests: u64,
     /// Refused (queue full) or failed in the scheduler.
@@ -253,6 +271,9 @@ impl Replay {
         self.touch(m, t);
         self.held[m].active += 1;
         self.out[m].requests += 1;
+        if r.t < self.settings.split_s {
+            self.out[m].train.requests += 1;
+        }
         self.flights.insert(
             id,
             Flight {
@@ -388,6 +409,14 @@ impl Replay {
             if h.active == 0 {
                 o.idle_gpu_gb_s += gb_s(gpu, dt);
                 o.idle_ram_gb_s += gb_s(ram, dt);
+                // The part of [now − dt, now) before the split.
+                let split = Duration::from_secs_f64(self.settings.split_s.max(0.0));
+                let start = now - dt;
+                if start < split {
+                    let before = split.min(now) - start;
+                    o.train.idle_gpu_gb_s += gb_s(gpu, before);
+                    o.train.idle_ram_gb_s += gb_s(ram, before);
+                }
             }
         }
     }
@@ -434,6 +463,9 @@ impl Replay {
                     }
                     if cold {
                         o.cold += 1;
+                        if f.arrival.as_secs_f64() < self.settings.split_s {
+                            o.train.cold += 1;
+                        }
                         o.load.record_ms(ms(load_duration));
                     }
                     self.finishes.push(Reverse((end, id)));
