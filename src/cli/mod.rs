@@ -3,6 +3,7 @@
 //! type leaves `cli`.
 
 mod commands;
+mod predict;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -45,6 +46,92 @@ pub enum Command {
     Swarm(SwarmArgs),
     /// List the simulator's model catalogue: sizes, load times and speeds, with sources.
     Models(ModelsArgs),
+    /// Replay a request log through the scheduler model on a virtual clock under every
+    /// keep_alive policy, priced against the offline optimum.
+    Predict(Box<PredictArgs>),
+}
+
+/// `kabench predict`.
+#[derive(Debug, Args)]
+pub struct PredictArgs {
+    /// Request log CSV: a `timestamp` column (RFC 3339, or epoch seconds or milliseconds)
+    /// and any of model, prompt_tokens, output_tokens, num_ctx, client, keep_alive.
+    #[arg(long, value_name = "FILE")]
+    pub requests: PathBuf,
+    /// keep_alive values to replay, comma-separated (e.g. 0,1m,5m,30m,-1); 5m and 10s
+    /// are always replayed, and a log-spaced grid unless --no-grid.
+    #[arg(long, value_delimiter = ',', allow_hyphen_values = true)]
+    pub keep_alive: Vec<String>,
+    /// Replay only the given values (plus 5m and 10s), not the grid from 0 to forever.
+    #[arg(long)]
+    pub no_grid: bool,
+    /// The model of rows that name none.
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Multiplies every gap of the input (2 = half the rate).
+    #[arg(long, default_value_t = 1.0)]
+    pub time_scale: f64,
+    /// Unit of numeric timestamps: auto (milliseconds from 1e11), s or ms.
+    #[arg(long, default_value = "auto")]
+    pub timestamp_unit: String,
+    /// Take the host from this scenario's [sim] and the weights from its [cost] (flags override).
+    #[arg(long)]
+    pub scenario: Option<PathBuf>,
+    /// Stand on the host of this kabench run folder (measured load times, speeds, sizes).
+    #[arg(long, value_name = "RUN_DIR")]
+    pub calibrate: Option<PathBuf>,
+    /// VRAM per GPU, e.g. 24GiB.
+    #[arg(long)]
+    pub vram: Option<String>,
+    /// GPUs; 0 = a CPU-only host.
+    #[arg(long)]
+    pub gpus: Option<u32>,
+    /// OLLAMA_MAX_LOADED_MODELS (0 = 3 per GPU).
+    #[arg(long)]
+    pub max_loaded_models: Option<u32>,
+    /// OLLAMA_NUM_PARALLEL.
+    #[arg(long)]
+    pub num_parallel: Option<u32>,
+    /// OLLAMA_KEEP_ALIVE: what applies to requests that send none (as-sent policy).
+    #[arg(long)]
+    pub server_keep_alive: Option<String>,
+    /// Seed of the scheduler's random choices (load jitter).
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Prompt tokens of requests whose log says none.
+    #[arg(long, default_value_t = 300)]
+    pub prompt_tokens: u32,
+    /// Output tokens of requests whose log says none.
+    #[arg(long, default_value_t = 128)]
+    pub output_tokens: u32,
+    /// [cost] wait_second: the cost of one second a user waits.
+    #[arg(long)]
+    pub wait_second: Option<f64>,
+    /// [cost] vram_gb_hour: the cost of holding 1 GB of GPU memory for an hour.
+    #[arg(long)]
+    pub vram_gb_hour: Option<f64>,
+    /// [cost] ram_gb_hour: the same for system memory.
+    #[arg(long)]
+    pub ram_gb_hour: Option<f64>,
+    /// The wait one cold start costs (default: each model's load time on the host).
+    #[arg(long, value_parser = parse_duration)]
+    pub cold_penalty: Option<Duration>,
+    /// The cold rule's load_duration threshold.
+    #[arg(long, value_parser = parse_duration, default_value = "100ms")]
+    pub cold_threshold: Duration,
+    /// Share of the input's time span to choose the recommendation on; every policy is
+    /// also scored on the rest (out of sample). 1 = the whole input only.
+    #[arg(long, default_value_t = 0.5)]
+    pub train: f64,
+    /// Write a run folder here (summary.json, run.json, report).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Print summary.json on stdout instead of the table.
+    #[arg(long)]
+    pub json: bool,
+    /// No progress bar.
+    #[arg(long, short)]
+    pub quiet: bool,
 }
 
 /// `kabench swarm`.
@@ -246,5 +333,6 @@ pub async fn dispatch(cli: Cli) -> Result<()> {
         Command::Sim(args) => commands::serve_sim(*args).await,
         Command::Models(args) => commands::models(args),
         Command::Swarm(args) => commands::swarm(args).await,
+        Command::Predict(args) => predict::predict(*args),
     }
 }

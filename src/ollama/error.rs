@@ -33,6 +33,9 @@ pub enum ClientError {
     /// An `OLLAMA_HOST` value that cannot be turned into a URL.
     #[error("bad host: {0}")]
     BadHost(String),
+    /// Stopped by kabench (Ctrl-C, or a run that had to stop) before it ended.
+    #[error("cancelled: {0}")]
+    Cancelled(String),
 }
 
 /// The closed set of `ClientError` cases, for CSV columns and counting.
@@ -52,6 +55,8 @@ pub enum ErrorKind {
     BadJson,
     /// See `ClientError::BadHost`.
     BadHost,
+    /// See `ClientError::Cancelled`.
+    Cancelled,
 }
 
 impl ErrorKind {
@@ -66,6 +71,7 @@ impl ErrorKind {
             ErrorKind::BrokenStream => "broken_stream",
             ErrorKind::BadJson => "bad_json",
             ErrorKind::BadHost => "bad_host",
+            ErrorKind::Cancelled => "cancelled",
         }
     }
 }
@@ -87,6 +93,7 @@ impl ClientError {
             ClientError::BrokenStream(_) => ErrorKind::BrokenStream,
             ClientError::BadJson(_) => ErrorKind::BadJson,
             ClientError::BadHost(_) => ErrorKind::BadHost,
+            ClientError::Cancelled(_) => ErrorKind::Cancelled,
         }
     }
 

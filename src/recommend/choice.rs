@@ -5,7 +5,9 @@
 use crate::analysis::{CellSummary, StreamSummary};
 use crate::recommend::frontier::mark_frontier;
 use crate::recommend::prose::{reason, snippets};
-use crate::recommend::{Candidate, Cost, Form, GB, GroupKey, Recommendation};
+use crate::recommend::{
+    Candidate, Cost, Form, GB, GroupKey, MAX_ERROR_SHARE, Recommendation, excluded,
+};
 use crate::record::{CostSettings, SloSettings};
 use crate::units::cmp_keep_alive;
 
@@ -136,25 +138,43 @@ pub(crate) fn recommend_group(
     }
     mark_frontier(&mut cands, slo_ms.is_some());
 
+    // Only cells whose requests mostly succeeded can be picked.
+    let left_out: Vec<String> = cands.iter().filter_map(excluded).collect();
+    let valid: Vec<Candidate> = cands
+        .iter()
+        .filter(|c| excluded(c).is_none())
+        .cloned()
+        .collect();
+    if valid.is_empty() {
+        return no_candidate(
+            (workload, model, fixed),
+            cands,
+            &left_out,
+            has_vram,
+            (penalty_s, penalty_source),
+            (model_gb, model_ram_gb),
+            slo_ms.is_some(),
+        );
+    }
     let cost_pick = has_vram
-        .then(|| min_by(&cands, |c| c.cost.map_or(f64::INFINITY, |k| k.total)))
+        .then(|| min_by(&valid, |c| c.cost.map_or(f64::INFINITY, |k| k.total)))
         .flatten()
         .cloned();
     let slo_pick = slo_ms.and_then(|_| {
-        cands
+        valid
             .iter()
             .filter(|c| c.meets_slo == Some(true))
             .min_by(|a, b| a.cmp_appetite(b))
             .cloned()
     });
-    let cold_only_pick = min_by(&cands, |c| (c.cold_ratio * 100.0).round()).cloned();
+    let cold_only_pick = min_by(&valid, |c| (c.cold_ratio * 100.0).round()).cloned();
 
     let (form, pick) = match (&slo_pick, &cost_pick) {
         (Some(p), _) => (Form::Slo, p.clone()),
         (None, Some(p)) => (Form::Cost, p.clone()),
         (None, None) => (
             Form::ColdOnly,
-            cold_only_pick.clone().unwrap_or_else(|| cands[0].clone()),
+            cold_only_pick.clone().unwrap_or_else(|| valid[0].clone()),
         ),
     };
     let hold_rate = match (model_gb, model_ram_gb) {
@@ -167,7 +187,14 @@ pub(crate) fn recommend_group(
         (Some(p), Some(rate)) if rate > 0.0 => Some(p * cost.wait_second / rate),
         _ => None,
     };
-    let reason = reason(form, &pick, &cands, slo_ms, has_vram, penalty_s, cost);
+    let mut reason = reason(form, &pick, &cands, slo_ms, has_vram, penalty_s, cost);
+    if !left_out.is_empty() {
+        reason.push_str(&format!(
+            "; not candidates (more than {:.0}% of requests failed, or none answered): {}",
+            MAX_ERROR_SHARE * 100.0,
+            left_out.join(", ")
+        ));
+    }
     let snippets = snippets(&model, pick.keep_alive.as_ref());
     Recommendation {
         workload,
@@ -193,5 +220,43 @@ pub(crate) fn recommend_group(
         snippets,
         advice: Vec::new(),
         candidates: cands,
+    }
+}
+
+/// The recommendation of a group none of whose cells can be picked.
+fn no_candidate(
+    (workload, model, fixed): GroupKey,
+    candidates: Vec<Candidate>,
+    left_out: &[String],
+    has_vram: bool,
+    (cold_penalty_s, cold_penalty_source): (Option<f64>, String),
+    (model_gb, model_ram_gb): (Option<f64>, Option<f64>),
+    use_p99: bool,
+) -> Recommendation {
+    let reason = format!(
+        "no swept keep_alive is a valid candidate: a cell counts only when at most {:.0}% of its requests failed and at least one was answered ({})",
+        MAX_ERROR_SHARE * 100.0,
+        left_out.join("; ")
+    );
+    let snippets = snippets(&model, None);
+    Recommendation {
+        workload,
+        model,
+        fixed,
+        candidates,
+        frontier_metric: if use_p99 { "p99_ttft_ms" } else { "cold_ratio" }.into(),
+        has_vram,
+        cold_penalty_s,
+        cold_penalty_source,
+        model_gb,
+        model_ram_gb,
+        cost_choice: None,
+        slo_choice: None,
+        chosen: None,
+        form: Form::NoCandidate,
+        reason,
+        break_even_s: None,
+        snippets,
+        advice: Vec::new(),
     }
 }

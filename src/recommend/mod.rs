@@ -45,6 +45,32 @@ pub enum Form {
     Slo,
     /// No VRAM data: the shortest keep_alive with the lowest cold ratio.
     ColdOnly,
+    /// No candidate was valid (each had too many failed requests): nothing is
+    /// recommended and `reason` says why.
+    NoCandidate,
+}
+
+/// Largest share of a cell's requests that may fail for the cell to stay a candidate:
+/// past it (or with no request answered) its cold ratio and memory say nothing.
+pub const MAX_ERROR_SHARE: f64 = 0.10;
+
+/// Why a candidate cannot be recommended (too many failed requests, or none answered),
+/// or `None` when it can.
+pub fn excluded(c: &Candidate) -> Option<String> {
+    let ka = display_keep_alive(c.keep_alive.as_ref());
+    if c.requests == 0 {
+        return Some(format!("{ka}: no request counted"));
+    }
+    if c.errors >= c.requests {
+        return Some(format!("{ka}: all {} requests failed", c.requests));
+    }
+    if c.errors as f64 > c.requests as f64 * MAX_ERROR_SHARE {
+        return Some(format!(
+            "{ka}: {} of {} requests failed",
+            c.errors, c.requests
+        ));
+    }
+    None
 }
 
 /// The cost of one candidate, split into its two terms.
@@ -76,7 +102,7 @@ pub struct Candidate {
     pub requests: u64,
     /// Cold requests.
     pub cold: u64,
-    /// cold / requests.
+    /// cold / answered requests.
     pub cold_ratio: f64,
     /// Failed requests.
     pub errors: u64,
@@ -207,6 +233,17 @@ impl Recommendation {
             let parts: Vec<String> = self.fixed.iter().map(|(k, v)| format!("{k}={v}")).collect();
             fixed = format!(" [{}]", parts.join(", "));
         }
+        if self.form == Form::NoCandidate {
+            let why: Vec<String> = self.candidates.iter().filter_map(excluded).collect();
+            return format!(
+                "{} ({}){}: no recommendation: no swept keep_alive had at most {:.0}% of its requests failed and one answered ({})",
+                self.workload,
+                self.model,
+                fixed,
+                MAX_ERROR_SHARE * 100.0,
+                why.join("; ")
+            );
+        }
         if self.chosen.is_none() {
             return format!(
                 "{} ({}){}: send no keep_alive (the server's OLLAMA_KEEP_ALIVE applies)",
@@ -223,9 +260,14 @@ impl Recommendation {
         )
     }
 
-    /// The chosen candidate.
+    /// The chosen candidate (`None` when nothing is recommended).
     pub fn chosen_candidate(&self) -> Option<&Candidate> {
-        self.candidates.iter().find(|c| c.keep_alive == self.chosen)
+        self.candidates.iter().find(|c| self.is_chosen(c))
+    }
+
+    /// Whether `c` is the recommended candidate (never, when nothing is recommended).
+    pub fn is_chosen(&self, c: &Candidate) -> bool {
+        self.form != Form::NoCandidate && c.keep_alive == self.chosen
     }
 }
 

@@ -57,6 +57,7 @@ pub(crate) fn reason(
             "no memory measured: {ka} is the shortest swept keep_alive with the lowest cold-start ratio ({:.1}%)",
             pick.cold_ratio * 100.0
         ),
+        Form::NoCandidate => String::new(),
     };
     if slo_ms.is_some() && form != Form::Slo {
         out.push_str("; no swept keep_alive met the p99 TTFT SLO");

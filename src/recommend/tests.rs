@@ -31,6 +31,7 @@ fn cell(id: &str, ka: &str, cold: u64, p99: f64, idle: f64) -> CellSummary {
             warmup: 0,
             errors: 0,
             errors_by_kind: BTreeMap::new(),
+            answered: 100,
             cold,
             loads: 0,
             cold_ratio: cold as f64 / 100.0,
@@ -204,4 +205,64 @@ fn snippets_carry_the_wire_forms() {
     assert_eq!(s.keep_alive_field, "\"keep_alive\": \"10m\"");
     assert!(s.native_request.contains("\"keep_alive\":\"10m\""));
     assert!(s.notes.iter().any(|n| n.contains("/v1")));
+}
+
+fn with_errors(mut s: Summary, cell: usize, errors: u64) -> Summary {
+    s.cells[cell].streams[0].errors = errors;
+    s.cells[cell].streams[0].errors_by_kind = BTreeMap::from([("connect".into(), errors)]);
+    s
+}
+
+#[test]
+fn a_cell_with_too_many_failed_requests_is_not_a_candidate() {
+    // 10m is the cost pick (44); at 10 of 100 failed it stays one, at 11 it is out
+    // and 1m (46) wins.
+    let r = &recommend(
+        &with_errors(summary(), 2, 10),
+        &cost(7.2),
+        &SloSettings::default(),
+    )[0];
+    assert_eq!(crate::units::as_written(r.chosen.as_ref()), "10m");
+    let r = &recommend(
+        &with_errors(summary(), 2, 11),
+        &cost(7.2),
+        &SloSettings::default(),
+    )[0];
+    assert_eq!(crate::units::as_written(r.chosen.as_ref()), "1m");
+    assert!(
+        r.reason.contains("10m: 11 of 100 requests failed"),
+        "{}",
+        r.reason
+    );
+    assert!(!r.candidates[2].on_frontier);
+    // Also for the SLO and cold-only forms.
+    let slo = SloSettings {
+        ttft_p99: Some(Duration::from_millis(100)),
+    };
+    let r = &recommend(&with_errors(summary(), 2, 100), &cost(7.2), &slo)[0];
+    assert_ne!(crate::units::as_written(r.chosen.as_ref()), "10m");
+    let mut s = with_errors(summary(), 2, 100);
+    for c in &mut s.cells {
+        c.vram = None;
+    }
+    let r = &recommend(&s, &cost(7.2), &SloSettings::default())[0];
+    assert_eq!(r.form, Form::ColdOnly);
+    assert_eq!(crate::units::as_written(r.chosen.as_ref()), "1m");
+}
+
+#[test]
+fn with_no_valid_candidate_nothing_is_recommended() {
+    let mut s = summary();
+    for i in 0..3 {
+        s = with_errors(s, i, 100);
+    }
+    let r = &recommend(&s, &cost(7.2), &SloSettings::default())[0];
+    assert_eq!(r.form, Form::NoCandidate);
+    assert!(r.chosen_candidate().is_none());
+    assert!(r.cost_choice.is_none());
+    assert!(r.candidates.iter().all(|c| !c.on_frontier));
+    let h = r.headline();
+    assert!(h.starts_with("chat (m:7b): no recommendation"), "{h}");
+    assert!(h.contains("10s: all 100 requests failed"), "{h}");
+    assert!(!h.contains("OLLAMA_KEEP_ALIVE"), "{h}");
 }

@@ -111,6 +111,7 @@ impl std::fmt::Display for SweepAxis {
 
 /// One simulated model as the simulator stood in for it (`run.json` `sim.models`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct SimModel {
     /// The tag the scenario sent.
     pub model: String,
@@ -136,8 +137,10 @@ pub struct SimModel {
 
 /// The simulated host of a run on the simulator (`run.json` `sim`): what it stood for,
 /// and the simulator's own counters at the end. A folder written before it was typed
-/// keeps its description (`gpu`, `calibrated_from`) and loses the rest.
+/// keeps its description (`gpu`, `calibrated_from`) and loses the rest; a field it lacks
+/// reads as its default.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct SimHost {
     /// The host in words: `1 × 24 GiB GPU`, or a CPU-only host.
     pub gpu: String,

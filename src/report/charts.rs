@@ -95,7 +95,7 @@ pub fn tradeoff(rec: &Recommendation) -> Result<String> {
                 y,
                 display_keep_alive(c.keep_alive.as_ref()),
                 c.on_frontier,
-                c.keep_alive == rec.chosen,
+                rec.is_chosen(c),
             )
         })
         .collect();

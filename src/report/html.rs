@@ -9,7 +9,8 @@ use serde::Serialize;
 
 use super::ReportData;
 use crate::analysis::Summary;
-use crate::recommend::{GB, Recommendation, display_keep_alive, format_seconds};
+use crate::recommend::{Form, GB, Recommendation, display_keep_alive, format_seconds};
+use crate::record::SweepAxis;
 
 const TEMPLATE: &str = include_str!("index.html");
 
@@ -91,7 +92,11 @@ pub fn cell_rows(summary: &Summary) -> Vec<CellRow> {
             params: params.join(", "),
             stream: s.name.clone(),
             model: s.model.clone(),
-            keep_alive: display_keep_alive(s.keep_alive.as_ref()),
+            // A predicted policy that is not one value (the offline optimum) shows its name.
+            keep_alive: match (&s.keep_alive, c.params.get(SweepAxis::KeepAlive.as_str())) {
+                (None, Some(policy)) => policy.clone(),
+                (ka, _) => display_keep_alive(ka.as_ref()),
+            },
             requests: s.requests,
             errors: s.errors,
             cold_pct: format!("{:.1}", s.cold_ratio * 100.0),
@@ -154,12 +159,16 @@ fn rec_view(r: &Recommendation) -> RecView<'_> {
                 Some(false) => "no",
                 None => "",
             },
-            chosen: c.keep_alive == r.chosen,
+            chosen: r.is_chosen(c),
         })
         .collect();
     RecView {
         rec: r,
-        chosen_display: display_keep_alive(r.chosen.as_ref()),
+        chosen_display: if r.form == Form::NoCandidate {
+            "none".into()
+        } else {
+            display_keep_alive(r.chosen.as_ref())
+        },
         break_even: r.break_even_s.map_or(
             "unknown (no cold penalty or model size measured)".into(),
             format_seconds,

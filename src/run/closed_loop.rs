@@ -325,10 +325,13 @@ where
     f
 }
 
-/// Each user's client: no proxy (reqwest honours `HTTP(S)_PROXY` otherwise) and no
-/// Nagle, as kabench's own client.
+/// Each user's client: no proxy (reqwest honours `HTTP(S)_PROXY` otherwise), no Nagle
+/// and no redirects followed (a redirected POST arrives as a GET), as kabench's own client.
 async fn set_client(user: &mut GooseUser) -> TransactionResult {
-    let builder = reqwest::Client::builder().no_proxy().tcp_nodelay(true);
+    let builder = reqwest::Client::builder()
+        .no_proxy()
+        .tcp_nodelay(true)
+        .redirect(reqwest::redirect::Policy::none());
     user.set_client_builder(builder).await?;
     Ok(())
 }

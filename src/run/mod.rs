@@ -22,7 +22,7 @@ use anyhow::Result;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::ollama::OllamaClient;
+use crate::ollama::{ClientError, OllamaClient};
 use crate::record::{RunMeta, RunStatus};
 use crate::scenario::{Cell, Plan, Scenario};
 use crate::sim::SimHandle;
@@ -127,7 +127,7 @@ impl CellLoop<'_> {
             if cancel.is_cancelled() {
                 break;
             }
-            if let Err(e) = unload_all(self.client, self.unload_timeout).await {
+            if let Err(e) = unload_all_until(self.client, self.unload_timeout, cancel).await {
                 rec.warn(format!("before cell {}: {e:#}", cell.id), self.progress);
             }
             let _ = self.progress.send(ProgressEvent::CellStarted {
@@ -154,7 +154,7 @@ impl CellLoop<'_> {
                     break;
                 }
             }
-            rec.writer.write_meta()?;
+            rec.save_meta();
             if !self.pause.is_zero() {
                 tokio::select! {
                     _ = tokio::time::sleep(self.pause) => {}
@@ -224,25 +224,63 @@ impl Begin<'_> {
     }
 }
 
-/// Unloads every resident model and waits until `/api/ps` is empty (or the timeout).
-pub async fn unload_all(client: &OllamaClient, timeout: Duration) -> Result<()> {
+/// Unloads every resident model and waits until `/api/ps` is empty: each distinct model
+/// is asked once, every call is bounded by what is left of `timeout`, and `stop`
+/// (Ctrl-C) ends it at once.
+pub async fn unload_all_until(
+    client: &OllamaClient,
+    timeout: Duration,
+    stop: &CancellationToken,
+) -> Result<()> {
     let deadline = Instant::now() + timeout;
+    let left = || deadline.saturating_duration_since(Instant::now());
+    let mut asked: std::collections::HashSet<String> = std::collections::HashSet::new();
     loop {
-        let ps = client.ps().await?;
+        let ps = match client.ps_until(left(), stop).await {
+            Ok(ps) => ps,
+            Err(ClientError::Cancelled(_)) => {
+                anyhow::bail!("interrupted while unloading")
+            }
+            Err(e) => return Err(e.into()),
+        };
         if ps.models.is_empty() {
             return Ok(());
         }
         for m in &ps.models {
-            let _ = client.unload(&m.name).await;
+            if stop.is_cancelled() {
+                anyhow::bail!("interrupted while unloading");
+            }
+            if left().is_zero() {
+                break;
+            }
+            if asked.insert(m.name.clone()) {
+                let _ = client.unload_until(&m.name, left(), stop).await;
+            }
         }
-        if Instant::now() >= deadline {
-            let names: Vec<_> = ps.models.iter().map(|m| m.name.as_str()).collect();
+        if left().is_zero() {
+            let mut names: Vec<&str> = ps.models.iter().map(|m| m.name.as_str()).collect();
+            names.sort_unstable();
+            names.dedup();
+            let shown = names.len().min(5);
             anyhow::bail!(
-                "the target still lists {} after {:?}; it did not unload",
-                names.join(", "),
+                "the target still lists {}{} after {:?}; it did not unload",
+                names[..shown].join(", "),
+                if names.len() > shown {
+                    format!(" and {} more", names.len() - shown)
+                } else {
+                    String::new()
+                },
                 timeout
             );
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(50).min(left())) => {}
+            _ = stop.cancelled() => anyhow::bail!("interrupted while unloading"),
+        }
     }
+}
+
+/// Unloads every resident model and waits until `/api/ps` is empty (or the timeout).
+pub async fn unload_all(client: &OllamaClient, timeout: Duration) -> Result<()> {
+    unload_all_until(client, timeout, &CancellationToken::new()).await
 }

@@ -24,7 +24,7 @@ use crate::run::request::{
 
 use crate::run::{
     Begin, CellDriver, CellLoop, CellTiming, ProgressEvent, Recorder, RunOutcome, Target, target,
-    unload_all,
+    unload_all_until,
 };
 
 use crate::scenario::{Api, Cell, CellStream, Plan, Scenario};
@@ -107,7 +107,7 @@ async fn run_against(
         check_resident: true,
     };
     if options.prewarm && !cancel.is_cancelled() {
-        prewarm(&client, plan, &config, &progress).await;
+        prewarm(&client, plan, &config, &progress, &cancel).await;
     }
     let mut driver = OpenLoop {
         client: &client,
@@ -166,20 +166,29 @@ impl CellDriver for OpenLoop<'_> {
 }
 
 /// Loads and unloads each model once, so every cell starts from the same page cache.
+/// Each load is bounded by the requests' timeout, each unload by `unload_timeout`, and
+/// Ctrl-C (`cancel`) ends it.
 async fn prewarm(
     client: &OllamaClient,
     plan: &Plan,
     cfg: &RunnerConfig,
     progress: &mpsc::UnboundedSender<ProgressEvent>,
+    cancel: &CancellationToken,
 ) {
     let mut seen = BTreeSet::new();
     for s in plan.cells.iter().flat_map(|c| c.streams.iter()) {
+        if cancel.is_cancelled() {
+            return;
+        }
         if !seen.insert((s.model.clone(), s.num_ctx)) {
             continue;
         }
         let _ = progress.send(ProgressEvent::Note(format!("prewarming {}", s.model)));
-        let _ = unload_all(client, cfg.unload_timeout).await;
-        if let Err(e) = client.load(&s.model, None, Some(s.num_ctx)).await {
+        let _ = unload_all_until(client, cfg.unload_timeout, cancel).await;
+        if let Err(e) = client
+            .load_until(&s.model, Some(s.num_ctx), cfg.timeout, cancel)
+            .await
+        {
             let _ = progress.send(ProgressEvent::Note(format!("prewarm {}: {e}", s.model)));
         }
     }
@@ -212,7 +221,8 @@ async fn await_release(
 ) {
     let deadline = Instant::now() + tail;
     while Instant::now() < deadline && !cancel.is_cancelled() {
-        match client.ps().await {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match client.ps_until(left, cancel).await {
             Ok(ps) if ps.models.is_empty() => {
                 tokio::select! {
                     _ = tokio::time::sleep(settle) => {}
@@ -223,7 +233,10 @@ async fn await_release(
             Err(_) => return,
             _ => {}
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+            _ = cancel.cancelled() => {}
+        }
     }
 }
 
@@ -242,6 +255,9 @@ pub async fn run_cell(
     let start = Instant::now();
     let started_ms = record::ms(start - epoch);
     let mut tasks = tokio::task::JoinSet::new();
+    // Fired once the grace after a cancel is over: requests still in flight end with
+    // what they measured so far.
+    let stop = CancellationToken::new();
     let streams: Arc<Vec<CellStream>> = Arc::new(cell.streams.clone());
     for send in sends {
         let due = start + send.offset;
@@ -268,10 +284,11 @@ pub async fn run_cell(
         let idx = send.stream;
         let config = config.clone();
         let rows_out = rows.clone();
+        let stop = stop.clone();
         tasks.spawn(async move {
             let mut guard = guard;
             let stream = &streams[idx];
-            let (resident, exchange) = send_one(&client, stream, &config).await;
+            let (resident, exchange) = send_one(&client, stream, &config, &stop).await;
             if let Some(row) = guard.take() {
                 let row = fill_row(row, resident, &exchange, due, epoch, config.cold_threshold);
                 let _ = rows_out.send(row);
@@ -286,7 +303,14 @@ pub async fn run_cell(
             cancel.cancelled().await;
             tokio::time::sleep(config.grace).await;
         } => {
-            // Dropping the tasks fires each RowGuard, which records `cancelled`.
+            // Each request still in flight ends as `cancelled`, keeping what it
+            // measured; a task that does not end at once is dropped, and its RowGuard
+            // records `cancelled` from the plan alone.
+            stop.cancel();
+            let _ = tokio::time::timeout(STOP_WAIT, async {
+                while tasks.join_next().await.is_some() {}
+            })
+            .await;
             tasks.abort_all();
             while tasks.join_next().await.is_some() {}
         }
@@ -320,26 +344,54 @@ async fn wait_until(due: Instant) {
     }
 }
 
+/// How long requests stopped after the grace get to record what they measured.
+const STOP_WAIT: Duration = Duration::from_millis(500);
+
 /// Sends one request (and, concurrently, the `/api/ps` residency check: a loading
 /// model is absent from `/api/ps` until ready (L3), so the answer reflects the state
-/// the request met).
+/// the request met). `stop` ends both: the request then fails as `cancelled` with what
+/// it measured, and the residency check gives up.
 async fn send_one(
     client: &OllamaClient,
     stream: &CellStream,
     config: &RunnerConfig,
+    stop: &CancellationToken,
 ) -> (Option<bool>, Exchange) {
     let resident = async {
         if !config.check_resident {
             return None;
         }
-        request::resident(client, &stream.model).await
+        tokio::select! {
+            r = request::resident(client, &stream.model) => r,
+            _ = stop.cancelled() => None,
+        }
     };
     let timeout = Some(config.timeout);
     let exchange = async {
+        let (path, embed) = match stream.api {
+            Api::Generate => ("/api/generate", false),
+            Api::Chat => ("/api/chat", false),
+            Api::Embed => ("/api/embed", true),
+        };
         match stream.api {
-            Api::Generate => client.generate(&generate_request(stream), timeout).await,
-            Api::Chat => client.chat(&chat_request(stream), timeout).await,
-            Api::Embed => client.embed(&embed_request(stream), timeout).await,
+            Api::Generate => {
+                let body = generate_request(stream);
+                client
+                    .exchange_until(path, &body, timeout, embed, Some(stop))
+                    .await
+            }
+            Api::Chat => {
+                let body = chat_request(stream);
+                client
+                    .exchange_until(path, &body, timeout, embed, Some(stop))
+                    .await
+            }
+            Api::Embed => {
+                let body = embed_request(stream);
+                client
+                    .exchange_until(path, &body, timeout, embed, Some(stop))
+                    .await
+            }
         }
     };
     tokio::join!(resident, exchange)

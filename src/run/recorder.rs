@@ -37,6 +37,32 @@ pub struct Recorder {
     telemetry: Result<telemetry::TelemetryHandle>,
     telemetry_cancel: CancellationToken,
     sim_loads: BTreeMap<String, u64>,
+    fault: WriteFault,
+}
+
+/// The first file of the run folder that could not be written (a full disk): it is
+/// warned about at once and stops the run, which then ends `failed` with this reason.
+#[derive(Clone)]
+struct WriteFault {
+    first: std::sync::Arc<std::sync::Mutex<Option<String>>>,
+    stop_run: CancellationToken,
+}
+
+impl WriteFault {
+    fn fail(&self, what: &str, why: &str) {
+        if let Ok(mut first) = self.first.lock()
+            && first.is_none()
+        {
+            let reason = format!("cannot write {what}: {why}");
+            tracing::warn!("{reason}; stopping the run");
+            *first = Some(reason);
+        }
+        self.stop_run.cancel();
+    }
+
+    fn reason(&self) -> Option<String> {
+        self.first.lock().ok().and_then(|f| f.clone())
+    }
 }
 
 impl Recorder {
@@ -52,6 +78,11 @@ impl Recorder {
         cancel: &CancellationToken,
     ) -> Result<Recorder> {
         let writer = RunWriter::create(&dir, &scenario.source, meta)?;
+        record::reserve_space(&dir);
+        let fault = WriteFault {
+            first: Default::default(),
+            stop_run: cancel.clone(),
+        };
         let epoch = Instant::now();
         let telemetry_cancel = cancel.child_token();
         let telemetry = telemetry::start(
@@ -60,11 +91,25 @@ impl Recorder {
             writer.vram_path(),
             telemetry_cancel.clone(),
         );
+        if let Ok(handle) = &telemetry {
+            let (failed, fault, done) = (
+                handle.write_failure(),
+                fault.clone(),
+                telemetry_cancel.clone(),
+            );
+            tokio::spawn(async move {
+                tokio::select! {
+                    why = failed => fault.fail(record::VRAM_CSV, &why),
+                    _ = done.cancelled() => {}
+                }
+            });
+        }
         let (rows, rows_rx) = mpsc::unbounded_channel::<RequestRecord>();
         let rows_task = tokio::spawn(write_rows(
             record::append_to::<RequestRecord>(&dir.join(record::REQUESTS_CSV))?,
             rows_rx,
             progress.clone(),
+            fault.clone(),
         ));
         Ok(Recorder {
             dir,
@@ -75,6 +120,7 @@ impl Recorder {
             telemetry,
             telemetry_cancel,
             sim_loads: BTreeMap::new(),
+            fault,
         })
     }
 
@@ -97,6 +143,13 @@ impl Recorder {
         record::ms(self.epoch.elapsed())
     }
 
+    /// Rewrites `run.json`; when it cannot be written the run stops (see `close`).
+    pub fn save_meta(&mut self) {
+        if let Err(e) = self.writer.write_meta() {
+            self.fault.fail(record::RUN_JSON, &format!("{e:#}"));
+        }
+    }
+
     /// Notes a problem that did not stop the run (shown in the report).
     pub fn warn(&mut self, text: String, progress: &mpsc::UnboundedSender<ProgressEvent>) {
         let _ = progress.send(ProgressEvent::Note(text.clone()));
@@ -107,8 +160,8 @@ impl Recorder {
     /// run ended, and rewrites `run.json`.
     pub async fn close(
         self,
-        status: RunStatus,
-        failure: Option<String>,
+        mut status: RunStatus,
+        mut failure: Option<String>,
         sim_handle: Option<&SimHandle>,
     ) -> Result<RunOutcome> {
         let Recorder {
@@ -119,6 +172,7 @@ impl Recorder {
             telemetry,
             telemetry_cancel,
             sim_loads,
+            fault,
             ..
         } = self;
         drop(rows);
@@ -130,6 +184,7 @@ impl Recorder {
                 let report = handle.stop().await;
                 meta.telemetry.extend(report.sources);
                 if let Some(e) = report.write_error {
+                    fault.fail(record::VRAM_CSV, &e);
                     meta.warnings.push(format!("vram.csv: {e}"));
                 }
                 if meta.gpu.is_none() {
@@ -148,10 +203,22 @@ impl Recorder {
             sim.expirations = Some(stats.expirations);
             sim.loads_per_cell = sim_loads;
         }
+        // A file that could not be written fails the run, whatever else happened.
+        if let Some(reason) = fault.reason() {
+            status = RunStatus::Failed;
+            failure = Some(match failure {
+                Some(f) => format!("{reason}; {f}"),
+                None => reason,
+            });
+        }
         meta.status = status;
         meta.failure = failure;
         meta.ended_at = Some(record::utc_now_rfc3339());
-        writer.write_meta()?;
+        // The space set aside at the start lets this last write succeed on a full disk.
+        record::release_space(&dir);
+        writer
+            .write_meta()
+            .with_context(|| format!("recording that the run ended {status:?} in run.json"))?;
         Ok(RunOutcome {
             dir,
             status,
@@ -166,10 +233,16 @@ async fn write_rows(
     mut csv: record::CsvAppender<RequestRecord>,
     mut rows: mpsc::UnboundedReceiver<RequestRecord>,
     progress: mpsc::UnboundedSender<ProgressEvent>,
+    fault: WriteFault,
 ) -> Result<(u64, u64)> {
     let (mut n, mut errors) = (0u64, 0u64);
     while let Some(row) = rows.recv().await {
-        csv.append(&row)?;
+        if let Err(e) = csv.append(&row) {
+            // Warned at once; the run stops and the rows still in flight are dropped.
+            fault.fail(record::REQUESTS_CSV, &format!("{e:#}"));
+            while rows.recv().await.is_some() {}
+            break;
+        }
         n += 1;
         errors += row.is_error() as u64;
         let _ = progress.send(ProgressEvent::RequestDone {

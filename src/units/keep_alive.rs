@@ -398,12 +398,18 @@ pub mod keep_alive_keys {
 
     #[derive(Deserialize)]
     struct Keys {
-        #[serde(default, with = "super::written_or_empty")]
-        keep_alive: Option<KeepAlive>,
+        #[serde(default)]
+        keep_alive: Option<Value>,
     }
 
+    /// A value that is not a keep_alive (a predicted policy's name such as
+    /// `offline-optimum`, which no request sends) reads as none.
     fn read<'de, D: Deserializer<'de>>(d: D) -> Result<Option<KeepAlive>, D::Error> {
-        Keys::deserialize(d).map(|k| k.keep_alive)
+        let keys = Keys::deserialize(d)?;
+        Ok(keys
+            .keep_alive
+            .and_then(|v| written_or_empty::deserialize(v).ok())
+            .flatten())
     }
 }
 

@@ -1,0 +1,169 @@
+//! `kabench predict`: a request log replayed through the scheduler model under every
+//! keep_alive policy; flags checked and laid over the scenario's `[sim]` and `[cost]`.
+
+use anyhow::{Context, Result};
+
+use crate::cli::{BadInput, PredictArgs};
+use crate::record::CostSettings;
+use crate::scenario;
+use crate::sim_settings::SimSettings;
+use crate::units;
+
+pub(super) fn predict(args: PredictArgs) -> Result<()> {
+    use crate::predict::{self, Policy, PredictOptions, output};
+    use crate::traffic::request_log::{ReadOptions, RequestLog, TimeUnit};
+    let bad = |what: &str, e: &dyn std::fmt::Display| BadInput(format!("{what}{e}"));
+    if !(args.time_scale.is_finite() && args.time_scale > 0.0) {
+        return Err(BadInput(format!(
+            "--time-scale {}: give a number above 0",
+            args.time_scale
+        ))
+        .into());
+    }
+    if !(args.train > 0.0 && args.train <= 1.0) {
+        return Err(BadInput(format!(
+            "--train {}: give the share of the time span to train on, above 0 and at most 1 (0.5: the first half)",
+            args.train
+        ))
+        .into());
+    }
+    let unit = match args.timestamp_unit.as_str() {
+        "auto" => TimeUnit::Auto,
+        "s" => TimeUnit::Seconds,
+        "ms" => TimeUnit::Millis,
+        other => {
+            return Err(
+                BadInput(format!("--timestamp-unit {other:?}: write auto, s or ms")).into(),
+            );
+        }
+    };
+    let mut given = Vec::new();
+    for text in args.keep_alive.iter().filter(|t| !t.trim().is_empty()) {
+        given.push(
+            units::KeepAlive::parse(text.trim())
+                .map_err(|e| bad(&format!("--keep-alive {text:?}: "), &e))?,
+        );
+    }
+    let (mut settings, mut cost, source) = match &args.scenario {
+        Some(path) => {
+            let s = scenario::load(path)?;
+            (s.sim, s.cost, format!("the [sim] of {}", path.display()))
+        }
+        None => (
+            SimSettings::default(),
+            CostSettings::default(),
+            "the simulator's defaults and catalogue".to_string(),
+        ),
+    };
+    settings.overlay(SimSettings {
+        vram: args.vram.clone(),
+        gpus: args.gpus,
+        max_loaded_models: args.max_loaded_models,
+        num_parallel: args.num_parallel,
+        keep_alive: args.server_keep_alive.clone(),
+        calibrate: args.calibrate.as_ref().map(|dir| dir.display().to_string()),
+        ..Default::default()
+    });
+    for (flag, v) in [
+        ("--wait-second", args.wait_second),
+        ("--vram-gb-hour", args.vram_gb_hour),
+        ("--ram-gb-hour", args.ram_gb_hour),
+    ] {
+        if let Some(v) = v
+            && !(v.is_finite() && v >= 0.0)
+        {
+            return Err(BadInput(format!("{flag} {v}: give a finite number of at least 0")).into());
+        }
+    }
+    cost.wait_second = args.wait_second.unwrap_or(cost.wait_second);
+    cost.vram_gb_hour = args.vram_gb_hour.unwrap_or(cost.vram_gb_hour);
+    cost.ram_gb_hour = args.ram_gb_hour.unwrap_or(cost.ram_gb_hour);
+    if args.cold_penalty.is_some() {
+        cost.cold_penalty = args.cold_penalty;
+    }
+    let host = predict::Host::new(&settings, args.seed, &source)
+        .map_err(|e| bad("host: ", &format!("{e:#}")))?;
+    let log = RequestLog::open(
+        &args.requests,
+        ReadOptions {
+            model: args.model.clone(),
+            time_scale: args.time_scale,
+            unit,
+        },
+    )
+    .map_err(|e| bad("", &e))?;
+    let (models, unit_of) =
+        predict::resolve_models(log.scan(), &host, &cost).map_err(|e| bad("", &e))?;
+    let mut policies = predict::fixed_policies(&given, !args.no_grid);
+    if log.scan().has_keep_alive {
+        policies.push(Policy::AsSent);
+    }
+    policies.push(Policy::Optimum);
+    if !args.quiet {
+        eprintln!(
+            "predict: {} ({} requests over {}, {} model(s)) on a simulated {} ({}), {} policies",
+            args.requests.display(),
+            log.scan().rows,
+            crate::recommend::format_seconds(log.scan().span_s),
+            models.len(),
+            host.describe(),
+            host.source,
+            policies.len()
+        );
+    }
+    let opts = PredictOptions {
+        policies,
+        cost: cost.clone(),
+        prompt_tokens: args.prompt_tokens,
+        output_tokens: args.output_tokens,
+        cold_threshold: args.cold_threshold,
+        progress: !args.quiet,
+        train: args.train,
+    };
+    let prediction = predict::predict(&log, &host, &models, &unit_of, &opts)?;
+    let info = output::FolderInfo {
+        time_scale: args.time_scale,
+        seed: args.seed,
+        cost,
+        cold_threshold_ms: crate::record::ms(args.cold_threshold),
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+    };
+    {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        if args.json {
+            writeln!(
+                out,
+                "{}",
+                serde_json::to_string_pretty(&output::summary_json(&prediction, &info)?)?
+            )?;
+        } else {
+            write!(out, "{}", output::table(&prediction))?;
+            for line in output::verdict(&prediction) {
+                writeln!(out, "{line}")?;
+            }
+        }
+    }
+    if !args.quiet {
+        eprintln!(
+            "replayed {} requests × {} policies in {:.2} s",
+            prediction.scan.rows,
+            prediction.outcomes.len(),
+            prediction.wall_s
+        );
+    }
+    if let Some(dir) = &args.out {
+        output::write_folder(dir, &prediction, &host, &info)?;
+        let rendered = crate::report::render(dir, &crate::report::RenderOptions::default())
+            .with_context(|| format!("rendering the report of {}", dir.display()))?;
+        if !args.quiet {
+            eprintln!("{}", rendered.headline);
+            eprintln!(
+                "wrote {}: open {}",
+                dir.display(),
+                rendered.index_html.display()
+            );
+        }
+    }
+    Ok(())
+}
