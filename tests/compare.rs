@@ -2,6 +2,8 @@
 //! (tests/fixtures/run-small): failed requests, incomplete runs, runs of different
 //! scenarios and folders that are not runs never read as "no regressions".
 
+mod common;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -14,10 +16,7 @@ const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/run-s
 
 fn copy_fixture(tmp: &Path, name: &str) -> PathBuf {
     let dir = tmp.join(name);
-    fs::create_dir_all(&dir).unwrap();
-    for f in ["run.json", "requests.csv", "vram.csv", "scenario.toml"] {
-        fs::copy(Path::new(FIXTURE).join(f), dir.join(f)).unwrap();
-    }
+    common::copy_run(Path::new(FIXTURE), &dir);
     dir
 }
 

@@ -2,6 +2,8 @@
 //! (tests/fixtures/run-small): summary figures, the cost-form and SLO-form picks,
 //! escaping of hostile names, reproducible re-rendering, chart axis labels as text.
 
+mod common;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -10,17 +12,9 @@ use kabench::report::compare::{CompareThresholds, compare};
 use kabench::report::{RenderOptions, render};
 use serde_json::Value;
 
-const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/run-small");
-
-/// Copies the fixture into a fresh temporary folder (the fixture itself is never written).
+/// A fresh temporary copy of the fixture (the fixture itself is never written).
 fn copy_fixture() -> (tempfile::TempDir, PathBuf) {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("run");
-    fs::create_dir_all(&dir).unwrap();
-    for name in ["run.json", "requests.csv", "vram.csv", "scenario.toml"] {
-        fs::copy(Path::new(FIXTURE).join(name), dir.join(name)).unwrap();
-    }
-    (tmp, dir)
+    common::fixture_run("run-small")
 }
 
 fn json(path: &Path) -> Value {

@@ -1,6 +1,8 @@
 //! Report text that must stay valid whatever the names hold: charts are well-formed
 //! XML even with control characters in a stream name.
 
+mod common;
+
 use std::fs;
 use std::path::Path;
 
@@ -14,7 +16,7 @@ fn a_nul_in_a_stream_name_leaves_every_svg_valid_xml() {
     let dir = tmp.path().join("run");
     fs::create_dir_all(&dir).unwrap();
     let hostile = "ch\u{0}a\u{1b}t\u{b}";
-    for name in ["run.json", "requests.csv", "vram.csv", "scenario.toml"] {
+    for name in common::RUN_FILES {
         let text = fs::read_to_string(Path::new(FIXTURE).join(name)).unwrap();
         let text = match name {
             // JSON needs the escaped form; CSV and TOML take it as is (TOML escaped).

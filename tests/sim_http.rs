@@ -3,12 +3,13 @@
 //! fault injection producing each `ClientError` kind. Loads are ms-scale
 //! (`SimSettings::for_tests`) and keep_alive values short so the suite stays fast.
 
-use std::net::SocketAddr;
+mod common;
+
 use std::time::{Duration, Instant};
 
 use kabench::ollama::api;
 use kabench::ollama::{ClientError, ErrorKind, OllamaClient};
-use kabench::sim::{self, SimHandle};
+use kabench::sim::SimHandle;
 use kabench::sim_settings::{FaultSettings, SimSettings};
 use kabench::units::KeepAlive;
 use serde_json::{Map, Value, json};
@@ -22,10 +23,7 @@ const THINKER: &str = "qwen3:8b";
 const LIMIT: Option<Duration> = Some(Duration::from_secs(10));
 
 async fn start(settings: SimSettings) -> (SimHandle, OllamaClient) {
-    let listen: SocketAddr = "127.0.0.1:0".parse().unwrap();
-    let handle = sim::spawn(&settings, 7, listen).await.unwrap();
-    let client = OllamaClient::new(&handle.base_url()).unwrap();
-    (handle, client)
+    common::start_sim(&settings, 7).await
 }
 
 fn options(num_predict: i64) -> Map<String, Value> {

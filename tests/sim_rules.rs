@@ -2,18 +2,18 @@
 //! elsewhere (KA1, M1, M2, M5, P2, H4, H6), checked on raw bytes over loopback with
 //! plain reqwest so that nothing in kabench's own client can hide a wrong shape.
 
-use std::net::SocketAddr;
+mod common;
+
 use std::time::Duration;
 
-use kabench::sim::{self, SimHandle};
+use kabench::sim::SimHandle;
 use kabench::sim_settings::SimSettings;
 use serde_json::{Value, json};
 
 const SMALL: &str = "qwen2.5:3b-instruct-q4_0";
 
 async fn start(settings: SimSettings) -> (SimHandle, reqwest::Client) {
-    let listen: SocketAddr = "127.0.0.1:0".parse().unwrap();
-    let handle = sim::spawn(&settings, 3, listen).await.unwrap();
+    let (handle, _) = common::start_sim(&settings, 3).await;
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
     (handle, http)
 }

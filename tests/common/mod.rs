@@ -1,4 +1,5 @@
-//! Shared test harness: the kabench binary, JSON and CSV readers of a run folder, and a
+//! Shared test harness: the kabench binary, JSON and CSV readers of a run folder, temp
+//! copies of the committed run folders, the embedded simulator in process, and a
 //! real Ollama server (`../shared/ollama`, a CPU build of Ollama v0.32.15) started on a
 //! free loopback port with its own models directory under `target/`, loaded with tiny
 //! random-weight models written by its `make_tiny_models.py`.
@@ -386,4 +387,41 @@ impl Drop for SimServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The files of a run folder that a run writes and a report reads.
+pub const RUN_FILES: [&str; 4] = ["run.json", "requests.csv", "vram.csv", "scenario.toml"];
+
+/// A committed run folder under `tests/fixtures/`.
+pub fn fixture_dir(name: &str) -> PathBuf {
+    root().join("tests/fixtures").join(name)
+}
+
+/// Copies the run files of `from` into `to` (created).
+pub fn copy_run(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for f in RUN_FILES {
+        std::fs::copy(from.join(f), to.join(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
+    }
+}
+
+/// A fresh temporary copy of the committed run folder `tests/fixtures/<name>` (the
+/// fixture itself is never written); the folder lives as long as the `TempDir`.
+pub fn fixture_run(name: &str) -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("run");
+    copy_run(&fixture_dir(name), &dir);
+    (tmp, dir)
+}
+
+/// The embedded simulator in process on a free loopback port, and a client to it.
+pub async fn start_sim(
+    settings: &kabench::sim_settings::SimSettings,
+    seed: u64,
+) -> (kabench::sim::SimHandle, kabench::ollama::OllamaClient) {
+    let handle = kabench::sim::spawn(settings, seed, "127.0.0.1:0".parse().unwrap())
+        .await
+        .expect("the simulator starts");
+    let client = kabench::ollama::OllamaClient::new(&handle.base_url()).unwrap();
+    (handle, client)
 }
