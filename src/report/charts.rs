@@ -58,6 +58,17 @@ fn draw_err<E: std::fmt::Debug>(e: E) -> anyhow::Error {
     anyhow!("drawing a chart: {e:?}")
 }
 
+/// An axis tick as people write it: `1200`, `0.5`, `2.25`, never `1200.0`.
+pub fn tick(v: &f64) -> String {
+    let text = format!("{v:.3}");
+    let text = text.trim_end_matches('0').trim_end_matches('.');
+    if text == "-0" {
+        "0".into()
+    } else {
+        text.to_string()
+    }
+}
+
 /// Pads a data range so points do not sit on the frame.
 fn padded(min: f64, max: f64) -> (f64, f64) {
     if !min.is_finite() || !max.is_finite() {
@@ -129,13 +140,15 @@ pub fn tradeoff(rec: &Recommendation) -> Result<String> {
             .margin(12)
             .x_label_area_size(52)
             .y_label_area_size(72)
-            .build_cartesian_2d(x0..x1, y0..y1)
+            .build_cartesian_2d(x0..x1, y0..if use_p99 { y1 } else { y1.min(100.0) })
             .map_err(draw_err)?;
         chart
             .configure_mesh()
             .light_line_style(WHITE.mix(0.0))
             .x_desc(x_label)
             .y_desc(y_label)
+            .x_label_formatter(&tick)
+            .y_label_formatter(&tick)
             .axis_desc_style((FONT, 17))
             .label_style((FONT, 15))
             .draw()
@@ -235,6 +248,11 @@ pub fn by_keep_alive(summary: &Summary, metric: Metric) -> Result<String> {
         .fold(0.0f64, f64::max)
         .max(1.0);
     let n = order.len().max(1);
+    // Room above the lines for the legend; a share never goes past 100%.
+    let y_top = match metric {
+        Metric::ColdRatio => (ymax * 1.45).min(100.0),
+        Metric::P99Ttft => ymax * 1.45,
+    };
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (WIDTH, HEIGHT)).into_drawing_area();
@@ -244,7 +262,7 @@ pub fn by_keep_alive(summary: &Summary, metric: Metric) -> Result<String> {
             .margin(12)
             .x_label_area_size(52)
             .y_label_area_size(72)
-            .build_cartesian_2d(categories(n), 0f64..ymax * 1.45)
+            .build_cartesian_2d(categories(n), 0f64..y_top)
             .map_err(draw_err)?;
         chart
             .configure_mesh()
@@ -252,6 +270,7 @@ pub fn by_keep_alive(summary: &Summary, metric: Metric) -> Result<String> {
             .x_desc("keep_alive (shortest first)")
             .y_desc(y_label)
             .x_label_formatter(&|v| seg_label(v, &order))
+            .y_label_formatter(&tick)
             .axis_desc_style((FONT, 17))
             .label_style((FONT, 15))
             .draw()
@@ -392,6 +411,8 @@ pub fn vram_timeline(
             .light_line_style(WHITE.mix(0.0))
             .x_desc("time since cell start (s)")
             .y_desc("memory held (GB)")
+            .x_label_formatter(&tick)
+            .y_label_formatter(&tick)
             .axis_desc_style((FONT, 17))
             .label_style((FONT, 15))
             .draw()
@@ -473,6 +494,7 @@ pub fn ttft_cdf(requests: &[RequestRecord]) -> Result<String> {
             .x_labels(8)
             .x_label_formatter(&|v| format!("{v:.0}"))
             .y_desc("requests at or below (%)")
+            .y_label_formatter(&tick)
             .axis_desc_style((FONT, 17))
             .label_style((FONT, 15))
             .draw()

@@ -201,6 +201,7 @@ pub fn render_index(data: &ReportData) -> Result<String> {
         sim => to_value(&data.sim),
         recommendations => to_value(recs),
         warnings => to_value(&data.warnings),
+        notes => to_value(&data.notes),
         charts => to_value(&data.charts),
         cell_rows => to_value(cell_rows(&data.summary)),
         goose_reports => to_value(&data.goose_reports),

@@ -60,6 +60,12 @@ pub fn render(data: &ReportData) -> String {
             md.push_str(&format!("- {}\n", escape(w)));
         }
     }
+    if !data.notes.is_empty() {
+        md.push_str("\n## Notes\n\n");
+        for n in &data.notes {
+            md.push_str(&format!("- {}\n", escape(n)));
+        }
+    }
     md.push_str("\n## Cells\n\n");
     md.push_str("| cell | stream | model | keep_alive | requests | errors | cold % | TTFT p50 ms | TTFT p99 ms | idle GB·s | peak GB | memory |\n");
     md.push_str("|---|---|---|---|--:|--:|--:|--:|--:|--:|--:|---|\n");

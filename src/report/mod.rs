@@ -118,6 +118,8 @@ pub struct ReportData {
     pub charts: Vec<Chart>,
     /// Everything a reader should distrust or fix.
     pub warnings: Vec<String>,
+    /// Facts worth a line but nothing to fix (a hardware source absent on a simulated run).
+    pub notes: Vec<String>,
     /// Relative links to swarm mode's pages (`goose/<cell>/report.html`, or one
     /// `goose/report.html`), when the folder has them.
     pub goose_reports: Vec<String>,
@@ -200,6 +202,7 @@ pub fn render(dir: &Path, opts: &RenderOptions) -> Result<Rendered> {
     }
 
     warnings.extend(run_warnings(&meta, &summary, &recs));
+    let notes = run_notes(&meta);
     let sim = (meta.target.kind == "sim" || predicted).then(|| sim_note(meta.sim.as_ref()));
     let headline = if predicted {
         format!(
@@ -220,6 +223,7 @@ pub fn render(dir: &Path, opts: &RenderOptions) -> Result<Rendered> {
         sim,
         charts,
         warnings,
+        notes,
         goose_reports,
         cost_vram_gb_hour: cost.vram_gb_hour,
         cost_ram_gb_hour: cost.ram_gb_hour,
@@ -391,6 +395,30 @@ pub fn xml_safe(text: &str) -> String {
         .collect()
 }
 
+/// True for a run on the simulator or a prediction: no real hardware was measured.
+fn simulated(meta: &RunMeta) -> bool {
+    meta.target.kind == "sim" || meta.target.kind == record::PREDICTED_TARGET_KIND
+}
+
+/// Telemetry sources that could not sample (`telemetry nvml unavailable: …`).
+fn telemetry_unavailable(meta: &RunMeta) -> Vec<String> {
+    meta.telemetry
+        .iter()
+        .filter(|(_, state)| state.starts_with("unavailable"))
+        .map(|(source, state)| format!("telemetry {source} {state}"))
+        .collect()
+}
+
+/// Facts a reader may want but need not act on: on a simulated run, the hardware
+/// sources (NVML, RSS) that had nothing to measure.
+fn run_notes(meta: &RunMeta) -> Vec<String> {
+    if simulated(meta) {
+        telemetry_unavailable(meta)
+    } else {
+        Vec::new()
+    }
+}
+
 fn run_warnings(meta: &RunMeta, summary: &Summary, recs: &[Recommendation]) -> Vec<String> {
     let mut out = Vec::new();
     match meta.status {
@@ -406,10 +434,8 @@ fn run_warnings(meta: &RunMeta, summary: &Summary, recs: &[Recommendation]) -> V
             meta.failure.clone().unwrap_or_else(|| "no reason recorded".into())
         )),
     }
-    for (source, state) in &meta.telemetry {
-        if state.starts_with("unavailable") {
-            out.push(format!("telemetry {source} {state}"));
-        }
+    if !simulated(meta) {
+        out.extend(telemetry_unavailable(meta));
     }
     out.extend(meta.warnings.iter().cloned());
     for cell in &summary.cells {
@@ -722,6 +748,39 @@ mod tests {
         let picks = [rec("a", "5m"), rec("b", "-1"), rec("c", ""), rec("d", "0")];
         let h = headline(&picks, None, RunStatus::Complete);
         assert!(h.contains("(-1 covers them all)"), "{h}");
+    }
+
+    #[test]
+    fn an_absent_nvml_is_a_note_on_a_simulated_run_and_a_warning_on_a_real_one() {
+        let mut meta = RunMeta::default();
+        meta.telemetry
+            .insert("nvml".into(), "unavailable: no NVIDIA driver".into());
+        let summary = scrambled(&["0"]);
+        meta.target.kind = "sim".into();
+        assert!(
+            run_warnings(&meta, &summary, &[])
+                .iter()
+                .all(|w| !w.contains("nvml"))
+        );
+        assert_eq!(
+            run_notes(&meta),
+            ["telemetry nvml unavailable: no NVIDIA driver"]
+        );
+        meta.target.kind = "ollama".into();
+        assert!(
+            run_warnings(&meta, &summary, &[])
+                .iter()
+                .any(|w| w.contains("nvml"))
+        );
+        assert!(run_notes(&meta).is_empty());
+    }
+
+    #[test]
+    fn axis_ticks_have_no_trailing_zeros() {
+        assert_eq!(charts::tick(&1200.0), "1200");
+        assert_eq!(charts::tick(&0.5), "0.5");
+        assert_eq!(charts::tick(&2.25), "2.25");
+        assert_eq!(charts::tick(&-0.0), "0");
     }
 
     #[test]
