@@ -5,6 +5,7 @@
 //! become catalogue overrides and host settings, so the simulator stands in for the
 //! measured host (`kabench sim --calibrate DIR`, `[sim] calibrate`); a trace predictor
 //! can reuse them. Reads run folders only; knows nothing of HTTP or the scheduler.
+//! Over 500 lines: reading a measured folder and turning it into catalogue entries are one pass over the same rows.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -3,6 +3,7 @@
 //! from cited public figures (`OLLAMA.md`, "Footprint and load-time model").
 //! Built-in defaults, extendable from a scenario's `[[sim.models]]`. Knows nothing of
 //! HTTP or the scheduler's state.
+//! Over 500 lines: mostly the data table of models, each figure with its source.
 
 use crate::ollama::name;
 use std::time::Duration;

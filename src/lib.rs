@@ -12,7 +12,9 @@
 //!     run::recorder -> record::RunWriter (requests.csv, vram.csv, run.json)
 //! ------------------------------- run folder on disk (the only interface) ------------------------
 //! record::read -> analysis::summarize -> Summary -> recommend -> report::render
+//!   (run.json carries [cost], [slo] and the simulated host: the report needs no scenario)
 //! record::read -> calibrate -> catalogue overrides + [sim] host settings -> sim
+//! traffic (request log) -> predict (sched on a virtual clock) -> a run folder -> report
 //! ```
 
 #![warn(missing_docs)]

@@ -4,6 +4,7 @@
 //! `run.json` naming the input, its SHA-256, time scale, host figures and seed, a
 //! `scenario.toml` holding the `[cost]` used, and header-only `requests.csv` and
 //! `vram.csv` (a prediction replays requests, it does not record them).
+//! Over 500 lines: every output of a prediction (table, verdict, summary.json, run folder) from one `Prediction`, so the figures agree.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;

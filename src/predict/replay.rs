@@ -5,6 +5,7 @@
 //! the request waited for a load, or its `load_duration` reached the cold threshold),
 //! TTFT and end-to-end latency, and integrates the memory each model holds, in total
 //! and while no request of that model is in flight.
+//! Over 500 lines: one event loop over the scheduler model, kept whole so its order of events reads in one place.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};

@@ -1,6 +1,7 @@
 //! The report's charts as SVG text (plotters, SVG backend only; text stays `<text>`, so
 //! no fonts are needed and plotters escapes it). One function per chart, each from typed
 //! data to a `String`; knows nothing of files, HTML or how the data were measured.
+//! Over 500 lines: one function per chart, sharing axis, tick and legend helpers.
 
 use std::collections::BTreeMap;
 

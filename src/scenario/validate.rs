@@ -1,6 +1,7 @@
 //! Turns the file as read (`raw`) into a typed `Scenario`: applies the documented
 //! defaults and checks every value, reporting the first fault at its key with what is
 //! allowed. Knows nothing of HTTP; trace files are read only to check them.
+//! Over 500 lines: every key's check and message, in the order of the file format.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -2,6 +2,7 @@
 //! queue and the one phase the queue head is in (idle, loading, waiting for a victim,
 //! waiting for freed VRAM). Time only moves through the `now` arguments; the only
 //! randomness is `rng::SeededRng` (SplitMix64), so a seed and a call sequence fix the trace.
+//! Over 500 lines: one state machine (Ollama's scheduler); its transitions read best together.
 
 use crate::ollama::name;
 use std::collections::{HashMap, VecDeque};

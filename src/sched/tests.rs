@@ -1,5 +1,6 @@
 //! One test per `OLLAMA.md` rule the scheduler implements, named after the rule, on
 //! millisecond-scale settings; each drives the machine by hand on virtual time.
+//! Over 500 lines: one test per scheduler rule of OLLAMA.md.
 
 use std::time::Duration;
 

@@ -1,6 +1,7 @@
 //! `/api/generate`, `/api/chat` and `/api/embed` of the simulator: request checks in
 //! Ollama's order (H2–H4), load/unload replies (M7, E6), and token streams timed by
 //! the model's prefill and decode speeds (M1–M5, M10), with mid-stream faults (M9).
+//! Over 500 lines: the generate, chat and embed handlers share their streaming and timing code.
 
 use std::time::{Duration, Instant};
 
