@@ -28,6 +28,7 @@ use crate::ollama::stream::{self, Exchange};
 use crate::ollama::{ClientError, OllamaClient};
 use crate::record::{self, RequestRecord};
 use crate::run::request::{self, RowGuard};
+use crate::run::residency::{self, Residency};
 use crate::run::{
     Begin, CellDriver, CellLoop, CellTiming, ProgressEvent, Recorder, RunOutcome, Target, target,
 };
@@ -80,7 +81,8 @@ struct StreamContext {
     api: Api,
     seq: AtomicU32,
     epoch: Instant,
-    ps: OllamaClient,
+    /// The cell's `/api/ps` watcher, shared by every user.
+    residency: Residency,
     timeout: Duration,
     threshold: Duration,
     rows: mpsc::UnboundedSender<RequestRecord>,
@@ -164,6 +166,8 @@ impl CellDriver for Users<'_> {
         cancel: &CancellationToken,
     ) -> Result<CellTiming> {
         let started_ms = rec.now_ms();
+        let residency = Residency::watch(&self.client, cancel);
+        residency.ready(residency::STALE_AFTER).await;
         let contexts: Vec<Arc<StreamContext>> = cell
             .streams
             .iter()
@@ -178,7 +182,7 @@ impl CellDriver for Users<'_> {
                     api: s.api,
                     seq: AtomicU32::new(0),
                     epoch: rec.epoch,
-                    ps: self.client.clone(),
+                    residency: residency.clone(),
                     timeout: self.timeout,
                     threshold: self.threshold,
                     rows: rec.rows.clone(),
@@ -364,9 +368,9 @@ async fn one_request(user: &mut GooseUser, ctx: &StreamContext) -> TransactionRe
         .name(ctx.name.as_str())
         .set_request_builder(builder)
         .build();
-    let resident = request::resident(&ctx.ps, &stream.model);
+    let resident = ctx.residency.resident(&stream.model);
     let sent_at = Instant::now();
-    let (resident, goose) = tokio::join!(resident, user.request(request));
+    let goose = user.request(request).await;
     let mut ex = Exchange {
         sent_at,
         first_byte_at: None,

@@ -13,6 +13,7 @@ pub mod closed_loop;
 pub mod open_loop;
 pub mod recorder;
 pub mod request;
+pub mod residency;
 pub mod target;
 
 use std::path::PathBuf;

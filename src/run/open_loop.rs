@@ -21,6 +21,7 @@ use crate::record::{self, RequestRecord};
 use crate::run::request::{
     self, RowGuard, chat_request, embed_request, fill_row, generate_request,
 };
+use crate::run::residency::{self, Residency};
 
 use crate::run::{
     Begin, CellDriver, CellLoop, CellTiming, ProgressEvent, Recorder, RunOutcome, Target, target,
@@ -57,7 +58,8 @@ pub struct RunnerConfig {
     pub unload_timeout: Duration,
     /// After Ctrl-C, how long in-flight requests may finish.
     pub grace: Duration,
-    /// Ask `/api/ps` whether the model is resident just before each send.
+    /// Read from the cell's `/api/ps` watcher whether the model is resident just
+    /// before each send.
     pub check_resident: bool,
 }
 
@@ -258,6 +260,13 @@ pub async fn run_cell(
     // Fired once the grace after a cancel is over: requests still in flight end with
     // what they measured so far.
     let stop = CancellationToken::new();
+    // One /api/ps watcher for every request of the cell (not one /api/ps per request).
+    let residency = config
+        .check_resident
+        .then(|| Residency::watch(client, &cancel));
+    if let Some(r) = &residency {
+        r.ready(residency::STALE_AFTER).await;
+    }
     let streams: Arc<Vec<CellStream>> = Arc::new(cell.streams.clone());
     for send in sends {
         let due = start + send.offset;
@@ -285,10 +294,12 @@ pub async fn run_cell(
         let config = config.clone();
         let rows_out = rows.clone();
         let stop = stop.clone();
+        let residency = residency.clone();
         tasks.spawn(async move {
             let mut guard = guard;
             let stream = &streams[idx];
-            let (resident, exchange) = send_one(&client, stream, &config, &stop).await;
+            let (resident, exchange) =
+                send_one(&client, residency.as_ref(), stream, &config, &stop).await;
             if let Some(row) = guard.take() {
                 let row = fill_row(row, resident, &exchange, due, epoch, config.cold_threshold);
                 let _ = rows_out.send(row);
@@ -347,25 +358,17 @@ async fn wait_until(due: Instant) {
 /// How long requests stopped after the grace get to record what they measured.
 const STOP_WAIT: Duration = Duration::from_millis(500);
 
-/// Sends one request (and, concurrently, the `/api/ps` residency check: a loading
-/// model is absent from `/api/ps` until ready (L3), so the answer reflects the state
-/// the request met). `stop` ends both: the request then fails as `cancelled` with what
-/// it measured, and the residency check gives up.
+/// Sends one request, reading just before it whether the cell's `/api/ps` watcher
+/// lists its model (a loading model is absent until ready, L3). `stop` ends the
+/// request: it then fails as `cancelled` with what it measured.
 async fn send_one(
     client: &OllamaClient,
+    residency: Option<&Residency>,
     stream: &CellStream,
     config: &RunnerConfig,
     stop: &CancellationToken,
 ) -> (Option<bool>, Exchange) {
-    let resident = async {
-        if !config.check_resident {
-            return None;
-        }
-        tokio::select! {
-            r = request::resident(client, &stream.model) => r,
-            _ = stop.cancelled() => None,
-        }
-    };
+    let resident = residency.and_then(|r| r.resident(&stream.model));
     let timeout = Some(config.timeout);
     let exchange = async {
         let (path, embed) = match stream.api {
@@ -394,5 +397,5 @@ async fn send_one(
             }
         }
     };
-    tokio::join!(resident, exchange)
+    (resident, exchange.await)
 }

@@ -10,9 +10,8 @@ use anyhow::Result;
 use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 
+use crate::ollama::Exchange;
 use crate::ollama::api::{self, ChatRequest, EmbedRequest, GenerateRequest, Message};
-use crate::ollama::name::same_model;
-use crate::ollama::{Exchange, OllamaClient};
 use crate::record::{self, RequestRecord, classify_cold};
 use crate::scenario::{Api, Cell, CellStream, Prompt};
 use crate::workload::{self, Limit};
@@ -68,17 +67,6 @@ pub fn new_row(cell: &str, seq: u32, stream: &CellStream) -> RequestRecord {
         warmup: seq < stream.warmup,
         ..Default::default()
     }
-}
-
-/// Whether `/api/ps` lists `model` now (`None` when it could not be asked). Asked
-/// beside the request: a loading model is absent from `/api/ps` until ready (L3), so
-/// the answer reflects the state the request met.
-pub async fn resident(client: &OllamaClient, model: &str) -> Option<bool> {
-    client.ps().await.ok().map(|ps| {
-        ps.models
-            .iter()
-            .any(|m| same_model(&m.name, model) || same_model(&m.model, model))
-    })
 }
 
 /// Records a `cancelled` row if its request is dropped before it finished (Ctrl-C
