@@ -166,7 +166,7 @@ impl CellDriver for Users<'_> {
         cancel: &CancellationToken,
     ) -> Result<CellTiming> {
         let started_ms = rec.now_ms();
-        let residency = Residency::watch(&self.client, cancel);
+        let residency = Residency::watch(self.client, cancel);
         residency.ready(residency::STALE_AFTER).await;
         let contexts: Vec<Arc<StreamContext>> = cell
             .streams
