@@ -50,6 +50,31 @@ pub enum Command {
     Swarm(SwarmArgs),
     /// List the simulator's model catalogue: sizes, load times and speeds, with sources.
     Models(ModelsArgs),
+    /// Probe a live Ollama (or the simulator) for what it does with keep_alive and the
+    /// load options: one row per check, honoured / ignored / rejected / n/a, with the
+    /// evidence and the fix. Exit 1 when a check does not hold.
+    Doctor(DoctorArgs),
+}
+
+/// `kabench doctor`.
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// The Ollama to probe (`host:port`, `http://…`), or `sim` for the embedded
+    /// simulator. Default: $OLLAMA_HOST, else 127.0.0.1:11434.
+    #[arg(long)]
+    pub target: Option<String>,
+    /// The model to probe (default: the smallest installed model that generates).
+    #[arg(long)]
+    pub model: Option<String>,
+    /// An embedding model for the /api/embed and /v1/embeddings checks.
+    #[arg(long)]
+    pub embed_model: Option<String>,
+    /// Print the table as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// List the requests it would send, and send nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// `kabench swarm`.
@@ -251,7 +276,26 @@ pub async fn dispatch(cli: Cli) -> Result<()> {
         Command::Sim(args) => serve_sim(*args).await,
         Command::Models(args) => models(args),
         Command::Swarm(args) => swarm(args).await,
+        Command::Doctor(args) => doctor(args).await,
     }
+}
+
+async fn doctor(args: DoctorArgs) -> Result<()> {
+    let invocation = crate::doctor::cli::Invocation {
+        target: args.target,
+        model: args.model,
+        embed_model: args.embed_model,
+        json: args.json,
+        dry_run: args.dry_run,
+    };
+    crate::doctor::cli::command(invocation).await.map_err(|e| {
+        let bad = e.is::<crate::doctor::ModelMissing>() || e.is::<crate::doctor::cli::BadTarget>();
+        if bad {
+            BadInput(format!("{e:#}")).into()
+        } else {
+            e
+        }
+    })
 }
 
 async fn run(args: RunArgs) -> Result<()> {

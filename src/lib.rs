@@ -18,6 +18,7 @@ pub mod analysis;
 pub mod calibrate;
 pub mod catalogue;
 pub mod cli;
+pub mod doctor;
 pub mod ollama;
 pub mod progress;
 pub mod recommend;

@@ -18,6 +18,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("runner", 4),
     ("telemetry", 4),
     ("analysis", 5),
+    ("doctor", 5),
     ("recommend", 6),
     ("report", 7),
     ("session", 8),
