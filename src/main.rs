@@ -47,6 +47,7 @@ fn exit_code(e: &anyhow::Error) -> ExitCode {
             || c.is::<kabench::units::ParseError>()
             || c.is::<kabench::session::MissingModels>()
             || c.is::<kabench::record::RunFolderExists>()
+            || c.is::<kabench::record::RunFolderNotEmpty>()
             || c.is::<kabench::record::RunFolderUnwritable>()
             || c.is::<kabench::report::compare::NotComparable>()
     });

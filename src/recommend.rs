@@ -37,6 +37,32 @@ pub enum Form {
     Slo,
     /// No VRAM data: the shortest keep_alive with the lowest cold ratio.
     ColdOnly,
+    /// No candidate was valid (each had too many failed requests): nothing is
+    /// recommended and `reason` says why.
+    NoCandidate,
+}
+
+/// Largest share of a cell's requests that may fail for the cell to stay a candidate:
+/// past it (or with no request answered) its cold ratio and memory say nothing.
+pub const MAX_ERROR_SHARE: f64 = 0.10;
+
+/// Why a candidate cannot be recommended (too many failed requests, or none answered),
+/// or `None` when it can.
+pub fn excluded(c: &Candidate) -> Option<String> {
+    let ka = display_keep_alive(&c.keep_alive);
+    if c.requests == 0 {
+        return Some(format!("{ka}: no request counted"));
+    }
+    if c.errors >= c.requests {
+        return Some(format!("{ka}: all {} requests failed", c.requests));
+    }
+    if c.errors as f64 > c.requests as f64 * MAX_ERROR_SHARE {
+        return Some(format!(
+            "{ka}: {} of {} requests failed",
+            c.errors, c.requests
+        ));
+    }
+    None
 }
 
 /// The cost of one candidate, split into its two terms.
@@ -70,7 +96,7 @@ pub struct Candidate {
     pub requests: u64,
     /// Cold requests.
     pub cold: u64,
-    /// cold / requests.
+    /// cold / answered requests.
     pub cold_ratio: f64,
     /// Failed requests.
     pub errors: u64,
@@ -180,6 +206,17 @@ impl Recommendation {
             let parts: Vec<String> = self.fixed.iter().map(|(k, v)| format!("{k}={v}")).collect();
             fixed = format!(" [{}]", parts.join(", "));
         }
+        if self.form == Form::NoCandidate {
+            let why: Vec<String> = self.candidates.iter().filter_map(excluded).collect();
+            return format!(
+                "{} ({}){}: no recommendation: no swept keep_alive had at most {:.0}% of its requests failed and one answered ({})",
+                self.workload,
+                self.model,
+                fixed,
+                MAX_ERROR_SHARE * 100.0,
+                why.join("; ")
+            );
+        }
         if self.chosen.is_empty() {
             return format!(
                 "{} ({}){}: send no keep_alive (the server's OLLAMA_KEEP_ALIVE applies)",
@@ -196,9 +233,14 @@ impl Recommendation {
         )
     }
 
-    /// The chosen candidate.
+    /// The chosen candidate (`None` when nothing is recommended).
     pub fn chosen_candidate(&self) -> Option<&Candidate> {
-        self.candidates.iter().find(|c| c.keep_alive == self.chosen)
+        self.candidates.iter().find(|c| self.is_chosen(c))
+    }
+
+    /// Whether `c` is the recommended candidate (never, when nothing is recommended).
+    pub fn is_chosen(&self, c: &Candidate) -> bool {
+        self.form != Form::NoCandidate && c.keep_alive == self.chosen
     }
 }
 
@@ -370,9 +412,13 @@ fn cold_penalty(
 /// Marks the candidates on the Pareto frontier of (latency metric, idle GB·s): none
 /// other is at least as good on both and better on one.
 fn mark_frontier(cands: &mut [Candidate], use_p99: bool) {
+    // A cell left out for its failed requests is neither on the frontier nor beats one.
     let pts: Vec<(f64, f64)> = cands
         .iter()
         .map(|c| {
+            if excluded(c).is_some() {
+                return (f64::INFINITY, f64::INFINITY);
+            }
             let y = if use_p99 {
                 c.p99_ttft_ms.unwrap_or(f64::INFINITY)
             } else {
@@ -383,10 +429,11 @@ fn mark_frontier(cands: &mut [Candidate], use_p99: bool) {
         .collect();
     for (i, c) in cands.iter_mut().enumerate() {
         let (xi, yi) = pts[i];
-        c.on_frontier = !pts
-            .iter()
-            .enumerate()
-            .any(|(j, &(xj, yj))| j != i && xj <= xi && yj <= yi && (xj < xi || yj < yi));
+        c.on_frontier = excluded(c).is_none()
+            && !pts
+                .iter()
+                .enumerate()
+                .any(|(j, &(xj, yj))| j != i && xj <= xi && yj <= yi && (xj < xi || yj < yi));
     }
 }
 
@@ -434,25 +481,43 @@ fn recommend_group(
     }
     mark_frontier(&mut cands, slo_ms.is_some());
 
+    // Only cells whose requests mostly succeeded can be picked.
+    let left_out: Vec<String> = cands.iter().filter_map(excluded).collect();
+    let valid: Vec<Candidate> = cands
+        .iter()
+        .filter(|c| excluded(c).is_none())
+        .cloned()
+        .collect();
+    if valid.is_empty() {
+        return no_candidate(
+            (workload, model, fixed),
+            cands,
+            &left_out,
+            has_vram,
+            (penalty_s, penalty_source),
+            (model_gb, model_ram_gb),
+            slo_ms.is_some(),
+        );
+    }
     let cost_pick = has_vram
-        .then(|| min_by(&cands, |c| c.cost.map_or(f64::INFINITY, |k| k.total)))
+        .then(|| min_by(&valid, |c| c.cost.map_or(f64::INFINITY, |k| k.total)))
         .flatten()
         .cloned();
     let slo_pick = slo_ms.and_then(|_| {
-        cands
+        valid
             .iter()
             .filter(|c| c.meets_slo == Some(true))
             .min_by(|a, b| a.appetite().total_cmp(&b.appetite()))
             .cloned()
     });
-    let cold_only_pick = min_by(&cands, |c| (c.cold_ratio * 100.0).round()).cloned();
+    let cold_only_pick = min_by(&valid, |c| (c.cold_ratio * 100.0).round()).cloned();
 
     let (form, pick) = match (&slo_pick, &cost_pick) {
         (Some(p), _) => (Form::Slo, p.clone()),
         (None, Some(p)) => (Form::Cost, p.clone()),
         (None, None) => (
             Form::ColdOnly,
-            cold_only_pick.clone().unwrap_or_else(|| cands[0].clone()),
+            cold_only_pick.clone().unwrap_or_else(|| valid[0].clone()),
         ),
     };
     let hold_rate = match (model_gb, model_ram_gb) {
@@ -465,7 +530,14 @@ fn recommend_group(
         (Some(p), Some(rate)) if rate > 0.0 => Some(p * cost.wait_second / rate),
         _ => None,
     };
-    let reason = reason(form, &pick, &cands, slo_ms, has_vram, penalty_s, cost);
+    let mut reason = reason(form, &pick, &cands, slo_ms, has_vram, penalty_s, cost);
+    if !left_out.is_empty() {
+        reason.push_str(&format!(
+            "; not candidates (more than {:.0}% of requests failed, or none answered): {}",
+            MAX_ERROR_SHARE * 100.0,
+            left_out.join(", ")
+        ));
+    }
     let snippets = snippets(&model, &pick.keep_alive);
     Recommendation {
         workload,
@@ -491,6 +563,44 @@ fn recommend_group(
         snippets,
         advice: Vec::new(),
         candidates: cands,
+    }
+}
+
+/// The recommendation of a group none of whose cells can be picked.
+fn no_candidate(
+    (workload, model, fixed): GroupKey,
+    candidates: Vec<Candidate>,
+    left_out: &[String],
+    has_vram: bool,
+    (cold_penalty_s, cold_penalty_source): (Option<f64>, String),
+    (model_gb, model_ram_gb): (Option<f64>, Option<f64>),
+    use_p99: bool,
+) -> Recommendation {
+    let reason = format!(
+        "no swept keep_alive is a valid candidate: a cell counts only when at most {:.0}% of its requests failed and at least one was answered ({})",
+        MAX_ERROR_SHARE * 100.0,
+        left_out.join("; ")
+    );
+    let snippets = snippets(&model, "");
+    Recommendation {
+        workload,
+        model,
+        fixed,
+        candidates,
+        frontier_metric: if use_p99 { "p99_ttft_ms" } else { "cold_ratio" }.into(),
+        has_vram,
+        cold_penalty_s,
+        cold_penalty_source,
+        model_gb,
+        model_ram_gb,
+        cost_choice: None,
+        slo_choice: None,
+        chosen: String::new(),
+        form: Form::NoCandidate,
+        reason,
+        break_even_s: None,
+        snippets,
+        advice: Vec::new(),
     }
 }
 
@@ -542,6 +652,7 @@ fn reason(
             "no memory measured: {ka} is the shortest swept keep_alive with the lowest cold-start ratio ({:.1}%)",
             pick.cold_ratio * 100.0
         ),
+        Form::NoCandidate => String::new(),
     };
     if slo_ms.is_some() && form != Form::Slo {
         out.push_str("; no swept keep_alive met the p99 TTFT SLO");
@@ -695,6 +806,7 @@ mod tests {
                 warmup: 0,
                 errors: 0,
                 errors_by_kind: BTreeMap::new(),
+                answered: 100,
                 cold,
                 loads: 0,
                 cold_ratio: cold as f64 / 100.0,
@@ -858,5 +970,65 @@ mod tests {
         assert_eq!(s.keep_alive_field, "\"keep_alive\": \"10m\"");
         assert!(s.native_request.contains("\"keep_alive\":\"10m\""));
         assert!(s.notes.iter().any(|n| n.contains("/v1")));
+    }
+
+    fn with_errors(mut s: Summary, cell: usize, errors: u64) -> Summary {
+        s.cells[cell].streams[0].errors = errors;
+        s.cells[cell].streams[0].errors_by_kind = BTreeMap::from([("connect".into(), errors)]);
+        s
+    }
+
+    #[test]
+    fn a_cell_with_too_many_failed_requests_is_not_a_candidate() {
+        // 10m is the cost pick (44); at 10 of 100 failed it stays one, at 11 it is out
+        // and 1m (46) wins.
+        let r = &recommend(
+            &with_errors(summary(), 2, 10),
+            &cost(7.2),
+            &SloSettings::default(),
+        )[0];
+        assert_eq!(r.chosen, "10m");
+        let r = &recommend(
+            &with_errors(summary(), 2, 11),
+            &cost(7.2),
+            &SloSettings::default(),
+        )[0];
+        assert_eq!(r.chosen, "1m");
+        assert!(
+            r.reason.contains("10m: 11 of 100 requests failed"),
+            "{}",
+            r.reason
+        );
+        assert!(!r.candidates[2].on_frontier);
+        // Also for the SLO and cold-only forms.
+        let slo = SloSettings {
+            ttft_p99: Some(Duration::from_millis(100)),
+        };
+        let r = &recommend(&with_errors(summary(), 2, 100), &cost(7.2), &slo)[0];
+        assert_ne!(r.chosen, "10m");
+        let mut s = with_errors(summary(), 2, 100);
+        for c in &mut s.cells {
+            c.vram = None;
+        }
+        let r = &recommend(&s, &cost(7.2), &SloSettings::default())[0];
+        assert_eq!(r.form, Form::ColdOnly);
+        assert_eq!(r.chosen, "1m");
+    }
+
+    #[test]
+    fn with_no_valid_candidate_nothing_is_recommended() {
+        let mut s = summary();
+        for i in 0..3 {
+            s = with_errors(s, i, 100);
+        }
+        let r = &recommend(&s, &cost(7.2), &SloSettings::default())[0];
+        assert_eq!(r.form, Form::NoCandidate);
+        assert!(r.chosen_candidate().is_none());
+        assert!(r.cost_choice.is_none());
+        assert!(r.candidates.iter().all(|c| !c.on_frontier));
+        let h = r.headline();
+        assert!(h.starts_with("chat (m:7b): no recommendation"), "{h}");
+        assert!(h.contains("10s: all 100 requests failed"), "{h}");
+        assert!(!h.contains("OLLAMA_KEEP_ALIVE"), "{h}");
     }
 }

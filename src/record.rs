@@ -347,6 +347,13 @@ fn write_header<T: Serialize + Default>(path: &Path) -> Result<()> {
 #[error("{0} already holds a run (run.json); choose another --out or remove it first")]
 pub struct RunFolderExists(pub String);
 
+/// `--out` names a folder that holds other files and no run: nothing is overwritten.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{0} is not empty and is not a kabench run folder (no run.json); choose a new or empty --out folder"
+)]
+pub struct RunFolderNotEmpty(pub String);
+
 /// `--out` names a folder that cannot be created or written (read-only, not a folder,
 /// no permission): bad input, nothing was sent.
 #[derive(Debug, thiserror::Error)]
@@ -369,15 +376,15 @@ pub struct RunWriter {
 impl RunWriter {
     /// Creates the folder, copies the scenario text, writes `run.json` and the CSV
     /// headers, so a bad `--out` fails before the first request.
+    ///
+    /// The folder must be new or empty; it is claimed by creating `run.json` with
+    /// `create_new`, so of two runs started on one `--out` at once only one proceeds.
     pub fn create(dir: &Path, scenario_text: &str, meta: RunMeta) -> Result<RunWriter> {
-        if dir.join(RUN_JSON).exists() {
-            return Err(RunFolderExists(dir.display().to_string()).into());
-        }
+        claim_run_folder(dir)?;
         let unwritable = |e: std::io::Error| RunFolderUnwritable {
             dir: dir.display().to_string(),
             why: e.to_string(),
         };
-        fs::create_dir_all(dir).map_err(unwritable)?;
         fs::write(dir.join(SCENARIO_TOML), scenario_text).map_err(unwritable)?;
         write_header::<RequestRecord>(&dir.join(REQUESTS_CSV))?;
         write_header::<VramSample>(&dir.join(VRAM_CSV))?;
@@ -428,6 +435,40 @@ impl RunWriter {
     }
 }
 
+/// Creates `dir` (or takes an empty one) and claims it for one run by creating an empty
+/// `run.json` with `create_new`: a folder holding a run, or anything else, is refused,
+/// and of two claims racing for one folder exactly one wins.
+pub fn claim_run_folder(dir: &Path) -> Result<()> {
+    let shown = || dir.display().to_string();
+    if dir.join(RUN_JSON).exists() {
+        return Err(RunFolderExists(shown()).into());
+    }
+    let unwritable = |e: std::io::Error| RunFolderUnwritable {
+        dir: shown(),
+        why: e.to_string(),
+    };
+    fs::create_dir_all(dir).map_err(unwritable)?;
+    let mut entries = fs::read_dir(dir).map_err(unwritable)?;
+    if entries.next().is_some() {
+        return Err(if dir.join(RUN_JSON).exists() {
+            RunFolderExists(shown()).into()
+        } else {
+            RunFolderNotEmpty(shown()).into()
+        });
+    }
+    match OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(dir.join(RUN_JSON))
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            Err(RunFolderExists(shown()).into())
+        }
+        Err(e) => Err(unwritable(e).into()),
+    }
+}
+
 /// Opens an existing CSV (with its header already written) for appending rows.
 pub fn append_to<T: Serialize>(path: &Path) -> Result<CsvAppender<T>> {
     let file = OpenOptions::new()
@@ -443,13 +484,47 @@ pub fn append_to<T: Serialize>(path: &Path) -> Result<CsvAppender<T>> {
     })
 }
 
-/// Writes JSON to `path` through a temporary file and a rename, so readers never see half a file.
+/// Writes JSON to `path` through a temporary file and a rename, so readers never see half a
+/// file; when either step fails (a full disk) the temporary file is removed and `path`
+/// keeps its previous content.
 pub fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     let tmp = path.with_extension("json.tmp");
     let text = serde_json::to_string_pretty(value).context("encoding JSON")?;
-    fs::write(&tmp, text + "\n").with_context(|| format!("writing {}", tmp.display()))?;
-    fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
-    Ok(())
+    let written = write_synced(&tmp, (text + "\n").as_bytes())
+        .with_context(|| format!("writing {}", tmp.display()))
+        .and_then(|()| {
+            fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))
+        });
+    if written.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    written
+}
+
+/// Writes `bytes` to a new `path` and flushes them to the disk, so a full disk shows here.
+fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut f = File::create(path)?;
+    f.write_all(bytes)?;
+    f.sync_data()
+}
+
+/// Space set aside in a run folder when it is created, given back before the last
+/// `run.json` is written, so a run stopped by a full disk can still say so.
+pub const RESERVE_FILE: &str = ".kabench-reserve";
+const RESERVE_BYTES: usize = 256 * 1024;
+
+/// Sets aside [`RESERVE_BYTES`] in `dir` (best effort: nothing happens when it fails).
+pub fn reserve_space(dir: &Path) {
+    let path = dir.join(RESERVE_FILE);
+    if write_synced(&path, &vec![0u8; RESERVE_BYTES]).is_err() {
+        let _ = fs::remove_file(&path);
+    }
+}
+
+/// Gives back the space of [`reserve_space`].
+pub fn release_space(dir: &Path) {
+    let _ = fs::remove_file(dir.join(RESERVE_FILE));
 }
 
 /// Reads `run.json`.
@@ -470,13 +545,117 @@ pub fn read_requests(dir: &Path) -> Result<Vec<RequestRecord>> {
     read_csv(&dir.join(REQUESTS_CSV))
 }
 
-/// Reads every row of `vram.csv` (empty if the file is missing).
+/// Reads the rows of `vram.csv` (empty if the file is missing), at most
+/// [`MAX_MODEL_ROWS_PER_SAMPLE`] model rows per sample; see [`read_vram_noting`].
 pub fn read_vram(dir: &Path) -> Result<Vec<VramSample>> {
+    read_vram_noting(dir, &mut Vec::new())
+}
+
+/// Reads `requests.csv`, skipping rows that do not parse; each is noted in `notes` with
+/// its line number (a torn last line after a hard kill included).
+pub fn read_requests_noting(dir: &Path, notes: &mut Vec<String>) -> Result<Vec<RequestRecord>> {
+    let mut rows = Vec::new();
+    for_each_row(&dir.join(REQUESTS_CSV), notes, |r| rows.push(r))?;
+    Ok(rows)
+}
+
+/// Most per-model rows of one sample (one source and device at one time) that are
+/// written or read; device totals (rows without a model) are always kept.
+pub const MAX_MODEL_ROWS_PER_SAMPLE: usize = 64;
+
+/// Reads `vram.csv` (empty if missing) as `read_requests_noting` reads `requests.csv`,
+/// streaming it and keeping at most [`MAX_MODEL_ROWS_PER_SAMPLE`] model rows per
+/// sample, so a file written against a server listing 150 000 models stays small in
+/// memory; the rows left out are noted.
+pub fn read_vram_noting(dir: &Path, notes: &mut Vec<String>) -> Result<Vec<VramSample>> {
     let path = dir.join(VRAM_CSV);
+    let mut rows = Vec::new();
     if !path.exists() {
-        return Ok(Vec::new());
+        return Ok(rows);
     }
-    read_csv(&path)
+    // Per source: the sample being read (device, time) and its model rows so far.
+    let mut current: BTreeMap<String, (String, u64, usize)> = BTreeMap::new();
+    let mut dropped = 0u64;
+    for_each_row(&path, notes, |r: VramSample| {
+        if r.model.is_empty() {
+            rows.push(r);
+            return;
+        }
+        let at = r.t_ms.to_bits();
+        let slot = current
+            .entry(r.source.clone())
+            .or_insert_with(|| (String::new(), u64::MAX, 0));
+        if slot.0 != r.device || slot.1 != at {
+            *slot = (r.device.clone(), at, 0);
+        }
+        slot.2 += 1;
+        if slot.2 <= MAX_MODEL_ROWS_PER_SAMPLE {
+            rows.push(r);
+        } else {
+            dropped += 1;
+        }
+    })?;
+    if dropped > 0 {
+        notes.push(format!(
+            "{VRAM_CSV}: {dropped} model rows past {MAX_MODEL_ROWS_PER_SAMPLE} per sample were left out (the totals count every model)"
+        ));
+    }
+    Ok(rows)
+}
+
+/// Most garbage rows named one by one in the notes of one file; the rest are counted.
+const NOTED_ROWS: usize = 10;
+
+/// Streams the rows of a CSV to `each`, one at a time; rows that do not parse are
+/// skipped and noted with their line numbers.
+pub fn for_each_row<T: for<'de> Deserialize<'de>>(
+    path: &Path,
+    notes: &mut Vec<String>,
+    mut each: impl FnMut(T),
+) -> Result<()> {
+    let mut reader = csv::ReaderBuilder::new()
+        .flexible(true)
+        .from_path(path)
+        .with_context(|| format!("reading {}", path.display()))?;
+    let headers = reader
+        .byte_headers()
+        .with_context(|| format!("reading the header of {}", path.display()))?
+        .clone();
+    let name = path.file_name().map_or_else(
+        || path.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    let mut bad = 0usize;
+    let mut record = csv::ByteRecord::new();
+    loop {
+        let next_line = reader.position().line();
+        let parsed = match reader.read_byte_record(&mut record) {
+            Ok(false) => break,
+            Ok(true) => record.deserialize::<T>(Some(&headers)).map_err(|e| {
+                let line = record.position().map_or(next_line, |p| p.line());
+                (line, e.to_string())
+            }),
+            Err(e) => Err((e.position().map_or(next_line, |p| p.line()), e.to_string())),
+        };
+        match parsed {
+            Ok(row) => each(row),
+            Err((line, e)) => {
+                bad += 1;
+                if bad <= NOTED_ROWS {
+                    notes.push(format!(
+                        "{name} line {line}: a row that does not parse was skipped ({e})"
+                    ));
+                }
+            }
+        }
+    }
+    if bad > NOTED_ROWS {
+        notes.push(format!(
+            "{name}: {} more rows that do not parse were skipped",
+            bad - NOTED_ROWS
+        ));
+    }
+    Ok(())
 }
 
 fn read_csv<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Vec<T>> {
@@ -572,5 +751,131 @@ mod tests {
         ));
         assert_eq!(read_meta(dir.path()).unwrap().tool, "kabench");
         assert!(read_vram(dir.path()).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_run_folder_is_new_or_empty_and_claimed_by_one_run_only() {
+        let tmp = tempfile::tempdir().unwrap();
+        // Not a run, not empty: refused, its files untouched.
+        let other = tmp.path().join("other");
+        fs::create_dir(&other).unwrap();
+        fs::write(other.join("index.html"), "mine").unwrap();
+        let e = RunWriter::create(&other, "", RunMeta::default())
+            .err()
+            .unwrap();
+        assert!(e.is::<RunFolderNotEmpty>(), "{e}");
+        assert_eq!(
+            fs::read_to_string(other.join("index.html")).unwrap(),
+            "mine"
+        );
+        assert_eq!(fs::read_dir(&other).unwrap().count(), 1);
+        // An empty folder is taken.
+        let empty = tmp.path().join("empty");
+        fs::create_dir(&empty).unwrap();
+        RunWriter::create(&empty, "", RunMeta::default()).unwrap();
+        // Eight runs racing for one new folder: exactly one wins, the others are told a
+        // run holds it.
+        for round in 0..20 {
+            let dir = tmp.path().join(format!("race{round}"));
+            let wins: Vec<bool> = std::thread::scope(|s| {
+                let handles: Vec<_> = (0..8)
+                    .map(|_| {
+                        let dir = dir.clone();
+                        s.spawn(
+                            move || match RunWriter::create(&dir, "", RunMeta::default()) {
+                                Ok(_) => true,
+                                Err(e) => {
+                                    assert!(
+                                        e.is::<RunFolderExists>() || e.is::<RunFolderNotEmpty>(),
+                                        "{e}"
+                                    );
+                                    false
+                                }
+                            },
+                        )
+                    })
+                    .collect();
+                handles.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            assert_eq!(wins.iter().filter(|w| **w).count(), 1, "round {round}");
+        }
+    }
+
+    #[test]
+    fn garbage_rows_are_skipped_and_noted_with_their_line_numbers() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = RunWriter::create(dir.path(), "", RunMeta::default()).unwrap();
+        let row = RequestRecord {
+            cell: "c0".into(),
+            end_ms: 1.0,
+            ..Default::default()
+        };
+        w.append_request(&row).unwrap();
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(dir.path().join(REQUESTS_CSV))
+            .unwrap();
+        f.write_all(b"garbage\n").unwrap();
+        w.append_request(&row).unwrap();
+        f.write_all(b"c0,x,s,m,,false,not-a-number,\n").unwrap();
+        w.append_request(&row).unwrap();
+        f.write_all(b"c0,3,s,m,-1,false,1.0,").unwrap();
+        let mut notes = Vec::new();
+        let rows = read_requests_noting(dir.path(), &mut notes).unwrap();
+        assert_eq!(rows.len(), 3);
+        assert_eq!(notes.len(), 3, "{notes:?}");
+        for (note, line) in notes.iter().zip([3, 5, 7]) {
+            assert!(
+                note.starts_with(&format!(
+                    "requests.csv line {line}: a row that does not parse was skipped"
+                )),
+                "{notes:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_json_write_that_fails_leaves_no_temp_file_and_the_old_content() {
+        let dir = tempfile::tempdir().unwrap();
+        // The rename cannot replace a non-empty folder: the write fails, nothing is left.
+        let target = dir.path().join("x.json");
+        fs::create_dir(&target).unwrap();
+        fs::write(target.join("keep"), "old").unwrap();
+        assert!(write_json_atomic(&target, &1).is_err());
+        assert!(!dir.path().join("x.json.tmp").exists());
+        assert_eq!(fs::read_to_string(target.join("keep")).unwrap(), "old");
+    }
+
+    #[test]
+    fn a_huge_sample_in_vram_csv_is_read_capped() {
+        let dir = tempfile::tempdir().unwrap();
+        RunWriter::create(dir.path(), "", RunMeta::default()).unwrap();
+        let mut w = append_to::<VramSample>(&dir.path().join(VRAM_CSV)).unwrap();
+        for t in [10.0, 20.0] {
+            for i in 0..1000 {
+                let row = VramSample {
+                    t_ms: t,
+                    source: "ollama_ps".into(),
+                    device: "ollama".into(),
+                    model: format!("m{i}"),
+                    used_bytes: 1,
+                    ..Default::default()
+                };
+                w.append(&row).unwrap();
+            }
+            w.append(&VramSample {
+                t_ms: t,
+                source: "ollama_ps".into(),
+                device: "ollama".into(),
+                used_bytes: 1000,
+                ..Default::default()
+            })
+            .unwrap();
+        }
+        let mut notes = Vec::new();
+        let rows = read_vram_noting(dir.path(), &mut notes).unwrap();
+        assert_eq!(rows.len(), 2 * (MAX_MODEL_ROWS_PER_SAMPLE + 1));
+        assert_eq!(rows.iter().filter(|r| r.model.is_empty()).count(), 2);
+        assert!(notes[0].contains("1872 model rows"), "{notes:?}");
     }
 }

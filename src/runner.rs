@@ -14,7 +14,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::ollama::api::{self, ChatRequest, EmbedRequest, GenerateRequest, Message};
-use crate::ollama::client::{Exchange, OllamaClient};
+use crate::ollama::client::{ClientError, Exchange, OllamaClient};
 use crate::ollama::name::same_model;
 use crate::record::{self, RequestRecord, classify_cold};
 use crate::scenario::{Api, Cell, CellStream, Prompt};
@@ -83,27 +83,65 @@ struct Planned {
     seq: u32,
 }
 
-/// Unloads every resident model and waits until `/api/ps` is empty (or the timeout).
-pub async fn unload_all(client: &OllamaClient, timeout: Duration) -> Result<()> {
+/// Unloads every resident model and waits until `/api/ps` is empty: each distinct model
+/// is asked once, every call is bounded by what is left of `timeout`, and `stop`
+/// (Ctrl-C) ends it at once.
+pub async fn unload_all_until(
+    client: &OllamaClient,
+    timeout: Duration,
+    stop: &CancellationToken,
+) -> Result<()> {
     let deadline = Instant::now() + timeout;
+    let left = || deadline.saturating_duration_since(Instant::now());
+    let mut asked: std::collections::HashSet<String> = std::collections::HashSet::new();
     loop {
-        let ps = client.ps().await?;
+        let ps = match client.ps_until(left(), stop).await {
+            Ok(ps) => ps,
+            Err(ClientError::Cancelled(_)) => {
+                anyhow::bail!("interrupted while unloading")
+            }
+            Err(e) => return Err(e.into()),
+        };
         if ps.models.is_empty() {
             return Ok(());
         }
         for m in &ps.models {
-            let _ = client.unload(&m.name).await;
+            if stop.is_cancelled() {
+                anyhow::bail!("interrupted while unloading");
+            }
+            if left().is_zero() {
+                break;
+            }
+            if asked.insert(m.name.clone()) {
+                let _ = client.unload_until(&m.name, left(), stop).await;
+            }
         }
-        if Instant::now() >= deadline {
-            let names: Vec<_> = ps.models.iter().map(|m| m.name.as_str()).collect();
+        if left().is_zero() {
+            let mut names: Vec<&str> = ps.models.iter().map(|m| m.name.as_str()).collect();
+            names.sort_unstable();
+            names.dedup();
+            let shown = names.len().min(5);
             anyhow::bail!(
-                "the target still lists {} after {:?}; it did not unload",
-                names.join(", "),
+                "the target still lists {}{} after {:?}; it did not unload",
+                names[..shown].join(", "),
+                if names.len() > shown {
+                    format!(" and {} more", names.len() - shown)
+                } else {
+                    String::new()
+                },
                 timeout
             );
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(50).min(left())) => {}
+            _ = stop.cancelled() => anyhow::bail!("interrupted while unloading"),
+        }
     }
+}
+
+/// Unloads every resident model and waits until `/api/ps` is empty (or the timeout).
+pub async fn unload_all(client: &OllamaClient, timeout: Duration) -> Result<()> {
+    unload_all_until(client, timeout, &CancellationToken::new()).await
 }
 
 /// The intended send offsets of a cell, merged over its streams in time order.
@@ -151,6 +189,9 @@ pub async fn run_cell(
     let start = Instant::now();
     let started_ms = record::ms(start - epoch);
     let mut tasks = tokio::task::JoinSet::new();
+    // Fired once the grace after a cancel is over: requests still in flight end with
+    // what they measured so far.
+    let stop = CancellationToken::new();
     let streams: Arc<Vec<CellStream>> = Arc::new(cell.streams.clone());
     for send in sends {
         let due = start + send.offset;
@@ -192,10 +233,11 @@ pub async fn run_cell(
         let streams = streams.clone();
         let idx = send.stream;
         let config = config.clone();
+        let stop = stop.clone();
         tasks.spawn(async move {
             let mut guard = guard;
             let stream = &streams[idx];
-            let (resident, exchange) = send_one(&client, stream, &config).await;
+            let (resident, exchange) = send_one(&client, stream, &config, &stop).await;
             if let Some(row) = guard.row.take() {
                 let row = fill_row(row, resident, &exchange, due, epoch, config.cold_threshold);
                 let _ = guard.rows.send(row);
@@ -210,7 +252,14 @@ pub async fn run_cell(
             cancel.cancelled().await;
             tokio::time::sleep(config.grace).await;
         } => {
-            // Dropping the tasks fires each RowGuard, which records `cancelled`.
+            // Each request still in flight ends as `cancelled`, keeping what it
+            // measured; a task that does not end at once is dropped, and its RowGuard
+            // records `cancelled` from the plan alone.
+            stop.cancel();
+            let _ = tokio::time::timeout(STOP_WAIT, async {
+                while tasks.join_next().await.is_some() {}
+            })
+            .await;
             tasks.abort_all();
             while tasks.join_next().await.is_some() {}
         }
@@ -262,30 +311,68 @@ impl Drop for RowGuard {
     }
 }
 
+/// How long requests stopped after the grace get to record what they measured.
+const STOP_WAIT: Duration = Duration::from_millis(500);
+
 /// Sends one request (and, concurrently, the `/api/ps` residency check: a loading
 /// model is absent from `/api/ps` until ready (L3), so the answer reflects the state
-/// the request met).
+/// the request met). `stop` ends both: the request then fails as `cancelled` with what
+/// it measured, and the residency check gives up.
 async fn send_one(
     client: &OllamaClient,
     stream: &CellStream,
     config: &RunnerConfig,
+    stop: &CancellationToken,
 ) -> (Option<bool>, Exchange) {
     let resident = async {
         if !config.check_resident {
             return None;
         }
-        client.ps().await.ok().map(|ps| {
-            ps.models
-                .iter()
-                .any(|m| same_model(&m.name, &stream.model) || same_model(&m.model, &stream.model))
-        })
+        tokio::select! {
+            ps = client.ps() => ps.ok().map(|ps| {
+                ps.models.iter().any(|m| {
+                    same_model(&m.name, &stream.model) || same_model(&m.model, &stream.model)
+                })
+            }),
+            _ = stop.cancelled() => None,
+        }
     };
     let timeout = Some(config.timeout);
     let exchange = async {
         match stream.api {
-            Api::Generate => client.generate(&generate_request(stream), timeout).await,
-            Api::Chat => client.chat(&chat_request(stream), timeout).await,
-            Api::Embed => client.embed(&embed_request(stream), timeout).await,
+            Api::Generate => {
+                client
+                    .exchange_until(
+                        "/api/generate",
+                        &generate_request(stream),
+                        timeout,
+                        false,
+                        Some(stop),
+                    )
+                    .await
+            }
+            Api::Chat => {
+                client
+                    .exchange_until(
+                        "/api/chat",
+                        &chat_request(stream),
+                        timeout,
+                        false,
+                        Some(stop),
+                    )
+                    .await
+            }
+            Api::Embed => {
+                client
+                    .exchange_until(
+                        "/api/embed",
+                        &embed_request(stream),
+                        timeout,
+                        true,
+                        Some(stop),
+                    )
+                    .await
+            }
         }
     };
     tokio::join!(resident, exchange)

@@ -159,6 +159,32 @@ pub struct Recorder {
     telemetry: Result<telemetry::TelemetryHandle>,
     telemetry_cancel: CancellationToken,
     sim_loads: serde_json::Map<String, serde_json::Value>,
+    fault: WriteFault,
+}
+
+/// The first file of the run folder that could not be written (a full disk): it is
+/// warned about at once and stops the run, which then ends `failed` with this reason.
+#[derive(Clone)]
+struct WriteFault {
+    first: std::sync::Arc<std::sync::Mutex<Option<String>>>,
+    stop_run: CancellationToken,
+}
+
+impl WriteFault {
+    fn fail(&self, what: &str, why: &str) {
+        if let Ok(mut first) = self.first.lock()
+            && first.is_none()
+        {
+            let reason = format!("cannot write {what}: {why}");
+            tracing::warn!("{reason}; stopping the run");
+            *first = Some(reason);
+        }
+        self.stop_run.cancel();
+    }
+
+    fn reason(&self) -> Option<String> {
+        self.first.lock().ok().and_then(|f| f.clone())
+    }
 }
 
 impl Recorder {
@@ -174,6 +200,11 @@ impl Recorder {
         cancel: &CancellationToken,
     ) -> Result<Recorder> {
         let writer = RunWriter::create(&dir, &scenario.source, meta)?;
+        record::reserve_space(&dir);
+        let fault = WriteFault {
+            first: Default::default(),
+            stop_run: cancel.clone(),
+        };
         let epoch = Instant::now();
         let telemetry_cancel = cancel.child_token();
         let telemetry = telemetry::start(
@@ -182,11 +213,25 @@ impl Recorder {
             writer.vram_path(),
             telemetry_cancel.clone(),
         );
+        if let Ok(handle) = &telemetry {
+            let (failed, fault, done) = (
+                handle.write_failure(),
+                fault.clone(),
+                telemetry_cancel.clone(),
+            );
+            tokio::spawn(async move {
+                tokio::select! {
+                    why = failed => fault.fail(record::VRAM_CSV, &why),
+                    _ = done.cancelled() => {}
+                }
+            });
+        }
         let (rows, rows_rx) = mpsc::unbounded_channel::<RequestRecord>();
         let rows_task = tokio::spawn(write_rows(
             record::append_to::<RequestRecord>(&dir.join(record::REQUESTS_CSV))?,
             rows_rx,
             progress.clone(),
+            fault.clone(),
         ));
         Ok(Recorder {
             dir,
@@ -197,6 +242,7 @@ impl Recorder {
             telemetry,
             telemetry_cancel,
             sim_loads: serde_json::Map::new(),
+            fault,
         })
     }
 
@@ -221,6 +267,13 @@ impl Recorder {
         record::ms(self.epoch.elapsed())
     }
 
+    /// Rewrites `run.json`; when it cannot be written the run stops (see `close`).
+    pub fn save_meta(&mut self) {
+        if let Err(e) = self.writer.write_meta() {
+            self.fault.fail(record::RUN_JSON, &format!("{e:#}"));
+        }
+    }
+
     /// Notes a problem that did not stop the run (shown in the report).
     pub fn warn(&mut self, text: String, progress: &mpsc::UnboundedSender<ProgressEvent>) {
         let _ = progress.send(ProgressEvent::Note(text.clone()));
@@ -231,8 +284,8 @@ impl Recorder {
     /// run ended, and rewrites `run.json`.
     pub async fn close(
         self,
-        status: RunStatus,
-        failure: Option<String>,
+        mut status: RunStatus,
+        mut failure: Option<String>,
         sim_handle: Option<&SimHandle>,
     ) -> Result<RunOutcome> {
         let Recorder {
@@ -243,6 +296,7 @@ impl Recorder {
             telemetry,
             telemetry_cancel,
             sim_loads,
+            fault,
             ..
         } = self;
         drop(rows);
@@ -254,6 +308,7 @@ impl Recorder {
                 let report = handle.stop().await;
                 meta.telemetry.extend(report.sources);
                 if let Some(e) = report.write_error {
+                    fault.fail(record::VRAM_CSV, &e);
                     meta.warnings.push(format!("vram.csv: {e}"));
                 }
                 if meta.gpu.is_none() {
@@ -272,10 +327,22 @@ impl Recorder {
             sim["expirations"] = serde_json::json!(stats.expirations);
             sim["loads_per_cell"] = serde_json::Value::Object(sim_loads);
         }
+        // A file that could not be written fails the run, whatever else happened.
+        if let Some(reason) = fault.reason() {
+            status = RunStatus::Failed;
+            failure = Some(match failure {
+                Some(f) => format!("{reason}; {f}"),
+                None => reason,
+            });
+        }
         meta.status = status;
         meta.failure = failure;
         meta.ended_at = Some(record::utc_now_rfc3339());
-        writer.write_meta()?;
+        // The space set aside at the start lets this last write succeed on a full disk.
+        record::release_space(&dir);
+        writer
+            .write_meta()
+            .with_context(|| format!("recording that the run ended {status:?} in run.json"))?;
         Ok(RunOutcome {
             dir,
             status,
@@ -354,7 +421,7 @@ async fn run_against(
         check_resident: true,
     };
     if options.prewarm && !cancel.is_cancelled() {
-        prewarm(&client, plan, &runner_cfg, &progress).await;
+        prewarm(&client, plan, &runner_cfg, &progress, &cancel).await;
     }
     let tail = release_tail(plan);
     // Three sampling intervals (at least 100 ms) so the release shows in vram.csv.
@@ -365,7 +432,8 @@ async fn run_against(
         if cancel.is_cancelled() {
             break;
         }
-        if let Err(e) = runner::unload_all(&client, runner_cfg.unload_timeout).await {
+        if let Err(e) = runner::unload_all_until(&client, runner_cfg.unload_timeout, &cancel).await
+        {
             rec.warn(format!("before cell {}: {e:#}", cell.id), &progress);
         }
         let _ = progress.send(ProgressEvent::CellStarted {
@@ -404,7 +472,7 @@ async fn run_against(
         let _ = progress.send(ProgressEvent::CellFinished {
             id: cell.id.clone(),
         });
-        rec.writer.write_meta()?;
+        rec.save_meta();
         if !scenario.run.pause.is_zero() {
             tokio::select! {
                 _ = tokio::time::sleep(scenario.run.pause) => {}
@@ -423,10 +491,16 @@ async fn write_rows(
     mut csv: record::CsvAppender<RequestRecord>,
     mut rows: mpsc::UnboundedReceiver<RequestRecord>,
     progress: mpsc::UnboundedSender<ProgressEvent>,
+    fault: WriteFault,
 ) -> Result<(u64, u64)> {
     let (mut n, mut errors) = (0u64, 0u64);
     while let Some(row) = rows.recv().await {
-        csv.append(&row)?;
+        if let Err(e) = csv.append(&row) {
+            // Warned at once; the run stops and the rows still in flight are dropped.
+            fault.fail(record::REQUESTS_CSV, &format!("{e:#}"));
+            while rows.recv().await.is_some() {}
+            break;
+        }
         n += 1;
         errors += row.is_error() as u64;
         let _ = progress.send(ProgressEvent::RequestDone {
@@ -489,20 +563,29 @@ pub async fn check_models(
 }
 
 /// Loads and unloads each model once, so every cell starts from the same page cache.
+/// Each load is bounded by the requests' timeout, each unload by `unload_timeout`, and
+/// Ctrl-C (`cancel`) ends it.
 async fn prewarm(
     client: &OllamaClient,
     plan: &Plan,
     cfg: &RunnerConfig,
     progress: &mpsc::UnboundedSender<ProgressEvent>,
+    cancel: &CancellationToken,
 ) {
     let mut seen = BTreeSet::new();
     for s in plan.cells.iter().flat_map(|c| c.streams.iter()) {
+        if cancel.is_cancelled() {
+            return;
+        }
         if !seen.insert((s.model.clone(), s.num_ctx)) {
             continue;
         }
         let _ = progress.send(ProgressEvent::Note(format!("prewarming {}", s.model)));
-        let _ = runner::unload_all(client, cfg.unload_timeout).await;
-        if let Err(e) = client.load(&s.model, None, Some(s.num_ctx)).await {
+        let _ = runner::unload_all_until(client, cfg.unload_timeout, cancel).await;
+        if let Err(e) = client
+            .load_until(&s.model, Some(s.num_ctx), cfg.timeout, cancel)
+            .await
+        {
             let _ = progress.send(ProgressEvent::Note(format!("prewarm {}: {e}", s.model)));
         }
     }
@@ -535,7 +618,8 @@ async fn await_release(
 ) {
     let deadline = Instant::now() + tail;
     while Instant::now() < deadline && !cancel.is_cancelled() {
-        match client.ps().await {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match client.ps_until(left, cancel).await {
             Ok(ps) if ps.models.is_empty() => {
                 tokio::select! {
                     _ = tokio::time::sleep(settle) => {}
@@ -546,7 +630,10 @@ async fn await_release(
             Err(_) => return,
             _ => {}
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+            _ = cancel.cancelled() => {}
+        }
     }
 }
 

@@ -129,7 +129,9 @@ async fn swarm_against(
         if cancel.is_cancelled() {
             break;
         }
-        if let Err(e) = runner::unload_all(&client, scenario.run.unload_timeout).await {
+        if let Err(e) =
+            runner::unload_all_until(&client, scenario.run.unload_timeout, &cancel).await
+        {
             rec.warn(format!("before cell {}: {e:#}", cell.id), &progress);
         }
         let _ = progress.send(ProgressEvent::CellStarted {
@@ -190,7 +192,7 @@ async fn swarm_against(
         let _ = progress.send(ProgressEvent::CellFinished {
             id: cell.id.clone(),
         });
-        rec.writer.write_meta()?;
+        rec.save_meta();
     }
     watcher.abort();
     // A later attack in this process must not inherit this run's cancel.
@@ -324,10 +326,13 @@ where
     f
 }
 
-/// Each user's client: no proxy (reqwest honours `HTTP(S)_PROXY` otherwise) and no
-/// Nagle, as kabench's own client.
+/// Each user's client: no proxy (reqwest honours `HTTP(S)_PROXY` otherwise), no Nagle
+/// and no redirects followed (a redirected POST arrives as a GET), as kabench's own client.
 async fn set_client(user: &mut GooseUser) -> TransactionResult {
-    let builder = reqwest::Client::builder().no_proxy().tcp_nodelay(true);
+    let builder = reqwest::Client::builder()
+        .no_proxy()
+        .tcp_nodelay(true)
+        .redirect(reqwest::redirect::Policy::none());
     user.set_client_builder(builder).await?;
     Ok(())
 }

@@ -120,11 +120,17 @@ pub fn offsets(arrival: &Arrival, limit: Limit, seed: u64) -> Result<SendOffsets
             column,
             time_scale,
             skip,
+            epoch,
         } => {
             if !(time_scale.is_finite() && *time_scale > 0.0) {
                 return Err(bad(format!("time_scale {time_scale} must be positive")));
             }
-            let times = trace::read_send_times(file, column.as_deref(), *skip)?;
+            let mut times = trace::read_times(file, column.as_deref(), *skip)?;
+            // Offsets from the scenario's shared epoch (or this trace's first row).
+            let zero = epoch.unwrap_or(times[0]);
+            for t in &mut times {
+                *t = (*t - zero).max(0.0);
+            }
             Source::Trace {
                 times: times.into_iter(),
                 scale: *time_scale,
@@ -381,6 +387,7 @@ mod tests {
             column: None,
             time_scale: 2.0,
             skip: 0,
+            epoch: None,
         };
         let secs = |o: Vec<Duration>| o.iter().map(|d| d.as_secs_f64()).collect::<Vec<_>>();
         assert_eq!(
@@ -401,6 +408,7 @@ mod tests {
             column: Some("time".into()),
             time_scale: 0.5,
             skip: 1,
+            epoch: None,
         };
         assert_eq!(
             secs(send_offsets(&skipped, Limit::Requests(10), 0).unwrap()),
@@ -411,6 +419,7 @@ mod tests {
             column: None,
             time_scale: 1.0,
             skip: 0,
+            epoch: None,
         };
         assert!(matches!(
             send_offsets(&missing, Limit::Requests(1), 0),
@@ -440,5 +449,57 @@ mod tests {
             Some(Limit::Duration(Duration::from_secs(1)))
         );
         assert_eq!(Limit::of(None, None), None);
+    }
+
+    #[test]
+    fn trace_streams_share_one_epoch_so_interleaved_traces_keep_their_phase() {
+        use crate::scenario::{Scenario, load};
+        let dir = tempfile::tempdir().unwrap();
+        // Two logs of one minute: a sends at 100, 102, 104 s; b at 101, 103, 105 s.
+        std::fs::write(dir.path().join("a.csv"), "time_s\n100\n102\n104\n").unwrap();
+        std::fs::write(dir.path().join("b.csv"), "time_s\n105\n101\n103\n").unwrap();
+        let path = dir.path().join("s.toml");
+        let text = "[[stream]]\nname = \"a\"\nmodel = \"m1\"\narrival = { kind = \"trace\", file = \"a.csv\" }\n\
+                    [[stream]]\nname = \"b\"\nmodel = \"m2\"\narrival = { kind = \"trace\", file = \"b.csv\" }\n\
+                    [run]\nrequests = 3\n";
+        std::fs::write(&path, text).unwrap();
+        let offsets = |s: &Scenario, i: usize| -> Vec<f64> {
+            send_offsets(&s.streams[i].arrival, Limit::Requests(10), 0)
+                .unwrap()
+                .iter()
+                .map(|d| d.as_secs_f64())
+                .collect()
+        };
+        let s = load(&path).unwrap();
+        assert_eq!(offsets(&s, 0), [0.0, 2.0, 4.0]);
+        assert_eq!(offsets(&s, 1), [1.0, 3.0, 5.0], "b keeps its phase after a");
+        // An explicit epoch wins; one after a stream's first row is refused.
+        std::fs::write(
+            &path,
+            text.replace("file = \"a.csv\"", "file = \"a.csv\", epoch = 99"),
+        )
+        .unwrap();
+        let s = load(&path).unwrap();
+        assert_eq!(offsets(&s, 0), [1.0, 3.0, 5.0]);
+        assert_eq!(
+            offsets(&s, 1),
+            [0.0, 2.0, 4.0],
+            "b alone sets the shared epoch"
+        );
+        std::fs::write(
+            &path,
+            text.replace("file = \"b.csv\"", "file = \"b.csv\", epoch = 102"),
+        )
+        .unwrap();
+        let e = load(&path).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("stream[1].arrival.epoch"), "{e}");
+        assert!(e.message.contains("after the first send time"), "{e}");
+        std::fs::write(
+            &path,
+            text.replace("file = \"b.csv\"", "file = \"b.csv\", epoch = \"soon\""),
+        )
+        .unwrap();
+        let e = load(&path).unwrap_err();
+        assert!(e.message.contains("bad epoch \"soon\""), "{e}");
     }
 }

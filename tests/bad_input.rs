@@ -92,3 +92,30 @@ fn swarm_with_zero_users_is_bad_input() {
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("at least 1 user"), "{stderr}");
 }
+
+#[test]
+fn an_out_folder_holding_other_files_is_refused_and_left_untouched() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("site");
+    std::fs::create_dir_all(out.join("charts")).unwrap();
+    std::fs::write(out.join("index.html"), "my page").unwrap();
+    std::fs::write(out.join("charts/logo.svg"), "<svg/>").unwrap();
+    let (code, stderr) = kabench(&[
+        "run",
+        &fixture("fast-sim.toml"),
+        "--quiet",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("is not empty and is not a kabench run folder"),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(out.join("index.html")).unwrap(),
+        "my page"
+    );
+    assert!(out.join("charts/logo.svg").exists());
+    assert_eq!(std::fs::read_dir(&out).unwrap().count(), 2);
+}

@@ -333,3 +333,151 @@ fn headless_chromium_shows_the_page_when_installed() {
         "a blank page is tiny"
     );
 }
+
+/// Turns every request of the cells in `cells` into a connect error (no status, no timings).
+fn fail_cells(dir: &Path, cells: &[&str]) {
+    let rows: Vec<RequestRecord> = record::read_requests(dir)
+        .unwrap()
+        .into_iter()
+        .map(|mut r| {
+            if cells.contains(&r.cell.as_str()) {
+                r = RequestRecord {
+                    cell: r.cell,
+                    request: r.request,
+                    stream: r.stream,
+                    model: r.model,
+                    keep_alive: r.keep_alive,
+                    intended_ms: r.intended_ms,
+                    end_ms: r.intended_ms + 1.0,
+                    error: "connect".into(),
+                    error_detail: "connection refused".into(),
+                    ..Default::default()
+                };
+            }
+            r
+        })
+        .collect();
+    rewrite_requests(dir, &rows);
+}
+
+#[test]
+fn a_cell_whose_requests_failed_is_never_recommended() {
+    // c1 ("1s") is the cost pick; with its 4 requests all connect errors it is no
+    // candidate (it would look warm and free), and the next cheapest wins.
+    let (_tmp, dir) = copy_fixture();
+    fail_cells(&dir, &["c1"]);
+    let out = render(&dir, &RenderOptions::default()).unwrap();
+    let r = &out.recommendations[0];
+    assert_ne!(r.chosen, "1s", "{}", r.reason);
+    assert!(
+        r.reason.contains("1s: all 4 requests failed"),
+        "{}",
+        r.reason
+    );
+    let failed = r.candidates.iter().find(|c| c.keep_alive == "1s").unwrap();
+    assert!(!failed.on_frontier);
+}
+
+#[test]
+fn with_every_request_failed_there_is_no_recommendation_and_the_headline_says_why() {
+    let (_tmp, dir) = copy_fixture();
+    fail_cells(&dir, &["c0", "c1", "c2"]);
+    let out = render(&dir, &RenderOptions::default()).unwrap();
+    let r = &out.recommendations[0];
+    assert_eq!(r.form, kabench::recommend::Form::NoCandidate);
+    assert!(r.chosen_candidate().is_none());
+    assert!(
+        out.headline.contains("no recommendation"),
+        "{}",
+        out.headline
+    );
+    assert!(
+        out.headline.contains("0: all 4 requests failed"),
+        "{}",
+        out.headline
+    );
+    assert!(
+        !out.headline.contains("OLLAMA_KEEP_ALIVE"),
+        "{}",
+        out.headline
+    );
+    let recs = json(&dir.join("recommendation.json"));
+    assert_eq!(recs[0]["form"], "no_candidate");
+    let md = fs::read_to_string(&out.summary_md).unwrap();
+    assert!(!md.contains("OLLAMA_KEEP_ALIVE"), "{md}");
+    let html = fs::read_to_string(&out.index_html).unwrap();
+    assert!(html.contains("No recommendation"));
+}
+
+#[test]
+fn cold_ratios_in_summary_and_table_are_over_requests_answered() {
+    // c0 ("0"): 4 requests, all cold. With the last two saturated (never sent), the two
+    // answered are still all cold: 100%, not 50%; the saturated are counted beside.
+    let (_tmp, dir) = copy_fixture();
+    let rows: Vec<RequestRecord> = record::read_requests(&dir)
+        .unwrap()
+        .into_iter()
+        .map(|r| {
+            if r.cell == "c0" && r.request >= 2 {
+                RequestRecord {
+                    cell: r.cell,
+                    request: r.request,
+                    stream: r.stream,
+                    model: r.model,
+                    keep_alive: r.keep_alive,
+                    intended_ms: r.intended_ms,
+                    end_ms: r.intended_ms,
+                    error: "saturated".into(),
+                    ..Default::default()
+                }
+            } else {
+                r
+            }
+        })
+        .collect();
+    rewrite_requests(&dir, &rows);
+    let out = render(&dir, &RenderOptions::default()).unwrap();
+    let s = &json(&dir.join("summary.json"))["cells"][0]["streams"][0];
+    assert_eq!(s["requests"], 4);
+    assert_eq!(s["answered"], 2);
+    assert_eq!(s["errors_by_kind"]["saturated"], 2);
+    close(&s["cold_ratio"], 1.0);
+    let md = fs::read_to_string(&out.summary_md).unwrap();
+    assert!(
+        md.contains("| c0 | chat | tiny:1b | 0 | 4 | 2 | 100.0 |"),
+        "{md}"
+    );
+}
+
+#[test]
+fn report_warns_about_garbage_rows_with_their_line_numbers() {
+    let (_tmp, dir) = copy_fixture();
+    let text = fs::read_to_string(dir.join("requests.csv")).unwrap();
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines.insert(3, "this is not a row");
+    lines.insert(
+        6,
+        "c1,x,chat,tiny:1b,1s,false,oops,,,,,1,,,,,,false,,,,,,,,,",
+    );
+    fs::write(dir.join("requests.csv"), lines.join("\n") + "\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kabench"))
+        .arg("report")
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("requests.csv line 4: a row that does not parse"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("requests.csv line 7: a row that does not parse"),
+        "{stderr}"
+    );
+    let md = fs::read_to_string(dir.join("summary.md")).unwrap();
+    assert!(md.contains("requests.csv line 4"), "{md}");
+    // The good rows are all there.
+    let summary = json(&dir.join("summary.json"));
+    assert_eq!(summary["cells"][0]["streams"][0]["requests"], 4);
+}

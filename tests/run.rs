@@ -516,3 +516,119 @@ fn requests_past_the_concurrency_cap_are_recorded_as_saturated() {
     let s = stream_of(&summary["cells"][0]);
     assert_eq!(s["errors_by_kind"]["saturated"], saturated.len());
 }
+
+#[test]
+fn two_interleaved_traces_are_replayed_in_phase() {
+    // Two clients of one log: a sends at 10.0, 10.4 and 10.8 s; b at 10.2 and 10.6 s.
+    // Replayed together, b's sends stay 200 ms after a's, not shifted to start with them.
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join("a.csv"), "time_s\n10.0\n10.4\n10.8\n").unwrap();
+    std::fs::write(tmp.path().join("b.csv"), "time_s\n10.2\n10.6\n").unwrap();
+    let scenario = tmp.path().join("two.toml");
+    let fast = std::fs::read_to_string(fixture("fast-sim.toml")).unwrap();
+    let sim = &fast[fast.find("[sim]").unwrap()..fast.find("[[stream]]").unwrap()];
+    let stream = |name: &str| {
+        format!(
+            "[[stream]]\nname = \"{name}\"\nmodel = \"qwen2.5:3b-instruct-q4_0\"\nprompt_tokens = 16\nmax_tokens = 4\nkeep_alive = -1\narrival = {{ kind = \"trace\", file = \"{name}.csv\" }}\n"
+        )
+    };
+    std::fs::write(
+        &scenario,
+        format!(
+            "name = \"two\"\n{sim}{}{}[run]\nrequests = 3\ntimeout = \"10s\"\n",
+            stream("a"),
+            stream("b")
+        ),
+    )
+    .unwrap();
+    let out = tmp.path().join("run");
+    run_ok(&[
+        "run",
+        scenario.to_str().unwrap(),
+        "--target",
+        "sim",
+        "--quiet",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let head = header(&out);
+    let col = |name: &str| head.iter().position(|h| h == name).unwrap();
+    let mut sends: Vec<(String, f64)> = rows(&out)
+        .iter()
+        .map(|r| {
+            (
+                r[col("stream")].to_string(),
+                r[col("intended_ms")].parse().unwrap(),
+            )
+        })
+        .collect();
+    sends.sort_by(|x, y| x.1.total_cmp(&y.1));
+    let order: Vec<&str> = sends.iter().map(|(s, _)| s.as_str()).collect();
+    assert_eq!(order, ["a", "b", "a", "b", "a"], "{sends:?}");
+    let t0 = sends[0].1;
+    for ((_, t), want) in sends.iter().zip([0.0, 200.0, 400.0, 600.0, 800.0]) {
+        assert!((t - t0 - want).abs() < 1.0, "{sends:?}");
+    }
+}
+
+/// A full disk, as the process sees it: files may not grow past `kib` KiB (writes past it
+/// fail with "File too large", the signal that would kill the process is ignored).
+#[cfg(unix)]
+fn run_with_file_limit(kib: u32, args: &[&str]) -> Output {
+    Command::new("bash")
+        .arg("-c")
+        .arg(format!("trap '' XFSZ; ulimit -f {kib}; exec \"$0\" \"$@\""))
+        .arg(env!("CARGO_BIN_EXE_kabench"))
+        .args(args)
+        .output()
+        .expect("bash runs kabench")
+}
+
+#[cfg(unix)]
+#[test]
+fn a_full_disk_stops_the_run_at_once_and_run_json_says_failed_with_the_reason() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let started = Instant::now();
+    // vram.csv outgrows 16 KiB during the first cell; run.json and requests.csv do not.
+    let o = run_with_file_limit(
+        16,
+        &[
+            "run",
+            fixture("fast-sim.toml").to_str().unwrap(),
+            "--target",
+            "sim",
+            "--quiet",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("cannot write vram.csv") && stderr.contains("stopping the run"),
+        "{stderr}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(10), "{stderr}");
+    let meta = read_json(&out.join("run.json"));
+    assert_eq!(meta["status"], "failed", "{meta}");
+    let failure = meta["failure"].as_str().unwrap();
+    assert!(failure.starts_with("cannot write vram.csv"), "{failure}");
+    let cells_done = meta["cells"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["ended_ms"].is_number())
+        .count();
+    assert!(
+        cells_done < 3,
+        "the run went on after the disk filled: {meta}"
+    );
+    for entry in std::fs::read_dir(&out).unwrap() {
+        let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+        assert!(
+            !name.ends_with(".tmp") && !name.contains("reserve"),
+            "{name} left behind"
+        );
+    }
+}

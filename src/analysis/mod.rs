@@ -68,17 +68,21 @@ pub struct StreamSummary {
     pub requests: u64,
     /// Warm-up requests left out of the statistics.
     pub warmup: u64,
-    /// Failed requests.
+    /// Failed requests (saturated, cancelled and every other error kind).
     pub errors: u64,
     /// Failed requests by error kind.
     pub errors_by_kind: BTreeMap<String, u64>,
-    /// Cold requests (M6).
+    /// Requests sent and answered (`requests − errors`): what `cold_ratio` is over.
+    #[serde(default)]
+    pub answered: u64,
+    /// Cold requests (M6) among the answered ones.
     pub cold: u64,
     /// Distinct model loads the cold requests waited for (concurrent first requests
     /// share one load, L2), to compare with the server's own count.
     #[serde(default)]
     pub loads: u64,
-    /// cold / requests.
+    /// cold / answered: requests never sent or never answered (saturated, failed,
+    /// cancelled) are counted beside it in `errors`, not in it.
     pub cold_ratio: f64,
     /// Time to first token from the intended send, ms.
     pub ttft_ms: Split,
@@ -279,13 +283,13 @@ fn summarize_stream(
             continue;
         }
         requests += 1;
-        if r.cold {
-            cold += 1;
-        }
         if r.is_error() {
             errors += 1;
             *errors_by_kind.entry(r.error.clone()).or_insert(0) += 1;
             continue;
+        }
+        if r.cold {
+            cold += 1;
         }
         let group = if r.cold { 2 } else { 1 };
         if let Some(v) = r.ttft_ms {
@@ -333,10 +337,11 @@ fn summarize_stream(
         warmup,
         errors,
         errors_by_kind,
+        answered: requests - errors,
         cold,
         loads: loads_witnessed(rows.iter().copied().filter(|r| !r.warmup), threshold),
-        cold_ratio: if requests > 0 {
-            cold as f64 / requests as f64
+        cold_ratio: if requests > errors {
+            cold as f64 / (requests - errors) as f64
         } else {
             0.0
         },
@@ -483,7 +488,8 @@ mod tests {
         assert_eq!(st.errors, 1);
         assert_eq!(st.errors_by_kind["http"], 1);
         assert_eq!(st.cold, 1);
-        assert!((st.cold_ratio - 0.1).abs() < 1e-9);
+        assert_eq!(st.answered, 9);
+        assert!((st.cold_ratio - 1.0 / 9.0).abs() < 1e-9);
         let cold = st.ttft_ms.cold.unwrap();
         let warm = st.ttft_ms.warm.unwrap();
         assert!((cold.p50 - 1600.0).abs() < 2.0);
@@ -513,5 +519,39 @@ mod tests {
         let s = summarize(&meta(), &rows, &[], Some(Duration::from_secs(2)));
         assert_eq!(s.cells[0].streams[0].cold, 0);
         assert_eq!(s.cold_threshold_ms, 2000.0);
+    }
+
+    #[test]
+    fn the_cold_ratio_is_over_requests_sent_and_answered() {
+        // 10 requests: 6 saturated (never sent), 1 connect error the residency check
+        // called cold, 3 answered and cold: every request answered was cold.
+        let mut rows: Vec<RequestRecord> = (0..6)
+            .map(|i| RequestRecord {
+                sent_ms: None,
+                status: None,
+                ..row("c0", i, false, 0.0, "saturated")
+            })
+            .collect();
+        rows.push(RequestRecord {
+            resident_before: Some(false),
+            status: None,
+            ..row("c0", 6, true, 0.0, "connect")
+        });
+        for i in 7..10 {
+            rows.push(row("c0", i, true, 1600.0, ""));
+        }
+        let s = summarize(&meta(), &rows, &[], None);
+        let st = &s.cells[0].streams[0];
+        assert_eq!(st.requests, 10);
+        assert_eq!(st.errors, 7);
+        assert_eq!(st.errors_by_kind["saturated"], 6);
+        assert_eq!(st.errors_by_kind["connect"], 1);
+        assert_eq!(st.answered, 3);
+        assert_eq!(st.cold, 3);
+        assert!((st.cold_ratio - 1.0).abs() < 1e-9, "{}", st.cold_ratio);
+        // Nothing answered: no ratio to speak of, and no cold request counted.
+        let s = summarize(&meta(), &rows[..7], &[], None);
+        let st = &s.cells[0].streams[0];
+        assert_eq!((st.answered, st.cold, st.cold_ratio), (0, 0, 0.0));
     }
 }

@@ -47,6 +47,9 @@ pub enum ClientError {
     /// An `OLLAMA_HOST` value that cannot be turned into a URL.
     #[error("bad host: {0}")]
     BadHost(String),
+    /// Stopped by kabench (Ctrl-C, or a run that had to stop) before it ended.
+    #[error("cancelled: {0}")]
+    Cancelled(String),
 }
 
 /// The closed set of `ClientError` cases, for CSV columns and counting.
@@ -66,6 +69,8 @@ pub enum ErrorKind {
     BadJson,
     /// See `ClientError::BadHost`.
     BadHost,
+    /// See `ClientError::Cancelled`.
+    Cancelled,
 }
 
 impl ErrorKind {
@@ -80,6 +85,7 @@ impl ErrorKind {
             ErrorKind::BrokenStream => "broken_stream",
             ErrorKind::BadJson => "bad_json",
             ErrorKind::BadHost => "bad_host",
+            ErrorKind::Cancelled => "cancelled",
         }
     }
 }
@@ -101,6 +107,7 @@ impl ClientError {
             ClientError::BrokenStream(_) => ErrorKind::BrokenStream,
             ClientError::BadJson(_) => ErrorKind::BadJson,
             ClientError::BadHost(_) => ErrorKind::BadHost,
+            ClientError::Cancelled(_) => ErrorKind::Cancelled,
         }
     }
 
@@ -587,12 +594,76 @@ impl OllamaClient {
         self.empty_generate(&req, "unload").await
     }
 
+    /// [`Self::load`] bounded by `timeout` and ended by `stop`.
+    pub async fn load_until(
+        &self,
+        model: &str,
+        num_ctx: Option<u32>,
+        timeout: Duration,
+        stop: &tokio_util::sync::CancellationToken,
+    ) -> Result<Duration, ClientError> {
+        let options = num_ctx.map(|n| {
+            let mut m = Map::new();
+            m.insert("num_ctx".into(), Value::from(n));
+            m
+        });
+        let req = api::GenerateRequest {
+            model: model.to_string(),
+            options,
+            ..Default::default()
+        };
+        self.empty_generate_until(&req, "load", Some(timeout), Some(stop))
+            .await
+    }
+
+    /// [`Self::unload`] bounded by `timeout` and ended by `stop`.
+    pub async fn unload_until(
+        &self,
+        model: &str,
+        timeout: Duration,
+        stop: &tokio_util::sync::CancellationToken,
+    ) -> Result<Duration, ClientError> {
+        let req = api::GenerateRequest {
+            model: model.to_string(),
+            keep_alive: Some(Value::from(0)),
+            ..Default::default()
+        };
+        self.empty_generate_until(&req, "unload", Some(timeout), Some(stop))
+            .await
+    }
+
+    /// `GET /api/ps` bounded by `timeout` (and the control-call limit) and ended by `stop`.
+    pub async fn ps_until(
+        &self,
+        timeout: Duration,
+        stop: &tokio_util::sync::CancellationToken,
+    ) -> Result<api::PsResponse, ClientError> {
+        tokio::select! {
+            r = tokio::time::timeout(timeout, self.ps()) => r.unwrap_or_else(|_| {
+                Err(ClientError::Timeout(format!("/api/ps: no reply within {timeout:?}")))
+            }),
+            _ = stop.cancelled() => Err(ClientError::Cancelled("/api/ps".into())),
+        }
+    }
+
     async fn empty_generate(
         &self,
         req: &api::GenerateRequest,
         expect: &str,
     ) -> Result<Duration, ClientError> {
-        let ex = self.generate(req, None).await;
+        self.empty_generate_until(req, expect, None, None).await
+    }
+
+    async fn empty_generate_until(
+        &self,
+        req: &api::GenerateRequest,
+        expect: &str,
+        timeout: Option<Duration>,
+        stop: Option<&tokio_util::sync::CancellationToken>,
+    ) -> Result<Duration, ClientError> {
+        let ex = self
+            .exchange_until("/api/generate", req, timeout, false, stop)
+            .await;
         if let Some(e) = ex.error {
             return Err(e);
         }
@@ -632,21 +703,51 @@ impl OllamaClient {
         timeout: Option<Duration>,
         embed: bool,
     ) -> Exchange {
+        self.exchange_until(path, body, timeout, embed, None).await
+    }
+
+    /// `POST path` (`/api/generate`, `/api/chat` or `/api/embed`: `embed` says which
+    /// reply to read) bounded by `timeout` and ended by `stop`: a stopped request keeps
+    /// what was measured before (sent, status, first byte and token) and fails as
+    /// `cancelled`.
+    pub async fn exchange_until<B: serde::Serialize>(
+        &self,
+        path: &str,
+        body: &B,
+        timeout: Option<Duration>,
+        embed: bool,
+        stop: Option<&tokio_util::sync::CancellationToken>,
+    ) -> Exchange {
         let body = match serde_json::to_vec(body) {
             Ok(b) => b,
             Err(e) => return Exchange::failed(ClientError::BadJson(e.to_string())),
         };
         let mut ex = Exchange::start();
-        let result = match timeout {
-            Some(limit) => {
-                match tokio::time::timeout(limit, self.drive(path, body, &mut ex, embed)).await {
-                    Ok(r) => r,
-                    Err(_) => Err(ClientError::Timeout(format!(
-                        "no complete reply within {limit:?}"
-                    ))),
+        let result = {
+            let bounded = async {
+                match timeout {
+                    Some(limit) => {
+                        match tokio::time::timeout(limit, self.drive(path, body, &mut ex, embed))
+                            .await
+                        {
+                            Ok(r) => r,
+                            Err(_) => Err(ClientError::Timeout(format!(
+                                "no complete reply within {limit:?}"
+                            ))),
+                        }
+                    }
+                    None => self.drive(path, body, &mut ex, embed).await,
                 }
+            };
+            match stop {
+                Some(stop) => tokio::select! {
+                    r = bounded => r,
+                    _ = stop.cancelled() => Err(ClientError::Cancelled(
+                        "interrupted before the response ended".into(),
+                    )),
+                },
+                None => bounded.await,
             }
-            None => self.drive(path, body, &mut ex, embed).await,
         };
         ex.end_at = Instant::now();
         ex.error = result.err();

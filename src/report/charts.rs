@@ -94,7 +94,7 @@ pub fn tradeoff(rec: &Recommendation) -> Result<String> {
                 y,
                 display_keep_alive(&c.keep_alive),
                 c.on_frontier,
-                c.keep_alive == rec.chosen,
+                rec.is_chosen(c),
             )
         })
         .collect();

@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use super::ReportData;
 use crate::analysis::Summary;
-use crate::recommend::{GB, Recommendation, display_keep_alive, format_seconds};
+use crate::recommend::{Form, GB, Recommendation, display_keep_alive, format_seconds};
 
 const TEMPLATE: &str = include_str!("index.html");
 
@@ -156,12 +156,16 @@ fn rec_view(r: &Recommendation) -> RecView<'_> {
                 Some(false) => "no",
                 None => "",
             },
-            chosen: c.keep_alive == r.chosen,
+            chosen: r.is_chosen(c),
         })
         .collect();
     RecView {
         rec: r,
-        chosen_display: display_keep_alive(&r.chosen),
+        chosen_display: if r.form == Form::NoCandidate {
+            "none".into()
+        } else {
+            display_keep_alive(&r.chosen)
+        },
         break_even: r.break_even_s.map_or(
             "unknown (no cold penalty or model size measured)".into(),
             format_seconds,

@@ -4,7 +4,7 @@
 
 use super::ReportData;
 use super::html::cell_rows;
-use crate::recommend::{display_keep_alive, format_seconds};
+use crate::recommend::{Form, display_keep_alive, format_seconds};
 
 /// Escapes text for a Markdown table cell or line: HTML specials, pipes and newlines.
 pub fn escape(text: &str) -> String {
@@ -28,6 +28,15 @@ pub fn render(data: &ReportData) -> String {
     let mut md = format!("# kabench: {}\n\n", escape(&data.meta.scenario));
     md.push_str(&format!("**{}**\n\n", escape(&data.headline)));
     for r in &data.recommendations {
+        if r.form == Form::NoCandidate {
+            md.push_str(&format!(
+                "- **{} ({})**: no recommendation: {}.\n",
+                escape(&r.workload),
+                escape(&r.model),
+                escape(&r.reason)
+            ));
+            continue;
+        }
         md.push_str(&format!(
             "- **{} ({})**: keep_alive `{}`: {}. Break-even (ski rental): {}.\n",
             escape(&r.workload),

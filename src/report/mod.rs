@@ -152,11 +152,16 @@ fn goose_reports(dir: &Path, meta: &RunMeta) -> Vec<String> {
 
 /// Renders every output of a run folder from its files alone.
 pub fn render(dir: &Path, opts: &RenderOptions) -> Result<Rendered> {
-    let (meta, summary) = analysis::summarize_dir(dir, opts.cold_threshold)?;
-    analysis::write_summary(dir, &summary)?;
-    let requests = record::read_requests(dir)?;
-    let samples = record::read_vram(dir)?;
+    // Rows are read once; rows that do not parse are skipped, each named by its line.
     let mut warnings = Vec::new();
+    let meta = record::read_meta(dir)?;
+    let requests = record::read_requests_noting(dir, &mut warnings)?;
+    let samples = record::read_vram_noting(dir, &mut warnings)?;
+    for w in &warnings {
+        tracing::warn!("{}: {w}", dir.display());
+    }
+    let summary = analysis::summarize(&meta, &requests, &samples, opts.cold_threshold);
+    analysis::write_summary(dir, &summary)?;
     let (cost, slo) = settings(dir, &mut warnings);
     let recs = recommend::recommend(&summary, &cost, &slo);
     record::write_json_atomic(&dir.join(RECOMMENDATION_JSON), &recs)
@@ -426,12 +431,17 @@ fn headline(recs: &[Recommendation], sim: Option<&SimNote>, status: RunStatus) -
         out.push_str(&lines.join("; "));
         out.push('.');
         // OLLAMA_KEEP_ALIVE is one value per server: different picks go per request.
-        let mut picks: Vec<&str> = recs.iter().map(|r| r.chosen.as_str()).collect();
+        let mut picks: Vec<&str> = recs
+            .iter()
+            .filter(|r| r.form != recommend::Form::NoCandidate)
+            .map(|r| r.chosen.as_str())
+            .collect();
         picks.sort();
         picks.dedup();
         if picks.len() > 1 {
             let longest = recs
                 .iter()
+                .filter(|r| r.form != recommend::Form::NoCandidate)
                 .max_by(|a, b| keep_alive_order(&a.chosen).total_cmp(&keep_alive_order(&b.chosen)))
                 .map(|r| recommend::display_keep_alive(&r.chosen))
                 .unwrap_or_default();

@@ -197,6 +197,11 @@ pub enum Arrival {
         time_scale: f64,
         /// Data rows skipped before the replay starts (default 0).
         skip: usize,
+        /// The trace time (seconds as written, timestamps as seconds since the Unix
+        /// epoch) that is offset 0 of a cell: `epoch` as written, else the earliest kept
+        /// row across every trace stream of the scenario, so streams replayed together
+        /// keep their interleaving. `None`: this stream's own first row.
+        epoch: Option<f64>,
     },
 }
 

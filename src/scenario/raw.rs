@@ -131,6 +131,7 @@ pub(crate) struct RawArrival {
     pub column: Option<String>,
     pub time_scale: Option<f64>,
     pub skip: Option<u64>,
+    pub epoch: Option<Scalar>,
 }
 
 /// `[run]`.

@@ -290,7 +290,8 @@ fn trace_files_resolve_next_to_the_scenario_and_columns_are_checked() {
             file: dir.path().join("traces/t.csv"),
             column: None,
             time_scale: 2.0,
-            skip: 1
+            skip: 1,
+            epoch: Some(1700158625.5)
         }
     );
     std::fs::write(&path, text.replace("skip = 1", "column = \"when\"")).unwrap();

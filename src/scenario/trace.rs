@@ -58,15 +58,34 @@ pub enum TraceError {
 
 /// Reads the send times of a trace, in seconds from its first kept row, sorted.
 ///
-/// The file must have a header. `column` picks the column by name; by default it is
-/// the first column whose name contains `time` (any case), else the first column.
-/// `skip` data rows are dropped first. Rows out of order are sorted, since logs are
-/// often written at completion rather than at arrival.
+/// See [`read_times`] for the columns and rows read.
 pub fn read_send_times(
     path: &Path,
     column: Option<&str>,
     skip: usize,
 ) -> Result<Vec<f64>, TraceError> {
+    let mut times = read_times(path, column, skip)?;
+    let first = times[0];
+    for t in &mut times {
+        *t -= first;
+    }
+    Ok(times)
+}
+
+/// A trace's `epoch` as written (seconds, or a timestamp like the rows'), in the time
+/// base of [`read_times`].
+pub fn parse_epoch(text: &str) -> Option<f64> {
+    parse_time(text.trim())
+}
+
+/// Reads the send times of a trace as written (seconds, or timestamps as seconds since
+/// the Unix epoch), sorted; never empty.
+///
+/// The file must have a header. `column` picks the column by name; by default it is
+/// the first column whose name contains `time` (any case), else the first column.
+/// `skip` data rows are dropped first. Rows out of order are sorted, since logs are
+/// often written at completion rather than at arrival.
+pub fn read_times(path: &Path, column: Option<&str>, skip: usize) -> Result<Vec<f64>, TraceError> {
     let read_err = |e: &dyn std::fmt::Display| TraceError::Read {
         path: path.to_path_buf(),
         message: e.to_string(),
@@ -119,10 +138,6 @@ pub fn read_send_times(
         });
     }
     times.sort_by(f64::total_cmp);
-    let first = times[0];
-    for t in &mut times {
-        *t -= first;
-    }
     Ok(times)
 }
 

@@ -80,6 +80,7 @@ pub(crate) fn validate(
         }
         streams.push(spec);
     }
+    shared_trace_epoch(&mut streams);
     sweep_fits_streams(&sweep, &streams, loc)?;
     let run = run(&raw.run, loc)?;
     plan_bounds(&run, &sweep, &streams, loc)?;
@@ -440,7 +441,7 @@ fn arrival(
         "constant" | "poisson" => &["rate"],
         "gamma" => &["rate", "cv"],
         "onoff" => &["rate", "on", "off"],
-        "trace" => &["file", "column", "time_scale", "skip"],
+        "trace" => &["file", "column", "time_scale", "skip", "epoch"],
         other => {
             return Err(loc.error_at(
                 &key("kind"),
@@ -457,6 +458,7 @@ fn arrival(
         ("column", a.column.is_some()),
         ("time_scale", a.time_scale.is_some()),
         ("skip", a.skip.is_some()),
+        ("epoch", a.epoch.is_some()),
     ];
     for (k, here) in present {
         if here && !allowed.contains(&k) {
@@ -527,17 +529,69 @@ fn trace_arrival(i: usize, a: RawArrival, base: &Path, loc: &Locator<'_>) -> Res
         ));
     }
     let skip = usize::try_from(a.skip.unwrap_or(0)).unwrap_or(usize::MAX);
-    match trace::read_send_times(&resolved, a.column.as_deref(), skip) {
-        Ok(_) => {}
+    let first = match trace::read_times(&resolved, a.column.as_deref(), skip) {
+        Ok(times) => times[0],
         Err(e @ trace::TraceError::Column { .. }) => {
             return Err(loc.error_at(&key("column"), e.to_string()));
         }
         Err(e) => return Err(loc.error_at(&key("file"), e.to_string())),
-    }
+    };
+    let epoch = match &a.epoch {
+        None => None,
+        Some(v) => {
+            let written = v.text();
+            let Some(epoch) = trace::parse_epoch(&written) else {
+                return Err(loc.error_at(
+                    &key("epoch"),
+                    format!("bad epoch {written:?}: write the trace time that starts the replay, in the rows' form: seconds (epoch = 0) or a timestamp (epoch = \"2023-11-16 18:17:00\")"),
+                ));
+            };
+            if first < epoch {
+                return Err(loc.error_at(
+                    &key("epoch"),
+                    format!("epoch {written:?} is after the first send time of {} ({first} s in its time base): write an epoch at or before it, or skip the earlier rows", resolved.display()),
+                ));
+            }
+            Some(epoch)
+        }
+    };
     Ok(Arrival::Trace {
         file: resolved,
         column: a.column,
         time_scale,
         skip,
+        epoch,
     })
+}
+
+/// Gives every trace stream without an `epoch` the earliest kept row across them all,
+/// so streams replaying two logs (or two clients of one) keep their interleaving.
+fn shared_trace_epoch(streams: &mut [StreamSpec]) {
+    let first = |a: &Arrival| match a {
+        Arrival::Trace {
+            file,
+            column,
+            skip,
+            epoch: None,
+            ..
+        } => trace::read_times(file, column.as_deref(), *skip)
+            .ok()
+            .map(|t| t[0]),
+        _ => None,
+    };
+    let Some(earliest) = streams
+        .iter()
+        .filter_map(|s| first(&s.arrival))
+        .min_by(f64::total_cmp)
+    else {
+        return;
+    };
+    for s in streams {
+        if let Arrival::Trace {
+            epoch: e @ None, ..
+        } = &mut s.arrival
+        {
+            *e = Some(earliest);
+        }
+    }
 }

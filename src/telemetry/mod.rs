@@ -12,7 +12,7 @@ pub mod rss;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::Path;
-use std::sync::mpsc;
+use std::sync::{Arc, OnceLock, mpsc};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -147,6 +147,9 @@ pub struct TelemetryReport {
 
 /// Running samplers; [`TelemetryHandle::stop`] ends them and drains the writer.
 pub struct TelemetryHandle {
+    /// Fires when `vram.csv` cannot be written; the reason is in `write_failed`.
+    write_failed_token: CancellationToken,
+    write_failed: Arc<OnceLock<String>>,
     stop: CancellationToken,
     tasks: Vec<(String, JoinHandle<SourceOutcome>)>,
     writer: JoinHandle<(u64, Option<String>)>,
@@ -154,6 +157,16 @@ pub struct TelemetryHandle {
 }
 
 impl TelemetryHandle {
+    /// Resolves with the reason as soon as `vram.csv` cannot be written (a full disk);
+    /// never otherwise.
+    pub fn write_failure(&self) -> impl Future<Output = String> + Send + 'static {
+        let (token, reason) = (self.write_failed_token.clone(), self.write_failed.clone());
+        async move {
+            token.cancelled().await;
+            reason.get().cloned().unwrap_or_default()
+        }
+    }
+
     /// Stops every sampler, waits for the last rows to be written and reports.
     pub async fn stop(self) -> TelemetryReport {
         self.stop.cancel();
@@ -384,6 +397,7 @@ const WRITE_EVERY: Duration = Duration::from_millis(50);
 fn write_rows(
     mut out: CsvAppender<VramSample>,
     rows: mpsc::Receiver<VramSample>,
+    failed: (CancellationToken, Arc<OnceLock<String>>),
 ) -> (u64, Option<String>) {
     let mut written = 0u64;
     // `recv` blocks only when nothing came in during the pause.
@@ -392,6 +406,8 @@ fn write_rows(
             if let Err(e) = out.append(&row) {
                 let msg = format!("{e:#}");
                 tracing::warn!("telemetry: writing vram.csv failed: {msg}; sampling stops");
+                let _ = failed.1.set(msg.clone());
+                failed.0.cancel();
                 return (written, Some(msg));
             }
             written += 1;
@@ -440,9 +456,14 @@ pub fn start(
     let out = record::append_to::<VramSample>(vram_csv)
         .with_context(|| format!("opening {} for telemetry", vram_csv.display()))?;
     let (tx, rx) = mpsc::channel::<VramSample>();
-    let writer = tokio::task::spawn_blocking(move || write_rows(out, rx));
+    let write_failed_token = CancellationToken::new();
+    let write_failed = Arc::new(OnceLock::new());
+    let failed = (write_failed_token.clone(), write_failed.clone());
+    let writer = tokio::task::spawn_blocking(move || write_rows(out, rx, failed));
     let stop = cancel.child_token();
     let mut handle = TelemetryHandle {
+        write_failed_token,
+        write_failed,
         stop: stop.clone(),
         tasks: Vec::new(),
         writer,

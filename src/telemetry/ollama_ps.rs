@@ -25,11 +25,17 @@ impl OllamaPsSampler {
     }
 }
 
-/// The rows of one `/api/ps` answer: one per model, then the total.
+/// Most model rows written per `/api/ps` answer (the total row counts them all): a
+/// server listing 150 000 models must not write 150 000 rows per sample.
+pub const MAX_MODELS_PER_SAMPLE: usize = crate::record::MAX_MODEL_ROWS_PER_SAMPLE;
+
+/// The rows of one `/api/ps` answer: one per model (the first
+/// [`MAX_MODELS_PER_SAMPLE`]), then the total over all of them.
 pub fn readings(ps: &PsResponse) -> Vec<Reading> {
     let mut out: Vec<Reading> = ps
         .models
         .iter()
+        .take(MAX_MODELS_PER_SAMPLE)
         .map(|m| Reading {
             device: DEVICE.into(),
             model: if m.name.is_empty() {
@@ -47,7 +53,14 @@ pub fn readings(ps: &PsResponse) -> Vec<Reading> {
         model: String::new(),
         used_bytes: ps.models.iter().map(|m| m.size_vram).sum(),
         total_bytes: Some(ps.models.iter().map(|m| m.size).sum()),
-        extra: format!("models={}", ps.models.len()),
+        extra: if ps.models.len() > MAX_MODELS_PER_SAMPLE {
+            format!(
+                "models={} (rows for the first {MAX_MODELS_PER_SAMPLE})",
+                ps.models.len()
+            )
+        } else {
+            format!("models={}", ps.models.len())
+        },
     });
     out
 }
@@ -102,5 +115,26 @@ mod tests {
         let rows = readings(&PsResponse { models: vec![] });
         assert_eq!(rows.len(), 1);
         assert_eq!((rows[0].model.as_str(), rows[0].used_bytes), ("", 0));
+    }
+
+    #[test]
+    fn a_listing_of_150_000_models_writes_a_bounded_sample() {
+        let one = crate::ollama::api::PsModel {
+            name: "m".into(),
+            model: "m".into(),
+            size: 10,
+            size_vram: 4,
+            ..Default::default()
+        };
+        let ps = PsResponse {
+            models: vec![one; 150_000],
+        };
+        let rows = readings(&ps);
+        assert_eq!(rows.len(), MAX_MODELS_PER_SAMPLE + 1);
+        let total = rows.last().unwrap();
+        assert_eq!(total.model, "");
+        assert_eq!(total.used_bytes, 600_000);
+        assert_eq!(total.total_bytes, Some(1_500_000));
+        assert!(total.extra.starts_with("models=150000"), "{}", total.extra);
     }
 }
