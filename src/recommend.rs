@@ -833,6 +833,7 @@ mod tests {
                 counted: "GPU".into(),
             }),
             warnings: Vec::new(),
+            reloads: Default::default(),
         }
     }
 
