@@ -54,6 +54,31 @@ pub enum Command {
     /// load options: one row per check, honoured / ignored / rejected / n/a, with the
     /// evidence and the fix. Exit 1 when a check does not hold.
     Doctor(DoctorArgs),
+    /// A transparent Ollama proxy for an app's real traffic: passes everything through
+    /// unchanged, logs each request to DIR/proxy-requests.csv, warns about keep_alive
+    /// pains, and serves GET /metrics (Prometheus). Ctrl-C closes the log.
+    Proxy(ProxyArgs),
+}
+
+/// `kabench proxy`.
+#[derive(Debug, Args)]
+pub struct ProxyArgs {
+    /// Address to listen on; point the app's OLLAMA_HOST here.
+    #[arg(long, default_value = "127.0.0.1:11435")]
+    pub listen: SocketAddr,
+    /// The Ollama to forward to. Default: $OLLAMA_HOST, else 127.0.0.1:11434.
+    #[arg(long)]
+    pub upstream: Option<String>,
+    /// Folder for the request log (proxy-requests.csv).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Set this keep_alive on every native request that passes (e.g. 10m, -1), to try
+    /// a policy on the real app.
+    #[arg(long)]
+    pub rewrite_keep_alive: Option<String>,
+    /// No warnings on stderr.
+    #[arg(long, short)]
+    pub quiet: bool,
 }
 
 /// `kabench doctor`.
@@ -277,6 +302,7 @@ pub async fn dispatch(cli: Cli) -> Result<()> {
         Command::Models(args) => models(args),
         Command::Swarm(args) => swarm(args).await,
         Command::Doctor(args) => doctor(args).await,
+        Command::Proxy(args) => proxy(args).await,
     }
 }
 
@@ -296,6 +322,45 @@ async fn doctor(args: DoctorArgs) -> Result<()> {
             e
         }
     })
+}
+
+async fn proxy(args: ProxyArgs) -> Result<()> {
+    let raw = args
+        .upstream
+        .or_else(|| std::env::var("OLLAMA_HOST").ok())
+        .unwrap_or_default();
+    let upstream = crate::ollama::client::parse_ollama_host(&raw)
+        .map_err(|e| BadInput(format!("--upstream {raw:?}: {e}")))?;
+    let rewrite = match &args.rewrite_keep_alive {
+        Some(k) => Some(
+            units::KeepAlive::parse(k)
+                .map_err(|e| BadInput(format!("--rewrite-keep-alive {k:?}: {e}")))?
+                .to_json(),
+        ),
+        None => None,
+    };
+    let config = crate::proxy::ProxyConfig {
+        listen: args.listen,
+        upstream: upstream.as_str().trim_end_matches('/').to_string(),
+        out: args.out.clone(),
+        rewrite_keep_alive: rewrite,
+        quiet: args.quiet,
+    };
+    let handle = crate::proxy::spawn(config).await?;
+    eprintln!(
+        "kabench proxy: http://{} -> {}, logging to {}; Ctrl-C stops it",
+        handle.addr,
+        upstream.as_str().trim_end_matches('/'),
+        args.out.join(crate::proxy::log::LOG_CSV).display()
+    );
+    interrupt().await;
+    let stats = handle.shutdown(Duration::from_secs(5)).await;
+    eprintln!(
+        "kabench proxy: stopped; {} request(s) logged to {}",
+        stats.rows,
+        args.out.join(crate::proxy::log::LOG_CSV).display()
+    );
+    Ok(())
 }
 
 async fn run(args: RunArgs) -> Result<()> {

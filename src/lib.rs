@@ -21,6 +21,7 @@ pub mod cli;
 pub mod doctor;
 pub mod ollama;
 pub mod progress;
+pub mod proxy;
 pub mod recommend;
 pub mod record;
 pub mod report;

@@ -19,6 +19,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("telemetry", 4),
     ("analysis", 5),
     ("doctor", 5),
+    ("proxy", 5),
     ("recommend", 6),
     ("report", 7),
     ("session", 8),
