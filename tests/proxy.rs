@@ -419,3 +419,85 @@ fn the_python_ollama_client_through_the_proxy_to_the_real_ollama() {
         python_through(&real.url);
     }
 }
+
+/// A fast upstream: every POST gets two NDJSON lines at once.
+async fn fast_upstream() -> SocketAddr {
+    let app = axum::Router::new().fallback(|| async {
+        (
+            [("content-type", "application/x-ndjson")],
+            "{\"response\":\"a\",\"done\":false}\n{\"response\":\"\",\"done\":true,\"load_duration\":1000000}\n",
+        )
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
+
+/// Open-loop load at `rate` per second for `secs` on `url`: latencies in ms, in order.
+async fn load(url: &str, rate: u32, secs: u32) -> Vec<f64> {
+    let client = http();
+    let start = tokio::time::Instant::now();
+    let mut tasks = Vec::new();
+    for i in 0..rate * secs {
+        let at = start + Duration::from_secs_f64(f64::from(i) / f64::from(rate));
+        let client = client.clone();
+        let url = url.to_string();
+        tasks.push(tokio::spawn(async move {
+            tokio::time::sleep_until(at).await;
+            let t = Instant::now();
+            let resp = client
+                .post(&url)
+                .json(&json!({"model": "m", "prompt": "x", "keep_alive": "5m"}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), 200);
+            resp.bytes().await.unwrap();
+            t.elapsed().as_secs_f64() * 1000.0
+        }));
+    }
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.unwrap());
+    }
+    out
+}
+
+fn pct(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[((v.len() - 1) as f64 * p).round() as usize]
+}
+
+/// 200 requests/s through the proxy (5 s here; `KABENCH_PROXY_LOAD_S=30` for the
+/// figures in `benches/README.md`): every request gets its row, and the latency added
+/// over the same load sent directly is printed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bounded_loopback_load_loses_no_row() {
+    let secs: u32 = std::env::var("KABENCH_PROXY_LOAD_S")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5);
+    let rate = 200;
+    let dir = tempfile::tempdir().unwrap();
+    let upstream = fast_upstream().await;
+    let proxy = start_proxy(&format!("http://{upstream}"), dir.path()).await;
+    let mut direct = load(&format!("http://{upstream}/api/generate"), rate, secs).await;
+    let mut proxied = load(&format!("{}/api/generate", proxy.base_url()), rate, secs).await;
+    let stats = proxy.shutdown(Duration::from_secs(5)).await;
+    let n = u64::from(rate * secs);
+    assert_eq!(stats.rows, n, "one row per request");
+    let rows = rows(dir.path());
+    assert_eq!(rows.len() as u64, n);
+    assert!(
+        rows.iter()
+            .all(|r| r["outcome"] == "ok" && r["cold"] == "false")
+    );
+    let (d50, d99) = (pct(&mut direct, 0.5), pct(&mut direct, 0.99));
+    let (p50, p99) = (pct(&mut proxied, 0.5), pct(&mut proxied, 0.99));
+    eprintln!(
+        "proxy load: {n} requests at {rate}/s; direct p50 {d50:.3} ms p99 {d99:.3} ms; proxied p50 {p50:.3} ms p99 {p99:.3} ms; added p50 {:.3} ms p99 {:.3} ms",
+        p50 - d50,
+        p99 - d99
+    );
+}
