@@ -360,6 +360,19 @@ async fn proxy(args: ProxyArgs) -> Result<()> {
         stats.rows,
         args.out.join(crate::proxy::log::LOG_CSV).display()
     );
+    match stats.exported {
+        Ok(n) if n > 0 => {
+            let rendered =
+                crate::report::render(&args.out, &crate::report::RenderOptions::default())?;
+            eprintln!("{}", rendered.headline);
+            eprintln!(
+                "wrote {} (observed, not swept)",
+                rendered.index_html.display()
+            );
+        }
+        Ok(_) => eprintln!("no model request passed: no report"),
+        Err(e) => eprintln!("could not write the run folder for the report: {e}"),
+    }
     Ok(())
 }
 

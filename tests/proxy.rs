@@ -501,3 +501,100 @@ async fn a_bounded_loopback_load_loses_no_row() {
         p99 - d99
     );
 }
+
+#[tokio::test]
+async fn a_proxy_log_renders_as_an_observed_run_and_the_rewrite_applies_a_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = SimServer::start(&["--gpus", "0"]);
+    let proxy = proxy::spawn(ProxyConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        upstream: sim.url.clone(),
+        out: dir.path().into(),
+        rewrite_keep_alive: Some(json!("3s")),
+        quiet: true,
+    })
+    .await
+    .unwrap();
+    for (path, body) in [
+        (
+            "/api/generate",
+            json!({"model": "tiny-50m", "prompt": "hi", "stream": false,
+            "options": {"num_predict": 2, "keep_alive": "1h"}}),
+        ),
+        (
+            "/api/generate",
+            json!({"model": "tiny-50m", "prompt": "hi", "stream": false,
+            "options": {"num_predict": 2}}),
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"model": "tiny-50m", "max_tokens": 2,
+            "messages": [{"role": "user", "content": "x"}]}),
+        ),
+    ] {
+        let r = http()
+            .post(format!("{}{path}", proxy.base_url()))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        r.bytes().await.unwrap();
+    }
+    // The rewritten keep_alive is what the server applied: 3 s, not 5 m.
+    let ps: Value = http()
+        .get(format!("{}/api/ps", sim.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let at = time::OffsetDateTime::parse(
+        ps["models"][0]["expires_at"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    let left = (at - time::OffsetDateTime::now_utc()).as_seconds_f64();
+    assert!(left < 4.0, "the /v1 request kept the rewritten 3s: {left}");
+    let stats = proxy.shutdown(Duration::from_secs(2)).await;
+    assert_eq!(stats.exported, Ok(3));
+    let log = rows(dir.path());
+    assert!(log[0]["note"].contains("rewritten:\"3s\""), "{:?}", log[0]);
+    assert!(
+        !log[2]["note"].contains("rewritten"),
+        "/v1 is not rewritten"
+    );
+
+    let out = common::kabench()
+        .args(["report", dir.path().to_str().unwrap(), "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let cell = &summary["cells"][0];
+    assert_eq!(cell["id"], "observed");
+    let streams: Vec<&str> = cell["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(streams, ["tiny-50m generate", "tiny-50m v1_chat"]);
+    assert_eq!(cell["streams"][0]["requests"], 2);
+    assert_eq!(cell["streams"][0]["cold"], 1);
+    let md = std::fs::read_to_string(dir.path().join("summary.md")).unwrap();
+    assert!(
+        md.contains("observed traffic through kabench proxy, not a sweep"),
+        "{md}"
+    );
+    assert!(!md.contains("no readable scenario.toml"), "{md}");
+    common::run_ok(&[
+        "validate",
+        dir.path().join("scenario.toml").to_str().unwrap(),
+    ]);
+}

@@ -6,6 +6,7 @@
 //! Ollama does not export. A client that leaves mid-stream drops the upstream request
 //! with it; an upstream that is down gets the client a 502 with Ollama's error shape.
 
+pub mod export;
 pub mod inspect;
 pub mod log;
 
@@ -31,7 +32,7 @@ use log::{ProxyRow, Recorder};
 /// The most bytes a request body may hold (a vision request carries images).
 const MAX_BODY: usize = 100 * 1024 * 1024;
 /// How often `/api/ps` is polled for the resident-models gauge.
-const PS_INTERVAL: Duration = Duration::from_secs(2);
+const PS_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How to run the proxy.
 #[derive(Debug, Clone)]
@@ -54,6 +55,10 @@ struct Shared {
     rewrite: Option<Value>,
     recorder: Mutex<Recorder>,
     start: Instant,
+    /// `/api/ps` samples for `vram.csv`.
+    vram: Mutex<Option<crate::record::CsvAppender<crate::record::VramSample>>>,
+    out: PathBuf,
+    started_at: String,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -77,6 +82,8 @@ pub struct ProxyStats {
     pub rows: u64,
     /// Warnings printed.
     pub warnings: Vec<String>,
+    /// Rows written into the run folder's `requests.csv`, or why not.
+    pub exported: Result<usize, String>,
 }
 
 impl ProxyHandle {
@@ -95,7 +102,8 @@ impl ProxyHandle {
         lock(&self.shared.recorder).rows
     }
 
-    /// Stops accepting, lets open requests end for up to `grace`, and closes the log.
+    /// Stops accepting, lets open requests end for up to `grace`, closes the log and
+    /// writes the run folder (`run.json`, `requests.csv`) that `kabench report` renders.
     pub async fn shutdown(mut self, grace: Duration) -> ProxyStats {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
@@ -104,11 +112,40 @@ impl ProxyHandle {
         if tokio::time::timeout(grace, &mut self.task).await.is_err() {
             self.task.abort();
         }
-        let r = lock(&self.shared.recorder);
+        lock(&self.shared.vram).take();
+        let version = self.version().await;
+        let (rows, warnings) = {
+            let r = lock(&self.shared.recorder);
+            (r.rows, r.warnings.clone())
+        };
+        let exported = export::write_run_folder(
+            &self.shared.out,
+            &self.shared.upstream,
+            version,
+            &self.shared.started_at,
+            &warnings,
+        )
+        .map_err(|e| format!("{e:#}"));
         ProxyStats {
-            rows: r.rows,
-            warnings: r.warnings.clone(),
+            rows,
+            warnings,
+            exported,
         }
+    }
+
+    /// The upstream's `/api/version`, if it answers.
+    async fn version(&self) -> Option<String> {
+        let url = format!("{}/api/version", self.shared.upstream);
+        let r = self
+            .shared
+            .http
+            .get(url)
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+            .ok()?;
+        let v: Value = r.json().await.ok()?;
+        v["version"].as_str().map(str::to_string)
     }
 }
 
@@ -119,12 +156,16 @@ pub async fn spawn(config: ProxyConfig) -> anyhow::Result<ProxyHandle> {
         .no_proxy()
         .connect_timeout(Duration::from_secs(5))
         .build()?;
+    let vram = crate::record::CsvAppender::create(&config.out.join(crate::record::VRAM_CSV))?;
     let shared = Arc::new(Shared {
         http,
         upstream: config.upstream.trim_end_matches('/').to_string(),
         rewrite: config.rewrite_keep_alive.clone(),
         recorder: Mutex::new(recorder),
         start: Instant::now(),
+        vram: Mutex::new(Some(vram)),
+        out: config.out.clone(),
+        started_at: crate::record::utc_now_rfc3339(),
     });
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -169,6 +210,22 @@ async fn poll_ps(weak: std::sync::Weak<Shared>) {
         if let Ok(r) = reply
             && let Ok(v) = r.json::<Value>().await
         {
+            let t_ms = shared.start.elapsed().as_secs_f64() * 1000.0;
+            if let Ok(ps) = serde_json::from_value::<crate::ollama::api::PsResponse>(v.clone())
+                && let Some(w) = lock(&shared.vram).as_mut()
+            {
+                for r in crate::telemetry::ollama_ps::readings(&ps) {
+                    let _ = w.append(&crate::record::VramSample {
+                        t_ms,
+                        source: "ollama_ps".into(),
+                        device: r.device,
+                        model: r.model,
+                        used_bytes: r.used_bytes,
+                        total_bytes: r.total_bytes,
+                        extra: r.extra,
+                    });
+                }
+            }
             let resident = v["models"]
                 .as_array()
                 .map(|a| {
