@@ -257,7 +257,6 @@ fn hop_by_hop(name: &HeaderName) -> bool {
             | "transfer-encoding"
             | "upgrade"
             | "host"
-            | "content-length"
     )
 }
 
@@ -352,7 +351,9 @@ async fn forward(
         .unwrap_or(reqwest::Method::GET);
     let mut headers = reqwest::header::HeaderMap::new();
     for (name, value) in &parts.headers {
+        // The body may be rewritten: the client sets its own Content-Length.
         if !hop_by_hop(name)
+            && name != header::CONTENT_LENGTH
             && let (Ok(n), Ok(v)) = (
                 reqwest::header::HeaderName::from_bytes(name.as_str().as_bytes()),
                 reqwest::header::HeaderValue::from_bytes(value.as_bytes()),
@@ -402,7 +403,9 @@ async fn forward(
     }
     let mut row = row;
     row.status = Some(status);
+    let length = resp.content_length();
     let tap = Tap {
+        length,
         inner: Box::pin(resp.bytes_stream()),
         shared: shared.clone(),
         row: Some(row),
@@ -475,6 +478,9 @@ impl Scanner {
 /// The reply body on its way to the client: every chunk passes unchanged, and the
 /// row is written once when the body ends, fails, or is dropped (client gone).
 struct Tap {
+    /// The Content-Length, when the reply has one: the server stops polling once it
+    /// has that many bytes, so the row is written when they have passed.
+    length: Option<u64>,
     inner: Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>,
     shared: Arc<Shared>,
     row: Option<ProxyRow>,
@@ -516,11 +522,17 @@ impl Stream for Tap {
             Poll::Ready(Some(Ok(bytes))) => {
                 let first = self.scanner.push(&bytes);
                 let elapsed = self.arrived.elapsed().as_secs_f64() * 1000.0;
+                let mut complete = false;
+                let length = self.length;
                 if let Some(row) = self.row.as_mut() {
                     row.bytes += bytes.len() as u64;
                     if first {
                         row.ttft_ms = Some(elapsed);
                     }
+                    complete = length.is_some_and(|n| row.bytes >= n);
+                }
+                if complete {
+                    self.close("ok");
                 }
                 Poll::Ready(Some(Ok(bytes)))
             }
