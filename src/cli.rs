@@ -58,6 +58,9 @@ pub enum Command {
     /// unchanged, logs each request to DIR/proxy-requests.csv, warns about keep_alive
     /// pains, and serves GET /metrics (Prometheus). Ctrl-C closes the log.
     Proxy(ProxyArgs),
+    /// Replay a request log through the scheduler model on a virtual clock under every
+    /// keep_alive policy, priced against the offline optimum.
+    Predict(Box<PredictArgs>),
 }
 
 /// `kabench proxy`.
@@ -100,6 +103,89 @@ pub struct DoctorArgs {
     /// List the requests it would send, and send nothing.
     #[arg(long)]
     pub dry_run: bool,
+}
+
+/// `kabench predict`.
+#[derive(Debug, Args)]
+pub struct PredictArgs {
+    /// Request log CSV: a `timestamp` column (RFC 3339, or epoch seconds or milliseconds)
+    /// and any of model, prompt_tokens, output_tokens, num_ctx, client, keep_alive.
+    #[arg(long, value_name = "FILE")]
+    pub requests: PathBuf,
+    /// keep_alive values to replay, comma-separated (e.g. 0,1m,5m,30m,-1); 5m and 10s
+    /// are always replayed, and a log-spaced grid unless --no-grid.
+    #[arg(long, value_delimiter = ',', allow_hyphen_values = true)]
+    pub keep_alive: Vec<String>,
+    /// Replay only the given values (plus 5m and 10s), not the grid from 0 to forever.
+    #[arg(long)]
+    pub no_grid: bool,
+    /// The model of rows that name none.
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Multiplies every gap of the input (2 = half the rate).
+    #[arg(long, default_value_t = 1.0)]
+    pub time_scale: f64,
+    /// Unit of numeric timestamps: auto (milliseconds from 1e11), s or ms.
+    #[arg(long, default_value = "auto")]
+    pub timestamp_unit: String,
+    /// Take the host from this scenario's [sim] and the weights from its [cost] (flags override).
+    #[arg(long)]
+    pub scenario: Option<PathBuf>,
+    /// Stand on the host of this kabench run folder (measured load times, speeds, sizes).
+    #[arg(long, value_name = "RUN_DIR")]
+    pub calibrate: Option<PathBuf>,
+    /// VRAM per GPU, e.g. 24GiB.
+    #[arg(long)]
+    pub vram: Option<String>,
+    /// GPUs; 0 = a CPU-only host.
+    #[arg(long)]
+    pub gpus: Option<u32>,
+    /// OLLAMA_MAX_LOADED_MODELS (0 = 3 per GPU).
+    #[arg(long)]
+    pub max_loaded_models: Option<u32>,
+    /// OLLAMA_NUM_PARALLEL.
+    #[arg(long)]
+    pub num_parallel: Option<u32>,
+    /// OLLAMA_KEEP_ALIVE: what applies to requests that send none (as-sent policy).
+    #[arg(long)]
+    pub server_keep_alive: Option<String>,
+    /// Seed of the scheduler's random choices (load jitter).
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Prompt tokens of requests whose log says none.
+    #[arg(long, default_value_t = 300)]
+    pub prompt_tokens: u32,
+    /// Output tokens of requests whose log says none.
+    #[arg(long, default_value_t = 128)]
+    pub output_tokens: u32,
+    /// [cost] wait_second: the cost of one second a user waits.
+    #[arg(long)]
+    pub wait_second: Option<f64>,
+    /// [cost] vram_gb_hour: the cost of holding 1 GB of GPU memory for an hour.
+    #[arg(long)]
+    pub vram_gb_hour: Option<f64>,
+    /// [cost] ram_gb_hour: the same for system memory.
+    #[arg(long)]
+    pub ram_gb_hour: Option<f64>,
+    /// The wait one cold start costs (default: each model's load time on the host).
+    #[arg(long, value_parser = parse_duration)]
+    pub cold_penalty: Option<Duration>,
+    /// The cold rule's load_duration threshold.
+    #[arg(long, value_parser = parse_duration, default_value = "100ms")]
+    pub cold_threshold: Duration,
+    /// Share of the input's time span to choose the recommendation on; every policy is
+    /// also scored on the rest (out of sample). 1 = the whole input only.
+    #[arg(long, default_value_t = 0.5)]
+    pub train: f64,
+    /// Write a run folder here (summary.json, run.json, report).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Print summary.json on stdout instead of the table.
+    #[arg(long)]
+    pub json: bool,
+    /// No progress bar.
+    #[arg(long, short)]
+    pub quiet: bool,
 }
 
 /// `kabench swarm`.
@@ -303,6 +389,7 @@ pub async fn dispatch(cli: Cli) -> Result<()> {
         Command::Swarm(args) => swarm(args).await,
         Command::Doctor(args) => doctor(args).await,
         Command::Proxy(args) => proxy(args).await,
+        Command::Predict(args) => predict(*args),
     }
 }
 
@@ -656,6 +743,166 @@ async fn serve_sim(args: SimArgs) -> Result<()> {
     );
     let _ = tokio::signal::ctrl_c().await;
     handle.shutdown().await;
+    Ok(())
+}
+
+fn predict(args: PredictArgs) -> Result<()> {
+    use crate::predict::{self, Policy, PredictOptions, output};
+    use crate::traffic::request_log::{ReadOptions, RequestLog, TimeUnit};
+    let bad = |what: &str, e: &dyn std::fmt::Display| BadInput(format!("{what}{e}"));
+    if !(args.time_scale.is_finite() && args.time_scale > 0.0) {
+        return Err(BadInput(format!(
+            "--time-scale {}: give a number above 0",
+            args.time_scale
+        ))
+        .into());
+    }
+    if !(args.train > 0.0 && args.train <= 1.0) {
+        return Err(BadInput(format!(
+            "--train {}: give the share of the time span to train on, above 0 and at most 1 (0.5: the first half)",
+            args.train
+        ))
+        .into());
+    }
+    let unit = match args.timestamp_unit.as_str() {
+        "auto" => TimeUnit::Auto,
+        "s" => TimeUnit::Seconds,
+        "ms" => TimeUnit::Millis,
+        other => {
+            return Err(
+                BadInput(format!("--timestamp-unit {other:?}: write auto, s or ms")).into(),
+            );
+        }
+    };
+    let mut given = Vec::new();
+    for text in args.keep_alive.iter().filter(|t| !t.trim().is_empty()) {
+        given.push(
+            units::KeepAlive::parse(text.trim())
+                .map_err(|e| bad(&format!("--keep-alive {text:?}: "), &e))?,
+        );
+    }
+    let (mut settings, mut cost, source) = match &args.scenario {
+        Some(path) => {
+            let s = scenario::load(path)?;
+            (s.sim, s.cost, format!("the [sim] of {}", path.display()))
+        }
+        None => (
+            SimSettings::default(),
+            crate::report::default_cost(),
+            "the simulator's defaults and catalogue".to_string(),
+        ),
+    };
+    macro_rules! overlay {
+        ($($field:ident),*) => { $( if args.$field.is_some() { settings.$field = args.$field.clone(); } )* };
+    }
+    overlay!(vram, gpus, max_loaded_models, num_parallel);
+    if args.server_keep_alive.is_some() {
+        settings.keep_alive = args.server_keep_alive.clone();
+    }
+    if let Some(dir) = &args.calibrate {
+        settings.calibrate = Some(dir.display().to_string());
+    }
+    for (flag, v) in [
+        ("--wait-second", args.wait_second),
+        ("--vram-gb-hour", args.vram_gb_hour),
+        ("--ram-gb-hour", args.ram_gb_hour),
+    ] {
+        if let Some(v) = v
+            && !(v.is_finite() && v >= 0.0)
+        {
+            return Err(BadInput(format!("{flag} {v}: give a finite number of at least 0")).into());
+        }
+    }
+    cost.wait_second = args.wait_second.unwrap_or(cost.wait_second);
+    cost.vram_gb_hour = args.vram_gb_hour.unwrap_or(cost.vram_gb_hour);
+    cost.ram_gb_hour = args.ram_gb_hour.unwrap_or(cost.ram_gb_hour);
+    if args.cold_penalty.is_some() {
+        cost.cold_penalty = args.cold_penalty;
+    }
+    let host = predict::Host::new(&settings, args.seed, &source)
+        .map_err(|e| bad("host: ", &format!("{e:#}")))?;
+    let log = RequestLog::open(
+        &args.requests,
+        ReadOptions {
+            model: args.model.clone(),
+            time_scale: args.time_scale,
+            unit,
+        },
+    )
+    .map_err(|e| bad("", &e))?;
+    let (models, unit_of) =
+        predict::resolve_models(log.scan(), &host, &cost).map_err(|e| bad("", &e))?;
+    let mut policies = predict::fixed_policies(&given, !args.no_grid);
+    if log.scan().has_keep_alive {
+        policies.push(Policy::AsSent);
+    }
+    policies.push(Policy::Optimum);
+    if !args.quiet {
+        eprintln!(
+            "predict: {} ({} requests over {}, {} model(s)) on a simulated {} ({}), {} policies",
+            args.requests.display(),
+            log.scan().rows,
+            crate::recommend::format_seconds(log.scan().span_s),
+            models.len(),
+            host.describe(),
+            host.source,
+            policies.len()
+        );
+    }
+    let opts = PredictOptions {
+        policies,
+        cost: cost.clone(),
+        prompt_tokens: args.prompt_tokens,
+        output_tokens: args.output_tokens,
+        cold_threshold: args.cold_threshold,
+        progress: !args.quiet,
+        train: args.train,
+    };
+    let prediction = predict::predict(&log, &host, &models, &unit_of, &opts)?;
+    let info = output::FolderInfo {
+        time_scale: args.time_scale,
+        seed: args.seed,
+        cost,
+        cold_threshold_ms: crate::record::ms(args.cold_threshold),
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+    };
+    {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        if args.json {
+            writeln!(
+                out,
+                "{}",
+                serde_json::to_string_pretty(&output::summary_json(&prediction, &info)?)?
+            )?;
+        } else {
+            write!(out, "{}", output::table(&prediction))?;
+            for line in output::verdict(&prediction) {
+                writeln!(out, "{line}")?;
+            }
+        }
+    }
+    if !args.quiet {
+        eprintln!(
+            "replayed {} requests × {} policies in {:.2} s",
+            prediction.scan.rows,
+            prediction.outcomes.len(),
+            prediction.wall_s
+        );
+    }
+    if let Some(dir) = &args.out {
+        output::write_folder(dir, &prediction, &host, &info)?;
+        let rendered = crate::report::render(dir, &crate::report::RenderOptions::default())
+            .with_context(|| format!("rendering the report of {}", dir.display()))?;
+        if !args.quiet {
+            eprintln!("{}", rendered.headline);
+            eprintln!(
+                "wrote {}: open {}",
+                dir.display(),
+                rendered.index_html.display()
+            );
+        }
+    }
     Ok(())
 }
 

@@ -45,9 +45,9 @@ fn f(v: &Value) -> f64 {
     v.as_f64().unwrap_or_else(|| panic!("not a number: {v}"))
 }
 
-/// The acceptance scenario, shortened: constant gaps of 4 s, keep_alive 0 / 1s / 8s /
+/// The acceptance scenario, shortened: constant gaps of 5 s, keep_alive 0 / 1s / 8s /
 /// -1. The model unloads 1 s after each request ends under `1s` (cold every time: a
-/// cold request on a busy 2-core machine can take 2 s, so the gap leaves a second) and
+/// cold request on a busy 2-core machine can take 3 s, so the gap leaves a second) and
 /// stays under `8s` and `-1` (cold only the first time).
 const GAPS: &str = r#"
 name = "gaps"
@@ -59,7 +59,7 @@ api = "generate"
 num_ctx = 4096
 prompt_tokens = 20
 max_tokens = 4
-arrival = { kind = "constant", rate = "0.25/s" }
+arrival = { kind = "constant", rate = "0.2/s" }
 [run]
 requests = 3
 timeout = "30s"
@@ -283,7 +283,7 @@ model = "tiny-50m"
 num_ctx = 4096
 prompt_tokens = 10
 max_tokens = 2
-arrival = { kind = "constant", rate = "0.25/s" }
+arrival = { kind = "constant", rate = "0.2/s" }
 [run]
 requests = 3
 timeout = "30s"
@@ -293,7 +293,7 @@ timeout = "30s"
     let c = &cells(&summary)[0];
     assert_eq!(
         c["streams"][0]["cold"], 3,
-        "OLLAMA_KEEP_ALIVE=1s unloads between 4 s gaps: {c}"
+        "OLLAMA_KEEP_ALIVE=1s unloads between 5 s gaps: {c}"
     );
 }
 

@@ -155,15 +155,26 @@ pub fn render(dir: &Path, opts: &RenderOptions) -> Result<Rendered> {
     // Rows are read once; rows that do not parse are skipped, each named by its line.
     let mut warnings = Vec::new();
     let meta = record::read_meta(dir)?;
+    // A predicted folder keeps the summary the replay wrote (it has no request rows).
+    let predicted = crate::predict::output::is_predicted(&meta);
     let requests = record::read_requests_noting(dir, &mut warnings)?;
     let samples = record::read_vram_noting(dir, &mut warnings)?;
     for w in &warnings {
         tracing::warn!("{}: {w}", dir.display());
     }
-    let summary = analysis::summarize(&meta, &requests, &samples, opts.cold_threshold);
-    analysis::write_summary(dir, &summary)?;
+    let summary = if predicted {
+        predicted_summary(dir)?.1
+    } else {
+        let summary = analysis::summarize(&meta, &requests, &samples, opts.cold_threshold);
+        analysis::write_summary(dir, &summary)?;
+        summary
+    };
     let (cost, slo) = settings(dir, &mut warnings);
-    let recs = recommend::recommend(&summary, &cost, &slo);
+    let recs = if predicted {
+        recommend::recommend(&settable(&summary), &cost, &slo)
+    } else {
+        recommend::recommend(&summary, &cost, &slo)
+    };
     record::write_json_atomic(&dir.join(RECOMMENDATION_JSON), &recs)
         .with_context(|| format!("writing the recommendation of {}", dir.display()))?;
 
@@ -185,8 +196,17 @@ pub fn render(dir: &Path, opts: &RenderOptions) -> Result<Rendered> {
     }
 
     warnings.extend(run_warnings(&meta, &summary, &recs));
-    let sim = (meta.target.kind == "sim").then(|| sim_note(meta.sim.as_ref()));
-    let headline = headline(&recs, sim.as_ref(), meta.status);
+    let sim = (meta.target.kind == "sim" || predicted).then(|| sim_note(meta.sim.as_ref()));
+    let headline = if predicted {
+        format!(
+            "Predicted: {} replayed through a model of Ollama's scheduler on a simulated {}, not a measurement. {}",
+            meta.target.url,
+            sim.as_ref().map_or("host", |s| s.gpu.as_str()),
+            headline(&recs, None, meta.status)
+        )
+    } else {
+        headline(&recs, sim.as_ref(), meta.status)
+    };
     let goose_reports = goose_reports(dir, &meta);
     let data = ReportData {
         meta,
@@ -214,6 +234,29 @@ pub fn render(dir: &Path, opts: &RenderOptions) -> Result<Rendered> {
         headline: data.headline,
         recommendations: data.recommendations,
     })
+}
+
+/// A predicted folder (`kabench predict`): its `summary.json` is the prediction
+/// itself (there are no recorded requests to summarize), read as written.
+fn predicted_summary(dir: &Path) -> Result<(RunMeta, Summary)> {
+    let meta = record::read_meta(dir)?;
+    let path = dir.join(record::SUMMARY_JSON);
+    let text = fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let summary =
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    Ok((meta, summary))
+}
+
+/// The cells a client can set (a keep_alive value), for the recommendation of a
+/// predicted folder: its other policies (the offline optimum) stay in the table.
+fn settable(summary: &Summary) -> Summary {
+    let mut out = summary.clone();
+    out.cells.retain(|c| {
+        c.params
+            .get("keep_alive")
+            .is_some_and(|k| crate::units::KeepAlive::parse(k).is_ok())
+    });
+    out
 }
 
 /// A file-name-safe form of a label.

@@ -1,0 +1,384 @@
+//! `kabench predict`: a user's real traffic (`traffic`) replayed through the same
+//! model of Ollama's scheduler the simulator serves (`sched`), on a virtual clock, once
+//! per keep_alive policy: fixed values (the user's, Ollama's default `5m`, the common
+//! `10s` and a log-spaced grid from 0 to forever), "as sent today", and the offline
+//! optimum every policy is measured against. Each policy is priced with the cost model
+//! of `recommend`. The input is read once, every policy replaying it in lockstep, so
+//! memory stays flat in its length; the optimum looks ahead only as far as the longest
+//! break-even time. `output` turns the outcome into a table and a run folder.
+
+pub mod host;
+pub mod output;
+pub mod replay;
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use serde::Serialize;
+
+use crate::scenario::CostSettings;
+use crate::traffic::request_log::RequestLog;
+use crate::traffic::{Request, Scan};
+use crate::units::KeepAlive;
+
+pub use host::{Host, ModelFigures};
+pub use replay::{Lookahead, Policy, PolicyOutcome, ReplayModel, ReplaySettings};
+
+/// Requests handed to the replays at a time (each batch is spread over the cores).
+const BATCH: usize = 8192;
+
+/// Ollama's default keep_alive and the common short one: always replayed.
+pub const ALWAYS: [&str; 2] = ["5m", "10s"];
+
+/// The log-spaced grid from 0 to forever (about three steps a decade).
+pub const GRID: [&str; 15] = [
+    "0", "1s", "3s", "10s", "30s", "1m", "3m", "5m", "10m", "30m", "1h", "3h", "10h", "24h", "-1",
+];
+
+/// The fixed keep_alive policies: `given` as written, then `ALWAYS` and (with `grid`)
+/// `GRID`, each duration once (the first spelling wins), shortest first, forever last.
+pub fn fixed_policies(given: &[KeepAlive], grid: bool) -> Vec<Policy> {
+    let mut all: Vec<KeepAlive> = given.to_vec();
+    let extra: Vec<&str> = if grid {
+        ALWAYS.iter().chain(GRID.iter()).copied().collect()
+    } else {
+        ALWAYS.to_vec()
+    };
+    for text in extra {
+        if let Ok(k) = KeepAlive::parse(text) {
+            all.push(k);
+        }
+    }
+    let mut out: Vec<KeepAlive> = Vec::new();
+    for k in all {
+        if !out
+            .iter()
+            .any(|o| o.seconds_or_infinity() == k.seconds_or_infinity())
+        {
+            out.push(k);
+        }
+    }
+    out.sort_by(|a, b| a.seconds_or_infinity().total_cmp(&b.seconds_or_infinity()));
+    out.into_iter().map(Policy::Fixed).collect()
+}
+
+/// How to predict.
+#[derive(Debug, Clone)]
+pub struct PredictOptions {
+    /// The policies, in table order.
+    pub policies: Vec<Policy>,
+    /// `[cost]` weights.
+    pub cost: CostSettings,
+    /// Prompt tokens of requests whose input says none.
+    pub prompt_tokens: u32,
+    /// Output tokens of requests whose input says none.
+    pub output_tokens: u32,
+    /// The cold rule's `load_duration` threshold (M6).
+    pub cold_threshold: Duration,
+    /// Draw a progress bar on stderr.
+    pub progress: bool,
+    /// Share of the input's time span that trains (`--train`): the recommendation is
+    /// chosen there and scored on the rest; 1 scores on the whole only.
+    pub train: f64,
+}
+
+/// A policy's cost, split as `recommend` splits it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct PolicyCost {
+    /// Cold starts × each model's penalty × `wait_second`.
+    pub cold: f64,
+    /// Idle GPU GB·h × `vram_gb_hour`.
+    pub vram: f64,
+    /// Idle system-memory GB·h × `ram_gb_hour`.
+    pub ram: f64,
+    /// The sum.
+    pub total: f64,
+}
+
+/// What a prediction found.
+#[derive(Debug, Clone)]
+pub struct Prediction {
+    /// The input's scan.
+    pub scan: Scan,
+    /// Per replayed model (input names that denote one installed model are one).
+    pub models: Vec<ModelFigures>,
+    /// Per policy, in `PredictOptions::policies` order.
+    pub outcomes: Vec<PolicyOutcome>,
+    /// Their costs.
+    pub costs: Vec<PolicyCost>,
+    /// Their costs in the training window.
+    pub train_costs: Vec<PolicyCost>,
+    /// Their costs after it.
+    pub test_costs: Vec<PolicyCost>,
+    /// The training share.
+    pub train: f64,
+    /// Index of the offline optimum in `outcomes`, when replayed.
+    pub optimum: Option<usize>,
+    /// Wall time of the replay, seconds.
+    pub wall_s: f64,
+}
+
+impl Prediction {
+    /// Cost ÷ the optimum's cost (`None` without an optimum or when it costs nothing).
+    pub fn times_optimum(&self, i: usize) -> Option<f64> {
+        let best = self.costs[self.optimum?].total;
+        (best > 0.0).then(|| self.costs[i].total / best)
+    }
+
+    /// The fixed policy of least cost (ties: the shorter keep_alive).
+    pub fn best_fixed(&self) -> Option<usize> {
+        best_of(&self.outcomes, &self.costs)
+    }
+
+    /// The fixed policy of least cost on the training window: the recommendation.
+    pub fn recommended(&self) -> Option<usize> {
+        best_of(&self.outcomes, &self.train_costs)
+    }
+
+    /// The fixed policy of least cost after the training window, in hindsight.
+    pub fn best_fixed_test(&self) -> Option<usize> {
+        best_of(&self.outcomes, &self.test_costs)
+    }
+
+    /// Whether a training window was asked for (a share below 1).
+    pub fn has_split(&self) -> bool {
+        self.train < 1.0
+    }
+}
+
+fn best_of(outcomes: &[PolicyOutcome], costs: &[PolicyCost]) -> Option<usize> {
+    (0..outcomes.len())
+        .filter(|&i| outcomes[i].policy.is_fixed())
+        .min_by(|&a, &b| costs[a].total.total_cmp(&costs[b].total))
+}
+
+/// The replayed models of `scan` on `host`: input names that resolve to one catalogue
+/// entry are one model (the first name stands for it). Returns the figures and, per
+/// input model, its replayed model. An error names every model the host lacks.
+pub fn resolve_models(
+    scan: &Scan,
+    host: &Host,
+    cost: &CostSettings,
+) -> std::result::Result<(Vec<ModelFigures>, Vec<u32>), String> {
+    let mut figures: Vec<ModelFigures> = Vec::new();
+    let mut positions: Vec<usize> = Vec::new();
+    let mut unit_of = Vec::new();
+    let mut missing = Vec::new();
+    for (i, name) in scan.models.iter().enumerate() {
+        let Some(pos) = host.catalogue.position(name) else {
+            missing.push(name.clone());
+            unit_of.push(0);
+            continue;
+        };
+        match positions.iter().position(|&p| p == pos) {
+            Some(u) => unit_of.push(u as u32),
+            None => {
+                let ctx = scan.model_ctx.get(i).copied().flatten();
+                let Some(f) = host.figures(name, ctx, cost) else {
+                    missing.push(name.clone());
+                    unit_of.push(0);
+                    continue;
+                };
+                positions.push(pos);
+                unit_of.push(figures.len() as u32);
+                figures.push(f);
+            }
+        }
+    }
+    if !missing.is_empty() {
+        return Err(format!(
+            "the host does not have {}: use models of `kabench models`, or --calibrate from a run folder that measured them",
+            missing
+                .iter()
+                .map(|m| format!("{m:?}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    Ok((figures, unit_of))
+}
+
+/// Which part of a replay to price.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    /// All of it.
+    Whole,
+    /// The training window.
+    Train,
+    /// After the training window.
+    Test,
+}
+
+/// Cost of one outcome (or a part of it) under `cost`, with each model's penalty.
+pub fn price(
+    outcome: &PolicyOutcome,
+    models: &[ModelFigures],
+    cost: &CostSettings,
+    part: Part,
+) -> PolicyCost {
+    let mut c = PolicyCost::default();
+    for (o, f) in outcome.models.iter().zip(models) {
+        let (cold, gpu, ram) = match part {
+            Part::Whole => (o.cold, o.idle_gpu_gb_s, o.idle_ram_gb_s),
+            Part::Train => (o.train.cold, o.train.idle_gpu_gb_s, o.train.idle_ram_gb_s),
+            Part::Test => (
+                o.cold - o.train.cold,
+                o.idle_gpu_gb_s - o.train.idle_gpu_gb_s,
+                o.idle_ram_gb_s - o.train.idle_ram_gb_s,
+            ),
+        };
+        c.cold += cold as f64 * f.penalty_s * cost.wait_second;
+        c.vram += gpu.max(0.0) / 3600.0 * cost.vram_gb_hour;
+        c.ram += ram.max(0.0) / 3600.0 * cost.ram_gb_hour;
+    }
+    c.total = c.cold + c.vram + c.ram;
+    c
+}
+
+/// Replays `log` through every policy of `opts` on `host`; `models` and `unit_of`
+/// come from [`resolve_models`].
+pub fn predict(
+    log: &RequestLog,
+    host: &Host,
+    models: &[ModelFigures],
+    unit_of: &[u32],
+    opts: &PredictOptions,
+) -> Result<Prediction> {
+    let started = Instant::now();
+    let scan = log.scan().clone();
+    let replay_models: Vec<ReplayModel> = models
+        .iter()
+        .filter_map(|f| {
+            let spec = host.catalogue.resolve(&f.model)?.clone();
+            Some(ReplayModel {
+                name: f.model.clone(),
+                spec,
+                break_even_s: f.break_even_s,
+            })
+        })
+        .collect();
+    let settings = ReplaySettings {
+        prompt_tokens: opts.prompt_tokens,
+        output_tokens: opts.output_tokens,
+        cold_threshold: opts.cold_threshold,
+        sent: scan.keep_alives.clone(),
+        split_s: scan.span_s * opts.train.clamp(0.0, 1.0),
+    };
+    let mut replays: Vec<replay::Replay> = opts
+        .policies
+        .iter()
+        .map(|p| replay::Replay::new(p.clone(), host, replay_models.clone(), settings.clone()))
+        .collect();
+    // The optimum looks ahead as far as the longest finite break-even time.
+    let window = if opts.policies.contains(&Policy::Optimum) {
+        models
+            .iter()
+            .filter_map(|f| f.break_even_s)
+            .fold(0.0, f64::max)
+    } else {
+        0.0
+    };
+    let bar = progress_bar(opts.progress, scan.rows, opts.policies.len());
+    let mut input = log.requests()?;
+    let mut ahead = Lookahead::new(models.len());
+    let mut buffer: VecDeque<Request> = VecDeque::new();
+    let mut eof = false;
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(replays.len())
+        .max(1);
+    loop {
+        // Read a batch, and ahead of it as far as the window reaches.
+        while !eof
+            && (buffer.len() < BATCH
+                || buffer
+                    .back()
+                    .zip(buffer.get(BATCH - 1))
+                    .is_some_and(|(last, edge)| last.t <= edge.t + window))
+        {
+            match input.next() {
+                Some(r) => {
+                    let mut r = r?;
+                    r.model = unit_of[r.model as usize];
+                    ahead.push(r.model as usize, r.t);
+                    buffer.push_back(r);
+                }
+                None => eof = true,
+            }
+        }
+        if buffer.is_empty() {
+            break;
+        }
+        let n = buffer.len().min(BATCH);
+        let batch: Vec<Request> = buffer.drain(..n).collect();
+        run_batch(&mut replays, &batch, &ahead, threads);
+        for r in &batch {
+            ahead.pop(r.model as usize);
+        }
+        bar.inc(batch.len() as u64);
+    }
+    let outcomes: Vec<PolicyOutcome> = replays.into_iter().map(|r| r.finish(&ahead)).collect();
+    bar.finish_and_clear();
+    let costs_of = |part| -> Vec<PolicyCost> {
+        outcomes
+            .iter()
+            .map(|o| price(o, models, &opts.cost, part))
+            .collect()
+    };
+    let (costs, train_costs, test_costs) = (
+        costs_of(Part::Whole),
+        costs_of(Part::Train),
+        costs_of(Part::Test),
+    );
+    let optimum = opts.policies.iter().position(|p| *p == Policy::Optimum);
+    Ok(Prediction {
+        scan,
+        models: models.to_vec(),
+        outcomes,
+        costs,
+        train_costs,
+        test_costs,
+        train: opts.train.clamp(0.0, 1.0),
+        optimum,
+        wall_s: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Every replay takes the whole batch; the replays are spread over `threads`.
+fn run_batch(replays: &mut [replay::Replay], batch: &[Request], ahead: &Lookahead, threads: usize) {
+    if threads <= 1 {
+        for rep in replays.iter_mut() {
+            for r in batch {
+                rep.arrive(r, ahead);
+            }
+        }
+        return;
+    }
+    let per = replays.len().div_ceil(threads);
+    std::thread::scope(|s| {
+        for group in replays.chunks_mut(per) {
+            s.spawn(move || {
+                for rep in group {
+                    for r in batch {
+                        rep.arrive(r, ahead);
+                    }
+                }
+            });
+        }
+    });
+}
+
+fn progress_bar(show: bool, rows: u64, policies: usize) -> indicatif::ProgressBar {
+    if !show {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(rows);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(&format!(
+            "replaying {{bar:30}} {{pos}}/{{len}} requests × {policies} policies ({{per_sec}}, eta {{eta}})"
+        ))
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar
+}

@@ -1,0 +1,524 @@
+//! A prediction as a table (stdout) and as a run folder that `kabench report` renders:
+//! `summary.json` in the runner's schema with one cell per policy (`params.keep_alive`
+//! as given for fixed values, the policy's name otherwise, `"predicted": true`),
+//! `run.json` naming the input, its SHA-256, time scale, host figures and seed, a
+//! `scenario.toml` holding the `[cost]` used, and header-only `requests.csv` and
+//! `vram.csv` (a prediction replays requests, it does not record them).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use serde_json::{Value, json};
+
+use super::{Host, Policy, Prediction};
+use crate::analysis::vram::{MemoryPart, VramFigures};
+use crate::analysis::{CellSummary, Split, StreamSummary, Summary};
+use crate::record::{self, CellMeta, RunMeta, RunStatus, RunWriter, StreamMeta, TargetMeta};
+use crate::scenario::CostSettings;
+
+/// `target.kind` of a predicted run folder.
+pub const TARGET_KIND: &str = "predict";
+
+/// What the folder records beside the prediction itself.
+#[derive(Debug, Clone)]
+pub struct FolderInfo {
+    /// Multiplier applied to every gap of the input.
+    pub time_scale: f64,
+    /// Seed of the scheduler's random choices.
+    pub seed: u64,
+    /// The `[cost]` weights.
+    pub cost: CostSettings,
+    /// The cold rule's threshold, ms.
+    pub cold_threshold_ms: f64,
+    /// The command as run, for the record.
+    pub command: String,
+}
+
+fn ms(v: Option<f64>) -> String {
+    v.map_or_else(|| "-".into(), |x| format!("{x:.0} ms"))
+}
+
+/// The table: one row per policy, all models together.
+pub fn table(p: &Prediction) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<16} {:>9} {:>8} {:>6} {:>9} {:>9} {:>10} {:>10} {:>9} {:>10} {:>9}{}",
+        "policy",
+        "requests",
+        "cold",
+        "cold%",
+        "ttft p50",
+        "ttft p99",
+        "GB·h held",
+        "GB·h idle",
+        "evictions",
+        "cost",
+        "×optimum",
+        if p.has_split() {
+            format!(" {:>10} {:>10}", "cost train", "cost test")
+        } else {
+            String::new()
+        }
+    );
+    for (i, o) in p.outcomes.iter().enumerate() {
+        let requests: u64 = o.models.iter().map(|m| m.requests).sum();
+        let cold: u64 = o.models.iter().map(|m| m.cold).sum();
+        let evictions: u64 = o.models.iter().map(|m| m.evictions).sum();
+        let held: f64 = o
+            .models
+            .iter()
+            .map(|m| m.held_gpu_gb_s + m.held_ram_gb_s)
+            .sum();
+        let idle: f64 = o
+            .models
+            .iter()
+            .map(|m| m.idle_gpu_gb_s + m.idle_ram_gb_s)
+            .sum();
+        let ttft = o.ttft.percentiles();
+        let x = p
+            .times_optimum(i)
+            .map_or_else(|| "-".into(), |x| format!("{x:.2}×"));
+        let _ = writeln!(
+            out,
+            "{:<16} {:>9} {:>8} {:>5.1}% {:>9} {:>9} {:>10.2} {:>10.2} {:>9} {:>10.1} {:>9}{}",
+            o.policy.name(),
+            requests,
+            cold,
+            if requests > 0 {
+                cold as f64 * 100.0 / requests as f64
+            } else {
+                0.0
+            },
+            ms(ttft.map(|q| q.p50)),
+            ms(ttft.map(|q| q.p99)),
+            held / 3600.0,
+            idle / 3600.0,
+            evictions,
+            p.costs[i].total,
+            x,
+            if p.has_split() {
+                format!(
+                    " {:>10.1} {:>10.1}",
+                    p.train_costs[i].total, p.test_costs[i].total
+                )
+            } else {
+                String::new()
+            }
+        );
+    }
+    out
+}
+
+/// Lines to print under the table: the best fixed value, T* per model, notes.
+pub fn verdict(p: &Prediction) -> Vec<String> {
+    let mut out = Vec::new();
+    for f in &p.models {
+        out.push(format!(
+            "{}: {} resident ({}), reload {:.2} s, break-even keep_alive T* = {}",
+            f.model,
+            crate::units::format_bytes(f.resident_bytes),
+            if f.gpu_bytes > 0 && f.ram_bytes > 0 {
+                "GPU + system RAM"
+            } else if f.gpu_bytes > 0 {
+                "GPU"
+            } else {
+                "system RAM"
+            },
+            f.penalty_s,
+            f.break_even_s
+                .map_or("forever (holding costs nothing)".into(), |s| {
+                    crate::recommend::format_seconds(s)
+                })
+        ));
+    }
+    if let Some(b) = p.best_fixed() {
+        let name = p.outcomes[b].policy.name();
+        let x = p
+            .times_optimum(b)
+            .map_or_else(String::new, |x| format!(", {x:.2}× the offline optimum"));
+        out.push(format!(
+            "best fixed keep_alive: {name} (cost {:.1}{x}): OLLAMA_KEEP_ALIVE={name} on the server, or \"keep_alive\": {} in each native request",
+            p.costs[b].total,
+            match &p.outcomes[b].policy {
+                Policy::Fixed(k) => k.to_json().to_string(),
+                _ => String::new(),
+            }
+        ));
+    }
+    if p.has_split()
+        && let (Some(r), Some(b)) = (p.recommended(), p.best_fixed_test())
+    {
+        let pct = p.train * 100.0;
+        let (rc, bc) = (p.test_costs[r].total, p.test_costs[b].total);
+        out.push(format!(
+            "out of sample: fitted on the first {pct:.0}% of the time span, the best fixed value is {} (cost there {:.1}); on the remaining {:.0}% it costs {rc:.1}, against {bc:.1} for the best fixed value there in hindsight ({}){}",
+            p.outcomes[r].policy.name(),
+            p.train_costs[r].total,
+            100.0 - pct,
+            p.outcomes[b].policy.name(),
+            if bc > 0.0 {
+                format!(": {:.2}×", rc / bc)
+            } else {
+                String::new()
+            }
+        ));
+    }
+    out.extend(p.scan.notes.iter().cloned());
+    out
+}
+
+/// A file-name-safe form of a policy name.
+fn slug(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// The cell id of policy `i`: `c01-ka_0`, like the runner's, or `c17-offline-optimum`.
+pub fn cell_id(i: usize, policy: &Policy) -> String {
+    match policy {
+        Policy::Fixed(k) => format!("c{:02}-ka_{}", i + 1, slug(k.written())),
+        other => format!("c{:02}-{}", i + 1, other.name()),
+    }
+}
+
+fn keep_alive_fields(policy: &Policy) -> (String, Option<f64>, bool) {
+    match policy {
+        Policy::Fixed(k) => (
+            k.written().to_string(),
+            k.duration().map(|d| d.as_secs_f64()),
+            k.is_forever(),
+        ),
+        other => (other.name(), None, false),
+    }
+}
+
+/// The summary in the runner's schema (`Summary`): one cell per policy, one stream per model.
+pub fn summary(p: &Prediction, info: &FolderInfo) -> Summary {
+    let cells = p
+        .outcomes
+        .iter()
+        .enumerate()
+        .map(|(i, o)| {
+            let (ka, ka_s, forever) = keep_alive_fields(&o.policy);
+            let span = o.horizon_s.max(1e-9);
+            let streams = o
+                .models
+                .iter()
+                .zip(&p.models)
+                .map(|(m, f)| StreamSummary {
+                    name: f.model.clone(),
+                    model: f.model.clone(),
+                    keep_alive: ka.clone(),
+                    keep_alive_s: ka_s,
+                    keep_alive_forever: forever,
+                    rate_per_s: Some(m.requests as f64 / span),
+                    requests: m.requests,
+                    warmup: 0,
+                    errors: m.errors,
+                    errors_by_kind: if m.errors > 0 {
+                        BTreeMap::from([("http".to_string(), m.errors)])
+                    } else {
+                        BTreeMap::new()
+                    },
+                    answered: m.requests.saturating_sub(m.errors),
+                    cold: m.cold,
+                    loads: m.loads,
+                    cold_ratio: if m.requests > m.errors {
+                        m.cold as f64 / (m.requests - m.errors) as f64
+                    } else {
+                        0.0
+                    },
+                    ttft_ms: Split {
+                        all: m.ttft[0].percentiles(),
+                        warm: m.ttft[1].percentiles(),
+                        cold: m.ttft[2].percentiles(),
+                    },
+                    e2e_ms: Split {
+                        all: m.e2e[0].percentiles(),
+                        warm: m.e2e[1].percentiles(),
+                        cold: m.e2e[2].percentiles(),
+                    },
+                    tpot_ms: None,
+                    load_ms: m.load.percentiles(),
+                    // The penalty the prediction prices a cold start with, so the
+                    // report's recommendation weighs cold starts as the table does.
+                    cold_penalty_ms: Some(f.penalty_s * 1000.0),
+                    tokens_per_s: Some(f.decode_tps),
+                })
+                .collect();
+            let part = |held: f64, idle: f64, peak: u64| MemoryPart {
+                source: TARGET_KIND.into(),
+                gb_seconds_held: held,
+                idle_gb_seconds: idle,
+                peak_bytes: peak,
+                mean_bytes: held * 1e9 / span,
+            };
+            let held_gpu: f64 = o.models.iter().map(|m| m.held_gpu_gb_s).sum();
+            let held_ram: f64 = o.models.iter().map(|m| m.held_ram_gb_s).sum();
+            let idle_gpu: f64 = o.models.iter().map(|m| m.idle_gpu_gb_s).sum();
+            let idle_ram: f64 = o.models.iter().map(|m| m.idle_ram_gb_s).sum();
+            let any_gpu = p.models.iter().any(|f| f.gpu_bytes > 0);
+            let any_ram = p.models.iter().any(|f| f.ram_bytes > 0);
+            let vram = VramFigures {
+                source: TARGET_KIND.into(),
+                gb_seconds_held: held_gpu + held_ram,
+                idle_gb_seconds: idle_gpu + idle_ram,
+                peak_bytes: o.peak_bytes,
+                mean_bytes: (held_gpu + held_ram) * 1e9 / span,
+                release: Vec::new(),
+                gpu: any_gpu.then(|| part(held_gpu, idle_gpu, o.peak_bytes - o.peak_ram_bytes)),
+                ram: any_ram.then(|| part(held_ram, idle_ram, o.peak_ram_bytes)),
+                counted: match (any_gpu, any_ram) {
+                    (true, true) => "GPU + system RAM",
+                    (false, true) => "system RAM",
+                    _ => "GPU",
+                }
+                .into(),
+            };
+            CellSummary {
+                id: cell_id(i, &o.policy),
+                params: BTreeMap::from([("keep_alive".to_string(), ka)]),
+                streams,
+                vram: Some(vram),
+                warnings: Vec::new(),
+                reloads: Default::default(),
+            }
+        })
+        .collect();
+    Summary {
+        scenario: scenario_name(p),
+        target: target(p),
+        ollama_version: None,
+        status: RunStatus::Complete,
+        cold_threshold_ms: info.cold_threshold_ms,
+        cells,
+    }
+}
+
+fn scenario_name(p: &Prediction) -> String {
+    let stem = p
+        .scan
+        .path
+        .file_stem()
+        .map_or_else(|| "input".into(), |s| s.to_string_lossy().to_string());
+    format!("predict-{stem}")
+}
+
+fn target(p: &Prediction) -> TargetMeta {
+    TargetMeta {
+        kind: TARGET_KIND.into(),
+        url: p.scan.path.display().to_string(),
+    }
+}
+
+/// What each policy means and how to apply it, for `summary.json`.
+fn policy_json(p: &Prediction, i: usize) -> Value {
+    let o = &p.outcomes[i];
+    let c = p.costs[i];
+    let (kind, apply) = match &o.policy {
+        Policy::Fixed(k) => (
+            "fixed",
+            json!({
+                "server_env": format!("OLLAMA_KEEP_ALIVE={}", k.written()),
+                "keep_alive_field": format!("\"keep_alive\": {}", k.to_json()),
+            }),
+        ),
+        Policy::AsSent => (
+            "as_sent",
+            json!(
+                "what each client sent (the input's keep_alive column); none: the server's OLLAMA_KEEP_ALIVE"
+            ),
+        ),
+        Policy::Optimum => (
+            "offline_optimum",
+            json!(
+                "not settable: needs the future; keep a model over an idle gap exactly when the gap is shorter than its break-even time T*"
+            ),
+        ),
+    };
+    json!({
+        "name": o.policy.name(),
+        "kind": kind,
+        "apply": apply,
+        "cost": c,
+        "cost_train": p.has_split().then(|| p.train_costs[i]),
+        "cost_test": p.has_split().then(|| p.test_costs[i]),
+        "times_optimum": p.times_optimum(i),
+        "horizon_s": o.horizon_s,
+        "evictions": o.models.iter().map(|m| m.evictions).sum::<u64>(),
+        "expirations": o.models.iter().map(|m| m.expirations).sum::<u64>(),
+        "unloads": o.models.iter().map(|m| m.unloads).sum::<u64>(),
+        "loads": o.models.iter().map(|m| m.loads).sum::<u64>(),
+    })
+}
+
+/// `summary.json` as written: the runner's schema plus `"predicted": true` and the
+/// policy of each cell.
+pub fn summary_json(p: &Prediction, info: &FolderInfo) -> Result<Value> {
+    let mut v = serde_json::to_value(summary(p, info))?;
+    v["predicted"] = json!(true);
+    if let Some(cells) = v["cells"].as_array_mut() {
+        for (i, cell) in cells.iter_mut().enumerate() {
+            cell["predicted"] = json!(true);
+            cell["policy"] = policy_json(p, i);
+        }
+    }
+    v["best_fixed"] = json!(p.best_fixed().map(|b| p.outcomes[b].policy.name()));
+    if p.has_split() {
+        let name = |i: Option<usize>| i.map(|i| p.outcomes[i].policy.name());
+        v["out_of_sample"] = json!({
+            "train_share": p.train,
+            "split_s": p.scan.span_s * p.train,
+            "recommended": name(p.recommended()),
+            "best_fixed_after_split": name(p.best_fixed_test()),
+        });
+    }
+    Ok(v)
+}
+
+/// The host and its per-model figures, for `run.json` `sim` (what the report shows).
+fn host_json(p: &Prediction, host: &Host) -> Value {
+    let c = &host.config;
+    let mut v = json!({
+        "gpu": host.describe(),
+        "gpus": c.gpus,
+        "vram_bytes": if c.cpu_only() { 0 } else { c.vram_bytes },
+        "rules": "Ollama 0.32.15 scheduler rules (OLLAMA.md), replayed on a virtual clock",
+        "source": host.source,
+        "max_loaded_models": c.max_models(),
+        "num_parallel": c.slots(),
+        "default_keep_alive": c.default_keep_alive.written(),
+        "vram_release_delay": format!("{:?}", c.vram_release_delay),
+        "seed": c.seed,
+        "models": p.models,
+    });
+    if let Some(d) = &host.calibrated_from {
+        v["calibrated_from"] = json!(d);
+        v["calibration"] = json!(host.calibration);
+    }
+    v
+}
+
+/// The `scenario.toml` of the folder: the `[cost]` the prediction priced with, so the
+/// report weighs the same way. Parses as a scenario; it is a record, not meant to be run.
+fn scenario_text(p: &Prediction, info: &FolderInfo) -> String {
+    let model = p.models.first().map_or("unknown", |f| f.model.as_str());
+    let mut s = format!(
+        "# Written by `kabench predict`: the [cost] this prediction priced with.\n\
+         # The requests came from {:?} (sha256 {}); this file is a record, not a workload.\n\
+         name = {:?}\nseed = {}\n\n[[stream]]\nname = \"predicted\"\nmodel = {:?}\n\
+         arrival = {{ kind = \"constant\", rate = \"1/s\" }}\n\n[run]\nrequests = 1\n\n\
+         [cost]\nwait_second = {}\nvram_gb_hour = {}\nram_gb_hour = {}\n",
+        p.scan.path.display().to_string(),
+        p.scan.sha256,
+        scenario_name(p),
+        info.seed,
+        model,
+        info.cost.wait_second,
+        info.cost.vram_gb_hour,
+        info.cost.ram_gb_hour,
+    );
+    if let Some(d) = info.cost.cold_penalty {
+        let _ = writeln!(s, "cold_penalty = \"{}ms\"", d.as_millis());
+    }
+    s
+}
+
+/// Writes the run folder `dir` (refused when it already holds a run).
+pub fn write_folder(dir: &Path, p: &Prediction, host: &Host, info: &FolderInfo) -> Result<()> {
+    let now = record::utc_now_rfc3339();
+    let summary = summary(p, info);
+    let meta = RunMeta {
+        tool: "kabench".into(),
+        tool_version: env!("CARGO_PKG_VERSION").into(),
+        scenario: scenario_name(p),
+        scenario_file: p.scan.path.display().to_string(),
+        scenario_sha256: p.scan.sha256.clone(),
+        seed: info.seed,
+        target: target(p),
+        ollama_version: None,
+        sim: Some(host_json(p, host)),
+        gpu: None,
+        started_at: now.clone(),
+        ended_at: Some(now),
+        status: RunStatus::Complete,
+        failure: None,
+        cold_threshold_ms: info.cold_threshold_ms,
+        cells: summary
+            .cells
+            .iter()
+            .map(|c| CellMeta {
+                id: c.id.clone(),
+                params: c.params.clone(),
+                streams: c
+                    .streams
+                    .iter()
+                    .map(|s| StreamMeta {
+                        name: s.name.clone(),
+                        model: s.model.clone(),
+                        keep_alive: s.keep_alive.clone(),
+                        keep_alive_s: s.keep_alive_s,
+                        keep_alive_forever: s.keep_alive_forever,
+                        api: "generate".into(),
+                        arrival: format!("replayed from {}", p.scan.path.display()),
+                        rate_per_s: s.rate_per_s,
+                        planned: s.requests.min(u64::from(u32::MAX)) as u32,
+                        num_ctx: None,
+                    })
+                    .collect(),
+                started_ms: Some(0.0),
+                ended_ms: None,
+            })
+            .collect(),
+        telemetry: BTreeMap::new(),
+        warnings: p.scan.notes.clone(),
+    };
+    RunWriter::create(dir, &scenario_text(p, info), meta.clone())?;
+    let mut run = serde_json::to_value(&meta)?;
+    run["predicted"] = json!(true);
+    run["input"] = json!({
+        "path": p.scan.path.display().to_string(),
+        "sha256": p.scan.sha256,
+        "format": "request-log CSV",
+        "rows": p.scan.rows,
+        "first": p.scan.first,
+        "last": p.scan.last,
+        "span_s": p.scan.span_s,
+        "sorted": p.scan.sorted,
+        "columns": p.scan.columns,
+        "models": p.scan.models,
+        "slice": "all rows",
+        "time_scale": info.time_scale,
+    });
+    run["predict"] = json!({
+        "command": info.command,
+        "policies": p.outcomes.iter().map(|o| o.policy.name()).collect::<Vec<_>>(),
+        "cost": {
+            "wait_second": info.cost.wait_second,
+            "vram_gb_hour": info.cost.vram_gb_hour,
+            "ram_gb_hour": info.cost.ram_gb_hour,
+            "cold_penalty_s": info.cost.cold_penalty.map(|d| d.as_secs_f64()),
+        },
+        "wall_s": p.wall_s,
+    });
+    record::write_json_atomic(&dir.join(record::RUN_JSON), &run)
+        .with_context(|| format!("writing {}/run.json", dir.display()))?;
+    record::write_json_atomic(&dir.join(record::SUMMARY_JSON), &summary_json(p, info)?)
+        .with_context(|| format!("writing {}/summary.json", dir.display()))?;
+    Ok(())
+}
+
+/// Whether a run folder's `run.json` says it holds a prediction.
+pub fn is_predicted(meta: &RunMeta) -> bool {
+    meta.target.kind == TARGET_KIND
+}

@@ -1,0 +1,519 @@
+//! One policy replayed through `sched` on a virtual clock: requests are submitted at
+//! their arrival, dispatched when the scheduler says, and end after the host model's
+//! prefill and decode time, exactly as the simulator times them (`sim::generate`);
+//! timers fire in time order between them. Counts cold starts (the live path's rule:
+//! the request waited for a load, or its `load_duration` reached the cold threshold),
+//! TTFT and end-to-end latency, and integrates the memory each model holds, in total
+//! and while no request of that model is in flight.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::time::Duration;
+
+use crate::analysis::MsHistogram;
+use crate::catalogue::ModelSpec;
+use crate::sched::{RequestKind, SchedEvent, SchedRequest, Scheduler};
+use crate::traffic::Request;
+use crate::units::KeepAlive;
+
+use super::host::Host;
+
+/// Ids at or above this are the replay's own unload requests (E6).
+const UNLOAD_ID: u64 = 1 << 62;
+
+/// A keep_alive policy.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Policy {
+    /// The same keep_alive on every request, as written.
+    Fixed(KeepAlive),
+    /// What each client sent (the input's `keep_alive` column; none: the server default).
+    AsSent,
+    /// With hindsight, per model: keep it over an idle gap exactly when the gap is
+    /// shorter than the break-even time T*, unload it at once otherwise (E6).
+    Optimum,
+}
+
+impl Policy {
+    /// The name of its cell: the keep_alive as written, or the policy's name.
+    pub fn name(&self) -> String {
+        match self {
+            Policy::Fixed(k) => k.written().to_string(),
+            Policy::AsSent => "as-sent".to_string(),
+            Policy::Optimum => "offline-optimum".to_string(),
+        }
+    }
+
+    /// Whether a client can set it as one keep_alive value.
+    pub fn is_fixed(&self) -> bool {
+        matches!(self, Policy::Fixed(_))
+    }
+}
+
+/// Future arrivals the replays may look at: per model, the arrival times read ahead
+/// of the replays and not yet replayed by all of them (only the optimum looks).
+#[derive(Debug, Clone, Default)]
+pub struct Lookahead {
+    per_model: Vec<VecDeque<f64>>,
+}
+
+impl Lookahead {
+    /// Room for `models` models.
+    pub fn new(models: usize) -> Self {
+        Lookahead {
+            per_model: vec![VecDeque::new(); models],
+        }
+    }
+
+    /// Records a request read ahead.
+    pub fn push(&mut self, model: usize, t: f64) {
+        self.per_model[model].push_back(t);
+    }
+
+    /// Forgets the oldest request of `model` (replayed by every policy).
+    pub fn pop(&mut self, model: usize) {
+        self.per_model[model].pop_front();
+    }
+
+    /// The first arrival of `model` at or after `t` among those read ahead.
+    pub fn next_at_or_after(&self, model: usize, t: f64) -> Option<f64> {
+        let q = &self.per_model[model];
+        let i = q.partition_point(|&x| x < t);
+        q.get(i).copied()
+    }
+}
+
+/// What the replay needs to know about one model.
+#[derive(Debug, Clone)]
+pub struct ReplayModel {
+    /// The name submitted to the scheduler.
+    pub name: String,
+    /// Its catalogue entry (speeds).
+    pub spec: ModelSpec,
+    /// Break-even keep_alive, seconds (`None`: forever).
+    pub break_even_s: Option<f64>,
+}
+
+/// Settings shared by every policy's replay.
+#[derive(Debug, Clone)]
+pub struct ReplaySettings {
+    /// Prompt tokens of a request whose input says none.
+    pub prompt_tokens: u32,
+    /// Output tokens of a request whose input says none.
+    pub output_tokens: u32,
+    /// `load_duration` at or above this is cold (M6), as in the live path.
+    pub cold_threshold: Duration,
+    /// The keep_alive values the input sent (`Request::keep_alive` indexes it).
+    pub sent: Vec<KeepAlive>,
+    /// Where the training window ends, seconds from the first arrival.
+    pub split_s: f64,
+}
+
+/// What one model cost in the training window (arrivals and time before the split).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Window {
+    /// Requests that arrived in the window.
+    pub requests: u64,
+    /// Of them, cold.
+    pub cold: u64,
+    /// GPU memory held idle in the window, GB·s.
+    pub idle_gpu_gb_s: f64,
+    /// System memory held idle in the window, GB·s.
+    pub idle_ram_gb_s: f64,
+}
+
+/// Counters and distributions of one model under one policy.
+#[derive(Debug, Clone, Default)]
+pub struct ModelOutcome {
+    /// The part before `ReplaySettings::split_s` (the training half of `--train`);
+    /// the rest is the whole minus this.
+    pub train: Window,
+    /// Requests replayed.
+    pub requests: u64,
+    /// Refused (queue full) or failed in the scheduler.
+    pub errors: u64,
+    /// Cold requests.
+    pub cold: u64,
+    /// Loads completed.
+    pub loads: u64,
+    /// Unloads by memory pressure (E3–E5).
+    pub evictions: u64,
+    /// Unloads by keep_alive expiry.
+    pub expirations: u64,
+    /// Unloads the policy asked for (E6).
+    pub unloads: u64,
+    /// TTFT of all, warm and cold requests, ms.
+    pub ttft: [MsHistogram; 3],
+    /// End to end of all, warm and cold requests, ms.
+    pub e2e: [MsHistogram; 3],
+    /// `load_duration` of cold requests, ms.
+    pub load: MsHistogram,
+    /// GPU memory held, GB·s.
+    pub held_gpu_gb_s: f64,
+    /// System memory held, GB·s.
+    pub held_ram_gb_s: f64,
+    /// GPU memory held while no request of this model was in flight, GB·s.
+    pub idle_gpu_gb_s: f64,
+    /// The same for system memory, GB·s.
+    pub idle_ram_gb_s: f64,
+}
+
+/// One policy's replay, finished.
+#[derive(Debug, Clone)]
+pub struct PolicyOutcome {
+    /// The policy.
+    pub policy: Policy,
+    /// Per model, in the order of `ReplayModel`s.
+    pub models: Vec<ModelOutcome>,
+    /// Seconds from the first arrival to the end of the last request.
+    pub horizon_s: f64,
+    /// Most memory held at once, bytes (GPU + system).
+    pub peak_bytes: u64,
+    /// Its system-memory part at that moment, bytes.
+    pub peak_ram_bytes: u64,
+    /// TTFT of every request, all models together, ms.
+    pub ttft: MsHistogram,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Flight {
+    model: usize,
+    arrival: Duration,
+    prompt: u32,
+    output: u32,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Held {
+    /// Requests of this model submitted and not yet ended.
+    active: u32,
+    /// Resident bytes on the GPU and in system memory, when resident.
+    resident: Option<(u64, u64)>,
+    /// Time integrated up to.
+    since: Duration,
+}
+
+/// One policy's replay in progress.
+pub struct Replay {
+    policy: Policy,
+    sched: Scheduler,
+    models: Vec<ReplayModel>,
+    /// keep_alive the optimum sends per model: T*, or forever.
+    optimum_ka: Vec<KeepAlive>,
+    settings: ReplaySettings,
+    /// Scheduler names (`/api/ps` form) → model index.
+    by_name: HashMap<String, usize>,
+    finishes: BinaryHeap<Reverse<(Duration, u64)>>,
+    flights: HashMap<u64, Flight>,
+    held: Vec<Held>,
+    out: Vec<ModelOutcome>,
+    next_id: u64,
+    next_unload: u64,
+    last: Duration,
+    total: (u64, u64),
+    peak: (u64, u64),
+    ttft: MsHistogram,
+}
+
+fn gb_s(bytes: u64, dt: Duration) -> f64 {
+    bytes as f64 / 1e9 * dt.as_secs_f64()
+}
+
+impl Replay {
+    /// A replay of `policy` on a fresh scheduler of `host`.
+    pub fn new(
+        policy: Policy,
+        host: &Host,
+        models: Vec<ReplayModel>,
+        settings: ReplaySettings,
+    ) -> Replay {
+        let optimum_ka = models
+            .iter()
+            .map(|m| match m.break_even_s {
+                Some(s) => KeepAlive::from_duration(Duration::from_secs_f64(s.max(0.0))),
+                None => KeepAlive::forever(),
+            })
+            .collect();
+        let n = models.len();
+        Replay {
+            policy,
+            sched: Scheduler::new(host.config.clone(), host.catalogue.clone()),
+            models,
+            optimum_ka,
+            settings,
+            by_name: HashMap::new(),
+            finishes: BinaryHeap::new(),
+            flights: HashMap::new(),
+            held: vec![Held::default(); n],
+            out: vec![ModelOutcome::default(); n],
+            next_id: 1,
+            next_unload: UNLOAD_ID,
+            last: Duration::ZERO,
+            total: (0, 0),
+            peak: (0, 0),
+            ttft: MsHistogram::new(),
+        }
+    }
+
+    /// Replays one request (arrivals must come in time order).
+    pub fn arrive(&mut self, r: &Request, ahead: &Lookahead) {
+        let t = Duration::from_secs_f64(r.t.max(0.0));
+        self.advance_to(t, ahead);
+        let m = r.model as usize;
+        let keep_alive = match &self.policy {
+            Policy::Fixed(k) => Some(k.clone()),
+            Policy::AsSent => r
+                .keep_alive
+                .and_then(|i| self.settings.sent.get(i as usize).cloned()),
+            Policy::Optimum => Some(self.optimum_ka[m].clone()),
+        };
+        let id = self.next_id;
+        self.next_id += 1;
+        self.touch(m, t);
+        self.held[m].active += 1;
+        self.out[m].requests += 1;
+        if r.t < self.settings.split_s {
+            self.out[m].train.requests += 1;
+        }
+        self.flights.insert(
+            id,
+            Flight {
+                model: m,
+                arrival: t,
+                prompt: r.prompt_tokens.unwrap_or(self.settings.prompt_tokens),
+                output: r.output_tokens.unwrap_or(self.settings.output_tokens),
+            },
+        );
+        let submitted = self.sched.submit(
+            t,
+            SchedRequest {
+                id,
+                model: self.models[m].name.clone(),
+                num_ctx: r.num_ctx,
+                keep_alive,
+                kind: RequestKind::Serve,
+            },
+        );
+        if submitted.is_err() {
+            self.flights.remove(&id);
+            self.out[m].errors += 1;
+            self.held[m].active -= 1;
+        }
+        self.handle_events(t, ahead);
+    }
+
+    /// Ends every request still in flight and closes the books at the end of the last.
+    pub fn finish(mut self, ahead: &Lookahead) -> PolicyOutcome {
+        self.advance_to(Duration::MAX, ahead);
+        let horizon = self.last;
+        for m in 0..self.held.len() {
+            self.touch(m, horizon);
+        }
+        PolicyOutcome {
+            policy: self.policy,
+            models: self.out,
+            horizon_s: horizon.as_secs_f64(),
+            peak_bytes: self.peak.0 + self.peak.1,
+            peak_ram_bytes: self.peak.1,
+            ttft: self.ttft,
+        }
+    }
+
+    /// Ends requests and fires timers due before `t` (a timer due exactly at `t` is left:
+    /// a request arriving at that instant slips in first, T4); to the end with `MAX`.
+    fn advance_to(&mut self, t: Duration, ahead: &Lookahead) {
+        loop {
+            let finish = self
+                .finishes
+                .peek()
+                .map(|Reverse((e, _))| *e)
+                .filter(|e| *e <= t);
+            let draining = t == Duration::MAX;
+            let wake = self
+                .sched
+                .next_wakeup()
+                .filter(|w| *w < t)
+                // Past the last request nothing more is counted: stop once every
+                // request has ended.
+                .filter(|_| !draining || !self.flights.is_empty());
+            match (finish, wake) {
+                (None, None) => return,
+                (Some(e), w) if w.is_none_or(|w| e <= w) => {
+                    let Some(Reverse((e, id))) = self.finishes.pop() else {
+                        return;
+                    };
+                    self.end(e, id, ahead);
+                }
+                (_, Some(w)) => {
+                    self.sched.advance(w);
+                    self.handle_events(w, ahead);
+                }
+                (Some(_), None) => unreachable!("covered above"),
+            }
+        }
+    }
+
+    fn end(&mut self, now: Duration, id: u64, ahead: &Lookahead) {
+        self.sched.finish(now, id);
+        self.last = self.last.max(now);
+        if let Some(f) = self.flights.remove(&id) {
+            self.handle_events(now, ahead);
+            self.leave(f.model, now, ahead);
+        } else {
+            self.handle_events(now, ahead);
+        }
+    }
+
+    /// A request of `m` left (ended or failed): the optimum decides on the idle gap.
+    fn leave(&mut self, m: usize, now: Duration, ahead: &Lookahead) {
+        self.touch(m, now);
+        self.held[m].active -= 1;
+        if self.policy != Policy::Optimum || self.held[m].active > 0 {
+            return;
+        }
+        let Some(t_star) = self.models[m].break_even_s else {
+            return;
+        };
+        let at = now.as_secs_f64();
+        let keep = ahead
+            .next_at_or_after(m, at)
+            .is_some_and(|next| next - at < t_star);
+        if !keep && self.held[m].resident.is_some() {
+            let id = self.next_unload;
+            self.next_unload += 1;
+            self.out[m].unloads += 1;
+            let _ = self.sched.submit(
+                now,
+                SchedRequest {
+                    id,
+                    model: self.models[m].name.clone(),
+                    num_ctx: None,
+                    keep_alive: Some(KeepAlive::from_duration(Duration::ZERO)),
+                    kind: RequestKind::Unload,
+                },
+            );
+            self.handle_events(now, ahead);
+        }
+    }
+
+    /// Integrates model `m`'s memory up to `now` in its current state.
+    fn touch(&mut self, m: usize, now: Duration) {
+        let h = &mut self.held[m];
+        let dt = now.saturating_sub(h.since);
+        h.since = now;
+        if let Some((gpu, ram)) = h.resident
+            && !dt.is_zero()
+        {
+            let o = &mut self.out[m];
+            o.held_gpu_gb_s += gb_s(gpu, dt);
+            o.held_ram_gb_s += gb_s(ram, dt);
+            if h.active == 0 {
+                o.idle_gpu_gb_s += gb_s(gpu, dt);
+                o.idle_ram_gb_s += gb_s(ram, dt);
+                // The part of [now − dt, now) before the split.
+                let split = Duration::from_secs_f64(self.settings.split_s.max(0.0));
+                let start = now - dt;
+                if start < split {
+                    let before = split.min(now) - start;
+                    o.train.idle_gpu_gb_s += gb_s(gpu, before);
+                    o.train.idle_ram_gb_s += gb_s(ram, before);
+                }
+            }
+        }
+    }
+
+    fn model_of(&mut self, name: &str) -> Option<usize> {
+        if let Some(&m) = self.by_name.get(name) {
+            return Some(m);
+        }
+        let pos = self.sched.catalogue().position(name)?;
+        let m = self
+            .models
+            .iter()
+            .position(|rm| self.sched.catalogue().position(&rm.name) == Some(pos))?;
+        self.by_name.insert(name.to_string(), m);
+        Some(m)
+    }
+
+    fn handle_events(&mut self, now: Duration, ahead: &Lookahead) {
+        for event in self.sched.drain_events() {
+            match event {
+                SchedEvent::Dispatched {
+                    id,
+                    load_duration,
+                    loaded,
+                } => {
+                    let Some(f) = self.flights.get(&id).copied() else {
+                        continue;
+                    };
+                    let spec = &self.models[f.model].spec;
+                    let cold = loaded || load_duration >= self.settings.cold_threshold;
+                    // As the simulator: handed over at receipt + load_duration.
+                    let dispatch = now.max(f.arrival + load_duration);
+                    let first_token = dispatch + spec.prefill_time(u64::from(f.prompt));
+                    let end = first_token + spec.decode_time(u64::from(f.output));
+                    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+                    let o = &mut self.out[f.model];
+                    let group = if cold { 2 } else { 1 };
+                    let ttft = ms(first_token - f.arrival);
+                    let e2e = ms(end - f.arrival);
+                    self.ttft.record_ms(ttft);
+                    for g in [0, group] {
+                        o.ttft[g].record_ms(ttft);
+                        o.e2e[g].record_ms(e2e);
+                    }
+                    if cold {
+                        o.cold += 1;
+                        if f.arrival.as_secs_f64() < self.settings.split_s {
+                            o.train.cold += 1;
+                        }
+                        o.load.record_ms(ms(load_duration));
+                    }
+                    self.finishes.push(Reverse((end, id)));
+                }
+                SchedEvent::Failed { id, .. } => {
+                    if let Some(f) = self.flights.remove(&id) {
+                        self.out[f.model].errors += 1;
+                        self.last = self.last.max(now);
+                        self.leave(f.model, now, ahead);
+                    }
+                }
+                SchedEvent::Loaded { model, size } => {
+                    let Some(m) = self.model_of(&model) else {
+                        continue;
+                    };
+                    let vram = self
+                        .sched
+                        .ps(now)
+                        .iter()
+                        .find(|p| p.name == model)
+                        .map_or(0, |p| p.size_vram)
+                        .min(size);
+                    self.touch(m, now);
+                    self.held[m].resident = Some((vram, size - vram));
+                    self.out[m].loads += 1;
+                    self.total.0 += vram;
+                    self.total.1 += size - vram;
+                    if self.total.0 + self.total.1 > self.peak.0 + self.peak.1 {
+                        self.peak = self.total;
+                    }
+                }
+                SchedEvent::Unloaded { model, reason } => {
+                    let Some(m) = self.model_of(&model) else {
+                        continue;
+                    };
+                    self.touch(m, now);
+                    if let Some((gpu, ram)) = self.held[m].resident.take() {
+                        self.total.0 -= gpu;
+                        self.total.1 -= ram;
+                    }
+                    match reason {
+                        "evicted" => self.out[m].evictions += 1,
+                        "expired" => self.out[m].expirations += 1,
+                        _ => {}
+                    }
+                }
+                SchedEvent::LoadStarted { .. } => {}
+            }
+        }
+    }
+}

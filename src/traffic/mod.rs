@@ -1,0 +1,118 @@
+//! Inputs of `kabench predict`: a user's real traffic, read as a stream of requests in
+//! time order. One reader per format (`request_log`: a request-log CSV). A reader first
+//! scans its file once (row count, time span, order, models, SHA-256: memory stays flat)
+//! and then streams the requests; only an input out of time order is held whole, to be
+//! sorted, and the scan says so. Knows nothing of the scheduler or of policies.
+
+pub mod request_log;
+
+use std::path::PathBuf;
+
+use crate::units::KeepAlive;
+
+/// One request of the input, as the replay needs it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Request {
+    /// Seconds since the input's first request, after the time scale.
+    pub t: f64,
+    /// Index into [`Scan::models`].
+    pub model: u32,
+    /// Prompt tokens, when the input says.
+    pub prompt_tokens: Option<u32>,
+    /// Output tokens, when the input says.
+    pub output_tokens: Option<u32>,
+    /// `options.num_ctx` the client sent, when the input says.
+    pub num_ctx: Option<u32>,
+    /// Index into [`Scan::clients`], when the input names clients.
+    pub client: Option<u32>,
+    /// Index into [`Scan::keep_alives`]: what the client sent; `None` sent none.
+    pub keep_alive: Option<u32>,
+}
+
+/// What one pass over an input found, before any request is replayed.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Scan {
+    /// The file.
+    pub path: PathBuf,
+    /// SHA-256 of its bytes, hex.
+    pub sha256: String,
+    /// Data rows read (requests).
+    pub rows: u64,
+    /// Whether the rows were already in time order.
+    pub sorted: bool,
+    /// Seconds between the first and the last request, after the time scale.
+    pub span_s: f64,
+    /// The first request's time as written (for `run.json`).
+    pub first: String,
+    /// The last request's time as written.
+    pub last: String,
+    /// Model names, in order of first appearance.
+    pub models: Vec<String>,
+    /// Per model, the `num_ctx` of its first request that sent one.
+    pub model_ctx: Vec<Option<u32>>,
+    /// Per model, its requests.
+    pub model_rows: Vec<u64>,
+    /// Client names, in order of first appearance.
+    pub clients: Vec<String>,
+    /// Distinct keep_alive values the clients sent, as written.
+    pub keep_alives: Vec<KeepAlive>,
+    /// Whether the input has a `keep_alive` column ("as sent today" can be replayed).
+    pub has_keep_alive: bool,
+    /// The header.
+    pub columns: Vec<String>,
+    /// Things a user should know about the input (sorted, duplicates, future times).
+    pub notes: Vec<String>,
+}
+
+/// An input that cannot be replayed; every one is bad input (exit 2).
+#[derive(Debug, thiserror::Error)]
+pub enum TrafficError {
+    /// The file could not be opened or read.
+    #[error("cannot read {path}: {message}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        message: String,
+    },
+    /// Nothing in it, or a header and no request.
+    #[error("{path} is empty: {what}")]
+    Empty {
+        /// The file.
+        path: PathBuf,
+        /// What is missing.
+        what: String,
+    },
+    /// No column holds the request times.
+    #[error(
+        "{path} has no timestamp column; its columns are: {columns}. Name the column of request times `timestamp` (RFC 3339, or epoch seconds or milliseconds)"
+    )]
+    NoTimestamp {
+        /// The file.
+        path: PathBuf,
+        /// The header, comma-separated.
+        columns: String,
+    },
+    /// No model column and no `--model`.
+    #[error(
+        "{path} names no model (no `model` column) and no --model was given: say which model served these requests, e.g. --model qwen2.5:7b-instruct-q4_K_M"
+    )]
+    NoModel {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A cell that cannot be read as what its column holds.
+    #[error("{path}:{line}: column `{column}`: {value:?} is not {expected}")]
+    Value {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line of the file.
+        line: u64,
+        /// The column.
+        column: String,
+        /// The cell as written.
+        value: String,
+        /// What is allowed.
+        expected: String,
+    },
+}

@@ -1,0 +1,403 @@
+//! `kabench predict` end to end through the real binary: cold counts per policy that
+//! follow from the gaps (and from memory pressure), the offline optimum as a named
+//! cell, a run folder `kabench report` renders, bad input, and agreement with the live
+//! path (`kabench run --target sim`) on the same requests and host.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn kabench() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_kabench"))
+}
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/predict")
+        .join(name)
+}
+
+fn run(args: &[&str]) -> Output {
+    kabench().args(args).output().expect("kabench runs")
+}
+
+fn run_ok(args: &[&str]) -> Output {
+    let out = run(args);
+    assert!(
+        out.status.success(),
+        "kabench {args:?} failed: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn read_json(path: &Path) -> Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).expect("valid JSON")
+}
+
+/// The cell whose `params.keep_alive` is `name`.
+fn cell<'a>(summary: &'a Value, name: &str) -> &'a Value {
+    summary["cells"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["params"]["keep_alive"] == name)
+        .unwrap_or_else(|| panic!("no cell {name:?} in {summary}"))
+}
+
+/// Cold requests of the cell named `name`, per stream.
+fn cold(summary: &Value, name: &str) -> Vec<u64> {
+    cell(summary, name)["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["cold"].as_u64().unwrap())
+        .collect()
+}
+
+/// The rule of the acceptance test for one model, no memory pressure: a request is cold
+/// when it is the first, or when the time since the previous request ended exceeds
+/// keep_alive. `service` is how long each request takes (upper and lower bounds give
+/// the same answer when the gaps keep their distance from keep_alive).
+fn cold_by_rule(arrivals: &[f64], keep_alive: f64, service: f64) -> u64 {
+    let mut n = 0;
+    for (i, t) in arrivals.iter().enumerate() {
+        if i == 0 || t - (arrivals[i - 1] + service) > keep_alive {
+            n += 1;
+        }
+    }
+    n
+}
+
+#[test]
+fn acceptance_cold_starts_follow_the_gaps_and_the_optimum_is_a_cell() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("out");
+    let out = run_ok(&[
+        "predict",
+        "--requests",
+        fixture("gaps.csv").to_str().unwrap(),
+        "--keep-alive",
+        "0,1m,5m,30m,-1",
+        "--out",
+        dir.to_str().unwrap(),
+        "--quiet",
+    ]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("offline-optimum"), "{table}");
+    let summary = read_json(&dir.join("summary.json"));
+    assert_eq!(summary["predicted"], true);
+    // One cell per policy, each named once, each marked predicted.
+    let cells = summary["cells"].as_array().unwrap();
+    let mut names: Vec<&str> = cells
+        .iter()
+        .map(|c| c["params"]["keep_alive"].as_str().unwrap())
+        .collect();
+    for c in cells {
+        assert_eq!(c["predicted"], true);
+        assert_eq!(c["streams"][0]["requests"], 8);
+    }
+    names.sort();
+    names.dedup();
+    assert_eq!(names.len(), cells.len(), "{names:?}");
+    for given in ["0", "1m", "5m", "30m", "-1", "5m", "10s", "offline-optimum"] {
+        assert!(names.contains(&given), "{given} missing from {names:?}");
+    }
+    // Arrivals 0 30 50 150 400 1000 2900 2930 s; a request of the 7B on the default
+    // host takes 1.3–5 s (first token after a load, 128 tokens of decode).
+    let arrivals = [0.0, 30.0, 50.0, 150.0, 400.0, 1000.0, 2900.0, 2930.0];
+    let hand = [
+        ("0", 8),   // every gap is longer than 0
+        ("10s", 8), // the shortest gap from an end is 15 s
+        ("1m", 5),  // cold at 0, 150, 400, 1000, 2900
+        ("5m", 3),  // cold at 0, 1000, 2900
+        ("30m", 2), // cold at 0, 2900
+        ("-1", 1),  // only the first
+    ];
+    for (ka, want) in hand {
+        let secs = match ka {
+            "-1" => f64::INFINITY,
+            "0" => 0.0,
+            "10s" => 10.0,
+            "1m" => 60.0,
+            "5m" => 300.0,
+            _ => 1800.0,
+        };
+        assert_eq!(cold_by_rule(&arrivals, secs, 0.0), want, "{ka}");
+        assert_eq!(cold_by_rule(&arrivals, secs, 6.0), want, "{ka}");
+        assert_eq!(cold(&summary, ka), [want], "keep_alive {ka}");
+    }
+    // The optimum: T* = reload 0.97 s ÷ (7.66 GB × 7.2 per GB-hour) ≈ 63 s, so it keeps
+    // the model over the gaps of 27, 17 and 27 s and unloads over the others: 5 cold,
+    // the same as 1m, with almost no idle memory.
+    let opt = cell(&summary, "offline-optimum");
+    assert_eq!(opt["streams"][0]["cold"], 5);
+    assert_eq!(opt["policy"]["kind"], "offline_optimum");
+    assert_eq!(opt["policy"]["unloads"], 5);
+    let cost = |name: &str| {
+        cell(&summary, name)["policy"]["cost"]["total"]
+            .as_f64()
+            .unwrap()
+    };
+    for c in cells {
+        let total = c["policy"]["cost"]["total"].as_f64().unwrap();
+        assert!(total >= cost("offline-optimum") - 1e-9, "{c}");
+        let x = c["policy"]["times_optimum"].as_f64().unwrap();
+        assert!((x - total / cost("offline-optimum")).abs() < 1e-9);
+    }
+    // --train 0.5 (the default): the split is at 1465 s, after the 6th arrival; the
+    // two halves add up to the whole.
+    let penalty = cell(&summary, "0")["streams"][0]["cold_penalty_ms"]
+        .as_f64()
+        .unwrap()
+        / 1000.0;
+    let zero = &cell(&summary, "0")["policy"];
+    assert!((zero["cost_train"]["cold"].as_f64().unwrap() - 6.0 * penalty).abs() < 1e-9);
+    assert!((zero["cost_test"]["cold"].as_f64().unwrap() - 2.0 * penalty).abs() < 1e-9);
+    for c in cells {
+        let part = |k: &str| c["policy"][k]["total"].as_f64().unwrap();
+        assert!(
+            (part("cost_train") + part("cost_test") - part("cost")).abs() < 1e-6,
+            "{c}"
+        );
+    }
+    assert_eq!(summary["out_of_sample"]["train_share"], 0.5);
+    assert!(
+        table.contains("out of sample: fitted on the first 50%"),
+        "{table}"
+    );
+    let idle = |name: &str| {
+        cell(&summary, name)["vram"]["idle_gb_seconds"]
+            .as_f64()
+            .unwrap()
+    };
+    assert!(idle("offline-optimum") < idle("1m"));
+    assert_eq!(idle("0"), 0.0);
+    assert!(idle("-1") > idle("30m") && idle("30m") > idle("5m"));
+    // run.json names the input, its hash, the time scale, the host and the seed.
+    let run_json = read_json(&dir.join("run.json"));
+    assert_eq!(run_json["predicted"], true);
+    assert_eq!(run_json["target"]["kind"], "predict");
+    assert_eq!(run_json["input"]["sha256"].as_str().unwrap().len(), 64);
+    assert_eq!(run_json["input"]["time_scale"], 1.0);
+    assert_eq!(run_json["input"]["rows"], 8);
+    assert_eq!(run_json["seed"], 1);
+    assert_eq!(run_json["sim"]["gpu"], "1 × 24 GiB GPU");
+    let model = &run_json["sim"]["models"][0];
+    assert_eq!(model["model"], "qwen2.5:7b-instruct-q4_K_M");
+    let t_star = model["break_even_s"].as_f64().unwrap();
+    assert!((55.0..70.0).contains(&t_star), "{t_star}");
+}
+
+#[test]
+fn the_report_renders_a_predicted_folder_and_keeps_its_summary() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("out");
+    run_ok(&[
+        "predict",
+        "--requests",
+        fixture("gaps.csv").to_str().unwrap(),
+        "--no-grid",
+        "--out",
+        dir.to_str().unwrap(),
+        "--quiet",
+    ]);
+    let before = std::fs::read_to_string(dir.join("summary.json")).unwrap();
+    let out = run_ok(&["report", dir.to_str().unwrap()]);
+    let after = std::fs::read_to_string(dir.join("summary.json")).unwrap();
+    assert_eq!(before, after, "the report must not rewrite a prediction");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("Predicted:"), "{stderr}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("offline-optimum"), "{stdout}");
+    let html = std::fs::read_to_string(dir.join("index.html")).unwrap();
+    assert!(html.contains("offline-optimum"));
+    // The recommendation picks a value a client can set, never the optimum.
+    let recs = read_json(&dir.join("recommendation.json"));
+    let chosen = recs[0]["chosen"].as_str().unwrap();
+    assert!(["0", "10s", "5m"].contains(&chosen), "{chosen}");
+    let summary = read_json(&dir.join("summary.json"));
+    assert_eq!(summary["best_fixed"], chosen);
+}
+
+#[test]
+fn memory_pressure_evicts_and_makes_requests_cold() {
+    // Two 7B models, each ≈ 5 GB at 4096 context, on one 8 GiB GPU: they never fit
+    // together, so each arrival evicts the other model (E3) whatever the keep_alive.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("out");
+    run_ok(&[
+        "predict",
+        "--requests",
+        fixture("pressure.csv").to_str().unwrap(),
+        "--keep-alive",
+        "-1",
+        "--no-grid",
+        "--vram",
+        "8GiB",
+        "--out",
+        dir.to_str().unwrap(),
+        "--quiet",
+    ]);
+    let summary = read_json(&dir.join("summary.json"));
+    // Streams: qwen, mistral; 2 requests each, all cold under forever.
+    assert_eq!(cold(&summary, "-1"), [2, 2]);
+    assert_eq!(cell(&summary, "-1")["policy"]["evictions"], 3);
+    // Under 10s each model expires in the 20 s gaps before the other arrives.
+    assert_eq!(cold(&summary, "10s"), [2, 2]);
+    assert_eq!(cell(&summary, "10s")["policy"]["evictions"], 0);
+    // With 24 GiB both stay: only the first of each is cold under forever.
+    let dir2 = tmp.path().join("roomy");
+    run_ok(&[
+        "predict",
+        "--requests",
+        fixture("pressure.csv").to_str().unwrap(),
+        "--keep-alive",
+        "-1",
+        "--no-grid",
+        "--out",
+        dir2.to_str().unwrap(),
+        "--quiet",
+    ]);
+    let roomy = read_json(&dir2.join("summary.json"));
+    assert_eq!(cold(&roomy, "-1"), [1, 1]);
+    assert_eq!(cell(&roomy, "-1")["policy"]["evictions"], 0);
+}
+
+#[test]
+fn as_sent_is_replayed_when_the_log_has_keep_alive() {
+    let out = run_ok(&[
+        "predict",
+        "--requests",
+        fixture("requests.csv").to_str().unwrap(),
+        "--no-grid",
+        "--json",
+        "--quiet",
+    ]);
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let sent = cell(&summary, "as-sent");
+    assert_eq!(sent["policy"]["kind"], "as_sent");
+    // qwen: 5m, 5m, then -1 after 11.5 min idle: cold, warm, cold.
+    // llama3.2:3b: none (server default 5m), then 300 after 11.5 min: cold, cold.
+    assert_eq!(cold(&summary, "as-sent"), [2, 2]);
+    let gaps = run_ok(&[
+        "predict",
+        "--requests",
+        fixture("gaps.csv").to_str().unwrap(),
+        "--no-grid",
+        "--json",
+        "--quiet",
+    ]);
+    let summary: Value = serde_json::from_slice(&gaps.stdout).unwrap();
+    assert!(
+        summary["cells"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["params"]["keep_alive"] != "as-sent")
+    );
+}
+
+#[test]
+fn bad_input_is_exit_2_with_a_clear_message() {
+    let cases = [
+        ("empty.csv", "is empty"),
+        ("header_only.csv", "no request rows"),
+        ("no_timestamp.csv", "has no timestamp column"),
+        ("bad_time.csv", "bad_time.csv:3: column `timestamp`"),
+    ];
+    for (file, says) in cases {
+        let out = run(&["predict", "--requests", fixture(file).to_str().unwrap()]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{file}: {stderr}");
+        assert!(stderr.contains(says), "{file}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+    let out = run(&[
+        "predict",
+        "--requests",
+        fixture("gaps.csv").to_str().unwrap(),
+        "--keep-alive",
+        "soon",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = run(&[
+        "predict",
+        "--requests",
+        fixture("gaps.csv").to_str().unwrap(),
+        "--train",
+        "1.5",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let tmp = tempfile::tempdir().unwrap();
+    let unknown = tmp.path().join("unknown.csv");
+    std::fs::write(&unknown, "timestamp,model\n0,gpt-5\n").unwrap();
+    let out = run(&["predict", "--requests", unknown.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("\"gpt-5\""));
+    // Unsorted: sorted, with a note, and the same result as the sorted file.
+    let out = run_ok(&[
+        "predict",
+        "--requests",
+        fixture("unsorted.csv").to_str().unwrap(),
+        "--model",
+        "tiny-50m",
+        "--gpus",
+        "0",
+        "--no-grid",
+        "--quiet",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("not in time order"), "{stdout}");
+}
+
+/// Agreement with the live path: the requests of `agree.csv` through `kabench run
+/// --target sim` (real time, ≈ 1 min) and through `kabench predict` on the same host
+/// (`agree.toml`'s `[sim]`) and seed give the same cold count per keep_alive. Exact
+/// equality is expected: loads are not jittered (`load_jitter = 0`) and every gap
+/// between a request's end and the next arrival is at least 0.28 s away from each
+/// keep_alive, far beyond the live path's timing noise (milliseconds).
+#[test]
+fn predict_agrees_with_a_live_run_on_the_simulator() {
+    let tmp = tempfile::tempdir().unwrap();
+    let live = tmp.path().join("live");
+    let pred = tmp.path().join("pred");
+    run_ok(&[
+        "run",
+        fixture("agree.toml").to_str().unwrap(),
+        "--target",
+        "sim",
+        "--out",
+        live.to_str().unwrap(),
+        "--quiet",
+    ]);
+    run_ok(&[
+        "predict",
+        "--requests",
+        fixture("agree.csv").to_str().unwrap(),
+        "--scenario",
+        fixture("agree.toml").to_str().unwrap(),
+        "--seed",
+        "3",
+        "--prompt-tokens",
+        "20",
+        "--output-tokens",
+        "4",
+        "--keep-alive",
+        "0,1s,3s,-1",
+        "--no-grid",
+        "--out",
+        pred.to_str().unwrap(),
+        "--quiet",
+    ]);
+    let live = read_json(&live.join("summary.json"));
+    let pred = read_json(&pred.join("summary.json"));
+    // By hand: 0 → all 8; 1s → 4 (after the gaps of 2.1, 3.6 and 3.8 s); 3s → 3; -1 → 1.
+    for (ka, want) in [("0", 8), ("1s", 4), ("3s", 3), ("-1", 1)] {
+        assert_eq!(cold(&live, ka), [want], "live, keep_alive {ka}");
+        assert_eq!(cold(&pred, ka), [want], "predicted, keep_alive {ka}");
+    }
+}
