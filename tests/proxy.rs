@@ -114,7 +114,11 @@ async fn chunks(
 }
 
 fn rows(dir: &Path) -> Vec<std::collections::BTreeMap<String, String>> {
-    let mut r = csv::Reader::from_path(dir.join("proxy-requests.csv")).unwrap();
+    rows_of(dir, "proxy-requests.csv")
+}
+
+fn rows_of(dir: &Path, file: &str) -> Vec<std::collections::BTreeMap<String, String>> {
+    let mut r = csv::Reader::from_path(dir.join(file)).unwrap();
     let header: Vec<String> = r.headers().unwrap().iter().map(str::to_string).collect();
     r.records()
         .map(|x| {
@@ -310,12 +314,23 @@ async fn through(
     assert_eq!(resp.status(), 400);
     let warnings = proxy.warnings();
     proxy.shutdown(Duration::from_secs(2)).await;
+    // The malformed body names no model: it is logged beside the model requests.
+    let other = rows_of(dir, "proxy-other.csv");
+    assert_eq!(other.len(), 1, "{other:?}");
+    assert_eq!(other[0]["note"], "malformed_body");
+    assert_eq!(other[0]["status"], "400");
     (rows(dir), warnings)
 }
 
 fn check_log(rows: &[std::collections::BTreeMap<String, String>], warnings: &[String]) {
-    assert_eq!(rows.len(), 5, "{rows:?}");
+    assert_eq!(rows.len(), 4, "{rows:?}");
     assert_eq!(rows[0]["keep_alive_placement"], "options");
+    assert_eq!(
+        rows[0]["keep_alive"], "",
+        "ignored inside options: none applied"
+    );
+    assert_eq!(rows[0]["keep_alive_sent"], "\"1h\"");
+    assert_eq!(rows[0]["output_tokens"], "2");
     assert_eq!(rows[0]["cold"], "true", "the first request loads");
     assert_eq!(rows[0]["model"], "tiny-50m");
     assert_eq!(rows[1]["status"], "400");
@@ -324,7 +339,7 @@ fn check_log(rows: &[std::collections::BTreeMap<String, String>], warnings: &[St
     assert_eq!(rows[3]["num_ctx"], "1024");
     assert_eq!(rows[3]["cold"], "true", "a num_ctx change reloads");
     assert!(rows[3]["note"].contains("reload:num_ctx"), "{:?}", rows[3]);
-    assert!(rows[4]["note"].contains("malformed_body"));
+    assert_eq!(rows[3]["keep_alive"], "30s");
     for w in [
         "inside \"options\"",
         "the string \"-1\"",
@@ -341,6 +356,24 @@ async fn the_simulator_through_the_proxy_logs_each_request_and_warns_once_per_pa
     let sim = SimServer::start(&["--gpus", "0"]);
     let (rows, warnings) = through(&sim.url, dir.path()).await;
     check_log(&rows, &warnings);
+    // The log is a request log `kabench predict` reads as it is.
+    let log = dir.path().join("proxy-requests.csv");
+    let out = common::kabench()
+        .args([
+            "predict",
+            "--requests",
+            log.to_str().unwrap(),
+            "--gpus",
+            "0",
+            "--no-grid",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "predict: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[tokio::test]
@@ -402,7 +435,8 @@ print(json.dumps(out))
         rows.iter()
             .all(|r| r["model"] == "tiny-50m" && r["outcome"] == "ok")
     );
-    assert_eq!(rows[0]["keep_alive"], "\"10s\"");
+    assert_eq!(rows[0]["keep_alive"], "10s");
+    assert_eq!(rows[0]["keep_alive_sent"], "\"10s\"");
     assert_eq!(rows[0]["keep_alive_placement"], "top");
     assert_eq!(rows[0]["cold"], "true");
     assert_eq!(rows[1]["keep_alive_placement"], "options");

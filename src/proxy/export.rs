@@ -38,15 +38,6 @@ fn api(endpoint: &str) -> &'static str {
     }
 }
 
-/// keep_alive as a scenario writes it, from the JSON text the app sent.
-fn written(json: &str) -> String {
-    match serde_json::from_str::<serde_json::Value>(json) {
-        Ok(serde_json::Value::String(s)) => s,
-        Ok(v) if !json.is_empty() => v.to_string(),
-        _ => String::new(),
-    }
-}
-
 /// Writes `run.json` and `requests.csv` into `dir` from its `proxy-requests.csv`.
 /// Returns the rows written.
 pub fn write_run_folder(
@@ -82,11 +73,7 @@ pub fn write_run_folder(
         // The keep_alive most requests sent where the server reads it.
         let mut counts: BTreeMap<String, usize> = BTreeMap::new();
         for r in list {
-            let k = if r.keep_alive_placement == "top" {
-                written(&r.keep_alive)
-            } else {
-                String::new()
-            };
+            let k = r.keep_alive.clone();
             *counts.entry(k).or_default() += 1;
         }
         let keep_alive = counts
@@ -142,6 +129,8 @@ pub fn write_run_folder(
                 end_ms: r.t_ms + r.e2e_ms.unwrap_or(0.0),
                 status: r.status,
                 error: error.into(),
+                prompt_eval_count: r.prompt_tokens,
+                eval_count: r.output_tokens,
                 error_detail: if error.is_empty() {
                     String::new()
                 } else {

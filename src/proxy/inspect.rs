@@ -99,6 +99,9 @@ pub struct Inspected {
     pub model: Option<String>,
     /// keep_alive as sent (JSON text), empty when absent.
     pub keep_alive: String,
+    /// The keep_alive the server applies, written as Ollama takes it (`5m`, `300`,
+    /// `-1`): a valid top-level one on a native endpoint, else `None`.
+    pub applied: Option<String>,
     /// Where it was.
     pub placement: Placement,
     /// `num_ctx` asked, if any.
@@ -136,6 +139,7 @@ pub fn inspect(path: &str, body: &[u8]) -> Inspected {
         endpoint,
         model: None,
         keep_alive: String::new(),
+        applied: None,
         placement: Placement::Absent,
         num_ctx: None,
         load_options: Map::new(),
@@ -178,6 +182,12 @@ pub fn inspect(path: &str, body: &[u8]) -> Inspected {
     }
     if native && top.is_some_and(|k| k.as_str().is_some_and(|s| s.trim() == "-1")) {
         out.pains.push(Pain::StringMinusOne);
+    }
+    if native
+        && let Some(k) = top
+        && let Ok(Some(ka)) = crate::units::KeepAlive::from_json(k)
+    {
+        out.applied = Some(ka.written().to_string());
     }
     if let Some(o) = options {
         for key in LOAD_OPTIONS {

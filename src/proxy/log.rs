@@ -12,18 +12,22 @@ use serde::{Deserialize, Serialize};
 use super::inspect::{Inspected, Pain};
 use crate::ollama::name;
 
-/// The log's file name inside `--out`.
+/// The log of model requests inside `--out` (readable by `kabench predict`).
 pub const LOG_CSV: &str = "proxy-requests.csv";
+/// The log of every other request (`/api/tags`, `/api/ps`, bodies without a model).
+pub const OTHER_CSV: &str = "proxy-other.csv";
 /// A `load_duration` this long is a cold start (M6).
 pub const COLD_MS: f64 = 100.0;
 /// The keep-alive a request without one gets, when the server's is unknown (KA5).
 const DEFAULT_KEEP_ALIVE_S: f64 = 300.0;
 
-/// One request as it passed: a row of `proxy-requests.csv`.
+/// One request as it passed: a row of `proxy-requests.csv` (model requests, in the
+/// columns `kabench predict` reads: `timestamp`, `model`, `prompt_tokens`,
+/// `output_tokens`, `num_ctx`, `client`, `keep_alive`) or of `proxy-other.csv`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ProxyRow {
     /// UTC time the request arrived, RFC 3339.
-    pub time: String,
+    pub timestamp: String,
     /// Milliseconds since the proxy started.
     pub t_ms: f64,
     /// HTTP method.
@@ -37,12 +41,20 @@ pub struct ProxyRow {
     pub model: String,
     /// Client address.
     pub client: String,
-    /// keep_alive as sent (JSON text); empty when absent.
+    /// The keep_alive the server applies from this request, as Ollama writes it
+    /// (`5m`, `300`, `-1`); empty when it applies none (absent, inside `options`, on
+    /// `/v1`, or invalid): the server's own then holds.
     pub keep_alive: String,
+    /// keep_alive exactly as sent (JSON text); empty when absent.
+    pub keep_alive_sent: String,
     /// `top`, `options` (ignored), `v1_dropped` or `absent`.
     pub keep_alive_placement: String,
-    /// `num_ctx` asked (empty: none).
+    /// `num_ctx` the server applies (empty: none, or dropped on `/v1`).
     pub num_ctx: Option<i64>,
+    /// Prompt tokens evaluated (`prompt_eval_count`, or `/v1` `usage`).
+    pub prompt_tokens: Option<u64>,
+    /// Tokens generated (`eval_count`, or `/v1` `usage`).
+    pub output_tokens: Option<u64>,
     /// Load options sent, as JSON (`num_ctx`, `num_batch`, …).
     pub load_options: String,
     /// HTTP status returned to the client.
@@ -244,6 +256,7 @@ impl Metrics {
 /// The log writer, metrics, model states and warnings of one proxy run.
 pub struct Recorder {
     csv: csv::Writer<File>,
+    other: csv::Writer<File>,
     /// Metrics behind `/metrics`.
     pub metrics: Metrics,
     models: BTreeMap<String, ModelState>,
@@ -261,11 +274,15 @@ impl Recorder {
     /// Creates `dir/proxy-requests.csv` (the folder too).
     pub fn create(dir: &Path, quiet: bool) -> anyhow::Result<Recorder> {
         std::fs::create_dir_all(dir)?;
-        let path = dir.join(LOG_CSV);
-        let file =
-            File::create(&path).map_err(|e| anyhow::anyhow!("creating {}: {e}", path.display()))?;
+        let open = |name: &str| {
+            let path = dir.join(name);
+            File::create(&path)
+                .map(csv::Writer::from_writer)
+                .map_err(|e| anyhow::anyhow!("creating {}: {e}", path.display()))
+        };
         Ok(Recorder {
-            csv: csv::Writer::from_writer(file),
+            csv: open(LOG_CSV)?,
+            other: open(OTHER_CSV)?,
             metrics: Metrics::default(),
             models: BTreeMap::new(),
             loads: Vec::new(),
@@ -331,8 +348,13 @@ impl Recorder {
         if ok && !model.is_empty() {
             self.track(&model, &mut row, inspected, ended);
         }
-        if self.csv.serialize(&row).is_ok() {
-            let _ = self.csv.flush();
+        let writer = if row.model.is_empty() || row.endpoint == "other" {
+            &mut self.other
+        } else {
+            &mut self.csv
+        };
+        if writer.serialize(&row).is_ok() {
+            let _ = writer.flush();
             self.rows += 1;
         }
     }
@@ -389,7 +411,7 @@ impl Recorder {
             }
         }
         let keep_alive_s = match inspected.placement {
-            super::inspect::Placement::Top => keep_alive_seconds(&row.keep_alive),
+            super::inspect::Placement::Top => keep_alive_seconds(&row.keep_alive_sent),
             _ if cold => DEFAULT_KEEP_ALIVE_S,
             _ => previous
                 .as_ref()

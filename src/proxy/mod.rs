@@ -321,7 +321,7 @@ async fn forward(
         notes.push(format!("rewritten:{ka}"));
     }
     let row = ProxyRow {
-        time: now_rfc3339(),
+        timestamp: now_rfc3339(),
         t_ms: shared.start.elapsed().as_secs_f64() * 1000.0,
         method: parts.method.to_string(),
         path: parts
@@ -331,7 +331,8 @@ async fn forward(
         endpoint: inspected.endpoint.to_string(),
         model: inspected.model.clone().unwrap_or_default(),
         client: client.to_string(),
-        keep_alive: inspected.keep_alive.clone(),
+        keep_alive: inspected.applied.clone().unwrap_or_default(),
+        keep_alive_sent: inspected.keep_alive.clone(),
         keep_alive_placement: inspected.placement.as_str().to_string(),
         num_ctx: inspected.num_ctx,
         load_options: if inspected.load_options.is_empty() {
@@ -428,6 +429,8 @@ struct Scanner {
     buf: Vec<u8>,
     first_token: bool,
     load_duration_ms: Option<f64>,
+    prompt_tokens: Option<u64>,
+    output_tokens: Option<u64>,
     error_line: bool,
 }
 
@@ -468,6 +471,18 @@ impl Scanner {
         }
         if let Some(ns) = v["load_duration"].as_f64() {
             self.load_duration_ms = Some(ns / 1e6);
+        }
+        if let Some(n) = v["prompt_eval_count"]
+            .as_u64()
+            .or_else(|| v["usage"]["prompt_tokens"].as_u64())
+        {
+            self.prompt_tokens = Some(n);
+        }
+        if let Some(n) = v["eval_count"]
+            .as_u64()
+            .or_else(|| v["usage"]["completion_tokens"].as_u64())
+        {
+            self.output_tokens = Some(n);
         }
         if v.get("error").is_some() && v.get("done").is_none() {
             self.error_line = true;
@@ -510,6 +525,8 @@ impl Tap {
             }
         }
         row.load_duration_ms = self.scanner.load_duration_ms;
+        row.prompt_tokens = self.scanner.prompt_tokens;
+        row.output_tokens = self.scanner.output_tokens;
         lock(&self.shared.recorder).finish(row, &self.inspected, Instant::now());
     }
 }
