@@ -302,3 +302,20 @@ fn doctor_dry_run_sends_nothing_and_lists_every_request() {
     assert!(text.contains("POST /v1/chat/completions"), "{text}");
     assert!(text.contains("(nothing sent)"), "{text}");
 }
+
+#[test]
+fn doctor_reads_num_parallel_2_from_the_kv_growth_on_both_servers() {
+    let Some(real) = RealOllama::start("doctor-parallel", &[("OLLAMA_NUM_PARALLEL", "2")]) else {
+        return;
+    };
+    let sim = SimServer::start(&["--gpus", "0", "--num-parallel", "2"]);
+    for url in [&real.url, &sim.url] {
+        let (code, report) = doctor(url, &[]);
+        assert_eq!(code, 0, "{report}");
+        assert_eq!(
+            check(&report, "server.num_parallel")["value"],
+            2.0,
+            "{url}: {report}"
+        );
+    }
+}

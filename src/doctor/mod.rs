@@ -331,6 +331,13 @@ fn effect_json(e: Effect) -> Value {
     }
 }
 
+/// Slots from the KV growth ratio: whole slots, the compute buffers growing with the
+/// context adding less than one slot's KV (1.06× for one slot, 2.57× for two on the
+/// CPU build).
+fn slots(ratio: f64) -> f64 {
+    (ratio + 0.1).floor().max(1.0)
+}
+
 fn mb(bytes: u64) -> String {
     format!("{:.1} MB", bytes as f64 / 1e6)
 }
@@ -542,19 +549,18 @@ impl Doctor {
                     "server.num_parallel",
                     "OLLAMA_NUM_PARALLEL (from the KV growth)",
                     match parallel {
-                        Some(p) if p >= 0.6 && (p - p.round()).abs() < 0.35 => format!(
-                            "≈ {} slot(s): the size grows {:.2}× the f16 KV of one slot per token of num_ctx",
-                            p.round(),
-                            p
+                        Some(p) if p >= 0.9 => format!(
+                            "≈ {} slot(s): the size grows {p:.2}× the f16 KV of one slot per token of num_ctx (compute buffers add the fraction)",
+                            slots(p)
                         ),
                         Some(p) => format!(
-                            "unclear: the size grows {p:.2}× the f16 KV of one slot per token (a quantized KV cache, or compute buffers)"
+                            "unclear: the size grows {p:.2}× the f16 KV of one slot per token (a quantized KV cache?)"
                         ),
                         None => "not observable: /api/show gives no attention geometry".into(),
                     },
                     "every slot holds num_ctx of KV: OLLAMA_NUM_PARALLEL multiplies the context's memory",
                     "L8",
-                    json!(parallel.filter(|p| *p >= 0.6).map(f64::round)),
+                    json!(parallel.filter(|p| *p >= 0.9).map(slots)),
                 ));
             }
             _ => self.checks.push(info(
