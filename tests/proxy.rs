@@ -640,3 +640,44 @@ async fn a_proxy_log_renders_as_an_observed_run_and_the_rewrite_applies_a_policy
         dir.path().join("scenario.toml").to_str().unwrap(),
     ]);
 }
+
+#[tokio::test]
+async fn two_clients_with_different_num_ctx_through_the_proxy_show_as_num_ctx_reloads() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = SimServer::start(&["--gpus", "0"]);
+    let proxy = start_proxy(&sim.url, dir.path()).await;
+    for i in 0..6 {
+        let ctx = if i % 2 == 0 { 1024 } else { 2048 };
+        let r = http()
+            .post(format!("{}/api/generate", proxy.base_url()))
+            .json(
+                &json!({"model": "tiny-50m", "prompt": "hi", "stream": false,
+                "keep_alive": "5m", "options": {"num_predict": 1, "num_ctx": ctx}}),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        r.bytes().await.unwrap();
+    }
+    let warnings = proxy.warnings();
+    proxy.shutdown(Duration::from_secs(2)).await;
+    assert!(
+        warnings.iter().any(|w| w.contains("another num_ctx")),
+        "{warnings:?}"
+    );
+    let out = common::kabench()
+        .args(["report", dir.path().to_str().unwrap(), "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let reloads = &summary["cells"][0]["reloads"];
+    assert_eq!(reloads["by_cause"]["num_ctx"], 5, "{reloads}");
+    let md = std::fs::read_to_string(dir.path().join("summary.md")).unwrap();
+    assert!(md.contains("send one num_ctx from every client"), "{md}");
+}

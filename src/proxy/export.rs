@@ -1,5 +1,5 @@
 //! A proxy log as a run folder, so `kabench report DIR` renders it like a run: one cell
-//! (`observed`), one stream per model and endpoint seen, every row of
+//! (`observed`), one stream per model, endpoint and `num_ctx` seen, every row of
 //! `proxy-requests.csv` as a row of `requests.csv`, the `/api/ps` samples the proxy
 //! polled in `vram.csv`, and a `run.json` whose warnings say the traffic was observed,
 //! not swept.
@@ -56,10 +56,10 @@ pub fn write_run_folder(
         .filter(|r| r.endpoint != "other" && !r.model.is_empty())
         .collect();
     // One stream per model and endpoint, in order of first appearance.
-    let mut order: Vec<(String, String)> = Vec::new();
-    let mut per: BTreeMap<(String, String), Vec<&ProxyRow>> = BTreeMap::new();
+    let mut order: Vec<(String, String, Option<i64>)> = Vec::new();
+    let mut per: BTreeMap<(String, String, Option<i64>), Vec<&ProxyRow>> = BTreeMap::new();
     for r in &rows {
-        let key = (r.model.clone(), r.endpoint.clone());
+        let key = (r.model.clone(), r.endpoint.clone(), r.num_ctx);
         if !per.contains_key(&key) {
             order.push(key.clone());
         }
@@ -69,7 +69,12 @@ pub fn write_run_folder(
     let mut records = Vec::new();
     for key in &order {
         let list = &per[key];
-        let name = format!("{} {}", key.0, key.1);
+        // Clients asking different contexts are different streams, so the reload
+        // analysis can name num_ctx as the cause.
+        let name = match key.2 {
+            Some(c) => format!("{} {} num_ctx {c}", key.0, key.1),
+            None => format!("{} {}", key.0, key.1),
+        };
         // The keep_alive most requests sent where the server reads it.
         let mut counts: BTreeMap<String, usize> = BTreeMap::new();
         for r in list {
@@ -201,7 +206,7 @@ pub fn write_run_folder(
 fn scenario_text(streams: &[StreamMeta]) -> String {
     use std::fmt::Write;
     let mut out = String::from(
-        "# What kabench proxy observed, one stream per model and endpoint at its mean rate.\n\
+        "# What kabench proxy observed, one stream per model, endpoint and num_ctx at its mean rate.\n\
          # Not what ran: the traffic was the app's own. Add a [sweep] to study it.\n\n\
          name = \"proxy\"\n",
     );
