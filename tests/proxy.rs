@@ -231,6 +231,9 @@ async fn an_upstream_that_is_down_gets_502s_logged_and_the_proxy_keeps_serving()
         metrics.contains("kabench_proxy_upstream_errors_total 2"),
         "{metrics}"
     );
+    let warnings = proxy.warnings();
+    assert_eq!(warnings.len(), 1, "warned once: {warnings:?}");
+    assert!(warnings[0].contains("Ollama could not be reached"));
     proxy.shutdown(Duration::from_secs(2)).await;
     let rows = rows(dir.path());
     assert_eq!(rows.len(), 2);

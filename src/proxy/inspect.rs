@@ -53,6 +53,8 @@ pub enum Pain {
     OptionReload,
     /// A model evicted by another before its keep_alive ran out.
     Evicted,
+    /// Ollama could not be reached (the client got a 502).
+    UpstreamDown,
 }
 
 impl Pain {
@@ -64,6 +66,7 @@ impl Pain {
             Pain::KeepAliveOnV1 => "keep_alive_on_v1",
             Pain::OptionReload => "option_change_reload",
             Pain::Evicted => "evicted_by_another_model",
+            Pain::UpstreamDown => "upstream_unreachable",
         }
     }
 
@@ -84,6 +87,9 @@ impl Pain {
             }
             Pain::Evicted => {
                 "a model was loaded again before its keep_alive ran out after another model was loaded (E3-E5): memory or OLLAMA_MAX_LOADED_MODELS is the limit, not keep_alive"
+            }
+            Pain::UpstreamDown => {
+                "Ollama could not be reached: clients get 502 {\"error\": …} until it answers (each is logged)"
             }
         }
     }

@@ -383,6 +383,7 @@ async fn forward(
             row.e2e_ms = Some(arrived.elapsed().as_secs_f64() * 1000.0);
             let mut r = lock(&shared.recorder);
             r.metrics.upstream_errors += 1;
+            r.pain(inspect::Pain::UpstreamDown);
             r.finish(row, &inspected, Instant::now());
             return (
                 StatusCode::BAD_GATEWAY,
