@@ -311,6 +311,7 @@ fn run_folder(dir: &Path, n: u32) {
                 arrival: "poisson".into(),
                 rate_per_s: Some(2.0),
                 planned: n / 4,
+                num_ctx: Some(4096),
             }],
             started_ms: Some(i as f64 * 1e6),
             ended_ms: Some((i + 1) as f64 * 1e6),

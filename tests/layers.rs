@@ -23,6 +23,8 @@ const LAYERS: &[(&str, u8)] = &[
     ("telemetry", 4),
     ("run", 5),
     ("analysis", 5),
+    ("doctor", 5),
+    ("proxy", 5),
     ("recommend", 6),
     ("predict", 6),
     ("report", 7),

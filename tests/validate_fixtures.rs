@@ -47,7 +47,7 @@ fn every_shipped_scenario_loads_and_starts_with_a_comment() {
             seen += 1;
         }
     }
-    assert_eq!(seen, 4);
+    assert_eq!(seen, 5);
 }
 
 #[test]

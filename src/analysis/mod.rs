@@ -3,6 +3,7 @@
 //! warm and cold requests, cold ratios, errors by kind, token rates, and the VRAM
 //! figures of `vram`. Reads typed rows only; knows nothing of HTTP or drawing.
 
+pub mod reload;
 pub mod vram;
 
 use std::collections::BTreeMap;
@@ -47,6 +48,9 @@ pub struct CellSummary {
     /// Things Ollama users trip over, seen in this cell.
     #[serde(default)]
     pub warnings: Vec<String>,
+    /// Cold loads of models that had not expired, by cause.
+    #[serde(default)]
+    pub reloads: reload::Reloads,
 }
 
 /// Statistics of one stream in one cell.
@@ -250,16 +254,19 @@ fn summarize_cell(
         })
         .collect();
     let vram = vram::vram_figures(samples, rows, cell, tolerance);
-    let warnings = match &vram {
+    let mut warnings = match &vram {
         Some(f) => vram::vram_warnings(samples, rows, cell, f, tolerance),
         None => Vec::new(),
     };
+    let reloads = reload::detect(cell, rows);
+    warnings.extend(reloads.warnings());
     CellSummary {
         id: cell.id.clone(),
         params: cell.params.clone(),
         streams,
         vram,
         warnings,
+        reloads,
     }
 }
 

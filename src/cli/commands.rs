@@ -6,8 +6,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::analysis::Summary;
 use crate::cli::{
-    BadInput, CompareArgs, Interrupted, ModelsArgs, ReportArgs, RunArgs, SimArgs, SwarmArgs,
-    ValidateArgs,
+    BadInput, CompareArgs, DoctorArgs, Interrupted, ModelsArgs, ProxyArgs, ReportArgs, RunArgs,
+    SimArgs, SwarmArgs, ValidateArgs,
 };
 use crate::record::RunStatus;
 use crate::run::open_loop::RunOptions;
@@ -306,6 +306,76 @@ fn print_result(summary: &Summary, json: bool) -> Result<()> {
         writeln!(out, "{}", serde_json::to_string_pretty(summary)?)?;
     } else {
         out.write_all(crate::report::table::result_table(summary).as_bytes())?;
+    }
+    Ok(())
+}
+
+pub(super) async fn doctor(args: DoctorArgs) -> Result<()> {
+    let invocation = crate::doctor::cli::Invocation {
+        target: args.target,
+        model: args.model,
+        embed_model: args.embed_model,
+        json: args.json,
+        dry_run: args.dry_run,
+    };
+    crate::doctor::cli::command(invocation).await.map_err(|e| {
+        let bad = e.is::<crate::doctor::ModelMissing>() || e.is::<crate::doctor::cli::BadTarget>();
+        if bad {
+            BadInput(format!("{e:#}")).into()
+        } else {
+            e
+        }
+    })
+}
+
+pub(super) async fn proxy(args: ProxyArgs) -> Result<()> {
+    let raw = args
+        .upstream
+        .or_else(|| std::env::var("OLLAMA_HOST").ok())
+        .unwrap_or_default();
+    let upstream = crate::ollama::host::parse_ollama_host(&raw)
+        .map_err(|e| BadInput(format!("--upstream {raw:?}: {e}")))?;
+    let rewrite = match &args.rewrite_keep_alive {
+        Some(k) => Some(
+            crate::units::KeepAlive::parse(k)
+                .map_err(|e| BadInput(format!("--rewrite-keep-alive {k:?}: {e}")))?
+                .to_json(),
+        ),
+        None => None,
+    };
+    let config = crate::proxy::ProxyConfig {
+        listen: args.listen,
+        upstream: upstream.as_str().trim_end_matches('/').to_string(),
+        out: args.out.clone(),
+        rewrite_keep_alive: rewrite,
+        quiet: args.quiet,
+    };
+    let handle = crate::proxy::spawn(config).await?;
+    eprintln!(
+        "kabench proxy: http://{} -> {}, logging to {}; Ctrl-C stops it",
+        handle.addr,
+        upstream.as_str().trim_end_matches('/'),
+        args.out.join(crate::proxy::log::LOG_CSV).display()
+    );
+    interrupt().await;
+    let stats = handle.shutdown(std::time::Duration::from_secs(5)).await;
+    eprintln!(
+        "kabench proxy: stopped; {} request(s) logged to {}",
+        stats.rows,
+        args.out.join(crate::proxy::log::LOG_CSV).display()
+    );
+    match stats.exported {
+        Ok(n) if n > 0 => {
+            let rendered =
+                crate::report::render(&args.out, &crate::report::RenderOptions::default())?;
+            eprintln!("{}", rendered.headline);
+            eprintln!(
+                "wrote {} (observed, not swept)",
+                rendered.index_html.display()
+            );
+        }
+        Ok(_) => eprintln!("no model request passed: no report"),
+        Err(e) => eprintln!("could not write the run folder for the report: {e}"),
     }
     Ok(())
 }

@@ -46,9 +46,59 @@ pub enum Command {
     Swarm(SwarmArgs),
     /// List the simulator's model catalogue: sizes, load times and speeds, with sources.
     Models(ModelsArgs),
+    /// Probe a live Ollama (or the simulator) for what it does with keep_alive and the
+    /// load options: one row per check, honoured / ignored / rejected / n/a, with the
+    /// evidence and the fix. Exit 1 when a check does not hold.
+    Doctor(DoctorArgs),
+    /// A transparent Ollama proxy for an app's real traffic: passes everything through
+    /// unchanged, logs each request to DIR/proxy-requests.csv, warns about keep_alive
+    /// pains, and serves GET /metrics (Prometheus). Ctrl-C closes the log.
+    Proxy(ProxyArgs),
     /// Replay a request log through the scheduler model on a virtual clock under every
     /// keep_alive policy, priced against the offline optimum.
     Predict(Box<PredictArgs>),
+}
+
+/// `kabench proxy`.
+#[derive(Debug, Args)]
+pub struct ProxyArgs {
+    /// Address to listen on; point the app's OLLAMA_HOST here.
+    #[arg(long, default_value = "127.0.0.1:11435")]
+    pub listen: SocketAddr,
+    /// The Ollama to forward to. Default: $OLLAMA_HOST, else 127.0.0.1:11434.
+    #[arg(long)]
+    pub upstream: Option<String>,
+    /// Folder for the request log (proxy-requests.csv).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Set this keep_alive on every native request that passes (e.g. 10m, -1), to try
+    /// a policy on the real app.
+    #[arg(long)]
+    pub rewrite_keep_alive: Option<String>,
+    /// No warnings on stderr.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+/// `kabench doctor`.
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// The Ollama to probe (`host:port`, `http://…`), or `sim` for the embedded
+    /// simulator. Default: $OLLAMA_HOST, else 127.0.0.1:11434.
+    #[arg(long)]
+    pub target: Option<String>,
+    /// The model to probe (default: the smallest installed model that generates).
+    #[arg(long)]
+    pub model: Option<String>,
+    /// An embedding model for the /api/embed and /v1/embeddings checks.
+    #[arg(long)]
+    pub embed_model: Option<String>,
+    /// Print the table as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// List the requests it would send, and send nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// `kabench predict`.
@@ -333,6 +383,8 @@ pub async fn dispatch(cli: Cli) -> Result<()> {
         Command::Sim(args) => commands::serve_sim(*args).await,
         Command::Models(args) => commands::models(args),
         Command::Swarm(args) => commands::swarm(args).await,
+        Command::Doctor(args) => commands::doctor(args).await,
+        Command::Proxy(args) => commands::proxy(args).await,
         Command::Predict(args) => predict::predict(*args),
     }
 }

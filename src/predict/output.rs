@@ -303,6 +303,7 @@ pub fn summary(p: &Prediction, info: &FolderInfo) -> Summary {
                 streams,
                 vram: Some(vram),
                 warnings: Vec::new(),
+                reloads: Default::default(),
             }
         })
         .collect();
@@ -498,6 +499,7 @@ pub fn write_folder(dir: &Path, p: &Prediction, host: &Host, info: &FolderInfo) 
                         arrival: format!("replayed from {}", p.scan.path.display()),
                         rate_per_s: s.rate_per_s,
                         planned: s.requests.min(u64::from(u32::MAX)) as u32,
+                        num_ctx: None,
                     })
                     .collect(),
                 started_ms: Some(0.0),

@@ -58,6 +58,7 @@ fn cell(id: &str, ka: &str, cold: u64, p99: f64, idle: f64) -> CellSummary {
             counted: "GPU".into(),
         }),
         warnings: Vec::new(),
+        reloads: Default::default(),
     }
 }
 

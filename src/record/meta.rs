@@ -277,6 +277,9 @@ pub struct StreamMeta {
     pub rate_per_s: Option<f64>,
     /// Requests planned.
     pub planned: u32,
+    /// `num_ctx` sent (absent in run folders written before it was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub num_ctx: Option<u32>,
 }
 
 /// One cell: its swept parameters and when it ran.

@@ -296,6 +296,7 @@ pub fn initial_meta(
                     api: s.api.as_str().to_string(),
                     arrival: s.arrival.kind().to_string(),
                     rate_per_s: s.arrival.rate().map(|r| r.value()),
+                    num_ctx: Some(s.num_ctx),
                     planned: planned_requests(&Cell {
                         index: 0,
                         id: String::new(),

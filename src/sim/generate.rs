@@ -40,18 +40,18 @@ impl Api {
 }
 
 /// A request's checked common fields.
-struct Checked {
-    model: String,
-    spec: ModelSpec,
-    keep_alive: Option<KeepAlive>,
-    num_ctx: Option<u32>,
-    num_predict: Option<i64>,
+pub(super) struct Checked {
+    pub(super) model: String,
+    pub(super) spec: ModelSpec,
+    pub(super) keep_alive: Option<KeepAlive>,
+    pub(super) num_ctx: Option<u32>,
+    pub(super) num_predict: Option<i64>,
 }
 
 impl Checked {
     /// Hands the request to the scheduler and waits for its model. A serving request
     /// may first be answered with the injected 500 (fault injection, before any byte).
-    async fn admit(
+    pub(super) async fn admit(
         &self,
         st: &SimState,
         kind: RequestKind,
@@ -68,7 +68,7 @@ impl Checked {
 /// installed (H3), option types (H4). An empty model name is 400 `model is required`
 /// on `/api/chat` only; `/api/generate` and `/api/embed` answer 404 `model '' not
 /// found`, as the real server does.
-fn check(
+pub(super) fn check(
     st: &SimState,
     chat: bool,
     model: &str,
@@ -233,19 +233,19 @@ enum Fault {
 }
 
 /// The modelled timeline of one reply.
-struct Plan {
+pub(super) struct Plan {
     spec: ModelSpec,
-    prompt_tokens: u32,
-    tokens: u32,
+    pub(super) prompt_tokens: u32,
+    pub(super) tokens: u32,
     thinking: u32,
-    done_reason: &'static str,
+    pub(super) done_reason: &'static str,
     slow: f64,
     seed: u64,
     fault: Fault,
 }
 
 impl Plan {
-    fn new(st: &SimState, c: &Checked, prompt_tokens: u32, think: bool) -> Plan {
+    pub(super) fn new(st: &SimState, c: &Checked, prompt_tokens: u32, think: bool) -> Plan {
         let (tokens, done_reason) = match c.num_predict {
             Some(n) if n >= 0 => (n.min(i64::from(u32::MAX)) as u32, "length"),
             _ => (DEFAULT_TOKENS, "stop"),
@@ -285,7 +285,7 @@ impl Plan {
     /// out of the prefill, each later one costs a decode step. `due(tokens)`, one step
     /// after the last token (the end of sequence), is when the done line goes out, so
     /// total_duration ≥ load + prompt eval + eval, as Ollama reports.
-    fn due(&self, k: u32) -> Duration {
+    pub(super) fn due(&self, k: u32) -> Duration {
         self.prefill() + self.spec.decode_time(u64::from(k)).mul_f64(self.slow)
     }
 
@@ -300,7 +300,7 @@ impl Plan {
     }
 
     /// Token text; the answer restarts its word count after the thinking part.
-    fn text(&self, k: u32) -> String {
+    pub(super) fn text(&self, k: u32) -> String {
         if self.is_thinking(k) {
             wire::token_text(self.seed, k)
         } else {
@@ -541,6 +541,11 @@ fn json_response(body: Vec<u8>) -> Response {
         .unwrap_or_else(|e| SimError::internal(e.to_string()).into_response())
 }
 
+/// What the runner of a model without the embedding capability answers to an
+/// embedding request (501 on the real server).
+pub(super) const NO_EMBEDDINGS: &str =
+    "This server does not support embeddings. Start it with `--embeddings`";
+
 /// `POST /api/embed` (M8): one vector per input after the prompt-evaluation time; an
 /// empty input only loads (and unloads after, with `keep_alive` 0).
 pub(super) async fn embed(
@@ -567,6 +572,15 @@ pub(super) async fn embed(
         .into_response());
     }
     let (ticket, adm) = c.admit(&st, RequestKind::Serve).await?;
+    if !c.spec.has(Capability::Embedding) {
+        // Ollama dispatches it (its keep_alive applies), then the runner, started
+        // without embeddings for a model that lacks them, answers 501.
+        drop(ticket);
+        return Err(SimError::new(
+            axum::http::StatusCode::NOT_IMPLEMENTED,
+            NO_EMBEDDINGS,
+        ));
+    }
     let tokens: u32 = inputs.iter().map(|s| api::estimate_tokens(s)).sum();
     let prefill = c.spec.prefill_time(u64::from(tokens));
     tokio::time::sleep_until((adm.dispatched_at + prefill).into()).await;

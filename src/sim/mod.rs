@@ -6,6 +6,7 @@
 
 mod generate;
 mod info;
+mod openai;
 pub mod wire;
 
 use std::collections::HashMap;
@@ -406,6 +407,8 @@ pub fn app(state: SimState) -> Router {
         .route("/api/generate", post(generate::generate))
         .route("/api/chat", post(generate::chat))
         .route("/api/embed", post(generate::embed))
+        .route("/v1/chat/completions", post(openai::chat_completions))
+        .route("/v1/embeddings", post(openai::embeddings))
         .fallback(info::not_found)
         .method_not_allowed_fallback(info::method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(wire::MAX_BODY_BYTES))

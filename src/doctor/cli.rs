@@ -1,0 +1,107 @@
+//! `kabench doctor` from the command line: resolve the target (an address, or `sim`
+//! for an embedded simulator on a free loopback port), run or list the probes, print
+//! the table or JSON, and fail (exit 1) when a check does not hold.
+
+use std::io::Write;
+
+use anyhow::Result;
+
+use super::DoctorOptions;
+
+/// `kabench doctor`'s arguments, as parsed.
+#[derive(Debug, Clone, Default)]
+pub struct Invocation {
+    /// An address, `sim`, or none for $OLLAMA_HOST.
+    pub target: Option<String>,
+    /// `--model`.
+    pub model: Option<String>,
+    /// `--embed-model`.
+    pub embed_model: Option<String>,
+    /// `--json`.
+    pub json: bool,
+    /// `--dry-run`.
+    pub dry_run: bool,
+}
+
+/// A target address the client cannot use (bad input).
+#[derive(Debug, thiserror::Error)]
+#[error("--target {0:?}: {1}; write an Ollama address such as http://127.0.0.1:11434, or sim")]
+pub struct BadTarget(pub String, pub String);
+
+/// Runs `kabench doctor`: Ok when every check holds.
+pub async fn command(args: Invocation) -> Result<()> {
+    let raw = args
+        .target
+        .clone()
+        .or_else(|| std::env::var("OLLAMA_HOST").ok())
+        .unwrap_or_default();
+    let mut sim = None;
+    let target = if raw == "sim" {
+        if !args.dry_run {
+            let settings = crate::sim_settings::SimSettings::default();
+            let listen = "127.0.0.1:0".parse()?;
+            let handle = crate::sim::spawn(&settings, 1, listen).await?;
+            sim = Some(handle);
+        }
+        sim.as_ref()
+            .map_or("http://127.0.0.1:0".into(), |h| h.base_url())
+    } else {
+        crate::ollama::host::parse_ollama_host(&raw)
+            .map_err(|e| BadTarget(raw.clone(), e.to_string()))?
+            .as_str()
+            .trim_end_matches('/')
+            .to_string()
+    };
+    let opts = DoctorOptions {
+        target,
+        model: args.model.clone(),
+        embed_model: args.embed_model.clone(),
+    };
+    let mut out = std::io::stdout().lock();
+    if args.dry_run {
+        let plan = super::dry_run(&opts);
+        if args.json {
+            let rows: Vec<serde_json::Value> = plan
+                .iter()
+                .map(|(why, r)| {
+                    serde_json::json!({"purpose": why, "method": r.method, "path": r.path, "body": r.body})
+                })
+                .collect();
+            writeln!(out, "{}", serde_json::to_string_pretty(&rows)?)?;
+        } else {
+            writeln!(
+                out,
+                "kabench doctor --dry-run: the requests it would send to {} (nothing sent)",
+                opts.target
+            )?;
+            for (why, r) in &plan {
+                writeln!(out, "# {why}\n{}", r.line())?;
+            }
+        }
+        return Ok(());
+    }
+    let report = super::run(&opts).await;
+    if let Some(h) = sim {
+        h.shutdown().await;
+    }
+    let report = report?;
+    if args.json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
+    } else {
+        write!(out, "{}", report.to_text())?;
+    }
+    let problems = report.problems();
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(anyhow::anyhow!(
+            "{} check(s) found a problem: {}",
+            problems.len(),
+            problems
+                .iter()
+                .map(|c| c.id.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+    }
+}

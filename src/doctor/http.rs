@@ -1,0 +1,255 @@
+//! The doctor's side of the wire: raw JSON requests (so any keep_alive form, even an
+//! invalid one, goes out exactly as written), `/api/ps` read back with `expires_at`
+//! parsed, and the server's clock estimated from `created_at` so an expiry is measured
+//! against the server's time, not this machine's.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::ollama::name;
+
+/// How long one request may take (a cold load of a large model on a busy host).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// One request as it went out: method, path and JSON body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Req {
+    /// `GET` or `POST`.
+    pub method: &'static str,
+    /// Path on the server, e.g. `/api/generate`.
+    pub path: &'static str,
+    /// JSON body (POST only).
+    pub body: Option<Value>,
+}
+
+impl Req {
+    /// A POST with a JSON body.
+    pub fn post(path: &'static str, body: Value) -> Req {
+        Req {
+            method: "POST",
+            path,
+            body: Some(body),
+        }
+    }
+
+    /// A GET.
+    pub fn get(path: &'static str) -> Req {
+        Req {
+            method: "GET",
+            path,
+            body: None,
+        }
+    }
+
+    /// `POST /api/generate {"model":…,"keep_alive":0}` (E6): unload, any model.
+    pub fn unload(model: &str) -> Req {
+        Req::post(
+            "/api/generate",
+            serde_json::json!({"model": model, "keep_alive": 0}),
+        )
+    }
+
+    /// `METHOD PATH BODY` on one line.
+    pub fn line(&self) -> String {
+        match &self.body {
+            Some(b) => format!("{} {} {b}", self.method, self.path),
+            None => format!("{} {}", self.method, self.path),
+        }
+    }
+}
+
+/// What came back.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    /// HTTP status.
+    pub status: u16,
+    /// The body, parsed when it is JSON.
+    pub json: Option<Value>,
+    /// The body as text.
+    pub text: String,
+    /// When the reply ended, in server time (its `created_at`, else the local end
+    /// corrected by the estimated clock offset).
+    pub end: OffsetDateTime,
+    /// Time from sending to the end of the body, on this machine.
+    pub elapsed: Duration,
+}
+
+impl Reply {
+    /// `load_duration` of the reply, seconds.
+    pub fn load_seconds(&self) -> Option<f64> {
+        let ns = self.json.as_ref()?.get("load_duration")?.as_f64()?;
+        Some(ns / 1e9)
+    }
+
+    /// The `error` text of an error body (`{"error":"…"}` or OpenAI's
+    /// `{"error":{"message":"…"}}`), else the body.
+    pub fn error_text(&self) -> String {
+        let e = self.json.as_ref().and_then(|j| j.get("error"));
+        match e {
+            Some(Value::String(s)) => s.clone(),
+            Some(v) => v
+                .get("message")
+                .and_then(Value::as_str)
+                .map_or_else(|| v.to_string(), str::to_string),
+            None => self.text.chars().take(200).collect(),
+        }
+    }
+}
+
+/// One model of `/api/ps`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Resident {
+    /// Name as listed (`tiny-50m:latest`).
+    pub name: String,
+    /// Unload deadline.
+    pub expires_at: OffsetDateTime,
+    /// Per-slot `num_ctx`, when listed.
+    pub context_length: Option<u64>,
+    /// Resident bytes.
+    pub size: u64,
+}
+
+impl Resident {
+    /// Whether the deadline is Go's maximum duration ahead (forever, P4).
+    pub fn forever(&self, now: OffsetDateTime) -> bool {
+        (self.expires_at - now).whole_days() > 365 * 100
+    }
+}
+
+/// A server being probed.
+pub struct Server {
+    http: reqwest::Client,
+    base: String,
+    /// Server clock minus local clock.
+    skew: time::Duration,
+}
+
+impl Server {
+    /// A client for `base` (`http://host:port`, no trailing slash).
+    pub fn new(base: &str) -> anyhow::Result<Server> {
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(REQUEST_TIMEOUT)
+            .build()?;
+        Ok(Server {
+            http,
+            base: base.trim_end_matches('/').to_string(),
+            skew: time::Duration::ZERO,
+        })
+    }
+
+    /// The server's clock now (the local clock corrected by the last `created_at`).
+    pub fn now(&self) -> OffsetDateTime {
+        OffsetDateTime::now_utc() + self.skew
+    }
+
+    /// Sends `req`; an error only when no HTTP answer came.
+    pub async fn send(&mut self, req: &Req) -> anyhow::Result<Reply> {
+        let url = format!("{}{}", self.base, req.path);
+        let start = Instant::now();
+        let builder = match req.method {
+            "GET" => self.http.get(&url),
+            _ => self.http.post(&url),
+        };
+        let builder = match &req.body {
+            Some(b) => builder.json(b),
+            None => builder,
+        };
+        let resp = builder
+            .send()
+            .await
+            .map_err(|e| anyhow::anyhow!("{} {url}: {e}", req.method))?;
+        let status = resp.status().as_u16();
+        let text = resp
+            .text()
+            .await
+            .map_err(|e| anyhow::anyhow!("{} {url}: reading the body: {e}", req.method))?;
+        let local_end = OffsetDateTime::now_utc();
+        let elapsed = start.elapsed();
+        let json: Option<Value> = serde_json::from_str(&text).ok();
+        let created = json
+            .as_ref()
+            .and_then(|j| j.get("created_at"))
+            .and_then(Value::as_str)
+            .and_then(|s| OffsetDateTime::parse(s, &Rfc3339).ok());
+        let end = match created {
+            Some(c) => {
+                self.skew = c - local_end;
+                c
+            }
+            None => local_end + self.skew,
+        };
+        Ok(Reply {
+            status,
+            json,
+            text,
+            end,
+            elapsed,
+        })
+    }
+
+    /// `GET /api/ps`, parsed.
+    pub async fn ps(&mut self) -> anyhow::Result<Vec<Resident>> {
+        let reply = self.send(&Req::get("/api/ps")).await?;
+        let models = reply
+            .json
+            .as_ref()
+            .and_then(|j| j.get("models"))
+            .and_then(Value::as_array)
+            .ok_or_else(|| anyhow::anyhow!("/api/ps: unexpected reply {}", reply.text))?;
+        Ok(models
+            .iter()
+            .filter_map(|m| {
+                Some(Resident {
+                    name: m.get("name")?.as_str()?.to_string(),
+                    expires_at: OffsetDateTime::parse(m.get("expires_at")?.as_str()?, &Rfc3339)
+                        .ok()?,
+                    context_length: m.get("context_length").and_then(Value::as_u64),
+                    size: m.get("size").and_then(Value::as_u64).unwrap_or(0),
+                })
+            })
+            .collect())
+    }
+
+    /// `model` in `/api/ps`, if resident.
+    pub async fn find(&mut self, model: &str) -> anyhow::Result<Option<Resident>> {
+        Ok(self
+            .ps()
+            .await?
+            .into_iter()
+            .find(|m| name::same_model(&m.name, model)))
+    }
+
+    /// Polls `/api/ps` every 50 ms until `model` is gone or `limit` passes; true when gone.
+    pub async fn wait_gone(&mut self, model: &str, limit: Duration) -> anyhow::Result<bool> {
+        let start = Instant::now();
+        loop {
+            if self.find(model).await?.is_none() {
+                return Ok(true);
+            }
+            if start.elapsed() > limit {
+                return Ok(false);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Unloads `model` (E6) and waits until it left `/api/ps` (up to 10 s).
+    pub async fn unload(&mut self, model: &str) -> anyhow::Result<()> {
+        let reply = self.send(&Req::unload(model)).await?;
+        if reply.status != 200 {
+            anyhow::bail!(
+                "unloading {model}: HTTP {}: {}",
+                reply.status,
+                reply.error_text()
+            );
+        }
+        if !self.wait_gone(model, Duration::from_secs(10)).await? {
+            anyhow::bail!("unloading {model}: still in /api/ps after 10 s");
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,229 @@
+//! A proxy log as a run folder, so `kabench report DIR` renders it like a run: one cell
+//! (`observed`), one stream per model, endpoint and `num_ctx` seen, every row of
+//! `proxy-requests.csv` as a row of `requests.csv`, the `/api/ps` samples the proxy
+//! polled in `vram.csv`, and a `run.json` whose warnings say the traffic was observed,
+//! not swept.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+
+use super::log::{COLD_MS, LOG_CSV, ProxyRow};
+use crate::record::{self, CellMeta, RequestRecord, RunMeta, RunStatus, StreamMeta, TargetMeta};
+use crate::units::KeepAlive;
+
+/// What the report says first about a proxy log.
+pub const OBSERVED: &str = "observed traffic through kabench proxy, not a sweep: one cell of what the app sent, with the keep_alive it sent; nothing was varied, so the recommendation has no alternatives to compare";
+
+/// The run's error kind for a proxy outcome.
+fn error_kind(outcome: &str) -> &'static str {
+    match outcome {
+        "ok" => "",
+        "http_error" => "http",
+        "stream_error" => "stream_error",
+        "upstream_unreachable" => "connect",
+        "upstream_error" => "broken_stream",
+        "client_gone" => "cancelled",
+        _ => "http",
+    }
+}
+
+/// The API of a proxy endpoint, as a stream's `api`.
+fn api(endpoint: &str) -> &'static str {
+    match endpoint {
+        "chat" | "v1_chat" => "chat",
+        "embed" | "embeddings" | "v1_embeddings" => "embed",
+        _ => "generate",
+    }
+}
+
+/// Writes `run.json` and `requests.csv` into `dir` from its `proxy-requests.csv`.
+/// Returns the rows written.
+pub fn write_run_folder(
+    dir: &Path,
+    upstream: &str,
+    version: Option<String>,
+    started_at: &str,
+    warnings: &[String],
+) -> Result<usize> {
+    let path = dir.join(LOG_CSV);
+    let mut reader =
+        csv::Reader::from_path(&path).with_context(|| format!("reading {}", path.display()))?;
+    let rows: Vec<ProxyRow> = reader
+        .deserialize()
+        .filter_map(|r: Result<ProxyRow, _>| r.ok())
+        .filter(|r| r.endpoint != "other" && !r.model.is_empty())
+        .collect();
+    // One stream per model and endpoint, in order of first appearance.
+    let mut order: Vec<(String, String, Option<i64>)> = Vec::new();
+    let mut per: BTreeMap<(String, String, Option<i64>), Vec<&ProxyRow>> = BTreeMap::new();
+    for r in &rows {
+        let key = (r.model.clone(), r.endpoint.clone(), r.num_ctx);
+        if !per.contains_key(&key) {
+            order.push(key.clone());
+        }
+        per.entry(key).or_default().push(r);
+    }
+    let mut streams = Vec::new();
+    let mut records = Vec::new();
+    for key in &order {
+        let list = &per[key];
+        // Clients asking different contexts are different streams, so the reload
+        // analysis can name num_ctx as the cause.
+        let name = match key.2 {
+            Some(c) => format!("{} {} num_ctx {c}", key.0, key.1),
+            None => format!("{} {}", key.0, key.1),
+        };
+        // The keep_alive most requests sent where the server reads it.
+        let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+        for r in list {
+            let k = r.keep_alive.clone();
+            *counts.entry(k).or_default() += 1;
+        }
+        let keep_alive = counts
+            .iter()
+            .max_by_key(|(_, n)| **n)
+            .map(|(k, _)| k.clone())
+            .unwrap_or_default();
+        let parsed = KeepAlive::parse(&keep_alive).ok();
+        let span_s = list
+            .last()
+            .zip(list.first())
+            .map_or(0.0, |(l, f)| (l.t_ms - f.t_ms) / 1000.0);
+        let mut ctx: BTreeMap<i64, usize> = BTreeMap::new();
+        for r in list {
+            if let Some(c) = r.num_ctx {
+                *ctx.entry(c).or_default() += 1;
+            }
+        }
+        streams.push(StreamMeta {
+            name: name.clone(),
+            model: key.0.clone(),
+            keep_alive: parsed.clone(),
+            api: api(&key.1).into(),
+            arrival: "observed".into(),
+            rate_per_s: (span_s > 0.0).then(|| (list.len() - 1) as f64 / span_s),
+            planned: list.len() as u32,
+            num_ctx: ctx
+                .iter()
+                .max_by_key(|(_, n)| **n)
+                .and_then(|(c, _)| u32::try_from(*c).ok()),
+        });
+        for (i, r) in list.iter().enumerate() {
+            let cold = r.cold == Some(true)
+                || (r.cold.is_none() && r.load_duration_ms.is_some_and(|l| l >= COLD_MS));
+            let error = error_kind(&r.outcome);
+            records.push(RequestRecord {
+                cell: "observed".into(),
+                request: i as u32,
+                stream: name.clone(),
+                model: r.model.clone(),
+                keep_alive: parsed.clone(),
+                warmup: false,
+                intended_ms: r.t_ms,
+                sent_ms: Some(r.t_ms),
+                first_byte_ms: None,
+                first_token_ms: r.ttft_ms.map(|t| r.t_ms + t),
+                first_answer_ms: r.ttft_ms.map(|t| r.t_ms + t),
+                end_ms: r.t_ms + r.e2e_ms.unwrap_or(0.0),
+                status: r.status,
+                error: error.into(),
+                prompt_eval_count: r.prompt_tokens,
+                eval_count: r.output_tokens,
+                error_detail: if error.is_empty() {
+                    String::new()
+                } else {
+                    r.note.clone()
+                },
+                resident_before: None,
+                load_duration_ms: r.load_duration_ms,
+                cold,
+                cold_reason: if cold {
+                    "load_duration".into()
+                } else {
+                    String::new()
+                },
+                ttft_ms: r.ttft_ms,
+                e2e_ms: r.e2e_ms,
+                ..Default::default()
+            });
+        }
+    }
+    records.sort_by(|a, b| a.intended_ms.total_cmp(&b.intended_ms));
+    let started = records.first().map(|r| r.intended_ms);
+    let ended = records
+        .iter()
+        .map(|r| r.end_ms)
+        .fold(None, |m: Option<f64>, e| Some(m.map_or(e, |m| m.max(e))));
+    let mut all_warnings = vec![OBSERVED.to_string()];
+    all_warnings.extend(warnings.iter().cloned());
+    let meta = RunMeta {
+        tool: "kabench".into(),
+        tool_version: env!("CARGO_PKG_VERSION").into(),
+        scenario: "proxy".into(),
+        scenario_file: String::new(),
+        target: TargetMeta {
+            kind: "ollama".into(),
+            url: upstream.into(),
+        },
+        ollama_version: version,
+        started_at: started_at.into(),
+        ended_at: Some(record::utc_now_rfc3339()),
+        status: RunStatus::Complete,
+        cold_threshold_ms: COLD_MS,
+        cells: vec![CellMeta {
+            id: "observed".into(),
+            params: BTreeMap::from([("source".to_string(), "kabench proxy".to_string())]),
+            streams,
+            started_ms: started,
+            ended_ms: ended,
+        }],
+        warnings: all_warnings,
+        ..Default::default()
+    };
+    std::fs::write(
+        dir.join(record::SCENARIO_TOML),
+        scenario_text(&meta.cells[0].streams),
+    )
+    .with_context(|| format!("writing {}", dir.join(record::SCENARIO_TOML).display()))?;
+    let requests_path = dir.join(record::REQUESTS_CSV);
+    let mut w = record::CsvAppender::<RequestRecord>::create(&requests_path)?;
+    for r in &records {
+        w.append(r)?;
+    }
+    record::write_json_atomic(&dir.join(record::RUN_JSON), &meta)?;
+    Ok(records.len())
+}
+
+/// A scenario describing the observed traffic (each stream at its mean rate), so the
+/// report reads default `[cost]` from it and a user can start a sweep from it.
+fn scenario_text(streams: &[StreamMeta]) -> String {
+    use std::fmt::Write;
+    let mut out = String::from(
+        "# What kabench proxy observed, one stream per model, endpoint and num_ctx at its mean rate.\n\
+         # Not what ran: the traffic was the app's own. Add a [sweep] to study it.\n\n\
+         name = \"proxy\"\n",
+    );
+    for s in streams {
+        let _ = write!(
+            out,
+            "\n[[stream]]\nname = {:?}\nmodel = {:?}\napi = {:?}\n",
+            s.name, s.model, s.api
+        );
+        if let Some(c) = s.num_ctx {
+            let _ = writeln!(out, "num_ctx = {c}");
+        }
+        if let Some(k) = &s.keep_alive {
+            let _ = writeln!(out, "keep_alive = {:?}", k.written());
+        }
+        let rate = s.rate_per_s.filter(|r| *r > 0.0).unwrap_or(1.0);
+        let _ = writeln!(
+            out,
+            "arrival = {{ kind = \"poisson\", rate = \"{rate:.4}/s\" }}"
+        );
+    }
+    let n = streams.iter().map(|s| s.planned).max().unwrap_or(1).max(1);
+    let _ = write!(out, "\n[run]\nrequests = {n}\n");
+    out
+}
