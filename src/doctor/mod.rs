@@ -9,6 +9,11 @@
 //! v0.32.15; the run then restores what it found (models resident before are loaded
 //! again with their context and remaining keep-alive, probe models it loaded are
 //! unloaded).
+//!
+//! Long (about 1000 lines with its tests) because each probe's requests, its
+//! read-back from `/api/ps` and its verdict are kept together, in the order the run
+//! sends them, so a reader can follow one check from question to answer; the
+//! keep_alive forms, the HTTP calls and the table are in their own files.
 
 pub mod cli;
 pub mod forms;
