@@ -423,3 +423,53 @@ async fn swarm_users_do_not_follow_redirects_either() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_ps_that_never_answers_cannot_hold_up_the_requests() {
+    // /api/ps hangs; generate answers at once. Residency comes from one watcher per cell,
+    // never a /api/ps call each request waits for: the rows record it as unknown.
+    let app = Router::new()
+        .route("/api/version", get(|| async { r#"{"version":"0.32.15"}"# }))
+        .route("/api/show", axum::routing::post(|| async { "{}" }))
+        .route("/api/ps", get(std::future::pending::<&'static str>))
+        .route(
+            "/api/generate",
+            axum::routing::post(|body: axum::Json<serde_json::Value>| async move {
+                generate_reply(&body.0)
+            }),
+        );
+    let addr = serve(app).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let scenario = one_request_scenario(
+        tmp.path(),
+        "timeout = \"4s\"\nunload_timeout = \"1s\"\ngrace = \"200ms\"\n",
+    );
+    let text = std::fs::read_to_string(&scenario)
+        .unwrap()
+        .replace("requests = 1", "requests = 3");
+    std::fs::write(&scenario, text).unwrap();
+    let out = tmp.path().join("run");
+    let started = std::time::Instant::now();
+    let mut child = spawn_run(&scenario, addr, &out, &["--no-prewarm"]);
+    let code = wait_child(&mut child, std::time::Duration::from_secs(120)).await;
+    let stderr = stderr_of(&mut child);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(30),
+        "a hung /api/ps held the run {:?}: {stderr}",
+        started.elapsed()
+    );
+    let mut rows = csv::Reader::from_path(out.join("requests.csv")).unwrap();
+    let header = rows.headers().unwrap().clone();
+    let col = |name: &str| header.iter().position(|h| h == name).unwrap();
+    let rows: Vec<csv::StringRecord> = rows.records().map(Result::unwrap).collect();
+    assert_eq!(rows.len(), 3);
+    for r in &rows {
+        assert_eq!(&r[col("error")], "", "{r:?}");
+        assert_eq!(
+            &r[col("resident_before")],
+            "",
+            "unknown, not guessed: {r:?}"
+        );
+    }
+}
