@@ -163,22 +163,35 @@ pub fn cell_samples(samples: &[VramSample], cells: &[CellMeta], cell_id: &str) -
 /// A step function of bytes over time: (t_ms, bytes), sorted, one point per poll.
 pub(super) type Series = Vec<(f64, u64)>;
 
+/// The rows `keep` selects (at or after `from_ms`), `bytes` of each summed per poll
+/// time: one step series, sorted by time.
+pub(super) fn per_poll(
+    samples: &[VramSample],
+    from_ms: f64,
+    keep: impl Fn(&VramSample) -> bool,
+    bytes: impl Fn(&VramSample) -> u64,
+) -> Series {
+    let mut by_t: BTreeMap<u64, (f64, u64)> = BTreeMap::new();
+    for s in samples
+        .iter()
+        .filter(|s| s.t_ms >= from_ms && s.t_ms.is_finite() && keep(s))
+    {
+        // t_ms ≥ 0 here, so the bit pattern orders like the value.
+        let e = by_t.entry(s.t_ms.max(0.0).to_bits()).or_insert((s.t_ms, 0));
+        e.1 += bytes(s);
+    }
+    by_t.into_values().collect()
+}
+
 /// Totals of one source per poll: device-total rows (model empty) summed across
 /// devices; for `rss`, the process rows summed.
 pub(super) fn totals(samples: &[VramSample], source: &str, from_ms: f64) -> Series {
-    let mut by_t: BTreeMap<u64, (f64, u64)> = BTreeMap::new();
-    for s in samples {
-        if s.source != source || s.t_ms < from_ms || !s.t_ms.is_finite() {
-            continue;
-        }
-        if source != "rss" && !s.model.is_empty() {
-            continue;
-        }
-        // t_ms ≥ 0 here, so the bit pattern orders like the value.
-        let e = by_t.entry(s.t_ms.max(0.0).to_bits()).or_insert((s.t_ms, 0));
-        e.1 += s.used_bytes;
-    }
-    by_t.into_values().collect()
+    per_poll(
+        samples,
+        from_ms,
+        |s| s.source == source && (source == "rss" || s.model.is_empty()),
+        |s| s.used_bytes,
+    )
 }
 
 pub(super) fn has_source(samples: &[VramSample], source: &str) -> bool {
@@ -315,16 +328,14 @@ fn sum_series(a: &Series, b: &Series) -> Series {
 /// the Ollama processes above their lowest level in the cell (the cell starts with its
 /// models unloaded, so that level is the server alone).
 fn ram_series(samples: &[VramSample], start: f64) -> Option<(String, Series)> {
-    let mut by_t: BTreeMap<u64, (f64, u64)> = BTreeMap::new();
-    for s in samples.iter().filter(|s| {
-        s.source == "ollama_ps" && s.model.is_empty() && s.t_ms >= start && s.t_ms.is_finite()
-    }) {
-        let Some(size) = s.total_bytes else { continue };
-        let e = by_t.entry(s.t_ms.max(0.0).to_bits()).or_insert((s.t_ms, 0));
-        e.1 += size.saturating_sub(s.used_bytes);
-    }
-    if !by_t.is_empty() {
-        return Some(("ollama_ps".into(), by_t.into_values().collect()));
+    let ps = per_poll(
+        samples,
+        start,
+        |s| s.source == "ollama_ps" && s.model.is_empty() && s.total_bytes.is_some(),
+        |s| s.total_bytes.unwrap_or(0).saturating_sub(s.used_bytes),
+    );
+    if !ps.is_empty() {
+        return Some(("ollama_ps".into(), ps));
     }
     let rss = totals(samples, "rss", start);
     let base = rss.iter().map(|p| p.1).min()?;

@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use super::{ReleaseDelay, Series};
+use super::{ReleaseDelay, Series, per_poll};
 use crate::ollama::name;
 use crate::record::{CellMeta, RequestRecord, StreamMeta, VramSample};
 
@@ -166,17 +166,12 @@ pub(super) fn release_delays(
         ),
     };
     let slack_s = tolerance.as_secs_f64() + median_gap_s(&times);
-    let runners: Series = {
-        let mut by_t: BTreeMap<u64, (f64, u64)> = BTreeMap::new();
-        for r in samples
-            .iter()
-            .filter(|r| r.source == "rss" && r.model != "ollama" && r.t_ms >= start)
-        {
-            let e = by_t.entry(r.t_ms.max(0.0).to_bits()).or_insert((r.t_ms, 0));
-            e.1 += r.used_bytes;
-        }
-        by_t.into_values().collect()
-    };
+    let runners = per_poll(
+        samples,
+        start,
+        |r| r.source == "rss" && r.model != "ollama",
+        |r| r.used_bytes,
+    );
     let mut models: Vec<&str> = Vec::new();
     for s in &cell.streams {
         if !models.contains(&s.model.as_str()) {
