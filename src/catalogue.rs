@@ -538,6 +538,21 @@ impl Catalogue {
         self.models.iter().position(|m| std::ptr::eq(m, found))
     }
 
+    /// The same model in another quantization (`quant` in the tag form: `q4_K_M`,
+    /// `q8_0`, `fp16`): the entry whose name is `spec`'s with the quantization suffix
+    /// swapped; `spec` itself when it already is that quantization.
+    pub fn with_quant(&self, spec: &ModelSpec, quant: &str) -> Option<&ModelSpec> {
+        let own = spec.quant_tag();
+        if own.eq_ignore_ascii_case(quant) {
+            return self.models.iter().find(|m| m.name == spec.name);
+        }
+        let stem = spec.name.strip_suffix(&own)?;
+        let wanted = format!("{stem}{quant}");
+        self.models
+            .iter()
+            .find(|m| m.name.eq_ignore_ascii_case(&wanted))
+    }
+
     /// This catalogue with `extra` entries replacing those of the same name, or added
     /// after them.
     pub fn with_overrides(mut self, extra: &[ModelSpec]) -> Catalogue {

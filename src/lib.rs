@@ -25,6 +25,7 @@ pub mod catalogue;
 pub mod cli;
 pub mod doctor;
 pub mod ollama;
+pub mod plan;
 pub mod predict;
 pub mod progress;
 pub mod proxy;

@@ -43,6 +43,7 @@ fn exit_code(e: &anyhow::Error) -> ExitCode {
     eprintln!("error: {e:#}");
     let bad_input = e.chain().any(|c| {
         c.is::<BadInput>()
+            || c.is::<kabench::plan::PlanError>()
             || c.is::<kabench::scenario::ScenarioError>()
             || c.is::<kabench::units::ParseError>()
             || c.is::<kabench::run::MissingModels>()

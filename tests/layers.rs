@@ -20,6 +20,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("workload", 3),
     ("traffic", 3),
     ("sim", 3),
+    ("plan", 3),
     ("telemetry", 4),
     ("run", 5),
     ("analysis", 5),

@@ -3,6 +3,7 @@
 //! type leaves `cli`.
 
 mod commands;
+mod plan;
 mod predict;
 
 use std::net::SocketAddr;
@@ -57,6 +58,65 @@ pub enum Command {
     /// Replay a request log through the scheduler model on a virtual clock under every
     /// keep_alive policy, priced against the offline optimum.
     Predict(Box<PredictArgs>),
+    /// Which models stay loaded together: what each takes resident (weights, KV cache,
+    /// overhead), whether the set fits, what a round-robin of requests evicts, the
+    /// smallest change that makes it fit, and the settings to paste. --check replays it
+    /// on the target and compares. Exit 2 for an unknown model, an empty list or a VRAM
+    /// that fits none of them; exit 1 when --check observes other evictions.
+    Plan(Box<PlanArgs>),
+}
+
+/// `kabench plan`.
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// Models, comma-separated, in the order they are requested round-robin (catalogue
+    /// names such as qwen2.5:7b, or as installed on --target URL).
+    #[arg(long, value_delimiter = ',')]
+    pub models: Vec<String>,
+    /// num_ctx values to plan, comma-separated (default: the host's default context,
+    /// L7: 32768 on a 24 GiB GPU).
+    #[arg(long, value_delimiter = ',')]
+    pub num_ctx: Vec<u32>,
+    /// Parallel slots per model (OLLAMA_NUM_PARALLEL), comma-separated (default 1).
+    #[arg(long, value_delimiter = ',')]
+    pub parallel: Vec<u32>,
+    /// Quantizations, comma-separated (q4_0, q4_K_M, q8_0, fp16; default: as named).
+    #[arg(long, value_delimiter = ',')]
+    pub quant: Vec<String>,
+    /// VRAM per GPU (default 24GiB).
+    #[arg(long)]
+    pub vram: Option<String>,
+    /// GPUs (default 1; 0: a CPU-only host, only the model cap limits).
+    #[arg(long)]
+    pub gpus: Option<u32>,
+    /// OLLAMA_MAX_LOADED_MODELS (0 or absent: 3 per GPU).
+    #[arg(long)]
+    pub max_loaded_models: Option<u32>,
+    /// Read the models, num_ctx values, quantizations and the host ([sim]) from a
+    /// scenario; the flags above override it.
+    #[arg(long, value_name = "FILE")]
+    pub scenario: Option<PathBuf>,
+    /// Take the sizes from a live Ollama (/api/show, /api/tags, and /api/ps after a load
+    /// at each num_ctx), or `sim` for the embedded simulator's catalogue.
+    #[arg(long)]
+    pub target: Option<String>,
+    /// Replay each combination round-robin on the target (default: the simulator) and
+    /// compare the evictions observed with the predicted ones; writes a run folder per
+    /// combination that `kabench report` renders.
+    #[arg(long)]
+    pub check: bool,
+    /// Time between two requests of the check (default 1s on the simulator, 4s live).
+    #[arg(long, value_parser = parse_duration)]
+    pub gap: Option<Duration>,
+    /// Folder for the check's run folders (default reports/plan-check-<UTC time>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Print the plan (and the checks) as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// No progress on stderr during --check.
+    #[arg(long, short)]
+    pub quiet: bool,
 }
 
 /// `kabench proxy`.
@@ -386,5 +446,6 @@ pub async fn dispatch(cli: Cli) -> Result<()> {
         Command::Doctor(args) => commands::doctor(args).await,
         Command::Proxy(args) => commands::proxy(args).await,
         Command::Predict(args) => predict::predict(*args),
+        Command::Plan(args) => plan::plan(*args).await,
     }
 }

@@ -233,6 +233,46 @@ impl SchedConfig {
         }
     }
 
+    /// E1, E2, E5: whether a model predicted at `size` loads beside `resident` models
+    /// holding `resident_vram` bytes of VRAM without evicting one. Alone it always loads
+    /// (E2); past `max_models()` it never does (E5); on a GPU host its prediction must be
+    /// ≤ `fit_headroom` × (usable VRAM − what the others hold) (E1); a CPU-only host has
+    /// no memory test.
+    pub fn admits(&self, size: u64, resident: usize, resident_vram: u64) -> bool {
+        if resident == 0 {
+            return true;
+        }
+        if resident >= self.max_models() {
+            return false;
+        }
+        if self.cpu_only() {
+            return true;
+        }
+        let free = self.usable_vram().saturating_sub(resident_vram);
+        size as f64 <= self.fit_headroom * free as f64
+    }
+
+    /// The context a model gets (L5, L7): `asked` (when > 0) or the default context,
+    /// clamped to its training context.
+    pub fn effective_ctx(&self, spec: &crate::catalogue::ModelSpec, asked: Option<u32>) -> u32 {
+        let training = spec.context_length.max(1);
+        match asked {
+            Some(n) if n > 0 => n.min(training),
+            _ => self.default_context().min(training),
+        }
+    }
+
+    /// Slots a model gets (L8): `OLLAMA_NUM_PARALLEL`, but always 1 for an embedding
+    /// model.
+    pub fn slots_for(&self, spec: &crate::catalogue::ModelSpec) -> u32 {
+        use crate::catalogue::Capability;
+        if spec.has(Capability::Embedding) && !spec.has(Capability::Completion) {
+            1
+        } else {
+            self.slots()
+        }
+    }
+
     /// L7: the default context, `OLLAMA_CONTEXT_LENGTH` or by total VRAM (≥ 47 GiB →
     /// 262144, ≥ 23 GiB → 32768, else 4096; no GPU → 4096), before clamping to a
     /// model's training context.
@@ -251,26 +291,57 @@ impl SchedConfig {
     }
 }
 
-/// E1's prediction of a model's resident size in bytes: file + f16 KV for
+/// E1's prediction of a model's resident size, in its three parts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SizeParts {
+    /// The GGUF file (weights).
+    pub weights: u64,
+    /// f16 KV cache for `num_ctx × parallel` (E1, L8).
+    pub kv: u64,
+    /// The `num_batch` compute buffer and the runtime's own memory (or a measured
+    /// overhead in their place).
+    pub overhead: u64,
+}
+
+impl SizeParts {
+    /// The whole prediction: weights + KV + overhead.
+    pub fn total(&self) -> u64 {
+        self.weights + self.kv + self.overhead
+    }
+}
+
+/// E1's prediction of a model's resident size, in parts: file + f16 KV for
 /// `num_ctx × parallel` + the `num_batch` compute buffer (0 up to 4096 total context,
 /// 768 MiB above, 2 GiB above 32768) + ≈ 300 MiB of runtime overhead. A model with a
 /// measured `overhead_bytes` gets that (plus `overhead_per_token` × context) in place of
 /// the last two terms.
-pub fn predicted_size(spec: &crate::catalogue::ModelSpec, num_ctx: u32, parallel: u32) -> u64 {
+pub fn size_parts(spec: &crate::catalogue::ModelSpec, num_ctx: u32, parallel: u32) -> SizeParts {
     const MIB: u64 = 1024 * 1024;
     let total_ctx = u64::from(num_ctx) * u64::from(parallel.max(1));
-    if let Some(overhead) = spec.overhead_bytes {
-        let per_token = spec.kv_bytes_per_token() + spec.overhead_per_token.unwrap_or(0);
-        return spec.file_bytes + per_token * total_ctx + overhead;
-    }
-    let compute = if total_ctx > 32_768 {
-        2 * GIB
-    } else if total_ctx > 4096 {
-        768 * MIB
-    } else {
-        0
+    let kv = spec.kv_bytes_per_token() * total_ctx;
+    let overhead = match spec.overhead_bytes {
+        Some(measured) => measured + spec.overhead_per_token.unwrap_or(0) * total_ctx,
+        None => {
+            let compute = if total_ctx > 32_768 {
+                2 * GIB
+            } else if total_ctx > 4096 {
+                768 * MIB
+            } else {
+                0
+            };
+            compute + 300 * MIB
+        }
     };
-    spec.file_bytes + spec.kv_bytes_per_token() * total_ctx + compute + 300 * MIB
+    SizeParts {
+        weights: spec.file_bytes,
+        kv,
+        overhead,
+    }
+}
+
+/// E1's prediction of a model's resident size in bytes (`size_parts`, summed).
+pub fn predicted_size(spec: &crate::catalogue::ModelSpec, num_ctx: u32, parallel: u32) -> u64 {
+    size_parts(spec, num_ctx, parallel).total()
 }
 
 /// What kind of request reaches the scheduler.

@@ -12,7 +12,7 @@ use super::{
     RequestKind, ResidentModel, SchedConfig, SchedEvent, SchedRequest, SchedStats, SchedTime,
     SubmitError, predicted_size,
 };
-use crate::catalogue::{Capability, Catalogue};
+use crate::catalogue::Catalogue;
 use crate::rng::SeededRng;
 use crate::units::KeepAlive;
 
@@ -344,21 +344,12 @@ impl Scheduler {
     }
 
     fn effective_ctx(&self, spec: usize, asked: Option<u32>) -> u32 {
-        let training = self.catalogue.models[spec].context_length.max(1);
-        match asked {
-            Some(n) if n > 0 => n.min(training),
-            _ => self.config.default_context().min(training),
-        }
+        self.config
+            .effective_ctx(&self.catalogue.models[spec], asked)
     }
 
     fn slots_for(&self, spec: usize) -> u32 {
-        // L8: embedding models always get one slot.
-        let m = &self.catalogue.models[spec];
-        if m.has(Capability::Embedding) && !m.has(Capability::Completion) {
-            1
-        } else {
-            self.config.slots()
-        }
+        self.config.slots_for(&self.catalogue.models[spec])
     }
 
     fn model_pos(&self, spec: usize) -> Option<usize> {
@@ -579,7 +570,7 @@ impl Scheduler {
             let size = predicted_size(&self.catalogue.models[spec], num_ctx, self.slots_for(spec));
             if self.config.cpu_only() {
                 // E2: with no GPU the VRAM test is skipped; only E5's cap evicts.
-                if self.models.len() < self.config.max_models() {
+                if self.config.admits(size, self.models.len(), 0) {
                     self.start_load(now, id, num_ctx, size, 0);
                     continue;
                 }
@@ -596,10 +587,7 @@ impl Scheduler {
                 continue;
             }
             let used: u64 = self.models.iter().map(|m| m.size_vram).sum();
-            let free = usable.saturating_sub(used);
-            let fits = self.models.len() < self.config.max_models()
-                && size as f64 <= self.config.fit_headroom * free as f64;
-            if fits {
+            if self.config.admits(size, self.models.len(), used) {
                 self.start_load(now, id, num_ctx, size, size);
                 continue;
             }

@@ -1,0 +1,160 @@
+//! What a `--check` run folder shows: its rows (`requests.csv`) and `/api/ps` samples
+//! (`vram.csv`) read back into the round-robin timeline the planner predicts (which
+//! request loaded cold, which models left `/api/ps` while it loaded), and the two
+//! compared request by request. Reads typed records only; knows nothing of how they
+//! were made.
+
+use std::collections::BTreeSet;
+use std::fmt::Write;
+
+use serde::Serialize;
+
+use super::Step;
+use crate::ollama::name;
+use crate::record::{RequestRecord, VramSample};
+
+/// The `/api/ps` listing at one poll: the models resident.
+fn polls(samples: &[VramSample]) -> Vec<(f64, BTreeSet<String>)> {
+    let mut out: Vec<(f64, BTreeSet<String>)> = Vec::new();
+    for s in samples.iter().filter(|s| s.source == "ollama_ps") {
+        if out.last().is_none_or(|(t, _)| *t != s.t_ms) {
+            out.push((s.t_ms, BTreeSet::new()));
+        }
+        if !s.model.is_empty()
+            && let Some((_, set)) = out.last_mut()
+        {
+            set.insert(name::key(&s.model));
+        }
+    }
+    out
+}
+
+/// The observed timeline: one step per row of the check's round-robin (in send order,
+/// `models.len()` rows per round), its name mapped back to the plan's; a model counts
+/// as evicted by a cold request when `/api/ps` listed it at the last poll before the
+/// send and not at the first poll after the request ended.
+pub fn observed(models: &[String], rows: &[RequestRecord], samples: &[VramSample]) -> Vec<Step> {
+    let polls = polls(samples);
+    let plan_name = |n: &str| {
+        models
+            .iter()
+            .find(|m| name::same_model(m, n))
+            .cloned()
+            .unwrap_or_else(|| n.to_string())
+    };
+    let before = |t: f64| {
+        polls
+            .iter()
+            .rev()
+            .find(|(p, _)| *p <= t)
+            .map(|(_, s)| s.clone())
+            .unwrap_or_default()
+    };
+    let after = |t: f64| polls.iter().find(|(p, _)| *p >= t).map(|(_, s)| s.clone());
+    let mut rows: Vec<&RequestRecord> = rows.iter().collect();
+    rows.sort_by(|a, b| a.intended_ms.total_cmp(&b.intended_ms));
+    let per_round = models.len().max(1);
+    rows.iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let own = name::key(&r.model);
+            let evicted = match (r.cold, after(r.end_ms)) {
+                (true, Some(after)) => before(r.sent_ms.unwrap_or(r.intended_ms))
+                    .difference(&after)
+                    .filter(|k| **k != own)
+                    .map(|k| plan_name(k))
+                    .collect(),
+                _ => Vec::new(),
+            };
+            Step {
+                round: (i / per_round) as u32 + 1,
+                model: plan_name(&r.model),
+                cold: r.cold,
+                evicted,
+            }
+        })
+        .collect()
+}
+
+/// Predicted against observed.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Comparison {
+    /// The planner's timeline.
+    pub predicted: Vec<Step>,
+    /// The run's.
+    pub observed: Vec<Step>,
+    /// Requests where the two differ (cold/warm or the models evicted), by index.
+    pub differences: Vec<usize>,
+}
+
+impl Comparison {
+    /// Compares two timelines request by request (evicted models as sets).
+    pub fn of(predicted: Vec<Step>, observed: Vec<Step>) -> Comparison {
+        let n = predicted.len().max(observed.len());
+        let differences = (0..n)
+            .filter(|&i| match (predicted.get(i), observed.get(i)) {
+                (Some(p), Some(o)) => {
+                    let set = |s: &Step| s.evicted.iter().cloned().collect::<BTreeSet<_>>();
+                    p.model != o.model || p.cold != o.cold || set(p) != set(o)
+                }
+                _ => true,
+            })
+            .collect();
+        Comparison {
+            predicted,
+            observed,
+            differences,
+        }
+    }
+
+    /// Whether every request went as predicted.
+    pub fn matches(&self) -> bool {
+        self.differences.is_empty()
+    }
+
+    /// Predicted vs observed, round by round, for people.
+    pub fn text(&self) -> String {
+        let mut out = String::new();
+        let count = |s: &[Step]| {
+            (
+                s.iter().filter(|x| x.cold).count(),
+                s.iter().map(|x| x.evicted.len()).sum::<usize>(),
+            )
+        };
+        let (pc, pe) = count(&self.predicted);
+        let (oc, oe) = count(&self.observed);
+        let rounds = self
+            .predicted
+            .iter()
+            .chain(&self.observed)
+            .map(|s| s.round)
+            .max()
+            .unwrap_or(0);
+        for round in 1..=rounds {
+            let of = |s: &[Step]| -> String {
+                let steps: Vec<&Step> = s.iter().filter(|x| x.round == round).collect();
+                super::render::timeline(&steps)
+            };
+            let _ = writeln!(out, "round {round} predicted: {}", of(&self.predicted));
+            let _ = writeln!(out, "round {round} observed:  {}", of(&self.observed));
+        }
+        let _ = writeln!(
+            out,
+            "predicted {pc} cold loads and {pe} evictions; observed {oc} cold loads and {oe} evictions: {}",
+            if self.matches() {
+                "every request as predicted".to_string()
+            } else {
+                format!(
+                    "{} request(s) differ (#{})",
+                    self.differences.len(),
+                    self.differences
+                        .iter()
+                        .map(|i| (i + 1).to_string())
+                        .collect::<Vec<_>>()
+                        .join(", #")
+                )
+            }
+        );
+        out
+    }
+}
