@@ -69,19 +69,28 @@ pub struct Fit {
 
 /// Loads `estimates` in order under `config` and says whether all stay resident.
 pub fn fit(config: &SchedConfig, estimates: &[Estimate]) -> Fit {
+    let sizes: Vec<(String, u64)> = estimates
+        .iter()
+        .map(|e| (e.model.clone(), e.total))
+        .collect();
+    fit_sizes(config, &sizes)
+}
+
+/// `fit` on (model, resident size) pairs, in load order.
+pub fn fit_sizes(config: &SchedConfig, sizes: &[(String, u64)]) -> Fit {
     let mut steps = Vec::new();
     let mut held = 0u64;
     let mut count = 0usize;
     let usable = config.usable_vram();
-    for e in estimates {
+    for (model, size) in sizes {
         let free = if config.cpu_only() {
             0
         } else {
             usable.saturating_sub(held)
         };
         let limit = (config.fit_headroom * free as f64) as u64;
-        let verdict = if config.admits(e.total, count, held) {
-            if count == 0 && !config.cpu_only() && e.total > usable {
+        let verdict = if config.admits(*size, count, held) {
+            if count == 0 && !config.cpu_only() && *size > usable {
                 Verdict::Spills
             } else if count == 0 {
                 Verdict::Alone
@@ -96,8 +105,8 @@ pub fn fit(config: &SchedConfig, estimates: &[Estimate]) -> Fit {
             Verdict::TooBig
         };
         steps.push(FitStep {
-            model: e.model.clone(),
-            size: e.total,
+            model: model.clone(),
+            size: *size,
             resident_before: count,
             held,
             free,
@@ -107,11 +116,11 @@ pub fn fit(config: &SchedConfig, estimates: &[Estimate]) -> Fit {
         if verdict.joins() {
             count += 1;
             if !config.cpu_only() {
-                held += e.total.min(usable);
+                held += (*size).min(usable);
             }
         }
     }
-    let total: u64 = estimates.iter().map(|e| e.total).sum();
+    let total: u64 = sizes.iter().map(|(_, s)| s).sum();
     let fits = steps
         .iter()
         .all(|s| s.verdict.joins() && s.verdict != Verdict::Spills);

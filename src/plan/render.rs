@@ -193,7 +193,12 @@ fn combination(out: &mut String, rank: usize, c: &Combination) {
 }
 
 /// One admission test in words, with its rule.
-fn test(s: &FitStep) -> String {
+pub fn test(s: &FitStep) -> String {
+    let share = if s.free > 0 {
+        format!("{:.0}%", s.limit as f64 / s.free as f64 * 100.0)
+    } else {
+        "80%".into()
+    };
     match s.verdict {
         Verdict::Alone => format!("{}, nothing resident: loads (E2)", format_bytes(s.size)),
         Verdict::Spills => format!(
@@ -207,7 +212,7 @@ fn test(s: &FitStep) -> String {
             s.resident_before
         ),
         Verdict::Loads => format!(
-            "{} ≤ 80% × {} free = {}: loads beside (E1)",
+            "{} ≤ {share} × {} free = {}: loads beside (E1)",
             format_bytes(s.size),
             format_bytes(s.free),
             format_bytes(s.limit)
@@ -217,7 +222,7 @@ fn test(s: &FitStep) -> String {
             s.resident_before
         ),
         Verdict::TooBig => format!(
-            "{} > 80% × {} free = {}: evicts one first (E1, E3)",
+            "{} > {share} × {} free = {}: evicts one first (E1, E3)",
             format_bytes(s.size),
             format_bytes(s.free),
             format_bytes(s.limit)

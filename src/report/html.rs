@@ -202,6 +202,7 @@ pub fn render_index(data: &ReportData) -> Result<String> {
         recommendations => to_value(recs),
         warnings => to_value(&data.warnings),
         notes => to_value(&data.notes),
+        fits => to_value(&data.fits),
         charts => to_value(&data.charts),
         cell_rows => to_value(cell_rows(&data.summary)),
         goose_reports => to_value(&data.goose_reports),

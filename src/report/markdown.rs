@@ -66,6 +66,31 @@ pub fn render(data: &ReportData) -> String {
             md.push_str(&format!("- {}\n", escape(n)));
         }
     }
+    for f in &data.fits {
+        md.push_str(&format!("\n## Fits together? ({})\n\n", escape(&f.cells)));
+        md.push_str(&format!(
+            "**{}** on {}\n\n",
+            escape(&f.verdict),
+            escape(&f.host)
+        ));
+        md.push_str("| model | num_ctx | resident | from |\n|---|--:|--:|---|\n");
+        for m in &f.models {
+            md.push_str(&format!(
+                "| {} | {} | {} | {} |\n",
+                escape(&m.model),
+                m.num_ctx.map_or(String::new(), |c| c.to_string()),
+                escape(&m.size),
+                escape(&m.source)
+            ));
+        }
+        md.push('\n');
+        for s in &f.steps {
+            md.push_str(&format!("- load {}\n", escape(s)));
+        }
+        for w in &f.would_fit {
+            md.push_str(&format!("- would have fit: {}\n", escape(w)));
+        }
+    }
     md.push_str("\n## Cells\n\n");
     md.push_str("| cell | stream | model | keep_alive | requests | errors | cold % | TTFT p50 ms | TTFT p99 ms | idle GB·s | peak GB | memory |\n");
     md.push_str("|---|---|---|---|--:|--:|--:|--:|--:|--:|--:|---|\n");

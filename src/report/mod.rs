@@ -6,6 +6,7 @@
 
 pub mod charts;
 pub mod compare;
+pub mod fit;
 pub mod html;
 pub mod markdown;
 pub mod table;
@@ -119,6 +120,8 @@ pub struct ReportData {
     pub charts: Vec<Chart>,
     /// Everything a reader should distrust or fix.
     pub warnings: Vec<String>,
+    /// "Fits together?": one section per set of several models run together.
+    pub fits: Vec<fit::FitSection>,
     /// Facts worth a line but nothing to fix (a hardware source absent on a simulated run).
     pub notes: Vec<String>,
     /// Relative links to swarm mode's pages (`goose/<cell>/report.html`, or one
@@ -216,6 +219,7 @@ pub fn render(dir: &Path, opts: &RenderOptions) -> Result<Rendered> {
         headline(&recs, sim.as_ref(), meta.status)
     };
     let goose_reports = goose_reports(dir, &meta);
+    let fits = fit::sections(&meta, &samples);
     let data = ReportData {
         meta,
         summary,
@@ -225,6 +229,7 @@ pub fn render(dir: &Path, opts: &RenderOptions) -> Result<Rendered> {
         charts,
         warnings,
         notes,
+        fits,
         goose_reports,
         cost_vram_gb_hour: cost.vram_gb_hour,
         cost_ram_gb_hour: cost.ram_gb_hour,
