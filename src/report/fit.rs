@@ -98,12 +98,15 @@ fn host(meta: &RunMeta, samples: &[VramSample], cpu: bool) -> Option<(SchedConfi
     ))
 }
 
+/// A set of models with their num_ctx, as a cell's streams name them.
+type ModelSet = Vec<(String, Option<u32>)>;
+
 /// One section per distinct set of two or more models run together.
 pub fn sections(meta: &RunMeta, samples: &[VramSample]) -> Vec<FitSection> {
     let sizes = ps_sizes(samples);
-    let mut groups: Vec<(Vec<(String, Option<u32>)>, Vec<String>)> = Vec::new();
+    let mut groups: Vec<(ModelSet, Vec<String>)> = Vec::new();
     for cell in &meta.cells {
-        let mut set: Vec<(String, Option<u32>)> = Vec::new();
+        let mut set: ModelSet = Vec::new();
         for s in &cell.streams {
             if !set.iter().any(|(m, _)| name::same_model(m, &s.model)) {
                 set.push((s.model.clone(), s.num_ctx));
