@@ -361,3 +361,6 @@ fn rank(combos: &mut [Combination]) {
             .then(weights(b).cmp(&weights(a)))
     });
 }
+
+#[cfg(test)]
+mod tests;
