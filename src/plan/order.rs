@@ -87,7 +87,12 @@ pub fn replay(
                         SchedEvent::Unloaded {
                             model,
                             reason: "evicted",
-                        } => step.evicted.push(model),
+                        } => step.evicted.push(
+                            turns
+                                .iter()
+                                .find(|t| crate::ollama::name::same_model(&t.model, &model))
+                                .map_or(model, |t| t.model.clone()),
+                        ),
                         SchedEvent::Failed { id: d, .. } if d == id => dispatched = true,
                         _ => {}
                     }
