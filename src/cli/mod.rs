@@ -105,7 +105,8 @@ pub struct PlanArgs {
     /// combination that `kabench report` renders.
     #[arg(long)]
     pub check: bool,
-    /// Time between two requests of the check (default 1s on the simulator, 4s live).
+    /// Time between two requests of the check, longer than a reload (default 3s on the
+    /// simulator, 4s live).
     #[arg(long, value_parser = parse_duration)]
     pub gap: Option<Duration>,
     /// Folder for the check's run folders (default reports/plan-check-<UTC time>).

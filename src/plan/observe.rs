@@ -54,6 +54,9 @@ pub fn observed(models: &[String], rows: &[RequestRecord], samples: &[VramSample
     let mut rows: Vec<&RequestRecord> = rows.iter().collect();
     rows.sort_by(|a, b| a.intended_ms.total_cmp(&b.intended_ms));
     let per_round = models.len().max(1);
+    let first = rows
+        .first()
+        .map_or(0.0, |r| r.sent_ms.unwrap_or(r.intended_ms));
     rows.iter()
         .enumerate()
         .map(|(i, r)| {
@@ -71,6 +74,8 @@ pub fn observed(models: &[String], rows: &[RequestRecord], samples: &[VramSample
                 model: plan_name(&r.model),
                 cold: r.cold,
                 evicted,
+                at_s: Some((r.sent_ms.unwrap_or(r.intended_ms) - first) / 1000.0),
+                load_s: r.load_duration_ms.filter(|_| r.cold).map(|ms| ms / 1000.0),
             }
         })
         .collect()

@@ -20,7 +20,7 @@ pub fn keep_alive_for(index: usize) -> KeepAlive {
 }
 
 /// One request of the round-robin.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Step {
     /// Round, from 1.
     pub round: u32,
@@ -30,6 +30,12 @@ pub struct Step {
     pub cold: bool,
     /// Models unloaded to make room for it (E3–E5), in order.
     pub evicted: Vec<String>,
+    /// When it was sent, seconds from the first send (observed steps only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub at_s: Option<f64>,
+    /// Its `load_duration`, seconds (observed cold steps only): the reload time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub load_s: Option<f64>,
 }
 
 /// One model of the round-robin: its catalogue name and the num_ctx sent.
@@ -69,6 +75,8 @@ pub fn replay(
                 model: turn.model.clone(),
                 cold: false,
                 evicted: Vec::new(),
+                at_s: None,
+                load_s: None,
             };
             if sched.submit(now, req).is_err() {
                 steps.push(step);

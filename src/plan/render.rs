@@ -236,6 +236,12 @@ pub fn timeline(steps: &[&Step]) -> String {
         .iter()
         .map(|s| {
             let mut t = format!("{} {}", s.model, if s.cold { "cold" } else { "warm" });
+            if let Some(load) = s.load_s {
+                let _ = write!(t, " {load:.2} s");
+            }
+            if let Some(at) = s.at_s {
+                let _ = write!(t, " at {at:.1} s");
+            }
             if !s.evicted.is_empty() {
                 let _ = write!(t, " (evicts {})", s.evicted.join(", "));
             }

@@ -459,18 +459,24 @@ fn observed_evictions_come_from_api_ps_around_each_cold_request() {
             model: "a".into(),
             cold: true,
             evicted: vec![],
+            at_s: None,
+            load_s: None,
         },
         Step {
             round: 1,
             model: "b".into(),
             cold: true,
             evicted: vec!["a".into()],
+            at_s: None,
+            load_s: None,
         },
         Step {
             round: 2,
             model: "a".into(),
             cold: false,
             evicted: vec![],
+            at_s: None,
+            load_s: None,
         },
     ];
     let cmp = observe::Comparison::of(predicted, seen);
