@@ -15,6 +15,8 @@
 //!   (run.json carries [cost], [slo] and the simulated host: the report needs no scenario)
 //! record::read -> calibrate -> catalogue overrides + [sim] host settings -> sim
 //! traffic (request log) -> predict (sched on a virtual clock) -> a run folder -> report
+//! catalogue | live sizes -> plan (sched's size and admission rules, sched replayed) -> table
+//!   --check: a generated scenario -> run -> a run folder -> plan::observe (and report)
 //! ```
 
 #![warn(missing_docs)]
