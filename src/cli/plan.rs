@@ -31,6 +31,14 @@ pub(super) async fn plan(args: PlanArgs) -> Result<()> {
         asked.models = args.models.clone();
     }
     asked.models.retain(|m| !m.trim().is_empty());
+    // A model named twice is one model (`tiny-50m` ≡ `tiny-50m:latest`).
+    let mut seen: Vec<String> = Vec::new();
+    asked.models.retain(|m| {
+        let key = crate::ollama::name::key(m);
+        let new = !seen.contains(&key);
+        seen.push(key);
+        new
+    });
     if !args.num_ctx.is_empty() {
         asked.num_ctx = args.num_ctx.clone();
     }
@@ -61,13 +69,13 @@ pub(super) async fn plan(args: PlanArgs) -> Result<()> {
     let target = args.target.as_deref().map(Target::parse);
     let planner = match &target {
         Some(Target::Ollama(url)) => {
-            live_planner(url, &asked, &mut config, args.gpus.is_some()).await?
+            live_planner(url, &asked, &mut config, args.gpus.is_some(), args.vram.is_some()).await?
         }
         _ => Planner {
             config,
             catalogue: settings.catalogue(),
             measured: Vec::new(),
-            sizes_from: "the catalogue (`kabench models --sources`), estimated by E1: weights + f16 KV × num_ctx × parallel + compute buffer (768 MiB past 4096 total context, 2 GiB past 32768) + 300 MiB".into(),
+            sizes_from: "the catalogue (`kabench models --sources`), estimated by E1: weights + f16 KV × num_ctx × parallel + compute buffer (768 MiB past 4096 total context, 2 GiB past 32768) + 300 MiB, or a catalogue model's measured overhead".into(),
         },
     };
     let planned = planner.plan(&asked)?;
@@ -119,6 +127,7 @@ async fn live_planner(
     asked: &Asked,
     config: &mut SchedConfig,
     gpus_given: bool,
+    vram_given: bool,
 ) -> Result<Planner> {
     let client = OllamaClient::new(url).map_err(|e| {
         BadInput(format!(
@@ -160,6 +169,12 @@ async fn live_planner(
     if cpu && !gpus_given {
         config.gpus = 0;
         note = "; every /api/ps size_vram was 0: a CPU-only host (give --gpus to override)".into();
+    } else if !cpu && !vram_given {
+        note = format!(
+            "; the server's GPU memory is not known over HTTP: planned for {} × {} (give --vram and --gpus)",
+            config.gpus,
+            crate::units::format_size_short(config.vram_bytes)
+        );
     }
     let names: Vec<String> = measured
         .iter()
