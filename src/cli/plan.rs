@@ -296,6 +296,14 @@ async fn check_one(
     let progress = tokio::spawn(crate::progress::show(rx, quiet));
     let outcome = run::open_loop::run(&scenario, &run_plan, &options, tx, cancel).await;
     let _ = progress.await;
+    // The send times stay beside the scenario.toml the run folder keeps, so that
+    // `kabench run DIR/scenario.toml` replays the same check.
+    if let Ok(outcome) = &outcome {
+        for i in 1..=combo.estimates.len() {
+            let name = format!("turns-{i}.csv");
+            let _ = std::fs::copy(traces.join(&name), outcome.dir.join(&name));
+        }
+    }
     let _ = std::fs::remove_dir_all(&traces);
     let outcome = outcome?;
     crate::report::render(&outcome.dir, &crate::report::RenderOptions::default())
@@ -322,7 +330,7 @@ fn tempfile_dir() -> Result<PathBuf> {
 }
 
 /// The round-robin as a scenario: one stream per model, each sending at its turns
-/// (trace files in `dir`), the keep_alives of `order::keep_alive_for`, the host of
+/// (trace files `turns-N.csv` in `dir`, beside the scenario), the keep_alives of `order::keep_alive_for`, the host of
 /// `config` as `[sim]` (reloads from the page cache).
 fn check_scenario(
     combo: &Combination,
@@ -360,8 +368,8 @@ fn check_scenario(
         let _ = writeln!(t, "keep_alive = {:?}", order::keep_alive_for(i).written());
         let _ = writeln!(
             t,
-            "arrival = {{ kind = \"trace\", file = {:?} }}\n",
-            file.display().to_string()
+            "arrival = {{ kind = \"trace\", file = \"turns-{}.csv\" }}\n",
+            i + 1
         );
     }
     let _ = writeln!(t, "[run]\nrequests = {rounds}\ntimeout = \"120s\"\n");
