@@ -111,7 +111,15 @@ fn check_on_the_simulator_observes_the_predicted_evictions() {
         md.contains("would have fit: all of them with num_ctx 16384"),
         "{md}"
     );
-    assert!(dir.join("charts/vram-c01.svg").is_file());
+    let svg = std::fs::read_to_string(dir.join("charts/vram-c01.svg")).unwrap();
+    for m in [
+        "qwen2.5:7b-instruct-q4_K_M",
+        "llama3.1:8b-instruct-q4_K_M",
+        "mistral:7b-instruct-q4_K_M",
+    ] {
+        assert!(svg.contains(m), "the VRAM chart draws {m}");
+    }
+    assert!(dir.join("turns-1.csv").is_file());
     let meta = read_json(&dir.join("run.json"));
     assert_eq!(meta["sim"]["evictions"], 3);
     let fits_dir = out_dir.join("c01-ctx4096-p1");
