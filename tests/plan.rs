@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{RealOllama, kabench, read_json, run_ok};
+use common::{RealOllama, SimServer, kabench, read_json, run_ok};
 
 const ACCEPTANCE: [&str; 7] = [
     "plan",
@@ -168,6 +168,72 @@ fn a_scenario_gives_the_models_and_the_host() {
     ]));
     assert!(out.contains("host: 1 × 24 GiB GPU"), "{out}");
     assert!(out.lines().any(|l| l.starts_with("1 ")), "{out}");
+}
+
+#[test]
+fn live_sizes_from_a_server_match_the_catalogue_estimate_on_the_simulator() {
+    // `kabench sim` as a live target: /api/show, /api/tags and /api/ps after a load give
+    // the sizes (measured), which must be the catalogue's E1 estimate the simulator holds;
+    // --quant reads the variants the server has.
+    let sim = SimServer::start(&[]);
+    let models = "qwen2.5:7b-instruct-q4_K_M,llama3.1:8b-instruct-q4_K_M";
+    let args = |target: &str| {
+        let mut a = vec![
+            "plan",
+            "--models",
+            models,
+            "--num-ctx",
+            "8192",
+            "--quant",
+            "q4_K_M,q8_0",
+        ];
+        a.extend(["--target", target, "--json"]);
+        a.iter().map(|s| s.to_string()).collect::<Vec<_>>()
+    };
+    let live: serde_json::Value = serde_json::from_slice(
+        &run_ok(
+            &args(&sim.url)
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>(),
+        )
+        .stdout,
+    )
+    .unwrap();
+    let cat: serde_json::Value = serde_json::from_slice(
+        &run_ok(&args("sim").iter().map(String::as_str).collect::<Vec<_>>()).stdout,
+    )
+    .unwrap();
+    assert!(
+        live["sizes_from"]
+            .as_str()
+            .unwrap()
+            .starts_with("measured on ")
+    );
+    let totals = |v: &serde_json::Value| -> Vec<(String, u64, String)> {
+        v["combinations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|c| c["estimates"].as_array().unwrap().clone())
+            .map(|e| {
+                (
+                    e["model"].as_str().unwrap().to_string(),
+                    e["total"].as_u64().unwrap(),
+                    e["figure"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+    let (l, c) = (totals(&live), totals(&cat));
+    assert_eq!(l.len(), 4);
+    for ((lm, lt, lf), (cm, ct, cf)) in l.iter().zip(&c) {
+        assert_eq!(
+            (lm, lf.as_str(), cf.as_str()),
+            (cm, "measured", "estimated")
+        );
+        assert_eq!(lt, ct, "{lm}: measured on the simulator vs the catalogue");
+    }
 }
 
 /// `--check` against the real server with `OLLAMA_MAX_LOADED_MODELS=cap`: the sizes

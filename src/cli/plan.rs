@@ -134,7 +134,7 @@ async fn live_planner(
             "--target {url:?}: {e}; write an Ollama address such as http://127.0.0.1:11434, or sim"
         ))
     })?;
-    let found = plan::live::read_models(&client, &asked.models)
+    let mut found = plan::live::read_models(&client, &asked.models)
         .await
         .with_context(|| format!("reading the models of {url}"))?;
     if !found.missing.is_empty() {
@@ -143,6 +143,25 @@ async fn live_planner(
             models: found.missing,
         }
         .into());
+    }
+    // --quant: the same tags with the quantization swapped, where the server has them
+    // (the plan then names the ones it lacks).
+    let variants: Vec<String> = found
+        .specs
+        .iter()
+        .flat_map(|spec| {
+            let own = spec.quant_tag();
+            asked.quant.iter().filter_map(move |q| {
+                let stem = spec.name.strip_suffix(own.as_str())?;
+                (!own.is_empty() && !own.eq_ignore_ascii_case(q)).then(|| format!("{stem}{q}"))
+            })
+        })
+        .collect();
+    if !variants.is_empty() {
+        let more = plan::live::read_models(&client, &variants)
+            .await
+            .with_context(|| format!("reading the models of {url}"))?;
+        found.specs.extend(more.specs);
     }
     let ctxs = if asked.num_ctx.is_empty() {
         vec![config.default_context()]
@@ -305,6 +324,13 @@ async fn check_one(
         }
     }
     let _ = std::fs::remove_dir_all(&traces);
+    // The check's keep_alives are long: unload what it loaded on a live server.
+    if let Target::Ollama(url) = target
+        && let Ok(client) = OllamaClient::new(url)
+        && let Err(e) = run::unload_all(&client, Duration::from_secs(30)).await
+    {
+        eprintln!("warning: after the check: {e:#}");
+    }
     let outcome = outcome?;
     crate::report::render(&outcome.dir, &crate::report::RenderOptions::default())
         .with_context(|| format!("rendering the report of {}", outcome.dir.display()))?;
