@@ -54,15 +54,26 @@ pub(super) async fn plan(args: PlanArgs) -> Result<()> {
         )
         .into());
     }
+    if let Some(v) = &args.vram {
+        crate::units::parse_bytes(v).map_err(|e| BadInput(format!("--vram {v:?}: {e}")))?;
+    }
     settings.overlay(SimSettings {
         vram: args.vram.clone(),
         gpus: args.gpus,
         max_loaded_models: args.max_loaded_models,
         ..SimSettings::default()
     });
-    let mut config = settings
-        .sched_config(0)
-        .map_err(|e| BadInput(format!("{e}")))?;
+    let mut config = settings.sched_config(0).map_err(|e| {
+        // Without a scenario the keys came from the flags: name those.
+        let text = e.to_string();
+        BadInput(if args.scenario.is_none() {
+            text.replace("sim.max_loaded_models", "--max-loaded-models")
+                .replace("sim.vram", "--vram")
+                .replace("sim.gpus", "--gpus")
+        } else {
+            text
+        })
+    })?;
     if asked.models.is_empty() {
         return Err(plan::PlanError::NoModels.into());
     }
