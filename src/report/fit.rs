@@ -41,6 +41,8 @@ pub struct FitSection {
     pub steps: Vec<String>,
     /// What would have fit, when the set does not.
     pub would_fit: Vec<String>,
+    /// What the run saw: the most of the set `/api/ps` listed at once.
+    pub observed: Option<String>,
 }
 
 /// The largest `/api/ps` `size` per model over the run.
@@ -187,7 +189,22 @@ fn section(
     } else {
         would_fit(meta, &config, &pairs, set)
     };
+    let assumed_cap = meta.sim.is_none();
+    let observed = together(samples, set).map(|n| {
+        let hint = if assumed_cap && result.fits && n > 0 && n < set.len() {
+            format!(
+                " (fewer than the default cap allows: the server may run OLLAMA_MAX_LOADED_MODELS={n}, or its memory held no more)"
+            )
+        } else {
+            String::new()
+        };
+        format!(
+            "/api/ps listed at most {n} of the {} together during the run{hint}",
+            set.len()
+        )
+    });
     Some(FitSection {
+        observed,
         cells: cells.join(", "),
         host,
         models,
@@ -195,6 +212,25 @@ fn section(
         steps,
         would_fit,
     })
+}
+
+/// The most models of `set` one `/api/ps` poll listed.
+fn together(samples: &[VramSample], set: &[(String, Option<u32>)]) -> Option<usize> {
+    let mut best: Option<usize> = None;
+    let mut i = 0;
+    let ps: Vec<&VramSample> = samples.iter().filter(|s| s.source == "ollama_ps").collect();
+    while i < ps.len() {
+        let t = ps[i].t_ms;
+        let mut n = 0;
+        while i < ps.len() && ps[i].t_ms == t {
+            if set.iter().any(|(m, _)| name::same_model(m, &ps[i].model)) {
+                n += 1;
+            }
+            i += 1;
+        }
+        best = Some(best.map_or(n, |b| b.max(n)));
+    }
+    best
 }
 
 fn signed(b: i64) -> String {

@@ -90,6 +90,9 @@ pub fn render(data: &ReportData) -> String {
         for w in &f.would_fit {
             md.push_str(&format!("- would have fit: {}\n", escape(w)));
         }
+        if let Some(o) = &f.observed {
+            md.push_str(&format!("- observed: {}\n", escape(o)));
+        }
     }
     md.push_str("\n## Cells\n\n");
     md.push_str("| cell | stream | model | keep_alive | requests | errors | cold % | TTFT p50 ms | TTFT p99 ms | idle GB·s | peak GB | memory |\n");

@@ -257,6 +257,10 @@ fn fits_together_on_a_live_cpu_host_uses_the_api_ps_sizes_and_the_default_cap_e5
     );
     assert_eq!(s[0].models[0].size, "100.0 MiB");
     assert_eq!(
+        s[0].observed.as_deref(),
+        Some("/api/ps listed at most 1 of the 4 together during the run")
+    );
+    assert_eq!(
         s[0].would_fit,
         [
             "a and b and c together",
