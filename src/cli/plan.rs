@@ -23,57 +23,8 @@ use crate::sim_settings::SimSettings;
 const MAX_CHECKED: usize = 8;
 
 pub(super) async fn plan(args: PlanArgs) -> Result<()> {
-    let (mut asked, mut settings) = match &args.scenario {
-        Some(path) => from_scenario(path)?,
-        None => (Asked::default(), SimSettings::default()),
-    };
-    if !args.models.is_empty() {
-        asked.models = args.models.clone();
-    }
-    asked.models.retain(|m| !m.trim().is_empty());
-    // A model named twice is one model (`tiny-50m` ≡ `tiny-50m:latest`).
-    let mut seen: Vec<String> = Vec::new();
-    asked.models.retain(|m| {
-        let key = crate::ollama::name::key(m);
-        let new = !seen.contains(&key);
-        seen.push(key);
-        new
-    });
-    if !args.num_ctx.is_empty() {
-        asked.num_ctx = args.num_ctx.clone();
-    }
-    if !args.parallel.is_empty() {
-        asked.parallel = args.parallel.clone();
-    }
-    if !args.quant.is_empty() {
-        asked.quant = args.quant.clone();
-    }
-    if asked.num_ctx.contains(&0) || asked.parallel.contains(&0) {
-        return Err(BadInput(
-            "--num-ctx and --parallel take numbers above 0 (e.g. --num-ctx 4096,32768 --parallel 1,4)".into(),
-        )
-        .into());
-    }
-    if let Some(v) = &args.vram {
-        crate::units::parse_bytes(v).map_err(|e| BadInput(format!("--vram {v:?}: {e}")))?;
-    }
-    settings.overlay(SimSettings {
-        vram: args.vram.clone(),
-        gpus: args.gpus,
-        max_loaded_models: args.max_loaded_models,
-        ..SimSettings::default()
-    });
-    let mut config = settings.sched_config(0).map_err(|e| {
-        // Without a scenario the keys came from the flags: name those.
-        let text = e.to_string();
-        BadInput(if args.scenario.is_none() {
-            text.replace("sim.max_loaded_models", "--max-loaded-models")
-                .replace("sim.vram", "--vram")
-                .replace("sim.gpus", "--gpus")
-        } else {
-            text
-        })
-    })?;
+    let (asked, settings) = asked(&args)?;
+    let mut config = host(&args, settings.clone())?;
     if asked.models.is_empty() {
         return Err(plan::PlanError::NoModels.into());
     }
@@ -102,6 +53,67 @@ pub(super) async fn plan(args: PlanArgs) -> Result<()> {
     }
     let target = target.unwrap_or(Target::Sim);
     check(&args, &planner, &planned, &target).await
+}
+
+/// The models, contexts, parallels and quantizations asked: the scenario's, the flags
+/// over them; a model named twice counts once (`tiny-50m` ≡ `tiny-50m:latest`).
+fn asked(args: &PlanArgs) -> Result<(Asked, SimSettings)> {
+    let (mut asked, settings) = match &args.scenario {
+        Some(path) => from_scenario(path)?,
+        None => (Asked::default(), SimSettings::default()),
+    };
+    if !args.models.is_empty() {
+        asked.models = args.models.clone();
+    }
+    asked.models.retain(|m| !m.trim().is_empty());
+    let mut seen: Vec<String> = Vec::new();
+    asked.models.retain(|m| {
+        let key = crate::ollama::name::key(m);
+        let new = !seen.contains(&key);
+        seen.push(key);
+        new
+    });
+    if !args.num_ctx.is_empty() {
+        asked.num_ctx = args.num_ctx.clone();
+    }
+    if !args.parallel.is_empty() {
+        asked.parallel = args.parallel.clone();
+    }
+    if !args.quant.is_empty() {
+        asked.quant = args.quant.clone();
+    }
+    if asked.num_ctx.contains(&0) || asked.parallel.contains(&0) {
+        return Err(BadInput(
+            "--num-ctx and --parallel take numbers above 0 (e.g. --num-ctx 4096,32768 --parallel 1,4)".into(),
+        )
+        .into());
+    }
+    Ok((asked, settings))
+}
+
+/// The host: the scenario's `[sim]` (or the defaults) with the flags laid over it.
+fn host(args: &PlanArgs, mut settings: SimSettings) -> Result<SchedConfig> {
+    if let Some(v) = &args.vram {
+        crate::units::parse_bytes(v).map_err(|e| BadInput(format!("--vram {v:?}: {e}")))?;
+    }
+    settings.overlay(SimSettings {
+        vram: args.vram.clone(),
+        gpus: args.gpus,
+        max_loaded_models: args.max_loaded_models,
+        ..SimSettings::default()
+    });
+    let config = settings.sched_config(0).map_err(|e| {
+        // Without a scenario the keys came from the flags: name those.
+        let text = e.to_string();
+        BadInput(if args.scenario.is_none() {
+            text.replace("sim.max_loaded_models", "--max-loaded-models")
+                .replace("sim.vram", "--vram")
+                .replace("sim.gpus", "--gpus")
+        } else {
+            text
+        })
+    })?;
+    Ok(config)
 }
 
 /// Models, contexts and quantizations from a scenario's streams and sweep; the host
