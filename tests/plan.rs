@@ -236,6 +236,58 @@ fn live_sizes_from_a_server_match_the_catalogue_estimate_on_the_simulator() {
     }
 }
 
+#[test]
+fn a_scenario_model_outside_the_catalogue_is_planned_and_checked_on_the_simulator() {
+    // A [[sim.models]] entry goes to the simulator with the check.
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("extra.toml");
+    std::fs::write(&path, EXTRA).unwrap();
+    let out = text(&run_ok(&[
+        "plan",
+        "--scenario",
+        path.to_str().unwrap(),
+        "--check",
+        "--quiet",
+        "--gap",
+        "2s",
+        "--out",
+        tmp.path().join("check").to_str().unwrap(),
+    ]));
+    assert!(out.contains("host: 1 × 8 GiB GPU"), "{out}");
+    assert!(out.contains("mini:1b (mini:1b, Q4_K_M)"), "{out}");
+    assert!(out.contains("every request as predicted"), "{out}");
+}
+
+const EXTRA: &str = r#"name = "extra"
+[sim]
+vram = "8GiB"
+[[sim.models]]
+name = "mini:1b"
+family = "llama"
+parameter_size = "1B"
+quantization = "Q4_K_M"
+file_bytes = 1000000000
+block_count = 16
+kv_heads = 8
+head_dim = 64
+context_length = 8192
+prefill_tps = 900.0
+decode_tps = 100.0
+capabilities = ["completion"]
+[[stream]]
+name = "a"
+model = "mini:1b"
+num_ctx = 8192
+arrival = { kind = "constant", rate = "1/s" }
+[[stream]]
+name = "b"
+model = "qwen2.5:3b"
+num_ctx = 8192
+arrival = { kind = "constant", rate = "1/s" }
+[run]
+requests = 2
+"#;
+
 /// `--check` against the real server with `OLLAMA_MAX_LOADED_MODELS=cap`: the sizes
 /// are measured, the host is CPU-only, and the observed evictions are the predicted ones.
 fn real_cap_check(cap: &str, expect_cold: usize, expect_evictions: usize) {

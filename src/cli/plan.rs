@@ -322,7 +322,20 @@ async fn check_one(
     quiet: bool,
 ) -> Result<Comparison> {
     let traces = tempfile_dir()?;
-    let text = check_scenario(combo, &planner.config, gap, &traces)?;
+    // Models the built-in catalogue lacks or holds otherwise (a scenario's
+    // [[sim.models]]) go to the simulator with the check.
+    let builtin = Catalogue::builtin();
+    let extra: Vec<crate::catalogue::ModelSpec> = match target {
+        Target::Sim => combo
+            .estimates
+            .iter()
+            .filter_map(|e| planner.catalogue.models.iter().find(|m| m.name == e.model))
+            .filter(|m| builtin.models.iter().all(|b| b != *m))
+            .cloned()
+            .collect(),
+        Target::Ollama(_) => Vec::new(),
+    };
+    let text = check_scenario(combo, &planner.config, gap, &traces, &extra)?;
     let path = traces.join("plan-check.toml");
     std::fs::write(&path, &text).with_context(|| format!("writing {}", path.display()))?;
     let scenario = scenario::parse(&text, &path)?;
@@ -386,6 +399,7 @@ fn check_scenario(
     config: &SchedConfig,
     gap: Duration,
     dir: &Path,
+    extra: &[crate::catalogue::ModelSpec],
 ) -> Result<String> {
     let rounds = plan::ROUNDS;
     use std::fmt::Write;
@@ -422,6 +436,21 @@ fn check_scenario(
         );
     }
     let _ = writeln!(t, "[run]\nrequests = {rounds}\ntimeout = \"120s\"\n");
+    if !extra.is_empty() {
+        #[derive(serde::Serialize)]
+        struct Models<'a> {
+            models: &'a [crate::catalogue::ModelSpec],
+        }
+        #[derive(serde::Serialize)]
+        struct Sim<'a> {
+            sim: Models<'a>,
+        }
+        let models = toml::to_string(&Sim {
+            sim: Models { models: extra },
+        })
+        .context("writing the check's [[sim.models]]")?;
+        let _ = writeln!(t, "{models}");
+    }
     let _ = writeln!(
         t,
         "[telemetry]\nsources = [\"ollama_ps\"]\ninterval = \"100ms\""
