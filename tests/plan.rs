@@ -312,6 +312,9 @@ fn real_cap_check(cap: &str, expect_cold: usize, expect_evictions: usize) {
             &real.url,
             "--check",
             "--quiet",
+            // A cold load of tiny-150m can take 4 s on a busy 2-core host.
+            "--gap",
+            "7s",
             "--out",
         ])
         .arg(&out_dir)

@@ -373,6 +373,18 @@ async fn check_one(
     let rows = crate::record::read_requests(&outcome.dir)?;
     let samples = crate::record::read_vram(&outcome.dir)?;
     let names: Vec<String> = combo.estimates.iter().map(|e| e.model.clone()).collect();
+    let overlapped = observe::overlapping(&rows);
+    if !overlapped.is_empty() {
+        eprintln!(
+            "warning: request(s) #{} still ran when the next was sent ({} apart): the round-robin assumes one at a time; give a longer --gap",
+            overlapped
+                .iter()
+                .map(|i| i.to_string())
+                .collect::<Vec<_>>()
+                .join(", #"),
+            crate::units::format_go_duration(gap)
+        );
+    }
     Ok(Comparison::of(
         combo.timeline.clone(),
         observe::observed(&names, &rows, &samples),

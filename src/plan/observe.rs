@@ -32,7 +32,7 @@ fn polls(samples: &[VramSample]) -> Vec<(f64, BTreeSet<String>)> {
 /// The observed timeline: one step per row of the check's round-robin (in send order,
 /// `models.len()` rows per round), its name mapped back to the plan's; a model counts
 /// as evicted by a cold request when `/api/ps` listed it at the last poll before the
-/// send and not at the first poll after the request ended.
+/// send and not at the first poll after its load (send + `load_duration`).
 pub fn observed(models: &[String], rows: &[RequestRecord], samples: &[VramSample]) -> Vec<Step> {
     let polls = polls(samples);
     let plan_name = |n: &str| {
@@ -61,7 +61,15 @@ pub fn observed(models: &[String], rows: &[RequestRecord], samples: &[VramSample
         .enumerate()
         .map(|(i, r)| {
             let own = name::key(&r.model);
-            let evicted = match (r.cold, after(r.end_ms)) {
+            // Victims leave /api/ps before the load ends (E4): read it once the model is
+            // handed over, before a later request can change it.
+            let sent = r.sent_ms.unwrap_or(r.intended_ms);
+            let loaded = r
+                .load_duration_ms
+                .map(|l| sent + l)
+                .or(r.first_byte_ms)
+                .unwrap_or(r.end_ms);
+            let evicted = match (r.cold, after(loaded)) {
                 (true, Some(after)) => before(r.sent_ms.unwrap_or(r.intended_ms))
                     .difference(&after)
                     .filter(|k| **k != own)
@@ -78,6 +86,18 @@ pub fn observed(models: &[String], rows: &[RequestRecord], samples: &[VramSample
                 load_s: r.load_duration_ms.filter(|_| r.cold).map(|ms| ms / 1000.0),
             }
         })
+        .collect()
+}
+
+/// Requests (1-based, in send order) still running when the next one was sent: the
+/// round-robin assumes one at a time, so a longer gap is needed.
+pub fn overlapping(rows: &[RequestRecord]) -> Vec<usize> {
+    let mut rows: Vec<&RequestRecord> = rows.iter().collect();
+    rows.sort_by(|a, b| a.intended_ms.total_cmp(&b.intended_ms));
+    rows.windows(2)
+        .enumerate()
+        .filter(|(_, w)| w[0].end_ms > w[1].sent_ms.unwrap_or(w[1].intended_ms))
+        .map(|(i, _)| i + 1)
         .collect()
 }
 

@@ -484,3 +484,29 @@ fn observed_evictions_come_from_api_ps_around_each_cold_request() {
     assert_eq!(cmp.differences, [2]);
     assert!(cmp.text().contains("1 request(s) differ (#3)"));
 }
+
+#[test]
+fn an_overlapping_request_is_read_at_its_load_not_its_end_and_named() {
+    // c loads at 2.0 s (evicting a) and still runs at 3.0 s when a comes back and
+    // evicts b: reading /api/ps at c's end would blame c for b.
+    let models = names(&["a", "b", "c"]);
+    let mut rows = vec![
+        row("a", 0.0, true),
+        row("b", 1000.0, true),
+        row("c", 2000.0, true),
+        row("a", 3000.0, true),
+    ];
+    rows[2].load_duration_ms = Some(500.0);
+    rows[2].end_ms = 3500.0;
+    rows[3].load_duration_ms = Some(100.0);
+    let mut samples = Vec::new();
+    samples.extend(poll(500.0, &["a"]));
+    samples.extend(poll(1500.0, &["a", "b"]));
+    samples.extend(poll(2600.0, &["b", "c"]));
+    samples.extend(poll(3200.0, &["c", "a"]));
+    samples.extend(poll(3600.0, &["c", "a"]));
+    let seen = observe::observed(&models, &rows, &samples);
+    assert_eq!(seen[2].evicted, ["a"]);
+    assert_eq!(seen[3].evicted, ["b"]);
+    assert_eq!(observe::overlapping(&rows), [3]);
+}
