@@ -106,7 +106,8 @@ pub struct PlanArgs {
     #[arg(long)]
     pub check: bool,
     /// Time between two requests of the check, longer than a reload (default 3s on the
-    /// simulator, 4s live).
+    /// simulator; live, twice the slowest load timed while measuring the sizes plus 1s,
+    /// at least 4s).
     #[arg(long, value_parser = parse_duration)]
     pub gap: Option<Duration>,
     /// Folder for the check's run folders (default reports/plan-check-<UTC time>).

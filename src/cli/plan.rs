@@ -250,9 +250,18 @@ async fn check(args: &PlanArgs, planner: &Planner, planned: &Plan, target: &Targ
         .into());
     }
     let live = matches!(target, Target::Ollama(_));
-    let gap = args
-        .gap
-        .unwrap_or(Duration::from_millis(if live { 4000 } else { 3000 }));
+    // Live: at least 4 s, and twice the slowest load the size measurement timed plus a
+    // second, so that one request ends before the next is sent.
+    let slowest = planner
+        .measured
+        .iter()
+        .map(|m| m.load_s)
+        .fold(0.0, f64::max);
+    let gap = args.gap.unwrap_or(if live {
+        Duration::from_secs_f64((2.0 * slowest + 1.0).max(4.0).ceil())
+    } else {
+        Duration::from_secs(3)
+    });
     let out_root = args
         .out
         .clone()
@@ -274,7 +283,7 @@ async fn check(args: &PlanArgs, planner: &Planner, planned: &Plan, target: &Targ
         if !args.json {
             println!();
             println!(
-                "check #{} num_ctx {}, parallel {}{} on {}: {}",
+                "check #{} num_ctx {}, parallel {}{} on {}, a request every {}: {}",
                 i + 1,
                 combo.num_ctx,
                 combo.parallel,
@@ -283,6 +292,7 @@ async fn check(args: &PlanArgs, planner: &Planner, planned: &Plan, target: &Targ
                     .as_deref()
                     .map_or(String::new(), |q| format!(", {q}")),
                 if live { "the target" } else { "the simulator" },
+                crate::units::format_go_duration(gap),
                 dir.display()
             );
             print!("{}", comparison.text());

@@ -39,6 +39,8 @@ pub struct MeasuredSize {
     pub size: u64,
     /// `/api/ps` `size_vram`.
     pub size_vram: u64,
+    /// How long the load took, seconds (timed by the client).
+    pub load_s: f64,
 }
 
 /// What one model takes resident in one combination.

@@ -101,7 +101,7 @@ pub async fn measure(
     num_ctx: u32,
 ) -> Result<Option<MeasuredSize>, ClientError> {
     let keep = KeepAlive::from_duration(Duration::from_secs(60));
-    client.load(model, Some(&keep), Some(num_ctx)).await?;
+    let took = client.load(model, Some(&keep), Some(num_ctx)).await?;
     let ps = client.ps().await?;
     let found = ps
         .models
@@ -112,6 +112,7 @@ pub async fn measure(
             num_ctx: p.context_length.map_or(num_ctx, |c| c as u32),
             size: p.size,
             size_vram: p.size_vram,
+            load_s: took.as_secs_f64(),
         });
     let _ = client.unload(model).await;
     Ok(found)

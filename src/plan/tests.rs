@@ -277,6 +277,7 @@ fn a_measured_size_replaces_the_estimate_and_is_marked() {
         num_ctx: 2048,
         size: 100_000_000,
         size_vram: 0,
+        load_s: 0.3,
     };
     let config = SchedConfig::default();
     let e = estimate::estimate("tiny-50m", spec, 2048, &config, std::slice::from_ref(&m));
