@@ -35,6 +35,7 @@ pub mod rng;
 pub mod run;
 pub mod scenario;
 pub mod sched;
+pub mod shard;
 pub mod sim;
 pub mod sim_settings;
 pub mod telemetry;

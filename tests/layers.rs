@@ -18,6 +18,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("calibrate", 3),
     ("ollama", 2),
     ("workload", 3),
+    ("shard", 3),
     ("traffic", 3),
     ("sim", 3),
     ("telemetry", 4),

@@ -14,6 +14,7 @@ use anyhow::{Context, Result};
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
+use crate::record::histograms::{self, StreamHistograms};
 use crate::record::{self, CellMeta, RequestRecord, RunMeta, RunStatus, TargetMeta, VramSample};
 use crate::units::KeepAlive;
 
@@ -145,16 +146,19 @@ impl Default for MsHistogram {
 impl MsHistogram {
     /// An empty histogram.
     pub fn new() -> Self {
-        // Bounds are constants that hdrhistogram accepts; failure would be a bug here.
-        let hist = Histogram::new_with_bounds(1, 3_600_000_000, 3)
-            .unwrap_or_else(|_| Histogram::new(3).unwrap_or_else(|_| unreachable!()));
+        MsHistogram {
+            hist: histograms::empty(),
+        }
+    }
+
+    /// A histogram of microseconds as the run folder's files hold it.
+    pub fn from_us(hist: Histogram<u64>) -> Self {
         MsHistogram { hist }
     }
 
     /// Records one value in milliseconds (clamped into range).
     pub fn record_ms(&mut self, ms: f64) {
-        let us = (ms * 1000.0).round().clamp(1.0, 3_600_000_000.0) as u64;
-        self.hist.saturating_record(us);
+        histograms::record_ms(&mut self.hist, ms);
     }
 
     /// Values recorded.
@@ -275,10 +279,7 @@ fn summarize_stream(
     rows: &[&RequestRecord],
     threshold: Duration,
 ) -> StreamSummary {
-    let mut ttft = [MsHistogram::new(), MsHistogram::new(), MsHistogram::new()];
-    let mut e2e = [MsHistogram::new(), MsHistogram::new(), MsHistogram::new()];
-    let mut tpot = MsHistogram::new();
-    let mut load = MsHistogram::new();
+    let mut hists = StreamHistograms::default();
     let mut errors_by_kind = BTreeMap::new();
     let (mut requests, mut warmup, mut errors, mut cold) = (0u64, 0u64, 0u64, 0u64);
     let (mut tokens, mut token_ns) = (0f64, 0f64);
@@ -296,23 +297,7 @@ fn summarize_stream(
         if r.cold {
             cold += 1;
         }
-        let group = if r.cold { 2 } else { 1 };
-        if let Some(v) = r.ttft_ms {
-            ttft[0].record_ms(v);
-            ttft[group].record_ms(v);
-        }
-        if let Some(v) = r.e2e_ms {
-            e2e[0].record_ms(v);
-            e2e[group].record_ms(v);
-        }
-        if let Some(v) = r.itl_ms {
-            tpot.record_ms(v);
-        }
-        if r.cold
-            && let Some(v) = r.load_duration_ms
-        {
-            load.record_ms(v);
-        }
+        hists.add(r);
         if let (Some(n), Some(ms)) = (r.eval_count, r.eval_ms)
             && n > 0
             && ms > 0.0
@@ -321,12 +306,13 @@ fn summarize_stream(
             token_ns += ms;
         }
     }
-    let split = |h: &[MsHistogram; 3]| Split {
-        all: h[0].percentiles(),
-        warm: h[1].percentiles(),
-        cold: h[2].percentiles(),
+    let pct = |h: &Histogram<u64>| MsHistogram::from_us(h.clone()).percentiles();
+    let split = |h: &[Histogram<u64>; 3]| Split {
+        all: pct(&h[0]),
+        warm: pct(&h[1]),
+        cold: pct(&h[2]),
     };
-    let ttft_split = split(&ttft);
+    let ttft_split = split(&hists.ttft);
     let cold_penalty_ms = match (&ttft_split.cold, &ttft_split.warm) {
         (Some(c), Some(w)) => Some((c.p50 - w.p50).max(0.0)),
         _ => None,
@@ -349,9 +335,9 @@ fn summarize_stream(
             0.0
         },
         ttft_ms: ttft_split,
-        e2e_ms: split(&e2e),
-        tpot_ms: tpot.percentiles(),
-        load_ms: load.percentiles(),
+        e2e_ms: split(&hists.e2e),
+        tpot_ms: pct(&hists.tpot),
+        load_ms: pct(&hists.load),
         cold_penalty_ms,
         tokens_per_s: (token_ns > 0.0).then(|| tokens / (token_ns / 1000.0)),
     }

@@ -11,8 +11,10 @@ use crate::cli::{
 };
 use crate::record::RunStatus;
 use crate::run::open_loop::RunOptions;
+use crate::run::request::Slice;
 use crate::run::{self, RunOutcome, Target};
 use crate::scenario;
+use crate::shard::{self, Shard};
 use crate::sim;
 use crate::sim_settings::{FaultSettings, SimSettings};
 
@@ -24,11 +26,30 @@ pub(super) async fn run(args: RunArgs) -> Result<()> {
         &scenario,
     );
     check_target(&target)?;
+    let start_at = args
+        .start_at
+        .as_deref()
+        .map(shard::parse_start_at)
+        .transpose()
+        .map_err(|e| BadInput(e.0))?;
+    let slice = match (&args.shard, args.shards) {
+        (Some(text), shards) => Some(Slice {
+            shard: Shard::parse(text, shards, |k| std::env::var(k).ok())
+                .map_err(|e| BadInput(e.0))?,
+            by: scenario.run.shard_by,
+        }),
+        (None, Some(n)) => {
+            return Err(BadInput(format!("--shards {n} needs --shard i/N or --shard auto")).into());
+        }
+        (None, None) => None,
+    };
     let options = RunOptions {
         target,
         out: args.out,
         pull: args.pull,
         prewarm: !args.no_prewarm,
+        slice,
+        start_at,
     };
     let (cancel, tx, progress) = observe(args.quiet);
     let outcome = run::open_loop::run(&scenario, &plan, &options, tx, cancel.clone()).await;

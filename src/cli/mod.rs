@@ -245,6 +245,19 @@ pub struct RunArgs {
     /// No progress on stderr.
     #[arg(long, short)]
     pub quiet: bool,
+    /// Run one shard of the global schedule: `i/N` (0-based), or `auto` (from
+    /// JOB_COMPLETION_INDEX with --shards or KABENCH_SHARDS, or SLURM_ARRAY_TASK_ID with
+    /// SLURM_ARRAY_TASK_COUNT). The shard's folder is OUT/shard-<i>-of-<N>.
+    #[arg(long, value_name = "i/N|auto")]
+    pub shard: Option<String>,
+    /// Without --shard: start N shard processes here against one shared target, then
+    /// merge them into OUT. With --shard auto: the shard count.
+    #[arg(long, value_name = "N")]
+    pub shards: Option<u32>,
+    /// Common start barrier of the shards (RFC 3339, e.g. 2026-12-01T18:30:00Z): each
+    /// sleeps until then, and every cell starts at a fixed offset from it.
+    #[arg(long, value_name = "RFC3339")]
+    pub start_at: Option<String>,
 }
 
 /// `kabench validate`.

@@ -511,6 +511,8 @@ pub fn write_folder(dir: &Path, p: &Prediction, host: &Host, info: &FolderInfo) 
         cost: Some(info.cost.clone()),
         slo: Some(SloSettings::default()),
         goose_reports: Vec::new(),
+        shard: None,
+        merged: None,
     };
     RunWriter::create(dir, &scenario_text(p, info), meta.clone())?;
     let mut run = serde_json::to_value(&meta)?;

@@ -15,11 +15,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::units::KeepAlive;
 
+pub mod histograms;
 mod meta;
 
 pub use meta::{
-    CellMeta, CostSettings, DEFAULT_RAM_GB_HOUR, DEFAULT_VRAM_GB_HOUR, RunMeta, RunStatus, SimHost,
-    SimModel, SloSettings, StreamMeta, SweepAxis, TargetMeta,
+    CellMeta, CostSettings, DEFAULT_RAM_GB_HOUR, DEFAULT_VRAM_GB_HOUR, HistogramSettings,
+    MergeMeta, RunMeta, RunStatus, ShardMeta, SimHost, SimModel, SloSettings, StreamMeta,
+    SweepAxis, TargetMeta,
 };
 
 /// File names inside a run folder.

@@ -105,6 +105,7 @@ async fn swarm_against(
         out: options.out.clone(),
         default_name: format!("{}-swarm", scenario.name),
         pull: false,
+        epoch: None,
     };
     let (client, mut rec) = begin
         .open(
@@ -136,6 +137,7 @@ async fn swarm_against(
         unload_timeout: scenario.run.unload_timeout,
         pause: Duration::ZERO,
         progress: &progress,
+        starts: None,
     };
     let ended = cells.run(plan, &mut driver, &mut rec, &cancel).await;
     watcher.abort();

@@ -110,6 +110,9 @@ pub(crate) struct CellLoop<'a> {
     pub pause: Duration,
     /// Where progress goes.
     pub progress: &'a mpsc::UnboundedSender<ProgressEvent>,
+    /// A sharded run's fixed cell starts (the first is the start barrier): before each
+    /// cell the loop sleeps until its start, then unloads; `None` runs cells back to back.
+    pub starts: Option<&'a [Instant]>,
 }
 
 impl CellLoop<'_> {
@@ -127,6 +130,31 @@ impl CellLoop<'_> {
         for cell in &plan.cells {
             if cancel.is_cancelled() {
                 break;
+            }
+            if let Some(starts) = self.starts {
+                let start = starts[cell.index];
+                let late = Instant::now().saturating_duration_since(start);
+                tokio::select! {
+                    _ = tokio::time::sleep_until(start.into()) => {}
+                    _ = cancel.cancelled() => break,
+                }
+                if cell.index == 0 {
+                    let woke = std::time::SystemTime::now();
+                    if let Some(shard) = rec.writer.meta_mut().shard.as_mut()
+                        && let Ok(at) = crate::shard::parse_start_at(&shard.start_at)
+                    {
+                        shard.clock_offset_ms = Some(crate::shard::ms_between(woke, at));
+                    }
+                } else if late > Duration::from_millis(100) {
+                    rec.warn(
+                        format!(
+                            "cell {} started {:.1} s after its fixed start: the previous cell ran past its window",
+                            cell.id,
+                            late.as_secs_f64()
+                        ),
+                        self.progress,
+                    );
+                }
             }
             if let Err(e) = unload_all_until(self.client, self.unload_timeout, cancel).await {
                 rec.warn(format!("before cell {}: {e:#}", cell.id), self.progress);
@@ -187,6 +215,9 @@ pub(crate) struct Begin<'a> {
     pub default_name: String,
     /// Pull missing models instead of stopping.
     pub pull: bool,
+    /// Time zero of every row and sample (a sharded run's start barrier); `None`: when
+    /// the folder is opened.
+    pub epoch: Option<Instant>,
 }
 
 impl Begin<'_> {
@@ -214,6 +245,7 @@ impl Begin<'_> {
         shape(&mut meta);
         let rec = Recorder::open(
             dir,
+            self.epoch,
             self.scenario,
             meta,
             &client,

@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::ollama::OllamaClient;
+use crate::record::histograms;
 use crate::record::{
     self, CellMeta, RequestRecord, RunMeta, RunStatus, RunWriter, StreamMeta, TargetMeta,
 };
@@ -67,9 +68,11 @@ impl WriteFault {
 
 impl Recorder {
     /// Creates the folder with `meta` (before any request, so a bad `--out` fails at
-    /// once), starts telemetry against `client`'s target and the row writer.
+    /// once), with time zero at `epoch` (default: now), starts telemetry against `client`'s target and the row writer.
+    #[allow(clippy::too_many_arguments)]
     pub fn open(
         dir: PathBuf,
+        epoch: Option<Instant>,
         scenario: &Scenario,
         meta: RunMeta,
         client: &OllamaClient,
@@ -83,7 +86,7 @@ impl Recorder {
             first: Default::default(),
             stop_run: cancel.clone(),
         };
-        let epoch = Instant::now();
+        let epoch = epoch.unwrap_or_else(Instant::now);
         let telemetry_cancel = cancel.child_token();
         let telemetry = telemetry::start(
             telemetry_config(scenario, client.base_url(), is_sim),
@@ -202,6 +205,19 @@ impl Recorder {
             sim.evictions = Some(stats.evictions);
             sim.expirations = Some(stats.expirations);
             sim.loads_per_cell = sim_loads;
+        }
+        // A shard leaves its latency histograms, to be added (never averaged) by merge.
+        if meta.shard.is_some() {
+            match record::read_requests(&dir)
+                .and_then(|rows| histograms::write(&dir, &histograms::from_rows(&rows)))
+            {
+                Ok(()) => {
+                    if let Some(shard) = meta.shard.as_mut() {
+                        shard.histograms = Some(histograms::SETTINGS);
+                    }
+                }
+                Err(e) => fault.fail(histograms::HISTOGRAMS_DIR, &format!("{e:#}")),
+            }
         }
         // A file that could not be written fails the run, whatever else happened.
         if let Some(reason) = fault.reason() {
@@ -340,6 +356,8 @@ pub fn initial_meta(
         cost: Some(scenario.cost.clone()),
         slo: Some(scenario.slo.clone()),
         goose_reports: Vec::new(),
+        shard: None,
+        merged: None,
     }
 }
 
