@@ -24,6 +24,7 @@ pub mod calibrate;
 pub mod catalogue;
 pub mod cli;
 pub mod doctor;
+pub mod fleet;
 pub mod ollama;
 pub mod predict;
 pub mod progress;

@@ -29,6 +29,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("recommend", 6),
     ("predict", 6),
     ("report", 7),
+    ("fleet", 7),
     ("progress", 8),
     ("cli", 8),
 ];

@@ -6,8 +6,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::analysis::Summary;
 use crate::cli::{
-    BadInput, CompareArgs, DoctorArgs, Interrupted, ModelsArgs, ProxyArgs, ReportArgs, RunArgs,
-    SimArgs, SwarmArgs, ValidateArgs,
+    BadInput, CompareArgs, DoctorArgs, Interrupted, MergeArgs, ModelsArgs, ProxyArgs, ReportArgs,
+    RunArgs, SimArgs, SwarmArgs, ValidateArgs,
 };
 use crate::record::RunStatus;
 use crate::run::open_loop::RunOptions;
@@ -39,7 +39,15 @@ pub(super) async fn run(args: RunArgs) -> Result<()> {
             by: scenario.run.shard_by,
         }),
         (None, Some(n)) => {
-            return Err(BadInput(format!("--shards {n} needs --shard i/N or --shard auto")).into());
+            let launch = crate::fleet::launch::Launch {
+                scenario_path: args.scenario.clone(),
+                shards: n,
+                target,
+                out: args.out.clone(),
+                start_at,
+                prewarm: !args.no_prewarm,
+            };
+            return launch_shards(launch, &scenario, &plan, args.json, args.quiet).await;
         }
         (None, None) => None,
     };
@@ -55,6 +63,47 @@ pub(super) async fn run(args: RunArgs) -> Result<()> {
     let outcome = run::open_loop::run(&scenario, &plan, &options, tx, cancel.clone()).await;
     let _ = progress.await;
     finish(outcome?, args.json, &cancel)
+}
+
+/// `kabench run --shards N` without `--shard`: N shard processes here, then the merge.
+async fn launch_shards(
+    launch: crate::fleet::launch::Launch,
+    scenario: &scenario::Scenario,
+    plan: &scenario::Plan,
+    json: bool,
+    quiet: bool,
+) -> Result<()> {
+    if launch.shards == 0 {
+        return Err(BadInput("--shards 0: give at least 1 shard".into()).into());
+    }
+    let (cancel, tx, progress) = observe(quiet);
+    let launched = crate::fleet::launch::launch(&launch, scenario, plan, &tx, &cancel).await;
+    drop(tx);
+    let _ = progress.await;
+    let launched = launched?;
+    let merged = &launched.merged;
+    for w in &merged.warnings {
+        eprintln!("warning: {w}");
+    }
+    let rendered = crate::report::render(&merged.dir, &crate::report::RenderOptions::default())
+        .with_context(|| format!("rendering the report of {}", merged.dir.display()))?;
+    print_result(&read_summary(&merged.dir)?, json)?;
+    eprintln!("{}", rendered.headline);
+    eprintln!(
+        "wrote {} from {} shards ({} requests, {} errors): open {}",
+        merged.dir.display(),
+        launch.shards,
+        merged.rows,
+        merged.errors,
+        rendered.index_html.display()
+    );
+    if cancel.is_cancelled() {
+        return Err(Interrupted(merged.dir.display().to_string()).into());
+    }
+    if !launched.failed.is_empty() {
+        anyhow::bail!("shard process(es) failed: {}", launched.failed.join("; "));
+    }
+    Ok(())
 }
 
 pub(super) async fn swarm(args: SwarmArgs) -> Result<()> {
@@ -178,6 +227,26 @@ fn read_summary(dir: &std::path::Path) -> Result<Summary> {
     let text =
         std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+}
+
+pub(super) fn merge(args: MergeArgs) -> Result<()> {
+    let merged = crate::fleet::merge::merge(&args.out, &args.shards)?;
+    for w in &merged.warnings {
+        eprintln!("warning: {w}");
+    }
+    let rendered = crate::report::render(&merged.dir, &crate::report::RenderOptions::default())
+        .with_context(|| format!("rendering the report of {}", merged.dir.display()))?;
+    print_result(&read_summary(&merged.dir)?, args.json)?;
+    eprintln!("{}", rendered.headline);
+    eprintln!(
+        "merged {} shard folder(s) into {} ({} requests, {} errors): open {}",
+        args.shards.len(),
+        merged.dir.display(),
+        merged.rows,
+        merged.errors,
+        rendered.index_html.display()
+    );
+    Ok(())
 }
 
 pub(super) fn validate(args: ValidateArgs) -> Result<()> {

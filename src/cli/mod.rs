@@ -57,6 +57,22 @@ pub enum Command {
     /// Replay a request log through the scheduler model on a virtual clock under every
     /// keep_alive policy, priced against the offline optimum.
     Predict(Box<PredictArgs>),
+    /// Merge the shard folders of a sharded run (`kabench run --shard`) into one run
+    /// folder and render its report: rows in intended-time order, histograms added.
+    Merge(MergeArgs),
+}
+
+/// `kabench merge`.
+#[derive(Debug, Args)]
+pub struct MergeArgs {
+    /// The merged run folder (it may hold the shard folders).
+    pub out: PathBuf,
+    /// The shard folders (shard-<i>-of-<N>), all of one run.
+    #[arg(required = true)]
+    pub shards: Vec<PathBuf>,
+    /// Print summary.json on stdout instead of the table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `kabench proxy`.
@@ -399,5 +415,6 @@ pub async fn dispatch(cli: Cli) -> Result<()> {
         Command::Doctor(args) => commands::doctor(args).await,
         Command::Proxy(args) => commands::proxy(args).await,
         Command::Predict(args) => predict::predict(*args),
+        Command::Merge(args) => commands::merge(args),
     }
 }

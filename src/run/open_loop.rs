@@ -270,7 +270,7 @@ impl CellDriver for OpenLoop<'_> {
 /// Loads and unloads each model once, so every cell starts from the same page cache.
 /// Each load is bounded by the requests' timeout, each unload by `unload_timeout`, and
 /// Ctrl-C (`cancel`) ends it.
-async fn prewarm(
+pub async fn prewarm(
     client: &OllamaClient,
     plan: &Plan,
     cfg: &RunnerConfig,

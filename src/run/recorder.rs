@@ -281,6 +281,7 @@ fn telemetry_config(scenario: &Scenario, base_url: &str, is_sim: bool) -> Teleme
         ps_interval: t.ps_interval,
         process_names: t.process_names.clone(),
         ollama_url: Some(base_url.to_string()),
+        fleet_urls: Vec::new(),
         prometheus_url: t.prometheus_url.clone(),
         prometheus_query: t.prometheus_query.clone(),
         sim_metrics_url: is_sim.then(|| format!("{}/metrics", base_url.trim_end_matches('/'))),
