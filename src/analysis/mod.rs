@@ -99,6 +99,29 @@ pub struct StreamSummary {
     pub cold_penalty_ms: Option<f64>,
     /// Mean decode speed reported by the server, tokens/s.
     pub tokens_per_s: Option<f64>,
+    /// The same figures per host of a fleet, in host order (absent with one target):
+    /// the stream's own figures above are the merged ones.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<HostSummary>,
+}
+
+/// One host's share of a stream in a run against a fleet.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HostSummary {
+    /// The host (`requests.csv` `target`).
+    pub target: String,
+    /// Requests counted (warm-up excluded).
+    pub requests: u64,
+    /// Failed requests.
+    pub errors: u64,
+    /// Cold requests among the answered ones.
+    pub cold: u64,
+    /// cold / answered.
+    pub cold_ratio: f64,
+    /// Time to first token of every answered request, ms.
+    pub ttft_ms: Option<Percentiles>,
+    /// End to end of every answered request, ms.
+    pub e2e_ms: Option<Percentiles>,
 }
 
 /// Percentiles of all, warm and cold requests (`null` when a group is empty).
@@ -208,6 +231,8 @@ pub fn summarize(
         }
         by_cell.entry(r.cell.as_str()).or_default().push(row);
     }
+    let (samples, memory_note) = one_host(meta, samples);
+    let samples = samples.as_ref();
     let tolerance = release_tolerance(meta);
     let threshold = Duration::from_secs_f64(threshold_ms.max(0.0) / 1000.0);
     let cells = meta
@@ -221,7 +246,13 @@ pub fn summarize(
                 .unwrap_or(&[]);
             // Each cell's figures cover its own window only (up to the next cell's start).
             let mine = vram::cell_samples(samples, &meta.cells, &cell.id);
-            summarize_cell(cell, rows, &mine, tolerance, threshold)
+            let mut c = summarize_cell(cell, rows, &mine, tolerance, threshold);
+            if let Some(note) = &memory_note
+                && c.vram.is_some()
+            {
+                c.warnings.push(note.clone());
+            }
+            c
         })
         .collect();
     Summary {
@@ -232,6 +263,43 @@ pub fn summarize(
         cold_threshold_ms: threshold_ms,
         cells,
     }
+}
+
+/// The samples the memory figures read: with a fleet's `/api/ps` series (several
+/// `host`s), only the first host's series and the host-wide sources, with a note that
+/// says so; every sample otherwise.
+fn one_host<'a>(
+    meta: &RunMeta,
+    samples: &'a [VramSample],
+) -> (std::borrow::Cow<'a, [VramSample]>, Option<String>) {
+    let mut hosts: Vec<&str> = Vec::new();
+    for s in samples {
+        if !s.host.is_empty() && !hosts.contains(&s.host.as_str()) {
+            hosts.push(&s.host);
+        }
+    }
+    if hosts.len() < 2 {
+        return (std::borrow::Cow::Borrowed(samples), None);
+    }
+    let first = meta
+        .target
+        .urls
+        .iter()
+        .find(|u| hosts.contains(&u.as_str()))
+        .map_or(hosts[0], String::as_str)
+        .to_string();
+    let kept = samples
+        .iter()
+        .filter(|s| s.host.is_empty() || s.host == first)
+        .cloned()
+        .collect();
+    (
+        std::borrow::Cow::Owned(kept),
+        Some(format!(
+            "memory figures are those of {first}, the first of {} hosts; vram.csv holds every host's /api/ps (column host)",
+            hosts.len()
+        )),
+    )
 }
 
 fn release_tolerance(meta: &RunMeta) -> Duration {
@@ -340,7 +408,52 @@ fn summarize_stream(
         load_ms: pct(&hists.load),
         cold_penalty_ms,
         tokens_per_s: (token_ns > 0.0).then(|| tokens / (token_ns / 1000.0)),
+        hosts: per_host(rows),
     }
+}
+
+/// Each host's figures when the rows went to several hosts (empty otherwise), in the
+/// order the hosts first appear.
+fn per_host(rows: &[&RequestRecord]) -> Vec<HostSummary> {
+    let mut order: Vec<&str> = Vec::new();
+    for r in rows {
+        if !r.target.is_empty() && !order.contains(&r.target.as_str()) {
+            order.push(&r.target);
+        }
+    }
+    if order.is_empty() {
+        return Vec::new();
+    }
+    order
+        .into_iter()
+        .map(|host| {
+            let mut h = StreamHistograms::default();
+            let (mut requests, mut errors, mut cold) = (0u64, 0u64, 0u64);
+            for r in rows.iter().filter(|r| r.target == host && !r.warmup) {
+                requests += 1;
+                if r.is_error() {
+                    errors += 1;
+                    continue;
+                }
+                cold += r.cold as u64;
+                h.add(r);
+            }
+            let answered = requests - errors;
+            HostSummary {
+                target: host.to_string(),
+                requests,
+                errors,
+                cold,
+                cold_ratio: if answered > 0 {
+                    cold as f64 / answered as f64
+                } else {
+                    0.0
+                },
+                ttft_ms: MsHistogram::from_us(h.ttft[0].clone()).percentiles(),
+                e2e_ms: MsHistogram::from_us(h.e2e[0].clone()).percentiles(),
+            }
+        })
+        .collect()
 }
 
 /// Distinct loads the rows of one cell witnessed: cold rows of one model whose waits

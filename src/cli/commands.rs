@@ -21,10 +21,8 @@ use crate::sim_settings::{FaultSettings, SimSettings};
 pub(super) async fn run(args: RunArgs) -> Result<()> {
     let scenario = scenario::load(&args.scenario)?;
     let plan = scenario::plan(&scenario);
-    let target = Target::resolve(
-        args.target.as_deref().map(Target::parse).as_ref(),
-        &scenario,
-    );
+    let cli_target = Target::from_args(&args.target).map_err(BadInput)?;
+    let target = Target::resolve(cli_target.as_ref(), &scenario);
     check_target(&target)?;
     let start_at = args
         .start_at
@@ -134,7 +132,7 @@ pub(super) async fn swarm(args: SwarmArgs) -> Result<()> {
 
 /// An Ollama address the client cannot use is bad input (exit 2), before anything runs.
 fn check_target(target: &Target) -> Result<()> {
-    if let Target::Ollama(url) = target {
+    for url in &target.urls() {
         crate::ollama::OllamaClient::new(url).map_err(|e| {
             BadInput(format!(
                 "target {url:?}: {e}; write an Ollama address such as http://127.0.0.1:11434 or host:11434, or use --target sim"

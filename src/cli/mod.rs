@@ -242,10 +242,11 @@ pub struct ModelsArgs {
 pub struct RunArgs {
     /// Scenario file (TOML), e.g. scenarios/quickstart.toml.
     pub scenario: PathBuf,
-    /// `sim` for the embedded simulator, or an Ollama address (`host:port`, `http://…`).
+    /// `sim` for the embedded simulator, or an Ollama address (`host:port`, `http://…`);
+    /// repeat it for a fleet of Ollama hosts (requests go round-robin over them).
     /// Default: the scenario's [target], else `sim`.
     #[arg(long)]
-    pub target: Option<String>,
+    pub target: Vec<String>,
     /// Run folder (default: reports/<scenario>-<UTC time>).
     #[arg(long)]
     pub out: Option<PathBuf>,

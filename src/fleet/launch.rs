@@ -67,8 +67,10 @@ pub async fn launch(
     }
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     target::with_target(scenario, &launch.target, async |sim| {
-        let (_, client, _) = target::connect(&launch.target, sim).await?;
-        target::check_models(&client, plan, false, progress).await?;
+        let (_, clients, _) = target::connect_all(&launch.target, sim).await?;
+        for client in &clients {
+            target::check_models(client, plan, false, progress).await?;
+        }
         if launch.prewarm {
             let config = RunnerConfig {
                 concurrency: scenario.run.concurrency,
@@ -78,20 +80,23 @@ pub async fn launch(
                 grace: scenario.run.grace,
                 check_resident: true,
             };
-            open_loop::prewarm(&client, plan, &config, progress, cancel).await;
-            let _ =
-                crate::run::unload_all_until(&client, scenario.run.unload_timeout, cancel).await;
+            for client in &clients {
+                open_loop::prewarm(client, plan, &config, progress, cancel).await;
+                let _ =
+                    crate::run::unload_all_until(client, scenario.run.unload_timeout, cancel).await;
+            }
         }
+        let urls: Vec<String> = clients.iter().map(|c| c.base_url().to_string()).collect();
         let start_at = launch
             .start_at
             .unwrap_or_else(|| SystemTime::now() + LEAD_TIME);
         let _ = progress.send(crate::run::ProgressEvent::Note(format!(
             "starting {} shards against {}, in step from {}",
             launch.shards,
-            client.base_url(),
+            urls.join(", "),
             shard::format_time(start_at)
         )));
-        let failed = run_shards(launch, &out, client.base_url(), start_at, cancel).await?;
+        let failed = run_shards(launch, &out, &urls, start_at, cancel).await?;
         let dirs: Vec<PathBuf> = (0..launch.shards)
             .map(|index| {
                 out.join(
@@ -125,7 +130,7 @@ pub async fn launch(
 async fn run_shards(
     launch: &Launch,
     out: &Path,
-    url: &str,
+    urls: &[String],
     start_at: SystemTime,
     cancel: &CancellationToken,
 ) -> Result<Vec<String>> {
@@ -139,10 +144,13 @@ async fn run_shards(
         .dir_name();
         let log = std::fs::File::create(out.join(format!("{name}.log")))
             .with_context(|| format!("creating {}/{name}.log", out.display()))?;
-        let child = Command::new(&exe)
-            .arg("run")
-            .arg(&launch.scenario_path)
-            .args(["--target", url, "--out"])
+        let mut cmd = Command::new(&exe);
+        cmd.arg("run").arg(&launch.scenario_path);
+        for url in urls {
+            cmd.args(["--target", url]);
+        }
+        let child = cmd
+            .arg("--out")
             .arg(out)
             .args(["--shard", "auto", "--shards", &launch.shards.to_string()])
             .args(["--start-at", &shard::format_time(start_at), "--quiet"])

@@ -254,8 +254,11 @@ pub enum RunStatus {
 pub struct TargetMeta {
     /// `sim` or `ollama`.
     pub kind: String,
-    /// Base URL used.
+    /// Base URL used (a fleet's, joined by ", ").
     pub url: String,
+    /// Every host of a fleet, in order (absent with one target).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub urls: Vec<String>,
 }
 
 /// One stream of a cell, as planned.

@@ -107,7 +107,7 @@ async fn swarm_against(
         pull: false,
         epoch: None,
     };
-    let (client, mut rec) = begin
+    let (clients, mut rec) = begin
         .open(
             |meta| {
                 closed_loop_meta(meta);
@@ -123,6 +123,7 @@ async fn swarm_against(
 
     // goose's Ctrl-C handler replaces any earlier one: mirror its killswitch into our
     // token, and our token into its killswitch.
+    let client = clients[0].clone();
     let watcher = tokio::spawn(mirror_cancel(cancel.clone()));
     let mut driver = Users {
         client: &client,
@@ -132,7 +133,7 @@ async fn swarm_against(
         progress: &progress,
     };
     let cells = CellLoop {
-        client: &client,
+        clients: &clients,
         sim: sim_handle,
         unload_timeout: scenario.run.unload_timeout,
         pause: Duration::ZERO,

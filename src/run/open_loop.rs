@@ -172,7 +172,7 @@ async fn run_against(
         cell_starts_ms: t.offsets.iter().map(|o| record::ms(*o)).collect(),
         histograms: None,
     });
-    let (client, mut rec) = begin
+    let (clients, mut rec) = begin
         .open(|meta| meta.shard = shard_meta, &progress, &cancel)
         .await?;
     let config = RunnerConfig {
@@ -184,10 +184,12 @@ async fn run_against(
         check_resident: true,
     };
     if options.prewarm && options.slice.is_none() && !cancel.is_cancelled() {
-        prewarm(&client, plan, &config, &progress, &cancel).await;
+        for client in &clients {
+            prewarm(client, plan, &config, &progress, &cancel).await;
+        }
     }
     let mut driver = OpenLoop {
-        client: &client,
+        clients: &clients,
         config,
         tail: release_tail(plan),
         // Three sampling intervals (at least 100 ms) so the release shows in vram.csv.
@@ -201,7 +203,7 @@ async fn run_against(
         }),
     };
     let cells = CellLoop {
-        client: &client,
+        clients: &clients,
         sim: sim_handle,
         unload_timeout: scenario.run.unload_timeout,
         pause: if timeline.is_some() {
@@ -218,7 +220,7 @@ async fn run_against(
 
 /// Runs each cell open-loop, then watches its release tail.
 struct OpenLoop<'a> {
-    client: &'a OllamaClient,
+    clients: &'a [OllamaClient],
     config: RunnerConfig,
     tail: Duration,
     settle: Duration,
@@ -230,7 +232,7 @@ struct OpenLoop<'a> {
 
 impl OpenLoop<'_> {
     fn sends(&self, cell: &Cell) -> Result<Vec<Planned>> {
-        request::plan_slice(cell, 1, self.slice)
+        request::plan_slice(cell, self.clients.len(), self.slice)
     }
 }
 
@@ -247,7 +249,7 @@ impl CellDriver for OpenLoop<'_> {
     ) -> Result<CellTiming> {
         let start = self.send_starts.as_ref().map(|s| s[cell.index]);
         let timing = run_sends(
-            self.client,
+            self.clients,
             cell,
             self.sends(cell)?,
             start,
@@ -258,7 +260,11 @@ impl CellDriver for OpenLoop<'_> {
         )
         .await?;
         if !cancel.is_cancelled() {
-            await_release(self.client, self.tail, self.settle, cancel).await;
+            let waits = self
+                .clients
+                .iter()
+                .map(|c| await_release(c, self.tail, self.settle, cancel));
+            futures_util::future::join_all(waits).await;
         }
         Ok(CellTiming {
             started_ms: timing.started_ms,
@@ -353,13 +359,24 @@ pub async fn run_cell(
     cancel: CancellationToken,
 ) -> Result<CellTiming> {
     let sends = request::plan_sends(cell)?;
-    run_sends(client, cell, sends, None, config, epoch, rows, cancel).await
+    run_sends(
+        std::slice::from_ref(client),
+        cell,
+        sends,
+        None,
+        config,
+        epoch,
+        rows,
+        cancel,
+    )
+    .await
 }
 
-/// Runs `sends` of one cell from `start` (`None`: now), as `run_cell` does.
+/// Runs `sends` of one cell from `start` (`None`: now), as `run_cell` does, each to
+/// its target host among `clients` (one `/api/ps` watcher per host).
 #[allow(clippy::too_many_arguments)]
 async fn run_sends(
-    client: &OllamaClient,
+    clients: &[OllamaClient],
     cell: &Cell,
     sends: Vec<Planned>,
     start: Option<Instant>,
@@ -376,10 +393,11 @@ async fn run_sends(
     // what they measured so far.
     let stop = CancellationToken::new();
     // One /api/ps watcher for every request of the cell (not one /api/ps per request).
-    let residency = config
-        .check_resident
-        .then(|| Residency::watch(client, &cancel));
-    if let Some(r) = &residency {
+    let watchers: Vec<Option<Residency>> = clients
+        .iter()
+        .map(|c| config.check_resident.then(|| Residency::watch(c, &cancel)))
+        .collect();
+    for r in watchers.iter().flatten() {
         r.ready(residency::STALE_AFTER).await;
     }
     let streams: Arc<Vec<CellStream>> = Arc::new(cell.streams.clone());
@@ -392,6 +410,10 @@ async fn run_sends(
         let stream = &streams[send.stream];
         let mut row = request::new_row(&cell.id, send.seq, stream);
         row.intended_ms = record::ms(due - epoch);
+        let host = send.target.min(clients.len() - 1);
+        if clients.len() > 1 {
+            row.target = clients[host].base_url().to_string();
+        }
         let Ok(permit) = permits.clone().try_acquire_owned() else {
             row.end_ms = record::ms(Instant::now() - epoch);
             row.error = "saturated".into();
@@ -403,13 +425,13 @@ async fn run_sends(
             continue;
         };
         let guard = RowGuard::new(row, rows.clone(), epoch);
-        let client = client.clone();
+        let client = clients[host].clone();
         let streams = streams.clone();
         let idx = send.stream;
         let config = config.clone();
         let rows_out = rows.clone();
         let stop = stop.clone();
-        let residency = residency.clone();
+        let residency = watchers[host].clone();
         tasks.spawn(async move {
             let mut guard = guard;
             let stream = &streams[idx];

@@ -75,7 +75,7 @@ impl Recorder {
         epoch: Option<Instant>,
         scenario: &Scenario,
         meta: RunMeta,
-        client: &OllamaClient,
+        clients: &[OllamaClient],
         is_sim: bool,
         progress: &mpsc::UnboundedSender<ProgressEvent>,
         cancel: &CancellationToken,
@@ -89,7 +89,7 @@ impl Recorder {
         let epoch = epoch.unwrap_or_else(Instant::now);
         let telemetry_cancel = cancel.child_token();
         let telemetry = telemetry::start(
-            telemetry_config(scenario, client.base_url(), is_sim),
+            telemetry_config(scenario, clients, is_sim),
             epoch,
             writer.vram_path(),
             telemetry_cancel.clone(),
@@ -269,7 +269,12 @@ async fn write_rows(
     Ok((n, errors))
 }
 
-fn telemetry_config(scenario: &Scenario, base_url: &str, is_sim: bool) -> TelemetryConfig {
+fn telemetry_config(
+    scenario: &Scenario,
+    clients: &[OllamaClient],
+    is_sim: bool,
+) -> TelemetryConfig {
+    let base_url = clients.first().map_or("", |c| c.base_url());
     let t = &scenario.telemetry;
     let mut sources = t.sources.clone();
     if is_sim && !sources.iter().any(|s| s == "sim") {
@@ -281,7 +286,11 @@ fn telemetry_config(scenario: &Scenario, base_url: &str, is_sim: bool) -> Teleme
         ps_interval: t.ps_interval,
         process_names: t.process_names.clone(),
         ollama_url: Some(base_url.to_string()),
-        fleet_urls: Vec::new(),
+        fleet_urls: if clients.len() > 1 {
+            clients.iter().map(|c| c.base_url().to_string()).collect()
+        } else {
+            Vec::new()
+        },
         prometheus_url: t.prometheus_url.clone(),
         prometheus_query: t.prometheus_query.clone(),
         sim_metrics_url: is_sim.then(|| format!("{}/metrics", base_url.trim_end_matches('/'))),
@@ -342,6 +351,7 @@ pub fn initial_meta(
         target: TargetMeta {
             kind: kind.into(),
             url: url.into(),
+            urls: Vec::new(),
         },
         ollama_version: Some(version.to_string()),
         sim: sim_handle.map(|h| h.state.describe(&plan_models(plan))),
