@@ -6,8 +6,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::analysis::Summary;
 use crate::cli::{
-    BadInput, CompareArgs, DoctorArgs, Interrupted, MergeArgs, ModelsArgs, ProxyArgs, ReportArgs,
-    RunArgs, SimArgs, SwarmArgs, ValidateArgs,
+    BadInput, CompareArgs, DoctorArgs, FleetArgs, FleetEngine, Interrupted, MergeArgs, ModelsArgs,
+    ProxyArgs, ReportArgs, RunArgs, SimArgs, SwarmArgs, ValidateArgs,
 };
 use crate::record::RunStatus;
 use crate::run::open_loop::RunOptions;
@@ -225,6 +225,73 @@ fn read_summary(dir: &std::path::Path) -> Result<Summary> {
     let text =
         std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+}
+
+pub(super) fn fleet(args: FleetArgs) -> Result<()> {
+    use crate::fleet::manifest::{self, Fleet, K8s, Slurm};
+    let common = match &args.engine {
+        FleetEngine::K8s(k) => &k.common,
+        FleetEngine::Slurm(s) => &s.common,
+    };
+    if common.shards == 0 {
+        return Err(BadInput("--shards 0: give at least 1 shard".into()).into());
+    }
+    let scenario = scenario::load(&common.scenario)?;
+    let plan = scenario::plan(&scenario);
+    let cli_target = Target::from_args(&common.target).map_err(BadInput)?;
+    let target = Target::resolve(cli_target.as_ref(), &scenario);
+    check_target(&target)?;
+    if target == Target::Sim {
+        return Err(BadInput(
+            "the target is the simulator: every shard would run its own, and none would see the global arrivals; give the Ollama address(es) the shards share (--target, or [target] in the scenario)".into(),
+        )
+        .into());
+    }
+    // The barrier on a whole second, as people read and compare it.
+    let start_at = std::time::SystemTime::UNIX_EPOCH
+        + std::time::Duration::from_secs(
+            (std::time::SystemTime::now() + common.start_delay)
+                .duration_since(std::time::SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() + 1),
+        );
+    let name = common.name.as_deref().map_or_else(
+        || manifest::run_name(&scenario.name, start_at),
+        manifest::dns_name,
+    );
+    let fleet = Fleet {
+        scenario_text: scenario.source.clone(),
+        scenario_path: manifest::absolute(&common.scenario),
+        name: name.clone(),
+        shards: common.shards,
+        targets: common.target.clone(),
+        start_at,
+        run_span: run::open_loop::run_span(&plan, scenario.run.pause)?,
+    };
+    let text = match &args.engine {
+        FleetEngine::K8s(k) => manifest::k8s(
+            &fleet,
+            &K8s {
+                image: k.image.clone(),
+                claim: k.claim.clone(),
+                namespace: k.namespace.clone(),
+            },
+        ),
+        FleetEngine::Slurm(s) => manifest::slurm(
+            &fleet,
+            &Slurm {
+                out: manifest::absolute(
+                    &s.out
+                        .clone()
+                        .unwrap_or_else(|| std::path::Path::new("reports").join(&name)),
+                ),
+                partition: s.partition.clone(),
+                kabench: s.kabench.clone(),
+            },
+        ),
+    };
+    use std::io::Write;
+    std::io::stdout().lock().write_all(text.as_bytes())?;
+    Ok(())
 }
 
 pub(super) fn merge(args: MergeArgs) -> Result<()> {

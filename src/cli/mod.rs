@@ -57,9 +57,85 @@ pub enum Command {
     /// Replay a request log through the scheduler model on a virtual clock under every
     /// keep_alive policy, priced against the offline optimum.
     Predict(Box<PredictArgs>),
+    /// Print what runs a scenario as N shards on a cluster, with the merge: a
+    /// Kubernetes Indexed Job (`k8s`) or a Slurm job array (`slurm`).
+    Fleet(FleetArgs),
     /// Merge the shard folders of a sharded run (`kabench run --shard`) into one run
     /// folder and render its report: rows in intended-time order, histograms added.
     Merge(MergeArgs),
+}
+
+/// `kabench fleet`.
+#[derive(Debug, Args)]
+pub struct FleetArgs {
+    /// The engine.
+    #[command(subcommand)]
+    pub engine: FleetEngine,
+}
+
+/// The engines `kabench fleet` writes for.
+#[derive(Debug, Subcommand)]
+pub enum FleetEngine {
+    /// A Kubernetes manifest (kubectl apply -f): a ConfigMap with the scenario, an
+    /// Indexed Job of the shards on a shared volume, and a merge Job.
+    K8s(K8sArgs),
+    /// A bash script that submits a Slurm array of the shards and the merge as a job
+    /// depending on them (afterok).
+    Slurm(SlurmArgs),
+}
+
+/// What every engine needs.
+#[derive(Debug, Args)]
+pub struct FleetCommon {
+    /// Scenario file (TOML).
+    pub scenario: PathBuf,
+    /// Shards (pods or array tasks).
+    #[arg(long)]
+    pub shards: u32,
+    /// Ollama address(es) for every shard (repeat for a fleet); default: the
+    /// scenario's [target].
+    #[arg(long)]
+    pub target: Vec<String>,
+    /// The start barrier is this long after now: time to submit and schedule.
+    #[arg(long, value_parser = parse_duration, default_value = "2m")]
+    pub start_delay: Duration,
+    /// Name of the jobs and the run folder (default: scenario name and barrier time).
+    #[arg(long)]
+    pub name: Option<String>,
+}
+
+/// `kabench fleet k8s`.
+#[derive(Debug, Args)]
+pub struct K8sArgs {
+    /// Scenario, shards, targets, barrier.
+    #[command(flatten)]
+    pub common: FleetCommon,
+    /// The kabench container image (see the Dockerfile).
+    #[arg(long)]
+    pub image: String,
+    /// A ReadWriteMany PersistentVolumeClaim for the run folders.
+    #[arg(long, default_value = "kabench-runs")]
+    pub claim: String,
+    /// Namespace of the objects.
+    #[arg(long)]
+    pub namespace: Option<String>,
+}
+
+/// `kabench fleet slurm`.
+#[derive(Debug, Args)]
+pub struct SlurmArgs {
+    /// Scenario, shards, targets, barrier.
+    #[command(flatten)]
+    pub common: FleetCommon,
+    /// Run folder on the shared file system (default: ./reports/<name>, made absolute).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Slurm partition.
+    #[arg(long)]
+    pub partition: Option<String>,
+    /// The kabench executable on the nodes.
+    #[arg(long, default_value = "kabench")]
+    pub kabench: String,
 }
 
 /// `kabench merge`.
@@ -417,5 +493,6 @@ pub async fn dispatch(cli: Cli) -> Result<()> {
         Command::Proxy(args) => commands::proxy(args).await,
         Command::Predict(args) => predict::predict(*args),
         Command::Merge(args) => commands::merge(args),
+        Command::Fleet(args) => commands::fleet(args),
     }
 }

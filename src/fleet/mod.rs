@@ -6,4 +6,5 @@
 //! run (they keep in step by the start barrier alone).
 
 pub mod launch;
+pub mod manifest;
 pub mod merge;

@@ -52,6 +52,24 @@ pub struct RunOptions {
     pub start_at: Option<SystemTime>,
 }
 
+/// How long a sharded run of `plan` lasts from its start barrier: every cell's fixed
+/// window (unload allowance, last global send, release tail, slack, `pause`).
+pub fn run_span(plan: &Plan, pause: Duration) -> Result<Duration> {
+    let mut last = Vec::with_capacity(plan.cells.len() + 1);
+    for cell in &plan.cells {
+        last.push(
+            request::plan_sends(cell)?
+                .last()
+                .map_or(Duration::ZERO, |p| p.offset),
+        );
+    }
+    last.push(Duration::ZERO);
+    Ok(shard::cell_offsets(&last, release_tail(plan), pause)
+        .last()
+        .copied()
+        .unwrap_or_default())
+}
+
 /// A run's fixed timeline: the barrier, and each cell's fixed start after it.
 struct Timeline {
     start_at: SystemTime,
