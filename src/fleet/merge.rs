@@ -82,20 +82,32 @@ pub fn merge(out: &Path, shards: &[PathBuf]) -> Result<Merged> {
     }
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
 
-    // Rows: every shard's, in intended-time order (ties: shard order).
+    // Rows: every shard's, in intended-time order (ties: shard order); histograms
+    // added bucket by bucket (rebuilt from the rows of a shard that left none).
     let mut rows: Vec<RequestRecord> = Vec::new();
-    let mut per_shard_rows: Vec<Vec<RequestRecord>> = Vec::new();
+    let mut merged = HistogramFiles::new();
     for f in &folders {
         let mut notes = Vec::new();
         let mine = record::read_requests_noting(&f.dir, &mut notes)
             .with_context(|| format!("reading the rows of {}", f.dir.display()))?;
         warnings.extend(notes.into_iter().map(|n| format!("{}: {n}", name_of(f))));
-        rows.extend(mine.iter().cloned());
-        per_shard_rows.push(mine);
+        let mut files = histograms::read(&f.dir)
+            .with_context(|| format!("reading the histograms of {}", f.dir.display()))?;
+        if files.is_empty() && !mine.is_empty() {
+            warnings.push(format!(
+                "{}: no histogram files (it did not finish): rebuilt from its requests.csv",
+                name_of(f)
+            ));
+            files = histograms::from_rows(&mine);
+        }
+        add_histograms(&mut merged, files, &f.dir)?;
+        rows.extend(mine);
     }
     rows.sort_by(|a, b| a.intended_ms.total_cmp(&b.intended_ms));
     let errors = rows.iter().filter(|r| r.is_error()).count() as u64;
     let n = record::write_csv(&out.join(record::REQUESTS_CSV), &rows)?;
+    drop(rows);
+    histograms::write(out, &merged)?;
 
     // Memory: each host once, from the lowest shard that sampled it.
     let mut by_host: BTreeMap<String, (u32, Vec<VramSample>)> = BTreeMap::new();
@@ -114,38 +126,6 @@ pub fn merge(out: &Path, shards: &[PathBuf]) -> Result<Merged> {
     samples.sort_by(|a, b| a.t_ms.total_cmp(&b.t_ms));
     record::write_csv(&out.join(record::VRAM_CSV), &samples)?;
 
-    // Histograms: added bucket by bucket.
-    let mut merged = HistogramFiles::new();
-    for (f, mine) in folders.iter().zip(&per_shard_rows) {
-        let mut files = histograms::read(&f.dir)
-            .with_context(|| format!("reading the histograms of {}", f.dir.display()))?;
-        if files.is_empty() && !mine.is_empty() {
-            warnings.push(format!(
-                "{}: no histogram files (it did not finish): rebuilt from its requests.csv",
-                name_of(f)
-            ));
-            files = histograms::from_rows(mine);
-        }
-        for (key, hist) in files {
-            if histograms::settings_of(&hist) != histograms::SETTINGS {
-                return Err(NotMergeable(format!(
-                    "{}: histogram {}/{}/{} has other settings ({:?}) than kabench writes ({:?}); shards must share bounds and precision",
-                    f.dir.display(),
-                    key.0,
-                    key.1,
-                    key.2,
-                    histograms::settings_of(&hist),
-                    histograms::SETTINGS
-                ))
-                .into());
-            }
-            let into = merged.entry(key).or_insert_with(histograms::empty);
-            into.add(&hist)
-                .map_err(|e| anyhow::anyhow!("adding histograms: {e:?}"))?;
-        }
-    }
-    histograms::write(out, &merged)?;
-
     let meta = merged_meta(&folders, count, missing, incomplete, &warnings);
     let scenario = std::fs::read_to_string(first.dir.join(record::SCENARIO_TOML))
         .with_context(|| format!("reading {}/scenario.toml", first.dir.display()))?;
@@ -158,6 +138,28 @@ pub fn merge(out: &Path, shards: &[PathBuf]) -> Result<Merged> {
         errors,
         warnings,
     })
+}
+
+/// Adds one shard's histograms into `merged`; refuses other bounds or precision.
+fn add_histograms(merged: &mut HistogramFiles, files: HistogramFiles, dir: &Path) -> Result<()> {
+    for (key, hist) in files {
+        if histograms::settings_of(&hist) != histograms::SETTINGS {
+            return Err(NotMergeable(format!(
+                "{}: histogram {}/{}/{} has other settings ({:?}) than kabench writes ({:?}); shards must share bounds and precision",
+                dir.display(),
+                key.0,
+                key.1,
+                key.2,
+                histograms::settings_of(&hist),
+                histograms::SETTINGS
+            ))
+            .into());
+        }
+        let into = merged.entry(key).or_insert_with(histograms::empty);
+        into.add(&hist)
+            .map_err(|e| anyhow::anyhow!("adding histograms: {e:?}"))?;
+    }
+    Ok(())
 }
 
 fn name_of(f: &ShardFolder) -> String {
