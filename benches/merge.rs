@@ -42,6 +42,7 @@ fn shard_folder(root: &Path, index: u32) -> PathBuf {
         .map(|k| {
             let global = k * SHARDS as usize + index as usize;
             let t = global as f64 * 10.0;
+            let cold = global.is_multiple_of(50);
             RequestRecord {
                 cell: "c01-ka_5m".into(),
                 request: global as u32,
@@ -52,9 +53,9 @@ fn shard_folder(root: &Path, index: u32) -> PathBuf {
                 first_token_ms: Some(t + 40.0 + (global % 97) as f64),
                 end_ms: t + 400.0 + (global % 389) as f64,
                 status: Some(200),
-                resident_before: Some(global % 50 != 0),
-                load_duration_ms: Some(if global % 50 == 0 { 2500.0 } else { 3.0 }),
-                cold: global % 50 == 0,
+                resident_before: Some(!cold),
+                load_duration_ms: Some(if cold { 2500.0 } else { 3.0 }),
+                cold,
                 ttft_ms: Some(40.0 + (global % 97) as f64),
                 e2e_ms: Some(400.0 + (global % 389) as f64),
                 eval_count: Some(32),
