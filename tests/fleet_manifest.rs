@@ -145,3 +145,29 @@ fn a_fleet_of_the_simulator_or_no_shards_is_refused() {
         .unwrap();
     assert_eq!(zero.status.code(), Some(2));
 }
+
+#[test]
+fn a_bad_shard_is_bad_input_before_anything_is_sent() {
+    for args in [
+        vec!["--shard", "4/4"],
+        vec!["--shard", "x"],
+        vec!["--shard", "auto"],
+        vec!["--shard", "1/4", "--shards", "3"],
+        vec!["--shard", "0/2", "--start-at", "tomorrow"],
+        vec!["--shards", "0"],
+    ] {
+        let out = kabench()
+            .args(["run", SCENARIO, "--target", "127.0.0.1:9"])
+            .args(&args)
+            .env_remove("JOB_COMPLETION_INDEX")
+            .env_remove("SLURM_ARRAY_TASK_ID")
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
