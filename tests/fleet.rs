@@ -261,3 +261,62 @@ fn shard_histograms_added_equal_one_histogram_of_all_values_at_every_percentile(
         same_percentiles(&merged, &whole);
     }
 }
+
+#[test]
+fn a_shard_killed_mid_run_leaves_a_folder_merge_accepts_with_a_warning() {
+    let sim = common::SimServer::start(&["--gpus", "0"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let start_at = kabench::shard::format_time(
+        std::time::SystemTime::now() + std::time::Duration::from_secs(2),
+    );
+    let shard = |i: u32| {
+        kabench()
+            .args(["run", SCENARIO, "--target", &sim.url, "--out"])
+            .arg(&out)
+            .args(["--shard", &format!("{i}/2"), "--start-at", &start_at, "-q"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let (mut s0, mut s1) = (shard(0), shard(1));
+    // Into the first cell (sends from 2 s after the barrier, one a second), then a
+    // hard kill: no close, no histograms, run.json still "running".
+    std::thread::sleep(std::time::Duration::from_secs(6));
+    s1.kill().unwrap();
+    s1.wait().unwrap();
+    assert!(s0.wait().unwrap().success());
+    let killed = out.join("shard-1-of-2");
+    assert_eq!(read_json(&killed.join("run.json"))["status"], "running");
+    let sent_before_kill = request_rows(&killed).len();
+    assert!(
+        sent_before_kill > 0 && sent_before_kill < 8,
+        "{sent_before_kill}"
+    );
+
+    let merged = tmp.path().join("merged");
+    let o = run_ok(&[
+        "merge",
+        merged.to_str().unwrap(),
+        out.join("shard-0-of-2").to_str().unwrap(),
+        killed.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains("warning: shard-1-of-2: running (it crashed or was killed)"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(
+            "shard-1-of-2: no histogram files (it did not finish): rebuilt from its requests.csv"
+        ),
+        "{stderr}"
+    );
+    assert_eq!(
+        request_rows(&merged).len(),
+        request_rows(&out.join("shard-0-of-2")).len() + sent_before_kill
+    );
+    let m = read_json(&merged.join("run.json"));
+    assert_eq!(m["merged"]["incomplete"].as_array().unwrap().len(), 1);
+}
