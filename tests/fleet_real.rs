@@ -92,6 +92,8 @@ keep_alive = ["0", "-1"]
         }
     }
     assert!(stdout.contains(&format!("  @ {}", a.url)), "{stdout}");
+    let md = std::fs::read_to_string(out_dir.join("summary.md")).unwrap();
+    assert!(md.contains(&format!("c02-ka_-1 @ {}", b.url)), "{md}");
 
     // Each host's /api/ps in the merged vram.csv, with the model seen resident.
     let mut r = csv::Reader::from_path(out_dir.join("vram.csv")).unwrap();

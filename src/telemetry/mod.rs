@@ -236,6 +236,8 @@ enum Next {
 impl LoopCtx {
     /// Stamps a sample taken between `t0` and `t1` (ms since the epoch) at its midpoint
     /// and sends its rows; halts when the writer is gone or the source became unavailable.
+    /// A sample taken before the epoch (a sharded run's start barrier, still ahead) is
+    /// left out: the run's clock has not started.
     fn deliver(
         &self,
         tally: &mut Tally,
@@ -243,6 +245,9 @@ impl LoopCtx {
         t1: f64,
         result: Result<Vec<Reading>, SourceError>,
     ) -> Next {
+        if Instant::now() < self.epoch && result.is_ok() {
+            return Next::Go;
+        }
         match result {
             Ok(readings) => {
                 tally.ok += 1;
