@@ -15,6 +15,9 @@
 //!   (run.json carries [cost], [slo] and the simulated host: the report needs no scenario)
 //! record::read -> calibrate -> catalogue overrides + [sim] host settings -> sim
 //! traffic (request log) -> predict (sched on a virtual clock) -> a run folder -> report
+//! sharded: shard (i/N, barrier) -> request::plan_slice (one global schedule, sliced) -> run
+//!   -> shard-<i>-of-<N>/ (+ histograms/*.hdr) -> fleet::merge -> one run folder -> report
+//!   fleet::launch (N local shard processes, one shared target); fleet::manifest (k8s, Slurm)
 //! ```
 
 #![warn(missing_docs)]

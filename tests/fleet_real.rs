@@ -1,6 +1,8 @@
 //! A small real fleet: two real Ollama servers (`../shared/ollama`, CPU build) on two
 //! loopback ports as the targets of one scenario, run as 2 shards split by host
-//! (`kabench run --shards 2`): per-host and merged figures in the summary, and each
+//! (`kabench run --shards 2`; a request every 4 s, so 8 s apart on each host, longer
+//! than a cold load of tiny-50m on a busy 2-core machine): per-host and merged figures
+//! in the summary, and each
 //! host's `/api/ps` telemetry in the merged `vram.csv`. Skips when the real server
 //! cannot be had (see `tests/common`).
 
@@ -30,7 +32,7 @@ name = "chat"
 model = "tiny-50m"
 max_tokens = 4
 prompt_tokens = 20
-arrival = {{ kind = "constant", rate = "0.5/s" }}
+arrival = {{ kind = "constant", rate = "0.25/s" }}
 
 [run]
 requests = 4
