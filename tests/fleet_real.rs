@@ -2,9 +2,8 @@
 //! loopback ports as the targets of one scenario, run as 2 shards split by host
 //! (`kabench run --shards 2`; a request every 4 s, so 8 s apart on each host, longer
 //! than a cold load of tiny-50m on a busy 2-core machine): per-host and merged figures
-//! in the summary, and each
-//! host's `/api/ps` telemetry in the merged `vram.csv`. Skips when the real server
-//! cannot be had (see `tests/common`).
+//! in the summary, and each host's `/api/ps` telemetry in the merged `vram.csv`. Skips
+//! when the real server cannot be had (see `tests/common`).
 
 mod common;
 
