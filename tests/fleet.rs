@@ -95,6 +95,18 @@ fn three_shards_meet_the_cold_starts_of_one_process_and_merge_exactly() {
         assert!(shard["shard"]["clock_offset_ms"].as_f64().unwrap().abs() < 2000.0);
     }
 
+    // The documented columns gained at the end: the host of a fleet (empty here).
+    let header = |f: &str| {
+        std::fs::read_to_string(sharded.join(f))
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    assert!(header("requests.csv").ends_with(",itl_ms,target"));
+    assert!(header("vram.csv").ends_with(",extra,host"));
+
     // Rows in intended-time order, and the summary's percentiles are the merged rows'.
     let rows: Vec<RequestRecord> = record::read_requests(&sharded).unwrap();
     assert!(

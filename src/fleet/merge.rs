@@ -62,17 +62,7 @@ pub fn merge(out: &Path, shards: &[PathBuf]) -> Result<Merged> {
             "shard {i} of {count} is missing: the merged run lacks its requests"
         ));
     }
-    let incomplete: Vec<String> = folders
-        .iter()
-        .filter(|f| f.meta.status != RunStatus::Complete)
-        .map(|f| {
-            let status = match f.meta.status {
-                RunStatus::Running => "running (it crashed or was killed)".to_string(),
-                s => format!("{s:?}").to_lowercase(),
-            };
-            format!("{}: {status}", name_of(f))
-        })
-        .collect();
+    let incomplete = incomplete(&folders);
     for s in &incomplete {
         warnings.push(format!("{s}: merged with what it recorded"));
     }
@@ -82,11 +72,34 @@ pub fn merge(out: &Path, shards: &[PathBuf]) -> Result<Merged> {
     }
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
 
-    // Rows: every shard's, in intended-time order (ties: shard order); histograms
-    // added bucket by bucket (rebuilt from the rows of a shard that left none).
+    let (n, errors) = merge_rows_and_histograms(out, &folders, &mut warnings)?;
+    merge_vram(out, &folders)?;
+
+    let meta = merged_meta(&folders, count, missing, incomplete, &warnings);
+    let scenario = std::fs::read_to_string(first.dir.join(record::SCENARIO_TOML))
+        .with_context(|| format!("reading {}/scenario.toml", first.dir.display()))?;
+    std::fs::write(out.join(record::SCENARIO_TOML), scenario)
+        .with_context(|| format!("writing {}/scenario.toml", out.display()))?;
+    record::write_json_atomic(&out.join(record::RUN_JSON), &meta)?;
+    Ok(Merged {
+        dir: out.to_path_buf(),
+        rows: n,
+        errors,
+        warnings,
+    })
+}
+
+/// Every shard's rows into `out/requests.csv` in intended-time order (ties: shard
+/// order), and their histograms added bucket by bucket into `out/histograms` (rebuilt
+/// from the rows of a shard that left none); returns (rows, failed rows).
+fn merge_rows_and_histograms(
+    out: &Path,
+    folders: &[ShardFolder],
+    warnings: &mut Vec<String>,
+) -> Result<(u64, u64)> {
     let mut rows: Vec<RequestRecord> = Vec::new();
     let mut merged = HistogramFiles::new();
-    for f in &folders {
+    for f in folders {
         let mut notes = Vec::new();
         let mine = record::read_requests_noting(&f.dir, &mut notes)
             .with_context(|| format!("reading the rows of {}", f.dir.display()))?;
@@ -109,9 +122,13 @@ pub fn merge(out: &Path, shards: &[PathBuf]) -> Result<Merged> {
     drop(rows);
     histograms::write(out, &merged)?;
 
-    // Memory: each host once, from the lowest shard that sampled it.
+    Ok((n, errors))
+}
+
+/// `out/vram.csv`: each host's samples once, from the lowest shard that sampled it.
+fn merge_vram(out: &Path, folders: &[ShardFolder]) -> Result<()> {
     let mut by_host: BTreeMap<String, (u32, Vec<VramSample>)> = BTreeMap::new();
-    for f in &folders {
+    for f in folders {
         let samples = record::read_vram(&f.dir)
             .with_context(|| format!("reading the memory samples of {}", f.dir.display()))?;
         let mut mine: BTreeMap<String, Vec<VramSample>> = BTreeMap::new();
@@ -126,18 +143,22 @@ pub fn merge(out: &Path, shards: &[PathBuf]) -> Result<Merged> {
     samples.sort_by(|a, b| a.t_ms.total_cmp(&b.t_ms));
     record::write_csv(&out.join(record::VRAM_CSV), &samples)?;
 
-    let meta = merged_meta(&folders, count, missing, incomplete, &warnings);
-    let scenario = std::fs::read_to_string(first.dir.join(record::SCENARIO_TOML))
-        .with_context(|| format!("reading {}/scenario.toml", first.dir.display()))?;
-    std::fs::write(out.join(record::SCENARIO_TOML), scenario)
-        .with_context(|| format!("writing {}/scenario.toml", out.display()))?;
-    record::write_json_atomic(&out.join(record::RUN_JSON), &meta)?;
-    Ok(Merged {
-        dir: out.to_path_buf(),
-        rows: n,
-        errors,
-        warnings,
-    })
+    Ok(())
+}
+
+/// `shard-<i>-of-<N>: <status>` of every shard that did not complete.
+fn incomplete(folders: &[ShardFolder]) -> Vec<String> {
+    folders
+        .iter()
+        .filter(|f| f.meta.status != RunStatus::Complete)
+        .map(|f| {
+            let status = match f.meta.status {
+                RunStatus::Running => "running (it crashed or was killed)".to_string(),
+                s => format!("{s:?}").to_lowercase(),
+            };
+            format!("{}: {status}", name_of(f))
+        })
+        .collect()
 }
 
 /// Adds one shard's histograms into `merged`; refuses other bounds or precision.
