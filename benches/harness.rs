@@ -325,6 +325,7 @@ fn run_folder(dir: &Path, n: u32) {
         target: TargetMeta {
             kind: "sim".into(),
             url: "http://127.0.0.1:1".into(),
+            urls: Vec::new(),
         },
         ollama_version: Some("0.32.15".into()),
         started_at: record::utc_now_rfc3339(),

@@ -17,6 +17,9 @@
 //! traffic (request log) -> predict (sched on a virtual clock) -> a run folder -> report
 //! catalogue | live sizes -> plan (sched's size and admission rules, sched replayed) -> table
 //!   --check: a generated scenario -> run -> a run folder -> plan::observe (and report)
+//! sharded: shard (i/N, barrier) -> request::plan_slice (one global schedule, sliced) -> run
+//!   -> shard-<i>-of-<N>/ (+ histograms/*.hdr) -> fleet::merge -> one run folder -> report
+//!   fleet::launch (N local shard processes, one shared target); fleet::manifest (k8s, Slurm)
 //! ```
 
 #![warn(missing_docs)]
@@ -26,6 +29,7 @@ pub mod calibrate;
 pub mod catalogue;
 pub mod cli;
 pub mod doctor;
+pub mod fleet;
 pub mod ollama;
 pub mod plan;
 pub mod predict;
@@ -38,6 +42,7 @@ pub mod rng;
 pub mod run;
 pub mod scenario;
 pub mod sched;
+pub mod shard;
 pub mod sim;
 pub mod sim_settings;
 pub mod telemetry;

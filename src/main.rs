@@ -51,6 +51,7 @@ fn exit_code(e: &anyhow::Error) -> ExitCode {
             || c.is::<kabench::record::RunFolderNotEmpty>()
             || c.is::<kabench::record::RunFolderUnwritable>()
             || c.is::<kabench::report::compare::NotComparable>()
+            || c.is::<kabench::fleet::merge::NotMergeable>()
     });
     if bad_input {
         ExitCode::from(2)

@@ -18,6 +18,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("calibrate", 3),
     ("ollama", 2),
     ("workload", 3),
+    ("shard", 3),
     ("traffic", 3),
     ("sim", 3),
     ("plan", 3),
@@ -29,6 +30,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("recommend", 6),
     ("predict", 6),
     ("report", 7),
+    ("fleet", 7),
     ("progress", 8),
     ("cli", 8),
 ];

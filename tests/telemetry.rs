@@ -152,6 +152,7 @@ async fn a_run_without_nvml_goes_on_with_the_other_sources_at_10ms() {
         ps_interval: Some(Duration::from_millis(10)),
         process_names: vec![me.clone()],
         ollama_url: Some(base.clone()),
+        fleet_urls: Vec::new(),
         prometheus_url: Some(format!("{base}/metrics")),
         prometheus_query: None,
         sim_metrics_url: Some(format!("{base}/sim/metrics")),

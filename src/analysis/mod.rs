@@ -14,6 +14,7 @@ use anyhow::{Context, Result};
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
+use crate::record::histograms::{self, StreamHistograms};
 use crate::record::{self, CellMeta, RequestRecord, RunMeta, RunStatus, TargetMeta, VramSample};
 use crate::units::KeepAlive;
 
@@ -98,6 +99,29 @@ pub struct StreamSummary {
     pub cold_penalty_ms: Option<f64>,
     /// Mean decode speed reported by the server, tokens/s.
     pub tokens_per_s: Option<f64>,
+    /// The same figures per host of a fleet, in host order (absent with one target):
+    /// the stream's own figures above are the merged ones.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<HostSummary>,
+}
+
+/// One host's share of a stream in a run against a fleet.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HostSummary {
+    /// The host (`requests.csv` `target`).
+    pub target: String,
+    /// Requests counted (warm-up excluded).
+    pub requests: u64,
+    /// Failed requests.
+    pub errors: u64,
+    /// Cold requests among the answered ones.
+    pub cold: u64,
+    /// cold / answered.
+    pub cold_ratio: f64,
+    /// Time to first token of every answered request, ms.
+    pub ttft_ms: Option<Percentiles>,
+    /// End to end of every answered request, ms.
+    pub e2e_ms: Option<Percentiles>,
 }
 
 /// Percentiles of all, warm and cold requests (`null` when a group is empty).
@@ -145,16 +169,19 @@ impl Default for MsHistogram {
 impl MsHistogram {
     /// An empty histogram.
     pub fn new() -> Self {
-        // Bounds are constants that hdrhistogram accepts; failure would be a bug here.
-        let hist = Histogram::new_with_bounds(1, 3_600_000_000, 3)
-            .unwrap_or_else(|_| Histogram::new(3).unwrap_or_else(|_| unreachable!()));
+        MsHistogram {
+            hist: histograms::empty(),
+        }
+    }
+
+    /// A histogram of microseconds as the run folder's files hold it.
+    pub fn from_us(hist: Histogram<u64>) -> Self {
         MsHistogram { hist }
     }
 
     /// Records one value in milliseconds (clamped into range).
     pub fn record_ms(&mut self, ms: f64) {
-        let us = (ms * 1000.0).round().clamp(1.0, 3_600_000_000.0) as u64;
-        self.hist.saturating_record(us);
+        histograms::record_ms(&mut self.hist, ms);
     }
 
     /// Values recorded.
@@ -204,6 +231,8 @@ pub fn summarize(
         }
         by_cell.entry(r.cell.as_str()).or_default().push(row);
     }
+    let (samples, memory_note) = one_host(meta, samples);
+    let samples = samples.as_ref();
     let tolerance = release_tolerance(meta);
     let threshold = Duration::from_secs_f64(threshold_ms.max(0.0) / 1000.0);
     let cells = meta
@@ -217,7 +246,13 @@ pub fn summarize(
                 .unwrap_or(&[]);
             // Each cell's figures cover its own window only (up to the next cell's start).
             let mine = vram::cell_samples(samples, &meta.cells, &cell.id);
-            summarize_cell(cell, rows, &mine, tolerance, threshold)
+            let mut c = summarize_cell(cell, rows, &mine, tolerance, threshold);
+            if let Some(note) = &memory_note
+                && c.vram.is_some()
+            {
+                c.warnings.push(note.clone());
+            }
+            c
         })
         .collect();
     Summary {
@@ -228,6 +263,43 @@ pub fn summarize(
         cold_threshold_ms: threshold_ms,
         cells,
     }
+}
+
+/// The samples the memory figures read: with a fleet's `/api/ps` series (several
+/// `host`s), only the first host's series and the host-wide sources, with a note that
+/// says so; every sample otherwise.
+fn one_host<'a>(
+    meta: &RunMeta,
+    samples: &'a [VramSample],
+) -> (std::borrow::Cow<'a, [VramSample]>, Option<String>) {
+    let mut hosts: Vec<&str> = Vec::new();
+    for s in samples {
+        if !s.host.is_empty() && !hosts.contains(&s.host.as_str()) {
+            hosts.push(&s.host);
+        }
+    }
+    if hosts.len() < 2 {
+        return (std::borrow::Cow::Borrowed(samples), None);
+    }
+    let first = meta
+        .target
+        .urls
+        .iter()
+        .find(|u| hosts.contains(&u.as_str()))
+        .map_or(hosts[0], String::as_str)
+        .to_string();
+    let kept = samples
+        .iter()
+        .filter(|s| s.host.is_empty() || s.host == first)
+        .cloned()
+        .collect();
+    (
+        std::borrow::Cow::Owned(kept),
+        Some(format!(
+            "memory figures are those of {first}, the first of {} hosts; vram.csv holds every host's /api/ps (column host)",
+            hosts.len()
+        )),
+    )
 }
 
 fn release_tolerance(meta: &RunMeta) -> Duration {
@@ -275,10 +347,7 @@ fn summarize_stream(
     rows: &[&RequestRecord],
     threshold: Duration,
 ) -> StreamSummary {
-    let mut ttft = [MsHistogram::new(), MsHistogram::new(), MsHistogram::new()];
-    let mut e2e = [MsHistogram::new(), MsHistogram::new(), MsHistogram::new()];
-    let mut tpot = MsHistogram::new();
-    let mut load = MsHistogram::new();
+    let mut hists = StreamHistograms::default();
     let mut errors_by_kind = BTreeMap::new();
     let (mut requests, mut warmup, mut errors, mut cold) = (0u64, 0u64, 0u64, 0u64);
     let (mut tokens, mut token_ns) = (0f64, 0f64);
@@ -296,23 +365,7 @@ fn summarize_stream(
         if r.cold {
             cold += 1;
         }
-        let group = if r.cold { 2 } else { 1 };
-        if let Some(v) = r.ttft_ms {
-            ttft[0].record_ms(v);
-            ttft[group].record_ms(v);
-        }
-        if let Some(v) = r.e2e_ms {
-            e2e[0].record_ms(v);
-            e2e[group].record_ms(v);
-        }
-        if let Some(v) = r.itl_ms {
-            tpot.record_ms(v);
-        }
-        if r.cold
-            && let Some(v) = r.load_duration_ms
-        {
-            load.record_ms(v);
-        }
+        hists.add(r);
         if let (Some(n), Some(ms)) = (r.eval_count, r.eval_ms)
             && n > 0
             && ms > 0.0
@@ -321,12 +374,13 @@ fn summarize_stream(
             token_ns += ms;
         }
     }
-    let split = |h: &[MsHistogram; 3]| Split {
-        all: h[0].percentiles(),
-        warm: h[1].percentiles(),
-        cold: h[2].percentiles(),
+    let pct = |h: &Histogram<u64>| MsHistogram::from_us(h.clone()).percentiles();
+    let split = |h: &[Histogram<u64>; 3]| Split {
+        all: pct(&h[0]),
+        warm: pct(&h[1]),
+        cold: pct(&h[2]),
     };
-    let ttft_split = split(&ttft);
+    let ttft_split = split(&hists.ttft);
     let cold_penalty_ms = match (&ttft_split.cold, &ttft_split.warm) {
         (Some(c), Some(w)) => Some((c.p50 - w.p50).max(0.0)),
         _ => None,
@@ -349,12 +403,57 @@ fn summarize_stream(
             0.0
         },
         ttft_ms: ttft_split,
-        e2e_ms: split(&e2e),
-        tpot_ms: tpot.percentiles(),
-        load_ms: load.percentiles(),
+        e2e_ms: split(&hists.e2e),
+        tpot_ms: pct(&hists.tpot),
+        load_ms: pct(&hists.load),
         cold_penalty_ms,
         tokens_per_s: (token_ns > 0.0).then(|| tokens / (token_ns / 1000.0)),
+        hosts: per_host(rows),
     }
+}
+
+/// Each host's figures when the rows went to several hosts (empty otherwise), in the
+/// order the hosts first appear.
+fn per_host(rows: &[&RequestRecord]) -> Vec<HostSummary> {
+    let mut order: Vec<&str> = Vec::new();
+    for r in rows {
+        if !r.target.is_empty() && !order.contains(&r.target.as_str()) {
+            order.push(&r.target);
+        }
+    }
+    if order.is_empty() {
+        return Vec::new();
+    }
+    order
+        .into_iter()
+        .map(|host| {
+            let mut h = StreamHistograms::default();
+            let (mut requests, mut errors, mut cold) = (0u64, 0u64, 0u64);
+            for r in rows.iter().filter(|r| r.target == host && !r.warmup) {
+                requests += 1;
+                if r.is_error() {
+                    errors += 1;
+                    continue;
+                }
+                cold += r.cold as u64;
+                h.add(r);
+            }
+            let answered = requests - errors;
+            HostSummary {
+                target: host.to_string(),
+                requests,
+                errors,
+                cold,
+                cold_ratio: if answered > 0 {
+                    cold as f64 / answered as f64
+                } else {
+                    0.0
+                },
+                ttft_ms: MsHistogram::from_us(h.ttft[0].clone()).percentiles(),
+                e2e_ms: MsHistogram::from_us(h.e2e[0].clone()).percentiles(),
+            }
+        })
+        .collect()
 }
 
 /// Distinct loads the rows of one cell witnessed: cold rows of one model whose waits

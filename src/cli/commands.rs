@@ -6,34 +6,102 @@ use tokio_util::sync::CancellationToken;
 
 use crate::analysis::Summary;
 use crate::cli::{
-    BadInput, CompareArgs, DoctorArgs, Interrupted, ModelsArgs, ProxyArgs, ReportArgs, RunArgs,
-    SimArgs, SwarmArgs, ValidateArgs,
+    BadInput, CompareArgs, DoctorArgs, FleetArgs, FleetEngine, Interrupted, MergeArgs, ModelsArgs,
+    ProxyArgs, ReportArgs, RunArgs, SimArgs, SwarmArgs, ValidateArgs,
 };
 use crate::record::RunStatus;
 use crate::run::open_loop::RunOptions;
+use crate::run::request::Slice;
 use crate::run::{self, RunOutcome, Target};
 use crate::scenario;
+use crate::shard::{self, Shard};
 use crate::sim;
 use crate::sim_settings::{FaultSettings, SimSettings};
 
 pub(super) async fn run(args: RunArgs) -> Result<()> {
     let scenario = scenario::load(&args.scenario)?;
     let plan = scenario::plan(&scenario);
-    let target = Target::resolve(
-        args.target.as_deref().map(Target::parse).as_ref(),
-        &scenario,
-    );
+    let cli_target = Target::from_args(&args.target).map_err(BadInput)?;
+    let target = Target::resolve(cli_target.as_ref(), &scenario);
     check_target(&target)?;
+    let start_at = args
+        .start_at
+        .as_deref()
+        .map(shard::parse_start_at)
+        .transpose()
+        .map_err(|e| BadInput(e.0))?;
+    let slice = match (&args.shard, args.shards) {
+        (Some(text), shards) => Some(Slice {
+            shard: Shard::parse(text, shards, |k| std::env::var(k).ok())
+                .map_err(|e| BadInput(e.0))?,
+            by: scenario.run.shard_by,
+        }),
+        (None, Some(n)) => {
+            let launch = crate::fleet::launch::Launch {
+                scenario_path: args.scenario.clone(),
+                shards: n,
+                target,
+                out: args.out.clone(),
+                start_at,
+                prewarm: !args.no_prewarm,
+            };
+            return launch_shards(launch, &scenario, &plan, args.json, args.quiet).await;
+        }
+        (None, None) => None,
+    };
     let options = RunOptions {
         target,
         out: args.out,
         pull: args.pull,
         prewarm: !args.no_prewarm,
+        slice,
+        start_at,
     };
     let (cancel, tx, progress) = observe(args.quiet);
     let outcome = run::open_loop::run(&scenario, &plan, &options, tx, cancel.clone()).await;
     let _ = progress.await;
     finish(outcome?, args.json, &cancel)
+}
+
+/// `kabench run --shards N` without `--shard`: N shard processes here, then the merge.
+async fn launch_shards(
+    launch: crate::fleet::launch::Launch,
+    scenario: &scenario::Scenario,
+    plan: &scenario::Plan,
+    json: bool,
+    quiet: bool,
+) -> Result<()> {
+    if launch.shards == 0 {
+        return Err(BadInput("--shards 0: give at least 1 shard".into()).into());
+    }
+    let (cancel, tx, progress) = observe(quiet);
+    let launched = crate::fleet::launch::launch(&launch, scenario, plan, &tx, &cancel).await;
+    drop(tx);
+    let _ = progress.await;
+    let launched = launched?;
+    let merged = &launched.merged;
+    for w in &merged.warnings {
+        eprintln!("warning: {w}");
+    }
+    let rendered = crate::report::render(&merged.dir, &crate::report::RenderOptions::default())
+        .with_context(|| format!("rendering the report of {}", merged.dir.display()))?;
+    print_result(&read_summary(&merged.dir)?, json)?;
+    eprintln!("{}", rendered.headline);
+    eprintln!(
+        "wrote {} from {} shards ({} requests, {} errors): open {}",
+        merged.dir.display(),
+        launch.shards,
+        merged.rows,
+        merged.errors,
+        rendered.index_html.display()
+    );
+    if cancel.is_cancelled() {
+        return Err(Interrupted(merged.dir.display().to_string()).into());
+    }
+    if !launched.failed.is_empty() {
+        anyhow::bail!("shard process(es) failed: {}", launched.failed.join("; "));
+    }
+    Ok(())
 }
 
 pub(super) async fn swarm(args: SwarmArgs) -> Result<()> {
@@ -64,7 +132,7 @@ pub(super) async fn swarm(args: SwarmArgs) -> Result<()> {
 
 /// An Ollama address the client cannot use is bad input (exit 2), before anything runs.
 fn check_target(target: &Target) -> Result<()> {
-    if let Target::Ollama(url) = target {
+    for url in &target.urls() {
         crate::ollama::OllamaClient::new(url).map_err(|e| {
             BadInput(format!(
                 "target {url:?}: {e}; write an Ollama address such as http://127.0.0.1:11434 or host:11434, or use --target sim"
@@ -157,6 +225,93 @@ fn read_summary(dir: &std::path::Path) -> Result<Summary> {
     let text =
         std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+}
+
+pub(super) fn fleet(args: FleetArgs) -> Result<()> {
+    use crate::fleet::manifest::{self, Fleet, K8s, Slurm};
+    let common = match &args.engine {
+        FleetEngine::K8s(k) => &k.common,
+        FleetEngine::Slurm(s) => &s.common,
+    };
+    if common.shards == 0 {
+        return Err(BadInput("--shards 0: give at least 1 shard".into()).into());
+    }
+    let scenario = scenario::load(&common.scenario)?;
+    let plan = scenario::plan(&scenario);
+    let cli_target = Target::from_args(&common.target).map_err(BadInput)?;
+    let target = Target::resolve(cli_target.as_ref(), &scenario);
+    check_target(&target)?;
+    if target == Target::Sim {
+        return Err(BadInput(
+            "the target is the simulator: every shard would run its own, and none would see the global arrivals; give the Ollama address(es) the shards share (--target, or [target] in the scenario)".into(),
+        )
+        .into());
+    }
+    // The barrier on a whole second, as people read and compare it.
+    let start_at = std::time::SystemTime::UNIX_EPOCH
+        + std::time::Duration::from_secs(
+            (std::time::SystemTime::now() + common.start_delay)
+                .duration_since(std::time::SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() + 1),
+        );
+    let name = common.name.as_deref().map_or_else(
+        || manifest::run_name(&scenario.name, start_at),
+        manifest::dns_name,
+    );
+    let fleet = Fleet {
+        scenario_text: scenario.source.clone(),
+        scenario_path: manifest::absolute(&common.scenario),
+        name: name.clone(),
+        shards: common.shards,
+        targets: common.target.clone(),
+        start_at,
+        run_span: run::open_loop::run_span(&plan, scenario.run.pause)?,
+    };
+    let text = match &args.engine {
+        FleetEngine::K8s(k) => manifest::k8s(
+            &fleet,
+            &K8s {
+                image: k.image.clone(),
+                claim: k.claim.clone(),
+                namespace: k.namespace.clone(),
+            },
+        ),
+        FleetEngine::Slurm(s) => manifest::slurm(
+            &fleet,
+            &Slurm {
+                out: manifest::absolute(
+                    &s.out
+                        .clone()
+                        .unwrap_or_else(|| std::path::Path::new("reports").join(&name)),
+                ),
+                partition: s.partition.clone(),
+                kabench: s.kabench.clone(),
+            },
+        ),
+    };
+    use std::io::Write;
+    std::io::stdout().lock().write_all(text.as_bytes())?;
+    Ok(())
+}
+
+pub(super) fn merge(args: MergeArgs) -> Result<()> {
+    let merged = crate::fleet::merge::merge(&args.out, &args.shards)?;
+    for w in &merged.warnings {
+        eprintln!("warning: {w}");
+    }
+    let rendered = crate::report::render(&merged.dir, &crate::report::RenderOptions::default())
+        .with_context(|| format!("rendering the report of {}", merged.dir.display()))?;
+    print_result(&read_summary(&merged.dir)?, args.json)?;
+    eprintln!("{}", rendered.headline);
+    eprintln!(
+        "merged {} shard folder(s) into {} ({} requests, {} errors): open {}",
+        args.shards.len(),
+        merged.dir.display(),
+        merged.rows,
+        merged.errors,
+        rendered.index_html.display()
+    );
+    Ok(())
 }
 
 pub(super) fn validate(args: ValidateArgs) -> Result<()> {

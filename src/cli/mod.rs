@@ -64,6 +64,12 @@ pub enum Command {
     /// on the target and compares. Exit 2 for an unknown model, an empty list or a VRAM
     /// that fits none of them; exit 1 when --check observes other evictions.
     Plan(Box<PlanArgs>),
+    /// Print what runs a scenario as N shards on a cluster, with the merge: a
+    /// Kubernetes Indexed Job (`k8s`) or a Slurm job array (`slurm`).
+    Fleet(FleetArgs),
+    /// Merge the shard folders of a sharded run (`kabench run --shard`) into one run
+    /// folder and render its report: rows in intended-time order, histograms added.
+    Merge(MergeArgs),
 }
 
 /// `kabench plan`.
@@ -119,6 +125,92 @@ pub struct PlanArgs {
     /// No progress on stderr during --check.
     #[arg(long, short)]
     pub quiet: bool,
+}
+
+/// `kabench fleet`.
+#[derive(Debug, Args)]
+pub struct FleetArgs {
+    /// The engine.
+    #[command(subcommand)]
+    pub engine: FleetEngine,
+}
+
+/// The engines `kabench fleet` writes for.
+#[derive(Debug, Subcommand)]
+pub enum FleetEngine {
+    /// A Kubernetes manifest (kubectl apply -f): a ConfigMap with the scenario, an
+    /// Indexed Job of the shards on a shared volume, and a merge Job.
+    K8s(K8sArgs),
+    /// A bash script that submits a Slurm array of the shards and the merge as a job
+    /// depending on them (afterok).
+    Slurm(SlurmArgs),
+}
+
+/// What every engine needs.
+#[derive(Debug, Args)]
+pub struct FleetCommon {
+    /// Scenario file (TOML).
+    pub scenario: PathBuf,
+    /// Shards (pods or array tasks).
+    #[arg(long)]
+    pub shards: u32,
+    /// Ollama address(es) for every shard (repeat for a fleet); default: the
+    /// scenario's [target].
+    #[arg(long)]
+    pub target: Vec<String>,
+    /// The start barrier is this long after now: time to submit and schedule.
+    #[arg(long, value_parser = parse_duration, default_value = "2m")]
+    pub start_delay: Duration,
+    /// Name of the jobs and the run folder (default: scenario name and barrier time).
+    #[arg(long)]
+    pub name: Option<String>,
+}
+
+/// `kabench fleet k8s`.
+#[derive(Debug, Args)]
+pub struct K8sArgs {
+    /// Scenario, shards, targets, barrier.
+    #[command(flatten)]
+    pub common: FleetCommon,
+    /// The kabench container image (see the Dockerfile).
+    #[arg(long)]
+    pub image: String,
+    /// A ReadWriteMany PersistentVolumeClaim for the run folders.
+    #[arg(long, default_value = "kabench-runs")]
+    pub claim: String,
+    /// Namespace of the objects.
+    #[arg(long)]
+    pub namespace: Option<String>,
+}
+
+/// `kabench fleet slurm`.
+#[derive(Debug, Args)]
+pub struct SlurmArgs {
+    /// Scenario, shards, targets, barrier.
+    #[command(flatten)]
+    pub common: FleetCommon,
+    /// Run folder on the shared file system (default: ./reports/<name>, made absolute).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Slurm partition.
+    #[arg(long)]
+    pub partition: Option<String>,
+    /// The kabench executable on the nodes.
+    #[arg(long, default_value = "kabench")]
+    pub kabench: String,
+}
+
+/// `kabench merge`.
+#[derive(Debug, Args)]
+pub struct MergeArgs {
+    /// The merged run folder (it may hold the shard folders).
+    pub out: PathBuf,
+    /// The shard folders (shard-<i>-of-<N>), all of one run.
+    #[arg(required = true)]
+    pub shards: Vec<PathBuf>,
+    /// Print summary.json on stdout instead of the table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `kabench proxy`.
@@ -288,10 +380,11 @@ pub struct ModelsArgs {
 pub struct RunArgs {
     /// Scenario file (TOML), e.g. scenarios/quickstart.toml.
     pub scenario: PathBuf,
-    /// `sim` for the embedded simulator, or an Ollama address (`host:port`, `http://…`).
+    /// `sim` for the embedded simulator, or an Ollama address (`host:port`, `http://…`);
+    /// repeat it for a fleet of Ollama hosts (requests go round-robin over them).
     /// Default: the scenario's [target], else `sim`.
     #[arg(long)]
-    pub target: Option<String>,
+    pub target: Vec<String>,
     /// Run folder (default: reports/<scenario>-<UTC time>).
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -307,6 +400,19 @@ pub struct RunArgs {
     /// No progress on stderr.
     #[arg(long, short)]
     pub quiet: bool,
+    /// Run one shard of the global schedule: `i/N` (0-based), or `auto` (from
+    /// JOB_COMPLETION_INDEX with --shards or KABENCH_SHARDS, or SLURM_ARRAY_TASK_ID with
+    /// SLURM_ARRAY_TASK_COUNT). The shard's folder is OUT/shard-<i>-of-<N>.
+    #[arg(long, value_name = "i/N|auto")]
+    pub shard: Option<String>,
+    /// Without --shard: start N shard processes here against one shared target, then
+    /// merge them into OUT. With --shard auto: the shard count.
+    #[arg(long, value_name = "N")]
+    pub shards: Option<u32>,
+    /// Common start barrier of the shards (RFC 3339, e.g. 2026-12-01T18:30:00Z): each
+    /// sleeps until then, and every cell starts at a fixed offset from it.
+    #[arg(long, value_name = "RFC3339")]
+    pub start_at: Option<String>,
 }
 
 /// `kabench validate`.
@@ -449,5 +555,7 @@ pub async fn dispatch(cli: Cli) -> Result<()> {
         Command::Proxy(args) => commands::proxy(args).await,
         Command::Predict(args) => predict::predict(*args),
         Command::Plan(args) => plan::plan(*args).await,
+        Command::Merge(args) => commands::merge(args),
+        Command::Fleet(args) => commands::fleet(args),
     }
 }

@@ -263,6 +263,7 @@ pub fn summary(p: &Prediction, info: &FolderInfo) -> Summary {
                     // report's recommendation weighs cold starts as the table does.
                     cold_penalty_ms: Some(f.penalty_s * 1000.0),
                     tokens_per_s: Some(f.decode_tps),
+                    hosts: Vec::new(),
                 })
                 .collect();
             let part = |held: f64, idle: f64, peak: u64| MemoryPart {
@@ -330,6 +331,7 @@ fn target(p: &Prediction) -> TargetMeta {
     TargetMeta {
         kind: TARGET_KIND.into(),
         url: p.scan.path.display().to_string(),
+        urls: Vec::new(),
     }
 }
 
@@ -511,6 +513,8 @@ pub fn write_folder(dir: &Path, p: &Prediction, host: &Host, info: &FolderInfo) 
         cost: Some(info.cost.clone()),
         slo: Some(SloSettings::default()),
         goose_reports: Vec::new(),
+        shard: None,
+        merged: None,
     };
     RunWriter::create(dir, &scenario_text(p, info), meta.clone())?;
     let mut run = serde_json::to_value(&meta)?;

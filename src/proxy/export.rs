@@ -166,6 +166,7 @@ pub fn write_run_folder(
         target: TargetMeta {
             kind: "ollama".into(),
             url: upstream.into(),
+            urls: Vec::new(),
         },
         ollama_version: version,
         started_at: started_at.into(),

@@ -227,6 +227,7 @@ async fn poll_ps(weak: std::sync::Weak<Shared>) {
                         used_bytes: r.used_bytes,
                         total_bytes: r.total_bytes,
                         extra: r.extra,
+                        host: String::new(),
                     });
                 }
             }

@@ -45,6 +45,7 @@ fn cell(id: &str, ka: &str, cold: u64, p99: f64, idle: f64) -> CellSummary {
             load_ms: None,
             cold_penalty_ms: Some(2000.0),
             tokens_per_s: None,
+            hosts: Vec::new(),
         }],
         vram: Some(VramFigures {
             source: "sim".into(),

@@ -254,8 +254,11 @@ pub enum RunStatus {
 pub struct TargetMeta {
     /// `sim` or `ollama`.
     pub kind: String,
-    /// Base URL used.
+    /// Base URL used (a fleet's, joined by ", ").
     pub url: String,
+    /// Every host of a fleet, in order (absent with one target).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub urls: Vec<String>,
 }
 
 /// One stream of a cell, as planned.
@@ -351,6 +354,83 @@ pub struct RunMeta {
     /// `goose/<cell>/report.html` of a swarm), in cell order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub goose_reports: Vec<String>,
+    /// This folder is one shard of a sharded run (`kabench run --shard i/N`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<ShardMeta>,
+    /// This folder was merged from shard folders (`kabench merge`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merged: Option<MergeMeta>,
+}
+
+/// `run.json` `shard`: which shard of how many, and how it kept in step.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ShardMeta {
+    /// 0-based index.
+    pub index: u32,
+    /// Shards of the run.
+    pub count: u32,
+    /// `request`, `stream` or `target`: how the global schedule was split.
+    pub by: String,
+    /// The common start barrier (RFC 3339, UTC); every row's time counts from it.
+    pub start_at: String,
+    /// This shard's wall clock when it woke at the barrier, less the barrier (ms):
+    /// how late it started by its own clock (`null` until it woke).
+    pub clock_offset_ms: Option<f64>,
+    /// Each cell's fixed start, ms after the barrier.
+    pub cell_starts_ms: Vec<f64>,
+    /// The histogram files' settings (`histograms/<cell>/<stream>/<metric>.hdr`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub histograms: Option<HistogramSettings>,
+}
+
+/// Bounds and precision of the histogram files; merging needs them equal everywhere.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistogramSettings {
+    /// Lowest discernible value (µs).
+    pub lowest_us: u64,
+    /// Highest trackable value (µs).
+    pub highest_us: u64,
+    /// Significant decimal digits.
+    pub significant_digits: u8,
+}
+
+/// `run.json` `merged`: the shards a merged folder was made of.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct MergeMeta {
+    /// Shards the run had.
+    pub count: u32,
+    /// Shard folders merged, as given, in shard order.
+    pub shards: Vec<String>,
+    /// Indices of the shards whose folder was missing.
+    pub missing: Vec<u32>,
+    /// Shards merged that did not complete: `shard-<i>-of-<N>: <status>`.
+    pub incomplete: Vec<String>,
+    /// Each merged shard's clock offset at the barrier (ms), by index.
+    pub clock_offsets_ms: BTreeMap<u32, Option<f64>>,
+}
+
+impl MergeMeta {
+    /// The headline's note when some shards are missing or did not complete, e.g.
+    /// `Merged from 3 of 4 shards (missing: shard 3).`
+    pub fn note(&self) -> Option<String> {
+        if self.missing.is_empty() && self.incomplete.is_empty() {
+            return None;
+        }
+        let mut parts = Vec::new();
+        if !self.missing.is_empty() {
+            let list: Vec<String> = self.missing.iter().map(|i| format!("shard {i}")).collect();
+            parts.push(format!("missing: {}", list.join(", ")));
+        }
+        if !self.incomplete.is_empty() {
+            parts.push(format!("did not complete: {}", self.incomplete.join(", ")));
+        }
+        Some(format!(
+            "Merged from {} of {} shards ({}).",
+            self.shards.len(),
+            self.count,
+            parts.join("; ")
+        ))
+    }
 }
 
 impl RunMeta {

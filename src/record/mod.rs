@@ -15,11 +15,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::units::KeepAlive;
 
+pub mod histograms;
 mod meta;
 
 pub use meta::{
-    CellMeta, CostSettings, DEFAULT_RAM_GB_HOUR, DEFAULT_VRAM_GB_HOUR, RunMeta, RunStatus, SimHost,
-    SimModel, SloSettings, StreamMeta, SweepAxis, TargetMeta,
+    CellMeta, CostSettings, DEFAULT_RAM_GB_HOUR, DEFAULT_VRAM_GB_HOUR, HistogramSettings,
+    MergeMeta, RunMeta, RunStatus, ShardMeta, SimHost, SimModel, SloSettings, StreamMeta,
+    SweepAxis, TargetMeta,
 };
 
 /// File names inside a run folder.
@@ -108,6 +110,9 @@ pub struct RequestRecord {
     pub e2e_ms: Option<f64>,
     /// Mean inter-token latency after the first token.
     pub itl_ms: Option<f64>,
+    /// The host it went to, when the run has several targets (empty with one).
+    #[serde(default)]
+    pub target: String,
 }
 
 impl RequestRecord {
@@ -183,6 +188,10 @@ pub struct VramSample {
     pub total_bytes: Option<u64>,
     /// Extra detail, e.g. `expires_at` for `/api/ps`.
     pub extra: String,
+    /// The Ollama host sampled (`/api/ps` of a fleet's hosts); empty for the run's one
+    /// target and for host-wide sources.
+    #[serde(default)]
+    pub host: String,
 }
 
 /// UTC now as RFC 3339.
@@ -437,6 +446,30 @@ pub fn read_meta(dir: &Path) -> Result<RunMeta> {
         )
     })?;
     serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+}
+
+/// Writes `rows` to a new CSV file at `path` (the header even when there are none),
+/// buffered and flushed once: for whole files made at once, such as a merge's.
+pub fn write_csv<'a, T: Serialize + Default + 'a>(
+    path: &Path,
+    rows: impl IntoIterator<Item = &'a T>,
+) -> Result<u64> {
+    let mut rows = rows.into_iter().peekable();
+    if rows.peek().is_none() {
+        write_header::<T>(path)?;
+        return Ok(0);
+    }
+    let file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let mut w = csv::Writer::from_writer(BufWriter::with_capacity(1 << 20, file));
+    let mut n = 0;
+    for row in rows {
+        w.serialize(row)
+            .with_context(|| format!("writing {}", path.display()))?;
+        n += 1;
+    }
+    w.flush()
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(n)
 }
 
 /// Reads every row of `requests.csv`; a torn last line (hard kill mid-write) is skipped.

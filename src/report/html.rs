@@ -82,7 +82,8 @@ fn opt(v: Option<f64>, digits: usize) -> String {
     v.map_or("–".into(), |x| format!("{x:.digits$}"))
 }
 
-/// The per-cell table rows, one per stream of each cell.
+/// The per-cell table rows, one per stream of each cell (and under it one per host of
+/// a fleet).
 pub fn cell_rows(summary: &Summary) -> Vec<CellRow> {
     let mut rows = Vec::new();
     for (c, s) in super::table::rows_in_order(summary) {
@@ -113,6 +114,28 @@ pub fn cell_rows(summary: &Summary) -> Vec<CellRow> {
                 .as_ref()
                 .map_or("not measured".into(), |v| v.counted.clone()),
         });
+        // A fleet: each host's share of the stream under it.
+        for h in &s.hosts {
+            rows.push(CellRow {
+                cell: format!("{} @ {}", c.id, h.target),
+                params: String::new(),
+                stream: s.name.clone(),
+                model: s.model.clone(),
+                keep_alive: String::new(),
+                requests: h.requests,
+                errors: h.errors,
+                cold_pct: format!("{:.1}", h.cold_ratio * 100.0),
+                ttft_p50: opt(h.ttft_ms.map(|p| p.p50), 0),
+                ttft_p99: opt(h.ttft_ms.map(|p| p.p99), 0),
+                cold_p50: "–".into(),
+                e2e_p99: opt(h.e2e_ms.map(|p| p.p99), 0),
+                tps: "–".into(),
+                held: "–".into(),
+                idle: "–".into(),
+                peak: "–".into(),
+                memory: String::new(),
+            });
+        }
     }
     rows
 }

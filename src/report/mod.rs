@@ -218,6 +218,10 @@ pub fn render(dir: &Path, opts: &RenderOptions) -> Result<Rendered> {
     } else {
         headline(&recs, sim.as_ref(), meta.status)
     };
+    let headline = match meta.merged.as_ref().and_then(|m| m.note()) {
+        Some(note) => format!("{note} {headline}"),
+        None => headline,
+    };
     let goose_reports = goose_reports(dir, &meta);
     let fits = fit::sections(&meta, &samples);
     let data = ReportData {

@@ -1,6 +1,7 @@
 //! The per-cell result table that `kabench run`, `swarm` and `report` print on stdout:
 //! one line per cell and stream (requests, errors, cold, loads, TTFT and E2E
-//! percentiles, idle GB·s, which memory was counted).
+//! percentiles, idle GB·s, which memory was counted), and under it one line per host
+//! of a fleet.
 
 use std::fmt::Write;
 
@@ -90,6 +91,24 @@ pub fn result_table(summary: &Summary) -> String {
             idle,
             memory
         );
+        for h in &s.hosts {
+            let host = format!("  @ {}", h.target);
+            let _ = writeln!(
+                out,
+                "{:<28} {:<12} {:>10} {:>5} {:>5} {:>5} {:>5} {:>5.0}% {:>10} {:>10} {:>10}",
+                host,
+                s.name,
+                "",
+                h.requests,
+                h.errors,
+                h.cold,
+                "",
+                h.cold_ratio * 100.0,
+                p(h.ttft_ms.map(|q| q.p50)),
+                p(h.ttft_ms.map(|q| q.p99)),
+                p(h.e2e_ms.map(|q| q.p99)),
+            );
+        }
     }
     out
 }

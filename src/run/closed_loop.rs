@@ -105,8 +105,9 @@ async fn swarm_against(
         out: options.out.clone(),
         default_name: format!("{}-swarm", scenario.name),
         pull: false,
+        epoch: None,
     };
-    let (client, mut rec) = begin
+    let (clients, mut rec) = begin
         .open(
             |meta| {
                 closed_loop_meta(meta);
@@ -122,6 +123,7 @@ async fn swarm_against(
 
     // goose's Ctrl-C handler replaces any earlier one: mirror its killswitch into our
     // token, and our token into its killswitch.
+    let client = clients[0].clone();
     let watcher = tokio::spawn(mirror_cancel(cancel.clone()));
     let mut driver = Users {
         client: &client,
@@ -131,11 +133,12 @@ async fn swarm_against(
         progress: &progress,
     };
     let cells = CellLoop {
-        client: &client,
+        clients: &clients,
         sim: sim_handle,
         unload_timeout: scenario.run.unload_timeout,
         pause: Duration::ZERO,
         progress: &progress,
+        starts: None,
     };
     let ended = cells.run(plan, &mut driver, &mut rec, &cancel).await;
     watcher.abort();

@@ -100,8 +100,8 @@ pub(crate) trait CellDriver {
 
 /// What the per-cell loop works with besides the driver.
 pub(crate) struct CellLoop<'a> {
-    /// The target.
-    pub client: &'a OllamaClient,
+    /// The target's hosts (one, or each of a fleet).
+    pub clients: &'a [OllamaClient],
     /// The embedded simulator, when it is the target.
     pub sim: Option<&'a SimHandle>,
     /// How long to wait for the target to unload everything before a cell.
@@ -110,6 +110,9 @@ pub(crate) struct CellLoop<'a> {
     pub pause: Duration,
     /// Where progress goes.
     pub progress: &'a mpsc::UnboundedSender<ProgressEvent>,
+    /// A sharded run's fixed cell starts (the first is the start barrier): before each
+    /// cell the loop sleeps until its start, then unloads; `None` runs cells back to back.
+    pub starts: Option<&'a [Instant]>,
 }
 
 impl CellLoop<'_> {
@@ -128,8 +131,40 @@ impl CellLoop<'_> {
             if cancel.is_cancelled() {
                 break;
             }
-            if let Err(e) = unload_all_until(self.client, self.unload_timeout, cancel).await {
-                rec.warn(format!("before cell {}: {e:#}", cell.id), self.progress);
+            if let Some(starts) = self.starts {
+                let start = starts[cell.index];
+                let late = Instant::now().saturating_duration_since(start);
+                tokio::select! {
+                    _ = tokio::time::sleep_until(start.into()) => {}
+                    _ = cancel.cancelled() => break,
+                }
+                if cell.index == 0 {
+                    let woke = std::time::SystemTime::now();
+                    if let Some(shard) = rec.writer.meta_mut().shard.as_mut()
+                        && let Ok(at) = crate::shard::parse_start_at(&shard.start_at)
+                    {
+                        shard.clock_offset_ms = Some(crate::shard::ms_between(woke, at));
+                    }
+                } else if late > Duration::from_millis(100) {
+                    rec.warn(
+                        format!(
+                            "cell {} started {:.1} s after its fixed start: the previous cell ran past its window",
+                            cell.id,
+                            late.as_secs_f64()
+                        ),
+                        self.progress,
+                    );
+                }
+            }
+            for client in self.clients {
+                if let Err(e) = unload_all_until(client, self.unload_timeout, cancel).await {
+                    let on = if self.clients.len() > 1 {
+                        format!(" on {}", client.base_url())
+                    } else {
+                        String::new()
+                    };
+                    rec.warn(format!("before cell {}{on}: {e:#}", cell.id), self.progress);
+                }
             }
             let _ = self.progress.send(ProgressEvent::CellStarted {
                 index: cell.index,
@@ -187,19 +222,25 @@ pub(crate) struct Begin<'a> {
     pub default_name: String,
     /// Pull missing models instead of stopping.
     pub pull: bool,
+    /// Time zero of every row and sample (a sharded run's start barrier); `None`: when
+    /// the folder is opened.
+    pub epoch: Option<Instant>,
 }
 
 impl Begin<'_> {
-    /// Connects, checks the models, and opens the run folder with `run.json` as
-    /// `shape` leaves it.
+    /// Connects to every host, checks the models on each, and opens the run folder
+    /// with `run.json` as `shape` leaves it; the clients come in the target's order.
     pub async fn open(
         self,
         shape: impl FnOnce(&mut RunMeta),
         progress: &mpsc::UnboundedSender<ProgressEvent>,
         cancel: &CancellationToken,
-    ) -> Result<(OllamaClient, Recorder)> {
-        let (kind, client, version) = target::connect(self.target, self.sim).await?;
-        target::check_models(&client, self.plan, self.pull, progress).await?;
+    ) -> Result<(Vec<OllamaClient>, Recorder)> {
+        let (kind, clients, version) = target::connect_all(self.target, self.sim).await?;
+        for client in &clients {
+            target::check_models(client, self.plan, self.pull, progress).await?;
+        }
+        let client = &clients[0];
         let dir = self
             .out
             .unwrap_or_else(|| recorder::default_run_dir(&self.default_name));
@@ -211,17 +252,22 @@ impl Begin<'_> {
             &version,
             self.sim,
         );
+        if clients.len() > 1 {
+            meta.target.urls = clients.iter().map(|c| c.base_url().to_string()).collect();
+            meta.target.url = meta.target.urls.join(", ");
+        }
         shape(&mut meta);
         let rec = Recorder::open(
             dir,
+            self.epoch,
             self.scenario,
             meta,
-            &client,
+            &clients,
             self.sim.is_some(),
             progress,
             cancel,
         )?;
-        Ok((client, rec))
+        Ok((clients, rec))
     }
 }
 

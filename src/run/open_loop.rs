@@ -10,18 +10,20 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Result;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::ollama::{Exchange, OllamaClient};
-use crate::record::{self, RequestRecord};
+use crate::record::{self, RequestRecord, ShardMeta};
+use crate::run::recorder;
 use crate::run::request::{
-    self, RowGuard, chat_request, embed_request, fill_row, generate_request,
+    self, Planned, RowGuard, Slice, chat_request, embed_request, fill_row, generate_request,
 };
 use crate::run::residency::{self, Residency};
+use crate::shard;
 
 use crate::run::{
     Begin, CellDriver, CellLoop, CellTiming, ProgressEvent, Recorder, RunOutcome, Target, target,
@@ -41,8 +43,68 @@ pub struct RunOptions {
     /// Pull missing models instead of stopping.
     pub pull: bool,
     /// Load and unload every model once before the first cell so that every cell meets
-    /// the same page-cache state.
+    /// the same page-cache state (never in a shard: the launcher prewarms).
     pub prewarm: bool,
+    /// This process's shard of a sharded run; its folder is `out/shard-<i>-of-<N>`.
+    pub slice: Option<Slice>,
+    /// The common start barrier (`--start-at`): every cell starts at a fixed offset
+    /// from it. A shard without one starts its barrier when it is ready.
+    pub start_at: Option<SystemTime>,
+}
+
+/// How long a sharded run of `plan` lasts from its start barrier: every cell's fixed
+/// window (unload allowance, last global send, release tail, slack, `pause`).
+pub fn run_span(plan: &Plan, pause: Duration) -> Result<Duration> {
+    let mut last = Vec::with_capacity(plan.cells.len() + 1);
+    for cell in &plan.cells {
+        last.push(
+            request::plan_sends(cell)?
+                .last()
+                .map_or(Duration::ZERO, |p| p.offset),
+        );
+    }
+    last.push(Duration::ZERO);
+    Ok(shard::cell_offsets(&last, release_tail(plan), pause)
+        .last()
+        .copied()
+        .unwrap_or_default())
+}
+
+/// A run's fixed timeline: the barrier, and each cell's fixed start after it.
+struct Timeline {
+    start_at: SystemTime,
+    barrier: Instant,
+    offsets: Vec<Duration>,
+    starts: Vec<Instant>,
+}
+
+impl Timeline {
+    /// The timeline of `plan` from `start_at`: each cell's window covers the unload
+    /// allowance, its last global send, the release tail, slack and `pause`.
+    fn of(plan: &Plan, start_at: SystemTime, pause: Duration) -> Result<Timeline> {
+        let now_wall = SystemTime::now();
+        let now = Instant::now();
+        let barrier = match start_at.duration_since(now_wall) {
+            Ok(ahead) => now + ahead,
+            Err(behind) => now.checked_sub(behind.duration()).unwrap_or(now),
+        };
+        let mut last = Vec::with_capacity(plan.cells.len());
+        for cell in &plan.cells {
+            last.push(
+                request::plan_sends(cell)?
+                    .last()
+                    .map_or(Duration::ZERO, |p| p.offset),
+            );
+        }
+        let offsets = shard::cell_offsets(&last, release_tail(plan), pause);
+        let starts = offsets.iter().map(|o| barrier + *o).collect();
+        Ok(Timeline {
+            start_at,
+            barrier,
+            offsets,
+            starts,
+        })
+    }
 }
 
 /// How the runner treats every cell.
@@ -90,16 +152,47 @@ async fn run_against(
     progress: mpsc::UnboundedSender<ProgressEvent>,
     cancel: CancellationToken,
 ) -> Result<RunOutcome> {
+    let timeline = match (options.start_at, options.slice) {
+        (Some(at), _) => Some(Timeline::of(plan, at, scenario.run.pause)?),
+        (None, Some(_)) => Some(Timeline::of(plan, SystemTime::now(), scenario.run.pause)?),
+        (None, None) => None,
+    };
+    let out = match options.slice {
+        Some(s) => Some(
+            options
+                .out
+                .clone()
+                .unwrap_or_else(|| recorder::default_run_dir(&scenario.name))
+                .join(s.shard.dir_name()),
+        ),
+        None => options.out.clone(),
+    };
     let begin = Begin {
         scenario,
         plan,
         target: &options.target,
         sim: sim_handle,
-        out: options.out.clone(),
+        out,
         default_name: scenario.name.clone(),
         pull: options.pull,
+        epoch: timeline.as_ref().map(|t| t.barrier),
     };
-    let (client, mut rec) = begin.open(|_| {}, &progress, &cancel).await?;
+    let shard_meta = timeline.as_ref().map(|t| ShardMeta {
+        index: options.slice.map_or(0, |s| s.shard.index),
+        count: options.slice.map_or(1, |s| s.shard.count),
+        by: options
+            .slice
+            .map_or(scenario.run.shard_by, |s| s.by)
+            .as_str()
+            .to_string(),
+        start_at: shard::format_time(t.start_at),
+        clock_offset_ms: None,
+        cell_starts_ms: t.offsets.iter().map(|o| record::ms(*o)).collect(),
+        histograms: None,
+    });
+    let (clients, mut rec) = begin
+        .open(|meta| meta.shard = shard_meta, &progress, &cancel)
+        .await?;
     let config = RunnerConfig {
         concurrency: scenario.run.concurrency,
         timeout: scenario.run.timeout,
@@ -108,22 +201,36 @@ async fn run_against(
         grace: scenario.run.grace,
         check_resident: true,
     };
-    if options.prewarm && !cancel.is_cancelled() {
-        prewarm(&client, plan, &config, &progress, &cancel).await;
+    if options.prewarm && options.slice.is_none() && !cancel.is_cancelled() {
+        for client in &clients {
+            prewarm(client, plan, &config, &progress, &cancel).await;
+        }
     }
     let mut driver = OpenLoop {
-        client: &client,
+        clients: &clients,
         config,
         tail: release_tail(plan),
         // Three sampling intervals (at least 100 ms) so the release shows in vram.csv.
         settle: (scenario.telemetry.interval * 3).max(Duration::from_millis(100)),
+        slice: options.slice,
+        send_starts: timeline.as_ref().map(|t| {
+            t.starts
+                .iter()
+                .map(|s| *s + shard::UNLOAD_ALLOWANCE)
+                .collect()
+        }),
     };
     let cells = CellLoop {
-        client: &client,
+        clients: &clients,
         sim: sim_handle,
         unload_timeout: scenario.run.unload_timeout,
-        pause: scenario.run.pause,
+        pause: if timeline.is_some() {
+            Duration::ZERO
+        } else {
+            scenario.run.pause
+        },
         progress: &progress,
+        starts: timeline.as_ref().map(|t| t.starts.as_slice()),
     };
     let (status, failure) = cells.run(plan, &mut driver, &mut rec, &cancel).await?;
     rec.close(status, failure, sim_handle).await
@@ -131,15 +238,25 @@ async fn run_against(
 
 /// Runs each cell open-loop, then watches its release tail.
 struct OpenLoop<'a> {
-    client: &'a OllamaClient,
+    clients: &'a [OllamaClient],
     config: RunnerConfig,
     tail: Duration,
     settle: Duration,
+    slice: Option<Slice>,
+    /// A sharded run's fixed send start of each cell (its cell start and the unload
+    /// allowance).
+    send_starts: Option<Vec<Instant>>,
+}
+
+impl OpenLoop<'_> {
+    fn sends(&self, cell: &Cell) -> Result<Vec<Planned>> {
+        request::plan_slice(cell, self.clients.len(), self.slice)
+    }
 }
 
 impl CellDriver for OpenLoop<'_> {
     fn planned(&self, cell: &Cell) -> u64 {
-        request::planned_requests(cell).unwrap_or(0)
+        self.sends(cell).map_or(0, |s| s.len() as u64)
     }
 
     async fn run_cell(
@@ -148,9 +265,12 @@ impl CellDriver for OpenLoop<'_> {
         rec: &mut Recorder,
         cancel: &CancellationToken,
     ) -> Result<CellTiming> {
-        let timing = run_cell(
-            self.client,
+        let start = self.send_starts.as_ref().map(|s| s[cell.index]);
+        let timing = run_sends(
+            self.clients,
             cell,
+            self.sends(cell)?,
+            start,
             &self.config,
             rec.epoch,
             rec.rows.clone(),
@@ -158,7 +278,11 @@ impl CellDriver for OpenLoop<'_> {
         )
         .await?;
         if !cancel.is_cancelled() {
-            await_release(self.client, self.tail, self.settle, cancel).await;
+            let waits = self
+                .clients
+                .iter()
+                .map(|c| await_release(c, self.tail, self.settle, cancel));
+            futures_util::future::join_all(waits).await;
         }
         Ok(CellTiming {
             started_ms: timing.started_ms,
@@ -170,7 +294,7 @@ impl CellDriver for OpenLoop<'_> {
 /// Loads and unloads each model once, so every cell starts from the same page cache.
 /// Each load is bounded by the requests' timeout, each unload by `unload_timeout`, and
 /// Ctrl-C (`cancel`) ends it.
-async fn prewarm(
+pub async fn prewarm(
     client: &OllamaClient,
     plan: &Plan,
     cfg: &RunnerConfig,
@@ -253,18 +377,45 @@ pub async fn run_cell(
     cancel: CancellationToken,
 ) -> Result<CellTiming> {
     let sends = request::plan_sends(cell)?;
+    run_sends(
+        std::slice::from_ref(client),
+        cell,
+        sends,
+        None,
+        config,
+        epoch,
+        rows,
+        cancel,
+    )
+    .await
+}
+
+/// Runs `sends` of one cell from `start` (`None`: now), as `run_cell` does, each to
+/// its target host among `clients` (one `/api/ps` watcher per host).
+#[allow(clippy::too_many_arguments)]
+async fn run_sends(
+    clients: &[OllamaClient],
+    cell: &Cell,
+    sends: Vec<Planned>,
+    start: Option<Instant>,
+    config: &RunnerConfig,
+    epoch: Instant,
+    rows: mpsc::UnboundedSender<RequestRecord>,
+    cancel: CancellationToken,
+) -> Result<CellTiming> {
     let permits = Arc::new(Semaphore::new(config.concurrency.max(1)));
-    let start = Instant::now();
+    let start = start.unwrap_or_else(Instant::now);
     let started_ms = record::ms(start - epoch);
     let mut tasks = tokio::task::JoinSet::new();
     // Fired once the grace after a cancel is over: requests still in flight end with
     // what they measured so far.
     let stop = CancellationToken::new();
     // One /api/ps watcher for every request of the cell (not one /api/ps per request).
-    let residency = config
-        .check_resident
-        .then(|| Residency::watch(client, &cancel));
-    if let Some(r) = &residency {
+    let watchers: Vec<Option<Residency>> = clients
+        .iter()
+        .map(|c| config.check_resident.then(|| Residency::watch(c, &cancel)))
+        .collect();
+    for r in watchers.iter().flatten() {
         r.ready(residency::STALE_AFTER).await;
     }
     let streams: Arc<Vec<CellStream>> = Arc::new(cell.streams.clone());
@@ -277,6 +428,10 @@ pub async fn run_cell(
         let stream = &streams[send.stream];
         let mut row = request::new_row(&cell.id, send.seq, stream);
         row.intended_ms = record::ms(due - epoch);
+        let host = send.target.min(clients.len() - 1);
+        if clients.len() > 1 {
+            row.target = clients[host].base_url().to_string();
+        }
         let Ok(permit) = permits.clone().try_acquire_owned() else {
             row.end_ms = record::ms(Instant::now() - epoch);
             row.error = "saturated".into();
@@ -288,13 +443,13 @@ pub async fn run_cell(
             continue;
         };
         let guard = RowGuard::new(row, rows.clone(), epoch);
-        let client = client.clone();
+        let client = clients[host].clone();
         let streams = streams.clone();
         let idx = send.stream;
         let config = config.clone();
         let rows_out = rows.clone();
         let stop = stop.clone();
-        let residency = residency.clone();
+        let residency = watchers[host].clone();
         tasks.spawn(async move {
             let mut guard = guard;
             let stream = &streams[idx];

@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::ollama::OllamaClient;
+use crate::record::histograms;
 use crate::record::{
     self, CellMeta, RequestRecord, RunMeta, RunStatus, RunWriter, StreamMeta, TargetMeta,
 };
@@ -67,12 +68,14 @@ impl WriteFault {
 
 impl Recorder {
     /// Creates the folder with `meta` (before any request, so a bad `--out` fails at
-    /// once), starts telemetry against `client`'s target and the row writer.
+    /// once), with time zero at `epoch` (default: now), starts telemetry against `client`'s target and the row writer.
+    #[allow(clippy::too_many_arguments)]
     pub fn open(
         dir: PathBuf,
+        epoch: Option<Instant>,
         scenario: &Scenario,
         meta: RunMeta,
-        client: &OllamaClient,
+        clients: &[OllamaClient],
         is_sim: bool,
         progress: &mpsc::UnboundedSender<ProgressEvent>,
         cancel: &CancellationToken,
@@ -83,10 +86,10 @@ impl Recorder {
             first: Default::default(),
             stop_run: cancel.clone(),
         };
-        let epoch = Instant::now();
+        let epoch = epoch.unwrap_or_else(Instant::now);
         let telemetry_cancel = cancel.child_token();
         let telemetry = telemetry::start(
-            telemetry_config(scenario, client.base_url(), is_sim),
+            telemetry_config(scenario, clients, is_sim),
             epoch,
             writer.vram_path(),
             telemetry_cancel.clone(),
@@ -203,6 +206,19 @@ impl Recorder {
             sim.expirations = Some(stats.expirations);
             sim.loads_per_cell = sim_loads;
         }
+        // A shard leaves its latency histograms, to be added (never averaged) by merge.
+        if meta.shard.is_some() {
+            match record::read_requests(&dir)
+                .and_then(|rows| histograms::write(&dir, &histograms::from_rows(&rows)))
+            {
+                Ok(()) => {
+                    if let Some(shard) = meta.shard.as_mut() {
+                        shard.histograms = Some(histograms::SETTINGS);
+                    }
+                }
+                Err(e) => fault.fail(histograms::HISTOGRAMS_DIR, &format!("{e:#}")),
+            }
+        }
         // A file that could not be written fails the run, whatever else happened.
         if let Some(reason) = fault.reason() {
             status = RunStatus::Failed;
@@ -253,7 +269,12 @@ async fn write_rows(
     Ok((n, errors))
 }
 
-fn telemetry_config(scenario: &Scenario, base_url: &str, is_sim: bool) -> TelemetryConfig {
+fn telemetry_config(
+    scenario: &Scenario,
+    clients: &[OllamaClient],
+    is_sim: bool,
+) -> TelemetryConfig {
+    let base_url = clients.first().map_or("", |c| c.base_url());
     let t = &scenario.telemetry;
     let mut sources = t.sources.clone();
     if is_sim && !sources.iter().any(|s| s == "sim") {
@@ -265,6 +286,11 @@ fn telemetry_config(scenario: &Scenario, base_url: &str, is_sim: bool) -> Teleme
         ps_interval: t.ps_interval,
         process_names: t.process_names.clone(),
         ollama_url: Some(base_url.to_string()),
+        fleet_urls: if clients.len() > 1 {
+            clients.iter().map(|c| c.base_url().to_string()).collect()
+        } else {
+            Vec::new()
+        },
         prometheus_url: t.prometheus_url.clone(),
         prometheus_query: t.prometheus_query.clone(),
         sim_metrics_url: is_sim.then(|| format!("{}/metrics", base_url.trim_end_matches('/'))),
@@ -325,6 +351,7 @@ pub fn initial_meta(
         target: TargetMeta {
             kind: kind.into(),
             url: url.into(),
+            urls: Vec::new(),
         },
         ollama_version: Some(version.to_string()),
         sim: sim_handle.map(|h| h.state.describe(&plan_models(plan))),
@@ -340,6 +367,8 @@ pub fn initial_meta(
         cost: Some(scenario.cost.clone()),
         slo: Some(scenario.slo.clone()),
         goose_reports: Vec::new(),
+        shard: None,
+        merged: None,
     }
 }
 

@@ -13,7 +13,8 @@ use tokio::sync::mpsc;
 use crate::ollama::Exchange;
 use crate::ollama::api::{self, ChatRequest, EmbedRequest, GenerateRequest, Message};
 use crate::record::{self, RequestRecord, classify_cold};
-use crate::scenario::{Api, Cell, CellStream, Prompt};
+use crate::scenario::{Api, Cell, CellStream, Prompt, ShardBy};
+use crate::shard::{self, Shard};
 use crate::workload::{self, Limit};
 
 /// One planned send of a cell.
@@ -24,6 +25,37 @@ pub struct Planned {
     pub stream: usize,
     /// Sequence number within its stream.
     pub seq: u32,
+    /// Position in the cell's global schedule (every shard's sends, in time order).
+    pub global: usize,
+    /// Index of the target host it goes to (0 with one target).
+    pub target: usize,
+}
+
+/// This process's part of a sharded run: which shard, split how.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Slice {
+    /// The shard.
+    pub shard: Shard,
+    /// How the global schedule is split.
+    pub by: ShardBy,
+}
+
+/// The sends of a cell for `targets` hosts, of one shard's `slice` when given: the
+/// cell's one global schedule (every stream's offsets from its seeded arrival, merged
+/// in time order), each send bound to a host round-robin, then only the sends the
+/// shard owns. Every shard derives the same global schedule from the same seed.
+pub fn plan_slice(cell: &Cell, targets: usize, slice: Option<Slice>) -> Result<Vec<Planned>> {
+    let sends = plan_sends(cell)?;
+    Ok(sends
+        .into_iter()
+        .enumerate()
+        .map(|(global, mut p)| {
+            p.global = global;
+            p.target = shard::target_of(global, targets);
+            p
+        })
+        .filter(|p| slice.is_none_or(|s| s.shard.sends(s.by, p.global, p.stream, p.target)))
+        .collect())
 }
 
 /// The intended send offsets of a cell, merged over its streams in time order.
@@ -44,10 +76,15 @@ pub fn plan_sends(cell: &Cell) -> Result<Vec<Planned>> {
                     offset,
                     stream: i,
                     seq: seq as u32,
+                    global: 0,
+                    target: 0,
                 }),
         );
     }
     sends.sort_by_key(|p| (p.offset, p.stream, p.seq));
+    for (global, p) in sends.iter_mut().enumerate() {
+        p.global = global;
+    }
     Ok(sends)
 }
 

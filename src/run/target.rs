@@ -19,6 +19,8 @@ pub enum Target {
     Sim,
     /// A live Ollama (`OLLAMA_HOST` forms).
     Ollama(String),
+    /// A fleet of live Ollama hosts: each cell's requests go round-robin over them.
+    Fleet(Vec<String>),
 }
 
 impl Target {
@@ -28,6 +30,33 @@ impl Target {
             Target::Sim
         } else {
             Target::Ollama(text.trim().to_string())
+        }
+    }
+
+    /// One target from every `--target` given: none, one, or a fleet of Ollama hosts.
+    pub fn from_args(args: &[String]) -> Result<Option<Target>, String> {
+        match args {
+            [] => Ok(None),
+            [one] => Ok(Some(Target::parse(one))),
+            many => {
+                if many.iter().any(|t| Target::parse(t) == Target::Sim) {
+                    return Err(
+                        "--target sim cannot be one host of a fleet: give only Ollama addresses when repeating --target".into(),
+                    );
+                }
+                Ok(Some(Target::Fleet(
+                    many.iter().map(|t| t.trim().to_string()).collect(),
+                )))
+            }
+        }
+    }
+
+    /// The addresses of a live target (one, or every host of a fleet); empty for `sim`.
+    pub fn urls(&self) -> Vec<String> {
+        match self {
+            Target::Sim => Vec::new(),
+            Target::Ollama(u) => vec![u.clone()],
+            Target::Fleet(us) => us.clone(),
         }
     }
 
@@ -42,6 +71,8 @@ impl Target {
                     .or_else(|| std::env::var("OLLAMA_HOST").ok())
                     .unwrap_or_else(|| "127.0.0.1:11434".into()),
             ),
+            Some(TargetSpec::Fleet { urls }) if urls.len() == 1 => Target::Ollama(urls[0].clone()),
+            Some(TargetSpec::Fleet { urls }) => Target::Fleet(urls.clone()),
             _ => Target::Sim,
         }
     }
@@ -70,7 +101,7 @@ pub async fn start_target(scenario: &Scenario, target: &Target) -> Result<Option
                 .await
                 .context("starting the embedded simulator")?,
         )),
-        Target::Ollama(_) => Ok(None),
+        Target::Ollama(_) | Target::Fleet(_) => Ok(None),
     }
 }
 
@@ -82,8 +113,42 @@ pub async fn connect(
     let (kind, url) = match (target, sim_handle) {
         (Target::Sim, Some(h)) => ("sim", h.base_url()),
         (Target::Ollama(u), _) => ("ollama", u.clone()),
+        (Target::Fleet(_), _) => anyhow::bail!(
+            "this command takes one target; give --target once (a fleet of hosts is for `kabench run`)"
+        ),
         (Target::Sim, None) => anyhow::bail!("the simulator did not start"),
     };
+    connect_url(kind, &url).await
+}
+
+/// Connects to every host of the target (one, or each of a fleet) and records their
+/// `/api/version`: (kind, clients in the order given, version; the distinct versions
+/// joined when the hosts differ).
+pub async fn connect_all(
+    target: &Target,
+    sim_handle: Option<&SimHandle>,
+) -> Result<(&'static str, Vec<OllamaClient>, String)> {
+    let Target::Fleet(urls) = target else {
+        let (kind, client, version) = connect(target, sim_handle).await?;
+        return Ok((kind, vec![client], version));
+    };
+    let mut clients = Vec::new();
+    let mut versions: Vec<String> = Vec::new();
+    for url in urls {
+        let (_, client, version) = connect_url("ollama", url).await?;
+        clients.push(client);
+        if !versions.contains(&version) {
+            versions.push(version);
+        }
+    }
+    Ok(("ollama", clients, versions.join(", ")))
+}
+
+async fn connect_url(
+    kind: &'static str,
+    url: &str,
+) -> Result<(&'static str, OllamaClient, String)> {
+    let url = url.to_string();
     let client = OllamaClient::new(&url).with_context(|| format!("bad target address {url:?}"))?;
     let version = client.version().await.map_err(|e| match e {
         ClientError::Http { status, .. } if (300..400).contains(&status) => {

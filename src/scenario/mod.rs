@@ -98,6 +98,12 @@ pub enum TargetSpec {
         /// Base URL or `host:port` as written.
         url: Option<String>,
     },
+    /// `kind = "ollama"` with `urls = [...]`: a fleet of Ollama hosts; the requests of
+    /// each cell go round-robin over them, in the order written.
+    Fleet {
+        /// Base URLs or `host:port`, as written.
+        urls: Vec<String>,
+    },
 }
 
 /// One `[[stream]]`: a kind of request sent at its own arrival process.
@@ -263,6 +269,31 @@ pub struct RunSettings {
     pub grace: Duration,
     /// `pause`: idle gap between cells (default 0).
     pub pause: Duration,
+    /// `shard_by`: how a sharded run splits the global schedule (default `request`).
+    pub shard_by: ShardBy,
+}
+
+/// `[run] shard_by`: which requests of the one global schedule each shard sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ShardBy {
+    /// `request`: round-robin over the requests of each cell, in intended-time order.
+    #[default]
+    Request,
+    /// `stream`: whole streams, stream `s` to shard `s mod N`.
+    Stream,
+    /// `target`: whole target hosts, host `t` (its requests) to shard `t mod N`.
+    Target,
+}
+
+impl ShardBy {
+    /// The value as written in scenarios.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ShardBy::Request => "request",
+            ShardBy::Stream => "stream",
+            ShardBy::Target => "target",
+        }
+    }
 }
 
 /// `[sweep]`: the axes; an empty axis is not swept.

@@ -99,6 +99,7 @@ pub(crate) struct RawScenario {
 pub(crate) struct RawTarget {
     pub kind: Option<String>,
     pub url: Option<String>,
+    pub urls: Option<Vec<String>>,
 }
 
 /// `[[stream]]`.
@@ -147,6 +148,7 @@ pub(crate) struct RawRun {
     pub unload_timeout: Option<Scalar>,
     pub grace: Option<Scalar>,
     pub pause: Option<Scalar>,
+    pub shard_by: Option<String>,
 }
 
 /// `[sweep]`.

@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::raw::{RawCost, RawRun, RawSlo, RawSwarm, RawTelemetry, Scalar};
 use super::spans::Locator;
 use super::{
-    CostSettings, DEFAULT_RAM_GB_HOUR, DEFAULT_VRAM_GB_HOUR, RunSettings, ScenarioError,
+    CostSettings, DEFAULT_RAM_GB_HOUR, DEFAULT_VRAM_GB_HOUR, RunSettings, ScenarioError, ShardBy,
     SloSettings, SwarmSettings, TELEMETRY_SOURCES, TargetSpec, TelemetrySettings, ThinkTime,
 };
 use crate::record::DEFAULT_TELEMETRY_SOURCES;
@@ -20,8 +20,38 @@ type Result<T> = std::result::Result<T, ScenarioError>;
 pub(super) fn target(
     kind: Option<String>,
     url: Option<String>,
+    urls: Option<Vec<String>>,
     loc: &Locator<'_>,
 ) -> Result<TargetSpec> {
+    if let Some(urls) = urls {
+        if kind.as_deref() != Some("ollama") {
+            return Err(loc.error_at(
+                "target.urls",
+                "`urls` applies only to kind = \"ollama\": write kind = \"ollama\" beside it",
+            ));
+        }
+        if url.is_some() {
+            return Err(loc.error_at(
+                "target.urls",
+                "both `url` and `urls`: keep one (`urls` lists every host of the fleet)",
+            ));
+        }
+        if urls.is_empty() {
+            return Err(loc.error_at(
+                "target.urls",
+                "empty `urls`: list at least one Ollama address, e.g. [\"http://10.0.0.1:11434\", \"http://10.0.0.2:11434\"]",
+            ));
+        }
+        for (i, u) in urls.iter().enumerate() {
+            if let Some(why) = url_problem(u) {
+                return Err(loc.error_at(
+                    &format!("target.urls[{i}]"),
+                    format!("bad url {u:?}: {why}; write an Ollama address such as \"http://127.0.0.1:11434\" or \"host:11434\""),
+                ));
+            }
+        }
+        return Ok(TargetSpec::Fleet { urls });
+    }
     match kind.as_deref() {
         Some("sim") => {
             if url.is_some() {
@@ -240,6 +270,19 @@ pub(super) fn run(r: &RawRun, loc: &Locator<'_>) -> Result<RunSettings> {
         )?,
         grace: opt_duration(&r.grace, "run.grace", Duration::from_secs(5), loc)?,
         pause: opt_duration(&r.pause, "run.pause", Duration::ZERO, loc)?,
+        shard_by: match r.shard_by.as_deref() {
+            None | Some("request") => ShardBy::Request,
+            Some("stream") => ShardBy::Stream,
+            Some("target") => ShardBy::Target,
+            Some(other) => {
+                return Err(loc.error_at(
+                    "run.shard_by",
+                    format!(
+                        "unknown shard_by {other:?}: write \"request\", \"stream\" or \"target\""
+                    ),
+                ));
+            }
+        },
     })
 }
 

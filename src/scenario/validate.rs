@@ -38,7 +38,7 @@ pub(crate) fn validate(
     let seed = raw.seed.unwrap_or(0);
     let target = match raw.target {
         None => None,
-        Some(t) => Some(target(t.kind, t.url, loc)?),
+        Some(t) => Some(target(t.kind, t.url, t.urls, loc)?),
     };
     sim_values(&raw.sim, seed, loc)?;
     let sweep = sweep(&raw.sweep, loc)?;

@@ -617,3 +617,46 @@ fn a_target_url_the_client_cannot_use_is_named_at_its_key() {
     assert!(p(&with_url("http://127.0.0.1:11434")).is_ok());
     assert!(p(&with_url("localhost")).is_ok());
 }
+
+#[test]
+fn a_fleet_of_targets_and_the_shard_split_are_checked() {
+    let ok = p(&format!(
+        "[target]\nkind = \"ollama\"\nurls = [\"http://a:11434\", \"b:11434\"]\n{OK_STREAM}{OK_RUN}shard_by = \"target\"\n"
+    ))
+    .unwrap();
+    assert_eq!(
+        ok.target,
+        Some(super::TargetSpec::Fleet {
+            urls: vec!["http://a:11434".into(), "b:11434".into()]
+        })
+    );
+    assert_eq!(ok.run.shard_by, super::ShardBy::Target);
+    assert_eq!(
+        p(&format!("{OK_STREAM}{OK_RUN}")).unwrap().run.shard_by,
+        super::ShardBy::Request
+    );
+    fails(
+        &format!("{OK_STREAM}{OK_RUN}shard_by = \"host\"\n"),
+        6,
+        "run.shard_by",
+        "write \"request\", \"stream\" or \"target\"",
+    );
+    fails(
+        &format!("[target]\nkind = \"sim\"\nurls = [\"a:1\"]\n{OK_STREAM}{OK_RUN}"),
+        3,
+        "target.urls",
+        "applies only to kind = \"ollama\"",
+    );
+    fails(
+        &format!("[target]\nkind = \"ollama\"\nurls = []\n{OK_STREAM}{OK_RUN}"),
+        3,
+        "target.urls",
+        "list at least one Ollama address",
+    );
+    fails(
+        &format!("[target]\nkind = \"ollama\"\nurls = [\"a:1\", \"ftp://b\"]\n{OK_STREAM}{OK_RUN}"),
+        3,
+        "target.urls[1]",
+        "bad url \"ftp://b\"",
+    );
+}

@@ -98,6 +98,9 @@ pub struct TelemetryConfig {
     pub process_names: Vec<String>,
     /// Ollama base URL for `ollama_ps`, in any `OLLAMA_HOST` form.
     pub ollama_url: Option<String>,
+    /// A fleet's hosts: `ollama_ps` polls each (instead of `ollama_url`), its rows
+    /// carrying the host in `vram.csv`'s `host` column; empty for one target.
+    pub fleet_urls: Vec<String>,
     /// Prometheus server URL (instant queries) or an exporter's `/metrics` URL (scrapes).
     pub prometheus_url: Option<String>,
     /// Instant query for a Prometheus server (default `DCGM_FI_DEV_FB_USED`).
@@ -128,6 +131,7 @@ impl Default for TelemetryConfig {
                 .map(|s| s.to_string())
                 .collect(),
             ollama_url: None,
+            fleet_urls: Vec::new(),
             prometheus_url: None,
             prometheus_query: None,
             sim_metrics_url: None,
@@ -209,6 +213,7 @@ struct SourceOutcome {
 #[derive(Clone)]
 struct LoopCtx {
     name: String,
+    host: String,
     epoch: Instant,
     interval: Duration,
     stop: CancellationToken,
@@ -231,6 +236,8 @@ enum Next {
 impl LoopCtx {
     /// Stamps a sample taken between `t0` and `t1` (ms since the epoch) at its midpoint
     /// and sends its rows; halts when the writer is gone or the source became unavailable.
+    /// A sample taken before the epoch (a sharded run's start barrier, still ahead) is
+    /// left out: the run's clock has not started.
     fn deliver(
         &self,
         tally: &mut Tally,
@@ -238,6 +245,9 @@ impl LoopCtx {
         t1: f64,
         result: Result<Vec<Reading>, SourceError>,
     ) -> Next {
+        if Instant::now() < self.epoch && result.is_ok() {
+            return Next::Go;
+        }
         match result {
             Ok(readings) => {
                 tally.ok += 1;
@@ -251,6 +261,7 @@ impl LoopCtx {
                         used_bytes: r.used_bytes,
                         total_bytes: r.total_bytes,
                         extra: r.extra,
+                        host: self.host.clone(),
                     };
                     if self.rows.send(row).is_err() {
                         return Next::Halt(self.finish(tally));
@@ -472,9 +483,19 @@ pub fn start(
         writer,
         early: BTreeMap::new(),
     };
+    // (source, host): `ollama_ps` once per host of a fleet.
+    let mut runs: Vec<(String, String)> = Vec::new();
     for name in names {
+        if name == "ollama_ps" && !config.fleet_urls.is_empty() {
+            runs.extend(config.fleet_urls.iter().map(|u| (name.clone(), u.clone())));
+        } else {
+            runs.push((name, String::new()));
+        }
+    }
+    for (name, host) in runs {
         let ctx = LoopCtx {
             name: name.clone(),
+            host: host.clone(),
             epoch,
             interval: if name == "ollama_ps" {
                 config.effective_ps_interval()
@@ -484,11 +505,16 @@ pub fn start(
             stop: stop.clone(),
             rows: tx.clone(),
         };
+        let label = if host.is_empty() {
+            name.clone()
+        } else {
+            format!("{name}@{host}")
+        };
         match spawn_source(&name, &config, ctx) {
-            Ok(task) => handle.tasks.push((name, task)),
+            Ok(task) => handle.tasks.push((label, task)),
             Err(reason) => {
-                tracing::warn!("telemetry source {name} unavailable: {reason}");
-                handle.early.insert(name, format!("unavailable: {reason}"));
+                tracing::warn!("telemetry source {label} unavailable: {reason}");
+                handle.early.insert(label, format!("unavailable: {reason}"));
             }
         }
     }
@@ -513,10 +539,14 @@ fn spawn_source(
             }))
         }
         "ollama_ps" => {
-            let url = config
-                .ollama_url
-                .as_deref()
-                .ok_or("no Ollama URL configured")?;
+            let url = if ctx.host.is_empty() {
+                config
+                    .ollama_url
+                    .as_deref()
+                    .ok_or("no Ollama URL configured")?
+            } else {
+                ctx.host.as_str()
+            };
             let s = ollama_ps::OllamaPsSampler::new(url).map_err(|e| e.to_string())?;
             Ok(spawn_network(s, ctx))
         }

@@ -289,7 +289,7 @@ pub struct RealOllama {
     pub url: String,
     /// Where its log goes.
     pub log: PathBuf,
-    _turn: MutexGuard<'static, ()>,
+    _turn: Option<MutexGuard<'static, ()>>,
 }
 
 impl RealOllama {
@@ -318,8 +318,30 @@ impl RealOllama {
             url: format!("http://{}", server.host),
             server,
             log,
-            _turn: turn,
+            _turn: Some(turn),
         })
+    }
+
+    /// Two servers at once on two ports (a small fleet), sharing the tiny models; the
+    /// pair takes one turn. `None` as for [`RealOllama::start`].
+    pub fn start_pair(name: &str, env: &[(&str, &str)]) -> Option<(RealOllama, RealOllama)> {
+        let first = RealOllama::start(&format!("{name}-a"), env)?;
+        let models = match models_dir() {
+            Ok(m) => m,
+            Err(e) => return skip(&e),
+        };
+        let log = root().join(format!("target/real-ollama/{name}-b.log"));
+        let server = match Server::spawn(&models, env, &log) {
+            Ok(s) => s,
+            Err(e) => return skip(&e),
+        };
+        let second = RealOllama {
+            url: format!("http://{}", server.host),
+            server,
+            log,
+            _turn: None,
+        };
+        Some((first, second))
     }
 
     /// `host:port`.

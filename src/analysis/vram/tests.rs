@@ -65,6 +65,7 @@ fn trace(reqs: &[RequestRecord], k_ms: f64, until_ms: f64, nvml: bool) -> Vec<Vr
                 used_bytes: SIZE,
                 total_bytes: Some(SIZE),
                 extra: "2026-01-01T00:00:00Z".into(),
+                host: String::new(),
             });
         }
         out.push(VramSample {

@@ -1,0 +1,388 @@
+//! `kabench merge`: shard folders into one run folder that `kabench report` renders.
+//! Request rows concatenated in intended-time order (every shard counts from the same
+//! start barrier), `vram.csv` kept once per host (the lowest shard that sampled it),
+//! histograms added bucket by bucket (never percentiles averaged), counters summed.
+//! Shards of another scenario, seed, kabench version or histogram setting are refused;
+//! missing, failed or crashed shards are merged with a warning naming them, and the
+//! merged `run.json` (`merged`) says which. Knows nothing of rendering.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+use crate::record::histograms::{self, HistogramFiles};
+use crate::record::{
+    self, MergeMeta, RequestRecord, RunFolderExists, RunMeta, RunStatus, VramSample,
+};
+use crate::shard::parse_dir_name;
+
+/// Shards that cannot be merged (bad input, exit 2): what differs, and where.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct NotMergeable(pub String);
+
+/// What a merge made.
+#[derive(Debug)]
+pub struct Merged {
+    /// The merged folder.
+    pub dir: PathBuf,
+    /// Request rows merged.
+    pub rows: u64,
+    /// Failed rows among them.
+    pub errors: u64,
+    /// What the user should know (missing or incomplete shards, rebuilt histograms).
+    pub warnings: Vec<String>,
+}
+
+/// One shard folder as read.
+struct ShardFolder {
+    dir: PathBuf,
+    index: u32,
+    meta: RunMeta,
+}
+
+/// Merges `shards` into the new run folder `out` (which may hold the shard folders
+/// themselves, but no run of its own).
+pub fn merge(out: &Path, shards: &[PathBuf]) -> Result<Merged> {
+    let mut warnings = Vec::new();
+    let folders = read_shards(shards, &mut warnings)?;
+    let first = folders.first().ok_or_else(|| {
+        NotMergeable(format!(
+            "none of the {} folder(s) given is a readable shard folder; give the shard-<i>-of-<N> folders of one run",
+            shards.len()
+        ))
+    })?;
+    check_alike(&folders)?;
+    let count = first.meta.shard.as_ref().map_or(1, |s| s.count);
+    let present: BTreeSet<u32> = folders.iter().map(|f| f.index).collect();
+    let missing: Vec<u32> = (0..count).filter(|i| !present.contains(i)).collect();
+    for i in &missing {
+        warnings.push(format!(
+            "shard {i} of {count} is missing: the merged run lacks its requests"
+        ));
+    }
+    let incomplete = incomplete(&folders);
+    for s in &incomplete {
+        warnings.push(format!("{s}: merged with what it recorded"));
+    }
+
+    if out.join(record::RUN_JSON).exists() {
+        return Err(RunFolderExists(out.display().to_string()).into());
+    }
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+
+    let (n, errors) = merge_rows_and_histograms(out, &folders, &mut warnings)?;
+    merge_vram(out, &folders)?;
+
+    let meta = merged_meta(&folders, count, missing, incomplete, &warnings);
+    let scenario = std::fs::read_to_string(first.dir.join(record::SCENARIO_TOML))
+        .with_context(|| format!("reading {}/scenario.toml", first.dir.display()))?;
+    std::fs::write(out.join(record::SCENARIO_TOML), scenario)
+        .with_context(|| format!("writing {}/scenario.toml", out.display()))?;
+    record::write_json_atomic(&out.join(record::RUN_JSON), &meta)?;
+    Ok(Merged {
+        dir: out.to_path_buf(),
+        rows: n,
+        errors,
+        warnings,
+    })
+}
+
+/// Every shard's rows into `out/requests.csv` in intended-time order (ties: shard
+/// order), and their histograms added bucket by bucket into `out/histograms` (rebuilt
+/// from the rows of a shard that left none); returns (rows, failed rows).
+fn merge_rows_and_histograms(
+    out: &Path,
+    folders: &[ShardFolder],
+    warnings: &mut Vec<String>,
+) -> Result<(u64, u64)> {
+    let mut rows: Vec<RequestRecord> = Vec::new();
+    let mut merged = HistogramFiles::new();
+    for f in folders {
+        let mut notes = Vec::new();
+        let mine = record::read_requests_noting(&f.dir, &mut notes)
+            .with_context(|| format!("reading the rows of {}", f.dir.display()))?;
+        warnings.extend(notes.into_iter().map(|n| format!("{}: {n}", name_of(f))));
+        let mut files = histograms::read(&f.dir)
+            .with_context(|| format!("reading the histograms of {}", f.dir.display()))?;
+        if files.is_empty() && !mine.is_empty() {
+            warnings.push(format!(
+                "{}: no histogram files (it did not finish): rebuilt from its requests.csv",
+                name_of(f)
+            ));
+            files = histograms::from_rows(&mine);
+        }
+        add_histograms(&mut merged, files, &f.dir)?;
+        rows.extend(mine);
+    }
+    rows.sort_by(|a, b| a.intended_ms.total_cmp(&b.intended_ms));
+    let errors = rows.iter().filter(|r| r.is_error()).count() as u64;
+    let n = record::write_csv(&out.join(record::REQUESTS_CSV), &rows)?;
+    drop(rows);
+    histograms::write(out, &merged)?;
+
+    Ok((n, errors))
+}
+
+/// `out/vram.csv`: each host's samples once, from the lowest shard that sampled it.
+fn merge_vram(out: &Path, folders: &[ShardFolder]) -> Result<()> {
+    let mut by_host: BTreeMap<String, (u32, Vec<VramSample>)> = BTreeMap::new();
+    for f in folders {
+        let samples = record::read_vram(&f.dir)
+            .with_context(|| format!("reading the memory samples of {}", f.dir.display()))?;
+        let mut mine: BTreeMap<String, Vec<VramSample>> = BTreeMap::new();
+        for s in samples {
+            mine.entry(s.host.clone()).or_default().push(s);
+        }
+        for (host, samples) in mine {
+            by_host.entry(host).or_insert((f.index, samples));
+        }
+    }
+    let mut samples: Vec<VramSample> = by_host.into_values().flat_map(|(_, s)| s).collect();
+    samples.sort_by(|a, b| a.t_ms.total_cmp(&b.t_ms));
+    record::write_csv(&out.join(record::VRAM_CSV), &samples)?;
+
+    Ok(())
+}
+
+/// `shard-<i>-of-<N>: <status>` of every shard that did not complete.
+fn incomplete(folders: &[ShardFolder]) -> Vec<String> {
+    folders
+        .iter()
+        .filter(|f| f.meta.status != RunStatus::Complete)
+        .map(|f| {
+            let status = match f.meta.status {
+                RunStatus::Running => "running (it crashed or was killed)".to_string(),
+                s => format!("{s:?}").to_lowercase(),
+            };
+            format!("{}: {status}", name_of(f))
+        })
+        .collect()
+}
+
+/// Adds one shard's histograms into `merged`; refuses other bounds or precision.
+fn add_histograms(merged: &mut HistogramFiles, files: HistogramFiles, dir: &Path) -> Result<()> {
+    for (key, hist) in files {
+        if histograms::settings_of(&hist) != histograms::SETTINGS {
+            return Err(NotMergeable(format!(
+                "{}: histogram {}/{}/{} has other settings ({:?}) than kabench writes ({:?}); shards must share bounds and precision",
+                dir.display(),
+                key.0,
+                key.1,
+                key.2,
+                histograms::settings_of(&hist),
+                histograms::SETTINGS
+            ))
+            .into());
+        }
+        let into = merged.entry(key).or_insert_with(histograms::empty);
+        into.add(&hist)
+            .map_err(|e| anyhow::anyhow!("adding histograms: {e:?}"))?;
+    }
+    Ok(())
+}
+
+fn name_of(f: &ShardFolder) -> String {
+    f.dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| f.dir.display().to_string())
+}
+
+/// Reads each folder's `run.json`; a folder that is gone or unreadable is warned about
+/// and left out (it counts as missing).
+fn read_shards(dirs: &[PathBuf], warnings: &mut Vec<String>) -> Result<Vec<ShardFolder>> {
+    let mut out: Vec<ShardFolder> = Vec::new();
+    for dir in dirs {
+        let meta = match record::read_meta(dir) {
+            Ok(m) => m,
+            Err(e) => {
+                warnings.push(format!("{}: left out: {e:#}", dir.display()));
+                continue;
+            }
+        };
+        let Some(shard) = meta.shard.as_ref() else {
+            return Err(NotMergeable(format!(
+                "{} is not a shard folder (its run.json has no `shard`); merge the shard-<i>-of-<N> folders of a `kabench run --shard` run",
+                dir.display()
+            ))
+            .into());
+        };
+        let index = shard.index;
+        if let Some(named) = dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(parse_dir_name)
+            && (named.index != index || named.count != shard.count)
+        {
+            warnings.push(format!(
+                "{}: the folder's name says shard {} of {}, its run.json shard {} of {}; run.json wins",
+                dir.display(),
+                named.index,
+                named.count,
+                index,
+                shard.count
+            ));
+        }
+        if let Some(other) = out.iter().find(|f| f.index == index) {
+            return Err(NotMergeable(format!(
+                "{} and {} are both shard {index}; give each shard once",
+                other.dir.display(),
+                dir.display()
+            ))
+            .into());
+        }
+        out.push(ShardFolder {
+            dir: dir.clone(),
+            index,
+            meta,
+        });
+    }
+    out.sort_by_key(|f| f.index);
+    Ok(out)
+}
+
+/// Refuses shards that are not of one run: the scenario (its hash), the seed, the
+/// kabench version, the shard count and split, the start barrier, the histograms'
+/// settings.
+fn check_alike(folders: &[ShardFolder]) -> Result<()> {
+    let Some(first) = folders.first() else {
+        return Ok(());
+    };
+    let shard_of = |f: &ShardFolder| f.meta.shard.clone().unwrap_or_default();
+    let a = shard_of(first);
+    for f in &folders[1..] {
+        let b = shard_of(f);
+        let differ = |what: &str, x: String, y: String| -> Result<()> {
+            if x == y {
+                return Ok(());
+            }
+            Err(NotMergeable(format!(
+                "{} and {} are not shards of one run: {what} differs ({x} vs {y}); merge only the shards of one `kabench run --shard` run",
+                first.dir.display(),
+                f.dir.display()
+            ))
+            .into())
+        };
+        differ(
+            "the scenario (sha256)",
+            first.meta.scenario_sha256.clone(),
+            f.meta.scenario_sha256.clone(),
+        )?;
+        differ(
+            "the seed",
+            first.meta.seed.to_string(),
+            f.meta.seed.to_string(),
+        )?;
+        differ(
+            "the kabench version",
+            first.meta.tool_version.clone(),
+            f.meta.tool_version.clone(),
+        )?;
+        differ("the shard count", a.count.to_string(), b.count.to_string())?;
+        differ("shard_by", a.by.clone(), b.by.clone())?;
+        differ(
+            "the start barrier (--start-at)",
+            a.start_at.clone(),
+            b.start_at.clone(),
+        )?;
+        differ(
+            "the histogram settings",
+            format!("{:?}", a.histograms.unwrap_or(histograms::SETTINGS)),
+            format!("{:?}", b.histograms.unwrap_or(histograms::SETTINGS)),
+        )?;
+    }
+    Ok(())
+}
+
+/// The merged `run.json`: the first shard's, with each cell's span over all shards,
+/// the simulator's counters summed, every shard's warnings, and `merged`.
+fn merged_meta(
+    folders: &[ShardFolder],
+    count: u32,
+    missing: Vec<u32>,
+    incomplete: Vec<String>,
+    warnings: &[String],
+) -> RunMeta {
+    let mut meta = folders[0].meta.clone();
+    meta.shard = None;
+    meta.status = RunStatus::Complete;
+    meta.failure = None;
+    meta.warnings = Vec::new();
+    meta.telemetry = BTreeMap::new();
+    for cell in &mut meta.cells {
+        cell.started_ms = None;
+        cell.ended_ms = None;
+    }
+    for f in folders {
+        let name = name_of(f);
+        for (i, cell) in f.meta.cells.iter().enumerate() {
+            if let Some(into) = meta.cells.get_mut(i) {
+                into.started_ms = min_opt(into.started_ms, cell.started_ms);
+                into.ended_ms = max_opt(into.ended_ms, cell.ended_ms);
+            }
+        }
+        meta.warnings
+            .extend(f.meta.warnings.iter().map(|w| format!("{name}: {w}")));
+        for (k, v) in &f.meta.telemetry {
+            meta.telemetry.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+        if let Some(ended) = &f.meta.ended_at
+            && meta.ended_at.as_ref().is_none_or(|e| ended > e)
+        {
+            meta.ended_at = Some(ended.clone());
+        }
+        if f.index != folders[0].index
+            && let (Some(into), Some(sim)) = (meta.sim.as_mut(), f.meta.sim.as_ref())
+        {
+            into.loads = sum_opt(into.loads, sim.loads);
+            into.evictions = sum_opt(into.evictions, sim.evictions);
+            into.expirations = sum_opt(into.expirations, sim.expirations);
+            for (cell, n) in &sim.loads_per_cell {
+                *into.loads_per_cell.entry(cell.clone()).or_insert(0) += n;
+            }
+        }
+    }
+    meta.warnings.extend(warnings.iter().cloned());
+    meta.merged = Some(MergeMeta {
+        count,
+        shards: folders
+            .iter()
+            .map(|f| f.dir.display().to_string())
+            .collect(),
+        missing,
+        incomplete,
+        clock_offsets_ms: folders
+            .iter()
+            .map(|f| {
+                (
+                    f.index,
+                    f.meta.shard.as_ref().and_then(|s| s.clock_offset_ms),
+                )
+            })
+            .collect(),
+    });
+    meta
+}
+
+fn min_opt(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    match (a, b) {
+        (Some(x), Some(y)) => Some(x.min(y)),
+        (x, y) => x.or(y),
+    }
+}
+
+fn max_opt(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    match (a, b) {
+        (Some(x), Some(y)) => Some(x.max(y)),
+        (x, y) => x.or(y),
+    }
+}
+
+fn sum_opt(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+    match (a, b) {
+        (Some(x), Some(y)) => Some(x + y),
+        (x, y) => x.or(y),
+    }
+}

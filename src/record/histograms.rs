@@ -1,0 +1,260 @@
+//! The latency histograms of a run folder: one HdrHistogram per cell, stream and metric
+//! (µs, 1 µs to 1 h, 3 significant digits, the same everywhere), built from the request
+//! rows by one rule (warm-ups and failed requests left out) that `analysis` uses too,
+//! and written as HdrHistogram's V2 compressed format in
+//! `histograms/<cell>/<stream>/<metric>.hdr`, so shards merge by adding histograms,
+//! never by averaging percentiles. Knows nothing of percentiles' use.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::BufReader;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use hdrhistogram::Histogram;
+use hdrhistogram::serialization::{Deserializer, Serializer, V2DeflateSerializer};
+
+use super::{HistogramSettings, RequestRecord};
+
+/// The folder of the histogram files inside a run folder.
+pub const HISTOGRAMS_DIR: &str = "histograms";
+
+/// Bounds and precision of every histogram kabench writes.
+pub const SETTINGS: HistogramSettings = HistogramSettings {
+    lowest_us: 1,
+    highest_us: 3_600_000_000,
+    significant_digits: 3,
+};
+
+/// The metrics written per stream, in file-name form.
+pub const METRICS: [&str; 8] = [
+    "ttft_ms",
+    "ttft_ms_warm",
+    "ttft_ms_cold",
+    "e2e_ms",
+    "e2e_ms_warm",
+    "e2e_ms_cold",
+    "tpot_ms",
+    "load_ms",
+];
+
+/// An empty histogram with `SETTINGS`.
+pub fn empty() -> Histogram<u64> {
+    // The bounds are constants hdrhistogram accepts; failure would be a bug here.
+    Histogram::new_with_bounds(
+        SETTINGS.lowest_us,
+        SETTINGS.highest_us,
+        SETTINGS.significant_digits,
+    )
+    .unwrap_or_else(|_| unreachable!("constant histogram bounds"))
+}
+
+/// Records a value in milliseconds as whole microseconds, clamped into range.
+pub fn record_ms(hist: &mut Histogram<u64>, ms: f64) {
+    let us = (ms * 1000.0)
+        .round()
+        .clamp(SETTINGS.lowest_us as f64, SETTINGS.highest_us as f64) as u64;
+    hist.saturating_record(us);
+}
+
+/// A histogram's settings as written in its file.
+pub fn settings_of(hist: &Histogram<u64>) -> HistogramSettings {
+    HistogramSettings {
+        lowest_us: hist.low(),
+        highest_us: hist.high(),
+        significant_digits: hist.sigfig(),
+    }
+}
+
+/// The histograms of one stream of one cell.
+#[derive(Debug, Clone)]
+pub struct StreamHistograms {
+    /// TTFT of all, warm and cold requests.
+    pub ttft: [Histogram<u64>; 3],
+    /// End to end of all, warm and cold requests.
+    pub e2e: [Histogram<u64>; 3],
+    /// Mean inter-token latency.
+    pub tpot: Histogram<u64>,
+    /// `load_duration` of cold requests.
+    pub load: Histogram<u64>,
+}
+
+impl Default for StreamHistograms {
+    fn default() -> Self {
+        StreamHistograms {
+            ttft: [empty(), empty(), empty()],
+            e2e: [empty(), empty(), empty()],
+            tpot: empty(),
+            load: empty(),
+        }
+    }
+}
+
+impl StreamHistograms {
+    /// Whether a row enters the histograms: counted (not a warm-up) and answered.
+    pub fn counts(row: &RequestRecord) -> bool {
+        !row.warmup && !row.is_error()
+    }
+
+    /// Records one answered request (see `counts`).
+    pub fn add(&mut self, r: &RequestRecord) {
+        let group = if r.cold { 2 } else { 1 };
+        if let Some(v) = r.ttft_ms {
+            record_ms(&mut self.ttft[0], v);
+            record_ms(&mut self.ttft[group], v);
+        }
+        if let Some(v) = r.e2e_ms {
+            record_ms(&mut self.e2e[0], v);
+            record_ms(&mut self.e2e[group], v);
+        }
+        if let Some(v) = r.itl_ms {
+            record_ms(&mut self.tpot, v);
+        }
+        if r.cold
+            && let Some(v) = r.load_duration_ms
+        {
+            record_ms(&mut self.load, v);
+        }
+    }
+
+    /// Each metric's histogram, named as in `METRICS`.
+    pub fn named(&self) -> [(&'static str, &Histogram<u64>); 8] {
+        [
+            (METRICS[0], &self.ttft[0]),
+            (METRICS[1], &self.ttft[1]),
+            (METRICS[2], &self.ttft[2]),
+            (METRICS[3], &self.e2e[0]),
+            (METRICS[4], &self.e2e[1]),
+            (METRICS[5], &self.e2e[2]),
+            (METRICS[6], &self.tpot),
+            (METRICS[7], &self.load),
+        ]
+    }
+}
+
+/// (cell, stream, metric) → histogram: the files of a folder.
+pub type HistogramFiles = BTreeMap<(String, String, String), Histogram<u64>>;
+
+/// The histograms of `rows`, by (cell, stream, metric): every metric of every
+/// (cell, stream) that has a row, empty ones included.
+pub fn from_rows<'a>(rows: impl IntoIterator<Item = &'a RequestRecord>) -> HistogramFiles {
+    let mut by: BTreeMap<(String, String), StreamHistograms> = BTreeMap::new();
+    for r in rows {
+        let h = by.entry((r.cell.clone(), r.stream.clone())).or_default();
+        if StreamHistograms::counts(r) {
+            h.add(r);
+        }
+    }
+    let mut out = HistogramFiles::new();
+    for ((cell, stream), h) in by {
+        for (metric, hist) in h.named() {
+            out.insert(
+                (cell.clone(), stream.clone(), metric.to_string()),
+                hist.clone(),
+            );
+        }
+    }
+    out
+}
+
+fn file_of(dir: &Path, cell: &str, stream: &str, metric: &str) -> PathBuf {
+    dir.join(HISTOGRAMS_DIR)
+        .join(cell)
+        .join(stream)
+        .join(format!("{metric}.hdr"))
+}
+
+/// Writes every histogram as `histograms/<cell>/<stream>/<metric>.hdr` (V2, deflated).
+pub fn write(dir: &Path, files: &HistogramFiles) -> Result<()> {
+    let mut ser = V2DeflateSerializer::new();
+    for ((cell, stream, metric), hist) in files {
+        let path = file_of(dir, cell, stream, metric);
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+        }
+        let mut bytes = Vec::new();
+        ser.serialize(hist, &mut bytes)
+            .map_err(|e| anyhow::anyhow!("serializing {}: {e:?}", path.display()))?;
+        fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Reads every `histograms/<cell>/<stream>/<metric>.hdr` of a folder (empty when the
+/// folder has none).
+pub fn read(dir: &Path) -> Result<HistogramFiles> {
+    let root = dir.join(HISTOGRAMS_DIR);
+    let mut out = HistogramFiles::new();
+    if !root.is_dir() {
+        return Ok(out);
+    }
+    let mut de = Deserializer::new();
+    for cell in sorted_entries(&root)? {
+        for stream in sorted_entries(&cell)? {
+            for file in sorted_entries(&stream)? {
+                let Some(metric) = file
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .and_then(|n| n.strip_suffix(".hdr"))
+                else {
+                    continue;
+                };
+                let f =
+                    fs::File::open(&file).with_context(|| format!("opening {}", file.display()))?;
+                let hist: Histogram<u64> = de
+                    .deserialize(&mut BufReader::new(f))
+                    .map_err(|e| anyhow::anyhow!("reading {}: {e:?}", file.display()))?;
+                out.insert((name(&cell), name(&stream), metric.to_string()), hist);
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn name(p: &Path) -> String {
+    p.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut v: Vec<PathBuf> = fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    v.sort();
+    Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histograms_round_trip_through_v2_deflate_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let rows: Vec<RequestRecord> = (0..50)
+            .map(|i| RequestRecord {
+                cell: "c01".into(),
+                stream: "chat".into(),
+                cold: i % 7 == 0,
+                ttft_ms: Some(10.0 + i as f64 * 3.3),
+                e2e_ms: Some(100.0 + i as f64),
+                load_duration_ms: Some(300.0),
+                ..Default::default()
+            })
+            .collect();
+        let files = from_rows(&rows);
+        write(dir.path(), &files).unwrap();
+        let back = read(dir.path()).unwrap();
+        assert_eq!(back.len(), METRICS.len());
+        for (k, h) in &files {
+            assert_eq!(&back[k], h, "{k:?}");
+            assert_eq!(settings_of(&back[k]), SETTINGS);
+        }
+        assert_eq!(
+            back[&("c01".into(), "chat".into(), "ttft_ms_cold".into())].len(),
+            8
+        );
+    }
+}
