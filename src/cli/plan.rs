@@ -343,7 +343,7 @@ async fn check_one(
             .filter(|m| builtin.models.iter().all(|b| b != *m))
             .cloned()
             .collect(),
-        Target::Ollama(_) => Vec::new(),
+        Target::Ollama(_) | Target::Fleet(_) => Vec::new(),
     };
     let text = check_scenario(combo, &planner.config, gap, &traces, &extra)?;
     let path = traces.join("plan-check.toml");
@@ -355,6 +355,8 @@ async fn check_one(
         out: Some(dir.to_path_buf()),
         pull: false,
         prewarm: false,
+        slice: None,
+        start_at: None,
     };
     let cancel = tokio_util::sync::CancellationToken::new();
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
