@@ -401,3 +401,86 @@ fn predict_agrees_with_a_live_run_on_the_simulator() {
         assert_eq!(cold(&pred, ka), [want], "predicted, keep_alive {ka}");
     }
 }
+
+fn log_fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/ollama_log")
+        .join(name)
+}
+
+/// A real server log (Ollama in ../shared/ollama, OLLAMA_DEBUG=1, OLLAMA_KEEP_ALIVE=3s,
+/// one model slot): the predicted unloads of "as sent" (the server's 3s) are the log's.
+#[test]
+fn the_real_server_logs_unloads_are_the_predicted_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("pred");
+    let log = log_fixture("real-debug.log");
+    let out = run_ok(&[
+        "predict",
+        "--ollama-log",
+        log.to_str().unwrap(),
+        "--keep-alive",
+        "0,3s,1m",
+        "--no-grid",
+        "--out",
+        out_dir.to_str().unwrap(),
+        "-q",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(
+            "server log check (as-sent): predicted 4 unloads (1 evicted), the log shows 4 (1 evicted), matched 4 within ±2 s: every unload agrees"
+        ),
+        "{stdout}"
+    );
+    let run = read_json(&out_dir.join("run.json"));
+    assert_eq!(run["input"]["format"], "Ollama server log");
+    assert_eq!(run["predict"]["unload_check"]["matched"], 4);
+    let summary = read_json(&out_dir.join("summary.json"));
+    // Models from the debug lines; the first request of each load is cold under 3s:
+    // tiny-50m loads three times (start, after an 8 s gap, after the eviction), q8_0 once.
+    assert_eq!(cold(&summary, "as-sent"), [3, 1]);
+    assert_eq!(cold(&summary, "3s"), [3, 1]);
+    // With a minute, the 8 s gap stays warm; the eviction still costs a reload.
+    assert_eq!(cold(&summary, "1m"), [2, 1]);
+}
+
+#[test]
+fn server_log_bad_input_exits_2_with_the_line() {
+    let forms = log_fixture("access-forms.log");
+    let out = run(&["predict", "--ollama-log", forms.to_str().unwrap(), "-q"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("access-forms.log:2:") && err.contains("--model"),
+        "{err}"
+    );
+    let broken = log_fixture("broken.log");
+    let args = [
+        "predict",
+        "--ollama-log",
+        broken.to_str().unwrap(),
+        "--model",
+        "tiny-50m",
+        "-q",
+    ];
+    run_ok(&args);
+    let out = run(&[&args[..], &["--strict"]].concat());
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("broken.log:3: cannot read this line"), "{err}");
+    let out = run(&[&args[..], &["--tz", "Mars/Olympus"]].concat());
+    assert_eq!(out.status.code(), Some(2));
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty.log");
+    std::fs::write(&empty, "").unwrap();
+    let out = run(&[
+        "predict",
+        "--ollama-log",
+        empty.to_str().unwrap(),
+        "--model",
+        "m",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("empty"));
+}

@@ -103,11 +103,25 @@ pub struct DoctorArgs {
 
 /// `kabench predict`.
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("input").required(true).args(["requests", "ollama_log"])))]
 pub struct PredictArgs {
     /// Request log CSV: a `timestamp` column (RFC 3339, or epoch seconds or milliseconds)
     /// and any of model, prompt_tokens, output_tokens, num_ctx, client, keep_alive.
     #[arg(long, value_name = "FILE")]
-    pub requests: PathBuf,
+    pub requests: Option<PathBuf>,
+    /// Ollama's server log (`journalctl -u ollama --no-pager`, ~/.ollama/logs/server.log):
+    /// its [GIN] access lines are the requests; with OLLAMA_DEBUG=1 its scheduler lines
+    /// name each request's model and the server's unloads, checked against the prediction.
+    #[arg(long, value_name = "FILE")]
+    pub ollama_log: Option<PathBuf>,
+    /// The server log's UTC offset (`+02:00`, `-0500`, `UTC`); default: the offset of
+    /// the log's own `time=` lines.
+    #[arg(long, allow_hyphen_values = true)]
+    pub tz: Option<String>,
+    /// Stop at the first server-log line that starts as an access, load or unload line
+    /// and cannot be read, naming its line number (default: skip and count it).
+    #[arg(long)]
+    pub strict: bool,
     /// keep_alive values to replay, comma-separated (e.g. 0,1m,5m,30m,-1); 5m and 10s
     /// are always replayed, and a log-spaced grid unless --no-grid.
     #[arg(long, value_delimiter = ',', allow_hyphen_values = true)]

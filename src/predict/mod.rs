@@ -7,6 +7,7 @@
 //! memory stays flat in its length; the optimum looks ahead only as far as the longest
 //! break-even time. `output` turns the outcome into a table and a run folder.
 
+pub mod check;
 pub mod host;
 pub mod output;
 pub mod replay;
@@ -18,8 +19,7 @@ use anyhow::Result;
 use serde::Serialize;
 
 use crate::scenario::CostSettings;
-use crate::traffic::request_log::RequestLog;
-use crate::traffic::{Request, Scan};
+use crate::traffic::{Request, Scan, Source};
 use crate::units::KeepAlive;
 
 pub use host::{Host, ModelFigures};
@@ -117,6 +117,9 @@ pub struct Prediction {
     pub optimum: Option<usize>,
     /// Wall time of the replay, seconds.
     pub wall_s: f64,
+    /// The "as sent" replay's unloads against the input's logged unloads (an Ollama
+    /// server log with debug lines).
+    pub unload_check: Option<check::UnloadCheck>,
 }
 
 impl Prediction {
@@ -239,7 +242,7 @@ pub fn price(
 /// Replays `log` through every policy of `opts` on `host`; `models` and `unit_of`
 /// come from [`resolve_models`].
 pub fn predict(
-    log: &RequestLog,
+    log: &dyn Source,
     host: &Host,
     models: &[ModelFigures],
     unit_of: &[u32],
@@ -270,6 +273,11 @@ pub fn predict(
         .iter()
         .map(|p| replay::Replay::new(p.clone(), host, replay_models.clone(), settings.clone()))
         .collect();
+    let logged = log.logged_unloads();
+    let checked = logged.and_then(|_| opts.policies.iter().position(|p| *p == Policy::AsSent));
+    if let Some(i) = checked {
+        replays[i].record_unloads();
+    }
     // The optimum looks ahead as far as the longest finite break-even time.
     let window = if opts.policies.contains(&Policy::Optimum) {
         models
@@ -332,6 +340,15 @@ pub fn predict(
         costs_of(Part::Test),
     );
     let optimum = opts.policies.iter().position(|p| *p == Policy::Optimum);
+    let unload_check = checked.zip(logged).map(|(i, logged)| {
+        check::check(
+            &outcomes[i].policy.name(),
+            &outcomes[i].unload_events,
+            logged,
+            unit_of,
+            check::TOLERANCE_S,
+        )
+    });
     Ok(Prediction {
         scan,
         models: models.to_vec(),
@@ -342,6 +359,7 @@ pub fn predict(
         train: opts.train.clamp(0.0, 1.0),
         optimum,
         wall_s: started.elapsed().as_secs_f64(),
+        unload_check,
     })
 }
 

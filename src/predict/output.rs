@@ -171,6 +171,9 @@ pub fn verdict(p: &Prediction) -> Vec<String> {
             }
         ));
     }
+    if let Some(c) = &p.unload_check {
+        out.push(c.line());
+    }
     out.extend(p.scan.notes.iter().cloned());
     out
 }
@@ -532,7 +535,7 @@ pub fn write_folder(dir: &Path, p: &Prediction, host: &Host, info: &FolderInfo) 
     run["input"] = json!({
         "path": p.scan.path.display().to_string(),
         "sha256": p.scan.sha256,
-        "format": "request-log CSV",
+        "format": p.scan.format,
         "rows": p.scan.rows,
         "first": p.scan.first,
         "last": p.scan.last,
@@ -553,6 +556,7 @@ pub fn write_folder(dir: &Path, p: &Prediction, host: &Host, info: &FolderInfo) 
             "cold_penalty_s": info.cost.cold_penalty.map(|d| d.as_secs_f64()),
         },
         "wall_s": p.wall_s,
+        "unload_check": p.unload_check,
     });
     record::write_json_atomic(&dir.join(record::RUN_JSON), &run)
         .with_context(|| format!("writing {}/run.json", dir.display()))?;

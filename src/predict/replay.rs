@@ -173,6 +173,20 @@ pub struct PolicyOutcome {
     pub peak_ram_bytes: u64,
     /// TTFT of every request, all models together, ms.
     pub ttft: MsHistogram,
+    /// Every unload by expiry or memory pressure, when asked for
+    /// ([`Replay::record_unloads`]): to check against a server log's.
+    pub unload_events: Vec<UnloadEvent>,
+}
+
+/// An unload the replay made, by expiry or memory pressure.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct UnloadEvent {
+    /// Seconds since the first arrival.
+    pub t: f64,
+    /// Index of the model.
+    pub model: usize,
+    /// Evicted to make room; otherwise expired.
+    pub evicted: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -181,6 +195,7 @@ struct Flight {
     arrival: Duration,
     prompt: u32,
     output: u32,
+    service: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -213,6 +228,7 @@ pub struct Replay {
     total: (u64, u64),
     peak: (u64, u64),
     ttft: MsHistogram,
+    unload_events: Option<Vec<UnloadEvent>>,
 }
 
 fn gb_s(bytes: u64, dt: Duration) -> f64 {
@@ -252,7 +268,14 @@ impl Replay {
             total: (0, 0),
             peak: (0, 0),
             ttft: MsHistogram::new(),
+            unload_events: None,
         }
+    }
+
+    /// Keeps every unload by expiry or eviction (one entry each: for a replay checked
+    /// against a server log, not for weeks of traffic).
+    pub fn record_unloads(&mut self) {
+        self.unload_events = Some(Vec::new());
     }
 
     /// Replays one request (arrivals must come in time order).
@@ -282,6 +305,10 @@ impl Replay {
                 arrival: t,
                 prompt: r.prompt_tokens.unwrap_or(self.settings.prompt_tokens),
                 output: r.output_tokens.unwrap_or(self.settings.output_tokens),
+                service: r
+                    .service_s
+                    .filter(|s| s.is_finite() && *s >= 0.0)
+                    .map(Duration::from_secs_f64),
             },
         );
         let submitted = self.sched.submit(
@@ -309,6 +336,29 @@ impl Replay {
         for m in 0..self.held.len() {
             self.touch(m, horizon);
         }
+        // The books are closed at the last request's end; a replay checked against a
+        // server log still lets the timers left run out, as the server's did.
+        if let Some(mut log) = self.unload_events.take() {
+            for _ in 0..10_000 {
+                let Some(w) = self.sched.next_wakeup() else {
+                    break;
+                };
+                self.sched.advance(w);
+                for event in self.sched.drain_events() {
+                    if let SchedEvent::Unloaded { model, reason } = event
+                        && matches!(reason, "evicted" | "expired")
+                        && let Some(m) = self.model_of(&model)
+                    {
+                        log.push(UnloadEvent {
+                            t: w.as_secs_f64(),
+                            model: m,
+                            evicted: reason == "evicted",
+                        });
+                    }
+                }
+            }
+            self.unload_events = Some(log);
+        }
         PolicyOutcome {
             policy: self.policy,
             models: self.out,
@@ -316,6 +366,7 @@ impl Replay {
             peak_bytes: self.peak.0 + self.peak.1,
             peak_ram_bytes: self.peak.1,
             ttft: self.ttft,
+            unload_events: self.unload_events.unwrap_or_default(),
         }
     }
 
@@ -450,8 +501,15 @@ impl Replay {
                     let cold = loaded || load_duration >= self.settings.cold_threshold;
                     // As the simulator: handed over at receipt + load_duration.
                     let dispatch = now.max(f.arrival + load_duration);
-                    let first_token = dispatch + spec.prefill_time(u64::from(f.prompt));
-                    let end = first_token + spec.decode_time(u64::from(f.output));
+                    let prefill = spec.prefill_time(u64::from(f.prompt));
+                    // A measured service time (a server log's) stands for the model's.
+                    let (first_token, end) = match f.service {
+                        Some(s) => (dispatch + prefill.min(s), dispatch + s),
+                        None => (
+                            dispatch + prefill,
+                            dispatch + prefill + spec.decode_time(u64::from(f.output)),
+                        ),
+                    };
                     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
                     let o = &mut self.out[f.model];
                     let group = if cold { 2 } else { 1 };
@@ -511,6 +569,15 @@ impl Replay {
                         "evicted" => self.out[m].evictions += 1,
                         "expired" => self.out[m].expirations += 1,
                         _ => {}
+                    }
+                    if let Some(log) = &mut self.unload_events
+                        && matches!(reason, "evicted" | "expired")
+                    {
+                        log.push(UnloadEvent {
+                            t: now.as_secs_f64(),
+                            model: m,
+                            evicted: reason == "evicted",
+                        });
                     }
                 }
                 SchedEvent::LoadStarted { .. } => {}
