@@ -484,3 +484,110 @@ fn server_log_bad_input_exits_2_with_the_line() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("empty"));
 }
+
+fn trace_fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/traces")
+        .join(name)
+}
+
+/// ServeGen windows of one client, cut to a slice; Mooncake buckets; the request count
+/// of each is the trace's.
+#[test]
+fn traces_replay_with_client_slice_and_time_scale() {
+    let sg = trace_fixture("servegen-cut.csv");
+    let out = run(&[
+        "predict",
+        "--trace",
+        sg.to_str().unwrap(),
+        "--model",
+        "tiny-50m",
+        "-q",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("give --client"));
+    let out = run_ok(&[
+        "predict",
+        "--trace",
+        sg.to_str().unwrap(),
+        "--client",
+        "2",
+        "--model",
+        "tiny-50m",
+        "--slice",
+        "0..1h",
+        "--no-grid",
+        "--json",
+        "-q",
+    ]);
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    // Windows 0..3600 s of client 2: the sum of their rate × 600 is 227
+    // (awk -F, '$1==2 && $2<3600 {s+=$3*600} END {print s}' servegen-cut.csv).
+    let requests = cell(&summary, "5m")["streams"][0]["requests"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(requests, 227);
+    let mc = trace_fixture("mooncake-cut.jsonl");
+    let out = run_ok(&[
+        "predict",
+        "--trace",
+        mc.to_str().unwrap(),
+        "--model",
+        "tiny-50m",
+        "--time-scale",
+        "100",
+        "--keep-alive",
+        "1m",
+        "--no-grid",
+        "--json",
+        "-q",
+    ]);
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(cell(&summary, "1m")["streams"][0]["requests"], 40);
+    // Buckets 3 s apart, times 100: 300 s between bursts, so 1m goes cold at each
+    // of the 5 buckets and 5m never after the first.
+    assert_eq!(cold(&summary, "1m"), [5]);
+    assert_eq!(cold(&summary, "5m"), [1]);
+}
+
+/// A scenario's streams run for a horizon: one request a minute for an hour, sent
+/// with keep_alive 5m ("as sent": one cold start) and replayed at 30s (all cold).
+#[test]
+fn a_scenarios_streams_run_for_a_horizon() {
+    let dir = tempfile::tempdir().unwrap();
+    let sc = dir.path().join("s.toml");
+    std::fs::write(
+        &sc,
+        r#"name = "minutely"
+seed = 2
+[[stream]]
+name = "s"
+model = "tiny-50m"
+keep_alive = "5m"
+max_tokens = 4
+prompt_tokens = 10
+arrival = { kind = "constant", rate = "1/m" }
+[run]
+requests = 3
+"#,
+    )
+    .unwrap();
+    let out = run_ok(&[
+        "predict",
+        "--scenario",
+        sc.to_str().unwrap(),
+        "--horizon",
+        "1h",
+        "--keep-alive",
+        "30s",
+        "--no-grid",
+        "--json",
+        "-q",
+    ]);
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(cell(&summary, "as-sent")["streams"][0]["requests"], 60);
+    assert_eq!(cold(&summary, "as-sent"), [1]);
+    assert_eq!(cold(&summary, "30s"), [60]);
+    let out = run(&["predict", "--horizon", "1h"]);
+    assert_eq!(out.status.code(), Some(2));
+}

@@ -14,6 +14,7 @@ pub(super) fn predict(args: PredictArgs) -> Result<()> {
     use crate::traffic::Source;
     use crate::traffic::ollama_log::{self, LogOptions, OllamaLog};
     use crate::traffic::request_log::{ReadOptions, RequestLog, TimeUnit};
+    use crate::traffic::trace;
     let bad = |what: &str, e: &dyn std::fmt::Display| BadInput(format!("{what}{e}"));
     if !(args.time_scale.is_finite() && args.time_scale > 0.0) {
         return Err(BadInput(format!(
@@ -58,7 +59,49 @@ pub(super) fn predict(args: PredictArgs) -> Result<()> {
         ),
     };
     // The input first: a server log says how the server ran (laid under the flags).
-    let input: Box<dyn Source> = match (&args.requests, &args.ollama_log) {
+    let slice = args
+        .slice
+        .as_deref()
+        .map(crate::traffic::trace::parse_slice)
+        .transpose()
+        .map_err(|e| bad("", &e))?;
+    let mut native_clients = false;
+    let input: Box<dyn Source + Send> = match (&args.requests, &args.ollama_log) {
+        (None, None) if args.trace.is_some() => {
+            let path = args.trace.as_deref().unwrap_or(std::path::Path::new(""));
+            let topts = trace::TraceOptions {
+                models: args
+                    .model
+                    .iter()
+                    .flat_map(|m| m.split(','))
+                    .map(|m| m.trim().to_string())
+                    .filter(|m| !m.is_empty())
+                    .collect(),
+                clients: args.client.clone(),
+                time_scale: args.time_scale,
+                seed: args.seed,
+            };
+            match trace::detect(path).map_err(|e| bad("", &e))? {
+                "servegen" => {
+                    native_clients = true;
+                    Box::new(trace::ServeGen::open(path, topts).map_err(|e| bad("", &e))?)
+                }
+                "mooncake" => {
+                    Box::new(trace::Mooncake::open(path, topts).map_err(|e| bad("", &e))?)
+                }
+                _ => Box::new(
+                    RequestLog::open(
+                        path,
+                        ReadOptions {
+                            model: args.model.clone(),
+                            time_scale: args.time_scale,
+                            unit,
+                        },
+                    )
+                    .map_err(|e| bad("", &e))?,
+                ),
+            }
+        }
         (Some(path), _) => Box::new(
             RequestLog::open(
                 path,
@@ -93,12 +136,39 @@ pub(super) fn predict(args: PredictArgs) -> Result<()> {
             }
             Box::new(log)
         }
+        (None, None) if args.horizon.is_some() => {
+            let (Some(path), Some(horizon)) = (&args.scenario, args.horizon) else {
+                return Err(BadInput(
+                    "--horizon replays the streams of --scenario FILE: give both".into(),
+                )
+                .into());
+            };
+            if horizon.is_zero() {
+                return Err(BadInput(
+                    "--horizon 0: give how long the streams send, e.g. 7d".into(),
+                )
+                .into());
+            }
+            Box::new(
+                crate::traffic::streams::Streams::open(path, horizon, args.time_scale)
+                    .map_err(|e| bad("", &e))?,
+            )
+        }
         (None, None) => {
             return Err(BadInput(
-                "give the traffic: --requests FILE.csv or --ollama-log FILE".into(),
+                "give the traffic: --requests FILE.csv, --ollama-log FILE or --trace FILE".into(),
             )
             .into());
         }
+    };
+    let clients: &[String] = if native_clients { &[] } else { &args.client };
+    let input: Box<dyn Source + Send> = if slice.is_some() || !clients.is_empty() {
+        Box::new(
+            trace::Filtered::new(input, slice, args.time_scale, clients)
+                .map_err(|e| bad("", &e))?,
+        )
+    } else {
+        input
     };
     settings.overlay(SimSettings {
         vram: args.vram.clone(),

@@ -1,12 +1,16 @@
 //! Inputs of `kabench predict`: a user's real traffic, read as a stream of requests in
 //! time order. One reader per format (`request_log`: a request-log CSV; `ollama_log`:
-//! Ollama's own server log), each a [`Source`]. A reader first
+//! Ollama's own server log; `trace`: ServeGen windows and Mooncake JSON Lines, and the
+//! `--slice`/`--client` cut of any input; `streams`: a scenario's streams run for a
+//! horizon), each a [`Source`]. A reader first
 //! scans its file once (row count, time span, order, models, SHA-256: memory stays flat)
 //! and then streams the requests; only an input out of time order is held whole, to be
 //! sorted, and the scan says so. Knows nothing of the scheduler or of policies.
 
 pub mod ollama_log;
 pub mod request_log;
+pub mod streams;
+pub mod trace;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -157,6 +161,14 @@ pub enum TrafficError {
         path: PathBuf,
         /// 1-based line.
         line: u64,
+    },
+    /// The input needs a choice the command line did not make (a client, a model).
+    #[error("{path}: {what}")]
+    Choose {
+        /// The file.
+        path: PathBuf,
+        /// What to choose, and from what.
+        what: String,
     },
     /// `--strict`: a line that starts as a known form and cannot be read.
     #[error(
