@@ -130,13 +130,14 @@ fn acceptance_cold_starts_follow_the_gaps_and_the_optimum_is_a_cell() {
         assert_eq!(cold_by_rule(&arrivals, secs, 6.0), want, "{ka}");
         assert_eq!(cold(&summary, ka), [want], "keep_alive {ka}");
     }
-    // The optimum: T* = reload 0.97 s ÷ (7.66 GB × 7.2 per GB-hour) ≈ 63 s, so it keeps
-    // the model over the gaps of 27, 17 and 27 s and unloads over the others: 5 cold,
-    // the same as 1m, with almost no idle memory.
+    // The optimum: T* = reload 0.97 s ÷ (7.66 GB × 7.2 per GB-hour) ≈ 63 s, but every
+    // gap is long enough to unload and load again just in time (about 1.1 s), which
+    // holds the memory only for the load's jitter margin: 1 cold (the first), and an
+    // unload after every request (the last one too: nothing comes after it).
     let opt = cell(&summary, "offline-optimum");
-    assert_eq!(opt["streams"][0]["cold"], 5);
+    assert_eq!(opt["streams"][0]["cold"], 1);
     assert_eq!(opt["policy"]["kind"], "offline_optimum");
-    assert_eq!(opt["policy"]["unloads"], 5);
+    assert_eq!(opt["policy"]["unloads"], 8);
     let cost = |name: &str| {
         cell(&summary, name)["policy"]["cost"]["total"]
             .as_f64()
@@ -590,4 +591,76 @@ requests = 3
     assert_eq!(cold(&summary, "30s"), [60]);
     let out = run(&["predict", "--horizon", "1h"]);
     assert_eq!(out.status.code(), Some(2));
+}
+
+/// A request every 10 minutes to the 7B (T* ≈ 63 s, load ≈ 1 s), 100 of them.
+fn periodic_csv(dir: &Path) -> PathBuf {
+    let p = dir.join("periodic.csv");
+    let mut text = String::from("timestamp,model\n");
+    for i in 0..100 {
+        text.push_str(&format!("{},qwen2.5:7b-instruct-q4_K_M\n", i * 600));
+    }
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+#[test]
+fn adaptive_and_pre_warm_on_a_periodic_trace() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = periodic_csv(dir.path());
+    let out = run_ok(&[
+        "predict",
+        "--requests",
+        csv.to_str().unwrap(),
+        "--json",
+        "-q",
+    ]);
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let cost = |name: &str| {
+        cell(&summary, name)["policy"]["cost"]["total"]
+            .as_f64()
+            .unwrap()
+    };
+    let best_fixed = summary["cells"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["policy"]["kind"] == "fixed")
+        .map(|c| c["policy"]["cost"]["total"].as_f64().unwrap())
+        .fold(f64::INFINITY, f64::min);
+    // 10-minute gaps are far past T*: the adaptive policy learns to unload at once, as
+    // the best fixed value in hindsight (keep_alive 0) does; while learning (5 gaps) it
+    // holds T*, one reload's worth each: within 6% over 100 requests.
+    assert!(
+        cost("adaptive") <= best_fixed * 1.06,
+        "{} vs {best_fixed}",
+        cost("adaptive")
+    );
+    assert_eq!(cold(&summary, "adaptive"), [100]);
+    // The cost-blind histogram keeps the model through every gap.
+    assert!(cost("histogram") > 2.0 * cost("adaptive"));
+    // Pre-warm: cold only while learning (the first 6: five gaps, then the first
+    // unload), then every load is done before the arrival; no load wasted.
+    let pw = cell(&summary, "pre-warm");
+    assert_eq!(pw["streams"][0]["cold"], 6, "{pw}");
+    assert_eq!(pw["policy"]["wasted_loads"], 0);
+    assert_eq!(pw["policy"]["prewarm_loads"], 94);
+    assert!(
+        cost("pre-warm") < best_fixed,
+        "{} vs {best_fixed}",
+        cost("pre-warm")
+    );
+    assert_eq!(pw["policy"]["kind"], "per_request_rule");
+    assert!(
+        pw["policy"]["apply"]
+            .as_str()
+            .unwrap()
+            .contains("keep_alive")
+    );
+    // Nothing beats the offline optimum (it pre-loads just in time too).
+    for c in summary["cells"].as_array().unwrap() {
+        let total = c["policy"]["cost"]["total"].as_f64().unwrap();
+        assert!(total >= cost("offline-optimum") - 1e-9, "{c}");
+    }
+    assert_eq!(cold(&summary, "offline-optimum"), [1]);
 }

@@ -205,7 +205,12 @@ pub(super) fn predict(args: PredictArgs) -> Result<()> {
     if log.scan().has_keep_alive {
         policies.push(Policy::AsSent);
     }
-    policies.push(Policy::Optimum);
+    policies.extend([
+        Policy::Histogram,
+        Policy::Adaptive,
+        Policy::PreWarm,
+        Policy::Optimum,
+    ]);
     if !args.quiet {
         eprintln!(
             "predict: {} ({} requests over {}, {} model(s)) on a simulated {} ({}), {} policies",

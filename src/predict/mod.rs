@@ -10,6 +10,7 @@
 pub mod check;
 pub mod host;
 pub mod output;
+pub mod policies;
 pub mod replay;
 
 use std::collections::VecDeque;
@@ -258,6 +259,7 @@ pub fn predict(
                 name: f.model.clone(),
                 spec,
                 break_even_s: f.break_even_s,
+                load_s: f.load_s,
             })
         })
         .collect();

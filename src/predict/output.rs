@@ -171,6 +171,24 @@ pub fn verdict(p: &Prediction) -> Vec<String> {
             }
         ));
     }
+    for (i, o) in p.outcomes.iter().enumerate() {
+        if let Some(rule) = super::policies::rule(&o.policy.name()) {
+            let wasted: u64 = o.models.iter().map(|m| m.wasted_loads).sum();
+            let loads: u64 = o.models.iter().map(|m| m.prewarm_loads).sum();
+            out.push(format!(
+                "{} (cost {:.1}{}{}): {rule}",
+                o.policy.name(),
+                p.costs[i].total,
+                p.times_optimum(i)
+                    .map_or_else(String::new, |x| format!(", {x:.2}× the optimum")),
+                if o.policy == Policy::PreWarm {
+                    format!(", {loads} pre-warm loads of which {wasted} wasted, their idle memory priced")
+                } else {
+                    String::new()
+                }
+            ));
+        }
+    }
     if let Some(c) = &p.unload_check {
         out.push(c.line());
     }
@@ -360,6 +378,10 @@ fn policy_json(p: &Prediction, i: usize) -> Value {
                 "not settable: needs the future; keep a model over an idle gap exactly when the gap is shorter than its break-even time T*"
             ),
         ),
+        other => (
+            "per_request_rule",
+            json!(super::policies::rule(&other.name()).unwrap_or_default()),
+        ),
     };
     json!({
         "name": o.policy.name(),
@@ -374,6 +396,8 @@ fn policy_json(p: &Prediction, i: usize) -> Value {
         "expirations": o.models.iter().map(|m| m.expirations).sum::<u64>(),
         "unloads": o.models.iter().map(|m| m.unloads).sum::<u64>(),
         "loads": o.models.iter().map(|m| m.loads).sum::<u64>(),
+        "prewarm_loads": o.models.iter().map(|m| m.prewarm_loads).sum::<u64>(),
+        "wasted_loads": o.models.iter().map(|m| m.wasted_loads).sum::<u64>(),
     })
 }
 
