@@ -216,6 +216,21 @@ fn the_report_renders_a_predicted_folder_and_keeps_its_summary() {
     assert!(stdout.contains("offline-optimum"), "{stdout}");
     let html = std::fs::read_to_string(dir.join("index.html")).unwrap();
     assert!(html.contains("offline-optimum"));
+    // The prediction's charts: cost by keep_alive with T* and the optimum, every
+    // policy on the frontier, the gap distribution with T*.
+    let chart = |name: &str| std::fs::read_to_string(dir.join("charts").join(name)).unwrap();
+    let cost = chart("predict-cost-by-keep-alive.svg");
+    assert!(
+        cost.contains("T* qwen2.5:7b-instruct-q4_K_M = 1m"),
+        "{cost}"
+    );
+    assert!(cost.contains("offline optimum"));
+    let frontier = chart("predict-policy-frontier.svg");
+    for name in ["adaptive", "pre-warm", "histogram", "offline-optimum", "5m"] {
+        assert!(frontier.contains(name), "{name}");
+    }
+    assert!(chart("predict-gaps-0.svg").contains("T* = 1m3s"));
+    assert!(html.contains("Predicted cost by keep_alive, with T* and the offline optimum"));
     // The recommendation picks a value a client can set, never the optimum.
     let recs = read_json(&dir.join("recommendation.json"));
     let chosen = recs[0]["chosen"].as_str().unwrap();

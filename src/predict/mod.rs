@@ -118,6 +118,9 @@ pub struct Prediction {
     pub optimum: Option<usize>,
     /// Wall time of the replay, seconds.
     pub wall_s: f64,
+    /// Per replayed model: its inter-arrival gaps, counted in the log-spaced bins of
+    /// [`policies::edge`].
+    pub gap_counts: Vec<[u64; policies::BINS]>,
     /// The "as sent" replay's unloads against the input's logged unloads (an Ollama
     /// server log with debug lines).
     pub unload_check: Option<check::UnloadCheck>,
@@ -292,6 +295,8 @@ pub fn predict(
     let bar = progress_bar(opts.progress, scan.rows, opts.policies.len());
     let mut input = log.requests()?;
     let mut ahead = Lookahead::new(models.len());
+    let mut gap_counts = vec![[0u64; policies::BINS]; models.len()];
+    let mut last_arrival: Vec<Option<f64>> = vec![None; models.len()];
     let mut buffer: VecDeque<Request> = VecDeque::new();
     let mut eof = false;
     let threads = std::thread::available_parallelism()
@@ -312,6 +317,10 @@ pub fn predict(
                     let mut r = r?;
                     r.model = unit_of[r.model as usize];
                     ahead.push(r.model as usize, r.t);
+                    let m = r.model as usize;
+                    if let Some(prev) = last_arrival[m].replace(r.t) {
+                        gap_counts[m][policies::bin_of(r.t - prev)] += 1;
+                    }
                     buffer.push_back(r);
                 }
                 None => eof = true,
@@ -361,6 +370,7 @@ pub fn predict(
         train: opts.train.clamp(0.0, 1.0),
         optimum,
         wall_s: started.elapsed().as_secs_f64(),
+        gap_counts,
         unload_check,
     })
 }

@@ -413,6 +413,23 @@ pub fn summary_json(p: &Prediction, info: &FolderInfo) -> Result<Value> {
         }
     }
     v["best_fixed"] = json!(p.best_fixed().map(|b| p.outcomes[b].policy.name()));
+    // What the report draws: each model's gap distribution with its T*.
+    v["gaps"] = json!(
+        p.models
+            .iter()
+            .zip(&p.gap_counts)
+            .map(|(f, counts)| json!({
+                "model": f.model,
+                "break_even_s": f.break_even_s,
+                "bins": counts
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, c)| **c > 0)
+                    .map(|(j, c)| json!([super::policies::lower_edge(j), super::policies::edge(j), c]))
+                    .collect::<Vec<_>>(),
+            }))
+            .collect::<Vec<_>>()
+    );
     if p.has_split() {
         let name = |i: Option<usize>| i.map(|i| p.outcomes[i].policy.name());
         v["out_of_sample"] = json!({

@@ -35,7 +35,8 @@ pub fn lower_edge(j: usize) -> f64 {
     if j == 0 { 0.0 } else { edge(j - 1) }
 }
 
-fn bin_of(gap: f64) -> usize {
+/// The bin of a gap of `gap` seconds.
+pub fn bin_of(gap: f64) -> usize {
     if gap <= FIRST_EDGE {
         return 0;
     }
