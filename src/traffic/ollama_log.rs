@@ -650,6 +650,7 @@ impl OllamaLog {
         let mut debug = false;
         let now = time::OffsetDateTime::now_utc().unix_timestamp() as f64;
         let mut future = 0u64;
+        let mut prev_end = f64::NEG_INFINITY;
         for_each_line(path, None, |text| {
             if text.contains("level=DEBUG") {
                 debug = true;
@@ -663,6 +664,12 @@ impl OllamaLog {
                     ..
                 } => {
                     scan.rows += 1;
+                    // Access lines are written as responses end; a log whose times go
+                    // back (logs joined out of order) is sorted whole.
+                    if end < prev_end {
+                        scan.sorted = false;
+                    }
+                    prev_end = prev_end.max(end);
                     let m = super::intern(&mut models, &mut scan.models, &model) as usize;
                     if m == scan.model_rows.len() {
                         scan.model_rows.push(0);
@@ -733,6 +740,13 @@ impl OllamaLog {
             reader.skipped,
             reader.unparsable
         ));
+        if !scan.sorted {
+            scan.notes.push(format!(
+                "{}: its access lines go back in time (logs joined out of order?): its {} requests were sorted in memory before the replay",
+                path.display(),
+                scan.rows
+            ));
+        }
         if !debug {
             scan.notes.push(
                 "no level=DEBUG lines: the server's unloads are not in this log (run it with OLLAMA_DEBUG=1 to check the predicted unloads against them)".into(),
@@ -855,8 +869,14 @@ impl Source for OllamaLog {
             .enumerate()
             .map(|(i, m)| (m.clone(), i as u32))
             .collect();
-        let (first_abs, scale, depth) =
-            (self.first_abs, self.options.time_scale, self.max_latency_s);
+        // In order, a request can start at most the longest latency before one read
+        // earlier; out of order, everything is held and sorted at the end.
+        let depth = if self.scan.sorted {
+            self.max_latency_s
+        } else {
+            f64::INFINITY
+        };
+        let (first_abs, scale) = (self.first_abs, self.options.time_scale);
         std::thread::spawn(move || {
             let mut reader = Reader::new(&path, options, first_offset);
             // Requests by start time; one is released once a request has ended later
@@ -1071,6 +1091,34 @@ mod tests {
             "{e}"
         );
         assert!(e.to_string().contains("--model"), "{e}");
+    }
+
+    #[test]
+    fn a_log_joined_out_of_order_is_sorted_with_a_note() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("joined.log");
+        std::fs::write(
+            &p,
+            "[GIN] 2026/05/22 - 17:30:00 | 200 | 1s | 127.0.0.1 | POST \"/api/chat\"\n\
+             [GIN] 2026/05/22 - 17:30:00 | 200 | 1s | 127.0.0.1 | POST \"/api/chat\"\n\
+             [GIN] 2026/05/22 - 17:20:00 | 200 | 2s | 127.0.0.1 | POST \"/api/chat\"\n",
+        )
+        .unwrap();
+        let opts = LogOptions {
+            model: Some("m".into()),
+            ..LogOptions::default()
+        };
+        let log = OllamaLog::open(&p, opts).unwrap();
+        assert!(!log.scan().sorted);
+        assert!(
+            log.scan()
+                .notes
+                .iter()
+                .any(|n| n.contains("sorted in memory"))
+        );
+        let t: Vec<f64> = all(&log).iter().map(|r| r.t).collect();
+        // Duplicate times stay, in file order.
+        assert_eq!(t, [0.0, 601.0, 601.0]);
     }
 
     #[test]

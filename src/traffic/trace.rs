@@ -187,6 +187,18 @@ impl ServeGen {
             let end = reader.position().byte();
             match clients.last_mut() {
                 Some(c) if c.0 == client => {
+                    if w.start + WINDOW_S < c.5 {
+                        return Err(TrafficError::Value {
+                            path: path.to_path_buf(),
+                            line,
+                            column: "window_start_s".into(),
+                            value: w.start.to_string(),
+                            expected: format!(
+                                "a window after the client's previous one (which ends at {} s): a client's windows in time order",
+                                c.5
+                            ),
+                        });
+                    }
                     c.2 = end;
                     c.3 += w.requests;
                     c.4 += u64::from(w.requests > 0);
