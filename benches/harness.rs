@@ -529,7 +529,13 @@ fn predict_replay(c: &mut Criterion) {
     use kabench::predict::{self, Host, Lookahead, Policy, ReplayModel, ReplaySettings};
     let host = Host::new(&SimSettings::default(), 1, "bench").unwrap();
     let cost = kabench::record::CostSettings::default();
-    let input = held(predict_input(1_000_000, 86_400.0, 1), 1);
+    // 10⁶ under `cargo bench`, 10⁴ in test mode (`cargo test --bench harness`).
+    let n = if std::env::args().any(|a| a == "--bench") {
+        1_000_000
+    } else {
+        10_000
+    };
+    let input = held(predict_input(n, 86_400.0, 1), 1);
     let (figures, _) = predict::resolve_models(&input.scan, &host, &cost).unwrap();
     let models: Vec<ReplayModel> = figures
         .iter()
@@ -550,7 +556,7 @@ fn predict_replay(c: &mut Criterion) {
     let ahead = Lookahead::new(1);
     let mut g = c.benchmark_group("predict");
     g.sample_size(10);
-    g.throughput(Throughput::Elements(1_000_000));
+    g.throughput(Throughput::Elements(n as u64));
     g.bench_function("replay_1e6_requests_one_policy_one_core", |b| {
         b.iter(|| {
             let mut r = predict::replay::Replay::new(
@@ -574,7 +580,12 @@ fn predict_30_days(_: &mut Criterion) {
     use kabench::predict::{self, Host, Policy, PredictOptions};
     let host = Host::new(&SimSettings::default(), 1, "bench").unwrap();
     let cost = kabench::record::CostSettings::default();
-    let input = held(predict_input(1_000_000, 30.0 * 86_400.0, 3), 3);
+    let n = if std::env::args().any(|a| a == "--bench") {
+        1_000_000
+    } else {
+        10_000
+    };
+    let input = held(predict_input(n, 30.0 * 86_400.0, 3), 3);
     let (figures, unit_of) = predict::resolve_models(&input.scan, &host, &cost).unwrap();
     let mut policies = predict::fixed_policies(&[KeepAlive::parse("2m").unwrap()], true);
     policies.extend([
@@ -595,7 +606,7 @@ fn predict_30_days(_: &mut Criterion) {
     let started = Instant::now();
     let p = predict::predict(&input, &host, &figures, &unit_of, &opts).unwrap();
     println!(
-        "predict/30d_1e6_requests_3_models_{}_policies: {:.2} s wall on {} cores",
+        "predict/30d_{n}_requests_3_models_{}_policies: {:.2} s wall on {} cores",
         p.outcomes.len(),
         started.elapsed().as_secs_f64(),
         std::thread::available_parallelism().map_or(1, |n| n.get())
