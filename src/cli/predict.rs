@@ -327,6 +327,11 @@ fn apply_log_settings(
             if let Some(spec) = catalogue.resolve(&model) {
                 let mut spec = spec.clone();
                 spec.load_s = Some(median);
+                spec.source = format!(
+                    "load time: the median of {n} `llama-server started in … seconds` lines of {}; the rest: {}",
+                    log.scan().path.display(),
+                    spec.source
+                );
                 taken.push(format!(
                     "{model} loading in {median:.2} s (median of {n} `llama-server started` lines)"
                 ));
