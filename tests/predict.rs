@@ -1,7 +1,9 @@
 //! `kabench predict` end to end through the real binary: cold counts per policy that
 //! follow from the gaps (and from memory pressure), the offline optimum as a named
-//! cell, a run folder `kabench report` renders, bad input, and agreement with the live
-//! path (`kabench run --target sim`) on the same requests and host.
+//! cell, a run folder `kabench report` renders with the prediction's charts, bad input,
+//! agreement with the live path (`kabench run --target sim`) on the same requests and
+//! host, a real server log's unloads, the traces and a scenario's streams, and the
+//! adaptive and pre-warm policies on a periodic trace.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
