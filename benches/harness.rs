@@ -1,8 +1,10 @@
 //! `cargo bench --bench harness`: kabench's own hot paths, so its overhead is known and
 //! stays low: parsing a streamed NDJSON response, recording a request (histograms and
 //! its CSV row), planning 10⁵ open-loop sends, the scheduler model on a virtual clock
-//! (10⁶ events), the simulator answering a warm request beyond its modelled time, and
-//! rendering the report of a 10⁵-request run. Figures are kept in `benches/README.md`.
+//! (10⁶ events), the simulator answering a warm request beyond its modelled time,
+//! rendering the report of a 10⁵-request run, and `kabench predict`'s replay (10⁶
+//! requests through one policy on one core; 30 days, 10⁶ requests, 3 models, 20
+//! policies, timed once). Figures are kept in `benches/README.md`.
 
 use std::hint::black_box;
 use std::path::Path;
@@ -458,8 +460,165 @@ fn send_accuracy(_: &mut Criterion) {
     rt.block_on(handle.shutdown());
 }
 
+/// Poisson arrivals over `span_s` seconds, `n` requests rotating over `models`.
+fn predict_input(n: usize, span_s: f64, models: u32) -> Vec<kabench::traffic::Request> {
+    let mut rng = kabench::rng::SeededRng::new(7);
+    let mean = span_s / n as f64;
+    let mut t = 0.0;
+    (0..n)
+        .map(|i| {
+            t += -mean * (1.0 - rng.unit()).ln();
+            kabench::traffic::Request {
+                t,
+                model: (i as u32) % models,
+                prompt_tokens: None,
+                output_tokens: None,
+                num_ctx: None,
+                client: None,
+                keep_alive: None,
+                service_s: None,
+            }
+        })
+        .collect()
+}
+
+/// An input held in memory, for the replay benches.
+struct Held {
+    scan: kabench::traffic::Scan,
+    requests: std::sync::Arc<Vec<kabench::traffic::Request>>,
+}
+
+impl kabench::traffic::Source for Held {
+    fn scan(&self) -> &kabench::traffic::Scan {
+        &self.scan
+    }
+    fn requests(&self) -> Result<kabench::traffic::RequestIter, kabench::traffic::TrafficError> {
+        let all = self.requests.clone();
+        Ok(Box::new((0..all.len()).map(move |i| Ok(all[i].clone()))))
+    }
+}
+
+const PREDICT_MODELS: [&str; 3] = [
+    "qwen2.5:3b-instruct-q4_K_M",
+    "qwen2.5:7b-instruct-q4_K_M",
+    "llama3.1:8b-instruct-q4_K_M",
+];
+
+fn held(requests: Vec<kabench::traffic::Request>, models: usize) -> Held {
+    let span = requests.last().map_or(0.0, |r| r.t);
+    let scan = kabench::traffic::Scan {
+        rows: requests.len() as u64,
+        sorted: true,
+        span_s: span,
+        models: PREDICT_MODELS[..models]
+            .iter()
+            .map(|m| m.to_string())
+            .collect(),
+        model_ctx: vec![None; models],
+        model_rows: vec![requests.len() as u64 / models as u64; models],
+        ..Default::default()
+    };
+    Held {
+        scan,
+        requests: std::sync::Arc::new(requests),
+    }
+}
+
+/// `kabench predict`'s engine on one core: 10⁶ requests of one model (30 days, one
+/// every 2.6 s on average: a load the host keeps up with) through one fixed policy
+/// (keep_alive 1m).
+fn predict_replay(c: &mut Criterion) {
+    use kabench::predict::{self, Host, Lookahead, Policy, ReplayModel, ReplaySettings};
+    let host = Host::new(&SimSettings::default(), 1, "bench").unwrap();
+    let cost = kabench::record::CostSettings::default();
+    // 10⁶ under `cargo bench`, 10⁴ in test mode (`cargo test --bench harness`).
+    let n = if std::env::args().any(|a| a == "--bench") {
+        1_000_000
+    } else {
+        10_000
+    };
+    let input = held(predict_input(n, 30.0 * 86_400.0, 1), 1);
+    let (figures, _) = predict::resolve_models(&input.scan, &host, &cost).unwrap();
+    let models: Vec<ReplayModel> = figures
+        .iter()
+        .map(|f| ReplayModel {
+            name: f.model.clone(),
+            spec: host.catalogue.resolve(&f.model).unwrap().clone(),
+            break_even_s: f.break_even_s,
+            load_s: f.load_s,
+        })
+        .collect();
+    let settings = ReplaySettings {
+        prompt_tokens: 300,
+        output_tokens: 16,
+        cold_threshold: Duration::from_millis(100),
+        sent: Vec::new(),
+        split_s: input.scan.span_s / 2.0,
+    };
+    let ahead = Lookahead::new(1);
+    let mut g = c.benchmark_group("predict");
+    g.sample_size(10);
+    g.throughput(Throughput::Elements(n as u64));
+    g.bench_function("replay_1e6_requests_one_policy_one_core", |b| {
+        b.iter(|| {
+            let mut r = predict::replay::Replay::new(
+                Policy::Fixed(KeepAlive::parse("1m").unwrap()),
+                &host,
+                models.clone(),
+                settings.clone(),
+            );
+            for q in input.requests.iter() {
+                r.arrive(q, &ahead);
+            }
+            black_box(r.finish(&ahead).models[0].cold)
+        })
+    });
+    g.finish();
+}
+
+/// The scale, timed once (printed): 30 days, 10⁶ requests, 3 models, 20
+/// policies (the fixed grid, 2m, histogram, adaptive, pre-warm, the optimum), on every core.
+fn predict_30_days(_: &mut Criterion) {
+    use kabench::predict::{self, Host, Policy, PredictOptions};
+    let host = Host::new(&SimSettings::default(), 1, "bench").unwrap();
+    let cost = kabench::record::CostSettings::default();
+    let n = if std::env::args().any(|a| a == "--bench") {
+        1_000_000
+    } else {
+        10_000
+    };
+    let input = held(predict_input(n, 30.0 * 86_400.0, 3), 3);
+    let (figures, unit_of) = predict::resolve_models(&input.scan, &host, &cost).unwrap();
+    let mut policies = predict::fixed_policies(&[KeepAlive::parse("2m").unwrap()], true);
+    policies.extend([
+        Policy::Histogram,
+        Policy::Adaptive,
+        Policy::PreWarm,
+        Policy::Optimum,
+    ]);
+    let opts = PredictOptions {
+        policies,
+        cost,
+        prompt_tokens: 300,
+        output_tokens: 16,
+        cold_threshold: Duration::from_millis(100),
+        progress: false,
+        train: 0.5,
+    };
+    let started = Instant::now();
+    let p = predict::predict(&input, &host, &figures, &unit_of, &opts).unwrap();
+    println!(
+        "predict/30d_{n}_requests_3_models_{}_policies: {:.2} s wall on {} cores",
+        p.outcomes.len(),
+        started.elapsed().as_secs_f64(),
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
+}
+
 criterion_group!(
     benches,
+    predict_replay,
+    predict_30_days,
     send_accuracy,
     ndjson,
     recording,

@@ -162,6 +162,63 @@ fn gaps_cold_counts_release_and_memory_follow_keep_alive_on_the_real_server() {
     );
 }
 
+/// The prediction is only as good as its agreement with the server: the workload of
+/// `GAPS` run against the real Ollama, then `kabench predict --calibrate` from that run
+/// folder on the same arrivals (0, 5, 10 s; 20 prompt tokens, 4 out, num_ctx 4096)
+/// gives the same cold count per keep_alive. Tolerance: none. Every gap leaves at least
+/// 2 s between an expiry and the next arrival (a cold request here takes up to 3 s),
+/// so load jitter cannot move a request across the keep_alive boundary.
+#[test]
+fn predict_calibrated_from_a_real_run_agrees_with_it() {
+    let Some(ollama) = RealOllama::start("predict-agree", &[]) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let out = run(&ollama, tmp.path(), &GAPS.replace("MODEL", "tiny-50m"));
+    drop(ollama);
+    let summary = read_json(&out.join("summary.json"));
+    let live: Vec<(String, u64)> = cells(&summary)
+        .iter()
+        .map(|c| {
+            let ka = &c["params"]["keep_alive"];
+            (
+                ka.as_str().map_or_else(|| ka.to_string(), str::to_string),
+                c["streams"][0]["cold"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let csv = tmp.path().join("arrivals.csv");
+    std::fs::write(
+        &csv,
+        "timestamp,model,prompt_tokens,output_tokens,num_ctx\n0,tiny-50m,20,4,4096\n5,tiny-50m,20,4,4096\n10,tiny-50m,20,4,4096\n",
+    )
+    .unwrap();
+    let pred = run_ok(&[
+        "predict",
+        "--requests",
+        csv.to_str().unwrap(),
+        "--calibrate",
+        out.to_str().unwrap(),
+        "--keep-alive",
+        "0,1s,8s,-1",
+        "--no-grid",
+        "--json",
+        "--quiet",
+    ]);
+    let predicted: Value = serde_json::from_slice(&pred.stdout).unwrap();
+    for (ka, cold) in &live {
+        let cell = cells(&predicted)
+            .iter()
+            .find(|c| c["params"]["keep_alive"] == ka.as_str())
+            .unwrap_or_else(|| panic!("no predicted cell {ka}"));
+        assert_eq!(
+            cell["streams"][0]["cold"].as_u64(),
+            Some(*cold),
+            "keep_alive {ka}: live {live:?}, predicted {cell}"
+        );
+    }
+}
+
 #[test]
 fn every_form_of_the_model_name_is_the_same_model() {
     let Some(ollama) = RealOllama::start("names", &[]) else {

@@ -257,11 +257,41 @@ pub struct DoctorArgs {
 
 /// `kabench predict`.
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("input").required(true).args(["requests", "ollama_log", "trace", "horizon"])))]
 pub struct PredictArgs {
     /// Request log CSV: a `timestamp` column (RFC 3339, or epoch seconds or milliseconds)
     /// and any of model, prompt_tokens, output_tokens, num_ctx, client, keep_alive.
     #[arg(long, value_name = "FILE")]
-    pub requests: PathBuf,
+    pub requests: Option<PathBuf>,
+    /// Ollama's server log (`journalctl -u ollama --no-pager`, ~/.ollama/logs/server.log):
+    /// its [GIN] access lines are the requests; with OLLAMA_DEBUG=1 its scheduler lines
+    /// name each request's model and the server's unloads, checked against the prediction.
+    #[arg(long, value_name = "FILE")]
+    pub ollama_log: Option<PathBuf>,
+    /// A public trace: ServeGen client windows (CSV with `client_id,window_start_s,rate_rps`,
+    /// needs --client), Mooncake JSON Lines, or a per-request CSV such as Azure's.
+    #[arg(long, value_name = "FILE")]
+    pub trace: Option<PathBuf>,
+    /// Replay the streams of --scenario for this long (e.g. 7d) instead of a log:
+    /// each sends by its arrival process with the seed `kabench run` gives it.
+    #[arg(long, value_parser = parse_duration, requires = "scenario")]
+    pub horizon: Option<Duration>,
+    /// Replay only this part of the input's time, from its start: START..END in
+    /// seconds or durations (0..86400, 1d..8d, ..6h, 7d..).
+    #[arg(long)]
+    pub slice: Option<String>,
+    /// Replay only these clients (comma-separated): ServeGen client ids, or the
+    /// `client` column of a request log.
+    #[arg(long, value_delimiter = ',')]
+    pub client: Vec<String>,
+    /// The server log's UTC offset (`+02:00`, `-0500`, `UTC`); default: the offset of
+    /// the log's own `time=` lines.
+    #[arg(long, allow_hyphen_values = true)]
+    pub tz: Option<String>,
+    /// Stop at the first server-log line that starts as an access, load or unload line
+    /// and cannot be read, naming its line number (default: skip and count it).
+    #[arg(long)]
+    pub strict: bool,
     /// keep_alive values to replay, comma-separated (e.g. 0,1m,5m,30m,-1); 5m and 10s
     /// are always replayed, and a log-spaced grid unless --no-grid.
     #[arg(long, value_delimiter = ',', allow_hyphen_values = true)]
@@ -269,7 +299,8 @@ pub struct PredictArgs {
     /// Replay only the given values (plus 5m and 10s), not the grid from 0 to forever.
     #[arg(long)]
     pub no_grid: bool,
-    /// The model of rows that name none.
+    /// The model of rows that name none; for a trace, one for all clients or one per
+    /// --client, comma-separated.
     #[arg(long)]
     pub model: Option<String>,
     /// Multiplies every gap of the input (2 = half the rate).

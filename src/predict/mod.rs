@@ -7,8 +7,10 @@
 //! memory stays flat in its length; the optimum looks ahead only as far as the longest
 //! break-even time. `output` turns the outcome into a table and a run folder.
 
+pub mod check;
 pub mod host;
 pub mod output;
+pub mod policies;
 pub mod replay;
 
 use std::collections::VecDeque;
@@ -18,8 +20,7 @@ use anyhow::Result;
 use serde::Serialize;
 
 use crate::scenario::CostSettings;
-use crate::traffic::request_log::RequestLog;
-use crate::traffic::{Request, Scan};
+use crate::traffic::{Request, Scan, Source};
 use crate::units::KeepAlive;
 
 pub use host::{Host, ModelFigures};
@@ -117,6 +118,12 @@ pub struct Prediction {
     pub optimum: Option<usize>,
     /// Wall time of the replay, seconds.
     pub wall_s: f64,
+    /// Per replayed model: its inter-arrival gaps, counted in the log-spaced bins of
+    /// [`policies::edge`].
+    pub gap_counts: Vec<[u64; policies::BINS]>,
+    /// The "as sent" replay's unloads against the input's logged unloads (an Ollama
+    /// server log with debug lines).
+    pub unload_check: Option<check::UnloadCheck>,
 }
 
 impl Prediction {
@@ -239,7 +246,7 @@ pub fn price(
 /// Replays `log` through every policy of `opts` on `host`; `models` and `unit_of`
 /// come from [`resolve_models`].
 pub fn predict(
-    log: &RequestLog,
+    log: &dyn Source,
     host: &Host,
     models: &[ModelFigures],
     unit_of: &[u32],
@@ -255,6 +262,7 @@ pub fn predict(
                 name: f.model.clone(),
                 spec,
                 break_even_s: f.break_even_s,
+                load_s: f.load_s,
             })
         })
         .collect();
@@ -270,6 +278,11 @@ pub fn predict(
         .iter()
         .map(|p| replay::Replay::new(p.clone(), host, replay_models.clone(), settings.clone()))
         .collect();
+    let logged = log.logged_unloads();
+    let checked = logged.and_then(|_| opts.policies.iter().position(|p| *p == Policy::AsSent));
+    if let Some(i) = checked {
+        replays[i].record_unloads();
+    }
     // The optimum looks ahead as far as the longest finite break-even time.
     let window = if opts.policies.contains(&Policy::Optimum) {
         models
@@ -282,6 +295,8 @@ pub fn predict(
     let bar = progress_bar(opts.progress, scan.rows, opts.policies.len());
     let mut input = log.requests()?;
     let mut ahead = Lookahead::new(models.len());
+    let mut gap_counts = vec![[0u64; policies::BINS]; models.len()];
+    let mut last_arrival: Vec<Option<f64>> = vec![None; models.len()];
     let mut buffer: VecDeque<Request> = VecDeque::new();
     let mut eof = false;
     let threads = std::thread::available_parallelism()
@@ -302,6 +317,10 @@ pub fn predict(
                     let mut r = r?;
                     r.model = unit_of[r.model as usize];
                     ahead.push(r.model as usize, r.t);
+                    let m = r.model as usize;
+                    if let Some(prev) = last_arrival[m].replace(r.t) {
+                        gap_counts[m][policies::bin_of(r.t - prev)] += 1;
+                    }
                     buffer.push_back(r);
                 }
                 None => eof = true,
@@ -332,6 +351,15 @@ pub fn predict(
         costs_of(Part::Test),
     );
     let optimum = opts.policies.iter().position(|p| *p == Policy::Optimum);
+    let unload_check = checked.zip(logged).map(|(i, logged)| {
+        check::check(
+            &outcomes[i].policy.name(),
+            &outcomes[i].unload_events,
+            logged,
+            unit_of,
+            check::TOLERANCE_S,
+        )
+    });
     Ok(Prediction {
         scan,
         models: models.to_vec(),
@@ -342,6 +370,8 @@ pub fn predict(
         train: opts.train.clamp(0.0, 1.0),
         optimum,
         wall_s: started.elapsed().as_secs_f64(),
+        gap_counts,
+        unload_check,
     })
 }
 

@@ -171,6 +171,27 @@ pub fn verdict(p: &Prediction) -> Vec<String> {
             }
         ));
     }
+    for (i, o) in p.outcomes.iter().enumerate() {
+        if let Some(rule) = super::policies::rule(&o.policy.name()) {
+            let wasted: u64 = o.models.iter().map(|m| m.wasted_loads).sum();
+            let loads: u64 = o.models.iter().map(|m| m.prewarm_loads).sum();
+            out.push(format!(
+                "{} (cost {:.1}{}{}): {rule}",
+                o.policy.name(),
+                p.costs[i].total,
+                p.times_optimum(i)
+                    .map_or_else(String::new, |x| format!(", {x:.2}× the optimum")),
+                if o.policy == Policy::PreWarm {
+                    format!(", {loads} pre-warm loads of which {wasted} wasted, their idle memory priced")
+                } else {
+                    String::new()
+                }
+            ));
+        }
+    }
+    if let Some(c) = &p.unload_check {
+        out.push(c.line());
+    }
     out.extend(p.scan.notes.iter().cloned());
     out
 }
@@ -359,6 +380,10 @@ fn policy_json(p: &Prediction, i: usize) -> Value {
                 "not settable: needs the future; keep a model over an idle gap exactly when the gap is shorter than its break-even time T*"
             ),
         ),
+        other => (
+            "per_request_rule",
+            json!(super::policies::rule(&other.name()).unwrap_or_default()),
+        ),
     };
     json!({
         "name": o.policy.name(),
@@ -373,6 +398,8 @@ fn policy_json(p: &Prediction, i: usize) -> Value {
         "expirations": o.models.iter().map(|m| m.expirations).sum::<u64>(),
         "unloads": o.models.iter().map(|m| m.unloads).sum::<u64>(),
         "loads": o.models.iter().map(|m| m.loads).sum::<u64>(),
+        "prewarm_loads": o.models.iter().map(|m| m.prewarm_loads).sum::<u64>(),
+        "wasted_loads": o.models.iter().map(|m| m.wasted_loads).sum::<u64>(),
     })
 }
 
@@ -388,6 +415,23 @@ pub fn summary_json(p: &Prediction, info: &FolderInfo) -> Result<Value> {
         }
     }
     v["best_fixed"] = json!(p.best_fixed().map(|b| p.outcomes[b].policy.name()));
+    // What the report draws: each model's gap distribution with its T*.
+    v["gaps"] = json!(
+        p.models
+            .iter()
+            .zip(&p.gap_counts)
+            .map(|(f, counts)| json!({
+                "model": f.model,
+                "break_even_s": f.break_even_s,
+                "bins": counts
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, c)| **c > 0)
+                    .map(|(j, c)| json!([super::policies::lower_edge(j), super::policies::edge(j), c]))
+                    .collect::<Vec<_>>(),
+            }))
+            .collect::<Vec<_>>()
+    );
     if p.has_split() {
         let name = |i: Option<usize>| i.map(|i| p.outcomes[i].policy.name());
         v["out_of_sample"] = json!({
@@ -536,7 +580,7 @@ pub fn write_folder(dir: &Path, p: &Prediction, host: &Host, info: &FolderInfo) 
     run["input"] = json!({
         "path": p.scan.path.display().to_string(),
         "sha256": p.scan.sha256,
-        "format": "request-log CSV",
+        "format": p.scan.format,
         "rows": p.scan.rows,
         "first": p.scan.first,
         "last": p.scan.last,
@@ -557,6 +601,7 @@ pub fn write_folder(dir: &Path, p: &Prediction, host: &Host, info: &FolderInfo) 
             "cold_penalty_s": info.cost.cold_penalty.map(|d| d.as_secs_f64()),
         },
         "wall_s": p.wall_s,
+        "unload_check": p.unload_check,
     });
     record::write_json_atomic(&dir.join(record::RUN_JSON), &run)
         .with_context(|| format!("writing {}/run.json", dir.display()))?;

@@ -18,9 +18,12 @@ use crate::traffic::Request;
 use crate::units::KeepAlive;
 
 use super::host::Host;
+use super::policies;
 
 /// Ids at or above this are the replay's own unload requests (E6).
 const UNLOAD_ID: u64 = 1 << 62;
+/// Ids from this up to `UNLOAD_ID` are the pre-warm policy's empty-prompt loads.
+const PREWARM_ID: u64 = 1 << 61;
 
 /// A keep_alive policy.
 #[derive(Debug, Clone, PartialEq)]
@@ -32,6 +35,12 @@ pub enum Policy {
     /// With hindsight, per model: keep it over an idle gap exactly when the gap is
     /// shorter than the break-even time T*, unload it at once otherwise (E6).
     Optimum,
+    /// A margin over a high percentile of the model's recent idle gaps (Shahrad et al.).
+    Histogram,
+    /// The keep_alive that would have cost least over the model's recent idle gaps.
+    Adaptive,
+    /// Unload after use and load with an empty prompt before the predicted arrival.
+    PreWarm,
 }
 
 impl Policy {
@@ -41,6 +50,9 @@ impl Policy {
             Policy::Fixed(k) => k.written().to_string(),
             Policy::AsSent => "as-sent".to_string(),
             Policy::Optimum => "offline-optimum".to_string(),
+            Policy::Histogram => "histogram".to_string(),
+            Policy::Adaptive => "adaptive".to_string(),
+            Policy::PreWarm => "pre-warm".to_string(),
         }
     }
 
@@ -92,6 +104,8 @@ pub struct ReplayModel {
     pub spec: ModelSpec,
     /// Break-even keep_alive, seconds (`None`: forever).
     pub break_even_s: Option<f64>,
+    /// Its load time on the host, seconds (when to start a pre-warm load).
+    pub load_s: f64,
 }
 
 /// Settings shared by every policy's replay.
@@ -142,6 +156,10 @@ pub struct ModelOutcome {
     pub expirations: u64,
     /// Unloads the policy asked for (E6).
     pub unloads: u64,
+    /// Empty-prompt loads of the pre-warm policy.
+    pub prewarm_loads: u64,
+    /// Of them, unloaded again before a request of the model came.
+    pub wasted_loads: u64,
     /// TTFT of all, warm and cold requests, ms.
     pub ttft: [MsHistogram; 3],
     /// End to end of all, warm and cold requests, ms.
@@ -173,6 +191,20 @@ pub struct PolicyOutcome {
     pub peak_ram_bytes: u64,
     /// TTFT of every request, all models together, ms.
     pub ttft: MsHistogram,
+    /// Every unload by expiry or memory pressure, when asked for
+    /// ([`Replay::record_unloads`]): to check against a server log's.
+    pub unload_events: Vec<UnloadEvent>,
+}
+
+/// An unload the replay made, by expiry or memory pressure.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct UnloadEvent {
+    /// Seconds since the first arrival.
+    pub t: f64,
+    /// Index of the model.
+    pub model: usize,
+    /// Evicted to make room; otherwise expired.
+    pub evicted: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -181,6 +213,7 @@ struct Flight {
     arrival: Duration,
     prompt: u32,
     output: u32,
+    service: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -213,6 +246,22 @@ pub struct Replay {
     total: (u64, u64),
     peak: (u64, u64),
     ttft: MsHistogram,
+    unload_events: Option<Vec<UnloadEvent>>,
+    /// Per model: recent idle gaps (the adaptive policies).
+    gaps: Vec<policies::GapWindow>,
+    /// Per model: when its last request ended with none left in flight.
+    last_end: Vec<Option<Duration>>,
+    /// Per model: the pre-warm load due, if any (a stale timer is ignored).
+    prewarm_at: Vec<Option<Duration>>,
+    /// Per model: a pre-warm load no request has used yet.
+    prewarm_unused: Vec<bool>,
+    /// Pre-warm timers.
+    prewarms: BinaryHeap<Reverse<(Duration, usize)>>,
+    /// Per model: how long the pre-warm load keeps it, when one is planned.
+    prewarm_hold: Vec<Option<f64>>,
+    next_prewarm: u64,
+    /// The host's load-time jitter (share).
+    load_jitter: f64,
 }
 
 fn gb_s(bytes: u64, dt: Duration) -> f64 {
@@ -252,7 +301,51 @@ impl Replay {
             total: (0, 0),
             peak: (0, 0),
             ttft: MsHistogram::new(),
+            unload_events: None,
+            gaps: vec![policies::GapWindow::new(policies::WINDOW); n],
+            last_end: vec![None; n],
+            prewarm_at: vec![None; n],
+            prewarm_unused: vec![false; n],
+            prewarms: BinaryHeap::new(),
+            prewarm_hold: vec![None; n],
+            next_prewarm: PREWARM_ID,
+            load_jitter: host.config.load_jitter.max(0.0),
         }
+    }
+
+    fn adaptive(&self) -> bool {
+        matches!(
+            self.policy,
+            Policy::Histogram | Policy::Adaptive | Policy::PreWarm
+        )
+    }
+
+    /// The keep_alive the adaptive policies send with a request of `m` now.
+    fn adaptive_keep_alive(&mut self, m: usize) -> KeepAlive {
+        let w = &self.gaps[m];
+        let t_star = self.models[m].break_even_s;
+        let secs = match self.policy {
+            Policy::Histogram => Some(policies::histogram_keep_alive(w)),
+            Policy::PreWarm => {
+                let plan = policies::prewarm_plan(w, t_star, self.models[m].load_s);
+                self.prewarm_hold[m] = plan.map(|p| p.1);
+                match plan {
+                    Some(_) => Some(0.0),
+                    None => policies::adaptive_keep_alive(w, t_star),
+                }
+            }
+            _ => policies::adaptive_keep_alive(w, t_star),
+        };
+        match secs {
+            Some(s) => KeepAlive::from_duration(Duration::from_secs_f64(s.clamp(0.0, 1e9))),
+            None => KeepAlive::forever(),
+        }
+    }
+
+    /// Keeps every unload by expiry or eviction (one entry each: for a replay checked
+    /// against a server log, not for weeks of traffic).
+    pub fn record_unloads(&mut self) {
+        self.unload_events = Some(Vec::new());
     }
 
     /// Replays one request (arrivals must come in time order).
@@ -265,7 +358,21 @@ impl Replay {
             Policy::AsSent => r
                 .keep_alive
                 .and_then(|i| self.settings.sent.get(i as usize).cloned()),
-            Policy::Optimum => Some(self.optimum_ka[m].clone()),
+            Policy::Optimum => {
+                self.prewarm_at[m] = None;
+                self.prewarm_unused[m] = false;
+                Some(self.optimum_ka[m].clone())
+            }
+            Policy::Histogram | Policy::Adaptive | Policy::PreWarm => {
+                if self.held[m].active == 0
+                    && let Some(end) = self.last_end[m]
+                {
+                    self.gaps[m].push(t.saturating_sub(end).as_secs_f64());
+                }
+                self.prewarm_at[m] = None;
+                self.prewarm_unused[m] = false;
+                Some(self.adaptive_keep_alive(m))
+            }
         };
         let id = self.next_id;
         self.next_id += 1;
@@ -282,6 +389,10 @@ impl Replay {
                 arrival: t,
                 prompt: r.prompt_tokens.unwrap_or(self.settings.prompt_tokens),
                 output: r.output_tokens.unwrap_or(self.settings.output_tokens),
+                service: r
+                    .service_s
+                    .filter(|s| s.is_finite() && *s >= 0.0)
+                    .map(Duration::from_secs_f64),
             },
         );
         let submitted = self.sched.submit(
@@ -309,6 +420,29 @@ impl Replay {
         for m in 0..self.held.len() {
             self.touch(m, horizon);
         }
+        // The books are closed at the last request's end; a replay checked against a
+        // server log still lets the timers left run out, as the server's did.
+        if let Some(mut log) = self.unload_events.take() {
+            for _ in 0..10_000 {
+                let Some(w) = self.sched.next_wakeup() else {
+                    break;
+                };
+                self.sched.advance(w);
+                for event in self.sched.drain_events() {
+                    if let SchedEvent::Unloaded { model, reason } = event
+                        && matches!(reason, "evicted" | "expired")
+                        && let Some(m) = self.model_of(&model)
+                    {
+                        log.push(UnloadEvent {
+                            t: w.as_secs_f64(),
+                            model: m,
+                            evicted: reason == "evicted",
+                        });
+                    }
+                }
+            }
+            self.unload_events = Some(log);
+        }
         PolicyOutcome {
             policy: self.policy,
             models: self.out,
@@ -316,6 +450,7 @@ impl Replay {
             peak_bytes: self.peak.0 + self.peak.1,
             peak_ram_bytes: self.peak.1,
             ttft: self.ttft,
+            unload_events: self.unload_events.unwrap_or_default(),
         }
     }
 
@@ -336,6 +471,20 @@ impl Replay {
                 // Past the last request nothing more is counted: stop once every
                 // request has ended.
                 .filter(|_| !draining || !self.flights.is_empty());
+            let prewarm = self
+                .prewarms
+                .peek()
+                .map(|Reverse((p, _))| *p)
+                .filter(|p| *p < t && !(draining && self.flights.is_empty()));
+            if let Some(p) = prewarm
+                && finish.is_none_or(|e| p < e)
+                && wake.is_none_or(|w| p < w)
+            {
+                if let Some(Reverse((p, m))) = self.prewarms.pop() {
+                    self.fire_prewarm(p, m, ahead);
+                }
+                continue;
+            }
             match (finish, wake) {
                 (None, None) => return,
                 (Some(e), w) if w.is_none_or(|w| e <= w) => {
@@ -353,6 +502,37 @@ impl Replay {
         }
     }
 
+    /// A pre-warm timer: load `m` with an empty prompt, unless a request came since.
+    fn fire_prewarm(&mut self, at: Duration, m: usize, ahead: &Lookahead) {
+        if self.prewarm_at[m] != Some(at) {
+            return;
+        }
+        self.prewarm_at[m] = None;
+        if self.held[m].active > 0 || self.held[m].resident.is_some() {
+            return;
+        }
+        self.sched.advance(at);
+        self.handle_events(at, ahead);
+        let hold = self.prewarm_hold[m].unwrap_or(0.0).max(1.0);
+        let id = self.next_prewarm;
+        self.next_prewarm += 1;
+        let submitted = self.sched.submit(
+            at,
+            SchedRequest {
+                id,
+                model: self.models[m].name.clone(),
+                num_ctx: None,
+                keep_alive: Some(KeepAlive::from_duration(Duration::from_secs_f64(hold))),
+                kind: RequestKind::LoadOnly,
+            },
+        );
+        if submitted.is_ok() {
+            self.out[m].prewarm_loads += 1;
+            self.prewarm_unused[m] = true;
+        }
+        self.handle_events(at, ahead);
+    }
+
     fn end(&mut self, now: Duration, id: u64, ahead: &Lookahead) {
         self.sched.finish(now, id);
         self.last = self.last.max(now);
@@ -368,6 +548,21 @@ impl Replay {
     fn leave(&mut self, m: usize, now: Duration, ahead: &Lookahead) {
         self.touch(m, now);
         self.held[m].active -= 1;
+        if self.adaptive() && self.held[m].active == 0 {
+            self.last_end[m] = Some(now);
+            if self.policy == Policy::PreWarm
+                && let Some(plan) = policies::prewarm_plan(
+                    &self.gaps[m],
+                    self.models[m].break_even_s,
+                    self.models[m].load_s,
+                )
+            {
+                let at = now + Duration::from_secs_f64(plan.0);
+                self.prewarm_hold[m] = Some(plan.1);
+                self.prewarm_at[m] = Some(at);
+                self.prewarms.push(Reverse((at, m)));
+            }
+        }
         if self.policy != Policy::Optimum || self.held[m].active > 0 {
             return;
         }
@@ -375,9 +570,15 @@ impl Replay {
             return;
         };
         let at = now.as_secs_f64();
-        let keep = ahead
-            .next_at_or_after(m, at)
-            .is_some_and(|next| next - at < t_star);
+        let next = ahead.next_at_or_after(m, at);
+        // A load started this long before the arrival is done by then, whatever the
+        // jitter; the model then waits about `margin` loaded and idle.
+        let load = self.models[m].load_s * (1.0 + self.load_jitter);
+        let margin = 2.0 * self.models[m].load_s * self.load_jitter + 0.05;
+        let preload_at = next
+            .map(|n| n - load - 0.05)
+            .filter(|start| *start > at && margin < t_star);
+        let keep = preload_at.is_none() && next.is_some_and(|n| n - at < t_star);
         if !keep && self.held[m].resident.is_some() {
             let id = self.next_unload;
             self.next_unload += 1;
@@ -393,6 +594,14 @@ impl Replay {
                 },
             );
             self.handle_events(now, ahead);
+        }
+        // With hindsight, load again just in time: cheaper than keeping the model over
+        // the gap or than a cold start (it holds the memory only for `margin`).
+        if let Some(start) = preload_at {
+            let when = Duration::from_secs_f64(start);
+            self.prewarm_hold[m] = Some(margin + 1.0);
+            self.prewarm_at[m] = Some(when);
+            self.prewarms.push(Reverse((when, m)));
         }
     }
 
@@ -436,6 +645,7 @@ impl Replay {
     }
 
     fn handle_events(&mut self, now: Duration, ahead: &Lookahead) {
+        let mut finished_loads = Vec::new();
         for event in self.sched.drain_events() {
             match event {
                 SchedEvent::Dispatched {
@@ -443,6 +653,10 @@ impl Replay {
                     load_duration,
                     loaded,
                 } => {
+                    if (PREWARM_ID..UNLOAD_ID).contains(&id) {
+                        finished_loads.push(id);
+                        continue;
+                    }
                     let Some(f) = self.flights.get(&id).copied() else {
                         continue;
                     };
@@ -450,8 +664,15 @@ impl Replay {
                     let cold = loaded || load_duration >= self.settings.cold_threshold;
                     // As the simulator: handed over at receipt + load_duration.
                     let dispatch = now.max(f.arrival + load_duration);
-                    let first_token = dispatch + spec.prefill_time(u64::from(f.prompt));
-                    let end = first_token + spec.decode_time(u64::from(f.output));
+                    let prefill = spec.prefill_time(u64::from(f.prompt));
+                    // A measured service time (a server log's) stands for the model's.
+                    let (first_token, end) = match f.service {
+                        Some(s) => (dispatch + prefill.min(s), dispatch + s),
+                        None => (
+                            dispatch + prefill,
+                            dispatch + prefill + spec.decode_time(u64::from(f.output)),
+                        ),
+                    };
                     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
                     let o = &mut self.out[f.model];
                     let group = if cold { 2 } else { 1 };
@@ -512,9 +733,28 @@ impl Replay {
                         "expired" => self.out[m].expirations += 1,
                         _ => {}
                     }
+                    if std::mem::take(&mut self.prewarm_unused[m]) {
+                        self.out[m].wasted_loads += 1;
+                    }
+                    if let Some(log) = &mut self.unload_events
+                        && matches!(reason, "evicted" | "expired")
+                    {
+                        log.push(UnloadEvent {
+                            t: now.as_secs_f64(),
+                            model: m,
+                            evicted: reason == "evicted",
+                        });
+                    }
                 }
                 SchedEvent::LoadStarted { .. } => {}
             }
+        }
+        // Empty-prompt loads are done once dispatched, as Ollama answers them.
+        if !finished_loads.is_empty() {
+            for id in finished_loads {
+                self.sched.finish(now, id);
+            }
+            self.handle_events(now, ahead);
         }
     }
 }

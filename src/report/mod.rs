@@ -9,6 +9,7 @@ pub mod compare;
 pub mod fit;
 pub mod html;
 pub mod markdown;
+pub mod predict_charts;
 pub mod table;
 
 use std::fs;
@@ -188,7 +189,22 @@ pub fn render(dir: &Path, opts: &RenderOptions) -> Result<Rendered> {
     record::write_json_atomic(&dir.join(RECOMMENDATION_JSON), &recs)
         .with_context(|| format!("writing the recommendation of {}", dir.display()))?;
 
-    let charts = build_charts(&meta, &summary, &recs, &requests, &samples)?;
+    let mut charts = build_charts(&meta, &summary, &recs, &requests, &samples)?;
+    if predicted {
+        // The prediction's own charts, first: cost by keep_alive with T* and the
+        // optimum, every policy on the frontier, the gap distributions.
+        let path = dir.join(record::SUMMARY_JSON);
+        let raw: serde_json::Value = serde_json::from_str(
+            &fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?,
+        )
+        .with_context(|| format!("parsing {}", path.display()))?;
+        let mut own = predict_charts::charts(&raw)?;
+        for c in &mut own {
+            c.svg = xml_safe(&c.svg);
+        }
+        own.append(&mut charts);
+        charts = own;
+    }
     let charts_dir = dir.join(CHARTS_DIR);
     fs::create_dir_all(&charts_dir)
         .with_context(|| format!("creating {}", charts_dir.display()))?;

@@ -1,11 +1,18 @@
 //! Inputs of `kabench predict`: a user's real traffic, read as a stream of requests in
-//! time order. One reader per format (`request_log`: a request-log CSV). A reader first
+//! time order. One reader per format (`request_log`: a request-log CSV; `ollama_log`:
+//! Ollama's own server log; `trace`: ServeGen windows and Mooncake JSON Lines, and the
+//! `--slice`/`--client` cut of any input; `streams`: a scenario's streams run for a
+//! horizon), each a [`Source`]. A reader first
 //! scans its file once (row count, time span, order, models, SHA-256: memory stays flat)
 //! and then streams the requests; only an input out of time order is held whole, to be
 //! sorted, and the scan says so. Knows nothing of the scheduler or of policies.
 
+pub mod ollama_log;
 pub mod request_log;
+pub mod streams;
+pub mod trace;
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 
 use crate::units::KeepAlive;
@@ -27,6 +34,10 @@ pub struct Request {
     pub client: Option<u32>,
     /// Index into [`Scan::keep_alives`]: what the client sent; `None` sent none.
     pub keep_alive: Option<u32>,
+    /// Measured time from the model being ready to the response's end, seconds, when
+    /// the input says (a server log: the latency less the load it waited for); the
+    /// replay then serves the request in this time instead of the host model's.
+    pub service_s: Option<f64>,
 }
 
 /// What one pass over an input found, before any request is replayed.
@@ -62,6 +73,46 @@ pub struct Scan {
     pub columns: Vec<String>,
     /// Things a user should know about the input (sorted, duplicates, future times).
     pub notes: Vec<String>,
+    /// The input's format, in words (`request-log CSV`, `Ollama server log`).
+    pub format: String,
+}
+
+/// The requests of an input in time order, streamed.
+pub type RequestIter = Box<dyn Iterator<Item = Result<Request, TrafficError>> + Send>;
+
+/// An unload the server itself logged, on the replay's clock.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LoggedUnload {
+    /// Seconds since the input's first request, after the time scale.
+    pub t: f64,
+    /// Index into [`Scan::models`].
+    pub model: u32,
+    /// Unloaded to make room for another model; otherwise its keep_alive expired.
+    pub evicted: bool,
+}
+
+/// An input, scanned: what the replay reads.
+pub trait Source: Sync {
+    /// What the scan found.
+    fn scan(&self) -> &Scan;
+    /// The requests in time order.
+    fn requests(&self) -> Result<RequestIter, TrafficError>;
+    /// The unloads the server logged, when the input records them (a server log with
+    /// debug lines), to check the predicted ones against.
+    fn logged_unloads(&self) -> Option<&[LoggedUnload]> {
+        None
+    }
+}
+
+/// Interns `name` into `list`, returning its index.
+pub(crate) fn intern(map: &mut HashMap<String, u32>, list: &mut Vec<String>, name: &str) -> u32 {
+    if let Some(&i) = map.get(name) {
+        return i;
+    }
+    let i = list.len() as u32;
+    list.push(name.to_string());
+    map.insert(name.to_string(), i);
+    i
 }
 
 /// An input that cannot be replayed; every one is bad input (exit 2).
@@ -100,6 +151,36 @@ pub enum TrafficError {
     NoModel {
         /// The file.
         path: PathBuf,
+    },
+    /// A server log whose access lines name no model (no debug lines before them) and no `--model`.
+    #[error(
+        "{path}:{line}: this access line names no model (Ollama's access lines never do, and no OLLAMA_DEBUG scheduler line before it named one) and no --model was given: say which model served these requests, e.g. --model qwen2.5:7b-instruct-q4_K_M"
+    )]
+    NoModelInLog {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line.
+        line: u64,
+    },
+    /// The input needs a choice the command line did not make (a client, a model).
+    #[error("{path}: {what}")]
+    Choose {
+        /// The file.
+        path: PathBuf,
+        /// What to choose, and from what.
+        what: String,
+    },
+    /// `--strict`: a line that starts as a known form and cannot be read.
+    #[error(
+        "{path}:{line}: cannot read this line: {why} (without --strict such lines are skipped and counted)"
+    )]
+    Unparsable {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line.
+        line: u64,
+        /// What is wrong.
+        why: String,
     },
     /// A cell that cannot be read as what its column holds.
     #[error("{path}:{line}: column `{column}`: {value:?} is not {expected}")]

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use super::{Request, Scan, TrafficError};
+use super::{Request, RequestIter, Scan, Source, TrafficError, intern};
 use crate::units::KeepAlive;
 
 /// Epoch numbers at or above this are milliseconds (1e11 s is the year 5138; 1e11 ms 1973).
@@ -279,17 +279,6 @@ fn csv_reader<R: Read>(inner: R) -> csv::Reader<R> {
         .from_reader(inner)
 }
 
-/// Interns `name` into `list`, returning its index.
-fn intern(map: &mut HashMap<String, u32>, list: &mut Vec<String>, name: &str) -> u32 {
-    if let Some(&i) = map.get(name) {
-        return i;
-    }
-    let i = list.len() as u32;
-    list.push(name.to_string());
-    map.insert(name.to_string(), i);
-    i
-}
-
 impl RequestLog {
     /// Scans `path` once: header, every row checked, count, span, order, models,
     /// clients, keep_alive values sent, SHA-256. Memory stays flat.
@@ -324,6 +313,7 @@ impl RequestLog {
             sorted: true,
             has_keep_alive: cols.keep_alive.is_some(),
             columns: cols.names.clone(),
+            format: "request-log CSV".into(),
             ..Scan::default()
         };
         let (mut models, mut clients) = (HashMap::new(), HashMap::new());
@@ -431,9 +421,7 @@ impl RequestLog {
 
     /// The requests in time order: streamed from the file when it was in order, else
     /// read whole and sorted (stable: equal times keep file order).
-    pub fn requests(
-        &self,
-    ) -> Result<Box<dyn Iterator<Item = Result<Request, TrafficError>> + Send>, TrafficError> {
+    pub fn requests(&self) -> Result<RequestIter, TrafficError> {
         let path = &self.scan.path;
         let file = File::open(path).map_err(|e| read_error(path, e))?;
         let mut reader = csv_reader(BufReader::with_capacity(1 << 16, file));
@@ -474,6 +462,16 @@ impl RequestLog {
         let mut all = rows.collect::<Result<Vec<Request>, TrafficError>>()?;
         all.sort_by(|a, b| a.t.total_cmp(&b.t));
         Ok(Box::new(all.into_iter().map(Ok)))
+    }
+}
+
+impl Source for RequestLog {
+    fn scan(&self) -> &Scan {
+        &self.scan
+    }
+
+    fn requests(&self) -> Result<RequestIter, TrafficError> {
+        RequestLog::requests(self)
     }
 }
 
@@ -541,6 +539,7 @@ impl Iterator for Rows {
                     .keep_alive
                     .as_ref()
                     .and_then(|k| self.keep_alives.get(k.written()).copied()),
+                service_s: None,
             }));
         }
     }
