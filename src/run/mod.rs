@@ -29,7 +29,7 @@ use crate::scenario::{Cell, Plan, Scenario};
 use crate::sim::SimHandle;
 
 pub use recorder::Recorder;
-pub use target::{MissingModels, Target};
+pub use target::{MissingModels, StoppedBeforeStart, Target};
 
 /// What a run reports while it works (read by `progress`).
 #[derive(Debug, Clone)]
@@ -198,8 +198,10 @@ impl Begin<'_> {
         progress: &mpsc::UnboundedSender<ProgressEvent>,
         cancel: &CancellationToken,
     ) -> Result<(OllamaClient, Recorder)> {
-        let (kind, client, version) = target::connect(self.target, self.sim).await?;
-        target::check_models(&client, self.plan, self.pull, progress).await?;
+        let timeout = self.scenario.run.timeout;
+        let (kind, client, version) =
+            target::connect(self.target, self.sim, timeout, cancel).await?;
+        target::check_models(&client, self.plan, self.pull, timeout, progress, cancel).await?;
         let dir = self
             .out
             .unwrap_or_else(|| recorder::default_run_dir(&self.default_name));
