@@ -28,8 +28,9 @@ pub struct Invocation {
 #[error("--target {0:?}: {1}; write an Ollama address such as http://127.0.0.1:11434, or sim")]
 pub struct BadTarget(pub String, pub String);
 
-/// Runs `kabench doctor`: Ok when every check holds.
-pub async fn command(args: Invocation) -> Result<()> {
+/// Runs `kabench doctor`: Ok when every check holds. `stop` is Ctrl-C (see
+/// [`super::Stop`]): the table of what was checked is still printed, after the restore.
+pub async fn command(args: Invocation, stop: &super::Stop) -> Result<()> {
     let raw = args
         .target
         .clone()
@@ -80,7 +81,7 @@ pub async fn command(args: Invocation) -> Result<()> {
         }
         return Ok(());
     }
-    let report = super::run(&opts).await;
+    let report = super::run(&opts, stop).await;
     if let Some(h) = sim {
         h.shutdown().await;
     }
@@ -89,6 +90,13 @@ pub async fn command(args: Invocation) -> Result<()> {
         writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
     } else {
         write!(out, "{}", report.to_text())?;
+    }
+    if report.interrupted {
+        return Err(super::Interrupted(format!(
+            "{} checks done before it; what was resident before was restored",
+            report.checks.len() - 1
+        ))
+        .into());
     }
     let problems = report.problems();
     if problems.is_empty() {
