@@ -16,7 +16,7 @@ use anyhow::Result;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use crate::ollama::{Exchange, OllamaClient};
+use crate::ollama::{self, ClientError, Exchange, OllamaClient};
 use crate::record::{self, RequestRecord};
 use crate::run::request::{
     self, RowGuard, chat_request, embed_request, fill_row, generate_request,
@@ -267,41 +267,46 @@ pub async fn run_cell(
     if let Some(r) = &residency {
         r.ready(residency::STALE_AFTER).await;
     }
-    let streams: Arc<Vec<CellStream>> = Arc::new(cell.streams.clone());
+    let prepared: Arc<Vec<Prepared>> = Arc::new(
+        cell.streams
+            .iter()
+            .map(|s| Prepared::new(client, s))
+            .collect(),
+    );
+    let saturated = format!(
+        "{} requests already in flight (run.concurrency)",
+        config.concurrency
+    );
     for send in sends {
         let due = start + send.offset;
         tokio::select! {
             _ = wait_until(due) => {}
             _ = cancel.cancelled() => break,
         }
-        let stream = &streams[send.stream];
+        let stream = &cell.streams[send.stream];
         let mut row = request::new_row(&cell.id, send.seq, stream);
         row.intended_ms = record::ms(due - epoch);
         let Ok(permit) = permits.clone().try_acquire_owned() else {
             row.end_ms = record::ms(Instant::now() - epoch);
             row.error = "saturated".into();
-            row.error_detail = format!(
-                "{} requests already in flight (run.concurrency)",
-                config.concurrency
-            );
+            row.error_detail = saturated.clone();
             let _ = rows.send(row);
             continue;
         };
         let guard = RowGuard::new(row, rows.clone(), epoch);
         let client = client.clone();
-        let streams = streams.clone();
+        let prepared = prepared.clone();
         let idx = send.stream;
-        let config = config.clone();
+        let (timeout, threshold) = (config.timeout, config.cold_threshold);
         let rows_out = rows.clone();
         let stop = stop.clone();
         let residency = residency.clone();
         tasks.spawn(async move {
             let mut guard = guard;
-            let stream = &streams[idx];
             let (resident, exchange) =
-                send_one(&client, residency.as_ref(), stream, &config, &stop).await;
+                send_one(&client, residency.as_ref(), &prepared[idx], timeout, &stop).await;
             if let Some(row) = guard.take() {
-                let row = fill_row(row, resident, &exchange, due, epoch, config.cold_threshold);
+                let row = fill_row(row, resident, &exchange, due, epoch, threshold);
                 let _ = rows_out.send(row);
             }
             drop(permit);
@@ -364,38 +369,40 @@ const STOP_WAIT: Duration = Duration::from_millis(500);
 async fn send_one(
     client: &OllamaClient,
     residency: Option<&Residency>,
-    stream: &CellStream,
-    config: &RunnerConfig,
+    stream: &Prepared,
+    timeout: Duration,
     stop: &CancellationToken,
 ) -> (Option<bool>, Exchange) {
     let resident = residency.and_then(|r| r.resident(&stream.model));
-    let timeout = Some(config.timeout);
-    let exchange = async {
-        let (path, embed) = match stream.api {
-            Api::Generate => ("/api/generate", false),
-            Api::Chat => ("/api/chat", false),
-            Api::Embed => ("/api/embed", true),
-        };
-        match stream.api {
-            Api::Generate => {
-                let body = generate_request(stream);
-                client
-                    .exchange_until(path, &body, timeout, embed, Some(stop))
-                    .await
-            }
-            Api::Chat => {
-                let body = chat_request(stream);
-                client
-                    .exchange_until(path, &body, timeout, embed, Some(stop))
-                    .await
-            }
-            Api::Embed => {
-                let body = embed_request(stream);
-                client
-                    .exchange_until(path, &body, timeout, embed, Some(stop))
-                    .await
-            }
+    let exchange = match &stream.request {
+        Ok(req) => {
+            client
+                .exchange_prepared(req, Some(timeout), stream.embed, Some(stop))
+                .await
         }
+        Err(e) => Exchange::failed(e.clone()),
     };
-    (resident, exchange.await)
+    (resident, exchange)
+}
+
+/// A stream's request, encoded once for every send of the cell.
+struct Prepared {
+    model: String,
+    embed: bool,
+    request: Result<ollama::client::Prepared, ClientError>,
+}
+
+impl Prepared {
+    fn new(client: &OllamaClient, stream: &CellStream) -> Prepared {
+        let request = match stream.api {
+            Api::Generate => client.prepare("/api/generate", &generate_request(stream)),
+            Api::Chat => client.prepare("/api/chat", &chat_request(stream)),
+            Api::Embed => client.prepare("/api/embed", &embed_request(stream)),
+        };
+        Prepared {
+            model: stream.model.clone(),
+            embed: stream.api == Api::Embed,
+            request,
+        }
+    }
 }
