@@ -28,6 +28,8 @@ const CONTROL_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct OllamaClient {
     http: reqwest::Client,
     base: String,
+    /// `/api/ps`, parsed once: it is polled several times a second during a run.
+    ps_url: Option<reqwest::Url>,
 }
 
 impl OllamaClient {
@@ -43,9 +45,11 @@ impl OllamaClient {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| ClientError::BadHost(error_chain(&e)))?;
+        let base = url.as_str().trim_end_matches('/').to_string();
         Ok(OllamaClient {
             http,
-            base: url.as_str().trim_end_matches('/').to_string(),
+            ps_url: reqwest::Url::parse(&format!("{base}/api/ps")).ok(),
+            base,
         })
     }
 
@@ -113,7 +117,10 @@ impl OllamaClient {
 
     /// `GET /api/ps`: resident models.
     pub async fn ps(&self) -> Result<api::PsResponse, ClientError> {
-        self.get_json("/api/ps").await
+        match &self.ps_url {
+            Some(url) => self.control_call(self.http.get(url.clone())).await,
+            None => self.get_json("/api/ps").await,
+        }
     }
 
     /// `GET /api/tags`: installed models.

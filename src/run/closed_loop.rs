@@ -389,6 +389,9 @@ async fn one_request(user: &mut GooseUser, ctx: &StreamContext) -> TransactionRe
     };
     ex.end_at = Instant::now();
     ex.error = result.err();
+    if let Some(at) = crate::run::open_loop::answered_at(&ex) {
+        ctx.residency.answered(&stream.model, at);
+    }
     let Some(row) = guard.take() else {
         return Ok(());
     };

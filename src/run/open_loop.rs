@@ -277,12 +277,23 @@ pub async fn run_cell(
         "{} requests already in flight (run.concurrency)",
         config.concurrency
     );
-    for send in sends {
-        let due = start + send.offset;
-        tokio::select! {
-            _ = wait_until(due) => {}
+    // The pacer thread says when each send is due; it stops when `_stop_pacer` drops.
+    let (due_tx, mut due_rx) = mpsc::unbounded_channel::<usize>();
+    let (_stop_pacer, stop_rx) = std::sync::mpsc::channel::<()>();
+    let offsets: Vec<Duration> = sends.iter().map(|s| s.offset).collect();
+    std::thread::Builder::new()
+        .name("kabench-pacer".into())
+        .spawn(move || pace(start, &offsets, &due_tx, &stop_rx))?;
+    loop {
+        let i = tokio::select! {
+            next = due_rx.recv() => match next {
+                Some(i) => i,
+                None => break,
+            },
             _ = cancel.cancelled() => break,
-        }
+        };
+        let send = &sends[i];
+        let due = start + send.offset;
         let stream = &cell.streams[send.stream];
         let mut row = request::new_row(&cell.id, send.seq, stream);
         row.intended_ms = record::ms(due - epoch);
@@ -303,8 +314,12 @@ pub async fn run_cell(
         let residency = residency.clone();
         tasks.spawn(async move {
             let mut guard = guard;
+            let stream = &prepared[idx];
             let (resident, exchange) =
-                send_one(&client, residency.as_ref(), &prepared[idx], timeout, &stop).await;
+                send_one(&client, residency.as_ref(), stream, timeout, &stop).await;
+            if let (Some(r), Some(at)) = (&residency, answered_at(&exchange)) {
+                r.answered(&stream.model, at);
+            }
             if let Some(row) = guard.take() {
                 let row = fill_row(row, resident, &exchange, due, epoch, threshold);
                 let _ = rows_out.send(row);
@@ -337,26 +352,32 @@ pub async fn run_cell(
     })
 }
 
-/// Sleeps until `due` with sub-millisecond precision: tokio's timer wheel ticks in whole
-/// milliseconds, which alone would send each request up to 1 ms late, so the last
-/// stretch is a thread sleep (high-resolution on Linux) with the worker handed off.
-async fn wait_until(due: Instant) {
-    const COARSE_MARGIN: Duration = Duration::from_millis(2);
-    if let Some(early) = due.checked_sub(COARSE_MARGIN)
-        && Instant::now() < early
-    {
-        tokio::time::sleep_until(early.into()).await;
-    }
-    let rest = due.saturating_duration_since(Instant::now());
-    if rest.is_zero() {
-        return;
-    }
-    let multi_thread = tokio::runtime::Handle::current().runtime_flavor()
-        == tokio::runtime::RuntimeFlavor::MultiThread;
-    if multi_thread {
-        tokio::task::block_in_place(|| std::thread::sleep(rest));
-    } else {
-        tokio::time::sleep_until(due.into()).await;
+/// Hands the index of each send to the runner when it is due, from a thread of its
+/// own: a thread sleep is precise to tens of microseconds, where tokio's timer ticks in
+/// whole milliseconds, and it costs one wake-up per send (sleeping on a runtime worker
+/// with `block_in_place` costs a hand-over of the worker each time). Ends after the
+/// last send, or when the runner drops either end.
+fn pace(
+    start: Instant,
+    offsets: &[Duration],
+    due: &mpsc::UnboundedSender<usize>,
+    stop: &std::sync::mpsc::Receiver<()>,
+) {
+    for (i, offset) in offsets.iter().enumerate() {
+        let at = start + *offset;
+        loop {
+            let left = at.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            match stop.recv_timeout(left) {
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                _ => return,
+            }
+        }
+        if due.send(i).is_err() {
+            return;
+        }
     }
 }
 
@@ -383,6 +404,13 @@ async fn send_one(
         Err(e) => Exchange::failed(e.clone()),
     };
     (resident, exchange)
+}
+
+/// When the model answered this request (its first token, or the whole reply of a
+/// request that succeeded): proof that the model was loaded at that moment.
+pub(crate) fn answered_at(ex: &Exchange) -> Option<Instant> {
+    ex.first_token_at
+        .or_else(|| ex.is_ok().then_some(ex.first_byte_at).flatten())
 }
 
 /// A stream's request, encoded once for every send of the cell.
