@@ -166,7 +166,8 @@ impl CellDriver for Users<'_> {
         cancel: &CancellationToken,
     ) -> Result<CellTiming> {
         let started_ms = rec.now_ms();
-        let residency = Residency::watch(self.client, cancel);
+        let every = residency::poll_interval(cell.streams.iter().map(|s| s.keep_alive.as_ref()));
+        let residency = Residency::watch(self.client, cancel, every);
         residency.ready(residency::STALE_AFTER).await;
         let contexts: Vec<Arc<StreamContext>> = cell
             .streams
@@ -390,7 +391,8 @@ async fn one_request(user: &mut GooseUser, ctx: &StreamContext) -> TransactionRe
     ex.end_at = Instant::now();
     ex.error = result.err();
     if let Some(at) = crate::run::open_loop::answered_at(&ex) {
-        ctx.residency.answered(&stream.model, at);
+        ctx.residency
+            .answered(&stream.model, at, ex.end_at, stream.keep_alive.as_ref());
     }
     let Some(row) = guard.take() else {
         return Ok(());

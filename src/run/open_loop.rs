@@ -30,6 +30,7 @@ use crate::run::{
 
 use crate::scenario::{Api, Cell, CellStream, Plan, Scenario};
 use crate::sim::SimHandle;
+use crate::units::KeepAlive;
 
 /// Options of one run beyond the scenario.
 #[derive(Debug, Clone)]
@@ -261,9 +262,10 @@ pub async fn run_cell(
     // what they measured so far.
     let stop = CancellationToken::new();
     // One /api/ps watcher for every request of the cell (not one /api/ps per request).
-    let residency = config
-        .check_resident
-        .then(|| Residency::watch(client, &cancel));
+    let residency = config.check_resident.then(|| {
+        let every = residency::poll_interval(cell.streams.iter().map(|s| s.keep_alive.as_ref()));
+        Residency::watch(client, &cancel, every)
+    });
     if let Some(r) = &residency {
         r.ready(residency::STALE_AFTER).await;
     }
@@ -318,7 +320,12 @@ pub async fn run_cell(
             let (resident, exchange) =
                 send_one(&client, residency.as_ref(), stream, timeout, &stop).await;
             if let (Some(r), Some(at)) = (&residency, answered_at(&exchange)) {
-                r.answered(&stream.model, at);
+                r.answered(
+                    &stream.model,
+                    at,
+                    exchange.end_at,
+                    stream.keep_alive.as_ref(),
+                );
             }
             if let Some(row) = guard.take() {
                 let row = fill_row(row, resident, &exchange, due, epoch, threshold);
@@ -416,6 +423,7 @@ pub(crate) fn answered_at(ex: &Exchange) -> Option<Instant> {
 /// A stream's request, encoded once for every send of the cell.
 struct Prepared {
     model: String,
+    keep_alive: Option<KeepAlive>,
     embed: bool,
     request: Result<ollama::client::Prepared, ClientError>,
 }
@@ -429,6 +437,7 @@ impl Prepared {
         };
         Prepared {
             model: stream.model.clone(),
+            keep_alive: stream.keep_alive.clone(),
             embed: stream.api == Api::Embed,
             request,
         }
