@@ -58,8 +58,8 @@ pub async fn command(args: Invocation, stop: &super::Stop) -> Result<()> {
         model: args.model.clone(),
         embed_model: args.embed_model.clone(),
     };
-    let mut out = std::io::stdout().lock();
     if args.dry_run {
+        let mut out = std::io::stdout().lock();
         let plan = super::dry_run(&opts);
         if args.json {
             let rows: Vec<serde_json::Value> = plan
@@ -86,6 +86,7 @@ pub async fn command(args: Invocation, stop: &super::Stop) -> Result<()> {
         h.shutdown().await;
     }
     let report = report?;
+    let mut out = std::io::stdout().lock();
     if args.json {
         writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
     } else {
