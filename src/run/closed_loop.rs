@@ -390,7 +390,7 @@ async fn one_request(user: &mut GooseUser, ctx: &StreamContext) -> TransactionRe
     };
     ex.end_at = Instant::now();
     ex.error = result.err();
-    if let Some(at) = crate::run::open_loop::answered_at(&ex) {
+    if let Some(at) = residency::answered_at(&ex) {
         ctx.residency
             .answered(&stream.model, at, ex.end_at, stream.keep_alive.as_ref());
     }

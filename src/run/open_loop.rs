@@ -319,7 +319,7 @@ pub async fn run_cell(
             let stream = &prepared[idx];
             let (resident, exchange) =
                 send_one(&client, residency.as_ref(), stream, timeout, &stop).await;
-            if let (Some(r), Some(at)) = (&residency, answered_at(&exchange)) {
+            if let (Some(r), Some(at)) = (&residency, residency::answered_at(&exchange)) {
                 r.answered(
                     &stream.model,
                     at,
@@ -411,13 +411,6 @@ async fn send_one(
         Err(e) => Exchange::failed(e.clone()),
     };
     (resident, exchange)
-}
-
-/// When the model answered this request (its first token, or the whole reply of a
-/// request that succeeded): proof that the model was loaded at that moment.
-pub(crate) fn answered_at(ex: &Exchange) -> Option<Instant> {
-    ex.first_token_at
-        .or_else(|| ex.is_ok().then_some(ex.first_byte_at).flatten())
 }
 
 /// A stream's request, encoded once for every send of the cell.

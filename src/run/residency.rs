@@ -55,6 +55,13 @@ struct Snapshot {
     models: Vec<String>,
 }
 
+/// When the model answered this request (its first token, or the whole reply of a
+/// request that succeeded): proof that the model was loaded at that moment.
+pub fn answered_at(ex: &crate::ollama::Exchange) -> Option<Instant> {
+    ex.first_token_at
+        .or_else(|| ex.is_ok().then_some(ex.first_byte_at).flatten())
+}
+
 /// A model answered at `.1`, held until `.2` (`None`: forever).
 type Answered = (String, Instant, Option<Instant>);
 
