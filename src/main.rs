@@ -55,7 +55,11 @@ fn exit_code(e: &anyhow::Error) -> ExitCode {
     });
     if bad_input {
         ExitCode::from(2)
-    } else if e.chain().any(|c| c.is::<Interrupted>()) {
+    } else if e.chain().any(|c| {
+        c.is::<Interrupted>()
+            || c.is::<kabench::run::StoppedBeforeStart>()
+            || c.is::<kabench::doctor::Interrupted>()
+    }) {
         ExitCode::from(130)
     } else {
         ExitCode::from(1)

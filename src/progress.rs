@@ -41,7 +41,10 @@ pub async fn show(mut events: mpsc::UnboundedReceiver<ProgressEvent>, quiet: boo
                 cold += c as u64;
                 if let Some(b) = &bar {
                     b.inc(1);
-                    b.set_message(format!("cold {cold} errors {errors}"));
+                    // The message changes only with a cold or failed request.
+                    if error || c || done == 1 {
+                        b.set_message(format!("cold {cold} errors {errors}"));
+                    }
                 }
             }
             ProgressEvent::CellFinished { id } => {

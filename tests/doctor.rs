@@ -319,3 +319,123 @@ fn doctor_reads_num_parallel_2_from_the_kv_growth_on_both_servers() {
         );
     }
 }
+
+/// The embedding verdicts of a report: `embed.*` and `v1.embeddings`.
+fn embedding_verdicts(report: &Value) -> BTreeMap<String, String> {
+    verdicts(report)
+        .into_iter()
+        .filter(|(id, _)| id.starts_with("embed.") || id == "v1.embeddings")
+        .collect()
+}
+
+#[test]
+fn doctor_checks_embeddings_on_the_real_server_as_on_the_simulator() {
+    // `tiny-embed` (tests/common: tiny-50m with a pooling type) is an embedding model
+    // to Ollama: /api/show lists `embedding`, /api/embed answers with vectors.
+    let Some(real) = RealOllama::start("doctor-embed", &[]) else {
+        return;
+    };
+    let (code, report) = doctor(&real.url, &["--embed-model", "tiny-embed"]);
+    assert_eq!(code, 0, "{report}");
+    let v = embedding_verdicts(&report);
+    for (form, want) in [
+        ("string_minus_one", "rejected"),
+        ("number", "honoured"),
+        ("negative", "honoured"),
+        ("duration", "honoured"),
+        ("in_options", "ignored"),
+        ("absent", "honoured"),
+        ("zero", "honoured"),
+    ] {
+        assert_eq!(v[&format!("embed.{form}")], want, "embed.{form}: {report}");
+    }
+    assert_eq!(v["v1.embeddings"], "ignored", "H9: {report}");
+    assert!(
+        check(&report, "embed.string_minus_one")["evidence"]
+            .as_str()
+            .unwrap()
+            .contains("HTTP 400"),
+        "{report}"
+    );
+    // OLLAMA_MAX_LOADED_MODELS is a lower bound, and the table says so.
+    let cap = check(&report, "server.max_loaded_models");
+    let at_least = cap["value"]["at_least"].as_u64().unwrap();
+    assert!(at_least >= 1, "{cap}");
+    assert!(
+        cap["check"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("at least {at_least}")),
+        "{cap}"
+    );
+    assert!(
+        ps(|m, p, b| real.call(m, p, b)).is_empty(),
+        "nothing left loaded"
+    );
+    let sim = SimServer::start(&["--gpus", "0"]);
+    let (sim_code, sim_report) = doctor(&sim.url, &["--embed-model", "nomic-embed-text:v1.5"]);
+    assert_eq!(sim_code, 0, "{sim_report}");
+    assert_eq!(embedding_verdicts(&sim_report), v);
+}
+
+#[cfg(unix)]
+#[test]
+fn ctrl_c_mid_doctor_puts_back_the_model_it_found() {
+    use std::process::Stdio;
+    let sim = SimServer::start(&["--gpus", "0"]);
+    let preload = r#"{"model":"tiny-50m","keep_alive":"3m","options":{"num_ctx":1024}}"#;
+    assert_eq!(sim.call("POST", "/api/generate", Some(preload)).0, 200);
+    let child = kabench()
+        .args(["doctor", "--target", &sim.url, "--model", "tiny-50m"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Mid-doctor: once the probes have changed what is resident (the model unloaded,
+    // or loaded again with another context or keep_alive).
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        let models = ps(|m, p, b| sim.call(m, p, b));
+        if models.len() != 1 || models[0]["context_length"] != 1024 {
+            break;
+        }
+        assert!(Instant::now() < until, "the doctor never changed /api/ps");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let signalled = Instant::now();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let out = child.wait_with_output().unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(130), "{stdout}\n{stderr}");
+    assert!(
+        signalled.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        signalled.elapsed()
+    );
+    assert!(stdout.contains("probe.interrupted"), "{stdout}");
+    assert!(
+        stdout.contains("restored: tiny-50m") && stdout.contains("loaded again (num_ctx 1024"),
+        "{stdout}"
+    );
+    // Resident again with its context and about the rest of its 3 minutes.
+    let models = ps(|m, p, b| sim.call(m, p, b));
+    assert_eq!(models.len(), 1, "{models:?}");
+    assert_eq!(models[0]["context_length"], 1024);
+    let at = time::OffsetDateTime::parse(
+        models[0]["expires_at"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    let left = (at - time::OffsetDateTime::now_utc()).as_seconds_f64();
+    assert!((100.0..181.0).contains(&left), "expires in {left} s");
+}

@@ -473,3 +473,97 @@ async fn an_api_ps_that_never_answers_cannot_hold_up_the_requests() {
         );
     }
 }
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reaching_the_target_checking_and_pulling_models_are_bounded_and_stop_on_ctrl_c() {
+    let tmp = tempfile::tempdir().unwrap();
+    let quick = one_request_scenario(tmp.path(), "timeout = \"2s\"\n");
+    let ok_version = || async { r#"{"version":"0.32.15"}"# };
+
+    // /api/version never answers: the run's 2 s timeout ends it, not a 60 s default.
+    let addr =
+        serve(Router::new().route("/api/version", get(std::future::pending::<&'static str>))).await;
+    let started = std::time::Instant::now();
+    let mut child = spawn_run(&quick, addr, &tmp.path().join("a"), &["--no-prewarm"]);
+    let code = wait_child(&mut child, std::time::Duration::from_secs(40)).await;
+    let stderr = stderr_of(&mut child);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(15),
+        "{:?}: {stderr}",
+        started.elapsed()
+    );
+    assert!(stderr.contains("no reply within 2s"), "{stderr}");
+
+    // --pull: the model is missing and the pull reports once, then stalls: it fails
+    // after the run's timeout without progress, naming what to do.
+    let stalled = Router::new()
+        .route("/api/version", get(ok_version))
+        .route(
+            "/api/show",
+            axum::routing::post(|| async {
+                (StatusCode::NOT_FOUND, r#"{"error":"model 'm' not found"}"#)
+            }),
+        )
+        .route(
+            "/api/pull",
+            axum::routing::post(|| async {
+                use futures_util::StreamExt;
+                let first = futures_util::stream::once(async {
+                    Ok::<_, std::io::Error>(bytes::Bytes::from_static(
+                        b"{\"status\":\"pulling manifest\"}\n",
+                    ))
+                });
+                axum::body::Body::from_stream(first.chain(futures_util::stream::pending()))
+            }),
+        );
+    let addr = serve(stalled).await;
+    let started = std::time::Instant::now();
+    let mut child = spawn_run(
+        &quick,
+        addr,
+        &tmp.path().join("b"),
+        &["--no-prewarm", "--pull"],
+    );
+    let code = wait_child(&mut child, std::time::Duration::from_secs(40)).await;
+    let stderr = stderr_of(&mut child);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(15),
+        "{:?}: {stderr}",
+        started.elapsed()
+    );
+    assert!(stderr.contains("pulling m"), "{stderr}");
+    assert!(stderr.contains("no progress from the server"), "{stderr}");
+
+    // /api/show never answers and the timeout is long: Ctrl-C ends it at once, 130.
+    let slow = one_request_scenario(tmp.path(), "timeout = \"600s\"\n");
+    let addr = serve(Router::new().route("/api/version", get(ok_version)).route(
+        "/api/show",
+        axum::routing::post(std::future::pending::<&'static str>),
+    ))
+    .await;
+    let mut child = spawn_run(&slow, addr, &tmp.path().join("c"), &["--no-prewarm"]);
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert!(
+        Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let signalled = std::time::Instant::now();
+    let code = wait_child(&mut child, std::time::Duration::from_secs(30)).await;
+    let stderr = stderr_of(&mut child);
+    assert_eq!(code, Some(130), "{stderr}");
+    assert!(
+        signalled.elapsed() < std::time::Duration::from_secs(5),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("interrupted while asking about model m"),
+        "{stderr}"
+    );
+    assert!(!tmp.path().join("c").join("requests.csv").exists());
+}

@@ -574,3 +574,30 @@ fn report_warns_about_garbage_rows_with_their_line_numbers() {
     let summary = json(&dir.join("summary.json"));
     assert_eq!(summary["cells"][0]["streams"][0]["requests"], 4);
 }
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_full_disk_while_rendering_leaves_the_previous_page_whole() {
+    let (_tmp, dir) = copy_fixture();
+    let folder = dir.to_str().unwrap();
+    common::run_ok(&["report", folder]);
+    let before = fs::read(dir.join("index.html")).unwrap();
+    assert!(before.ends_with(b"</html>\n") || before.ends_with(b"</html>"));
+    // index.html is written through index.html.tmp: make that /dev/full, where every
+    // write fails with ENOSPC as on a full disk.
+    let tmp = dir.join("index.html.tmp");
+    std::os::unix::fs::symlink("/dev/full", &tmp).unwrap();
+    let out = common::kabench().args(["report", folder]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("index.html.tmp"), "{stderr}");
+    assert_eq!(
+        fs::read(dir.join("index.html")).unwrap(),
+        before,
+        "the page is the previous one, whole"
+    );
+    assert!(
+        fs::symlink_metadata(&tmp).is_err(),
+        "the temporary file is removed"
+    );
+}

@@ -473,7 +473,20 @@ pub(super) async fn doctor(args: DoctorArgs) -> Result<()> {
         json: args.json,
         dry_run: args.dry_run,
     };
-    crate::doctor::cli::command(invocation).await.map_err(|e| {
+    let stop = crate::doctor::Stop::default();
+    let (first, second) = (stop.stop.clone(), stop.abandon.clone());
+    let listener = tokio::spawn(async move {
+        if interrupt().await {
+            eprintln!("\ninterrupted: putting back what the doctor found (Ctrl-C again to skip)…");
+            first.cancel();
+            if interrupt().await {
+                second.cancel();
+            }
+        }
+    });
+    let result = crate::doctor::cli::command(invocation, &stop).await;
+    listener.abort();
+    result.map_err(|e| {
         let bad = e.is::<crate::doctor::ModelMissing>() || e.is::<crate::doctor::cli::BadTarget>();
         if bad {
             BadInput(format!("{e:#}")).into()

@@ -28,8 +28,9 @@ pub struct Invocation {
 #[error("--target {0:?}: {1}; write an Ollama address such as http://127.0.0.1:11434, or sim")]
 pub struct BadTarget(pub String, pub String);
 
-/// Runs `kabench doctor`: Ok when every check holds.
-pub async fn command(args: Invocation) -> Result<()> {
+/// Runs `kabench doctor`: Ok when every check holds. `stop` is Ctrl-C (see
+/// [`super::Stop`]): the table of what was checked is still printed, after the restore.
+pub async fn command(args: Invocation, stop: &super::Stop) -> Result<()> {
     let raw = args
         .target
         .clone()
@@ -57,8 +58,8 @@ pub async fn command(args: Invocation) -> Result<()> {
         model: args.model.clone(),
         embed_model: args.embed_model.clone(),
     };
-    let mut out = std::io::stdout().lock();
     if args.dry_run {
+        let mut out = std::io::stdout().lock();
         let plan = super::dry_run(&opts);
         if args.json {
             let rows: Vec<serde_json::Value> = plan
@@ -80,15 +81,23 @@ pub async fn command(args: Invocation) -> Result<()> {
         }
         return Ok(());
     }
-    let report = super::run(&opts).await;
+    let report = super::run(&opts, stop).await;
     if let Some(h) = sim {
         h.shutdown().await;
     }
     let report = report?;
+    let mut out = std::io::stdout().lock();
     if args.json {
         writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
     } else {
         write!(out, "{}", report.to_text())?;
+    }
+    if report.interrupted {
+        return Err(super::Interrupted(format!(
+            "{} checks done before it; what was resident before was restored",
+            report.checks.len() - 1
+        ))
+        .into());
     }
     let problems = report.problems();
     if problems.is_empty() {

@@ -125,6 +125,8 @@ pub struct Server {
     base: String,
     /// Server clock minus local clock.
     skew: time::Duration,
+    /// The most distinct models any `/api/ps` answer listed at once.
+    pub most_resident: usize,
 }
 
 impl Server {
@@ -138,6 +140,7 @@ impl Server {
             http,
             base: base.trim_end_matches('/').to_string(),
             skew: time::Duration::ZERO,
+            most_resident: 0,
         })
     }
 
@@ -200,6 +203,13 @@ impl Server {
             .and_then(|j| j.get("models"))
             .and_then(Value::as_array)
             .ok_or_else(|| anyhow::anyhow!("/api/ps: unexpected reply {}", reply.text))?;
+        let mut names: Vec<&str> = models
+            .iter()
+            .filter_map(|m| m.get("name")?.as_str())
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        self.most_resident = self.most_resident.max(names.len());
         Ok(models
             .iter()
             .filter_map(|m| {

@@ -93,6 +93,24 @@ pub struct Report {
     pub restored: Vec<String>,
     /// Wall time of the whole run, seconds.
     pub elapsed_s: f64,
+    /// Ctrl-C stopped the probes (what was found was still restored).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub interrupted: bool,
+}
+
+/// Ctrl-C stopped `kabench doctor` (exit 130); what it had changed was put back first.
+#[derive(Debug, thiserror::Error)]
+#[error("interrupted; {0}")]
+pub struct Interrupted(pub String);
+
+/// Ends the doctor: `stop` (the first Ctrl-C) ends the probes and starts the restore;
+/// `abandon` (a second one) ends the restore too.
+#[derive(Debug, Clone, Default)]
+pub struct Stop {
+    /// Ends the probes.
+    pub stop: tokio_util::sync::CancellationToken,
+    /// Ends the restore.
+    pub abandon: tokio_util::sync::CancellationToken,
 }
 
 impl Report {
@@ -786,14 +804,34 @@ async fn show(server: &mut Server, model: &str) -> anyhow::Result<Shown> {
     }
 }
 
-/// Runs every check against `opts.target` and restores what it found.
-pub async fn run(opts: &DoctorOptions) -> anyhow::Result<Report> {
+/// Longest the restore may take after the probes ended (each request of it is also
+/// bounded by the request timeout).
+const RESTORE_LIMIT: Duration = Duration::from_secs(120);
+
+/// Runs `call` unless `stop` fires first (then `Interrupted`, nothing changed yet).
+async fn before_probes<T>(
+    stop: &Stop,
+    call: impl Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    tokio::select! {
+        r = call => r,
+        _ = stop.stop.cancelled() => Err(Interrupted("nothing was probed or changed yet".into()).into()),
+    }
+}
+
+/// Runs every check against `opts.target` and restores what it found. `stop` ends
+/// the probes early (Ctrl-C): what was found is restored all the same and the report
+/// says it was interrupted.
+pub async fn run(opts: &DoctorOptions, stop: &Stop) -> anyhow::Result<Report> {
     let start = Instant::now();
     let mut server = Server::new(&opts.target)?;
-    let version = server
-        .send(&Req::get("/api/version"))
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot reach an Ollama at {}: {e:#}", opts.target))?;
+    let version = before_probes(stop, async {
+        server
+            .send(&Req::get("/api/version"))
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot reach an Ollama at {}: {e:#}", opts.target))
+    })
+    .await?;
     let version = version
         .json
         .as_ref()
@@ -807,15 +845,15 @@ pub async fn run(opts: &DoctorOptions) -> anyhow::Result<Report> {
             )
         })?
         .to_string();
-    let before = server.ps().await?;
+    let before = before_probes(stop, server.ps()).await?;
     let model = match &opts.model {
         Some(m) => m.clone(),
-        None => pick_model(&mut server).await?,
+        None => before_probes(stop, pick_model(&mut server)).await?,
     };
-    let shown = show(&mut server, &model).await?;
+    let shown = before_probes(stop, show(&mut server, &model)).await?;
     let embed_model = match &opts.embed_model {
         Some(e) => {
-            let s = show(&mut server, e).await?;
+            let s = before_probes(stop, show(&mut server, e)).await?;
             if !s.has("embedding") {
                 anyhow::bail!(ModelMissing(
                     e.clone(),
@@ -846,23 +884,48 @@ pub async fn run(opts: &DoctorOptions) -> anyhow::Result<Report> {
         "H5",
         json!(version),
     ));
-    let outcome = probe(&mut doctor, &model, embed_model.as_deref(), &shown).await;
+    let outcome = tokio::select! {
+        r = probe(&mut doctor, &model, embed_model.as_deref(), &shown) => r,
+        _ = stop.stop.cancelled() => Err(Interrupted(String::new()).into()),
+    };
+    let interrupted = stop.stop.is_cancelled();
     let was_resident = before.iter().any(|m| name::same_model(&m.name, &model));
     doctor.page_cache(was_resident);
+    let at_least = doctor.server.most_resident.max(before.len()).max(1);
     doctor.checks.push(info(
         "server.max_loaded_models",
-        "OLLAMA_MAX_LOADED_MODELS",
+        &format!("OLLAMA_MAX_LOADED_MODELS: at least {at_least}"),
         format!(
-            "not probed (it takes loading one model more than the cap, evicting yours); {} model(s) were resident at the start, so the cap is at least {}",
+            "a lower bound, not the value: /api/ps listed up to {at_least} model(s) at once during the run ({} at the start); the cap itself is not probed, since that takes loading one model more than it and evicting yours",
             before.len(),
-            before.len().max(1)
         ),
         "every resident model counts, embedding models too (E5): a chat model and an embedder need a cap of 2 or more to stay loaded together",
         "E5",
-        json!({"at_least": before.len().max(1)}),
+        json!({"at_least": at_least}),
     ));
-    let restored = restore(&mut doctor.server, &before, &model, embed_model.as_deref()).await;
-    if let Err(e) = outcome {
+    let restored = tokio::select! {
+        r = tokio::time::timeout(
+            RESTORE_LIMIT,
+            restore(&mut doctor.server, &before, &model, embed_model.as_deref()),
+        ) => r.unwrap_or_else(|_| vec![format!("gave up restoring after {RESTORE_LIMIT:?}")]),
+        _ = stop.abandon.cancelled() => vec!["restore abandoned (a second Ctrl-C): models may be left as the probes left them".into()],
+    };
+    if interrupted {
+        let done = doctor.checks.len();
+        doctor.checks.push(Check {
+            holds: false,
+            ..row(
+                "probe.interrupted",
+                "server",
+                "the probes ran to the end",
+                Verdict::NotApplicable,
+                Verdict::NotApplicable,
+                format!("interrupted (Ctrl-C) after {done} checks; what was resident before was restored"),
+                "",
+                "",
+            )
+        });
+    } else if let Err(e) = outcome {
         doctor.checks.push(Check {
             holds: false,
             ..row(
@@ -885,6 +948,7 @@ pub async fn run(opts: &DoctorOptions) -> anyhow::Result<Report> {
         checks: doctor.checks,
         restored,
         elapsed_s: start.elapsed().as_secs_f64(),
+        interrupted,
     })
 }
 

@@ -67,9 +67,10 @@ pub async fn launch(
     }
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     target::with_target(scenario, &launch.target, async |sim| {
-        let (_, clients, _) = target::connect_all(&launch.target, sim).await?;
+        let timeout = scenario.run.timeout;
+        let (_, clients, _) = target::connect_all(&launch.target, sim, timeout, cancel).await?;
         for client in &clients {
-            target::check_models(client, plan, false, progress).await?;
+            target::check_models(client, plan, false, timeout, progress, cancel).await?;
         }
         if launch.prewarm {
             let config = RunnerConfig {

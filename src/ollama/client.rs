@@ -28,6 +28,8 @@ const CONTROL_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct OllamaClient {
     http: reqwest::Client,
     base: String,
+    /// `/api/ps`, parsed once: it is polled several times a second during a run.
+    ps_url: Option<reqwest::Url>,
 }
 
 impl OllamaClient {
@@ -43,9 +45,11 @@ impl OllamaClient {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| ClientError::BadHost(error_chain(&e)))?;
+        let base = url.as_str().trim_end_matches('/').to_string();
         Ok(OllamaClient {
             http,
-            base: url.as_str().trim_end_matches('/').to_string(),
+            ps_url: reqwest::Url::parse(&format!("{base}/api/ps")).ok(),
+            base,
         })
     }
 
@@ -92,9 +96,31 @@ impl OllamaClient {
         Ok(v.version)
     }
 
+    /// [`Self::version`] bounded by `timeout` and ended by `stop`.
+    pub async fn version_until(
+        &self,
+        timeout: Duration,
+        stop: &tokio_util::sync::CancellationToken,
+    ) -> Result<String, ClientError> {
+        bounded("/api/version", timeout, stop, self.version()).await
+    }
+
+    /// [`Self::show`] bounded by `timeout` and ended by `stop`.
+    pub async fn show_until(
+        &self,
+        model: &str,
+        timeout: Duration,
+        stop: &tokio_util::sync::CancellationToken,
+    ) -> Result<api::ShowResponse, ClientError> {
+        bounded("/api/show", timeout, stop, self.show(model)).await
+    }
+
     /// `GET /api/ps`: resident models.
     pub async fn ps(&self) -> Result<api::PsResponse, ClientError> {
-        self.get_json("/api/ps").await
+        match &self.ps_url {
+            Some(url) => self.control_call(self.http.get(url.clone())).await,
+            None => self.get_json("/api/ps").await,
+        }
     }
 
     /// `GET /api/tags`: installed models.
@@ -117,6 +143,21 @@ impl OllamaClient {
     pub async fn pull(
         &self,
         model: &str,
+        on_progress: impl FnMut(&api::PullProgress),
+    ) -> Result<(), ClientError> {
+        let never = tokio_util::sync::CancellationToken::new();
+        self.pull_until(model, CONTROL_TIMEOUT, &never, on_progress)
+            .await
+    }
+
+    /// [`Self::pull`] that fails when the server sends nothing for `stall` (the reply's
+    /// headers, or the next progress line: a large pull takes long, but a live one
+    /// keeps reporting) and ends at once when `stop` fires.
+    pub async fn pull_until(
+        &self,
+        model: &str,
+        stall: Duration,
+        stop: &tokio_util::sync::CancellationToken,
         mut on_progress: impl FnMut(&api::PullProgress),
     ) -> Result<(), ClientError> {
         let body = api::PullRequest {
@@ -124,17 +165,19 @@ impl OllamaClient {
             stream: Some(true),
             insecure: None,
         };
-        let resp = self
-            .http
-            .post(self.url("/api/pull"))
-            .json(&body)
-            .send()
-            .await
-            .map_err(|e| from_reqwest(e, false))?;
+        let what = format!("pulling {model}");
+        let send = self.http.post(self.url("/api/pull")).json(&body).send();
+        let resp = bounded(&what, stall, stop, async {
+            send.await.map_err(|e| from_reqwest(e, false))
+        })
+        .await?;
         let status = resp.status();
         if !status.is_success() {
             let location = location(&resp);
-            let body = resp.bytes().await.map_err(|e| from_reqwest(e, true))?;
+            let body = bounded(&what, stall, stop, async {
+                resp.bytes().await.map_err(|e| from_reqwest(e, true))
+            })
+            .await?;
             return Err(status_error(status.as_u16(), location, &body));
         }
         let mut decoder = NdjsonDecoder::new();
@@ -148,7 +191,9 @@ impl OllamaClient {
             on_progress(&p);
             Ok(())
         };
-        while let Some(item) = stream.next().await {
+        while let Some(item) =
+            bounded(&what, stall, stop, async { Ok(stream.next().await) }).await?
+        {
             let bytes = item.map_err(|e| from_reqwest(e, true))?;
             for p in decoder.push::<api::PullProgress>(&bytes)? {
                 handle(p)?;
@@ -242,12 +287,7 @@ impl OllamaClient {
         timeout: Duration,
         stop: &tokio_util::sync::CancellationToken,
     ) -> Result<api::PsResponse, ClientError> {
-        tokio::select! {
-            r = tokio::time::timeout(timeout, self.ps()) => r.unwrap_or_else(|_| {
-                Err(ClientError::Timeout(format!("/api/ps: no reply within {timeout:?}")))
-            }),
-            _ = stop.cancelled() => Err(ClientError::Cancelled("/api/ps".into())),
-        }
+        bounded("/api/ps", timeout, stop, self.ps()).await
     }
 
     async fn empty_generate(
@@ -322,16 +362,44 @@ impl OllamaClient {
         embed: bool,
         stop: Option<&tokio_util::sync::CancellationToken>,
     ) -> Exchange {
-        let body = match serde_json::to_vec(body) {
-            Ok(b) => b,
-            Err(e) => return Exchange::failed(ClientError::BadJson(e.to_string())),
+        let prepared = match self.prepare(path, body) {
+            Ok(p) => p,
+            Err(e) => return Exchange::failed(e),
         };
+        self.exchange_prepared(&prepared, timeout, embed, stop)
+            .await
+    }
+
+    /// A request made once and sent many times (every request of a stream is the same):
+    /// its URL parsed and its JSON body encoded ahead of the sends.
+    pub fn prepare<B: serde::Serialize>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<Prepared, ClientError> {
+        let body = serde_json::to_vec(body).map_err(|e| ClientError::BadJson(e.to_string()))?;
+        let url = reqwest::Url::parse(&self.url(path))
+            .map_err(|e| ClientError::BadHost(format!("{}{path}: {e}", self.base)))?;
+        Ok(Prepared {
+            url,
+            body: bytes::Bytes::from(body),
+        })
+    }
+
+    /// [`Self::exchange_until`] for a [`Prepared`] request: nothing is encoded per send.
+    pub async fn exchange_prepared(
+        &self,
+        prepared: &Prepared,
+        timeout: Option<Duration>,
+        embed: bool,
+        stop: Option<&tokio_util::sync::CancellationToken>,
+    ) -> Exchange {
         let mut ex = Exchange::start();
         let result = {
             let bounded = async {
                 match timeout {
                     Some(limit) => {
-                        match tokio::time::timeout(limit, self.drive(path, body, &mut ex, embed))
+                        match tokio::time::timeout(limit, self.drive(prepared, &mut ex, embed))
                             .await
                         {
                             Ok(r) => r,
@@ -340,7 +408,7 @@ impl OllamaClient {
                             ))),
                         }
                     }
-                    None => self.drive(path, body, &mut ex, embed).await,
+                    None => self.drive(prepared, &mut ex, embed).await,
                 }
             };
             match stop {
@@ -360,20 +428,43 @@ impl OllamaClient {
 
     async fn drive(
         &self,
-        path: &str,
-        body: Vec<u8>,
+        prepared: &Prepared,
         ex: &mut Exchange,
         embed: bool,
     ) -> Result<(), ClientError> {
         let req = self
             .http
-            .post(self.url(path))
+            .post(prepared.url.clone())
             .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(body);
+            .body(prepared.body.clone());
         ex.sent_at = Instant::now();
         let resp = req.send().await.map_err(|e| from_reqwest(e, false))?;
         read_response(resp, ex, embed).await
     }
+}
+
+/// Runs `call` bounded by `timeout` (a `Timeout` naming `what`) and ended at once by
+/// `stop` (a `Cancelled` naming `what`).
+async fn bounded<T>(
+    what: &str,
+    timeout: Duration,
+    stop: &tokio_util::sync::CancellationToken,
+    call: impl Future<Output = Result<T, ClientError>>,
+) -> Result<T, ClientError> {
+    tokio::select! {
+        r = tokio::time::timeout(timeout, call) => r.unwrap_or_else(|_| {
+            Err(ClientError::Timeout(format!("{what}: no reply within {timeout:?}")))
+        }),
+        _ = stop.cancelled() => Err(ClientError::Cancelled(what.to_string())),
+    }
+}
+
+/// A POST made ready once for many sends: its URL and its encoded JSON body (shared,
+/// not copied, by every send).
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    url: reqwest::Url,
+    body: bytes::Bytes,
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
+use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 use crate::ollama::api;
@@ -29,8 +30,37 @@ impl NdjsonDecoder {
 
     /// Appends `bytes` and returns every complete line decoded as `T` (blank lines skipped).
     pub fn push<T: DeserializeOwned>(&mut self, bytes: &[u8]) -> Result<Vec<T>, ClientError> {
-        self.buf.extend_from_slice(bytes);
         let mut out = Vec::new();
+        self.push_each(bytes, |v| {
+            out.push(v);
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// Appends `bytes` and hands every complete line, decoded as `T`, to `each` in order
+    /// (blank lines skipped), without collecting them. When nothing is pending from an
+    /// earlier piece (the usual case: a server writes whole lines), lines are decoded
+    /// in place and only a partial last line is kept.
+    pub fn push_each<T: DeserializeOwned>(
+        &mut self,
+        bytes: &[u8],
+        mut each: impl FnMut(T) -> Result<(), ClientError>,
+    ) -> Result<(), ClientError> {
+        if self.buf.is_empty() {
+            let mut start = 0;
+            while let Some(pos) = bytes[start..].iter().position(|&b| b == b'\n') {
+                let line = &bytes[start..start + pos];
+                start += pos + 1;
+                if let Some(v) = decode_line(line)? {
+                    each(v)?;
+                }
+            }
+            self.buf.extend_from_slice(&bytes[start..]);
+            self.scanned = self.buf.len();
+            return Ok(());
+        }
+        self.buf.extend_from_slice(bytes);
         let mut start = 0;
         let mut from = self.scanned;
         while let Some(pos) = self.buf[from..].iter().position(|&b| b == b'\n') {
@@ -39,12 +69,12 @@ impl NdjsonDecoder {
             start = end + 1;
             from = start;
             if let Some(v) = decode_line(line)? {
-                out.push(v);
+                each(v)?;
             }
         }
         self.buf.drain(..start);
         self.scanned = self.buf.len();
-        Ok(out)
+        Ok(())
     }
 
     /// Decodes what is left after the last `\n`, if anything.
@@ -144,16 +174,18 @@ impl Exchange {
 
     /// Takes in one chunk of a stream; `Ok(true)` once the final chunk was seen.
     pub fn observe(&mut self, chunk: api::StreamChunk, at: Instant) -> Result<bool, ClientError> {
+        self.observe_facts(Facts::from(chunk), at)
+    }
+
+    fn observe_facts(&mut self, chunk: Facts, at: Instant) -> Result<bool, ClientError> {
         self.chunks += 1;
         if let Some(e) = chunk.error {
             return Err(ClientError::StreamError(e));
         }
-        if self.first_token_at.is_none()
-            && (chunk.thinking_text().is_some() || chunk.answer_text().is_some())
-        {
+        if self.first_token_at.is_none() && (chunk.thinking || chunk.answer) {
             self.first_token_at = Some(at);
         }
-        if self.first_answer_at.is_none() && chunk.answer_text().is_some() {
+        if self.first_answer_at.is_none() && chunk.answer {
             self.first_answer_at = Some(at);
         }
         if chunk.done {
@@ -162,6 +194,141 @@ impl Exchange {
             return Ok(true);
         }
         Ok(false)
+    }
+}
+
+/// What the client keeps of one chunk: whether it carried reasoning or answer text
+/// (M10), the final chunk's metrics and `done_reason`, an error line (M9).
+struct Facts {
+    error: Option<String>,
+    thinking: bool,
+    answer: bool,
+    done: bool,
+    done_reason: Option<String>,
+    metrics: api::Metrics,
+}
+
+impl From<api::StreamChunk> for Facts {
+    fn from(c: api::StreamChunk) -> Facts {
+        Facts {
+            thinking: c.thinking_text().is_some(),
+            answer: c.answer_text().is_some(),
+            error: c.error,
+            done: c.done,
+            done_reason: c.done_reason,
+            metrics: c.metrics,
+        }
+    }
+}
+
+/// A chunk as it is read off the wire on the request path: the fields and checks of
+/// [`api::StreamChunk`] (the same lines are accepted and refused), but text is only
+/// looked at, never copied, and the metrics are read in place (no `flatten`, which
+/// buffers every field of every chunk).
+#[derive(Deserialize)]
+struct WireChunk {
+    #[serde(default)]
+    #[allow(dead_code)]
+    model: Option<Text>,
+    #[serde(default)]
+    response: Option<Text>,
+    #[serde(default)]
+    thinking: Option<Text>,
+    #[serde(default)]
+    message: Option<WireMessage>,
+    #[serde(default)]
+    done: bool,
+    #[serde(default)]
+    done_reason: Option<String>,
+    #[serde(default)]
+    error: Option<String>,
+    #[serde(default)]
+    total_duration: Option<u64>,
+    #[serde(default)]
+    load_duration: Option<u64>,
+    #[serde(default)]
+    prompt_eval_count: Option<u64>,
+    #[serde(default)]
+    prompt_eval_duration: Option<u64>,
+    #[serde(default)]
+    eval_count: Option<u64>,
+    #[serde(default)]
+    eval_duration: Option<u64>,
+}
+
+/// [`api::Message`] on the wire, read as [`WireChunk`] reads a chunk.
+#[derive(Deserialize)]
+#[allow(dead_code)]
+struct WireMessage {
+    #[serde(default)]
+    role: Text,
+    #[serde(default)]
+    content: Text,
+    #[serde(default)]
+    thinking: Option<Text>,
+    #[serde(default)]
+    images: Option<Vec<Text>>,
+    #[serde(default)]
+    tool_calls: Option<serde::de::IgnoredAny>,
+}
+
+/// A JSON string, kept only as whether it is empty (no copy of the text).
+#[derive(Default)]
+struct Text {
+    non_empty: bool,
+}
+
+impl<'de> Deserialize<'de> for Text {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Text, D::Error> {
+        struct Visit;
+        impl serde::de::Visitor<'_> for Visit {
+            type Value = Text;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Text, E> {
+                Ok(Text {
+                    non_empty: !v.is_empty(),
+                })
+            }
+        }
+        d.deserialize_str(Visit)
+    }
+}
+
+impl From<WireChunk> for Facts {
+    fn from(c: WireChunk) -> Facts {
+        let text = |t: Option<Text>| t.is_some_and(|t| t.non_empty);
+        // As `StreamChunk::thinking_text`/`answer_text`: the top-level field when
+        // present (even empty), else the message's.
+        let (thinking, answer) = match &c.message {
+            Some(m) => (
+                match &c.thinking {
+                    Some(t) => t.non_empty,
+                    None => m.thinking.as_ref().is_some_and(|t| t.non_empty),
+                },
+                match &c.response {
+                    Some(t) => t.non_empty,
+                    None => m.content.non_empty,
+                },
+            ),
+            None => (text(c.thinking), text(c.response)),
+        };
+        Facts {
+            error: c.error,
+            thinking,
+            answer,
+            done: c.done,
+            done_reason: c.done_reason,
+            metrics: api::Metrics {
+                total_duration: c.total_duration,
+                load_duration: c.load_duration,
+                prompt_eval_count: c.prompt_eval_count,
+                prompt_eval_duration: c.prompt_eval_duration,
+                eval_count: c.eval_count,
+                eval_duration: c.eval_duration,
+            },
+        }
     }
 }
 
@@ -199,14 +366,27 @@ pub async fn read_response(
     while let Some(item) = stream.next().await {
         let bytes = item.map_err(|e| from_reqwest(e, true))?;
         let at = Instant::now();
-        for chunk in decoder.push::<api::StreamChunk>(&bytes)? {
-            if ex.observe(chunk, at)? {
-                return Ok(());
+        // Every line of the piece is decoded (a bad one fails the request) before the
+        // first chunk's own error counts; lines after the final chunk are not taken in.
+        let (mut done, mut failed) = (false, None);
+        decoder.push_each::<WireChunk>(&bytes, |chunk| {
+            if !done && failed.is_none() {
+                match ex.observe_facts(chunk.into(), at) {
+                    Ok(d) => done = d,
+                    Err(e) => failed = Some(e),
+                }
             }
+            Ok(())
+        })?;
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        if done {
+            return Ok(());
         }
     }
-    if let Some(chunk) = decoder.finish::<api::StreamChunk>()?
-        && ex.observe(chunk, Instant::now())?
+    if let Some(chunk) = decoder.finish::<WireChunk>()?
+        && ex.observe_facts(chunk.into(), Instant::now())?
     {
         return Ok(());
     }
@@ -259,6 +439,46 @@ mod tests {
             .push(b"{\"response\":\"a\",\"done\":false}\n{\"done\":true}\n")
             .unwrap();
         assert_eq!(more.len(), 2);
+    }
+
+    #[test]
+    fn the_wire_chunk_reads_what_stream_chunk_reads_and_refuses_what_it_refuses() {
+        let lines = [
+            r#"{"model":"m","created_at":"t","response":"a","done":false}"#,
+            r#"{"model":"m","response":"","thinking":"hm","done":false}"#,
+            r#"{"model":"m","response":"","done":false}"#,
+            r#"{"response":null,"message":{"role":"assistant","content":"x"},"done":false}"#,
+            r#"{"response":"","message":{"role":"assistant","content":"x"},"done":false}"#,
+            r#"{"message":{"role":"assistant","content":"","thinking":"t"},"done":false}"#,
+            r#"{"thinking":"","message":{"role":"assistant","content":"","thinking":"t"}}"#,
+            r#"{"message":{"role":"assistant","content":"","tool_calls":[{"function":{}}]},"done":false}"#,
+            r#"{"response":"","done":true,"done_reason":"stop","total_duration":5,"load_duration":4,"prompt_eval_count":3,"prompt_eval_duration":2,"eval_count":1,"eval_duration":1}"#,
+            r#"{"done":true,"load_duration":null}"#,
+            r#"{"error":"boom"}"#,
+            r#"{"response":"caf\u00e9 \"q\"","done":false}"#,
+            // Refused by both.
+            r#"{"response":1,"done":false}"#,
+            r#"{"message":{"role":null,"content":"x"}}"#,
+            r#"{"message":{"content":null}}"#,
+            r#"{"done":null}"#,
+            r#"{"done":true,"eval_count":-1}"#,
+            r#"{"done":true,"eval_count":1.5}"#,
+            r#"{"message":{"content":"","images":[1]}}"#,
+        ];
+        for line in lines {
+            let full: Result<api::StreamChunk, _> = serde_json::from_str(line);
+            let wire: Result<WireChunk, _> = serde_json::from_str(line);
+            assert_eq!(full.is_ok(), wire.is_ok(), "{line}");
+            if let (Ok(full), Ok(wire)) = (full, wire) {
+                let (a, b) = (Facts::from(full), Facts::from(wire));
+                assert_eq!(
+                    (a.error, a.thinking, a.answer, a.done, a.done_reason),
+                    (b.error, b.thinking, b.answer, b.done, b.done_reason),
+                    "{line}"
+                );
+                assert_eq!(a.metrics, b.metrics, "{line}");
+            }
+        }
     }
 
     #[test]

@@ -396,9 +396,18 @@ pub fn append_to<T: Serialize>(path: &Path) -> Result<CsvAppender<T>> {
 /// file; when either step fails (a full disk) the temporary file is removed and `path`
 /// keeps its previous content.
 pub fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<()> {
-    let tmp = path.with_extension("json.tmp");
     let text = serde_json::to_string_pretty(value).context("encoding JSON")?;
-    let written = write_synced(&tmp, (text + "\n").as_bytes())
+    write_atomic(path, (text + "\n").as_bytes())
+}
+
+/// Writes `bytes` to `path` through a temporary file beside it (`NAME.tmp`) and a
+/// rename: `path` is either its previous content or the new one, never half of it (a
+/// full disk, Ctrl-C while rendering); on failure the temporary file is removed.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".tmp");
+    let tmp = path.with_file_name(name);
+    let written = write_synced(&tmp, bytes)
         .with_context(|| format!("writing {}", tmp.display()))
         .and_then(|()| {
             fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))

@@ -218,7 +218,7 @@ pub fn render(dir: &Path, opts: &RenderOptions) -> Result<Rendered> {
     }
     for c in &charts {
         let path = charts_dir.join(&c.file);
-        fs::write(&path, &c.svg).with_context(|| format!("writing {}", path.display()))?;
+        record::write_atomic(&path, c.svg.as_bytes())?;
     }
 
     warnings.extend(run_warnings(&meta, &summary, &recs));
@@ -257,11 +257,11 @@ pub fn render(dir: &Path, opts: &RenderOptions) -> Result<Rendered> {
         slo_ttft_p99_ms: slo.ttft_p99.map(record::ms),
     };
     let index_html = dir.join(INDEX_HTML);
-    fs::write(&index_html, html::render_index(&data)?)
-        .with_context(|| format!("writing {}", index_html.display()))?;
+    // Each through a temporary file and a rename: a full disk or a Ctrl-C leaves the
+    // previous file whole, never a partial page.
+    record::write_atomic(&index_html, html::render_index(&data)?.as_bytes())?;
     let summary_md = dir.join(SUMMARY_MD);
-    fs::write(&summary_md, markdown::render(&data))
-        .with_context(|| format!("writing {}", summary_md.display()))?;
+    record::write_atomic(&summary_md, markdown::render(&data).as_bytes())?;
     Ok(Rendered {
         index_html,
         summary_md,

@@ -169,7 +169,8 @@ impl CellDriver for Users<'_> {
         cancel: &CancellationToken,
     ) -> Result<CellTiming> {
         let started_ms = rec.now_ms();
-        let residency = Residency::watch(self.client, cancel);
+        let every = residency::poll_interval(cell.streams.iter().map(|s| s.keep_alive.as_ref()));
+        let residency = Residency::watch(self.client, cancel, every);
         residency.ready(residency::STALE_AFTER).await;
         let contexts: Vec<Arc<StreamContext>> = cell
             .streams
@@ -392,6 +393,10 @@ async fn one_request(user: &mut GooseUser, ctx: &StreamContext) -> TransactionRe
     };
     ex.end_at = Instant::now();
     ex.error = result.err();
+    if let Some(at) = residency::answered_at(&ex) {
+        ctx.residency
+            .answered(&stream.model, at, ex.end_at, stream.keep_alive.as_ref());
+    }
     let Some(row) = guard.take() else {
         return Ok(());
     };

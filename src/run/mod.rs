@@ -29,7 +29,7 @@ use crate::scenario::{Cell, Plan, Scenario};
 use crate::sim::SimHandle;
 
 pub use recorder::Recorder;
-pub use target::{MissingModels, Target};
+pub use target::{MissingModels, StoppedBeforeStart, Target};
 
 /// What a run reports while it works (read by `progress`).
 #[derive(Debug, Clone)]
@@ -236,9 +236,11 @@ impl Begin<'_> {
         progress: &mpsc::UnboundedSender<ProgressEvent>,
         cancel: &CancellationToken,
     ) -> Result<(Vec<OllamaClient>, Recorder)> {
-        let (kind, clients, version) = target::connect_all(self.target, self.sim).await?;
+        let timeout = self.scenario.run.timeout;
+        let (kind, clients, version) =
+            target::connect_all(self.target, self.sim, timeout, cancel).await?;
         for client in &clients {
-            target::check_models(client, self.plan, self.pull, progress).await?;
+            target::check_models(client, self.plan, self.pull, timeout, progress, cancel).await?;
         }
         let client = &clients[0];
         let dir = self

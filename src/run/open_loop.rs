@@ -16,7 +16,7 @@ use anyhow::Result;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use crate::ollama::{Exchange, OllamaClient};
+use crate::ollama::{self, ClientError, Exchange, OllamaClient};
 use crate::record::{self, RequestRecord, ShardMeta};
 use crate::run::recorder;
 use crate::run::request::{
@@ -32,6 +32,7 @@ use crate::run::{
 
 use crate::scenario::{Api, Cell, CellStream, Plan, Scenario};
 use crate::sim::SimHandle;
+use crate::units::KeepAlive;
 
 /// Options of one run beyond the scenario.
 #[derive(Debug, Clone)]
@@ -411,21 +412,52 @@ async fn run_sends(
     // what they measured so far.
     let stop = CancellationToken::new();
     // One /api/ps watcher for every request of the cell (not one /api/ps per request).
+    let every = residency::poll_interval(cell.streams.iter().map(|s| s.keep_alive.as_ref()));
     let watchers: Vec<Option<Residency>> = clients
         .iter()
-        .map(|c| config.check_resident.then(|| Residency::watch(c, &cancel)))
+        .map(|c| {
+            config
+                .check_resident
+                .then(|| Residency::watch(c, &cancel, every))
+        })
         .collect();
     for r in watchers.iter().flatten() {
         r.ready(residency::STALE_AFTER).await;
     }
-    let streams: Arc<Vec<CellStream>> = Arc::new(cell.streams.clone());
-    for send in sends {
-        let due = start + send.offset;
-        tokio::select! {
-            _ = wait_until(due) => {}
+    // Each stream's request encoded once per host (the URL is the host's).
+    let prepared: Arc<Vec<Vec<Prepared>>> = Arc::new(
+        clients
+            .iter()
+            .map(|client| {
+                cell.streams
+                    .iter()
+                    .map(|s| Prepared::new(client, s))
+                    .collect()
+            })
+            .collect(),
+    );
+    let saturated = format!(
+        "{} requests already in flight (run.concurrency)",
+        config.concurrency
+    );
+    // The pacer thread says when each send is due; it stops when `_stop_pacer` drops.
+    let (due_tx, mut due_rx) = mpsc::unbounded_channel::<usize>();
+    let (_stop_pacer, stop_rx) = std::sync::mpsc::channel::<()>();
+    let offsets: Vec<Duration> = sends.iter().map(|s| s.offset).collect();
+    std::thread::Builder::new()
+        .name("kabench-pacer".into())
+        .spawn(move || pace(start, &offsets, &due_tx, &stop_rx))?;
+    loop {
+        let i = tokio::select! {
+            next = due_rx.recv() => match next {
+                Some(i) => i,
+                None => break,
+            },
             _ = cancel.cancelled() => break,
-        }
-        let stream = &streams[send.stream];
+        };
+        let send = &sends[i];
+        let due = start + send.offset;
+        let stream = &cell.streams[send.stream];
         let mut row = request::new_row(&cell.id, send.seq, stream);
         row.intended_ms = record::ms(due - epoch);
         let host = send.target.min(clients.len() - 1);
@@ -435,28 +467,33 @@ async fn run_sends(
         let Ok(permit) = permits.clone().try_acquire_owned() else {
             row.end_ms = record::ms(Instant::now() - epoch);
             row.error = "saturated".into();
-            row.error_detail = format!(
-                "{} requests already in flight (run.concurrency)",
-                config.concurrency
-            );
+            row.error_detail = saturated.clone();
             let _ = rows.send(row);
             continue;
         };
         let guard = RowGuard::new(row, rows.clone(), epoch);
         let client = clients[host].clone();
-        let streams = streams.clone();
+        let prepared = prepared.clone();
         let idx = send.stream;
-        let config = config.clone();
+        let (timeout, threshold) = (config.timeout, config.cold_threshold);
         let rows_out = rows.clone();
         let stop = stop.clone();
         let residency = watchers[host].clone();
         tasks.spawn(async move {
             let mut guard = guard;
-            let stream = &streams[idx];
+            let stream = &prepared[host][idx];
             let (resident, exchange) =
-                send_one(&client, residency.as_ref(), stream, &config, &stop).await;
+                send_one(&client, residency.as_ref(), stream, timeout, &stop).await;
+            if let (Some(r), Some(at)) = (&residency, residency::answered_at(&exchange)) {
+                r.answered(
+                    &stream.model,
+                    at,
+                    exchange.end_at,
+                    stream.keep_alive.as_ref(),
+                );
+            }
             if let Some(row) = guard.take() {
-                let row = fill_row(row, resident, &exchange, due, epoch, config.cold_threshold);
+                let row = fill_row(row, resident, &exchange, due, epoch, threshold);
                 let _ = rows_out.send(row);
             }
             drop(permit);
@@ -487,26 +524,32 @@ async fn run_sends(
     })
 }
 
-/// Sleeps until `due` with sub-millisecond precision: tokio's timer wheel ticks in whole
-/// milliseconds, which alone would send each request up to 1 ms late, so the last
-/// stretch is a thread sleep (high-resolution on Linux) with the worker handed off.
-async fn wait_until(due: Instant) {
-    const COARSE_MARGIN: Duration = Duration::from_millis(2);
-    if let Some(early) = due.checked_sub(COARSE_MARGIN)
-        && Instant::now() < early
-    {
-        tokio::time::sleep_until(early.into()).await;
-    }
-    let rest = due.saturating_duration_since(Instant::now());
-    if rest.is_zero() {
-        return;
-    }
-    let multi_thread = tokio::runtime::Handle::current().runtime_flavor()
-        == tokio::runtime::RuntimeFlavor::MultiThread;
-    if multi_thread {
-        tokio::task::block_in_place(|| std::thread::sleep(rest));
-    } else {
-        tokio::time::sleep_until(due.into()).await;
+/// Hands the index of each send to the runner when it is due, from a thread of its
+/// own: a thread sleep is precise to tens of microseconds, where tokio's timer ticks in
+/// whole milliseconds, and it costs one wake-up per send (sleeping on a runtime worker
+/// with `block_in_place` costs a hand-over of the worker each time). Ends after the
+/// last send, or when the runner drops either end.
+fn pace(
+    start: Instant,
+    offsets: &[Duration],
+    due: &mpsc::UnboundedSender<usize>,
+    stop: &std::sync::mpsc::Receiver<()>,
+) {
+    for (i, offset) in offsets.iter().enumerate() {
+        let at = start + *offset;
+        loop {
+            let left = at.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            match stop.recv_timeout(left) {
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                _ => return,
+            }
+        }
+        if due.send(i).is_err() {
+            return;
+        }
     }
 }
 
@@ -519,38 +562,42 @@ const STOP_WAIT: Duration = Duration::from_millis(500);
 async fn send_one(
     client: &OllamaClient,
     residency: Option<&Residency>,
-    stream: &CellStream,
-    config: &RunnerConfig,
+    stream: &Prepared,
+    timeout: Duration,
     stop: &CancellationToken,
 ) -> (Option<bool>, Exchange) {
     let resident = residency.and_then(|r| r.resident(&stream.model));
-    let timeout = Some(config.timeout);
-    let exchange = async {
-        let (path, embed) = match stream.api {
-            Api::Generate => ("/api/generate", false),
-            Api::Chat => ("/api/chat", false),
-            Api::Embed => ("/api/embed", true),
-        };
-        match stream.api {
-            Api::Generate => {
-                let body = generate_request(stream);
-                client
-                    .exchange_until(path, &body, timeout, embed, Some(stop))
-                    .await
-            }
-            Api::Chat => {
-                let body = chat_request(stream);
-                client
-                    .exchange_until(path, &body, timeout, embed, Some(stop))
-                    .await
-            }
-            Api::Embed => {
-                let body = embed_request(stream);
-                client
-                    .exchange_until(path, &body, timeout, embed, Some(stop))
-                    .await
-            }
+    let exchange = match &stream.request {
+        Ok(req) => {
+            client
+                .exchange_prepared(req, Some(timeout), stream.embed, Some(stop))
+                .await
         }
+        Err(e) => Exchange::failed(e.clone()),
     };
-    (resident, exchange.await)
+    (resident, exchange)
+}
+
+/// A stream's request, encoded once for every send of the cell.
+struct Prepared {
+    model: String,
+    keep_alive: Option<KeepAlive>,
+    embed: bool,
+    request: Result<ollama::client::Prepared, ClientError>,
+}
+
+impl Prepared {
+    fn new(client: &OllamaClient, stream: &CellStream) -> Prepared {
+        let request = match stream.api {
+            Api::Generate => client.prepare("/api/generate", &generate_request(stream)),
+            Api::Chat => client.prepare("/api/chat", &chat_request(stream)),
+            Api::Embed => client.prepare("/api/embed", &embed_request(stream)),
+        };
+        Prepared {
+            model: stream.model.clone(),
+            keep_alive: stream.keep_alive.clone(),
+            embed: stream.api == Api::Embed,
+            request,
+        }
+    }
 }

@@ -3,9 +3,11 @@
 //! the plan installed, or pulled with `--pull`) before the run folder is created.
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use crate::ollama::{ClientError, OllamaClient};
 use crate::run::ProgressEvent;
@@ -105,10 +107,19 @@ pub async fn start_target(scenario: &Scenario, target: &Target) -> Result<Option
     }
 }
 
+/// Ctrl-C came before the first request (while reaching the target, checking or
+/// pulling its models): nothing was recorded.
+#[derive(Debug, thiserror::Error)]
+#[error("interrupted while {0}; nothing was recorded")]
+pub struct StoppedBeforeStart(pub String);
+
 /// Connects to the target and records its `/api/version`: (kind, client, version).
+/// The call is bounded by `timeout` (the run's request timeout) and ended by `cancel`.
 pub async fn connect(
     target: &Target,
     sim_handle: Option<&SimHandle>,
+    timeout: Duration,
+    cancel: &CancellationToken,
 ) -> Result<(&'static str, OllamaClient, String)> {
     let (kind, url) = match (target, sim_handle) {
         (Target::Sim, Some(h)) => ("sim", h.base_url()),
@@ -118,7 +129,7 @@ pub async fn connect(
         ),
         (Target::Sim, None) => anyhow::bail!("the simulator did not start"),
     };
-    connect_url(kind, &url).await
+    connect_url(kind, &url, timeout, cancel).await
 }
 
 /// Connects to every host of the target (one, or each of a fleet) and records their
@@ -127,15 +138,17 @@ pub async fn connect(
 pub async fn connect_all(
     target: &Target,
     sim_handle: Option<&SimHandle>,
+    timeout: Duration,
+    cancel: &CancellationToken,
 ) -> Result<(&'static str, Vec<OllamaClient>, String)> {
     let Target::Fleet(urls) = target else {
-        let (kind, client, version) = connect(target, sim_handle).await?;
+        let (kind, client, version) = connect(target, sim_handle, timeout, cancel).await?;
         return Ok((kind, vec![client], version));
     };
     let mut clients = Vec::new();
     let mut versions: Vec<String> = Vec::new();
     for url in urls {
-        let (_, client, version) = connect_url("ollama", url).await?;
+        let (_, client, version) = connect_url("ollama", url, timeout, cancel).await?;
         clients.push(client);
         if !versions.contains(&version) {
             versions.push(version);
@@ -147,10 +160,15 @@ pub async fn connect_all(
 async fn connect_url(
     kind: &'static str,
     url: &str,
+    timeout: Duration,
+    cancel: &CancellationToken,
 ) -> Result<(&'static str, OllamaClient, String)> {
     let url = url.to_string();
     let client = OllamaClient::new(&url).with_context(|| format!("bad target address {url:?}"))?;
-    let version = client.version().await.map_err(|e| match e {
+    let version = client.version_until(timeout, cancel).await.map_err(|e| match e {
+        ClientError::Cancelled(_) => {
+            StoppedBeforeStart(format!("asking {} for /api/version", client.base_url())).into()
+        }
         ClientError::Http { status, .. } if (300..400).contains(&status) => {
             anyhow::anyhow!("{} answered GET /api/version with {e}", client.base_url())
         }
@@ -182,12 +200,17 @@ pub async fn with_target<T>(
     result
 }
 
-/// Every distinct model of the plan must be installed (`/api/show`), or pulled with `--pull`.
+/// Every distinct model of the plan must be installed (`/api/show`), or pulled with
+/// `--pull`. Each `/api/show` is bounded by `timeout` (the run's request timeout), a
+/// pull fails when the server reports no progress for that long, and `cancel` ends
+/// either at once.
 pub async fn check_models(
     client: &OllamaClient,
     plan: &Plan,
     pull: bool,
+    timeout: Duration,
     progress: &mpsc::UnboundedSender<ProgressEvent>,
+    cancel: &CancellationToken,
 ) -> Result<()> {
     let models: BTreeSet<&str> = plan
         .cells
@@ -196,9 +219,12 @@ pub async fn check_models(
         .collect();
     let mut missing = Vec::new();
     for m in models {
-        match client.show(m).await {
+        match client.show_until(m, timeout, cancel).await {
             Ok(_) => {}
             Err(e) if e.status() == Some(404) => missing.push(m.to_string()),
+            Err(ClientError::Cancelled(_)) => {
+                return Err(StoppedBeforeStart(format!("asking about model {m}")).into());
+            }
             Err(e) => {
                 return Err(anyhow::anyhow!(
                     "asking {} about model {m}: {e}",
@@ -220,15 +246,26 @@ pub async fn check_models(
     for m in &missing {
         let _ = progress.send(ProgressEvent::Note(format!("pulling {m}")));
         let mut last = String::new();
-        client
-            .pull(m, |p| {
+        let pulled = client
+            .pull_until(m, timeout, cancel, |p| {
                 if p.status != last {
                     last = p.status.clone();
                     let _ = progress.send(ProgressEvent::Note(format!("{m}: {}", p.status)));
                 }
             })
-            .await
-            .with_context(|| format!("pulling {m}"))?;
+            .await;
+        match pulled {
+            Ok(()) => {}
+            Err(ClientError::Cancelled(_)) => {
+                return Err(StoppedBeforeStart(format!("pulling {m}")).into());
+            }
+            Err(e @ ClientError::Timeout(_)) => {
+                return Err(anyhow::anyhow!(
+                    "{e}: no progress from the server for {timeout:?} (the run's timeout); raise [run] timeout for a slow registry, or pull it first with `ollama pull {m}`"
+                ));
+            }
+            Err(e) => return Err(anyhow::Error::new(e).context(format!("pulling {m}"))),
+        }
     }
     Ok(())
 }

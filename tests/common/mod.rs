@@ -70,12 +70,33 @@ pub fn ollama_dir() -> PathBuf {
 }
 
 /// The tiny models every real-Ollama test may use: (name, source GGUF, `-q` level).
-pub const TINY_MODELS: [(&str, &str, Option<&str>); 4] = [
+/// `tiny-embed` is tiny-50m's architecture with a mean pooling type, so Ollama lists
+/// it with the `embedding` capability and serves `/api/embed` and `/v1/embeddings`
+/// (a model without a pooling type answers them 501: its runner has no embeddings).
+pub const TINY_MODELS: [(&str, &str, Option<&str>); 5] = [
     ("tiny-50m", "tiny-50m", None),
     ("tiny-50m:q8_0", "tiny-50m", Some("q8_0")),
     ("tiny-50m:q4_K_M", "tiny-50m", Some("q4_K_M")),
     ("tiny-150m", "tiny-150m", None),
+    ("tiny-embed", "tiny-embed", None),
 ];
+
+/// Writes `tiny-embed.gguf` with `make_tiny_models.py`'s own writer (tiny-50m's shape
+/// and tokenizer) plus `llama.pooling_type` = mean: what makes Ollama treat a GGUF as
+/// an embedding model.
+const TINY_EMBED_PY: &str = r#"
+import importlib.util, sys
+import gguf
+spec = importlib.util.spec_from_file_location("tiny", sys.argv[1])
+tiny = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(tiny)
+add_name = gguf.GGUFWriter.add_name
+def with_pooling(self, name):
+    add_name(self, name)
+    self.add_pooling_type(gguf.PoolingType.MEAN)
+gguf.GGUFWriter.add_name = with_pooling
+tiny.write_model(sys.argv[2], "tiny-embed", *tiny.MODELS["tiny-50m"])
+"#;
 
 /// A free loopback port (bound, read, released).
 pub fn free_port() -> u16 {
@@ -121,6 +142,21 @@ fn models_dir() -> Result<PathBuf, String> {
                 if !out.status.success() {
                     return Err(format!(
                         "make_tiny_models.py failed (pip install gguf numpy?): {}",
+                        String::from_utf8_lossy(&out.stderr).trim()
+                    ));
+                }
+            }
+            let embed = gguf.join("tiny-embed.gguf");
+            if !embed.exists() {
+                let out = Command::new("python3")
+                    .args(["-c", TINY_EMBED_PY])
+                    .arg(ollama_dir().join("make_tiny_models.py"))
+                    .arg(&embed)
+                    .output()
+                    .map_err(|e| format!("python3 could not run: {e}"))?;
+                if !out.status.success() {
+                    return Err(format!(
+                        "writing tiny-embed.gguf failed (pip install gguf numpy?): {}",
                         String::from_utf8_lossy(&out.stderr).trim()
                     ));
                 }
