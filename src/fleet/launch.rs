@@ -73,14 +73,7 @@ pub async fn launch(
             target::check_models(client, plan, false, timeout, progress, cancel).await?;
         }
         if launch.prewarm {
-            let config = RunnerConfig {
-                concurrency: scenario.run.concurrency,
-                timeout: scenario.run.timeout,
-                cold_threshold: scenario.run.cold_threshold,
-                unload_timeout: scenario.run.unload_timeout,
-                grace: scenario.run.grace,
-                check_resident: true,
-            };
+            let config = RunnerConfig::from_run(&scenario.run);
             for client in &clients {
                 open_loop::prewarm(client, plan, &config, progress, cancel).await;
                 let _ =

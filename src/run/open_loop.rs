@@ -126,6 +126,20 @@ pub struct RunnerConfig {
     pub check_resident: bool,
 }
 
+impl RunnerConfig {
+    /// The runner's settings from a scenario's `[run]`, with the residency check on.
+    pub fn from_run(run: &crate::scenario::RunSettings) -> RunnerConfig {
+        RunnerConfig {
+            concurrency: run.concurrency,
+            timeout: run.timeout,
+            cold_threshold: run.cold_threshold,
+            unload_timeout: run.unload_timeout,
+            grace: run.grace,
+            check_resident: true,
+        }
+    }
+}
+
 /// Longest tail a cell waits after its last request for the target to release the
 /// model on its own (so release delay and idle VRAM are observed); beyond it, the
 /// next cell unloads everything.
@@ -194,14 +208,7 @@ async fn run_against(
     let (clients, mut rec) = begin
         .open(|meta| meta.shard = shard_meta, &progress, &cancel)
         .await?;
-    let config = RunnerConfig {
-        concurrency: scenario.run.concurrency,
-        timeout: scenario.run.timeout,
-        cold_threshold: scenario.run.cold_threshold,
-        unload_timeout: scenario.run.unload_timeout,
-        grace: scenario.run.grace,
-        check_resident: true,
-    };
+    let config = RunnerConfig::from_run(&scenario.run);
     if options.prewarm && options.slice.is_none() && !cancel.is_cancelled() {
         for client in &clients {
             prewarm(client, plan, &config, &progress, &cancel).await;
