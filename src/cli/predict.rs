@@ -66,6 +66,15 @@ pub(super) fn predict(args: PredictArgs) -> Result<()> {
         .transpose()
         .map_err(|e| bad("", &e))?;
     let mut native_clients = false;
+    // A per-request CSV (kabench's request log, or a trace in its columns).
+    let request_log = |path: &std::path::Path| {
+        let options = ReadOptions {
+            model: args.model.clone(),
+            time_scale: args.time_scale,
+            unit,
+        };
+        RequestLog::open(path, options).map_err(|e| bad("", &e))
+    };
     let input: Box<dyn Source + Send> = match (&args.requests, &args.ollama_log) {
         (None, None) if args.trace.is_some() => {
             let path = args.trace.as_deref().unwrap_or(std::path::Path::new(""));
@@ -89,30 +98,10 @@ pub(super) fn predict(args: PredictArgs) -> Result<()> {
                 "mooncake" => {
                     Box::new(trace::Mooncake::open(path, topts).map_err(|e| bad("", &e))?)
                 }
-                _ => Box::new(
-                    RequestLog::open(
-                        path,
-                        ReadOptions {
-                            model: args.model.clone(),
-                            time_scale: args.time_scale,
-                            unit,
-                        },
-                    )
-                    .map_err(|e| bad("", &e))?,
-                ),
+                _ => Box::new(request_log(path)?),
             }
         }
-        (Some(path), _) => Box::new(
-            RequestLog::open(
-                path,
-                ReadOptions {
-                    model: args.model.clone(),
-                    time_scale: args.time_scale,
-                    unit,
-                },
-            )
-            .map_err(|e| bad("", &e))?,
-        ),
+        (Some(path), _) => Box::new(request_log(path)?),
         (None, Some(path)) => {
             let tz = args
                 .tz
