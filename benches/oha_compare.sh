@@ -7,17 +7,20 @@
 # under /usr/bin/time -v. CPU per request = (user + sys of that client process) / N.
 # kabench is measured twice: with its default telemetry (RSS, /api/ps, NVML where a GPU
 # is) and with `[telemetry] sources = []` (the request path alone), and once with one
-# request, so its fixed cost (start, checks, report rendering) can be taken out. The
+# request, so its fixed cost (start, checks, report rendering) is known. The
 # send error (sent_ms - intended_ms in requests.csv) of each kabench run is printed too.
+# The three take turns ROUNDS times (the speed of a shared machine drifts by more than
+# the differences measured), and each figure is given as min / median / max.
 #
-#   cargo build --release && benches/oha_compare.sh            # RATE=50 N=1000
-#   RATE=200 N=4000 benches/oha_compare.sh
+#   cargo build --release && benches/oha_compare.sh            # RATE=50 N=1000 ROUNDS=3
+#   RATE=200 N=4000 ROUNDS=5 benches/oha_compare.sh
 #
 # Needs oha (`cargo install oha`), python3, curl and GNU time (/usr/bin/time).
 set -euo pipefail
 
 RATE=${RATE:-50}
 N=${N:-1000}
+ROUNDS=${ROUNDS:-3}
 KABENCH=${KABENCH:-target/release/kabench}
 OHA=${OHA:-$(command -v oha || echo "$HOME/.cargo/bin/oha")}
 MODEL=tiny-50m
@@ -83,23 +86,38 @@ kabench_run() { # label requests telemetry-line
 
 echo "endpoint: kabench sim $("$KABENCH" --version 2>/dev/null | awk '{print $2}') on $url, $MODEL resident; $RATE req/s x $N; $(nproc) CPUs; load $(cut -d' ' -f1-3 /proc/loadavg)"
 
-/usr/bin/time -v "$OHA" --no-tui -q "$RATE" -n "$N" -m POST \
-    -H 'Content-Type: application/json' -d "$BODY" "$url/api/generate" \
-    >"$work/oha.out" 2>"$work/oha.time"
-oha_ms=$(cpu_ms "$work/oha.time")
-oha_ok=$(grep -E '^\s+\[200\]' "$work/oha.out" | awk '{print $2}')
-printf 'oha %s: %s ms CPU, %.3f ms/request (%s answered 200)\n' \
-    "$("$OHA" --version | awk '{print $2}')" "$oha_ms" "$(echo "$oha_ms / $N" | bc -l)" "${oha_ok:-?}"
+oha_run() { # round -> ms CPU
+    /usr/bin/time -v "$OHA" --no-tui -q "$RATE" -n "$N" -m POST \
+        -H 'Content-Type: application/json' -d "$BODY" "$url/api/generate" \
+        >"$work/oha-$1.out" 2>"$work/oha-$1.time"
+    cpu_ms "$work/oha-$1.time"
+}
+per() { echo "$1 / $N" | bc -l; }
+stats() { # values... -> "min / median / max"
+    printf '%s\n' "$@" | sort -g | awk '{v[NR]=$1} END {printf "%.3f / %.3f / %.3f", v[1], v[int((NR+1)/2)], v[NR]}'
+}
 
 fixed_ms=$(kabench_run one 1 "[telemetry]
 sources = []")
-bare_ms=$(kabench_run bare "$N" "[telemetry]
+echo "kabench fixed cost (a 1-request run): $fixed_ms ms CPU"
+# The machine's speed drifts from minute to minute: the clients take turns, ROUNDS
+# times, and each figure is read as min / median / max over the rounds.
+declare -a oha_per bare_per full_per
+for round in $(seq "$ROUNDS"); do
+    oha_ms=$(oha_run "$round")
+    oha_ok=$(grep -E '^\s+\[200\]' "$work/oha-$round.out" | awk '{print $2}')
+    bare_ms=$(kabench_run "bare-$round" "$N" "[telemetry]
 sources = []")
-full_ms=$(kabench_run full "$N" "")
-per() { echo "$1 / $N" | bc -l; }
-marginal() { echo "($1 - $fixed_ms) / ($N - 1)" | bc -l; }
-printf 'kabench, telemetry off: %s ms CPU, %.3f ms/request (%.3f beyond the %s ms of a 1-request run); %s\n' \
-    "$bare_ms" "$(per "$bare_ms")" "$(marginal "$bare_ms")" "$fixed_ms" "$(send_error "$work/bare")"
-printf 'kabench, default telemetry: %s ms CPU, %.3f ms/request (%.3f beyond a 1-request run); %s\n' \
-    "$full_ms" "$(per "$full_ms")" "$(marginal "$full_ms")" "$(send_error "$work/full")"
+    full_ms=$(kabench_run "full-$round" "$N" "")
+    oha_per+=("$(per "$oha_ms")")
+    bare_per+=("$(per "$bare_ms")")
+    full_per+=("$(per "$full_ms")")
+    printf 'round %s: oha %.3f ms/request (%s answered 200); kabench telemetry off %.3f (%s), default telemetry %.3f (%s)\n' \
+        "$round" "$(per "$oha_ms")" "${oha_ok:-?}" "$(per "$bare_ms")" "$(send_error "$work/bare-$round")" \
+        "$(per "$full_ms")" "$(send_error "$work/full-$round")"
+done
+echo "CPU per request, min / median / max over $ROUNDS rounds:"
+echo "  oha $("$OHA" --version | awk '{print $2}'):          $(stats "${oha_per[@]}") ms"
+echo "  kabench, telemetry off:     $(stats "${bare_per[@]}") ms"
+echo "  kabench, default telemetry: $(stats "${full_per[@]}") ms"
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -1,6 +1,9 @@
-//! The reqwest client for an Ollama endpoint (live Ollama or `kabench sim`): generate,
-//! chat and embed with client-clock timings (read by `stream`), plus ps, tags, show,
-//! version, pull and load/unload. Every failure is data: an `Exchange` carries a
+//! The client for an Ollama endpoint (live Ollama or `kabench sim`): generate, chat
+//! and embed with client-clock timings (read by `stream`), plus ps, tags, show,
+//! version, pull and load/unload. Requests and `/api/ps` polls to a plain `http://`
+//! target go over hyper's pooled HTTP/1 client directly (the measured path, kept lean:
+//! no redirect, decompression or retry layers); `https://` targets and the rarer
+//! control calls go through reqwest. Every failure is data: an `Exchange` carries a
 //! `ClientError` whose `kind()` is the `error_kind` column. Knows nothing of scenarios,
 //! records or files.
 
@@ -12,24 +15,33 @@ use serde_json::{Map, Value};
 
 use crate::ollama::api;
 use crate::ollama::error::{
-    ClientError, error_chain, from_reqwest, location, preview, status_error,
+    ClientError, error_chain, from_hyper, from_reqwest, location, preview, status_error,
 };
 
 use crate::ollama::host::parse_ollama_host;
-use crate::ollama::stream::{Exchange, NdjsonDecoder, read_response};
+use crate::ollama::stream::{Exchange, NdjsonDecoder, read_reply, read_response};
 use crate::units::KeepAlive;
 
 /// Limit for the small control calls (ps, tags, show, version) so a hung server cannot
 /// block a run forever; generate/chat/embed take the caller's timeout instead.
 const CONTROL_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// A client for one Ollama endpoint. Cheap to clone (the connection pool is shared).
+/// hyper's pooled HTTP/1 client, for plain `http://` targets.
+type Lean = hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    http_body_util::Full<bytes::Bytes>,
+>;
+
+/// A client for one Ollama endpoint. Cheap to clone (the connection pools are shared).
 #[derive(Debug, Clone)]
 pub struct OllamaClient {
     http: reqwest::Client,
+    /// The lean path, for an `http://` target (`None` for `https://`).
+    lean: Option<Lean>,
     base: String,
     /// `/api/ps`, parsed once: it is polled several times a second during a run.
     ps_url: Option<reqwest::Url>,
+    ps_uri: Option<http::Uri>,
 }
 
 impl OllamaClient {
@@ -45,10 +57,21 @@ impl OllamaClient {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| ClientError::BadHost(error_chain(&e)))?;
+        let lean = (url.scheme() == "http").then(|| {
+            let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
+            connector.set_nodelay(true);
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .pool_timer(hyper_util::rt::TokioTimer::new())
+                .timer(hyper_util::rt::TokioTimer::new())
+                .build(connector)
+        });
         let base = url.as_str().trim_end_matches('/').to_string();
+        let ps = format!("{base}/api/ps");
         Ok(OllamaClient {
             http,
-            ps_url: reqwest::Url::parse(&format!("{base}/api/ps")).ok(),
+            lean,
+            ps_url: reqwest::Url::parse(&ps).ok(),
+            ps_uri: ps.parse().ok(),
             base,
         })
     }
@@ -73,21 +96,34 @@ impl OllamaClient {
     ) -> Result<T, ClientError> {
         let fut = async {
             let resp = req.send().await.map_err(|e| from_reqwest(e, false))?;
-            let status = resp.status();
-            let location = location(&resp);
+            let status = resp.status().as_u16();
+            let location = location(resp.headers());
             let body = resp.bytes().await.map_err(|e| from_reqwest(e, true))?;
-            if !status.is_success() {
-                return Err(status_error(status.as_u16(), location, &body));
-            }
-            serde_json::from_slice(&body)
-                .map_err(|e| ClientError::BadJson(format!("{e}: {}", preview(&body))))
+            decode_reply(status, location, &body)
         };
-        match tokio::time::timeout(CONTROL_TIMEOUT, fut).await {
-            Ok(r) => r,
-            Err(_) => Err(ClientError::Timeout(format!(
-                "no reply within {CONTROL_TIMEOUT:?}"
-            ))),
-        }
+        within_control_timeout(fut).await
+    }
+
+    /// A GET over the lean path, as [`Self::control_call`] reads it.
+    async fn lean_get<T: DeserializeOwned>(
+        &self,
+        lean: &Lean,
+        uri: &http::Uri,
+    ) -> Result<T, ClientError> {
+        use http_body_util::BodyExt;
+        let fut = async {
+            let resp = lean.get(uri.clone()).await.map_err(from_hyper)?;
+            let status = resp.status().as_u16();
+            let location = location(resp.headers());
+            let body = resp
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| ClientError::BrokenStream(error_chain(&e)))?
+                .to_bytes();
+            decode_reply(status, location, &body)
+        };
+        within_control_timeout(fut).await
     }
 
     /// `GET /api/version`: the server's version string.
@@ -117,9 +153,10 @@ impl OllamaClient {
 
     /// `GET /api/ps`: resident models.
     pub async fn ps(&self) -> Result<api::PsResponse, ClientError> {
-        match &self.ps_url {
-            Some(url) => self.control_call(self.http.get(url.clone())).await,
-            None => self.get_json("/api/ps").await,
+        match (&self.lean, &self.ps_uri, &self.ps_url) {
+            (Some(lean), Some(uri), _) => self.lean_get(lean, uri).await,
+            (_, _, Some(url)) => self.control_call(self.http.get(url.clone())).await,
+            _ => self.get_json("/api/ps").await,
         }
     }
 
@@ -173,7 +210,7 @@ impl OllamaClient {
         .await?;
         let status = resp.status();
         if !status.is_success() {
-            let location = location(&resp);
+            let location = location(resp.headers());
             let body = bounded(&what, stall, stop, async {
                 resp.bytes().await.map_err(|e| from_reqwest(e, true))
             })
@@ -378,9 +415,11 @@ impl OllamaClient {
         body: &B,
     ) -> Result<Prepared, ClientError> {
         let body = serde_json::to_vec(body).map_err(|e| ClientError::BadJson(e.to_string()))?;
-        let url = reqwest::Url::parse(&self.url(path))
+        let full = self.url(path);
+        let url = reqwest::Url::parse(&full)
             .map_err(|e| ClientError::BadHost(format!("{}{path}: {e}", self.base)))?;
         Ok(Prepared {
+            uri: full.parse().ok(),
             url,
             body: bytes::Bytes::from(body),
         })
@@ -432,6 +471,20 @@ impl OllamaClient {
         ex: &mut Exchange,
         embed: bool,
     ) -> Result<(), ClientError> {
+        if let (Some(lean), Some(uri)) = (&self.lean, &prepared.uri) {
+            let req = http::Request::post(uri.clone())
+                .header(http::header::CONTENT_TYPE, "application/json")
+                .body(http_body_util::Full::new(prepared.body.clone()))
+                .map_err(|e| ClientError::BadHost(error_chain(&e)))?;
+            ex.sent_at = Instant::now();
+            let resp = lean.request(req).await.map_err(from_hyper)?;
+            ex.first_byte_at = Some(Instant::now());
+            let status = resp.status().as_u16();
+            let location = location(resp.headers());
+            let body = http_body_util::BodyDataStream::new(resp.into_body())
+                .map(|piece| piece.map_err(|e| ClientError::BrokenStream(error_chain(&e))));
+            return read_reply(status, location, body, ex, embed).await;
+        }
         let req = self
             .http
             .post(prepared.url.clone())
@@ -440,6 +493,31 @@ impl OllamaClient {
         ex.sent_at = Instant::now();
         let resp = req.send().await.map_err(|e| from_reqwest(e, false))?;
         read_response(resp, ex, embed).await
+    }
+}
+
+/// A control call's reply: its JSON, or the error a non-2xx status means.
+fn decode_reply<T: DeserializeOwned>(
+    status: u16,
+    location: Option<String>,
+    body: &[u8],
+) -> Result<T, ClientError> {
+    if !(200..300).contains(&status) {
+        return Err(status_error(status, location, body));
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| ClientError::BadJson(format!("{e}: {}", preview(body))))
+}
+
+/// `call` bounded by the control-call limit.
+async fn within_control_timeout<T>(
+    call: impl Future<Output = Result<T, ClientError>>,
+) -> Result<T, ClientError> {
+    match tokio::time::timeout(CONTROL_TIMEOUT, call).await {
+        Ok(r) => r,
+        Err(_) => Err(ClientError::Timeout(format!(
+            "no reply within {CONTROL_TIMEOUT:?}"
+        ))),
     }
 }
 
@@ -464,6 +542,8 @@ async fn bounded<T>(
 #[derive(Debug, Clone)]
 pub struct Prepared {
     url: reqwest::Url,
+    /// The same URL for the lean path.
+    uri: Option<http::Uri>,
     body: bytes::Bytes,
 }
 

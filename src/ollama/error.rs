@@ -126,6 +126,17 @@ pub fn from_reqwest(err: reqwest::Error, during_body: bool) -> ClientError {
     }
 }
 
+/// Classifies a failure of hyper's client before the response headers: connect, or
+/// (connected and sent) a connection that went away before a reply.
+pub fn from_hyper(err: hyper_util::client::legacy::Error) -> ClientError {
+    let text = error_chain(&err);
+    if err.is_connect() {
+        ClientError::Connect(text)
+    } else {
+        ClientError::BrokenStream(text)
+    }
+}
+
 pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
     let mut text = err.to_string();
     let mut source = err.source();
@@ -138,9 +149,9 @@ pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
 }
 
 /// The `Location` header of a response, when it has one.
-pub(crate) fn location(resp: &reqwest::Response) -> Option<String> {
-    resp.headers()
-        .get(reqwest::header::LOCATION)
+pub(crate) fn location(headers: &http::HeaderMap) -> Option<String> {
+    headers
+        .get(http::header::LOCATION)
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
 }
 

@@ -1,7 +1,8 @@
 //! Ollama's HTTP API: the wire shapes (`api`), shared by the client and the simulator;
 //! model names as Ollama compares them (`name`); and talking to a live Ollama or to
 //! `kabench sim`: errors (`error`), `OLLAMA_HOST` (`host`), the streamed-response reader
-//! (`stream`) and the reqwest client (`client`).
+//! (`stream`) and the client (`client`: hyper's HTTP/1 pool for `http://` targets, reqwest
+//! for `https://` and the control calls).
 
 pub mod api;
 pub mod client;

@@ -5,7 +5,8 @@
 
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
@@ -341,17 +342,33 @@ pub async fn read_response(
     embed: bool,
 ) -> Result<(), ClientError> {
     ex.first_byte_at = Some(Instant::now());
-    let status = resp.status();
-    ex.status = Some(status.as_u16());
-    if !status.is_success() {
-        let location = location(&resp);
-        let body = resp.bytes().await.map_err(|e| from_reqwest(e, true))?;
-        return Err(status_error(status.as_u16(), location, &body));
+    let status = resp.status().as_u16();
+    let location = location(resp.headers());
+    let body = resp
+        .bytes_stream()
+        .map(|piece| piece.map_err(|e| from_reqwest(e, true)));
+    read_reply(status, location, body, ex, embed).await
+}
+
+/// [`read_response`] once the headers are in (`ex.first_byte_at` set): `status`, the
+/// `Location` header, and the body as it arrives, whatever HTTP stack brought it.
+pub(crate) async fn read_reply(
+    status: u16,
+    location: Option<String>,
+    body: impl Stream<Item = Result<Bytes, ClientError>>,
+    ex: &mut Exchange,
+    embed: bool,
+) -> Result<(), ClientError> {
+    let mut body = std::pin::pin!(body);
+    ex.status = Some(status);
+    if !(200..300).contains(&status) {
+        let whole = collect(&mut body).await?;
+        return Err(status_error(status, location, &whole));
     }
     if embed {
-        let body = resp.bytes().await.map_err(|e| from_reqwest(e, true))?;
-        let reply: api::EmbedResponse = serde_json::from_slice(&body)
-            .map_err(|e| ClientError::BadJson(format!("{e}: {}", preview(&body))))?;
+        let whole = collect(&mut body).await?;
+        let reply: api::EmbedResponse = serde_json::from_slice(&whole)
+            .map_err(|e| ClientError::BadJson(format!("{e}: {}", preview(&whole))))?;
         ex.chunks = 1;
         ex.metrics = api::Metrics {
             total_duration: reply.total_duration,
@@ -362,9 +379,8 @@ pub async fn read_response(
         return Ok(());
     }
     let mut decoder = NdjsonDecoder::new();
-    let mut stream = resp.bytes_stream();
-    while let Some(item) = stream.next().await {
-        let bytes = item.map_err(|e| from_reqwest(e, true))?;
+    while let Some(item) = body.next().await {
+        let bytes = item?;
         let at = Instant::now();
         // Every line of the piece is decoded (a bad one fails the request) before the
         // first chunk's own error counts; lines after the final chunk are not taken in.
@@ -394,6 +410,17 @@ pub async fn read_response(
         "body ended after {} chunks without done:true",
         ex.chunks
     )))
+}
+
+/// The whole of a body whose pieces arrive one by one.
+async fn collect(
+    body: &mut (impl Stream<Item = Result<Bytes, ClientError>> + Unpin),
+) -> Result<Vec<u8>, ClientError> {
+    let mut whole = Vec::new();
+    while let Some(piece) = body.next().await {
+        whole.extend_from_slice(&piece?);
+    }
+    Ok(whole)
 }
 
 #[cfg(test)]

@@ -201,7 +201,9 @@ pub fn utc_now_rfc3339() -> String {
         .unwrap_or_default()
 }
 
-/// Appends CSV rows, flushing each so a crash or Ctrl-C loses nothing.
+/// Appends CSV rows: [`Self::append`] flushes each so a crash or Ctrl-C loses nothing;
+/// [`Self::write`] leaves the flush to the caller (a writer of many rows a second
+/// flushes on a short timer instead, one write to the file per period).
 pub struct CsvAppender<T> {
     writer: csv::Writer<BufWriter<File>>,
     _row: std::marker::PhantomData<T>,
@@ -222,9 +224,19 @@ impl<T: Serialize> CsvAppender<T> {
 
     /// Appends and flushes one row.
     pub fn append(&mut self, row: &T) -> Result<()> {
-        self.writer.serialize(row).context("writing a CSV row")?;
-        self.writer.flush().context("flushing a CSV row")?;
-        Ok(())
+        self.write(row)?;
+        self.flush()
+    }
+
+    /// Appends one row to the buffer; it reaches the file on [`Self::flush`] (or when
+    /// the buffer fills).
+    pub fn write(&mut self, row: &T) -> Result<()> {
+        self.writer.serialize(row).context("writing a CSV row")
+    }
+
+    /// Writes every buffered row to the file.
+    pub fn flush(&mut self) -> Result<()> {
+        self.writer.flush().context("flushing CSV rows")
     }
 }
 

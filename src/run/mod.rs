@@ -11,6 +11,7 @@
 
 pub mod closed_loop;
 pub mod open_loop;
+pub mod pacer;
 pub mod recorder;
 pub mod request;
 pub mod residency;

@@ -1,6 +1,7 @@
 //! The open-loop driver (`kabench run`): every stream's intended send times come from
-//! `workload`, a producer sleeps until each, and each due request runs as its own task
-//! gated by a concurrency cap. A slow response never delays the next send; latency is
+//! `workload`, a pacing task sleeps until each (`pacer`: a `timerfd` on Linux, precise
+//! to tens of microseconds), and each due request runs as its own task gated by a
+//! concurrency cap. A slow response never delays the next send; latency is
 //! measured from the intended time (no coordinated omission). Every request, success,
 //! failure, saturation or cancellation, yields exactly one row. After a cell's last
 //! request the driver watches the target release its models (the release tail), so
@@ -18,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::ollama::{self, ClientError, Exchange, OllamaClient};
 use crate::record::{self, RequestRecord, ShardMeta};
+use crate::run::pacer::Pacer;
 use crate::run::recorder;
 use crate::run::request::{
     self, Planned, RowGuard, Slice, chat_request, embed_request, fill_row, generate_request,
@@ -411,10 +413,8 @@ async fn run_sends(
     rows: mpsc::UnboundedSender<RequestRecord>,
     cancel: CancellationToken,
 ) -> Result<CellTiming> {
-    let permits = Arc::new(Semaphore::new(config.concurrency.max(1)));
     let start = start.unwrap_or_else(Instant::now);
     let started_ms = record::ms(start - epoch);
-    let mut tasks = tokio::task::JoinSet::new();
     // Fired once the grace after a cancel is over: requests still in flight end with
     // what they measured so far.
     let stop = CancellationToken::new();
@@ -443,69 +443,30 @@ async fn run_sends(
             })
             .collect(),
     );
-    let saturated = format!(
-        "{} requests already in flight (run.concurrency)",
-        config.concurrency
-    );
-    // The pacer thread says when each send is due; it stops when `_stop_pacer` drops.
-    let (due_tx, mut due_rx) = mpsc::unbounded_channel::<usize>();
-    let (_stop_pacer, stop_rx) = std::sync::mpsc::channel::<()>();
-    let offsets: Vec<Duration> = sends.iter().map(|s| s.offset).collect();
-    std::thread::Builder::new()
-        .name("kabench-pacer".into())
-        .spawn(move || pace(start, &offsets, &due_tx, &stop_rx))?;
-    loop {
-        let i = tokio::select! {
-            next = due_rx.recv() => match next {
-                Some(i) => i,
-                None => break,
-            },
-            _ = cancel.cancelled() => break,
-        };
-        let send = &sends[i];
-        let due = start + send.offset;
-        let stream = &cell.streams[send.stream];
-        let mut row = request::new_row(&cell.id, send.seq, stream);
-        row.intended_ms = record::ms(due - epoch);
-        let host = send.target.min(clients.len() - 1);
-        if clients.len() > 1 {
-            row.target = clients[host].base_url().to_string();
-        }
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
-            row.end_ms = record::ms(Instant::now() - epoch);
-            row.error = "saturated".into();
-            row.error_detail = saturated.clone();
-            let _ = rows.send(row);
-            continue;
-        };
-        let guard = RowGuard::new(row, rows.clone(), epoch);
-        let client = clients[host].clone();
-        let prepared = prepared.clone();
-        let idx = send.stream;
-        let (timeout, threshold) = (config.timeout, config.cold_threshold);
-        let rows_out = rows.clone();
-        let stop = stop.clone();
-        let residency = watchers[host].clone();
-        tasks.spawn(async move {
-            let mut guard = guard;
-            let stream = &prepared[host][idx];
-            let (resident, exchange) =
-                send_one(&client, residency.as_ref(), stream, timeout, &stop).await;
-            if let (Some(r), Some(at)) = (&residency, residency::answered_at(&exchange)) {
-                r.answered(
-                    &stream.model,
-                    at,
-                    exchange.end_at,
-                    stream.keep_alive.as_ref(),
-                );
-            }
-            if let Some(row) = guard.take() {
-                let row = fill_row(row, resident, &exchange, due, epoch, threshold);
-                let _ = rows_out.send(row);
-            }
-            drop(permit);
-        });
-    }
+    // The pacing task starts each request when it is due, on a runtime worker; it
+    // stops early once `cancel` fires and hands back the requests it started.
+    let launcher = Launcher {
+        cell_id: cell.id.clone(),
+        streams: cell.streams.clone(),
+        clients: clients.into(),
+        prepared,
+        watchers,
+        permits: Arc::new(Semaphore::new(config.concurrency.max(1))),
+        saturated: format!(
+            "{} requests already in flight (run.concurrency)",
+            config.concurrency
+        ),
+        timeout: config.timeout,
+        threshold: config.cold_threshold,
+        start,
+        epoch,
+        rows,
+        stop: stop.clone(),
+        tasks: tokio::task::JoinSet::new(),
+    };
+    let mut tasks = tokio::spawn(pace(launcher, sends, cancel.clone()))
+        .await
+        .map_err(|e| anyhow::anyhow!("pacing the sends of cell {}: {e}", cell.id))?;
     let drain = async { while tasks.join_next().await.is_some() {} };
     tokio::select! {
         _ = drain => {}
@@ -531,32 +492,93 @@ async fn run_sends(
     })
 }
 
-/// Hands the index of each send to the runner when it is due, from a thread of its
-/// own: a thread sleep is precise to tens of microseconds, where tokio's timer ticks in
-/// whole milliseconds, and it costs one wake-up per send (sleeping on a runtime worker
-/// with `block_in_place` costs a hand-over of the worker each time). Ends after the
-/// last send, or when the runner drops either end.
-fn pace(
+/// Starts each send's request when it is due ([`Pacer`]: precise to tens of
+/// microseconds, one wake-up per send). Ends after the last send, or once `cancel`
+/// fires; returns the requests it started.
+async fn pace(
+    mut launcher: Launcher,
+    sends: Vec<Planned>,
+    cancel: CancellationToken,
+) -> tokio::task::JoinSet<()> {
+    let mut pacer = Pacer::new();
+    let cancelled = cancel.cancelled();
+    tokio::pin!(cancelled);
+    for send in &sends {
+        tokio::select! {
+            biased;
+            _ = &mut cancelled => break,
+            _ = pacer.until(launcher.start + send.offset) => {}
+        }
+        launcher.launch(send);
+    }
+    launcher.tasks
+}
+
+/// Everything a cell's request needs to start, owned by the pacing task.
+struct Launcher {
+    cell_id: String,
+    streams: Vec<CellStream>,
+    clients: Arc<[OllamaClient]>,
+    prepared: Arc<Vec<Vec<Prepared>>>,
+    watchers: Vec<Option<Residency>>,
+    permits: Arc<Semaphore>,
+    saturated: String,
+    timeout: Duration,
+    threshold: Duration,
     start: Instant,
-    offsets: &[Duration],
-    due: &mpsc::UnboundedSender<usize>,
-    stop: &std::sync::mpsc::Receiver<()>,
-) {
-    for (i, offset) in offsets.iter().enumerate() {
-        let at = start + *offset;
-        loop {
-            let left = at.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            match stop.recv_timeout(left) {
-                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
-                _ => return,
-            }
+    epoch: Instant,
+    rows: mpsc::UnboundedSender<RequestRecord>,
+    stop: CancellationToken,
+    tasks: tokio::task::JoinSet<()>,
+}
+
+impl Launcher {
+    /// Starts `send`'s request on the runtime, or records it `saturated` when
+    /// `run.concurrency` requests are already in flight.
+    fn launch(&mut self, send: &Planned) {
+        let due = self.start + send.offset;
+        let epoch = self.epoch;
+        let stream = &self.streams[send.stream];
+        let mut row = request::new_row(&self.cell_id, send.seq, stream);
+        row.intended_ms = record::ms(due - epoch);
+        let host = send.target.min(self.clients.len() - 1);
+        if self.clients.len() > 1 {
+            row.target = self.clients[host].base_url().to_string();
         }
-        if due.send(i).is_err() {
+        let Ok(permit) = self.permits.clone().try_acquire_owned() else {
+            row.end_ms = record::ms(Instant::now() - epoch);
+            row.error = "saturated".into();
+            row.error_detail = self.saturated.clone();
+            let _ = self.rows.send(row);
             return;
-        }
+        };
+        let guard = RowGuard::new(row, self.rows.clone(), epoch);
+        let clients = self.clients.clone();
+        let prepared = self.prepared.clone();
+        let idx = send.stream;
+        let (timeout, threshold) = (self.timeout, self.threshold);
+        let rows_out = self.rows.clone();
+        let stop = self.stop.clone();
+        let residency = self.watchers[host].clone();
+        self.tasks.spawn(async move {
+            let mut guard = guard;
+            let stream = &prepared[host][idx];
+            let (resident, exchange) =
+                send_one(&clients[host], residency.as_ref(), stream, timeout, &stop).await;
+            if let (Some(r), Some(at)) = (&residency, residency::answered_at(&exchange)) {
+                r.answered(
+                    &stream.model,
+                    at,
+                    exchange.end_at,
+                    stream.keep_alive.as_ref(),
+                );
+            }
+            if let Some(row) = guard.take() {
+                let row = fill_row(row, resident, &exchange, due, epoch, threshold);
+                let _ = rows_out.send(row);
+            }
+            drop(permit);
+        });
     }
 }
 

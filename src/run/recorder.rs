@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
@@ -252,12 +252,34 @@ async fn write_rows(
     fault: WriteFault,
 ) -> Result<(u64, u64)> {
     let (mut n, mut errors) = (0u64, 0u64);
-    while let Some(row) = rows.recv().await {
-        if let Err(e) = csv.append(&row) {
-            // Warned at once; the run stops and the rows still in flight are dropped.
-            fault.fail(record::REQUESTS_CSV, &format!("{e:#}"));
-            while rows.recv().await.is_some() {}
+    // Rows are flushed at most ROW_FLUSH_EVERY after they arrive: one write to the
+    // file per period, not one per request.
+    let flush_at = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(flush_at);
+    let mut dirty = false;
+    let mut failed = None;
+    loop {
+        let row = tokio::select! {
+            row = rows.recv() => row,
+            _ = &mut flush_at, if dirty => {
+                dirty = false;
+                if let Err(e) = csv.flush() {
+                    failed = Some(e);
+                    break;
+                }
+                continue;
+            }
+        };
+        let Some(row) = row else { break };
+        if let Err(e) = csv.write(&row) {
+            failed = Some(e);
             break;
+        }
+        if !dirty {
+            dirty = true;
+            flush_at
+                .as_mut()
+                .reset(tokio::time::Instant::now() + ROW_FLUSH_EVERY);
         }
         n += 1;
         errors += row.is_error() as u64;
@@ -266,8 +288,17 @@ async fn write_rows(
             cold: row.cold,
         });
     }
+    if let Some(e) = failed.or_else(|| csv.flush().err()) {
+        // Warned at once; the run stops and the rows still in flight are dropped.
+        fault.fail(record::REQUESTS_CSV, &format!("{e:#}"));
+        while rows.recv().await.is_some() {}
+    }
     Ok((n, errors))
 }
+
+/// How long a request's row may wait in memory before it is written to
+/// `requests.csv` (Ctrl-C and the end of a run flush at once).
+const ROW_FLUSH_EVERY: Duration = Duration::from_millis(100);
 
 fn telemetry_config(
     scenario: &Scenario,

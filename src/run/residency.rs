@@ -8,8 +8,9 @@
 //! count a warm request cold). The cold rule keeps both of its facts: a model unloaded within the
 //! last poll interval can still be read as resident, and then the server's
 //! `load_duration` (≥ the threshold for any real load) decides; the answers only ever
-//! turn "missing" into "resident", never the other way. A poll older than
-//! [`STALE_AFTER`] (a slow or failing `/api/ps`) is no answer (`None`), never a guess.
+//! turn "missing" into "resident", never the other way. A poll older than the
+//! interval plus [`STALE_AFTER`] (a slow or failing `/api/ps`) is no answer (`None`),
+//! never a guess.
 //! Polling is bounded by its own timeout and stops with the cell.
 
 use std::sync::{Arc, Mutex};
@@ -18,7 +19,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::ollama::OllamaClient;
-use crate::ollama::name::same_model;
+use crate::ollama::name::{key, same_model};
 
 /// How often the watcher asks `/api/ps` when a model of the cell may expire during it
 /// (a keep_alive under [`LONG_KEEP_ALIVE`], or the server's default): a model unloaded
@@ -27,9 +28,11 @@ use crate::ollama::name::same_model;
 pub const POLL_EVERY: Duration = Duration::from_millis(20);
 /// How often it asks when every stream keeps its model at least [`LONG_KEEP_ALIVE`]
 /// (or forever): a model can then leave only after a long idle gap, or by an eviction
-/// the reload's `load_duration` shows. Each poll is an HTTP round trip costing about as
-/// much client CPU as a request: at 20 ms it doubled kabench's CPU at 50 requests/s.
-pub const POLL_EVERY_LONG: Duration = Duration::from_millis(100);
+/// the reload's `load_duration` shows (a real load takes longer than the cold
+/// threshold). Each poll is an HTTP round trip costing about as much client CPU as a
+/// request: at 20 ms it doubled kabench's CPU at 50 requests/s, at 100 ms it still
+/// added a fifth.
+pub const POLL_EVERY_LONG: Duration = Duration::from_millis(500);
 /// A keep_alive at least this long counts as long (see [`POLL_EVERY_LONG`]).
 pub const LONG_KEEP_ALIVE: Duration = Duration::from_secs(60);
 
@@ -46,10 +49,12 @@ pub fn poll_interval<'a>(
         POLL_EVERY
     }
 }
-/// A snapshot older than this is no answer.
+/// A snapshot older than the polling interval plus this is no answer; a poll gets this
+/// long to answer.
 pub const STALE_AFTER: Duration = Duration::from_millis(500);
 
-/// The latest `/api/ps` answer: when it was asked, and the names it listed.
+/// The latest `/api/ps` answer: when it was asked, and the names it listed (as their
+/// comparison keys, [`crate::ollama::name::key`]).
 struct Snapshot {
     asked: Instant,
     models: Vec<String>,
@@ -73,6 +78,8 @@ pub struct Residency {
     /// Per model (as the requests name it): when a request of it was last answered,
     /// and until when that keeps it loaded (`None`: forever).
     answered: Arc<Mutex<Vec<Answered>>>,
+    /// Age beyond which the latest poll is no answer.
+    stale_after: Duration,
     _stop: Arc<DropGuard>,
 }
 
@@ -96,12 +103,15 @@ impl Residency {
                     _ = token.cancelled() => return,
                 };
                 if let Ok(ps) = answer {
-                    let models = ps
+                    let mut models: Vec<String> = ps
                         .models
-                        .into_iter()
-                        .flat_map(|m| [m.name, m.model])
+                        .iter()
+                        .flat_map(|m| [&m.name, &m.model])
                         .filter(|n| !n.is_empty())
+                        .map(|n| key(n))
                         .collect();
+                    models.sort_unstable();
+                    models.dedup();
                     *slot.lock().unwrap_or_else(|p| p.into_inner()) =
                         Some(Snapshot { asked, models });
                 }
@@ -110,6 +120,7 @@ impl Residency {
         Residency {
             latest,
             answered: Arc::default(),
+            stale_after: every + STALE_AFTER,
             _stop: Arc::new(stop.drop_guard()),
         }
     }
@@ -146,15 +157,16 @@ impl Residency {
 
     /// Whether the latest poll listed `model` (names compared as Ollama normalizes
     /// them) or a request of it was answered after that poll was asked; `None` when no
-    /// poll answered within [`STALE_AFTER`].
+    /// poll answered lately (within the interval and [`STALE_AFTER`]).
     pub fn resident(&self, model: &str) -> Option<bool> {
         let asked = {
             let latest = self.latest.lock().unwrap_or_else(|p| p.into_inner());
             let snap = latest.as_ref()?;
-            if snap.asked.elapsed() > STALE_AFTER {
+            if snap.asked.elapsed() > self.stale_after {
                 return None;
             }
-            if snap.models.iter().any(|m| same_model(m, model)) {
+            let model = key(model);
+            if snap.models.contains(&model) {
                 return Some(true);
             }
             snap.asked
@@ -196,9 +208,10 @@ mod tests {
         Residency {
             latest: Arc::new(Mutex::new(Some(Snapshot {
                 asked,
-                models: models.iter().map(|m| m.to_string()).collect(),
+                models: models.iter().map(|m| key(m)).collect(),
             }))),
             answered: Arc::default(),
+            stale_after: STALE_AFTER,
             _stop: Arc::new(CancellationToken::new().drop_guard()),
         }
     }
