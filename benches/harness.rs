@@ -374,7 +374,7 @@ fn send_accuracy(_: &mut Criterion) {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(if full { 30 } else { 2 });
-    let rt = tokio::runtime::Runtime::new().unwrap_or_else(|e| panic!("runtime: {e}"));
+    let rt = kabench::run::pacer::runtime().unwrap_or_else(|e| panic!("runtime: {e}"));
     let settings = SimSettings {
         num_parallel: Some(64),
         ..fast_sim()
