@@ -7,6 +7,7 @@
 //! `ClientError` whose `kind()` is the `error_kind` column. Knows nothing of scenarios,
 //! records or files.
 
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
@@ -35,7 +36,9 @@ type Lean = hyper_util::client::legacy::Client<
 /// A client for one Ollama endpoint. Cheap to clone (the connection pools are shared).
 #[derive(Debug, Clone)]
 pub struct OllamaClient {
-    http: reqwest::Client,
+    /// reqwest, built on first use (an `https://` target, a pull): building it reads
+    /// every system root certificate, which a plain-HTTP target never needs.
+    http: Arc<OnceLock<Result<reqwest::Client, ClientError>>>,
     /// The lean path, for an `http://` target (`None` for `https://`).
     lean: Option<Lean>,
     base: String,
@@ -49,14 +52,11 @@ impl OllamaClient {
     /// used (benchmarks talk to the target directly) and Nagle is off.
     pub fn new(base: &str) -> Result<Self, ClientError> {
         let url = parse_ollama_host(base)?;
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .tcp_nodelay(true)
-            // A followed 301/302/303 turns a POST into a GET (and drops its body): the
-            // target would answer a different request. A redirect is an error instead.
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| ClientError::BadHost(error_chain(&e)))?;
+        let http: Arc<OnceLock<_>> = Arc::default();
+        if url.scheme() != "http" {
+            // Errors in building the TLS client show now, not at the first request.
+            http.get_or_init(build_reqwest).clone()?;
+        }
         let lean = (url.scheme() == "http").then(|| {
             let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
             connector.set_nodelay(true);
@@ -85,9 +85,28 @@ impl OllamaClient {
         format!("{}{}", self.base, path)
     }
 
+    /// The reqwest client, built on first use.
+    fn reqwest(&self) -> Result<&reqwest::Client, ClientError> {
+        self.http
+            .get_or_init(build_reqwest)
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+
     async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
-        let req = self.http.get(self.url(path));
+        if let Some(lean) = &self.lean {
+            let uri = self.lean_uri(path)?;
+            return self.lean_call(lean, http::Method::GET, &uri, None).await;
+        }
+        let req = self.reqwest()?.get(self.url(path));
         self.control_call(req).await
+    }
+
+    /// `path`'s URL for the lean path.
+    fn lean_uri(&self, path: &str) -> Result<http::Uri, ClientError> {
+        self.url(path)
+            .parse()
+            .map_err(|e| ClientError::BadHost(format!("{}{path}: {e}", self.base)))
     }
 
     async fn control_call<T: DeserializeOwned>(
@@ -104,15 +123,25 @@ impl OllamaClient {
         within_control_timeout(fut).await
     }
 
-    /// A GET over the lean path, as [`Self::control_call`] reads it.
-    async fn lean_get<T: DeserializeOwned>(
+    /// A control call over the lean path (a JSON `body` makes it a POST), read as
+    /// [`Self::control_call`] reads it.
+    async fn lean_call<T: DeserializeOwned>(
         &self,
         lean: &Lean,
+        method: http::Method,
         uri: &http::Uri,
+        json: Option<bytes::Bytes>,
     ) -> Result<T, ClientError> {
         use http_body_util::BodyExt;
+        let mut req = http::Request::builder().method(method).uri(uri.clone());
+        if json.is_some() {
+            req = req.header(http::header::CONTENT_TYPE, "application/json");
+        }
+        let req = req
+            .body(http_body_util::Full::new(json.unwrap_or_default()))
+            .map_err(|e| ClientError::BadHost(error_chain(&e)))?;
         let fut = async {
-            let resp = lean.get(uri.clone()).await.map_err(from_hyper)?;
+            let resp = lean.request(req).await.map_err(from_hyper)?;
             let status = resp.status().as_u16();
             let location = location(resp.headers());
             let body = resp
@@ -154,8 +183,8 @@ impl OllamaClient {
     /// `GET /api/ps`: resident models.
     pub async fn ps(&self) -> Result<api::PsResponse, ClientError> {
         match (&self.lean, &self.ps_uri, &self.ps_url) {
-            (Some(lean), Some(uri), _) => self.lean_get(lean, uri).await,
-            (_, _, Some(url)) => self.control_call(self.http.get(url.clone())).await,
+            (Some(lean), Some(uri), _) => self.lean_call(lean, http::Method::GET, uri, None).await,
+            (None, _, Some(url)) => self.control_call(self.reqwest()?.get(url.clone())).await,
             _ => self.get_json("/api/ps").await,
         }
     }
@@ -171,7 +200,15 @@ impl OllamaClient {
             model: model.to_string(),
             ..Default::default()
         };
-        let req = self.http.post(self.url("/api/show")).json(&body);
+        if let Some(lean) = &self.lean {
+            let json =
+                serde_json::to_vec(&body).map_err(|e| ClientError::BadJson(e.to_string()))?;
+            let uri = self.lean_uri("/api/show")?;
+            return self
+                .lean_call(lean, http::Method::POST, &uri, Some(json.into()))
+                .await;
+        }
+        let req = self.reqwest()?.post(self.url("/api/show")).json(&body);
         self.control_call(req).await
     }
 
@@ -203,7 +240,11 @@ impl OllamaClient {
             insecure: None,
         };
         let what = format!("pulling {model}");
-        let send = self.http.post(self.url("/api/pull")).json(&body).send();
+        let send = self
+            .reqwest()?
+            .post(self.url("/api/pull"))
+            .json(&body)
+            .send();
         let resp = bounded(&what, stall, stop, async {
             send.await.map_err(|e| from_reqwest(e, false))
         })
@@ -486,7 +527,7 @@ impl OllamaClient {
             return read_reply(status, location, body, ex, embed).await;
         }
         let req = self
-            .http
+            .reqwest()?
             .post(prepared.url.clone())
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(prepared.body.clone());
@@ -494,6 +535,18 @@ impl OllamaClient {
         let resp = req.send().await.map_err(|e| from_reqwest(e, false))?;
         read_response(resp, ex, embed).await
     }
+}
+
+/// reqwest as kabench uses it: no proxy, Nagle off, no redirect followed (a followed
+/// 301/302/303 turns a POST into a GET and drops its body: the target would answer a
+/// different request, so a redirect is an error instead).
+fn build_reqwest() -> Result<reqwest::Client, ClientError> {
+    reqwest::Client::builder()
+        .no_proxy()
+        .tcp_nodelay(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| ClientError::BadHost(error_chain(&e)))
 }
 
 /// A control call's reply: its JSON, or the error a non-2xx status means.
