@@ -159,7 +159,13 @@ fn observe(
         }
     });
     let (tx, rx) = mpsc::unbounded_channel();
-    let progress = tokio::spawn(crate::progress::show(rx, quiet));
+    // Quiet: nobody listens, so an event costs a failed send, not a task's wake-up.
+    let progress = if quiet {
+        drop(rx);
+        tokio::spawn(async {})
+    } else {
+        tokio::spawn(crate::progress::show(rx, false))
+    };
     (cancel, tx, progress)
 }
 
