@@ -1,9 +1,9 @@
 //! The client for an Ollama endpoint (live Ollama or `kabench sim`): generate, chat
 //! and embed with client-clock timings (read by `stream`), plus ps, tags, show,
-//! version, pull and load/unload. Requests and `/api/ps` polls to a plain `http://`
-//! target go over hyper's pooled HTTP/1 client directly (the measured path, kept lean:
-//! no redirect, decompression or retry layers); `https://` targets and the rarer
-//! control calls go through reqwest. Every failure is data: an `Exchange` carries a
+//! version, pull and load/unload. Every call to a plain `http://` target but a pull
+//! goes over hyper's pooled HTTP/1 client directly (the measured path, kept lean: no
+//! redirect, decompression or retry layers); `https://` targets and pulls go through
+//! reqwest, built on first use. Every failure is data: an `Exchange` carries a
 //! `ClientError` whose `kind()` is the `error_kind` column. Knows nothing of scenarios,
 //! records or files.
 

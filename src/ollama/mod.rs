@@ -2,7 +2,7 @@
 //! model names as Ollama compares them (`name`); and talking to a live Ollama or to
 //! `kabench sim`: errors (`error`), `OLLAMA_HOST` (`host`), the streamed-response reader
 //! (`stream`) and the client (`client`: hyper's HTTP/1 pool for `http://` targets, reqwest
-//! for `https://` and the control calls).
+//! for `https://` targets and pulls).
 
 pub mod api;
 pub mod client;
