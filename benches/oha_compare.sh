@@ -2,15 +2,18 @@
 # kabench's client CPU per request beside oha's, on the same endpoint at the same rate.
 #
 # Starts `kabench sim` on a free loopback port (its own process, not measured), loads
-# tiny-50m and keeps it resident, then sends RATE requests/s × N of the same streamed
-# POST /api/generate body with oha and with `kabench run`, one after the other, each
-# under /usr/bin/time -v. CPU per request = (user + sys of that client process) / N.
-# kabench is measured twice: with its default telemetry (RSS, /api/ps, NVML where a GPU
-# is) and with `[telemetry] sources = []` (the request path alone), and once with one
-# request, so its fixed cost (start, checks, report rendering) is known. The
-# send error (sent_ms - intended_ms in requests.csv) of each kabench run is printed too.
-# The three take turns ROUNDS times (the speed of a shared machine drifts by more than
-# the differences measured), and each figure is given as min / median / max.
+# tiny-50m and keeps it resident, then sends RATE requests/s x N of the same streamed
+# POST /api/generate body with oha and with `kabench run`, each under /usr/bin/time -v.
+# CPU per request = (user + sys of that client process) / N, fixed costs included.
+# kabench is measured with `[telemetry] sources = []` (the request path alone) and with
+# its default telemetry (RSS, /api/ps, NVML where a GPU is). Each kabench run goes side
+# by side with an oha run: both start together, and where `taskset` is available and
+# there are two CPUs or more, each is pinned to a CPU of its own (PIN=0: not pinned), so
+# the drift in the speed of a shared machine, larger than the differences measured,
+# hits both alike. The pairs are repeated ROUNDS times; each figure is given as
+# min / median / max, with the ratio of each pair. Each client's fixed cost (a run of
+# one request) and the send error (sent_ms - intended_ms in requests.csv) of each
+# kabench run are printed too.
 #
 #   cargo build --release && benches/oha_compare.sh            # RATE=50 N=1000 ROUNDS=3
 #   RATE=200 N=4000 ROUNDS=5 benches/oha_compare.sh
@@ -21,6 +24,7 @@ set -euo pipefail
 RATE=${RATE:-50}
 N=${N:-1000}
 ROUNDS=${ROUNDS:-3}
+PIN=${PIN:-1}
 KABENCH=${KABENCH:-target/release/kabench}
 OHA=${OHA:-$(command -v oha || echo "$HOME/.cargo/bin/oha")}
 MODEL=tiny-50m
@@ -77,47 +81,63 @@ print(f"send error p50 {q(0.5):.3f} ms, p99 {q(0.99):.3f} ms, max {late[-1]:.3f}
 EOF
 }
 
-kabench_run() { # label requests telemetry-line
+# pin N: the command prefix that pins a client to CPU N (nothing if not pinning).
+pin() {
+    if [ "$PIN" = 1 ] && command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then
+        echo "taskset -c $1"
+    fi
+}
+
+kabench_run() { # label requests telemetry-line -> ms CPU
     scenario "$1" "$2" "$3"
-    /usr/bin/time -v "$KABENCH" run "$work/$1.toml" --target "$url" --no-prewarm --quiet \
+    $(pin 1) /usr/bin/time -v "$KABENCH" run "$work/$1.toml" --target "$url" --no-prewarm --quiet \
         --out "$work/$1" >/dev/null 2>"$work/$1.time"
     cpu_ms "$work/$1.time"
 }
 
-echo "endpoint: kabench sim $("$KABENCH" --version 2>/dev/null | awk '{print $2}') on $url, $MODEL resident; $RATE req/s x $N; $(nproc) CPUs; load $(cut -d' ' -f1-3 /proc/loadavg)"
-
-oha_run() { # round -> ms CPU
-    /usr/bin/time -v "$OHA" --no-tui -q "$RATE" -n "$N" -m POST \
+oha_run() { # label requests -> ms CPU
+    $(pin 0) /usr/bin/time -v "$OHA" --no-tui -q "$RATE" -n "$2" -m POST \
         -H 'Content-Type: application/json' -d "$BODY" "$url/api/generate" \
-        >"$work/oha-$1.out" 2>"$work/oha-$1.time"
-    cpu_ms "$work/oha-$1.time"
+        >"$work/$1.out" 2>"$work/$1.time"
+    cpu_ms "$work/$1.time"
 }
+
+# side_by_side label telemetry-line: oha and kabench at the same time; "oha_ms kabench_ms"
+side_by_side() {
+    oha_run "oha-$1" "$N" >"$work/oha-$1.ms" &
+    local oha_pid=$!
+    local k
+    k=$(kabench_run "$1" "$N" "$2")
+    wait "$oha_pid"
+    echo "$(cat "$work/oha-$1.ms") $k"
+}
+
+echo "endpoint: kabench sim $("$KABENCH" --version 2>/dev/null | awk '{print $2}') on $url, $MODEL resident; $RATE req/s x $N; $(nproc) CPUs; load $(cut -d' ' -f1-3 /proc/loadavg); pinned: $([ -n "$(pin 0)" ] && echo yes || echo no)"
+
 per() { echo "$1 / $N" | bc -l; }
 stats() { # values... -> "min / median / max"
     printf '%s\n' "$@" | sort -g | awk '{v[NR]=$1} END {printf "%.3f / %.3f / %.3f", v[1], v[int((NR+1)/2)], v[NR]}'
 }
 
-fixed_ms=$(kabench_run one 1 "[telemetry]
-sources = []")
-echo "kabench fixed cost (a 1-request run): $fixed_ms ms CPU"
-# The machine's speed drifts from minute to minute: the clients take turns, ROUNDS
-# times, and each figure is read as min / median / max over the rounds.
-declare -a oha_per bare_per full_per
+off="[telemetry]
+sources = []"
+echo "fixed cost (a 1-request run): kabench $(kabench_run one 1 "$off") ms CPU, oha $(oha_run oha-one 1) ms CPU"
+declare -a oha_per bare_per full_per bare_ratio full_ratio
 for round in $(seq "$ROUNDS"); do
-    oha_ms=$(oha_run "$round")
-    oha_ok=$(grep -E '^\s+\[200\]' "$work/oha-$round.out" | awk '{print $2}')
-    bare_ms=$(kabench_run "bare-$round" "$N" "[telemetry]
-sources = []")
-    full_ms=$(kabench_run "full-$round" "$N" "")
-    oha_per+=("$(per "$oha_ms")")
+    read -r oha_a bare_ms < <(side_by_side "bare-$round" "$off")
+    read -r oha_b full_ms < <(side_by_side "full-$round" "")
+    oha_per+=("$(per "$oha_a")" "$(per "$oha_b")")
     bare_per+=("$(per "$bare_ms")")
     full_per+=("$(per "$full_ms")")
-    printf 'round %s: oha %.3f ms/request (%s answered 200); kabench telemetry off %.3f (%s), default telemetry %.3f (%s)\n' \
-        "$round" "$(per "$oha_ms")" "${oha_ok:-?}" "$(per "$bare_ms")" "$(send_error "$work/bare-$round")" \
-        "$(per "$full_ms")" "$(send_error "$work/full-$round")"
+    bare_ratio+=("$(echo "$bare_ms / $oha_a" | bc -l)")
+    full_ratio+=("$(echo "$full_ms / $oha_b" | bc -l)")
+    printf 'round %s: telemetry off %.3f ms/request beside oha %.3f (x%.2f; %s)\n' "$round" \
+        "$(per "$bare_ms")" "$(per "$oha_a")" "${bare_ratio[-1]}" "$(send_error "$work/bare-$round")"
+    printf '         default telemetry %.3f ms/request beside oha %.3f (x%.2f; %s)\n' \
+        "$(per "$full_ms")" "$(per "$oha_b")" "${full_ratio[-1]}" "$(send_error "$work/full-$round")"
 done
 echo "CPU per request, min / median / max over $ROUNDS rounds:"
 echo "  oha $("$OHA" --version | awk '{print $2}'):          $(stats "${oha_per[@]}") ms"
-echo "  kabench, telemetry off:     $(stats "${bare_per[@]}") ms"
-echo "  kabench, default telemetry: $(stats "${full_per[@]}") ms"
+echo "  kabench, telemetry off:     $(stats "${bare_per[@]}") ms; beside oha x$(stats "${bare_ratio[@]}")"
+echo "  kabench, default telemetry: $(stats "${full_per[@]}") ms; beside oha x$(stats "${full_ratio[@]}")"
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"

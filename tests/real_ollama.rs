@@ -48,7 +48,9 @@ fn f(v: &Value) -> f64 {
 /// The acceptance scenario, shortened: constant gaps of 5 s, keep_alive 0 / 1s / 8s /
 /// -1. The model unloads 1 s after each request ends under `1s` (cold every time: a
 /// cold request on a busy 2-core machine can take 3 s, so the gap leaves a second) and
-/// stays under `8s` and `-1` (cold only the first time).
+/// stays under `8s` and `-1` (cold only the first time). `/api/ps` is sampled every
+/// 20 ms: under `0` the model is listed only between the end of its load and its
+/// unload (tens of ms), which a 100 ms sampler can miss in all three requests.
 const GAPS: &str = r#"
 name = "gaps"
 seed = 1
@@ -63,6 +65,8 @@ arrival = { kind = "constant", rate = "0.2/s" }
 [run]
 requests = 3
 timeout = "30s"
+[telemetry]
+ps_interval = "20ms"
 [sweep]
 keep_alive = ["0", "1s", "8s", -1]
 "#;

@@ -1,9 +1,9 @@
 //! The client for an Ollama endpoint (live Ollama or `kabench sim`): generate, chat
 //! and embed with client-clock timings (read by `stream`), plus ps, tags, show,
 //! version, pull and load/unload. Every call to a plain `http://` target but a pull
-//! goes over hyper's pooled HTTP/1 client directly (the measured path, kept lean: no
-//! redirect, decompression or retry layers); `https://` targets and pulls go through
-//! reqwest, built on first use. Every failure is data: an `Exchange` carries a
+//! goes over kabench's own HTTP/1 connections on hyper (`conn`: the measured path, kept
+//! lean: no pool layer, redirect, decompression or retry); `https://` targets and pulls
+//! go through reqwest, built on first use. Every failure is data: an `Exchange` carries a
 //! `ClientError` whose `kind()` is the `error_kind` column. Knows nothing of scenarios,
 //! records or files.
 
@@ -15,8 +15,9 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use crate::ollama::api;
+use crate::ollama::conn::Http1Pool;
 use crate::ollama::error::{
-    ClientError, error_chain, from_hyper, from_reqwest, location, preview, status_error,
+    ClientError, error_chain, from_reqwest, location, preview, status_error,
 };
 
 use crate::ollama::host::parse_ollama_host;
@@ -27,12 +28,6 @@ use crate::units::KeepAlive;
 /// block a run forever; generate/chat/embed take the caller's timeout instead.
 const CONTROL_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// hyper's pooled HTTP/1 client, for plain `http://` targets.
-type Lean = hyper_util::client::legacy::Client<
-    hyper_util::client::legacy::connect::HttpConnector,
-    http_body_util::Full<bytes::Bytes>,
->;
-
 /// A client for one Ollama endpoint. Cheap to clone (the connection pools are shared).
 #[derive(Debug, Clone)]
 pub struct OllamaClient {
@@ -40,8 +35,11 @@ pub struct OllamaClient {
     /// every system root certificate, which a plain-HTTP target never needs.
     http: Arc<OnceLock<Result<reqwest::Client, ClientError>>>,
     /// The lean path, for an `http://` target (`None` for `https://`).
-    lean: Option<Lean>,
+    lean: Option<Http1Pool>,
     base: String,
+    /// The path of `base` (empty, or a prefix such as `/ollama`): the lean path's
+    /// requests name the path alone, with the host in their `Host` header.
+    base_path: String,
     /// `/api/ps`, parsed once: it is polled several times a second during a run.
     ps_url: Option<reqwest::Url>,
     ps_uri: Option<http::Uri>,
@@ -57,22 +55,24 @@ impl OllamaClient {
             // Errors in building the TLS client show now, not at the first request.
             http.get_or_init(build_reqwest).clone()?;
         }
-        let lean = (url.scheme() == "http").then(|| {
-            let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
-            connector.set_nodelay(true);
-            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-                .pool_timer(hyper_util::rt::TokioTimer::new())
-                .timer(hyper_util::rt::TokioTimer::new())
-                .build(connector)
-        });
         let base = url.as_str().trim_end_matches('/').to_string();
+        let base_path = url.path().trim_end_matches('/').to_string();
+        let lean = if url.scheme() == "http" {
+            let uri: http::Uri = base
+                .parse()
+                .map_err(|e| ClientError::BadHost(format!("{base}: {e}")))?;
+            Some(Http1Pool::new(&uri)?)
+        } else {
+            None
+        };
         let ps = format!("{base}/api/ps");
         Ok(OllamaClient {
             http,
             lean,
             ps_url: reqwest::Url::parse(&ps).ok(),
-            ps_uri: ps.parse().ok(),
+            ps_uri: format!("{base_path}/api/ps").parse().ok(),
             base,
+            base_path,
         })
     }
 
@@ -102,9 +102,9 @@ impl OllamaClient {
         self.control_call(req).await
     }
 
-    /// `path`'s URL for the lean path.
+    /// `path` as the lean path sends it (the base's path prefix and `path`).
     fn lean_uri(&self, path: &str) -> Result<http::Uri, ClientError> {
-        self.url(path)
+        format!("{}{path}", self.base_path)
             .parse()
             .map_err(|e| ClientError::BadHost(format!("{}{path}: {e}", self.base)))
     }
@@ -127,21 +127,21 @@ impl OllamaClient {
     /// [`Self::control_call`] reads it.
     async fn lean_call<T: DeserializeOwned>(
         &self,
-        lean: &Lean,
+        lean: &Http1Pool,
         method: http::Method,
         uri: &http::Uri,
         json: Option<bytes::Bytes>,
     ) -> Result<T, ClientError> {
         use http_body_util::BodyExt;
-        let mut req = http::Request::builder().method(method).uri(uri.clone());
-        if json.is_some() {
-            req = req.header(http::header::CONTENT_TYPE, "application/json");
-        }
-        let req = req
-            .body(http_body_util::Full::new(json.unwrap_or_default()))
-            .map_err(|e| ClientError::BadHost(error_chain(&e)))?;
         let fut = async {
-            let resp = lean.request(req).await.map_err(from_hyper)?;
+            let (resp, lease) = lean
+                .send(
+                    &method,
+                    uri,
+                    json.is_some(),
+                    &json.clone().unwrap_or_default(),
+                )
+                .await?;
             let status = resp.status().as_u16();
             let location = location(resp.headers());
             let body = resp
@@ -150,6 +150,7 @@ impl OllamaClient {
                 .await
                 .map_err(|e| ClientError::BrokenStream(error_chain(&e)))?
                 .to_bytes();
+            lease.release();
             decode_reply(status, location, &body)
         };
         within_control_timeout(fut).await
@@ -460,7 +461,7 @@ impl OllamaClient {
         let url = reqwest::Url::parse(&full)
             .map_err(|e| ClientError::BadHost(format!("{}{path}: {e}", self.base)))?;
         Ok(Prepared {
-            uri: full.parse().ok(),
+            uri: format!("{}{path}", self.base_path).parse().ok(),
             url,
             body: bytes::Bytes::from(body),
         })
@@ -493,6 +494,7 @@ impl OllamaClient {
             };
             match stop {
                 Some(stop) => tokio::select! {
+                    biased;
                     r = bounded => r,
                     _ = stop.cancelled() => Err(ClientError::Cancelled(
                         "interrupted before the response ended".into(),
@@ -513,18 +515,21 @@ impl OllamaClient {
         embed: bool,
     ) -> Result<(), ClientError> {
         if let (Some(lean), Some(uri)) = (&self.lean, &prepared.uri) {
-            let req = http::Request::post(uri.clone())
-                .header(http::header::CONTENT_TYPE, "application/json")
-                .body(http_body_util::Full::new(prepared.body.clone()))
-                .map_err(|e| ClientError::BadHost(error_chain(&e)))?;
             ex.sent_at = Instant::now();
-            let resp = lean.request(req).await.map_err(from_hyper)?;
+            let (resp, lease) = lean
+                .send(&http::Method::POST, uri, true, &prepared.body)
+                .await?;
             ex.first_byte_at = Some(Instant::now());
             let status = resp.status().as_u16();
             let location = location(resp.headers());
-            let body = http_body_util::BodyDataStream::new(resp.into_body())
-                .map(|piece| piece.map_err(|e| ClientError::BrokenStream(error_chain(&e))));
-            return read_reply(status, location, body, ex, embed).await;
+            let mut body = resp.into_body();
+            read_reply(status, location, data_pieces(&mut body), ex, embed).await?;
+            // The connection serves the next request once it is idle again: at once
+            // when the body's end came with the final line (the usual case), else it
+            // is closed as the unread rest is dropped, and the next request skips it.
+            drop(body);
+            lease.release();
+            return Ok(());
         }
         let req = self
             .reqwest()?
@@ -535,6 +540,28 @@ impl OllamaClient {
         let resp = req.send().await.map_err(|e| from_reqwest(e, false))?;
         read_response(resp, ex, embed).await
     }
+}
+
+/// The data of a hyper body, piece by piece as it arrives (trailers skipped).
+fn data_pieces(
+    body: &mut hyper::body::Incoming,
+) -> impl futures_util::Stream<Item = Result<bytes::Bytes, ClientError>> + '_ {
+    futures_util::stream::poll_fn(move |cx| {
+        loop {
+            let frame = match hyper::body::Body::poll_frame(std::pin::Pin::new(&mut *body), cx) {
+                std::task::Poll::Pending => return std::task::Poll::Pending,
+                std::task::Poll::Ready(frame) => frame,
+            };
+            return std::task::Poll::Ready(match frame {
+                None => None,
+                Some(Err(e)) => Some(Err(ClientError::BrokenStream(error_chain(&e)))),
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => Some(Ok(data)),
+                    Err(_trailers) => continue,
+                },
+            });
+        }
+    })
 }
 
 /// reqwest as kabench uses it: no proxy, Nagle off, no redirect followed (a followed

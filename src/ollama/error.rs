@@ -126,17 +126,6 @@ pub fn from_reqwest(err: reqwest::Error, during_body: bool) -> ClientError {
     }
 }
 
-/// Classifies a failure of hyper's client before the response headers: connect, or
-/// (connected and sent) a connection that went away before a reply.
-pub fn from_hyper(err: hyper_util::client::legacy::Error) -> ClientError {
-    let text = error_chain(&err);
-    if err.is_connect() {
-        ClientError::Connect(text)
-    } else {
-        ClientError::BrokenStream(text)
-    }
-}
-
 pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
     let mut text = err.to_string();
     let mut source = err.source();

@@ -1,11 +1,12 @@
 //! Ollama's HTTP API: the wire shapes (`api`), shared by the client and the simulator;
 //! model names as Ollama compares them (`name`); and talking to a live Ollama or to
 //! `kabench sim`: errors (`error`), `OLLAMA_HOST` (`host`), the streamed-response reader
-//! (`stream`) and the client (`client`: hyper's HTTP/1 pool for `http://` targets, reqwest
-//! for `https://` targets and pulls).
+//! (`stream`) and the client (`client`: its own HTTP/1 connections for `http://` targets (`conn`),
+//! reqwest for `https://` targets and pulls).
 
 pub mod api;
 pub mod client;
+pub mod conn;
 pub mod error;
 pub mod host;
 pub mod name;

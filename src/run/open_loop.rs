@@ -552,6 +552,9 @@ impl Launcher {
             let _ = self.rows.send(row);
             return;
         };
+        // Finished requests are reaped as new ones start, so a long cell holds only
+        // the requests in flight, not every request it ever sent.
+        while self.tasks.try_join_next().is_some() {}
         let guard = RowGuard::new(row, self.rows.clone(), epoch);
         let clients = self.clients.clone();
         let prepared = self.prepared.clone();

@@ -99,24 +99,22 @@ mod linux {
         }
     }
 
-    /// Arms the timer for `at` and waits until it fires.
+    /// Arms the timer for `at` and waits until it fires. The expiry count is never
+    /// read: arming the timer again resets it, and the runtime's edge-triggered event
+    /// loop reports each expiry once. A readiness seen before `at` (from an earlier
+    /// arming) arms the timer again for what is left.
     pub async fn sleep_until(timer: &AsyncFd<Timer>, at: Instant) -> std::io::Result<()> {
-        let left = at.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Ok(());
-        }
-        timer.get_ref().0.set(
-            Expiration::OneShot(TimeSpec::from_duration(left)),
-            TimerSetTimeFlags::empty(),
-        )?;
         loop {
-            let mut ready = timer.readable().await?;
-            // Reading the expiry count disarms the readiness; EAGAIN (not yet
-            // expired: a stale readiness) waits again.
-            match ready.try_io(|t| t.get_ref().0.wait().map_err(std::io::Error::from)) {
-                Ok(result) => return result,
-                Err(_would_block) => continue,
+            let left = at.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(());
             }
+            timer.get_ref().0.set(
+                Expiration::OneShot(TimeSpec::from_duration(left)),
+                TimerSetTimeFlags::empty(),
+            )?;
+            let mut ready = timer.readable().await?;
+            ready.clear_ready();
         }
     }
 }
