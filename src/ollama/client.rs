@@ -523,13 +523,14 @@ impl OllamaClient {
             let status = resp.status().as_u16();
             let location = location(resp.headers());
             let mut body = resp.into_body();
-            read_reply(status, location, data_pieces(&mut body), ex, embed).await?;
+            let read = read_reply(status, location, data_pieces(&mut body), ex, embed).await;
             // The connection serves the next request once it is idle again: at once
-            // when the body's end came with the final line (the usual case), else it
-            // is closed as the unread rest is dropped, and the next request skips it.
+            // when the body's end was read with the final line (the usual case, and an
+            // error reply read whole), else it is closed as the unread rest is dropped,
+            // and the next request skips it.
             drop(body);
             lease.release();
-            return Ok(());
+            return read;
         }
         let req = self
             .reqwest()?
