@@ -133,15 +133,10 @@ impl OllamaClient {
         json: Option<bytes::Bytes>,
     ) -> Result<T, ClientError> {
         use http_body_util::BodyExt;
+        let is_json = json.is_some();
+        let body = json.unwrap_or_default();
         let fut = async {
-            let (resp, lease) = lean
-                .send(
-                    &method,
-                    uri,
-                    json.is_some(),
-                    &json.clone().unwrap_or_default(),
-                )
-                .await?;
+            let (resp, lease) = lean.send(&method, uri, is_json, &body).await?;
             let status = resp.status().as_u16();
             let location = location(resp.headers());
             let body = resp
@@ -461,7 +456,7 @@ impl OllamaClient {
         let url = reqwest::Url::parse(&full)
             .map_err(|e| ClientError::BadHost(format!("{}{path}: {e}", self.base)))?;
         Ok(Prepared {
-            uri: format!("{}{path}", self.base_path).parse().ok(),
+            uri: self.lean_uri(path).ok(),
             url,
             body: bytes::Bytes::from(body),
         })
@@ -522,13 +517,14 @@ impl OllamaClient {
             ex.first_byte_at = Some(Instant::now());
             let status = resp.status().as_u16();
             let location = location(resp.headers());
-            let mut body = resp.into_body();
-            let read = read_reply(status, location, data_pieces(&mut body), ex, embed).await;
-            // The connection serves the next request once it is idle again: at once
-            // when the body's end was read with the final line (the usual case, and an
-            // error reply read whole), else it is closed as the unread rest is dropped,
-            // and the next request skips it.
-            drop(body);
+            let body = http_body_util::BodyDataStream::new(resp.into_body())
+                .map(|piece| piece.map_err(|e| ClientError::BrokenStream(error_chain(&e))));
+            // The body is dropped when read_reply returns. The connection serves the
+            // next request once it is idle again: at once when the body's end was read
+            // with the final line (the usual case, and an error reply read whole),
+            // else it is closed as the unread rest is dropped, and the next request
+            // skips it.
+            let read = read_reply(status, location, body, ex, embed).await;
             lease.release();
             return read;
         }
@@ -541,28 +537,6 @@ impl OllamaClient {
         let resp = req.send().await.map_err(|e| from_reqwest(e, false))?;
         read_response(resp, ex, embed).await
     }
-}
-
-/// The data of a hyper body, piece by piece as it arrives (trailers skipped).
-fn data_pieces(
-    body: &mut hyper::body::Incoming,
-) -> impl futures_util::Stream<Item = Result<bytes::Bytes, ClientError>> + '_ {
-    futures_util::stream::poll_fn(move |cx| {
-        loop {
-            let frame = match hyper::body::Body::poll_frame(std::pin::Pin::new(&mut *body), cx) {
-                std::task::Poll::Pending => return std::task::Poll::Pending,
-                std::task::Poll::Ready(frame) => frame,
-            };
-            return std::task::Poll::Ready(match frame {
-                None => None,
-                Some(Err(e)) => Some(Err(ClientError::BrokenStream(error_chain(&e)))),
-                Some(Ok(frame)) => match frame.into_data() {
-                    Ok(data) => Some(Ok(data)),
-                    Err(_trailers) => continue,
-                },
-            });
-        }
-    })
 }
 
 /// reqwest as kabench uses it: no proxy, Nagle off, no redirect followed (a followed

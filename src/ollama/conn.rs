@@ -21,11 +21,12 @@ use crate::ollama::error::{ClientError, error_chain};
 type Sender = SendRequest<Full<Bytes>>;
 
 /// The open connections to one host.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct Http1Pool {
     inner: Arc<Inner>,
 }
 
+#[derive(Debug)]
 struct Inner {
     /// What `TcpStream::connect` is given: `host:port`.
     address: String,
@@ -33,14 +34,6 @@ struct Inner {
     host: HeaderValue,
     /// Connections given back, newest last.
     idle: Mutex<Vec<Sender>>,
-}
-
-impl std::fmt::Debug for Http1Pool {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Http1Pool")
-            .field("address", &self.inner.address)
-            .finish_non_exhaustive()
-    }
 }
 
 /// A connection lent to one request until its response has been read.

@@ -1,8 +1,8 @@
 //! Ollama's HTTP API: the wire shapes (`api`), shared by the client and the simulator;
 //! model names as Ollama compares them (`name`); and talking to a live Ollama or to
 //! `kabench sim`: errors (`error`), `OLLAMA_HOST` (`host`), the streamed-response reader
-//! (`stream`) and the client (`client`: its own HTTP/1 connections for `http://` targets (`conn`),
-//! reqwest for `https://` targets and pulls).
+//! (`stream`) and the client (`client`: its own HTTP/1 connections for `http://`
+//! targets (`conn`), reqwest for `https://` targets and pulls).
 
 pub mod api;
 pub mod client;
