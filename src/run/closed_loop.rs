@@ -170,7 +170,7 @@ impl CellDriver for Users<'_> {
     ) -> Result<CellTiming> {
         let started_ms = rec.now_ms();
         let every = residency::poll_interval(cell.streams.iter().map(|s| s.keep_alive.as_ref()));
-        let residency = Residency::watch(self.client, cancel, every);
+        let residency = Residency::watch(&rec.feeds[0], every);
         residency.ready(residency::STALE_AFTER).await;
         let contexts: Vec<Arc<StreamContext>> = cell
             .streams

@@ -26,6 +26,7 @@ use crate::run::request::{
 };
 use crate::run::residency::{self, Residency};
 use crate::shard;
+use crate::telemetry::ps_feed::PsFeed;
 
 use crate::run::{
     Begin, CellDriver, CellLoop, CellTiming, ProgressEvent, Recorder, RunOutcome, Target, target,
@@ -278,6 +279,7 @@ impl CellDriver for OpenLoop<'_> {
         let start = self.send_starts.as_ref().map(|s| s[cell.index]);
         let timing = run_sends(
             self.clients,
+            &rec.feeds,
             cell,
             self.sends(cell)?,
             start,
@@ -288,10 +290,10 @@ impl CellDriver for OpenLoop<'_> {
         )
         .await?;
         if !cancel.is_cancelled() {
-            let waits = self
-                .clients
+            let waits = rec
+                .feeds
                 .iter()
-                .map(|c| await_release(c, self.tail, self.settle, cancel));
+                .map(|f| await_release(f, self.tail, self.settle, cancel));
             futures_util::future::join_all(waits).await;
         }
         Ok(CellTiming {
@@ -346,20 +348,36 @@ pub fn release_tail(plan: &Plan) -> Duration {
     longest + Duration::from_secs(1)
 }
 
-/// After a cell's last request, watches until the target has released every model
-/// (then nothing more accrues) or `tail` has passed. After a release it waits `settle`
-/// more, so every telemetry source samples the freed memory inside the cell.
+/// How often the release wait needs `/api/ps` answered.
+const RELEASE_POLL: Duration = Duration::from_millis(50);
+
+/// After a cell's last request, watches the host's `/api/ps` answers until the target
+/// has released every model (then nothing more accrues) or `tail` has passed; a failed
+/// poll ends the wait. After a release it waits `settle` more, so every telemetry
+/// source samples the freed memory inside the cell.
 async fn await_release(
-    client: &OllamaClient,
+    feed: &PsFeed,
     tail: Duration,
     settle: Duration,
     cancel: &CancellationToken,
 ) {
-    let deadline = Instant::now() + tail;
-    while Instant::now() < deadline && !cancel.is_cancelled() {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match client.ps_until(left, cancel).await {
-            Ok(ps) if ps.models.is_empty() => {
+    let deadline = tokio::time::Instant::now() + tail;
+    let mut sub = feed.subscribe(RELEASE_POLL);
+    loop {
+        tokio::select! {
+            more = sub.changed() => if !more { return },
+            _ = tokio::time::sleep_until(deadline) => return,
+            _ = cancel.cancelled() => return,
+        }
+        let Some(answer) = sub.latest().answer else {
+            continue;
+        };
+        if answer.asked < sub.since() {
+            continue;
+        }
+        match &answer.result {
+            Ok(listing) if listing.response.models.is_empty() => {
+                drop(sub);
                 tokio::select! {
                     _ = tokio::time::sleep(settle) => {}
                     _ = cancel.cancelled() => {}
@@ -367,11 +385,7 @@ async fn await_release(
                 return;
             }
             Err(_) => return,
-            _ => {}
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
-            _ = cancel.cancelled() => {}
+            Ok(_) => {}
         }
     }
 }
@@ -387,8 +401,10 @@ pub async fn run_cell(
     cancel: CancellationToken,
 ) -> Result<CellTiming> {
     let sends = request::plan_sends(cell)?;
+    let feed = PsFeed::new(client.base_url())?;
     run_sends(
         std::slice::from_ref(client),
+        std::slice::from_ref(&feed),
         cell,
         sends,
         None,
@@ -401,10 +417,12 @@ pub async fn run_cell(
 }
 
 /// Runs `sends` of one cell from `start` (`None`: now), as `run_cell` does, each to
-/// its target host among `clients` (one `/api/ps` watcher per host).
+/// its target host among `clients` (one `/api/ps` watcher per host, reading that
+/// host's feed among `feeds`, in the same order).
 #[allow(clippy::too_many_arguments)]
 async fn run_sends(
     clients: &[OllamaClient],
+    feeds: &[PsFeed],
     cell: &Cell,
     sends: Vec<Planned>,
     start: Option<Instant>,
@@ -420,13 +438,9 @@ async fn run_sends(
     let stop = CancellationToken::new();
     // One /api/ps watcher for every request of the cell (not one /api/ps per request).
     let every = residency::poll_interval(cell.streams.iter().map(|s| s.keep_alive.as_ref()));
-    let watchers: Vec<Option<Residency>> = clients
+    let watchers: Vec<Option<Residency>> = feeds
         .iter()
-        .map(|c| {
-            config
-                .check_resident
-                .then(|| Residency::watch(c, &cancel, every))
-        })
+        .map(|f| config.check_resident.then(|| Residency::watch(f, every)))
         .collect();
     for r in watchers.iter().flatten() {
         r.ready(residency::STALE_AFTER).await;

@@ -1,6 +1,8 @@
 //! A run folder being written: `run.json` (before the first request, rewritten after
 //! every cell and at the end), the request rows appended and flushed as they arrive,
-//! and the telemetry samplers writing `vram.csv`. Knows nothing of how rows are made.
+//! and the telemetry samplers writing `vram.csv`; it holds each host's one `/api/ps`
+//! feed, read by the telemetry and by the cells' residency watchers. Knows nothing of
+//! how rows are made.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -21,6 +23,7 @@ use crate::run::request::planned_requests;
 use crate::run::{ProgressEvent, RunOutcome};
 use crate::scenario::{Cell, Plan, Scenario};
 use crate::sim::SimHandle;
+use crate::telemetry::ps_feed::PsFeed;
 use crate::telemetry::{self, TelemetryConfig};
 
 /// A run folder being written: `run.json`, the request-row writer and the telemetry
@@ -34,6 +37,9 @@ pub struct Recorder {
     pub epoch: Instant,
     /// Where request rows go (appended and flushed in order of arrival).
     pub rows: mpsc::UnboundedSender<RequestRecord>,
+    /// Each host's `/api/ps` feed, in the order of the clients: the telemetry's
+    /// `ollama_ps` rows and every cell's residency watcher read the same poller.
+    pub feeds: Vec<PsFeed>,
     rows_task: tokio::task::JoinHandle<Result<(u64, u64)>>,
     telemetry: Result<telemetry::TelemetryHandle>,
     telemetry_cancel: CancellationToken,
@@ -87,9 +93,15 @@ impl Recorder {
             stop_run: cancel.clone(),
         };
         let epoch = epoch.unwrap_or_else(Instant::now);
+        let feeds = clients
+            .iter()
+            .map(|c| PsFeed::new(c.base_url()))
+            .collect::<Result<Vec<_>, _>>()
+            .context("polling /api/ps of the target")?;
         let telemetry_cancel = cancel.child_token();
-        let telemetry = telemetry::start(
+        let telemetry = telemetry::start_with_feeds(
             telemetry_config(scenario, clients, is_sim),
+            &feeds,
             epoch,
             writer.vram_path(),
             telemetry_cancel.clone(),
@@ -119,6 +131,7 @@ impl Recorder {
             writer,
             epoch,
             rows,
+            feeds,
             rows_task,
             telemetry,
             telemetry_cancel,

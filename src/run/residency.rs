@@ -1,25 +1,24 @@
-//! Which models the target lists in `/api/ps`, from one watcher per cell instead of a
-//! `/api/ps` request beside every request: a background task polls every
-//! [`POLL_EVERY`] (every [`POLL_EVERY_LONG`] when every stream keeps its model at least
-//! a minute) and keeps the latest answer, and each request reads it just before it is
-//! sent. Between polls, a request that was answered (its first token, or a whole
-//! reply) is evidence that its model was loaded then and stays so for the keep_alive
-//! it sent, so a model loaded after the last poll is not read as missing (which would
-//! count a warm request cold). The cold rule keeps both of its facts: a model unloaded within the
-//! last poll interval can still be read as resident, and then the server's
-//! `load_duration` (≥ the threshold for any real load) decides; the answers only ever
-//! turn "missing" into "resident", never the other way. A poll older than the
-//! interval plus [`STALE_AFTER`] (a slow or failing `/api/ps`) is no answer (`None`),
-//! never a guess.
-//! Polling is bounded by its own timeout and stops with the cell.
+//! Which models the target lists in `/api/ps`, read from the host's one `/api/ps`
+//! poller ([`crate::telemetry::ps_feed`], shared with the telemetry) instead of a
+//! `/api/ps` request beside every request: a cell's watcher subscribes at
+//! [`POLL_EVERY`] (at [`POLL_EVERY_LONG`] when every stream keeps its model at least a
+//! minute), so the poller asks at least that often, and each request reads the latest
+//! answer just before it is sent. Between polls, a request that was answered (its first
+//! token, or a whole reply) is evidence that its model was loaded then and stays so for
+//! the keep_alive it sent, so a model loaded after the last poll is not read as missing
+//! (which would count a warm request cold). The cold rule keeps both of its facts: a
+//! model unloaded within the last poll interval can still be read as resident, and then
+//! the server's `load_duration` (≥ the threshold for any real load) decides; the answers
+//! only ever turn "missing" into "resident", never the other way. A successful poll
+//! older than the watcher's interval plus [`STALE_AFTER`] (a slow or failing `/api/ps`)
+//! is no answer (`None`), never a guess. Each poll is bounded by the poller's interval
+//! plus [`STALE_AFTER`]; the subscription ends with the cell.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio_util::sync::{CancellationToken, DropGuard};
-
-use crate::ollama::OllamaClient;
-use crate::ollama::name::{key, same_model};
+use crate::ollama::name::same_model;
+use crate::telemetry::ps_feed::{self, PsFeed, PsSubscription};
 
 /// How often the watcher asks `/api/ps` when a model of the cell may expire during it
 /// (a keep_alive under [`LONG_KEEP_ALIVE`], or the server's default): a model unloaded
@@ -49,16 +48,9 @@ pub fn poll_interval<'a>(
         POLL_EVERY
     }
 }
-/// A snapshot older than the polling interval plus this is no answer; a poll gets this
-/// long to answer.
-pub const STALE_AFTER: Duration = Duration::from_millis(500);
-
-/// The latest `/api/ps` answer: when it was asked, and the names it listed (as their
-/// comparison keys, [`crate::ollama::name::key`]).
-struct Snapshot {
-    asked: Instant,
-    models: Vec<String>,
-}
+/// A successful poll older than the polling interval plus this is no answer; a poll
+/// gets the poller's interval plus this to answer.
+pub const STALE_AFTER: Duration = ps_feed::POLL_GRACE;
 
 /// When the model answered this request (its first token, or the whole reply of a
 /// request that succeeded): proof that the model was loaded at that moment.
@@ -70,58 +62,27 @@ pub fn answered_at(ex: &crate::ollama::Exchange) -> Option<Instant> {
 /// A model answered at `.1`, held until `.2` (`None`: forever).
 type Answered = (String, Instant, Option<Instant>);
 
-/// A handle on the watcher; the polling task stops when the last handle is dropped
-/// or the cell's token fires.
+/// A handle on the watcher; its subscription to the host's `/api/ps` poller ends when
+/// the last handle is dropped.
 #[derive(Clone)]
 pub struct Residency {
-    latest: Arc<Mutex<Option<Snapshot>>>,
+    feed: Arc<PsSubscription>,
     /// Per model (as the requests name it): when a request of it was last answered,
     /// and until when that keeps it loaded (`None`: forever).
     answered: Arc<Mutex<Vec<Answered>>>,
-    /// Age beyond which the latest poll is no answer.
+    /// Age beyond which the latest successful poll is no answer.
     stale_after: Duration,
-    _stop: Arc<DropGuard>,
 }
 
 impl Residency {
-    /// Starts polling `client`'s `/api/ps` every `every` (needs a Tokio runtime).
-    pub fn watch(client: &OllamaClient, cancel: &CancellationToken, every: Duration) -> Residency {
-        let latest: Arc<Mutex<Option<Snapshot>>> = Arc::default();
-        let stop = cancel.child_token();
-        let (slot, token, client) = (latest.clone(), stop.clone(), client.clone());
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => {}
-                    _ = token.cancelled() => return,
-                }
-                let asked = Instant::now();
-                let answer = tokio::select! {
-                    r = client.ps_until(STALE_AFTER, &token) => r,
-                    _ = token.cancelled() => return,
-                };
-                if let Ok(ps) = answer {
-                    let mut models: Vec<String> = ps
-                        .models
-                        .iter()
-                        .flat_map(|m| [&m.name, &m.model])
-                        .filter(|n| !n.is_empty())
-                        .map(|n| key(n))
-                        .collect();
-                    models.sort_unstable();
-                    models.dedup();
-                    *slot.lock().unwrap_or_else(|p| p.into_inner()) =
-                        Some(Snapshot { asked, models });
-                }
-            }
-        });
+    /// Reads `feed`'s answers, which come at least every `every` while the watcher
+    /// lives (the poller starts if it is not running; needs a Tokio runtime only to
+    /// wait in [`Residency::ready`]).
+    pub fn watch(feed: &PsFeed, every: Duration) -> Residency {
         Residency {
-            latest,
+            feed: Arc::new(feed.subscribe(every)),
             answered: Arc::default(),
             stale_after: every + STALE_AFTER,
-            _stop: Arc::new(stop.drop_guard()),
         }
     }
 
@@ -155,64 +116,60 @@ impl Residency {
         }
     }
 
-    /// Whether the latest poll listed `model` (names compared as Ollama normalizes
-    /// them) or a request of it was answered after that poll was asked; `None` when no
-    /// poll answered lately (within the interval and [`STALE_AFTER`]).
+    /// Whether the latest successful poll listed `model` (names compared as Ollama
+    /// normalizes them) or a request of it was answered after that poll was asked;
+    /// `None` when no poll answered lately (within the interval and [`STALE_AFTER`]).
     pub fn resident(&self, model: &str) -> Option<bool> {
-        let asked = {
-            let latest = self.latest.lock().unwrap_or_else(|p| p.into_inner());
-            let snap = latest.as_ref()?;
-            if snap.asked.elapsed() > self.stale_after {
-                return None;
-            }
-            let model = key(model);
-            if snap.models.contains(&model) {
-                return Some(true);
-            }
-            snap.asked
-        };
+        let listing = self.feed.listing()?;
+        if listing.asked.elapsed() > self.stale_after {
+            return None;
+        }
+        if listing.lists(model) {
+            return Some(true);
+        }
         // Not listed when asked; answered since then means loaded since then, as long
         // as that answer's keep_alive still holds it.
-        let now = Instant::now();
+        let (asked, now) = (listing.asked, Instant::now());
         let answered = self.answered.lock().unwrap_or_else(|p| p.into_inner());
         Some(answered.iter().any(|(m, at, until)| {
             *at > asked && until.is_none_or(|u| now < u) && same_model(m, model)
         }))
     }
 
-    /// Waits (at most `within`) for a first answer, so the first request of a cell
-    /// meets a known state.
+    /// Waits (at most `within`) for a first successful answer asked since the watcher
+    /// started, so the first request of a cell meets a known state.
     pub async fn ready(&self, within: Duration) {
-        let deadline = Instant::now() + within;
-        while Instant::now() < deadline {
-            if self
-                .latest
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .is_some()
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        self.feed.fresh_listing(within).await;
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ollama::api::{PsModel, PsResponse};
+    use crate::telemetry::ps_feed::{PsLatest, PsListing};
     use crate::units::KeepAlive;
 
-    /// A handle with a given last poll and no polling task.
+    /// A handle with a given last poll and no poller.
     fn polled(asked: Instant, models: &[&str]) -> Residency {
+        let ps = PsResponse {
+            models: models
+                .iter()
+                .map(|m| PsModel {
+                    name: m.to_string(),
+                    model: m.to_string(),
+                    ..Default::default()
+                })
+                .collect(),
+        };
+        let listing = Arc::new(PsListing::new(asked, ps));
         Residency {
-            latest: Arc::new(Mutex::new(Some(Snapshot {
-                asked,
-                models: models.iter().map(|m| key(m)).collect(),
-            }))),
+            feed: Arc::new(PsSubscription::fixed(PsLatest {
+                answer: None,
+                listing: Some(listing),
+            })),
             answered: Arc::default(),
             stale_after: STALE_AFTER,
-            _stop: Arc::new(CancellationToken::new().drop_guard()),
         }
     }
 

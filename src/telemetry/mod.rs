@@ -1,13 +1,15 @@
 //! Memory samplers, each on its own task or thread, and the one writer that streams their
-//! rows into `vram.csv`. Sources: NVML (`nvml`), Ollama's `/api/ps` (`ollama_ps`),
-//! process RSS (`rss`), a Prometheus server or exporter (`prometheus`) and the simulator's
-//! `/metrics` (`sim`). A source that cannot work here reports "unavailable" once and the
-//! others go on. Knows nothing of requests, cells or analysis.
+//! rows into `vram.csv`. Sources: NVML (`nvml`), Ollama's `/api/ps` (`ollama_ps`, read
+//! from the host's one `/api/ps` poller, `ps_feed`, which the run's residency watcher
+//! reads too), process RSS (`rss`), a Prometheus server or exporter (`prometheus`) and
+//! the simulator's `/metrics` (`sim`). A source that cannot work here reports
+//! "unavailable" once and the others go on. Knows nothing of requests, cells or analysis.
 //! Over 500 lines: the sampling task, its per-source start-up and its shutdown are one lifecycle.
 
 pub mod nvml;
 pub mod ollama_ps;
 pub mod prometheus;
+pub mod ps_feed;
 pub mod rss;
 
 use std::collections::BTreeMap;
@@ -21,6 +23,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::record::{self, CsvAppender, VramSample};
+use ps_feed::{PsFeed, PsSubscription};
 
 /// Default sampling interval.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_millis(100);
@@ -402,6 +405,61 @@ async fn run_async<S: Sampler>(mut sampler: S, ctx: LoopCtx) -> SourceOutcome {
     ctx.finish(&tally)
 }
 
+/// Writes the rows of the `/api/ps` answers `sub` receives until stopped, at the
+/// source's interval: an answer is written when it was asked at least an interval
+/// (less a quarter, for the poller's jitter) after the last one written, or when it
+/// lists other models or sizes than the last listing written (a load or an unload seen
+/// by a faster poll shows at once); each answer at most once. When the poller runs at
+/// this interval (no other consumer asks faster), every answer is written; when the
+/// residency watcher has it ask every 20 ms, `vram.csv` still gets the rows of one
+/// answer per interval, plus one per change. Rows are stamped at the midpoint of the
+/// poll, as every source's.
+async fn run_ps(mut sub: PsSubscription, ctx: LoopCtx) -> SourceOutcome {
+    let mut tally = Tally::default();
+    let min_gap = ctx.interval - ctx.interval / 4;
+    let mut last_at: Option<Instant> = None;
+    let mut last_sizes: Option<Vec<(String, u64, u64)>> = None;
+    loop {
+        tokio::select! {
+            _ = ctx.stop.cancelled() => break,
+            more = sub.changed() => if !more { break },
+        }
+        let Some(answer) = sub.latest().answer else {
+            continue;
+        };
+        let due = last_at.is_none_or(|t| answer.asked >= t + min_gap);
+        let result = match &answer.result {
+            Ok(listing) => {
+                let sizes: Vec<(String, u64, u64)> = listing
+                    .response
+                    .models
+                    .iter()
+                    .map(|m| (m.name.clone(), m.size_vram, m.size))
+                    .collect();
+                if !due && last_sizes.as_ref() == Some(&sizes) {
+                    continue;
+                }
+                if answer.asked < ctx.epoch {
+                    // Before the run's clock started (a sharded run's start barrier).
+                    continue;
+                }
+                last_sizes = Some(sizes);
+                Ok(ollama_ps::readings(&listing.response))
+            }
+            Err(e) if due => Err(ollama_ps::classify(e.clone())),
+            Err(_) => continue,
+        };
+        last_at = Some(answer.asked);
+        let at = |t: Instant| record::ms(t.saturating_duration_since(ctx.epoch));
+        if let Next::Halt(outcome) =
+            ctx.deliver(&mut tally, at(answer.asked), at(answer.answered), result)
+        {
+            return outcome;
+        }
+    }
+    ctx.finish(&tally)
+}
+
 /// How long the `vram.csv` writer lets rows gather before writing them: at a 10 ms
 /// interval it then wakes 20 times a second, not once per row.
 const WRITE_EVERY: Duration = Duration::from_millis(50);
@@ -443,8 +501,23 @@ pub fn process_name_matches(name: &str, pattern: &str) -> bool {
 /// [`TelemetryHandle::stop`] or when `cancel` fires. Fails only on a bad setting (an
 /// unknown source, a zero interval) or when `vram_csv` cannot be opened; a source that
 /// cannot work here is reported as unavailable instead. Needs a Tokio runtime.
+/// `/api/ps` is read from a poller of its own per host; see [`start_with_feeds`] to share
+/// one.
 pub fn start(
     config: TelemetryConfig,
+    epoch: Instant,
+    vram_csv: &Path,
+    cancel: CancellationToken,
+) -> Result<TelemetryHandle> {
+    start_with_feeds(config, &[], epoch, vram_csv, cancel)
+}
+
+/// [`start`], with `ollama_ps` reading the `/api/ps` answers of `feeds` (one per host,
+/// matched by base URL; a host without one gets a poller of its own), so that whatever
+/// else reads them (the run's residency watcher) shares one poller per host.
+pub fn start_with_feeds(
+    config: TelemetryConfig,
+    feeds: &[PsFeed],
     epoch: Instant,
     vram_csv: &Path,
     cancel: CancellationToken,
@@ -510,7 +583,7 @@ pub fn start(
         } else {
             format!("{name}@{host}")
         };
-        match spawn_source(&name, &config, ctx) {
+        match spawn_source(&name, &config, feeds, ctx) {
             Ok(task) => handle.tasks.push((label, task)),
             Err(reason) => {
                 tracing::warn!("telemetry source {label} unavailable: {reason}");
@@ -525,6 +598,7 @@ pub fn start(
 fn spawn_source(
     name: &str,
     config: &TelemetryConfig,
+    feeds: &[PsFeed],
     ctx: LoopCtx,
 ) -> Result<JoinHandle<SourceOutcome>, String> {
     let procs = config.process_names.clone();
@@ -547,8 +621,13 @@ fn spawn_source(
             } else {
                 ctx.host.as_str()
             };
-            let s = ollama_ps::OllamaPsSampler::new(url).map_err(|e| e.to_string())?;
-            Ok(spawn_network(s, ctx))
+            let feed = PsFeed::new(url).map_err(|e| format!("bad Ollama URL {url:?}: {e}"))?;
+            let feed = feeds
+                .iter()
+                .find(|f| f.base_url() == feed.base_url())
+                .unwrap_or(&feed);
+            let sub = feed.subscribe(ctx.interval);
+            Ok(tokio::spawn(run_ps(sub, ctx)))
         }
         "prometheus" => {
             let url = config

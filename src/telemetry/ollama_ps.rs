@@ -1,6 +1,8 @@
 //! The `/api/ps` source: per resident model, `size_vram` (used), `size` (total) and
 //! `expires_at`, plus one total row per poll (model empty) so an empty `/api/ps` reads
-//! as 0. Works against a live Ollama, local or remote, and against the simulator.
+//! as 0. Works against a live Ollama, local or remote, and against the simulator. A run
+//! reads `/api/ps` through the shared poller (`ps_feed`) and turns its answers into rows
+//! here; [`OllamaPsSampler`] asks on its own (one sample per call).
 //! Knows nothing of requests or of how the rows are analysed.
 
 use crate::ollama::api::PsResponse;
@@ -65,7 +67,9 @@ pub fn readings(ps: &PsResponse) -> Vec<Reading> {
     out
 }
 
-fn classify(e: ClientError) -> SourceError {
+/// The telemetry's reading of a failed `/api/ps` call: a 404 (a server without
+/// `/api/ps`) makes the source unavailable; anything else fails one sample.
+pub fn classify(e: ClientError) -> SourceError {
     match e.kind() {
         // A server without `/api/ps` will never have it.
         ErrorKind::Http if e.status() == Some(404) => {

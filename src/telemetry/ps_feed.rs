@@ -1,0 +1,486 @@
+//! One `/api/ps` poller per target host, shared by everything that reads `/api/ps`
+//! during a run: the telemetry's `ollama_ps` rows, the run's residency watcher and its
+//! release wait read the same answers instead of each polling on its own.
+//!
+//! A consumer [subscribes](PsFeed::subscribe) with the interval it needs. While at least
+//! one subscription lives, a poller asks `/api/ps` at the shortest interval any of them
+//! needs (and at once when a subscription starts, so that its first answer was asked
+//! after it began), and publishes each answer — when it was asked, when it came back,
+//! the parsed listing or the error — on a [`tokio::sync::watch`] channel; it stops with
+//! the last subscription. Each poll is bounded by that interval plus [`POLL_GRACE`]. The
+//! poller runs on a thread of its own with a single-threaded runtime: a poll, its HTTP
+//! connection's task and the timer then wake one thread, not the shared runtime's
+//! workers in turn, which keeps a fast poll cheap. Knows nothing of requests or rows.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Notify, watch};
+
+use crate::ollama::api::PsResponse;
+use crate::ollama::name::key;
+use crate::ollama::{ClientError, OllamaClient};
+
+/// A poll gets the shortest subscribed interval plus this to answer; a slower answer
+/// is published as an error (a timeout) and the next poll follows.
+pub const POLL_GRACE: Duration = Duration::from_millis(500);
+
+/// One successful `/api/ps` answer.
+#[derive(Debug)]
+pub struct PsListing {
+    /// When the poll was sent.
+    pub asked: Instant,
+    /// The parsed reply.
+    pub response: PsResponse,
+    /// Every name it lists (`name` and `model`), as comparison keys
+    /// ([`crate::ollama::name::key`]), sorted.
+    keys: Vec<String>,
+}
+
+impl PsListing {
+    /// The listing of `response`, asked at `asked`.
+    pub fn new(asked: Instant, response: PsResponse) -> PsListing {
+        let mut keys: Vec<String> = response
+            .models
+            .iter()
+            .flat_map(|m| [&m.name, &m.model])
+            .filter(|n| !n.is_empty())
+            .map(|n| key(n))
+            .collect();
+        keys.sort_unstable();
+        keys.dedup();
+        PsListing {
+            asked,
+            response,
+            keys,
+        }
+    }
+
+    /// Whether it lists `model` (names compared as Ollama normalizes them).
+    pub fn lists(&self, model: &str) -> bool {
+        self.keys.binary_search(&key(model)).is_ok()
+    }
+}
+
+/// One poll's outcome.
+#[derive(Debug)]
+pub struct PsAnswer {
+    /// When the poll was sent.
+    pub asked: Instant,
+    /// When its answer (or its error) came back.
+    pub answered: Instant,
+    /// The listing, or why there is none.
+    pub result: Result<Arc<PsListing>, ClientError>,
+}
+
+/// What a feed has published so far.
+#[derive(Debug, Clone, Default)]
+pub struct PsLatest {
+    /// The latest answer, successful or not.
+    pub answer: Option<Arc<PsAnswer>>,
+    /// The latest successful answer (it may be older than `answer`).
+    pub listing: Option<Arc<PsListing>>,
+}
+
+/// The `/api/ps` feed of one host. Cheap to clone; every clone is the same feed.
+#[derive(Clone)]
+pub struct PsFeed {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    base: String,
+    latest: watch::Sender<PsLatest>,
+    demand: Mutex<Demand>,
+    /// Woken when a subscription starts or ends.
+    wake: Notify,
+}
+
+/// The live subscriptions and the poller's state.
+#[derive(Default)]
+struct Demand {
+    /// (subscription id, interval it needs).
+    intervals: Vec<(u64, Duration)>,
+    next_id: u64,
+    /// A poller thread is running.
+    running: bool,
+    /// A subscription started since the last poll was sent: ask at once.
+    ask_now: bool,
+}
+
+impl Demand {
+    fn every(&self) -> Option<Duration> {
+        self.intervals.iter().map(|(_, d)| *d).min()
+    }
+}
+
+impl Shared {
+    fn demand(&self) -> MutexGuard<'_, Demand> {
+        self.demand.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl PsFeed {
+    /// The feed of the Ollama at `base` (any `OLLAMA_HOST` form); nothing is asked
+    /// before the first subscription.
+    pub fn new(base: &str) -> Result<PsFeed, ClientError> {
+        let client = OllamaClient::new(base)?;
+        Ok(PsFeed {
+            shared: Arc::new(Shared {
+                base: client.base_url().to_string(),
+                latest: watch::Sender::new(PsLatest::default()),
+                demand: Mutex::default(),
+                wake: Notify::new(),
+            }),
+        })
+    }
+
+    /// The base URL polled, as [`OllamaClient::base_url`] writes it.
+    pub fn base_url(&self) -> &str {
+        &self.shared.base
+    }
+
+    /// What was published last.
+    pub fn latest(&self) -> PsLatest {
+        self.shared.latest.borrow().clone()
+    }
+
+    /// Asks for an answer at least every `every` (a zero interval counts as 1 ms) until
+    /// the subscription is dropped; starts the poller if none runs, and has it ask at
+    /// once.
+    pub fn subscribe(&self, every: Duration) -> PsSubscription {
+        let since = Instant::now();
+        let rx = self.shared.latest.subscribe();
+        let (id, start) = {
+            let mut d = self.shared.demand();
+            let id = d.next_id;
+            d.next_id += 1;
+            d.intervals.push((id, every.max(Duration::from_millis(1))));
+            d.ask_now = true;
+            let start = !d.running;
+            d.running = true;
+            (id, start)
+        };
+        if start {
+            spawn_poller(self.shared.clone());
+        }
+        self.shared.wake.notify_one();
+        PsSubscription {
+            rx,
+            since,
+            _keep: Keep::Demand(DemandGuard {
+                shared: self.shared.clone(),
+                id,
+            }),
+        }
+    }
+}
+
+/// A consumer's view of a feed; the poller keeps its interval while it lives.
+pub struct PsSubscription {
+    rx: watch::Receiver<PsLatest>,
+    since: Instant,
+    _keep: Keep,
+}
+
+/// What keeps a subscription's answers coming.
+enum Keep {
+    /// Its interval, withdrawn when it ends.
+    Demand(#[allow(dead_code)] DemandGuard),
+    /// The sending side of a fixed subscription (tests).
+    #[cfg(test)]
+    Fixed(#[allow(dead_code)] watch::Sender<PsLatest>),
+}
+
+impl PsSubscription {
+    /// When the subscription started.
+    pub fn since(&self) -> Instant {
+        self.since
+    }
+
+    /// What was published last.
+    pub fn latest(&self) -> PsLatest {
+        self.rx.borrow().clone()
+    }
+
+    /// The latest successful answer.
+    pub fn listing(&self) -> Option<Arc<PsListing>> {
+        self.rx.borrow().listing.clone()
+    }
+
+    /// Waits for the next answer and marks it seen; `false` when no answer can come
+    /// any more.
+    pub async fn changed(&mut self) -> bool {
+        self.rx.changed().await.is_ok()
+    }
+
+    /// Waits (at most `within`) for a successful answer asked since the subscription
+    /// started; `true` when one came.
+    pub async fn fresh_listing(&self, within: Duration) -> bool {
+        let mut rx = self.rx.clone();
+        let since = self.since;
+        let fresh = rx.wait_for(|l| l.listing.as_ref().is_some_and(|l| l.asked >= since));
+        matches!(tokio::time::timeout(within, fresh).await, Ok(Ok(_)))
+    }
+
+    /// A subscription to no poller that holds `latest` (for tests of consumers).
+    #[cfg(test)]
+    pub(crate) fn fixed(latest: PsLatest) -> PsSubscription {
+        let (tx, rx) = watch::channel(latest);
+        PsSubscription {
+            rx,
+            since: Instant::now(),
+            _keep: Keep::Fixed(tx),
+        }
+    }
+}
+
+/// Withdraws a subscription's interval when it ends.
+struct DemandGuard {
+    shared: Arc<Shared>,
+    id: u64,
+}
+
+impl Drop for DemandGuard {
+    fn drop(&mut self) {
+        self.shared
+            .demand()
+            .intervals
+            .retain(|(i, _)| *i != self.id);
+        self.shared.wake.notify_one();
+    }
+}
+
+/// Starts the poller on a thread of its own; it ends when no subscription is left.
+fn spawn_poller(shared: Arc<Shared>) {
+    let on_thread = shared.clone();
+    let spawned = std::thread::Builder::new()
+        .name("kabench-ps".into())
+        .spawn(move || {
+            let shared = on_thread;
+            let built = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
+            match (built, OllamaClient::new(&shared.base)) {
+                (Ok(rt), Ok(client)) => rt.block_on(poll(&shared, &client)),
+                (Err(e), _) => stop_with(&shared, &format!("no runtime for the poller: {e}")),
+                (_, Err(e)) => stop_with(&shared, &e.to_string()),
+            }
+        });
+    if let Err(e) = spawned {
+        stop_with(&shared, &format!("no thread for the poller: {e}"));
+    }
+}
+
+/// Marks the poller stopped after it could not start.
+fn stop_with(shared: &Shared, reason: &str) {
+    tracing::warn!(
+        "/api/ps of {} cannot be polled: {reason}; residency reads as unknown and the ollama_ps telemetry has no rows",
+        shared.base
+    );
+    shared.demand().running = false;
+}
+
+/// Asks `/api/ps` at the shortest subscribed interval and publishes every answer;
+/// returns when no subscription is left.
+async fn poll(shared: &Shared, client: &OllamaClient) {
+    let mut last_asked: Option<Instant> = None;
+    loop {
+        let (every, due) = {
+            let mut d = shared.demand();
+            let Some(every) = d.every() else {
+                d.running = false;
+                return;
+            };
+            let now = Instant::now();
+            let due = match last_asked {
+                Some(t) if !d.ask_now => (t + every).max(now),
+                _ => now,
+            };
+            (every, due)
+        };
+        if due > Instant::now() {
+            tokio::select! {
+                _ = tokio::time::sleep_until(due.into()) => {}
+                // A subscription started or ended: the interval may have changed.
+                _ = shared.wake.notified() => continue,
+            }
+        }
+        shared.demand().ask_now = false;
+        let asked = Instant::now();
+        last_asked = Some(asked);
+        let reply = tokio::time::timeout(every + POLL_GRACE, client.ps());
+        tokio::pin!(reply);
+        let result = loop {
+            tokio::select! {
+                r = &mut reply => break r,
+                _ = shared.wake.notified() => {
+                    // Stop at once when the last subscription ended (a hung `/api/ps`
+                    // must not keep the poller); a new one waits for this answer.
+                    let mut d = shared.demand();
+                    if d.intervals.is_empty() {
+                        d.running = false;
+                        return;
+                    }
+                }
+            }
+        };
+        let answered = Instant::now();
+        let result = match result {
+            Ok(Ok(ps)) => Ok(Arc::new(PsListing::new(asked, ps))),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(ClientError::Timeout(format!(
+                "/api/ps: no answer within {:?}",
+                every + POLL_GRACE
+            ))),
+        };
+        let answer = Arc::new(PsAnswer {
+            asked,
+            answered,
+            result,
+        });
+        shared.latest.send_modify(|l| {
+            if let Ok(listing) = &answer.result {
+                l.listing = Some(listing.clone());
+            }
+            l.answer = Some(answer);
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ollama::api::PsModel;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[test]
+    fn a_listing_matches_names_as_ollama_normalizes_them() {
+        let ps = PsResponse {
+            models: vec![PsModel {
+                name: "m:latest".into(),
+                model: "m:latest".into(),
+                ..Default::default()
+            }],
+        };
+        let l = PsListing::new(Instant::now(), ps);
+        assert!(l.lists("m"));
+        assert!(l.lists("m:latest"));
+        assert!(!l.lists("n"));
+    }
+
+    /// Serves `/api/ps` listing `m:latest` (hanging instead when `hang`) on loopback;
+    /// returns the base URL and the number of `/api/ps` requests so far.
+    async fn serve(hang: bool) -> (String, Arc<AtomicUsize>) {
+        let hits = Arc::new(AtomicUsize::new(0));
+        let counted = hits.clone();
+        let app = axum::Router::new().route(
+            "/api/ps",
+            axum::routing::get(move || {
+                counted.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    if hang {
+                        std::future::pending::<()>().await;
+                    }
+                    (
+                        [("content-type", "application/json")],
+                        r#"{"models":[{"name":"m:latest","model":"m:latest","size":10,"digest":"d",
+                        "details":{},"expires_at":"2026-01-01T00:00:00Z","size_vram":4}]}"#,
+                    )
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        (format!("http://{addr}"), hits)
+    }
+
+    fn running(feed: &PsFeed) -> bool {
+        feed.shared.demand().running
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_consumers_at_the_same_interval_share_one_stream_of_polls() {
+        let (base, hits) = serve(false).await;
+        let feed = PsFeed::new(&base).unwrap();
+        let every = Duration::from_millis(100);
+        let (a, b) = (feed.subscribe(every), feed.subscribe(every));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let n = hits.load(Ordering::SeqCst);
+        // One poller: about 10 polls (a loaded machine makes fewer, never more); two
+        // pollers would have asked about 20 times.
+        assert!((3..=14).contains(&n), "{n} polls in 1 s at 100 ms");
+        let (la, lb) = (a.listing().unwrap(), b.listing().unwrap());
+        assert!(Arc::ptr_eq(&la, &lb), "both read the same answer");
+        assert!(la.lists("m"));
+        assert_eq!(la.response.models[0].size_vram, 4);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_poller_asks_at_the_shortest_interval_and_stops_with_the_last_subscription() {
+        let (base, hits) = serve(false).await;
+        let feed = PsFeed::new(&base).unwrap();
+        assert!(!running(&feed), "nothing is asked before a subscription");
+        let slow = feed.subscribe(Duration::from_secs(1));
+        assert!(slow.fresh_listing(Duration::from_secs(5)).await);
+        let fast = feed.subscribe(Duration::from_millis(20));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let n = hits.load(Ordering::SeqCst);
+        // At 1 s alone it would have asked twice.
+        assert!(n >= 6, "{n} polls in 0.5 s with a 20 ms subscriber");
+        drop(fast);
+        drop(slow);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            !running(&feed),
+            "the poller ends with the last subscription"
+        );
+        let stopped = hits.load(Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(hits.load(Ordering::SeqCst), stopped);
+        // A later subscription starts it again, and its first answer is a new one.
+        let again = feed.subscribe(Duration::from_secs(1));
+        assert!(again.fresh_listing(Duration::from_secs(5)).await);
+        assert!(hits.load(Ordering::SeqCst) > stopped);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_new_subscription_gets_an_answer_asked_after_it_at_once() {
+        let (base, _hits) = serve(false).await;
+        let feed = PsFeed::new(&base).unwrap();
+        let first = feed.subscribe(Duration::from_secs(10));
+        assert!(first.fresh_listing(Duration::from_secs(5)).await);
+        // The poller's next poll is 10 s away; a new subscriber has it ask now.
+        let second = feed.subscribe(Duration::from_secs(10));
+        assert!(second.fresh_listing(Duration::from_secs(3)).await);
+        assert!(second.listing().unwrap().asked >= second.since());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_hung_api_ps_is_a_timeout_and_cannot_keep_the_poller() {
+        let (base, _hits) = serve(true).await;
+        let feed = PsFeed::new(&base).unwrap();
+        let mut sub = feed.subscribe(Duration::from_millis(20));
+        let started = Instant::now();
+        assert!(sub.changed().await);
+        let answer = sub.latest().answer.unwrap();
+        let waited = started.elapsed();
+        assert!(
+            waited >= POLL_GRACE && waited < POLL_GRACE + Duration::from_secs(2),
+            "{waited:?}"
+        );
+        assert!(
+            matches!(answer.result, Err(ClientError::Timeout(_))),
+            "{answer:?}"
+        );
+        assert!(sub.listing().is_none());
+        // Dropped in the middle of the next (hung) poll: the poller stops at once.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        drop(sub);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!running(&feed));
+    }
+}
