@@ -209,3 +209,52 @@ async fn a_run_without_nvml_goes_on_with_the_other_sources_at_10ms() {
             .any(|r| r.source == "rss" && r.model == me && r.used_bytes > MIB)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ps_rows_keep_the_telemetry_interval_when_a_faster_reader_shares_the_poller() {
+    use kabench::telemetry::ps_feed::PsFeed;
+    let base = serve().await;
+    let dir = tempfile::tempdir().unwrap();
+    let run = RunWriter::create(dir.path(), "name = \"t\"\n", RunMeta::default()).unwrap();
+    let feed = PsFeed::new(&base).unwrap();
+    // A residency watcher has the poller ask every 20 ms.
+    let mut fast = feed.subscribe(Duration::from_millis(20));
+    let config = TelemetryConfig {
+        sources: vec!["ollama_ps".into()],
+        ps_interval: Some(Duration::from_millis(200)),
+        ollama_url: Some(base.clone()),
+        ..Default::default()
+    };
+    let epoch = Instant::now();
+    let handle = telemetry::start_with_feeds(
+        config,
+        std::slice::from_ref(&feed),
+        epoch,
+        run.vram_path(),
+        CancellationToken::new(),
+    )
+    .unwrap();
+    let mut answers = 0;
+    let counting = async {
+        while fast.changed().await {
+            answers += 1;
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_millis(1000), counting).await;
+    let report = handle.stop().await;
+    assert_eq!(report.sources["ollama_ps"], "ok", "{report:?}");
+    let totals: Vec<f64> = record::read_vram(dir.path())
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.source == "ollama_ps" && r.model.is_empty())
+        .map(|r| r.t_ms)
+        .collect();
+    // The same answers: the 20 ms reader saw many, vram.csv got one per 200 ms (less
+    // a quarter for jitter; stamps are mid-poll), as when the telemetry polls alone.
+    assert!(answers >= 8, "{answers} answers in 1 s at 20 ms");
+    assert!((2..=8).contains(&totals.len()), "{totals:?}");
+    assert!(
+        totals.windows(2).all(|w| w[1] - w[0] >= 100.0),
+        "{totals:?}"
+    );
+}

@@ -11,8 +11,10 @@
 //! the server's `load_duration` (≥ the threshold for any real load) decides; the answers
 //! only ever turn "missing" into "resident", never the other way. A successful poll
 //! older than the watcher's interval plus [`STALE_AFTER`] (a slow or failing `/api/ps`)
-//! is no answer (`None`), never a guess. Each poll is bounded by the poller's interval
-//! plus [`STALE_AFTER`]; the subscription ends with the cell.
+//! is no answer (`None`), never a guess. Each poll is bounded: by the watcher's
+//! interval plus [`STALE_AFTER`], or by the telemetry's longer wait when it reads the
+//! same poller (an answer then comes late, and reads as stale); the subscription ends
+//! with the cell.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

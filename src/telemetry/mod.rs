@@ -405,6 +405,11 @@ async fn run_async<S: Sampler>(mut sampler: S, ctx: LoopCtx) -> SourceOutcome {
     ctx.finish(&tally)
 }
 
+/// How long `ollama_ps` waits for an `/api/ps` answer: a slow one (a listing of many
+/// models, a busy server) still gives rows, while an answer later than this says little
+/// about when the memory was what it lists.
+const PS_PATIENCE: Duration = Duration::from_secs(5);
+
 /// Writes the rows of the `/api/ps` answers `sub` receives until stopped, at the
 /// source's interval: an answer is written when it was asked at least an interval
 /// (less a quarter, for the poller's jitter) after the last one written, or when it
@@ -626,7 +631,7 @@ fn spawn_source(
                 .iter()
                 .find(|f| f.base_url() == feed.base_url())
                 .unwrap_or(&feed);
-            let sub = feed.subscribe(ctx.interval);
+            let sub = feed.subscribe_patient(ctx.interval, PS_PATIENCE.max(ctx.interval));
             Ok(tokio::spawn(run_ps(sub, ctx)))
         }
         "prometheus" => {

@@ -7,7 +7,9 @@
 //! needs (and at once when a subscription starts, so that its first answer was asked
 //! after it began), and publishes each answer — when it was asked, when it came back,
 //! the parsed listing or the error — on a [`tokio::sync::watch`] channel; it stops with
-//! the last subscription. Each poll is bounded by that interval plus [`POLL_GRACE`]. The
+//! the last subscription. Each poll is bounded by the longest wait a subscription
+//! accepts (by default its interval plus [`POLL_GRACE`]); after a poll that timed out
+//! the next waits one interval, so a hung `/api/ps` is not asked in a tight loop. The
 //! poller runs on a thread of its own with a single-threaded runtime: a poll, its HTTP
 //! connection's task and the timer then wake one thread, not the shared runtime's
 //! workers in turn, which keeps a fast poll cheap. Knows nothing of requests or rows.
@@ -21,8 +23,9 @@ use crate::ollama::api::PsResponse;
 use crate::ollama::name::key;
 use crate::ollama::{ClientError, OllamaClient};
 
-/// A poll gets the shortest subscribed interval plus this to answer; a slower answer
-/// is published as an error (a timeout) and the next poll follows.
+/// A subscription waits for an answer its interval plus this, unless it says otherwise
+/// ([`PsFeed::subscribe_patient`]); a poll slower than every subscription accepts is
+/// published as an error (a timeout).
 pub const POLL_GRACE: Duration = Duration::from_millis(500);
 
 /// One successful `/api/ps` answer.
@@ -99,8 +102,8 @@ struct Shared {
 /// The live subscriptions and the poller's state.
 #[derive(Default)]
 struct Demand {
-    /// (subscription id, interval it needs).
-    intervals: Vec<(u64, Duration)>,
+    /// (subscription id, interval it needs, how long it waits for an answer).
+    intervals: Vec<(u64, Duration, Duration)>,
     next_id: u64,
     /// A poller thread is running.
     running: bool,
@@ -110,7 +113,15 @@ struct Demand {
 
 impl Demand {
     fn every(&self) -> Option<Duration> {
-        self.intervals.iter().map(|(_, d)| *d).min()
+        self.intervals.iter().map(|(_, d, _)| *d).min()
+    }
+
+    fn patience(&self) -> Duration {
+        self.intervals
+            .iter()
+            .map(|(_, _, p)| *p)
+            .max()
+            .unwrap_or(POLL_GRACE)
     }
 }
 
@@ -146,16 +157,23 @@ impl PsFeed {
     }
 
     /// Asks for an answer at least every `every` (a zero interval counts as 1 ms) until
-    /// the subscription is dropped; starts the poller if none runs, and has it ask at
-    /// once.
+    /// the subscription is dropped, waiting `every` + [`POLL_GRACE`] for each; starts
+    /// the poller if none runs, and has it ask at once.
     pub fn subscribe(&self, every: Duration) -> PsSubscription {
+        self.subscribe_patient(every, every + POLL_GRACE)
+    }
+
+    /// [`PsFeed::subscribe`], waiting up to `patience` for an answer: a poll then gets
+    /// the longest patience of the live subscriptions.
+    pub fn subscribe_patient(&self, every: Duration, patience: Duration) -> PsSubscription {
         let since = Instant::now();
         let rx = self.shared.latest.subscribe();
         let (id, start) = {
             let mut d = self.shared.demand();
             let id = d.next_id;
             d.next_id += 1;
-            d.intervals.push((id, every.max(Duration::from_millis(1))));
+            d.intervals
+                .push((id, every.max(Duration::from_millis(1)), patience));
             d.ask_now = true;
             let start = !d.running;
             d.running = true;
@@ -246,7 +264,7 @@ impl Drop for DemandGuard {
         self.shared
             .demand()
             .intervals
-            .retain(|(i, _)| *i != self.id);
+            .retain(|(i, _, _)| *i != self.id);
         self.shared.wake.notify_one();
     }
 }
@@ -284,20 +302,21 @@ fn stop_with(shared: &Shared, reason: &str) {
 /// Asks `/api/ps` at the shortest subscribed interval and publishes every answer;
 /// returns when no subscription is left.
 async fn poll(shared: &Shared, client: &OllamaClient) {
-    let mut last_asked: Option<Instant> = None;
+    // The next poll goes an interval after the last was asked, or after it timed out.
+    let mut last: Option<Instant> = None;
     loop {
-        let (every, due) = {
+        let (patience, due) = {
             let mut d = shared.demand();
             let Some(every) = d.every() else {
                 d.running = false;
                 return;
             };
             let now = Instant::now();
-            let due = match last_asked {
+            let due = match last {
                 Some(t) if !d.ask_now => (t + every).max(now),
                 _ => now,
             };
-            (every, due)
+            (d.patience(), due)
         };
         if due > Instant::now() {
             tokio::select! {
@@ -308,8 +327,7 @@ async fn poll(shared: &Shared, client: &OllamaClient) {
         }
         shared.demand().ask_now = false;
         let asked = Instant::now();
-        last_asked = Some(asked);
-        let reply = tokio::time::timeout(every + POLL_GRACE, client.ps());
+        let reply = tokio::time::timeout(patience, client.ps());
         tokio::pin!(reply);
         let result = loop {
             tokio::select! {
@@ -326,13 +344,16 @@ async fn poll(shared: &Shared, client: &OllamaClient) {
             }
         };
         let answered = Instant::now();
+        last = Some(asked);
         let result = match result {
             Ok(Ok(ps)) => Ok(Arc::new(PsListing::new(asked, ps))),
             Ok(Err(e)) => Err(e),
-            Err(_) => Err(ClientError::Timeout(format!(
-                "/api/ps: no answer within {:?}",
-                every + POLL_GRACE
-            ))),
+            Err(_) => {
+                last = Some(answered);
+                Err(ClientError::Timeout(format!(
+                    "/api/ps: no answer within {patience:?}"
+                )))
+            }
         };
         let answer = Arc::new(PsAnswer {
             asked,
