@@ -423,7 +423,7 @@ async fn run_ps(mut sub: PsSubscription, ctx: LoopCtx) -> SourceOutcome {
     let mut tally = Tally::default();
     let min_gap = ctx.interval - ctx.interval / 4;
     let mut last_at: Option<Instant> = None;
-    let mut last_sizes: Option<Vec<(String, u64, u64)>> = None;
+    let mut last_listing: Option<Arc<ps_feed::PsListing>> = None;
     loop {
         tokio::select! {
             _ = ctx.stop.cancelled() => break,
@@ -435,20 +435,13 @@ async fn run_ps(mut sub: PsSubscription, ctx: LoopCtx) -> SourceOutcome {
         let due = last_at.is_none_or(|t| answer.asked >= t + min_gap);
         let result = match &answer.result {
             Ok(listing) => {
-                let sizes: Vec<(String, u64, u64)> = listing
-                    .response
-                    .models
-                    .iter()
-                    .map(|m| (m.name.clone(), m.size_vram, m.size))
-                    .collect();
-                if !due && last_sizes.as_ref() == Some(&sizes) {
+                let same = last_listing.as_ref().is_some_and(|l| l.same_sizes(listing));
+                if (!due && same) || answer.asked < ctx.epoch {
+                    // Nothing new yet, or asked before the run's clock started (a
+                    // sharded run's start barrier).
                     continue;
                 }
-                if answer.asked < ctx.epoch {
-                    // Before the run's clock started (a sharded run's start barrier).
-                    continue;
-                }
-                last_sizes = Some(sizes);
+                last_listing = Some(listing.clone());
                 Ok(ollama_ps::readings(&listing.response))
             }
             Err(e) if due => Err(ollama_ps::classify(e.clone())),

@@ -14,7 +14,7 @@
 //! connection's task and the timer then wake one thread, not the shared runtime's
 //! workers in turn, which keeps a fast poll cheap. Knows nothing of requests or rows.
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, watch};
@@ -36,32 +36,47 @@ pub struct PsListing {
     /// The parsed reply.
     pub response: PsResponse,
     /// Every name it lists (`name` and `model`), as comparison keys
-    /// ([`crate::ollama::name::key`]), sorted.
-    keys: Vec<String>,
+    /// ([`crate::ollama::name::key`]), sorted; made on the first [`PsListing::lists`]
+    /// (a consumer that never asks, the telemetry, never pays for a long listing's).
+    keys: OnceLock<Vec<String>>,
 }
 
 impl PsListing {
     /// The listing of `response`, asked at `asked`.
     pub fn new(asked: Instant, response: PsResponse) -> PsListing {
-        let mut keys: Vec<String> = response
-            .models
-            .iter()
-            .flat_map(|m| [&m.name, &m.model])
-            .filter(|n| !n.is_empty())
-            .map(|n| key(n))
-            .collect();
-        keys.sort_unstable();
-        keys.dedup();
         PsListing {
             asked,
             response,
-            keys,
+            keys: OnceLock::new(),
         }
     }
 
     /// Whether it lists `model` (names compared as Ollama normalizes them).
     pub fn lists(&self, model: &str) -> bool {
-        self.keys.binary_search(&key(model)).is_ok()
+        let keys = self.keys.get_or_init(|| {
+            let mut keys: Vec<String> = self
+                .response
+                .models
+                .iter()
+                .flat_map(|m| [&m.name, &m.model])
+                .filter(|n| !n.is_empty())
+                .map(|n| key(n))
+                .collect();
+            keys.sort_unstable();
+            keys.dedup();
+            keys
+        });
+        keys.binary_search(&key(model)).is_ok()
+    }
+
+    /// Whether it lists the same models with the same sizes as `other`, in the same
+    /// order (`expires_at` aside).
+    pub fn same_sizes(&self, other: &PsListing) -> bool {
+        let (a, b) = (&self.response.models, &other.response.models);
+        a.len() == b.len()
+            && a.iter()
+                .zip(b)
+                .all(|(x, y)| x.name == y.name && x.size == y.size && x.size_vram == y.size_vram)
     }
 }
 
