@@ -94,8 +94,11 @@ pub struct TelemetryConfig {
     pub sources: Vec<String>,
     /// Sampling interval of every source except `ollama_ps` (see `ps_interval`).
     pub interval: Duration,
-    /// Polling interval of `ollama_ps`; `None`: `interval`, but no shorter than
-    /// [`DEFAULT_PS_INTERVAL`]. `Some` is used as given (10 ms works).
+    /// Interval of `ollama_ps`'s rows; `None`: `interval`, but no shorter than
+    /// [`DEFAULT_PS_INTERVAL`]. `Some` is used as given (10 ms works). The host's
+    /// `/api/ps` poller asks at least this often, faster when another reader of it (the
+    /// residency watcher) needs it; `vram.csv` still gets rows at this interval, plus
+    /// one for each change in what is listed.
     pub ps_interval: Option<Duration>,
     /// Process names of the Ollama server and runners (NVML per-process rows and RSS).
     pub process_names: Vec<String>,
