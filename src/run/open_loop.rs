@@ -32,8 +32,8 @@ use crate::run::{
     unload_all_until,
 };
 
+use crate::engine::sim::SimHandle;
 use crate::scenario::{Api, Cell, CellStream, Plan, Scenario};
-use crate::sim::SimHandle;
 use crate::units::KeepAlive;
 
 /// Options of one run beyond the scenario.
