@@ -450,6 +450,7 @@ impl Iterator for Merge {
             client: Some(*client),
             keep_alive: None,
             service_s: None,
+            kind: super::Kind::Serve,
         }))
     }
 }
@@ -685,6 +686,7 @@ impl Iterator for Spread {
                     client: None,
                     keep_alive: None,
                     service_s: None,
+                    kind: super::Kind::Serve,
                 });
             }
         }

@@ -17,6 +17,7 @@ mod layers;
 mod plan;
 mod predict;
 mod proxy;
+mod proxy_predict;
 mod real_ollama;
 mod reload;
 mod report;
