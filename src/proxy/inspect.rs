@@ -302,6 +302,70 @@ mod tests {
     }
 
     #[test]
+    fn an_empty_prompt_is_a_load_or_with_keep_alive_0_an_unload() {
+        let kind = |path: &str, body: &str| inspect(path, body.as_bytes()).kind;
+        assert_eq!(kind("/api/generate", r#"{"model":"m"}"#), Kind::Load);
+        assert_eq!(
+            kind(
+                "/api/generate",
+                r#"{"model":"m","prompt":"","keep_alive":0}"#
+            ),
+            Kind::Unload
+        );
+        assert_eq!(
+            kind("/api/generate", r#"{"model":"m","keep_alive":"0s"}"#),
+            Kind::Unload
+        );
+        assert_eq!(
+            kind("/api/generate", r#"{"model":"m","keep_alive":"5m"}"#),
+            Kind::Load
+        );
+        assert_eq!(
+            kind(
+                "/api/generate",
+                r#"{"model":"m","prompt":"x","keep_alive":0}"#
+            ),
+            Kind::Serve
+        );
+        assert_eq!(
+            kind("/api/generate", r#"{"model":"m","images":["aGk="]}"#),
+            Kind::Serve
+        );
+        // keep_alive 0 inside options is ignored (KA1): a load.
+        assert_eq!(
+            kind(
+                "/api/chat",
+                r#"{"model":"m","messages":[],"options":{"keep_alive":0}}"#
+            ),
+            Kind::Load
+        );
+        assert_eq!(
+            kind("/api/chat", r#"{"model":"m","keep_alive":0}"#),
+            Kind::Unload
+        );
+        assert_eq!(
+            kind(
+                "/api/chat",
+                r#"{"model":"m","messages":[{"role":"user","content":"x"}]}"#
+            ),
+            Kind::Serve
+        );
+        assert_eq!(
+            kind("/api/embed", r#"{"model":"m","keep_alive":0}"#),
+            Kind::Load
+        );
+        assert_eq!(
+            kind("/api/embed", r#"{"model":"m","input":"x"}"#),
+            Kind::Serve
+        );
+        // /v1 has no empty-prompt form.
+        assert_eq!(
+            kind("/v1/chat/completions", r#"{"model":"m","messages":[]}"#),
+            Kind::Serve
+        );
+    }
+
+    #[test]
     fn rewriting_sets_the_top_level_keep_alive_only() {
         let out = rewrite_keep_alive(
             br#"{"model":"m","options":{"keep_alive":"1h","num_ctx":1}}"#,

@@ -683,6 +683,27 @@ mod tests {
     }
 
     #[test]
+    fn the_kind_column_marks_loads_and_unloads() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("kinds.csv");
+        std::fs::write(
+            &p,
+            "timestamp,model,keep_alive,kind\n0,m,-1,serve\n1,m,0,unload\n2,m,,Load\n3,m,-1,\n",
+        )
+        .unwrap();
+        let log = RequestLog::open(&p, ReadOptions::default()).unwrap();
+        let kinds: Vec<Kind> = all(&log).iter().map(|r| r.kind).collect();
+        assert_eq!(kinds, [Kind::Serve, Kind::Unload, Kind::Load, Kind::Serve]);
+        std::fs::write(&p, "timestamp,model,kind\n0,m,reload\n").unwrap();
+        let e = RequestLog::open(&p, ReadOptions::default()).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("column `kind`: \"reload\" is not a request kind"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn datetimes_in_the_forms_logs_write() {
         let z = parse_datetime("2026-05-22T17:28:26Z").unwrap();
         assert_eq!(parse_datetime("2026-05-22T19:28:26+02:00"), Some(z));
