@@ -6,7 +6,7 @@
 //! Ollama does not export. A client that leaves mid-stream drops the upstream request
 //! with it; an upstream that is down gets the client a 502 with Ollama's error shape.
 //!
-//! Long (about 580 lines) because one request's life stays in one place: its
+//! Long (about 610 lines) because one request's life stays in one place: its
 //! pass-through, the row it logs, the warnings it raises and the shutdown that waits
 //! for it; the log format, the pains and the export are in their own files.
 
