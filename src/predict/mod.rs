@@ -9,6 +9,7 @@
 
 pub mod check;
 pub mod host;
+pub mod input;
 pub mod output;
 pub mod policies;
 pub mod replay;
