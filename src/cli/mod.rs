@@ -101,8 +101,8 @@ pub struct ServerArgs {
     /// OLLAMA_NUM_PARALLEL.
     #[arg(long)]
     pub num_parallel: Option<u32>,
-    /// OLLAMA_KEEP_ALIVE: the keep_alive of requests that send none (default 5m; in
-    /// predict, the as-sent policy's).
+    /// OLLAMA_KEEP_ALIVE: the keep_alive the server applies to requests that send none
+    /// (default 5m).
     #[arg(long, value_parser = parse::keep_alive, allow_hyphen_values = true)]
     pub server_keep_alive: Option<KeepAlive>,
 }

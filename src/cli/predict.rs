@@ -60,7 +60,7 @@ pub struct PredictArgs {
     #[arg(long, default_value_t = 1.0, value_parser = parse::positive)]
     pub time_scale: f64,
     /// Unit of numeric timestamps: auto (milliseconds from 1e11), s or ms.
-    #[arg(long, value_enum, default_value_t = TimestampUnit::Auto)]
+    #[arg(long, value_enum, default_value_t = TimestampUnit::Auto, hide_possible_values = true)]
     pub timestamp_unit: TimestampUnit,
     /// Take the host from this scenario's [sim] and the weights from its [cost] (flags override).
     #[arg(long)]
