@@ -24,7 +24,7 @@ mod validate;
 use anyhow::Result;
 
 use crate::cli::{Cli, Command, HostArgs, ServerArgs};
-use crate::sim_settings::SimSettings;
+use crate::engine::sim_settings::SimSettings;
 
 pub use exit::{BadInput, Exit, Interrupted};
 

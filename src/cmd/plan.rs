@@ -5,12 +5,12 @@ use anyhow::{Context, Result};
 
 use super::{BadInput, plan_check};
 use crate::cli::PlanArgs;
+use crate::engine::sched::SchedConfig;
+use crate::engine::sim_settings::SimSettings;
 use crate::ollama::OllamaClient;
 use crate::plan::{self, Asked, Planner};
 use crate::run::{MissingModels, Target};
 use crate::scenario;
-use crate::sched::SchedConfig;
-use crate::sim_settings::SimSettings;
 
 /// Where the catalogue's sizes come from, in words.
 const CATALOGUE_SIZES: &str = "the catalogue (`kabench models --sources`), estimated by E1: weights + f16 KV × num_ctx × parallel + compute buffer (768 MiB past 4096 total context, 2 GiB past 32768) + 300 MiB, or a catalogue model's measured overhead";

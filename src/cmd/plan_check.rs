@@ -8,8 +8,8 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 
 use super::BadInput;
-use crate::catalogue::{Catalogue, ModelSpec};
 use crate::cli::PlanArgs;
+use crate::engine::catalogue::{Catalogue, ModelSpec};
 use crate::ollama::OllamaClient;
 use crate::plan::observe::{self, Comparison};
 use crate::plan::{Combination, Plan, Planner};

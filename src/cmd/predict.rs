@@ -8,11 +8,11 @@ use anyhow::{Context, Result};
 
 use super::{BadInput, host_settings};
 use crate::cli::{PredictArgs, TimestampUnit};
+use crate::engine::sim_settings::SimSettings;
 use crate::predict::input::{self, Input};
 use crate::predict::{self, Policy, PredictOptions, output};
 use crate::record::CostSettings;
 use crate::scenario;
-use crate::sim_settings::SimSettings;
 use crate::traffic::request_log::TimeUnit;
 
 pub(super) fn predict(args: PredictArgs) -> Result<()> {

@@ -5,9 +5,9 @@ use anyhow::Result;
 
 use super::{BadInput, host_settings};
 use crate::cli::SimArgs;
+use crate::engine::sim;
+use crate::engine::sim_settings::{FaultSettings, SimSettings};
 use crate::scenario;
-use crate::sim;
-use crate::sim_settings::{FaultSettings, SimSettings};
 use crate::units::format_go_duration;
 
 pub(super) async fn sim(args: SimArgs) -> Result<()> {
@@ -17,7 +17,7 @@ pub(super) async fn sim(args: SimArgs) -> Result<()> {
     };
     settings.overlay(flag_settings(&args));
     if let Some(dir) = &settings.calibrate {
-        let calibration = crate::calibrate::calibrate(std::path::Path::new(dir))
+        let calibration = crate::engine::calibrate::calibrate(std::path::Path::new(dir))
             .map_err(|e| BadInput(format!("--calibrate: {e:#}")))?;
         for line in calibration.describe() {
             eprintln!("{line}");

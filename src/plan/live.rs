@@ -10,9 +10,9 @@ use serde_json::Value;
 
 use super::estimate::MeasuredSize;
 use super::{Asked, Planner};
-use crate::catalogue::{Capability, Catalogue, ModelSpec};
+use crate::engine::catalogue::{Capability, Catalogue, ModelSpec};
+use crate::engine::sched::SchedConfig;
 use crate::ollama::{ClientError, OllamaClient, api, name};
-use crate::sched::SchedConfig;
 use crate::units::KeepAlive;
 
 /// A model the server has, read into a catalogue entry (no speeds: the plan needs none).

@@ -9,9 +9,9 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 
 use super::{Asked, Combination, ROUNDS, order};
-use crate::catalogue::ModelSpec;
+use crate::engine::catalogue::ModelSpec;
+use crate::engine::sched::SchedConfig;
 use crate::scenario::Scenario;
-use crate::sched::SchedConfig;
 
 /// The models, contexts and quantizations of a scenario's streams and sweep.
 pub fn asked(s: &Scenario) -> Asked {

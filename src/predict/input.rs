@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::sim_settings::SimSettings;
+use crate::engine::sim_settings::SimSettings;
 use crate::traffic::Source;
 use crate::traffic::ollama_log::{LogOptions, OllamaLog};
 use crate::traffic::request_log::{ReadOptions, RequestLog, TimeUnit};
