@@ -199,6 +199,7 @@ pub(super) fn predict(args: PredictArgs) -> Result<()> {
         Policy::Adaptive,
         Policy::PreWarm,
         Policy::Optimum,
+        Policy::PreloadBound,
     ]);
     if !args.quiet {
         eprintln!(
