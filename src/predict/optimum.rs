@@ -178,20 +178,31 @@ mod tests {
         rep.finish(&ahead)
     }
 
-    /// Arrivals whose idle gaps (from a request's end to the next arrival) are `gaps`,
-    /// on a model loaded once: a cold request ends `load + 1` s after it arrives, a
-    /// warm one 1 s after.
-    fn arrivals_for(gaps: &[f64], threshold: f64, load_s: f64) -> Vec<f64> {
+    /// Arrivals whose idle gaps (from a request's end to the next arrival) are `gaps`
+    /// (to within the few ms of a warm `load_duration`): a request ends 1 s after its
+    /// model is ready, the first load reads from a cold disk, a later one from the page
+    /// cache.
+    fn arrivals_for(gaps: &[f64], threshold: f64, f: &ModelFigures) -> Vec<f64> {
         let mut t = 0.0;
         let mut out = vec![t];
-        let mut cold = true;
+        let mut load = f.load_first_s;
         for g in gaps {
-            let end = t + 1.0 + if cold { load_s } else { 0.0 };
-            t = end + g;
+            t += load + 1.0 + g;
             out.push(t);
-            cold = *g > threshold;
+            load = if *g > threshold { f.load_s } else { 0.0 };
         }
         out
+    }
+
+    /// Cold starts, unloads, expirations + evictions, idle GB·s of model 0.
+    fn brief(o: &PolicyOutcome) -> (u64, u64, u64, f64) {
+        let m = &o.models[0];
+        (
+            m.cold,
+            m.unloads,
+            m.expirations + m.evictions,
+            m.idle_gpu_gb_s + m.idle_ram_gb_s,
+        )
     }
 
     #[test]
@@ -233,41 +244,37 @@ mod tests {
         assert!((30.0..120.0).contains(&t), "{t}");
         // Two gaps well below T*, two well above, one below again.
         let gaps = [t * 0.2, t * 0.5, t * 3.0, t * 10.0, t * 0.3];
-        let arrivals = arrivals_for(&gaps, t, f.load_s);
-        let o = replay_one(&arrivals, Policy::Optimum, Some(t));
-        let m = &o.models[0];
+        let arrivals = arrivals_for(&gaps, t, &f);
+        let (cold, unloads, dropped, idle) =
+            brief(&replay_one(&arrivals, Policy::Optimum, Some(t)));
         // Cold: the first, and after each gap above T*.
-        assert_eq!(m.cold, 3, "{m:?}");
+        assert_eq!(cold, 3);
         // Unloaded right after the requests before a long gap, and after the last.
-        assert_eq!(m.unloads, 3, "{m:?}");
-        assert_eq!(m.expirations + m.evictions, 0, "{m:?}");
+        assert_eq!(unloads, 3);
+        assert_eq!(dropped, 0);
         // Idle memory: only the short gaps, held whole.
-        let held_s = (t * 0.2 + t * 0.5 + t * 0.3) * f.resident_bytes as f64 / 1e9;
-        let idle = m.idle_gpu_gb_s + m.idle_ram_gb_s;
-        assert!((idle - held_s).abs() < 1e-3 * held_s, "{idle} vs {held_s}");
+        let held = (t * 0.2 + t * 0.5 + t * 0.3) * f.resident_bytes as f64 / 1e9;
+        assert!((idle - held).abs() < 1e-3 * held, "{idle} vs {held}");
     }
 
     #[test]
-    fn a_gap_equal_to_the_threshold_is_held() {
+    fn gaps_just_inside_the_threshold_are_held_as_the_fixed_value_holds_them() {
         let host = host();
         let f = figures(&host, MODEL);
-        // A threshold of 100 s and gaps of exactly 100 s: held (warm), as keep_alive
-        // 100s holds them (a request at the timer's instant slips in first).
-        let gaps = [100.0, 100.0, 100.0];
-        let arrivals = arrivals_for(&gaps, 100.0, f.load_s);
-        let o = replay_one(&arrivals, Policy::Optimum, Some(100.0));
-        assert_eq!(o.models[0].cold, 1, "{:?}", o.models[0]);
-        let fixed = replay_one(
-            &arrivals,
-            Policy::Fixed(crate::units::KeepAlive::parse("100s").unwrap()),
-            None,
+        // A threshold of 100 s: gaps of 99.5 s are held, as keep_alive 100s holds them.
+        let arrivals = arrivals_for(&[99.5, 99.5, 99.5], 100.0, &f);
+        assert_eq!(
+            brief(&replay_one(&arrivals, Policy::Optimum, Some(100.0))).0,
+            1
         );
-        assert_eq!(fixed.models[0].cold, 1, "{:?}", fixed.models[0]);
-        // Just above: unloaded, cold after each.
-        let gaps = [100.5, 100.5, 100.5];
-        let arrivals = arrivals_for(&gaps, 100.0, f.load_s);
-        let o = replay_one(&arrivals, Policy::Optimum, Some(100.0));
-        assert_eq!(o.models[0].cold, 4, "{:?}", o.models[0]);
+        let fixed = Policy::Fixed(crate::units::KeepAlive::parse("100s").unwrap());
+        assert_eq!(brief(&replay_one(&arrivals, fixed, None)).0, 1);
+        // Gaps of 100.5 s: unloaded right after each request, cold after each gap.
+        let arrivals = arrivals_for(&[100.5, 100.5, 100.5], 100.0, &f);
+        let (cold, unloads, dropped, idle) =
+            brief(&replay_one(&arrivals, Policy::Optimum, Some(100.0)));
+        assert_eq!((cold, unloads, dropped), (4, 4, 0));
+        assert!(idle < 1e-6, "{idle}");
     }
 
     #[test]
@@ -284,7 +291,7 @@ mod tests {
             t * 0.7,
             t * 20.0,
         ];
-        let arrivals = arrivals_for(&gaps, t, f.load_s);
+        let arrivals = arrivals_for(&gaps, t, &f);
         let cost = CostSettings::default();
         let opt = replay_one(&arrivals, Policy::Optimum, Some(t));
         let c_opt = model_cost(&opt.models[0], &f, &cost);
