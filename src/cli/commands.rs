@@ -9,14 +9,14 @@ use crate::cli::{
     BadInput, CompareArgs, DoctorArgs, FleetArgs, FleetEngine, Interrupted, MergeArgs, ModelsArgs,
     ProxyArgs, ReportArgs, RunArgs, SimArgs, SwarmArgs, ValidateArgs,
 };
+use crate::engine::sim;
+use crate::engine::sim_settings::{FaultSettings, SimSettings};
 use crate::record::RunStatus;
 use crate::run::open_loop::RunOptions;
 use crate::run::request::Slice;
 use crate::run::{self, RunOutcome, Target};
 use crate::scenario;
 use crate::shard::{self, Shard};
-use crate::sim;
-use crate::sim_settings::{FaultSettings, SimSettings};
 
 pub(super) async fn run(args: RunArgs) -> Result<()> {
     let scenario = scenario::load(&args.scenario)?;
@@ -429,7 +429,7 @@ pub(super) async fn serve_sim(args: SimArgs) -> Result<()> {
         ..Default::default()
     });
     if let Some(dir) = &settings.calibrate {
-        let calibration = crate::calibrate::calibrate(std::path::Path::new(dir))
+        let calibration = crate::engine::calibrate::calibrate(std::path::Path::new(dir))
             .map_err(|e| BadInput(format!("--calibrate: {e:#}")))?;
         for line in calibration.describe() {
             eprintln!("{line}");
@@ -454,7 +454,7 @@ pub(super) async fn serve_sim(args: SimArgs) -> Result<()> {
 
 pub(super) fn models(args: ModelsArgs) -> Result<()> {
     use std::io::Write;
-    let listing = crate::sim_settings::catalogue_listing(args.num_ctx, args.sources)?;
+    let listing = crate::engine::sim_settings::catalogue_listing(args.num_ctx, args.sources)?;
     std::io::stdout().lock().write_all(listing.as_bytes())?;
     Ok(())
 }

@@ -8,16 +8,16 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
-use crate::catalogue::Catalogue;
 use crate::cli::{BadInput, PlanArgs};
+use crate::engine::catalogue::Catalogue;
+use crate::engine::sched::SchedConfig;
+use crate::engine::sim_settings::SimSettings;
 use crate::ollama::OllamaClient;
 use crate::plan::observe::{self, Comparison};
 use crate::plan::{self, Asked, Combination, MeasuredSize, Plan, Planner, order};
 use crate::run::open_loop::RunOptions;
 use crate::run::{self, MissingModels, Target};
 use crate::scenario;
-use crate::sched::SchedConfig;
-use crate::sim_settings::SimSettings;
 
 /// At most this many combinations are checked in one call.
 const MAX_CHECKED: usize = 8;
@@ -335,7 +335,7 @@ async fn check_one(
     // Models the built-in catalogue lacks or holds otherwise (a scenario's
     // [[sim.models]]) go to the simulator with the check.
     let builtin = Catalogue::builtin();
-    let extra: Vec<crate::catalogue::ModelSpec> = match target {
+    let extra: Vec<crate::engine::catalogue::ModelSpec> = match target {
         Target::Sim => combo
             .estimates
             .iter()
@@ -423,7 +423,7 @@ fn check_scenario(
     config: &SchedConfig,
     gap: Duration,
     dir: &Path,
-    extra: &[crate::catalogue::ModelSpec],
+    extra: &[crate::engine::catalogue::ModelSpec],
 ) -> Result<String> {
     let rounds = plan::ROUNDS;
     use std::fmt::Write;
@@ -463,7 +463,7 @@ fn check_scenario(
     if !extra.is_empty() {
         #[derive(serde::Serialize)]
         struct Models<'a> {
-            models: &'a [crate::catalogue::ModelSpec],
+            models: &'a [crate::engine::catalogue::ModelSpec],
         }
         #[derive(serde::Serialize)]
         struct Sim<'a> {

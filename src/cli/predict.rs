@@ -4,9 +4,9 @@
 use anyhow::{Context, Result};
 
 use crate::cli::{BadInput, PredictArgs};
+use crate::engine::sim_settings::SimSettings;
 use crate::record::CostSettings;
 use crate::scenario;
-use crate::sim_settings::SimSettings;
 use crate::units;
 
 pub(super) fn predict(args: PredictArgs) -> Result<()> {

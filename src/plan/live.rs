@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::estimate::MeasuredSize;
-use crate::catalogue::{Capability, ModelSpec};
+use crate::engine::catalogue::{Capability, ModelSpec};
 use crate::ollama::{ClientError, OllamaClient, api, name};
 use crate::units::KeepAlive;
 

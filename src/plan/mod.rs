@@ -18,8 +18,8 @@ pub mod render;
 
 use serde::Serialize;
 
-use crate::catalogue::{Catalogue, ModelSpec};
-use crate::sched::SchedConfig;
+use crate::engine::catalogue::{Catalogue, ModelSpec};
+use crate::engine::sched::SchedConfig;
 pub use estimate::{Estimate, Figure, MeasuredSize};
 pub use fit::{Fit, Verdict};
 pub use order::Step;

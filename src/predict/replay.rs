@@ -12,8 +12,8 @@ use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::time::Duration;
 
 use crate::analysis::MsHistogram;
-use crate::catalogue::ModelSpec;
-use crate::sched::{RequestKind, SchedEvent, SchedRequest, Scheduler};
+use crate::engine::catalogue::ModelSpec;
+use crate::engine::sched::{RequestKind, SchedEvent, SchedRequest, Scheduler};
 use crate::traffic::Request;
 use crate::units::KeepAlive;
 

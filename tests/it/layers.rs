@@ -1,0 +1,203 @@
+//! The one-way data flow, checked: a module never imports a module of a higher layer
+//! (STYLE.md, "One-way data flow and the import rule"), and the few imports the layers
+//! alone would allow but the design forbids are listed in `FORBIDDEN` (the closed-loop
+//! driver never imports the open-loop one; the run side and the report side meet only
+//! at the run folder).
+
+use std::path::Path;
+
+/// Layer of each top-level module, lowest first: units → ollama, folder → scenario,
+/// engine → run, plan, doctor, proxy → analysis → recommend → predict, report → fleet
+/// → cmd → cli. Beside the scenario sit what reads it alone (workload, shard, traffic),
+/// beside the engine what run samples (telemetry).
+const LAYERS: &[(&str, u8)] = &[
+    ("units", 1),
+    ("rng", 1),
+    ("ollama", 2),
+    ("record", 3),
+    ("folder", 3),
+    ("scenario", 4),
+    ("engine", 5),
+    ("workload", 5),
+    ("shard", 5),
+    ("traffic", 5),
+    ("telemetry", 5),
+    ("run", 6),
+    ("plan", 6),
+    ("doctor", 6),
+    ("proxy", 6),
+    ("analysis", 7),
+    ("recommend", 8),
+    ("predict", 9),
+    ("report", 9),
+    ("fleet", 10),
+    ("progress", 11),
+    ("cmd", 11),
+    ("cli", 12),
+];
+
+/// Imports the layers alone would allow but the design forbids: (file or module, what
+/// it must not import). A file is named by its path under `src/` without `.rs`, a
+/// module by its top-level name; an import is named by its path after `crate::`.
+const FORBIDDEN: &[(&str, &str, &str)] = &[
+    (
+        "run/closed_loop",
+        "run::open_loop",
+        "the closed-loop driver shares only run's per-cell loop and request helpers",
+    ),
+    (
+        "run",
+        "analysis",
+        "a run writes the folder; reading it is the report side's",
+    ),
+    ("run", "recommend", "a run writes the folder only"),
+    ("run", "report", "a run writes the folder only"),
+    (
+        "analysis",
+        "run",
+        "the report side reads only the run folder",
+    ),
+    (
+        "recommend",
+        "run",
+        "the report side reads only the run folder",
+    ),
+    ("report", "run", "the report side reads only the run folder"),
+    (
+        "report",
+        "scenario",
+        "the report reads what the run recorded in run.json, never the scenario",
+    ),
+    (
+        "report",
+        "engine::sim",
+        "the report reads the simulated host from run.json",
+    ),
+    (
+        "report",
+        "engine::sim_settings",
+        "the report reads the simulated host from run.json",
+    ),
+    (
+        "recommend",
+        "scenario",
+        "the recommendation takes [cost] and [slo] as the run recorded them",
+    ),
+    (
+        "recommend",
+        "engine",
+        "the recommendation knows nothing of the simulator",
+    ),
+    (
+        "scenario",
+        "engine",
+        "the scenario holds the engine's settings as typed data; the engine reads them",
+    ),
+];
+
+fn layer(module: &str) -> Option<u8> {
+    LAYERS.iter().find(|(m, _)| *m == module).map(|(_, l)| *l)
+}
+
+fn files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+#[test]
+fn lower_layers_never_import_higher_ones() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut all = Vec::new();
+    files(&src, &mut all);
+    let mut violations = Vec::new();
+    for path in all {
+        let rel = path.strip_prefix(&src).unwrap();
+        let own = rel
+            .components()
+            .next()
+            .unwrap()
+            .as_os_str()
+            .to_string_lossy()
+            .trim_end_matches(".rs")
+            .to_string();
+        let Some(own_layer) = layer(&own) else {
+            continue;
+        };
+        let file = rel.with_extension("").to_string_lossy().replace('\\', "/");
+        let text = std::fs::read_to_string(&path).unwrap();
+        for (n, line) in text.lines().enumerate() {
+            for part in line.split("crate::").skip(1) {
+                for (who, what, why) in FORBIDDEN {
+                    let mine = file == *who || own == *who;
+                    let hits = part.starts_with(what)
+                        && !part[what.len()..]
+                            .starts_with(|c: char| c.is_alphanumeric() || c == '_');
+                    if mine && hits {
+                        violations.push(format!(
+                            "src/{}:{}: `{file}` imports `{what}`: {why}",
+                            rel.display(),
+                            n + 1
+                        ));
+                    }
+                }
+                let used: String = part
+                    .chars()
+                    .take_while(|c| c.is_alphanumeric() || *c == '_')
+                    .collect();
+                let used_layer = layer(&used);
+                if let Some(l) = used_layer
+                    && l > own_layer
+                {
+                    violations.push(format!(
+                        "src/{}:{}: layer {own_layer} `{own}` uses layer {l} `{used}`",
+                        rel.display(),
+                        n + 1
+                    ));
+                }
+            }
+        }
+    }
+    assert!(violations.is_empty(), "{}", violations.join("\n"));
+}
+
+#[test]
+fn the_closed_loop_driver_never_names_the_open_loop_one() {
+    // Also through `super::` or a nested `use crate::run::{…}` the per-line rule misses.
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/run/closed_loop.rs");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let uses: Vec<(usize, &str)> = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim_start().starts_with("//") && l.contains("open_loop"))
+        .collect();
+    assert!(
+        uses.is_empty(),
+        "src/run/closed_loop.rs names open_loop: {uses:?}"
+    );
+}
+
+#[test]
+fn every_module_of_src_has_a_layer() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut missing = Vec::new();
+    for entry in std::fs::read_dir(&src).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_stem().unwrap().to_string_lossy().to_string();
+        if ["lib", "main"].contains(&name.as_str()) {
+            continue;
+        }
+        if layer(&name).is_none() {
+            missing.push(name);
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "modules without a layer in LAYERS: {missing:?}"
+    );
+}
