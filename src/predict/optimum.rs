@@ -111,7 +111,7 @@ mod tests {
     use super::*;
     use crate::predict::replay::{Lookahead, Policy, Replay, ReplayModel, ReplaySettings};
     use crate::predict::{Host, PredictOptions, fixed_policies, predict, resolve_models};
-    use crate::sim_settings::SimSettings;
+    use crate::engine::sim_settings::SimSettings;
     use crate::traffic::Request;
 
     const MODEL: &str = "qwen2.5:7b-instruct-q4_K_M";
