@@ -63,7 +63,7 @@ pub enum Command {
     /// pains, and serves GET /metrics (Prometheus). Ctrl-C closes the log.
     Proxy(ProxyArgs),
     /// Replay a request log through the scheduler model on a virtual clock under every
-    /// keep_alive policy, priced against the offline optimum.
+    /// keep_alive policy, priced against the keep_alive optimum.
     Predict(Box<PredictArgs>),
     /// Which models stay loaded together: what each takes resident (weights, KV cache,
     /// overhead), whether the set fits, what a round-robin of requests evicts, the

@@ -139,6 +139,7 @@ fn policies(args: &PredictArgs, has_keep_alive: bool) -> Vec<Policy> {
         Policy::Adaptive,
         Policy::PreWarm,
         Policy::Optimum,
+        Policy::PreloadBound,
     ]);
     policies
 }
