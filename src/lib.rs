@@ -26,13 +26,13 @@
 
 pub mod analysis;
 pub mod cli;
+pub mod cmd;
 pub mod doctor;
 pub mod engine;
 pub mod fleet;
 pub mod ollama;
 pub mod plan;
 pub mod predict;
-pub mod progress;
 pub mod proxy;
 pub mod recommend;
 pub mod record;

@@ -15,6 +15,7 @@ pub mod live;
 pub mod observe;
 pub mod order;
 pub mod render;
+pub mod scenario;
 
 use serde::Serialize;
 

@@ -7,6 +7,10 @@
 //! request the driver watches the target release its models (the release tail), so
 //! idle memory and the release delay are observed. It never prints: progress goes out
 //! as events.
+//!
+//! Over 600 lines because the send loop, the per-request task and the release tail share
+//! the cell's state; the pacing (`pacer`), request building (`request`) and residency
+//! rules (`residency`) already live in their own files.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
