@@ -9,9 +9,9 @@
 //! arrival less the previous request's end) is at least 0.45 s away from each
 //! keep_alive on the simulator (whose loads take 0.3 s, unjittered), and over a second
 //! on the real server (gaps × 6, whose loads take up to seconds on a busy host), so
-//! the counts are exact. The run's own control calls pass
-//! through the proxy too (the pre-load before the first cell, the unload before each
-//! cell) and the replay must treat them as what they are.
+//! the counts are exact. The run's own control calls pass through the proxy too (the
+//! pre-load before the first cell, the unload before each cell), and the replay must
+//! take them for what they are.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
