@@ -4,16 +4,20 @@
 //! what users trip over (`warnings`). Pure functions over typed rows; knows nothing of
 //! how the samples were taken.
 //!
-//! Window: from the cell's `started_ms` to the last sample given. Pass the samples of
-//! the cell only ([`cell_samples`]: up to the next cell's start), so the tail after the
-//! last request, while keep_alive runs out, is counted and the next cell's is not.
+//! Window: the cell's idle horizon ([`crate::record::IdleHorizon`]: from its first
+//! send to its last send plus the run's one common tail) when given, so every cell of a
+//! sweep, keep_alive `0` and `-1` alike, is counted over the same span whichever path
+//! wrote the folder (one process, merged shards); each series holds its last value up
+//! to the horizon's end. Without one, from the cell's `started_ms` to the last sample
+//! given. Pass the samples of the cell only ([`cell_samples`]: up to the next cell's
+//! start), so the next cell's memory is never counted.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::record::{CellMeta, RequestRecord, VramSample};
+use crate::record::{CellMeta, CellWindow, RequestRecord, VramSample};
 use crate::units::KeepAlive;
 
 mod release;
@@ -225,12 +229,26 @@ fn overlap(seg: (f64, f64), busy: &[(f64, f64)]) -> f64 {
 }
 
 /// Figures for one cell from `samples` (the cell's, see [`cell_samples`]) and its
-/// requests; `None` when the cell never started or no source sampled inside it.
+/// requests, from its start to the last sample; `None` when the cell never started or
+/// no source sampled inside it. [`vram_figures_over`] with no horizon.
 pub fn vram_figures(
     samples: &[VramSample],
     requests: &[RequestRecord],
     cell: &CellMeta,
     tolerance: Duration,
+) -> Option<VramFigures> {
+    vram_figures_over(samples, requests, cell, tolerance, None)
+}
+
+/// Figures for one cell over `horizon` (held, idle, peak and mean; see the module
+/// doc), or from its start to the last sample without one. The release delays read
+/// every sample given, inside the horizon or after it.
+pub fn vram_figures_over(
+    samples: &[VramSample],
+    requests: &[RequestRecord],
+    cell: &CellMeta,
+    tolerance: Duration,
+    horizon: Option<CellWindow>,
 ) -> Option<VramFigures> {
     let start = cell.started_ms?;
     let busy = busy_intervals(requests, cell);
@@ -248,9 +266,13 @@ pub fn vram_figures(
         (None, Some((_, r))) => r.clone(),
         (None, None) => return None,
     };
-    let part = |(source, series): &(String, Series)| integrate(source, series, &busy);
+    let over = |s: &Series| match horizon {
+        Some(w) => clip(s, w),
+        None => s.clone(),
+    };
+    let part = |(source, series): &(String, Series)| integrate(source, &over(series), &busy);
     let (gpu, ram) = (gpu.as_ref().map(part), ram.as_ref().map(part));
-    let total = integrate("", &series, &busy);
+    let total = integrate("", &over(&series), &busy);
     let counted = match (&gpu, &ram) {
         (Some(g), Some(r)) if g.peak_bytes > 0 && r.peak_bytes > 0 => "GPU + system RAM",
         (_, Some(r)) if r.peak_bytes > 0 => "system RAM",
@@ -272,6 +294,28 @@ pub fn vram_figures(
         ram,
         counted: counted.into(),
     })
+}
+
+/// A step series cut to `w`: its value at `w.from_ms` (when it has one by then), its
+/// points inside, and its last value held to `w.to_ms` (memory still held when the
+/// samples end is counted to the horizon's end; a released model holds 0).
+fn clip(series: &Series, w: CellWindow) -> Series {
+    let mut out: Series = Vec::with_capacity(series.len() + 2);
+    if let Some(&(_, v)) = series.iter().take_while(|p| p.0 <= w.from_ms).last() {
+        out.push((w.from_ms, v));
+    }
+    out.extend(
+        series
+            .iter()
+            .filter(|p| p.0 > w.from_ms && p.0 < w.to_ms)
+            .copied(),
+    );
+    if let Some(&(_, v)) = series.iter().take_while(|p| p.0 <= w.to_ms).last()
+        && w.to_ms > w.from_ms
+    {
+        out.push((w.to_ms, v));
+    }
+    out
 }
 
 /// Held, idle, peak and mean of one step series.
