@@ -17,10 +17,10 @@ use serde_json::Value;
 
 const SCENARIO: &str = "tests/fixtures/fleet/quickstart-scaled.toml";
 /// The sweep's keep_alives, as the scenario writes them.
-const SWEEP: [&str; 4] = ["0", "500ms", "2s", "-1"];
+const SWEEP: [&str; 4] = ["0", "1s", "2s", "-1"];
 
-/// Per cell (by its keep_alive): requests, cold requests, idle GB·s.
-fn cells(dir: &Path) -> BTreeMap<String, (u64, u64, f64)> {
+/// Per cell (by its keep_alive): requests, cold requests, idle GB·s, held GB·s.
+fn cells(dir: &Path) -> BTreeMap<String, (u64, u64, f64, f64)> {
     let summary = read_json(&dir.join("summary.json"));
     summary["cells"]
         .as_array()
@@ -34,6 +34,7 @@ fn cells(dir: &Path) -> BTreeMap<String, (u64, u64, f64)> {
                     s["requests"].as_u64().unwrap(),
                     s["cold"].as_u64().unwrap(),
                     c["vram"]["idle_gb_seconds"].as_f64().unwrap(),
+                    c["vram"]["gb_seconds_held"].as_f64().unwrap(),
                 ),
             )
         })
@@ -99,12 +100,22 @@ fn one_process_three_shards_and_predict_meet_the_same_cells() {
         "the same cells"
     );
     for ka in SWEEP {
-        let ((n1, cold1, idle1), (n3, cold3, idle3)) = (a[ka], b[ka]);
+        let ((n1, cold1, idle1, _), (n3, cold3, idle3, _)) = (a[ka], b[ka]);
         assert_eq!(n1, n3, "keep_alive {ka}: requests");
         assert_eq!(cold1, cold3, "keep_alive {ka}: cold starts, {a:?} vs {b:?}");
+        // Held memory is counted over the one horizon: within 5% (a cell that holds
+        // next to nothing, keep_alive 0, within 1 GB·s: each release seen up to a poll
+        // late). Idle memory is that less the time requests were in flight: within 5%,
+        // or 2 GB·s (a 7B model for 0.4 s: what request durations jitter by with three
+        // shard processes and a simulator sharing two cores).
+        let (held1, held3) = (a[ka].3, b[ka].3);
+        assert!(
+            (held1 - held3).abs() <= (0.05 * held1.max(held3)).max(1.0),
+            "keep_alive {ka}: held {held1:.2} GB·s in one process vs {held3:.2} in three shards"
+        );
         let larger = idle1.max(idle3);
         assert!(
-            (idle1 - idle3).abs() <= 0.05 * larger,
+            (idle1 - idle3).abs() <= (0.05 * larger).max(2.0),
             "keep_alive {ka}: idle {idle1:.2} GB·s in one process vs {idle3:.2} in three shards ({a:?} vs {b:?})"
         );
     }
@@ -115,7 +126,11 @@ fn one_process_three_shards_and_predict_meet_the_same_cells() {
         assert!(idle[3] > idle[2], "-1 holds more than 2s: {idle:?}");
     }
     assert_eq!(chosen(&one), chosen(&sharded), "the same recommendation");
-    assert_ne!(chosen(&one), "-1", "forever is not the least memory-hungry");
+    assert_eq!(
+        chosen(&one),
+        "2s",
+        "2s holds less than -1 for the same one cold start"
+    );
 
     // `kabench predict --scenario` over the run's span (its last send, plus a
     // millisecond) replays the same arrivals and meets the run's cold starts.
@@ -147,7 +162,7 @@ fn one_process_three_shards_and_predict_meet_the_same_cells() {
         })
         .collect();
     for ka in SWEEP {
-        let (n, cold, _) = a[ka];
+        let (n, cold, _, _) = a[ka];
         assert_eq!(
             per_policy.get(ka),
             Some(&(n, cold)),
