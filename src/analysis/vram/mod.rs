@@ -266,8 +266,9 @@ pub fn vram_figures_over(
         (None, Some((_, r))) => r.clone(),
         (None, None) => return None,
     };
+    let release_by = release_bound(requests, cell);
     let over = |s: &Series| match horizon {
-        Some(w) => clip(s, w),
+        Some(w) => clip(s, w, release_by),
         None => s.clone(),
     };
     let part = |(source, series): &(String, Series)| integrate(source, &over(series), &busy);
@@ -296,10 +297,28 @@ pub fn vram_figures_over(
     })
 }
 
+/// When every model of the cell will have been released at the latest: its last
+/// request's end plus the longest keep_alive its streams send; `None` when one holds
+/// forever or sends none (the server's default, unknown here).
+fn release_bound(requests: &[RequestRecord], cell: &CellMeta) -> Option<f64> {
+    let mut longest = 0.0f64;
+    for s in &cell.streams {
+        longest = longest.max(s.keep_alive.as_ref()?.duration()?.as_secs_f64() * 1000.0);
+    }
+    let last_end = requests
+        .iter()
+        .filter(|r| r.cell.is_empty() || r.cell == cell.id)
+        .map(|r| r.end_ms)
+        .filter(|t| t.is_finite())
+        .fold(f64::NEG_INFINITY, f64::max);
+    last_end.is_finite().then_some(last_end + longest)
+}
+
 /// A step series cut to `w`: its value at `w.from_ms` (when it has one by then), its
-/// points inside, and its last value held to `w.to_ms` (memory still held when the
-/// samples end is counted to the horizon's end; a released model holds 0).
-fn clip(series: &Series, w: CellWindow) -> Series {
+/// points inside, and, when the samples end before the horizon does, its last level
+/// held on: to the horizon's end, or to `release_by` (the cell's keep_alives run out)
+/// when that comes first. A released model holds 0.
+fn clip(series: &Series, w: CellWindow, release_by: Option<f64>) -> Series {
     let mut out: Series = Vec::with_capacity(series.len() + 2);
     if let Some(&(_, v)) = series.iter().take_while(|p| p.0 <= w.from_ms).last() {
         out.push((w.from_ms, v));
@@ -310,10 +329,17 @@ fn clip(series: &Series, w: CellWindow) -> Series {
             .filter(|p| p.0 > w.from_ms && p.0 < w.to_ms)
             .copied(),
     );
-    if let Some(&(_, v)) = series.iter().take_while(|p| p.0 <= w.to_ms).last()
+    if let Some(&(t_last, v)) = series.iter().take_while(|p| p.0 <= w.to_ms).last()
         && w.to_ms > w.from_ms
     {
-        out.push((w.to_ms, v));
+        let ends_early = series.last().is_some_and(|p| p.0 < w.to_ms);
+        match release_by.map(|r| r.max(t_last).max(w.from_ms)) {
+            Some(r) if ends_early && v > 0 && r < w.to_ms => {
+                out.push((r, 0));
+                out.push((w.to_ms, 0));
+            }
+            _ => out.push((w.to_ms, v)),
+        }
     }
     out
 }
