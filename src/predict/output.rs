@@ -618,6 +618,7 @@ pub fn write_folder(dir: &Path, p: &Prediction, host: &Host, info: &FolderInfo) 
         goose_reports: Vec::new(),
         shard: None,
         merged: None,
+        idle_horizon: None,
     };
     RunWriter::create(dir, &scenario_text(p, info), meta.clone())?;
     let mut run = serde_json::to_value(&meta)?;

@@ -12,6 +12,7 @@ mod doctor;
 mod fleet;
 mod fleet_manifest;
 mod fleet_real;
+mod horizon;
 mod hostile;
 mod layers;
 mod plan;
