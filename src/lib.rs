@@ -25,15 +25,14 @@
 #![warn(missing_docs)]
 
 pub mod analysis;
-pub mod calibrate;
-pub mod catalogue;
 pub mod cli;
+pub mod cmd;
 pub mod doctor;
+pub mod engine;
 pub mod fleet;
 pub mod ollama;
 pub mod plan;
 pub mod predict;
-pub mod progress;
 pub mod proxy;
 pub mod recommend;
 pub mod record;
@@ -41,10 +40,7 @@ pub mod report;
 pub mod rng;
 pub mod run;
 pub mod scenario;
-pub mod sched;
 pub mod shard;
-pub mod sim;
-pub mod sim_settings;
 pub mod telemetry;
 pub mod traffic;
 pub mod units;

@@ -360,6 +360,10 @@ pub struct RunMeta {
     /// This folder was merged from shard folders (`kabench merge`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub merged: Option<MergeMeta>,
+    /// The span every cell's memory figures are counted over (`null`: a folder written
+    /// before it was recorded; the report derives it from the cells the same way).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_horizon: Option<super::IdleHorizon>,
 }
 
 /// `run.json` `shard`: which shard of how many, and how it kept in step.
@@ -434,6 +438,14 @@ impl MergeMeta {
 }
 
 impl RunMeta {
+    /// The idle-memory horizon of the run: as recorded, else derived from its cells by
+    /// the same rule.
+    pub fn idle_horizon(&self) -> super::IdleHorizon {
+        self.idle_horizon
+            .clone()
+            .unwrap_or_else(|| super::IdleHorizon::of_cells(&self.cells))
+    }
+
     /// Loads the simulator counted per cell (`sim.loads_per_cell`), empty for a live target.
     pub fn sim_loads_per_cell(&self) -> BTreeMap<String, u64> {
         self.sim

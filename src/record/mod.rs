@@ -16,8 +16,10 @@ use serde::{Deserialize, Serialize};
 use crate::units::KeepAlive;
 
 pub mod histograms;
+pub mod horizon;
 mod meta;
 
+pub use horizon::{CellWindow, IdleHorizon};
 pub use meta::{
     CellMeta, CostSettings, DEFAULT_RAM_GB_HOUR, DEFAULT_VRAM_GB_HOUR, HistogramSettings,
     MergeMeta, RunMeta, RunStatus, ShardMeta, SimHost, SimModel, SloSettings, StreamMeta,

@@ -6,11 +6,11 @@
 
 use serde::Serialize;
 
-use crate::catalogue::Catalogue;
+use crate::engine::catalogue::Catalogue;
+use crate::engine::sched::SchedConfig;
 use crate::ollama::name;
 use crate::plan::{self, Asked, Planner, fit};
 use crate::record::{RunMeta, VramSample};
-use crate::sched::SchedConfig;
 use crate::units::format_bytes;
 
 /// One model of the set.

@@ -192,7 +192,8 @@ pub fn render(dir: &Path, opts: &RenderOptions) -> Result<Rendered> {
     let mut charts = build_charts(&meta, &summary, &recs, &requests, &samples)?;
     if predicted {
         // The prediction's own charts, first: cost by keep_alive with T* and the
-        // optimum, every policy on the frontier, the gap distributions.
+        // keep_alive optimum and the pre-load bound, every policy on the frontier, the
+        // gap distributions.
         let path = dir.join(record::SUMMARY_JSON);
         let raw: serde_json::Value = serde_json::from_str(
             &fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?,
@@ -282,7 +283,8 @@ fn predicted_summary(dir: &Path) -> Result<(RunMeta, Summary)> {
 }
 
 /// The cells a client can set (a keep_alive value), for the recommendation of a
-/// predicted folder: its other policies (the offline optimum) stay in the table.
+/// predicted folder: its other policies (the keep_alive optimum, the pre-load bound)
+/// stay in the table.
 fn settable(summary: &Summary) -> Summary {
     let mut out = summary.clone();
     out.cells.retain(|c| {

@@ -19,10 +19,10 @@ use crate::record::{
     self, CellMeta, RequestRecord, RunMeta, RunStatus, RunWriter, StreamMeta, TargetMeta,
 };
 
+use crate::engine::sim::SimHandle;
 use crate::run::request::planned_requests;
 use crate::run::{ProgressEvent, RunOutcome};
 use crate::scenario::{Cell, Plan, Scenario};
-use crate::sim::SimHandle;
 use crate::telemetry::ps_feed::PsFeed;
 use crate::telemetry::{self, TelemetryConfig};
 
@@ -413,7 +413,19 @@ pub fn initial_meta(
         goose_reports: Vec::new(),
         shard: None,
         merged: None,
+        idle_horizon: Some(idle_horizon(plan)),
     }
+}
+
+/// The idle-memory horizon of a plan: one tail after every cell's last send, from the
+/// longest finite keep_alive its streams send (`record::horizon`).
+pub fn idle_horizon(plan: &Plan) -> record::IdleHorizon {
+    record::IdleHorizon::of_keep_alives(
+        plan.cells
+            .iter()
+            .flat_map(|c| c.streams.iter())
+            .map(|s| s.keep_alive.as_ref()),
+    )
 }
 
 /// Distinct (model, num_ctx) pairs of a plan, in first-use order.
