@@ -124,10 +124,15 @@ impl Write for Captured {
 async fn a_run_without_nvml_goes_on_with_the_other_sources_at_10ms() {
     let logs = Captured::default();
     let writer = logs.clone();
-    tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .init();
+    // The tracing subscriber only: `init()` would also install a `log` logger, which
+    // another test of this binary (goose's swarm) may already have set.
+    tracing::subscriber::set_global_default(
+        tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish(),
+    )
+    .expect("the only tracing subscriber of the test binary");
 
     let base = serve().await;
     let dir = tempfile::tempdir().unwrap();
