@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::routing::get;
-use kabench::record::{RunMeta, RunWriter};
+use kabench::folder::{RunMeta, RunWriter};
 use kabench::telemetry::{self, TelemetryConfig};
 use tokio_util::sync::CancellationToken;
 

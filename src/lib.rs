@@ -9,11 +9,11 @@
 //!       closed_loop: goose users -> ollama::stream (NDJSON read as it arrives)
 //!         | request::fill_row (cold rule)          telemetry -> VramSample
 //!         v                                                v
-//!     run::recorder -> record::RunWriter (requests.csv, vram.csv, run.json)
+//!     run::recorder -> folder::RunWriter (requests.csv, vram.csv, run.json)
 //! ------------------------------- run folder on disk (the only interface) ------------------------
-//! record::read -> analysis::summarize -> Summary -> recommend -> report::render
+//! folder::read -> analysis::summarize -> Summary -> recommend -> report::render
 //!   (run.json carries [cost], [slo] and the simulated host: the report needs no scenario)
-//! record::read -> calibrate -> catalogue overrides + [sim] host settings -> sim
+//! folder::read -> calibrate -> catalogue overrides + [sim] host settings -> sim
 //! traffic (request log) -> predict (sched on a virtual clock) -> a run folder -> report
 //! catalogue | live sizes -> plan (sched's size and admission rules, sched replayed) -> table
 //!   --check: a generated scenario -> run -> a run folder -> plan::observe (and report)
@@ -30,13 +30,13 @@ pub mod catalogue;
 pub mod cli;
 pub mod doctor;
 pub mod fleet;
+pub mod folder;
 pub mod ollama;
 pub mod plan;
 pub mod predict;
 pub mod progress;
 pub mod proxy;
 pub mod recommend;
-pub mod record;
 pub mod report;
 pub mod rng;
 pub mod run;

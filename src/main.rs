@@ -44,9 +44,9 @@ fn exit_code(e: &anyhow::Error) -> ExitCode {
             || c.is::<kabench::scenario::ScenarioError>()
             || c.is::<kabench::units::ParseError>()
             || c.is::<kabench::run::MissingModels>()
-            || c.is::<kabench::record::RunFolderExists>()
-            || c.is::<kabench::record::RunFolderNotEmpty>()
-            || c.is::<kabench::record::RunFolderUnwritable>()
+            || c.is::<kabench::folder::RunFolderExists>()
+            || c.is::<kabench::folder::RunFolderNotEmpty>()
+            || c.is::<kabench::folder::RunFolderUnwritable>()
             || c.is::<kabench::report::compare::NotComparable>()
             || c.is::<kabench::fleet::merge::NotMergeable>()
     });

@@ -8,7 +8,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use kabench::record::{self, CsvAppender, RequestRecord};
+use kabench::folder::{self, CsvAppender, RequestRecord};
 use kabench::report::compare::{CompareThresholds, compare};
 use serde_json::Value;
 
@@ -21,7 +21,7 @@ fn copy_fixture(tmp: &Path, name: &str) -> PathBuf {
 }
 
 fn rewrite_requests(dir: &Path, f: impl Fn(&mut RequestRecord)) {
-    let mut rows = record::read_requests(dir).unwrap();
+    let mut rows = folder::read_requests(dir).unwrap();
     rows.iter_mut().for_each(f);
     let mut w = CsvAppender::<RequestRecord>::create(&dir.join("requests.csv")).unwrap();
     for r in &rows {

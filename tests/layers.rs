@@ -10,7 +10,7 @@ use std::path::Path;
 const LAYERS: &[(&str, u8)] = &[
     ("units", 1),
     ("rng", 1),
-    ("record", 2),
+    ("folder", 2),
     ("scenario", 2),
     ("sched", 2),
     ("catalogue", 2),

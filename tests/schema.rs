@@ -151,10 +151,10 @@ fn requests_and_vram_csv_keep_their_columns_in_order() {
     // A fresh run's headers (the simulator in process is not needed: the writer makes
     // them before the first request) and the committed folder's agree.
     let tmp = tempfile::tempdir().unwrap();
-    let w = kabench::record::RunWriter::create(
+    let w = kabench::folder::RunWriter::create(
         tmp.path(),
         "name = \"x\"\n",
-        kabench::record::RunMeta::default(),
+        kabench::folder::RunMeta::default(),
     )
     .unwrap();
     for dir in [w.dir(), common::fixture_dir("run-small").as_path()] {

@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use kabench::record;
+use kabench::folder;
 use kabench::run::closed_loop::{self as swarm, SwarmOptions};
 use kabench::run::{RunOutcome, Target};
 use kabench::scenario;
@@ -72,10 +72,10 @@ async fn swarm_records_every_request_and_its_cold_starts_match_the_simulators_lo
     let tmp = tempfile::tempdir().unwrap();
     let outcome = run(tmp.path()).await;
     let dir = &outcome.dir;
-    assert_eq!(outcome.status, record::RunStatus::Complete);
+    assert_eq!(outcome.status, folder::RunStatus::Complete);
 
-    let meta = record::read_meta(dir).unwrap();
-    let rows = record::read_requests(dir).unwrap();
+    let meta = folder::read_meta(dir).unwrap();
+    let rows = folder::read_requests(dir).unwrap();
     assert_eq!(rows.len() as u64, outcome.requests);
     assert_eq!(outcome.errors, 0, "{rows:#?}");
     let loads = meta.sim_loads_per_cell();

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::routing::get;
-use kabench::record::{self, RunMeta, RunWriter};
+use kabench::folder::{self, RunMeta, RunWriter};
 use kabench::telemetry::ollama_ps::OllamaPsSampler;
 use kabench::telemetry::prometheus::PromSampler;
 use kabench::telemetry::{self, Sampler, SourceError, TelemetryConfig};
@@ -162,7 +162,7 @@ async fn a_run_without_nvml_goes_on_with_the_other_sources_at_10ms() {
         telemetry::start(config, epoch, run.vram_path(), CancellationToken::new()).unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let report = handle.stop().await;
-    let elapsed_ms = record::ms(epoch.elapsed());
+    let elapsed_ms = folder::ms(epoch.elapsed());
 
     let nvml_here = nvml_wrapper::Nvml::init().is_ok_and(|n| n.device_count().unwrap_or(0) > 0);
     let nvml = &report.sources["nvml"];
@@ -184,7 +184,7 @@ async fn a_run_without_nvml_goes_on_with_the_other_sources_at_10ms() {
     }
     assert!(report.write_error.is_none());
 
-    let rows = record::read_vram(dir.path()).unwrap();
+    let rows = folder::read_vram(dir.path()).unwrap();
     assert_eq!(rows.len() as u64, report.samples);
     for source in ["ollama_ps", "rss", "prometheus", "sim"] {
         let polls = rows

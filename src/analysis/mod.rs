@@ -14,8 +14,8 @@ use anyhow::{Context, Result};
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
-use crate::record::histograms::{self, StreamHistograms};
-use crate::record::{self, CellMeta, RequestRecord, RunMeta, RunStatus, TargetMeta, VramSample};
+use crate::folder::histograms::{self, StreamHistograms};
+use crate::folder::{self, CellMeta, RequestRecord, RunMeta, RunStatus, TargetMeta, VramSample};
 use crate::units::KeepAlive;
 
 /// `summary.json`: the whole run, cell by cell.
@@ -221,13 +221,13 @@ pub fn summarize(
     cold_threshold: Option<Duration>,
 ) -> Summary {
     let threshold_ms = cold_threshold
-        .map(record::ms)
+        .map(folder::ms)
         .unwrap_or(meta.cold_threshold_ms);
     let mut by_cell: BTreeMap<&str, Vec<RequestRecord>> = BTreeMap::new();
     for r in requests {
         let mut row = r.clone();
         if let Some(t) = cold_threshold {
-            record::reclassify(&mut row, t);
+            folder::reclassify(&mut row, t);
         }
         by_cell.entry(r.cell.as_str()).or_default().push(row);
     }
@@ -343,7 +343,7 @@ fn summarize_cell(
 }
 
 fn summarize_stream(
-    meta: &record::StreamMeta,
+    meta: &folder::StreamMeta,
     rows: &[&RequestRecord],
     threshold: Duration,
 ) -> StreamSummary {
@@ -464,7 +464,7 @@ pub fn loads_witnessed<'a>(
     rows: impl IntoIterator<Item = &'a RequestRecord>,
     threshold: Duration,
 ) -> u64 {
-    let tolerance = record::ms(threshold) / 2.0;
+    let tolerance = folder::ms(threshold) / 2.0;
     let mut ends: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
     for r in rows.into_iter().filter(|r| r.cold && !r.is_error()) {
         if let Some(sent) = r.sent_ms {
@@ -491,16 +491,16 @@ pub fn loads_witnessed<'a>(
 
 /// Reads a run folder and summarizes it (the first half of `kabench report`).
 pub fn summarize_dir(dir: &Path, cold_threshold: Option<Duration>) -> Result<(RunMeta, Summary)> {
-    let meta = record::read_meta(dir)?;
-    let requests = record::read_requests(dir)?;
-    let samples = record::read_vram(dir)?;
+    let meta = folder::read_meta(dir)?;
+    let requests = folder::read_requests(dir)?;
+    let samples = folder::read_vram(dir)?;
     let summary = summarize(&meta, &requests, &samples, cold_threshold);
     Ok((meta, summary))
 }
 
 /// Writes `summary.json` into a run folder.
 pub fn write_summary(dir: &Path, summary: &Summary) -> Result<()> {
-    record::write_json_atomic(&dir.join(record::SUMMARY_JSON), summary)
+    folder::write_json_atomic(&dir.join(folder::SUMMARY_JSON), summary)
         .with_context(|| format!("writing the summary of {}", dir.display()))
 }
 

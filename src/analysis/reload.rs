@@ -12,8 +12,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::folder::{CellMeta, RequestRecord};
 use crate::ollama::name;
-use crate::record::{CellMeta, RequestRecord};
 
 /// The keep-alive a request without one gets when the server's is unknown (KA5).
 const DEFAULT_KEEP_ALIVE_MS: f64 = 300_000.0;
@@ -212,7 +212,7 @@ fn fix(cause: &str, _model: &str) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::StreamMeta;
+    use crate::folder::StreamMeta;
 
     fn stream(name: &str, model: &str, ka_s: f64, num_ctx: u32) -> StreamMeta {
         StreamMeta {

@@ -1,7 +1,7 @@
 //! Summaries of tiny hand-made run folders.
 
 use super::*;
-use crate::record::StreamMeta;
+use crate::folder::StreamMeta;
 
 fn cold(model: &str, sent: f64, load: f64) -> RequestRecord {
     RequestRecord {

@@ -9,7 +9,7 @@ use crate::cli::{
     BadInput, CompareArgs, DoctorArgs, FleetArgs, FleetEngine, Interrupted, MergeArgs, ModelsArgs,
     ProxyArgs, ReportArgs, RunArgs, SimArgs, SwarmArgs, ValidateArgs,
 };
-use crate::record::RunStatus;
+use crate::folder::RunStatus;
 use crate::run::open_loop::RunOptions;
 use crate::run::request::Slice;
 use crate::run::{self, RunOutcome, Target};
@@ -227,7 +227,7 @@ fn decide(outcome: &RunOutcome, interrupted: bool) -> Result<()> {
 
 /// The `summary.json` that `report::render` just wrote.
 fn read_summary(dir: &std::path::Path) -> Result<Summary> {
-    let path = dir.join(crate::record::SUMMARY_JSON);
+    let path = dir.join(crate::folder::SUMMARY_JSON);
     let text =
         std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))

@@ -382,8 +382,8 @@ async fn check_one(
     let outcome = outcome?;
     crate::report::render(&outcome.dir, &crate::report::RenderOptions::default())
         .with_context(|| format!("rendering the report of {}", outcome.dir.display()))?;
-    let rows = crate::record::read_requests(&outcome.dir)?;
-    let samples = crate::record::read_vram(&outcome.dir)?;
+    let rows = crate::folder::read_requests(&outcome.dir)?;
+    let samples = crate::folder::read_vram(&outcome.dir)?;
     let names: Vec<String> = combo.estimates.iter().map(|e| e.model.clone()).collect();
     let overlapped = observe::overlapping(&rows);
     if !overlapped.is_empty() {

@@ -4,7 +4,7 @@
 use anyhow::{Context, Result};
 
 use crate::cli::{BadInput, PredictArgs};
-use crate::record::CostSettings;
+use crate::folder::CostSettings;
 use crate::scenario;
 use crate::sim_settings::SimSettings;
 use crate::units;
@@ -226,7 +226,7 @@ pub(super) fn predict(args: PredictArgs) -> Result<()> {
         time_scale: args.time_scale,
         seed: args.seed,
         cost,
-        cold_threshold_ms: crate::record::ms(args.cold_threshold),
+        cold_threshold_ms: crate::folder::ms(args.cold_threshold),
         command: std::env::args().collect::<Vec<_>>().join(" "),
     };
     {

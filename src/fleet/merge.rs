@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use crate::record::histograms::{self, HistogramFiles};
-use crate::record::{
+use crate::folder::histograms::{self, HistogramFiles};
+use crate::folder::{
     self, MergeMeta, RequestRecord, RunFolderExists, RunMeta, RunStatus, VramSample,
 };
 use crate::shard::parse_dir_name;
@@ -67,7 +67,7 @@ pub fn merge(out: &Path, shards: &[PathBuf]) -> Result<Merged> {
         warnings.push(format!("{s}: merged with what it recorded"));
     }
 
-    if out.join(record::RUN_JSON).exists() {
+    if out.join(folder::RUN_JSON).exists() {
         return Err(RunFolderExists(out.display().to_string()).into());
     }
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
@@ -76,11 +76,11 @@ pub fn merge(out: &Path, shards: &[PathBuf]) -> Result<Merged> {
     merge_vram(out, &folders)?;
 
     let meta = merged_meta(&folders, count, missing, incomplete, &warnings);
-    let scenario = std::fs::read_to_string(first.dir.join(record::SCENARIO_TOML))
+    let scenario = std::fs::read_to_string(first.dir.join(folder::SCENARIO_TOML))
         .with_context(|| format!("reading {}/scenario.toml", first.dir.display()))?;
-    std::fs::write(out.join(record::SCENARIO_TOML), scenario)
+    std::fs::write(out.join(folder::SCENARIO_TOML), scenario)
         .with_context(|| format!("writing {}/scenario.toml", out.display()))?;
-    record::write_json_atomic(&out.join(record::RUN_JSON), &meta)?;
+    folder::write_json_atomic(&out.join(folder::RUN_JSON), &meta)?;
     Ok(Merged {
         dir: out.to_path_buf(),
         rows: n,
@@ -101,7 +101,7 @@ fn merge_rows_and_histograms(
     let mut merged = HistogramFiles::new();
     for f in folders {
         let mut notes = Vec::new();
-        let mine = record::read_requests_noting(&f.dir, &mut notes)
+        let mine = folder::read_requests_noting(&f.dir, &mut notes)
             .with_context(|| format!("reading the rows of {}", f.dir.display()))?;
         warnings.extend(notes.into_iter().map(|n| format!("{}: {n}", name_of(f))));
         let mut files = histograms::read(&f.dir)
@@ -118,7 +118,7 @@ fn merge_rows_and_histograms(
     }
     rows.sort_by(|a, b| a.intended_ms.total_cmp(&b.intended_ms));
     let errors = rows.iter().filter(|r| r.is_error()).count() as u64;
-    let n = record::write_csv(&out.join(record::REQUESTS_CSV), &rows)?;
+    let n = folder::write_csv(&out.join(folder::REQUESTS_CSV), &rows)?;
     drop(rows);
     histograms::write(out, &merged)?;
 
@@ -129,7 +129,7 @@ fn merge_rows_and_histograms(
 fn merge_vram(out: &Path, folders: &[ShardFolder]) -> Result<()> {
     let mut by_host: BTreeMap<String, (u32, Vec<VramSample>)> = BTreeMap::new();
     for f in folders {
-        let samples = record::read_vram(&f.dir)
+        let samples = folder::read_vram(&f.dir)
             .with_context(|| format!("reading the memory samples of {}", f.dir.display()))?;
         let mut mine: BTreeMap<String, Vec<VramSample>> = BTreeMap::new();
         for s in samples {
@@ -141,7 +141,7 @@ fn merge_vram(out: &Path, folders: &[ShardFolder]) -> Result<()> {
     }
     let mut samples: Vec<VramSample> = by_host.into_values().flat_map(|(_, s)| s).collect();
     samples.sort_by(|a, b| a.t_ms.total_cmp(&b.t_ms));
-    record::write_csv(&out.join(record::VRAM_CSV), &samples)?;
+    folder::write_csv(&out.join(folder::VRAM_CSV), &samples)?;
 
     Ok(())
 }
@@ -195,7 +195,7 @@ fn name_of(f: &ShardFolder) -> String {
 fn read_shards(dirs: &[PathBuf], warnings: &mut Vec<String>) -> Result<Vec<ShardFolder>> {
     let mut out: Vec<ShardFolder> = Vec::new();
     for dir in dirs {
-        let meta = match record::read_meta(dir) {
+        let meta = match folder::read_meta(dir) {
             Ok(m) => m,
             Err(e) => {
                 warnings.push(format!("{}: left out: {e:#}", dir.display()));

@@ -16,15 +16,15 @@ use serde_json::{Value, json};
 use super::{Host, Policy, Prediction};
 use crate::analysis::vram::{MemoryPart, VramFigures};
 use crate::analysis::{CellSummary, Split, StreamSummary, Summary};
-use crate::record::CostSettings;
-use crate::record::{
+use crate::folder::CostSettings;
+use crate::folder::{
     self, CellMeta, RunMeta, RunStatus, RunWriter, SimHost, SimModel, SloSettings, StreamMeta,
     SweepAxis, TargetMeta,
 };
 use crate::units::KeepAlive;
 
 /// `target.kind` of a predicted run folder.
-pub use crate::record::PREDICTED_TARGET_KIND as TARGET_KIND;
+pub use crate::folder::PREDICTED_TARGET_KIND as TARGET_KIND;
 
 /// What the folder records beside the prediction itself.
 #[derive(Debug, Clone)]
@@ -510,7 +510,7 @@ fn scenario_text(p: &Prediction, info: &FolderInfo) -> String {
 
 /// Writes the run folder `dir` (refused when it already holds a run).
 pub fn write_folder(dir: &Path, p: &Prediction, host: &Host, info: &FolderInfo) -> Result<()> {
-    let now = record::utc_now_rfc3339();
+    let now = folder::utc_now_rfc3339();
     let summary = summary(p, info);
     let meta = RunMeta {
         tool: "kabench".into(),
@@ -603,9 +603,9 @@ pub fn write_folder(dir: &Path, p: &Prediction, host: &Host, info: &FolderInfo) 
         "wall_s": p.wall_s,
         "unload_check": p.unload_check,
     });
-    record::write_json_atomic(&dir.join(record::RUN_JSON), &run)
+    folder::write_json_atomic(&dir.join(folder::RUN_JSON), &run)
         .with_context(|| format!("writing {}/run.json", dir.display()))?;
-    record::write_json_atomic(&dir.join(record::SUMMARY_JSON), &summary_json(p, info)?)
+    folder::write_json_atomic(&dir.join(folder::SUMMARY_JSON), &summary_json(p, info)?)
         .with_context(|| format!("writing {}/summary.json", dir.display()))?;
     Ok(())
 }

@@ -10,7 +10,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 
 use super::log::{COLD_MS, LOG_CSV, ProxyRow};
-use crate::record::{self, CellMeta, RequestRecord, RunMeta, RunStatus, StreamMeta, TargetMeta};
+use crate::folder::{self, CellMeta, RequestRecord, RunMeta, RunStatus, StreamMeta, TargetMeta};
 use crate::units::KeepAlive;
 
 /// What the report says first about a proxy log.
@@ -170,7 +170,7 @@ pub fn write_run_folder(
         },
         ollama_version: version,
         started_at: started_at.into(),
-        ended_at: Some(record::utc_now_rfc3339()),
+        ended_at: Some(folder::utc_now_rfc3339()),
         status: RunStatus::Complete,
         cold_threshold_ms: COLD_MS,
         cells: vec![CellMeta {
@@ -184,16 +184,16 @@ pub fn write_run_folder(
         ..Default::default()
     };
     std::fs::write(
-        dir.join(record::SCENARIO_TOML),
+        dir.join(folder::SCENARIO_TOML),
         scenario_text(&meta.cells[0].streams),
     )
-    .with_context(|| format!("writing {}", dir.join(record::SCENARIO_TOML).display()))?;
-    let requests_path = dir.join(record::REQUESTS_CSV);
-    let mut w = record::CsvAppender::<RequestRecord>::create(&requests_path)?;
+    .with_context(|| format!("writing {}", dir.join(folder::SCENARIO_TOML).display()))?;
+    let requests_path = dir.join(folder::REQUESTS_CSV);
+    let mut w = folder::CsvAppender::<RequestRecord>::create(&requests_path)?;
     for r in &records {
         w.append(r)?;
     }
-    record::write_json_atomic(&dir.join(record::RUN_JSON), &meta)?;
+    folder::write_json_atomic(&dir.join(folder::RUN_JSON), &meta)?;
     Ok(records.len())
 }
 

@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::analysis::{CellSummary, StreamSummary, Summary};
-use crate::record::{CostSettings, SloSettings, SweepAxis};
+use crate::folder::{CostSettings, SloSettings, SweepAxis};
 use crate::units::{KeepAlive, cmp_keep_alive};
 
 mod choice;

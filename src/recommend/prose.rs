@@ -5,8 +5,8 @@
 use std::collections::BTreeMap;
 
 use crate::analysis::Summary;
+use crate::folder::{CostSettings, SweepAxis};
 use crate::recommend::{Candidate, Form, GB, Recommendation, Snippets, display_keep_alive};
-use crate::record::{CostSettings, SweepAxis};
 use crate::units::{KeepAlive, format_go_duration};
 
 #[allow(clippy::too_many_arguments)]

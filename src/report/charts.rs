@@ -10,8 +10,8 @@ use plotters::coord::ranged1d::IntoSegmentedCoord;
 use plotters::prelude::*;
 
 use crate::analysis::Summary;
+use crate::folder::{CellMeta, RequestRecord, SweepAxis, VramSample};
 use crate::recommend::{GB, Recommendation, display_keep_alive};
-use crate::record::{CellMeta, RequestRecord, SweepAxis, VramSample};
 use crate::units::{KeepAlive, cmp_keep_alive};
 
 /// Width of every chart, px.

@@ -7,9 +7,9 @@
 use serde::Serialize;
 
 use crate::catalogue::Catalogue;
+use crate::folder::{RunMeta, VramSample};
 use crate::ollama::name;
 use crate::plan::{self, Asked, Planner, fit};
-use crate::record::{RunMeta, VramSample};
 use crate::sched::SchedConfig;
 use crate::units::format_bytes;
 

@@ -9,8 +9,8 @@ use serde::Serialize;
 
 use super::ReportData;
 use crate::analysis::Summary;
+use crate::folder::SweepAxis;
 use crate::recommend::{Form, GB, Recommendation, display_keep_alive, format_seconds};
-use crate::record::SweepAxis;
 
 const TEMPLATE: &str = include_str!("index.html");
 

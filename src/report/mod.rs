@@ -20,11 +20,11 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 
 use crate::analysis::{self, Summary};
-use crate::recommend::{self, Recommendation};
-use crate::record::{
+use crate::folder::{
     self, CostSettings, RequestRecord, RunMeta, RunStatus, SimHost, SloSettings, SweepAxis,
     VramSample,
 };
+use crate::recommend::{self, Recommendation};
 use crate::units::{cmp_keep_alive, display_keep_alive};
 
 /// File name of the recommendation written beside `summary.json`.
@@ -165,11 +165,11 @@ fn goose_reports(dir: &Path, meta: &RunMeta) -> Vec<String> {
 pub fn render(dir: &Path, opts: &RenderOptions) -> Result<Rendered> {
     // Rows are read once; rows that do not parse are skipped, each named by its line.
     let mut warnings = Vec::new();
-    let meta = record::read_meta(dir)?;
+    let meta = folder::read_meta(dir)?;
     // A predicted folder keeps the summary the replay wrote (it has no request rows).
-    let predicted = meta.target.kind == record::PREDICTED_TARGET_KIND;
-    let requests = record::read_requests_noting(dir, &mut warnings)?;
-    let samples = record::read_vram_noting(dir, &mut warnings)?;
+    let predicted = meta.target.kind == folder::PREDICTED_TARGET_KIND;
+    let requests = folder::read_requests_noting(dir, &mut warnings)?;
+    let samples = folder::read_vram_noting(dir, &mut warnings)?;
     for w in &warnings {
         tracing::warn!("{}: {w}", dir.display());
     }
@@ -186,14 +186,14 @@ pub fn render(dir: &Path, opts: &RenderOptions) -> Result<Rendered> {
     } else {
         recommend::recommend(&summary, &cost, &slo)
     };
-    record::write_json_atomic(&dir.join(RECOMMENDATION_JSON), &recs)
+    folder::write_json_atomic(&dir.join(RECOMMENDATION_JSON), &recs)
         .with_context(|| format!("writing the recommendation of {}", dir.display()))?;
 
     let mut charts = build_charts(&meta, &summary, &recs, &requests, &samples)?;
     if predicted {
         // The prediction's own charts, first: cost by keep_alive with T* and the
         // optimum, every policy on the frontier, the gap distributions.
-        let path = dir.join(record::SUMMARY_JSON);
+        let path = dir.join(folder::SUMMARY_JSON);
         let raw: serde_json::Value = serde_json::from_str(
             &fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?,
         )
@@ -218,7 +218,7 @@ pub fn render(dir: &Path, opts: &RenderOptions) -> Result<Rendered> {
     }
     for c in &charts {
         let path = charts_dir.join(&c.file);
-        record::write_atomic(&path, c.svg.as_bytes())?;
+        folder::write_atomic(&path, c.svg.as_bytes())?;
     }
 
     warnings.extend(run_warnings(&meta, &summary, &recs));
@@ -254,14 +254,14 @@ pub fn render(dir: &Path, opts: &RenderOptions) -> Result<Rendered> {
         cost_vram_gb_hour: cost.vram_gb_hour,
         cost_ram_gb_hour: cost.ram_gb_hour,
         cost_wait_second: cost.wait_second,
-        slo_ttft_p99_ms: slo.ttft_p99.map(record::ms),
+        slo_ttft_p99_ms: slo.ttft_p99.map(folder::ms),
     };
     let index_html = dir.join(INDEX_HTML);
     // Each through a temporary file and a rename: a full disk or a Ctrl-C leaves the
     // previous file whole, never a partial page.
-    record::write_atomic(&index_html, html::render_index(&data)?.as_bytes())?;
+    folder::write_atomic(&index_html, html::render_index(&data)?.as_bytes())?;
     let summary_md = dir.join(SUMMARY_MD);
-    record::write_atomic(&summary_md, markdown::render(&data).as_bytes())?;
+    folder::write_atomic(&summary_md, markdown::render(&data).as_bytes())?;
     Ok(Rendered {
         index_html,
         summary_md,
@@ -273,8 +273,8 @@ pub fn render(dir: &Path, opts: &RenderOptions) -> Result<Rendered> {
 /// A predicted folder (`kabench predict`): its `summary.json` is the prediction
 /// itself (there are no recorded requests to summarize), read as written.
 fn predicted_summary(dir: &Path) -> Result<(RunMeta, Summary)> {
-    let meta = record::read_meta(dir)?;
-    let path = dir.join(record::SUMMARY_JSON);
+    let meta = folder::read_meta(dir)?;
+    let path = dir.join(folder::SUMMARY_JSON);
     let text = fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     let summary =
         serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
@@ -423,7 +423,7 @@ pub fn xml_safe(text: &str) -> String {
 
 /// True for a run on the simulator or a prediction: no real hardware was measured.
 fn simulated(meta: &RunMeta) -> bool {
-    meta.target.kind == "sim" || meta.target.kind == record::PREDICTED_TARGET_KIND
+    meta.target.kind == "sim" || meta.target.kind == folder::PREDICTED_TARGET_KIND
 }
 
 /// Telemetry sources that could not sample (`telemetry nvml unavailable: …`).

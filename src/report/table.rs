@@ -6,7 +6,7 @@
 use std::fmt::Write;
 
 use crate::analysis::{CellSummary, StreamSummary, Summary};
-use crate::record::SweepAxis;
+use crate::folder::SweepAxis;
 use crate::units::cmp_keep_alive;
 
 /// The rows of every table of a run (this one, `summary.md`'s, `index.html`'s), one per

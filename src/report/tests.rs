@@ -9,7 +9,7 @@ fn sim_note_reads_the_recorded_host() {
         gpu: "1 × 24GiB GPU".into(),
         gpus: 1,
         vram_bytes: 24 << 30,
-        models: vec![crate::record::SimModel {
+        models: vec![crate::folder::SimModel {
             model: "m".into(),
             file_bytes: 5,
             source: "https://example.com/m".into(),
@@ -202,8 +202,8 @@ fn different_picks_per_workload_go_per_request() {
     assert!(two.contains("(5m covers them all)"), "{two}");
 }
 
-fn stream(model: &str, num_ctx: u32) -> crate::record::StreamMeta {
-    crate::record::StreamMeta {
+fn stream(model: &str, num_ctx: u32) -> crate::folder::StreamMeta {
+    crate::folder::StreamMeta {
         name: model.into(),
         model: model.into(),
         num_ctx: Some(num_ctx),
@@ -227,7 +227,7 @@ fn fits_together_on_a_live_cpu_host_uses_the_api_ps_sizes_and_the_default_cap_e5
     // A live run of four models on a CPU-only server (every size_vram 0): no VRAM test
     // (E2), the default cap of 3 (E5) evicts the fourth.
     let mut meta = RunMeta::default();
-    meta.cells.push(crate::record::CellMeta {
+    meta.cells.push(crate::folder::CellMeta {
         id: "c01".into(),
         streams: ["a", "b", "c", "d"]
             .iter()
@@ -235,7 +235,7 @@ fn fits_together_on_a_live_cpu_host_uses_the_api_ps_sizes_and_the_default_cap_e5
             .collect(),
         ..Default::default()
     });
-    meta.cells.push(crate::record::CellMeta {
+    meta.cells.push(crate::folder::CellMeta {
         id: "c02".into(),
         streams: vec![stream("a", 2048)],
         ..Default::default()
@@ -273,7 +273,7 @@ fn fits_together_on_a_live_cpu_host_uses_the_api_ps_sizes_and_the_default_cap_e5
 fn fits_together_on_a_gpu_run_without_a_memory_total_is_not_judged() {
     // /api/ps shows GPU memory, but neither run.json nor nvml says how much there was.
     let mut meta = RunMeta::default();
-    meta.cells.push(crate::record::CellMeta {
+    meta.cells.push(crate::folder::CellMeta {
         id: "c01".into(),
         streams: vec![stream("a", 4096), stream("b", 4096)],
         ..Default::default()

@@ -24,8 +24,8 @@ use anyhow::Result;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::folder::{RunMeta, RunStatus};
 use crate::ollama::{ClientError, OllamaClient};
-use crate::record::{RunMeta, RunStatus};
 use crate::scenario::{Cell, Plan, Scenario};
 use crate::sim::SimHandle;
 

@@ -17,8 +17,8 @@ use anyhow::Result;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
+use crate::folder::{self, RequestRecord, ShardMeta};
 use crate::ollama::{self, ClientError, Exchange, OllamaClient};
-use crate::record::{self, RequestRecord, ShardMeta};
 use crate::run::pacer::Pacer;
 use crate::run::recorder;
 use crate::run::request::{
@@ -204,7 +204,7 @@ async fn run_against(
             .to_string(),
         start_at: shard::format_time(t.start_at),
         clock_offset_ms: None,
-        cell_starts_ms: t.offsets.iter().map(|o| record::ms(*o)).collect(),
+        cell_starts_ms: t.offsets.iter().map(|o| folder::ms(*o)).collect(),
         histograms: None,
     });
     let (clients, mut rec) = begin
@@ -414,7 +414,7 @@ async fn run_sends(
     cancel: CancellationToken,
 ) -> Result<CellTiming> {
     let start = start.unwrap_or_else(Instant::now);
-    let started_ms = record::ms(start - epoch);
+    let started_ms = folder::ms(start - epoch);
     // Fired once the grace after a cancel is over: requests still in flight end with
     // what they measured so far.
     let stop = CancellationToken::new();
@@ -488,7 +488,7 @@ async fn run_sends(
     }
     Ok(CellTiming {
         started_ms,
-        ended_ms: record::ms(Instant::now() - epoch),
+        ended_ms: folder::ms(Instant::now() - epoch),
     })
 }
 
@@ -540,13 +540,13 @@ impl Launcher {
         let epoch = self.epoch;
         let stream = &self.streams[send.stream];
         let mut row = request::new_row(&self.cell_id, send.seq, stream);
-        row.intended_ms = record::ms(due - epoch);
+        row.intended_ms = folder::ms(due - epoch);
         let host = send.target.min(self.clients.len() - 1);
         if self.clients.len() > 1 {
             row.target = self.clients[host].base_url().to_string();
         }
         let Ok(permit) = self.permits.clone().try_acquire_owned() else {
-            row.end_ms = record::ms(Instant::now() - epoch);
+            row.end_ms = folder::ms(Instant::now() - epoch);
             row.error = "saturated".into();
             row.error_detail = self.saturated.clone();
             let _ = self.rows.send(row);

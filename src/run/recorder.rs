@@ -11,11 +11,11 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::ollama::OllamaClient;
-use crate::record::histograms;
-use crate::record::{
+use crate::folder::histograms;
+use crate::folder::{
     self, CellMeta, RequestRecord, RunMeta, RunStatus, RunWriter, StreamMeta, TargetMeta,
 };
+use crate::ollama::OllamaClient;
 
 use crate::run::request::planned_requests;
 use crate::run::{ProgressEvent, RunOutcome};
@@ -81,7 +81,7 @@ impl Recorder {
         cancel: &CancellationToken,
     ) -> Result<Recorder> {
         let writer = RunWriter::create(&dir, &scenario.source, meta)?;
-        record::reserve_space(&dir);
+        folder::reserve_space(&dir);
         let fault = WriteFault {
             first: Default::default(),
             stop_run: cancel.clone(),
@@ -102,14 +102,14 @@ impl Recorder {
             );
             tokio::spawn(async move {
                 tokio::select! {
-                    why = failed => fault.fail(record::VRAM_CSV, &why),
+                    why = failed => fault.fail(folder::VRAM_CSV, &why),
                     _ = done.cancelled() => {}
                 }
             });
         }
         let (rows, rows_rx) = mpsc::unbounded_channel::<RequestRecord>();
         let rows_task = tokio::spawn(write_rows(
-            record::append_to::<RequestRecord>(&dir.join(record::REQUESTS_CSV))?,
+            folder::append_to::<RequestRecord>(&dir.join(folder::REQUESTS_CSV))?,
             rows_rx,
             progress.clone(),
             fault.clone(),
@@ -143,13 +143,13 @@ impl Recorder {
 
     /// Milliseconds since the epoch.
     pub fn now_ms(&self) -> f64 {
-        record::ms(self.epoch.elapsed())
+        folder::ms(self.epoch.elapsed())
     }
 
     /// Rewrites `run.json`; when it cannot be written the run stops (see `close`).
     pub fn save_meta(&mut self) {
         if let Err(e) = self.writer.write_meta() {
-            self.fault.fail(record::RUN_JSON, &format!("{e:#}"));
+            self.fault.fail(folder::RUN_JSON, &format!("{e:#}"));
         }
     }
 
@@ -187,7 +187,7 @@ impl Recorder {
                 let report = handle.stop().await;
                 meta.telemetry.extend(report.sources);
                 if let Some(e) = report.write_error {
-                    fault.fail(record::VRAM_CSV, &e);
+                    fault.fail(folder::VRAM_CSV, &e);
                     meta.warnings.push(format!("vram.csv: {e}"));
                 }
                 if meta.gpu.is_none() {
@@ -208,7 +208,7 @@ impl Recorder {
         }
         // A shard leaves its latency histograms, to be added (never averaged) by merge.
         if meta.shard.is_some() {
-            match record::read_requests(&dir)
+            match folder::read_requests(&dir)
                 .and_then(|rows| histograms::write(&dir, &histograms::from_rows(&rows)))
             {
                 Ok(()) => {
@@ -229,9 +229,9 @@ impl Recorder {
         }
         meta.status = status;
         meta.failure = failure;
-        meta.ended_at = Some(record::utc_now_rfc3339());
+        meta.ended_at = Some(folder::utc_now_rfc3339());
         // The space set aside at the start lets this last write succeed on a full disk.
-        record::release_space(&dir);
+        folder::release_space(&dir);
         writer
             .write_meta()
             .with_context(|| format!("recording that the run ended {status:?} in run.json"))?;
@@ -246,7 +246,7 @@ impl Recorder {
 
 /// Appends every row as it arrives and reports progress; returns (rows, errors).
 async fn write_rows(
-    mut csv: record::CsvAppender<RequestRecord>,
+    mut csv: folder::CsvAppender<RequestRecord>,
     mut rows: mpsc::UnboundedReceiver<RequestRecord>,
     progress: mpsc::UnboundedSender<ProgressEvent>,
     fault: WriteFault,
@@ -290,7 +290,7 @@ async fn write_rows(
     }
     if let Some(e) = failed.or_else(|| csv.flush().err()) {
         // Warned at once; the run stops and the rows still in flight are dropped.
-        fault.fail(record::REQUESTS_CSV, &format!("{e:#}"));
+        fault.fail(folder::REQUESTS_CSV, &format!("{e:#}"));
         while rows.recv().await.is_some() {}
     }
     Ok((n, errors))
@@ -370,7 +370,7 @@ pub fn initial_meta(
     let mut telemetry = std::collections::BTreeMap::new();
     telemetry.insert(
         "release_tolerance_ms".to_string(),
-        format!("{}", record::ms(scenario.telemetry.release_tolerance)),
+        format!("{}", folder::ms(scenario.telemetry.release_tolerance)),
     );
     RunMeta {
         tool: "kabench".into(),
@@ -387,11 +387,11 @@ pub fn initial_meta(
         ollama_version: Some(version.to_string()),
         sim: sim_handle.map(|h| h.state.describe(&plan_models(plan))),
         gpu: None,
-        started_at: record::utc_now_rfc3339(),
+        started_at: folder::utc_now_rfc3339(),
         ended_at: None,
         status: RunStatus::Running,
         failure: None,
-        cold_threshold_ms: record::ms(scenario.run.cold_threshold),
+        cold_threshold_ms: folder::ms(scenario.run.cold_threshold),
         cells,
         telemetry,
         warnings: Vec::new(),

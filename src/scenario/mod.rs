@@ -310,7 +310,7 @@ pub struct Sweep {
 }
 
 /// Telemetry sources that `[telemetry] sources` accepts (`record` keeps the list).
-pub use crate::record::TELEMETRY_SOURCES;
+pub use crate::folder::TELEMETRY_SOURCES;
 
 /// `[telemetry]`: memory sampling.
 #[derive(Debug, Clone, PartialEq)]
@@ -334,7 +334,7 @@ pub struct TelemetrySettings {
     pub release_tolerance: Duration,
 }
 
-pub use crate::record::{CostSettings, DEFAULT_RAM_GB_HOUR, DEFAULT_VRAM_GB_HOUR, SloSettings};
+pub use crate::folder::{CostSettings, DEFAULT_RAM_GB_HOUR, DEFAULT_VRAM_GB_HOUR, SloSettings};
 
 /// `[swarm]`: closed-loop users (`kabench swarm`).
 #[derive(Debug, Clone, PartialEq)]

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::{Api, Arrival, Prompt, Scenario};
-use crate::record::SweepAxis;
+use crate::folder::SweepAxis;
 use crate::rng::splitmix64 as mix;
 use crate::units::{KeepAlive, Rate};
 

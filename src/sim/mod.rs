@@ -25,7 +25,7 @@ use time::{OffsetDateTime, UtcOffset};
 use tokio::sync::{Notify, oneshot};
 
 use crate::catalogue::Catalogue;
-use crate::record::{SimHost, SimModel};
+use crate::folder::{SimHost, SimModel};
 use crate::sched::{
     Clock, RealClock, RequestKind, SchedEvent, SchedRequest, SchedStats, Scheduler, SubmitError,
 };

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::record::{CellMeta, RequestRecord, VramSample};
+use crate::folder::{CellMeta, RequestRecord, VramSample};
 use crate::units::KeepAlive;
 
 mod release;

@@ -1,7 +1,7 @@
 //! The figures, release delays and warnings of `analysis::vram` on synthetic traces.
 
 use super::*;
-use crate::record::StreamMeta;
+use crate::folder::StreamMeta;
 
 const MODEL: &str = "m:1b";
 const SIZE: u64 = 2_000_000_000; // 2 GB
@@ -394,7 +394,7 @@ mod eviction {
 #[test]
 fn the_preference_orders_exactly_the_telemetry_sources() {
     let mut mine = SOURCE_PREFERENCE.to_vec();
-    let mut all = crate::record::TELEMETRY_SOURCES.to_vec();
+    let mut all = crate::folder::TELEMETRY_SOURCES.to_vec();
     mine.sort_unstable();
     all.sort_unstable();
     assert_eq!(mine, all);
