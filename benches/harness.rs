@@ -14,7 +14,8 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use kabench::analysis::MsHistogram;
 use kabench::catalogue::Catalogue;
 use kabench::folder::{
-    self, CellMeta, RequestRecord, RunMeta, RunStatus, RunWriter, StreamMeta, TargetMeta,
+    self, CellMeta, CellParams, RequestRecord, RunFolder, RunMeta, RunStatus, StreamMeta,
+    TargetKind, TargetMeta,
 };
 use kabench::ollama::OllamaClient;
 use kabench::ollama::api::{GenerateRequest, StreamChunk};
@@ -304,12 +305,12 @@ fn run_folder(dir: &Path, n: u32) {
         .enumerate()
         .map(|(i, ka)| CellMeta {
             id: format!("c{:02}-ka_{ka}", i + 1),
-            params: [("keep_alive".to_string(), ka.to_string())].into(),
+            params: CellParams::default().with("keep_alive", ka),
             streams: vec![StreamMeta {
                 name: "chat".into(),
                 model: "qwen2.5:7b-instruct-q4_K_M".into(),
                 keep_alive: KeepAlive::from_written(ka),
-                api: "chat".into(),
+                api: Api::Chat,
                 arrival: "poisson".into(),
                 rate_per_s: Some(2.0),
                 planned: n / 4,
@@ -325,7 +326,7 @@ fn run_folder(dir: &Path, n: u32) {
         scenario: "bench".into(),
         scenario_file: "bench.toml".into(),
         target: TargetMeta {
-            kind: "sim".into(),
+            kind: TargetKind::Sim,
             url: "http://127.0.0.1:1".into(),
             urls: Vec::new(),
         },
@@ -337,7 +338,7 @@ fn run_folder(dir: &Path, n: u32) {
         ..Default::default()
     };
     let mut w =
-        RunWriter::create(dir, "name = \"bench\"\n", meta).unwrap_or_else(|e| panic!("{e:#}"));
+        RunFolder::create(dir, "name = \"bench\"\n", meta).unwrap_or_else(|e| panic!("{e:#}"));
     for i in 0..n {
         let cell = &cells[(i % 4) as usize];
         let mut row = sample_row(i / 4);

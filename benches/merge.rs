@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use kabench::fleet::merge;
-use kabench::folder::{self, RequestRecord, RunMeta, RunWriter, ShardMeta, histograms};
+use kabench::folder::{self, RequestRecord, RunFolder, RunMeta, ShardMeta, histograms};
 
 const SHARDS: u32 = 16;
 const ROWS: usize = 100_000;
@@ -35,7 +35,7 @@ fn shard_folder(root: &Path, index: u32) -> PathBuf {
         }),
         ..Default::default()
     };
-    let w = RunWriter::create(&dir, "name = \"bench\"\n", meta).unwrap();
+    let w = RunFolder::create(&dir, "name = \"bench\"\n", meta).unwrap();
     w.write_meta().unwrap();
     // Round-robin by request: shard i sends global requests i, i + 16, …
     let rows: Vec<RequestRecord> = (0..ROWS)

@@ -9,7 +9,7 @@
 //!       closed_loop: goose users -> ollama::stream (NDJSON read as it arrives)
 //!         | request::fill_row (cold rule)          telemetry -> VramSample
 //!         v                                                v
-//!     run::recorder -> folder::RunWriter (requests.csv, vram.csv, run.json)
+//!     run::recorder -> folder::RunFolder (requests.csv, vram.csv, run.json)
 //! ------------------------------- run folder on disk (the only interface) ------------------------
 //! folder::read -> analysis::summarize -> Summary -> recommend -> report::render
 //!   (run.json carries [cost], [slo] and the simulated host: the report needs no scenario)

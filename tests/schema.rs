@@ -151,7 +151,7 @@ fn requests_and_vram_csv_keep_their_columns_in_order() {
     // A fresh run's headers (the simulator in process is not needed: the writer makes
     // them before the first request) and the committed folder's agree.
     let tmp = tempfile::tempdir().unwrap();
-    let w = kabench::folder::RunWriter::create(
+    let w = kabench::folder::RunFolder::create(
         tmp.path(),
         "name = \"x\"\n",
         kabench::folder::RunMeta::default(),

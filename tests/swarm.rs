@@ -107,7 +107,7 @@ async fn swarm_records_every_request_and_its_cold_starts_match_the_simulators_lo
             "cell {}: {cold} cold rows witnessed {witnessed} loads, the simulator counted {sim_loads}",
             cell.id
         );
-        if cell.params["keep_alive"] == "-1" {
+        if &cell.params["keep_alive"] == "-1" {
             assert_eq!(sim_loads, 1, "forever: one load per cell");
         } else {
             assert!(sim_loads >= 2, "keep_alive 0 reloads: {sim_loads}");

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::routing::get;
-use kabench::folder::{self, RunMeta, RunWriter};
+use kabench::folder::{self, RunFolder, RunMeta};
 use kabench::telemetry::ollama_ps::OllamaPsSampler;
 use kabench::telemetry::prometheus::PromSampler;
 use kabench::telemetry::{self, Sampler, SourceError, TelemetryConfig};
@@ -131,7 +131,7 @@ async fn a_run_without_nvml_goes_on_with_the_other_sources_at_10ms() {
 
     let base = serve().await;
     let dir = tempfile::tempdir().unwrap();
-    let run = RunWriter::create(dir.path(), "name = \"t\"\n", RunMeta::default()).unwrap();
+    let run = RunFolder::create(dir.path(), "name = \"t\"\n", RunMeta::default()).unwrap();
     let me: String = std::env::current_exe()
         .unwrap()
         .file_name()

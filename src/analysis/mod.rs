@@ -3,6 +3,7 @@
 //! warm and cold requests, cold ratios, errors by kind, token rates, and the VRAM
 //! figures of `vram`. Reads typed rows only; knows nothing of HTTP or drawing.
 
+pub mod read;
 pub mod reload;
 pub mod vram;
 
@@ -15,11 +16,14 @@ use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
 use crate::folder::histograms::{self, StreamHistograms};
-use crate::folder::{self, CellMeta, RequestRecord, RunMeta, RunStatus, TargetMeta, VramSample};
+use crate::folder::prediction::{GapDistribution, OutOfSample, PolicyMeta};
+use crate::folder::{
+    self, CellMeta, CellParams, RequestRecord, RunMeta, RunStatus, TargetMeta, VramSample,
+};
 use crate::units::KeepAlive;
 
 /// `summary.json`: the whole run, cell by cell.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Summary {
     /// Scenario name.
     pub scenario: String,
@@ -33,15 +37,35 @@ pub struct Summary {
     pub cold_threshold_ms: f64,
     /// Cells in run order.
     pub cells: Vec<CellSummary>,
+    /// True when the figures are a prediction's (`kabench predict`), not a measurement.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub predicted: bool,
+    /// A prediction's best fixed keep_alive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub best_fixed: Option<String>,
+    /// A prediction's gap distribution per model, with its break-even time.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gaps: Vec<GapDistribution>,
+    /// A prediction's out-of-sample check (with `--train`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub out_of_sample: Option<OutOfSample>,
+}
+
+impl Summary {
+    /// True when the cells carry a policy table: figures a replay computed (there
+    /// are no request rows to recompute them from).
+    pub fn has_policies(&self) -> bool {
+        self.cells.iter().any(|c| c.policy.is_some())
+    }
 }
 
 /// One cell of the sweep.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CellSummary {
     /// Cell id.
     pub id: String,
-    /// Swept axes → value as written in the scenario.
-    pub params: BTreeMap<String, String>,
+    /// Swept axes, typed, each as written in the scenario.
+    pub params: CellParams,
     /// One entry per stream.
     pub streams: Vec<StreamSummary>,
     /// Memory held over the cell, when any telemetry source recorded it.
@@ -52,10 +76,16 @@ pub struct CellSummary {
     /// Cold loads of models that had not expired, by cause.
     #[serde(default)]
     pub reloads: reload::Reloads,
+    /// True in a prediction's cells.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub predicted: bool,
+    /// A prediction's policy of this cell: what it costs and how to apply it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<PolicyMeta>,
 }
 
 /// Statistics of one stream in one cell.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct StreamSummary {
     /// Stream name.
     pub name: String,
@@ -64,6 +94,7 @@ pub struct StreamSummary {
     /// keep_alive sent (`None`: not sent), as `keep_alive` (written), `keep_alive_s`
     /// (`null`: forever or not sent) and `keep_alive_forever`.
     #[serde(flatten, with = "crate::units::keep_alive_keys")]
+    #[schemars(with = "crate::units::KeepAliveKeys")]
     pub keep_alive: Option<KeepAlive>,
     /// Mean arrival rate, requests/s.
     pub rate_per_s: Option<f64>,
@@ -106,7 +137,7 @@ pub struct StreamSummary {
 }
 
 /// One host's share of a stream in a run against a fleet.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct HostSummary {
     /// The host (`requests.csv` `target`).
     pub target: String,
@@ -125,7 +156,7 @@ pub struct HostSummary {
 }
 
 /// Percentiles of all, warm and cold requests (`null` when a group is empty).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Split {
     /// Every successful request.
     pub all: Option<Percentiles>,
@@ -136,7 +167,7 @@ pub struct Split {
 }
 
 /// Percentiles of one group, ms.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Percentiles {
     /// Median.
     pub p50: f64,
@@ -262,6 +293,10 @@ pub fn summarize(
         status: meta.status,
         cold_threshold_ms: threshold_ms,
         cells,
+        predicted: false,
+        best_fixed: None,
+        gaps: Vec::new(),
+        out_of_sample: None,
     }
 }
 
@@ -339,6 +374,8 @@ fn summarize_cell(
         vram,
         warnings,
         reloads,
+        predicted: false,
+        policy: None,
     }
 }
 
@@ -489,13 +526,11 @@ pub fn loads_witnessed<'a>(
         .sum()
 }
 
-/// Reads a run folder and summarizes it (the first half of `kabench report`).
+/// Reads a run folder and summarizes it (the first half of `kabench report`), as
+/// [`read::read_run`] does.
 pub fn summarize_dir(dir: &Path, cold_threshold: Option<Duration>) -> Result<(RunMeta, Summary)> {
-    let meta = folder::read_meta(dir)?;
-    let requests = folder::read_requests(dir)?;
-    let samples = folder::read_vram(dir)?;
-    let summary = summarize(&meta, &requests, &samples, cold_threshold);
-    Ok((meta, summary))
+    let run = read::read_run(dir, cold_threshold)?;
+    Ok((run.meta, run.summary))
 }
 
 /// Writes `summary.json` into a run folder.

@@ -23,7 +23,7 @@ const EXPIRY_MARGIN_MS: f64 = 500.0;
 const SAME_LOAD_MS: f64 = 50.0;
 
 /// The reloads of one cell (`summary.json` `cells[].reloads`).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Reloads {
     /// Cold requests whose model had not expired.
     pub total: u64,
@@ -34,7 +34,7 @@ pub struct Reloads {
 }
 
 /// Reloads of one model for one cause.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Finding {
     /// The model reloaded.
     pub model: String,

@@ -13,7 +13,7 @@ use anyhow::{Context, Result};
 
 use crate::folder::histograms::{self, HistogramFiles};
 use crate::folder::{
-    self, MergeMeta, RequestRecord, RunFolderExists, RunMeta, RunStatus, VramSample,
+    self, MergeMeta, RequestRecord, RunFolder, RunFolderExists, RunMeta, RunStatus, VramSample,
 };
 use crate::shard::parse_dir_name;
 
@@ -45,6 +45,16 @@ struct ShardFolder {
 /// Merges `shards` into the new run folder `out` (which may hold the shard folders
 /// themselves, but no run of its own).
 pub fn merge(out: &Path, shards: &[PathBuf]) -> Result<Merged> {
+    merge_shaped(out, shards, |_| {})
+}
+
+/// As [`merge`], with `shape` adding what the caller knows to the merged `run.json`
+/// before it is written (the simulator the shards shared).
+pub fn merge_shaped(
+    out: &Path,
+    shards: &[PathBuf],
+    shape: impl FnOnce(&mut RunMeta),
+) -> Result<Merged> {
     let mut warnings = Vec::new();
     let folders = read_shards(shards, &mut warnings)?;
     let first = folders.first().ok_or_else(|| {
@@ -70,17 +80,20 @@ pub fn merge(out: &Path, shards: &[PathBuf]) -> Result<Merged> {
     if out.join(folder::RUN_JSON).exists() {
         return Err(RunFolderExists(out.display().to_string()).into());
     }
-    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-
-    let (n, errors) = merge_rows_and_histograms(out, &folders, &mut warnings)?;
-    merge_vram(out, &folders)?;
-
-    let meta = merged_meta(&folders, count, missing, incomplete, &warnings);
     let scenario = std::fs::read_to_string(first.dir.join(folder::SCENARIO_TOML))
         .with_context(|| format!("reading {}/scenario.toml", first.dir.display()))?;
-    std::fs::write(out.join(folder::SCENARIO_TOML), scenario)
-        .with_context(|| format!("writing {}/scenario.toml", out.display()))?;
-    folder::write_json_atomic(&out.join(folder::RUN_JSON), &meta)?;
+    let mut meta = merged_meta(&folders, count, missing, incomplete);
+    meta.status = RunStatus::Running;
+    let mut run = RunFolder::create_in(out, &scenario, meta)?;
+
+    let (n, errors) = merge_rows_and_histograms(&run, &folders, &mut warnings)?;
+    merge_vram(&run, &folders)?;
+
+    let meta = run.meta_mut();
+    meta.warnings.extend(warnings.iter().cloned());
+    meta.status = RunStatus::Complete;
+    shape(meta);
+    run.close()?;
     Ok(Merged {
         dir: out.to_path_buf(),
         rows: n,
@@ -93,7 +106,7 @@ pub fn merge(out: &Path, shards: &[PathBuf]) -> Result<Merged> {
 /// order), and their histograms added bucket by bucket into `out/histograms` (rebuilt
 /// from the rows of a shard that left none); returns (rows, failed rows).
 fn merge_rows_and_histograms(
-    out: &Path,
+    out: &RunFolder,
     folders: &[ShardFolder],
     warnings: &mut Vec<String>,
 ) -> Result<(u64, u64)> {
@@ -118,15 +131,15 @@ fn merge_rows_and_histograms(
     }
     rows.sort_by(|a, b| a.intended_ms.total_cmp(&b.intended_ms));
     let errors = rows.iter().filter(|r| r.is_error()).count() as u64;
-    let n = folder::write_csv(&out.join(folder::REQUESTS_CSV), &rows)?;
+    let n = out.write_requests(&rows)?;
     drop(rows);
-    histograms::write(out, &merged)?;
+    histograms::write(out.dir(), &merged)?;
 
     Ok((n, errors))
 }
 
 /// `out/vram.csv`: each host's samples once, from the lowest shard that sampled it.
-fn merge_vram(out: &Path, folders: &[ShardFolder]) -> Result<()> {
+fn merge_vram(out: &RunFolder, folders: &[ShardFolder]) -> Result<()> {
     let mut by_host: BTreeMap<String, (u32, Vec<VramSample>)> = BTreeMap::new();
     for f in folders {
         let samples = folder::read_vram(&f.dir)
@@ -141,7 +154,7 @@ fn merge_vram(out: &Path, folders: &[ShardFolder]) -> Result<()> {
     }
     let mut samples: Vec<VramSample> = by_host.into_values().flat_map(|(_, s)| s).collect();
     samples.sort_by(|a, b| a.t_ms.total_cmp(&b.t_ms));
-    folder::write_csv(&out.join(folder::VRAM_CSV), &samples)?;
+    out.write_vram(&samples)?;
 
     Ok(())
 }
@@ -303,7 +316,6 @@ fn merged_meta(
     count: u32,
     missing: Vec<u32>,
     incomplete: Vec<String>,
-    warnings: &[String],
 ) -> RunMeta {
     let mut meta = folders[0].meta.clone();
     meta.shard = None;
@@ -344,7 +356,6 @@ fn merged_meta(
             }
         }
     }
-    meta.warnings.extend(warnings.iter().cloned());
     meta.merged = Some(MergeMeta {
         count,
         shards: folders

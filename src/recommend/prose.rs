@@ -119,7 +119,7 @@ pub(crate) fn advice(
         let swept = summary
             .cells
             .iter()
-            .any(|c| c.params.contains_key(axis.as_str()));
+            .any(|c| c.params.get(axis.as_str()).is_some());
         if !swept {
             continue;
         }

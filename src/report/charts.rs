@@ -214,8 +214,8 @@ pub fn by_keep_alive(summary: &Summary, metric: Metric) -> Result<String> {
     for cell in &summary.cells {
         let fixed: Vec<String> = cell
             .params
+            .fixed()
             .iter()
-            .filter(|(k, _)| SweepAxis::parse(k) != Some(SweepAxis::KeepAlive))
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
         for s in &cell.streams {

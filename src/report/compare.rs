@@ -284,6 +284,7 @@ fn cell_key(c: &CellSummary) -> String {
         format!("id={}", c.id)
     } else {
         c.params
+            .written()
             .iter()
             .map(|(k, v)| format!("{k}={v}"))
             .collect::<Vec<_>>()

@@ -19,10 +19,11 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use serde::Serialize;
 
+use crate::analysis::read::RunData;
 use crate::analysis::{self, Summary};
 use crate::folder::{
     self, CostSettings, RequestRecord, RunMeta, RunStatus, SimHost, SloSettings, SweepAxis,
-    VramSample,
+    TargetKind, VramSample,
 };
 use crate::recommend::{self, Recommendation};
 use crate::units::{cmp_keep_alive, display_keep_alive};
@@ -163,47 +164,36 @@ fn goose_reports(dir: &Path, meta: &RunMeta) -> Vec<String> {
 
 /// Renders every output of a run folder from its files alone.
 pub fn render(dir: &Path, opts: &RenderOptions) -> Result<Rendered> {
-    // Rows are read once; rows that do not parse are skipped, each named by its line.
-    let mut warnings = Vec::new();
-    let meta = folder::read_meta(dir)?;
-    // A predicted folder keeps the summary the replay wrote (it has no request rows).
-    let predicted = meta.target.kind == folder::PREDICTED_TARGET_KIND;
-    let requests = folder::read_requests_noting(dir, &mut warnings)?;
-    let samples = folder::read_vram_noting(dir, &mut warnings)?;
+    // One reader for every path's folder: rows are read once; rows that do not parse
+    // are skipped, each named by its line.
+    let RunData {
+        meta,
+        requests,
+        samples,
+        summary,
+        kept_summary,
+        notes: mut warnings,
+    } = analysis::read::read_run(dir, opts.cold_threshold)?;
     for w in &warnings {
         tracing::warn!("{}: {w}", dir.display());
     }
-    let summary = if predicted {
-        predicted_summary(dir)?.1
-    } else {
-        let summary = analysis::summarize(&meta, &requests, &samples, opts.cold_threshold);
+    // A summary its writer computed (there are no rows to summarize) is kept as written.
+    if !kept_summary {
         analysis::write_summary(dir, &summary)?;
-        summary
-    };
+    }
     let (cost, slo) = settings(&meta, &mut warnings);
-    let recs = if predicted {
-        recommend::recommend(&settable(&summary), &cost, &slo)
-    } else {
-        recommend::recommend(&summary, &cost, &slo)
-    };
+    let recs = recommend::recommend(&settable(&summary), &cost, &slo);
     folder::write_json_atomic(&dir.join(RECOMMENDATION_JSON), &recs)
         .with_context(|| format!("writing the recommendation of {}", dir.display()))?;
 
-    let mut charts = build_charts(&meta, &summary, &recs, &requests, &samples)?;
-    if predicted {
-        // The prediction's own charts, first: cost by keep_alive with T* and the
-        // optimum, every policy on the frontier, the gap distributions.
-        let path = dir.join(folder::SUMMARY_JSON);
-        let raw: serde_json::Value = serde_json::from_str(
-            &fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?,
-        )
-        .with_context(|| format!("parsing {}", path.display()))?;
-        let mut own = predict_charts::charts(&raw)?;
-        for c in &mut own {
-            c.svg = xml_safe(&c.svg);
-        }
-        own.append(&mut charts);
-        charts = own;
+    // A policy table's own charts come first (cost by keep_alive with T* and the
+    // optimum, every policy on the frontier, the gap distributions); then every run's.
+    let mut charts = predict_charts::charts(&summary)?;
+    charts.extend(build_charts(&meta, &summary, &recs, &requests, &samples)?);
+    // Names from the scenario or a server may hold control characters (a NUL in a
+    // stream name) that XML forbids even escaped: the SVG must stay well-formed.
+    for c in &mut charts {
+        c.svg = xml_safe(&c.svg);
     }
     let charts_dir = dir.join(CHARTS_DIR);
     fs::create_dir_all(&charts_dir)
@@ -223,16 +213,19 @@ pub fn render(dir: &Path, opts: &RenderOptions) -> Result<Rendered> {
 
     warnings.extend(run_warnings(&meta, &summary, &recs));
     let notes = run_notes(&meta);
-    let sim = (meta.target.kind == "sim" || predicted).then(|| sim_note(meta.sim.as_ref()));
-    let headline = if predicted {
-        format!(
+    let sim = meta
+        .target
+        .kind
+        .is_simulated()
+        .then(|| sim_note(meta.sim.as_ref()));
+    let headline = match meta.target.kind {
+        TargetKind::Predict => format!(
             "Predicted: {} replayed through a model of Ollama's scheduler on a simulated {}, not a measurement. {}",
             meta.target.url,
             sim.as_ref().map_or("host", |s| s.gpu.as_str()),
             headline(&recs, None, meta.status)
-        )
-    } else {
-        headline(&recs, sim.as_ref(), meta.status)
+        ),
+        _ => headline(&recs, sim.as_ref(), meta.status),
     };
     let headline = match meta.merged.as_ref().and_then(|m| m.note()) {
         Some(note) => format!("{note} {headline}"),
@@ -270,26 +263,12 @@ pub fn render(dir: &Path, opts: &RenderOptions) -> Result<Rendered> {
     })
 }
 
-/// A predicted folder (`kabench predict`): its `summary.json` is the prediction
-/// itself (there are no recorded requests to summarize), read as written.
-fn predicted_summary(dir: &Path) -> Result<(RunMeta, Summary)> {
-    let meta = folder::read_meta(dir)?;
-    let path = dir.join(folder::SUMMARY_JSON);
-    let text = fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    let summary =
-        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
-    Ok((meta, summary))
-}
-
-/// The cells a client can set (a keep_alive value), for the recommendation of a
-/// predicted folder: its other policies (the offline optimum) stay in the table.
+/// The cells a client can set (a keep_alive value, or none swept), for the
+/// recommendation: a predicted policy that is no one value (the offline optimum)
+/// stays in the table only.
 fn settable(summary: &Summary) -> Summary {
     let mut out = summary.clone();
-    out.cells.retain(|c| {
-        c.params
-            .get(SweepAxis::KeepAlive.as_str())
-            .is_some_and(|k| crate::units::KeepAlive::parse(k).is_ok())
-    });
+    out.cells.retain(|c| c.params.is_settable());
     out
 }
 
@@ -401,11 +380,6 @@ fn build_charts(
             svg: charts::vram_timeline(cell, &mine, requests)?,
         });
     }
-    // Names from the scenario or a server may hold control characters (a NUL in a
-    // stream name) that XML forbids even escaped: the SVG must stay well-formed.
-    for c in &mut out {
-        c.svg = xml_safe(&c.svg);
-    }
     Ok(out)
 }
 
@@ -423,7 +397,7 @@ pub fn xml_safe(text: &str) -> String {
 
 /// True for a run on the simulator or a prediction: no real hardware was measured.
 fn simulated(meta: &RunMeta) -> bool {
-    meta.target.kind == "sim" || meta.target.kind == folder::PREDICTED_TARGET_KIND
+    meta.target.kind.is_simulated()
 }
 
 /// Telemetry sources that could not sample (`telemetry nvml unavailable: …`).

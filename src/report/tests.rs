@@ -158,7 +158,7 @@ fn an_absent_nvml_is_a_note_on_a_simulated_run_and_a_warning_on_a_real_one() {
     meta.telemetry
         .insert("nvml".into(), "unavailable: no NVIDIA driver".into());
     let summary = scrambled(&["0"]);
-    meta.target.kind = "sim".into();
+    meta.target.kind = TargetKind::Sim;
     assert!(
         run_warnings(&meta, &summary, &[])
             .iter()
@@ -168,7 +168,7 @@ fn an_absent_nvml_is_a_note_on_a_simulated_run_and_a_warning_on_a_real_one() {
         run_notes(&meta),
         ["telemetry nvml unavailable: no NVIDIA driver"]
     );
-    meta.target.kind = "ollama".into();
+    meta.target.kind = TargetKind::Ollama;
     assert!(
         run_warnings(&meta, &summary, &[])
             .iter()

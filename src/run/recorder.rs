@@ -13,7 +13,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::folder::histograms;
 use crate::folder::{
-    self, CellMeta, RequestRecord, RunMeta, RunStatus, RunWriter, StreamMeta, TargetMeta,
+    self, CellMeta, RequestRecord, RunFolder, RunHeader, RunMeta, RunStatus, StreamMeta,
+    TargetKind, TargetMeta,
 };
 use crate::ollama::OllamaClient;
 
@@ -29,7 +30,7 @@ pub struct Recorder {
     /// The run folder.
     pub dir: PathBuf,
     /// `run.json` and the folder's files.
-    pub writer: RunWriter,
+    pub writer: RunFolder,
     /// Time zero of every row and sample.
     pub epoch: Instant,
     /// Where request rows go (appended and flushed in order of arrival).
@@ -80,7 +81,7 @@ impl Recorder {
         progress: &mpsc::UnboundedSender<ProgressEvent>,
         cancel: &CancellationToken,
     ) -> Result<Recorder> {
-        let writer = RunWriter::create(&dir, &scenario.source, meta)?;
+        let writer = RunFolder::create(&dir, &scenario.source, meta)?;
         folder::reserve_space(&dir);
         let fault = WriteFault {
             first: Default::default(),
@@ -332,7 +333,7 @@ fn telemetry_config(
 pub fn initial_meta(
     scenario: &Scenario,
     plan: &Plan,
-    kind: &str,
+    kind: TargetKind,
     url: &str,
     version: &str,
     sim_handle: Option<&SimHandle>,
@@ -350,7 +351,7 @@ pub fn initial_meta(
                     name: s.name.clone(),
                     model: s.model.clone(),
                     keep_alive: s.keep_alive.clone(),
-                    api: s.api.as_str().to_string(),
+                    api: s.api,
                     arrival: s.arrival.kind().to_string(),
                     rate_per_s: s.arrival.rate().map(|r| r.value()),
                     num_ctx: Some(s.num_ctx),
@@ -372,35 +373,25 @@ pub fn initial_meta(
         "release_tolerance_ms".to_string(),
         format!("{}", folder::ms(scenario.telemetry.release_tolerance)),
     );
-    RunMeta {
-        tool: "kabench".into(),
-        tool_version: env!("CARGO_PKG_VERSION").into(),
+    let mut meta = RunMeta::new(RunHeader {
         scenario: scenario.name.clone(),
         scenario_file: scenario.path.display().to_string(),
         scenario_sha256: format!("{:x}", Sha256::digest(scenario.source.as_bytes())),
         seed: scenario.seed,
         target: TargetMeta {
-            kind: kind.into(),
+            kind,
             url: url.into(),
             urls: Vec::new(),
         },
         ollama_version: Some(version.to_string()),
-        sim: sim_handle.map(|h| h.state.describe(&plan_models(plan))),
-        gpu: None,
-        started_at: folder::utc_now_rfc3339(),
-        ended_at: None,
-        status: RunStatus::Running,
-        failure: None,
         cold_threshold_ms: folder::ms(scenario.run.cold_threshold),
-        cells,
-        telemetry,
-        warnings: Vec::new(),
-        cost: Some(scenario.cost.clone()),
-        slo: Some(scenario.slo.clone()),
-        goose_reports: Vec::new(),
-        shard: None,
-        merged: None,
-    }
+        cost: scenario.cost.clone(),
+        slo: scenario.slo.clone(),
+    });
+    meta.sim = sim_handle.map(|h| h.state.describe(&plan_models(plan)));
+    meta.cells = cells;
+    meta.telemetry = telemetry;
+    meta
 }
 
 /// Distinct (model, num_ctx) pairs of a plan, in first-use order.

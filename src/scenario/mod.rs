@@ -131,27 +131,9 @@ pub struct StreamSpec {
     pub think: Option<bool>,
 }
 
-/// Which endpoint a stream calls.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Api {
-    /// `/api/generate`.
-    Generate,
-    /// `/api/chat`.
-    Chat,
-    /// `/api/embed`.
-    Embed,
-}
-
-impl Api {
-    /// The name as written in scenarios.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Api::Generate => "generate",
-            Api::Chat => "chat",
-            Api::Embed => "embed",
-        }
-    }
-}
+/// Which endpoint a stream calls: the run folder's type, so `run.json` records it as
+/// the scenario wrote it.
+pub use crate::folder::Api;
 
 /// What a request asks.
 #[derive(Debug, Clone, PartialEq)]

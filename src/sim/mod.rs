@@ -166,6 +166,7 @@ impl SimState {
                     decode_tps: spec.decode_tps,
                     prefill_tps: spec.prefill_tps,
                     source: spec.source.clone(),
+                    figures: Default::default(),
                 })
             })
             .collect();

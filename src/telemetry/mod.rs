@@ -439,7 +439,7 @@ pub fn process_name_matches(name: &str, pattern: &str) -> bool {
 }
 
 /// Starts the configured sources. Rows go to `vram_csv` (its header must exist; see
-/// `folder::RunWriter`), stamped in ms since `epoch`. Sampling stops at
+/// `folder::RunFolder`), stamped in ms since `epoch`. Sampling stops at
 /// [`TelemetryHandle::stop`] or when `cancel` fires. Fails only on a bad setting (an
 /// unknown source, a zero interval) or when `vram_csv` cannot be opened; a source that
 /// cannot work here is reported as unavailable instead. Needs a Tokio runtime.

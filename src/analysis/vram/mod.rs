@@ -40,7 +40,7 @@ pub const BASELINE_MARGIN_BYTES: u64 = 256 << 20;
 /// the model it is the GPU's; on a CPU-only host (`/api/ps` `size_vram` 0) all of it is
 /// system memory; a partly offloaded model holds both. The top-level figures are the
 /// sum; `gpu` and `ram` split them, each `null` when nothing measured it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub struct VramFigures {
     /// Source of the GPU figures: `nvml`, else `sim` / `prometheus`, else `ollama_ps`,
@@ -94,7 +94,7 @@ impl VramFigures {
 }
 
 /// The figures of one kind of memory (GPU or system).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub struct MemoryPart {
     /// The source the figures come from.
@@ -110,7 +110,7 @@ pub struct MemoryPart {
 }
 
 /// One model's release: from the end of its last request to its memory being freed.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub struct ReleaseDelay {
     /// Model tag.
@@ -118,6 +118,7 @@ pub struct ReleaseDelay {
     /// keep_alive in force (the last dispatched request's, KA6), as `keep_alive`
     /// (written) and `keep_alive_s` (`null` for forever or not sent).
     #[serde(flatten, with = "crate::units::keep_alive_keys::seconds_only")]
+    #[schemars(with = "crate::units::KeepAliveKeys")]
     pub keep_alive: Option<KeepAlive>,
     /// Seconds from the last request's end to the model leaving `/api/ps` (or its bytes
     /// dropping); `null` when it was not released within the window.
