@@ -5,6 +5,7 @@
 
 pub mod read;
 pub mod reload;
+pub mod schema;
 pub mod vram;
 
 use std::collections::BTreeMap;
