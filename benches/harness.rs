@@ -12,7 +12,10 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use kabench::analysis::MsHistogram;
-use kabench::catalogue::Catalogue;
+use kabench::engine::catalogue::Catalogue;
+use kabench::engine::sched::{RequestKind, SchedConfig, SchedEvent, SchedRequest, Scheduler};
+use kabench::engine::sim;
+use kabench::engine::sim_settings::SimSettings;
 use kabench::folder::{
     self, CellMeta, CellParams, RequestRecord, RunFolder, RunMeta, RunStatus, StreamMeta,
     TargetKind, TargetMeta,
@@ -23,9 +26,6 @@ use kabench::ollama::stream::{NdjsonDecoder, parse_ndjson_body};
 use kabench::report::{self, RenderOptions};
 use kabench::run::open_loop::{self as runner, RunnerConfig};
 use kabench::scenario::{Api, Arrival, Cell, CellStream, Prompt};
-use kabench::sched::{RequestKind, SchedConfig, SchedEvent, SchedRequest, Scheduler};
-use kabench::sim;
-use kabench::sim_settings::SimSettings;
 use kabench::units::{KeepAlive, Rate};
 use kabench::workload::{self, Limit};
 use serde_json::{Map, Value};

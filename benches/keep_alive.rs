@@ -7,11 +7,11 @@
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, SamplingMode, criterion_group, criterion_main};
+use kabench::engine::sim::{self, SimHandle};
+use kabench::engine::sim_settings::SimSettings;
 use kabench::ollama::OllamaClient;
 use kabench::ollama::api::GenerateRequest;
 use kabench::ollama::name::same_model;
-use kabench::sim::{self, SimHandle};
-use kabench::sim_settings::SimSettings;
 use kabench::units::KeepAlive;
 use serde_json::{Map, Value};
 use tokio::runtime::Runtime;

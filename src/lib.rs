@@ -25,26 +25,22 @@
 #![warn(missing_docs)]
 
 pub mod analysis;
-pub mod calibrate;
-pub mod catalogue;
 pub mod cli;
+pub mod cmd;
 pub mod doctor;
+pub mod engine;
 pub mod fleet;
 pub mod folder;
 pub mod ollama;
 pub mod plan;
 pub mod predict;
-pub mod progress;
 pub mod proxy;
 pub mod recommend;
 pub mod report;
 pub mod rng;
 pub mod run;
 pub mod scenario;
-pub mod sched;
 pub mod shard;
-pub mod sim;
-pub mod sim_settings;
 pub mod telemetry;
 pub mod traffic;
 pub mod units;

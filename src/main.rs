@@ -1,14 +1,30 @@
-//! The `kabench` binary: parse arguments, start the runtime, dispatch, and turn the
-//! outcome into an exit code (0 ok, 1 run failed, 2 bad input, 130 interrupted).
+//! The `kabench` binary: parse the arguments, run the command, and turn its error (if
+//! any) into an exit code in one scan of the error chain (0 ok, 1 run failed, 2 bad
+//! input, 130 interrupted; see `kabench::cmd::exit`).
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::Parser;
-use kabench::cli::{self, BadInput, Cli, Interrupted};
+use kabench::cli::Cli;
+use kabench::cmd::{self, Exit};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => match Exit::of(&e) {
+            Exit::BrokenPipe => ExitCode::SUCCESS,
+            exit => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(exit.code())
+            }
+        },
+    }
+}
+
+/// Logging to stderr, the runtime, the command.
+fn run(cli: Cli) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
@@ -18,47 +34,6 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .init();
-    let runtime = match kabench::run::pacer::runtime() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    match runtime.block_on(cli::dispatch(cli)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => exit_code(&e),
-    }
-}
-
-fn exit_code(e: &anyhow::Error) -> ExitCode {
-    if let Some(io) = e.downcast_ref::<std::io::Error>()
-        && io.kind() == std::io::ErrorKind::BrokenPipe
-    {
-        return ExitCode::SUCCESS;
-    }
-    eprintln!("error: {e:#}");
-    let bad_input = e.chain().any(|c| {
-        c.is::<BadInput>()
-            || c.is::<kabench::plan::PlanError>()
-            || c.is::<kabench::scenario::ScenarioError>()
-            || c.is::<kabench::units::ParseError>()
-            || c.is::<kabench::run::MissingModels>()
-            || c.is::<kabench::folder::RunFolderExists>()
-            || c.is::<kabench::folder::RunFolderNotEmpty>()
-            || c.is::<kabench::folder::RunFolderUnwritable>()
-            || c.is::<kabench::report::compare::NotComparable>()
-            || c.is::<kabench::fleet::merge::NotMergeable>()
-    });
-    if bad_input {
-        ExitCode::from(2)
-    } else if e.chain().any(|c| {
-        c.is::<Interrupted>()
-            || c.is::<kabench::run::StoppedBeforeStart>()
-            || c.is::<kabench::doctor::Interrupted>()
-    }) {
-        ExitCode::from(130)
-    } else {
-        ExitCode::from(1)
-    }
+    let runtime = kabench::run::pacer::runtime().context("cannot start the async runtime")?;
+    runtime.block_on(cmd::dispatch(cli))
 }

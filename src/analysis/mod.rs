@@ -17,7 +17,9 @@ use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
 use crate::folder::histograms::{self, StreamHistograms};
-use crate::folder::prediction::{GapDistribution, OutOfSample, PolicyMeta};
+use crate::folder::prediction::{
+    GapDistribution, OptimumMeta, OutOfSample, PolicyMeta, PreLoadBoundMeta,
+};
 use crate::folder::{
     self, CellMeta, CellParams, RequestRecord, RunMeta, RunStatus, TargetMeta, VramSample,
 };
@@ -44,6 +46,12 @@ pub struct Summary {
     /// A prediction's best fixed keep_alive.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub best_fixed: Option<String>,
+    /// What a prediction's `×optimum` is read against: the keep_alive optimum.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub optimum: Option<OptimumMeta>,
+    /// A prediction's pre-load bound, beside the optimum.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pre_load_bound: Option<PreLoadBoundMeta>,
     /// A prediction's gap distribution per model, with its break-even time.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub gaps: Vec<GapDistribution>,
@@ -296,6 +304,8 @@ pub fn summarize(
         cells,
         predicted: false,
         best_fixed: None,
+        optimum: None,
+        pre_load_bound: None,
         gaps: Vec::new(),
         out_of_sample: None,
     }

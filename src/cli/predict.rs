@@ -1,332 +1,122 @@
-//! `kabench predict`: a request log replayed through the scheduler model under every
-//! keep_alive policy; flags checked and laid over the scenario's `[sim]` and `[cost]`.
+//! The arguments of `kabench predict`.
 
-use anyhow::{Context, Result};
+use std::path::PathBuf;
+use std::time::Duration;
 
-use crate::cli::{BadInput, PredictArgs};
-use crate::folder::CostSettings;
-use crate::scenario;
-use crate::sim_settings::SimSettings;
-use crate::units;
+use clap::{Args, ValueEnum};
 
-pub(super) fn predict(args: PredictArgs) -> Result<()> {
-    use crate::predict::{self, Policy, PredictOptions, output};
-    use crate::traffic::Source;
-    use crate::traffic::ollama_log::{self, LogOptions, OllamaLog};
-    use crate::traffic::request_log::{ReadOptions, RequestLog, TimeUnit};
-    use crate::traffic::trace;
-    let bad = |what: &str, e: &dyn std::fmt::Display| BadInput(format!("{what}{e}"));
-    if !(args.time_scale.is_finite() && args.time_scale > 0.0) {
-        return Err(BadInput(format!(
-            "--time-scale {}: give a number above 0",
-            args.time_scale
-        ))
-        .into());
-    }
-    if !(args.train > 0.0 && args.train <= 1.0) {
-        return Err(BadInput(format!(
-            "--train {}: give the share of the time span to train on, above 0 and at most 1 (0.5: the first half)",
-            args.train
-        ))
-        .into());
-    }
-    let unit = match args.timestamp_unit.as_str() {
-        "auto" => TimeUnit::Auto,
-        "s" => TimeUnit::Seconds,
-        "ms" => TimeUnit::Millis,
-        other => {
-            return Err(
-                BadInput(format!("--timestamp-unit {other:?}: write auto, s or ms")).into(),
-            );
-        }
-    };
-    let mut given = Vec::new();
-    for text in args.keep_alive.iter().filter(|t| !t.trim().is_empty()) {
-        given.push(
-            units::KeepAlive::parse(text.trim())
-                .map_err(|e| bad(&format!("--keep-alive {text:?}: "), &e))?,
-        );
-    }
-    let (mut settings, mut cost, mut source) = match &args.scenario {
-        Some(path) => {
-            let s = scenario::load(path)?;
-            (s.sim, s.cost, format!("the [sim] of {}", path.display()))
-        }
-        None => (
-            SimSettings::default(),
-            CostSettings::default(),
-            "the simulator's defaults and catalogue".to_string(),
-        ),
-    };
-    // The input first: a server log says how the server ran (laid under the flags).
-    let slice = args
-        .slice
-        .as_deref()
-        .map(crate::traffic::trace::parse_slice)
-        .transpose()
-        .map_err(|e| bad("", &e))?;
-    let mut native_clients = false;
-    // A per-request CSV (kabench's request log, or a trace in its columns).
-    let request_log = |path: &std::path::Path| {
-        let options = ReadOptions {
-            model: args.model.clone(),
-            time_scale: args.time_scale,
-            unit,
-        };
-        RequestLog::open(path, options).map_err(|e| bad("", &e))
-    };
-    let input: Box<dyn Source + Send> = match (&args.requests, &args.ollama_log) {
-        (None, None) if args.trace.is_some() => {
-            let path = args.trace.as_deref().unwrap_or(std::path::Path::new(""));
-            let topts = trace::TraceOptions {
-                models: args
-                    .model
-                    .iter()
-                    .flat_map(|m| m.split(','))
-                    .map(|m| m.trim().to_string())
-                    .filter(|m| !m.is_empty())
-                    .collect(),
-                clients: args.client.clone(),
-                time_scale: args.time_scale,
-                seed: args.seed,
-            };
-            match trace::detect(path).map_err(|e| bad("", &e))? {
-                "servegen" => {
-                    native_clients = true;
-                    Box::new(trace::ServeGen::open(path, topts).map_err(|e| bad("", &e))?)
-                }
-                "mooncake" => {
-                    Box::new(trace::Mooncake::open(path, topts).map_err(|e| bad("", &e))?)
-                }
-                _ => Box::new(request_log(path)?),
-            }
-        }
-        (Some(path), _) => Box::new(request_log(path)?),
-        (None, Some(path)) => {
-            let tz = args
-                .tz
-                .as_deref()
-                .map(ollama_log::parse_tz)
-                .transpose()
-                .map_err(|e| bad("", &e))?;
-            let log = OllamaLog::open(
-                path,
-                LogOptions {
-                    model: args.model.clone(),
-                    tz,
-                    strict: args.strict,
-                    time_scale: args.time_scale,
-                },
-            )
-            .map_err(|e| bad("", &e))?;
-            let taken = apply_log_settings(&log, &mut settings, args.calibrate.is_none());
-            if !taken.is_empty() {
-                source = format!("{source}, with {}", taken.join(", "));
-            }
-            Box::new(log)
-        }
-        (None, None) if args.horizon.is_some() => {
-            let (Some(path), Some(horizon)) = (&args.scenario, args.horizon) else {
-                return Err(BadInput(
-                    "--horizon replays the streams of --scenario FILE: give both".into(),
-                )
-                .into());
-            };
-            if horizon.is_zero() {
-                return Err(BadInput(
-                    "--horizon 0: give how long the streams send, e.g. 7d".into(),
-                )
-                .into());
-            }
-            Box::new(
-                crate::traffic::streams::Streams::open(path, horizon, args.time_scale)
-                    .map_err(|e| bad("", &e))?,
-            )
-        }
-        (None, None) => {
-            return Err(BadInput(
-                "give the traffic: --requests FILE.csv, --ollama-log FILE or --trace FILE".into(),
-            )
-            .into());
-        }
-    };
-    let clients: &[String] = if native_clients { &[] } else { &args.client };
-    let input: Box<dyn Source + Send> = if slice.is_some() || !clients.is_empty() {
-        Box::new(
-            trace::Filtered::new(input, slice, args.time_scale, clients)
-                .map_err(|e| bad("", &e))?,
-        )
-    } else {
-        input
-    };
-    settings.overlay(SimSettings {
-        vram: args.vram.clone(),
-        gpus: args.gpus,
-        max_loaded_models: args.max_loaded_models,
-        num_parallel: args.num_parallel,
-        keep_alive: args.server_keep_alive.clone(),
-        calibrate: args.calibrate.as_ref().map(|dir| dir.display().to_string()),
-        ..Default::default()
-    });
-    for (flag, v) in [
-        ("--wait-second", args.wait_second),
-        ("--vram-gb-hour", args.vram_gb_hour),
-        ("--ram-gb-hour", args.ram_gb_hour),
-    ] {
-        if let Some(v) = v
-            && !(v.is_finite() && v >= 0.0)
-        {
-            return Err(BadInput(format!("{flag} {v}: give a finite number of at least 0")).into());
-        }
-    }
-    cost.wait_second = args.wait_second.unwrap_or(cost.wait_second);
-    cost.vram_gb_hour = args.vram_gb_hour.unwrap_or(cost.vram_gb_hour);
-    cost.ram_gb_hour = args.ram_gb_hour.unwrap_or(cost.ram_gb_hour);
-    if args.cold_penalty.is_some() {
-        cost.cold_penalty = args.cold_penalty;
-    }
-    let host = predict::Host::new(&settings, args.seed, &source)
-        .map_err(|e| bad("host: ", &format!("{e:#}")))?;
-    let log = input.as_ref();
-    let (models, unit_of) =
-        predict::resolve_models(log.scan(), &host, &cost).map_err(|e| bad("", &e))?;
-    let mut policies = predict::fixed_policies(&given, !args.no_grid);
-    if log.scan().has_keep_alive {
-        policies.push(Policy::AsSent);
-    }
-    policies.extend([
-        Policy::Histogram,
-        Policy::Adaptive,
-        Policy::PreWarm,
-        Policy::Optimum,
-    ]);
-    if !args.quiet {
-        eprintln!(
-            "predict: {} ({} requests over {}, {} model(s)) on a simulated {} ({}), {} policies",
-            log.scan().path.display(),
-            log.scan().rows,
-            crate::recommend::format_seconds(log.scan().span_s),
-            models.len(),
-            host.describe(),
-            host.source,
-            policies.len()
-        );
-    }
-    let opts = PredictOptions {
-        policies,
-        cost: cost.clone(),
-        prompt_tokens: args.prompt_tokens,
-        output_tokens: args.output_tokens,
-        cold_threshold: args.cold_threshold,
-        progress: !args.quiet,
-        train: args.train,
-    };
-    let prediction = predict::predict(log, &host, &models, &unit_of, &opts)?;
-    let info = output::FolderInfo {
-        time_scale: args.time_scale,
-        seed: args.seed,
-        cost,
-        cold_threshold_ms: crate::folder::ms(args.cold_threshold),
-        command: std::env::args().collect::<Vec<_>>().join(" "),
-    };
-    {
-        use std::io::Write;
-        let mut out = std::io::stdout().lock();
-        if args.json {
-            writeln!(
-                out,
-                "{}",
-                serde_json::to_string_pretty(&output::summary_json(&prediction, &info)?)?
-            )?;
-        } else {
-            write!(out, "{}", output::table(&prediction))?;
-            for line in output::verdict(&prediction) {
-                writeln!(out, "{line}")?;
-            }
-        }
-    }
-    if !args.quiet {
-        eprintln!(
-            "replayed {} requests × {} policies in {:.2} s",
-            prediction.scan.rows,
-            prediction.outcomes.len(),
-            prediction.wall_s
-        );
-    }
-    if let Some(dir) = &args.out {
-        output::write_folder(dir, &prediction, &host, &info)?;
-        let rendered = crate::report::render(dir, &crate::report::RenderOptions::default())
-            .with_context(|| format!("rendering the report of {}", dir.display()))?;
-        if !args.quiet {
-            eprintln!("{}", rendered.headline);
-            eprintln!(
-                "wrote {}: open {}",
-                dir.display(),
-                rendered.index_html.display()
-            );
-        }
-    }
-    Ok(())
+use super::{HostArgs, ServerArgs, SummaryArgs, parse};
+use crate::units::KeepAlive;
+
+/// `kabench predict`.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("input").required(true).args(["requests", "ollama_log", "trace", "horizon"])))]
+pub struct PredictArgs {
+    /// Request log CSV: a `timestamp` column (RFC 3339, or epoch seconds or milliseconds)
+    /// and any of model, prompt_tokens, output_tokens, num_ctx, client, keep_alive.
+    #[arg(long, value_name = "FILE")]
+    pub requests: Option<PathBuf>,
+    /// Ollama's server log (`journalctl -u ollama --no-pager`, ~/.ollama/logs/server.log):
+    /// its [GIN] access lines are the requests; with OLLAMA_DEBUG=1 its scheduler lines
+    /// name each request's model and the server's unloads, checked against the prediction.
+    #[arg(long, value_name = "FILE")]
+    pub ollama_log: Option<PathBuf>,
+    /// A public trace: ServeGen client windows (CSV with `client_id,window_start_s,rate_rps`,
+    /// needs --client), Mooncake JSON Lines, or a per-request CSV such as Azure's.
+    #[arg(long, value_name = "FILE")]
+    pub trace: Option<PathBuf>,
+    /// Replay the streams of --scenario for this long (e.g. 7d) instead of a log:
+    /// each sends by its arrival process with the seed `kabench run` gives it.
+    #[arg(long, value_parser = parse::duration, requires = "scenario")]
+    pub horizon: Option<Duration>,
+    /// Replay only this part of the input's time, from its start: START..END in
+    /// seconds or durations (0..86400, 1d..8d, ..6h, 7d..).
+    #[arg(long, value_parser = parse::slice)]
+    pub slice: Option<(f64, f64)>,
+    /// Replay only these clients (comma-separated): ServeGen client ids, or the
+    /// `client` column of a request log.
+    #[arg(long, value_delimiter = ',')]
+    pub client: Vec<String>,
+    /// The server log's UTC offset (`+02:00`, `-0500`, `UTC`); default: the offset of
+    /// the log's own `time=` lines.
+    #[arg(long, allow_hyphen_values = true, value_parser = parse::utc_offset)]
+    pub tz: Option<time::UtcOffset>,
+    /// Stop at the first server-log line that starts as an access, load or unload line
+    /// and cannot be read, naming its line number (default: skip and count it).
+    #[arg(long)]
+    pub strict: bool,
+    /// keep_alive values to replay, comma-separated (e.g. 0,1m,5m,30m,-1); 5m and 10s
+    /// are always replayed, and a log-spaced grid unless --no-grid.
+    #[arg(long, value_delimiter = ',', allow_hyphen_values = true, value_parser = parse::keep_alive)]
+    pub keep_alive: Vec<KeepAlive>,
+    /// Replay only the given values (plus 5m and 10s), not the grid from 0 to forever.
+    #[arg(long)]
+    pub no_grid: bool,
+    /// The model of rows that name none; for a trace, one for all clients or one per
+    /// --client, comma-separated.
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Multiplies every gap of the input (2 = half the rate).
+    #[arg(long, default_value_t = 1.0, value_parser = parse::positive)]
+    pub time_scale: f64,
+    /// Unit of numeric timestamps: auto (milliseconds from 1e11), s or ms.
+    #[arg(long, value_enum, default_value_t = TimestampUnit::Auto, hide_possible_values = true)]
+    pub timestamp_unit: TimestampUnit,
+    /// Take the host from this scenario's [sim] and the weights from its [cost] (flags override).
+    #[arg(long)]
+    pub scenario: Option<PathBuf>,
+    /// Stand on the host of this kabench run folder (measured load times, speeds, sizes).
+    #[arg(long, value_name = "RUN_DIR")]
+    pub calibrate: Option<PathBuf>,
+    /// VRAM, GPUs, model cap.
+    #[command(flatten)]
+    pub host: HostArgs,
+    /// Parallel slots, the server's keep_alive.
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// Seed of the scheduler's random choices (load jitter).
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Prompt tokens of requests whose log says none.
+    #[arg(long, default_value_t = 300)]
+    pub prompt_tokens: u32,
+    /// Output tokens of requests whose log says none.
+    #[arg(long, default_value_t = 128)]
+    pub output_tokens: u32,
+    /// [cost] wait_second: the cost of one second a user waits.
+    #[arg(long, value_parser = parse::non_negative)]
+    pub wait_second: Option<f64>,
+    /// [cost] vram_gb_hour: the cost of holding 1 GB of GPU memory for an hour.
+    #[arg(long, value_parser = parse::non_negative)]
+    pub vram_gb_hour: Option<f64>,
+    /// [cost] ram_gb_hour: the same for system memory.
+    #[arg(long, value_parser = parse::non_negative)]
+    pub ram_gb_hour: Option<f64>,
+    /// The wait one cold start costs (default: each model's load time on the host).
+    #[arg(long, value_parser = parse::duration)]
+    pub cold_penalty: Option<Duration>,
+    /// The cold rule's load_duration threshold.
+    #[arg(long, value_parser = parse::duration, default_value = "100ms")]
+    pub cold_threshold: Duration,
+    /// Share of the input's time span to choose the recommendation on; every policy is
+    /// also scored on the rest (out of sample). 1 = the whole input only.
+    #[arg(long, default_value_t = 0.5, value_parser = parse::train_share)]
+    pub train: f64,
+    /// Write a run folder here (summary.json, run.json, report).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Table or JSON, progress or quiet.
+    #[command(flatten)]
+    pub summary: SummaryArgs,
 }
 
-/// Lays a server log's settings under the flags: its `server config` line's
-/// OLLAMA_KEEP_ALIVE, OLLAMA_MAX_LOADED_MODELS and OLLAMA_NUM_PARALLEL, and (when not
-/// calibrating from a run folder) each model's median measured load time. Returns what
-/// was taken, in words.
-fn apply_log_settings(
-    log: &crate::traffic::ollama_log::OllamaLog,
-    settings: &mut SimSettings,
-    loads: bool,
-) -> Vec<String> {
-    use crate::traffic::Source;
-    let mut taken = Vec::new();
-    if let Some(ka) = log.setting("OLLAMA_KEEP_ALIVE")
-        && units::KeepAlive::parse(ka).is_ok()
-    {
-        settings.keep_alive = Some(ka.to_string());
-        taken.push(format!("OLLAMA_KEEP_ALIVE={ka}"));
-    }
-    if let Some(n) = log
-        .setting("OLLAMA_MAX_LOADED_MODELS")
-        .and_then(|v| v.parse::<u32>().ok())
-    {
-        settings.max_loaded_models = Some(n);
-        taken.push(format!("OLLAMA_MAX_LOADED_MODELS={n}"));
-    }
-    if let Some(n) = log
-        .setting("OLLAMA_NUM_PARALLEL")
-        .and_then(|v| v.parse::<u32>().ok())
-        .filter(|n| *n > 0)
-    {
-        settings.num_parallel = Some(n);
-        taken.push(format!("OLLAMA_NUM_PARALLEL={n}"));
-    }
-    if !taken.is_empty() {
-        taken = vec![format!(
-            "{} from the log's server config line",
-            taken.join(" ")
-        )];
-    }
-    if loads {
-        let catalogue = settings.catalogue();
-        for (model, median, n) in log.load_medians() {
-            if !log.scan().models.contains(&model) {
-                continue;
-            }
-            if let Some(spec) = catalogue.resolve(&model) {
-                let mut spec = spec.clone();
-                spec.load_s = Some(median);
-                spec.source = format!(
-                    "load time: the median of {n} `llama-server started in … seconds` lines of {}; the rest: {}",
-                    log.scan().path.display(),
-                    spec.source
-                );
-                taken.push(format!(
-                    "{model} loading in {median:.2} s (median of {n} `llama-server started` lines)"
-                ));
-                settings.models.push(spec);
-            }
-        }
-    }
-    taken
+/// The unit of a request log's numeric timestamps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TimestampUnit {
+    /// Seconds below 1e11, milliseconds from there.
+    Auto,
+    /// Seconds.
+    S,
+    /// Milliseconds.
+    Ms,
 }

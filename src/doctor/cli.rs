@@ -39,9 +39,9 @@ pub async fn command(args: Invocation, stop: &super::Stop) -> Result<()> {
     let mut sim = None;
     let target = if raw == "sim" {
         if !args.dry_run {
-            let settings = crate::sim_settings::SimSettings::default();
+            let settings = crate::engine::sim_settings::SimSettings::default();
             let listen = "127.0.0.1:0".parse()?;
-            let handle = crate::sim::spawn(&settings, 1, listen).await?;
+            let handle = crate::engine::sim::spawn(&settings, 1, listen).await?;
             sim = Some(handle);
         }
         sim.as_ref()

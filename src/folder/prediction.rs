@@ -82,10 +82,28 @@ pub enum PolicyKind {
     Fixed,
     /// What each client sent.
     AsSent,
-    /// The offline optimum: needs the future.
-    OfflineOptimum,
+    /// The keep_alive optimum: for each gap, hold iff it is shorter than the break-even
+    /// time T* (with the scheduler's contention where models compete); needs the future.
+    KeepAliveOptimum,
+    /// The pre-load bound: a clairvoyant client pre-warming just in time (older
+    /// folders called it `offline_optimum`).
+    #[serde(alias = "offline_optimum")]
+    PreLoadBound,
     /// A rule that picks each request's keep_alive.
     PerRequestRule,
+}
+
+impl PolicyKind {
+    /// The name `summary.json` writes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PolicyKind::Fixed => "fixed",
+            PolicyKind::AsSent => "as_sent",
+            PolicyKind::KeepAliveOptimum => "keep_alive_optimum",
+            PolicyKind::PreLoadBound => "pre_load_bound",
+            PolicyKind::PerRequestRule => "per_request_rule",
+        }
+    }
 }
 
 /// How to apply a policy: the setting for a fixed value, words otherwise.
@@ -174,4 +192,42 @@ pub struct OutOfSample {
     pub recommended: Option<String>,
     /// The best fixed value on the rest, in hindsight.
     pub best_fixed_after_split: Option<String>,
+}
+
+/// What `×optimum` is read against (`summary.json` `optimum`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct OptimumMeta {
+    /// The optimum's cell name.
+    pub policy: String,
+    /// Each model's hold threshold.
+    pub hold_s: Vec<OptimumHold>,
+    /// Models whose figures are the best fixed value's (the optimum's replay left them
+    /// worse off under the scheduler's contention).
+    #[serde(default)]
+    pub fallback_models: Vec<String>,
+    /// The best fixed keep_alive's cost ÷ the optimum's.
+    #[serde(default)]
+    pub best_fixed_times_optimum: Option<f64>,
+}
+
+/// One model's hold threshold under the keep_alive optimum.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct OptimumHold {
+    /// The model.
+    pub model: String,
+    /// Its break-even keep_alive T*, seconds (`null`: holding costs nothing).
+    pub break_even_s: Option<f64>,
+    /// Gaps shorter than this are held, seconds (`null`: every gap).
+    pub hold_s: Option<f64>,
+}
+
+/// The pre-load bound beside the optimum (`summary.json` `pre_load_bound`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct PreLoadBoundMeta {
+    /// Its cell name.
+    pub policy: String,
+    /// Its total cost.
+    pub cost: f64,
+    /// Its cost ÷ the keep_alive optimum's.
+    pub times_optimum: Option<f64>,
 }

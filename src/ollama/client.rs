@@ -6,6 +6,9 @@
 //! go through reqwest, built on first use. Every failure is data: an `Exchange` carries a
 //! `ClientError` whose `kind()` is the `error_kind` column. Knows nothing of scenarios,
 //! records or files.
+//!
+//! Just over 600 lines with its tests (about 600 without): one method per Ollama call,
+//! each a few lines over the shared exchange helpers.
 
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};

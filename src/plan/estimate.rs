@@ -5,8 +5,8 @@
 
 use serde::Serialize;
 
-use crate::catalogue::ModelSpec;
-use crate::sched::{self, SchedConfig};
+use crate::engine::catalogue::ModelSpec;
+use crate::engine::sched::{self, SchedConfig};
 
 /// Where a resident size comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -5,7 +5,7 @@
 use serde::Serialize;
 
 use super::estimate::Estimate;
-use crate::sched::SchedConfig;
+use crate::engine::sched::SchedConfig;
 
 /// Why a model loads beside the others, or not.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -5,10 +5,13 @@
 
 use std::time::Duration;
 
+use anyhow::Context;
 use serde_json::Value;
 
 use super::estimate::MeasuredSize;
-use crate::catalogue::{Capability, ModelSpec};
+use super::{Asked, Planner};
+use crate::engine::catalogue::{Capability, Catalogue, ModelSpec};
+use crate::engine::sched::SchedConfig;
 use crate::ollama::{ClientError, OllamaClient, api, name};
 use crate::units::KeepAlive;
 
@@ -116,4 +119,91 @@ pub async fn measure(
         });
     let _ = client.unload(model).await;
     Ok(found)
+}
+
+/// A planner on the sizes of a live server: `found` (as `read_models` read them, none
+/// missing), the same tags in each asked quantization where the server has them, and
+/// each measured at every asked num_ctx (`config`'s default context when none). When
+/// every model sat in system memory the host is CPU-only unless `gpus_given`; where
+/// GPU memory cannot be known over HTTP the note says to give --vram.
+pub async fn planner(
+    client: &OllamaClient,
+    mut found: LiveModels,
+    asked: &Asked,
+    config: &SchedConfig,
+    gpus_given: bool,
+    vram_given: bool,
+) -> anyhow::Result<Planner> {
+    let url = client.base_url().to_string();
+    // --quant: the same tags with the quantization swapped, where the server has them
+    // (the plan then names the ones it lacks).
+    let variants: Vec<String> = found
+        .specs
+        .iter()
+        .flat_map(|spec| {
+            let own = spec.quant_tag();
+            asked.quant.iter().filter_map(move |q| {
+                let stem = spec.name.strip_suffix(own.as_str())?;
+                (!own.is_empty() && !own.eq_ignore_ascii_case(q)).then(|| format!("{stem}{q}"))
+            })
+        })
+        .collect();
+    if !variants.is_empty() {
+        let more = read_models(client, &variants)
+            .await
+            .with_context(|| format!("reading the models of {url}"))?;
+        found.specs.extend(more.specs);
+    }
+    let ctxs = if asked.num_ctx.is_empty() {
+        vec![config.default_context()]
+    } else {
+        asked.num_ctx.clone()
+    };
+    let mut measured: Vec<MeasuredSize> = Vec::new();
+    for spec in &found.specs {
+        for &ctx in &ctxs {
+            eprintln!(
+                "measuring {} at num_ctx {ctx} (a load, /api/ps, an unload)",
+                spec.name
+            );
+            if let Some(m) = measure(client, &spec.name, ctx)
+                .await
+                .with_context(|| format!("loading {} at num_ctx {ctx} on {url}", spec.name))?
+            {
+                measured.push(m);
+            }
+        }
+    }
+    let mut config = config.clone();
+    let cpu = !measured.is_empty() && measured.iter().all(|m| m.size_vram == 0);
+    let mut note = String::new();
+    if cpu && !gpus_given {
+        config.gpus = 0;
+        note = "; every /api/ps size_vram was 0: a CPU-only host (give --gpus to override)".into();
+    } else if !cpu && !vram_given {
+        note = format!(
+            "; the server's GPU memory is not known over HTTP: planned for {} × {} (give --vram and --gpus)",
+            config.gpus,
+            crate::units::format_size_short(config.vram_bytes)
+        );
+    }
+    let names: Vec<String> = measured
+        .iter()
+        .map(|m| format!("{} at {}", m.model, m.num_ctx))
+        .collect();
+    Ok(Planner {
+        config,
+        catalogue: Catalogue {
+            models: found.specs,
+        },
+        sizes_from: format!(
+            "measured on {url}: /api/ps size after a load ({}); file sizes from /api/tags, KV from /api/show geometry; the other figures estimated by E1{note}",
+            if names.is_empty() {
+                "none".into()
+            } else {
+                names.join(", ")
+            }
+        ),
+        measured,
+    })
 }

@@ -15,11 +15,12 @@ pub mod live;
 pub mod observe;
 pub mod order;
 pub mod render;
+pub mod scenario;
 
 use serde::Serialize;
 
-use crate::catalogue::{Catalogue, ModelSpec};
-use crate::sched::SchedConfig;
+use crate::engine::catalogue::{Catalogue, ModelSpec};
+use crate::engine::sched::SchedConfig;
 pub use estimate::{Estimate, Figure, MeasuredSize};
 pub use fit::{Fit, Verdict};
 pub use order::Step;

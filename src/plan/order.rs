@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::catalogue::Catalogue;
-use crate::sched::{RequestKind, SchedConfig, SchedEvent, SchedRequest, Scheduler};
+use crate::engine::catalogue::Catalogue;
+use crate::engine::sched::{RequestKind, SchedConfig, SchedEvent, SchedRequest, Scheduler};
 use crate::units::KeepAlive;
 
 /// The keep_alive the round-robin gives the i-th model of the list: 10m, 11m, 12m, …

@@ -3,7 +3,7 @@
 //! and change rules on small cases.
 
 use super::*;
-use crate::catalogue::Capability;
+use crate::engine::catalogue::Capability;
 use crate::folder::{RequestRecord, VramSample};
 
 const GIB: f64 = 1024.0 * 1024.0 * 1024.0;

@@ -9,11 +9,11 @@ use std::path::Path;
 use anyhow::Result;
 use serde::Serialize;
 
-use crate::calibrate;
-use crate::catalogue::Catalogue;
+use crate::engine::calibrate;
+use crate::engine::catalogue::Catalogue;
+use crate::engine::sched::{SchedConfig, predicted_size};
+use crate::engine::sim_settings::SimSettings;
 use crate::scenario::CostSettings;
-use crate::sched::{SchedConfig, predicted_size};
-use crate::sim_settings::SimSettings;
 
 /// Bytes in a GB (decimal, as every memory figure of kabench).
 const GB: f64 = 1e9;

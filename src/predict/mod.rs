@@ -1,14 +1,20 @@
 //! `kabench predict`: a user's real traffic (`traffic`) replayed through the same
 //! model of Ollama's scheduler the simulator serves (`sched`), on a virtual clock, once
 //! per keep_alive policy: fixed values (the user's, Ollama's default `5m`, the common
-//! `10s` and a log-spaced grid from 0 to forever), "as sent today", and the offline
-//! optimum every policy is measured against. Each policy is priced with the cost model
-//! of `recommend`. The input is read once, every policy replaying it in lockstep, so
-//! memory stays flat in its length; the optimum looks ahead only as far as the longest
-//! break-even time. `output` turns the outcome into a table and a run folder.
+//! `10s` and a log-spaced grid from 0 to forever), "as sent today", the adaptive
+//! policies, the keep_alive optimum every policy is measured against (`optimum`: hold
+//! across a gap iff it is shorter than the break-even time T*), and the pre-load bound
+//! (a clairvoyant client pre-warming just in time, below any keep_alive). Each policy
+//! is priced with the cost model of `recommend`. The input is read in one pass, every
+//! policy replaying it in lockstep, so memory stays flat in its length; the optimum,
+//! whose threshold depends on the best fixed value, replays it in a second pass of its
+//! own. The policies that look ahead do so only as far as their longest threshold.
+//! `output` turns the outcome into a table and a run folder.
 
 pub mod check;
 pub mod host;
+pub mod input;
+pub mod optimum;
 pub mod output;
 pub mod policies;
 pub mod replay;
@@ -114,8 +120,15 @@ pub struct Prediction {
     pub test_costs: Vec<PolicyCost>,
     /// The training share.
     pub train: f64,
-    /// Index of the offline optimum in `outcomes`, when replayed.
+    /// Index of the keep_alive optimum in `outcomes`, when replayed.
     pub optimum: Option<usize>,
+    /// Per model, the optimum's hold threshold, seconds (`None`: forever).
+    pub optimum_hold: Vec<Option<f64>>,
+    /// Models whose optimum figures are the best fixed keep_alive's: the scheduler's
+    /// contention left them worse off under the optimum ([`optimum::guard`]).
+    pub optimum_fallback: Vec<usize>,
+    /// Index of the pre-load bound in `outcomes`, when replayed.
+    pub preload_bound: Option<usize>,
     /// Wall time of the replay, seconds.
     pub wall_s: f64,
     /// Per replayed model: its inter-arrival gaps, counted in the log-spaced bins of
@@ -127,7 +140,8 @@ pub struct Prediction {
 }
 
 impl Prediction {
-    /// Cost ÷ the optimum's cost (`None` without an optimum or when it costs nothing).
+    /// Cost ÷ the keep_alive optimum's cost (`None` without an optimum or when it
+    /// costs nothing).
     pub fn times_optimum(&self, i: usize) -> Option<f64> {
         let best = self.costs[self.optimum?].total;
         (best > 0.0).then(|| self.costs[i].total / best)
@@ -225,6 +239,7 @@ pub fn price(
     part: Part,
 ) -> PolicyCost {
     let mut c = PolicyCost::default();
+    // `optimum::model_cost` is the same sum for one model.
     for (o, f) in outcome.models.iter().zip(models) {
         let (cold, gpu, ram) = match part {
             Part::Whole => (o.cold, o.idle_gpu_gb_s, o.idle_ram_gb_s),
@@ -273,84 +288,79 @@ pub fn predict(
         sent: scan.keep_alives.clone(),
         split_s: scan.span_s * opts.train.clamp(0.0, 1.0),
     };
-    let mut replays: Vec<replay::Replay> = opts
+    let new_replay =
+        |p: &Policy| replay::Replay::new(p.clone(), host, replay_models.clone(), settings.clone());
+    // First pass: every policy but the optimum.
+    let first: Vec<Policy> = opts
         .policies
         .iter()
-        .map(|p| replay::Replay::new(p.clone(), host, replay_models.clone(), settings.clone()))
+        .filter(|p| **p != Policy::Optimum)
+        .cloned()
         .collect();
+    let mut replays: Vec<replay::Replay> = first.iter().map(new_replay).collect();
     let logged = log.logged_unloads();
-    let checked = logged.and_then(|_| opts.policies.iter().position(|p| *p == Policy::AsSent));
+    let checked = logged.and_then(|_| first.iter().position(|p| *p == Policy::AsSent));
     if let Some(i) = checked {
         replays[i].record_unloads();
     }
-    // The optimum looks ahead as far as the longest finite break-even time.
-    let window = if opts.policies.contains(&Policy::Optimum) {
-        models
-            .iter()
-            .filter_map(|f| f.break_even_s)
-            .fold(0.0, f64::max)
+    // The pre-load bound looks ahead as far as the longest finite break-even time.
+    let t_stars = models.iter().map(|f| f.break_even_s);
+    let window = if first.contains(&Policy::PreloadBound) {
+        t_stars.flatten().fold(0.0, f64::max)
     } else {
         0.0
     };
-    let bar = progress_bar(opts.progress, scan.rows, opts.policies.len());
-    let mut input = log.requests()?;
-    let mut ahead = Lookahead::new(models.len());
-    let mut gap_counts = vec![[0u64; policies::BINS]; models.len()];
-    let mut last_arrival: Vec<Option<f64>> = vec![None; models.len()];
-    let mut buffer: VecDeque<Request> = VecDeque::new();
-    let mut eof = false;
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(replays.len())
-        .max(1);
-    loop {
-        // Read a batch, and ahead of it as far as the window reaches.
-        while !eof
-            && (buffer.len() < BATCH
-                || buffer
-                    .back()
-                    .zip(buffer.get(BATCH - 1))
-                    .is_some_and(|(last, edge)| last.t <= edge.t + window))
-        {
-            match input.next() {
-                Some(r) => {
-                    let mut r = r?;
-                    r.model = unit_of[r.model as usize];
-                    ahead.push(r.model as usize, r.t);
-                    let m = r.model as usize;
-                    if let Some(prev) = last_arrival[m].replace(r.t) {
-                        gap_counts[m][policies::bin_of(r.t - prev)] += 1;
-                    }
-                    buffer.push_back(r);
-                }
-                None => eof = true,
-            }
-        }
-        if buffer.is_empty() {
-            break;
-        }
-        let n = buffer.len().min(BATCH);
-        let batch: Vec<Request> = buffer.drain(..n).collect();
-        run_batch(&mut replays, &batch, &ahead, threads);
-        for r in &batch {
-            ahead.pop(r.model as usize);
-        }
-        bar.inc(batch.len() as u64);
-    }
-    let outcomes: Vec<PolicyOutcome> = replays.into_iter().map(|r| r.finish(&ahead)).collect();
-    bar.finish_and_clear();
-    let costs_of = |part| -> Vec<PolicyCost> {
+    let pass = Pass {
+        log,
+        unit_of,
+        models: models.len(),
+        progress: opts.progress,
+    };
+    let (mut outcomes, gap_counts) = pass.run(replays, window, first.len())?;
+    let costs_of = |outcomes: &[PolicyOutcome], part| -> Vec<PolicyCost> {
         outcomes
             .iter()
             .map(|o| price(o, models, &opts.cost, part))
             .collect()
     };
-    let (costs, train_costs, test_costs) = (
-        costs_of(Part::Whole),
-        costs_of(Part::Train),
-        costs_of(Part::Test),
-    );
+    // Second pass: the optimum, its thresholds set by the best fixed value of the first.
     let optimum = opts.policies.iter().position(|p| *p == Policy::Optimum);
+    let mut optimum_hold = Vec::new();
+    let mut optimum_fallback = Vec::new();
+    if let Some(at) = optimum {
+        let best = best_of(&outcomes, &costs_of(&outcomes, Part::Whole));
+        let best_s = best.and_then(|b| match &outcomes[b].policy {
+            Policy::Fixed(k) => Some(k.seconds_or_infinity()),
+            _ => None,
+        });
+        optimum_hold = optimum::hold_thresholds(models, best_s);
+        let mut rep = new_replay(&Policy::Optimum);
+        rep.set_optimum_hold(&optimum_hold);
+        let window = optimum_hold
+            .iter()
+            .flatten()
+            .fold(0.0, |a: f64, b| a.max(*b));
+        let (mut o, _) = pass.run(vec![rep], window, 1)?;
+        let mut opt = o.remove(0);
+        if let Some(b) = best {
+            optimum_fallback = optimum::guard(&mut opt, &outcomes[b], models, &opts.cost);
+        }
+        outcomes.insert(at.min(outcomes.len()), opt);
+    }
+    let (costs, train_costs, test_costs) = (
+        costs_of(&outcomes, Part::Whole),
+        costs_of(&outcomes, Part::Train),
+        costs_of(&outcomes, Part::Test),
+    );
+    let preload_bound = opts
+        .policies
+        .iter()
+        .position(|p| *p == Policy::PreloadBound);
+    // The checked replay's index among all the outcomes.
+    let checked = checked.map(|i| match optimum {
+        Some(at) if at <= i => i + 1,
+        _ => i,
+    });
     let unload_check = checked.zip(logged).map(|(i, logged)| {
         check::check(
             &outcomes[i].policy.name(),
@@ -369,10 +379,83 @@ pub fn predict(
         test_costs,
         train: opts.train.clamp(0.0, 1.0),
         optimum,
+        optimum_hold,
+        optimum_fallback,
+        preload_bound,
         wall_s: started.elapsed().as_secs_f64(),
         gap_counts,
         unload_check,
     })
+}
+
+/// One pass over the input.
+struct Pass<'a> {
+    log: &'a dyn Source,
+    unit_of: &'a [u32],
+    models: usize,
+    progress: bool,
+}
+
+impl Pass<'_> {
+    /// Replays every request through every one of `replays` in lockstep, reading ahead
+    /// `window` seconds past each batch; returns their outcomes and, per replayed
+    /// model, its inter-arrival gaps binned.
+    fn run(
+        &self,
+        mut replays: Vec<replay::Replay>,
+        window: f64,
+        count: usize,
+    ) -> Result<(Vec<PolicyOutcome>, Vec<[u64; policies::BINS]>)> {
+        let scan = self.log.scan();
+        let bar = progress_bar(self.progress, scan.rows, count);
+        let mut input = self.log.requests()?;
+        let mut ahead = Lookahead::new(self.models);
+        let mut gap_counts = vec![[0u64; policies::BINS]; self.models];
+        let mut last_arrival: Vec<Option<f64>> = vec![None; self.models];
+        let mut buffer: VecDeque<Request> = VecDeque::new();
+        let mut eof = false;
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(replays.len())
+            .max(1);
+        loop {
+            // Read a batch, and ahead of it as far as the window reaches.
+            while !eof
+                && (buffer.len() < BATCH
+                    || buffer
+                        .back()
+                        .zip(buffer.get(BATCH - 1))
+                        .is_some_and(|(last, edge)| last.t <= edge.t + window))
+            {
+                match input.next() {
+                    Some(r) => {
+                        let mut r = r?;
+                        r.model = self.unit_of[r.model as usize];
+                        ahead.push(r.model as usize, r.t);
+                        let m = r.model as usize;
+                        if let Some(prev) = last_arrival[m].replace(r.t) {
+                            gap_counts[m][policies::bin_of(r.t - prev)] += 1;
+                        }
+                        buffer.push_back(r);
+                    }
+                    None => eof = true,
+                }
+            }
+            if buffer.is_empty() {
+                break;
+            }
+            let n = buffer.len().min(BATCH);
+            let batch: Vec<Request> = buffer.drain(..n).collect();
+            run_batch(&mut replays, &batch, &ahead, threads);
+            for r in &batch {
+                ahead.pop(r.model as usize);
+            }
+            bar.inc(batch.len() as u64);
+        }
+        let outcomes = replays.into_iter().map(|r| r.finish(&ahead)).collect();
+        bar.finish_and_clear();
+        Ok((outcomes, gap_counts))
+    }
 }
 
 /// Every replay takes the whole batch; the replays are spread over `threads`.

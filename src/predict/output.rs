@@ -17,8 +17,8 @@ use super::{Host, Policy, PolicyCost, Prediction};
 use crate::analysis::vram::{MemoryPart, VramFigures};
 use crate::analysis::{CellSummary, Split, StreamSummary, Summary};
 use crate::folder::prediction::{
-    GapDistribution, OutOfSample, PolicyApply, PolicyCostMeta, PolicyKind, PolicyMeta,
-    PredictInput, PredictRun, UnloadCheckMeta,
+    GapDistribution, OptimumHold, OptimumMeta, OutOfSample, PolicyApply, PolicyCostMeta,
+    PolicyKind, PolicyMeta, PreLoadBoundMeta, PredictInput, PredictRun, UnloadCheckMeta,
 };
 use crate::folder::{
     Api, CellMeta, CellParams, CostSettings, ModelFigures, RunFolder, RunHeader, RunMeta,
@@ -48,12 +48,13 @@ fn ms(v: Option<f64>) -> String {
     v.map_or_else(|| "-".into(), |x| format!("{x:.0} ms"))
 }
 
-/// The table: one row per policy, all models together.
+/// The table: one row per policy, all models together; `×optimum` is cost ÷ the
+/// keep_alive optimum's (the pre-load bound, its own row, reads below 1).
 pub fn table(p: &Prediction) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<16} {:>9} {:>8} {:>6} {:>9} {:>9} {:>10} {:>10} {:>9} {:>10} {:>9}{}",
+        "{:<18} {:>9} {:>8} {:>6} {:>9} {:>9} {:>10} {:>10} {:>9} {:>10} {:>9}{}",
         "policy",
         "requests",
         "cold",
@@ -91,7 +92,7 @@ pub fn table(p: &Prediction) -> String {
             .map_or_else(|| "-".into(), |x| format!("{x:.2}×"));
         let _ = writeln!(
             out,
-            "{:<16} {:>9} {:>8} {:>5.1}% {:>9} {:>9} {:>10.2} {:>10.2} {:>9} {:>10.1} {:>9}{}",
+            "{:<18} {:>9} {:>8} {:>5.1}% {:>9} {:>9} {:>10.2} {:>10.2} {:>9} {:>10.1} {:>9}{}",
             o.policy.name(),
             requests,
             cold,
@@ -120,7 +121,9 @@ pub fn table(p: &Prediction) -> String {
     out
 }
 
-/// Lines to print under the table: the best fixed value, T* per model, notes.
+/// Lines to print under the table: T* per model, the best fixed value against the
+/// keep_alive optimum, the optimum's rule, the pre-load bound, the other policies' rules,
+/// notes.
 pub fn verdict(p: &Prediction) -> Vec<String> {
     let mut out = Vec::new();
     for f in &p.models {
@@ -146,7 +149,7 @@ pub fn verdict(p: &Prediction) -> Vec<String> {
         let name = p.outcomes[b].policy.name();
         let x = p
             .times_optimum(b)
-            .map_or_else(String::new, |x| format!(", {x:.2}× the offline optimum"));
+            .map_or_else(String::new, |x| format!(", {x:.2}× the keep_alive optimum"));
         out.push(format!(
             "best fixed keep_alive: {name} (cost {:.1}{x}): OLLAMA_KEEP_ALIVE={name} on the server, or \"keep_alive\": {} in each native request",
             p.costs[b].total,
@@ -154,6 +157,38 @@ pub fn verdict(p: &Prediction) -> Vec<String> {
                 Policy::Fixed(k) => k.to_json().to_string(),
                 _ => String::new(),
             }
+        ));
+    }
+    if let Some(o) = p.optimum {
+        let best = p
+            .best_fixed()
+            .map(|b| p.outcomes[b].policy.name())
+            .filter(|_| p.optimum_hold.len() == p.models.len());
+        out.push(format!(
+            "{} (cost {:.1}): {}",
+            p.outcomes[o].policy.name(),
+            p.costs[o].total,
+            super::optimum::rule(&p.models, &p.optimum_hold, best.as_deref())
+        ));
+        if !p.optimum_fallback.is_empty() {
+            out.push(format!(
+                "{}: under the scheduler's contention the optimum's replay left {} worse off than the best fixed keep_alive; their figures are the best fixed value's",
+                p.outcomes[o].policy.name(),
+                p.optimum_fallback
+                    .iter()
+                    .map(|&m| p.models[m].model.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+    }
+    if let Some(i) = p.preload_bound {
+        out.push(format!(
+            "{} (cost {:.1}{}): {PRELOAD_BOUND}",
+            p.outcomes[i].policy.name(),
+            p.costs[i].total,
+            p.times_optimum(i)
+                .map_or_else(String::new, |x| format!(", {x:.2}× the keep_alive optimum")),
         ));
     }
     if p.has_split()
@@ -183,7 +218,7 @@ pub fn verdict(p: &Prediction) -> Vec<String> {
                 o.policy.name(),
                 p.costs[i].total,
                 p.times_optimum(i)
-                    .map_or_else(String::new, |x| format!(", {x:.2}× the optimum")),
+                    .map_or_else(String::new, |x| format!(", {x:.2}× the keep_alive optimum")),
                 if o.policy == Policy::PreWarm {
                     format!(", {loads} pre-warm loads of which {wasted} wasted, their idle memory priced")
                 } else {
@@ -199,6 +234,9 @@ pub fn verdict(p: &Prediction) -> Vec<String> {
     out
 }
 
+/// What the pre-load bound is, for people.
+pub const PRELOAD_BOUND: &str = "pre-load bound (a clairvoyant client pre-warming just in time): unload after each request and load again with an empty prompt to be ready as the next arrives, holding only when that does not pay; below what any keep_alive can reach, a yardstick for pre-warming, not the optimum";
+
 /// A file-name-safe form of a policy name.
 fn slug(text: &str) -> String {
     text.chars()
@@ -212,7 +250,7 @@ fn slug(text: &str) -> String {
         .collect()
 }
 
-/// The cell id of policy `i`: `c01-ka_0`, like the runner's, or `c17-offline-optimum`.
+/// The cell id of policy `i`: `c01-ka_0`, like the runner's, or `c17-keep-alive-optimum`.
 pub fn cell_id(i: usize, policy: &Policy) -> String {
     match policy {
         Policy::Fixed(k) => format!("c{:02}-ka_{}", i + 1, slug(k.written())),
@@ -229,7 +267,7 @@ fn policy_param(policy: &Policy) -> SweptKeepAlive {
 }
 
 /// The keep_alive a policy sends: a fixed value, or none for the policies that are not
-/// one value (as sent, the offline optimum: their name is the cell's `params`).
+/// one value (as sent, the optimum, the pre-load bound: their name is the cell's `params`).
 fn keep_alive_of(policy: &Policy) -> Option<KeepAlive> {
     match policy {
         Policy::Fixed(k) => Some(k.clone()),
@@ -344,6 +382,31 @@ pub fn summary(p: &Prediction, info: &FolderInfo) -> Summary {
         cells,
         predicted: true,
         best_fixed: name(p.best_fixed()),
+        // What "×optimum" is read against, and the pre-load bound beside it.
+        optimum: p.optimum.map(|o| OptimumMeta {
+            policy: p.outcomes[o].policy.name(),
+            hold_s: p
+                .models
+                .iter()
+                .zip(&p.optimum_hold)
+                .map(|(f, h)| OptimumHold {
+                    model: f.model.clone(),
+                    break_even_s: f.break_even_s,
+                    hold_s: *h,
+                })
+                .collect(),
+            fallback_models: p
+                .optimum_fallback
+                .iter()
+                .map(|&m| p.models[m].model.clone())
+                .collect(),
+            best_fixed_times_optimum: p.best_fixed().and_then(|b| p.times_optimum(b)),
+        }),
+        pre_load_bound: p.preload_bound.map(|i| PreLoadBoundMeta {
+            policy: p.outcomes[i].policy.name(),
+            cost: p.costs[i].total,
+            times_optimum: p.times_optimum(i),
+        }),
         // What the report draws: each model's gap distribution with its T*.
         gaps: p
             .models
@@ -414,10 +477,18 @@ fn policy_meta(p: &Prediction, i: usize) -> PolicyMeta {
             ),
         ),
         Policy::Optimum => (
-            PolicyKind::OfflineOptimum,
-            PolicyApply::Words(
-                "not settable: needs the future; keep a model over an idle gap exactly when the gap is shorter than its break-even time T*".into(),
-            ),
+            PolicyKind::KeepAliveOptimum,
+            PolicyApply::Words(super::optimum::rule(
+                &p.models,
+                &p.optimum_hold,
+                p.best_fixed()
+                    .map(|b| p.outcomes[b].policy.name())
+                    .as_deref(),
+            )),
+        ),
+        Policy::PreloadBound => (
+            PolicyKind::PreLoadBound,
+            PolicyApply::Words(PRELOAD_BOUND.into()),
         ),
         other => (
             PolicyKind::PerRequestRule,

@@ -12,8 +12,8 @@ use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::time::Duration;
 
 use crate::analysis::MsHistogram;
-use crate::catalogue::ModelSpec;
-use crate::sched::{RequestKind, SchedEvent, SchedRequest, Scheduler};
+use crate::engine::catalogue::ModelSpec;
+use crate::engine::sched::{RequestKind, SchedEvent, SchedRequest, Scheduler};
 use crate::traffic::Request;
 use crate::units::KeepAlive;
 
@@ -32,9 +32,15 @@ pub enum Policy {
     Fixed(KeepAlive),
     /// What each client sent (the input's `keep_alive` column; none: the server default).
     AsSent,
-    /// With hindsight, per model: keep it over an idle gap exactly when the gap is
-    /// shorter than the break-even time T*, unload it at once otherwise (E6).
+    /// The keep_alive optimum, with hindsight, per model: hold it across an idle gap
+    /// exactly when the gap is within its hold threshold (the break-even time T*, or the
+    /// best fixed keep_alive when that is longer: [`super::optimum`]), unload it right
+    /// after the request otherwise (E6); the scheduler's contention still applies.
     Optimum,
+    /// The pre-load bound: a clairvoyant client that unloads after use and pre-warms
+    /// just in time for the next arrival (or holds when that does not pay). Below what
+    /// any keep_alive can reach; a yardstick, not the optimum.
+    PreloadBound,
     /// A margin over a high percentile of the model's recent idle gaps (Shahrad et al.).
     Histogram,
     /// The keep_alive that would have cost least over the model's recent idle gaps.
@@ -49,7 +55,8 @@ impl Policy {
         match self {
             Policy::Fixed(k) => k.written().to_string(),
             Policy::AsSent => "as-sent".to_string(),
-            Policy::Optimum => "offline-optimum".to_string(),
+            Policy::Optimum => "keep-alive-optimum".to_string(),
+            Policy::PreloadBound => "pre-load-bound".to_string(),
             Policy::Histogram => "histogram".to_string(),
             Policy::Adaptive => "adaptive".to_string(),
             Policy::PreWarm => "pre-warm".to_string(),
@@ -63,7 +70,8 @@ impl Policy {
 }
 
 /// Future arrivals the replays may look at: per model, the arrival times read ahead
-/// of the replays and not yet replayed by all of them (only the optimum looks).
+/// of the replays and not yet replayed by all of them (only the optimum and the
+/// pre-load bound look).
 #[derive(Debug, Clone, Default)]
 pub struct Lookahead {
     per_model: Vec<VecDeque<f64>>,
@@ -231,8 +239,11 @@ pub struct Replay {
     policy: Policy,
     sched: Scheduler,
     models: Vec<ReplayModel>,
-    /// keep_alive the optimum sends per model: T*, or forever.
+    /// keep_alive the optimum and the pre-load bound send per model: the hold
+    /// threshold (T* unless set), or forever.
     optimum_ka: Vec<KeepAlive>,
+    /// Per model, the optimum's hold threshold, seconds (`None`: hold forever).
+    optimum_hold: Vec<Option<f64>>,
     settings: ReplaySettings,
     /// Scheduler names (`/api/ps` form) → model index.
     by_name: HashMap<String, usize>,
@@ -284,11 +295,13 @@ impl Replay {
             })
             .collect();
         let n = models.len();
+        let optimum_hold = models.iter().map(|m| m.break_even_s).collect();
         Replay {
             policy,
             sched: Scheduler::new(host.config.clone(), host.catalogue.clone()),
             models,
             optimum_ka,
+            optimum_hold,
             settings,
             by_name: HashMap::new(),
             finishes: BinaryHeap::new(),
@@ -310,6 +323,18 @@ impl Replay {
             prewarm_hold: vec![None; n],
             next_prewarm: PREWARM_ID,
             load_jitter: host.config.load_jitter.max(0.0),
+        }
+    }
+
+    /// Sets the optimum's hold threshold per model, seconds (`None`: hold forever);
+    /// T* unless set. The optimum sends it as each request's keep_alive.
+    pub fn set_optimum_hold(&mut self, hold: &[Option<f64>]) {
+        for (m, h) in hold.iter().enumerate().take(self.models.len()) {
+            self.optimum_hold[m] = *h;
+            self.optimum_ka[m] = match h {
+                Some(s) => KeepAlive::from_duration(Duration::from_secs_f64(s.clamp(0.0, 1e9))),
+                None => KeepAlive::forever(),
+            };
         }
     }
 
@@ -358,7 +383,8 @@ impl Replay {
             Policy::AsSent => r
                 .keep_alive
                 .and_then(|i| self.settings.sent.get(i as usize).cloned()),
-            Policy::Optimum => {
+            Policy::Optimum => Some(self.optimum_ka[m].clone()),
+            Policy::PreloadBound => {
                 self.prewarm_at[m] = None;
                 self.prewarm_unused[m] = false;
                 Some(self.optimum_ka[m].clone())
@@ -544,7 +570,8 @@ impl Replay {
         }
     }
 
-    /// A request of `m` left (ended or failed): the optimum decides on the idle gap.
+    /// A request of `m` left (ended or failed): the optimum and the pre-load bound
+    /// decide on the idle gap.
     fn leave(&mut self, m: usize, now: Duration, ahead: &Lookahead) {
         self.touch(m, now);
         self.held[m].active -= 1;
@@ -563,9 +590,54 @@ impl Replay {
                 self.prewarms.push(Reverse((at, m)));
             }
         }
-        if self.policy != Policy::Optimum || self.held[m].active > 0 {
+        if self.held[m].active > 0 {
             return;
         }
+        match self.policy {
+            Policy::Optimum => self.optimum_leave(m, now, ahead),
+            Policy::PreloadBound => self.preload_leave(m, now, ahead),
+            _ => {}
+        }
+    }
+
+    /// The optimum after the last request in flight of `m` ended: hold the model across
+    /// the gap to its next arrival iff the gap is within its threshold (the keep_alive
+    /// it sent keeps it that long), unload it now otherwise.
+    fn optimum_leave(&mut self, m: usize, now: Duration, ahead: &Lookahead) {
+        let Some(threshold) = self.optimum_hold[m] else {
+            return;
+        };
+        let at = now.as_secs_f64();
+        let next = ahead.next_at_or_after(m, at);
+        if !super::optimum::holds(next.map(|n| n - at), threshold) {
+            self.unload_now(m, now, ahead);
+        }
+    }
+
+    /// Asks the scheduler to unload `m` now, if resident (E6).
+    fn unload_now(&mut self, m: usize, now: Duration, ahead: &Lookahead) {
+        if self.held[m].resident.is_none() {
+            return;
+        }
+        let id = self.next_unload;
+        self.next_unload += 1;
+        self.out[m].unloads += 1;
+        let _ = self.sched.submit(
+            now,
+            SchedRequest {
+                id,
+                model: self.models[m].name.clone(),
+                num_ctx: None,
+                keep_alive: Some(KeepAlive::from_duration(Duration::ZERO)),
+                kind: RequestKind::Unload,
+            },
+        );
+        self.handle_events(now, ahead);
+    }
+
+    /// The pre-load bound after the last request in flight of `m` ended: unload, and
+    /// load again just in time for the next arrival when that pays.
+    fn preload_leave(&mut self, m: usize, now: Duration, ahead: &Lookahead) {
         let Some(t_star) = self.models[m].break_even_s else {
             return;
         };
@@ -579,21 +651,8 @@ impl Replay {
             .map(|n| n - load - 0.05)
             .filter(|start| *start > at && margin < t_star);
         let keep = preload_at.is_none() && next.is_some_and(|n| n - at < t_star);
-        if !keep && self.held[m].resident.is_some() {
-            let id = self.next_unload;
-            self.next_unload += 1;
-            self.out[m].unloads += 1;
-            let _ = self.sched.submit(
-                now,
-                SchedRequest {
-                    id,
-                    model: self.models[m].name.clone(),
-                    num_ctx: None,
-                    keep_alive: Some(KeepAlive::from_duration(Duration::ZERO)),
-                    kind: RequestKind::Unload,
-                },
-            );
-            self.handle_events(now, ahead);
+        if !keep {
+            self.unload_now(m, now, ahead);
         }
         // With hindsight, load again just in time: cheaper than keeping the model over
         // the gap or than a cold start (it holds the memory only for `margin`).

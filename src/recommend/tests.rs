@@ -80,6 +80,8 @@ fn summary() -> Summary {
         ],
         predicted: false,
         best_fixed: None,
+        optimum: None,
+        pre_load_bound: None,
         gaps: Vec::new(),
         out_of_sample: None,
     }

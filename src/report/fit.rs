@@ -6,11 +6,11 @@
 
 use serde::Serialize;
 
-use crate::catalogue::Catalogue;
+use crate::engine::catalogue::Catalogue;
+use crate::engine::sched::SchedConfig;
 use crate::folder::{RunMeta, VramSample};
 use crate::ollama::name;
 use crate::plan::{self, Asked, Planner, fit};
-use crate::sched::SchedConfig;
 use crate::units::format_bytes;
 
 /// One model of the set.

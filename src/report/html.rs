@@ -98,7 +98,7 @@ pub fn cell_rows(summary: &Summary) -> Vec<CellRow> {
             params: params.join(", "),
             stream: s.name.clone(),
             model: s.model.clone(),
-            // A predicted policy that is not one value (the offline optimum) shows its name.
+            // A predicted policy that is not one value (the keep_alive optimum) shows its name.
             keep_alive: match (&s.keep_alive, &c.params.keep_alive) {
                 (None, Some(SweptKeepAlive::Policy(policy))) => policy.clone(),
                 (ka, _) => display_keep_alive(ka.as_ref()),

@@ -186,8 +186,9 @@ pub fn render(dir: &Path, opts: &RenderOptions) -> Result<Rendered> {
     folder::write_json_atomic(&dir.join(RECOMMENDATION_JSON), &recs)
         .with_context(|| format!("writing the recommendation of {}", dir.display()))?;
 
-    // A policy table's own charts come first (cost by keep_alive with T* and the
-    // optimum, every policy on the frontier, the gap distributions); then every run's.
+    // A policy table's own charts come first (cost by keep_alive with T*, the
+    // keep_alive optimum and the pre-load bound, every policy on the frontier, the gap
+    // distributions); then every run's.
     let mut charts = predict_charts::charts(&summary)?;
     charts.extend(build_charts(&meta, &summary, &recs, &requests, &samples)?);
     // Names from the scenario or a server may hold control characters (a NUL in a
@@ -264,8 +265,8 @@ pub fn render(dir: &Path, opts: &RenderOptions) -> Result<Rendered> {
 }
 
 /// The cells a client can set (a keep_alive value, or none swept), for the
-/// recommendation: a predicted policy that is no one value (the offline optimum)
-/// stays in the table only.
+/// recommendation: a predicted policy that is no one value (the keep_alive optimum,
+/// the pre-load bound) stays in the table only.
 fn settable(summary: &Summary) -> Summary {
     let mut out = summary.clone();
     out.cells.retain(|c| c.params.is_settable());

@@ -1,8 +1,8 @@
-//! The charts of a summary that carries a policy table (a prediction's): cost against
-//! keep_alive (log scale) with each model's break-even time T* and the offline
-//! optimum's cost; every policy on the cold-ratio-versus-idle-memory plane; each
-//! model's gap distribution with T* marked. SVG text, as `charts`. A summary without
-//! a policy table has none of them.
+//! The charts of a summary that carries a policy table (a prediction's; none
+//! without one): cost against keep_alive (log scale) with each model's break-even time T*
+//! and the costs of the keep_alive optimum and of the pre-load bound (a clairvoyant
+//! client pre-warming just in time); every policy on the cold-ratio-versus-idle-memory
+//! plane; each model's gap distribution with T* marked. SVG text, as `charts`.
 
 use anyhow::Result;
 use plotters::prelude::*;
@@ -18,6 +18,12 @@ const ORANGE: RGBColor = RGBColor(255, 127, 14);
 const GREEN: RGBColor = RGBColor(44, 160, 44);
 const RED: RGBColor = RGBColor(214, 39, 40);
 const GREY: RGBColor = RGBColor(127, 127, 127);
+const PURPLE: RGBColor = RGBColor(148, 103, 189);
+
+/// `policy.kind` of the keep_alive optimum.
+const OPTIMUM: &str = "keep_alive_optimum";
+/// `policy.kind` of the pre-load bound.
+const PRELOAD: &str = "pre_load_bound";
 
 fn draw_err<E: std::fmt::Debug>(e: E) -> anyhow::Error {
     anyhow::anyhow!("drawing a chart: {e:?}")
@@ -43,8 +49,11 @@ fn secs_label(s: f64) -> String {
 /// One policy's figures from a predicted `summary.json` cell.
 #[derive(Debug, Clone)]
 pub struct PolicyPoint {
-    /// Its name (`5m`, `adaptive`, `offline-optimum`).
+    /// Its name (`5m`, `adaptive`, `keep-alive-optimum`).
     pub name: String,
+    /// What it is (`summary.json` `policy.kind`: `fixed`, `keep_alive_optimum`,
+    /// `pre_load_bound`, ...).
+    pub kind: String,
     /// Its keep_alive in seconds, for a fixed value (infinity: forever).
     pub keep_alive_s: Option<f64>,
     /// Total cost.
@@ -74,6 +83,9 @@ pub fn points(summary: &Summary) -> Vec<PolicyPoint> {
             });
             Some(PolicyPoint {
                 name,
+                // Folders of older versions called the pre-load bound
+                // `offline_optimum`: it reads as `pre_load_bound`.
+                kind: policy.kind.as_str().to_string(),
                 keep_alive_s,
                 cost: policy.cost.total,
                 cold_pct: if req > 0 {
@@ -88,7 +100,8 @@ pub fn points(summary: &Summary) -> Vec<PolicyPoint> {
 }
 
 /// Cost against keep_alive on a log axis (0 at the left edge, forever at the right),
-/// each model's T* as a vertical line, the optimum's cost as a horizontal one.
+/// each model's T* as a vertical line, the costs of the keep_alive optimum and of the
+/// pre-load bound as horizontal ones.
 pub fn cost_vs_keep_alive(pts: &[PolicyPoint], t_stars: &[(String, f64)]) -> Result<String> {
     let fixed: Vec<(f64, f64, &str)> = pts
         .iter()
@@ -116,14 +129,14 @@ pub fn cost_vs_keep_alive(pts: &[PolicyPoint], t_stars: &[(String, f64)]) -> Res
             s.log10()
         }
     };
-    let optimum = pts
-        .iter()
-        .find(|p| p.name == "offline-optimum")
-        .map(|p| p.cost);
+    let level = |kind: &str| pts.iter().find(|p| p.kind == kind).map(|p| p.cost);
+    let optimum = level(OPTIMUM);
+    let preload = level(PRELOAD);
     let ymax = fixed
         .iter()
         .map(|p| p.1)
         .chain(optimum)
+        .chain(preload)
         .fold(0.0f64, f64::max)
         .max(1e-9)
         * 1.15;
@@ -177,16 +190,26 @@ pub fn cost_vs_keep_alive(pts: &[PolicyPoint], t_stars: &[(String, f64)]) -> Res
                 )))
                 .map_err(draw_err)?;
         }
-        if let Some(o) = optimum {
+        for (cost, color, what) in [
+            (optimum, GREEN, "keep_alive optimum"),
+            (
+                preload,
+                PURPLE,
+                "pre-load bound (a clairvoyant client pre-warming just in time)",
+            ),
+        ] {
+            let Some(o) = cost else {
+                continue;
+            };
             chart
                 .draw_series(LineSeries::new(
                     vec![(lo, o), (hi, o)],
-                    GREEN.stroke_width(2),
+                    color.stroke_width(2),
                 ))
                 .map_err(draw_err)?
-                .label(format!("offline optimum ({})", tick(&o)))
-                .legend(|(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 18, y)], GREEN.stroke_width(2))
+                .label(format!("{what} ({})", tick(&o)))
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
                 });
         }
         for (i, (model, t)) in t_stars.iter().enumerate() {
@@ -253,9 +276,10 @@ pub fn policy_frontier(pts: &[PolicyPoint]) -> Result<String> {
             .draw()
             .map_err(draw_err)?;
         for p in pts {
-            let c = match (p.keep_alive_s.is_some(), p.name.as_str()) {
+            let c = match (p.keep_alive_s.is_some(), p.kind.as_str()) {
                 (true, _) => BLUE,
-                (false, "offline-optimum") => GREEN,
+                (false, OPTIMUM) => GREEN,
+                (false, PRELOAD) => PURPLE,
                 _ => ORANGE,
             };
             chart
@@ -374,7 +398,7 @@ pub fn charts(summary: &Summary) -> Result<Vec<Chart>> {
         .collect();
     let mut out = vec![
         Chart {
-            title: "Predicted cost by keep_alive, with T* and the offline optimum".into(),
+            title: "Predicted cost by keep_alive, with T*, the keep_alive optimum and the pre-load bound".into(),
             file: "predict-cost-by-keep-alive.svg".into(),
             svg: cost_vs_keep_alive(&pts, &t_stars)?,
         },

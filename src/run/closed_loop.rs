@@ -33,8 +33,8 @@ use crate::run::{
     Begin, CellDriver, CellLoop, CellTiming, ProgressEvent, Recorder, RunOutcome, Target, target,
 };
 
+use crate::engine::sim::SimHandle;
 use crate::scenario::{Api, Cell, CellStream, Plan, Scenario};
-use crate::sim::SimHandle;
 
 /// Folder of the run folder that holds goose's own reports, one subfolder per cell.
 pub const GOOSE_DIR: &str = "goose";

@@ -24,10 +24,10 @@ use anyhow::Result;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::engine::sim::SimHandle;
 use crate::folder::{RunMeta, RunStatus};
 use crate::ollama::{ClientError, OllamaClient};
 use crate::scenario::{Cell, Plan, Scenario};
-use crate::sim::SimHandle;
 
 pub use recorder::Recorder;
 pub use target::{MissingModels, StoppedBeforeStart, Target};

@@ -7,6 +7,10 @@
 //! request the driver watches the target release its models (the release tail), so
 //! idle memory and the release delay are observed. It never prints: progress goes out
 //! as events.
+//!
+//! Over 600 lines because the send loop, the per-request task and the release tail share
+//! the cell's state; the pacing (`pacer`), request building (`request`) and residency
+//! rules (`residency`) already live in their own files.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -32,8 +36,8 @@ use crate::run::{
     unload_all_until,
 };
 
+use crate::engine::sim::SimHandle;
 use crate::scenario::{Api, Cell, CellStream, Plan, Scenario};
-use crate::sim::SimHandle;
 use crate::units::KeepAlive;
 
 /// Options of one run beyond the scenario.

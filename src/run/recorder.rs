@@ -18,10 +18,10 @@ use crate::folder::{
 };
 use crate::ollama::OllamaClient;
 
+use crate::engine::sim::SimHandle;
 use crate::run::request::planned_requests;
 use crate::run::{ProgressEvent, RunOutcome};
 use crate::scenario::{Cell, Plan, Scenario};
-use crate::sim::SimHandle;
 use crate::telemetry::{self, TelemetryConfig};
 
 /// A run folder being written: `run.json`, the request-row writer and the telemetry

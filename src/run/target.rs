@@ -9,11 +9,11 @@ use anyhow::{Context, Result};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::engine::sim::{self, SimHandle};
 use crate::folder::TargetKind;
 use crate::ollama::{ClientError, OllamaClient};
 use crate::run::ProgressEvent;
 use crate::scenario::{Plan, Scenario, TargetSpec};
-use crate::sim::{self, SimHandle};
 
 /// Where requests go.
 #[derive(Debug, Clone, PartialEq, Eq)]

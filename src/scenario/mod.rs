@@ -3,6 +3,7 @@
 //! its `[sweep]` into a `Plan` of cells. Knows nothing of HTTP or of result files; the
 //! arrival processes themselves live in `workload`.
 
+pub mod engine_settings;
 mod plan;
 mod raw;
 mod sections;
@@ -19,7 +20,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::sim_settings::SimSettings;
+use crate::scenario::engine_settings::SimSettings;
 use crate::units::{KeepAlive, Rate};
 
 pub use plan::{Cell, CellStream, Plan, plan};

@@ -7,7 +7,7 @@ use std::fmt;
 use serde::Deserialize;
 use serde::de::{self, Visitor};
 
-use crate::sim_settings::SimSettings;
+use crate::scenario::engine_settings::SimSettings;
 
 /// A value users may write as a string or a number (`keep_alive = "5m"` or `300`),
 /// kept in its textual form.

@@ -12,7 +12,7 @@ use super::{
     SloSettings, SwarmSettings, TELEMETRY_SOURCES, TargetSpec, TelemetrySettings, ThinkTime,
 };
 use crate::folder::DEFAULT_TELEMETRY_SOURCES;
-use crate::sim_settings::SimSettings;
+use crate::scenario::engine_settings::SimSettings;
 use crate::units::{self, KeepAlive, Rate};
 
 type Result<T> = std::result::Result<T, ScenarioError>;

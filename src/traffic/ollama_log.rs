@@ -15,6 +15,11 @@
 //! the nearest structured (`time=…`) line before it, else the first one in the log,
 //! else UTC (with a note). Requests leave the log in end order; they are replayed in
 //! start order through a buffer as deep as the longest latency, so memory stays flat.
+//!
+//! Long (about 950 lines before its tests) because the log is one state machine: a line's
+//! meaning (which model a request used, whether a load was the server's own) depends
+//! on the lines before it, so the line kinds, their readers and the running state are
+//! kept in one file in the order the reader meets them.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};

@@ -431,7 +431,7 @@ pub mod keep_alive_keys {
     }
 
     /// A value that is not a keep_alive (a predicted policy's name such as
-    /// `offline-optimum`, which no request sends) reads as none.
+    /// `keep-alive-optimum`, which no request sends) reads as none.
     fn read<'de, D: Deserializer<'de>>(d: D) -> Result<Option<KeepAlive>, D::Error> {
         let keys = Keys::deserialize(d)?;
         Ok(keys

@@ -1,0 +1,127 @@
+//! The arguments of the subcommands that serve or probe: `sim`, `models`, `doctor` and
+//! `proxy`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+
+use super::{HostArgs, ServerArgs, parse};
+use crate::units::KeepAlive;
+
+/// `kabench sim`. Like Ollama's server, it reads the server settings from the
+/// environment too (the flags win), and takes `--keep-alive` for OLLAMA_KEEP_ALIVE.
+#[derive(Debug, Args)]
+#[command(
+    mut_arg("max_loaded_models", |a| a.env("OLLAMA_MAX_LOADED_MODELS")),
+    mut_arg("num_parallel", |a| a.env("OLLAMA_NUM_PARALLEL")),
+    mut_arg("server_keep_alive", |a| a.env("OLLAMA_KEEP_ALIVE").visible_alias("keep-alive")),
+)]
+pub struct SimArgs {
+    /// Address to listen on (loopback by default).
+    #[arg(long, default_value = "127.0.0.1:11434")]
+    pub listen: SocketAddr,
+    /// Take the simulated host from this scenario's [sim] section (flags override it).
+    #[arg(long)]
+    pub scenario: Option<PathBuf>,
+    /// VRAM, GPUs, model cap.
+    #[command(flatten)]
+    pub host: HostArgs,
+    /// Parallel slots, the server's keep_alive.
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// OLLAMA_MAX_QUEUE.
+    #[arg(long, env = "OLLAMA_MAX_QUEUE")]
+    pub max_queue: Option<usize>,
+    /// OLLAMA_CONTEXT_LENGTH (0 = by VRAM).
+    #[arg(long, env = "OLLAMA_CONTEXT_LENGTH")]
+    pub context_length: Option<u32>,
+    /// OLLAMA_LOAD_TIMEOUT.
+    #[arg(long, env = "OLLAMA_LOAD_TIMEOUT", value_parser = parse::duration)]
+    pub load_timeout: Option<Duration>,
+    /// Every load reads at page-cache speed (models already in the OS cache).
+    #[arg(long)]
+    pub page_cache_warm: bool,
+    /// Stand in for the host of this kabench run folder: its models' measured load
+    /// times, speeds and resident sizes, and CPU-only when /api/ps showed no VRAM.
+    #[arg(long, value_name = "RUN_DIR")]
+    pub calibrate: Option<PathBuf>,
+    /// Seed for jitter and faults.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Share of requests answered 500 before the first byte (0–1).
+    #[arg(long)]
+    pub fault_500: Option<f64>,
+    /// Share of streams ending with an {"error":…} line mid-stream.
+    #[arg(long)]
+    pub fault_midstream_error: Option<f64>,
+    /// Share of connections dropped mid-stream.
+    #[arg(long)]
+    pub fault_drop_connection: Option<f64>,
+    /// Share of streams decoding slower.
+    #[arg(long)]
+    pub fault_slow_stream: Option<f64>,
+    /// Share of loads that stall (see --fault-stall).
+    #[arg(long)]
+    pub fault_stalled_load: Option<f64>,
+    /// How long a stalled load stalls, e.g. 30s.
+    #[arg(long, value_parser = parse::duration)]
+    pub fault_stall: Option<Duration>,
+    /// Share of loads that fail with 500.
+    #[arg(long)]
+    pub fault_failed_load: Option<f64>,
+}
+
+/// `kabench models`.
+#[derive(Debug, Args)]
+pub struct ModelsArgs {
+    /// Context per slot used for the resident size.
+    #[arg(long, default_value_t = 4096)]
+    pub num_ctx: u32,
+    /// Also print where each figure comes from.
+    #[arg(long)]
+    pub sources: bool,
+}
+
+/// `kabench doctor`.
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// The Ollama to probe (`host:port`, `http://…`), or `sim` for the embedded
+    /// simulator. Default: $OLLAMA_HOST, else 127.0.0.1:11434.
+    #[arg(long)]
+    pub target: Option<String>,
+    /// The model to probe (default: the smallest installed model that generates).
+    #[arg(long)]
+    pub model: Option<String>,
+    /// An embedding model for the /api/embed and /v1/embeddings checks.
+    #[arg(long)]
+    pub embed_model: Option<String>,
+    /// Print the table as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// List the requests it would send, and send nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// `kabench proxy`.
+#[derive(Debug, Args)]
+pub struct ProxyArgs {
+    /// Address to listen on; point the app's OLLAMA_HOST here.
+    #[arg(long, default_value = "127.0.0.1:11435")]
+    pub listen: SocketAddr,
+    /// The Ollama to forward to. Default: $OLLAMA_HOST, else 127.0.0.1:11434.
+    #[arg(long, value_parser = parse::ollama_host)]
+    pub upstream: Option<reqwest::Url>,
+    /// Folder for the request log (proxy-requests.csv).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Set this keep_alive on every native request that passes (e.g. 10m, -1), to try
+    /// a policy on the real app.
+    #[arg(long, value_parser = parse::keep_alive, allow_hyphen_values = true)]
+    pub rewrite_keep_alive: Option<KeepAlive>,
+    /// No warnings on stderr.
+    #[arg(long, short)]
+    pub quiet: bool,
+}

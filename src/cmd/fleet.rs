@@ -1,0 +1,77 @@
+//! `kabench fleet k8s|slurm`: the manifest or script that runs a scenario as shards on
+//! a cluster, printed on stdout.
+
+use std::io::Write;
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Result;
+
+use super::BadInput;
+use super::output::check_target;
+use crate::cli::{FleetArgs, FleetEngine};
+use crate::fleet::manifest::{self, Fleet, K8s, Slurm};
+use crate::run::{self, Target};
+use crate::scenario;
+
+pub(super) fn fleet(args: FleetArgs) -> Result<()> {
+    let common = match &args.engine {
+        FleetEngine::K8s(k) => &k.common,
+        FleetEngine::Slurm(s) => &s.common,
+    };
+    let scenario = scenario::load(&common.scenario)?;
+    let plan = scenario::plan(&scenario);
+    let cli_target = Target::from_args(&common.target).map_err(BadInput)?;
+    let target = Target::resolve(cli_target.as_ref(), &scenario);
+    check_target(&target)?;
+    if target == Target::Sim {
+        return Err(BadInput(
+            "the target is the simulator: every shard would run its own, and none would see the global arrivals; give the Ollama address(es) the shards share (--target, or [target] in the scenario)".into(),
+        )
+        .into());
+    }
+    // The barrier on a whole second, as people read and compare it.
+    let start_at = UNIX_EPOCH
+        + Duration::from_secs(
+            (SystemTime::now() + common.start_delay)
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() + 1),
+        );
+    let name = common.name.as_deref().map_or_else(
+        || manifest::run_name(&scenario.name, start_at),
+        manifest::dns_name,
+    );
+    let fleet = Fleet {
+        scenario_text: scenario.source.clone(),
+        scenario_path: manifest::absolute(&common.scenario),
+        name: name.clone(),
+        shards: common.shards,
+        targets: common.target.clone(),
+        start_at,
+        run_span: run::open_loop::run_span(&plan, scenario.run.pause)?,
+    };
+    let text = match &args.engine {
+        FleetEngine::K8s(k) => {
+            let k8s = K8s {
+                image: k.image.clone(),
+                claim: k.claim.clone(),
+                namespace: k.namespace.clone(),
+            };
+            manifest::k8s(&fleet, &k8s)
+        }
+        FleetEngine::Slurm(s) => {
+            let out = s
+                .out
+                .clone()
+                .unwrap_or_else(|| Path::new("reports").join(&name));
+            let slurm = Slurm {
+                out: manifest::absolute(&out),
+                partition: s.partition.clone(),
+                kabench: s.kabench.clone(),
+            };
+            manifest::slurm(&fleet, &slurm)
+        }
+    };
+    std::io::stdout().lock().write_all(text.as_bytes())?;
+    Ok(())
+}

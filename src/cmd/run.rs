@@ -1,0 +1,97 @@
+//! `kabench run`: a scenario run in this process, one shard of it (`--shard`), or
+//! `--shards N` shard processes here and their merge.
+
+use anyhow::Result;
+
+use super::output::{self, check_target};
+use super::signal::watch;
+use super::{BadInput, Interrupted};
+use crate::cli::RunArgs;
+use crate::fleet::launch::{self, Launch};
+use crate::run::open_loop::RunOptions;
+use crate::run::request::Slice;
+use crate::run::{self, Target};
+use crate::scenario;
+use crate::shard::Shard;
+
+pub(super) async fn run(args: RunArgs) -> Result<()> {
+    let scenario = scenario::load(&args.scenario)?;
+    let plan = scenario::plan(&scenario);
+    let cli_target = Target::from_args(&args.target).map_err(BadInput)?;
+    let target = Target::resolve(cli_target.as_ref(), &scenario);
+    check_target(&target)?;
+    let slice = match (&args.shard, args.shards) {
+        (Some(text), shards) => Some(Slice {
+            shard: Shard::parse(text, shards, |k| std::env::var(k).ok())
+                .map_err(|e| BadInput(e.0))?,
+            by: scenario.run.shard_by,
+        }),
+        (None, Some(shards)) => {
+            let launch = Launch {
+                scenario_path: args.scenario.clone(),
+                shards,
+                target,
+                out: args.out.clone(),
+                start_at: args.start_at,
+                prewarm: !args.no_prewarm,
+            };
+            return launch_shards(
+                launch,
+                &scenario,
+                &plan,
+                args.summary.json,
+                args.summary.quiet,
+            )
+            .await;
+        }
+        (None, None) => None,
+    };
+    let options = RunOptions {
+        target,
+        out: args.out,
+        pull: args.pull,
+        prewarm: !args.no_prewarm,
+        slice,
+        start_at: args.start_at,
+    };
+    let w = watch(args.summary.quiet);
+    let outcome = run::open_loop::run(&scenario, &plan, &options, w.events, w.cancel.clone()).await;
+    let _ = w.progress.await;
+    output::finish(outcome?, args.summary.json, w.cancel.is_cancelled())
+}
+
+/// `kabench run --shards N` without `--shard`: N shard processes here, then the merge.
+async fn launch_shards(
+    launch: Launch,
+    scenario: &scenario::Scenario,
+    plan: &scenario::Plan,
+    json: bool,
+    quiet: bool,
+) -> Result<()> {
+    let w = watch(quiet);
+    let launched = launch::launch(&launch, scenario, plan, &w.events, &w.cancel).await;
+    drop(w.events);
+    let _ = w.progress.await;
+    let launched = launched?;
+    let merged = &launched.merged;
+    for warning in &merged.warnings {
+        eprintln!("warning: {warning}");
+    }
+    let rendered = output::render(&merged.dir)?;
+    output::print(&merged.dir, &rendered, json)?;
+    eprintln!(
+        "wrote {} from {} shards ({} requests, {} errors): open {}",
+        merged.dir.display(),
+        launch.shards,
+        merged.rows,
+        merged.errors,
+        rendered.index_html.display()
+    );
+    if w.cancel.is_cancelled() {
+        return Err(Interrupted(merged.dir.display().to_string()).into());
+    }
+    if !launched.failed.is_empty() {
+        anyhow::bail!("shard process(es) failed: {}", launched.failed.join("; "));
+    }
+    Ok(())
+}

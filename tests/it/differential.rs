@@ -1,0 +1,241 @@
+//! The simulator held to the real server: the same requests and the same short scenario
+//! go to a real Ollama (v0.32.15, CPU build, `../shared/ollama`) and to `kabench sim
+//! --gpus 0` (a CPU-only host with the tiny models' measured figures), and what must
+//! agree is compared: error statuses and bodies, `done_reason`, the `/api/ps` fields and
+//! their values (`size_vram` 0 included), expiry timing, eviction order, and the cold
+//! count per keep_alive of a run. Differences that cannot be closed are listed in the
+//! README ("The simulator against the real server") with their rule ID.
+//! Skips with one line where the real server is not available.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use crate::common::{RealOllama, SimServer, read_json, run_ok};
+use serde_json::Value;
+
+/// Both servers, called the same way.
+struct Pair {
+    real: RealOllama,
+    sim: SimServer,
+}
+
+impl Pair {
+    fn start(name: &str, env: &[(&str, &str)], flags: &[&str]) -> Option<Pair> {
+        let real = RealOllama::start(name, env)?;
+        let mut all = vec!["--gpus", "0"];
+        all.extend_from_slice(flags);
+        Some(Pair {
+            real,
+            sim: SimServer::start(&all),
+        })
+    }
+
+    /// The same call to both: (real, sim).
+    fn call(&self, method: &str, path: &str, body: Option<&str>) -> ((u16, String), (u16, String)) {
+        (
+            self.real.call(method, path, body),
+            self.sim.call(method, path, body),
+        )
+    }
+
+    fn ps(&self) -> (Vec<Value>, Vec<Value>) {
+        let ((_, r), (_, s)) = self.call("GET", "/api/ps", None);
+        let models = |b: &str| {
+            serde_json::from_str::<Value>(b).expect("ps JSON")["models"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        };
+        (models(&r), models(&s))
+    }
+}
+
+fn json(body: &str) -> Value {
+    serde_json::from_str(body.trim()).unwrap_or_else(|e| panic!("{e}: {body}"))
+}
+
+fn keys(v: &Value) -> BTreeSet<String> {
+    v.as_object()
+        .map(|o| o.keys().cloned().collect())
+        .unwrap_or_default()
+}
+
+fn names(models: &[Value]) -> BTreeSet<String> {
+    models
+        .iter()
+        .map(|m| m["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Seconds until `/api/ps` lists nothing, polled every 50 ms (at most 20 s).
+fn seconds_until_empty(call: impl Fn() -> String) -> f64 {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(20) {
+        if call().contains(r#""models":[]"#) {
+            return start.elapsed().as_secs_f64();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    f64::INFINITY
+}
+
+#[test]
+fn errors_responses_ps_and_expiry_agree_with_the_real_server() {
+    let Some(p) = Pair::start("diff-http", &[], &[]) else {
+        return;
+    };
+    // H1–H4, KA4: statuses and bodies, byte for byte.
+    for body in [
+        r#"{"model":"tiny-50m","prompt":"hi","keep_alive":"-1"}"#,
+        r#"{"model":"tiny-50m","prompt":"hi","keep_alive":"abc"}"#,
+        r#"{"model":"tiny-50m","prompt":"hi","keep_alive":true}"#,
+        r#"{"model":"nope","prompt":"hi"}"#,
+        r#"{"prompt":"hi"}"#,
+        r#"{"model":"tiny-50m","prompt":"hi","options":{"num_ctx":"x"}}"#,
+        "",
+    ] {
+        let (real, sim) = p.call("POST", "/api/generate", Some(body));
+        assert_eq!(real, sim, "POST /api/generate {body}");
+    }
+    let (real, sim) = p.call("POST", "/api/chat", Some(r#"{"messages":[]}"#));
+    assert_eq!(real, sim, "chat without a model");
+    // Bad JSON: the status agrees; the text is Go's decoder's own wording.
+    let ((rs, _), (ss, _)) = p.call("POST", "/api/generate", Some("not json"));
+    assert_eq!((rs, ss), (400, 400));
+
+    // M2/M3: a generate that stops at num_predict; the same fields, same done_reason.
+    let ask = r#"{"model":"tiny-50m","prompt":"hi","stream":false,"keep_alive":"2s","options":{"num_predict":3}}"#;
+    let ((rs, r), (ss, s)) = p.call("POST", "/api/generate", Some(ask));
+    let (r, s) = (json(&r), json(&s));
+    assert_eq!((rs, ss), (200, 200));
+    assert_eq!(r["done_reason"], s["done_reason"]);
+    assert_eq!(r["model"], s["model"], "model echoes the request");
+    assert_eq!(keys(&r), keys(&s), "fields of the done object");
+
+    // P1/P2: the same /api/ps entry on a CPU host: name with tag, size_vram 0, size,
+    // context length; expires_at about 2 s ahead on both.
+    let (real, sim) = p.ps();
+    assert_eq!((real.len(), sim.len()), (1, 1));
+    let (r, s) = (&real[0], &sim[0]);
+    assert_eq!(keys(r), keys(s), "fields of an /api/ps entry");
+    for field in ["name", "model", "size_vram", "context_length"] {
+        assert_eq!(r[field], s[field], "/api/ps {field}");
+    }
+    let (rsize, ssize) = (r["size"].as_f64().unwrap(), s["size"].as_f64().unwrap());
+    assert!(
+        (rsize - ssize).abs() / rsize < 0.02,
+        "resident size within 2%: real {rsize}, sim {ssize}"
+    );
+    // T1/T4: gone about 2 s after the request ended, on both (timed one after the other).
+    let real_gone = seconds_until_empty(|| p.real.call("GET", "/api/ps", None).1);
+    let (_, _) = p.call("POST", "/api/generate", Some(ask));
+    let sim_gone = seconds_until_empty(|| p.sim.call("GET", "/api/ps", None).1);
+    assert!(
+        (real_gone - sim_gone).abs() < 0.5,
+        "expiry: real {real_gone:.2} s, sim {sim_gone:.2} s"
+    );
+
+    // P1 and model names: every form a request may use names the same model; the
+    // response echoes the form, /api/ps lists the installed tag, on both.
+    for form in [
+        "tiny-50m",
+        "tiny-50m:latest",
+        "library/tiny-50m",
+        "registry.ollama.ai/library/tiny-50m:latest",
+        "TINY-50M",
+    ] {
+        let body = format!(
+            r#"{{"model":"{form}","prompt":"hi","stream":false,"keep_alive":"5s","options":{{"num_predict":1}}}}"#
+        );
+        let ((rs, r), (ss, s)) = p.call("POST", "/api/generate", Some(&body));
+        assert_eq!((rs, ss), (200, 200), "{form}");
+        assert_eq!(json(&r)["model"], form);
+        assert_eq!(json(&s)["model"], form);
+        let (real, sim) = p.ps();
+        assert_eq!(names(&real), names(&sim), "{form}");
+        assert_eq!(
+            names(&real).into_iter().collect::<Vec<_>>(),
+            vec!["tiny-50m:latest"]
+        );
+    }
+
+    // M7/E6: an empty prompt loads; keep_alive 0 with no prompt unloads.
+    let ((_, r), (_, s)) = p.call("POST", "/api/generate", Some(r#"{"model":"tiny-50m"}"#));
+    assert_eq!(json(&r)["done_reason"], json(&s)["done_reason"]);
+    assert_eq!(json(&r)["done_reason"], "load");
+    let unload = r#"{"model":"tiny-50m","keep_alive":0}"#;
+    let ((_, r), (_, s)) = p.call("POST", "/api/generate", Some(unload));
+    assert_eq!(json(&r)["done_reason"], "unload");
+    assert_eq!(json(&s)["done_reason"], "unload");
+}
+
+#[test]
+fn eviction_order_agrees_with_the_real_server() {
+    // E5 with no GPU: 3 models at most; the fourth evicts one, the same one on both.
+    let Some(p) = Pair::start("diff-evict", &[], &[]) else {
+        return;
+    };
+    for model in ["tiny-50m", "tiny-50m:q8_0", "tiny-50m:q4_K_M", "tiny-150m"] {
+        let body = format!(
+            r#"{{"model":"{model}","prompt":"hi","stream":false,"keep_alive":-1,"options":{{"num_predict":1}}}}"#
+        );
+        let ((rs, _), (ss, _)) = p.call("POST", "/api/generate", Some(&body));
+        assert_eq!((rs, ss), (200, 200), "{model}");
+    }
+    let (real, sim) = p.ps();
+    assert_eq!(names(&real).len(), 3, "{real:?}");
+    assert_eq!(names(&real), names(&sim), "the same three stay resident");
+}
+
+/// A short gaps scenario: constant 5 s gaps, keep_alive 0 / 1s / -1 (a cold request on a busy 2-core machine can take 3 s).
+const GAPS: &str = r#"
+name = "diff-gaps"
+seed = 2
+[sim]
+gpus = 0
+[[stream]]
+name = "chat"
+model = "tiny-50m"
+api = "generate"
+num_ctx = 4096
+prompt_tokens = 20
+max_tokens = 4
+arrival = { kind = "constant", rate = "0.2/s" }
+[run]
+requests = 3
+timeout = "30s"
+[sweep]
+keep_alive = ["0", "1s", -1]
+"#;
+
+#[test]
+fn cold_counts_per_keep_alive_agree_with_the_real_server() {
+    let Some(real) = RealOllama::start("diff-gaps", &[]) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("gaps.toml");
+    std::fs::write(&file, GAPS).unwrap();
+    let cold = |target: &str, out: &str| -> Vec<u64> {
+        let out = tmp.path().join(out);
+        run_ok(&[
+            "run",
+            file.to_str().unwrap(),
+            "--target",
+            target,
+            "--out",
+            out.to_str().unwrap(),
+            "--quiet",
+        ]);
+        read_json(&out.join("summary.json"))["cells"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["streams"][0]["cold"].as_u64().unwrap())
+            .collect()
+    };
+    let on_real = cold(&real.url, "real");
+    let on_sim = cold("sim", "sim");
+    assert_eq!(on_real, vec![3, 3, 1], "the real server");
+    assert_eq!(on_sim, on_real, "the simulator agrees with the real server");
+}

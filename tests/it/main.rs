@@ -1,0 +1,34 @@
+//! The integration tests, one binary: each module drives the real `kabench` binary (or
+//! the library) over real loopback HTTP, against the embedded simulator and, where
+//! `../shared/ollama` is beside the checkout, against a real Ollama. One binary links
+//! the crate once; run one module with `cargo test --test it <module>::`.
+
+mod bad_input;
+mod common;
+mod compare;
+mod contract;
+mod differential;
+mod doctor;
+mod fleet;
+mod fleet_manifest;
+mod fleet_real;
+mod hostile;
+mod layers;
+mod plan;
+mod predict;
+mod proxy;
+mod real_ollama;
+mod reload;
+mod report;
+mod report_text;
+mod run;
+mod schema;
+mod shard_schedule;
+mod sim_cpu;
+mod sim_http;
+mod sim_openai;
+mod sim_rules;
+mod snapshot;
+mod swarm;
+mod telemetry;
+mod validate_fixtures;
