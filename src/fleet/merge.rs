@@ -15,6 +15,7 @@ use crate::folder::histograms::{self, HistogramFiles};
 use crate::folder::{
     self, MergeMeta, RequestRecord, RunFolder, RunFolderExists, RunMeta, RunStatus, VramSample,
 };
+use crate::plan;
 use crate::shard::parse_dir_name;
 
 /// Shards that cannot be merged (bad input, exit 2): what differs, and where.
@@ -87,12 +88,13 @@ pub fn merge_shaped(
     let mut run = RunFolder::create_in(out, &scenario, meta)?;
 
     let (n, errors) = merge_rows_and_histograms(&run, &folders, &mut warnings)?;
-    merge_vram(&run, &folders)?;
+    let samples = merge_vram(&run, &folders)?;
 
     let meta = run.meta_mut();
     meta.warnings.extend(warnings.iter().cloned());
     meta.status = RunStatus::Complete;
     shape(meta);
+    meta.fits = plan::fits::sections(meta, &samples);
     run.close()?;
     Ok(Merged {
         dir: out.to_path_buf(),
@@ -138,8 +140,9 @@ fn merge_rows_and_histograms(
     Ok((n, errors))
 }
 
-/// `out/vram.csv`: each host's samples once, from the lowest shard that sampled it.
-fn merge_vram(out: &RunFolder, folders: &[ShardFolder]) -> Result<()> {
+/// `out/vram.csv`: each host's samples once, from the lowest shard that sampled it;
+/// returns them.
+fn merge_vram(out: &RunFolder, folders: &[ShardFolder]) -> Result<Vec<VramSample>> {
     let mut by_host: BTreeMap<String, (u32, Vec<VramSample>)> = BTreeMap::new();
     for f in folders {
         let samples = folder::read_vram(&f.dir)
@@ -155,8 +158,7 @@ fn merge_vram(out: &RunFolder, folders: &[ShardFolder]) -> Result<()> {
     let mut samples: Vec<VramSample> = by_host.into_values().flat_map(|(_, s)| s).collect();
     samples.sort_by(|a, b| a.t_ms.total_cmp(&b.t_ms));
     out.write_vram(&samples)?;
-
-    Ok(())
+    Ok(samples)
 }
 
 /// `shard-<i>-of-<N>: <status>` of every shard that did not complete.

@@ -9,6 +9,7 @@ use std::time::Duration;
 use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use super::fits::FitSection;
 use super::params::CellParams;
 use super::prediction::{PredictInput, PredictRun};
 use crate::units::KeepAlive;
@@ -477,6 +478,10 @@ pub struct RunMeta {
     /// How a prediction was made.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub predict: Option<PredictRun>,
+    /// "Fits together?": one verdict per set of several models run together, made by
+    /// the path that wrote the folder (absent in folders written before it was).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fits: Vec<FitSection>,
 }
 
 /// What every `run.json` starts from, whichever path writes it (a run, a shard, a

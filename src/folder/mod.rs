@@ -17,12 +17,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::units::KeepAlive;
 
+mod fits;
 pub mod histograms;
 mod meta;
 mod params;
 pub mod prediction;
 mod writer;
 
+pub use fits::{FitModel, FitSection};
 pub use meta::{
     Api, CellMeta, CostSettings, DEFAULT_RAM_GB_HOUR, DEFAULT_VRAM_GB_HOUR, HistogramSettings,
     MergeMeta, ModelFigures, RunHeader, RunMeta, RunStatus, ShardMeta, SimHost, SimModel,

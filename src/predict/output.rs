@@ -673,6 +673,8 @@ pub fn write_folder(dir: &Path, p: &Prediction, host: &Host, info: &FolderInfo) 
             tolerance_s: c.tolerance_s,
         }),
     });
+    // "Fits together?" from the simulated host's figures (a replay samples no memory).
+    meta.fits = crate::plan::fits::sections(&meta, &[]);
     let folder = RunFolder::create(dir, &scenario_text(p, info), meta)?;
     folder.write_summary(&summary)?;
     folder

@@ -11,7 +11,7 @@ use anyhow::{Context, Result};
 
 use super::log::{COLD_MS, LOG_CSV, ProxyRow};
 use crate::folder::{
-    Api, CellMeta, CellParams, CostSettings, RUN_JSON, RequestRecord, RunFolder, RunHeader,
+    self, Api, CellMeta, CellParams, CostSettings, RUN_JSON, RequestRecord, RunFolder, RunHeader,
     RunMeta, RunStatus, SloSettings, StreamMeta, TargetKind, TargetMeta,
 };
 use crate::units::KeepAlive;
@@ -187,6 +187,9 @@ pub fn write_run_folder(
         ended_ms: ended,
     }];
     meta.warnings = all_warnings;
+    // "Fits together?" from the /api/ps samples the proxy polled.
+    let samples = folder::read_vram(dir).unwrap_or_default();
+    meta.fits = crate::plan::fits::sections(&meta, &samples);
     let scenario = scenario_text(&meta.cells[0].streams);
     // An earlier session's run.json here describes a log this session overwrote.
     let _ = std::fs::remove_file(dir.join(RUN_JSON));

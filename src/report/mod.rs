@@ -6,7 +6,6 @@
 
 pub mod charts;
 pub mod compare;
-pub mod fit;
 pub mod html;
 pub mod markdown;
 pub mod predict_charts;
@@ -123,7 +122,7 @@ pub struct ReportData {
     /// Everything a reader should distrust or fix.
     pub warnings: Vec<String>,
     /// "Fits together?": one section per set of several models run together.
-    pub fits: Vec<fit::FitSection>,
+    pub fits: Vec<folder::FitSection>,
     /// Facts worth a line but nothing to fix (a hardware source absent on a simulated run).
     pub notes: Vec<String>,
     /// Relative links to swarm mode's pages (`goose/<cell>/report.html`, or one
@@ -233,7 +232,8 @@ pub fn render(dir: &Path, opts: &RenderOptions) -> Result<Rendered> {
         None => headline,
     };
     let goose_reports = goose_reports(dir, &meta);
-    let fits = fit::sections(&meta, &samples);
+    // Recorded by the path that wrote the folder, which knows the scheduler's rules.
+    let fits = meta.fits.clone();
     let data = ReportData {
         meta,
         summary,

@@ -17,6 +17,7 @@ use crate::folder::{
     TargetKind, TargetMeta,
 };
 use crate::ollama::OllamaClient;
+use crate::plan;
 
 use crate::engine::sim::SimHandle;
 use crate::run::request::planned_requests;
@@ -206,6 +207,12 @@ impl Recorder {
             sim.evictions = Some(stats.evictions);
             sim.expirations = Some(stats.expirations);
             sim.loads_per_cell = sim_loads;
+        }
+        // "Fits together?" on the sets of models the cells ran, from the memory the
+        // run sampled: the report reads it from run.json.
+        match folder::read_vram(&dir) {
+            Ok(samples) => meta.fits = plan::fits::sections(meta, &samples),
+            Err(e) => meta.warnings.push(format!("vram.csv: {e:#}")),
         }
         // A shard leaves its latency histograms, to be added (never averaged) by merge.
         if meta.shard.is_some() {

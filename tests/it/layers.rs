@@ -97,6 +97,21 @@ const FORBIDDEN: &[(&str, &str, &str)] = &[
         "the report reads the simulated host from run.json",
     ),
     (
+        "report",
+        "engine::sched",
+        "the report reads what the scheduler's rules said (fits together?) from run.json",
+    ),
+    (
+        "report",
+        "engine::catalogue",
+        "the report reads the models' figures from run.json",
+    ),
+    (
+        "report",
+        "plan",
+        "the path that writes the folder records the planner's verdicts in run.json",
+    ),
+    (
         "recommend",
         "scenario",
         "the recommendation takes [cost] and [slo] as the run recorded them",
