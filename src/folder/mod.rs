@@ -19,16 +19,18 @@ use crate::units::KeepAlive;
 
 mod fits;
 pub mod histograms;
+mod kinds;
 mod meta;
 mod params;
 pub mod prediction;
 mod writer;
 
 pub use fits::{FitModel, FitSection};
+pub use kinds::{Api, TargetKind};
 pub use meta::{
-    Api, CellMeta, CostSettings, DEFAULT_RAM_GB_HOUR, DEFAULT_VRAM_GB_HOUR, HistogramSettings,
+    CellMeta, CostSettings, DEFAULT_RAM_GB_HOUR, DEFAULT_VRAM_GB_HOUR, HistogramSettings,
     MergeMeta, ModelFigures, RunHeader, RunMeta, RunStatus, ShardMeta, SimHost, SimModel,
-    SloSettings, StreamMeta, SweepAxis, TargetKind, TargetMeta,
+    SloSettings, StreamMeta, SweepAxis, TargetMeta,
 };
 pub use params::{CellParams, SweptKeepAlive};
 pub use writer::{RunFolder, claim_run_folder};

@@ -165,3 +165,41 @@ fn compare_on_a_folder_that_is_not_a_run_is_bad_input() {
     assert_eq!(code, 0, "{stdout}");
     assert!(stdout.contains("no regressions"), "{stdout}");
 }
+
+#[test]
+fn two_predictions_compare_through_the_one_reader_like_two_runs() {
+    // A prediction has no request rows: compare reads its policy table as written,
+    // cell by cell, as it reads a run's rows. A smaller GPU evicts and costs colds.
+    let tmp = tempfile::tempdir().unwrap();
+    let input = common::root().join("tests/fixtures/predict/pressure.csv");
+    let predict = |name: &str, vram: &str| {
+        let dir = tmp.path().join(name);
+        common::run_ok(&[
+            "predict",
+            "--requests",
+            input.to_str().unwrap(),
+            "--keep-alive",
+            "-1",
+            "--no-grid",
+            "--vram",
+            vram,
+            "--out",
+            dir.to_str().unwrap(),
+            "--quiet",
+        ]);
+        common::assert_valid_folder(&dir);
+        dir
+    };
+    let roomy = predict("roomy", "24GiB");
+    let tight = predict("tight", "8GiB");
+    let c = compare(&roomy, &tight, &CompareThresholds::default()).unwrap();
+    let forever = c
+        .changes
+        .iter()
+        .find(|s| s.params == "keep_alive=-1" && s.stream.starts_with("qwen"))
+        .unwrap_or_else(|| panic!("no keep_alive=-1 cell in {c:?}"));
+    assert_eq!(forever.cold_ratio.base, Some(0.5), "{forever:?}");
+    assert_eq!(forever.cold_ratio.new, Some(1.0), "{forever:?}");
+    assert!(forever.regressed());
+    assert!(c.unmatched.is_empty(), "{:?}", c.unmatched);
+}
