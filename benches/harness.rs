@@ -478,6 +478,7 @@ fn predict_input(n: usize, span_s: f64, models: u32) -> Vec<kabench::traffic::Re
                 client: None,
                 keep_alive: None,
                 service_s: None,
+                kind: kabench::traffic::Kind::Serve,
             }
         })
         .collect()

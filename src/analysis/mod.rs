@@ -274,6 +274,7 @@ pub fn summarize(
     let (samples, memory_note) = one_host(meta, samples);
     let samples = samples.as_ref();
     let tolerance = release_tolerance(meta);
+    let horizon = meta.idle_horizon();
     let threshold = Duration::from_secs_f64(threshold_ms.max(0.0) / 1000.0);
     let cells = meta
         .cells
@@ -284,9 +285,11 @@ pub fn summarize(
                 .get(cell.id.as_str())
                 .map(Vec::as_slice)
                 .unwrap_or(&[]);
-            // Each cell's figures cover its own window only (up to the next cell's start).
+            // Each cell's samples are its own (up to the next cell's start); its memory
+            // figures are counted over the run's one idle horizon.
             let mine = vram::cell_samples(samples, &meta.cells, &cell.id);
-            let mut c = summarize_cell(cell, rows, &mine, tolerance, threshold);
+            let window = horizon.window(rows, cell);
+            let mut c = summarize_cell(cell, rows, &mine, window, tolerance, threshold);
             if let Some(note) = &memory_note
                 && c.vram.is_some()
             {
@@ -360,6 +363,7 @@ fn summarize_cell(
     cell: &CellMeta,
     rows: &[RequestRecord],
     samples: &[VramSample],
+    window: Option<folder::CellWindow>,
     tolerance: Duration,
     threshold: Duration,
 ) -> CellSummary {
@@ -371,7 +375,7 @@ fn summarize_cell(
             summarize_stream(s, &mine, threshold)
         })
         .collect();
-    let vram = vram::vram_figures(samples, rows, cell, tolerance);
+    let vram = vram::vram_figures_over(samples, rows, cell, tolerance, window);
     let mut warnings = match &vram {
         Some(f) => vram::vram_warnings(samples, rows, cell, f, tolerance),
         None => Vec::new(),

@@ -414,6 +414,10 @@ pub struct RunMeta {
     /// the path that wrote the folder (absent in folders written before it was).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub fits: Vec<FitSection>,
+    /// The span every cell's memory figures are counted over (`null`: a folder written
+    /// before it was recorded; the report derives it from the cells the same way).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_horizon: Option<super::IdleHorizon>,
 }
 
 /// What every `run.json` starts from, whichever path writes it (a run, a shard, a
@@ -534,6 +538,14 @@ impl RunMeta {
             slo: Some(header.slo),
             ..Default::default()
         }
+    }
+
+    /// The idle-memory horizon of the run: as recorded, else derived from its cells by
+    /// the same rule.
+    pub fn idle_horizon(&self) -> super::IdleHorizon {
+        self.idle_horizon
+            .clone()
+            .unwrap_or_else(|| super::IdleHorizon::of_cells(&self.cells))
     }
 
     /// Loads the simulator counted per cell (`sim.loads_per_cell`), empty for a live target.

@@ -19,6 +19,7 @@ use crate::units::KeepAlive;
 
 mod fits;
 pub mod histograms;
+pub mod horizon;
 mod kinds;
 mod meta;
 mod params;
@@ -26,6 +27,7 @@ pub mod prediction;
 mod writer;
 
 pub use fits::{FitModel, FitSection};
+pub use horizon::{CellWindow, IdleHorizon};
 pub use kinds::{Api, TargetKind};
 pub use meta::{
     CellMeta, CostSettings, DEFAULT_RAM_GB_HOUR, DEFAULT_VRAM_GB_HOUR, HistogramSettings,

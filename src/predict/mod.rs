@@ -26,7 +26,7 @@ use anyhow::Result;
 use serde::Serialize;
 
 use crate::scenario::CostSettings;
-use crate::traffic::{Request, Scan, Source};
+use crate::traffic::{Kind, Request, Scan, Source};
 use crate::units::KeepAlive;
 
 pub use host::{Host, ModelFigures};
@@ -431,10 +431,13 @@ impl Pass<'_> {
                     Some(r) => {
                         let mut r = r?;
                         r.model = self.unit_of[r.model as usize];
-                        ahead.push(r.model as usize, r.t);
                         let m = r.model as usize;
-                        if let Some(prev) = last_arrival[m].replace(r.t) {
-                            gap_counts[m][policies::bin_of(r.t - prev)] += 1;
+                        // A control call (an empty-prompt load or unload) is no arrival.
+                        if r.kind == Kind::Serve {
+                            ahead.push(m, r.t);
+                            if let Some(prev) = last_arrival[m].replace(r.t) {
+                                gap_counts[m][policies::bin_of(r.t - prev)] += 1;
+                            }
                         }
                         buffer.push_back(r);
                     }
@@ -447,7 +450,7 @@ impl Pass<'_> {
             let n = buffer.len().min(BATCH);
             let batch: Vec<Request> = buffer.drain(..n).collect();
             run_batch(&mut replays, &batch, &ahead, threads);
-            for r in &batch {
+            for r in batch.iter().filter(|r| r.kind == Kind::Serve) {
                 ahead.pop(r.model as usize);
             }
             bar.inc(batch.len() as u64);

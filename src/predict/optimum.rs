@@ -145,6 +145,7 @@ mod tests {
             client: None,
             keep_alive: None,
             service_s: Some(service_s),
+            kind: crate::traffic::Kind::Serve,
         }
     }
 

@@ -14,7 +14,7 @@ use std::time::Duration;
 use crate::analysis::MsHistogram;
 use crate::engine::catalogue::ModelSpec;
 use crate::engine::sched::{RequestKind, SchedEvent, SchedRequest, Scheduler};
-use crate::traffic::Request;
+use crate::traffic::{Kind, Request};
 use crate::units::KeepAlive;
 
 use super::host::Host;
@@ -378,6 +378,10 @@ impl Replay {
         let t = Duration::from_secs_f64(r.t.max(0.0));
         self.advance_to(t, ahead);
         let m = r.model as usize;
+        if r.kind != Kind::Serve {
+            self.control(r, m, t, ahead);
+            return;
+        }
         let keep_alive = match &self.policy {
             Policy::Fixed(k) => Some(k.clone()),
             Policy::AsSent => r
@@ -436,6 +440,40 @@ impl Replay {
             self.out[m].errors += 1;
             self.held[m].active -= 1;
         }
+        self.handle_events(t, ahead);
+    }
+
+    /// A logged control call (an empty-prompt load or unload): "as sent" replays it as
+    /// the server took it, neither a request nor a cold start; every other policy
+    /// leaves it out, its own keep_alive deciding what stays loaded.
+    fn control(&mut self, r: &Request, m: usize, t: Duration, ahead: &Lookahead) {
+        if self.policy != Policy::AsSent {
+            return;
+        }
+        let keep_alive = r
+            .keep_alive
+            .and_then(|i| self.settings.sent.get(i as usize).cloned());
+        let (id, kind) = match r.kind {
+            Kind::Unload => {
+                self.next_unload += 1;
+                (self.next_unload - 1, RequestKind::Unload)
+            }
+            _ => {
+                // Done once dispatched, as the pre-warm loads (`handle_events`).
+                self.next_prewarm += 1;
+                (self.next_prewarm - 1, RequestKind::LoadOnly)
+            }
+        };
+        let _ = self.sched.submit(
+            t,
+            SchedRequest {
+                id,
+                model: self.models[m].name.clone(),
+                num_ctx: r.num_ctx,
+                keep_alive,
+                kind,
+            },
+        );
         self.handle_events(t, ahead);
     }
 

@@ -57,6 +57,8 @@ pub fn write_run_folder(
         .deserialize()
         .filter_map(|r: Result<ProxyRow, _>| r.ok())
         .filter(|r| r.endpoint != "other" && !r.model.is_empty())
+        // A run's requests.csv holds what was answered, not the loads and unloads.
+        .filter(|r| r.kind.is_empty() || r.kind == "serve")
         .collect();
     // One stream per model and endpoint, in order of first appearance.
     let mut order: Vec<(String, String, Option<i64>)> = Vec::new();

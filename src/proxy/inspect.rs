@@ -1,9 +1,12 @@
 //! What a passing request asks of the model, read from its body without changing it:
 //! the endpoint kind, the model, the keep_alive as sent and where it was placed (top
 //! level, inside `options`, on `/v1` where it is dropped: KA1, H9), the `num_ctx` and
-//! the other load options (L5), and the pains worth a warning.
+//! the other load options (L5), whether it is a control call (an empty prompt that
+//! only loads or unloads the model: M7, E6), and the pains worth a warning.
 
 use serde_json::{Map, Value};
+
+use crate::traffic::Kind;
 
 /// Load options that make a resident model reload when they change (L5).
 pub const LOAD_OPTIONS: [&str; 6] = [
@@ -120,6 +123,9 @@ pub struct Inspected {
     pub pains: Vec<Pain>,
     /// A native endpoint whose keep_alive the server reads.
     pub native: bool,
+    /// What it asks: an answer, or (an empty prompt on a native endpoint) a load or an
+    /// unload.
+    pub kind: Kind,
 }
 
 /// The endpoint kind of `path`.
@@ -152,6 +158,7 @@ pub fn inspect(path: &str, body: &[u8]) -> Inspected {
         malformed: false,
         pains: Vec::new(),
         native,
+        kind: Kind::Serve,
     };
     if endpoint == "other" {
         return out;
@@ -202,6 +209,7 @@ pub fn inspect(path: &str, body: &[u8]) -> Inspected {
             }
         }
     }
+    out.kind = control_kind(endpoint, &obj, out.applied.as_deref());
     if !v1 {
         out.num_ctx = out.load_options.get("num_ctx").and_then(Value::as_i64);
     } else {
@@ -209,6 +217,38 @@ pub fn inspect(path: &str, body: &[u8]) -> Inspected {
         out.load_options.clear();
     }
     out
+}
+
+/// A native request with nothing to answer, as Ollama reads it: `generate` without a
+/// prompt or images, `chat` without messages (an unload with keep_alive 0, else a
+/// load: E6, M7), `embed` without input (a load, whatever its keep_alive).
+fn control_kind(endpoint: &str, obj: &Map<String, Value>, applied: Option<&str>) -> Kind {
+    let none = |key: &str| match obj.get(key) {
+        None | Some(Value::Null) => true,
+        Some(Value::String(s)) => s.is_empty(),
+        Some(Value::Array(a)) => a.is_empty(),
+        Some(_) => false,
+    };
+    let empty = match endpoint {
+        "generate" => none("prompt") && none("images"),
+        "chat" => none("messages"),
+        "embed" => {
+            return if none("input") {
+                Kind::Load
+            } else {
+                Kind::Serve
+            };
+        }
+        _ => false,
+    };
+    let zero = applied
+        .and_then(|k| crate::units::KeepAlive::parse(k).ok())
+        .is_some_and(|k| k.is_zero());
+    match (empty, zero) {
+        (false, _) => Kind::Serve,
+        (true, true) => Kind::Unload,
+        (true, false) => Kind::Load,
+    }
 }
 
 /// `body` with its top-level keep_alive set to `keep_alive` (and none left inside
@@ -259,6 +299,70 @@ mod tests {
         let i = inspect("/api/generate", b"{not json");
         assert!(i.malformed);
         assert!(!inspect("/api/tags", b"").malformed);
+    }
+
+    #[test]
+    fn an_empty_prompt_is_a_load_or_with_keep_alive_0_an_unload() {
+        let kind = |path: &str, body: &str| inspect(path, body.as_bytes()).kind;
+        assert_eq!(kind("/api/generate", r#"{"model":"m"}"#), Kind::Load);
+        assert_eq!(
+            kind(
+                "/api/generate",
+                r#"{"model":"m","prompt":"","keep_alive":0}"#
+            ),
+            Kind::Unload
+        );
+        assert_eq!(
+            kind("/api/generate", r#"{"model":"m","keep_alive":"0s"}"#),
+            Kind::Unload
+        );
+        assert_eq!(
+            kind("/api/generate", r#"{"model":"m","keep_alive":"5m"}"#),
+            Kind::Load
+        );
+        assert_eq!(
+            kind(
+                "/api/generate",
+                r#"{"model":"m","prompt":"x","keep_alive":0}"#
+            ),
+            Kind::Serve
+        );
+        assert_eq!(
+            kind("/api/generate", r#"{"model":"m","images":["aGk="]}"#),
+            Kind::Serve
+        );
+        // keep_alive 0 inside options is ignored (KA1): a load.
+        assert_eq!(
+            kind(
+                "/api/chat",
+                r#"{"model":"m","messages":[],"options":{"keep_alive":0}}"#
+            ),
+            Kind::Load
+        );
+        assert_eq!(
+            kind("/api/chat", r#"{"model":"m","keep_alive":0}"#),
+            Kind::Unload
+        );
+        assert_eq!(
+            kind(
+                "/api/chat",
+                r#"{"model":"m","messages":[{"role":"user","content":"x"}]}"#
+            ),
+            Kind::Serve
+        );
+        assert_eq!(
+            kind("/api/embed", r#"{"model":"m","keep_alive":0}"#),
+            Kind::Load
+        );
+        assert_eq!(
+            kind("/api/embed", r#"{"model":"m","input":"x"}"#),
+            Kind::Serve
+        );
+        // /v1 has no empty-prompt form.
+        assert_eq!(
+            kind("/v1/chat/completions", r#"{"model":"m","messages":[]}"#),
+            Kind::Serve
+        );
     }
 
     #[test]

@@ -23,7 +23,7 @@ const DEFAULT_KEEP_ALIVE_S: f64 = 300.0;
 
 /// One request as it passed: a row of `proxy-requests.csv` (model requests, in the
 /// columns `kabench predict` reads: `timestamp`, `model`, `prompt_tokens`,
-/// `output_tokens`, `num_ctx`, `client`, `keep_alive`) or of `proxy-other.csv`.
+/// `output_tokens`, `num_ctx`, `client`, `keep_alive`, `kind`) or of `proxy-other.csv`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ProxyRow {
     /// UTC time the request arrived, RFC 3339.
@@ -49,6 +49,10 @@ pub struct ProxyRow {
     pub keep_alive_sent: String,
     /// `top`, `options` (ignored), `v1_dropped` or `absent`.
     pub keep_alive_placement: String,
+    /// `serve`, or a control call with an empty prompt: `load` or `unload` (empty in
+    /// `proxy-other.csv`, and in logs of older versions).
+    #[serde(default)]
+    pub kind: String,
     /// `num_ctx` the server applies (empty: none, or dropped on `/v1`).
     pub num_ctx: Option<i64>,
     /// Prompt tokens evaluated (`prompt_eval_count`, or `/v1` `usage`).

@@ -6,7 +6,7 @@
 //! Ollama does not export. A client that leaves mid-stream drops the upstream request
 //! with it; an upstream that is down gets the client a 502 with Ollama's error shape.
 //!
-//! Long (about 580 lines) because one request's life stays in one place: its
+//! Long (about 610 lines) because one request's life stays in one place: its
 //! pass-through, the row it logs, the warnings it raises and the shutdown that waits
 //! for it; the log format, the pains and the export are in their own files.
 
@@ -339,6 +339,11 @@ async fn forward(
         keep_alive: inspected.applied.clone().unwrap_or_default(),
         keep_alive_sent: inspected.keep_alive.clone(),
         keep_alive_placement: inspected.placement.as_str().to_string(),
+        kind: if inspected.endpoint == "other" {
+            String::new()
+        } else {
+            inspected.kind.as_str().to_string()
+        },
         num_ctx: inspected.num_ctx,
         load_options: if inspected.load_options.is_empty() {
             String::new()
@@ -421,6 +426,7 @@ async fn forward(
         scanner: Scanner::default(),
         ok_status: (200..300).contains(&status),
         failed: None,
+        done_ms: None,
     };
     let mut response = Response::new(Body::from_stream(tap));
     *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
@@ -438,6 +444,8 @@ struct Scanner {
     prompt_tokens: Option<u64>,
     output_tokens: Option<u64>,
     error_line: bool,
+    /// The reply's last line passed (`"done": true`, or `data: [DONE]` on `/v1`).
+    done: bool,
 }
 
 impl Scanner {
@@ -460,6 +468,9 @@ impl Scanner {
 
     fn line(&mut self, line: &[u8]) {
         let text = line.strip_prefix(b"data: ").unwrap_or(line);
+        if text.trim_ascii() == b"[DONE]" {
+            self.done = true;
+        }
         let Ok(v) = serde_json::from_slice::<Value>(text) else {
             return;
         };
@@ -493,6 +504,9 @@ impl Scanner {
         if v.get("error").is_some() && v.get("done").is_none() {
             self.error_line = true;
         }
+        if v["done"] == Value::Bool(true) {
+            self.done = true;
+        }
     }
 }
 
@@ -510,6 +524,8 @@ struct Tap {
     scanner: Scanner,
     ok_status: bool,
     failed: Option<&'static str>,
+    /// When the reply's last line passed, ms after arrival.
+    done_ms: Option<f64>,
 }
 
 impl Tap {
@@ -520,12 +536,17 @@ impl Tap {
         self.scanner.finish();
         let elapsed = self.arrived.elapsed().as_secs_f64() * 1000.0;
         row.outcome = match (outcome, self.ok_status, self.scanner.error_line) {
-            ("ok", true, true) => "stream_error".into(),
-            ("ok", false, _) => "http_error".into(),
+            ("ok" | "done", true, true) => "stream_error".into(),
+            ("ok" | "done", false, _) => "http_error".into(),
+            ("done", true, false) => "ok".into(),
             (o, _, _) => o.into(),
         };
         if row.outcome == "ok" {
-            row.e2e_ms = Some(elapsed);
+            row.e2e_ms = Some(
+                self.done_ms
+                    .filter(|_| outcome == "done")
+                    .unwrap_or(elapsed),
+            );
             if row.ttft_ms.is_none() && self.scanner.first_token {
                 row.ttft_ms = Some(elapsed);
             }
@@ -545,6 +566,9 @@ impl Stream for Tap {
             Poll::Ready(Some(Ok(bytes))) => {
                 let first = self.scanner.push(&bytes);
                 let elapsed = self.arrived.elapsed().as_secs_f64() * 1000.0;
+                if self.scanner.done && self.done_ms.is_none() {
+                    self.done_ms = Some(elapsed);
+                }
                 let mut complete = false;
                 let length = self.length;
                 if let Some(row) = self.row.as_mut() {
@@ -576,7 +600,14 @@ impl Stream for Tap {
 
 impl Drop for Tap {
     fn drop(&mut self) {
-        // Dropped before the end: the client left; dropping `inner` cancels upstream.
-        self.close("client_gone");
+        // Dropped before the end: the client left (dropping `inner` cancels upstream),
+        // unless the reply's last line had passed: a client may stop reading there,
+        // before the end of the body, with the whole answer in hand.
+        let outcome = if self.scanner.done {
+            "done"
+        } else {
+            "client_gone"
+        };
+        self.close(outcome);
     }
 }

@@ -60,7 +60,7 @@ pub struct RunOptions {
 }
 
 /// How long a sharded run of `plan` lasts from its start barrier: every cell's fixed
-/// window (unload allowance, last global send, release tail, slack, `pause`).
+/// window (unload allowance, last global send, the idle horizon's tail, slack, `pause`).
 pub fn run_span(plan: &Plan, pause: Duration) -> Result<Duration> {
     let mut last = Vec::with_capacity(plan.cells.len() + 1);
     for cell in &plan.cells {
@@ -71,10 +71,12 @@ pub fn run_span(plan: &Plan, pause: Duration) -> Result<Duration> {
         );
     }
     last.push(Duration::ZERO);
-    Ok(shard::cell_offsets(&last, release_tail(plan), pause)
-        .last()
-        .copied()
-        .unwrap_or_default())
+    Ok(
+        shard::cell_offsets(&last, recorder::idle_horizon(plan).tail(), pause)
+            .last()
+            .copied()
+            .unwrap_or_default(),
+    )
 }
 
 /// A run's fixed timeline: the barrier, and each cell's fixed start after it.
@@ -87,7 +89,7 @@ struct Timeline {
 
 impl Timeline {
     /// The timeline of `plan` from `start_at`: each cell's window covers the unload
-    /// allowance, its last global send, the release tail, slack and `pause`.
+    /// allowance, its last global send, the idle horizon's tail, slack and `pause`.
     fn of(plan: &Plan, start_at: SystemTime, pause: Duration) -> Result<Timeline> {
         let now_wall = SystemTime::now();
         let now = Instant::now();
@@ -103,7 +105,7 @@ impl Timeline {
                     .map_or(Duration::ZERO, |p| p.offset),
             );
         }
-        let offsets = shard::cell_offsets(&last, release_tail(plan), pause);
+        let offsets = shard::cell_offsets(&last, recorder::idle_horizon(plan).tail(), pause);
         let starts = offsets.iter().map(|o| barrier + *o).collect();
         Ok(Timeline {
             start_at,
@@ -149,7 +151,7 @@ impl RunnerConfig {
 /// Longest tail a cell waits after its last request for the target to release the
 /// model on its own (so release delay and idle VRAM are observed); beyond it, the
 /// next cell unloads everything.
-pub const RELEASE_WAIT_CAP: Duration = Duration::from_secs(30);
+pub const RELEASE_WAIT_CAP: Duration = folder::horizon::KEEP_ALIVE_CAP;
 
 /// Runs a whole scenario. Progress goes to `progress`; Ctrl-C arrives through `cancel`.
 pub async fn run(
@@ -224,6 +226,7 @@ async fn run_against(
         clients: &clients,
         config,
         tail: release_tail(plan),
+        horizon_tail: recorder::idle_horizon(plan).tail(),
         // Three sampling intervals (at least 100 ms) so the release shows in vram.csv.
         settle: (scenario.telemetry.interval * 3).max(Duration::from_millis(100)),
         slice: options.slice,
@@ -255,6 +258,9 @@ struct OpenLoop<'a> {
     clients: &'a [OllamaClient],
     config: RunnerConfig,
     tail: Duration,
+    /// The idle horizon's tail after the cell's last global send (`folder::horizon`):
+    /// the cell is watched at least that long unless every model is released.
+    horizon_tail: Duration,
     settle: Duration,
     slice: Option<Slice>,
     /// A sharded run's fixed send start of each cell (its cell start and the unload
@@ -280,6 +286,10 @@ impl CellDriver for OpenLoop<'_> {
         cancel: &CancellationToken,
     ) -> Result<CellTiming> {
         let start = self.send_starts.as_ref().map(|s| s[cell.index]);
+        // The cell's last send of the whole (unsliced) schedule.
+        let last_send = request::plan_sends(cell)?
+            .last()
+            .map_or(Duration::ZERO, |p| p.offset);
         let timing = run_sends(
             self.clients,
             cell,
@@ -291,11 +301,25 @@ impl CellDriver for OpenLoop<'_> {
             cancel.clone(),
         )
         .await?;
-        if !cancel.is_cancelled() {
+        // The end of the cell's idle horizon: its first send's clock plus the last send
+        // and the common tail.
+        let horizon_end = rec.epoch
+            + Duration::from_secs_f64(timing.started_ms.max(0.0) / 1000.0)
+            + last_send
+            + self.horizon_tail;
+        if self.slice.is_some() && !cancel.is_cancelled() {
+            // A shard watches the whole horizon: the other shards send until the last
+            // global send, and the merged run's memory samples are its own.
+            tokio::select! {
+                _ = tokio::time::sleep_until(horizon_end.into()) => {}
+                _ = cancel.cancelled() => {}
+            }
+        } else if !cancel.is_cancelled() {
+            let deadline = (Instant::now() + self.tail).max(horizon_end);
             let waits = self
                 .clients
                 .iter()
-                .map(|c| await_release(c, self.tail, self.settle, cancel));
+                .map(|c| await_release(c, deadline, self.settle, cancel));
             futures_util::future::join_all(waits).await;
         }
         Ok(CellTiming {
@@ -334,10 +358,11 @@ pub async fn prewarm(
     }
 }
 
-/// How long each cell is watched after its last request: the longest finite
-/// keep_alive of the plan (capped at `RELEASE_WAIT_CAP`) plus a second. Every cell gets
-/// the same tail, so idle VRAM is compared over the same horizon: a forever model keeps
-/// accruing through it, a released one stops early.
+/// How long each cell is watched at least after its last request ends: the longest
+/// finite keep_alive of the plan (capped at `RELEASE_WAIT_CAP`) plus a second, so the
+/// release delay is observed. The watch also runs to the end of the cell's idle horizon
+/// (`folder::horizon`), over which every cell's memory is counted; a model released
+/// before it ends the watch early (nothing more accrues).
 pub fn release_tail(plan: &Plan) -> Duration {
     let longest = plan
         .cells
@@ -351,15 +376,14 @@ pub fn release_tail(plan: &Plan) -> Duration {
 }
 
 /// After a cell's last request, watches until the target has released every model
-/// (then nothing more accrues) or `tail` has passed. After a release it waits `settle`
-/// more, so every telemetry source samples the freed memory inside the cell.
+/// (then nothing more accrues) or `deadline` has passed. After a release it waits
+/// `settle` more, so every telemetry source samples the freed memory inside the cell.
 async fn await_release(
     client: &OllamaClient,
-    tail: Duration,
+    deadline: Instant,
     settle: Duration,
     cancel: &CancellationToken,
 ) {
-    let deadline = Instant::now() + tail;
     while Instant::now() < deadline && !cancel.is_cancelled() {
         let left = deadline.saturating_duration_since(Instant::now());
         match client.ps_until(left, cancel).await {

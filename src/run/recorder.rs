@@ -398,7 +398,19 @@ pub fn initial_meta(
     meta.sim = sim_handle.map(|h| h.state.describe(&plan_models(plan)));
     meta.cells = cells;
     meta.telemetry = telemetry;
+    meta.idle_horizon = Some(idle_horizon(plan));
     meta
+}
+
+/// The idle-memory horizon of a plan: one tail after every cell's last send, from the
+/// longest finite keep_alive its streams send (`folder::horizon`).
+pub fn idle_horizon(plan: &Plan) -> folder::IdleHorizon {
+    folder::IdleHorizon::of_keep_alives(
+        plan.cells
+            .iter()
+            .flat_map(|c| c.streams.iter())
+            .map(|s| s.keep_alive.as_ref()),
+    )
 }
 
 /// Distinct (model, num_ctx) pairs of a plan, in first-use order.

@@ -38,6 +38,40 @@ pub struct Request {
     /// the input says (a server log: the latency less the load it waited for); the
     /// replay then serves the request in this time instead of the host model's.
     pub service_s: Option<f64>,
+    /// A prompt to serve, or a control call with an empty prompt (a load, an unload).
+    pub kind: Kind,
+}
+
+/// What a request asks of the server, by Ollama's rules for an empty prompt (M7, E6).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Kind {
+    /// A prompt, chat or embedding to answer.
+    #[default]
+    Serve,
+    /// An empty prompt (or no messages, or no input): load the model, then done.
+    Load,
+    /// An empty prompt or no messages with keep_alive 0: unload the model, load nothing.
+    Unload,
+}
+
+impl Kind {
+    /// How a log writes it: `serve`, `load`, `unload`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Serve => "serve",
+            Kind::Load => "load",
+            Kind::Unload => "unload",
+        }
+    }
+
+    /// Reads a log's value (case ignored; empty is `serve`).
+    pub fn parse(text: &str) -> Option<Kind> {
+        let t = text.trim();
+        [Kind::Serve, Kind::Load, Kind::Unload]
+            .into_iter()
+            .find(|k| t.eq_ignore_ascii_case(k.as_str()))
+            .or(t.is_empty().then_some(Kind::Serve))
+    }
 }
 
 /// What one pass over an input found, before any request is replayed.

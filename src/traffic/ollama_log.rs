@@ -917,6 +917,7 @@ impl Source for OllamaLog {
                             client: clients.get(&client).copied(),
                             keep_alive: None,
                             service_s: Some(service),
+                            kind: super::Kind::Serve,
                         },
                     );
                     heap.push(Reverse((OrdF64(start), seq)));

@@ -1,6 +1,7 @@
 //! A request-log CSV: a header with `timestamp` (RFC 3339, or epoch seconds or
 //! milliseconds) and any of `model`, `prompt_tokens`, `output_tokens`, `num_ctx`,
-//! `client`, `keep_alive` (what the client sent). Column names are matched without
+//! `client`, `keep_alive` (what the client sent), `kind` (`serve`, or a control call
+//! with an empty prompt: `load`, `unload`; empty is `serve`). Column names are matched without
 //! case; the Azure LLM inference traces read as they are (`TIMESTAMP`, `ContextTokens`,
 //! `GeneratedTokens`). [`RequestLog::open`] scans the file once; [`RequestLog::requests`]
 //! then streams it, or sorts it in memory when the scan found it out of time order.
@@ -13,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use super::{Request, RequestIter, Scan, Source, TrafficError, intern};
+use super::{Kind, Request, RequestIter, Scan, Source, TrafficError, intern};
 use crate::units::KeepAlive;
 
 /// Epoch numbers at or above this are milliseconds (1e11 s is the year 5138; 1e11 ms 1973).
@@ -62,6 +63,7 @@ struct Columns {
     num_ctx: Option<usize>,
     client: Option<usize>,
     keep_alive: Option<usize>,
+    kind: Option<usize>,
     names: Vec<String>,
 }
 
@@ -85,6 +87,7 @@ impl Columns {
             num_ctx: pos(&["num_ctx"]),
             client: pos(&["client", "client_id"]),
             keep_alive: pos(&["keep_alive"]),
+            kind: pos(&["kind"]),
             names,
         })
     }
@@ -102,6 +105,7 @@ struct Row<'r> {
     num_ctx: Option<u32>,
     client: Option<&'r str>,
     keep_alive: Option<KeepAlive>,
+    kind: Kind,
 }
 
 /// The parsing rules shared by the scan and the replay pass.
@@ -197,6 +201,17 @@ impl Parser {
                 )
             })?),
         };
+        let kind = match cell(self.cols.kind) {
+            None => Kind::Serve,
+            Some(v) => Kind::parse(v).ok_or_else(|| {
+                self.bad(
+                    line,
+                    self.cols.kind.unwrap_or(0),
+                    v,
+                    "a request kind: serve (or empty), load or unload",
+                )
+            })?,
+        };
         Ok(Row {
             abs,
             written,
@@ -206,6 +221,7 @@ impl Parser {
             num_ctx,
             client: cell(self.cols.client).filter(|c| !c.is_empty()),
             keep_alive,
+            kind,
         })
     }
 }
@@ -293,7 +309,7 @@ impl RequestLog {
         if header.iter().all(|h| h.trim().is_empty()) {
             return Err(TrafficError::Empty {
                 path: path.to_path_buf(),
-                what: "write a header line naming the columns (timestamp, and any of model, prompt_tokens, output_tokens, num_ctx, client, keep_alive), then one request per row".into(),
+                what: "write a header line naming the columns (timestamp, and any of model, prompt_tokens, output_tokens, num_ctx, client, keep_alive, kind), then one request per row".into(),
             });
         }
         let cols = Columns::find(path, &header)?;
@@ -540,6 +556,7 @@ impl Iterator for Rows {
                     .as_ref()
                     .and_then(|k| self.keep_alives.get(k.written()).copied()),
                 service_s: None,
+                kind: row.kind,
             }));
         }
     }
@@ -663,6 +680,27 @@ mod tests {
         let log = RequestLog::open(&p, opts).unwrap();
         assert_eq!(log.scan().models, ["tiny-50m".to_string()]);
         assert_eq!(all(&log).len(), 2);
+    }
+
+    #[test]
+    fn the_kind_column_marks_loads_and_unloads() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("kinds.csv");
+        std::fs::write(
+            &p,
+            "timestamp,model,keep_alive,kind\n0,m,-1,serve\n1,m,0,unload\n2,m,,Load\n3,m,-1,\n",
+        )
+        .unwrap();
+        let log = RequestLog::open(&p, ReadOptions::default()).unwrap();
+        let kinds: Vec<Kind> = all(&log).iter().map(|r| r.kind).collect();
+        assert_eq!(kinds, [Kind::Serve, Kind::Unload, Kind::Load, Kind::Serve]);
+        std::fs::write(&p, "timestamp,model,kind\n0,m,reload\n").unwrap();
+        let e = RequestLog::open(&p, ReadOptions::default()).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("column `kind`: \"reload\" is not a request kind"),
+            "{e}"
+        );
     }
 
     #[test]

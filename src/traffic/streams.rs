@@ -157,6 +157,7 @@ impl Source for Streams {
                 client: Some(i as u32),
                 keep_alive: index[i].1,
                 service_s: None,
+                kind: super::Kind::Serve,
             }))
         })))
     }

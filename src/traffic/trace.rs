@@ -454,6 +454,7 @@ impl Iterator for Merge {
             client: Some(*client),
             keep_alive: None,
             service_s: None,
+            kind: super::Kind::Serve,
         }))
     }
 }
@@ -689,6 +690,7 @@ impl Iterator for Spread {
                     client: None,
                     keep_alive: None,
                     service_s: None,
+                    kind: super::Kind::Serve,
                 });
             }
         }

@@ -208,6 +208,42 @@ async fn a_client_leaving_mid_stream_cancels_the_upstream_request_and_the_row_sa
 }
 
 #[tokio::test]
+async fn a_client_that_stops_reading_after_the_last_line_got_its_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let gone = Arc::new(AtomicBool::new(false));
+    // The end of the body comes a gap after the last line.
+    let upstream = scripted(Duration::from_millis(300), gone.clone()).await;
+    let proxy = start_proxy(&format!("http://{upstream}"), dir.path()).await;
+    let mut resp = http()
+        .post(format!("{}/api/generate", proxy.base_url()))
+        .json(&json!({"model": "m", "prompt": "hi"}))
+        .send()
+        .await
+        .unwrap();
+    let mut body = Vec::new();
+    while let Some(c) = resp.chunk().await.unwrap() {
+        body.extend_from_slice(&c);
+        if body.ends_with(LINES[LINES.len() - 1].as_bytes()) {
+            break;
+        }
+    }
+    // The whole answer is in hand: the client leaves before the end of the body.
+    drop(resp);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    proxy.shutdown(Duration::from_secs(2)).await;
+    let rows = rows(dir.path());
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["outcome"], "ok", "{:?}", rows[0]);
+    assert_eq!(rows[0]["cold"], "true");
+    assert_eq!(rows[0]["kind"], "serve");
+    let e2e: f64 = rows[0]["e2e_ms"].parse().unwrap();
+    assert!(
+        (1200.0..1500.0).contains(&e2e),
+        "the last line's time: {e2e}"
+    );
+}
+
+#[tokio::test]
 async fn an_upstream_that_is_down_gets_502s_logged_and_the_proxy_keeps_serving() {
     let dir = tempfile::tempdir().unwrap();
     let port = common::free_port();

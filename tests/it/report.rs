@@ -56,7 +56,7 @@ fn summary_numbers_and_the_cost_form_pick_are_the_hand_computed_ones() {
     for (cell, (requests, cold, idle, held)) in
         cells
             .iter()
-            .zip([(4, 4, 0.0, 8.0), (4, 2, 6.0, 12.0), (3, 0, 14.0, 19.0)])
+            .zip([(4, 4, 0.0, 8.0), (4, 2, 6.0, 12.0), (3, 0, 28.0, 33.0)])
     {
         let s = &cell["streams"][0];
         assert_eq!(s["requests"], requests, "{}", cell["id"]);
@@ -65,7 +65,10 @@ fn summary_numbers_and_the_cost_form_pick_are_the_hand_computed_ones() {
         close(&cell["vram"]["gb_seconds_held"], held);
         assert_eq!(cell["vram"]["peak_bytes"], 2_000_000_000u64);
     }
-    // Cost = cold × 2 s × 1 + idle / 3600 × 2160: 8.0, 7.6, 8.4 → "1s".
+    // Each cell over its idle horizon: first send to last send + 15 s (10 s + 5 s).
+    // c2's samples end at 29.5 s with the model held; it is counted on until its 10 s
+    // keep_alive runs out (26.5 s + 10 s), 16.5 s held less 2.5 s busy: 28 GB·s idle.
+    // Cost = cold × 2 s × 1 + idle / 3600 × 2160: 8.0, 7.6, 16.8 → "1s".
     let recs = json(&dir.join("recommendation.json"));
     let r = &recs[0];
     assert_eq!(r["form"], "cost");
@@ -75,7 +78,7 @@ fn summary_numbers_and_the_cost_form_pick_are_the_hand_computed_ones() {
         .as_array()
         .unwrap()
         .iter()
-        .zip([8.0, 7.6, 8.4])
+        .zip([8.0, 7.6, 16.8])
     {
         close(&c["cost"]["total"], want);
     }

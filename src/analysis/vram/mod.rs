@@ -4,16 +4,20 @@
 //! what users trip over (`warnings`). Pure functions over typed rows; knows nothing of
 //! how the samples were taken.
 //!
-//! Window: from the cell's `started_ms` to the last sample given. Pass the samples of
-//! the cell only ([`cell_samples`]: up to the next cell's start), so the tail after the
-//! last request, while keep_alive runs out, is counted and the next cell's is not.
+//! Window: the cell's idle horizon ([`crate::folder::IdleHorizon`]: from its first
+//! send to its last send plus the run's one common tail) when given, so every cell of a
+//! sweep, keep_alive `0` and `-1` alike, is counted over the same span whichever path
+//! wrote the folder (one process, merged shards); each series holds its last value up
+//! to the horizon's end. Without one, from the cell's `started_ms` to the last sample
+//! given. Pass the samples of the cell only ([`cell_samples`]: up to the next cell's
+//! start), so the next cell's memory is never counted.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::folder::{CellMeta, RequestRecord, VramSample};
+use crate::folder::{CellMeta, CellWindow, RequestRecord, VramSample};
 use crate::units::KeepAlive;
 
 mod release;
@@ -226,12 +230,26 @@ fn overlap(seg: (f64, f64), busy: &[(f64, f64)]) -> f64 {
 }
 
 /// Figures for one cell from `samples` (the cell's, see [`cell_samples`]) and its
-/// requests; `None` when the cell never started or no source sampled inside it.
+/// requests, from its start to the last sample; `None` when the cell never started or
+/// no source sampled inside it. [`vram_figures_over`] with no horizon.
 pub fn vram_figures(
     samples: &[VramSample],
     requests: &[RequestRecord],
     cell: &CellMeta,
     tolerance: Duration,
+) -> Option<VramFigures> {
+    vram_figures_over(samples, requests, cell, tolerance, None)
+}
+
+/// Figures for one cell over `horizon` (held, idle, peak and mean; see the module
+/// doc), or from its start to the last sample without one. The release delays read
+/// every sample given, inside the horizon or after it.
+pub fn vram_figures_over(
+    samples: &[VramSample],
+    requests: &[RequestRecord],
+    cell: &CellMeta,
+    tolerance: Duration,
+    horizon: Option<CellWindow>,
 ) -> Option<VramFigures> {
     let start = cell.started_ms?;
     let busy = busy_intervals(requests, cell);
@@ -249,9 +267,14 @@ pub fn vram_figures(
         (None, Some((_, r))) => r.clone(),
         (None, None) => return None,
     };
-    let part = |(source, series): &(String, Series)| integrate(source, series, &busy);
+    let release_by = release_bound(requests, cell);
+    let over = |s: &Series| match horizon {
+        Some(w) => clip(s, w, release_by),
+        None => s.clone(),
+    };
+    let part = |(source, series): &(String, Series)| integrate(source, &over(series), &busy);
     let (gpu, ram) = (gpu.as_ref().map(part), ram.as_ref().map(part));
-    let total = integrate("", &series, &busy);
+    let total = integrate("", &over(&series), &busy);
     let counted = match (&gpu, &ram) {
         (Some(g), Some(r)) if g.peak_bytes > 0 && r.peak_bytes > 0 => "GPU + system RAM",
         (_, Some(r)) if r.peak_bytes > 0 => "system RAM",
@@ -273,6 +296,53 @@ pub fn vram_figures(
         ram,
         counted: counted.into(),
     })
+}
+
+/// When every model of the cell will have been released at the latest: its last
+/// request's end plus the longest keep_alive its streams send; `None` when one holds
+/// forever or sends none (the server's default, unknown here).
+fn release_bound(requests: &[RequestRecord], cell: &CellMeta) -> Option<f64> {
+    let mut longest = 0.0f64;
+    for s in &cell.streams {
+        longest = longest.max(s.keep_alive.as_ref()?.duration()?.as_secs_f64() * 1000.0);
+    }
+    let last_end = requests
+        .iter()
+        .filter(|r| r.cell.is_empty() || r.cell == cell.id)
+        .map(|r| r.end_ms)
+        .filter(|t| t.is_finite())
+        .fold(f64::NEG_INFINITY, f64::max);
+    last_end.is_finite().then_some(last_end + longest)
+}
+
+/// A step series cut to `w`: its value at `w.from_ms` (when it has one by then), its
+/// points inside, and, when the samples end before the horizon does, its last level
+/// held on: to the horizon's end, or to `release_by` (the cell's keep_alives run out)
+/// when that comes first. A released model holds 0.
+fn clip(series: &Series, w: CellWindow, release_by: Option<f64>) -> Series {
+    let mut out: Series = Vec::with_capacity(series.len() + 2);
+    if let Some(&(_, v)) = series.iter().take_while(|p| p.0 <= w.from_ms).last() {
+        out.push((w.from_ms, v));
+    }
+    out.extend(
+        series
+            .iter()
+            .filter(|p| p.0 > w.from_ms && p.0 < w.to_ms)
+            .copied(),
+    );
+    if let Some(&(t_last, v)) = series.iter().take_while(|p| p.0 <= w.to_ms).last()
+        && w.to_ms > w.from_ms
+    {
+        let ends_early = series.last().is_some_and(|p| p.0 < w.to_ms);
+        match release_by.map(|r| r.max(t_last).max(w.from_ms)) {
+            Some(r) if ends_early && v > 0 && r < w.to_ms => {
+                out.push((r, 0));
+                out.push((w.to_ms, 0));
+            }
+            _ => out.push((w.to_ms, v)),
+        }
+    }
+    out
 }
 
 /// Held, idle, peak and mean of one step series.

@@ -141,6 +141,38 @@ fn idle_gb_seconds_grow_with_keep_alive_as_the_gaps_predict() {
 }
 
 #[test]
+fn over_one_horizon_a_longer_keep_alive_never_looks_cheaper_whatever_the_samples_span() {
+    // Requests sent at 0.5, 3.5 and 10.5 s; the horizon's tail is 4 s + 5 s, so every
+    // cell is counted over [0.5 s, 19.5 s]. The forever cell's samples stop early (a
+    // shard that left at 13 s), the 4 s cell's run on to 30 s: neither changes the span.
+    let reqs = requests();
+    let horizon = crate::folder::IdleHorizon {
+        tail_ms: 9000.0,
+        rule: String::new(),
+    };
+    let window = horizon.window(&reqs, &cell("4s")).unwrap();
+    assert_eq!((window.from_ms, window.to_ms), (500.0, 19_500.0));
+    let figures = |k_ms: f64, until_ms: f64, ka: &str| {
+        let samples = trace(&reqs, k_ms, until_ms, false);
+        vram_figures_over(&samples, &reqs, &cell(ka), TOL, Some(window)).unwrap()
+    };
+    let four = figures(4000.0, 30_000.0, "4s");
+    let forever = figures(1e9, 13_000.0, "-1");
+    // 4 s: min(gap, 4) over the gaps of 2 s and 6 s, plus 4 s after the last: 10 s idle.
+    assert!((four.idle_gb_seconds - 2.0 * 10.0).abs() < 1e-6, "{four:?}");
+    // -1: held from 0.5 s to 19.5 s less 3 s busy: 16 s idle, though sampled to 13 s.
+    assert!(
+        (forever.idle_gb_seconds - 2.0 * 16.0).abs() < 1e-6,
+        "{forever:?}"
+    );
+    assert!((forever.gb_seconds_held - 2.0 * 19.0).abs() < 1e-6);
+    assert!(forever.idle_gb_seconds > four.idle_gb_seconds);
+    // Without the horizon the short sample span made -1 look cheaper than 4 s.
+    let cut = vram_figures(&trace(&reqs, 1e9, 13_000.0, false), &reqs, &cell("-1"), TOL);
+    assert!(cut.unwrap().idle_gb_seconds < four.idle_gb_seconds);
+}
+
+#[test]
 fn early_unload_and_a_forever_model_released_are_not_honoured() {
     let reqs = requests();
     // The server unloads after 1 s though 5 s was asked.
