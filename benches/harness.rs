@@ -16,12 +16,13 @@ use kabench::engine::catalogue::Catalogue;
 use kabench::engine::sched::{RequestKind, SchedConfig, SchedEvent, SchedRequest, Scheduler};
 use kabench::engine::sim;
 use kabench::engine::sim_settings::SimSettings;
+use kabench::folder::{
+    self, CellMeta, CellParams, RequestRecord, RunFolder, RunMeta, RunStatus, StreamMeta,
+    TargetKind, TargetMeta,
+};
 use kabench::ollama::OllamaClient;
 use kabench::ollama::api::{GenerateRequest, StreamChunk};
 use kabench::ollama::stream::{NdjsonDecoder, parse_ndjson_body};
-use kabench::record::{
-    self, CellMeta, RequestRecord, RunMeta, RunStatus, RunWriter, StreamMeta, TargetMeta,
-};
 use kabench::report::{self, RenderOptions};
 use kabench::run::open_loop::{self as runner, RunnerConfig};
 use kabench::scenario::{Api, Arrival, Cell, CellStream, Prompt};
@@ -123,7 +124,7 @@ fn recording(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
     let path = dir.path().join("requests.csv");
     let mut csv =
-        record::CsvAppender::<RequestRecord>::create(&path).unwrap_or_else(|e| panic!("{e:#}"));
+        folder::CsvAppender::<RequestRecord>::create(&path).unwrap_or_else(|e| panic!("{e:#}"));
     let row = sample_row(7);
     g.bench_function("csv_row_append_flush", |b| {
         b.iter(|| csv.append(black_box(&row)))
@@ -304,12 +305,12 @@ fn run_folder(dir: &Path, n: u32) {
         .enumerate()
         .map(|(i, ka)| CellMeta {
             id: format!("c{:02}-ka_{ka}", i + 1),
-            params: [("keep_alive".to_string(), ka.to_string())].into(),
+            params: CellParams::default().with("keep_alive", ka),
             streams: vec![StreamMeta {
                 name: "chat".into(),
                 model: "qwen2.5:7b-instruct-q4_K_M".into(),
                 keep_alive: KeepAlive::from_written(ka),
-                api: "chat".into(),
+                api: Api::Chat,
                 arrival: "poisson".into(),
                 rate_per_s: Some(2.0),
                 planned: n / 4,
@@ -325,19 +326,19 @@ fn run_folder(dir: &Path, n: u32) {
         scenario: "bench".into(),
         scenario_file: "bench.toml".into(),
         target: TargetMeta {
-            kind: "sim".into(),
+            kind: TargetKind::Sim,
             url: "http://127.0.0.1:1".into(),
             urls: Vec::new(),
         },
         ollama_version: Some("0.32.15".into()),
-        started_at: record::utc_now_rfc3339(),
+        started_at: folder::utc_now_rfc3339(),
         status: RunStatus::Complete,
         cold_threshold_ms: 100.0,
         cells: cells.clone(),
         ..Default::default()
     };
     let mut w =
-        RunWriter::create(dir, "name = \"bench\"\n", meta).unwrap_or_else(|e| panic!("{e:#}"));
+        RunFolder::create(dir, "name = \"bench\"\n", meta).unwrap_or_else(|e| panic!("{e:#}"));
     for i in 0..n {
         let cell = &cells[(i % 4) as usize];
         let mut row = sample_row(i / 4);
@@ -409,7 +410,7 @@ fn send_accuracy(_: &mut Criterion) {
     let config = RunnerConfig {
         concurrency: 4096,
         timeout: Duration::from_secs(30),
-        cold_threshold: record::DEFAULT_COLD_THRESHOLD,
+        cold_threshold: folder::DEFAULT_COLD_THRESHOLD,
         unload_timeout: Duration::from_secs(10),
         grace: Duration::from_secs(1),
         check_resident: true,
@@ -531,7 +532,7 @@ fn held(requests: Vec<kabench::traffic::Request>, models: usize) -> Held {
 fn predict_replay(c: &mut Criterion) {
     use kabench::predict::{self, Host, Lookahead, Policy, ReplayModel, ReplaySettings};
     let host = Host::new(&SimSettings::default(), 1, "bench").unwrap();
-    let cost = kabench::record::CostSettings::default();
+    let cost = kabench::folder::CostSettings::default();
     // 10⁶ under `cargo bench`, 10⁴ in test mode (`cargo test --bench harness`).
     let n = if std::env::args().any(|a| a == "--bench") {
         1_000_000
@@ -582,7 +583,7 @@ fn predict_replay(c: &mut Criterion) {
 fn predict_30_days(_: &mut Criterion) {
     use kabench::predict::{self, Host, Policy, PredictOptions};
     let host = Host::new(&SimSettings::default(), 1, "bench").unwrap();
-    let cost = kabench::record::CostSettings::default();
+    let cost = kabench::folder::CostSettings::default();
     let n = if std::env::args().any(|a| a == "--bench") {
         1_000_000
     } else {

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use kabench::fleet::merge;
-use kabench::record::{self, RequestRecord, RunMeta, RunWriter, ShardMeta, histograms};
+use kabench::folder::{self, RequestRecord, RunFolder, RunMeta, ShardMeta, histograms};
 
 const SHARDS: u32 = 16;
 const ROWS: usize = 100_000;
@@ -23,7 +23,7 @@ fn shard_folder(root: &Path, index: u32) -> PathBuf {
         scenario: "bench".into(),
         scenario_sha256: "same".into(),
         seed: 1,
-        status: record::RunStatus::Complete,
+        status: folder::RunStatus::Complete,
         shard: Some(ShardMeta {
             index,
             count: SHARDS,
@@ -35,7 +35,7 @@ fn shard_folder(root: &Path, index: u32) -> PathBuf {
         }),
         ..Default::default()
     };
-    let w = RunWriter::create(&dir, "name = \"bench\"\n", meta).unwrap();
+    let w = RunFolder::create(&dir, "name = \"bench\"\n", meta).unwrap();
     w.write_meta().unwrap();
     // Round-robin by request: shard i sends global requests i, i + 16, …
     let rows: Vec<RequestRecord> = (0..ROWS)
@@ -63,7 +63,7 @@ fn shard_folder(root: &Path, index: u32) -> PathBuf {
             }
         })
         .collect();
-    record::write_csv(&dir.join(record::REQUESTS_CSV), &rows).unwrap();
+    folder::write_csv(&dir.join(folder::REQUESTS_CSV), &rows).unwrap();
     histograms::write(&dir, &histograms::from_rows(&rows)).unwrap();
     dir
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::routing::get;
-use kabench::record::{RunMeta, RunWriter};
+use kabench::folder::{RunFolder, RunMeta};
 use kabench::telemetry::{self, TelemetryConfig};
 use tokio_util::sync::CancellationToken;
 
@@ -250,7 +250,7 @@ fn main() {
     ];
     for (sources, interval_ms, ps_ms) in runs {
         let dir = tempfile::tempdir().expect("a temporary folder");
-        let run = RunWriter::create(dir.path(), "", RunMeta::default()).expect("a run folder");
+        let run = RunFolder::create(dir.path(), "", RunMeta::default()).expect("a run folder");
         let config = TelemetryConfig {
             sources: sources.iter().map(|s| s.to_string()).collect(),
             interval: Duration::from_millis(interval_ms),

@@ -9,12 +9,14 @@
 //!       closed_loop: goose users -> ollama::stream (NDJSON read as it arrives)
 //!         | request::fill_row (cold rule)          telemetry -> VramSample
 //!         v                                                v
-//!     run::recorder -> record::RunWriter (requests.csv, vram.csv, run.json)
+//!     run::recorder -> folder::RunFolder (requests.csv, vram.csv, run.json)
 //! ------------------------------- run folder on disk (the only interface) ------------------------
-//! record::read -> analysis::summarize -> Summary -> recommend -> report::render
-//!   (run.json carries [cost], [slo] and the simulated host: the report needs no scenario)
-//! record::read -> calibrate -> catalogue overrides + [sim] host settings -> sim
-//! traffic (request log) -> predict (sched on a virtual clock) -> a run folder -> report
+//! analysis::read::read_run (rows summarized, or a prediction's policy table as written)
+//!   -> Summary -> recommend -> report::render, compare
+//!   (run.json carries [cost], [slo], the simulated host and fits together?: the report
+//!   needs no scenario, planner or scheduler; schema/ holds run.json's and summary.json's)
+//! folder::read -> calibrate -> catalogue overrides + [sim] host settings -> sim
+//! traffic (request log) -> predict (sched on a virtual clock) -> folder::RunFolder -> report
 //! catalogue | live sizes -> plan (sched's size and admission rules, sched replayed) -> table
 //!   --check: a generated scenario -> run -> a run folder -> plan::observe (and report)
 //! sharded: shard (i/N, barrier) -> request::plan_slice (one global schedule, sliced) -> run
@@ -30,12 +32,12 @@ pub mod cmd;
 pub mod doctor;
 pub mod engine;
 pub mod fleet;
+pub mod folder;
 pub mod ollama;
 pub mod plan;
 pub mod predict;
 pub mod proxy;
 pub mod recommend;
-pub mod record;
 pub mod report;
 pub mod rng;
 pub mod run;

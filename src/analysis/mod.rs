@@ -3,7 +3,9 @@
 //! warm and cold requests, cold ratios, errors by kind, token rates, and the VRAM
 //! figures of `vram`. Reads typed rows only; knows nothing of HTTP or drawing.
 
+pub mod read;
 pub mod reload;
+pub mod schema;
 pub mod vram;
 
 use std::collections::BTreeMap;
@@ -14,12 +16,17 @@ use anyhow::{Context, Result};
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
-use crate::record::histograms::{self, StreamHistograms};
-use crate::record::{self, CellMeta, RequestRecord, RunMeta, RunStatus, TargetMeta, VramSample};
+use crate::folder::histograms::{self, StreamHistograms};
+use crate::folder::prediction::{
+    GapDistribution, OptimumMeta, OutOfSample, PolicyMeta, PreLoadBoundMeta,
+};
+use crate::folder::{
+    self, CellMeta, CellParams, RequestRecord, RunMeta, RunStatus, TargetMeta, VramSample,
+};
 use crate::units::KeepAlive;
 
 /// `summary.json`: the whole run, cell by cell.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Summary {
     /// Scenario name.
     pub scenario: String,
@@ -33,15 +40,41 @@ pub struct Summary {
     pub cold_threshold_ms: f64,
     /// Cells in run order.
     pub cells: Vec<CellSummary>,
+    /// True when the figures are a prediction's (`kabench predict`), not a measurement.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub predicted: bool,
+    /// A prediction's best fixed keep_alive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub best_fixed: Option<String>,
+    /// What a prediction's `×optimum` is read against: the keep_alive optimum.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub optimum: Option<OptimumMeta>,
+    /// A prediction's pre-load bound, beside the optimum.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pre_load_bound: Option<PreLoadBoundMeta>,
+    /// A prediction's gap distribution per model, with its break-even time.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gaps: Vec<GapDistribution>,
+    /// A prediction's out-of-sample check (with `--train`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub out_of_sample: Option<OutOfSample>,
+}
+
+impl Summary {
+    /// True when the cells carry a policy table: figures a replay computed (there
+    /// are no request rows to recompute them from).
+    pub fn has_policies(&self) -> bool {
+        self.cells.iter().any(|c| c.policy.is_some())
+    }
 }
 
 /// One cell of the sweep.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CellSummary {
     /// Cell id.
     pub id: String,
-    /// Swept axes → value as written in the scenario.
-    pub params: BTreeMap<String, String>,
+    /// Swept axes, typed, each as written in the scenario.
+    pub params: CellParams,
     /// One entry per stream.
     pub streams: Vec<StreamSummary>,
     /// Memory held over the cell, when any telemetry source recorded it.
@@ -52,10 +85,16 @@ pub struct CellSummary {
     /// Cold loads of models that had not expired, by cause.
     #[serde(default)]
     pub reloads: reload::Reloads,
+    /// True in a prediction's cells.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub predicted: bool,
+    /// A prediction's policy of this cell: what it costs and how to apply it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<PolicyMeta>,
 }
 
 /// Statistics of one stream in one cell.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct StreamSummary {
     /// Stream name.
     pub name: String,
@@ -64,6 +103,7 @@ pub struct StreamSummary {
     /// keep_alive sent (`None`: not sent), as `keep_alive` (written), `keep_alive_s`
     /// (`null`: forever or not sent) and `keep_alive_forever`.
     #[serde(flatten, with = "crate::units::keep_alive_keys")]
+    #[schemars(with = "crate::units::KeepAliveKeys")]
     pub keep_alive: Option<KeepAlive>,
     /// Mean arrival rate, requests/s.
     pub rate_per_s: Option<f64>,
@@ -106,7 +146,7 @@ pub struct StreamSummary {
 }
 
 /// One host's share of a stream in a run against a fleet.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct HostSummary {
     /// The host (`requests.csv` `target`).
     pub target: String,
@@ -125,7 +165,7 @@ pub struct HostSummary {
 }
 
 /// Percentiles of all, warm and cold requests (`null` when a group is empty).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Split {
     /// Every successful request.
     pub all: Option<Percentiles>,
@@ -136,7 +176,7 @@ pub struct Split {
 }
 
 /// Percentiles of one group, ms.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Percentiles {
     /// Median.
     pub p50: f64,
@@ -221,13 +261,13 @@ pub fn summarize(
     cold_threshold: Option<Duration>,
 ) -> Summary {
     let threshold_ms = cold_threshold
-        .map(record::ms)
+        .map(folder::ms)
         .unwrap_or(meta.cold_threshold_ms);
     let mut by_cell: BTreeMap<&str, Vec<RequestRecord>> = BTreeMap::new();
     for r in requests {
         let mut row = r.clone();
         if let Some(t) = cold_threshold {
-            record::reclassify(&mut row, t);
+            folder::reclassify(&mut row, t);
         }
         by_cell.entry(r.cell.as_str()).or_default().push(row);
     }
@@ -265,6 +305,12 @@ pub fn summarize(
         status: meta.status,
         cold_threshold_ms: threshold_ms,
         cells,
+        predicted: false,
+        best_fixed: None,
+        optimum: None,
+        pre_load_bound: None,
+        gaps: Vec::new(),
+        out_of_sample: None,
     }
 }
 
@@ -317,7 +363,7 @@ fn summarize_cell(
     cell: &CellMeta,
     rows: &[RequestRecord],
     samples: &[VramSample],
-    window: Option<record::CellWindow>,
+    window: Option<folder::CellWindow>,
     tolerance: Duration,
     threshold: Duration,
 ) -> CellSummary {
@@ -343,11 +389,13 @@ fn summarize_cell(
         vram,
         warnings,
         reloads,
+        predicted: false,
+        policy: None,
     }
 }
 
 fn summarize_stream(
-    meta: &record::StreamMeta,
+    meta: &folder::StreamMeta,
     rows: &[&RequestRecord],
     threshold: Duration,
 ) -> StreamSummary {
@@ -468,7 +516,7 @@ pub fn loads_witnessed<'a>(
     rows: impl IntoIterator<Item = &'a RequestRecord>,
     threshold: Duration,
 ) -> u64 {
-    let tolerance = record::ms(threshold) / 2.0;
+    let tolerance = folder::ms(threshold) / 2.0;
     let mut ends: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
     for r in rows.into_iter().filter(|r| r.cold && !r.is_error()) {
         if let Some(sent) = r.sent_ms {
@@ -493,18 +541,16 @@ pub fn loads_witnessed<'a>(
         .sum()
 }
 
-/// Reads a run folder and summarizes it (the first half of `kabench report`).
+/// Reads a run folder and summarizes it (the first half of `kabench report`), as
+/// [`read::read_run`] does.
 pub fn summarize_dir(dir: &Path, cold_threshold: Option<Duration>) -> Result<(RunMeta, Summary)> {
-    let meta = record::read_meta(dir)?;
-    let requests = record::read_requests(dir)?;
-    let samples = record::read_vram(dir)?;
-    let summary = summarize(&meta, &requests, &samples, cold_threshold);
-    Ok((meta, summary))
+    let run = read::read_run(dir, cold_threshold)?;
+    Ok((run.meta, run.summary))
 }
 
 /// Writes `summary.json` into a run folder.
 pub fn write_summary(dir: &Path, summary: &Summary) -> Result<()> {
-    record::write_json_atomic(&dir.join(record::SUMMARY_JSON), summary)
+    folder::write_json_atomic(&dir.join(folder::SUMMARY_JSON), summary)
         .with_context(|| format!("writing the summary of {}", dir.display()))
 }
 

@@ -12,8 +12,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::folder::{CellMeta, RequestRecord};
 use crate::ollama::name;
-use crate::record::{CellMeta, RequestRecord};
 
 /// The keep-alive a request without one gets when the server's is unknown (KA5).
 const DEFAULT_KEEP_ALIVE_MS: f64 = 300_000.0;
@@ -23,7 +23,7 @@ const EXPIRY_MARGIN_MS: f64 = 500.0;
 const SAME_LOAD_MS: f64 = 50.0;
 
 /// The reloads of one cell (`summary.json` `cells[].reloads`).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Reloads {
     /// Cold requests whose model had not expired.
     pub total: u64,
@@ -34,7 +34,7 @@ pub struct Reloads {
 }
 
 /// Reloads of one model for one cause.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Finding {
     /// The model reloaded.
     pub model: String,
@@ -212,7 +212,7 @@ fn fix(cause: &str, _model: &str) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::StreamMeta;
+    use crate::folder::StreamMeta;
 
     fn stream(name: &str, model: &str, ka_s: f64, num_ctx: u32) -> StreamMeta {
         StreamMeta {

@@ -1,7 +1,7 @@
 //! Summaries of tiny hand-made run folders.
 
 use super::*;
-use crate::record::StreamMeta;
+use crate::folder::StreamMeta;
 
 fn cold(model: &str, sent: f64, load: f64) -> RequestRecord {
     RequestRecord {
@@ -56,7 +56,7 @@ fn meta() -> RunMeta {
         cold_threshold_ms: 100.0,
         cells: vec![CellMeta {
             id: "c0".into(),
-            params: BTreeMap::from([("keep_alive".to_string(), "2s".to_string())]),
+            params: CellParams::default().with("keep_alive", "2s"),
             streams: vec![StreamMeta {
                 name: "s".into(),
                 model: "m".into(),

@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 
 use super::{BadInput, Interrupted};
 use crate::analysis::Summary;
-use crate::record::RunStatus;
+use crate::folder::RunStatus;
 use crate::report::{RenderOptions, Rendered};
 use crate::run::{RunOutcome, Target};
 
@@ -62,7 +62,7 @@ fn decide(outcome: &RunOutcome, interrupted: bool) -> Result<()> {
 
 /// The `summary.json` that `report::render` just wrote.
 fn read_summary(dir: &Path) -> Result<Summary> {
-    let path = dir.join(crate::record::SUMMARY_JSON);
+    let path = dir.join(crate::folder::SUMMARY_JSON);
     let text =
         std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))

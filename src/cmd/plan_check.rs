@@ -147,8 +147,8 @@ async fn check_one(
     }
     let outcome = outcome?;
     super::output::render(&outcome.dir)?;
-    let rows = crate::record::read_requests(&outcome.dir)?;
-    let samples = crate::record::read_vram(&outcome.dir)?;
+    let rows = crate::folder::read_requests(&outcome.dir)?;
+    let samples = crate::folder::read_vram(&outcome.dir)?;
     let names: Vec<String> = combo.estimates.iter().map(|e| e.model.clone()).collect();
     warn_overlaps(&observe::overlapping(&rows), gap);
     Ok(Comparison::of(

@@ -9,9 +9,9 @@ use anyhow::{Context, Result};
 use super::{BadInput, host_settings};
 use crate::cli::{PredictArgs, TimestampUnit};
 use crate::engine::sim_settings::SimSettings;
+use crate::folder::CostSettings;
 use crate::predict::input::{self, Input};
 use crate::predict::{self, Policy, PredictOptions, output};
-use crate::record::CostSettings;
 use crate::scenario;
 use crate::traffic::request_log::TimeUnit;
 
@@ -76,7 +76,7 @@ pub(super) fn predict(args: PredictArgs) -> Result<()> {
         time_scale: args.time_scale,
         seed: args.seed,
         cost,
-        cold_threshold_ms: crate::record::ms(args.cold_threshold),
+        cold_threshold_ms: crate::folder::ms(args.cold_threshold),
         command: std::env::args().collect::<Vec<_>>().join(" "),
     };
     print(&prediction, &info, args.summary.json)?;

@@ -14,8 +14,8 @@ use anyhow::{Context, Result};
 
 use crate::engine::catalogue::{Capability, Catalogue, ModelSpec};
 use crate::engine::sim_settings::SimSettings;
+use crate::folder::{self, RequestRecord, VramSample};
 use crate::ollama::name;
-use crate::record::{self, RequestRecord, VramSample};
 
 /// What the run measured for one model.
 #[derive(Debug, Clone, PartialEq)]
@@ -102,7 +102,7 @@ fn rate(count: Option<u64>, ms: Option<f64>) -> Option<f64> {
 /// copy may name trace files that no longer resolve from here).
 fn stream_contexts(dir: &Path) -> BTreeMap<String, u32> {
     let mut out = BTreeMap::new();
-    let Ok(text) = std::fs::read_to_string(dir.join(record::SCENARIO_TOML)) else {
+    let Ok(text) = std::fs::read_to_string(dir.join(folder::SCENARIO_TOML)) else {
         return out;
     };
     let Ok(doc) = text.parse::<toml::Table>() else {
@@ -127,14 +127,14 @@ fn stream_contexts(dir: &Path) -> BTreeMap<String, u32> {
 
 /// Reads the run folder `run_dir` and measures each model it used.
 pub fn calibrate(run_dir: &Path) -> Result<Calibration> {
-    let requests = record::read_requests(run_dir).with_context(|| {
+    let requests = folder::read_requests(run_dir).with_context(|| {
         format!(
             "calibrating from {}: is it a kabench run folder?",
             run_dir.display()
         )
     })?;
-    let vram = record::read_vram(run_dir)?;
-    let meta = record::read_meta(run_dir).ok();
+    let vram = folder::read_vram(run_dir)?;
+    let meta = folder::read_meta(run_dir).ok();
     let contexts = stream_contexts(run_dir);
     Ok(from_records(
         run_dir,
@@ -150,7 +150,7 @@ fn from_records(
     requests: &[RequestRecord],
     vram: &[VramSample],
     contexts: &BTreeMap<String, u32>,
-    meta: Option<&record::RunMeta>,
+    meta: Option<&folder::RunMeta>,
 ) -> Calibration {
     let mut order: Vec<String> = Vec::new();
     for r in requests {

@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::fleet::merge::{self, Merged};
-use crate::record::{self, RunFolderExists};
+use crate::folder::{self, RunFolderExists, TargetKind};
 use crate::run::open_loop::{self, RunnerConfig};
 use crate::run::{Target, recorder, target};
 use crate::scenario::{Plan, Scenario};
@@ -62,7 +62,7 @@ pub async fn launch(
         .out
         .clone()
         .unwrap_or_else(|| recorder::default_run_dir(&scenario.name));
-    if out.join(record::RUN_JSON).exists() {
+    if out.join(folder::RUN_JSON).exists() {
         return Err(RunFolderExists(out.display().to_string()).into());
     }
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
@@ -102,19 +102,18 @@ pub async fn launch(
                 )
             })
             .collect();
-        let merged = merge::merge(&out, &dirs)?;
-        if let Some(h) = sim {
-            // The shards saw an Ollama address; the merged run says it was the simulator.
-            let mut meta = record::read_meta(&out)?;
-            meta.target.kind = "sim".into();
-            let mut host = h.state.describe(&recorder::plan_models(plan));
-            let stats = h.state.stats();
-            host.loads = Some(stats.loads);
-            host.evictions = Some(stats.evictions);
-            host.expirations = Some(stats.expirations);
-            meta.sim = Some(host);
-            record::write_json_atomic(&out.join(record::RUN_JSON), &meta)?;
-        }
+        // The shards saw an Ollama address; the merged run says it was the simulator.
+        let merged = merge::merge_shaped(&out, &dirs, |meta| {
+            if let Some(h) = sim {
+                meta.target.kind = TargetKind::Sim;
+                let mut host = h.state.describe(&recorder::plan_models(plan));
+                let stats = h.state.stats();
+                host.loads = Some(stats.loads);
+                host.evictions = Some(stats.evictions);
+                host.expirations = Some(stats.expirations);
+                meta.sim = Some(host);
+            }
+        })?;
         Ok(Launched { merged, failed })
     })
     .await

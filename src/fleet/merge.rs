@@ -11,10 +11,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use crate::record::histograms::{self, HistogramFiles};
-use crate::record::{
-    self, MergeMeta, RequestRecord, RunFolderExists, RunMeta, RunStatus, VramSample,
+use crate::folder::histograms::{self, HistogramFiles};
+use crate::folder::{
+    self, MergeMeta, RequestRecord, RunFolder, RunFolderExists, RunMeta, RunStatus, VramSample,
 };
+use crate::plan;
 use crate::shard::parse_dir_name;
 
 /// Shards that cannot be merged (bad input, exit 2): what differs, and where.
@@ -45,6 +46,16 @@ struct ShardFolder {
 /// Merges `shards` into the new run folder `out` (which may hold the shard folders
 /// themselves, but no run of its own).
 pub fn merge(out: &Path, shards: &[PathBuf]) -> Result<Merged> {
+    merge_shaped(out, shards, |_| {})
+}
+
+/// As [`merge`], with `shape` adding what the caller knows to the merged `run.json`
+/// before it is written (the simulator the shards shared).
+pub fn merge_shaped(
+    out: &Path,
+    shards: &[PathBuf],
+    shape: impl FnOnce(&mut RunMeta),
+) -> Result<Merged> {
     let mut warnings = Vec::new();
     let folders = read_shards(shards, &mut warnings)?;
     let first = folders.first().ok_or_else(|| {
@@ -67,20 +78,24 @@ pub fn merge(out: &Path, shards: &[PathBuf]) -> Result<Merged> {
         warnings.push(format!("{s}: merged with what it recorded"));
     }
 
-    if out.join(record::RUN_JSON).exists() {
+    if out.join(folder::RUN_JSON).exists() {
         return Err(RunFolderExists(out.display().to_string()).into());
     }
-    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-
-    let (n, errors) = merge_rows_and_histograms(out, &folders, &mut warnings)?;
-    merge_vram(out, &folders)?;
-
-    let meta = merged_meta(&folders, count, missing, incomplete, &warnings);
-    let scenario = std::fs::read_to_string(first.dir.join(record::SCENARIO_TOML))
+    let scenario = std::fs::read_to_string(first.dir.join(folder::SCENARIO_TOML))
         .with_context(|| format!("reading {}/scenario.toml", first.dir.display()))?;
-    std::fs::write(out.join(record::SCENARIO_TOML), scenario)
-        .with_context(|| format!("writing {}/scenario.toml", out.display()))?;
-    record::write_json_atomic(&out.join(record::RUN_JSON), &meta)?;
+    let mut meta = merged_meta(&folders, count, missing, incomplete);
+    meta.status = RunStatus::Running;
+    let mut run = RunFolder::create_in(out, &scenario, meta)?;
+
+    let (n, errors) = merge_rows_and_histograms(&run, &folders, &mut warnings)?;
+    let samples = merge_vram(&run, &folders)?;
+
+    let meta = run.meta_mut();
+    meta.warnings.extend(warnings.iter().cloned());
+    meta.status = RunStatus::Complete;
+    shape(meta);
+    meta.fits = plan::fits::sections(meta, &samples);
+    run.close()?;
     Ok(Merged {
         dir: out.to_path_buf(),
         rows: n,
@@ -93,7 +108,7 @@ pub fn merge(out: &Path, shards: &[PathBuf]) -> Result<Merged> {
 /// order), and their histograms added bucket by bucket into `out/histograms` (rebuilt
 /// from the rows of a shard that left none); returns (rows, failed rows).
 fn merge_rows_and_histograms(
-    out: &Path,
+    out: &RunFolder,
     folders: &[ShardFolder],
     warnings: &mut Vec<String>,
 ) -> Result<(u64, u64)> {
@@ -101,7 +116,7 @@ fn merge_rows_and_histograms(
     let mut merged = HistogramFiles::new();
     for f in folders {
         let mut notes = Vec::new();
-        let mine = record::read_requests_noting(&f.dir, &mut notes)
+        let mine = folder::read_requests_noting(&f.dir, &mut notes)
             .with_context(|| format!("reading the rows of {}", f.dir.display()))?;
         warnings.extend(notes.into_iter().map(|n| format!("{}: {n}", name_of(f))));
         let mut files = histograms::read(&f.dir)
@@ -118,18 +133,19 @@ fn merge_rows_and_histograms(
     }
     rows.sort_by(|a, b| a.intended_ms.total_cmp(&b.intended_ms));
     let errors = rows.iter().filter(|r| r.is_error()).count() as u64;
-    let n = record::write_csv(&out.join(record::REQUESTS_CSV), &rows)?;
+    let n = out.write_requests(&rows)?;
     drop(rows);
-    histograms::write(out, &merged)?;
+    histograms::write(out.dir(), &merged)?;
 
     Ok((n, errors))
 }
 
-/// `out/vram.csv`: each host's samples once, from the lowest shard that sampled it.
-fn merge_vram(out: &Path, folders: &[ShardFolder]) -> Result<()> {
+/// `out/vram.csv`: each host's samples once, from the lowest shard that sampled it;
+/// returns them.
+fn merge_vram(out: &RunFolder, folders: &[ShardFolder]) -> Result<Vec<VramSample>> {
     let mut by_host: BTreeMap<String, (u32, Vec<VramSample>)> = BTreeMap::new();
     for f in folders {
-        let samples = record::read_vram(&f.dir)
+        let samples = folder::read_vram(&f.dir)
             .with_context(|| format!("reading the memory samples of {}", f.dir.display()))?;
         let mut mine: BTreeMap<String, Vec<VramSample>> = BTreeMap::new();
         for s in samples {
@@ -141,9 +157,8 @@ fn merge_vram(out: &Path, folders: &[ShardFolder]) -> Result<()> {
     }
     let mut samples: Vec<VramSample> = by_host.into_values().flat_map(|(_, s)| s).collect();
     samples.sort_by(|a, b| a.t_ms.total_cmp(&b.t_ms));
-    record::write_csv(&out.join(record::VRAM_CSV), &samples)?;
-
-    Ok(())
+    out.write_vram(&samples)?;
+    Ok(samples)
 }
 
 /// `shard-<i>-of-<N>: <status>` of every shard that did not complete.
@@ -195,7 +210,7 @@ fn name_of(f: &ShardFolder) -> String {
 fn read_shards(dirs: &[PathBuf], warnings: &mut Vec<String>) -> Result<Vec<ShardFolder>> {
     let mut out: Vec<ShardFolder> = Vec::new();
     for dir in dirs {
-        let meta = match record::read_meta(dir) {
+        let meta = match folder::read_meta(dir) {
             Ok(m) => m,
             Err(e) => {
                 warnings.push(format!("{}: left out: {e:#}", dir.display()));
@@ -303,7 +318,6 @@ fn merged_meta(
     count: u32,
     missing: Vec<u32>,
     incomplete: Vec<String>,
-    warnings: &[String],
 ) -> RunMeta {
     let mut meta = folders[0].meta.clone();
     meta.shard = None;
@@ -344,7 +358,6 @@ fn merged_meta(
             }
         }
     }
-    meta.warnings.extend(warnings.iter().cloned());
     meta.merged = Some(MergeMeta {
         count,
         shards: folders

@@ -11,6 +11,7 @@
 pub mod change;
 pub mod estimate;
 pub mod fit;
+pub mod fits;
 pub mod live;
 pub mod observe;
 pub mod order;

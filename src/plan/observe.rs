@@ -10,8 +10,8 @@ use std::fmt::Write;
 use serde::Serialize;
 
 use super::Step;
+use crate::folder::{RequestRecord, VramSample};
 use crate::ollama::name;
-use crate::record::{RequestRecord, VramSample};
 
 /// The `/api/ps` listing at one poll: the models resident.
 fn polls(samples: &[VramSample]) -> Vec<(f64, BTreeSet<String>)> {

@@ -4,7 +4,7 @@
 
 use super::*;
 use crate::engine::catalogue::Capability;
-use crate::record::{RequestRecord, VramSample};
+use crate::folder::{RequestRecord, VramSample};
 
 const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
 const MIB: u64 = 1024 * 1024;

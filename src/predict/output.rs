@@ -11,20 +11,23 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use super::{Host, Policy, Prediction};
+use super::{Host, Policy, PolicyCost, Prediction};
 use crate::analysis::vram::{MemoryPart, VramFigures};
 use crate::analysis::{CellSummary, Split, StreamSummary, Summary};
-use crate::record::CostSettings;
-use crate::record::{
-    self, CellMeta, RunMeta, RunStatus, RunWriter, SimHost, SimModel, SloSettings, StreamMeta,
-    SweepAxis, TargetMeta,
+use crate::folder::prediction::{
+    GapDistribution, OptimumHold, OptimumMeta, OutOfSample, PolicyApply, PolicyCostMeta,
+    PolicyKind, PolicyMeta, PreLoadBoundMeta, PredictInput, PredictRun, UnloadCheckMeta,
+};
+use crate::folder::{
+    Api, CellMeta, CellParams, CostSettings, ModelFigures, RunFolder, RunHeader, RunMeta,
+    RunStatus, SimHost, SimModel, SloSettings, StreamMeta, SweptKeepAlive, TargetKind, TargetMeta,
 };
 use crate::units::KeepAlive;
 
 /// `target.kind` of a predicted run folder.
-pub use crate::record::PREDICTED_TARGET_KIND as TARGET_KIND;
+pub const TARGET_KIND: TargetKind = TargetKind::Predict;
 
 /// What the folder records beside the prediction itself.
 #[derive(Debug, Clone)]
@@ -255,11 +258,11 @@ pub fn cell_id(i: usize, policy: &Policy) -> String {
     }
 }
 
-/// A policy as `params.keep_alive` writes it: the value, or the policy's name.
-fn policy_written(policy: &Policy) -> String {
+/// A policy as `params.keep_alive` holds it: the value, or the policy's name.
+fn policy_param(policy: &Policy) -> SweptKeepAlive {
     match policy {
-        Policy::Fixed(k) => k.written().to_string(),
-        other => other.name(),
+        Policy::Fixed(k) => SweptKeepAlive::Value(k.clone()),
+        other => SweptKeepAlive::Policy(other.name()),
     }
 }
 
@@ -326,7 +329,7 @@ pub fn summary(p: &Prediction, info: &FolderInfo) -> Summary {
                 })
                 .collect();
             let part = |held: f64, idle: f64, peak: u64| MemoryPart {
-                source: TARGET_KIND.into(),
+                source: TARGET_KIND.as_str().into(),
                 gb_seconds_held: held,
                 idle_gb_seconds: idle,
                 peak_bytes: peak,
@@ -339,7 +342,7 @@ pub fn summary(p: &Prediction, info: &FolderInfo) -> Summary {
             let any_gpu = p.models.iter().any(|f| f.gpu_bytes > 0);
             let any_ram = p.models.iter().any(|f| f.ram_bytes > 0);
             let vram = VramFigures {
-                source: TARGET_KIND.into(),
+                source: TARGET_KIND.as_str().into(),
                 gb_seconds_held: held_gpu + held_ram,
                 idle_gb_seconds: idle_gpu + idle_ram,
                 peak_bytes: o.peak_bytes,
@@ -356,17 +359,20 @@ pub fn summary(p: &Prediction, info: &FolderInfo) -> Summary {
             };
             CellSummary {
                 id: cell_id(i, &o.policy),
-                params: BTreeMap::from([(
-                    SweepAxis::KeepAlive.as_str().to_string(),
-                    policy_written(&o.policy),
-                )]),
+                params: CellParams {
+                    keep_alive: Some(policy_param(&o.policy)),
+                    ..Default::default()
+                },
                 streams,
                 vram: Some(vram),
                 warnings: Vec::new(),
                 reloads: Default::default(),
+                predicted: true,
+                policy: Some(policy_meta(p, i)),
             }
         })
         .collect();
+    let name = |i: Option<usize>| i.map(|i| p.outcomes[i].policy.name());
     Summary {
         scenario: scenario_name(p),
         target: target(p),
@@ -374,6 +380,55 @@ pub fn summary(p: &Prediction, info: &FolderInfo) -> Summary {
         status: RunStatus::Complete,
         cold_threshold_ms: info.cold_threshold_ms,
         cells,
+        predicted: true,
+        best_fixed: name(p.best_fixed()),
+        // What "×optimum" is read against, and the pre-load bound beside it.
+        optimum: p.optimum.map(|o| OptimumMeta {
+            policy: p.outcomes[o].policy.name(),
+            hold_s: p
+                .models
+                .iter()
+                .zip(&p.optimum_hold)
+                .map(|(f, h)| OptimumHold {
+                    model: f.model.clone(),
+                    break_even_s: f.break_even_s,
+                    hold_s: *h,
+                })
+                .collect(),
+            fallback_models: p
+                .optimum_fallback
+                .iter()
+                .map(|&m| p.models[m].model.clone())
+                .collect(),
+            best_fixed_times_optimum: p.best_fixed().and_then(|b| p.times_optimum(b)),
+        }),
+        pre_load_bound: p.preload_bound.map(|i| PreLoadBoundMeta {
+            policy: p.outcomes[i].policy.name(),
+            cost: p.costs[i].total,
+            times_optimum: p.times_optimum(i),
+        }),
+        // What the report draws: each model's gap distribution with its T*.
+        gaps: p
+            .models
+            .iter()
+            .zip(&p.gap_counts)
+            .map(|(f, counts)| GapDistribution {
+                model: f.model.clone(),
+                break_even_s: f.break_even_s,
+                bins: counts
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, c)| **c > 0)
+                    .map(|(j, c)| (super::policies::lower_edge(j), super::policies::edge(j), *c))
+                    .collect(),
+            })
+            .collect(),
+        out_of_sample: p.has_split().then(|| OutOfSample {
+            train_share: p.train,
+            split_s: p.scan.span_s * p.train,
+            recommended: name(p.recommended()),
+            best_fixed_after_split: name(p.best_fixed_test()),
+        }),
     }
 }
 
@@ -388,119 +443,85 @@ fn scenario_name(p: &Prediction) -> String {
 
 fn target(p: &Prediction) -> TargetMeta {
     TargetMeta {
-        kind: TARGET_KIND.into(),
+        kind: TARGET_KIND,
         url: p.scan.path.display().to_string(),
         urls: Vec::new(),
     }
 }
 
+/// A policy's cost as the folder records it.
+fn cost_meta(c: PolicyCost) -> PolicyCostMeta {
+    PolicyCostMeta {
+        cold: c.cold,
+        vram: c.vram,
+        ram: c.ram,
+        total: c.total,
+    }
+}
+
 /// What each policy means and how to apply it, for `summary.json`.
-fn policy_json(p: &Prediction, i: usize) -> Value {
+fn policy_meta(p: &Prediction, i: usize) -> PolicyMeta {
     let o = &p.outcomes[i];
-    let c = p.costs[i];
     let (kind, apply) = match &o.policy {
         Policy::Fixed(k) => (
-            "fixed",
-            json!({
-                "server_env": format!("OLLAMA_KEEP_ALIVE={}", k.written()),
-                "keep_alive_field": format!("\"keep_alive\": {}", k.to_json()),
-            }),
+            PolicyKind::Fixed,
+            PolicyApply::Setting {
+                server_env: format!("OLLAMA_KEEP_ALIVE={}", k.written()),
+                keep_alive_field: format!("\"keep_alive\": {}", k.to_json()),
+            },
         ),
         Policy::AsSent => (
-            "as_sent",
-            json!(
-                "what each client sent (the input's keep_alive column); none: the server's OLLAMA_KEEP_ALIVE"
+            PolicyKind::AsSent,
+            PolicyApply::Words(
+                "what each client sent (the input's keep_alive column); none: the server's OLLAMA_KEEP_ALIVE".into(),
             ),
         ),
         Policy::Optimum => (
-            "keep_alive_optimum",
-            json!(super::optimum::rule(
+            PolicyKind::KeepAliveOptimum,
+            PolicyApply::Words(super::optimum::rule(
                 &p.models,
                 &p.optimum_hold,
                 p.best_fixed()
                     .map(|b| p.outcomes[b].policy.name())
-                    .as_deref()
+                    .as_deref(),
             )),
         ),
-        Policy::PreloadBound => ("pre_load_bound", json!(PRELOAD_BOUND)),
+        Policy::PreloadBound => (
+            PolicyKind::PreLoadBound,
+            PolicyApply::Words(PRELOAD_BOUND.into()),
+        ),
         other => (
-            "per_request_rule",
-            json!(super::policies::rule(&other.name()).unwrap_or_default()),
+            PolicyKind::PerRequestRule,
+            PolicyApply::Words(
+                super::policies::rule(&other.name())
+                    .unwrap_or_default()
+                    .to_string(),
+            ),
         ),
     };
-    json!({
-        "name": o.policy.name(),
-        "kind": kind,
-        "apply": apply,
-        "cost": c,
-        "cost_train": p.has_split().then(|| p.train_costs[i]),
-        "cost_test": p.has_split().then(|| p.test_costs[i]),
-        "times_optimum": p.times_optimum(i),
-        "horizon_s": o.horizon_s,
-        "evictions": o.models.iter().map(|m| m.evictions).sum::<u64>(),
-        "expirations": o.models.iter().map(|m| m.expirations).sum::<u64>(),
-        "unloads": o.models.iter().map(|m| m.unloads).sum::<u64>(),
-        "loads": o.models.iter().map(|m| m.loads).sum::<u64>(),
-        "prewarm_loads": o.models.iter().map(|m| m.prewarm_loads).sum::<u64>(),
-        "wasted_loads": o.models.iter().map(|m| m.wasted_loads).sum::<u64>(),
-    })
+    let sum = |f: fn(&super::replay::ModelOutcome) -> u64| o.models.iter().map(f).sum::<u64>();
+    PolicyMeta {
+        name: o.policy.name(),
+        kind,
+        apply,
+        cost: cost_meta(p.costs[i]),
+        cost_train: p.has_split().then(|| cost_meta(p.train_costs[i])),
+        cost_test: p.has_split().then(|| cost_meta(p.test_costs[i])),
+        times_optimum: p.times_optimum(i),
+        horizon_s: o.horizon_s,
+        evictions: sum(|m| m.evictions),
+        expirations: sum(|m| m.expirations),
+        unloads: sum(|m| m.unloads),
+        loads: sum(|m| m.loads),
+        prewarm_loads: sum(|m| m.prewarm_loads),
+        wasted_loads: sum(|m| m.wasted_loads),
+    }
 }
 
-/// `summary.json` as written: the runner's schema plus `"predicted": true` and the
-/// policy of each cell.
+/// `summary.json` as written (and as `--json` prints it): the runner's schema with
+/// the prediction's own parts, the policy of each cell among them.
 pub fn summary_json(p: &Prediction, info: &FolderInfo) -> Result<Value> {
-    let mut v = serde_json::to_value(summary(p, info))?;
-    v["predicted"] = json!(true);
-    if let Some(cells) = v["cells"].as_array_mut() {
-        for (i, cell) in cells.iter_mut().enumerate() {
-            cell["predicted"] = json!(true);
-            cell["policy"] = policy_json(p, i);
-        }
-    }
-    v["best_fixed"] = json!(p.best_fixed().map(|b| p.outcomes[b].policy.name()));
-    // What "×optimum" is read against, and the pre-load bound beside it.
-    v["optimum"] = json!(p.optimum.map(|o| json!({
-        "policy": p.outcomes[o].policy.name(),
-        "hold_s": p.models.iter().zip(&p.optimum_hold).map(|(f, h)| json!({
-            "model": f.model,
-            "break_even_s": f.break_even_s,
-            "hold_s": h,
-        })).collect::<Vec<_>>(),
-        "fallback_models": p.optimum_fallback.iter().map(|&m| p.models[m].model.clone()).collect::<Vec<_>>(),
-        "best_fixed_times_optimum": p.best_fixed().and_then(|b| p.times_optimum(b)),
-    })));
-    v["pre_load_bound"] = json!(p.preload_bound.map(|i| json!({
-        "policy": p.outcomes[i].policy.name(),
-        "cost": p.costs[i].total,
-        "times_optimum": p.times_optimum(i),
-    })));
-    // What the report draws: each model's gap distribution with its T*.
-    v["gaps"] = json!(
-        p.models
-            .iter()
-            .zip(&p.gap_counts)
-            .map(|(f, counts)| json!({
-                "model": f.model,
-                "break_even_s": f.break_even_s,
-                "bins": counts
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, c)| **c > 0)
-                    .map(|(j, c)| json!([super::policies::lower_edge(j), super::policies::edge(j), c]))
-                    .collect::<Vec<_>>(),
-            }))
-            .collect::<Vec<_>>()
-    );
-    if p.has_split() {
-        let name = |i: Option<usize>| i.map(|i| p.outcomes[i].policy.name());
-        v["out_of_sample"] = json!({
-            "train_share": p.train,
-            "split_s": p.scan.span_s * p.train,
-            "recommended": name(p.recommended()),
-            "best_fixed_after_split": name(p.best_fixed_test()),
-        });
-    }
-    Ok(v)
+    Ok(serde_json::to_value(summary(p, info))?)
 }
 
 /// The simulated host the replay stood on, for `run.json` `sim`.
@@ -535,9 +556,24 @@ fn host_meta(p: &Prediction, host: &Host) -> SimHost {
                 decode_tps: m.decode_tps,
                 prefill_tps: m.prefill_tps,
                 source: m.source.clone(),
+                // The prediction's figures (penalty, hold cost, break-even) beside the
+                // host description.
+                figures: ModelFigures {
+                    gpu_bytes: Some(m.gpu_bytes),
+                    ram_bytes: Some(m.ram_bytes),
+                    penalty_s: Some(m.penalty_s),
+                    penalty_source: Some(m.penalty_source.clone()),
+                    hold_cost_per_s: Some(m.hold_cost_per_s),
+                    break_even_s: m.break_even_s,
+                },
             })
             .collect(),
         calibrated_from: host.calibrated_from.clone(),
+        calibration: if host.calibrated_from.is_some() {
+            host.calibration.clone()
+        } else {
+            Vec::new()
+        },
         ..Default::default()
     }
 }
@@ -569,108 +605,85 @@ fn scenario_text(p: &Prediction, info: &FolderInfo) -> String {
 
 /// Writes the run folder `dir` (refused when it already holds a run).
 pub fn write_folder(dir: &Path, p: &Prediction, host: &Host, info: &FolderInfo) -> Result<()> {
-    let now = record::utc_now_rfc3339();
     let summary = summary(p, info);
-    let meta = RunMeta {
-        tool: "kabench".into(),
-        tool_version: env!("CARGO_PKG_VERSION").into(),
+    let mut meta = RunMeta::new(RunHeader {
         scenario: scenario_name(p),
         scenario_file: p.scan.path.display().to_string(),
         scenario_sha256: p.scan.sha256.clone(),
         seed: info.seed,
         target: target(p),
         ollama_version: None,
-        sim: Some(host_meta(p, host)),
-        gpu: None,
-        started_at: now.clone(),
-        ended_at: Some(now),
-        status: RunStatus::Complete,
-        failure: None,
         cold_threshold_ms: info.cold_threshold_ms,
-        cells: summary
-            .cells
-            .iter()
-            .map(|c| CellMeta {
-                id: c.id.clone(),
-                params: c.params.clone(),
-                streams: c
-                    .streams
-                    .iter()
-                    .map(|s| StreamMeta {
-                        name: s.name.clone(),
-                        model: s.model.clone(),
-                        keep_alive: s.keep_alive.clone(),
-                        api: "generate".into(),
-                        arrival: format!("replayed from {}", p.scan.path.display()),
-                        rate_per_s: s.rate_per_s,
-                        planned: s.requests.min(u64::from(u32::MAX)) as u32,
-                        num_ctx: None,
-                    })
-                    .collect(),
-                started_ms: Some(0.0),
-                ended_ms: None,
-            })
-            .collect(),
-        telemetry: BTreeMap::new(),
-        warnings: p.scan.notes.clone(),
-        cost: Some(info.cost.clone()),
-        slo: Some(SloSettings::default()),
-        goose_reports: Vec::new(),
-        shard: None,
-        merged: None,
-        idle_horizon: None,
-    };
-    RunWriter::create(dir, &scenario_text(p, info), meta.clone())?;
-    let mut run = serde_json::to_value(&meta)?;
-    run["predicted"] = json!(true);
-    // Each model's prediction figures (penalty, hold cost, break-even) beside the typed
-    // host description.
-    if let Some(models) = run["sim"]["models"].as_array_mut() {
-        for (typed, figures) in models.iter_mut().zip(&p.models) {
-            if let (Some(t), Value::Object(f)) = (typed.as_object_mut(), json!(figures)) {
-                for (k, v) in f {
-                    t.entry(k).or_insert(v);
-                }
-            }
-        }
-    }
-    if host.calibrated_from.is_some() {
-        run["sim"]["calibration"] = json!(host.calibration);
-    }
-    run["input"] = json!({
-        "path": p.scan.path.display().to_string(),
-        "sha256": p.scan.sha256,
-        "format": p.scan.format,
-        "rows": p.scan.rows,
-        "first": p.scan.first,
-        "last": p.scan.last,
-        "span_s": p.scan.span_s,
-        "sorted": p.scan.sorted,
-        "columns": p.scan.columns,
-        "models": p.scan.models,
-        "slice": "all rows",
-        "time_scale": info.time_scale,
+        cost: info.cost.clone(),
+        slo: SloSettings::default(),
     });
-    run["predict"] = json!({
-        "command": info.command,
-        "policies": p.outcomes.iter().map(|o| o.policy.name()).collect::<Vec<_>>(),
-        "cost": {
-            "wait_second": info.cost.wait_second,
-            "vram_gb_hour": info.cost.vram_gb_hour,
-            "ram_gb_hour": info.cost.ram_gb_hour,
-            "cold_penalty_s": info.cost.cold_penalty.map(|d| d.as_secs_f64()),
-        },
-        "wall_s": p.wall_s,
-        "unload_check": p.unload_check,
+    meta.sim = Some(host_meta(p, host));
+    meta.cells = summary
+        .cells
+        .iter()
+        .map(|c| CellMeta {
+            id: c.id.clone(),
+            params: c.params.clone(),
+            streams: c
+                .streams
+                .iter()
+                .map(|s| StreamMeta {
+                    name: s.name.clone(),
+                    model: s.model.clone(),
+                    keep_alive: s.keep_alive.clone(),
+                    api: Api::Generate,
+                    arrival: format!("replayed from {}", p.scan.path.display()),
+                    rate_per_s: s.rate_per_s,
+                    planned: s.requests.min(u64::from(u32::MAX)) as u32,
+                    num_ctx: None,
+                })
+                .collect(),
+            started_ms: Some(0.0),
+            ended_ms: None,
+        })
+        .collect();
+    meta.warnings = p.scan.notes.clone();
+    meta.predicted = true;
+    meta.input = Some(PredictInput {
+        path: p.scan.path.display().to_string(),
+        sha256: p.scan.sha256.clone(),
+        format: p.scan.format.clone(),
+        rows: p.scan.rows,
+        first: p.scan.first.clone(),
+        last: p.scan.last.clone(),
+        span_s: p.scan.span_s,
+        sorted: p.scan.sorted,
+        columns: p.scan.columns.clone(),
+        models: p.scan.models.clone(),
+        slice: "all rows".into(),
+        time_scale: info.time_scale,
     });
-    record::write_json_atomic(&dir.join(record::RUN_JSON), &run)
+    meta.predict = Some(PredictRun {
+        command: info.command.clone(),
+        policies: p.outcomes.iter().map(|o| o.policy.name()).collect(),
+        cost: info.cost.clone(),
+        wall_s: p.wall_s,
+        unload_check: p.unload_check.as_ref().map(|c| UnloadCheckMeta {
+            policy: c.policy.clone(),
+            predicted: c.predicted,
+            predicted_evicted: c.predicted_evicted,
+            logged: c.logged,
+            logged_evicted: c.logged_evicted,
+            matched: c.matched,
+            tolerance_s: c.tolerance_s,
+        }),
+    });
+    // "Fits together?" from the simulated host's figures (a replay samples no memory).
+    meta.fits = crate::plan::fits::sections(&meta, &[]);
+    let folder = RunFolder::create(dir, &scenario_text(p, info), meta)?;
+    folder.write_summary(&summary)?;
+    folder
+        .finish(RunStatus::Complete, None)
         .with_context(|| format!("writing {}/run.json", dir.display()))?;
-    record::write_json_atomic(&dir.join(record::SUMMARY_JSON), &summary_json(p, info)?)
-        .with_context(|| format!("writing {}/summary.json", dir.display()))?;
     Ok(())
 }
 
 /// Whether a run folder's `run.json` says it holds a prediction.
 pub fn is_predicted(meta: &RunMeta) -> bool {
-    meta.target.kind == TARGET_KIND
+    meta.target.kind == TargetKind::Predict
 }

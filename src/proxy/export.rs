@@ -10,7 +10,10 @@ use std::path::Path;
 use anyhow::{Context, Result};
 
 use super::log::{COLD_MS, LOG_CSV, ProxyRow};
-use crate::record::{self, CellMeta, RequestRecord, RunMeta, RunStatus, StreamMeta, TargetMeta};
+use crate::folder::{
+    self, Api, CellMeta, CellParams, CostSettings, RUN_JSON, RequestRecord, RunFolder, RunHeader,
+    RunMeta, RunStatus, SloSettings, StreamMeta, TargetKind, TargetMeta,
+};
 use crate::units::KeepAlive;
 
 /// What the report says first about a proxy log.
@@ -30,11 +33,11 @@ fn error_kind(outcome: &str) -> &'static str {
 }
 
 /// The API of a proxy endpoint, as a stream's `api`.
-fn api(endpoint: &str) -> &'static str {
+fn api(endpoint: &str) -> Api {
     match endpoint {
-        "chat" | "v1_chat" => "chat",
-        "embed" | "embeddings" | "v1_embeddings" => "embed",
-        _ => "generate",
+        "chat" | "v1_chat" => Api::Chat,
+        "embed" | "embeddings" | "v1_embeddings" => Api::Embed,
+        _ => Api::Generate,
     }
 }
 
@@ -103,7 +106,7 @@ pub fn write_run_folder(
             name: name.clone(),
             model: key.0.clone(),
             keep_alive: parsed.clone(),
-            api: api(&key.1).into(),
+            api: api(&key.1),
             arrival: "observed".into(),
             rate_per_s: (span_s > 0.0).then(|| (list.len() - 1) as f64 / span_s),
             planned: list.len() as u32,
@@ -160,42 +163,41 @@ pub fn write_run_folder(
         .fold(None, |m: Option<f64>, e| Some(m.map_or(e, |m| m.max(e))));
     let mut all_warnings = vec![OBSERVED.to_string()];
     all_warnings.extend(warnings.iter().cloned());
-    let meta = RunMeta {
-        tool: "kabench".into(),
-        tool_version: env!("CARGO_PKG_VERSION").into(),
+    let mut meta = RunMeta::new(RunHeader {
         scenario: "proxy".into(),
         scenario_file: String::new(),
+        scenario_sha256: String::new(),
+        seed: 0,
         target: TargetMeta {
-            kind: "ollama".into(),
+            kind: TargetKind::Proxy,
             url: upstream.into(),
             urls: Vec::new(),
         },
         ollama_version: version,
-        started_at: started_at.into(),
-        ended_at: Some(record::utc_now_rfc3339()),
-        status: RunStatus::Complete,
         cold_threshold_ms: COLD_MS,
-        cells: vec![CellMeta {
-            id: "observed".into(),
-            params: BTreeMap::from([("source".to_string(), "kabench proxy".to_string())]),
-            streams,
-            started_ms: started,
-            ended_ms: ended,
-        }],
-        warnings: all_warnings,
-        ..Default::default()
-    };
-    std::fs::write(
-        dir.join(record::SCENARIO_TOML),
-        scenario_text(&meta.cells[0].streams),
-    )
-    .with_context(|| format!("writing {}", dir.join(record::SCENARIO_TOML).display()))?;
-    let requests_path = dir.join(record::REQUESTS_CSV);
-    let mut w = record::CsvAppender::<RequestRecord>::create(&requests_path)?;
-    for r in &records {
-        w.append(r)?;
-    }
-    record::write_json_atomic(&dir.join(record::RUN_JSON), &meta)?;
+        // Nothing was swept, so there is no [cost] or [slo] of the user's: the
+        // defaults, recorded as such, weigh what was observed.
+        cost: CostSettings::default(),
+        slo: SloSettings::default(),
+    });
+    meta.started_at = started_at.into();
+    meta.cells = vec![CellMeta {
+        id: "observed".into(),
+        params: CellParams::default().with("source", "kabench proxy"),
+        streams,
+        started_ms: started,
+        ended_ms: ended,
+    }];
+    meta.warnings = all_warnings;
+    // "Fits together?" from the /api/ps samples the proxy polled.
+    let samples = folder::read_vram(dir).unwrap_or_default();
+    meta.fits = crate::plan::fits::sections(&meta, &samples);
+    let scenario = scenario_text(&meta.cells[0].streams);
+    // An earlier session's run.json here describes a log this session overwrote.
+    let _ = std::fs::remove_file(dir.join(RUN_JSON));
+    let folder = RunFolder::create_in(dir, &scenario, meta)?;
+    folder.write_requests(&records)?;
+    folder.finish(RunStatus::Complete, None)?;
     Ok(records.len())
 }
 
@@ -212,7 +214,9 @@ fn scenario_text(streams: &[StreamMeta]) -> String {
         let _ = write!(
             out,
             "\n[[stream]]\nname = {:?}\nmodel = {:?}\napi = {:?}\n",
-            s.name, s.model, s.api
+            s.name,
+            s.model,
+            s.api.as_str()
         );
         if let Some(c) = s.num_ctx {
             let _ = writeln!(out, "num_ctx = {c}");

@@ -60,7 +60,7 @@ struct Shared {
     recorder: Mutex<Recorder>,
     start: Instant,
     /// `/api/ps` samples for `vram.csv`.
-    vram: Mutex<Option<crate::record::CsvAppender<crate::record::VramSample>>>,
+    vram: Mutex<Option<crate::folder::CsvAppender<crate::folder::VramSample>>>,
     out: PathBuf,
     started_at: String,
 }
@@ -160,7 +160,7 @@ pub async fn spawn(config: ProxyConfig) -> anyhow::Result<ProxyHandle> {
         .no_proxy()
         .connect_timeout(Duration::from_secs(5))
         .build()?;
-    let vram = crate::record::CsvAppender::create(&config.out.join(crate::record::VRAM_CSV))?;
+    let vram = crate::folder::CsvAppender::create(&config.out.join(crate::folder::VRAM_CSV))?;
     let shared = Arc::new(Shared {
         http,
         upstream: config.upstream.trim_end_matches('/').to_string(),
@@ -169,7 +169,7 @@ pub async fn spawn(config: ProxyConfig) -> anyhow::Result<ProxyHandle> {
         start: Instant::now(),
         vram: Mutex::new(Some(vram)),
         out: config.out.clone(),
-        started_at: crate::record::utc_now_rfc3339(),
+        started_at: crate::folder::utc_now_rfc3339(),
     });
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -219,7 +219,7 @@ async fn poll_ps(weak: std::sync::Weak<Shared>) {
                 && let Some(w) = lock(&shared.vram).as_mut()
             {
                 for r in crate::telemetry::ollama_ps::readings(&ps) {
-                    let _ = w.append(&crate::record::VramSample {
+                    let _ = w.append(&crate::folder::VramSample {
                         t_ms,
                         source: "ollama_ps".into(),
                         device: r.device,

@@ -3,12 +3,12 @@
 //! or, without memory measured, by cold ratio.
 
 use crate::analysis::{CellSummary, StreamSummary};
+use crate::folder::{CostSettings, SloSettings};
 use crate::recommend::frontier::mark_frontier;
 use crate::recommend::prose::{reason, snippets};
 use crate::recommend::{
     Candidate, Cost, Form, GB, GroupKey, MAX_ERROR_SHARE, Recommendation, excluded,
 };
-use crate::record::{CostSettings, SloSettings};
 use crate::units::cmp_keep_alive;
 
 fn candidate(cell: &CellSummary, s: &StreamSummary) -> Candidate {

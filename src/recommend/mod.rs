@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::analysis::{CellSummary, StreamSummary, Summary};
-use crate::record::{CostSettings, SloSettings, SweepAxis};
+use crate::folder::{CostSettings, SloSettings};
 use crate::units::{KeepAlive, cmp_keep_alive};
 
 mod choice;
@@ -328,12 +328,7 @@ pub(crate) type GroupKey = (String, String, BTreeMap<String, String>);
 fn group_cells(summary: &Summary) -> Vec<(GroupKey, Vec<(&CellSummary, &StreamSummary)>)> {
     let mut groups: Vec<(GroupKey, Vec<(&CellSummary, &StreamSummary)>)> = Vec::new();
     for cell in &summary.cells {
-        let fixed: BTreeMap<String, String> = cell
-            .params
-            .iter()
-            .filter(|(k, _)| SweepAxis::parse(k) != Some(SweepAxis::KeepAlive))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
+        let fixed: BTreeMap<String, String> = cell.params.fixed();
         for stream in &cell.streams {
             let key = (stream.name.clone(), stream.model.clone(), fixed.clone());
             match groups.iter_mut().find(|(k, _)| *k == key) {

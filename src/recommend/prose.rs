@@ -5,8 +5,8 @@
 use std::collections::BTreeMap;
 
 use crate::analysis::Summary;
+use crate::folder::{CostSettings, SweepAxis};
 use crate::recommend::{Candidate, Form, GB, Recommendation, Snippets, display_keep_alive};
-use crate::record::{CostSettings, SweepAxis};
 use crate::units::{KeepAlive, format_go_duration};
 
 #[allow(clippy::too_many_arguments)]
@@ -119,7 +119,7 @@ pub(crate) fn advice(
         let swept = summary
             .cells
             .iter()
-            .any(|c| c.params.contains_key(axis.as_str()));
+            .any(|c| c.params.get(axis.as_str()).is_some());
         if !swept {
             continue;
         }

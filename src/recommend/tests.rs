@@ -4,6 +4,7 @@
 use super::*;
 use crate::analysis::vram::VramFigures;
 use crate::analysis::{Percentiles, Split};
+use crate::folder::CellParams;
 use std::time::Duration;
 
 fn pct(p99: f64) -> Percentiles {
@@ -21,7 +22,7 @@ fn pct(p99: f64) -> Percentiles {
 fn cell(id: &str, ka: &str, cold: u64, p99: f64, idle: f64) -> CellSummary {
     CellSummary {
         id: id.into(),
-        params: BTreeMap::from([("keep_alive".into(), ka.into())]),
+        params: CellParams::default().with("keep_alive", ka),
         streams: vec![StreamSummary {
             name: "chat".into(),
             model: "m:7b".into(),
@@ -60,6 +61,8 @@ fn cell(id: &str, ka: &str, cold: u64, p99: f64, idle: f64) -> CellSummary {
         }),
         warnings: Vec::new(),
         reloads: Default::default(),
+        predicted: false,
+        policy: None,
     }
 }
 
@@ -75,6 +78,12 @@ fn summary() -> Summary {
             cell("c1", "1m", 20, 2300.0, 3000.0),
             cell("c2", "10m", 2, 80.0, 20000.0),
         ],
+        predicted: false,
+        best_fixed: None,
+        optimum: None,
+        pre_load_bound: None,
+        gaps: Vec::new(),
+        out_of_sample: None,
     }
 }
 

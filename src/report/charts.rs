@@ -10,8 +10,8 @@ use plotters::coord::ranged1d::IntoSegmentedCoord;
 use plotters::prelude::*;
 
 use crate::analysis::Summary;
+use crate::folder::{CellMeta, RequestRecord, SweepAxis, VramSample};
 use crate::recommend::{GB, Recommendation, display_keep_alive};
-use crate::record::{CellMeta, RequestRecord, SweepAxis, VramSample};
 use crate::units::{KeepAlive, cmp_keep_alive};
 
 /// Width of every chart, px.
@@ -214,8 +214,8 @@ pub fn by_keep_alive(summary: &Summary, metric: Metric) -> Result<String> {
     for cell in &summary.cells {
         let fixed: Vec<String> = cell
             .params
+            .fixed()
             .iter()
-            .filter(|(k, _)| SweepAxis::parse(k) != Some(SweepAxis::KeepAlive))
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
         for s in &cell.streams {

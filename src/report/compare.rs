@@ -14,8 +14,8 @@ use serde::Serialize;
 
 use super::markdown::escape;
 use crate::analysis::{self, CellSummary, StreamSummary, Summary};
+use crate::folder::{RunMeta, RunStatus};
 use crate::recommend::GB;
-use crate::record::{RunMeta, RunStatus};
 
 /// Two folders that cannot be compared as asked (not run folders, different scenarios,
 /// an incomplete run without `--force`): bad input, exit 2.
@@ -284,6 +284,7 @@ fn cell_key(c: &CellSummary) -> String {
         format!("id={}", c.id)
     } else {
         c.params
+            .written()
             .iter()
             .map(|(k, v)| format!("{k}={v}"))
             .collect::<Vec<_>>()
@@ -384,7 +385,7 @@ pub fn compare(base: &Path, new: &Path, thresholds: &CompareThresholds) -> Resul
 
 /// Reads one run folder for `compare`: anything unreadable is bad input.
 fn read_run(dir: &Path, which: &str) -> Result<(RunMeta, Summary)> {
-    if !dir.join(crate::record::RUN_JSON).is_file() {
+    if !dir.join(crate::folder::RUN_JSON).is_file() {
         return Err(NotComparable(format!(
             "the {which} folder {} is not a kabench run (it has no run.json): give two folders written by `kabench run` or `kabench swarm`",
             dir.display()

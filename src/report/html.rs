@@ -9,8 +9,8 @@ use serde::Serialize;
 
 use super::ReportData;
 use crate::analysis::Summary;
+use crate::folder::SweptKeepAlive;
 use crate::recommend::{Form, GB, Recommendation, display_keep_alive, format_seconds};
-use crate::record::SweepAxis;
 
 const TEMPLATE: &str = include_str!("index.html");
 
@@ -87,15 +87,20 @@ fn opt(v: Option<f64>, digits: usize) -> String {
 pub fn cell_rows(summary: &Summary) -> Vec<CellRow> {
     let mut rows = Vec::new();
     for (c, s) in super::table::rows_in_order(summary) {
-        let params: Vec<String> = c.params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let params: Vec<String> = c
+            .params
+            .written()
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
         rows.push(CellRow {
             cell: c.id.clone(),
             params: params.join(", "),
             stream: s.name.clone(),
             model: s.model.clone(),
             // A predicted policy that is not one value (the keep_alive optimum) shows its name.
-            keep_alive: match (&s.keep_alive, c.params.get(SweepAxis::KeepAlive.as_str())) {
-                (None, Some(policy)) => policy.clone(),
+            keep_alive: match (&s.keep_alive, &c.params.keep_alive) {
+                (None, Some(SweptKeepAlive::Policy(policy))) => policy.clone(),
                 (ka, _) => display_keep_alive(ka.as_ref()),
             },
             requests: s.requests,

@@ -116,7 +116,7 @@ pub fn render(data: &ReportData) -> String {
     }
     md.push_str(&format!(
         "\nTarget: {} {} · Ollama {} · GPU {} · status {:?}\n",
-        escape(&data.meta.target.kind),
+        escape(data.meta.target.kind.as_str()),
         escape(&data.meta.target.url),
         escape(data.meta.ollama_version.as_deref().unwrap_or("unknown")),
         escape(data.meta.gpu.as_deref().unwrap_or("unknown")),

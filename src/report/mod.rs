@@ -6,7 +6,6 @@
 
 pub mod charts;
 pub mod compare;
-pub mod fit;
 pub mod html;
 pub mod markdown;
 pub mod predict_charts;
@@ -19,12 +18,13 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use serde::Serialize;
 
+use crate::analysis::read::RunData;
 use crate::analysis::{self, Summary};
-use crate::recommend::{self, Recommendation};
-use crate::record::{
+use crate::folder::{
     self, CostSettings, RequestRecord, RunMeta, RunStatus, SimHost, SloSettings, SweepAxis,
-    VramSample,
+    TargetKind, VramSample,
 };
+use crate::recommend::{self, Recommendation};
 use crate::units::{cmp_keep_alive, display_keep_alive};
 
 /// File name of the recommendation written beside `summary.json`.
@@ -122,7 +122,7 @@ pub struct ReportData {
     /// Everything a reader should distrust or fix.
     pub warnings: Vec<String>,
     /// "Fits together?": one section per set of several models run together.
-    pub fits: Vec<fit::FitSection>,
+    pub fits: Vec<folder::FitSection>,
     /// Facts worth a line but nothing to fix (a hardware source absent on a simulated run).
     pub notes: Vec<String>,
     /// Relative links to swarm mode's pages (`goose/<cell>/report.html`, or one
@@ -163,48 +163,37 @@ fn goose_reports(dir: &Path, meta: &RunMeta) -> Vec<String> {
 
 /// Renders every output of a run folder from its files alone.
 pub fn render(dir: &Path, opts: &RenderOptions) -> Result<Rendered> {
-    // Rows are read once; rows that do not parse are skipped, each named by its line.
-    let mut warnings = Vec::new();
-    let meta = record::read_meta(dir)?;
-    // A predicted folder keeps the summary the replay wrote (it has no request rows).
-    let predicted = meta.target.kind == record::PREDICTED_TARGET_KIND;
-    let requests = record::read_requests_noting(dir, &mut warnings)?;
-    let samples = record::read_vram_noting(dir, &mut warnings)?;
+    // One reader for every path's folder: rows are read once; rows that do not parse
+    // are skipped, each named by its line.
+    let RunData {
+        meta,
+        requests,
+        samples,
+        summary,
+        kept_summary,
+        notes: mut warnings,
+    } = analysis::read::read_run(dir, opts.cold_threshold)?;
     for w in &warnings {
         tracing::warn!("{}: {w}", dir.display());
     }
-    let summary = if predicted {
-        predicted_summary(dir)?.1
-    } else {
-        let summary = analysis::summarize(&meta, &requests, &samples, opts.cold_threshold);
+    // A summary its writer computed (there are no rows to summarize) is kept as written.
+    if !kept_summary {
         analysis::write_summary(dir, &summary)?;
-        summary
-    };
+    }
     let (cost, slo) = settings(&meta, &mut warnings);
-    let recs = if predicted {
-        recommend::recommend(&settable(&summary), &cost, &slo)
-    } else {
-        recommend::recommend(&summary, &cost, &slo)
-    };
-    record::write_json_atomic(&dir.join(RECOMMENDATION_JSON), &recs)
+    let recs = recommend::recommend(&settable(&summary), &cost, &slo);
+    folder::write_json_atomic(&dir.join(RECOMMENDATION_JSON), &recs)
         .with_context(|| format!("writing the recommendation of {}", dir.display()))?;
 
-    let mut charts = build_charts(&meta, &summary, &recs, &requests, &samples)?;
-    if predicted {
-        // The prediction's own charts, first: cost by keep_alive with T* and the
-        // keep_alive optimum and the pre-load bound, every policy on the frontier, the
-        // gap distributions.
-        let path = dir.join(record::SUMMARY_JSON);
-        let raw: serde_json::Value = serde_json::from_str(
-            &fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?,
-        )
-        .with_context(|| format!("parsing {}", path.display()))?;
-        let mut own = predict_charts::charts(&raw)?;
-        for c in &mut own {
-            c.svg = xml_safe(&c.svg);
-        }
-        own.append(&mut charts);
-        charts = own;
+    // A policy table's own charts come first (cost by keep_alive with T*, the
+    // keep_alive optimum and the pre-load bound, every policy on the frontier, the gap
+    // distributions); then every run's.
+    let mut charts = predict_charts::charts(&summary)?;
+    charts.extend(build_charts(&meta, &summary, &recs, &requests, &samples)?);
+    // Names from the scenario or a server may hold control characters (a NUL in a
+    // stream name) that XML forbids even escaped: the SVG must stay well-formed.
+    for c in &mut charts {
+        c.svg = xml_safe(&c.svg);
     }
     let charts_dir = dir.join(CHARTS_DIR);
     fs::create_dir_all(&charts_dir)
@@ -219,28 +208,32 @@ pub fn render(dir: &Path, opts: &RenderOptions) -> Result<Rendered> {
     }
     for c in &charts {
         let path = charts_dir.join(&c.file);
-        record::write_atomic(&path, c.svg.as_bytes())?;
+        folder::write_atomic(&path, c.svg.as_bytes())?;
     }
 
     warnings.extend(run_warnings(&meta, &summary, &recs));
     let notes = run_notes(&meta);
-    let sim = (meta.target.kind == "sim" || predicted).then(|| sim_note(meta.sim.as_ref()));
-    let headline = if predicted {
-        format!(
+    let sim = meta
+        .target
+        .kind
+        .is_simulated()
+        .then(|| sim_note(meta.sim.as_ref()));
+    let headline = match meta.target.kind {
+        TargetKind::Predict => format!(
             "Predicted: {} replayed through a model of Ollama's scheduler on a simulated {}, not a measurement. {}",
             meta.target.url,
             sim.as_ref().map_or("host", |s| s.gpu.as_str()),
             headline(&recs, None, meta.status)
-        )
-    } else {
-        headline(&recs, sim.as_ref(), meta.status)
+        ),
+        _ => headline(&recs, sim.as_ref(), meta.status),
     };
     let headline = match meta.merged.as_ref().and_then(|m| m.note()) {
         Some(note) => format!("{note} {headline}"),
         None => headline,
     };
     let goose_reports = goose_reports(dir, &meta);
-    let fits = fit::sections(&meta, &samples);
+    // Recorded by the path that wrote the folder, which knows the scheduler's rules.
+    let fits = meta.fits.clone();
     let data = ReportData {
         meta,
         summary,
@@ -255,14 +248,14 @@ pub fn render(dir: &Path, opts: &RenderOptions) -> Result<Rendered> {
         cost_vram_gb_hour: cost.vram_gb_hour,
         cost_ram_gb_hour: cost.ram_gb_hour,
         cost_wait_second: cost.wait_second,
-        slo_ttft_p99_ms: slo.ttft_p99.map(record::ms),
+        slo_ttft_p99_ms: slo.ttft_p99.map(folder::ms),
     };
     let index_html = dir.join(INDEX_HTML);
     // Each through a temporary file and a rename: a full disk or a Ctrl-C leaves the
     // previous file whole, never a partial page.
-    record::write_atomic(&index_html, html::render_index(&data)?.as_bytes())?;
+    folder::write_atomic(&index_html, html::render_index(&data)?.as_bytes())?;
     let summary_md = dir.join(SUMMARY_MD);
-    record::write_atomic(&summary_md, markdown::render(&data).as_bytes())?;
+    folder::write_atomic(&summary_md, markdown::render(&data).as_bytes())?;
     Ok(Rendered {
         index_html,
         summary_md,
@@ -271,27 +264,12 @@ pub fn render(dir: &Path, opts: &RenderOptions) -> Result<Rendered> {
     })
 }
 
-/// A predicted folder (`kabench predict`): its `summary.json` is the prediction
-/// itself (there are no recorded requests to summarize), read as written.
-fn predicted_summary(dir: &Path) -> Result<(RunMeta, Summary)> {
-    let meta = record::read_meta(dir)?;
-    let path = dir.join(record::SUMMARY_JSON);
-    let text = fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    let summary =
-        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
-    Ok((meta, summary))
-}
-
-/// The cells a client can set (a keep_alive value), for the recommendation of a
-/// predicted folder: its other policies (the keep_alive optimum, the pre-load bound)
-/// stay in the table.
+/// The cells a client can set (a keep_alive value, or none swept), for the
+/// recommendation: a predicted policy that is no one value (the keep_alive optimum,
+/// the pre-load bound) stays in the table only.
 fn settable(summary: &Summary) -> Summary {
     let mut out = summary.clone();
-    out.cells.retain(|c| {
-        c.params
-            .get(SweepAxis::KeepAlive.as_str())
-            .is_some_and(|k| crate::units::KeepAlive::parse(k).is_ok())
-    });
+    out.cells.retain(|c| c.params.is_settable());
     out
 }
 
@@ -403,11 +381,6 @@ fn build_charts(
             svg: charts::vram_timeline(cell, &mine, requests)?,
         });
     }
-    // Names from the scenario or a server may hold control characters (a NUL in a
-    // stream name) that XML forbids even escaped: the SVG must stay well-formed.
-    for c in &mut out {
-        c.svg = xml_safe(&c.svg);
-    }
     Ok(out)
 }
 
@@ -425,7 +398,7 @@ pub fn xml_safe(text: &str) -> String {
 
 /// True for a run on the simulator or a prediction: no real hardware was measured.
 fn simulated(meta: &RunMeta) -> bool {
-    meta.target.kind == "sim" || meta.target.kind == record::PREDICTED_TARGET_KIND
+    meta.target.kind.is_simulated()
 }
 
 /// Telemetry sources that could not sample (`telemetry nvml unavailable: …`).

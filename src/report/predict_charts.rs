@@ -1,15 +1,16 @@
-//! The charts of a predicted folder (`kabench predict`), from its `summary.json` as
-//! written: cost against keep_alive (log scale) with each model's break-even time T*
+//! The charts of a summary that carries a policy table (a prediction's; none
+//! without one): cost against keep_alive (log scale) with each model's break-even time T*
 //! and the costs of the keep_alive optimum and of the pre-load bound (a clairvoyant
 //! client pre-warming just in time); every policy on the cold-ratio-versus-idle-memory
 //! plane; each model's gap distribution with T* marked. SVG text, as `charts`.
 
 use anyhow::Result;
 use plotters::prelude::*;
-use serde_json::Value;
 
 use super::Chart;
 use super::charts::{HEIGHT, WIDTH, tick};
+use crate::analysis::Summary;
+use crate::folder::prediction::PolicyKind;
 
 const FONT: &str = "sans-serif";
 const BLUE: RGBColor = RGBColor(31, 119, 180);
@@ -63,38 +64,36 @@ pub struct PolicyPoint {
     pub idle_gb_h: f64,
 }
 
-/// The policies of a predicted summary.
-pub fn points(summary: &Value) -> Vec<PolicyPoint> {
-    let cells = summary["cells"].as_array().cloned().unwrap_or_default();
-    cells
+/// The policies of a summary's policy table, in cell order.
+pub fn points(summary: &Summary) -> Vec<PolicyPoint> {
+    summary
+        .cells
         .iter()
         .filter_map(|c| {
-            let name = c["params"]["keep_alive"].as_str()?.to_string();
-            let policy = &c["policy"];
-            let cost = policy["cost"]["total"].as_f64()?;
-            let (mut req, mut cold) = (0.0, 0.0);
-            for s in c["streams"].as_array().into_iter().flatten() {
-                req += s["requests"].as_f64().unwrap_or(0.0);
-                cold += s["cold"].as_f64().unwrap_or(0.0);
-            }
-            let keep_alive_s = (policy["kind"] == "fixed").then(|| {
-                crate::units::KeepAlive::parse(&name)
-                    .map(|k| k.seconds_or_infinity())
-                    .unwrap_or(f64::NAN)
+            let policy = c.policy.as_ref()?;
+            let name = c.params.keep_alive.as_ref()?.written().to_string();
+            let req: u64 = c.streams.iter().map(|s| s.requests).sum();
+            let cold: u64 = c.streams.iter().map(|s| s.cold).sum();
+            let keep_alive_s = (policy.kind == PolicyKind::Fixed).then(|| {
+                c.params
+                    .keep_alive
+                    .as_ref()
+                    .and_then(|k| k.value())
+                    .map_or(f64::NAN, |k| k.seconds_or_infinity())
             });
-            // Folders of older versions called the pre-load bound `offline_optimum`.
-            let kind = match policy["kind"].as_str().unwrap_or("") {
-                "offline_optimum" => "pre_load_bound",
-                k => k,
-            }
-            .to_string();
             Some(PolicyPoint {
                 name,
-                kind,
+                // Folders of older versions called the pre-load bound
+                // `offline_optimum`: it reads as `pre_load_bound`.
+                kind: policy.kind.as_str().to_string(),
                 keep_alive_s,
-                cost,
-                cold_pct: if req > 0.0 { cold * 100.0 / req } else { 0.0 },
-                idle_gb_h: c["vram"]["idle_gb_seconds"].as_f64().unwrap_or(0.0) / 3600.0,
+                cost: policy.cost.total,
+                cold_pct: if req > 0 {
+                    cold as f64 * 100.0 / req as f64
+                } else {
+                    0.0
+                },
+                idle_gb_h: c.vram.as_ref().map_or(0.0, |v| v.idle_gb_seconds) / 3600.0,
             })
         })
         .collect()
@@ -386,18 +385,16 @@ pub fn gap_distribution(
     Ok(svg)
 }
 
-/// The predicted folder's charts, from its `summary.json` as written.
-pub fn charts(summary: &Value) -> Result<Vec<Chart>> {
+/// The policy table's charts, first in the report; none without a policy table.
+pub fn charts(summary: &Summary) -> Result<Vec<Chart>> {
+    if !summary.has_policies() {
+        return Ok(Vec::new());
+    }
     let pts = points(summary);
-    let gaps = summary["gaps"].as_array().cloned().unwrap_or_default();
-    let t_stars: Vec<(String, f64)> = gaps
+    let t_stars: Vec<(String, f64)> = summary
+        .gaps
         .iter()
-        .filter_map(|g| {
-            Some((
-                g["model"].as_str()?.to_string(),
-                g["break_even_s"].as_f64()?,
-            ))
-        })
+        .filter_map(|g| Some((g.model.clone(), g.break_even_s?)))
         .collect();
     let mut out = vec![
         Chart {
@@ -411,21 +408,19 @@ pub fn charts(summary: &Value) -> Result<Vec<Chart>> {
             svg: policy_frontier(&pts)?,
         },
     ];
-    for (i, g) in gaps.iter().enumerate() {
-        let model = g["model"].as_str().unwrap_or("model");
-        let bins: Vec<(f64, f64, f64)> = g["bins"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|b| Some((b[0].as_f64()?, b[1].as_f64()?, b[2].as_f64()?)))
+    for (i, g) in summary.gaps.iter().enumerate() {
+        let bins: Vec<(f64, f64, f64)> = g
+            .bins
+            .iter()
+            .map(|&(lower, upper, n)| (lower, upper, n as f64))
             .collect();
         if bins.is_empty() {
             continue;
         }
         out.push(Chart {
-            title: format!("Gap distribution of {model}, T* marked"),
+            title: format!("Gap distribution of {}, T* marked", g.model),
             file: format!("predict-gaps-{i}.svg"),
-            svg: gap_distribution(model, &bins, g["break_even_s"].as_f64())?,
+            svg: gap_distribution(&g.model, &bins, g.break_even_s)?,
         });
     }
     Ok(out)

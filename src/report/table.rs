@@ -6,21 +6,17 @@
 use std::fmt::Write;
 
 use crate::analysis::{CellSummary, StreamSummary, Summary};
-use crate::record::SweepAxis;
 use crate::units::cmp_keep_alive;
+use std::collections::BTreeMap;
 
 /// The rows of every table of a run (this one, `summary.md`'s, `index.html`'s), one per
 /// cell and stream: cells of the same other swept values (rate, quant, model) together in
 /// run order, and within them keep_alive in the one ordering (`units::cmp_keep_alive`).
 pub fn rows_in_order(summary: &Summary) -> Vec<(&CellSummary, &StreamSummary)> {
-    let mut groups: Vec<Vec<(&String, &String)>> = Vec::new();
+    let mut groups: Vec<BTreeMap<String, String>> = Vec::new();
     let mut rows: Vec<(usize, &CellSummary, &StreamSummary)> = Vec::new();
     for cell in &summary.cells {
-        let others: Vec<(&String, &String)> = cell
-            .params
-            .iter()
-            .filter(|(k, _)| SweepAxis::parse(k) != Some(SweepAxis::KeepAlive))
-            .collect();
+        let others = cell.params.fixed();
         let group = match groups.iter().position(|g| *g == others) {
             Some(i) => i,
             None => {

@@ -9,7 +9,7 @@ fn sim_note_reads_the_recorded_host() {
         gpu: "1 × 24GiB GPU".into(),
         gpus: 1,
         vram_bytes: 24 << 30,
-        models: vec![crate::record::SimModel {
+        models: vec![crate::folder::SimModel {
             model: "m".into(),
             file_bytes: 5,
             source: "https://example.com/m".into(),
@@ -158,7 +158,7 @@ fn an_absent_nvml_is_a_note_on_a_simulated_run_and_a_warning_on_a_real_one() {
     meta.telemetry
         .insert("nvml".into(), "unavailable: no NVIDIA driver".into());
     let summary = scrambled(&["0"]);
-    meta.target.kind = "sim".into();
+    meta.target.kind = TargetKind::Sim;
     assert!(
         run_warnings(&meta, &summary, &[])
             .iter()
@@ -168,7 +168,7 @@ fn an_absent_nvml_is_a_note_on_a_simulated_run_and_a_warning_on_a_real_one() {
         run_notes(&meta),
         ["telemetry nvml unavailable: no NVIDIA driver"]
     );
-    meta.target.kind = "ollama".into();
+    meta.target.kind = TargetKind::Ollama;
     assert!(
         run_warnings(&meta, &summary, &[])
             .iter()
@@ -200,87 +200,4 @@ fn different_picks_per_workload_go_per_request() {
     );
     assert!(two.contains("one per server"), "{two}");
     assert!(two.contains("(5m covers them all)"), "{two}");
-}
-
-fn stream(model: &str, num_ctx: u32) -> crate::record::StreamMeta {
-    crate::record::StreamMeta {
-        name: model.into(),
-        model: model.into(),
-        num_ctx: Some(num_ctx),
-        ..Default::default()
-    }
-}
-
-fn ps_sample(t: f64, model: &str, size: u64) -> VramSample {
-    VramSample {
-        t_ms: t,
-        source: "ollama_ps".into(),
-        model: model.into(),
-        used_bytes: 0,
-        total_bytes: Some(size),
-        ..Default::default()
-    }
-}
-
-#[test]
-fn fits_together_on_a_live_cpu_host_uses_the_api_ps_sizes_and_the_default_cap_e5() {
-    // A live run of four models on a CPU-only server (every size_vram 0): no VRAM test
-    // (E2), the default cap of 3 (E5) evicts the fourth.
-    let mut meta = RunMeta::default();
-    meta.cells.push(crate::record::CellMeta {
-        id: "c01".into(),
-        streams: ["a", "b", "c", "d"]
-            .iter()
-            .map(|m| stream(m, 2048))
-            .collect(),
-        ..Default::default()
-    });
-    meta.cells.push(crate::record::CellMeta {
-        id: "c02".into(),
-        streams: vec![stream("a", 2048)],
-        ..Default::default()
-    });
-    let samples: Vec<VramSample> = ["a:latest", "b:latest", "c:latest", "d:latest"]
-        .iter()
-        .enumerate()
-        .map(|(i, m)| ps_sample(i as f64, m, 100 << 20))
-        .collect();
-    let s = fit::sections(&meta, &samples);
-    assert_eq!(s.len(), 1, "one cell runs several models");
-    assert_eq!(s[0].cells, "c01");
-    assert!(s[0].host.starts_with("a CPU-only host"), "{}", s[0].host);
-    assert!(s[0].verdict.starts_with("no:"), "{}", s[0].verdict);
-    assert!(
-        s[0].steps[3].contains("3 loaded = the cap"),
-        "{:?}",
-        s[0].steps
-    );
-    assert_eq!(s[0].models[0].size, "100.0 MiB");
-    assert_eq!(
-        s[0].observed.as_deref(),
-        Some("/api/ps listed at most 1 of the 4 together during the run")
-    );
-    assert_eq!(
-        s[0].would_fit,
-        [
-            "a and b and c together",
-            "all of them with OLLAMA_MAX_LOADED_MODELS=4"
-        ]
-    );
-}
-
-#[test]
-fn fits_together_on_a_gpu_run_without_a_memory_total_is_not_judged() {
-    // /api/ps shows GPU memory, but neither run.json nor nvml says how much there was.
-    let mut meta = RunMeta::default();
-    meta.cells.push(crate::record::CellMeta {
-        id: "c01".into(),
-        streams: vec![stream("a", 4096), stream("b", 4096)],
-        ..Default::default()
-    });
-    let mut samples = vec![ps_sample(0.0, "a", 5 << 30), ps_sample(0.0, "b", 5 << 30)];
-    for s in &mut samples {
-        s.used_bytes = 5 << 30;
-    }
-    assert!(fit::sections(&meta, &samples).is_empty());
 }

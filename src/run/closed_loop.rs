@@ -22,11 +22,11 @@ use goose::goose::{
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::folder::{self, RequestRecord};
 use crate::ollama::api;
 use crate::ollama::error::from_reqwest;
 use crate::ollama::stream::{self, Exchange};
 use crate::ollama::{ClientError, OllamaClient};
-use crate::record::{self, RequestRecord};
 use crate::run::request::{self, RowGuard};
 use crate::run::residency::{self, Residency};
 use crate::run::{
@@ -221,7 +221,7 @@ impl CellDriver for Users<'_> {
 
 /// `run.json` of a swarm: the open-loop runner's, with closed-loop streams (no arrival
 /// rate, no planned count: users decide how many requests go out).
-fn closed_loop_meta(meta: &mut crate::record::RunMeta) {
+fn closed_loop_meta(meta: &mut crate::folder::RunMeta) {
     for stream in meta.cells.iter_mut().flat_map(|c| c.streams.iter_mut()) {
         stream.arrival = "closed_loop".into();
         stream.rate_per_s = None;
@@ -401,7 +401,7 @@ async fn one_request(user: &mut GooseUser, ctx: &StreamContext) -> TransactionRe
         return Ok(());
     };
     let mut row = row;
-    row.intended_ms = record::ms(ex.sent_at.saturating_duration_since(ctx.epoch));
+    row.intended_ms = folder::ms(ex.sent_at.saturating_duration_since(ctx.epoch));
     let row = request::fill_row(row, resident, &ex, ex.sent_at, ctx.epoch, ctx.threshold);
     let ok = ex.error.is_none();
     let detail = ex.error.as_ref().map(|e| e.to_string());

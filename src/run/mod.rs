@@ -25,8 +25,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::engine::sim::SimHandle;
+use crate::folder::{RunMeta, RunStatus};
 use crate::ollama::{ClientError, OllamaClient};
-use crate::record::{RunMeta, RunStatus};
 use crate::scenario::{Cell, Plan, Scenario};
 
 pub use recorder::Recorder;

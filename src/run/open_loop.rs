@@ -21,8 +21,8 @@ use anyhow::Result;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
+use crate::folder::{self, RequestRecord, ShardMeta};
 use crate::ollama::{self, ClientError, Exchange, OllamaClient};
-use crate::record::{self, RequestRecord, ShardMeta};
 use crate::run::pacer::Pacer;
 use crate::run::recorder;
 use crate::run::request::{
@@ -152,7 +152,7 @@ impl RunnerConfig {
 /// Longest tail a cell waits after its last request for the target to release the
 /// model on its own (so release delay and idle VRAM are observed); beyond it, the
 /// next cell unloads everything.
-pub const RELEASE_WAIT_CAP: Duration = record::horizon::KEEP_ALIVE_CAP;
+pub const RELEASE_WAIT_CAP: Duration = folder::horizon::KEEP_ALIVE_CAP;
 
 /// Runs a whole scenario. Progress goes to `progress`; Ctrl-C arrives through `cancel`.
 pub async fn run(
@@ -211,7 +211,7 @@ async fn run_against(
             .to_string(),
         start_at: shard::format_time(t.start_at),
         clock_offset_ms: None,
-        cell_starts_ms: t.offsets.iter().map(|o| record::ms(*o)).collect(),
+        cell_starts_ms: t.offsets.iter().map(|o| folder::ms(*o)).collect(),
         histograms: None,
     });
     let (clients, mut rec) = begin
@@ -259,7 +259,7 @@ struct OpenLoop<'a> {
     clients: &'a [OllamaClient],
     config: RunnerConfig,
     tail: Duration,
-    /// The idle horizon's tail after the cell's last global send (`record::horizon`):
+    /// The idle horizon's tail after the cell's last global send (`folder::horizon`):
     /// the cell is watched at least that long unless every model is released.
     horizon_tail: Duration,
     settle: Duration,
@@ -363,7 +363,7 @@ pub async fn prewarm(
 /// How long each cell is watched at least after its last request ends: the longest
 /// finite keep_alive of the plan (capped at `RELEASE_WAIT_CAP`) plus a second, so the
 /// release delay is observed. The watch also runs to the end of the cell's idle horizon
-/// (`record::horizon`), over which every cell's memory is counted; a model released
+/// (`folder::horizon`), over which every cell's memory is counted; a model released
 /// before it ends the watch early (nothing more accrues).
 pub fn release_tail(plan: &Plan) -> Duration {
     let longest = plan
@@ -460,7 +460,7 @@ async fn run_sends(
     cancel: CancellationToken,
 ) -> Result<CellTiming> {
     let start = start.unwrap_or_else(Instant::now);
-    let started_ms = record::ms(start - epoch);
+    let started_ms = folder::ms(start - epoch);
     // Fired once the grace after a cancel is over: requests still in flight end with
     // what they measured so far.
     let stop = CancellationToken::new();
@@ -530,7 +530,7 @@ async fn run_sends(
     }
     Ok(CellTiming {
         started_ms,
-        ended_ms: record::ms(Instant::now() - epoch),
+        ended_ms: folder::ms(Instant::now() - epoch),
     })
 }
 
@@ -582,13 +582,13 @@ impl Launcher {
         let epoch = self.epoch;
         let stream = &self.streams[send.stream];
         let mut row = request::new_row(&self.cell_id, send.seq, stream);
-        row.intended_ms = record::ms(due - epoch);
+        row.intended_ms = folder::ms(due - epoch);
         let host = send.target.min(self.clients.len() - 1);
         if self.clients.len() > 1 {
             row.target = self.clients[host].base_url().to_string();
         }
         let Ok(permit) = self.permits.clone().try_acquire_owned() else {
-            row.end_ms = record::ms(Instant::now() - epoch);
+            row.end_ms = folder::ms(Instant::now() - epoch);
             row.error = "saturated".into();
             row.error_detail = self.saturated.clone();
             let _ = self.rows.send(row);

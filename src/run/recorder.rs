@@ -13,11 +13,13 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::ollama::OllamaClient;
-use crate::record::histograms;
-use crate::record::{
-    self, CellMeta, RequestRecord, RunMeta, RunStatus, RunWriter, StreamMeta, TargetMeta,
+use crate::folder::histograms;
+use crate::folder::{
+    self, CellMeta, RequestRecord, RunFolder, RunHeader, RunMeta, RunStatus, StreamMeta,
+    TargetKind, TargetMeta,
 };
+use crate::ollama::OllamaClient;
+use crate::plan;
 
 use crate::engine::sim::SimHandle;
 use crate::run::request::planned_requests;
@@ -32,7 +34,7 @@ pub struct Recorder {
     /// The run folder.
     pub dir: PathBuf,
     /// `run.json` and the folder's files.
-    pub writer: RunWriter,
+    pub writer: RunFolder,
     /// Time zero of every row and sample.
     pub epoch: Instant,
     /// Where request rows go (appended and flushed in order of arrival).
@@ -86,8 +88,8 @@ impl Recorder {
         progress: &mpsc::UnboundedSender<ProgressEvent>,
         cancel: &CancellationToken,
     ) -> Result<Recorder> {
-        let writer = RunWriter::create(&dir, &scenario.source, meta)?;
-        record::reserve_space(&dir);
+        let writer = RunFolder::create(&dir, &scenario.source, meta)?;
+        folder::reserve_space(&dir);
         let fault = WriteFault {
             first: Default::default(),
             stop_run: cancel.clone(),
@@ -114,14 +116,14 @@ impl Recorder {
             );
             tokio::spawn(async move {
                 tokio::select! {
-                    why = failed => fault.fail(record::VRAM_CSV, &why),
+                    why = failed => fault.fail(folder::VRAM_CSV, &why),
                     _ = done.cancelled() => {}
                 }
             });
         }
         let (rows, rows_rx) = mpsc::unbounded_channel::<RequestRecord>();
         let rows_task = tokio::spawn(write_rows(
-            record::append_to::<RequestRecord>(&dir.join(record::REQUESTS_CSV))?,
+            folder::append_to::<RequestRecord>(&dir.join(folder::REQUESTS_CSV))?,
             rows_rx,
             progress.clone(),
             fault.clone(),
@@ -156,13 +158,13 @@ impl Recorder {
 
     /// Milliseconds since the epoch.
     pub fn now_ms(&self) -> f64 {
-        record::ms(self.epoch.elapsed())
+        folder::ms(self.epoch.elapsed())
     }
 
     /// Rewrites `run.json`; when it cannot be written the run stops (see `close`).
     pub fn save_meta(&mut self) {
         if let Err(e) = self.writer.write_meta() {
-            self.fault.fail(record::RUN_JSON, &format!("{e:#}"));
+            self.fault.fail(folder::RUN_JSON, &format!("{e:#}"));
         }
     }
 
@@ -200,7 +202,7 @@ impl Recorder {
                 let report = handle.stop().await;
                 meta.telemetry.extend(report.sources);
                 if let Some(e) = report.write_error {
-                    fault.fail(record::VRAM_CSV, &e);
+                    fault.fail(folder::VRAM_CSV, &e);
                     meta.warnings.push(format!("vram.csv: {e}"));
                 }
                 if meta.gpu.is_none() {
@@ -219,9 +221,15 @@ impl Recorder {
             sim.expirations = Some(stats.expirations);
             sim.loads_per_cell = sim_loads;
         }
+        // "Fits together?" on the sets of models the cells ran, from the memory the
+        // run sampled: the report reads it from run.json.
+        match folder::read_vram(&dir) {
+            Ok(samples) => meta.fits = plan::fits::sections(meta, &samples),
+            Err(e) => meta.warnings.push(format!("vram.csv: {e:#}")),
+        }
         // A shard leaves its latency histograms, to be added (never averaged) by merge.
         if meta.shard.is_some() {
-            match record::read_requests(&dir)
+            match folder::read_requests(&dir)
                 .and_then(|rows| histograms::write(&dir, &histograms::from_rows(&rows)))
             {
                 Ok(()) => {
@@ -242,9 +250,9 @@ impl Recorder {
         }
         meta.status = status;
         meta.failure = failure;
-        meta.ended_at = Some(record::utc_now_rfc3339());
+        meta.ended_at = Some(folder::utc_now_rfc3339());
         // The space set aside at the start lets this last write succeed on a full disk.
-        record::release_space(&dir);
+        folder::release_space(&dir);
         writer
             .write_meta()
             .with_context(|| format!("recording that the run ended {status:?} in run.json"))?;
@@ -259,7 +267,7 @@ impl Recorder {
 
 /// Appends every row as it arrives and reports progress; returns (rows, errors).
 async fn write_rows(
-    mut csv: record::CsvAppender<RequestRecord>,
+    mut csv: folder::CsvAppender<RequestRecord>,
     mut rows: mpsc::UnboundedReceiver<RequestRecord>,
     progress: mpsc::UnboundedSender<ProgressEvent>,
     fault: WriteFault,
@@ -303,7 +311,7 @@ async fn write_rows(
     }
     if let Some(e) = failed.or_else(|| csv.flush().err()) {
         // Warned at once; the run stops and the rows still in flight are dropped.
-        fault.fail(record::REQUESTS_CSV, &format!("{e:#}"));
+        fault.fail(folder::REQUESTS_CSV, &format!("{e:#}"));
         while rows.recv().await.is_some() {}
     }
     Ok((n, errors))
@@ -345,7 +353,7 @@ fn telemetry_config(
 pub fn initial_meta(
     scenario: &Scenario,
     plan: &Plan,
-    kind: &str,
+    kind: TargetKind,
     url: &str,
     version: &str,
     sim_handle: Option<&SimHandle>,
@@ -363,7 +371,7 @@ pub fn initial_meta(
                     name: s.name.clone(),
                     model: s.model.clone(),
                     keep_alive: s.keep_alive.clone(),
-                    api: s.api.as_str().to_string(),
+                    api: s.api,
                     arrival: s.arrival.kind().to_string(),
                     rate_per_s: s.arrival.rate().map(|r| r.value()),
                     num_ctx: Some(s.num_ctx),
@@ -383,44 +391,34 @@ pub fn initial_meta(
     let mut telemetry = std::collections::BTreeMap::new();
     telemetry.insert(
         "release_tolerance_ms".to_string(),
-        format!("{}", record::ms(scenario.telemetry.release_tolerance)),
+        format!("{}", folder::ms(scenario.telemetry.release_tolerance)),
     );
-    RunMeta {
-        tool: "kabench".into(),
-        tool_version: env!("CARGO_PKG_VERSION").into(),
+    let mut meta = RunMeta::new(RunHeader {
         scenario: scenario.name.clone(),
         scenario_file: scenario.path.display().to_string(),
         scenario_sha256: format!("{:x}", Sha256::digest(scenario.source.as_bytes())),
         seed: scenario.seed,
         target: TargetMeta {
-            kind: kind.into(),
+            kind,
             url: url.into(),
             urls: Vec::new(),
         },
         ollama_version: Some(version.to_string()),
-        sim: sim_handle.map(|h| h.state.describe(&plan_models(plan))),
-        gpu: None,
-        started_at: record::utc_now_rfc3339(),
-        ended_at: None,
-        status: RunStatus::Running,
-        failure: None,
-        cold_threshold_ms: record::ms(scenario.run.cold_threshold),
-        cells,
-        telemetry,
-        warnings: Vec::new(),
-        cost: Some(scenario.cost.clone()),
-        slo: Some(scenario.slo.clone()),
-        goose_reports: Vec::new(),
-        shard: None,
-        merged: None,
-        idle_horizon: Some(idle_horizon(plan)),
-    }
+        cold_threshold_ms: folder::ms(scenario.run.cold_threshold),
+        cost: scenario.cost.clone(),
+        slo: scenario.slo.clone(),
+    });
+    meta.sim = sim_handle.map(|h| h.state.describe(&plan_models(plan)));
+    meta.cells = cells;
+    meta.telemetry = telemetry;
+    meta.idle_horizon = Some(idle_horizon(plan));
+    meta
 }
 
 /// The idle-memory horizon of a plan: one tail after every cell's last send, from the
-/// longest finite keep_alive its streams send (`record::horizon`).
-pub fn idle_horizon(plan: &Plan) -> record::IdleHorizon {
-    record::IdleHorizon::of_keep_alives(
+/// longest finite keep_alive its streams send (`folder::horizon`).
+pub fn idle_horizon(plan: &Plan) -> folder::IdleHorizon {
+    folder::IdleHorizon::of_keep_alives(
         plan.cells
             .iter()
             .flat_map(|c| c.streams.iter())

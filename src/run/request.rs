@@ -10,9 +10,9 @@ use anyhow::Result;
 use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 
+use crate::folder::{self, RequestRecord, classify_cold};
 use crate::ollama::Exchange;
 use crate::ollama::api::{self, ChatRequest, EmbedRequest, GenerateRequest, Message};
-use crate::record::{self, RequestRecord, classify_cold};
 use crate::scenario::{Api, Cell, CellStream, Prompt, ShardBy};
 use crate::shard::{self, Shard};
 use crate::workload::{self, Limit};
@@ -137,7 +137,7 @@ impl RowGuard {
 impl Drop for RowGuard {
     fn drop(&mut self) {
         if let Some(mut row) = self.row.take() {
-            row.end_ms = record::ms(Instant::now() - self.epoch);
+            row.end_ms = folder::ms(Instant::now() - self.epoch);
             row.error = "cancelled".into();
             row.error_detail = "interrupted before the response ended".into();
             let _ = self.rows.send(row);
@@ -242,8 +242,8 @@ pub fn fill_row(
     epoch: Instant,
     threshold: Duration,
 ) -> RequestRecord {
-    let at = |t: Instant| record::ms(t.saturating_duration_since(epoch));
-    let since_intended = |t: Instant| record::ms(t.saturating_duration_since(intended));
+    let at = |t: Instant| folder::ms(t.saturating_duration_since(epoch));
+    let since_intended = |t: Instant| folder::ms(t.saturating_duration_since(intended));
     row.sent_ms = Some(at(ex.sent_at));
     row.first_byte_ms = ex.first_byte_at.map(at);
     row.first_token_ms = ex.first_token_at.map(at);
@@ -277,7 +277,7 @@ pub fn fill_row(
                 && tokens > 1
             {
                 row.itl_ms =
-                    Some(record::ms(ex.end_at.saturating_duration_since(ft)) / (tokens - 1) as f64);
+                    Some(folder::ms(ex.end_at.saturating_duration_since(ft)) / (tokens - 1) as f64);
             }
         }
     }

@@ -10,6 +10,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::engine::sim::{self, SimHandle};
+use crate::folder::TargetKind;
 use crate::ollama::{ClientError, OllamaClient};
 use crate::run::ProgressEvent;
 use crate::scenario::{Plan, Scenario, TargetSpec};
@@ -120,10 +121,10 @@ pub async fn connect(
     sim_handle: Option<&SimHandle>,
     timeout: Duration,
     cancel: &CancellationToken,
-) -> Result<(&'static str, OllamaClient, String)> {
+) -> Result<(TargetKind, OllamaClient, String)> {
     let (kind, url) = match (target, sim_handle) {
-        (Target::Sim, Some(h)) => ("sim", h.base_url()),
-        (Target::Ollama(u), _) => ("ollama", u.clone()),
+        (Target::Sim, Some(h)) => (TargetKind::Sim, h.base_url()),
+        (Target::Ollama(u), _) => (TargetKind::Ollama, u.clone()),
         (Target::Fleet(_), _) => anyhow::bail!(
             "this command takes one target; give --target once (a fleet of hosts is for `kabench run`)"
         ),
@@ -140,7 +141,7 @@ pub async fn connect_all(
     sim_handle: Option<&SimHandle>,
     timeout: Duration,
     cancel: &CancellationToken,
-) -> Result<(&'static str, Vec<OllamaClient>, String)> {
+) -> Result<(TargetKind, Vec<OllamaClient>, String)> {
     let Target::Fleet(urls) = target else {
         let (kind, client, version) = connect(target, sim_handle, timeout, cancel).await?;
         return Ok((kind, vec![client], version));
@@ -148,21 +149,21 @@ pub async fn connect_all(
     let mut clients = Vec::new();
     let mut versions: Vec<String> = Vec::new();
     for url in urls {
-        let (_, client, version) = connect_url("ollama", url, timeout, cancel).await?;
+        let (_, client, version) = connect_url(TargetKind::Ollama, url, timeout, cancel).await?;
         clients.push(client);
         if !versions.contains(&version) {
             versions.push(version);
         }
     }
-    Ok(("ollama", clients, versions.join(", ")))
+    Ok((TargetKind::Ollama, clients, versions.join(", ")))
 }
 
 async fn connect_url(
-    kind: &'static str,
+    kind: TargetKind,
     url: &str,
     timeout: Duration,
     cancel: &CancellationToken,
-) -> Result<(&'static str, OllamaClient, String)> {
+) -> Result<(TargetKind, OllamaClient, String)> {
     let url = url.to_string();
     let client = OllamaClient::new(&url).with_context(|| format!("bad target address {url:?}"))?;
     let version = client.version_until(timeout, cancel).await.map_err(|e| match e {

@@ -132,27 +132,9 @@ pub struct StreamSpec {
     pub think: Option<bool>,
 }
 
-/// Which endpoint a stream calls.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Api {
-    /// `/api/generate`.
-    Generate,
-    /// `/api/chat`.
-    Chat,
-    /// `/api/embed`.
-    Embed,
-}
-
-impl Api {
-    /// The name as written in scenarios.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Api::Generate => "generate",
-            Api::Chat => "chat",
-            Api::Embed => "embed",
-        }
-    }
-}
+/// Which endpoint a stream calls: the run folder's type, so `run.json` records it as
+/// the scenario wrote it.
+pub use crate::folder::Api;
 
 /// What a request asks.
 #[derive(Debug, Clone, PartialEq)]
@@ -311,7 +293,7 @@ pub struct Sweep {
 }
 
 /// Telemetry sources that `[telemetry] sources` accepts (`record` keeps the list).
-pub use crate::record::TELEMETRY_SOURCES;
+pub use crate::folder::TELEMETRY_SOURCES;
 
 /// `[telemetry]`: memory sampling.
 #[derive(Debug, Clone, PartialEq)]
@@ -335,7 +317,7 @@ pub struct TelemetrySettings {
     pub release_tolerance: Duration,
 }
 
-pub use crate::record::{CostSettings, DEFAULT_RAM_GB_HOUR, DEFAULT_VRAM_GB_HOUR, SloSettings};
+pub use crate::folder::{CostSettings, DEFAULT_RAM_GB_HOUR, DEFAULT_VRAM_GB_HOUR, SloSettings};
 
 /// `[swarm]`: closed-loop users (`kabench swarm`).
 #[derive(Debug, Clone, PartialEq)]

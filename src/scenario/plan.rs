@@ -2,11 +2,10 @@
 //! product of the non-empty axes, each stream with the axis values applied and its own
 //! derived seed. Knows nothing of how cells are run.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::{Api, Arrival, Prompt, Scenario};
-use crate::record::SweepAxis;
+use crate::folder::{CellParams, SweepAxis, SweptKeepAlive};
 use crate::rng::splitmix64 as mix;
 use crate::units::{KeepAlive, Rate};
 
@@ -25,9 +24,9 @@ pub struct Cell {
     /// Short, file-name safe id: `c<index+1>` then one `-<axis>_<value>` per swept axis,
     /// e.g. `c03-ka_2s-rate_0.2ps-quant_q8_0`.
     pub id: String,
-    /// Every swept axis (`keep_alive`, `rate`, `quant`, `model`) → its value exactly as
+    /// Every swept axis (`keep_alive`, `rate`, `quant`, `model`), typed, each as
     /// written in the scenario; empty when nothing is swept.
-    pub params: BTreeMap<String, String>,
+    pub params: CellParams,
     /// The streams with this cell's values applied.
     pub streams: Vec<CellStream>,
 }
@@ -147,7 +146,7 @@ fn cell(
     coords: &[usize],
 ) -> Cell {
     let mut id = format!("c{:0width$}", index + 1);
-    let mut params = BTreeMap::new();
+    let mut params = CellParams::default();
     // Position on the axes that change what is sent, keep_alive excluded (see `seed`).
     let mut arrival_key: u64 = 0;
     for (value, &coord) in values.iter().zip(coords) {
@@ -155,10 +154,12 @@ fn cell(
         id.push_str(value.axis().short());
         id.push('_');
         id.push_str(&file_safe(value.written()));
-        params.insert(
-            value.axis().as_str().to_string(),
-            value.written().to_string(),
-        );
+        match value {
+            AxisValue::KeepAlive(k) => params.keep_alive = Some(SweptKeepAlive::Value(k.clone())),
+            AxisValue::Rate(r) => params.rate = Some(r.clone()),
+            AxisValue::Quant(q) => params.quant = Some(q.clone()),
+            AxisValue::Model(m) => params.model = Some(m.clone()),
+        }
         if !matches!(value, AxisValue::KeepAlive(_)) {
             arrival_key = mix(arrival_key ^ (coord as u64 + 1));
         }

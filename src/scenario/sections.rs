@@ -11,7 +11,7 @@ use super::{
     CostSettings, DEFAULT_RAM_GB_HOUR, DEFAULT_VRAM_GB_HOUR, RunSettings, ScenarioError, ShardBy,
     SloSettings, SwarmSettings, TELEMETRY_SOURCES, TargetSpec, TelemetrySettings, ThinkTime,
 };
-use crate::record::DEFAULT_TELEMETRY_SOURCES;
+use crate::folder::DEFAULT_TELEMETRY_SOURCES;
 use crate::scenario::engine_settings::SimSettings;
 use crate::units::{self, KeepAlive, Rate};
 
@@ -259,7 +259,7 @@ pub(super) fn run(r: &RawRun, loc: &Locator<'_>) -> Result<RunSettings> {
         cold_threshold: opt_duration(
             &r.cold_threshold,
             "run.cold_threshold",
-            crate::record::DEFAULT_COLD_THRESHOLD,
+            crate::folder::DEFAULT_COLD_THRESHOLD,
             loc,
         )?,
         unload_timeout: opt_duration(

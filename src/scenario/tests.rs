@@ -167,9 +167,9 @@ fn the_sweep_expands_to_the_cartesian_product() {
     // quant #1 (of 3) is cell 1×6 + 0×3 + 1 = 7.
     let c = &plan.cells[7];
     assert_eq!(c.id, "c08-ka_2s-rate_0.2ps-quant_q8_0");
-    assert_eq!(c.params["keep_alive"], "2s");
-    assert_eq!(c.params["rate"], "0.2/s");
-    assert_eq!(c.params["quant"], "q8_0");
+    assert_eq!(&c.params["keep_alive"], "2s");
+    assert_eq!(&c.params["rate"], "0.2/s");
+    assert_eq!(&c.params["quant"], "q8_0");
     assert_eq!(c.streams[0].model, "qwen2.5:7b-instruct-q8_0");
     assert_eq!(c.streams[1].model, "llava:7b-q8_0");
     assert_eq!(c.streams[0].keep_alive.as_ref().unwrap().written(), "2s");
@@ -182,8 +182,8 @@ fn the_sweep_expands_to_the_cartesian_product() {
     assert_eq!(c.streams[0].warmup, 1);
     let last = plan.cells.last().unwrap();
     assert_eq!(last.id, "c24-ka_-1-rate_2ps-quant_fp16");
-    assert_eq!(last.params["keep_alive"], "-1");
-    assert_eq!(plan.cells[12].params["keep_alive"], "30");
+    assert_eq!(&last.params["keep_alive"], "-1");
+    assert_eq!(&plan.cells[12].params["keep_alive"], "30");
     assert_eq!(
         plan.cells[12].streams[0]
             .keep_alive
@@ -240,7 +240,7 @@ fn the_model_axis_replaces_every_model_and_may_carry_quant() {
         "llama3.1:8b-instruct-q4_K_M"
     );
     assert_eq!(plan.cells[1].streams[0].model, "mistral:7b");
-    assert_eq!(plan.cells[1].params["model"], "mistral:7b");
+    assert_eq!(&plan.cells[1].params["model"], "mistral:7b");
     assert_eq!(plan.cells[1].id, "c02-quant_q4_K_M-model_mistral_7b");
     assert_eq!(
         plan.cells[0].streams[0].duration,

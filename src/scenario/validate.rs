@@ -55,13 +55,13 @@ pub(crate) fn validate(
     if let Some(dir) = &sim.calibrate {
         // A run folder, relative to the scenario file; read when the simulator starts.
         let resolved = base.join(dir);
-        if !resolved.join(crate::record::REQUESTS_CSV).is_file() {
+        if !resolved.join(crate::folder::REQUESTS_CSV).is_file() {
             return Err(loc.error_at(
                 "sim.calibrate",
                 format!(
                     "{} is not a kabench run folder (no {}): write the folder of a run measured on the host to simulate",
                     resolved.display(),
-                    crate::record::REQUESTS_CSV
+                    crate::folder::REQUESTS_CSV
                 ),
             ));
         }

@@ -22,7 +22,7 @@ use anyhow::{Context, Result, bail};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::record::{self, CsvAppender, VramSample};
+use crate::folder::{self, CsvAppender, VramSample};
 use ps_feed::{PsFeed, PsSubscription};
 
 /// Default sampling interval.
@@ -34,7 +34,7 @@ pub const DEFAULT_INTERVAL: Duration = Duration::from_millis(100);
 pub const DEFAULT_PS_INTERVAL: Duration = DEFAULT_INTERVAL;
 
 /// Source names accepted in [`TelemetryConfig::sources`].
-pub use crate::record::TELEMETRY_SOURCES as SOURCES;
+pub use crate::folder::TELEMETRY_SOURCES as SOURCES;
 
 /// Default process names of Ollama's server and runners (current and older releases).
 /// `llama-server` is the runner Ollama starts per loaded model in current releases
@@ -127,7 +127,7 @@ impl TelemetryConfig {
 impl Default for TelemetryConfig {
     fn default() -> Self {
         TelemetryConfig {
-            sources: crate::record::DEFAULT_TELEMETRY_SOURCES
+            sources: crate::folder::DEFAULT_TELEMETRY_SOURCES
                 .map(String::from)
                 .to_vec(),
             interval: DEFAULT_INTERVAL,
@@ -320,7 +320,7 @@ impl LoopCtx {
     }
 
     fn now_ms(&self) -> f64 {
-        record::ms(self.epoch.elapsed())
+        folder::ms(self.epoch.elapsed())
     }
 }
 
@@ -451,7 +451,7 @@ async fn run_ps(mut sub: PsSubscription, ctx: LoopCtx) -> SourceOutcome {
             Err(_) => continue,
         };
         last_at = Some(answer.asked);
-        let at = |t: Instant| record::ms(t.saturating_duration_since(ctx.epoch));
+        let at = |t: Instant| folder::ms(t.saturating_duration_since(ctx.epoch));
         if let Next::Halt(outcome) =
             ctx.deliver(&mut tally, at(answer.asked), at(answer.answered), result)
         {
@@ -498,7 +498,7 @@ pub fn process_name_matches(name: &str, pattern: &str) -> bool {
 }
 
 /// Starts the configured sources. Rows go to `vram_csv` (its header must exist; see
-/// `record::RunWriter`), stamped in ms since `epoch`. Sampling stops at
+/// `folder::RunFolder`), stamped in ms since `epoch`. Sampling stops at
 /// [`TelemetryHandle::stop`] or when `cancel` fires. Fails only on a bad setting (an
 /// unknown source, a zero interval) or when `vram_csv` cannot be opened; a source that
 /// cannot work here is reported as unavailable instead. Needs a Tokio runtime.
@@ -541,7 +541,7 @@ pub fn start_with_feeds(
             names.push(s.clone());
         }
     }
-    let out = record::append_to::<VramSample>(vram_csv)
+    let out = folder::append_to::<VramSample>(vram_csv)
         .with_context(|| format!("opening {} for telemetry", vram_csv.display()))?;
     let (tx, rx) = mpsc::channel::<VramSample>();
     let write_failed_token = CancellationToken::new();

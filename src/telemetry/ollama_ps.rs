@@ -29,7 +29,7 @@ impl OllamaPsSampler {
 
 /// Most model rows written per `/api/ps` answer (the total row counts them all): a
 /// server listing 150 000 models must not write 150 000 rows per sample.
-pub const MAX_MODELS_PER_SAMPLE: usize = crate::record::MAX_MODEL_ROWS_PER_SAMPLE;
+pub const MAX_MODELS_PER_SAMPLE: usize = crate::folder::MAX_MODEL_ROWS_PER_SAMPLE;
 
 /// The rows of one `/api/ps` answer: one per model (the first
 /// [`MAX_MODELS_PER_SAMPLE`]), then the total over all of them.

@@ -342,6 +342,33 @@ pub mod optional_written_or_empty {
     }
 }
 
+impl schemars::JsonSchema for KeepAlive {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "KeepAlive".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "keep_alive as written: a Go duration (\"5m\", \"0\"), a number of seconds, or a negative value for forever",
+            "type": ["string", "number"]
+        })
+    }
+}
+
+/// The keys [`keep_alive_keys`] writes into the enclosing object, described for the
+/// published JSON Schema (never built: the fields are read through `Option<KeepAlive>`).
+#[derive(Debug, Default, Serialize, schemars::JsonSchema)]
+pub struct KeepAliveKeys {
+    /// keep_alive as written; `""` when none was sent; a predicted policy's name
+    /// (`offline-optimum`) where the cell is no one value.
+    pub keep_alive: String,
+    /// The same in seconds; `null` for forever, none sent, or a policy.
+    pub keep_alive_s: Option<f64>,
+    /// True for forever (a stream's keys only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_alive_forever: Option<bool>,
+}
+
 /// `Option<KeepAlive>` as the JSON files carry it beside its meaning, flattened into
 /// the enclosing object: `keep_alive` (written, `""` not sent), `keep_alive_s` (`null`:
 /// forever or not sent) and, with `FOREVER`, `keep_alive_forever`. Only `keep_alive` is

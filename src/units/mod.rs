@@ -10,7 +10,7 @@ mod keep_alive;
 use keep_alive::MAX_GO_DURATION_NANOS;
 
 pub use keep_alive::{
-    KeepAlive, MAX_KEEP_ALIVE_SECONDS, WireKeepAlive, as_written, cmp_keep_alive,
+    KeepAlive, KeepAliveKeys, MAX_KEEP_ALIVE_SECONDS, WireKeepAlive, as_written, cmp_keep_alive,
     display_keep_alive, keep_alive_keys, optional_written_or_empty, written_or_empty,
 };
 

@@ -8,7 +8,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use kabench::record::{self, CsvAppender, RequestRecord};
+use kabench::folder::{self, CsvAppender, RequestRecord};
 use kabench::report::compare::{CompareThresholds, compare};
 use serde_json::Value;
 
@@ -21,7 +21,7 @@ fn copy_fixture(tmp: &Path, name: &str) -> PathBuf {
 }
 
 fn rewrite_requests(dir: &Path, f: impl Fn(&mut RequestRecord)) {
-    let mut rows = record::read_requests(dir).unwrap();
+    let mut rows = folder::read_requests(dir).unwrap();
     rows.iter_mut().for_each(f);
     let mut w = CsvAppender::<RequestRecord>::create(&dir.join("requests.csv")).unwrap();
     for r in &rows {
@@ -164,4 +164,42 @@ fn compare_on_a_folder_that_is_not_a_run_is_bad_input() {
     let (code, stdout, _) = kabench_compare(&base, &base, &[]);
     assert_eq!(code, 0, "{stdout}");
     assert!(stdout.contains("no regressions"), "{stdout}");
+}
+
+#[test]
+fn two_predictions_compare_through_the_one_reader_like_two_runs() {
+    // A prediction has no request rows: compare reads its policy table as written,
+    // cell by cell, as it reads a run's rows. A smaller GPU evicts and costs colds.
+    let tmp = tempfile::tempdir().unwrap();
+    let input = common::root().join("tests/fixtures/predict/pressure.csv");
+    let predict = |name: &str, vram: &str| {
+        let dir = tmp.path().join(name);
+        common::run_ok(&[
+            "predict",
+            "--requests",
+            input.to_str().unwrap(),
+            "--keep-alive",
+            "-1",
+            "--no-grid",
+            "--vram",
+            vram,
+            "--out",
+            dir.to_str().unwrap(),
+            "--quiet",
+        ]);
+        common::assert_valid_folder(&dir);
+        dir
+    };
+    let roomy = predict("roomy", "24GiB");
+    let tight = predict("tight", "8GiB");
+    let c = compare(&roomy, &tight, &CompareThresholds::default()).unwrap();
+    let forever = c
+        .changes
+        .iter()
+        .find(|s| s.params == "keep_alive=-1" && s.stream.starts_with("qwen"))
+        .unwrap_or_else(|| panic!("no keep_alive=-1 cell in {c:?}"));
+    assert_eq!(forever.cold_ratio.base, Some(0.5), "{forever:?}");
+    assert_eq!(forever.cold_ratio.new, Some(1.0), "{forever:?}");
+    assert!(forever.regressed());
+    assert!(c.unmatched.is_empty(), "{:?}", c.unmatched);
 }

@@ -13,8 +13,8 @@ use std::path::Path;
 use crate::common::{kabench, read_json, request_rows, run_ok};
 use hdrhistogram::Histogram;
 use kabench::analysis::MsHistogram;
-use kabench::record::histograms;
-use kabench::record::{self, RequestRecord};
+use kabench::folder::histograms;
+use kabench::folder::{self, RequestRecord};
 
 const SCENARIO: &str = "tests/fixtures/fleet/two-models.toml";
 
@@ -108,7 +108,7 @@ fn three_shards_meet_the_cold_starts_of_one_process_and_merge_exactly() {
     assert!(header("vram.csv").ends_with(",extra,host"));
 
     // Rows in intended-time order, and the summary's percentiles are the merged rows'.
-    let rows: Vec<RequestRecord> = record::read_requests(&sharded).unwrap();
+    let rows: Vec<RequestRecord> = folder::read_requests(&sharded).unwrap();
     assert!(
         rows.windows(2)
             .all(|w| w[0].intended_ms <= w[1].intended_ms)

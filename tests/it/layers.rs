@@ -17,7 +17,6 @@ const LAYERS: &[(&str, u8)] = &[
     ("units", 1),
     ("rng", 1),
     ("ollama", 2),
-    ("record", 3),
     ("folder", 3),
     ("scenario", 4),
     ("engine", 5),
@@ -96,6 +95,21 @@ const FORBIDDEN: &[(&str, &str, &str)] = &[
         "report",
         "engine::sim_settings",
         "the report reads the simulated host from run.json",
+    ),
+    (
+        "report",
+        "engine::sched",
+        "the report reads what the scheduler's rules said (fits together?) from run.json",
+    ),
+    (
+        "report",
+        "engine::catalogue",
+        "the report reads the models' figures from run.json",
+    ),
+    (
+        "report",
+        "plan",
+        "the path that writes the folder records the planner's verdicts in run.json",
     ),
     (
         "recommend",

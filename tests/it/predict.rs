@@ -6,6 +6,8 @@
 //! host, a real server log's unloads, the traces and a scenario's streams, and the
 //! adaptive and pre-warm policies on a periodic trace.
 
+use crate::common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -36,9 +38,9 @@ fn run_ok(args: &[&str]) -> Output {
     out
 }
 
+/// A JSON file, parsed (`run.json` and `summary.json` checked against their schema).
 fn read_json(path: &Path) -> Value {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    serde_json::from_str(&text).expect("valid JSON")
+    common::read_json(path)
 }
 
 /// The cell whose `params.keep_alive` is `name`.

@@ -686,6 +686,14 @@ async fn a_proxy_log_renders_as_an_observed_run_and_the_rewrite_applies_a_policy
         "{md}"
     );
     assert!(!md.contains("no readable scenario.toml"), "{md}");
+    // The folder kabench just wrote records the [cost] and [slo] it is weighed by:
+    // the report has nothing to say about an older kabench.
+    assert!(!md.contains("records no [cost] or [slo]"), "{md}");
+    common::assert_valid_folder(dir.path());
+    let run = common::read_json(&dir.path().join("run.json"));
+    assert_eq!(run["target"]["kind"], "proxy");
+    assert_eq!(run["cost"]["vram_gb_hour"], 7.2);
+    assert!(run["slo"].is_object(), "{run}");
     common::run_ok(&[
         "validate",
         dir.path().join("scenario.toml").to_str().unwrap(),

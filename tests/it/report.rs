@@ -7,7 +7,7 @@ use crate::common;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use kabench::record::{self, CsvAppender, RequestRecord};
+use kabench::folder::{self, CsvAppender, RequestRecord};
 use kabench::report::compare::{CompareThresholds, compare};
 use kabench::report::{RenderOptions, render};
 use serde_json::Value;
@@ -238,11 +238,11 @@ fn a_simulated_run_says_so_and_names_the_gpu() {
 #[test]
 fn an_interrupted_run_renders_what_ran() {
     let (_tmp, dir) = copy_fixture();
-    let mut meta = record::read_meta(&dir).unwrap();
-    meta.status = record::RunStatus::Interrupted;
+    let mut meta = folder::read_meta(&dir).unwrap();
+    meta.status = folder::RunStatus::Interrupted;
     meta.cells[2].started_ms = None;
-    record::write_json_atomic(&dir.join("run.json"), &meta).unwrap();
-    let rows: Vec<RequestRecord> = record::read_requests(&dir)
+    folder::write_json_atomic(&dir.join("run.json"), &meta).unwrap();
+    let rows: Vec<RequestRecord> = folder::read_requests(&dir)
         .unwrap()
         .into_iter()
         .filter(|r| r.cell != "c2")
@@ -277,7 +277,7 @@ fn compare_flags_a_worse_run_and_passes_an_identical_one() {
     assert_eq!(same.changes.len(), 3);
     assert!(same.regressions().is_empty(), "{}", same.to_text());
     // Every c1 request cold: cold ratio 0.5 → 1.0, p99 unchanged (900 ms).
-    let rows: Vec<RequestRecord> = record::read_requests(&new)
+    let rows: Vec<RequestRecord> = folder::read_requests(&new)
         .unwrap()
         .into_iter()
         .map(|mut r| {
@@ -423,7 +423,7 @@ ttft_p99 = "60s"
 
 /// Turns every request of the cells in `cells` into a connect error (no status, no timings).
 fn fail_cells(dir: &Path, cells: &[&str]) {
-    let rows: Vec<RequestRecord> = record::read_requests(dir)
+    let rows: Vec<RequestRecord> = folder::read_requests(dir)
         .unwrap()
         .into_iter()
         .map(|mut r| {
@@ -510,7 +510,7 @@ fn cold_ratios_in_summary_and_table_are_over_requests_answered() {
     // c0 ("0"): 4 requests, all cold. With the last two saturated (never sent), the two
     // answered are still all cold: 100%, not 50%; the saturated are counted beside.
     let (_tmp, dir) = copy_fixture();
-    let rows: Vec<RequestRecord> = record::read_requests(&dir)
+    let rows: Vec<RequestRecord> = folder::read_requests(&dir)
         .unwrap()
         .into_iter()
         .map(|r| {

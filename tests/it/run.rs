@@ -2,6 +2,8 @@
 //! cold counts per keep_alive, a complete run folder, `kabench report` reproducing the
 //! numbers from the files alone, fault injection, Ctrl-C and a target killed midway.
 
+use crate::common;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -30,9 +32,9 @@ fn run_ok(args: &[&str]) -> Output {
     out
 }
 
+/// A JSON file, parsed (`run.json` and `summary.json` checked against their schema).
 fn read_json(path: &Path) -> Value {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    serde_json::from_str(&text).expect("valid JSON")
+    common::read_json(path)
 }
 
 fn rows(dir: &Path) -> Vec<csv::StringRecord> {

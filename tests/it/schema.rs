@@ -151,12 +151,13 @@ fn requests_and_vram_csv_keep_their_columns_in_order() {
     // A fresh run's headers (the simulator in process is not needed: the writer makes
     // them before the first request) and the committed folder's agree.
     let tmp = tempfile::tempdir().unwrap();
-    let w = kabench::record::RunWriter::create(
+    let w = kabench::folder::RunFolder::create(
         tmp.path(),
         "name = \"x\"\n",
-        kabench::record::RunMeta::default(),
+        kabench::folder::RunMeta::default(),
     )
     .unwrap();
+    common::assert_valid_folder(w.dir());
     for dir in [w.dir(), common::fixture_dir("run-small").as_path()] {
         let requests = header(&dir.join("requests.csv"));
         assert!(
@@ -181,4 +182,56 @@ fn requests_and_vram_csv_keep_their_columns_in_order() {
             dir.display()
         );
     }
+}
+
+#[test]
+fn the_published_schemas_are_the_ones_the_types_generate() {
+    // `KABENCH_BLESS=1 cargo test --test schema` rewrites the committed copies.
+    let bless = std::env::var("KABENCH_BLESS").is_ok_and(|v| v == "1");
+    let dir = common::root().join(kabench::analysis::schema::SCHEMA_DIR);
+    for (file, schema) in kabench::analysis::schema::all() {
+        let path = dir.join(file);
+        let generated = kabench::analysis::schema::to_text(&schema);
+        if bless {
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(&path, &generated).unwrap();
+            continue;
+        }
+        let committed = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            committed == generated,
+            "{} differs from the schema the types generate: run `KABENCH_BLESS=1 cargo test --test schema` and commit it",
+            path.display()
+        );
+    }
+}
+
+#[test]
+fn the_committed_run_folders_and_their_rendered_summaries_follow_the_schema() {
+    let fixtures = common::root().join("tests/fixtures");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&fixtures).unwrap() {
+        let dir = entry.unwrap().path();
+        if dir.join("run.json").is_file() {
+            common::assert_valid_folder(&dir);
+            let (_tmp, copy) = common::fixture_run(dir.file_name().unwrap().to_str().unwrap());
+            render(&copy, &RenderOptions::default()).unwrap();
+            common::assert_valid_folder(&copy);
+            checked += 1;
+        }
+    }
+    assert!(checked > 0, "no run folder under {}", fixtures.display());
+}
+
+#[test]
+fn a_folder_that_breaks_the_schema_is_caught() {
+    // The check can fail: a run.json whose status is no status, a cell without an id.
+    let schema = common::schema_of("run.json").unwrap();
+    let mut run = common::read_json(&common::fixture_dir("run-small").join("run.json"));
+    assert!(schema.is_valid(&run));
+    run["status"] = Value::from("finished-ish");
+    assert!(!schema.is_valid(&run));
+    let mut run = common::read_json(&common::fixture_dir("run-small").join("run.json"));
+    run["cells"][0].as_object_mut().unwrap().remove("id");
+    assert!(!schema.is_valid(&run));
 }

@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use kabench::record;
+use kabench::folder;
 use kabench::run::closed_loop::{self as swarm, SwarmOptions};
 use kabench::run::{RunOutcome, Target};
 use kabench::scenario;
@@ -72,10 +72,10 @@ async fn swarm_records_every_request_and_its_cold_starts_match_the_simulators_lo
     let tmp = tempfile::tempdir().unwrap();
     let outcome = run(tmp.path()).await;
     let dir = &outcome.dir;
-    assert_eq!(outcome.status, record::RunStatus::Complete);
+    assert_eq!(outcome.status, folder::RunStatus::Complete);
 
-    let meta = record::read_meta(dir).unwrap();
-    let rows = record::read_requests(dir).unwrap();
+    let meta = folder::read_meta(dir).unwrap();
+    let rows = folder::read_requests(dir).unwrap();
     assert_eq!(rows.len() as u64, outcome.requests);
     assert_eq!(outcome.errors, 0, "{rows:#?}");
     let loads = meta.sim_loads_per_cell();
@@ -107,7 +107,7 @@ async fn swarm_records_every_request_and_its_cold_starts_match_the_simulators_lo
             "cell {}: {cold} cold rows witnessed {witnessed} loads, the simulator counted {sim_loads}",
             cell.id
         );
-        if cell.params["keep_alive"] == "-1" {
+        if &cell.params["keep_alive"] == "-1" {
             assert_eq!(sim_loads, 1, "forever: one load per cell");
         } else {
             assert!(sim_loads >= 2, "keep_alive 0 reloads: {sim_loads}");

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::routing::get;
-use kabench::record::{self, RunMeta, RunWriter};
+use kabench::folder::{self, RunFolder, RunMeta};
 use kabench::telemetry::ollama_ps::OllamaPsSampler;
 use kabench::telemetry::prometheus::PromSampler;
 use kabench::telemetry::{self, Sampler, SourceError, TelemetryConfig};
@@ -136,7 +136,7 @@ async fn a_run_without_nvml_goes_on_with_the_other_sources_at_10ms() {
 
     let base = serve().await;
     let dir = tempfile::tempdir().unwrap();
-    let run = RunWriter::create(dir.path(), "name = \"t\"\n", RunMeta::default()).unwrap();
+    let run = RunFolder::create(dir.path(), "name = \"t\"\n", RunMeta::default()).unwrap();
     let me: String = std::env::current_exe()
         .unwrap()
         .file_name()
@@ -167,7 +167,7 @@ async fn a_run_without_nvml_goes_on_with_the_other_sources_at_10ms() {
         telemetry::start(config, epoch, run.vram_path(), CancellationToken::new()).unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let report = handle.stop().await;
-    let elapsed_ms = record::ms(epoch.elapsed());
+    let elapsed_ms = folder::ms(epoch.elapsed());
 
     let nvml_here = nvml_wrapper::Nvml::init().is_ok_and(|n| n.device_count().unwrap_or(0) > 0);
     let nvml = &report.sources["nvml"];
@@ -189,7 +189,7 @@ async fn a_run_without_nvml_goes_on_with_the_other_sources_at_10ms() {
     }
     assert!(report.write_error.is_none());
 
-    let rows = record::read_vram(dir.path()).unwrap();
+    let rows = folder::read_vram(dir.path()).unwrap();
     assert_eq!(rows.len() as u64, report.samples);
     for source in ["ollama_ps", "rss", "prometheus", "sim"] {
         let polls = rows
@@ -220,7 +220,7 @@ async fn ps_rows_keep_the_telemetry_interval_when_a_faster_reader_shares_the_pol
     use kabench::telemetry::ps_feed::PsFeed;
     let base = serve().await;
     let dir = tempfile::tempdir().unwrap();
-    let run = RunWriter::create(dir.path(), "name = \"t\"\n", RunMeta::default()).unwrap();
+    let run = RunFolder::create(dir.path(), "name = \"t\"\n", RunMeta::default()).unwrap();
     let feed = PsFeed::new(&base).unwrap();
     // A residency watcher has the poller ask every 20 ms.
     let mut fast = feed.subscribe(Duration::from_millis(20));
@@ -248,7 +248,7 @@ async fn ps_rows_keep_the_telemetry_interval_when_a_faster_reader_shares_the_pol
     let _ = tokio::time::timeout(Duration::from_millis(1000), counting).await;
     let report = handle.stop().await;
     assert_eq!(report.sources["ollama_ps"], "ok", "{report:?}");
-    let totals: Vec<f64> = record::read_vram(dir.path())
+    let totals: Vec<f64> = folder::read_vram(dir.path())
         .unwrap()
         .into_iter()
         .filter(|r| r.source == "ollama_ps" && r.model.is_empty())

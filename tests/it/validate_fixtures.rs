@@ -54,11 +54,7 @@ fn every_shipped_scenario_loads_and_starts_with_a_comment() {
 fn quickstart_sends_for_well_under_two_minutes_and_its_gaps_separate_the_cells() {
     let s = scenario::load(&repo("scenarios/quickstart.toml")).unwrap();
     let plan = scenario::plan(&s);
-    let keep: Vec<&str> = plan
-        .cells
-        .iter()
-        .map(|c| c.params["keep_alive"].as_str())
-        .collect();
+    let keep: Vec<&str> = plan.cells.iter().map(|c| &c.params["keep_alive"]).collect();
     assert_eq!(keep, ["0", "1s", "4s", "-1"]);
     let mut total = std::time::Duration::ZERO;
     let mut arrivals = Vec::new();

@@ -4,7 +4,7 @@
 //! what users trip over (`warnings`). Pure functions over typed rows; knows nothing of
 //! how the samples were taken.
 //!
-//! Window: the cell's idle horizon ([`crate::record::IdleHorizon`]: from its first
+//! Window: the cell's idle horizon ([`crate::folder::IdleHorizon`]: from its first
 //! send to its last send plus the run's one common tail) when given, so every cell of a
 //! sweep, keep_alive `0` and `-1` alike, is counted over the same span whichever path
 //! wrote the folder (one process, merged shards); each series holds its last value up
@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::record::{CellMeta, CellWindow, RequestRecord, VramSample};
+use crate::folder::{CellMeta, CellWindow, RequestRecord, VramSample};
 use crate::units::KeepAlive;
 
 mod release;
@@ -44,7 +44,7 @@ pub const BASELINE_MARGIN_BYTES: u64 = 256 << 20;
 /// the model it is the GPU's; on a CPU-only host (`/api/ps` `size_vram` 0) all of it is
 /// system memory; a partly offloaded model holds both. The top-level figures are the
 /// sum; `gpu` and `ram` split them, each `null` when nothing measured it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub struct VramFigures {
     /// Source of the GPU figures: `nvml`, else `sim` / `prometheus`, else `ollama_ps`,
@@ -98,7 +98,7 @@ impl VramFigures {
 }
 
 /// The figures of one kind of memory (GPU or system).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub struct MemoryPart {
     /// The source the figures come from.
@@ -114,7 +114,7 @@ pub struct MemoryPart {
 }
 
 /// One model's release: from the end of its last request to its memory being freed.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub struct ReleaseDelay {
     /// Model tag.
@@ -122,6 +122,7 @@ pub struct ReleaseDelay {
     /// keep_alive in force (the last dispatched request's, KA6), as `keep_alive`
     /// (written) and `keep_alive_s` (`null` for forever or not sent).
     #[serde(flatten, with = "crate::units::keep_alive_keys::seconds_only")]
+    #[schemars(with = "crate::units::KeepAliveKeys")]
     pub keep_alive: Option<KeepAlive>,
     /// Seconds from the last request's end to the model leaving `/api/ps` (or its bytes
     /// dropping); `null` when it was not released within the window.

@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use super::{ReleaseDelay, Series, per_poll};
+use crate::folder::{CellMeta, RequestRecord, StreamMeta, VramSample};
 use crate::ollama::name;
-use crate::record::{CellMeta, RequestRecord, StreamMeta, VramSample};
 
 /// Poll times and the models present at each, from the best per-model source.
 struct Presence {

@@ -1,7 +1,7 @@
 //! The figures, release delays and warnings of `analysis::vram` on synthetic traces.
 
 use super::*;
-use crate::record::StreamMeta;
+use crate::folder::StreamMeta;
 
 const MODEL: &str = "m:1b";
 const SIZE: u64 = 2_000_000_000; // 2 GB
@@ -146,7 +146,7 @@ fn over_one_horizon_a_longer_keep_alive_never_looks_cheaper_whatever_the_samples
     // cell is counted over [0.5 s, 19.5 s]. The forever cell's samples stop early (a
     // shard that left at 13 s), the 4 s cell's run on to 30 s: neither changes the span.
     let reqs = requests();
-    let horizon = crate::record::IdleHorizon {
+    let horizon = crate::folder::IdleHorizon {
         tail_ms: 9000.0,
         rule: String::new(),
     };
@@ -426,7 +426,7 @@ mod eviction {
 #[test]
 fn the_preference_orders_exactly_the_telemetry_sources() {
     let mut mine = SOURCE_PREFERENCE.to_vec();
-    let mut all = crate::record::TELEMETRY_SOURCES.to_vec();
+    let mut all = crate::folder::TELEMETRY_SOURCES.to_vec();
     mine.sort_unstable();
     all.sort_unstable();
     assert_eq!(mine, all);

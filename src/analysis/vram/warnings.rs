@@ -9,7 +9,7 @@ use super::{
     BASELINE_GRACE, BASELINE_MARGIN_BYTES, DISAGREEMENT_SHARE, ReleaseDelay, Series, VramFigures,
     has_source, totals,
 };
-use crate::record::{CellMeta, RequestRecord, VramSample};
+use crate::folder::{CellMeta, RequestRecord, VramSample};
 
 fn gib(bytes: f64) -> String {
     format!("{:.2} GiB", bytes / (1u64 << 30) as f64)

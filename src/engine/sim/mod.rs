@@ -29,7 +29,7 @@ use crate::engine::sched::{
     Clock, RealClock, RequestKind, SchedEvent, SchedRequest, SchedStats, Scheduler, SubmitError,
 };
 use crate::engine::sim_settings::{Faults, SimSettings};
-use crate::record::{SimHost, SimModel};
+use crate::folder::{SimHost, SimModel};
 use crate::units::{KeepAlive, ParseError};
 
 pub use wire::SimError;
@@ -170,6 +170,7 @@ impl SimState {
                     decode_tps: spec.decode_tps,
                     prefill_tps: spec.prefill_tps,
                     source: spec.source.clone(),
+                    figures: Default::default(),
                 })
             })
             .collect();

@@ -37,10 +37,58 @@ pub fn run_ok(args: &[&str]) -> Output {
     out
 }
 
-/// A JSON file, parsed.
+/// A JSON file, parsed; a run folder's `run.json` or `summary.json` is also checked
+/// against its published schema (`schema/`), so every folder a test reads is.
 pub fn read_json(path: &Path) -> Value {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    serde_json::from_str(&text).expect("valid JSON")
+    let value: Value = serde_json::from_str(&text).expect("valid JSON");
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    if let Some(schema) = schema_of(name) {
+        assert_valid(schema, &value, path);
+    }
+    value
+}
+
+/// The published schema a run folder's JSON file `name` follows, if it has one.
+pub fn schema_of(name: &str) -> Option<&'static jsonschema::Validator> {
+    static RUN: OnceLock<jsonschema::Validator> = OnceLock::new();
+    static SUMMARY: OnceLock<jsonschema::Validator> = OnceLock::new();
+    let (cell, file) = match name {
+        "run.json" => (&RUN, "run.schema.json"),
+        "summary.json" => (&SUMMARY, "summary.schema.json"),
+        _ => return None,
+    };
+    Some(cell.get_or_init(|| {
+        let path = root().join("schema").join(file);
+        let text =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let schema: Value = serde_json::from_str(&text).expect("a schema is JSON");
+        jsonschema::validator_for(&schema)
+            .unwrap_or_else(|e| panic!("{} is not a valid schema: {e}", path.display()))
+    }))
+}
+
+/// Panics with every place `value` (read from `path`) breaks `schema`.
+pub fn assert_valid(schema: &jsonschema::Validator, value: &Value, path: &Path) {
+    let errors: Vec<String> = schema
+        .iter_errors(value)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "{} does not follow its published schema:\n{}",
+        path.display(),
+        errors.join("\n")
+    );
+}
+
+/// Checks a run folder's `run.json` and, when it has one, `summary.json` against the
+/// published schemas.
+pub fn assert_valid_folder(dir: &Path) {
+    read_json(&dir.join("run.json"));
+    if dir.join("summary.json").is_file() {
+        read_json(&dir.join("summary.json"));
+    }
 }
 
 /// `requests.csv` of a run folder as maps from column to value.

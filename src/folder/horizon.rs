@@ -25,7 +25,7 @@ pub const KEEP_ALIVE_CAP: Duration = Duration::from_secs(30);
 pub const LOAD_ALLOWANCE: Duration = Duration::from_secs(5);
 
 /// `run.json` `idle_horizon`: the common tail after each cell's last send.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct IdleHorizon {
     /// The tail after each cell's last send, ms.
     pub tail_ms: f64,

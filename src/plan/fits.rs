@@ -1,49 +1,16 @@
-//! The "fits together?" section of a run with several models: the memory each model
-//! took (the largest `/api/ps` `size` the run recorded, else the simulated host's
-//! figure in `run.json`), the host from `run.json` (or the GPU total `nvml` sampled),
-//! and the planner's verdict on the set (`plan::fit`), with what would have fit. Reads
-//! only the run folder's records.
-
-use serde::Serialize;
+//! The "fits together?" verdict of a run with several models, recorded in `run.json`
+//! `fits` by the path that writes the folder: the memory each model took (the largest
+//! `/api/ps` `size` the run recorded, else the simulated host's figure in `run.json`),
+//! the host from `run.json` (or the GPU total `nvml` sampled), and the planner's
+//! verdict on the set (`plan::fit`), with what would have fit. Reads only the run
+//! folder's records.
 
 use crate::engine::catalogue::Catalogue;
 use crate::engine::sched::SchedConfig;
+use crate::folder::{FitModel, FitSection, RunMeta, VramSample};
 use crate::ollama::name;
 use crate::plan::{self, Asked, Planner, fit};
-use crate::record::{RunMeta, VramSample};
 use crate::units::format_bytes;
-
-/// One model of the set.
-#[derive(Debug, Clone, Serialize)]
-pub struct FitModel {
-    /// Model.
-    pub model: String,
-    /// Its num_ctx, if recorded.
-    pub num_ctx: Option<u32>,
-    /// Resident size, for people.
-    pub size: String,
-    /// Where it comes from.
-    pub source: String,
-}
-
-/// One set of models run together (in one or more cells).
-#[derive(Debug, Clone, Serialize)]
-pub struct FitSection {
-    /// The cells that ran this set.
-    pub cells: String,
-    /// The host the test is for.
-    pub host: String,
-    /// The models.
-    pub models: Vec<FitModel>,
-    /// The verdict in one line.
-    pub verdict: String,
-    /// Each admission test.
-    pub steps: Vec<String>,
-    /// What would have fit, when the set does not.
-    pub would_fit: Vec<String>,
-    /// What the run saw: the most of the set `/api/ps` listed at once.
-    pub observed: Option<String>,
-}
 
 /// The largest `/api/ps` `size` per model over the run.
 fn ps_sizes(samples: &[VramSample]) -> Vec<(String, u64, u64)> {
@@ -288,4 +255,93 @@ fn would_fit(
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::folder::{CellMeta, StreamMeta};
+
+    fn stream(model: &str, num_ctx: u32) -> StreamMeta {
+        StreamMeta {
+            name: model.into(),
+            model: model.into(),
+            num_ctx: Some(num_ctx),
+            ..Default::default()
+        }
+    }
+
+    fn ps_sample(t: f64, model: &str, size: u64) -> VramSample {
+        VramSample {
+            t_ms: t,
+            source: "ollama_ps".into(),
+            model: model.into(),
+            used_bytes: 0,
+            total_bytes: Some(size),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn fits_together_on_a_live_cpu_host_uses_the_api_ps_sizes_and_the_default_cap_e5() {
+        // A live run of four models on a CPU-only server (every size_vram 0): no VRAM test
+        // (E2), the default cap of 3 (E5) evicts the fourth.
+        let mut meta = RunMeta::default();
+        meta.cells.push(CellMeta {
+            id: "c01".into(),
+            streams: ["a", "b", "c", "d"]
+                .iter()
+                .map(|m| stream(m, 2048))
+                .collect(),
+            ..Default::default()
+        });
+        meta.cells.push(CellMeta {
+            id: "c02".into(),
+            streams: vec![stream("a", 2048)],
+            ..Default::default()
+        });
+        let samples: Vec<VramSample> = ["a:latest", "b:latest", "c:latest", "d:latest"]
+            .iter()
+            .enumerate()
+            .map(|(i, m)| ps_sample(i as f64, m, 100 << 20))
+            .collect();
+        let s = sections(&meta, &samples);
+        assert_eq!(s.len(), 1, "one cell runs several models");
+        assert_eq!(s[0].cells, "c01");
+        assert!(s[0].host.starts_with("a CPU-only host"), "{}", s[0].host);
+        assert!(s[0].verdict.starts_with("no:"), "{}", s[0].verdict);
+        assert!(
+            s[0].steps[3].contains("3 loaded = the cap"),
+            "{:?}",
+            s[0].steps
+        );
+        assert_eq!(s[0].models[0].size, "100.0 MiB");
+        assert_eq!(
+            s[0].observed.as_deref(),
+            Some("/api/ps listed at most 1 of the 4 together during the run")
+        );
+        assert_eq!(
+            s[0].would_fit,
+            [
+                "a and b and c together",
+                "all of them with OLLAMA_MAX_LOADED_MODELS=4"
+            ]
+        );
+    }
+
+    #[test]
+    fn fits_together_on_a_gpu_run_without_a_memory_total_is_not_judged() {
+        // /api/ps shows GPU memory, but neither run.json nor nvml says how much there was.
+        let mut meta = RunMeta::default();
+        meta.cells.push(CellMeta {
+            id: "c01".into(),
+            streams: vec![stream("a", 4096), stream("b", 4096)],
+            ..Default::default()
+        });
+        let mut samples = vec![ps_sample(0.0, "a", 5 << 30), ps_sample(0.0, "b", 5 << 30)];
+        for s in &mut samples {
+            s.used_bytes = 5 << 30;
+        }
+        assert!(sections(&meta, &samples).is_empty());
+    }
 }

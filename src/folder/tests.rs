@@ -32,7 +32,7 @@ fn rows_round_trip_and_a_torn_last_line_is_skipped() {
         tool: "kabench".into(),
         ..Default::default()
     };
-    let mut w = RunWriter::create(dir.path(), "name = \"x\"\n", meta).unwrap();
+    let mut w = RunFolder::create(dir.path(), "name = \"x\"\n", meta).unwrap();
     let row = RequestRecord {
         cell: "c0".into(),
         stream: "s".into(),
@@ -74,7 +74,7 @@ fn a_run_folder_is_new_or_empty_and_claimed_by_one_run_only() {
     let other = tmp.path().join("other");
     fs::create_dir(&other).unwrap();
     fs::write(other.join("index.html"), "mine").unwrap();
-    let e = RunWriter::create(&other, "", RunMeta::default())
+    let e = RunFolder::create(&other, "", RunMeta::default())
         .err()
         .unwrap();
     assert!(e.is::<RunFolderNotEmpty>(), "{e}");
@@ -86,7 +86,7 @@ fn a_run_folder_is_new_or_empty_and_claimed_by_one_run_only() {
     // An empty folder is taken.
     let empty = tmp.path().join("empty");
     fs::create_dir(&empty).unwrap();
-    RunWriter::create(&empty, "", RunMeta::default()).unwrap();
+    RunFolder::create(&empty, "", RunMeta::default()).unwrap();
     // Eight runs racing for one new folder: exactly one wins, the others are told a
     // run holds it.
     for round in 0..20 {
@@ -96,7 +96,7 @@ fn a_run_folder_is_new_or_empty_and_claimed_by_one_run_only() {
                 .map(|_| {
                     let dir = dir.clone();
                     s.spawn(
-                        move || match RunWriter::create(&dir, "", RunMeta::default()) {
+                        move || match RunFolder::create(&dir, "", RunMeta::default()) {
                             Ok(_) => true,
                             Err(e) => {
                                 assert!(
@@ -118,7 +118,7 @@ fn a_run_folder_is_new_or_empty_and_claimed_by_one_run_only() {
 #[test]
 fn garbage_rows_are_skipped_and_noted_with_their_line_numbers() {
     let dir = tempfile::tempdir().unwrap();
-    let mut w = RunWriter::create(dir.path(), "", RunMeta::default()).unwrap();
+    let mut w = RunFolder::create(dir.path(), "", RunMeta::default()).unwrap();
     let row = RequestRecord {
         cell: "c0".into(),
         end_ms: 1.0,
@@ -163,7 +163,7 @@ fn a_json_write_that_fails_leaves_no_temp_file_and_the_old_content() {
 #[test]
 fn a_huge_sample_in_vram_csv_is_read_capped() {
     let dir = tempfile::tempdir().unwrap();
-    RunWriter::create(dir.path(), "", RunMeta::default()).unwrap();
+    RunFolder::create(dir.path(), "", RunMeta::default()).unwrap();
     let mut w = append_to::<VramSample>(&dir.path().join(VRAM_CSV)).unwrap();
     for t in [10.0, 20.0] {
         for i in 0..1000 {

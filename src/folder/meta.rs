@@ -6,8 +6,13 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use super::fits::FitSection;
+use super::kinds::{Api, TargetKind};
+use super::params::CellParams;
+use super::prediction::{PredictInput, PredictRun};
 use crate::units::KeepAlive;
 
 /// Default `[cost] vram_gb_hour`: with it, a 5 GB model whose reload costs 3 s of
@@ -20,7 +25,7 @@ pub const DEFAULT_VRAM_GB_HOUR: f64 = 7.2;
 pub const DEFAULT_RAM_GB_HOUR: f64 = 1.0;
 
 /// `[cost]`: the weights of the recommendation's cost model (`run.json` `cost`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct CostSettings {
     /// `vram_gb_hour`: the cost of holding 1 GB of VRAM idle for an hour, in the same
     /// units as `wait_second` (default `DEFAULT_VRAM_GB_HOUR`).
@@ -33,6 +38,7 @@ pub struct CostSettings {
     pub wait_second: f64,
     /// `cold_penalty`: the wait a cold start adds; `None` uses the measured one.
     #[serde(rename = "cold_penalty_s", with = "opt_seconds", default)]
+    #[schemars(with = "Option<f64>")]
     pub cold_penalty: Option<Duration>,
 }
 
@@ -49,10 +55,11 @@ impl Default for CostSettings {
 
 /// `[slo]`: a service-level objective for the SLO form of the recommendation
 /// (`run.json` `slo`).
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 pub struct SloSettings {
     /// `ttft_p99`: the p99 time to first token to meet.
     #[serde(rename = "ttft_p99_ms", with = "opt_millis", default)]
+    #[schemars(with = "Option<f64>")]
     pub ttft_p99: Option<Duration>,
 }
 
@@ -110,7 +117,7 @@ impl std::fmt::Display for SweepAxis {
 }
 
 /// One simulated model as the simulator stood in for it (`run.json` `sim.models`).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default)]
 pub struct SimModel {
     /// The tag the scenario sent.
@@ -133,13 +140,42 @@ pub struct SimModel {
     pub prefill_tps: f64,
     /// Where the figures come from (a URL or a measured run).
     pub source: String,
+    /// A prediction's figures for it (absent on a run): its memory on the GPU, in
+    /// system memory, the wait a cold start costs and its break-even keep_alive.
+    #[serde(flatten)]
+    pub figures: ModelFigures,
+}
+
+/// What a prediction priced a model with (`run.json` `sim.models[]`, a prediction's only).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default)]
+pub struct ModelFigures {
+    /// Bytes held on the GPU once loaded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gpu_bytes: Option<u64>,
+    /// Bytes held in system memory once loaded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ram_bytes: Option<u64>,
+    /// The wait a cold start adds, seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub penalty_s: Option<f64>,
+    /// Where the penalty comes from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub penalty_source: Option<String>,
+    /// What holding it idle costs per second, in `[cost]` units.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hold_cost_per_s: Option<f64>,
+    /// Its break-even keep_alive T*, seconds (absent: holding costs nothing, or not a
+    /// prediction).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub break_even_s: Option<f64>,
 }
 
 /// The simulated host of a run on the simulator (`run.json` `sim`): what it stood for,
 /// and the simulator's own counters at the end. A folder written before it was typed
 /// keeps its description (`gpu`, `calibrated_from`) and loses the rest; a field it lacks
 /// reads as its default.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default)]
 pub struct SimHost {
     /// The host in words: `1 × 24 GiB GPU`, or a CPU-only host.
@@ -169,6 +205,9 @@ pub struct SimHost {
     /// The measured run folder the simulator was calibrated from, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub calibrated_from: Option<String>,
+    /// What the calibration took from that run, one line each.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub calibration: Vec<String>,
     /// Loads over the whole run.
     #[serde(default)]
     pub loads: Option<u64>,
@@ -235,7 +274,7 @@ opt_duration_as!(
 );
 
 /// How the run ended (`run.json` `status`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum RunStatus {
     /// Still running (or killed hard).
@@ -250,10 +289,10 @@ pub enum RunStatus {
 }
 
 /// The target of a run.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct TargetMeta {
-    /// `sim` or `ollama`.
-    pub kind: String,
+    /// What the figures were taken from.
+    pub kind: TargetKind,
     /// Base URL used (a fleet's, joined by ", ").
     pub url: String,
     /// Every host of a fleet, in order (absent with one target).
@@ -262,7 +301,7 @@ pub struct TargetMeta {
 }
 
 /// One stream of a cell, as planned.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct StreamMeta {
     /// Stream name.
     pub name: String,
@@ -271,9 +310,10 @@ pub struct StreamMeta {
     /// keep_alive sent (`None`: not sent), as `keep_alive` (written), `keep_alive_s`
     /// (`null`: forever or not sent) and `keep_alive_forever`.
     #[serde(flatten, with = "crate::units::keep_alive_keys")]
+    #[schemars(with = "crate::units::KeepAliveKeys")]
     pub keep_alive: Option<KeepAlive>,
-    /// `generate`, `chat` or `embed`.
-    pub api: String,
+    /// The endpoint called.
+    pub api: Api,
     /// Arrival process, described.
     pub arrival: String,
     /// Mean rate in requests per second, if the arrival has one.
@@ -286,12 +326,12 @@ pub struct StreamMeta {
 }
 
 /// One cell: its swept parameters and when it ran.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct CellMeta {
     /// Cell id.
     pub id: String,
     /// Swept axes → value as written.
-    pub params: BTreeMap<String, String>,
+    pub params: CellParams,
     /// Streams.
     pub streams: Vec<StreamMeta>,
     /// When sending started (ms since run start).
@@ -301,7 +341,7 @@ pub struct CellMeta {
 }
 
 /// `run.json`: what ran, against what, and how it ended.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct RunMeta {
     /// `kabench`.
     pub tool: String,
@@ -360,14 +400,53 @@ pub struct RunMeta {
     /// This folder was merged from shard folders (`kabench merge`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub merged: Option<MergeMeta>,
+    /// This folder holds a prediction (`kabench predict`): the figures are in
+    /// `summary.json`, there are no request rows.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub predicted: bool,
+    /// The requests a prediction replayed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<PredictInput>,
+    /// How a prediction was made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub predict: Option<PredictRun>,
+    /// "Fits together?": one verdict per set of several models run together, made by
+    /// the path that wrote the folder (absent in folders written before it was).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fits: Vec<FitSection>,
     /// The span every cell's memory figures are counted over (`null`: a folder written
     /// before it was recorded; the report derives it from the cells the same way).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idle_horizon: Option<super::IdleHorizon>,
 }
 
+/// What every `run.json` starts from, whichever path writes it (a run, a shard, a
+/// prediction, a proxy log, plan's check): what it answers, against what, and the
+/// `[cost]` and `[slo]` its recommendation weighs by.
+#[derive(Debug, Clone)]
+pub struct RunHeader {
+    /// Scenario name.
+    pub scenario: String,
+    /// Scenario file (or input) as given.
+    pub scenario_file: String,
+    /// SHA-256 of the scenario text (or input).
+    pub scenario_sha256: String,
+    /// Seed.
+    pub seed: u64,
+    /// Target.
+    pub target: TargetMeta,
+    /// `/api/version` of the target, when there is one.
+    pub ollama_version: Option<String>,
+    /// Cold threshold (M6), ms.
+    pub cold_threshold_ms: f64,
+    /// `[cost]`.
+    pub cost: CostSettings,
+    /// `[slo]`.
+    pub slo: SloSettings,
+}
+
 /// `run.json` `shard`: which shard of how many, and how it kept in step.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ShardMeta {
     /// 0-based index.
     pub index: u32,
@@ -388,7 +467,7 @@ pub struct ShardMeta {
 }
 
 /// Bounds and precision of the histogram files; merging needs them equal everywhere.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct HistogramSettings {
     /// Lowest discernible value (µs).
     pub lowest_us: u64,
@@ -399,7 +478,7 @@ pub struct HistogramSettings {
 }
 
 /// `run.json` `merged`: the shards a merged folder was made of.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct MergeMeta {
     /// Shards the run had.
     pub count: u32,
@@ -438,6 +517,29 @@ impl MergeMeta {
 }
 
 impl RunMeta {
+    /// The one way a `run.json` is begun: `running`, started now, by this kabench,
+    /// with the header's `[cost]` and `[slo]` recorded (a folder kabench writes always
+    /// carries them). Each path then adds what it has (cells, the simulated host, a
+    /// shard, a prediction's input).
+    pub fn new(header: RunHeader) -> RunMeta {
+        RunMeta {
+            tool: "kabench".into(),
+            tool_version: env!("CARGO_PKG_VERSION").into(),
+            scenario: header.scenario,
+            scenario_file: header.scenario_file,
+            scenario_sha256: header.scenario_sha256,
+            seed: header.seed,
+            target: header.target,
+            ollama_version: header.ollama_version,
+            started_at: super::utc_now_rfc3339(),
+            status: RunStatus::Running,
+            cold_threshold_ms: header.cold_threshold_ms,
+            cost: Some(header.cost),
+            slo: Some(header.slo),
+            ..Default::default()
+        }
+    }
+
     /// The idle-memory horizon of the run: as recorded, else derived from its cells by
     /// the same rule.
     pub fn idle_horizon(&self) -> super::IdleHorizon {

@@ -1,13 +1,15 @@
-//! The run folder's schema and its writers and readers: `requests.csv` (one row per
+//! The run folder's schema and its one writer and readers: `requests.csv` (one row per
 //! request, appended and flushed as it comes), `vram.csv` (memory samples), `run.json`
-//! (metadata, rewritten atomically) and the cold rule (M6). These files are the only
-//! interface between a run and its report; this module knows nothing of how rows were made.
+//! (metadata, typed in `meta`, rewritten atomically), a prediction's typed additions
+//! (`prediction`), and the cold rule (M6). Every path writes through `RunFolder`
+//! (`writer`). These files are the only interface between a run and its report; this
+//! module knows nothing of how rows were made.
 //! Over 500 lines: the writers and readers of one folder's files sit together so a format change is made once.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::BufWriter;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -15,16 +17,25 @@ use serde::{Deserialize, Serialize};
 
 use crate::units::KeepAlive;
 
+mod fits;
 pub mod histograms;
 pub mod horizon;
+mod kinds;
 mod meta;
+mod params;
+pub mod prediction;
+mod writer;
 
+pub use fits::{FitModel, FitSection};
 pub use horizon::{CellWindow, IdleHorizon};
+pub use kinds::{Api, TargetKind};
 pub use meta::{
     CellMeta, CostSettings, DEFAULT_RAM_GB_HOUR, DEFAULT_VRAM_GB_HOUR, HistogramSettings,
-    MergeMeta, RunMeta, RunStatus, ShardMeta, SimHost, SimModel, SloSettings, StreamMeta,
-    SweepAxis, TargetMeta,
+    MergeMeta, ModelFigures, RunHeader, RunMeta, RunStatus, ShardMeta, SimHost, SimModel,
+    SloSettings, StreamMeta, SweepAxis, TargetMeta,
 };
+pub use params::{CellParams, SweptKeepAlive};
+pub use writer::{RunFolder, claim_run_folder};
 
 /// File names inside a run folder.
 pub const REQUESTS_CSV: &str = "requests.csv";
@@ -42,10 +53,6 @@ pub const SCENARIO_TOML: &str = "scenario.toml";
 pub const TELEMETRY_SOURCES: [&str; 5] = ["nvml", "ollama_ps", "rss", "prometheus", "sim"];
 /// The sources a scenario samples when `[telemetry] sources` is not given.
 pub const DEFAULT_TELEMETRY_SOURCES: [&str; 3] = ["nvml", "ollama_ps", "rss"];
-
-/// `run.json` `target.kind` of a folder written by `kabench predict` (a replay, with no
-/// request rows: its `summary.json` is the prediction itself).
-pub const PREDICTED_TARGET_KIND: &str = "predict";
 
 /// Default cold threshold on `load_duration` (M6): warm is milliseconds, real loads ≥ 0.3 s.
 pub const DEFAULT_COLD_THRESHOLD: Duration = Duration::from_millis(100);
@@ -285,110 +292,6 @@ pub struct RunFolderUnwritable {
     pub dir: String,
     /// The system's reason.
     pub why: String,
-}
-
-/// The open files of a run folder.
-pub struct RunWriter {
-    dir: PathBuf,
-    requests: Option<CsvAppender<RequestRecord>>,
-    vram_path: PathBuf,
-    meta: RunMeta,
-}
-
-impl RunWriter {
-    /// Creates the folder, copies the scenario text, writes `run.json` and the CSV
-    /// headers, so a bad `--out` fails before the first request.
-    ///
-    /// The folder must be new or empty; it is claimed by creating `run.json` with
-    /// `create_new`, so of two runs started on one `--out` at once only one proceeds.
-    pub fn create(dir: &Path, scenario_text: &str, meta: RunMeta) -> Result<RunWriter> {
-        claim_run_folder(dir)?;
-        let unwritable = |e: std::io::Error| RunFolderUnwritable {
-            dir: dir.display().to_string(),
-            why: e.to_string(),
-        };
-        fs::write(dir.join(SCENARIO_TOML), scenario_text).map_err(unwritable)?;
-        write_header::<RequestRecord>(&dir.join(REQUESTS_CSV))?;
-        write_header::<VramSample>(&dir.join(VRAM_CSV))?;
-        let writer = RunWriter {
-            dir: dir.to_path_buf(),
-            requests: None,
-            vram_path: dir.join(VRAM_CSV),
-            meta,
-        };
-        writer.write_meta()?;
-        Ok(writer)
-    }
-
-    /// The folder.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
-    /// Path of `vram.csv` (for the telemetry writer, which appends on its own task).
-    pub fn vram_path(&self) -> &Path {
-        &self.vram_path
-    }
-
-    /// The metadata, to update before `write_meta`.
-    pub fn meta_mut(&mut self) -> &mut RunMeta {
-        &mut self.meta
-    }
-
-    /// The metadata.
-    pub fn meta(&self) -> &RunMeta {
-        &self.meta
-    }
-
-    /// Rewrites `run.json` atomically (temp file + rename).
-    pub fn write_meta(&self) -> Result<()> {
-        write_json_atomic(&self.dir.join(RUN_JSON), &self.meta)
-    }
-
-    /// Appends and flushes one request row.
-    pub fn append_request(&mut self, record: &RequestRecord) -> Result<()> {
-        if self.requests.is_none() {
-            self.requests = Some(append_to::<RequestRecord>(&self.dir.join(REQUESTS_CSV))?);
-        }
-        match self.requests.as_mut() {
-            Some(w) => w.append(record),
-            None => Ok(()),
-        }
-    }
-}
-
-/// Creates `dir` (or takes an empty one) and claims it for one run by creating an empty
-/// `run.json` with `create_new`: a folder holding a run, or anything else, is refused,
-/// and of two claims racing for one folder exactly one wins.
-pub fn claim_run_folder(dir: &Path) -> Result<()> {
-    let shown = || dir.display().to_string();
-    if dir.join(RUN_JSON).exists() {
-        return Err(RunFolderExists(shown()).into());
-    }
-    let unwritable = |e: std::io::Error| RunFolderUnwritable {
-        dir: shown(),
-        why: e.to_string(),
-    };
-    fs::create_dir_all(dir).map_err(unwritable)?;
-    let mut entries = fs::read_dir(dir).map_err(unwritable)?;
-    if entries.next().is_some() {
-        return Err(if dir.join(RUN_JSON).exists() {
-            RunFolderExists(shown()).into()
-        } else {
-            RunFolderNotEmpty(shown()).into()
-        });
-    }
-    match OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(dir.join(RUN_JSON))
-    {
-        Ok(_) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            Err(RunFolderExists(shown()).into())
-        }
-        Err(e) => Err(unwritable(e).into()),
-    }
 }
 
 /// Opens an existing CSV (with its header already written) for appending rows.

@@ -1,0 +1,69 @@
+//! The one reader of a run folder, for the report and `compare` alike: `run.json`, the
+//! request rows, the memory samples and every cell's figures. The figures are
+//! summarized from the rows; where the path that wrote the folder computed them itself
+//! and left no rows (a prediction's policy table), they are its `summary.json` as
+//! written. Whichever path wrote the folder, the caller gets the same typed parts, and
+//! a part a path does not have is simply empty.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Result;
+
+use super::{Summary, summarize};
+use crate::folder::{self, RequestRecord, RunMeta, VramSample};
+
+/// A run folder as read.
+#[derive(Debug, Clone)]
+pub struct RunData {
+    /// `run.json`.
+    pub meta: RunMeta,
+    /// `requests.csv` (rows that do not parse are skipped and noted).
+    pub requests: Vec<RequestRecord>,
+    /// `vram.csv`.
+    pub samples: Vec<VramSample>,
+    /// Every cell's figures.
+    pub summary: Summary,
+    /// True when `summary` is the folder's own `summary.json` (figures its writer
+    /// computed, with no rows to recompute them from): it is not to be rewritten.
+    pub kept_summary: bool,
+    /// What did not read cleanly (rows skipped, with their lines).
+    pub notes: Vec<String>,
+}
+
+/// Reads the run folder `dir`; `cold_threshold` re-applies the cold rule (M6) to the
+/// rows with another `load_duration` threshold.
+pub fn read_run(dir: &Path, cold_threshold: Option<Duration>) -> Result<RunData> {
+    let meta = folder::read_meta(dir)?;
+    let mut notes = Vec::new();
+    let requests = folder::read_requests_noting(dir, &mut notes)?;
+    let samples = folder::read_vram_noting(dir, &mut notes)?;
+    let stored = read_summary(dir, &mut notes).filter(Summary::has_policies);
+    let kept_summary = stored.is_some();
+    let summary = stored.unwrap_or_else(|| summarize(&meta, &requests, &samples, cold_threshold));
+    Ok(RunData {
+        meta,
+        requests,
+        samples,
+        summary,
+        kept_summary,
+        notes,
+    })
+}
+
+/// The folder's `summary.json`, if it has one that reads; one that does not (written
+/// by an older kabench) is noted and left to be summarized again.
+pub fn read_summary(dir: &Path, notes: &mut Vec<String>) -> Option<Summary> {
+    let path = dir.join(folder::SUMMARY_JSON);
+    let text = std::fs::read_to_string(&path).ok()?;
+    match serde_json::from_str(&text) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            notes.push(format!(
+                "{}: does not read ({e}); the figures are summarized from the rows again",
+                folder::SUMMARY_JSON
+            ));
+            None
+        }
+    }
+}

@@ -1,0 +1,75 @@
+//! The closed sets `run.json` names by string: what a folder's figures were taken from
+//! (`target.kind`) and which endpoint a stream calls (`api`), typed, written as
+//! before (`"sim"`, `"generate"`), so every older folder reads.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// What a run folder's figures were taken from (`run.json` `target.kind`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum TargetKind {
+    /// kabench's simulator of Ollama, on a real clock.
+    #[default]
+    Sim,
+    /// A live Ollama server (or a fleet of them).
+    Ollama,
+    /// `kabench predict`: requests replayed through the scheduler on a virtual clock.
+    Predict,
+    /// `kabench proxy`: an app's own traffic, observed on its way to a live Ollama.
+    Proxy,
+}
+
+impl TargetKind {
+    /// The name `run.json` writes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TargetKind::Sim => "sim",
+            TargetKind::Ollama => "ollama",
+            TargetKind::Predict => "predict",
+            TargetKind::Proxy => "proxy",
+        }
+    }
+
+    /// True when no real hardware was measured (the simulator, a prediction): the
+    /// host's figures are the simulated host's.
+    pub fn is_simulated(self) -> bool {
+        matches!(self, TargetKind::Sim | TargetKind::Predict)
+    }
+}
+
+impl std::fmt::Display for TargetKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Which endpoint a stream calls (`run.json` `cells[].streams[].api`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Api {
+    /// `/api/generate`.
+    #[default]
+    Generate,
+    /// `/api/chat`.
+    Chat,
+    /// `/api/embed`.
+    Embed,
+}
+
+impl Api {
+    /// The name as written in scenarios and `run.json`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Api::Generate => "generate",
+            Api::Chat => "chat",
+            Api::Embed => "embed",
+        }
+    }
+}
+
+impl std::fmt::Display for Api {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
