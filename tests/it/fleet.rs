@@ -56,6 +56,7 @@ fn copy_dir(from: &Path, to: &Path) {
 
 #[test]
 fn three_shards_meet_the_cold_starts_of_one_process_and_merge_exactly() {
+    let _turn = common::timing_turn();
     let tmp = tempfile::tempdir().unwrap();
     let one = tmp.path().join("one");
     let sharded = tmp.path().join("sharded");

@@ -59,6 +59,7 @@ fn send_span_ms(dir: &Path) -> f64 {
 
 #[test]
 fn one_process_three_shards_and_predict_meet_the_same_cells() {
+    let _turn = common::timing_turn();
     let sim = SimServer::start(&["--scenario", SCENARIO, "--seed", "54"]);
     let tmp = tempfile::tempdir().unwrap();
     let one = tmp.path().join("one");

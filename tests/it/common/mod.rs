@@ -365,8 +365,17 @@ fn dechunk(mut rest: &str) -> String {
 }
 
 /// A real Ollama for one test: its own port and environment, the shared tiny models.
-/// Holds a process-wide lock so the real-Ollama tests of one test binary run one at a
-/// time (timings on 2 cores stay meaningful).
+/// The timing-sensitive tests' turn: the real-Ollama tests and the simulator tests that
+/// run several kabench processes at once (shards beside one process) hold it, so on 2
+/// cores no two of them run together and their timings stay meaningful; the other
+/// tests of the binary still run beside them.
+pub fn timing_turn() -> MutexGuard<'static, ()> {
+    static TURN: Mutex<()> = Mutex::new(());
+    TURN.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Holds the [`timing_turn`] so the real-Ollama tests run one at a time (timings on 2
+/// cores stay meaningful).
 pub struct RealOllama {
     server: Server,
     /// `http://127.0.0.1:PORT`.
@@ -387,8 +396,7 @@ impl RealOllama {
         if !ollama_dir().join("bin/ollama").exists() {
             return skip("../shared/ollama/bin/ollama is not here (a user's checkout)");
         }
-        static TURN: Mutex<()> = Mutex::new(());
-        let turn = TURN.lock().unwrap_or_else(|p| p.into_inner());
+        let turn = timing_turn();
         let models = match models_dir() {
             Ok(m) => m,
             Err(e) => return skip(&e),
