@@ -441,7 +441,10 @@ impl Pass<'_> {
                         }
                         buffer.push_back(r);
                     }
-                    None => eof = true,
+                    None => {
+                        eof = true;
+                        ahead.close();
+                    }
                 }
             }
             if buffer.is_empty() {

@@ -173,6 +173,7 @@ mod tests {
         for &t in arrivals {
             ahead.push(0, t);
         }
+        ahead.close();
         for &t in arrivals {
             rep.arrive(&request(t, 0, 1.0), &ahead);
         }
@@ -204,6 +205,43 @@ mod tests {
             m.expirations + m.evictions,
             m.idle_gpu_gb_s + m.idle_ram_gb_s,
         )
+    }
+
+    #[test]
+    fn a_gap_not_yet_read_ahead_is_held_not_unloaded() {
+        // The first request ends before the input has been read as far as its end plus
+        // the threshold: the next arrival is unknown, so the model stays as its
+        // keep_alive keeps it, and the second request (well within the threshold) is
+        // warm. Once the input has ended, an unknown next arrival means none: unload.
+        let host = host();
+        let f = figures(&host, MODEL);
+        let model = ReplayModel {
+            name: f.model.clone(),
+            spec: host.catalogue.resolve(MODEL).unwrap().clone(),
+            break_even_s: f.break_even_s,
+            load_s: f.load_s,
+        };
+        let settings = ReplaySettings {
+            prompt_tokens: 1,
+            output_tokens: 1,
+            cold_threshold: Duration::from_millis(500),
+            sent: Vec::new(),
+            split_s: 0.0,
+        };
+        let mut rep = Replay::new(Policy::Optimum, &host, vec![model], settings);
+        rep.set_optimum_hold(&[Some(60.0)]);
+        let second = f.load_first_s + 1.0 + 10.0;
+        let mut ahead = Lookahead::new(1);
+        ahead.push(0, 0.0);
+        rep.arrive(&request(0.0, 0, 1.0), &ahead);
+        // The first request ends while only its own arrival has been read.
+        rep.arrive(&request(second, 0, 1.0), &ahead);
+        ahead.push(0, second);
+        ahead.close();
+        let o = rep.finish(&ahead);
+        let (cold, unloads, _, _) = brief(&o);
+        assert_eq!(cold, 1, "the second request found the model held");
+        assert_eq!(unloads, 1, "unloaded once, after the last request");
     }
 
     #[test]

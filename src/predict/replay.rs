@@ -75,6 +75,10 @@ impl Policy {
 #[derive(Debug, Clone, Default)]
 pub struct Lookahead {
     per_model: Vec<VecDeque<f64>>,
+    /// How far the input has been read: the latest arrival read ahead, or infinity once
+    /// the input has ended. A model with no arrival read ahead up to some time may still
+    /// get one later when this is short of that time.
+    read_to: f64,
 }
 
 impl Lookahead {
@@ -82,12 +86,24 @@ impl Lookahead {
     pub fn new(models: usize) -> Self {
         Lookahead {
             per_model: vec![VecDeque::new(); models],
+            read_to: f64::NEG_INFINITY,
         }
     }
 
     /// Records a request read ahead.
     pub fn push(&mut self, model: usize, t: f64) {
         self.per_model[model].push_back(t);
+        self.read_to = self.read_to.max(t);
+    }
+
+    /// Records that the input has ended: no arrival comes after those read ahead.
+    pub fn close(&mut self) {
+        self.read_to = f64::INFINITY;
+    }
+
+    /// Whether every arrival up to `t` has been read ahead.
+    pub fn reaches(&self, t: f64) -> bool {
+        self.read_to >= t
     }
 
     /// Forgets the oldest request of `model` (replayed by every policy).
@@ -647,6 +663,12 @@ impl Replay {
         };
         let at = now.as_secs_f64();
         let next = ahead.next_at_or_after(m, at);
+        // A request can end past the read-ahead window (a long queue or answer): with no
+        // arrival read ahead and the input not read as far as the threshold, the gap is
+        // not known yet, and the model is held as the keep_alive it sent holds it.
+        if next.is_none() && !ahead.reaches(at + threshold) {
+            return;
+        }
         if !super::optimum::holds(next.map(|n| n - at), threshold) {
             self.unload_now(m, now, ahead);
         }
