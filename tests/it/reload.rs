@@ -3,10 +3,13 @@
 //! chat model under `OLLAMA_MAX_LOADED_MODELS=1`) gives `summary.json`
 //! `cells[].reloads` counts for both causes, and the report names both with the fix.
 
-use crate::common::{read_json, root, run_ok};
+use crate::common::{self, read_json, root, run_ok};
 
 #[test]
 fn the_reload_thrash_scenario_counts_and_names_both_causes() {
+    // Its reload causes are read from timings on the simulator's real clock: it takes
+    // the timing tests' turn, so no other such test shares the 2 cores with it.
+    let _turn = common::timing_turn();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("run");
     let scenario = root().join("scenarios/reload-thrash.toml");
