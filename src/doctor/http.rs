@@ -135,6 +135,7 @@ impl Server {
         let http = reqwest::Client::builder()
             .no_proxy()
             .timeout(REQUEST_TIMEOUT)
+            .redirect(reqwest::redirect::Policy::none())
             .build()?;
         Ok(Server {
             http,

@@ -159,6 +159,7 @@ pub async fn spawn(config: ProxyConfig) -> anyhow::Result<ProxyHandle> {
     let http = reqwest::Client::builder()
         .no_proxy()
         .connect_timeout(Duration::from_secs(5))
+        .redirect(reqwest::redirect::Policy::none())
         .build()?;
     let vram = crate::folder::CsvAppender::create(&config.out.join(crate::folder::VRAM_CSV))?;
     let shared = Arc::new(Shared {

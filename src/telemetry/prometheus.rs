@@ -318,6 +318,7 @@ fn client(interval: Duration) -> Result<reqwest::Client, SourceError> {
     reqwest::Client::builder()
         .no_proxy()
         .timeout(timeout)
+        .redirect(reqwest::redirect::Policy::none())
         .build()
         .map_err(|e| SourceError::Unavailable(format!("HTTP client: {e}")))
 }

@@ -6,6 +6,7 @@ use std::fmt;
 use std::time::Duration;
 
 mod keep_alive;
+pub mod limits;
 
 use keep_alive::MAX_GO_DURATION_NANOS;
 
