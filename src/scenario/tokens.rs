@@ -35,7 +35,7 @@ fn whole(
                 if option == "num_ctx" { 4096 } else { 32 }
             ),
         )),
-        Scalar::Float(f) if !f.is_finite() || f.abs() >= 9.223_372_036_854_775_808e18 => Err(loc.error_at(
+        Scalar::Float(f) if !f.is_finite() || crate::units::go_int64(*f) == i64::MIN => Err(loc.error_at(
             key,
             format!(
                 "{name} {f:e} is past what an integer option holds: Ollama would take it (HTTP 200) and turn it into a negative number, which it reads as {negative}; write a whole number of tokens"

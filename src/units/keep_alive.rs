@@ -51,15 +51,18 @@ pub struct KeepAlive {
 /// 9223372036.854775808 seconds, 292 years, up) converted to `i64::MIN` (the
 /// processor's answer to an out-of-range conversion), a negative duration.
 pub fn go_duration_nanos(seconds: f64) -> i64 {
-    let product = seconds * 1e9;
-    // 2^63 is exactly representable; every product at or past it overflows.
-    if product.is_nan()
-        || product >= 9_223_372_036_854_775_808.0
-        || product < -9_223_372_036_854_775_808.0
-    {
-        i64::MIN
+    go_int64(seconds * 1e9)
+}
+
+/// Go's `int64(f)` as its amd64 build computes it: truncation toward zero, and
+/// `i64::MIN` for NaN or anything outside int64 (from 2^63 up, below -2^63).
+pub fn go_int64(f: f64) -> i64 {
+    // `i64::MAX as f64` is 2^63 exactly, the first value that does not fit.
+    const LIMIT: f64 = i64::MAX as f64;
+    if (-LIMIT..LIMIT).contains(&f) {
+        f as i64
     } else {
-        product as i64
+        i64::MIN
     }
 }
 

@@ -12,7 +12,7 @@ use keep_alive::MAX_GO_DURATION_NANOS;
 
 pub use keep_alive::{
     KeepAlive, KeepAliveKeys, MAX_KEEP_ALIVE_SECONDS, WireKeepAlive, as_written, cmp_keep_alive,
-    display_keep_alive, go_duration_nanos, keep_alive_keys, optional_written_or_empty,
+    display_keep_alive, go_duration_nanos, go_int64, keep_alive_keys, optional_written_or_empty,
     written_or_empty,
 };
 

@@ -8,6 +8,7 @@
 use serde_json::{Map, Value};
 
 use super::wire::SimError;
+use crate::units::go_int64;
 
 /// The Go type of one option field of `api.Options` (and its embedded `api.Runner`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,15 +70,6 @@ impl ReqOptions {
     }
 }
 
-/// Go's `int64(f)` on amd64: truncation toward zero, `i64::MIN` past the range.
-fn go_int(f: f64) -> i64 {
-    if f.is_nan() || f >= 9_223_372_036_854_775_808.0 || f < -9_223_372_036_854_775_808.0 {
-        i64::MIN
-    } else {
-        f as i64
-    }
-}
-
 /// Checks `options` as Ollama does and returns what the simulator uses. Keys are
 /// checked in name order (Go's map order is random: with two bad options either
 /// error may come back from the real server).
@@ -102,7 +94,7 @@ pub fn read(options: Option<&Map<String, Value>>) -> Result<ReqOptions, SimError
                 let n = match value {
                     Value::Number(n) => n
                         .as_i64()
-                        .unwrap_or_else(|| go_int(n.as_f64().unwrap_or(f64::NAN))),
+                        .unwrap_or_else(|| go_int64(n.as_f64().unwrap_or(f64::NAN))),
                     _ => return Err(wrong("type integer")),
                 };
                 match key.as_str() {
