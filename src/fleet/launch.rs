@@ -84,6 +84,13 @@ pub async fn launch(
         let start_at = launch
             .start_at
             .unwrap_or_else(|| SystemTime::now() + LEAD_TIME);
+        // A given barrier may have passed while the target was checked and prewarmed.
+        shard::check_barrier(start_at, SystemTime::now(), "--start-at").map_err(|e| {
+            anyhow::anyhow!(
+                "{}; the target's checks and prewarm took until now: give a later --start-at (or --no-prewarm)",
+                e.0
+            )
+        })?;
         let _ = progress.send(crate::run::ProgressEvent::Note(format!(
             "starting {} shards against {}, in step from {}",
             launch.shards,
