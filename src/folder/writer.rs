@@ -228,3 +228,43 @@ fn claim_beside_others(dir: &Path) -> Result<()> {
         Err(e) => Err(unwritable(e).into()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_that_cannot_start_is_marked_failed_or_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = dir.path().join("run");
+        let folder = RunFolder::create(&run, "", RunMeta::default()).unwrap();
+        assert!(folder.abandon("no space").ends_with("is marked failed"));
+        let meta = super::super::read_meta(&run).unwrap();
+        assert_eq!(meta.status, RunStatus::Failed);
+        assert!(meta.failure.unwrap().contains("could not start: no space"));
+        assert!(meta.ended_at.is_some());
+
+        // Not even run.json can be rewritten: the run's files go.
+        let stuck = dir.path().join("stuck");
+        let folder = RunFolder::create(&stuck, "", RunMeta::default()).unwrap();
+        fs::create_dir(stuck.join(format!("{RUN_JSON}.tmp"))).unwrap();
+        assert!(folder.abandon("no space").contains("were removed"));
+        for f in [RUN_JSON, SCENARIO_TOML, REQUESTS_CSV, VRAM_CSV] {
+            assert!(!stuck.join(f).exists(), "{f}");
+        }
+    }
+
+    #[test]
+    fn a_folder_whose_first_files_cannot_be_written_keeps_no_claim() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join(VRAM_CSV), "kept\n").unwrap();
+        fs::create_dir(dir.path().join(SCENARIO_TOML)).unwrap();
+        assert!(RunFolder::create_in(dir.path(), "x", RunMeta::default()).is_err());
+        assert!(!dir.path().join(RUN_JSON).exists());
+        assert!(!dir.path().join(REQUESTS_CSV).exists());
+        assert_eq!(
+            fs::read_to_string(dir.path().join(VRAM_CSV)).unwrap(),
+            "kept\n"
+        );
+    }
+}
