@@ -20,6 +20,7 @@ pub(super) fn fleet(args: FleetArgs) -> Result<()> {
         FleetEngine::K8s(k) => &k.common,
         FleetEngine::Slurm(s) => &s.common,
     };
+    shard::check_count(common.shards, "--shards").map_err(|e| BadInput(e.0))?;
     let scenario = scenario::load(&common.scenario)?;
     let plan = scenario::plan(&scenario);
     let cli_target = Target::from_args(&common.target).map_err(BadInput)?;

@@ -382,7 +382,7 @@ fn shard_counts_over_the_limit_are_refused_before_anything_is_made() {
         ),
         (
             vec!["run", SCENARIO, "--shards", "4294967295"],
-            "1024".into(),
+            local.to_string(),
         ),
         (
             vec!["run", SCENARIO, "--shards", &over_local],
