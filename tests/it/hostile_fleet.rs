@@ -482,6 +482,31 @@ fn a_shard_says_it_waits_for_its_barrier_and_never_sends_before_its_start() {
     assert!(intended >= 2000.0, "{intended}");
 }
 
+#[test]
+fn shards_on_one_machine_say_they_wait_for_their_barrier() {
+    let tmp = tempfile::tempdir().unwrap();
+    let scenario = tmp.path().join("tiny.toml");
+    std::fs::write(&scenario, TINY).unwrap();
+    let out = tmp.path().join("run");
+    let start_at = kabench::shard::format_time(SystemTime::now() + Duration::from_secs(3));
+    let o = kabench()
+        .args(["run"])
+        .arg(&scenario)
+        .args(["--target", "sim", "--shards", "2", "--no-prewarm"])
+        .args(["--start-at", &start_at, "--out", out.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let e = stderr(&o);
+    assert!(o.status.success(), "{e}");
+    assert!(
+        e.contains(&format!(
+            "the shards wait for the start barrier {start_at}: "
+        )),
+        "{e}"
+    );
+    assert_eq!(read_json(&out.join("run.json"))["status"], "complete");
+}
+
 /// A tmpfs of 200 KiB under the test's folder, unmounted on drop.
 struct TinyDisk(PathBuf);
 
