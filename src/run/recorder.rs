@@ -92,13 +92,31 @@ impl Recorder {
         // From here on run.json says "running": a failure before the first request
         // ends it (marked failed, or removed) before the error goes up.
         let started = (|| -> Result<_> {
-            folder::reserve_space(&dir).map_err(|e| folder::RunFolderUnwritable {
-                dir: dir.display().to_string(),
-                why: format!(
-                    "cannot set aside {} KiB to record how the run ends ({e}); free some space on that disk",
-                    folder::RESERVE_BYTES / 1024
+            // A disk without room for the reserve could not record how the run ends;
+            // another failure (a file-size limit) leaves the small rewrites possible.
+            match folder::reserve_space(&dir) {
+                Ok(()) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+                    ) =>
+                {
+                    return Err(folder::RunFolderUnwritable {
+                        dir: dir.display().to_string(),
+                        why: format!(
+                            "cannot set aside {} KiB to record how the run ends ({e}); free some space on that disk",
+                            folder::RESERVE_BYTES / 1024
+                        ),
+                    }
+                    .into());
+                }
+                Err(e) => tracing::warn!(
+                    "cannot set aside {} KiB in {} ({e}); going on without it",
+                    folder::RESERVE_BYTES / 1024,
+                    dir.display()
                 ),
-            })?;
+            }
             let feeds = clients
                 .iter()
                 .map(|c| PsFeed::new(c.base_url()))
