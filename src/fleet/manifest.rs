@@ -160,8 +160,9 @@ impl Fleet {
             shard::format_time(self.start_at),
             "--out".into(),
             out.to_string(),
-            "--quiet".into(),
         ]);
+        // Not --quiet: the pod's or task's log says how long it waits for the barrier
+        // and how each cell went.
         args.iter().map(|a| quote(a)).collect()
     }
 
