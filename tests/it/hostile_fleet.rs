@@ -408,6 +408,21 @@ fn shard_counts_over_the_limit_are_refused_before_anything_is_made() {
         assert!(o.stdout.is_empty(), "{args:?}");
         assert!(!out.exists(), "{args:?} made its folder");
     }
+    // The most shards there may be fit in 500 MB (virtual) for either engine.
+    for engine in [["slurm", "--out"], ["k8s", "--image"]] {
+        let o = Command::new("bash")
+            .arg("-c")
+            .arg("ulimit -v 500000; exec \"$0\" \"$@\"")
+            .arg(env!("CARGO_BIN_EXE_kabench"))
+            .args(["fleet", engine[0], SCENARIO, "--target", "h:1"])
+            .args(["--shards", "1024", engine[1]])
+            .arg(tmp.path().join("big"))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{engine:?}: {}", stderr(&o));
+        let text = String::from_utf8(o.stdout).unwrap();
+        assert!(text.contains("shard-1023-of-1024"), "{engine:?}");
+    }
     let far = kabench()
         .args([
             "fleet", "slurm", SCENARIO, "--target", "h:1", "--shards", "2",
