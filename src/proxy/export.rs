@@ -244,7 +244,7 @@ fn scenario_text(streams: &[StreamMeta]) -> String {
             let _ = writeln!(out, "num_ctx = {c}");
         }
         if let Some(k) = &s.keep_alive {
-            let _ = writeln!(out, "keep_alive = {}", toml_string(&k.written()));
+            let _ = writeln!(out, "keep_alive = {}", toml_string(k.written()));
         }
         let rate = s.rate_per_s.filter(|r| *r > 0.0).unwrap_or(1.0);
         let _ = writeln!(

@@ -503,7 +503,16 @@ where
         failed: None,
         done_ms: None,
     };
-    let mut response = Response::new(Body::from_stream(tap));
+    let body = if length == Some(0) {
+        // Nothing to pass (a redirect, a 204): the row is written now, as the server
+        // may never poll an empty body.
+        let mut tap = tap;
+        tap.close("ok");
+        Body::empty()
+    } else {
+        Body::from_stream(tap)
+    };
+    let mut response = Response::new(body);
     *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
     copy_headers(&out_headers, response.headers_mut());
     response
@@ -564,7 +573,8 @@ impl Tap {
         self.scanner.finish();
         let elapsed = self.arrived.elapsed().as_secs_f64() * 1000.0;
         row.outcome = match (outcome, self.ok_status, self.scanner.error_line) {
-            ("ok" | "done", false, _) if self.redirect => "redirected".into(),
+            // A client may leave a redirect's body unread: it has what it needs.
+            ("ok" | "done" | "client_gone", false, _) if self.redirect => "redirected".into(),
             ("ok" | "done", true, true) => "stream_error".into(),
             ("ok" | "done", false, _) => "http_error".into(),
             ("done", true, false) => "ok".into(),
