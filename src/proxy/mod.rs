@@ -8,11 +8,9 @@
 //!
 //! An upstream's redirect (Ollama answers `/api/generate/` with 307) passes back to
 //! the client as it came, logged with the request's model. The server, its limits and
-//! its shutdown are in `server`, the body reads in `body`, the reply scan in `scan`,
-//! the `/api/ps` poller in `ps`.
-//!
-//! Long (about 600 lines) because one request's life stays in one place: its
-//! pass-through, the row it logs and the warnings it raises.
+//! its shutdown are in `server`, the body reads in `body`, the reply on its way back
+//! (and a request left unanswered) in `tap`, the reply scan in `scan`, the `/api/ps`
+//! poller in `ps`.
 
 pub mod body;
 pub mod export;
@@ -21,27 +19,25 @@ pub mod log;
 mod ps;
 mod scan;
 pub mod server;
+mod tap;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, HeaderName, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use futures_util::Stream;
 use serde_json::Value;
 use tokio::sync::oneshot;
 
 use body::{BodyError, BodyLimits, Budget};
-use inspect::Inspected;
 use log::{ProxyRow, Recorder};
 use scan::Scanner;
 use server::ConnLimits;
+use tap::{Pending, Tap};
 
 /// The most bytes a request body may hold (a vision request carries images).
 pub const MAX_BODY: usize = 100 * 1024 * 1024;
@@ -516,145 +512,4 @@ where
     *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
     copy_headers(&out_headers, response.headers_mut());
     response
-}
-
-/// A request forwarded and not yet answered: written on drop (the client left while
-/// the upstream had not answered, or the proxy cut it at shutdown).
-struct Pending {
-    shared: Arc<Shared>,
-    row: Option<(ProxyRow, Inspected)>,
-    arrived: Instant,
-}
-
-impl Drop for Pending {
-    fn drop(&mut self) {
-        let Some((mut row, inspected)) = self.row.take() else {
-            return;
-        };
-        row.outcome = if self.shared.cutting.load(Ordering::SeqCst) {
-            "cut".into()
-        } else {
-            "client_gone".into()
-        };
-        if !row.note.is_empty() {
-            row.note.push(';');
-        }
-        row.note.push_str("no_answer_yet");
-        row.e2e_ms = Some(self.arrived.elapsed().as_secs_f64() * 1000.0);
-        lock(&self.shared.recorder).finish(row, &inspected, Instant::now());
-    }
-}
-
-/// The reply body on its way to the client: every chunk passes unchanged, and the
-/// row is written once when the body ends, fails, or is dropped (client gone).
-struct Tap {
-    /// The Content-Length, when the reply has one: the server stops polling once it
-    /// has that many bytes, so the row is written when they have passed.
-    length: Option<u64>,
-    inner: Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>,
-    shared: Arc<Shared>,
-    row: Option<ProxyRow>,
-    inspected: Inspected,
-    arrived: Instant,
-    scanner: Scanner,
-    ok_status: bool,
-    /// A 3xx: passed back to the client as it came.
-    redirect: bool,
-    failed: Option<&'static str>,
-    /// When the reply's last line passed, ms after arrival.
-    done_ms: Option<f64>,
-}
-
-impl Tap {
-    fn close(&mut self, outcome: &'static str) {
-        let Some(mut row) = self.row.take() else {
-            return;
-        };
-        self.scanner.finish();
-        let elapsed = self.arrived.elapsed().as_secs_f64() * 1000.0;
-        row.outcome = match (outcome, self.ok_status, self.scanner.error_line) {
-            // A client may leave a redirect's body unread: it has what it needs.
-            ("ok" | "done" | "client_gone", false, _) if self.redirect => "redirected".into(),
-            ("ok" | "done", true, true) => "stream_error".into(),
-            ("ok" | "done", false, _) => "http_error".into(),
-            ("done", true, false) => "ok".into(),
-            (o, _, _) => o.into(),
-        };
-        if row.outcome == "ok" {
-            row.e2e_ms = Some(
-                self.done_ms
-                    .filter(|_| outcome == "done")
-                    .unwrap_or(elapsed),
-            );
-            if row.ttft_ms.is_none() && self.scanner.first_token {
-                row.ttft_ms = Some(elapsed);
-            }
-        }
-        if self.scanner.over_limit {
-            if !row.note.is_empty() {
-                row.note.push(';');
-            }
-            row.note.push_str("reply_line_over_limit");
-        }
-        row.load_duration_ms = self.scanner.load_duration_ms;
-        row.prompt_tokens = self.scanner.prompt_tokens;
-        row.output_tokens = self.scanner.output_tokens;
-        lock(&self.shared.recorder).finish(row, &self.inspected, Instant::now());
-    }
-}
-
-impl Stream for Tap {
-    type Item = Result<Bytes, std::io::Error>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        match self.inner.as_mut().poll_next(cx) {
-            Poll::Ready(Some(Ok(bytes))) => {
-                let first = self.scanner.push(&bytes);
-                let elapsed = self.arrived.elapsed().as_secs_f64() * 1000.0;
-                if self.scanner.done && self.done_ms.is_none() {
-                    self.done_ms = Some(elapsed);
-                }
-                let mut complete = false;
-                let length = self.length;
-                if let Some(row) = self.row.as_mut() {
-                    row.bytes += bytes.len() as u64;
-                    if first {
-                        row.ttft_ms = Some(elapsed);
-                    }
-                    complete = length.is_some_and(|n| row.bytes >= n);
-                }
-                if complete {
-                    self.close("ok");
-                }
-                Poll::Ready(Some(Ok(bytes)))
-            }
-            Poll::Ready(Some(Err(e))) => {
-                self.failed = Some("upstream_error");
-                self.close("upstream_error");
-                Poll::Ready(Some(Err(std::io::Error::other(e))))
-            }
-            Poll::Ready(None) => {
-                let outcome = self.failed.unwrap_or("ok");
-                self.close(outcome);
-                Poll::Ready(None)
-            }
-            Poll::Pending => Poll::Pending,
-        }
-    }
-}
-
-impl Drop for Tap {
-    fn drop(&mut self) {
-        // Dropped before the end: the client left (dropping `inner` cancels upstream),
-        // unless the reply's last line had passed: a client may stop reading there,
-        // before the end of the body, with the whole answer in hand.
-        let outcome = if self.scanner.done {
-            "done"
-        } else if self.shared.cutting.load(Ordering::SeqCst) {
-            "cut"
-        } else {
-            "client_gone"
-        };
-        self.close(outcome);
-    }
 }
