@@ -276,7 +276,7 @@ impl Metrics {
         );
         let _ = writeln!(
             out,
-            "# HELP kabench_proxy_upstream_errors_total Requests answered 502 because Ollama could not be reached.\n# TYPE kabench_proxy_upstream_errors_total counter\nkabench_proxy_upstream_errors_total {}",
+            "# HELP kabench_proxy_upstream_errors_total Requests answered 502: Ollama could not be reached, or did not answer.\n# TYPE kabench_proxy_upstream_errors_total counter\nkabench_proxy_upstream_errors_total {}",
             self.upstream_errors
         );
         out
