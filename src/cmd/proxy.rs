@@ -115,7 +115,10 @@ pub(super) async fn proxy(args: ProxyArgs) -> Result<()> {
                 crate::report::render(&out, &RenderOptions::default())
             })
             .await??;
-            eprintln!("{}", rendered.headline);
+            // The headline names the models the clients sent: escaped, line by line.
+            for line in rendered.headline.lines() {
+                eprintln!("{}", printable(line));
+            }
             eprintln!(
                 "wrote {} (observed, not swept)",
                 printable(&rendered.index_html.display().to_string())

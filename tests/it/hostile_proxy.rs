@@ -668,3 +668,51 @@ async fn a_second_interrupt_ends_the_proxy_at_once() {
     );
     assert!(status.1.contains("interrupted again"), "{}", status.1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_characters_never_reach_the_terminal_and_one_interrupt_stops_cleanly() {
+    let (addr, _up) = upstream().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("px\u{1b}[2Jx");
+    let port = crate::common::free_port();
+    let mut child = crate::common::kabench()
+        .args(["proxy", "--listen", &format!("127.0.0.1:{port}")])
+        .arg("--upstream")
+        .arg(format!("http://{addr}"))
+        .arg("--out")
+        .arg(&out)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+        assert!(Instant::now() < deadline, "the proxy listens");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let name = "\u{1b}]0;owned\u{7}\u{1b}[31mred";
+    let r = http()
+        .post(format!("http://127.0.0.1:{port}/api/generate"))
+        .json(&json!({"model": name, "prompt": "hi", "options": {"keep_alive": "1m"}}))
+        .send()
+        .await
+        .unwrap();
+    r.bytes().await.unwrap();
+    kill("-INT", child.id());
+    let (status, err) = tokio::task::spawn_blocking(move || {
+        let status = child.wait().unwrap();
+        let mut err = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+        (status, err)
+    })
+    .await
+    .unwrap();
+    assert_eq!(status.code(), Some(0), "{err}");
+    assert!(
+        !err.contains('\u{1b}'),
+        "a raw ESC reached the terminal: {err:?}"
+    );
+    assert!(err.contains("1 request(s) logged"), "{err}");
+    let text = std::fs::read_to_string(out.join("scenario.toml")).unwrap();
+    let table: toml::Table = toml::from_str(&text).unwrap();
+    assert_eq!(table["stream"][0]["model"].as_str(), Some(name));
+}
