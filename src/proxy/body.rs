@@ -39,10 +39,9 @@ pub enum BodyError {
 impl std::fmt::Display for BodyError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            BodyError::TooLarge(n) => write!(
-                f,
-                "the request body is over the proxy's limit of {n} bytes (--max-body)"
-            ),
+            BodyError::TooLarge(n) => {
+                write!(f, "the request body is over the proxy's limit of {n} bytes")
+            }
             BodyError::Timeout(t) => write!(
                 f,
                 "the client sent no part of the request body for {} s (--read-timeout)",
@@ -50,7 +49,7 @@ impl std::fmt::Display for BodyError {
             ),
             BodyError::Busy(t) => write!(
                 f,
-                "the proxy holds its limit of buffered request bodies and none was forwarded within {} s: retry later",
+                "the proxy holds its limit of buffered request bodies (--max-buffered) and none was forwarded within {} s: retry later",
                 t.as_secs_f64()
             ),
             BodyError::Read(e) => write!(f, "reading the request body: {e}"),

@@ -716,3 +716,91 @@ async fn control_characters_never_reach_the_terminal_and_one_interrupt_stops_cle
     let table: toml::Table = toml::from_str(&text).unwrap();
     assert_eq!(table["stream"][0]["model"].as_str(), Some(name));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_finds_no_room_in_the_budget_in_time_gets_a_503() {
+    let (addr, up) = upstream().await;
+    *up.hold.lock().unwrap() = Duration::from_millis(1500);
+    let tmp = tempfile::tempdir().unwrap();
+    let mut limits = ProxyLimits::default();
+    limits.body.max_body = 1 << 20;
+    limits.body.budget_bytes = 1 << 20;
+    limits.body.read_timeout = Duration::from_millis(300);
+    let proxy = proxy::spawn_with(config(addr, tmp.path()), limits)
+        .await
+        .unwrap();
+    let body = json!({"model": "m", "prompt": "x".repeat(700_000)}).to_string();
+    let url = format!("{}/api/generate", proxy.base_url());
+    let first = {
+        let (url, body) = (url.clone(), body.clone());
+        tokio::spawn(async move { http().post(url).body(body).send().await.unwrap().status() })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let r = http().post(&url).body(body).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 503);
+    let text = r.text().await.unwrap();
+    assert!(text.contains("--max-buffered"), "{text}");
+    assert_eq!(first.await.unwrap().as_u16(), 200);
+    proxy.shutdown(Duration::from_secs(1)).await;
+    let other = rows_of(tmp.path(), "proxy-other.csv");
+    assert!(
+        other
+            .iter()
+            .any(|r| r["status"] == "503" && r["outcome"] == "proxy_busy"),
+        "{other:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_that_ends_within_the_grace_period_is_in_the_export() {
+    // Five lines, 150 ms apart.
+    let app = Router::new().fallback(|| async {
+        let stream = futures_util::stream::unfold(0, |i| async move {
+            if i == 5 {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            let line = if i == 4 {
+                DONE.to_string()
+            } else {
+                "{\"response\":\"a\",\"done\":false}\n".to_string()
+            };
+            Some((Ok::<_, std::io::Error>(line), i + 1))
+        });
+        (
+            [(header::CONTENT_TYPE, "application/x-ndjson")],
+            Body::from_stream(stream),
+        )
+    });
+    let addr = serve(app).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let proxy = proxy::spawn(config(addr, tmp.path())).await.unwrap();
+    let url = format!("{}/api/generate", proxy.base_url());
+    let body = json!({"model": "m", "prompt": "hi"});
+    http()
+        .post(&url)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let second = tokio::spawn(async move {
+        let r = http().post(&url).json(&body).send().await.unwrap();
+        r.bytes().await.unwrap().len()
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let stats = proxy.shutdown(Duration::from_secs(3)).await;
+    assert!(second.await.unwrap() > 0);
+    assert_eq!(
+        stats.exported,
+        Ok(2),
+        "both rows, the one in flight included"
+    );
+    let requests = crate::common::request_rows(tmp.path());
+    assert!(
+        requests.iter().all(|r| r["error"].is_empty()),
+        "{requests:?}"
+    );
+}
