@@ -804,3 +804,48 @@ async fn a_stream_that_ends_within_the_grace_period_is_in_the_export() {
         "{requests:?}"
     );
 }
+
+#[test]
+fn the_export_of_a_log_naming_ten_thousand_models_is_bounded() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut w = csv::Writer::from_path(tmp.path().join("proxy-requests.csv")).unwrap();
+    for i in 0..10_000u32 {
+        w.serialize(kabench::proxy::log::ProxyRow {
+            timestamp: "2026-01-01T00:00:00Z".into(),
+            t_ms: f64::from(i),
+            method: "POST".into(),
+            path: "/api/generate".into(),
+            endpoint: "generate".into(),
+            model: format!("model-{i}-{}", "x".repeat(200)),
+            kind: "serve".into(),
+            status: Some(200),
+            ttft_ms: Some(5.0),
+            e2e_ms: Some(9.0),
+            outcome: "ok".into(),
+            ..Default::default()
+        })
+        .unwrap();
+    }
+    w.flush().unwrap();
+    let started = Instant::now();
+    let n = kabench::proxy::export::write_run_folder(
+        tmp.path(),
+        "http://127.0.0.1:9",
+        None,
+        "2026-01-01T00:00:00Z",
+        &[],
+    )
+    .unwrap();
+    assert_eq!(n, 10_000);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    let run = crate::common::read_json(&tmp.path().join("run.json"));
+    let streams = run["cells"][0]["streams"].as_array().unwrap();
+    assert_eq!(streams.len(), kabench::proxy::export::MAX_STREAMS + 1);
+    let text = std::fs::read_to_string(tmp.path().join("scenario.toml")).unwrap();
+    let table: toml::Table = toml::from_str(&text).unwrap();
+    assert_eq!(table["stream"].as_array().unwrap().len(), streams.len());
+}
