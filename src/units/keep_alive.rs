@@ -66,16 +66,6 @@ pub fn go_int64(f: f64) -> i64 {
     }
 }
 
-/// A number as a message shows it: whole numbers in full up to 16 digits, larger ones
-/// (and fractions) in their shortest form (`1e20`, `9.3e9` as `9300000000`).
-fn show_number(seconds: f64) -> String {
-    if seconds.abs() >= 1e16 {
-        format!("{seconds:e}")
-    } else {
-        format_seconds(seconds)
-    }
-}
-
 impl KeepAlive {
     /// Parses a value as a user writes it in a scenario or on the command line:
     /// a Go duration (`"30s"`, `"1h30m"`, `"0"`), a plain number of seconds (`"300"`,
@@ -284,7 +274,7 @@ impl std::str::FromStr for KeepAlive {
 fn overflow_message(seconds: f64) -> String {
     format!(
         "keep_alive {} seconds is longer than a Go duration holds ({} seconds, about 292 years): Ollama accepts it (HTTP 200) but its conversion to nanoseconds overflows into a negative duration, so the model is unloaded as soon as it is idle, as with 0; write -1 (or any negative number) to keep the model loaded forever, or 0 to unload it at once",
-        show_number(seconds),
+        format_seconds(seconds),
         MAX_KEEP_ALIVE_SECONDS.floor()
     )
 }
@@ -297,9 +287,14 @@ fn nanos_to_duration(nanos: i128) -> Option<Duration> {
     }
 }
 
+/// A number of seconds as written: whole numbers in full up to 16 digits, larger ones
+/// in their shortest form (`1e20`, not 21 digits; `1e300`, not 301), fractions as they
+/// are.
 fn format_seconds(seconds: f64) -> String {
     if seconds.fract() == 0.0 && seconds.abs() < 9.0e15 {
         format!("{}", seconds as i64)
+    } else if seconds.abs() >= 1e16 {
+        format!("{seconds:e}")
     } else {
         format!("{seconds}")
     }

@@ -348,7 +348,15 @@ mod tests {
                 "{n}: an empty prompt loads, not unloads"
             );
             assert!(!ka.is_forever(), "{n}");
+            assert!(ka.written().len() < 30, "written short: {}", ka.written());
         }
+        assert_eq!(
+            KeepAlive::from_json(&json!(1e20))
+                .unwrap()
+                .unwrap()
+                .written(),
+            "1e20"
+        );
         let ka = KeepAlive::from_json(&json!(9223372036u64))
             .unwrap()
             .unwrap();
