@@ -89,7 +89,7 @@ pub(super) fn max_tokens(
     let Some(v) = v else {
         return Ok(32);
     };
-    let no_limit = "no limit (the model generates until it stops or its context is full)";
+    let no_limit = "no limit, generating until the model stops or its context is full";
     let n = whole(v, "max_tokens", "num_predict", no_limit, key, loc)?;
     if n < 0 || (n == 0 && !embed) {
         return Err(loc.error_at(
