@@ -290,6 +290,17 @@ fn ka2_numeric_keep_alive_past_a_go_duration_agrees_with_the_real_server() {
         assert_eq!(real, loaded, "real server, loaded after {body}");
         assert_eq!(sim, real, "simulator, loaded after {body}");
     }
+    // The same on /api/chat.
+    let chat = r#"{"model":"tiny-50m","stream":false,"messages":[{"role":"user","content":"hi"}],"keep_alive":1e300,"options":{"num_predict":1}}"#;
+    let ((rs, r), (ss, s)) = p.call("POST", "/api/chat", Some(chat));
+    assert_eq!((rs, ss), (200, 200), "{chat}: real {r}, sim {s}");
+    let real = still_loaded(|| p.real.call("GET", "/api/ps", None).1);
+    let sim = still_loaded(|| p.sim.call("GET", "/api/ps", None).1);
+    assert_eq!((real, sim), (false, false), "loaded after {chat}");
+    // A number no float64 holds is not JSON Ollama reads: 400 on both (the wording is
+    // each decoder's own, H2).
+    let ((rs, _), (ss, _)) = p.call("POST", "/api/generate", Some(&empty("1e400")));
+    assert_eq!((rs, ss), (400, 400), "keep_alive 1e400");
 }
 
 #[test]
