@@ -21,6 +21,10 @@ pub const SLURM_COUNT_ENV: &str = "SLURM_ARRAY_TASK_COUNT";
 /// Slurm's lowest array task id (an array `--array=1-4` starts at 1).
 pub const SLURM_MIN_ENV: &str = "SLURM_ARRAY_TASK_MIN";
 
+/// The most shards a run may have (`--shards`, a `run.json`'s `shard.count`): more is
+/// refused before anything is spawned, allocated or looped over.
+pub const MAX_SHARDS: u32 = 1024;
+
 /// After its fixed start, how long a cell leaves every shard to unload the target
 /// before the first send.
 pub const UNLOAD_ALLOWANCE: Duration = Duration::from_secs(2);

@@ -59,6 +59,7 @@ fn cell(id: &str, ka: &str, cold: u64, p99: f64, idle: f64) -> CellSummary {
             ram: None,
             counted: "GPU".into(),
         }),
+        memory_missing: None,
         warnings: Vec::new(),
         reloads: Default::default(),
         predicted: false,
