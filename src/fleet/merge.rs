@@ -1,7 +1,10 @@
 //! `kabench merge`: shard folders into one run folder that `kabench report` renders.
 //! Request rows concatenated in intended-time order (every shard counts from the same
-//! start barrier), `vram.csv` kept once per host (the lowest shard that sampled it),
-//! histograms added bucket by bucket (never percentiles averaged), counters summed.
+//! start barrier), `vram.csv` kept once per host (the lowest shard that completed;
+//! stitched from stopped shards when none did, the cells past their samples marked
+//! memory not measured), histograms added bucket by bucket (never percentiles
+//! averaged), counters summed. The shard folders are input: names that would be paths,
+//! absurd counts, non-regular files and an `--out` holding a user's files are refused.
 //! Shards of another scenario, seed, kabench version or histogram setting are refused;
 //! missing, failed or crashed shards are merged with a warning naming them, and the
 //! merged `run.json` (`merged`) says which. Knows nothing of rendering.
@@ -294,7 +297,7 @@ fn memory_not_measured(
 /// Refuses an `--out` that holds anything but shard folders and their logs (what a
 /// sharded run leaves there): merge writes `run.json`, `requests.csv`, `vram.csv`,
 /// `histograms/`, the report… into it and must not overwrite a user's files.
-fn check_out(out: &Path) -> Result<()> {
+pub fn check_out(out: &Path) -> Result<()> {
     if out.join(folder::RUN_JSON).exists() {
         return Err(RunFolderExists(out.display().to_string()).into());
     }

@@ -31,13 +31,10 @@ pub fn file_name<'a>(name: &'a str, what: &str) -> Result<&'a str, ParseError> {
             "it is {} bytes, over the limit of {MAX_NAME_BYTES}",
             name.len()
         ))
-    } else if let Some(c) = name
-        .chars()
-        .find(|c| matches!(c, '/' | '\\' | ':') || c.is_control() || is_separator_like(*c))
-    {
-        Some(format!("it holds {}", c.escape_default()))
     } else {
-        None
+        name.chars()
+            .find(|c| matches!(c, '/' | '\\' | ':') || c.is_control() || is_separator_like(*c))
+            .map(|c| format!("it holds {}", c.escape_default()))
     };
     match why {
         None => Ok(name),

@@ -14,7 +14,10 @@
 //! seconds.
 //!
 //! No memory figure that was not measured is taken as zero: with none, the
-//! recommendation says so and ranks memory by keep_alive length.
+//! recommendation says so and ranks memory by keep_alive length; when a cell's memory
+//! is missing where it should have been measured (`memory_missing`: a merged run whose
+//! sampling shards stopped), nothing is recommended over its group, and the reason says
+//! which cells and why.
 
 use std::collections::BTreeMap;
 
