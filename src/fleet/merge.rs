@@ -136,7 +136,7 @@ fn read_rows_and_histograms(
             .with_context(|| format!("reading the rows of {}", f.dir.display()))?;
         warnings.extend(notes.into_iter().map(|n| format!("{}: {n}", name_of(f))));
         check_names(f, &mine)?;
-        let mut files = histograms::read(&f.dir)
+        let mut files = histograms::read_known(&f.dir, |c, s, _| knows(f, c, s))
             .with_context(|| format!("reading the histograms of {}", f.dir.display()))?;
         if files.is_empty() && !mine.is_empty() {
             warnings.push(format!(
@@ -153,22 +153,47 @@ fn read_rows_and_histograms(
 }
 
 /// Refuses a row whose `cell` or `stream` cannot be a file name (`../..`, `/etc`, a
-/// control character): it would name a histogram file outside the merged folder.
+/// control character: it would name a histogram file outside the merged folder) or is
+/// none of the shard's `run.json` (each would add histograms to hold).
 fn check_names(f: &ShardFolder, rows: &[RequestRecord]) -> Result<()> {
     for (i, r) in rows.iter().enumerate() {
+        let refuse = |field: &str, why: String| {
+            NotMergeable(format!(
+                "{}/{} row {}, field `{field}`{why}; a shard's rows name their cell and stream as kabench wrote them: merge only the shard folders of a kabench run",
+                f.dir.display(),
+                folder::REQUESTS_CSV,
+                i + 1,
+            ))
+        };
         for (field, value) in [("cell", &r.cell), ("stream", &r.stream)] {
-            input::file_name(value, "").map_err(|e| {
-                NotMergeable(format!(
-                    "{}/{} row {}, field `{field}`{}; a shard's rows name their cell and stream as kabench wrote them: merge only the shard folders of a kabench run",
-                    f.dir.display(),
-                    folder::REQUESTS_CSV,
-                    i + 1,
-                    e.message
-                ))
-            })?;
+            input::file_name(value, "").map_err(|e| refuse(field, e.message))?;
+        }
+        if !knows(f, &r.cell, &r.stream) {
+            let field = if f.meta.cells.iter().any(|c| c.id == r.cell) {
+                "stream"
+            } else {
+                "cell"
+            };
+            return Err(refuse(
+                field,
+                format!(
+                    ": cell \"{}\", stream \"{}\" is no cell and stream of its run.json",
+                    excerpt(&r.cell),
+                    excerpt(&r.stream)
+                ),
+            )
+            .into());
         }
     }
     Ok(())
+}
+
+/// Whether the shard's `run.json` has `cell` with a stream named `stream`.
+fn knows(f: &ShardFolder, cell: &str, stream: &str) -> bool {
+    f.meta
+        .cells
+        .iter()
+        .any(|c| c.id == cell && c.streams.iter().any(|s| s.name == stream))
 }
 
 /// Writes the merged rows into `out/requests.csv` and the added histograms into

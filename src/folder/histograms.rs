@@ -195,6 +195,13 @@ pub fn write(dir: &Path, files: &HistogramFiles) -> Result<()> {
 /// Reads every `histograms/<cell>/<stream>/<metric>.hdr` of a folder (empty when the
 /// folder has none).
 pub fn read(dir: &Path) -> Result<HistogramFiles> {
+    read_known(dir, |_, _, _| true)
+}
+
+/// As [`read`], refusing (bad input, before reading it) a file whose cell, stream or
+/// metric `known` does not accept: a folder's histograms are those of its own cells and
+/// streams, so a crafted folder cannot make a reader hold any number of them.
+pub fn read_known(dir: &Path, known: impl Fn(&str, &str, &str) -> bool) -> Result<HistogramFiles> {
     let root = dir.join(HISTOGRAMS_DIR);
     let mut out = HistogramFiles::new();
     if !root.is_dir() {
@@ -211,8 +218,17 @@ pub fn read(dir: &Path) -> Result<HistogramFiles> {
                 else {
                     continue;
                 };
+                let (c, st) = (name(&cell), name(&stream));
+                if !known(&c, &st, metric) || !METRICS.contains(&metric) {
+                    return Err(ParseError::new(format!(
+                        "{}: no histogram kabench writes: its cell, stream or metric is none of the folder's run.json (metrics: {})",
+                        file.display(),
+                        METRICS.join(", ")
+                    ))
+                    .into());
+                }
                 let hist = read_file(&file, &mut de)?;
-                out.insert((name(&cell), name(&stream), metric.to_string()), hist);
+                out.insert((c, st, metric.to_string()), hist);
             }
         }
     }

@@ -65,14 +65,24 @@ pub fn open_regular(path: &Path) -> Result<File> {
     File::open(path).map_err(|e| anyhow::anyhow!(e).context(format!("reading {}", path.display())))
 }
 
-/// The text of a regular file, refused (bad input) when a line runs over
-/// [`MAX_LINE_BYTES`] or it is not UTF-8: `run.json`, `scenario.toml`.
+/// The largest whole text file read at once (`run.json`, `scenario.toml`): 64 MiB.
+pub const MAX_TEXT_BYTES: u64 = 64 << 20;
+
+/// The text of a regular file, refused (bad input) when it is over [`MAX_TEXT_BYTES`],
+/// a line runs over [`MAX_LINE_BYTES`] or it is not UTF-8: `run.json`, `scenario.toml`.
 pub fn read_text(path: &Path) -> Result<String> {
-    let mut reader = LineBounded::new(open_regular(path)?);
+    let mut reader = LineBounded::new(open_regular(path)?.take(MAX_TEXT_BYTES + 1));
     let mut text = String::new();
     reader
         .read_to_string(&mut text)
         .map_err(|e| bad_read(path, e))?;
+    if text.len() as u64 > MAX_TEXT_BYTES {
+        return Err(ParseError::new(format!(
+            "{} is over {MAX_TEXT_BYTES} bytes, the limit on a run folder's text file",
+            path.display()
+        ))
+        .into());
+    }
     Ok(text)
 }
 

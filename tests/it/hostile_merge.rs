@@ -158,10 +158,15 @@ fn names_that_are_paths_never_leave_the_merged_folder() {
     let shards = tmp.path().join("shards");
     let out = tmp.path().join("deep/er/out");
     let abs = tmp.path().join("abs");
-    for (field, value) in [
-        ("cell", "../../../escaped".to_string()),
-        ("stream", abs.display().to_string()),
-        ("cell", "c0\u{1b}[2J".to_string()),
+    let unsafe_name = "cannot be a file name";
+    let unknown = "is no cell and stream of its run.json";
+    for (field, value, says) in [
+        ("cell", "../../../escaped".to_string(), unsafe_name),
+        ("stream", abs.display().to_string(), unsafe_name),
+        ("cell", "c0\u{1b}[2J".to_string(), unsafe_name),
+        // Safe as a name, but no cell of the run: each would add histograms to hold.
+        ("cell", "c9".to_string(), unknown),
+        ("stream", "other".to_string(), unknown),
     ] {
         let _ = std::fs::remove_dir_all(&shards);
         let s0 = shard(&shards, Craft::new(0, 2));
@@ -179,9 +184,8 @@ fn names_that_are_paths_never_leave_the_merged_folder() {
         let stderr = refused(
             &o,
             &[
-                "shard-1-of-2/requests.csv row 1, field `",
-                field,
-                "cannot be a file name",
+                &format!("shard-1-of-2/requests.csv row 1, field `{field}`"),
+                says,
             ],
         );
         assert!(!stderr.contains('\u{1b}'), "{stderr}");
@@ -252,6 +256,26 @@ fn histogram_files_claiming_gigabytes_are_refused_before_anything_is_allocated()
         );
         assert_eq!(before, snapshot(tmp.path(), &out));
     }
+}
+
+#[test]
+fn histogram_files_of_no_cell_of_the_run_are_refused_unread() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s0 = shard(tmp.path(), Craft::new(0, 1));
+    let dir = s0.join("histograms/c9/chat");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("ttft_ms.hdr"), b"not read").unwrap();
+    let out = tmp.path().join("out");
+    let before = snapshot(tmp.path(), &out);
+    let o = merge(&out, &[&s0]);
+    refused(
+        &o,
+        &[
+            "histograms/c9/chat/ttft_ms.hdr: no histogram kabench writes",
+            "none of the folder's run.json",
+        ],
+    );
+    assert_eq!(before, snapshot(tmp.path(), &out));
 }
 
 #[test]
