@@ -136,8 +136,10 @@ fn read_rows_and_histograms(
             .with_context(|| format!("reading the rows of {}", f.dir.display()))?;
         warnings.extend(notes.into_iter().map(|n| format!("{}: {n}", name_of(f))));
         check_names(f, &mine)?;
-        let mut files = histograms::read_known(&f.dir, |c, s, _| knows(f, c, s))
-            .with_context(|| format!("reading the histograms of {}", f.dir.display()))?;
+        let mut files = histograms::read_known(&f.dir, |c, s, metric| {
+            knows(f, c, s) && histograms::METRICS.contains(&metric)
+        })
+        .with_context(|| format!("reading the histograms of {}", f.dir.display()))?;
         if files.is_empty() && !mine.is_empty() {
             warnings.push(format!(
                 "{}: no histogram files (it did not finish): rebuilt from its requests.csv",
