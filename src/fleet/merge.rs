@@ -69,8 +69,9 @@ pub fn merge_shaped(
     let folders = read_shards(shards, &mut warnings)?;
     let first = folders.first().ok_or_else(|| {
         NotMergeable(format!(
-            "none of the {} folder(s) given is a readable shard folder; give the shard-<i>-of-<N> folders of one run",
-            shards.len()
+            "none of the {} folder(s) given is a readable shard folder ({}); give the shard-<i>-of-<N> folders of one run",
+            shards.len(),
+            warnings.iter().take(3).cloned().collect::<Vec<_>>().join("; ")
         ))
     })?;
     check_alike(&folders)?;

@@ -378,7 +378,9 @@ pub fn read_meta(dir: &Path) -> Result<RunMeta> {
             dir.display()
         )
     })?;
-    serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+    // The parser's message may quote a field whole: an excerpt of it.
+    serde_json::from_str(&text)
+        .map_err(|e| anyhow::anyhow!("parsing {}: {}", path.display(), short(&e.to_string())))
 }
 
 /// Writes `rows` to a new CSV file at `path` (the header even when there are none),

@@ -352,6 +352,22 @@ fn a_line_without_end_and_a_huge_field_are_refused_with_a_short_message() {
         ],
     );
     assert_eq!(before, snapshot(tmp.path(), &out));
+
+    // A 300 kB string where run.json has a number: the parser's message is cut too.
+    let c = tmp.path().join("c");
+    let mut craft = Craft::new(0, 1);
+    craft.edit = Box::new(|m| m["seed"] = json!("z".repeat(300_000)));
+    let s0 = shard(&c, craft);
+    let before = snapshot(tmp.path(), &out);
+    let o = merge(&out, &[&s0]);
+    refused(
+        &o,
+        &[
+            "none of the 1 folder(s) given is a readable shard folder",
+            "shard-0-of-1/run.json",
+        ],
+    );
+    assert_eq!(before, snapshot(tmp.path(), &out));
 }
 
 #[test]
