@@ -16,6 +16,9 @@ use super::{BlockingSampler, Reading, SourceError, process_name_matches};
 
 /// How often the whole process table is rescanned for new matching processes.
 pub const RESCAN_EVERY: Duration = Duration::from_secs(1);
+/// How often every process's name is read again at a rescan (between, only new pids'
+/// names are read: a rescan is then one listing of `/proc`).
+pub const NAMES_CHECKED_EVERY: Duration = Duration::from_secs(10);
 
 /// One matched process.
 struct Tracked {
@@ -36,6 +39,8 @@ pub struct RssSampler {
     process_names: Vec<String>,
     tracked: Vec<Tracked>,
     last_scan: Option<Instant>,
+    #[cfg(target_os = "linux")]
+    names: linux::ProcNames,
     #[cfg(target_os = "linux")]
     page_size: u64,
     #[cfg(target_os = "linux")]
@@ -61,6 +66,8 @@ impl RssSampler {
             process_names,
             tracked: Vec::new(),
             last_scan: None,
+            #[cfg(target_os = "linux")]
+            names: linux::ProcNames::default(),
             #[cfg(target_os = "linux")]
             page_size: linux::page_size(),
             #[cfg(target_os = "linux")]
@@ -111,10 +118,12 @@ impl RssSampler {
         self.tracked = tracked;
     }
 
-    /// Every process (pid, name): `/proc/<pid>/comm` of each numeric entry of `/proc`.
+    /// Every process (pid, name): `/proc/<pid>/comm` of each numeric entry of `/proc`,
+    /// read for new pids and, every [`NAMES_CHECKED_EVERY`], for all (a process can
+    /// `exec` into another name).
     #[cfg(target_os = "linux")]
     fn processes(&mut self) -> Vec<(u32, String)> {
-        linux::processes()
+        self.names.scan(NAMES_CHECKED_EVERY)
     }
 
     /// Every process (pid, name), threads left out, from `sysinfo`.
@@ -210,35 +219,62 @@ impl BlockingSampler for RssSampler {
 /// `/proc` reading without a libc binding.
 #[cfg(target_os = "linux")]
 mod linux {
+    use std::collections::HashMap;
     use std::fs::File;
     use std::os::unix::fs::FileExt;
+    use std::time::{Duration, Instant};
 
     /// `AT_PAGESZ` in the ELF auxiliary vector.
     const AT_PAGESZ: usize = 6;
 
-    /// Every process in `/proc` (its top level lists processes, not threads) with its
-    /// name (`comm`, at most 15 bytes); a process that ended mid-scan is left out.
-    pub fn processes() -> Vec<(u32, String)> {
-        let Ok(dir) = std::fs::read_dir("/proc") else {
-            return Vec::new();
-        };
-        let mut buf = [0u8; 64];
-        let mut out = Vec::new();
-        for entry in dir.flatten() {
-            let file_name = entry.file_name();
-            let Some(pid) = file_name.to_str().and_then(|n| n.parse::<u32>().ok()) else {
-                continue;
+    /// The names of the processes in `/proc` (its top level lists processes, not
+    /// threads), kept between scans.
+    #[derive(Debug, Default)]
+    pub struct ProcNames {
+        names: HashMap<u32, String>,
+        all_read: Option<Instant>,
+    }
+
+    impl ProcNames {
+        /// Every process with its name (`comm`, at most 15 bytes); a process that ended
+        /// mid-scan is left out. Reads the name of each pid not seen at the last scan,
+        /// and of every pid when the last such full read is `every` old.
+        pub fn scan(&mut self, every: Duration) -> Vec<(u32, String)> {
+            let Ok(dir) = std::fs::read_dir("/proc") else {
+                return Vec::new();
             };
-            let Ok(comm) = File::open(format!("/proc/{pid}/comm")) else {
-                continue;
-            };
-            let Ok(n) = comm.read_at(&mut buf, 0) else {
-                continue;
-            };
-            let name = buf[..n].strip_suffix(b"\n").unwrap_or(&buf[..n]);
-            out.push((pid, String::from_utf8_lossy(name).into_owned()));
+            let all = self.all_read.is_none_or(|t| t.elapsed() >= every);
+            if all {
+                self.all_read = Some(Instant::now());
+            }
+            let mut buf = [0u8; 64];
+            let mut names = HashMap::with_capacity(self.names.len());
+            for entry in dir.flatten() {
+                let file_name = entry.file_name();
+                let Some(pid) = file_name.to_str().and_then(|n| n.parse::<u32>().ok()) else {
+                    continue;
+                };
+                let known = if all { None } else { self.names.remove(&pid) };
+                let name = match known {
+                    Some(name) => name,
+                    None => match read_comm(pid, &mut buf) {
+                        Some(name) => name,
+                        None => continue,
+                    },
+                };
+                names.insert(pid, name);
+            }
+            self.names = names;
+            self.names.iter().map(|(p, n)| (*p, n.clone())).collect()
         }
-        out
+    }
+
+    /// `/proc/<pid>/comm` without its newline; `None` once the process is gone.
+    fn read_comm(pid: u32, buf: &mut [u8]) -> Option<String> {
+        let comm = File::open(format!("/proc/{pid}/comm")).ok()?;
+        let n = comm.read_at(buf, 0).ok()?;
+        let name = buf[..n].strip_suffix(b"\n").unwrap_or(&buf[..n]);
+        Some(String::from_utf8_lossy(name).into_owned())
     }
 
     /// The page size `statm` counts in: `AT_PAGESZ` from `/proc/self/auxv`, else 4096.

@@ -16,6 +16,7 @@ mod horizon;
 mod hostile;
 mod hostile_fleet;
 mod hostile_merge;
+mod hostile_proxy;
 mod layers;
 mod plan;
 mod predict;
