@@ -302,6 +302,10 @@ fn stream(
         Some(n) => n,
         None => format!("stream{}", i + 1),
     };
+    // A stream's name names its histogram folder of a sharded run.
+    if let Err(e) = crate::folder::input::file_name(&name, "the stream's name") {
+        return Err(loc.error_at(&key("name"), &e.message));
+    }
     let model = model(s.model, &key("model"), sweep, loc)?;
     let api = match s.api.as_deref() {
         None | Some("generate") => Api::Generate,

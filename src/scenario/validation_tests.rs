@@ -675,3 +675,17 @@ fn a_fleet_of_targets_and_the_shard_split_are_checked() {
         "bad url \"ftp://b\"",
     );
 }
+
+#[test]
+fn a_stream_name_that_cannot_be_a_file_name_is_refused_at_its_key() {
+    for bad in ["../../x", "/etc/passwd", "a\\\\b", ".."] {
+        fails(
+            &format!(
+                "name = \"s\"\n[[stream]]\nname = \"{bad}\"\nmodel = \"m\"\narrival = {{ kind = \"poisson\", rate = \"1/s\" }}\n{OK_RUN}"
+            ),
+            3,
+            "stream[0].name",
+            "cannot be a file name",
+        );
+    }
+}
