@@ -260,17 +260,31 @@ pub fn summarize(
     samples: &[VramSample],
     cold_threshold: Option<Duration>,
 ) -> Summary {
-    let threshold_ms = cold_threshold
-        .map(folder::ms)
-        .unwrap_or(meta.cold_threshold_ms);
-    let mut by_cell: BTreeMap<&str, Vec<RequestRecord>> = BTreeMap::new();
+    let mut by_cell: RowsByCell = BTreeMap::new();
     for r in requests {
         let mut row = r.clone();
         if let Some(t) = cold_threshold {
             folder::reclassify(&mut row, t);
         }
-        by_cell.entry(r.cell.as_str()).or_default().push(row);
+        by_cell.entry(r.cell.clone()).or_default().push(row);
     }
+    summarize_by_cell(meta, &by_cell, samples, cold_threshold)
+}
+
+/// A run's rows grouped by cell id, in file order within each cell.
+pub type RowsByCell = BTreeMap<String, Vec<RequestRecord>>;
+
+/// [`summarize`] of rows already grouped by cell, with `cold_threshold` (when given)
+/// already applied to them: nothing is copied.
+pub fn summarize_by_cell(
+    meta: &RunMeta,
+    by_cell: &RowsByCell,
+    samples: &[VramSample],
+    cold_threshold: Option<Duration>,
+) -> Summary {
+    let threshold_ms = cold_threshold
+        .map(folder::ms)
+        .unwrap_or(meta.cold_threshold_ms);
     let (samples, memory_note) = one_host(meta, samples);
     let samples = samples.as_ref();
     let tolerance = release_tolerance(meta);
@@ -279,12 +293,9 @@ pub fn summarize(
     let cells = meta
         .cells
         .iter()
-        .filter(|c| c.started_ms.is_some() || by_cell.contains_key(c.id.as_str()))
+        .filter(|c| c.started_ms.is_some() || by_cell.get(&c.id).is_some_and(|r| !r.is_empty()))
         .map(|cell| {
-            let rows = by_cell
-                .get(cell.id.as_str())
-                .map(Vec::as_slice)
-                .unwrap_or(&[]);
+            let rows = by_cell.get(&cell.id).map(Vec::as_slice).unwrap_or(&[]);
             // Each cell's samples are its own (up to the next cell's start); its memory
             // figures are counted over the run's one idle horizon.
             let mine = vram::cell_samples(samples, &meta.cells, &cell.id);

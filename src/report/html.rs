@@ -86,7 +86,8 @@ fn opt(v: Option<f64>, digits: usize) -> String {
 /// a fleet).
 pub fn cell_rows(summary: &Summary) -> Vec<CellRow> {
     let mut rows = Vec::new();
-    for (c, s) in super::table::rows_in_order(summary) {
+    let summary = super::table::shown(summary);
+    for (c, s) in super::table::rows_in_order(&summary) {
         let params: Vec<String> = c
             .params
             .written()
