@@ -378,12 +378,17 @@ fn summarize_cell(
     tolerance: Duration,
     threshold: Duration,
 ) -> CellSummary {
+    // Rows by stream, once: a cell of thousands of streams is not scanned per stream.
+    let mut by_stream: BTreeMap<&str, Vec<&RequestRecord>> = BTreeMap::new();
+    for r in rows {
+        by_stream.entry(r.stream.as_str()).or_default().push(r);
+    }
     let streams = cell
         .streams
         .iter()
         .map(|s| {
-            let mine: Vec<&RequestRecord> = rows.iter().filter(|r| r.stream == s.name).collect();
-            summarize_stream(s, &mine, threshold)
+            let mine = by_stream.get(s.name.as_str()).map_or(&[][..], Vec::as_slice);
+            summarize_stream(s, mine, threshold)
         })
         .collect();
     let vram = vram::vram_figures_over(samples, rows, cell, tolerance, window);

@@ -266,7 +266,11 @@ pub fn render(dir: &Path, opts: &RenderOptions) -> Result<Rendered> {
     let index_html = dir.join(INDEX_HTML);
     // Each through a temporary file and a rename: a full disk or a Ctrl-C leaves the
     // previous file whole, never a partial page.
-    folder::write_atomic(&index_html, html::render_index(&data)?.as_bytes())?;
+    // No raw control character (ESC, NUL) from a name reaches the page either.
+    folder::write_atomic(
+        &index_html,
+        xml_safe(&html::render_index(&data)?).as_bytes(),
+    )?;
     let summary_md = dir.join(SUMMARY_MD);
     folder::write_atomic(&summary_md, markdown::render(&data).as_bytes())?;
     Ok(Rendered {
