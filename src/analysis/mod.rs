@@ -236,20 +236,25 @@ impl MsHistogram {
 
     /// Percentiles, or `None` when empty.
     pub fn percentiles(&self) -> Option<Percentiles> {
-        if self.hist.is_empty() {
-            return None;
-        }
-        let q = |p: f64| self.hist.value_at_quantile(p) as f64 / 1000.0;
-        Some(Percentiles {
-            p50: q(0.50),
-            p90: q(0.90),
-            p99: q(0.99),
-            p999: q(0.999),
-            max: self.hist.max() as f64 / 1000.0,
-            mean: self.hist.mean() / 1000.0,
-            count: self.hist.len(),
-        })
+        percentiles_of(&self.hist)
     }
+}
+
+/// Percentiles in ms of a histogram of microseconds, or `None` when it is empty.
+pub fn percentiles_of(hist: &Histogram<u64>) -> Option<Percentiles> {
+    if hist.is_empty() {
+        return None;
+    }
+    let q = |p: f64| hist.value_at_quantile(p) as f64 / 1000.0;
+    Some(Percentiles {
+        p50: q(0.50),
+        p90: q(0.90),
+        p99: q(0.99),
+        p999: q(0.999),
+        max: hist.max() as f64 / 1000.0,
+        mean: hist.mean() / 1000.0,
+        count: hist.len(),
+    })
 }
 
 /// Builds the summary of a run from its metadata and rows. `cold_threshold` re-applies
@@ -387,7 +392,9 @@ fn summarize_cell(
         .streams
         .iter()
         .map(|s| {
-            let mine = by_stream.get(s.name.as_str()).map_or(&[][..], Vec::as_slice);
+            let mine = by_stream
+                .get(s.name.as_str())
+                .map_or(&[][..], Vec::as_slice);
             summarize_stream(s, mine, threshold)
         })
         .collect();
@@ -442,7 +449,7 @@ fn summarize_stream(
             token_ns += ms;
         }
     }
-    let pct = |h: &Histogram<u64>| MsHistogram::from_us(h.clone()).percentiles();
+    let pct = percentiles_of;
     let split = |h: &[Histogram<u64>; 3]| Split {
         all: pct(&h[0]),
         warm: pct(&h[1]),
@@ -517,8 +524,8 @@ fn per_host(rows: &[&RequestRecord]) -> Vec<HostSummary> {
                 } else {
                     0.0
                 },
-                ttft_ms: MsHistogram::from_us(h.ttft[0].clone()).percentiles(),
-                e2e_ms: MsHistogram::from_us(h.e2e[0].clone()).percentiles(),
+                ttft_ms: percentiles_of(&h.ttft[0]),
+                e2e_ms: percentiles_of(&h.e2e[0]),
             }
         })
         .collect()
