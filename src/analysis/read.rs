@@ -66,6 +66,12 @@ pub fn read_run(dir: &Path, cold_threshold: Option<Duration>) -> Result<RunData>
 /// by an older kabench) is noted and left to be summarized again.
 pub fn read_summary(dir: &Path, notes: &mut Vec<String>) -> Option<Summary> {
     let path = dir.join(folder::SUMMARY_JSON);
+    if let Err(e) = check_size(&path) {
+        notes.push(format!(
+            "{e}; the figures are summarized from the rows again"
+        ));
+        return None;
+    }
     let text = std::fs::read_to_string(&path).ok()?;
     match serde_json::from_str(&text) {
         Ok(s) => Some(s),
@@ -82,6 +88,7 @@ pub fn read_summary(dir: &Path, notes: &mut Vec<String>) -> Option<Summary> {
 /// `run.json`, parsed against its schema (the typed fields): one that does not parse is
 /// bad input (exit 2), its field named by the parser.
 fn read_checked_meta(dir: &Path) -> Result<RunMeta> {
+    check_size(&dir.join(folder::RUN_JSON))?;
     folder::read_meta(dir).map_err(|e| {
         if e.chain().any(|c| c.is::<serde_json::Error>()) {
             anyhow::Error::new(crate::units::ParseError {
@@ -94,4 +101,23 @@ fn read_checked_meta(dir: &Path) -> Result<RunMeta> {
             e
         }
     })
+}
+
+/// The largest `run.json` or `summary.json` the report reads (256 MiB: 100 000 streams
+/// of figures are a few tens of MB).
+pub const MAX_JSON_BYTES: u64 = 256 << 20;
+
+/// Refuses a JSON file over [`MAX_JSON_BYTES`] before reading it (exit 2).
+fn check_size(path: &Path) -> Result<()> {
+    let len = std::fs::metadata(path).map_or(0, |m| m.len());
+    if len > MAX_JSON_BYTES {
+        return Err(crate::units::ParseError {
+            message: format!(
+                "{} is {len} bytes, over the limit of {MAX_JSON_BYTES} bytes",
+                path.display()
+            ),
+        }
+        .into());
+    }
+    Ok(())
 }

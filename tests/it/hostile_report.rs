@@ -193,7 +193,7 @@ fn a_large_run_of_thousands_of_models_renders_bounded_under_ulimit() {
     let summary = read_json(&dir.join("summary.json"));
     assert_eq!(
         summary["cells"][0]["streams"].as_array().unwrap().len(),
-        3_000
+        1_000
     );
     let recs = read_json(&dir.join("recommendation.json"));
     assert_eq!(recs.as_array().unwrap().len(), 1_000);
