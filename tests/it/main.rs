@@ -14,6 +14,8 @@ mod fleet_manifest;
 mod fleet_real;
 mod horizon;
 mod hostile;
+mod hostile_fleet;
+mod hostile_proxy;
 mod hostile_report;
 mod layers;
 mod plan;
