@@ -4,6 +4,11 @@
 //! and left no rows (a prediction's policy table), they are its `summary.json` as
 //! written. Whichever path wrote the folder, the caller gets the same typed parts, and
 //! a part a path does not have is simply empty.
+//!
+//! Everything read is bounded and checked first: `run.json` must parse against its
+//! schema and pass `folder::check` (prices, unique cells and streams), rows are
+//! streamed into their cells with at most `folder::MAX_REPORT_ROWS` of them, and a
+//! row holding `inf` or `NaN` is skipped and noted with its line and field.
 
 use std::path::Path;
 use std::time::Duration;
