@@ -241,20 +241,33 @@ impl MsHistogram {
 
     /// Percentiles, or `None` when empty.
     pub fn percentiles(&self) -> Option<Percentiles> {
-        if self.hist.is_empty() {
-            return None;
-        }
-        let q = |p: f64| self.hist.value_at_quantile(p) as f64 / 1000.0;
-        Some(Percentiles {
-            p50: q(0.50),
-            p90: q(0.90),
-            p99: q(0.99),
-            p999: q(0.999),
-            max: self.hist.max() as f64 / 1000.0,
-            mean: self.hist.mean() / 1000.0,
-            count: self.hist.len(),
-        })
+        percentiles_of(&self.hist)
     }
+}
+
+/// Percentiles in ms of a histogram of microseconds, or `None` when it is empty.
+pub fn percentiles_of(hist: &Histogram<u64>) -> Option<Percentiles> {
+    if hist.is_empty() {
+        return None;
+    }
+    // One pass over the counts for the four quantiles (each exactly what
+    // `value_at_quantile` gives): a run of thousands of streams summarizes quickly.
+    let mut q = [0f64; 4];
+    for (slot, v) in q
+        .iter_mut()
+        .zip(hist.value_at_quantiles([0.50, 0.90, 0.99, 0.999]))
+    {
+        *slot = v as f64 / 1000.0;
+    }
+    Some(Percentiles {
+        p50: q[0],
+        p90: q[1],
+        p99: q[2],
+        p999: q[3],
+        max: hist.max() as f64 / 1000.0,
+        mean: hist.mean() / 1000.0,
+        count: hist.len(),
+    })
 }
 
 /// Builds the summary of a run from its metadata and rows. `cold_threshold` re-applies
@@ -265,17 +278,31 @@ pub fn summarize(
     samples: &[VramSample],
     cold_threshold: Option<Duration>,
 ) -> Summary {
-    let threshold_ms = cold_threshold
-        .map(folder::ms)
-        .unwrap_or(meta.cold_threshold_ms);
-    let mut by_cell: BTreeMap<&str, Vec<RequestRecord>> = BTreeMap::new();
+    let mut by_cell: RowsByCell = BTreeMap::new();
     for r in requests {
         let mut row = r.clone();
         if let Some(t) = cold_threshold {
             folder::reclassify(&mut row, t);
         }
-        by_cell.entry(r.cell.as_str()).or_default().push(row);
+        by_cell.entry(r.cell.clone()).or_default().push(row);
     }
+    summarize_by_cell(meta, &by_cell, samples, cold_threshold)
+}
+
+/// A run's rows grouped by cell id, in file order within each cell.
+pub type RowsByCell = BTreeMap<String, Vec<RequestRecord>>;
+
+/// [`summarize`] of rows already grouped by cell, with `cold_threshold` (when given)
+/// already applied to them: nothing is copied.
+pub fn summarize_by_cell(
+    meta: &RunMeta,
+    by_cell: &RowsByCell,
+    samples: &[VramSample],
+    cold_threshold: Option<Duration>,
+) -> Summary {
+    let threshold_ms = cold_threshold
+        .map(folder::ms)
+        .unwrap_or(meta.cold_threshold_ms);
     let (samples, memory_note) = one_host(meta, samples);
     let samples = samples.as_ref();
     let tolerance = release_tolerance(meta);
@@ -284,12 +311,9 @@ pub fn summarize(
     let cells = meta
         .cells
         .iter()
-        .filter(|c| c.started_ms.is_some() || by_cell.contains_key(c.id.as_str()))
+        .filter(|c| c.started_ms.is_some() || by_cell.get(&c.id).is_some_and(|r| !r.is_empty()))
         .map(|cell| {
-            let rows = by_cell
-                .get(cell.id.as_str())
-                .map(Vec::as_slice)
-                .unwrap_or(&[]);
+            let rows = by_cell.get(&cell.id).map(Vec::as_slice).unwrap_or(&[]);
             // Each cell's samples are its own (up to the next cell's start); its memory
             // figures are counted over the run's one idle horizon.
             let mine = vram::cell_samples(samples, &meta.cells, &cell.id);
@@ -381,12 +405,19 @@ fn summarize_cell(
     tolerance: Duration,
     threshold: Duration,
 ) -> CellSummary {
+    // Rows by stream, once: a cell of thousands of streams is not scanned per stream.
+    let mut by_stream: BTreeMap<&str, Vec<&RequestRecord>> = BTreeMap::new();
+    for r in rows {
+        by_stream.entry(r.stream.as_str()).or_default().push(r);
+    }
     let streams = cell
         .streams
         .iter()
         .map(|s| {
-            let mine: Vec<&RequestRecord> = rows.iter().filter(|r| r.stream == s.name).collect();
-            summarize_stream(s, &mine, threshold)
+            let mine = by_stream
+                .get(s.name.as_str())
+                .map_or(&[][..], Vec::as_slice);
+            summarize_stream(s, mine, threshold)
         })
         .collect();
     let vram = vram::vram_figures_over(samples, rows, cell, tolerance, window);
@@ -441,7 +472,7 @@ fn summarize_stream(
             token_ns += ms;
         }
     }
-    let pct = |h: &Histogram<u64>| MsHistogram::from_us(h.clone()).percentiles();
+    let pct = percentiles_of;
     let split = |h: &[Histogram<u64>; 3]| Split {
         all: pct(&h[0]),
         warm: pct(&h[1]),
@@ -516,8 +547,8 @@ fn per_host(rows: &[&RequestRecord]) -> Vec<HostSummary> {
                 } else {
                     0.0
                 },
-                ttft_ms: MsHistogram::from_us(h.ttft[0].clone()).percentiles(),
-                e2e_ms: MsHistogram::from_us(h.e2e[0].clone()).percentiles(),
+                ttft_ms: percentiles_of(&h.ttft[0]),
+                e2e_ms: percentiles_of(&h.e2e[0]),
             }
         })
         .collect()

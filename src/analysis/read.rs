@@ -4,22 +4,28 @@
 //! and left no rows (a prediction's policy table), they are its `summary.json` as
 //! written. Whichever path wrote the folder, the caller gets the same typed parts, and
 //! a part a path does not have is simply empty.
+//!
+//! Everything read is bounded and checked first: `run.json` must parse against its
+//! schema and pass `folder::check` (prices, unique cells and streams), rows are
+//! streamed into their cells with at most `folder::MAX_REPORT_ROWS` of them, and a
+//! row holding `inf` or `NaN` is skipped and noted with its line and field.
 
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
-use super::{Summary, summarize};
-use crate::folder::{self, RequestRecord, RunMeta, VramSample};
+use super::{RowsByCell, Summary, summarize_by_cell};
+use crate::folder::{self, RunMeta, VramSample};
 
 /// A run folder as read.
 #[derive(Debug, Clone)]
 pub struct RunData {
     /// `run.json`.
     pub meta: RunMeta,
-    /// `requests.csv` (rows that do not parse are skipped and noted).
-    pub requests: Vec<RequestRecord>,
+    /// `requests.csv` by cell (rows that do not parse are skipped and noted), at most
+    /// [`folder::MAX_REPORT_ROWS`].
+    pub requests: RowsByCell,
     /// `vram.csv`.
     pub samples: Vec<VramSample>,
     /// Every cell's figures.
@@ -34,13 +40,23 @@ pub struct RunData {
 /// Reads the run folder `dir`; `cold_threshold` re-applies the cold rule (M6) to the
 /// rows with another `load_duration` threshold.
 pub fn read_run(dir: &Path, cold_threshold: Option<Duration>) -> Result<RunData> {
-    let meta = folder::read_meta(dir)?;
+    let meta = read_checked_meta(dir)?;
+    folder::check::check_meta(&meta)
+        .with_context(|| format!("{} fails validation", dir.join(folder::RUN_JSON).display()))?;
     let mut notes = Vec::new();
-    let requests = folder::read_requests_noting(dir, &mut notes)?;
-    let samples = folder::read_vram_noting(dir, &mut notes)?;
+    let cells: Vec<&str> = meta.cells.iter().map(|c| c.id.as_str()).collect();
+    let requests = folder::read_requests_by_cell(
+        dir,
+        &cells,
+        cold_threshold,
+        folder::report_row_limit(),
+        &mut notes,
+    )?;
+    let samples = folder::read_vram_limited(dir, folder::MAX_REPORT_VRAM_ROWS, &mut notes)?;
     let stored = read_summary(dir, &mut notes).filter(Summary::has_policies);
     let kept_summary = stored.is_some();
-    let summary = stored.unwrap_or_else(|| summarize(&meta, &requests, &samples, cold_threshold));
+    let summary =
+        stored.unwrap_or_else(|| summarize_by_cell(&meta, &requests, &samples, cold_threshold));
     Ok(RunData {
         meta,
         requests,
@@ -55,6 +71,12 @@ pub fn read_run(dir: &Path, cold_threshold: Option<Duration>) -> Result<RunData>
 /// by an older kabench) is noted and left to be summarized again.
 pub fn read_summary(dir: &Path, notes: &mut Vec<String>) -> Option<Summary> {
     let path = dir.join(folder::SUMMARY_JSON);
+    if let Err(e) = check_size(&path) {
+        notes.push(format!(
+            "{e}; the figures are summarized from the rows again"
+        ));
+        return None;
+    }
     let text = std::fs::read_to_string(&path).ok()?;
     match serde_json::from_str(&text) {
         Ok(s) => Some(s),
@@ -66,4 +88,41 @@ pub fn read_summary(dir: &Path, notes: &mut Vec<String>) -> Option<Summary> {
             None
         }
     }
+}
+
+/// `run.json`, parsed against its schema (the typed fields): one that does not parse is
+/// bad input (exit 2), its field named by the parser.
+fn read_checked_meta(dir: &Path) -> Result<RunMeta> {
+    check_size(&dir.join(folder::RUN_JSON))?;
+    folder::read_meta(dir).map_err(|e| {
+        if e.chain().any(|c| c.is::<serde_json::Error>()) {
+            anyhow::Error::new(crate::units::ParseError {
+                message: format!(
+                    "{} fails validation: {e:#}; it must match schema/run.schema.json",
+                    dir.join(folder::RUN_JSON).display()
+                ),
+            })
+        } else {
+            e
+        }
+    })
+}
+
+/// The largest `run.json` or `summary.json` the report reads (256 MiB: 100 000 streams
+/// of figures are a few tens of MB).
+pub const MAX_JSON_BYTES: u64 = 256 << 20;
+
+/// Refuses a JSON file over [`MAX_JSON_BYTES`] before reading it (exit 2).
+fn check_size(path: &Path) -> Result<()> {
+    let len = std::fs::metadata(path).map_or(0, |m| m.len());
+    if len > MAX_JSON_BYTES {
+        return Err(crate::units::ParseError {
+            message: format!(
+                "{} is {len} bytes, over the limit of {MAX_JSON_BYTES} bytes",
+                path.display()
+            ),
+        }
+        .into());
+    }
+    Ok(())
 }

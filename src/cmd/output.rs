@@ -21,7 +21,7 @@ pub(super) fn render(dir: &Path) -> Result<Rendered> {
 /// stderr.
 pub(super) fn print(dir: &Path, rendered: &Rendered, json: bool) -> Result<()> {
     print_result(&read_summary(dir)?, json)?;
-    eprintln!("{}", rendered.headline);
+    eprintln!("{}", crate::units::limits::printable(&rendered.headline));
     Ok(())
 }
 

@@ -254,7 +254,9 @@ macro_rules! opt_duration_as {
                 d: D,
             ) -> Result<Option<Duration>, D::Error> {
                 let v = Option::<f64>::deserialize(d)?;
-                Ok(v.filter(|x| x.is_finite() && *x >= 0.0).map(|x| ($from)(x)))
+                v.map(|x| ($from)(x))
+                    .transpose()
+                    .map_err(|e: crate::units::ParseError| serde::de::Error::custom(e.message))
             }
         }
     };
@@ -263,13 +265,13 @@ macro_rules! opt_duration_as {
 opt_duration_as!(
     opt_seconds,
     |d: Duration| d.as_secs_f64(),
-    Duration::from_secs_f64,
+    |s: f64| crate::units::limits::duration_from_secs(s, "cost.cold_penalty_s"),
     "seconds"
 );
 opt_duration_as!(
     opt_millis,
     |d: Duration| d.as_secs_f64() * 1000.0,
-    |ms: f64| Duration::from_secs_f64(ms / 1000.0),
+    |ms: f64| crate::units::limits::duration_from_millis(ms, "slo.ttft_p99_ms"),
     "milliseconds"
 );
 

@@ -16,8 +16,10 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::units::KeepAlive;
-use crate::units::limits::{self, LineBounded};
+use crate::units::limits::LineBounded;
+use rows::{csv_error, short};
 
+pub mod check;
 mod fits;
 pub mod histograms;
 pub mod horizon;
@@ -26,6 +28,7 @@ mod kinds;
 mod meta;
 mod params;
 pub mod prediction;
+mod rows;
 mod writer;
 
 pub use fits::{FitModel, FitSection};
@@ -37,6 +40,10 @@ pub use meta::{
     SloSettings, StreamMeta, SweepAxis, TargetMeta,
 };
 pub use params::{CellParams, SweptKeepAlive};
+pub use rows::{
+    CheckedRow, MAX_REPORT_ROWS, MAX_REPORT_VRAM_ROWS, for_each_row, read_requests_by_cell,
+    report_row_limit,
+};
 pub use writer::{RunFolder, claim_run_folder};
 
 /// File names inside a run folder.
@@ -422,7 +429,10 @@ pub fn read_vram(dir: &Path) -> Result<Vec<VramSample>> {
 /// its line number (a torn last line after a hard kill included).
 pub fn read_requests_noting(dir: &Path, notes: &mut Vec<String>) -> Result<Vec<RequestRecord>> {
     let mut rows = Vec::new();
-    for_each_row(&dir.join(REQUESTS_CSV), notes, |r| rows.push(r))?;
+    for_each_row(&dir.join(REQUESTS_CSV), notes, |r| {
+        rows.push(r);
+        Ok(())
+    })?;
     Ok(rows)
 }
 
@@ -435,6 +445,16 @@ pub const MAX_MODEL_ROWS_PER_SAMPLE: usize = 64;
 /// sample, so a file written against a server listing 150 000 models stays small in
 /// memory; the rows left out are noted.
 pub fn read_vram_noting(dir: &Path, notes: &mut Vec<String>) -> Result<Vec<VramSample>> {
+    read_vram_limited(dir, u64::MAX, notes)
+}
+
+/// [`read_vram_noting`] holding at most `max_rows` rows: more is refused, naming the
+/// file and the limit (exit 2).
+pub fn read_vram_limited(
+    dir: &Path,
+    max_rows: u64,
+    notes: &mut Vec<String>,
+) -> Result<Vec<VramSample>> {
     let path = dir.join(VRAM_CSV);
     let mut rows = Vec::new();
     if !path.exists() {
@@ -444,9 +464,17 @@ pub fn read_vram_noting(dir: &Path, notes: &mut Vec<String>) -> Result<Vec<VramS
     let mut current: BTreeMap<String, (String, u64, usize)> = BTreeMap::new();
     let mut dropped = 0u64;
     for_each_row(&path, notes, |r: VramSample| {
+        if rows.len() as u64 >= max_rows {
+            return Err(crate::units::ParseError::new(format!(
+                "{}: more than {max_rows} memory samples, the limit of one report; \
+                 sample less often ([telemetry] interval) or run a shorter run",
+                path.display()
+            ))
+            .into());
+        }
         if r.model.is_empty() {
             rows.push(r);
-            return;
+            return Ok(());
         }
         let at = r.t_ms.to_bits();
         let slot = current
@@ -461,6 +489,7 @@ pub fn read_vram_noting(dir: &Path, notes: &mut Vec<String>) -> Result<Vec<VramS
         } else {
             dropped += 1;
         }
+        Ok(())
     })?;
     if dropped > 0 {
         notes.push(format!(
@@ -468,88 +497,6 @@ pub fn read_vram_noting(dir: &Path, notes: &mut Vec<String>) -> Result<Vec<VramS
         ));
     }
     Ok(rows)
-}
-
-/// Most garbage rows named one by one in the notes of one file; the rest are counted.
-const NOTED_ROWS: usize = 10;
-
-/// Streams the rows of a CSV to `each`, one at a time; rows that do not parse are
-/// skipped and noted with their line numbers.
-pub fn for_each_row<T: for<'de> Deserialize<'de>>(
-    path: &Path,
-    notes: &mut Vec<String>,
-    mut each: impl FnMut(T),
-) -> Result<()> {
-    let mut reader = csv::ReaderBuilder::new()
-        .flexible(true)
-        .from_reader(LineBounded::new(input::open_regular(path)?));
-    let headers = match reader.byte_headers() {
-        Ok(h) => h.clone(),
-        Err(e) => return Err(csv_error(path, e)),
-    };
-    let name = path.file_name().map_or_else(
-        || path.display().to_string(),
-        |n| n.to_string_lossy().into_owned(),
-    );
-    let mut bad = 0usize;
-    let mut record = csv::ByteRecord::new();
-    loop {
-        let next_line = reader.position().line();
-        let parsed = match reader.read_byte_record(&mut record) {
-            Ok(false) => break,
-            Ok(true) => record.deserialize::<T>(Some(&headers)).map_err(|e| {
-                let line = record.position().map_or(next_line, |p| p.line());
-                (line, e.to_string())
-            }),
-            // A line over the limit (or a failing disk) ends the file: no row after it
-            // can be read.
-            Err(e) if matches!(e.kind(), csv::ErrorKind::Io(_)) => {
-                return Err(csv_error(path, e));
-            }
-            Err(e) => Err((e.position().map_or(next_line, |p| p.line()), e.to_string())),
-        };
-        match parsed {
-            Ok(row) => each(row),
-            Err((line, e)) => {
-                bad += 1;
-                if bad <= NOTED_ROWS {
-                    notes.push(format!(
-                        "{name} line {line}: a row that does not parse was skipped ({})",
-                        short(&e)
-                    ));
-                }
-            }
-        }
-    }
-    if bad > NOTED_ROWS {
-        notes.push(format!(
-            "{name}: {} more rows that do not parse were skipped",
-            bad - NOTED_ROWS
-        ));
-    }
-    Ok(())
-}
-
-/// A CSV reader's error as bad input naming the file when its content broke a limit
-/// (a line too long), the system's error otherwise.
-fn csv_error(path: &Path, e: csv::Error) -> anyhow::Error {
-    match e.into_kind() {
-        csv::ErrorKind::Io(io) => input::bad_read(path, io),
-        kind => anyhow::anyhow!(
-            "reading {}: {}",
-            path.display(),
-            short(&format!("{kind:?}"))
-        ),
-    }
-}
-
-/// A parser's message about a field, short enough to print whatever the field held.
-fn short(message: &str) -> String {
-    if message.chars().count() > 3 * limits::EXCERPT_CHARS {
-        limits::excerpt(message)
-    } else {
-        limits::printable(message).into_owned()
-    }
 }
 
 fn read_csv<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Vec<T>> {

@@ -87,6 +87,62 @@ fn padded(min: f64, max: f64) -> (f64, f64) {
     )
 }
 
+/// The largest magnitude an axis reaches: far past any real latency, memory or cost,
+/// small enough that plotters' tick arithmetic stays finite.
+const AXIS_LIMIT: f64 = 1e15;
+
+/// A finite, non-degenerate axis range from `lo..hi`, whatever the data held (`inf`,
+/// `NaN`, one value, absurd magnitudes): plotters' mesh never ends on an infinite range.
+pub fn axis(lo: f64, hi: f64) -> (f64, f64) {
+    let clamp = |v: f64, or: f64| {
+        if v.is_nan() {
+            or
+        } else {
+            v.clamp(-AXIS_LIMIT, AXIS_LIMIT)
+        }
+    };
+    let (lo, hi) = (clamp(lo, 0.0), clamp(hi, 1.0));
+    let (lo, hi) = if lo <= hi { (lo, hi) } else { (hi, lo) };
+    let min_span = lo.abs().max(hi.abs()) * 1e-6;
+    if hi - lo > min_span && hi - lo > 1e-12 {
+        (lo, hi)
+    } else {
+        let pad = (lo.abs() * 0.1).max(1.0);
+        (lo - pad, hi + pad)
+    }
+}
+
+/// A positive range for a logarithmic axis, at most 12 decades wide.
+pub fn log_axis(lo: f64, hi: f64) -> (f64, f64) {
+    let lo = if lo.is_finite() && lo > 0.0 {
+        lo.max(1e-3)
+    } else {
+        1.0
+    };
+    let hi = if hi.is_finite() && hi > lo {
+        hi.min(AXIS_LIMIT)
+    } else {
+        lo * 10.0
+    };
+    (lo.max(hi / 1e12), hi)
+}
+
+/// Most points one line of a chart holds: a series of a million values is thinned to
+/// this many (the page stays small; a pixel column cannot show more anyway).
+pub const MAX_POINTS: usize = 1_000;
+
+/// `pts` (in x order) thinned to at most [`MAX_POINTS`]: evenly spaced picks, the
+/// first and last kept.
+pub fn thin<T: Copy>(pts: &[T]) -> Vec<T> {
+    if pts.len() <= MAX_POINTS {
+        return pts.to_vec();
+    }
+    let n = pts.len();
+    (0..MAX_POINTS)
+        .map(|k| pts[k * (n - 1) / (MAX_POINTS - 1)])
+        .collect()
+}
+
 /// The tradeoff frontier of one recommendation: the latency metric (cold-start ratio %
 /// or p99 TTFT ms) against idle VRAM GB·s, each point labelled with its keep_alive, the
 /// frontier joined and the chosen point ringed.
@@ -129,6 +185,8 @@ pub fn tradeoff(rec: &Recommendation) -> Result<String> {
         pts.iter().map(|p| p.1).fold(f64::INFINITY, f64::min),
         pts.iter().map(|p| p.1).fold(f64::NEG_INFINITY, f64::max),
     );
+    let (x0, x1) = axis(x0, x1);
+    let (y0, y1) = axis(y0, if use_p99 { y1 } else { y1.min(100.0) });
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (WIDTH, HEIGHT)).into_drawing_area();
@@ -141,7 +199,7 @@ pub fn tradeoff(rec: &Recommendation) -> Result<String> {
             .margin(12)
             .x_label_area_size(52)
             .y_label_area_size(72)
-            .build_cartesian_2d(x0..x1, y0..if use_p99 { y1 } else { y1.min(100.0) })
+            .build_cartesian_2d(x0..x1, y0..y1)
             .map_err(draw_err)?;
         chart
             .configure_mesh()
@@ -254,6 +312,7 @@ pub fn by_keep_alive(summary: &Summary, metric: Metric) -> Result<String> {
         Metric::ColdRatio => (ymax * 1.45).min(100.0),
         Metric::P99Ttft => ymax * 1.45,
     };
+    let y_top = axis(0.0, y_top).1;
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (WIDTH, HEIGHT)).into_drawing_area();
@@ -336,8 +395,12 @@ pub fn cell_samples<'a>(
     }
 }
 
+/// Most lines of one memory timeline: past it, the models that held the least are
+/// summed into one "other N models" line.
+pub const MAX_SERIES: usize = 8;
+
 /// Lines of (seconds since `t0`, GB): one per model when any row names a model, with 0
-/// at polls where the model was absent; else one per device.
+/// at polls where the model was absent; else one per device; at most [`MAX_SERIES`].
 fn vram_series(samples: &[&VramSample], t0: f64) -> BTreeMap<String, Vec<(f64, f64)>> {
     let per_model = samples.iter().any(|s| !s.model.is_empty());
     let mut polls: Vec<f64> = samples.iter().map(|s| s.t_ms).collect();
@@ -361,6 +424,21 @@ fn vram_series(samples: &[&VramSample], t0: f64) -> BTreeMap<String, Vec<(f64, f
             _ => s.used_bytes,
         };
         *series.entry(name).or_default().entry(i).or_insert(0.0) += bytes as f64 / GB;
+    }
+    // At most MAX_SERIES lines: the models that held the most, the rest summed as one.
+    if series.len() > MAX_SERIES {
+        let peak = |at: &BTreeMap<usize, f64>| at.values().copied().fold(0.0f64, f64::max);
+        let mut ranked: Vec<(String, BTreeMap<usize, f64>)> = series.into_iter().collect();
+        ranked.sort_by(|a, b| peak(&b.1).total_cmp(&peak(&a.1)).then(a.0.cmp(&b.0)));
+        let rest = ranked.split_off(MAX_SERIES - 1);
+        let mut other: BTreeMap<usize, f64> = BTreeMap::new();
+        for (_, at) in &rest {
+            for (i, v) in at {
+                *other.entry(*i).or_insert(0.0) += v;
+            }
+        }
+        series = ranked.into_iter().collect();
+        series.insert(format!("other {} models", rest.len()), other);
     }
     series
         .into_iter()
@@ -389,13 +467,28 @@ pub fn vram_timeline(
         .iter()
         .map(|s| (s.t_ms - t0) / 1000.0)
         .chain(mine.iter().map(|r| (r.end_ms - t0) / 1000.0))
+        .filter(|t| t.is_finite())
         .fold(1.0f64, f64::max);
     let ymax = series
         .values()
         .flatten()
         .map(|p| p.1)
+        .filter(|y| y.is_finite())
         .fold(0.0f64, f64::max)
         .max(0.1);
+    let tmax = axis(0.0, tmax * 1.02).1;
+    let ymax = axis(0.0, ymax).1;
+    // One mark per pixel column and kind: a million requests draw as at most
+    // WIDTH marks each.
+    let column = |r: &RequestRecord| {
+        let t = (r.sent_ms.unwrap_or(r.intended_ms) - t0) / 1000.0;
+        (t / tmax * f64::from(WIDTH)).clamp(0.0, f64::from(WIDTH)) as u32
+    };
+    let mut seen = std::collections::HashSet::new();
+    let mine: Vec<&RequestRecord> = mine
+        .into_iter()
+        .filter(|r| seen.insert((column(r), r.cold)))
+        .collect();
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (WIDTH, HEIGHT)).into_drawing_area();
@@ -405,7 +498,7 @@ pub fn vram_timeline(
             .margin(12)
             .x_label_area_size(52)
             .y_label_area_size(72)
-            .build_cartesian_2d(0f64..tmax * 1.02, -(ymax * 0.12)..ymax * 1.4)
+            .build_cartesian_2d(0f64..tmax, -(ymax * 0.12)..ymax * 1.4)
             .map_err(draw_err)?;
         chart
             .configure_mesh()
@@ -421,7 +514,7 @@ pub fn vram_timeline(
         for (i, (name, pts)) in series.iter().enumerate() {
             let c = colour(i);
             chart
-                .draw_series(LineSeries::new(pts.clone(), c.stroke_width(2)))
+                .draw_series(LineSeries::new(thin(pts), c.stroke_width(2)))
                 .map_err(draw_err)?
                 .label(name.clone())
                 .legend(move |(x, y)| {
@@ -459,11 +552,11 @@ pub fn vram_timeline(
 
 /// Empirical CDFs of TTFT for warm and cold requests (warm-up and failures left out),
 /// on a logarithmic time axis.
-pub fn ttft_cdf(requests: &[RequestRecord]) -> Result<String> {
+pub fn ttft_cdf<'a>(requests: impl IntoIterator<Item = &'a RequestRecord>) -> Result<String> {
     let mut warm: Vec<f64> = Vec::new();
     let mut cold: Vec<f64> = Vec::new();
-    for r in requests.iter().filter(|r| !r.warmup && !r.is_error()) {
-        if let Some(t) = r.ttft_ms.filter(|t| *t > 0.0) {
+    for r in requests.into_iter().filter(|r| !r.warmup && !r.is_error()) {
+        if let Some(t) = r.ttft_ms.filter(|t| *t > 0.0 && t.is_finite()) {
             if r.cold { cold.push(t) } else { warm.push(t) }
         }
     }
@@ -473,7 +566,7 @@ pub fn ttft_cdf(requests: &[RequestRecord]) -> Result<String> {
     let lo = all.clone().copied().fold(f64::INFINITY, f64::min);
     let hi = all.copied().fold(0.0f64, f64::max);
     let (lo, hi) = if lo.is_finite() && hi > lo {
-        (lo * 0.8, hi * 1.25)
+        log_axis(lo * 0.8, hi * 1.25)
     } else {
         (1.0, 10_000.0)
     };
@@ -502,11 +595,21 @@ pub fn ttft_cdf(requests: &[RequestRecord]) -> Result<String> {
             .map_err(draw_err)?;
         for (name, data, c) in [("warm", &warm, colour(0)), ("cold", &cold, COLD)] {
             let n = data.len() as f64;
-            // A step per request: up from the previous share at each value.
-            let mut pts: Vec<(f64, f64)> = Vec::with_capacity(data.len() * 2);
-            for (i, v) in data.iter().enumerate() {
-                pts.push((*v, i as f64 / n * 100.0));
-                pts.push((*v, (i + 1) as f64 / n * 100.0));
+            // A step per request (up from the previous share at each value), or, past
+            // MAX_POINTS / 2 requests, a step at evenly spaced ranks.
+            let (m, k) = (data.len(), MAX_POINTS / 2);
+            let ranks: Vec<usize> = if m <= k {
+                (0..m).collect()
+            } else {
+                (0..k).map(|j| j * (m - 1) / (k - 1)).collect()
+            };
+            let mut pts: Vec<(f64, f64)> = Vec::with_capacity(ranks.len() * 2);
+            let mut below = 0usize;
+            for i in ranks {
+                let v = data[i].clamp(lo, hi);
+                pts.push((v, below as f64 / n * 100.0));
+                pts.push((v, (i + 1) as f64 / n * 100.0));
+                below = i + 1;
             }
             chart
                 .draw_series(LineSeries::new(pts, c.stroke_width(2)))

@@ -6,6 +6,7 @@
 //! rise in the error rate and a stream with no successful request count as regressions,
 //! so a broken run never reads as an improvement.
 
+use crate::units::limits::printable;
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -178,22 +179,22 @@ impl Comparison {
         ];
         let mut rows: Vec<[String; 8]> = vec![header.map(String::from)];
         for c in &self.changes {
-            rows.push(self.row(c));
+            rows.push(self.row(c).map(|s| printable(&s).into_owned()));
         }
         let widths: Vec<usize> = (0..8)
             .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
             .collect();
         let mut out = format!(
             "compare {} → {} (thresholds: error rate +{:.3}, p99 +{}%, cold ratio +{:.3}, VRAM +{}%)\n",
-            self.base_scenario,
-            self.new_scenario,
+            printable(&self.base_scenario),
+            printable(&self.new_scenario),
             self.thresholds.error_rate_abs,
             self.thresholds.p99_pct,
             self.thresholds.cold_ratio_abs,
             self.thresholds.vram_pct
         );
         for f in &self.forced {
-            out.push_str(&format!("forced: {f}\n"));
+            out.push_str(&format!("forced: {}\n", printable(f)));
         }
         for r in &rows {
             let cells: Vec<String> = r
@@ -205,12 +206,13 @@ impl Comparison {
             out.push('\n');
         }
         for u in &self.unmatched {
-            out.push_str(&format!("unmatched: {u}\n"));
+            out.push_str(&format!("unmatched: {}\n", printable(u)));
         }
         for c in self.changes.iter().filter(|c| c.no_answers) {
             out.push_str(&format!(
                 "no answers: stream {} of cell {} has no successful request in the new run\n",
-                c.stream, c.cell
+                printable(&c.stream),
+                printable(&c.cell)
             ));
         }
         let n = self.regressions().len();

@@ -11,6 +11,7 @@ use super::ReportData;
 use crate::analysis::Summary;
 use crate::folder::SweptKeepAlive;
 use crate::recommend::{Form, GB, Recommendation, display_keep_alive, format_seconds};
+use crate::units::limits::printable;
 
 const TEMPLATE: &str = include_str!("index.html");
 
@@ -86,7 +87,8 @@ fn opt(v: Option<f64>, digits: usize) -> String {
 /// a fleet).
 pub fn cell_rows(summary: &Summary) -> Vec<CellRow> {
     let mut rows = Vec::new();
-    for (c, s) in super::table::rows_in_order(summary) {
+    let summary = super::table::shown(summary);
+    for (c, s) in super::table::rows_in_order(&summary) {
         let params: Vec<String> = c
             .params
             .written()
@@ -94,10 +96,10 @@ pub fn cell_rows(summary: &Summary) -> Vec<CellRow> {
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
         rows.push(CellRow {
-            cell: c.id.clone(),
-            params: params.join(", "),
-            stream: s.name.clone(),
-            model: s.model.clone(),
+            cell: printable(&c.id).into_owned(),
+            params: printable(&params.join(", ")).into_owned(),
+            stream: printable(&s.name).into_owned(),
+            model: printable(&s.model).into_owned(),
             // A predicted policy that is not one value (the keep_alive optimum) shows its name.
             keep_alive: match (&s.keep_alive, &c.params.keep_alive) {
                 (None, Some(SweptKeepAlive::Policy(policy))) => policy.clone(),
@@ -122,10 +124,10 @@ pub fn cell_rows(summary: &Summary) -> Vec<CellRow> {
         // A fleet: each host's share of the stream under it.
         for h in &s.hosts {
             rows.push(CellRow {
-                cell: format!("{} @ {}", c.id, h.target),
+                cell: printable(&format!("{} @ {}", c.id, h.target)).into_owned(),
                 params: String::new(),
-                stream: s.name.clone(),
-                model: s.model.clone(),
+                stream: printable(&s.name).into_owned(),
+                model: printable(&s.model).into_owned(),
                 keep_alive: String::new(),
                 requests: h.requests,
                 errors: h.errors,

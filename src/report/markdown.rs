@@ -5,11 +5,14 @@
 use super::ReportData;
 use super::html::cell_rows;
 use crate::recommend::{Form, display_keep_alive, format_seconds};
+use crate::units::limits::printable;
 
 /// Escapes text for a Markdown table cell or line: HTML specials, pipes and newlines.
 pub fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
+    let text = text.replace(['\n', '\r'], " ");
+    // Control characters (ESC, NUL, U+2028…) shown as escapes, never passed through.
+    for c in printable(&text).chars() {
         match c {
             '<' => out.push_str("&lt;"),
             '>' => out.push_str("&gt;"),

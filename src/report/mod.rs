@@ -19,10 +19,9 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 
 use crate::analysis::read::RunData;
-use crate::analysis::{self, Summary};
+use crate::analysis::{self, RowsByCell, Summary};
 use crate::folder::{
-    self, CostSettings, RequestRecord, RunMeta, RunStatus, SimHost, SloSettings, SweepAxis,
-    TargetKind, VramSample,
+    self, CostSettings, RunMeta, RunStatus, SimHost, SloSettings, SweepAxis, TargetKind, VramSample,
 };
 use crate::recommend::{self, Recommendation};
 use crate::units::{cmp_keep_alive, display_keep_alive};
@@ -184,12 +183,26 @@ pub fn render(dir: &Path, opts: &RenderOptions) -> Result<Rendered> {
     let recs = recommend::recommend(&settable(&summary), &cost, &slo);
     folder::write_json_atomic(&dir.join(RECOMMENDATION_JSON), &recs)
         .with_context(|| format!("writing the recommendation of {}", dir.display()))?;
+    // The page, summary.md and the charts show the workloads with the most requests;
+    // recommendation.json above holds every one.
+    let (recs, hidden) = shown_recommendations(recs);
+    if hidden > 0 {
+        warnings.push(format!(
+            "{hidden} more workloads (stream × model) have a recommendation that is not shown here: the {MAX_SHOWN_RECOMMENDATIONS} with the most requests are; {RECOMMENDATION_JSON} lists every one"
+        ));
+    }
 
     // A policy table's own charts come first (cost by keep_alive with T*, the
     // keep_alive optimum and the pre-load bound, every policy on the frontier, the gap
     // distributions); then every run's.
     let mut charts = predict_charts::charts(&summary)?;
-    charts.extend(build_charts(&meta, &summary, &recs, &requests, &samples)?);
+    charts.extend(build_charts(
+        &meta,
+        &table::shown(&summary),
+        &recs,
+        &requests,
+        &samples,
+    )?);
     // Names from the scenario or a server may hold control characters (a NUL in a
     // stream name) that XML forbids even escaped: the SVG must stay well-formed.
     for c in &mut charts {
@@ -253,7 +266,11 @@ pub fn render(dir: &Path, opts: &RenderOptions) -> Result<Rendered> {
     let index_html = dir.join(INDEX_HTML);
     // Each through a temporary file and a rename: a full disk or a Ctrl-C leaves the
     // previous file whole, never a partial page.
-    folder::write_atomic(&index_html, html::render_index(&data)?.as_bytes())?;
+    // No raw control character (ESC, NUL) from a name reaches the page either.
+    folder::write_atomic(
+        &index_html,
+        xml_safe(&html::render_index(&data)?).as_bytes(),
+    )?;
     let summary_md = dir.join(SUMMARY_MD);
     folder::write_atomic(&summary_md, markdown::render(&data).as_bytes())?;
     Ok(Rendered {
@@ -262,6 +279,30 @@ pub fn render(dir: &Path, opts: &RenderOptions) -> Result<Rendered> {
         headline: data.headline,
         recommendations: data.recommendations,
     })
+}
+
+/// Most recommendations (workload × model) the page, `summary.md` and the charts show.
+pub const MAX_SHOWN_RECOMMENDATIONS: usize = 20;
+
+/// The [`MAX_SHOWN_RECOMMENDATIONS`] recommendations over the most requests, in their
+/// order, and how many were left out.
+fn shown_recommendations(recs: Vec<Recommendation>) -> (Vec<Recommendation>, usize) {
+    if recs.len() <= MAX_SHOWN_RECOMMENDATIONS {
+        return (recs, 0);
+    }
+    let weight = |r: &Recommendation| r.candidates.iter().map(|c| c.requests).sum::<u64>();
+    let mut order: Vec<usize> = (0..recs.len()).collect();
+    order.sort_by(|a, b| weight(&recs[*b]).cmp(&weight(&recs[*a])).then(a.cmp(b)));
+    let keep: std::collections::BTreeSet<usize> =
+        order[..MAX_SHOWN_RECOMMENDATIONS].iter().copied().collect();
+    let hidden = recs.len() - keep.len();
+    let shown = recs
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| keep.contains(i))
+        .map(|(_, r)| r)
+        .collect();
+    (shown, hidden)
 }
 
 /// The cells a client can set (a keep_alive value, or none swept), for the
@@ -304,7 +345,7 @@ fn build_charts(
     meta: &RunMeta,
     summary: &Summary,
     recs: &[Recommendation],
-    requests: &[RequestRecord],
+    requests: &RowsByCell,
     samples: &[VramSample],
 ) -> Result<Vec<Chart>> {
     let mut out = Vec::new();
@@ -328,7 +369,7 @@ fn build_charts(
     out.push(Chart {
         title: "TTFT distribution, warm vs cold".into(),
         file: "ttft-cdf.svg".into(),
-        svg: charts::ttft_cdf(requests)?,
+        svg: charts::ttft_cdf(requests.values().flatten())?,
     });
     // One heatmap per workload and every other swept value (quant, model): rates are its rows.
     let mut groups: Vec<(String, Vec<&Recommendation>)> = Vec::new();
@@ -378,7 +419,11 @@ fn build_charts(
         out.push(Chart {
             title: format!("Memory over time: cell {}", cell.id),
             file: format!("vram-{}.svg", slug(&cell.id)),
-            svg: charts::vram_timeline(cell, &mine, requests)?,
+            svg: charts::vram_timeline(
+                cell,
+                &mine,
+                requests.get(&cell.id).map_or(&[][..], Vec::as_slice),
+            )?,
         });
     }
     Ok(out)

@@ -8,7 +8,7 @@ use anyhow::Result;
 use plotters::prelude::*;
 
 use super::Chart;
-use super::charts::{HEIGHT, WIDTH, tick};
+use super::charts::{HEIGHT, WIDTH, axis, tick};
 use crate::analysis::Summary;
 use crate::folder::prediction::PolicyKind;
 
@@ -119,7 +119,7 @@ pub fn cost_vs_keep_alive(pts: &[PolicyPoint], t_stars: &[(String, f64)]) -> Res
         .map(|p| p.0)
         .filter(|s| *s > 0.0)
         .fold(finite_max, f64::min);
-    let (lo, hi) = (finite_min.log10() - 0.6, finite_max.log10() + 0.6);
+    let (lo, hi) = axis(finite_min.log10() - 0.6, finite_max.log10() + 0.6);
     let x_of = |s: f64| {
         if s <= 0.0 {
             lo
@@ -149,7 +149,7 @@ pub fn cost_vs_keep_alive(pts: &[PolicyPoint], t_stars: &[(String, f64)]) -> Res
             .margin(12)
             .x_label_area_size(52)
             .y_label_area_size(72)
-            .build_cartesian_2d(lo..hi, 0f64..ymax)
+            .build_cartesian_2d(lo..hi, 0f64..axis(0.0, ymax).1)
             .map_err(draw_err)?;
         let label = |x: &f64| {
             if (*x - lo).abs() < 1e-9 {
@@ -262,7 +262,7 @@ pub fn policy_frontier(pts: &[PolicyPoint]) -> Result<String> {
             .margin(12)
             .x_label_area_size(52)
             .y_label_area_size(72)
-            .build_cartesian_2d(0f64..xmax, 0f64..ymax)
+            .build_cartesian_2d(0f64..axis(0.0, xmax).1, 0f64..axis(0.0, ymax).1)
             .map_err(draw_err)?;
         chart
             .configure_mesh()
@@ -326,7 +326,8 @@ pub fn gap_distribution(
         .log10()
         + 0.3;
     let lo = if lo.is_finite() { lo } else { -1.0 };
-    let ymax = bins.iter().map(|b| b.2).fold(1.0f64, f64::max) * 1.15;
+    let (lo, hi) = axis(lo, hi);
+    let ymax = axis(0.0, bins.iter().map(|b| b.2).fold(1.0f64, f64::max) * 1.15).1;
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (WIDTH, HEIGHT)).into_drawing_area();

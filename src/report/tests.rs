@@ -201,3 +201,43 @@ fn different_picks_per_workload_go_per_request() {
     assert!(two.contains("one per server"), "{two}");
     assert!(two.contains("(5m covers them all)"), "{two}");
 }
+
+#[test]
+fn chart_ranges_are_finite_and_never_degenerate() {
+    let cases = [
+        (f64::NAN, f64::INFINITY),
+        (5.0, 5.0),
+        (f64::NEG_INFINITY, 0.0),
+        (1e300, 1e308),
+        (3.0, 1.0),
+        (0.0, 1e-300),
+    ];
+    for (lo, hi) in cases {
+        let (a, b) = charts::axis(lo, hi);
+        assert!(
+            a.is_finite() && b.is_finite() && b > a,
+            "{lo}..{hi} gave {a}..{b}"
+        );
+    }
+    let (a, b) = charts::log_axis(1e-300, f64::INFINITY);
+    assert!(a > 0.0 && b.is_finite() && b > a, "{a}..{b}");
+}
+
+#[test]
+fn a_cdf_of_many_requests_and_non_finite_values_stays_small() {
+    let rows: Vec<crate::folder::RequestRecord> = (0..100_000)
+        .map(|i| crate::folder::RequestRecord {
+            ttft_ms: Some(match i {
+                0 => f64::INFINITY,
+                1 => f64::NAN,
+                2 => 1e300,
+                _ => 1.0 + i as f64,
+            }),
+            cold: i % 10 == 0,
+            ..Default::default()
+        })
+        .collect();
+    let svg = charts::ttft_cdf(&rows).unwrap();
+    assert!(svg.len() < 200_000, "{} bytes", svg.len());
+    assert!(!svg.contains("NaN") && !svg.contains("inf"));
+}

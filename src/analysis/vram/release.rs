@@ -173,23 +173,30 @@ pub(super) fn release_delays(
         |r| r.used_bytes,
     );
     let mut models: Vec<&str> = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
     for s in &cell.streams {
-        if !models.contains(&s.model.as_str()) {
+        if seen.insert(s.model.as_str()) {
             models.push(&s.model);
         }
     }
     let single_model = models.len() == 1;
+    // The cell's sent requests by model, once (a cell of thousands of models is not
+    // scanned per model).
+    let mut by_model: std::collections::BTreeMap<&str, Vec<&RequestRecord>> =
+        std::collections::BTreeMap::new();
+    for r in requests
+        .iter()
+        .filter(|r| (r.cell.is_empty() || r.cell == cell.id) && r.sent_ms.is_some())
+    {
+        by_model.entry(r.model.as_str()).or_default().push(r);
+    }
     let mut out = Vec::new();
     for model in models {
-        let mine: Vec<&RequestRecord> = requests
-            .iter()
-            .filter(|r| r.model == model && (r.cell.is_empty() || r.cell == cell.id))
-            .filter(|r| r.sent_ms.is_some())
-            .collect();
+        let mine: &[&RequestRecord] = by_model.get(model).map_or(&[], Vec::as_slice);
         let Some(last_end) = mine.iter().map(|r| r.end_ms).max_by(f64::total_cmp) else {
             continue;
         };
-        let stream = stream_in_force(model, &mine, cell);
+        let stream = stream_in_force(model, mine, cell);
         let released = match &presence {
             Some(p) => p.released_after(model, last_end),
             None => dropped_after(series, last_end),

@@ -1,0 +1,212 @@
+//! Streaming the rows of a run folder's CSV files: every line bounded
+//! ([`LineBounded`]), every row checked for non-finite numbers, rows that do not parse
+//! or hold `inf`/`NaN` skipped and noted with their line and field, and the report's
+//! bound on how many rows it holds ([`MAX_REPORT_ROWS`]), refused with the file and the
+//! limit named instead of allocating without end.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Result;
+use serde::Deserialize;
+
+use super::{REQUESTS_CSV, RequestRecord, VramSample, reclassify};
+use crate::units::ParseError;
+use crate::units::limits::LineBounded;
+
+/// Most rows of `requests.csv` the report and `compare` hold. Each row is kept (about
+/// 0.6 KB in memory) for the memory figures, reload causes and timelines, so 500 000
+/// rows peak near 350 MB: with [`MAX_REPORT_VRAM_ROWS`] the report stays under 500 MB.
+/// A larger run is refused with this limit named (exit 2).
+pub const MAX_REPORT_ROWS: u64 = 500_000;
+/// Most rows of `vram.csv` the report holds (about 0.2 KB each).
+pub const MAX_REPORT_VRAM_ROWS: u64 = 500_000;
+
+/// [`MAX_REPORT_ROWS`], or the hidden `KABENCH_MAX_REPORT_ROWS` (for tests that show the
+/// refusal without writing half a million rows).
+pub fn report_row_limit() -> u64 {
+    std::env::var("KABENCH_MAX_REPORT_ROWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(MAX_REPORT_ROWS)
+}
+
+/// Most garbage rows named one by one in the notes of one file; the rest are counted.
+const NOTED_ROWS: usize = 10;
+
+/// A row whose numbers must be finite: the first field holding `inf` or `NaN`, if any.
+pub trait CheckedRow {
+    /// The name of the first non-finite field.
+    fn non_finite(&self) -> Option<&'static str>;
+}
+
+impl CheckedRow for RequestRecord {
+    fn non_finite(&self) -> Option<&'static str> {
+        let fields = [
+            ("intended_ms", Some(self.intended_ms)),
+            ("sent_ms", self.sent_ms),
+            ("first_byte_ms", self.first_byte_ms),
+            ("first_token_ms", self.first_token_ms),
+            ("first_answer_ms", self.first_answer_ms),
+            ("end_ms", Some(self.end_ms)),
+            ("load_duration_ms", self.load_duration_ms),
+            ("prompt_eval_ms", self.prompt_eval_ms),
+            ("eval_ms", self.eval_ms),
+            ("total_duration_ms", self.total_duration_ms),
+            ("ttft_ms", self.ttft_ms),
+            ("e2e_ms", self.e2e_ms),
+            ("itl_ms", self.itl_ms),
+        ];
+        fields
+            .into_iter()
+            .find(|(_, v)| v.is_some_and(|x| !x.is_finite()))
+            .map(|(name, _)| name)
+    }
+}
+
+impl CheckedRow for VramSample {
+    fn non_finite(&self) -> Option<&'static str> {
+        (!self.t_ms.is_finite()).then_some("t_ms")
+    }
+}
+
+/// Streams the rows of a CSV to `each`, one at a time, every line bounded at
+/// [`crate::units::limits::MAX_LINE_BYTES`]; rows that do not parse, or hold a
+/// non-finite number (`inf`, `NaN`), are skipped and noted with their line numbers
+/// (and the field). An error from `each` stops the reading and is returned.
+pub fn for_each_row<T: for<'de> Deserialize<'de> + CheckedRow>(
+    path: &Path,
+    notes: &mut Vec<String>,
+    mut each: impl FnMut(T) -> Result<()>,
+) -> Result<()> {
+    let file = super::input::open_regular(path)?;
+    let mut reader = csv::ReaderBuilder::new()
+        .flexible(true)
+        .from_reader(LineBounded::new(file));
+    let headers = reader
+        .byte_headers()
+        .map_err(|e| bad_file(path, &e))?
+        .clone();
+    let name = path.file_name().map_or_else(
+        || path.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    let mut bad = 0usize;
+    let mut record = csv::ByteRecord::new();
+    loop {
+        let next_line = reader.position().line();
+        let parsed = match reader.read_byte_record(&mut record) {
+            Ok(false) => break,
+            Ok(true) => {
+                let line = record.position().map_or(next_line, |p| p.line());
+                match record.deserialize::<T>(Some(&headers)) {
+                    Ok(row) => match row.non_finite() {
+                        None => Ok(row),
+                        Some(field) => Err((line, format!("{field} is not a finite number"))),
+                    },
+                    Err(e) => Err((line, short(&e.to_string()))),
+                }
+            }
+            // A line over the limit ends the file: nothing after it can be trusted.
+            Err(e) if e.is_io_error() => return Err(bad_file(path, &e)),
+            Err(e) => Err((
+                e.position().map_or(next_line, |p| p.line()),
+                short(&e.to_string()),
+            )),
+        };
+        match parsed {
+            Ok(row) => each(row)?,
+            Err((line, e)) => {
+                bad += 1;
+                if bad <= NOTED_ROWS {
+                    notes.push(format!(
+                        "{name} line {line}: a row that does not parse was skipped ({e})"
+                    ));
+                }
+            }
+        }
+    }
+    if bad > NOTED_ROWS {
+        notes.push(format!(
+            "{name}: {} more rows that do not parse were skipped",
+            bad - NOTED_ROWS
+        ));
+    }
+    Ok(())
+}
+
+/// A file that cannot be read as CSV at all (a line over the limit, an I/O error):
+/// bad input, named with the file.
+fn bad_file(path: &Path, e: &csv::Error) -> anyhow::Error {
+    anyhow::Error::new(ParseError::new(format!("{}: {e}", path.display())))
+}
+
+/// The rows of `requests.csv` grouped by cell, in file order within each cell, for the
+/// report: only the cells in `cells` are kept (the others are counted in a note),
+/// `cold_threshold` re-applies the cold rule to each row as it is read, and the free
+/// text no figure reads (`error_detail`, `cold_reason`) is dropped. More than
+/// `max_rows` rows is refused, naming the file and the limit (exit 2).
+pub fn read_requests_by_cell(
+    dir: &Path,
+    cells: &[&str],
+    cold_threshold: Option<Duration>,
+    max_rows: u64,
+    notes: &mut Vec<String>,
+) -> Result<BTreeMap<String, Vec<RequestRecord>>> {
+    let path = dir.join(REQUESTS_CSV);
+    let mut by_cell: BTreeMap<String, Vec<RequestRecord>> =
+        cells.iter().map(|c| (c.to_string(), Vec::new())).collect();
+    let (mut rows, mut strays) = (0u64, 0u64);
+    for_each_row(&path, notes, |mut r: RequestRecord| {
+        rows += 1;
+        if rows > max_rows {
+            return Err(ParseError::new(format!(
+                "{}: more than {max_rows} rows, the limit of one report (it holds every row in memory); \
+                 record fewer requests (a shorter run, a lower rate or fewer cells) and report that",
+                path.display()
+            ))
+            .into());
+        }
+        let Some(mine) = by_cell.get_mut(r.cell.as_str()) else {
+            strays += 1;
+            return Ok(());
+        };
+        if let Some(t) = cold_threshold {
+            reclassify(&mut r, t);
+        }
+        r.error_detail = String::new();
+        r.cold_reason = String::new();
+        mine.push(r);
+        Ok(())
+    })?;
+    if strays > 0 {
+        notes.push(format!(
+            "{REQUESTS_CSV}: {strays} rows of cells that run.json does not list were left out"
+        ));
+    }
+    Ok(by_cell)
+}
+
+/// A parser's message about a field, short enough to print whatever the field held.
+pub(crate) fn short(message: &str) -> String {
+    use crate::units::limits;
+    if message.chars().count() > 3 * limits::EXCERPT_CHARS {
+        limits::excerpt(message)
+    } else {
+        limits::printable(message).into_owned()
+    }
+}
+
+/// A CSV reader's error as bad input naming the file when its content broke a limit
+/// (a line too long), the system's error otherwise.
+pub(crate) fn csv_error(path: &Path, e: csv::Error) -> anyhow::Error {
+    match e.into_kind() {
+        csv::ErrorKind::Io(io) => super::input::bad_read(path, io),
+        kind => anyhow::anyhow!(
+            "reading {}: {}",
+            path.display(),
+            short(&format!("{kind:?}"))
+        ),
+    }
+}
