@@ -141,6 +141,15 @@ impl Report {
 /// bounded by the request timeout).
 const RESTORE_LIMIT: Duration = Duration::from_secs(120);
 
+/// The message of a caught panic.
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic".into())
+}
+
 /// Runs `call` unless `stop` fires first (then `Interrupted`, nothing changed yet).
 async fn before_probes<T>(
     stop: &Stop,
@@ -159,10 +168,13 @@ pub async fn run(opts: &DoctorOptions, stop: &Stop) -> anyhow::Result<Report> {
     let start = Instant::now();
     let mut server = Server::new(&opts.target)?;
     let version = before_probes(stop, async {
-        server
-            .send(&Req::get("/api/version"))
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot reach an Ollama at {}: {e:#}", opts.target))
+        server.send(&Req::get("/api/version")).await.map_err(|e| {
+            if e.is::<http::Redirected>() || e.is::<http::BodyTooLong>() {
+                e
+            } else {
+                anyhow::anyhow!("cannot reach an Ollama at {}: {e:#}", opts.target)
+            }
+        })
     })
     .await?;
     let version = version
@@ -217,8 +229,14 @@ pub async fn run(opts: &DoctorOptions, stop: &Stop) -> anyhow::Result<Report> {
         "H5",
         json!(version),
     ));
+    // From here on the server is changed: whatever ends the probes (an error, a
+    // panic, Ctrl-C), the restore below runs.
+    let probes =
+        std::panic::AssertUnwindSafe(probe(&mut doctor, &model, embed_model.as_deref(), &shown));
     let outcome = tokio::select! {
-        r = probe(&mut doctor, &model, embed_model.as_deref(), &shown) => r,
+        r = futures_util::FutureExt::catch_unwind(probes) => r.unwrap_or_else(|panic| {
+            Err(anyhow::anyhow!("the probes stopped on an internal error: {}", panic_text(&*panic)))
+        }),
         _ = stop.stop.cancelled() => Err(Interrupted(String::new()).into()),
     };
     let interrupted = stop.stop.is_cancelled();

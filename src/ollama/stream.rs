@@ -12,21 +12,49 @@ use serde::de::DeserializeOwned;
 
 use crate::ollama::api;
 use crate::ollama::error::{ClientError, from_reqwest, location, preview, status_error};
+use crate::units::limits::MAX_LINE_BYTES;
 
 /// Incremental NDJSON decoder: feed it body chunks as they arrive (a line may be split
 /// across chunks), take complete objects out; `finish` reads a last line without `\n`.
-#[derive(Debug, Default)]
+/// A line longer than its limit ([`MAX_LINE_BYTES`] unless set) fails with
+/// [`ClientError::BadJson`] naming the limit, as soon as that many bytes came without
+/// a newline: a server streaming without end cannot make it buffer without end.
+#[derive(Debug)]
 pub struct NdjsonDecoder {
     buf: Vec<u8>,
     /// Bytes of `buf` already searched for `\n` (all of the partial line): each byte
     /// is searched once, so a long line arriving in small pieces stays linear.
     scanned: usize,
+    /// The longest line accepted, bytes.
+    limit: usize,
+}
+
+impl Default for NdjsonDecoder {
+    fn default() -> Self {
+        Self::with_limit(MAX_LINE_BYTES)
+    }
+}
+
+/// The error of a line over `limit` bytes.
+fn line_too_long(limit: usize) -> ClientError {
+    ClientError::BadJson(format!(
+        "stream line longer than {limit} bytes (the line limit) without a newline; the server's reply is not NDJSON kabench can read"
+    ))
 }
 
 impl NdjsonDecoder {
-    /// An empty decoder.
+    /// An empty decoder, lines bounded at [`MAX_LINE_BYTES`].
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty decoder, lines bounded at `limit` bytes.
+    pub fn with_limit(limit: usize) -> Self {
+        NdjsonDecoder {
+            buf: Vec::new(),
+            scanned: 0,
+            limit,
+        }
     }
 
     /// Appends `bytes` and returns every complete line decoded as `T` (blank lines skipped).
@@ -53,9 +81,15 @@ impl NdjsonDecoder {
             while let Some(pos) = bytes[start..].iter().position(|&b| b == b'\n') {
                 let line = &bytes[start..start + pos];
                 start += pos + 1;
+                if line.len() > self.limit {
+                    return Err(line_too_long(self.limit));
+                }
                 if let Some(v) = decode_line(line)? {
                     each(v)?;
                 }
+            }
+            if bytes.len() - start > self.limit {
+                return Err(line_too_long(self.limit));
             }
             self.buf.extend_from_slice(&bytes[start..]);
             self.scanned = self.buf.len();
@@ -69,13 +103,26 @@ impl NdjsonDecoder {
             let line = &self.buf[start..end];
             start = end + 1;
             from = start;
+            if line.len() > self.limit {
+                return Err(self.fail());
+            }
             if let Some(v) = decode_line(line)? {
                 each(v)?;
             }
         }
+        if self.buf.len() - start > self.limit {
+            return Err(self.fail());
+        }
         self.buf.drain(..start);
         self.scanned = self.buf.len();
         Ok(())
+    }
+
+    /// Drops what is buffered (the line over the limit) and gives the error.
+    fn fail(&mut self) -> ClientError {
+        self.buf = Vec::new();
+        self.scanned = 0;
+        line_too_long(self.limit)
     }
 
     /// Decodes what is left after the last `\n`, if anything.
@@ -412,13 +459,23 @@ pub(crate) async fn read_reply(
     )))
 }
 
-/// The whole of a body whose pieces arrive one by one.
+/// The longest whole body read at once (an error body, an `/api/embed` reply): 64 MiB,
+/// room for thousands of embeddings, bounded against a server that never stops.
+pub const MAX_BODY_BYTES: usize = 64 << 20;
+
+/// The whole of a body whose pieces arrive one by one, at most [`MAX_BODY_BYTES`].
 async fn collect(
     body: &mut (impl Stream<Item = Result<Bytes, ClientError>> + Unpin),
 ) -> Result<Vec<u8>, ClientError> {
     let mut whole = Vec::new();
     while let Some(piece) = body.next().await {
-        whole.extend_from_slice(&piece?);
+        let piece = piece?;
+        if whole.len() + piece.len() > MAX_BODY_BYTES {
+            return Err(ClientError::BadJson(format!(
+                "reply body longer than {MAX_BODY_BYTES} bytes (the body limit)"
+            )));
+        }
+        whole.extend_from_slice(&piece);
     }
     Ok(whole)
 }
@@ -506,6 +563,40 @@ mod tests {
                 assert_eq!(a.metrics, b.metrics, "{line}");
             }
         }
+    }
+
+    #[test]
+    fn decoder_refuses_a_line_over_its_limit_whole_or_in_pieces() {
+        // In one piece, without a newline.
+        let mut d = NdjsonDecoder::with_limit(16);
+        let err = d.push::<api::StreamChunk>(&[b'x'; 17]).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::BadJson);
+        assert!(err.to_string().contains("longer than 16 bytes"), "{err}");
+        // In small pieces: fails once the limit is passed, buffering no more than it.
+        let mut d = NdjsonDecoder::with_limit(16);
+        let mut failed = None;
+        for n in 0..100 {
+            if let Err(e) = d.push::<api::StreamChunk>(b"xxxx") {
+                failed = Some(n);
+                assert!(e.to_string().contains("line limit"), "{e}");
+                break;
+            }
+        }
+        assert_eq!(failed, Some(4));
+        // A whole line over the limit, newline included, in one piece or after a partial one.
+        let long = format!("{{\"response\":\"{}\"}}\n", "y".repeat(20));
+        assert!(
+            NdjsonDecoder::with_limit(16)
+                .push::<api::StreamChunk>(long.as_bytes())
+                .is_err()
+        );
+        let mut d = NdjsonDecoder::with_limit(16);
+        d.push::<api::StreamChunk>(&long.as_bytes()[..4]).unwrap();
+        assert!(d.push::<api::StreamChunk>(&long.as_bytes()[4..]).is_err());
+        // Lines at the limit pass.
+        let ok = b"{\"done\":true}\n";
+        let got: Vec<api::StreamChunk> = NdjsonDecoder::with_limit(13).push(ok).unwrap();
+        assert_eq!(got.len(), 1);
     }
 
     #[test]
