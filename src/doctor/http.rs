@@ -29,7 +29,7 @@ const MAX_SKEW: time::Duration = time::Duration::days(1);
 /// POST arrives as a GET elsewhere and its answer would be read as a verdict.
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "{method} {url}: the server answered HTTP {status} with a redirect to {location}; kabench does not follow redirects (a redirected POST arrives as a GET, and its answer would be misread, e.g. as \"model not installed\"): point --target at the address Ollama itself answers on, or fix the proxy in front of it"
+    "{method} {url}: the server answered HTTP {status} with a redirect to {location}; kabench does not follow redirects (a redirected POST arrives as a GET, and the answer from elsewhere would be misread as the server's verdict): point --target at the address Ollama itself answers on, or fix the proxy in front of it"
 )]
 pub struct Redirected {
     /// `GET` or `POST`.

@@ -257,8 +257,20 @@ pub async fn run(opts: &DoctorOptions, stop: &Stop) -> anyhow::Result<Report> {
     let restored = tokio::select! {
         r = tokio::time::timeout(
             RESTORE_LIMIT,
-            restore(&mut doctor.server, &before, &model, embed_model.as_deref()),
-        ) => r.unwrap_or_else(|_| vec![format!("gave up restoring after {RESTORE_LIMIT:?}")]),
+            futures_util::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(restore(
+                &mut doctor.server,
+                &before,
+                &model,
+                embed_model.as_deref(),
+            ))),
+        ) => match r {
+            Ok(Ok(lines)) => lines,
+            Ok(Err(panic)) => vec![format!(
+                "the restore stopped on an internal error: {}; models may be left as the probes left them",
+                panic_text(&*panic)
+            )],
+            Err(_) => vec![format!("gave up restoring after {RESTORE_LIMIT:?}")],
+        },
         _ = stop.abandon.cancelled() => vec!["restore abandoned (a second Ctrl-C): models may be left as the probes left them".into()],
     };
     if interrupted {

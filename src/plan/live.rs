@@ -248,7 +248,12 @@ pub async fn planner(
             );
             if let Some(m) = measure(client, &spec.name, ctx, limit)
                 .await
-                .with_context(|| format!("loading {} at num_ctx {ctx} on {url}", spec.name))?
+                .with_context(|| {
+                    format!(
+                        "loading {} at num_ctx {ctx} on {url}",
+                        printable(&spec.name)
+                    )
+                })?
             {
                 measured.push(m);
             }

@@ -229,7 +229,8 @@ struct Fake {
     seen: Vec<(String, Value)>,
 }
 
-/// An Ollama of one model slot whose replies carry `created_at` 9999-12-31: a load
+/// An Ollama of one model slot whose replies carry `created_at` at the last instant of
+/// 9999 (any later clock reading overflows the calendar): a load
 /// evicts whatever was resident, keep_alive 0 unloads.
 fn far_future_ollama(state: Arc<Mutex<Fake>>) -> Router {
     let ps_state = state.clone();
@@ -249,7 +250,7 @@ fn far_future_ollama(state: Arc<Mutex<Fake>>) -> Router {
                     s.resident = vec![(model.clone(), ctx)];
                 }
                 axum::Json(json!({
-                    "model": model, "created_at": "9999-12-31T23:59:59Z",
+                    "model": model, "created_at": "9999-12-31T23:59:59.999999999Z",
                     "response": "", "message": {"role": "assistant", "content": ""},
                     "choices": [], "done": true, "done_reason": if unload { "unload" } else { "stop" },
                     "load_duration": 200_000_000u64
@@ -408,7 +409,7 @@ fn plan_server(layers: u64, file_bytes: u64, load_delay: Duration) -> Router {
         .route(
             "/api/ps",
             get(|| async {
-                r#"{"models":[{"name":"m:latest","model":"m:latest","size":400000000,"size_vram":400000000,"expires_at":"2099-01-01T00:00:00Z","context_length":2048}]}"#
+                r#"{"models":[{"name":"m:latest","model":"m:latest","digest":"d","details":{},"size":400000000,"size_vram":400000000,"expires_at":"2099-01-01T00:00:00Z","context_length":2048}]}"#
             }),
         )
 }
