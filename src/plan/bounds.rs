@@ -53,9 +53,12 @@ pub fn check_estimate(spec: &ModelSpec, num_ctx: u32, parallel: u32) -> Result<(
     let kv_per_token =
         4 * u128::from(spec.block_count) * u128::from(spec.kv_heads) * u128::from(spec.head_dim);
     let total_ctx = u128::from(num_ctx) * u128::from(parallel.max(1));
+    // Each factor is at most 32 bits wide (64 for the bytes): saturating past u128.
     let overhead = u128::from(spec.overhead_bytes.unwrap_or(3 << 30))
-        + u128::from(spec.overhead_per_token.unwrap_or(0)) * total_ctx;
-    let total = u128::from(spec.file_bytes) + kv_per_token * total_ctx + overhead;
+        .saturating_add(u128::from(spec.overhead_per_token.unwrap_or(0)).saturating_mul(total_ctx));
+    let total = u128::from(spec.file_bytes)
+        .saturating_add(kv_per_token.saturating_mul(total_ctx))
+        .saturating_add(overhead);
     if total > u128::from(MAX_MODEL_BYTES) {
         return Err(PlanError::OverLimit {
             what: format!(
