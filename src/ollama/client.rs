@@ -24,7 +24,7 @@ use crate::ollama::error::{
 };
 
 use crate::ollama::host::parse_ollama_host;
-use crate::ollama::stream::{Exchange, NdjsonDecoder, read_reply, read_response};
+use crate::ollama::stream::{Exchange, MAX_BODY_BYTES, NdjsonDecoder, read_reply, read_response};
 use crate::units::KeepAlive;
 
 /// Limit for the small control calls (ps, tags, show, version) so a hung server cannot
@@ -120,7 +120,14 @@ impl OllamaClient {
             let resp = req.send().await.map_err(|e| from_reqwest(e, false))?;
             let status = resp.status().as_u16();
             let location = location(resp.headers());
-            let body = resp.bytes().await.map_err(|e| from_reqwest(e, true))?;
+            let mut resp = resp;
+            let mut body = Vec::new();
+            while let Some(piece) = resp.chunk().await.map_err(|e| from_reqwest(e, true))? {
+                if body.len() + piece.len() > MAX_BODY_BYTES {
+                    return Err(body_too_long());
+                }
+                body.extend_from_slice(&piece);
+            }
             decode_reply(status, location, &body)
         };
         within_control_timeout(fut).await
@@ -142,11 +149,16 @@ impl OllamaClient {
             let (resp, lease) = lean.send(&method, uri, is_json, &body).await?;
             let status = resp.status().as_u16();
             let location = location(resp.headers());
-            let body = resp
-                .into_body()
+            let body = http_body_util::Limited::new(resp.into_body(), MAX_BODY_BYTES)
                 .collect()
                 .await
-                .map_err(|e| ClientError::BrokenStream(error_chain(&e)))?
+                .map_err(|e| {
+                    if e.is::<http_body_util::LengthLimitError>() {
+                        body_too_long()
+                    } else {
+                        ClientError::BrokenStream(error_chain(&*e))
+                    }
+                })?
                 .to_bytes();
             lease.release();
             decode_reply(status, location, &body)
@@ -565,6 +577,13 @@ fn decode_reply<T: DeserializeOwned>(
     }
     serde_json::from_slice(body)
         .map_err(|e| ClientError::BadJson(format!("{e}: {}", preview(body))))
+}
+
+/// A control call's body over [`MAX_BODY_BYTES`].
+fn body_too_long() -> ClientError {
+    ClientError::BadJson(format!(
+        "reply body longer than {MAX_BODY_BYTES} bytes (the body limit)"
+    ))
 }
 
 /// `call` bounded by the control-call limit.

@@ -533,3 +533,19 @@ async fn plan_shows_a_model_name_with_an_escape_sequence_escaped() {
     );
     assert!(stdout.contains("m\\u{1b}[2J"), "{stdout}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_refuses_a_control_reply_without_end() {
+    // An /api/ps that never ends: the client stops at its body limit (64 MiB) instead
+    // of buffering until the control-call timeout.
+    let app = Router::new().route("/api/ps", get(|| async { endless_line(80 << 20) }));
+    let addr = serve(app).await;
+    let client = kabench::ollama::OllamaClient::new(&format!("http://{addr}")).unwrap();
+    let started = Instant::now();
+    let err = client.ps().await.unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(30));
+    assert!(
+        err.to_string().contains("longer than 67108864 bytes"),
+        "{err}"
+    );
+}
