@@ -92,7 +92,11 @@ pub(super) async fn show(server: &mut Server, model: &str) -> anyhow::Result<Sho
     match reply.status {
         200 => Ok(parse_show(reply.json.as_ref().unwrap_or(&Value::Null))),
         404 => Err(ModelMissing(model.into(), reply.error_text()).into()),
-        s => anyhow::bail!("/api/show {model}: HTTP {s}: {}", reply.error_text()),
+        s => anyhow::bail!(
+            "/api/show {}: HTTP {s}: {}",
+            crate::units::limits::printable(model),
+            crate::units::limits::excerpt(&reply.error_text())
+        ),
     }
 }
 

@@ -232,7 +232,9 @@ struct Fake {
 /// An Ollama of one model slot whose replies carry `created_at` at the last instant of
 /// 9999 (any later clock reading overflows the calendar): a load
 /// evicts whatever was resident, keep_alive 0 unloads.
-fn far_future_ollama(state: Arc<Mutex<Fake>>) -> Router {
+/// With `chat_without_end`, `/api/chat` answers a body that never ends (past the
+/// doctor's body limit), which ends the probes with an error.
+fn far_future_ollama(state: Arc<Mutex<Fake>>, chat_without_end: bool) -> Router {
     let ps_state = state.clone();
     let load = move |path: &'static str| {
         let state = state.clone();
@@ -288,7 +290,14 @@ fn far_future_ollama(state: Arc<Mutex<Fake>>) -> Router {
             }),
         )
         .route("/api/generate", load("/api/generate"))
-        .route("/api/chat", load("/api/chat"))
+        .route(
+            "/api/chat",
+            if chat_without_end {
+                post(|| async { endless_line(20 << 20) })
+            } else {
+                load("/api/chat")
+            },
+        )
         .route("/v1/chat/completions", load("/v1/chat/completions"))
 }
 
@@ -298,7 +307,7 @@ async fn doctor_survives_a_created_at_in_9999_and_restores_what_it_moved() {
         resident: vec![("other:latest".into(), 2048)],
         seen: Vec::new(),
     }));
-    let addr = serve(far_future_ollama(state.clone())).await;
+    let addr = serve(far_future_ollama(state.clone(), false)).await;
     // The only model installed (the one probed) has a terminal escape (a title
     // change) and a NUL in its name.
     let (output, took) = kabench(
@@ -548,4 +557,42 @@ async fn the_client_refuses_a_control_reply_without_end() {
         err.to_string().contains("longer than 67108864 bytes"),
         "{err}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_restores_what_it_moved_when_the_probes_end_on_an_error() {
+    let state = Arc::new(Mutex::new(Fake {
+        resident: vec![("other:latest".into(), 2048)],
+        seen: Vec::new(),
+    }));
+    let addr = serve(far_future_ollama(state.clone(), true)).await;
+    let (output, took) = kabench(
+        args(&["doctor", "--json", "--target", &format!("http://{addr}")]),
+        Duration::from_secs(60),
+    )
+    .await;
+    let (stdout, stderr) = (text(&output.stdout), text(&output.stderr));
+    assert!(took < Duration::from_secs(45), "{took:?}");
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    let report: Value = serde_json::from_str(&stdout).expect("a JSON report");
+    let error = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == "probe.error")
+        .unwrap_or_else(|| panic!("no probe.error row: {stdout}"));
+    assert!(
+        error["evidence"]
+            .as_str()
+            .unwrap()
+            .contains("16777216 bytes (the doctor's body limit)"),
+        "{error}"
+    );
+    let restored = report["restored"].to_string();
+    assert!(
+        restored.contains("other:latest: loaded again"),
+        "{restored}"
+    );
+    let s = state.lock().unwrap();
+    assert_eq!(s.resident, vec![("other:latest".to_string(), 2048)]);
 }
