@@ -342,3 +342,22 @@ impl Server {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_server_clock_never_overflows_the_calendar() {
+        let last = OffsetDateTime::parse("9999-12-31T23:59:59.999999999Z", &Rfc3339).unwrap();
+        let now = OffsetDateTime::now_utc();
+        // A skew that would pass the end of the calendar falls back to the local clock.
+        assert_eq!(server_time(now, last - now + time::Duration::days(1)), now);
+        assert_eq!(
+            server_time(now, time::Duration::seconds(5)),
+            now + time::Duration::seconds(5)
+        );
+        // A stamp that far off is never taken as the server's clock.
+        assert!((last - now).abs() > MAX_SKEW);
+    }
+}
