@@ -15,6 +15,8 @@ mod fleet_real;
 mod horizon;
 mod hostile;
 mod hostile_doctor;
+mod hostile_fleet;
+mod hostile_proxy;
 mod layers;
 mod plan;
 mod predict;
