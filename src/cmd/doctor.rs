@@ -30,7 +30,10 @@ pub(super) async fn doctor(args: DoctorArgs) -> Result<()> {
     let result = doctor::cli::command(invocation, &stop).await;
     listener.abort();
     result.map_err(|e| {
-        if e.is::<doctor::ModelMissing>() || e.is::<doctor::cli::BadTarget>() {
+        if e.is::<doctor::ModelMissing>()
+            || e.is::<doctor::cli::BadTarget>()
+            || e.is::<doctor::http::Redirected>()
+        {
             BadInput(format!("{e:#}")).into()
         } else {
             e

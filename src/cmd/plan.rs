@@ -1,6 +1,8 @@
 //! `kabench plan`: the flags (or a scenario) into the planner's inputs, the sizes from
 //! the catalogue or a live server, the plan printed, and `--check` replayed.
 
+use std::io::Write;
+
 use anyhow::{Context, Result};
 
 use super::{BadInput, plan_check};
@@ -8,9 +10,10 @@ use crate::cli::PlanArgs;
 use crate::engine::sched::SchedConfig;
 use crate::engine::sim_settings::SimSettings;
 use crate::ollama::OllamaClient;
-use crate::plan::{self, Asked, Planner};
+use crate::plan::{self, Asked, Planner, bounds};
 use crate::run::{MissingModels, Target};
 use crate::scenario;
+use crate::units::limits::printable;
 
 /// Where the catalogue's sizes come from, in words.
 const CATALOGUE_SIZES: &str = "the catalogue (`kabench models --sources`), estimated by E1: weights + f16 KV × num_ctx × parallel + compute buffer (768 MiB past 4096 total context, 2 GiB past 32768) + 300 MiB, or a catalogue model's measured overhead";
@@ -37,7 +40,13 @@ pub(super) async fn plan(args: PlanArgs) -> Result<()> {
         return Ok(());
     }
     if !args.json {
-        print!("{}", plan::render::text(&planned));
+        // Names come from the flags and the server: no control character reaches the
+        // terminal.
+        let text = plan::render::text(&planned);
+        let mut out = std::io::stdout().lock();
+        for line in text.lines() {
+            writeln!(out, "{}", printable(line))?;
+        }
     }
     if !args.check {
         return Ok(());
@@ -76,6 +85,27 @@ fn asked(args: &PlanArgs) -> Result<(Asked, SimSettings)> {
     if !args.quant.is_empty() {
         asked.quant = args.quant.clone();
     }
+    let from_flag = |given: bool, flag: &str, key: &str| {
+        if given || args.scenario.is_none() {
+            flag.to_string()
+        } else {
+            format!("{key} in the scenario")
+        }
+    };
+    for &n in &asked.num_ctx {
+        bounds::check(
+            &from_flag(!args.num_ctx.is_empty(), "--num-ctx", "num_ctx"),
+            u64::from(n),
+            u64::from(bounds::MAX_NUM_CTX),
+        )?;
+    }
+    for &n in &asked.parallel {
+        bounds::check(
+            &from_flag(!args.parallel.is_empty(), "--parallel", "parallel"),
+            u64::from(n),
+            u64::from(bounds::MAX_PARALLEL),
+        )?;
+    }
     if asked.num_ctx.contains(&0) || asked.parallel.contains(&0) {
         return Err(BadInput(
             "--num-ctx and --parallel take numbers above 0 (e.g. --num-ctx 4096,32768 --parallel 1,4)".into(),
@@ -87,6 +117,14 @@ fn asked(args: &PlanArgs) -> Result<(Asked, SimSettings)> {
 
 /// The host: the scenario's `[sim]` (or the defaults) with the flags laid over it.
 fn host(args: &PlanArgs, mut settings: SimSettings) -> Result<SchedConfig> {
+    // The flags are checked before anything is computed from them (`bounds`).
+    let name = |given: bool, flag: &str, key: &str| {
+        if given || args.scenario.is_none() {
+            flag.to_string()
+        } else {
+            format!("{key} in the scenario's [sim]")
+        }
+    };
     settings.overlay(super::host_settings(&args.host, &Default::default()));
     let config = settings.sched_config(0).map_err(|e| {
         // Without a scenario the keys came from the flags: name those.
@@ -99,6 +137,16 @@ fn host(args: &PlanArgs, mut settings: SimSettings) -> Result<SchedConfig> {
             text
         })
     })?;
+    bounds::check(
+        &name(args.host.vram.is_some(), "--vram", "vram"),
+        config.vram_bytes,
+        bounds::MAX_VRAM_BYTES,
+    )?;
+    bounds::check(
+        &name(args.host.gpus.is_some(), "--gpus", "gpus"),
+        u64::from(config.gpus),
+        u64::from(bounds::MAX_GPUS),
+    )?;
     Ok(config)
 }
 
@@ -114,7 +162,7 @@ async fn live_planner(
             "--target {url:?}: {e}; write an Ollama address such as http://127.0.0.1:11434, or sim"
         ))
     })?;
-    let found = plan::live::read_models(&client, &asked.models)
+    let found = plan::live::read_models(&client, &asked.models, args.timeout)
         .await
         .with_context(|| format!("reading the models of {url}"))?;
     if !found.missing.is_empty() {
@@ -125,5 +173,14 @@ async fn live_planner(
         .into());
     }
     let (gpus_given, vram_given) = (args.host.gpus.is_some(), args.host.vram.is_some());
-    plan::live::planner(&client, found, asked, config, gpus_given, vram_given).await
+    plan::live::planner(
+        &client,
+        found,
+        asked,
+        config,
+        gpus_given,
+        vram_given,
+        args.timeout,
+    )
+    .await
 }

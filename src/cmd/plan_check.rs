@@ -16,6 +16,7 @@ use crate::plan::{Combination, Plan, Planner};
 use crate::run::open_loop::RunOptions;
 use crate::run::{self, Target};
 use crate::scenario;
+use crate::units::limits::printable;
 
 /// At most this many combinations are checked in one call.
 const MAX_CHECKED: usize = 8;
@@ -59,12 +60,16 @@ pub(super) async fn check(
                 i + 1,
                 combo.num_ctx,
                 combo.parallel,
-                quant.map_or(String::new(), |q| format!(", {q}")),
+                quant.map_or(String::new(), |q| format!(", {}", printable(q))),
                 if live { "the target" } else { "the simulator" },
                 crate::units::format_go_duration(gap),
-                dir.display()
+                printable(&dir.display().to_string())
             );
-            print!("{}", comparison.text());
+            // Model names from the flags or the server: no control character reaches
+            // the terminal.
+            for line in comparison.text().lines() {
+                println!("{}", printable(line));
+            }
         }
         all_match &= comparison.matches();
         results.push(serde_json::json!({

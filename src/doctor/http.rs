@@ -1,7 +1,10 @@
 //! The doctor's side of the wire: raw JSON requests (so any keep_alive form, even an
 //! invalid one, goes out exactly as written), `/api/ps` read back with `expires_at`
 //! parsed, and the server's clock estimated from `created_at` so an expiry is measured
-//! against the server's time, not this machine's.
+//! against the server's time, not this machine's. Every body is read up to
+//! [`MAX_BODY_BYTES`]; a redirect is an error naming where it points (never followed);
+//! a `created_at` or `expires_at` far off any real clock cannot overflow the clock
+//! arithmetic.
 
 use std::time::{Duration, Instant};
 
@@ -13,6 +16,45 @@ use crate::ollama::name;
 
 /// How long one request may take (a cold load of a large model on a busy host).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The longest body the doctor reads (16 MiB): an `/api/ps` or `/api/tags` of
+/// thousands of models fits; a server that never stops sending does not.
+pub const MAX_BODY_BYTES: usize = 16 << 20;
+
+/// The largest clock difference taken from a `created_at` (one day): a stamp further
+/// off this machine's clock is a bogus stamp, not a skewed clock, and is not used.
+const MAX_SKEW: time::Duration = time::Duration::days(1);
+
+/// The server answered with a redirect, which the doctor never follows: a redirected
+/// POST arrives as a GET elsewhere and its answer would be read as a verdict.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{method} {url}: the server answered HTTP {status} with a redirect to {location}; kabench does not follow redirects (a redirected POST arrives as a GET, and the answer from elsewhere would be misread as the server's verdict): point --target at the address Ollama itself answers on, or fix the proxy in front of it"
+)]
+pub struct Redirected {
+    /// `GET` or `POST`.
+    pub method: &'static str,
+    /// The URL requested.
+    pub url: String,
+    /// The 3xx status.
+    pub status: u16,
+    /// The `Location` header, or a note that there was none.
+    pub location: String,
+}
+
+/// A body longer than [`MAX_BODY_BYTES`].
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{method} {url}: the reply body is longer than {limit} bytes (the doctor's body limit); this is not an Ollama reply"
+)]
+pub struct BodyTooLong {
+    /// `GET` or `POST`.
+    pub method: &'static str,
+    /// The URL requested.
+    pub url: String,
+    /// The limit, bytes.
+    pub limit: usize,
+}
 
 /// One request as it went out: method, path and JSON body.
 #[derive(Debug, Clone, PartialEq)]
@@ -119,6 +161,12 @@ impl Resident {
     }
 }
 
+/// `local` corrected by `skew`; the local clock itself where that would pass the end
+/// of the calendar (never an overflow).
+fn server_time(local: OffsetDateTime, skew: time::Duration) -> OffsetDateTime {
+    local.checked_add(skew).unwrap_or(local)
+}
+
 /// A server being probed.
 pub struct Server {
     http: reqwest::Client,
@@ -147,7 +195,7 @@ impl Server {
 
     /// The server's clock now (the local clock corrected by the last `created_at`).
     pub fn now(&self) -> OffsetDateTime {
-        OffsetDateTime::now_utc() + self.skew
+        server_time(OffsetDateTime::now_utc(), self.skew)
     }
 
     /// Sends `req`; an error only when no HTTP answer came.
@@ -162,15 +210,44 @@ impl Server {
             Some(b) => builder.json(b),
             None => builder,
         };
-        let resp = builder
+        let mut resp = builder
             .send()
             .await
             .map_err(|e| anyhow::anyhow!("{} {url}: {e}", req.method))?;
         let status = resp.status().as_u16();
-        let text = resp
-            .text()
+        if (300..400).contains(&status) {
+            let location = resp
+                .headers()
+                .get(reqwest::header::LOCATION)
+                .map_or("(no Location header)".into(), |v| {
+                    crate::units::limits::excerpt(&String::from_utf8_lossy(v.as_bytes()))
+                });
+            return Err(Redirected {
+                method: req.method,
+                url,
+                status,
+                location,
+            }
+            .into());
+        }
+        let mut body = Vec::new();
+        while let Some(piece) = resp
+            .chunk()
             .await
-            .map_err(|e| anyhow::anyhow!("{} {url}: reading the body: {e}", req.method))?;
+            .map_err(|e| anyhow::anyhow!("{} {url}: reading the body: {e}", req.method))?
+        {
+            if body.len() + piece.len() > MAX_BODY_BYTES {
+                return Err(BodyTooLong {
+                    method: req.method,
+                    url,
+                    limit: MAX_BODY_BYTES,
+                }
+                .into());
+            }
+            body.extend_from_slice(&piece);
+        }
+        let text = String::from_utf8_lossy(&body).into_owned();
+        drop(body);
         let local_end = OffsetDateTime::now_utc();
         let elapsed = start.elapsed();
         let json: Option<Value> = serde_json::from_str(&text).ok();
@@ -178,13 +255,14 @@ impl Server {
             .as_ref()
             .and_then(|j| j.get("created_at"))
             .and_then(Value::as_str)
-            .and_then(|s| OffsetDateTime::parse(s, &Rfc3339).ok());
+            .and_then(|s| OffsetDateTime::parse(s, &Rfc3339).ok())
+            .filter(|c| (*c - local_end).abs() <= MAX_SKEW);
         let end = match created {
             Some(c) => {
                 self.skew = c - local_end;
                 c
             }
-            None => local_end + self.skew,
+            None => server_time(local_end, self.skew),
         };
         Ok(Reply {
             status,
@@ -262,5 +340,24 @@ impl Server {
             anyhow::bail!("unloading {model}: still in /api/ps after 10 s");
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_server_clock_never_overflows_the_calendar() {
+        let last = OffsetDateTime::parse("9999-12-31T23:59:59.999999999Z", &Rfc3339).unwrap();
+        let now = OffsetDateTime::now_utc();
+        // A skew that would pass the end of the calendar falls back to the local clock.
+        assert_eq!(server_time(now, last - now + time::Duration::days(1)), now);
+        assert_eq!(
+            server_time(now, time::Duration::seconds(5)),
+            now + time::Duration::seconds(5)
+        );
+        // A stamp that far off is never taken as the server's clock.
+        assert!((last - now).abs() > MAX_SKEW);
     }
 }

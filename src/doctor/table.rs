@@ -1,21 +1,26 @@
 //! The doctor's table as text: one row per check (endpoint, check, verdict, whether it
-//! holds, evidence), the fix under it, then what was restored and the outcome.
+//! holds, evidence), the fix under it, then what was restored and the outcome. Every
+//! text that came from the server (names, versions, error texts) is shown through
+//! [`printable`], so an escape sequence in a model name cannot reach the terminal.
 
 use std::fmt::Write;
 
 use super::Report;
+use crate::units::limits::printable;
 
 /// The report as the terminal shows it.
 pub fn render(r: &Report) -> String {
     let mut out = String::new();
     let embed = match &r.embed_model {
-        Some(e) => format!("embedding model {e}"),
+        Some(e) => format!("embedding model {}", printable(e)),
         None => "no embedding model".into(),
     };
     let _ = writeln!(
         out,
         "kabench doctor: {} (Ollama {}), model {}, {embed}",
-        r.target, r.version, r.model
+        printable(&r.target),
+        printable(&r.version),
+        printable(&r.model)
     );
     let _ = writeln!(
         out,
@@ -26,19 +31,19 @@ pub fn render(r: &Report) -> String {
         let _ = writeln!(
             out,
             "{:<22} {:<54} {:<9} {:<5} {}",
-            c.endpoint,
-            c.check,
+            printable(&c.endpoint),
+            printable(&c.check),
             c.verdict.word(),
             if c.holds { "yes" } else { "NO" },
-            c.evidence
+            printable(&c.evidence)
         );
         let measured = c.verdict != super::Verdict::NotApplicable || c.endpoint == "server";
         if !c.fix.is_empty() && (measured || !c.holds) {
-            let _ = writeln!(out, "{:<22} fix ({}): {}", "", c.rule, c.fix);
+            let _ = writeln!(out, "{:<22} fix ({}): {}", "", c.rule, printable(&c.fix));
         }
     }
     for line in &r.restored {
-        let _ = writeln!(out, "restored: {line}");
+        let _ = writeln!(out, "restored: {}", printable(line));
     }
     let problems = r.problems();
     if problems.is_empty() {

@@ -6,9 +6,8 @@
 //! go through reqwest, built on first use. Every failure is data: an `Exchange` carries a
 //! `ClientError` whose `kind()` is the `error_kind` column. Knows nothing of scenarios,
 //! records or files.
-//!
-//! Just over 600 lines with its tests (about 600 without): one method per Ollama call,
-//! each a few lines over the shared exchange helpers.
+//! The limits on a call (timeouts, the body limit, a control reply decoded) are in
+//! `bounds`.
 
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -18,18 +17,15 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use crate::ollama::api;
-use crate::ollama::conn::Http1Pool;
-use crate::ollama::error::{
-    ClientError, error_chain, from_reqwest, location, preview, status_error,
+use crate::ollama::bounds::{
+    CONTROL_TIMEOUT, MAX_BODY_BYTES, body_too_long, bounded, decode_reply, read_capped,
+    within_control_timeout,
 };
-
+use crate::ollama::conn::Http1Pool;
+use crate::ollama::error::{ClientError, error_chain, from_reqwest, location, status_error};
 use crate::ollama::host::parse_ollama_host;
 use crate::ollama::stream::{Exchange, NdjsonDecoder, read_reply, read_response};
 use crate::units::KeepAlive;
-
-/// Limit for the small control calls (ps, tags, show, version) so a hung server cannot
-/// block a run forever; generate/chat/embed take the caller's timeout instead.
-const CONTROL_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A client for one Ollama endpoint. Cheap to clone (the connection pools are shared).
 #[derive(Debug, Clone)]
@@ -120,7 +116,7 @@ impl OllamaClient {
             let resp = req.send().await.map_err(|e| from_reqwest(e, false))?;
             let status = resp.status().as_u16();
             let location = location(resp.headers());
-            let body = resp.bytes().await.map_err(|e| from_reqwest(e, true))?;
+            let body = read_capped(resp).await?;
             decode_reply(status, location, &body)
         };
         within_control_timeout(fut).await
@@ -142,11 +138,16 @@ impl OllamaClient {
             let (resp, lease) = lean.send(&method, uri, is_json, &body).await?;
             let status = resp.status().as_u16();
             let location = location(resp.headers());
-            let body = resp
-                .into_body()
+            let body = http_body_util::Limited::new(resp.into_body(), MAX_BODY_BYTES)
                 .collect()
                 .await
-                .map_err(|e| ClientError::BrokenStream(error_chain(&e)))?
+                .map_err(|e| {
+                    if e.is::<http_body_util::LengthLimitError>() {
+                        body_too_long()
+                    } else {
+                        ClientError::BrokenStream(error_chain(&*e))
+                    }
+                })?
                 .to_bytes();
             lease.release();
             decode_reply(status, location, &body)
@@ -552,47 +553,6 @@ fn build_reqwest() -> Result<reqwest::Client, ClientError> {
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .map_err(|e| ClientError::BadHost(error_chain(&e)))
-}
-
-/// A control call's reply: its JSON, or the error a non-2xx status means.
-fn decode_reply<T: DeserializeOwned>(
-    status: u16,
-    location: Option<String>,
-    body: &[u8],
-) -> Result<T, ClientError> {
-    if !(200..300).contains(&status) {
-        return Err(status_error(status, location, body));
-    }
-    serde_json::from_slice(body)
-        .map_err(|e| ClientError::BadJson(format!("{e}: {}", preview(body))))
-}
-
-/// `call` bounded by the control-call limit.
-async fn within_control_timeout<T>(
-    call: impl Future<Output = Result<T, ClientError>>,
-) -> Result<T, ClientError> {
-    match tokio::time::timeout(CONTROL_TIMEOUT, call).await {
-        Ok(r) => r,
-        Err(_) => Err(ClientError::Timeout(format!(
-            "no reply within {CONTROL_TIMEOUT:?}"
-        ))),
-    }
-}
-
-/// Runs `call` bounded by `timeout` (a `Timeout` naming `what`) and ended at once by
-/// `stop` (a `Cancelled` naming `what`).
-async fn bounded<T>(
-    what: &str,
-    timeout: Duration,
-    stop: &tokio_util::sync::CancellationToken,
-    call: impl Future<Output = Result<T, ClientError>>,
-) -> Result<T, ClientError> {
-    tokio::select! {
-        r = tokio::time::timeout(timeout, call) => r.unwrap_or_else(|_| {
-            Err(ClientError::Timeout(format!("{what}: no reply within {timeout:?}")))
-        }),
-        _ = stop.cancelled() => Err(ClientError::Cancelled(what.to_string())),
-    }
 }
 
 /// A POST made ready once for many sends: its URL and its encoded JSON body (shared,

@@ -1,113 +1,19 @@
-//! Reading a response of Ollama as it arrives: the incremental NDJSON decoder, the
-//! `Exchange` that times one request on the client's clock (first byte, first token,
-//! first answer, end), and `read_response`, shared by the client and by senders that
-//! bring their own HTTP stack (the closed-loop swarm). Knows nothing of scenarios.
+//! Reading a response of Ollama as it arrives: the `Exchange` that times one request on
+//! the client's clock (first byte, first token, first answer, end), and
+//! `read_response`, shared by the client and by senders that bring their own HTTP
+//! stack (the closed-loop swarm), over the NDJSON decoder (`ndjson`, re-exported here).
+//! Knows nothing of scenarios.
 
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use serde::Deserialize;
-use serde::de::DeserializeOwned;
 
 use crate::ollama::api;
+use crate::ollama::bounds::{MAX_BODY_BYTES, body_too_long};
 use crate::ollama::error::{ClientError, from_reqwest, location, preview, status_error};
-
-/// Incremental NDJSON decoder: feed it body chunks as they arrive (a line may be split
-/// across chunks), take complete objects out; `finish` reads a last line without `\n`.
-#[derive(Debug, Default)]
-pub struct NdjsonDecoder {
-    buf: Vec<u8>,
-    /// Bytes of `buf` already searched for `\n` (all of the partial line): each byte
-    /// is searched once, so a long line arriving in small pieces stays linear.
-    scanned: usize,
-}
-
-impl NdjsonDecoder {
-    /// An empty decoder.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Appends `bytes` and returns every complete line decoded as `T` (blank lines skipped).
-    pub fn push<T: DeserializeOwned>(&mut self, bytes: &[u8]) -> Result<Vec<T>, ClientError> {
-        let mut out = Vec::new();
-        self.push_each(bytes, |v| {
-            out.push(v);
-            Ok(())
-        })?;
-        Ok(out)
-    }
-
-    /// Appends `bytes` and hands every complete line, decoded as `T`, to `each` in order
-    /// (blank lines skipped), without collecting them. When nothing is pending from an
-    /// earlier piece (the usual case: a server writes whole lines), lines are decoded
-    /// in place and only a partial last line is kept.
-    pub fn push_each<T: DeserializeOwned>(
-        &mut self,
-        bytes: &[u8],
-        mut each: impl FnMut(T) -> Result<(), ClientError>,
-    ) -> Result<(), ClientError> {
-        if self.buf.is_empty() {
-            let mut start = 0;
-            while let Some(pos) = bytes[start..].iter().position(|&b| b == b'\n') {
-                let line = &bytes[start..start + pos];
-                start += pos + 1;
-                if let Some(v) = decode_line(line)? {
-                    each(v)?;
-                }
-            }
-            self.buf.extend_from_slice(&bytes[start..]);
-            self.scanned = self.buf.len();
-            return Ok(());
-        }
-        self.buf.extend_from_slice(bytes);
-        let mut start = 0;
-        let mut from = self.scanned;
-        while let Some(pos) = self.buf[from..].iter().position(|&b| b == b'\n') {
-            let end = from + pos;
-            let line = &self.buf[start..end];
-            start = end + 1;
-            from = start;
-            if let Some(v) = decode_line(line)? {
-                each(v)?;
-            }
-        }
-        self.buf.drain(..start);
-        self.scanned = self.buf.len();
-        Ok(())
-    }
-
-    /// Decodes what is left after the last `\n`, if anything.
-    pub fn finish<T: DeserializeOwned>(&mut self) -> Result<Option<T>, ClientError> {
-        let rest = std::mem::take(&mut self.buf);
-        self.scanned = 0;
-        decode_line(&rest)
-    }
-}
-
-fn decode_line<T: DeserializeOwned>(line: &[u8]) -> Result<Option<T>, ClientError> {
-    if line.iter().all(|b| b.is_ascii_whitespace()) {
-        return Ok(None);
-    }
-    serde_json::from_slice(line)
-        .map(Some)
-        .map_err(|e| ClientError::BadJson(format!("{e}: {}", preview(line))))
-}
-
-/// Decodes a whole body of JSON objects: NDJSON, one object, or concatenated
-/// (pretty-printed) objects. For tests, benches and non-streamed replies.
-pub fn parse_json_stream<T: DeserializeOwned>(bytes: &[u8]) -> Result<Vec<T>, ClientError> {
-    serde_json::Deserializer::from_slice(bytes)
-        .into_iter::<T>()
-        .map(|r| r.map_err(|e| ClientError::BadJson(format!("{e}: {}", preview(bytes)))))
-        .collect()
-}
-
-/// Decodes a whole generate/chat body into chunks (see `parse_json_stream`).
-pub fn parse_ndjson_body(bytes: &[u8]) -> Result<Vec<api::StreamChunk>, ClientError> {
-    parse_json_stream(bytes)
-}
+pub use crate::ollama::ndjson::{NdjsonDecoder, parse_json_stream, parse_ndjson_body};
 
 /// One request's outcome, success or not, with client-clock timings.
 #[derive(Debug, Clone)]
@@ -412,13 +318,17 @@ pub(crate) async fn read_reply(
     )))
 }
 
-/// The whole of a body whose pieces arrive one by one.
+/// The whole of a body whose pieces arrive one by one, at most [`MAX_BODY_BYTES`].
 async fn collect(
     body: &mut (impl Stream<Item = Result<Bytes, ClientError>> + Unpin),
 ) -> Result<Vec<u8>, ClientError> {
     let mut whole = Vec::new();
     while let Some(piece) = body.next().await {
-        whole.extend_from_slice(&piece?);
+        let piece = piece?;
+        if whole.len() + piece.len() > MAX_BODY_BYTES {
+            return Err(body_too_long());
+        }
+        whole.extend_from_slice(&piece);
     }
     Ok(whole)
 }
@@ -426,47 +336,6 @@ async fn collect(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ollama::ErrorKind;
-    #[test]
-    fn decoder_handles_split_lines_and_a_last_line_without_newline() {
-        let body = b"{\"response\":\"a\",\"done\":false}\n{\"response\":\"b\",\"done\":false}\n\n{\"response\":\"\",\"done\":true,\"eval_count\":2}";
-        for split in 0..body.len() {
-            let mut d = NdjsonDecoder::new();
-            let mut got: Vec<api::StreamChunk> = d.push(&body[..split]).unwrap();
-            got.extend(d.push::<api::StreamChunk>(&body[split..]).unwrap());
-            got.extend(d.finish::<api::StreamChunk>().unwrap());
-            assert_eq!(got.len(), 3, "split at {split}");
-            assert_eq!(got[1].response.as_deref(), Some("b"));
-            assert!(got[2].done);
-            assert_eq!(got[2].metrics.eval_count, Some(2));
-        }
-    }
-
-    #[test]
-    fn decoder_is_linear_on_a_long_line_arriving_byte_by_byte() {
-        // 200 000 one-byte pieces of one line: searching the whole buffer on each push
-        // is 2·10¹⁰ byte checks (minutes); searching only new bytes is instant.
-        let text = "x".repeat(200_000);
-        let line = format!("{{\"response\":\"{text}\",\"done\":false}}\n");
-        let mut d = NdjsonDecoder::new();
-        let started = Instant::now();
-        let mut got: Vec<api::StreamChunk> = Vec::new();
-        for b in line.as_bytes().chunks(1) {
-            got.extend(d.push::<api::StreamChunk>(b).unwrap());
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "{:?}",
-            started.elapsed()
-        );
-        assert_eq!(got.len(), 1);
-        assert_eq!(got[0].response.as_deref().map(str::len), Some(200_000));
-        // And the lines after it still split where they should.
-        let more: Vec<api::StreamChunk> = d
-            .push(b"{\"response\":\"a\",\"done\":false}\n{\"done\":true}\n")
-            .unwrap();
-        assert_eq!(more.len(), 2);
-    }
 
     #[test]
     fn the_wire_chunk_reads_what_stream_chunk_reads_and_refuses_what_it_refuses() {
@@ -506,13 +375,6 @@ mod tests {
                 assert_eq!(a.metrics, b.metrics, "{line}");
             }
         }
-    }
-
-    #[test]
-    fn decoder_reports_bad_lines() {
-        let mut d = NdjsonDecoder::new();
-        let err = d.push::<api::StreamChunk>(b"{\"done\":tru\n").unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::BadJson);
     }
 
     #[test]

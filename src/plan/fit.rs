@@ -116,15 +116,22 @@ pub fn fit_sizes(config: &SchedConfig, sizes: &[(String, u64)]) -> Fit {
         if verdict.joins() {
             count += 1;
             if !config.cpu_only() {
-                held += (*size).min(usable);
+                held = held.saturating_add((*size).min(usable));
             }
         }
     }
-    let total: u64 = sizes.iter().map(|(_, s)| s).sum();
+    // Saturating: the inputs are bounded (`bounds`), and a sum past u64 still reads
+    // as "more than any VRAM", never as a small number.
+    let total: u64 = sizes
+        .iter()
+        .fold(0u64, |sum, (_, s)| sum.saturating_add(*s));
     let fits = steps
         .iter()
         .all(|s| s.verdict.joins() && s.verdict != Verdict::Spills);
-    let headroom = (!config.cpu_only()).then(|| usable as i64 - total as i64);
+    let headroom = (!config.cpu_only()).then(|| {
+        let h = i128::from(usable) - i128::from(total);
+        i64::try_from(h).unwrap_or(if h < 0 { i64::MIN } else { i64::MAX })
+    });
     Fit {
         steps,
         fits,

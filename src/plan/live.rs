@@ -2,52 +2,107 @@
 //! geometry and quantization (`model_info`), `/api/tags` for the file size, and a load
 //! at each num_ctx with `/api/ps` `size` and `size_vram` for the resident size, then an
 //! unload. What was read becomes catalogue entries and measurements for the planner.
+//! Every call is bounded by the plan's `--timeout` (a server that never answers is an
+//! error naming the target and the limit), and every figure a server reports is
+//! checked against its limit (`bounds`) before the plan computes with it.
 
 use std::time::Duration;
 
 use anyhow::Context;
 use serde_json::Value;
 
+use super::bounds::{self, MAX_GEOMETRY, MAX_NUM_CTX};
 use super::estimate::MeasuredSize;
-use super::{Asked, Planner};
+use super::{Asked, PlanError, Planner};
 use crate::engine::catalogue::{Capability, Catalogue, ModelSpec};
 use crate::engine::sched::SchedConfig;
 use crate::ollama::{ClientError, OllamaClient, api, name};
 use crate::units::KeepAlive;
+use crate::units::limits::printable;
+
+/// The server did not answer one of plan's calls within `--timeout`.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{target} did not answer {what} within {limit:?} (plan --timeout): check that an Ollama is up and answering there, or give a longer --timeout for a slow load"
+)]
+pub struct NoAnswer {
+    /// The server.
+    pub target: String,
+    /// The call, in words.
+    pub what: String,
+    /// The limit it ran past.
+    pub limit: Duration,
+}
+
+/// `call` to `client`, bounded by `limit`.
+async fn within<T>(
+    client: &OllamaClient,
+    what: String,
+    limit: Duration,
+    call: impl Future<Output = Result<T, ClientError>>,
+) -> anyhow::Result<Result<T, ClientError>> {
+    tokio::time::timeout(limit, call).await.map_err(|_| {
+        NoAnswer {
+            target: client.base_url().to_string(),
+            what,
+            limit,
+        }
+        .into()
+    })
+}
 
 /// A model the server has, read into a catalogue entry (no speeds: the plan needs none).
-pub fn spec_from_show(asked: &str, show: &api::ShowResponse, file_bytes: u64) -> ModelSpec {
+/// A geometry figure, context length or file size over its limit is refused, naming
+/// the field.
+pub fn spec_from_show(
+    asked: &str,
+    show: &api::ShowResponse,
+    file_bytes: u64,
+) -> Result<ModelSpec, PlanError> {
     let info = &show.model_info;
     let arch = info
         .get("general.architecture")
         .and_then(Value::as_str)
         .unwrap_or("llama")
         .to_string();
-    let num = |key: &str| {
-        info.get(&format!("{arch}.{key}"))
-            .and_then(Value::as_u64)
-            .map(|n| n as u32)
+    let field = |key: &str, limit: u64| -> Result<Option<u32>, PlanError> {
+        let name = format!("{arch}.{key}");
+        match info.get(&name).and_then(Value::as_u64) {
+            None => Ok(None),
+            Some(n) => {
+                let what = format!("/api/show model_info {name} of {}", printable(asked));
+                Ok(Some(bounds::check(&what, n, limit)? as u32))
+            }
+        }
     };
-    let heads = num("attention.head_count").unwrap_or(0);
-    let head_dim = num("attention.key_length")
-        .or_else(|| Some(num("embedding_length")? / heads.max(1)))
+    bounds::check_bytes(
+        &format!("/api/tags size of {}", printable(asked)),
+        file_bytes,
+    )?;
+    let heads = field("attention.head_count", MAX_GEOMETRY)?.unwrap_or(0);
+    let embedding = field("embedding_length", MAX_GEOMETRY)?;
+    let head_dim = field("attention.key_length", MAX_GEOMETRY)?
+        .or_else(|| Some(embedding? / heads.max(1)))
         .unwrap_or(0);
+    let block_count = field("block_count", MAX_GEOMETRY)?.unwrap_or(0);
+    let kv_heads = field("attention.head_count_kv", MAX_GEOMETRY)?.unwrap_or(heads);
+    let context_length = field("context_length", u64::from(MAX_NUM_CTX))?.unwrap_or(4096);
     let capabilities = show
         .capabilities
         .iter()
         .filter_map(|c| serde_json::from_value(Value::from(c.as_str())).ok())
         .collect::<Vec<Capability>>();
-    ModelSpec {
+    Ok(ModelSpec {
         name: asked.to_string(),
         aliases: Vec::new(),
         family: arch.clone(),
         parameter_size: show.details.parameter_size.clone(),
         quantization: show.details.quantization_level.clone(),
         file_bytes,
-        block_count: num("block_count").unwrap_or(0),
-        kv_heads: num("attention.head_count_kv").unwrap_or(heads),
+        block_count,
+        kv_heads,
         head_dim,
-        context_length: num("context_length").unwrap_or(4096),
+        context_length,
         prefill_tps: 0.0,
         decode_tps: 0.0,
         capabilities: if capabilities.is_empty() {
@@ -60,7 +115,7 @@ pub fn spec_from_show(asked: &str, show: &api::ShowResponse, file_bytes: u64) ->
         load_s: None,
         overhead_bytes: None,
         overhead_per_token: None,
-    }
+    })
 }
 
 /// What `read_models` found.
@@ -71,53 +126,76 @@ pub struct LiveModels {
     pub missing: Vec<String>,
 }
 
-/// Reads each asked model from the server.
+/// Reads each asked model from the server, each call bounded by `limit`.
 pub async fn read_models(
     client: &OllamaClient,
     asked: &[String],
-) -> Result<LiveModels, ClientError> {
-    let tags = client.tags().await?;
+    limit: Duration,
+) -> anyhow::Result<LiveModels> {
+    let tags = within(client, "/api/tags".into(), limit, client.tags()).await??;
     let mut specs = Vec::new();
     let mut missing = Vec::new();
     for m in asked {
-        match client.show(m).await {
+        let what = format!("/api/show for {}", printable(m));
+        match within(client, what, limit, client.show(m)).await? {
             Ok(show) => {
                 let file = tags
                     .models
                     .iter()
                     .find(|t| name::same_model(&t.name, m))
                     .map_or(0, |t| t.size);
-                specs.push(spec_from_show(m, &show, file));
+                specs.push(spec_from_show(m, &show, file)?);
             }
             Err(ClientError::Http { status: 404, .. }) => missing.push(m.clone()),
-            Err(e) => return Err(e),
+            Err(e) => return Err(e.into()),
         }
     }
     Ok(LiveModels { specs, missing })
 }
 
-/// Loads `model` at `num_ctx`, reads its `/api/ps` entry, unloads it. `None` when the
-/// server did not list it after the load.
+/// Loads `model` at `num_ctx`, reads its `/api/ps` entry, unloads it, each call
+/// bounded by `limit`. `None` when the server did not list it after the load.
 pub async fn measure(
     client: &OllamaClient,
     model: &str,
     num_ctx: u32,
-) -> Result<Option<MeasuredSize>, ClientError> {
+    limit: Duration,
+) -> anyhow::Result<Option<MeasuredSize>> {
     let keep = KeepAlive::from_duration(Duration::from_secs(60));
-    let took = client.load(model, Some(&keep), Some(num_ctx)).await?;
-    let ps = client.ps().await?;
-    let found = ps
-        .models
-        .iter()
-        .find(|p| name::same_model(&p.name, model))
-        .map(|p| MeasuredSize {
-            model: model.to_string(),
-            num_ctx: p.context_length.map_or(num_ctx, |c| c as u32),
-            size: p.size,
-            size_vram: p.size_vram,
-            load_s: took.as_secs_f64(),
-        });
-    let _ = client.unload(model).await;
+    let shown = printable(model);
+    let took = within(
+        client,
+        format!("a load of {shown} at num_ctx {num_ctx}"),
+        limit,
+        client.load(model, Some(&keep), Some(num_ctx)),
+    )
+    .await??;
+    let ps = within(client, "/api/ps".into(), limit, client.ps()).await??;
+    let found = match ps.models.iter().find(|p| name::same_model(&p.name, model)) {
+        Some(p) => {
+            let what = |field: &str| format!("/api/ps {field} of {shown}");
+            Some(MeasuredSize {
+                model: model.to_string(),
+                num_ctx: match p.context_length {
+                    Some(c) => {
+                        bounds::check(&what("context_length"), c, u64::from(MAX_NUM_CTX))? as u32
+                    }
+                    None => num_ctx,
+                },
+                size: bounds::check_bytes(&what("size"), p.size)?,
+                size_vram: bounds::check_bytes(&what("size_vram"), p.size_vram)?,
+                load_s: took.as_secs_f64(),
+            })
+        }
+        None => None,
+    };
+    let _ = within(
+        client,
+        format!("an unload of {shown}"),
+        limit,
+        client.unload(model),
+    )
+    .await;
     Ok(found)
 }
 
@@ -126,6 +204,7 @@ pub async fn measure(
 /// each measured at every asked num_ctx (`config`'s default context when none). When
 /// every model sat in system memory the host is CPU-only unless `gpus_given`; where
 /// GPU memory cannot be known over HTTP the note says to give --vram.
+#[allow(clippy::too_many_arguments)]
 pub async fn planner(
     client: &OllamaClient,
     mut found: LiveModels,
@@ -133,6 +212,7 @@ pub async fn planner(
     config: &SchedConfig,
     gpus_given: bool,
     vram_given: bool,
+    limit: Duration,
 ) -> anyhow::Result<Planner> {
     let url = client.base_url().to_string();
     // --quant: the same tags with the quantization swapped, where the server has them
@@ -149,7 +229,7 @@ pub async fn planner(
         })
         .collect();
     if !variants.is_empty() {
-        let more = read_models(client, &variants)
+        let more = read_models(client, &variants, limit)
             .await
             .with_context(|| format!("reading the models of {url}"))?;
         found.specs.extend(more.specs);
@@ -164,11 +244,16 @@ pub async fn planner(
         for &ctx in &ctxs {
             eprintln!(
                 "measuring {} at num_ctx {ctx} (a load, /api/ps, an unload)",
-                spec.name
+                printable(&spec.name)
             );
-            if let Some(m) = measure(client, &spec.name, ctx)
+            if let Some(m) = measure(client, &spec.name, ctx, limit)
                 .await
-                .with_context(|| format!("loading {} at num_ctx {ctx} on {url}", spec.name))?
+                .with_context(|| {
+                    format!(
+                        "loading {} at num_ctx {ctx} on {url}",
+                        printable(&spec.name)
+                    )
+                })?
             {
                 measured.push(m);
             }

@@ -5,9 +5,11 @@
 //! round-robin of requests through the scheduler on a virtual clock to say what gets
 //! evicted in which order (`order`), finds the smallest change that makes a set fit
 //! (`change`), and prints it all (`render`). `observe` reads a `--check` run folder back
-//! into the same timeline, `live` asks a server for the sizes. The arithmetic lives in
+//! into the same timeline, `live` asks a server for the sizes, `bounds` holds the
+//! limits every input is checked against before the arithmetic. The arithmetic lives in
 //! `sched` (`size_parts`, `SchedConfig::admits`); nothing here repeats it.
 
+pub mod bounds;
 pub mod change;
 pub mod estimate;
 pub mod fit;
@@ -65,6 +67,19 @@ pub enum PlanError {
         quant: String,
         /// The ones it has, as a clause.
         known: String,
+    },
+    /// A flag, a field a server reported, or a size over its limit (the arithmetic
+    /// of the plan would overflow, or the value is absurd).
+    #[error(
+        "{what}: {value} is over the limit of {limit}; give a real value (a server reporting it is not answering as Ollama does)"
+    )]
+    OverLimit {
+        /// The flag or field, e.g. `--vram`, `/api/show llama.block_count of m`.
+        what: String,
+        /// The value given.
+        value: String,
+        /// The limit.
+        limit: String,
     },
     /// The VRAM holds none of the models alone.
     #[error(
@@ -232,6 +247,9 @@ impl Planner {
         config.num_parallel = parallel;
         config.max_loaded_models = max_loaded_models;
         let models = self.resolve(asked, quant)?;
+        for (_, spec) in &models {
+            bounds::check_estimate(spec, num_ctx, config.slots_for(spec))?;
+        }
         let estimates: Vec<Estimate> = models
             .iter()
             .map(|(a, spec)| estimate::estimate(a, spec, num_ctx, &config, &self.measured))
@@ -348,7 +366,11 @@ impl Planner {
 /// Those where all stay resident first (the largest context, then parallel, then
 /// weights first), then the others by fewest evictions.
 fn rank(combos: &mut [Combination]) {
-    let weights = |c: &Combination| c.estimates.iter().map(|e| e.weights).sum::<u64>();
+    let weights = |c: &Combination| {
+        c.estimates
+            .iter()
+            .fold(0u64, |sum, e| sum.saturating_add(e.weights))
+    };
     combos.sort_by(|a, b| {
         b.fit
             .fits

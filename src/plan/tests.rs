@@ -201,7 +201,7 @@ fn p2_estimate_of_dolphin3_from_its_recorded_show_and_tags_is_within_10_percent_
     }
     let show: crate::ollama::api::ShowResponse =
         serde_json::from_value(fixture("show-verbose-dolphin3-8b-v0.11.6.pretty.json")).unwrap();
-    let spec = live::spec_from_show("dolphin3:8b", &show, tags_size("dolphin3:8b"));
+    let spec = live::spec_from_show("dolphin3:8b", &show, tags_size("dolphin3:8b")).unwrap();
     assert_eq!(
         (spec.block_count, spec.kv_heads, spec.head_dim),
         (32, 8, 128)

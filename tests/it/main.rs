@@ -14,6 +14,7 @@ mod fleet_manifest;
 mod fleet_real;
 mod horizon;
 mod hostile;
+mod hostile_doctor;
 mod hostile_fleet;
 mod hostile_merge;
 mod hostile_proxy;
