@@ -5,10 +5,12 @@
 //! the request waited for a load, or its `load_duration` reached the cold threshold),
 //! TTFT and end-to-end latency, and integrates the memory each model holds, in total
 //! and while no request of that model is in flight.
-//! Over 500 lines: one event loop over the scheduler model, kept whole so its order of events reads in one place.
+//! This file is the event loop; `policy` names the policies and what they may look ahead at,
+//! `outcome` what a replay counts, `leave` what the optimum and the pre-load bound do after
+//! a model's last request in flight.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BinaryHeap, HashMap};
 use std::time::Duration;
 
 use crate::analysis::MsHistogram;
@@ -25,99 +27,12 @@ const UNLOAD_ID: u64 = 1 << 62;
 /// Ids from this up to `UNLOAD_ID` are the pre-warm policy's empty-prompt loads.
 const PREWARM_ID: u64 = 1 << 61;
 
-/// A keep_alive policy.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Policy {
-    /// The same keep_alive on every request, as written.
-    Fixed(KeepAlive),
-    /// What each client sent (the input's `keep_alive` column; none: the server default).
-    AsSent,
-    /// The keep_alive optimum, with hindsight, per model: hold it across an idle gap
-    /// exactly when the gap is within its hold threshold (the break-even time T*, or the
-    /// best fixed keep_alive when that is longer: [`super::optimum`]), unload it right
-    /// after the request otherwise (E6); the scheduler's contention still applies.
-    Optimum,
-    /// The pre-load bound: a clairvoyant client that unloads after use and pre-warms
-    /// just in time for the next arrival (or holds when that does not pay). Below what
-    /// any keep_alive can reach; a yardstick, not the optimum.
-    PreloadBound,
-    /// A margin over a high percentile of the model's recent idle gaps (Shahrad et al.).
-    Histogram,
-    /// The keep_alive that would have cost least over the model's recent idle gaps.
-    Adaptive,
-    /// Unload after use and load with an empty prompt before the predicted arrival.
-    PreWarm,
-}
+mod leave;
+mod outcome;
+mod policy;
 
-impl Policy {
-    /// The name of its cell: the keep_alive as written, or the policy's name.
-    pub fn name(&self) -> String {
-        match self {
-            Policy::Fixed(k) => k.written().to_string(),
-            Policy::AsSent => "as-sent".to_string(),
-            Policy::Optimum => "keep-alive-optimum".to_string(),
-            Policy::PreloadBound => "pre-load-bound".to_string(),
-            Policy::Histogram => "histogram".to_string(),
-            Policy::Adaptive => "adaptive".to_string(),
-            Policy::PreWarm => "pre-warm".to_string(),
-        }
-    }
-
-    /// Whether a client can set it as one keep_alive value.
-    pub fn is_fixed(&self) -> bool {
-        matches!(self, Policy::Fixed(_))
-    }
-}
-
-/// Future arrivals the replays may look at: per model, the arrival times read ahead
-/// of the replays and not yet replayed by all of them (only the optimum and the
-/// pre-load bound look).
-#[derive(Debug, Clone, Default)]
-pub struct Lookahead {
-    per_model: Vec<VecDeque<f64>>,
-    /// How far the input has been read: the latest arrival read ahead, or infinity once
-    /// the input has ended. A model with no arrival read ahead up to some time may still
-    /// get one later when this is short of that time.
-    read_to: f64,
-}
-
-impl Lookahead {
-    /// Room for `models` models.
-    pub fn new(models: usize) -> Self {
-        Lookahead {
-            per_model: vec![VecDeque::new(); models],
-            read_to: f64::NEG_INFINITY,
-        }
-    }
-
-    /// Records a request read ahead.
-    pub fn push(&mut self, model: usize, t: f64) {
-        self.per_model[model].push_back(t);
-        self.read_to = self.read_to.max(t);
-    }
-
-    /// Records that the input has ended: no arrival comes after those read ahead.
-    pub fn close(&mut self) {
-        self.read_to = f64::INFINITY;
-    }
-
-    /// Whether every arrival up to `t` has been read ahead.
-    pub fn reaches(&self, t: f64) -> bool {
-        self.read_to >= t
-    }
-
-    /// Forgets the oldest request of `model` (replayed by every policy).
-    pub fn pop(&mut self, model: usize) {
-        self.per_model[model].pop_front();
-    }
-
-    /// The first arrival of `model` at or after `t` among those read ahead.
-    pub fn next_at_or_after(&self, model: usize, t: f64) -> Option<f64> {
-        let q = &self.per_model[model];
-        let i = q.partition_point(|&x| x < t);
-        q.get(i).copied()
-    }
-}
+pub use outcome::{ModelOutcome, PolicyOutcome, UnloadEvent, Window};
+pub use policy::{Lookahead, Policy};
 
 /// What the replay needs to know about one model.
 #[derive(Debug, Clone)]
@@ -145,90 +60,6 @@ pub struct ReplaySettings {
     pub sent: Vec<KeepAlive>,
     /// Where the training window ends, seconds from the first arrival.
     pub split_s: f64,
-}
-
-/// What one model cost in the training window (arrivals and time before the split).
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct Window {
-    /// Requests that arrived in the window.
-    pub requests: u64,
-    /// Of them, cold.
-    pub cold: u64,
-    /// GPU memory held idle in the window, GB·s.
-    pub idle_gpu_gb_s: f64,
-    /// System memory held idle in the window, GB·s.
-    pub idle_ram_gb_s: f64,
-}
-
-/// Counters and distributions of one model under one policy.
-#[derive(Debug, Clone, Default)]
-pub struct ModelOutcome {
-    /// The part before `ReplaySettings::split_s` (the training half of `--train`);
-    /// the rest is the whole minus this.
-    pub train: Window,
-    /// Requests replayed.
-    pub requests: u64,
-    /// Refused (queue full) or failed in the scheduler.
-    pub errors: u64,
-    /// Cold requests.
-    pub cold: u64,
-    /// Loads completed.
-    pub loads: u64,
-    /// Unloads by memory pressure (E3–E5).
-    pub evictions: u64,
-    /// Unloads by keep_alive expiry.
-    pub expirations: u64,
-    /// Unloads the policy asked for (E6).
-    pub unloads: u64,
-    /// Empty-prompt loads of the pre-warm policy.
-    pub prewarm_loads: u64,
-    /// Of them, unloaded again before a request of the model came.
-    pub wasted_loads: u64,
-    /// TTFT of all, warm and cold requests, ms.
-    pub ttft: [MsHistogram; 3],
-    /// End to end of all, warm and cold requests, ms.
-    pub e2e: [MsHistogram; 3],
-    /// `load_duration` of cold requests, ms.
-    pub load: MsHistogram,
-    /// GPU memory held, GB·s.
-    pub held_gpu_gb_s: f64,
-    /// System memory held, GB·s.
-    pub held_ram_gb_s: f64,
-    /// GPU memory held while no request of this model was in flight, GB·s.
-    pub idle_gpu_gb_s: f64,
-    /// The same for system memory, GB·s.
-    pub idle_ram_gb_s: f64,
-}
-
-/// One policy's replay, finished.
-#[derive(Debug, Clone)]
-pub struct PolicyOutcome {
-    /// The policy.
-    pub policy: Policy,
-    /// Per model, in the order of `ReplayModel`s.
-    pub models: Vec<ModelOutcome>,
-    /// Seconds from the first arrival to the end of the last request.
-    pub horizon_s: f64,
-    /// Most memory held at once, bytes (GPU + system).
-    pub peak_bytes: u64,
-    /// Its system-memory part at that moment, bytes.
-    pub peak_ram_bytes: u64,
-    /// TTFT of every request, all models together, ms.
-    pub ttft: MsHistogram,
-    /// Every unload by expiry or memory pressure, when asked for
-    /// ([`Replay::record_unloads`]): to check against a server log's.
-    pub unload_events: Vec<UnloadEvent>,
-}
-
-/// An unload the replay made, by expiry or memory pressure.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct UnloadEvent {
-    /// Seconds since the first arrival.
-    pub t: f64,
-    /// Index of the model.
-    pub model: usize,
-    /// Evicted to make room; otherwise expired.
-    pub evicted: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -621,106 +452,6 @@ impl Replay {
             self.leave(f.model, now, ahead);
         } else {
             self.handle_events(now, ahead);
-        }
-    }
-
-    /// A request of `m` left (ended or failed): the optimum and the pre-load bound
-    /// decide on the idle gap.
-    fn leave(&mut self, m: usize, now: Duration, ahead: &Lookahead) {
-        self.touch(m, now);
-        self.held[m].active -= 1;
-        if self.adaptive() && self.held[m].active == 0 {
-            self.last_end[m] = Some(now);
-            if self.policy == Policy::PreWarm
-                && let Some(plan) = policies::prewarm_plan(
-                    &self.gaps[m],
-                    self.models[m].break_even_s,
-                    self.models[m].load_s,
-                )
-            {
-                let at = now + Duration::from_secs_f64(plan.0);
-                self.prewarm_hold[m] = Some(plan.1);
-                self.prewarm_at[m] = Some(at);
-                self.prewarms.push(Reverse((at, m)));
-            }
-        }
-        if self.held[m].active > 0 {
-            return;
-        }
-        match self.policy {
-            Policy::Optimum => self.optimum_leave(m, now, ahead),
-            Policy::PreloadBound => self.preload_leave(m, now, ahead),
-            _ => {}
-        }
-    }
-
-    /// The optimum after the last request in flight of `m` ended: hold the model across
-    /// the gap to its next arrival iff the gap is within its threshold (the keep_alive
-    /// it sent keeps it that long), unload it now otherwise.
-    fn optimum_leave(&mut self, m: usize, now: Duration, ahead: &Lookahead) {
-        let Some(threshold) = self.optimum_hold[m] else {
-            return;
-        };
-        let at = now.as_secs_f64();
-        let next = ahead.next_at_or_after(m, at);
-        // A request can end past the read-ahead window (a long queue or answer): with no
-        // arrival read ahead and the input not read as far as the threshold, the gap is
-        // not known yet, and the model is held as the keep_alive it sent holds it.
-        if next.is_none() && !ahead.reaches(at + threshold) {
-            return;
-        }
-        if !super::optimum::holds(next.map(|n| n - at), threshold) {
-            self.unload_now(m, now, ahead);
-        }
-    }
-
-    /// Asks the scheduler to unload `m` now, if resident (E6).
-    fn unload_now(&mut self, m: usize, now: Duration, ahead: &Lookahead) {
-        if self.held[m].resident.is_none() {
-            return;
-        }
-        let id = self.next_unload;
-        self.next_unload += 1;
-        self.out[m].unloads += 1;
-        let _ = self.sched.submit(
-            now,
-            SchedRequest {
-                id,
-                model: self.models[m].name.clone(),
-                num_ctx: None,
-                keep_alive: Some(KeepAlive::from_duration(Duration::ZERO)),
-                kind: RequestKind::Unload,
-            },
-        );
-        self.handle_events(now, ahead);
-    }
-
-    /// The pre-load bound after the last request in flight of `m` ended: unload, and
-    /// load again just in time for the next arrival when that pays.
-    fn preload_leave(&mut self, m: usize, now: Duration, ahead: &Lookahead) {
-        let Some(t_star) = self.models[m].break_even_s else {
-            return;
-        };
-        let at = now.as_secs_f64();
-        let next = ahead.next_at_or_after(m, at);
-        // A load started this long before the arrival is done by then, whatever the
-        // jitter; the model then waits about `margin` loaded and idle.
-        let load = self.models[m].load_s * (1.0 + self.load_jitter);
-        let margin = 2.0 * self.models[m].load_s * self.load_jitter + 0.05;
-        let preload_at = next
-            .map(|n| n - load - 0.05)
-            .filter(|start| *start > at && margin < t_star);
-        let keep = preload_at.is_none() && next.is_some_and(|n| n - at < t_star);
-        if !keep {
-            self.unload_now(m, now, ahead);
-        }
-        // With hindsight, load again just in time: cheaper than keeping the model over
-        // the gap or than a cold start (it holds the memory only for `margin`).
-        if let Some(start) = preload_at {
-            let when = Duration::from_secs_f64(start);
-            self.prewarm_hold[m] = Some(margin + 1.0);
-            self.prewarm_at[m] = Some(when);
-            self.prewarms.push(Reverse((when, m)));
         }
     }
 
