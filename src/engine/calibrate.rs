@@ -133,6 +133,7 @@ pub fn calibrate(run_dir: &Path) -> Result<Calibration> {
             run_dir.display()
         )
     })?;
+    check_durations(run_dir, &requests)?;
     let vram = folder::read_vram(run_dir)?;
     let meta = folder::read_meta(run_dir).ok();
     let contexts = stream_contexts(run_dir);
@@ -143,6 +144,31 @@ pub fn calibrate(run_dir: &Path) -> Result<Calibration> {
         &contexts,
         meta.as_ref(),
     ))
+}
+
+/// Refuses a row whose measured durations cannot be times (NaN, negative, over 100
+/// years): each becomes a load or service time of the simulated host, so it is checked
+/// here, at load time, with the file, line and field named (exit 2).
+fn check_durations(run_dir: &Path, requests: &[RequestRecord]) -> Result<()> {
+    for (i, r) in requests.iter().enumerate() {
+        for (field, value) in [
+            ("load_duration_ms", r.load_duration_ms),
+            ("prompt_eval_ms", r.prompt_eval_ms),
+            ("eval_ms", r.eval_ms),
+        ] {
+            if let Some(ms) = value {
+                crate::units::limits::duration_from_millis(
+                    ms,
+                    &format!(
+                        "{}:{}: {field} (ms)",
+                        run_dir.join(folder::REQUESTS_CSV).display(),
+                        i + 2
+                    ),
+                )?;
+            }
+        }
+    }
+    Ok(())
 }
 
 fn from_records(

@@ -210,11 +210,7 @@ pub fn resolve_models(
     if !missing.is_empty() {
         return Err(format!(
             "the host does not have {}: use models of `kabench models`, or --calibrate from a run folder that measured them",
-            missing
-                .iter()
-                .map(|m| format!("{m:?}"))
-                .collect::<Vec<_>>()
-                .join(", ")
+            crate::traffic::some_names(missing.iter().map(String::as_str))
         ));
     }
     Ok((figures, unit_of))

@@ -399,15 +399,15 @@ fn scenario_text(p: &Prediction, info: &FolderInfo) -> String {
     let model = p.models.first().map_or("unknown", |f| f.model.as_str());
     let mut s = format!(
         "# Written by `kabench predict`: the [cost] this prediction priced with.\n\
-         # The requests came from {:?} (sha256 {}); this file is a record, not a workload.\n\
-         name = {:?}\nseed = {}\n\n[[stream]]\nname = \"predicted\"\nmodel = {:?}\n\
+         # The requests came from {} (sha256 {}); this file is a record, not a workload.\n\
+         name = {}\nseed = {}\n\n[[stream]]\nname = \"predicted\"\nmodel = {}\n\
          arrival = {{ kind = \"constant\", rate = \"1/s\" }}\n\n[run]\nrequests = 1\n\n\
          [cost]\nwait_second = {}\nvram_gb_hour = {}\nram_gb_hour = {}\n",
-        p.scan.path.display().to_string(),
+        crate::units::limits::printable(&p.scan.path.display().to_string()),
         p.scan.sha256,
-        scenario_name(p),
+        toml::Value::String(scenario_name(p)),
         info.seed,
-        model,
+        toml::Value::String(model.to_string()),
         info.cost.wait_second,
         info.cost.vram_gb_hour,
         info.cost.ram_gb_hour,

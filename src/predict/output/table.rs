@@ -8,15 +8,18 @@ fn ms(v: Option<f64>) -> String {
     v.map_or_else(|| "-".into(), |x| format!("{x:.0} ms"))
 }
 
-/// The table: one row per policy, all models together; `×optimum` is cost ÷ the
-/// keep_alive optimum's (the pre-load bound, its own row, reads below 1).
+/// The table: one row per policy, all models together; `errors` are requests refused
+/// (queue full, 503) or failed, and `cold%` is of the answered ones (requests less
+/// errors); `×optimum` is cost ÷ the keep_alive optimum's (the pre-load bound, its own
+/// row, reads below 1).
 pub fn table(p: &Prediction) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<18} {:>9} {:>8} {:>6} {:>9} {:>9} {:>10} {:>10} {:>9} {:>10} {:>9}{}",
+        "{:<18} {:>9} {:>8} {:>8} {:>6} {:>9} {:>9} {:>10} {:>10} {:>9} {:>10} {:>9}{}",
         "policy",
         "requests",
+        "errors",
         "cold",
         "cold%",
         "ttft p50",
@@ -34,6 +37,8 @@ pub fn table(p: &Prediction) -> String {
     );
     for (i, o) in p.outcomes.iter().enumerate() {
         let requests: u64 = o.models.iter().map(|m| m.requests).sum();
+        let errors: u64 = o.models.iter().map(|m| m.errors).sum();
+        let answered = requests.saturating_sub(errors);
         let cold: u64 = o.models.iter().map(|m| m.cold).sum();
         let evictions: u64 = o.models.iter().map(|m| m.evictions).sum();
         let held: f64 = o
@@ -52,14 +57,15 @@ pub fn table(p: &Prediction) -> String {
             .map_or_else(|| "-".into(), |x| format!("{x:.2}×"));
         let _ = writeln!(
             out,
-            "{:<18} {:>9} {:>8} {:>5.1}% {:>9} {:>9} {:>10.2} {:>10.2} {:>9} {:>10.1} {:>9}{}",
+            "{:<18} {:>9} {:>8} {:>8} {:>6} {:>9} {:>9} {:>10.2} {:>10.2} {:>9} {:>10.1} {:>9}{}",
             o.policy.name(),
             requests,
+            errors,
             cold,
-            if requests > 0 {
-                cold as f64 * 100.0 / requests as f64
+            if answered > 0 {
+                format!("{:.1}%", cold as f64 * 100.0 / answered as f64)
             } else {
-                0.0
+                "-".to_string()
             },
             ms(ttft.map(|q| q.p50)),
             ms(ttft.map(|q| q.p99)),
@@ -81,11 +87,54 @@ pub fn table(p: &Prediction) -> String {
     out
 }
 
+/// A warning first when requests failed: how many, under which policies, and that
+/// the cold share is of the answered ones only.
+fn errors_warning(p: &Prediction) -> Vec<String> {
+    let mut out = Vec::new();
+    let failed: Vec<(String, u64, u64, u64)> = p
+        .outcomes
+        .iter()
+        .map(|o| {
+            let sum = |f: fn(&crate::predict::replay::ModelOutcome) -> u64| {
+                o.models.iter().map(f).sum::<u64>()
+            };
+            (
+                o.policy.name(),
+                sum(|m| m.errors),
+                sum(|m| m.requests),
+                sum(|m| m.backlog_refused),
+            )
+        })
+        .filter(|f| f.1 > 0)
+        .collect();
+    let Some(worst) = failed.iter().max_by_key(|f| f.1) else {
+        return out;
+    };
+    out.push(format!(
+        "warning: requests failed under {} of {} policies (the most: {}, {} of {} requests, {:.1}%): refused with 503 (queue full) or failed to load; the host cannot carry this traffic as replayed, and cold% is of the answered requests only",
+        failed.len(),
+        p.outcomes.len(),
+        worst.0,
+        worst.1,
+        worst.2,
+        worst.1 as f64 * 100.0 / worst.2.max(1) as f64
+    ));
+    if let Some(b) = failed.iter().find(|f| f.3 > 0) {
+        out.push(format!(
+            "warning: {}: {} requests refused because {} were already waiting (the replay's bound on requests in flight per policy)",
+            b.0,
+            b.3,
+            crate::predict::replay::MAX_IN_FLIGHT
+        ));
+    }
+    out
+}
+
 /// Lines to print under the table: T* per model, the best fixed value against the
 /// keep_alive optimum, the optimum's rule, the pre-load bound, the other policies' rules,
 /// notes.
 pub fn verdict(p: &Prediction) -> Vec<String> {
-    let mut out = Vec::new();
+    let mut out = errors_warning(p);
     for f in &p.models {
         out.push(format!(
             "{}: {} resident ({}), reload {:.2} s, break-even keep_alive T* = {}",

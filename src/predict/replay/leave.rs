@@ -18,7 +18,7 @@ impl Replay {
                     self.models[m].load_s,
                 )
             {
-                let at = now + Duration::from_secs_f64(plan.0);
+                let at = now + secs(plan.0);
                 self.prewarm_hold[m] = Some(plan.1);
                 self.prewarm_at[m] = Some(at);
                 self.prewarms.push(Reverse((at, m)));
@@ -97,7 +97,7 @@ impl Replay {
         // With hindsight, load again just in time: cheaper than keeping the model over
         // the gap or than a cold start (it holds the memory only for `margin`).
         if let Some(start) = preload_at {
-            let when = Duration::from_secs_f64(start);
+            let when = secs(start);
             self.prewarm_hold[m] = Some(margin + 1.0);
             self.prewarm_at[m] = Some(when);
             self.prewarms.push(Reverse((when, m)));

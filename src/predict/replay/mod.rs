@@ -22,6 +22,12 @@ use crate::units::KeepAlive;
 use super::host::Host;
 use super::policies;
 
+/// The most requests one policy's replay holds in flight (waiting or served) at once:
+/// an arrival beyond it is refused, as a server with that many connections open would
+/// refuse it, so an overloaded replay's memory stays bounded (about 300 bytes each,
+/// times the policies).
+pub const MAX_IN_FLIGHT: usize = 20_000;
+
 /// Ids at or above this are the replay's own unload requests (E6).
 const UNLOAD_ID: u64 = 1 << 62;
 /// Ids from this up to `UNLOAD_ID` are the pre-warm policy's empty-prompt loads.
@@ -122,6 +128,14 @@ pub struct Replay {
     load_jitter: f64,
 }
 
+/// Seconds of the replay's clock as a `Duration`, never panicking: the input's times
+/// were checked as it was read ([`crate::units::limits::duration_from_secs`]); what is
+/// derived from them is held to the same range here (NaN and below 0 are 0).
+pub(super) fn secs(s: f64) -> Duration {
+    let s = if s.is_nan() { 0.0 } else { s };
+    Duration::from_secs_f64(s.clamp(0.0, crate::units::limits::MAX_INPUT_SECS))
+}
+
 fn gb_s(bytes: u64, dt: Duration) -> f64 {
     bytes as f64 / 1e9 * dt.as_secs_f64()
 }
@@ -137,7 +151,7 @@ impl Replay {
         let optimum_ka = models
             .iter()
             .map(|m| match m.break_even_s {
-                Some(s) => KeepAlive::from_duration(Duration::from_secs_f64(s.max(0.0))),
+                Some(s) => KeepAlive::from_duration(secs(s.max(0.0))),
                 None => KeepAlive::forever(),
             })
             .collect();
@@ -179,7 +193,7 @@ impl Replay {
         for (m, h) in hold.iter().enumerate().take(self.models.len()) {
             self.optimum_hold[m] = *h;
             self.optimum_ka[m] = match h {
-                Some(s) => KeepAlive::from_duration(Duration::from_secs_f64(s.clamp(0.0, 1e9))),
+                Some(s) => KeepAlive::from_duration(secs(s.clamp(0.0, 1e9))),
                 None => KeepAlive::forever(),
             };
         }
@@ -196,7 +210,7 @@ impl Replay {
     fn adaptive_keep_alive(&mut self, m: usize) -> KeepAlive {
         let w = &self.gaps[m];
         let t_star = self.models[m].break_even_s;
-        let secs = match self.policy {
+        let chosen = match self.policy {
             Policy::Histogram => Some(policies::histogram_keep_alive(w)),
             Policy::PreWarm => {
                 let plan = policies::prewarm_plan(w, t_star, self.models[m].load_s);
@@ -208,8 +222,8 @@ impl Replay {
             }
             _ => policies::adaptive_keep_alive(w, t_star),
         };
-        match secs {
-            Some(s) => KeepAlive::from_duration(Duration::from_secs_f64(s.clamp(0.0, 1e9))),
+        match chosen {
+            Some(s) => KeepAlive::from_duration(secs(s.clamp(0.0, 1e9))),
             None => KeepAlive::forever(),
         }
     }
@@ -222,7 +236,7 @@ impl Replay {
 
     /// Replays one request (arrivals must come in time order).
     pub fn arrive(&mut self, r: &Request, ahead: &Lookahead) {
-        let t = Duration::from_secs_f64(r.t.max(0.0));
+        let t = secs(r.t.max(0.0));
         self.advance_to(t, ahead);
         let m = r.model as usize;
         if r.kind != Kind::Serve {
@@ -253,12 +267,17 @@ impl Replay {
         };
         let id = self.next_id;
         self.next_id += 1;
-        self.touch(m, t);
-        self.held[m].active += 1;
         self.out[m].requests += 1;
         if r.t < self.settings.split_s {
             self.out[m].train.requests += 1;
         }
+        if self.flights.len() >= MAX_IN_FLIGHT {
+            self.out[m].errors += 1;
+            self.out[m].backlog_refused += 1;
+            return;
+        }
+        self.touch(m, t);
+        self.held[m].active += 1;
         self.flights.insert(
             id,
             Flight {
@@ -266,10 +285,7 @@ impl Replay {
                 arrival: t,
                 prompt: r.prompt_tokens.unwrap_or(self.settings.prompt_tokens),
                 output: r.output_tokens.unwrap_or(self.settings.output_tokens),
-                service: r
-                    .service_s
-                    .filter(|s| s.is_finite() && *s >= 0.0)
-                    .map(Duration::from_secs_f64),
+                service: r.service_s.filter(|s| s.is_finite() && *s >= 0.0).map(secs),
             },
         );
         let submitted = self.sched.submit(
@@ -433,7 +449,7 @@ impl Replay {
                 id,
                 model: self.models[m].name.clone(),
                 num_ctx: None,
-                keep_alive: Some(KeepAlive::from_duration(Duration::from_secs_f64(hold))),
+                keep_alive: Some(KeepAlive::from_duration(secs(hold))),
                 kind: RequestKind::LoadOnly,
             },
         );
@@ -470,7 +486,7 @@ impl Replay {
                 o.idle_gpu_gb_s += gb_s(gpu, dt);
                 o.idle_ram_gb_s += gb_s(ram, dt);
                 // The part of [now − dt, now) before the split.
-                let split = Duration::from_secs_f64(self.settings.split_s.max(0.0));
+                let split = secs(self.settings.split_s.max(0.0));
                 let start = now - dt;
                 if start < split {
                     let before = split.min(now) - start;

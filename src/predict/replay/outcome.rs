@@ -26,6 +26,8 @@ pub struct ModelOutcome {
     pub requests: u64,
     /// Refused (queue full) or failed in the scheduler.
     pub errors: u64,
+    /// Of them, refused because [`super::MAX_IN_FLIGHT`] requests were already in flight.
+    pub backlog_refused: u64,
     /// Cold requests.
     pub cold: u64,
     /// Loads completed.

@@ -83,6 +83,11 @@ pub fn go_duration_seconds(text: &str) -> Option<f64> {
     (nanos >= 0).then(|| nanos as f64 / 1e9)
 }
 
+/// The longest latency an access line may report (24 h): a longer one is no real
+/// request's (Go's largest duration, 2562047h47m16.854775807s, is a sentinel) and the
+/// line is unparsable: skipped and counted, or refused with `--strict`.
+pub const MAX_LATENCY_S: f64 = 24.0 * 3600.0;
+
 /// One access line, read.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Access {
@@ -137,22 +142,48 @@ pub(super) fn read_access(rest: &str) -> Result<Access, String> {
             parts.len()
         ));
     }
-    let (date, clock) = parts[0]
-        .split_once(" - ")
-        .ok_or_else(|| format!("time {:?} is not `YYYY/MM/DD - HH:MM:SS`", parts[0]))?;
-    let end_local = local_seconds(date.trim(), clock.trim())
-        .ok_or_else(|| format!("time {:?} is not `YYYY/MM/DD - HH:MM:SS`", parts[0]))?;
-    let status: u16 = parts[1]
-        .parse()
-        .map_err(|_| format!("status {:?} is not a number", parts[1]))?;
-    let latency_s = go_duration_seconds(parts[2])
-        .ok_or_else(|| format!("latency {:?} is not a Go duration", parts[2]))?;
+    let (date, clock) = parts[0].split_once(" - ").ok_or_else(|| {
+        format!(
+            "time \"{}\" is not `YYYY/MM/DD - HH:MM:SS`",
+            crate::units::limits::excerpt(parts[0])
+        )
+    })?;
+    let end_local = local_seconds(date.trim(), clock.trim()).ok_or_else(|| {
+        format!(
+            "time \"{}\" is not `YYYY/MM/DD - HH:MM:SS`",
+            crate::units::limits::excerpt(parts[0])
+        )
+    })?;
+    let status: u16 = parts[1].parse().map_err(|_| {
+        format!(
+            "status \"{}\" is not a number",
+            crate::units::limits::excerpt(parts[1])
+        )
+    })?;
+    let latency_s = go_duration_seconds(parts[2]).ok_or_else(|| {
+        format!(
+            "latency \"{}\" is not a Go duration",
+            crate::units::limits::excerpt(parts[2])
+        )
+    })?;
+    if latency_s > MAX_LATENCY_S {
+        return Err(format!(
+            "latency {} is over the limit of {} h on one request's latency (not a latency Ollama can have written: a clock jump or a corrupt line)",
+            crate::units::limits::excerpt(parts[2]),
+            MAX_LATENCY_S / 3600.0
+        ));
+    }
     let mut words = parts[4].split_whitespace();
     let method = words.next().unwrap_or_default().to_string();
     let path = words
         .next()
         .map(|p| p.trim_matches('"').to_string())
-        .ok_or_else(|| format!("{:?} names no method and path", parts[4]))?;
+        .ok_or_else(|| {
+            format!(
+                "\"{}\" names no method and path",
+                crate::units::limits::excerpt(parts[4])
+            )
+        })?;
     Ok(Access {
         end_local,
         status,
@@ -283,7 +314,12 @@ pub(super) fn classify(line: &str) -> Result<Line, String> {
     let written = line[time_at + 5..].split(' ').next().unwrap_or("");
     let parsed =
         time::OffsetDateTime::parse(written, &time::format_description::well_known::Rfc3339)
-            .map_err(|_| format!("time={written} is not an RFC 3339 time"))?;
+            .map_err(|_| {
+                format!(
+                    "time={} is not an RFC 3339 time",
+                    crate::units::limits::excerpt(written)
+                )
+            })?;
     let utc = parsed.unix_timestamp_nanos() as f64 / 1e9;
     let event = if let Some(rest) = msg
         .strip_prefix("llama-server started in ")
@@ -292,8 +328,14 @@ pub(super) fn classify(line: &str) -> Result<Line, String> {
         let secs = rest
             .strip_suffix(" seconds")
             .and_then(|n| n.trim().parse::<f64>().ok())
-            .filter(|s| s.is_finite() && *s >= 0.0)
-            .ok_or_else(|| format!("load line {msg:?} has no number of seconds"))?;
+            .ok_or_else(|| {
+                format!(
+                    "load line \"{}\" has no number of seconds",
+                    crate::units::limits::excerpt(msg)
+                )
+            })?;
+        crate::units::limits::duration_from_secs(secs, "load time (seconds)")
+            .map_err(|e| e.message)?;
         Slog::Loaded(secs)
     } else if msg == "timer expired, expiring to unload"
         || msg == "runner with zero duration has gone idle, expiring to unload"
@@ -302,7 +344,12 @@ pub(super) fn classify(line: &str) -> Result<Line, String> {
         let model = field(line, "runner.name")
             .or_else(|| field(line, "runner.model"))
             .or_else(|| field(line, "model"))
-            .ok_or_else(|| format!("unload line {msg:?} names no runner.name"))?;
+            .ok_or_else(|| {
+                format!(
+                    "unload line \"{}\" names no runner.name",
+                    crate::units::limits::excerpt(msg)
+                )
+            })?;
         Slog::Unload {
             model: short_model_name(model),
             evicted: msg.starts_with("found"),

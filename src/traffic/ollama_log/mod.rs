@@ -23,7 +23,6 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
-use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
@@ -59,6 +58,8 @@ struct Reader {
     line: u64,
     skipped: u64,
     unparsable: u64,
+    /// The first unparsable line and why, for the note.
+    first_unparsable: Option<(u64, String)>,
     other_access: u64,
     refused: u64,
 }
@@ -97,6 +98,7 @@ impl Reader {
             line: 0,
             skipped: 0,
             unparsable: 0,
+            first_unparsable: None,
             other_access: 0,
             refused: 0,
         }
@@ -122,6 +124,9 @@ impl Reader {
             Ok(l) => l,
             Err(why) => {
                 self.unparsable += 1;
+                if self.first_unparsable.is_none() {
+                    self.first_unparsable = Some((self.line, why.clone()));
+                }
                 if self.options.strict {
                     return Err(TrafficError::Unparsable {
                         path: self.path.clone(),
@@ -222,14 +227,16 @@ fn for_each_line(
     mut hasher: Option<&mut Sha256>,
     mut f: impl FnMut(&str) -> Result<(), TrafficError>,
 ) -> Result<(), TrafficError> {
-    let file = File::open(path).map_err(|e| read_error(path, e))?;
+    let file = super::open_bounded(path)?;
     let mut reader = BufReader::with_capacity(1 << 16, file);
     let mut buf = Vec::new();
+    let mut line = 0u64;
     loop {
         buf.clear();
+        line += 1;
         let n = reader
             .read_until(b'\n', &mut buf)
-            .map_err(|e| read_error(path, e))?;
+            .map_err(|e| read_error(path, format!("line {line}: {e}")))?;
         if n == 0 {
             return Ok(());
         }
@@ -344,9 +351,14 @@ impl OllamaLog {
                     max_start = max_start.max(start);
                     max_end = max_end.max(end);
                     max_latency = max_latency.max(end - start);
-                    if first_line.is_none() {
-                        first_line = Some(start);
-                    }
+                    let first = *first_line.get_or_insert(start);
+                    super::checked_secs(
+                        path,
+                        reader.line,
+                        "time (seconds from the first request, after --time-scale)",
+                        &format!("{}", (start - first) * options.time_scale),
+                        (start - first).abs() * options.time_scale,
+                    )?;
                     last_line = start;
                     if start > now + 60.0 {
                         future += 1;
@@ -372,7 +384,13 @@ impl OllamaLog {
             });
         }
         let scale = options.time_scale;
-        scan.span_s = (max_start - min) * scale;
+        scan.span_s = super::checked_secs(
+            path,
+            reader.line,
+            "time span (first to last request, after --time-scale)",
+            &format!("{}", (max_start - min) * scale),
+            (max_start - min) * scale,
+        )?;
         let fmt = |t: f64| {
             // Microseconds: Gin's latencies print no finer, and floats hold no more.
             time::OffsetDateTime::from_unix_timestamp_nanos((t * 1e6).round() as i128 * 1000)
@@ -403,7 +421,25 @@ impl OllamaLog {
             reader.skipped,
             reader.unparsable
         ));
+        if let Some((line, why)) = &reader.first_unparsable {
+            scan.notes.push(format!(
+                "warning: {} unparsable line(s) skipped, not replayed (the first, line {line}: {why}); --strict stops at the first instead",
+                reader.unparsable
+            ));
+        }
         if !scan.sorted {
+            crate::units::limits::check_count(
+                scan.rows,
+                super::MAX_SORTED_ROWS,
+                "requests of a log out of time order (sorted in memory)",
+            )
+            .map_err(|e| TrafficError::Read {
+                path: path.to_path_buf(),
+                message: format!(
+                    "{}: join the logs in time order first (e.g. one file after the other, oldest first), then it streams",
+                    e.message
+                ),
+            })?;
             scan.notes.push(format!(
                 "{}: its access lines go back in time (logs joined out of order?): its {} requests were sorted in memory before the replay",
                 path.display(),

@@ -84,7 +84,7 @@ impl RequestLog {
     /// Scans `path` once: header, every row checked, count, span, order, models,
     /// clients, keep_alive values sent, SHA-256. Memory stays flat.
     pub fn open(path: &Path, options: ReadOptions) -> Result<RequestLog, TrafficError> {
-        let file = File::open(path).map_err(|e| read_error(path, e))?;
+        let file = super::open_bounded(path)?;
         let mut hashing = Hashing {
             inner: BufReader::with_capacity(1 << 16, file),
             hasher: Sha256::new(),
@@ -127,6 +127,8 @@ impl RequestLog {
         );
         let (mut duplicates, mut future) = (0u64, 0u64);
         let now = time::OffsetDateTime::now_utc().unix_timestamp() as f64;
+        // The line of the latest new earliest or latest time (named if the span is too long).
+        let mut extreme_line = 0u64;
         let mut rec = csv::StringRecord::new();
         loop {
             match reader.read_record(&mut rec) {
@@ -143,6 +145,18 @@ impl RequestLog {
                 first = Some(row.abs);
                 scan.first = row.written.to_string();
             }
+            // Every time becomes a duration from the first: checked here, with its line.
+            let from_first = (row.abs - first.unwrap_or(row.abs)).abs() * options.time_scale;
+            super::checked_secs(
+                path,
+                rec.position().map_or(0, |p| p.line()),
+                &format!(
+                    "{} (its distance from the first request, after --time-scale)",
+                    cols.names.get(cols.timestamp).map_or("timestamp", |n| n)
+                ),
+                row.written,
+                from_first,
+            )?;
             scan.last = row.written.to_string();
             if row.abs < prev {
                 scan.sorted = false;
@@ -153,6 +167,9 @@ impl RequestLog {
                 future += 1;
             }
             prev = row.abs;
+            if row.abs < min || row.abs > max {
+                extreme_line = rec.position().map_or(0, |p| p.line());
+            }
             min = min.min(row.abs);
             max = max.max(row.abs);
             let name = row.model.or(parser.default_model.as_deref()).unwrap_or("");
@@ -184,8 +201,26 @@ impl RequestLog {
             });
         }
         let scale = options.time_scale;
-        scan.span_s = (max - min) * scale;
+        scan.span_s = super::checked_secs(
+            path,
+            extreme_line,
+            "timestamp (the span from the earliest to the latest request, after --time-scale)",
+            &format!("{}", (max - min) * scale),
+            (max - min) * scale,
+        )?;
         if !scan.sorted {
+            crate::units::limits::check_count(
+                scan.rows,
+                super::MAX_SORTED_ROWS,
+                "requests out of time order (sorted in memory)",
+            )
+            .map_err(|e| TrafficError::Read {
+                path: path.to_path_buf(),
+                message: format!(
+                    "{}: sort the file by its timestamp column first (e.g. `sort -t, -k1,1`), then it streams",
+                    e.message
+                ),
+            })?;
             scan.notes.push(format!(
                 "{} is not in time order: its {} requests were sorted in memory before the replay",
                 path.display(),
@@ -224,7 +259,7 @@ impl RequestLog {
     /// read whole and sorted (stable: equal times keep file order).
     pub fn requests(&self) -> Result<RequestIter, TrafficError> {
         let path = &self.scan.path;
-        let file = File::open(path).map_err(|e| read_error(path, e))?;
+        let file = super::open_bounded(path)?;
         let mut reader = csv_reader(BufReader::with_capacity(1 << 16, file));
         let header = reader.headers().map_err(|e| read_error(path, e))?.clone();
         let cols = Columns::find(path, &header)?;
@@ -278,7 +313,7 @@ impl Source for RequestLog {
 
 /// The replay pass over a log in order.
 struct Rows {
-    reader: csv::Reader<BufReader<File>>,
+    reader: csv::Reader<BufReader<crate::units::limits::LineBounded<File>>>,
     rec: csv::StringRecord,
     parser: Parser,
     models: HashMap<String, u32>,

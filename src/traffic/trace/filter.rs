@@ -19,11 +19,17 @@ pub fn parse_slice(text: &str) -> Result<(f64, f64), String> {
             return Ok(open);
         }
         if let Ok(x) = s.parse::<f64>() {
-            return (x.is_finite() && x >= 0.0).then_some(x).ok_or_else(bad);
+            return crate::units::limits::duration_from_secs(x, "--slice")
+                .map(|_| x)
+                .map_err(|e| format!("{}: {}", bad(), e.message));
         }
         humantime::parse_duration(s)
-            .map(|d| d.as_secs_f64())
             .map_err(|_| bad())
+            .and_then(|d| {
+                crate::units::limits::duration_from_secs(d.as_secs_f64(), "--slice")
+                    .map(|d| d.as_secs_f64())
+                    .map_err(|e| format!("{}: {}", bad(), e.message))
+            })
     };
     let (start, end) = (side(a, 0.0)?, side(b, f64::INFINITY)?);
     if end <= start {
@@ -67,11 +73,12 @@ impl Filtered {
                         return Err(TrafficError::Choose {
                             path,
                             what: format!(
-                                "it has no client {c:?}; its clients: {}",
+                                "it has no client \"{}\"; its clients: {}",
+                                crate::units::limits::excerpt(c),
                                 if s.clients.is_empty() {
                                     "none (no client column)".to_string()
                                 } else {
-                                    s.clients.join(", ")
+                                    crate::traffic::some_names(s.clients.iter().map(String::as_str))
                                 }
                             ),
                         });
@@ -115,9 +122,13 @@ impl Filtered {
         if let Some((a, b)) = slice {
             scan.notes.push(format!(
                 "slice {}..{} of the input's time ({} requests)",
-                crate::units::format_go_duration(std::time::Duration::from_secs_f64(a)),
+                crate::units::format_go_duration(std::time::Duration::from_secs_f64(
+                    a.min(crate::units::limits::MAX_INPUT_SECS)
+                )),
                 if b.is_finite() {
-                    crate::units::format_go_duration(std::time::Duration::from_secs_f64(b))
+                    crate::units::format_go_duration(std::time::Duration::from_secs_f64(
+                        b.min(crate::units::limits::MAX_INPUT_SECS),
+                    ))
                 } else {
                     "end".into()
                 },

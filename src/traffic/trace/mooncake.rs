@@ -2,7 +2,6 @@
 
 use std::cmp::Reverse;
 use std::collections::HashMap;
-use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 
@@ -33,7 +32,7 @@ fn mooncake_rows(
     impl Iterator<Item = Result<(u64, MooncakeRow), TrafficError>> + Send + use<>,
     TrafficError,
 > {
-    let file = File::open(path).map_err(|e| read_error(path, e))?;
+    let file = crate::traffic::open_bounded(path)?;
     let path = path.to_path_buf();
     Ok(BufReader::with_capacity(1 << 16, file)
         .lines()
@@ -42,7 +41,7 @@ fn mooncake_rows(
             let line_no = i as u64 + 1;
             let text = match line {
                 Ok(t) => t,
-                Err(e) => return Some(Err(read_error(&path, e))),
+                Err(e) => return Some(Err(read_error(&path, format!("line {line_no}: {e}")))),
             };
             if text.trim().is_empty() {
                 return None;
@@ -53,7 +52,7 @@ fn mooncake_rows(
                         path: path.clone(),
                         line: line_no,
                         column: "timestamp".into(),
-                        value: text.chars().take(80).collect(),
+                        value: text,
                         expected: format!("a JSON object with a numeric \"timestamp\" (ms): {e}"),
                     })
                     .and_then(|r| {
@@ -118,7 +117,14 @@ impl Mooncake {
                     .or_default() += 1;
             }
             prev = r.timestamp;
-            first.get_or_insert(r.timestamp);
+            let from = *first.get_or_insert(r.timestamp);
+            crate::traffic::checked_secs(
+                path,
+                line,
+                "timestamp (ms from the first, after --time-scale)",
+                &r.timestamp.to_string(),
+                (r.timestamp - from) / 1000.0 * options.time_scale,
+            )?;
             last = r.timestamp;
             scan.rows += 1;
         }
@@ -133,7 +139,13 @@ impl Mooncake {
             .max_by_key(|(w, n)| (**n, Reverse(**w)))
             .map_or(0.0, |(w, _)| *w as f64);
         scan.model_rows = vec![scan.rows];
-        scan.span_s = (last - first + bucket_ms) / 1000.0 * options.time_scale;
+        scan.span_s = crate::traffic::checked_secs(
+            path,
+            0,
+            "timestamp (the span, after --time-scale)",
+            &format!("{last}"),
+            (last - first + bucket_ms) / 1000.0 * options.time_scale,
+        )?;
         scan.first = format!("{first} ms");
         scan.last = format!("{last} ms");
         scan.notes.push(format!(

@@ -10,6 +10,8 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand_distr::{Distribution, Gamma, Weibull};
 
+use crate::units::limits::LineBounded;
+
 use super::{TraceOptions, WINDOW_S, models_for, read_error, sha256_of};
 use crate::traffic::{Request, RequestIter, Scan, Source, TrafficError};
 
@@ -39,7 +41,26 @@ fn parse_window(path: &Path, line: u64, rec: &csv::StringRecord) -> Result<Windo
             .ok_or_else(|| bad(column, v, "a number of at least 0"))
     };
     let start = num(1, "window_start_s")?;
+    crate::traffic::checked_secs(
+        path,
+        line,
+        "window_start_s",
+        rec.get(1).unwrap_or(""),
+        start + WINDOW_S,
+    )?;
     let rate = num(2, "rate_rps")?;
+    // The window's requests are drawn into memory at once: their count is checked first.
+    let requests = rate * WINDOW_S;
+    if requests.round() > MAX_WINDOW_REQUESTS as f64 {
+        return Err(bad(
+            "rate_rps",
+            rec.get(2).unwrap_or(""),
+            &format!(
+                "a rate the replay can draw: at most {MAX_WINDOW_REQUESTS} requests in one {WINDOW_S} s window ({:.0} per second), the limit on one window",
+                MAX_WINDOW_REQUESTS as f64 / WINDOW_S
+            ),
+        ));
+    }
     let dist = rec.get(4).unwrap_or("").trim().to_string();
     let (shape, scale) = if rate > 0.0 {
         (num(5, "dist_shape")?, num(6, "dist_scale")?)
@@ -48,12 +69,15 @@ fn parse_window(path: &Path, line: u64, rec: &csv::StringRecord) -> Result<Windo
     };
     Ok(Window {
         start,
-        requests: (rate * WINDOW_S).round() as u64,
+        requests: requests.round() as u64,
         dist,
         shape,
         scale,
     })
 }
+
+/// The most requests one window may hold (drawn into memory at once, 16 bytes each).
+pub const MAX_WINDOW_REQUESTS: u64 = 1_000_000;
 
 /// The arrivals of one window, seconds of trace time: `n + 1` gaps drawn from the
 /// window's distribution and rescaled to fill it (evenly spaced when its parameters
@@ -106,7 +130,7 @@ pub struct ServeGen {
 impl ServeGen {
     /// Scans `path`: where each client's rows are, and the requests of the selected ones.
     pub fn open(path: &Path, options: TraceOptions) -> Result<ServeGen, TrafficError> {
-        let file = File::open(path).map_err(|e| read_error(path, e))?;
+        let file = crate::traffic::open_bounded(path)?;
         let mut reader = csv::ReaderBuilder::new()
             .flexible(true)
             .from_reader(BufReader::with_capacity(1 << 16, file));
@@ -114,6 +138,7 @@ impl ServeGen {
         let mut rec = csv::StringRecord::new();
         // client → (first byte, end byte, requests, active windows, last window end)
         let mut clients: Vec<(String, u64, u64, u64, u64, f64)> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
         loop {
             let pos = reader.position().byte();
             match reader.read_record(&mut rec) {
@@ -145,7 +170,7 @@ impl ServeGen {
                     c.5 = c.5.max(w.start + WINDOW_S);
                 }
                 _ => {
-                    if clients.iter().any(|c| c.0 == client) {
+                    if !seen.insert(client.clone()) {
                         return Err(TrafficError::Value {
                             path: path.to_path_buf(),
                             line,
@@ -174,7 +199,16 @@ impl ServeGen {
         let list = || {
             clients
                 .iter()
-                .map(|c| format!("{} ({} requests, {} active windows)", c.0, c.3, c.4))
+                .take(20)
+                .map(|c| {
+                    format!(
+                        "{} ({} requests, {} active windows)",
+                        crate::units::limits::excerpt(&c.0),
+                        c.3,
+                        c.4
+                    )
+                })
+                .chain((clients.len() > 20).then(|| format!("and {} more", clients.len() - 20)))
                 .collect::<Vec<_>>()
                 .join(", ")
         };
@@ -202,7 +236,11 @@ impl ServeGen {
             let Some(c) = clients.iter().find(|c| c.0 == *wanted) else {
                 return Err(TrafficError::Choose {
                     path: path.to_path_buf(),
-                    what: format!("it has no client {wanted:?}; its clients: {}", list()),
+                    what: format!(
+                        "it has no client \"{}\"; its clients: {}",
+                        crate::units::limits::excerpt(wanted),
+                        list()
+                    ),
                 });
             };
             sections.push((c.0.clone(), c.1, c.2));
@@ -226,7 +264,13 @@ impl ServeGen {
                 what: format!("client(s) {} sent no request", options.clients.join(", ")),
             });
         }
-        scan.span_s = span * options.time_scale;
+        scan.span_s = crate::traffic::checked_secs(
+            path,
+            0,
+            "window_start_s (the last window's end, after --time-scale)",
+            &format!("{}", span * options.time_scale),
+            span * options.time_scale,
+        )?;
         scan.first = "0 s (trace time)".into();
         scan.last = format!("{span} s (trace time)");
         scan.notes.push(format!(
@@ -243,7 +287,7 @@ impl ServeGen {
 
 /// One client's arrivals, window by window, from its part of the file.
 struct ClientStream {
-    reader: csv::Reader<std::io::Take<BufReader<File>>>,
+    reader: csv::Reader<LineBounded<std::io::Take<BufReader<File>>>>,
     rec: csv::StringRecord,
     path: PathBuf,
     client: String,
@@ -289,7 +333,7 @@ impl Source for ServeGen {
             let reader = csv::ReaderBuilder::new()
                 .has_headers(false)
                 .flexible(true)
-                .from_reader(BufReader::new(file).take(to - from));
+                .from_reader(LineBounded::new(BufReader::new(file).take(to - from)));
             let model = self
                 .scan
                 .models
