@@ -14,6 +14,7 @@ mod fleet_manifest;
 mod fleet_real;
 mod horizon;
 mod hostile;
+mod hostile_predict;
 mod layers;
 mod plan;
 mod predict;
