@@ -317,3 +317,28 @@ fn sim_calibrate_refuses_a_load_duration_of_1e300_at_start() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("load_duration_ms"), "{err}");
 }
+
+#[test]
+fn an_overloaded_replay_holds_a_bounded_number_of_requests() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut csv = String::from("timestamp,model,output_tokens\n");
+    for i in 0..22_000 {
+        csv.push_str(&format!("{:.3},tiny-50m,2000\n", f64::from(i) * 0.001));
+    }
+    write(tmp.path(), "r.csv", &csv);
+    let out = predict(tmp.path(), &["--requests", "r.csv"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let table = String::from_utf8_lossy(&out.stdout);
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("5m "))
+        .expect("a 5m row");
+    let cols: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(cols[1], "22000", "{row}");
+    let errors: u64 = cols[2].parse().unwrap();
+    assert!(errors >= 1_000, "{row}");
+    assert!(
+        table.contains("refused because 20000 were already waiting"),
+        "{table}"
+    );
+}
