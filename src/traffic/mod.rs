@@ -288,3 +288,28 @@ pub enum TrafficError {
         expected: String,
     },
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_from_input_are_checked_with_their_place() {
+        let p = std::path::Path::new("x.csv");
+        assert_eq!(checked_secs(p, 3, "timestamp", "10", 10.0).unwrap(), 10.0);
+        let err = checked_secs(p, 3, "timestamp", "1e300", 1e300)
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("x.csv:3: column `timestamp`"), "{err}");
+        assert!(err.contains("1e300 s is over the limit"), "{err}");
+    }
+
+    #[test]
+    fn long_name_lists_are_cut() {
+        let names: Vec<String> = (0..30).map(|i| format!("c{i}")).collect();
+        let shown = some_names(names.iter().map(String::as_str));
+        assert!(shown.ends_with("and 10 more"), "{shown}");
+        let long = "z".repeat(1000);
+        assert!(some_names([long.as_str()]).len() < 120);
+    }
+}

@@ -216,3 +216,12 @@ fn the_real_debug_log_names_models_loads_unloads_and_settings() {
     let s = r[0].service_s.unwrap();
     assert!((s - (3.559307733 - 0.52)).abs() < 1e-9, "{s}");
 }
+
+#[test]
+fn a_latency_over_a_day_is_not_an_access_line() {
+    let line = "[GIN] 2026/05/22 - 17:28:40 | 200 | 2562047h47m16.854775807s | 10.0.0.1 | POST \"/api/chat\"";
+    let err = parse_access(line).unwrap().unwrap_err();
+    assert!(err.contains("24 h"), "{err}");
+    let ok = "[GIN] 2026/05/22 - 17:28:40 | 200 | 23h59m0s | 10.0.0.1 | POST \"/api/chat\"";
+    assert!(parse_access(ok).unwrap().is_ok());
+}

@@ -127,3 +127,24 @@ fn a_slice_cuts_and_rebases() {
     assert!(parse_slice("5..2").is_err());
     assert!(parse_slice("soon").is_err());
 }
+
+#[test]
+fn a_slice_bound_past_100_years_is_refused() {
+    assert!(parse_slice("0..1e300").unwrap_err().contains("100 years"));
+    assert!(parse_slice("0..86400").is_ok());
+}
+
+#[test]
+fn a_window_over_the_request_limit_is_refused_before_drawing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("g.csv");
+    std::fs::write(
+        &path,
+        "client_id,window_start_s,rate_rps,iat_cv,iat_dist,dist_shape,dist_scale\n1,0,1e6,1,Gamma,1,1\n",
+    )
+    .unwrap();
+    let err = ServeGen::open(&path, opts(&["m"], &["1"]))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("rate_rps") && err.contains("1000000"), "{err}");
+}
