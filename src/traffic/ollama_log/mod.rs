@@ -255,6 +255,10 @@ fn read_error(path: &Path, e: impl std::fmt::Display) -> TrafficError {
     }
 }
 
+/// The most load lines, and the most unload lines, a scan keeps (each a few dozen
+/// bytes and a model name); more are counted.
+pub const MAX_LOGGED_EVENTS: usize = 1_000_000;
+
 /// An Ollama server log, scanned and ready to stream.
 #[derive(Debug, Clone)]
 pub struct OllamaLog {
@@ -277,7 +281,8 @@ pub struct OllamaLog {
 
 impl OllamaLog {
     /// Scans `path` once: requests, their models, loads, unloads, the server's
-    /// settings, SHA-256. Memory holds only the loads and unloads.
+    /// settings, SHA-256. Memory holds only the loads and unloads (at most
+    /// [`MAX_LOGGED_EVENTS`] of each).
     pub fn open(path: &Path, options: LogOptions) -> Result<OllamaLog, TrafficError> {
         // The first structured line's offset, for access lines before any.
         let mut first_offset = None;
@@ -315,6 +320,8 @@ impl OllamaLog {
             (f64::INFINITY, f64::NEG_INFINITY, f64::NEG_INFINITY, 0.0f64);
         let (mut first_line, mut last_line) = (None::<f64>, 0.0);
         let mut unloads_abs = Vec::new();
+        // Loads and unloads past the limit are counted, not kept.
+        let mut dropped = 0u64;
         let mut loads = Vec::new();
         let mut config = Vec::new();
         let mut debug = false;
@@ -364,8 +371,20 @@ impl OllamaLog {
                         future += 1;
                     }
                 }
-                Event::Unload { t, model, evicted } => unloads_abs.push((t, model, evicted)),
-                Event::Load(l) => loads.push(l),
+                Event::Unload { t, model, evicted } => {
+                    if unloads_abs.len() < MAX_LOGGED_EVENTS {
+                        unloads_abs.push((t, model, evicted));
+                    } else {
+                        dropped += 1;
+                    }
+                }
+                Event::Load(l) => {
+                    if loads.len() < MAX_LOGGED_EVENTS {
+                        loads.push(l);
+                    } else {
+                        dropped += 1;
+                    }
+                }
                 Event::Config(env) => config = env,
                 Event::None => {}
             }
@@ -454,6 +473,11 @@ impl OllamaLog {
         if future > 0 {
             scan.notes.push(format!(
                 "{future} request(s) are timestamped in the future (after now): replayed as written"
+            ));
+        }
+        if dropped > 0 {
+            scan.notes.push(format!(
+                "warning: {dropped} load and unload lines past the first {MAX_LOGGED_EVENTS} of each were counted, not kept: the load times and the unload check use the first {MAX_LOGGED_EVENTS}"
             ));
         }
         let index: HashMap<&str, u32> = scan
