@@ -28,6 +28,29 @@ pub const UNLOAD_ALLOWANCE: Duration = Duration::from_secs(2);
 /// still in flight before the next cell's fixed start.
 pub const CELL_SLACK: Duration = Duration::from_secs(3);
 
+/// The most shards one run may have: pods of an Indexed Job, tasks of a Slurm array,
+/// or the count of `--shard i/N`. Checked before anything is allocated per shard.
+pub const MAX_SHARDS: u32 = 1024;
+
+/// The most shard processes `kabench run --shards N` starts on this machine: four per
+/// CPU, at least 64, at most [`MAX_SHARDS`]. Each shard is a whole process with its own
+/// runtime and telemetry; more than that only measures the machine's scheduler.
+pub fn max_local_shards() -> u32 {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    u32::try_from(cpus.saturating_mul(4))
+        .unwrap_or(MAX_SHARDS)
+        .clamp(64, MAX_SHARDS)
+}
+
+/// How far ahead a start barrier may be (24 h): a barrier further out is a mistake
+/// (a wrong date or time zone), not a plan to wait.
+pub const MAX_BARRIER_AHEAD: Duration = Duration::from_secs(24 * 3600);
+
+/// How far behind a start barrier may be when a shard starts: the first cell's unload
+/// allowance, so no intended send time of the shard precedes its start (a send
+/// "intended" before the process existed would count the wait as latency).
+pub const MAX_BARRIER_BEHIND: Duration = UNLOAD_ALLOWANCE;
+
 /// One shard of a run: `index` in `0..count`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Shard {
@@ -66,6 +89,7 @@ impl Shard {
         if count == 0 || index >= count {
             return Err(bad());
         }
+        check_count(count, &format!("--shard {text}"))?;
         if let Some(s) = shards
             && s != count
         {
@@ -129,6 +153,7 @@ impl Shard {
                 "--shard auto: index {index} is not below the shard count {count}"
             )));
         }
+        check_count(count, "--shard auto: the shard count")?;
         Ok(Shard { index, count })
     }
 
@@ -148,6 +173,38 @@ impl Shard {
         };
         key % n == self.index as usize
     }
+}
+
+/// Refuses a shard count over [`MAX_SHARDS`], naming where it came from.
+pub fn check_count(count: u32, what: &str) -> Result<u32, ShardError> {
+    crate::units::limits::check_count(u64::from(count), u64::from(MAX_SHARDS), what)
+        .map(|_| count)
+        .map_err(|e| ShardError(format!("{}: give at most {MAX_SHARDS} shards", e.message)))
+}
+
+/// Checks a start barrier (`what`: the flag that gave it) against `now`: at most
+/// [`MAX_BARRIER_AHEAD`] ahead and at most [`MAX_BARRIER_BEHIND`] behind.
+pub fn check_barrier(start_at: SystemTime, now: SystemTime, what: &str) -> Result<(), ShardError> {
+    let shown = format_time(start_at);
+    match start_at.duration_since(now) {
+        Ok(ahead) if ahead > MAX_BARRIER_AHEAD => Err(ShardError(format!(
+            "{what} {shown} is {} ahead, over the limit of {} ahead: give a barrier within the next {} (is the date or the time zone wrong?)",
+            whole_secs(ahead),
+            whole_secs(MAX_BARRIER_AHEAD),
+            whole_secs(MAX_BARRIER_AHEAD),
+        ))),
+        Ok(_) => Ok(()),
+        Err(e) if e.duration() > MAX_BARRIER_BEHIND => Err(ShardError(format!(
+            "{what} {shown} is {} in the past, over the limit of {} behind: every shard must start before the barrier (its requests would be late from the start and their latencies meaningless); give a barrier in the future",
+            whole_secs(e.duration()),
+            whole_secs(MAX_BARRIER_BEHIND),
+        ))),
+        Err(_) => Ok(()),
+    }
+}
+
+fn whole_secs(d: Duration) -> String {
+    humantime::format_duration(Duration::from_secs(d.as_secs())).to_string()
 }
 
 /// Parses a folder name `shard-<i>-of-<N>` back.
@@ -270,6 +327,38 @@ mod tests {
                 Duration::ZERO,
                 UNLOAD_ALLOWANCE + Duration::from_secs(11) + CELL_SLACK
             ]
+        );
+    }
+
+    #[test]
+    fn shard_counts_and_barriers_have_limits() {
+        let none = env(&[]);
+        let err = Shard::parse("0/4294967295", None, &none).unwrap_err().0;
+        assert!(err.contains("limit of 1024"), "{err}");
+        let k8s = env(&[(K8S_INDEX_ENV, "0"), (SHARDS_ENV, "5000")]);
+        assert!(
+            Shard::parse("auto", None, &k8s)
+                .unwrap_err()
+                .0
+                .contains("1024")
+        );
+        assert!((64..=MAX_SHARDS).contains(&max_local_shards()));
+        let now = SystemTime::now();
+        assert!(check_barrier(now + Duration::from_secs(3600), now, "--start-at").is_ok());
+        assert!(check_barrier(now - Duration::from_secs(1), now, "--start-at").is_ok());
+        let far = check_barrier(now + Duration::from_secs(25 * 3600), now, "--start-at")
+            .unwrap_err()
+            .0;
+        assert!(
+            far.starts_with("--start-at ") && far.contains("limit of 1day"),
+            "{far}"
+        );
+        let past = check_barrier(now - Duration::from_secs(60), now, "--start-at")
+            .unwrap_err()
+            .0;
+        assert!(
+            past.contains("in the past") && past.contains("limit of 2s"),
+            "{past}"
         );
     }
 

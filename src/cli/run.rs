@@ -36,11 +36,13 @@ pub struct RunArgs {
     #[arg(long, value_name = "i/N|auto")]
     pub shard: Option<String>,
     /// Without --shard: start N shard processes here against one shared target, then
-    /// merge them into OUT. With --shard auto: the shard count.
+    /// merge them into OUT (at most 4 per CPU, at least 64). With --shard auto: the
+    /// shard count (at most 1024).
     #[arg(long, value_name = "N", value_parser = parse::shards)]
     pub shards: Option<u32>,
     /// Common start barrier of the shards (RFC 3339, e.g. 2026-12-01T18:30:00Z): each
-    /// sleeps until then, and every cell starts at a fixed offset from it.
+    /// sleeps until then, and every cell starts at a fixed offset from it. At most 24 h
+    /// ahead, at most 2 s behind when the shard starts.
     #[arg(long, value_name = "RFC3339", value_parser = parse::start_at)]
     pub start_at: Option<SystemTime>,
 }
@@ -151,14 +153,15 @@ pub enum FleetEngine {
 pub struct FleetCommon {
     /// Scenario file (TOML).
     pub scenario: PathBuf,
-    /// Shards (pods or array tasks).
+    /// Shards (pods or array tasks), at most 1024.
     #[arg(long, value_parser = parse::shards)]
     pub shards: u32,
     /// Ollama address(es) for every shard (repeat for a fleet); default: the
     /// scenario's [target].
     #[arg(long)]
     pub target: Vec<String>,
-    /// The start barrier is this long after now: time to submit and schedule.
+    /// The start barrier is this long after now: time to submit and schedule (at most
+    /// 24 h).
     #[arg(long, value_parser = parse::duration, default_value = "2m")]
     pub start_delay: Duration,
     /// Name of the jobs and the run folder (default: scenario name and barrier time).

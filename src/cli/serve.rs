@@ -124,4 +124,19 @@ pub struct ProxyArgs {
     /// No warnings on stderr.
     #[arg(long, short)]
     pub quiet: bool,
+    /// Write into an --out folder that is not empty, replacing the proxy's log and run
+    /// files there (without it, a non-empty --out is refused: it may hold a run).
+    #[arg(long)]
+    pub force: bool,
+    /// The most client connections open at once; one more waits until one closes.
+    #[arg(long, default_value_t = 1024)]
+    pub max_connections: usize,
+    /// How long a client may take to send a request's headers (an idle connection
+    /// included) or the next part of its body before the proxy closes it.
+    #[arg(long, value_parser = parse::duration, default_value = "30s")]
+    pub read_timeout: Duration,
+    /// The most request-body bytes buffered by all requests at once (each body is read
+    /// whole before it is forwarded; one that does not fit waits, then gets a 503).
+    #[arg(long, value_parser = parse::bytes, default_value = "256MiB")]
+    pub max_buffered: u64,
 }

@@ -13,12 +13,14 @@ use crate::cli::{FleetArgs, FleetEngine};
 use crate::fleet::manifest::{self, Fleet, K8s, Slurm};
 use crate::run::{self, Target};
 use crate::scenario;
+use crate::shard;
 
 pub(super) fn fleet(args: FleetArgs) -> Result<()> {
     let common = match &args.engine {
         FleetEngine::K8s(k) => &k.common,
         FleetEngine::Slurm(s) => &s.common,
     };
+    shard::check_count(common.shards, "--shards").map_err(|e| BadInput(e.0))?;
     let scenario = scenario::load(&common.scenario)?;
     let plan = scenario::plan(&scenario);
     let cli_target = Target::from_args(&common.target).map_err(BadInput)?;
@@ -28,6 +30,14 @@ pub(super) fn fleet(args: FleetArgs) -> Result<()> {
         return Err(BadInput(
             "the target is the simulator: every shard would run its own, and none would see the global arrivals; give the Ollama address(es) the shards share (--target, or [target] in the scenario)".into(),
         )
+        .into());
+    }
+    if common.start_delay > shard::MAX_BARRIER_AHEAD {
+        return Err(BadInput(format!(
+            "--start-delay {}: over the limit of {} (the start barrier may be at most that far ahead)",
+            humantime::format_duration(common.start_delay),
+            humantime::format_duration(shard::MAX_BARRIER_AHEAD)
+        ))
         .into());
     }
     // The barrier on a whole second, as people read and compare it.
@@ -57,19 +67,28 @@ pub(super) fn fleet(args: FleetArgs) -> Result<()> {
                 claim: k.claim.clone(),
                 namespace: k.namespace.clone(),
             };
-            manifest::k8s(&fleet, &k8s)
+            manifest::k8s(&fleet, &k8s).map_err(|e| BadInput(e.0))?
         }
         FleetEngine::Slurm(s) => {
-            let out = s
-                .out
-                .clone()
-                .unwrap_or_else(|| Path::new("reports").join(&name));
+            let out = match &s.out {
+                Some(out) => manifest::absolute(out),
+                None => {
+                    // Derived from the working directory, which may hold anything.
+                    let out = manifest::absolute(&Path::new("reports").join(&name));
+                    manifest::check_value(
+                        "the default --out (reports/<name> in the working directory; give --out)",
+                        &out,
+                    )
+                    .map_err(|e| BadInput(e.0))?;
+                    out
+                }
+            };
             let slurm = Slurm {
-                out: manifest::absolute(&out),
+                out,
                 partition: s.partition.clone(),
                 kabench: s.kabench.clone(),
             };
-            manifest::slurm(&fleet, &slurm)
+            manifest::slurm(&fleet, &slurm).map_err(|e| BadInput(e.0))?
         }
     };
     std::io::stdout().lock().write_all(text.as_bytes())?;

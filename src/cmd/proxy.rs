@@ -1,6 +1,7 @@
 //! `kabench proxy`: the logging proxy served until Ctrl-C, then its log as a run folder
-//! and a report.
+//! and a report. A second Ctrl-C ends the process at once.
 
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Result;
@@ -8,18 +9,60 @@ use anyhow::Result;
 use super::BadInput;
 use super::signal::interrupt;
 use crate::cli::ProxyArgs;
-use crate::proxy::{self, ProxyConfig, log::LOG_CSV};
+use crate::proxy::body::BodyLimits;
+use crate::proxy::server::ConnLimits;
+use crate::proxy::{self, MAX_BODY, ProxyConfig, ProxyLimits, log::LOG_CSV};
 use crate::report::RenderOptions;
+use crate::units::limits::printable;
+
+/// How long open requests may run on after Ctrl-C before they are cut.
+const GRACE: Duration = Duration::from_secs(5);
+
+/// Refuses an --out that is a file, or a folder that is not empty (it may hold a run
+/// or another session's log), unless `force`.
+fn check_out(out: &Path, force: bool) -> Result<()> {
+    let shown = printable(&out.display().to_string()).into_owned();
+    match std::fs::metadata(out) {
+        Err(_) => Ok(()),
+        Ok(m) if !m.is_dir() => {
+            Err(BadInput(format!("--out {shown} exists and is not a folder")).into())
+        }
+        Ok(_) => {
+            let first = std::fs::read_dir(out)
+                .map_err(|e| BadInput(format!("--out {shown}: cannot read it: {e}")))?
+                .next();
+            match first {
+                Some(Ok(entry)) if !force => Err(BadInput(format!(
+                    "--out {shown} is not empty (it holds {}): choose a new folder, or pass --force to replace the proxy's log and run files in it",
+                    printable(&entry.file_name().to_string_lossy())
+                ))
+                .into()),
+                _ => Ok(()),
+            }
+        }
+    }
+}
 
 pub(super) async fn proxy(args: ProxyArgs) -> Result<()> {
     let upstream = match args.upstream {
         Some(url) => url,
         None => {
             let raw = std::env::var("OLLAMA_HOST").unwrap_or_default();
-            crate::ollama::host::parse_ollama_host(&raw)
-                .map_err(|e| BadInput(format!("OLLAMA_HOST {raw:?}: {e}")))?
+            crate::ollama::host::parse_ollama_host(&raw).map_err(|e| {
+                BadInput(format!(
+                    "OLLAMA_HOST {}: {e}",
+                    crate::units::limits::excerpt(&raw)
+                ))
+            })?
         }
     };
+    if args.max_connections == 0 {
+        return Err(BadInput("--max-connections must be at least 1".into()).into());
+    }
+    if args.read_timeout.is_zero() {
+        return Err(BadInput("--read-timeout must be over 0 s".into()).into());
+    }
+    check_out(&args.out, args.force)?;
     let upstream = upstream.as_str().trim_end_matches('/').to_string();
     let log = args.out.join(LOG_CSV);
     let config = ProxyConfig {
@@ -29,30 +72,63 @@ pub(super) async fn proxy(args: ProxyArgs) -> Result<()> {
         rewrite_keep_alive: args.rewrite_keep_alive.as_ref().map(|ka| ka.to_json()),
         quiet: args.quiet,
     };
-    let handle = proxy::spawn(config).await?;
+    let limits = ProxyLimits {
+        conn: ConnLimits {
+            max_connections: args.max_connections,
+            header_timeout: args.read_timeout,
+        },
+        body: BodyLimits {
+            max_body: MAX_BODY,
+            budget_bytes: usize::try_from(args.max_buffered).unwrap_or(usize::MAX),
+            read_timeout: args.read_timeout,
+        },
+    };
+    let handle = proxy::spawn_with(config, limits).await?;
+    let shown_log = printable(&log.display().to_string()).into_owned();
     eprintln!(
-        "kabench proxy: http://{} -> {upstream}, logging to {}; Ctrl-C stops it",
+        "kabench proxy: http://{} -> {}, logging to {shown_log}; Ctrl-C stops it",
         handle.addr,
-        log.display()
+        printable(&upstream)
     );
     interrupt().await;
-    let stats = handle.shutdown(Duration::from_secs(5)).await;
+    // A second Ctrl-C (or SIGTERM) ends the process at once: the log is flushed per
+    // row, so only the run folder and the report are skipped.
+    tokio::spawn(async {
+        if interrupt().await {
+            eprintln!("\ninterrupted again: exiting now, without the run folder and the report");
+            std::process::exit(130);
+        }
+    });
     eprintln!(
-        "kabench proxy: stopped; {} request(s) logged to {}",
-        stats.rows,
-        log.display()
+        "kabench proxy: stopping; open requests have {} s to end (Ctrl-C again to exit now)",
+        GRACE.as_secs()
+    );
+    let stats = handle.shutdown(GRACE).await;
+    eprintln!(
+        "kabench proxy: stopped; {} request(s) logged to {shown_log}",
+        stats.rows
     );
     match stats.exported {
         Ok(n) if n > 0 => {
-            let rendered = crate::report::render(&args.out, &RenderOptions::default())?;
-            eprintln!("{}", rendered.headline);
+            let out = args.out.clone();
+            let rendered = tokio::task::spawn_blocking(move || {
+                crate::report::render(&out, &RenderOptions::default())
+            })
+            .await??;
+            // The headline names the models the clients sent: escaped, line by line.
+            for line in rendered.headline.lines() {
+                eprintln!("{}", printable(line));
+            }
             eprintln!(
                 "wrote {} (observed, not swept)",
-                rendered.index_html.display()
+                printable(&rendered.index_html.display().to_string())
             );
         }
         Ok(_) => eprintln!("no model request passed: no report"),
-        Err(e) => eprintln!("could not write the run folder for the report: {e}"),
+        Err(e) => eprintln!(
+            "could not write the run folder for the report: {}",
+            printable(&e)
+        ),
     }
     Ok(())
 }

@@ -12,9 +12,23 @@ use crate::run::open_loop::RunOptions;
 use crate::run::request::Slice;
 use crate::run::{self, Target};
 use crate::scenario;
-use crate::shard::Shard;
+use crate::shard::{self, Shard};
 
 pub(super) async fn run(args: RunArgs) -> Result<()> {
+    // The barrier is checked against the process's start, before anything else.
+    if let Some(at) = args.start_at {
+        shard::check_barrier(at, std::time::SystemTime::now(), "--start-at")
+            .map_err(|e| BadInput(e.0))?;
+    }
+    if let (None, Some(n)) = (&args.shard, args.shards) {
+        let limit = shard::max_local_shards();
+        if n > limit {
+            return Err(BadInput(format!(
+                "--shards {n} is over the limit of {limit} shard processes on this machine (4 per CPU, at least 64); run more shards on a cluster (kabench fleet k8s|slurm)"
+            ))
+            .into());
+        }
+    }
     let scenario = scenario::load(&args.scenario)?;
     let plan = scenario::plan(&scenario);
     let cli_target = Target::from_args(&args.target).map_err(BadInput)?;

@@ -84,13 +84,20 @@ pub async fn launch(
         let start_at = launch
             .start_at
             .unwrap_or_else(|| SystemTime::now() + LEAD_TIME);
+        // A given barrier may have passed while the target was checked and prewarmed.
+        shard::check_barrier(start_at, SystemTime::now(), "--start-at").map_err(|e| {
+            anyhow::anyhow!(
+                "{}; the target's checks and prewarm took until now: give a later --start-at (or --no-prewarm)",
+                e.0
+            )
+        })?;
         let _ = progress.send(crate::run::ProgressEvent::Note(format!(
             "starting {} shards against {}, in step from {}",
             launch.shards,
             urls.join(", "),
             shard::format_time(start_at)
         )));
-        let failed = run_shards(launch, &out, &urls, start_at, cancel).await?;
+        let failed = run_shards(launch, &out, &urls, start_at, progress, cancel).await?;
         let dirs: Vec<PathBuf> = (0..launch.shards)
             .map(|index| {
                 out.join(
@@ -125,6 +132,7 @@ async fn run_shards(
     out: &Path,
     urls: &[String],
     start_at: SystemTime,
+    progress: &mpsc::UnboundedSender<crate::run::ProgressEvent>,
     cancel: &CancellationToken,
 ) -> Result<Vec<String>> {
     let exe = std::env::current_exe().context("finding the kabench executable")?;
@@ -156,6 +164,8 @@ async fn run_shards(
         children.push((name, child));
     }
     let mut failed = Vec::new();
+    // The shards are quiet: until the barrier, say now and then that they wait for it.
+    let mut next_note = SystemTime::now();
     for (name, mut child) in children {
         let status = loop {
             if let Some(status) = child
@@ -171,6 +181,23 @@ async fn run_shards(
                     .await
                     .context("waiting for a shard")??;
                 break status;
+            }
+            let now = SystemTime::now();
+            if let Ok(left) = start_at.duration_since(now)
+                && left >= Duration::from_secs(1)
+                && now >= next_note
+            {
+                let _ = progress.send(crate::run::ProgressEvent::Note(format!(
+                    "the shards wait for the start barrier {}: {} left",
+                    shard::format_time(start_at),
+                    humantime::format_duration(Duration::from_secs(left.as_secs()))
+                )));
+                next_note = now
+                    + if left > Duration::from_secs(300) {
+                        Duration::from_secs(60)
+                    } else {
+                        Duration::from_secs(10)
+                    };
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         };

@@ -6,12 +6,22 @@
 //! Slurm, a bash script that submits an array of N tasks and the merge as a dependent
 //! job (`--dependency=afterok`). Both fix one start barrier so the shards keep in step.
 //! Knows nothing of how a shard runs.
+//!
+//! Nothing a user gives reaches the text unescaped: the scenario travels base64 in the
+//! ConfigMap's `binaryData` (no character of it can end a YAML block), every other
+//! string of the manifest is a YAML double-quoted scalar with line breaks escaped, and
+//! every word of the Slurm script is single-quoted (paths and the partition go on
+//! `sbatch`'s command line, never into `#SBATCH` lines, which cannot be quoted).
+//! Control characters, which would end a line of the script or a here-document, are
+//! refused ([`Unsafe`]), naming the flag.
 
+use std::borrow::Cow;
 use std::fmt::Write;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use crate::shard::{self, SHARDS_ENV};
+use crate::shard::{self, MAX_SHARDS, SHARDS_ENV};
+use crate::units::limits::{excerpt, printable};
 
 /// What every manifest needs.
 #[derive(Debug, Clone)]
@@ -73,9 +83,60 @@ pub fn dns_name(text: &str) -> String {
     }
 }
 
-/// A YAML (and JSON) double-quoted string.
+/// A value the manifest cannot carry (bad input): it names the flag.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Unsafe(pub String);
+
+/// Refuses a value with a control character (a newline, a carriage return, NUL, ESC,
+/// U+0085, U+2028…): it would end a line of the script, a here-document or a YAML
+/// scalar. `what` names the flag.
+pub fn check_value(what: &str, value: &str) -> Result<(), Unsafe> {
+    if matches!(printable(value), Cow::Borrowed(_)) {
+        return Ok(());
+    }
+    Err(Unsafe(format!(
+        "{what} {:?}: holds a control character (a newline, a carriage return, a line or paragraph separator…), which would end a line of the generated text; give it without",
+        excerpt(value)
+    )))
+}
+
+/// A YAML (and JSON) double-quoted string; every control character, the ones YAML
+/// reads as line breaks (U+0085, U+2028, U+2029) and the byte-order mark are escaped.
 fn q(text: &str) -> String {
-    serde_json::Value::from(text).to_string()
+    let json = serde_json::Value::from(text).to_string();
+    let mut out = String::with_capacity(json.len());
+    for c in json.chars() {
+        match c {
+            c if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}' | '\u{feff}') => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Standard base64 (RFC 4648, with padding), as Kubernetes reads `binaryData`.
+pub fn base64(bytes: &[u8]) -> String {
+    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for (i, shift) in [18, 12, 6, 0].into_iter().enumerate() {
+            if i <= chunk.len() {
+                out.push(ABC[((n >> shift) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }
 
 /// A shell single-quoted word.
@@ -99,9 +160,31 @@ impl Fleet {
             shard::format_time(self.start_at),
             "--out".into(),
             out.to_string(),
-            "--quiet".into(),
         ]);
+        // Not --quiet: the pod's or task's log says how long it waits for the barrier
+        // and how each cell went.
         args.iter().map(|a| quote(a)).collect()
+    }
+
+    /// Checks what every manifest embeds: the shard count, the name, the targets and
+    /// the scenario's path.
+    fn check(&self) -> Result<(), Unsafe> {
+        if self.shards == 0 || self.shards > MAX_SHARDS {
+            return Err(Unsafe(format!(
+                "--shards {}: give 1 to {MAX_SHARDS} shards (the limit)",
+                self.shards
+            )));
+        }
+        if dns_name(&self.name) != self.name {
+            return Err(Unsafe(format!(
+                "--name {:?}: not a DNS-safe name (lowercase letters, digits and -, at most 40)",
+                excerpt(&self.name)
+            )));
+        }
+        for t in &self.targets {
+            check_value("--target", t)?;
+        }
+        check_value("the scenario's path", &self.scenario_path)
     }
 
     fn shard_glob(&self, out: &str) -> String {
@@ -111,7 +194,13 @@ impl Fleet {
 
 /// The Kubernetes manifest: a ConfigMap, the Indexed Job of the shards and the merge
 /// Job, as one multi-document YAML.
-pub fn k8s(fleet: &Fleet, k: &K8s) -> String {
+pub fn k8s(fleet: &Fleet, k: &K8s) -> Result<String, Unsafe> {
+    fleet.check()?;
+    check_value("--image", &k.image)?;
+    check_value("--claim", &k.claim)?;
+    if let Some(n) = &k.namespace {
+        check_value("--namespace", n)?;
+    }
     let name = &fleet.name;
     let runs = format!("/runs/{name}");
     let ns = k
@@ -127,20 +216,16 @@ pub fn k8s(fleet: &Fleet, k: &K8s) -> String {
         fleet.shards,
         shard::format_time(fleet.start_at),
         fleet.shards,
-        k.claim
+        q(&k.claim)
     );
+    // The scenario travels base64 (binaryData): the pods read it back byte for byte,
+    // and no character of it can end the YAML around it.
     let _ = writeln!(
         out,
-        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {}{ns}\ndata:\n  scenario.toml: |",
-        q(&format!("{name}-scenario"))
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {}{ns}\nbinaryData:\n  scenario.toml: {}",
+        q(&format!("{name}-scenario")),
+        q(&base64(fleet.scenario_text.as_bytes()))
     );
-    for line in fleet.scenario_text.lines() {
-        if line.trim().is_empty() {
-            let _ = writeln!(out);
-        } else {
-            let _ = writeln!(out, "    {line}");
-        }
-    }
     let args = fleet.run_args("/scenario/scenario.toml", &runs, q);
     let _ = writeln!(out, "---");
     let _ = write!(
@@ -257,19 +342,30 @@ spec:
         script = q(&script),
         claim = q(&k.claim),
     );
-    out
+    Ok(out)
 }
 
 /// The Slurm script: it submits the array of shards and the merge, which runs only
-/// when every shard succeeded (`afterok`).
-pub fn slurm(fleet: &Fleet, s: &Slurm) -> String {
+/// when every shard succeeded (`afterok`). Every word of it that a user gave is
+/// single-quoted, the output paths and the partition go on `sbatch`'s command line,
+/// and the here-documents (quoted, so nothing in them is expanded when submitting)
+/// hold no user text that could end them.
+pub fn slurm(fleet: &Fleet, s: &Slurm) -> Result<String, Unsafe> {
+    fleet.check()?;
+    check_value("--out", &s.out)?;
+    check_value("--kabench", &s.kabench)?;
+    if let Some(p) = &s.partition {
+        check_value("--partition", p)?;
+    }
     let n = fleet.shards;
     let out = &s.out;
     let args = fleet.run_args(&fleet.scenario_path, out, sh).join(" ");
     let partition = s
         .partition
         .as_ref()
-        .map_or(String::new(), |p| format!("#SBATCH --partition={p}\n"));
+        .map_or(String::new(), |p| format!(" --partition={}", sh(p)));
+    // sbatch reads `%` in an output path as a pattern (%j, %A, %a); `%%` is a `%`.
+    let log = |file: &str| sh(&format!("{}/{file}", out.replace('%', "%%")));
     let merge_dirs = (0..n)
         .map(|i| {
             sh(&format!(
@@ -280,41 +376,41 @@ pub fn slurm(fleet: &Fleet, s: &Slurm) -> String {
         .collect::<Vec<_>>()
         .join(" ");
     let minutes = fleet.run_span.as_secs().div_ceil(60) + 10;
-    format!(
+    Ok(format!(
         "#!/bin/bash
 # kabench: {n} shards of one global schedule as a Slurm array, in step from
 # {start}; then `kabench merge` as a job that runs once every shard succeeded.
 # Submit it now (the shards must start before the barrier): bash THIS_FILE
 # To merge what is there even when a shard failed, use --dependency=afterany.
 set -euo pipefail
-mkdir -p {out_q}
-shards=$(sbatch --parsable <<'SLURM'
+mkdir -p -- {out_q}
+shards=$(sbatch --parsable{partition} --output={shard_log} <<'SLURM'
 #!/bin/bash
 #SBATCH --job-name={name}-shards
 #SBATCH --array=0-{last}
 #SBATCH --ntasks=1
 #SBATCH --cpus-per-task=2
 #SBATCH --time={minutes}
-#SBATCH --output={out}/slurm-%A_%a.log
-{partition}exec {kabench} {args}
+exec {kabench} {args}
 SLURM
 )
-sbatch --parsable --dependency=afterok:\"${{shards}}\" <<'SLURM'
+sbatch --parsable{partition} --output={merge_log} --dependency=afterok:\"${{shards}}\" <<'SLURM'
 #!/bin/bash
 #SBATCH --job-name={name}-merge
 #SBATCH --ntasks=1
 #SBATCH --time=30
-#SBATCH --output={out}/slurm-merge-%j.log
-{partition}exec {kabench} merge {out_q} {merge_dirs}
+exec {kabench} merge {out_q} {merge_dirs}
 SLURM
-echo \"submitted the shards as job ${{shards}}; the merged run folder will be {out}\"
+printf 'submitted the shards as job %s; the merged run folder will be %s\\n' \"${{shards}}\" {out_q}
 ",
         start = shard::format_time(fleet.start_at),
         out_q = sh(out),
+        shard_log = log("slurm-%A_%a.log"),
+        merge_log = log("slurm-merge-%j.log"),
         name = fleet.name,
         last = n - 1,
         kabench = sh(&s.kabench),
-    )
+    ))
 }
 
 /// The run folder name of a manifest: `<name>-<UTC yyyymmddThhmmssZ of the barrier>`.
@@ -344,5 +440,31 @@ mod tests {
         assert_eq!(dns_name("My_Scenario 2"), "my-scenario-2");
         assert_eq!(sh("it's"), r"'it'\''s'");
         assert_eq!(q("a\"b"), r#""a\"b""#);
+        assert_eq!(q("a\u{2028}b\u{85}c"), r#""a\u2028b\u0085c""#);
+    }
+
+    #[test]
+    fn base64_is_rfc4648() {
+        for (raw, enc) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64(raw.as_bytes()), enc);
+        }
+        assert_eq!(base64(&[0xfb, 0xff]), "+/8=");
+    }
+
+    #[test]
+    fn control_characters_are_refused_naming_the_flag() {
+        assert!(check_value("--out", "/runs/$(x) it's").is_ok());
+        for bad in ["a\nb", "a\rb", "a\u{2028}b", "a\u{85}b", "a\0b"] {
+            let e = check_value("--partition", bad).unwrap_err().0;
+            assert!(e.starts_with("--partition "), "{e}");
+        }
     }
 }

@@ -346,14 +346,19 @@ fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 /// Space set aside in a run folder when it is created, given back before the last
 /// `run.json` is written, so a run stopped by a full disk can still say so.
 pub const RESERVE_FILE: &str = ".kabench-reserve";
-const RESERVE_BYTES: usize = 256 * 1024;
+/// How much space [`reserve_space`] sets aside (256 KiB).
+pub const RESERVE_BYTES: usize = 256 * 1024;
 
-/// Sets aside [`RESERVE_BYTES`] in `dir` (best effort: nothing happens when it fails).
-pub fn reserve_space(dir: &Path) {
+/// Sets aside [`RESERVE_BYTES`] in `dir`. When it fails (the disk is nearly full) the
+/// partial file is removed and the error returned: a run that starts anyway could not
+/// record how it ended.
+pub fn reserve_space(dir: &Path) -> std::io::Result<()> {
     let path = dir.join(RESERVE_FILE);
-    if write_synced(&path, &vec![0u8; RESERVE_BYTES]).is_err() {
+    let written = write_synced(&path, &vec![0u8; RESERVE_BYTES]);
+    if written.is_err() {
         let _ = fs::remove_file(&path);
     }
+    written
 }
 
 /// Gives back the space of [`reserve_space`].

@@ -21,6 +21,8 @@ pub struct RunFolder {
     dir: PathBuf,
     requests: Option<CsvAppender<RequestRecord>>,
     vram_path: PathBuf,
+    /// `vram.csv` was made by this writer (not kept from before).
+    made_vram: bool,
     meta: RunMeta,
 }
 
@@ -43,24 +45,69 @@ impl RunFolder {
         RunFolder::fill(dir, scenario_text, meta)
     }
 
+    /// Writes the folder's first files after the claim; when one cannot be written,
+    /// what was written (the claim's empty `run.json` included) is removed again, so a
+    /// failed start leaves no half-made run.
     fn fill(dir: &Path, scenario_text: &str, meta: RunMeta) -> Result<RunFolder> {
-        let unwritable = |e: std::io::Error| RunFolderUnwritable {
-            dir: dir.display().to_string(),
-            why: e.to_string(),
-        };
-        fs::write(dir.join(SCENARIO_TOML), scenario_text).map_err(unwritable)?;
-        write_header::<RequestRecord>(&dir.join(REQUESTS_CSV))?;
-        if !dir.join(VRAM_CSV).exists() {
-            write_header::<VramSample>(&dir.join(VRAM_CSV))?;
-        }
+        let vram_path = dir.join(VRAM_CSV);
+        let made_vram = !vram_path.exists();
         let folder = RunFolder {
             dir: dir.to_path_buf(),
             requests: None,
-            vram_path: dir.join(VRAM_CSV),
+            vram_path,
+            made_vram,
             meta,
         };
-        folder.write_meta()?;
-        Ok(folder)
+        let written = (|| -> Result<()> {
+            fs::write(dir.join(SCENARIO_TOML), scenario_text).map_err(|e| RunFolderUnwritable {
+                dir: dir.display().to_string(),
+                why: e.to_string(),
+            })?;
+            write_header::<RequestRecord>(&dir.join(REQUESTS_CSV))?;
+            if made_vram {
+                write_header::<VramSample>(&folder.vram_path)?;
+            }
+            folder.write_meta()
+        })();
+        match written {
+            Ok(()) => Ok(folder),
+            Err(e) => {
+                folder.remove_files();
+                Err(e)
+            }
+        }
+    }
+
+    /// Removes the files this writer made (`run.json` last, so the folder stays
+    /// claimed until the rest is gone).
+    fn remove_files(&self) {
+        let _ = fs::remove_file(self.dir.join(SCENARIO_TOML));
+        let _ = fs::remove_file(self.dir.join(REQUESTS_CSV));
+        if self.made_vram {
+            let _ = fs::remove_file(&self.vram_path);
+        }
+        let _ = fs::remove_file(self.dir.join(RUN_JSON));
+    }
+
+    /// Ends a run that failed before its first request (`why`): `run.json` says
+    /// `failed` with the reason; when even that cannot be written (a full disk), the
+    /// files of the run are removed instead. Either way the folder is never left
+    /// "running". Returns what became of it, for the error message.
+    pub fn abandon(mut self, why: &str) -> String {
+        self.requests = None;
+        self.meta.status = RunStatus::Failed;
+        self.meta.failure = Some(format!("the run could not start: {why}"));
+        self.meta.ended_at = Some(utc_now_rfc3339());
+        match self.write_meta() {
+            Ok(()) => format!("{} is marked failed", self.dir.display()),
+            Err(_) => {
+                self.remove_files();
+                format!(
+                    "{} could not be marked failed; its run files were removed",
+                    self.dir.display()
+                )
+            }
+        }
     }
 
     /// The folder.
@@ -179,5 +226,45 @@ fn claim_beside_others(dir: &Path) -> Result<()> {
             Err(RunFolderExists(shown()).into())
         }
         Err(e) => Err(unwritable(e).into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_that_cannot_start_is_marked_failed_or_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = dir.path().join("run");
+        let folder = RunFolder::create(&run, "", RunMeta::default()).unwrap();
+        assert!(folder.abandon("no space").ends_with("is marked failed"));
+        let meta = super::super::read_meta(&run).unwrap();
+        assert_eq!(meta.status, RunStatus::Failed);
+        assert!(meta.failure.unwrap().contains("could not start: no space"));
+        assert!(meta.ended_at.is_some());
+
+        // Not even run.json can be rewritten: the run's files go.
+        let stuck = dir.path().join("stuck");
+        let folder = RunFolder::create(&stuck, "", RunMeta::default()).unwrap();
+        fs::create_dir(stuck.join(format!("{RUN_JSON}.tmp"))).unwrap();
+        assert!(folder.abandon("no space").contains("were removed"));
+        for f in [RUN_JSON, SCENARIO_TOML, REQUESTS_CSV, VRAM_CSV] {
+            assert!(!stuck.join(f).exists(), "{f}");
+        }
+    }
+
+    #[test]
+    fn a_folder_whose_first_files_cannot_be_written_keeps_no_claim() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join(VRAM_CSV), "kept\n").unwrap();
+        fs::create_dir(dir.path().join(SCENARIO_TOML)).unwrap();
+        assert!(RunFolder::create_in(dir.path(), "x", RunMeta::default()).is_err());
+        assert!(!dir.path().join(RUN_JSON).exists());
+        assert!(!dir.path().join(REQUESTS_CSV).exists());
+        assert_eq!(
+            fs::read_to_string(dir.path().join(VRAM_CSV)).unwrap(),
+            "kept\n"
+        );
     }
 }

@@ -2,19 +2,24 @@
 //! (`observed`), one stream per model, endpoint and `num_ctx` seen, every row of
 //! `proxy-requests.csv` as a row of `requests.csv`, the `/api/ps` samples the proxy
 //! polled in `vram.csv`, and a `run.json` whose warnings say the traffic was observed,
-//! not swept.
+//! not swept. Streams are bounded: the [`MAX_STREAMS`] busiest get their own, the
+//! rest share one (their rows keep their models), so a client naming 10,000 models
+//! cannot make the export, or the report after it, do per-model work without bound.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::{Context, Result};
 
-use super::log::{COLD_MS, LOG_CSV, ProxyRow};
+use super::log::{COLD_MS, LOG_CSV, OTHER_MODELS, ProxyRow};
 use crate::folder::{
     self, Api, CellMeta, CellParams, CostSettings, RUN_JSON, RequestRecord, RunFolder, RunHeader,
     RunMeta, RunStatus, SloSettings, StreamMeta, TargetKind, TargetMeta,
 };
 use crate::units::KeepAlive;
+
+/// The most streams an export writes; the rows of the rest share one more.
+pub const MAX_STREAMS: usize = 64;
 
 /// What the report says first about a proxy log.
 pub const OBSERVED: &str = "observed traffic through kabench proxy, not a sweep: one cell of what the app sent, with the keep_alive it sent; nothing was varied, so the recommendation has no alternatives to compare";
@@ -27,7 +32,8 @@ fn error_kind(outcome: &str) -> &'static str {
         "stream_error" => "stream_error",
         "upstream_unreachable" => "connect",
         "upstream_error" => "broken_stream",
-        "client_gone" => "cancelled",
+        "client_gone" | "cut" => "cancelled",
+        "proxy_busy" => "saturated",
         _ => "http",
     }
 }
@@ -61,10 +67,25 @@ pub fn write_run_folder(
         .filter(|r| r.kind.is_empty() || r.kind == "serve")
         .collect();
     // One stream per model and endpoint, in order of first appearance.
-    let mut order: Vec<(String, String, Option<i64>)> = Vec::new();
-    let mut per: BTreeMap<(String, String, Option<i64>), Vec<&ProxyRow>> = BTreeMap::new();
+    type Key = (String, String, Option<i64>);
+    let key_of = |r: &ProxyRow| (r.model.clone(), r.endpoint.clone(), r.num_ctx);
+    let mut counts: BTreeMap<Key, usize> = BTreeMap::new();
     for r in &rows {
-        let key = (r.model.clone(), r.endpoint.clone(), r.num_ctx);
+        *counts.entry(key_of(r)).or_default() += 1;
+    }
+    let mut busiest: Vec<(&Key, &usize)> = counts.iter().collect();
+    busiest.sort_by(|a, b| b.1.cmp(a.1).then_with(|| a.0.cmp(b.0)));
+    let own: std::collections::BTreeSet<&Key> =
+        busiest.iter().take(MAX_STREAMS).map(|(k, _)| *k).collect();
+    let others = counts.len().saturating_sub(own.len());
+    let other_key: Key = (OTHER_MODELS.into(), String::new(), None);
+    let mut order: Vec<Key> = Vec::new();
+    let mut per: BTreeMap<Key, Vec<&ProxyRow>> = BTreeMap::new();
+    for r in &rows {
+        let mut key = key_of(r);
+        if !own.contains(&key) {
+            key = other_key.clone();
+        }
         if !per.contains_key(&key) {
             order.push(key.clone());
         }
@@ -77,6 +98,7 @@ pub fn write_run_folder(
         // Clients asking different contexts are different streams, so the reload
         // analysis can name num_ctx as the cause.
         let name = match key.2 {
+            _ if *key == other_key => format!("{OTHER_MODELS} {others} more model streams"),
             Some(c) => format!("{} {} num_ctx {c}", key.0, key.1),
             None => format!("{} {}", key.0, key.1),
         };
@@ -213,16 +235,16 @@ fn scenario_text(streams: &[StreamMeta]) -> String {
     for s in streams {
         let _ = write!(
             out,
-            "\n[[stream]]\nname = {:?}\nmodel = {:?}\napi = {:?}\n",
-            s.name,
-            s.model,
-            s.api.as_str()
+            "\n[[stream]]\nname = {}\nmodel = {}\napi = {}\n",
+            toml_string(&s.name),
+            toml_string(&s.model),
+            toml_string(s.api.as_str())
         );
         if let Some(c) = s.num_ctx {
             let _ = writeln!(out, "num_ctx = {c}");
         }
         if let Some(k) = &s.keep_alive {
-            let _ = writeln!(out, "keep_alive = {:?}", k.written());
+            let _ = writeln!(out, "keep_alive = {}", toml_string(k.written()));
         }
         let rate = s.rate_per_s.filter(|r| *r > 0.0).unwrap_or(1.0);
         let _ = writeln!(
@@ -233,4 +255,23 @@ fn scenario_text(streams: &[StreamMeta]) -> String {
     let n = streams.iter().map(|s| s.planned).max().unwrap_or(1).max(1);
     let _ = write!(out, "\n[run]\nrequests = {n}\n");
     out
+}
+
+/// `text` as a TOML basic string, escaped by the TOML serializer (control
+/// characters, quotes, backslashes), so any model name round-trips.
+fn toml_string(text: &str) -> String {
+    toml::Value::String(text.to_string()).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn any_name_round_trips_through_the_scenario() {
+        let name = "\u{1b}[31mred\"\\\u{0}\n\u{2028}'''\"\"\"";
+        let text = format!("model = {}\n", toml_string(name));
+        let table: toml::Table = toml::from_str(&text).unwrap();
+        assert_eq!(table["model"].as_str(), Some(name));
+    }
 }

@@ -4,6 +4,9 @@
 //! the other load options (L5), whether it is a control call (an empty prompt that
 //! only loads or unloads the model: M7, E6), and the pains worth a warning.
 
+use std::collections::BTreeMap;
+
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::traffic::Kind;
@@ -58,6 +61,8 @@ pub enum Pain {
     Evicted,
     /// Ollama could not be reached (the client got a 502).
     UpstreamDown,
+    /// `/api/ps` answered more than the proxy reads.
+    PsTooLarge,
 }
 
 impl Pain {
@@ -70,6 +75,7 @@ impl Pain {
             Pain::OptionReload => "option_change_reload",
             Pain::Evicted => "evicted_by_another_model",
             Pain::UpstreamDown => "upstream_unreachable",
+            Pain::PsTooLarge => "ps_reply_over_limit",
         }
     }
 
@@ -93,6 +99,9 @@ impl Pain {
             }
             Pain::UpstreamDown => {
                 "Ollama could not be reached: clients get 502 {\"error\": …} until it answers (each is logged)"
+            }
+            Pain::PsTooLarge => {
+                "Ollama's /api/ps reply is over the proxy's 4 MiB limit: the resident-model gauges and vram.csv are unavailable while it is"
             }
         }
     }
@@ -163,10 +172,13 @@ pub fn inspect(path: &str, body: &[u8]) -> Inspected {
     if endpoint == "other" {
         return out;
     }
-    let Ok(Value::Object(obj)) = serde_json::from_slice::<Value>(body) else {
+    // The top level's values stay unparsed slices of the body: a 100 MB image is
+    // looked at, not copied.
+    let Ok(raw) = serde_json::from_slice::<Raw<'_>>(body) else {
         out.malformed = true;
         return out;
     };
+    let obj = small_fields(&raw);
     out.model = obj.get("model").and_then(Value::as_str).map(str::to_string);
     let options = obj.get("options").and_then(Value::as_object);
     let top = obj.get("keep_alive").filter(|v| !v.is_null());
@@ -209,7 +221,7 @@ pub fn inspect(path: &str, body: &[u8]) -> Inspected {
             }
         }
     }
-    out.kind = control_kind(endpoint, &obj, out.applied.as_deref());
+    out.kind = control_kind(endpoint, &raw, out.applied.as_deref());
     if !v1 {
         out.num_ctx = out.load_options.get("num_ctx").and_then(Value::as_i64);
     } else {
@@ -222,13 +234,8 @@ pub fn inspect(path: &str, body: &[u8]) -> Inspected {
 /// A native request with nothing to answer, as Ollama reads it: `generate` without a
 /// prompt or images, `chat` without messages (an unload with keep_alive 0, else a
 /// load: E6, M7), `embed` without input (a load, whatever its keep_alive).
-fn control_kind(endpoint: &str, obj: &Map<String, Value>, applied: Option<&str>) -> Kind {
-    let none = |key: &str| match obj.get(key) {
-        None | Some(Value::Null) => true,
-        Some(Value::String(s)) => s.is_empty(),
-        Some(Value::Array(a)) => a.is_empty(),
-        Some(_) => false,
-    };
+fn control_kind(endpoint: &str, obj: &Raw<'_>, applied: Option<&str>) -> Kind {
+    let none = |key: &str| obj.get(key).is_none_or(|v| empty(v));
     let empty = match endpoint {
         "generate" => none("prompt") && none("images"),
         "chat" => none("messages"),
@@ -251,17 +258,57 @@ fn control_kind(endpoint: &str, obj: &Map<String, Value>, applied: Option<&str>)
     }
 }
 
-/// `body` with its top-level keep_alive set to `keep_alive` (and none left inside
-/// `options`); `None` when the body is not a JSON object.
-pub fn rewrite_keep_alive(body: &[u8], keep_alive: &Value) -> Option<Vec<u8>> {
-    let Ok(Value::Object(mut obj)) = serde_json::from_slice::<Value>(body) else {
-        return None;
-    };
-    obj.insert("keep_alive".into(), keep_alive.clone());
-    if let Some(Value::Object(o)) = obj.get_mut("options") {
-        o.remove("keep_alive");
+/// A JSON object's members, their values unparsed slices of the text (the last of a
+/// repeated key wins, as in Ollama).
+type Raw<'a> = BTreeMap<String, &'a RawValue>;
+
+/// The members [`inspect`] reads, parsed: `model`, `keep_alive`, `options`.
+fn small_fields(raw: &Raw<'_>) -> Map<String, Value> {
+    let mut out = Map::new();
+    for key in ["model", "keep_alive", "options"] {
+        if let Some(v) = raw.get(key)
+            && let Ok(v) = serde_json::from_str::<Value>(v.get())
+        {
+            out.insert(key.into(), v);
+        }
     }
-    serde_json::to_vec(&Value::Object(obj)).ok()
+    out
+}
+
+/// `null`, `""` or `[]` (what Ollama reads as absent).
+fn empty(v: &RawValue) -> bool {
+    let t = v.get().trim();
+    if t == "null" || t == "\"\"" {
+        return true;
+    }
+    t.strip_prefix('[')
+        .and_then(|r| r.strip_suffix(']'))
+        .is_some_and(|inner| inner.trim().is_empty())
+}
+
+/// `body` with its top-level keep_alive set to `keep_alive` (and none left inside
+/// `options`), the other members copied as they were; `None` when the body is not a
+/// JSON object.
+pub fn rewrite_keep_alive(body: &[u8], keep_alive: &Value) -> Option<Vec<u8>> {
+    let mut obj = serde_json::from_slice::<Raw<'_>>(body).ok()?;
+    let ka = serde_json::value::to_raw_value(keep_alive).ok()?;
+    obj.insert("keep_alive".into(), &ka);
+    let options: Option<Box<RawValue>> = match obj.get("options") {
+        Some(o) => match serde_json::from_str::<Raw<'_>>(o.get()) {
+            Ok(mut inner) => {
+                inner.remove("keep_alive");
+                serde_json::value::to_raw_value(&inner).ok()
+            }
+            Err(_) => None,
+        },
+        None => None,
+    };
+    if let Some(o) = &options {
+        obj.insert("options".into(), o);
+    }
+    let mut out = Vec::with_capacity(body.len() + 32);
+    serde_json::to_writer(&mut out, &obj).ok()?;
+    Some(out)
 }
 
 #[cfg(test)]

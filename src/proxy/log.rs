@@ -20,6 +20,14 @@ pub const OTHER_CSV: &str = "proxy-other.csv";
 pub const COLD_MS: f64 = 100.0;
 /// The keep-alive a request without one gets, when the server's is unknown (KA5).
 const DEFAULT_KEEP_ALIVE_S: f64 = 300.0;
+/// The most models with their own `/metrics` series; requests naming others are
+/// counted under [`OTHER_MODELS`] (a client can name any number of models).
+pub const MAX_MODEL_SERIES: usize = 100;
+/// The `model` label of the requests beyond [`MAX_MODEL_SERIES`].
+pub const OTHER_MODELS: &str = "(other)";
+/// The most models whose state (last end, keep-alive) the proxy remembers to tell a
+/// reload from an expiry; the one idle longest is forgotten first.
+pub const MAX_MODEL_STATES: usize = 4096;
 
 /// One request as it passed: a row of `proxy-requests.csv` (model requests, in the
 /// columns `kabench predict` reads: `timestamp`, `model`, `prompt_tokens`,
@@ -73,8 +81,11 @@ pub struct ProxyRow {
     pub e2e_ms: Option<f64>,
     /// Response bytes passed.
     pub bytes: u64,
-    /// `ok`, `http_error`, `stream_error`, `upstream_unreachable`, `upstream_error`,
-    /// `client_gone` (the client left mid-stream; the upstream request was cancelled).
+    /// `ok`, `http_error`, `stream_error`, `upstream_unreachable`, `upstream_error`
+    /// (connected, no answer or a broken reply), `client_gone` (the client left; the
+    /// upstream request was cancelled), `cut` (still open at shutdown after the grace
+    /// period), `redirected` (a 3xx passed back), `proxy_busy` (503: the body budget was
+    /// full), `bad_request`, `not_forwarded` (`OPTIONS *`, a target that is not a path).
     pub outcome: String,
     /// `malformed_body`, `rewritten`, the pains seen (`;`-separated).
     pub note: String,
@@ -108,6 +119,8 @@ pub struct Metrics {
     pub resident: BTreeMap<String, u64>,
     /// Upstream unreachable answers (502).
     pub upstream_errors: u64,
+    /// Models with their own series (at most [`MAX_MODEL_SERIES`]).
+    series: BTreeSet<String>,
 }
 
 /// Bucket bounds, seconds.
@@ -170,6 +183,19 @@ fn esc(s: &str) -> String {
 }
 
 impl Metrics {
+    /// The `model` label for `model`: its own while fewer than [`MAX_MODEL_SERIES`]
+    /// models have one, else [`OTHER_MODELS`].
+    pub fn label(&mut self, model: &str) -> String {
+        if self.series.contains(model) {
+            return model.to_string();
+        }
+        if self.series.len() < MAX_MODEL_SERIES {
+            self.series.insert(model.to_string());
+            return model.to_string();
+        }
+        OTHER_MODELS.to_string()
+    }
+
     /// Prometheus text exposition format.
     pub fn render(&self) -> String {
         use std::fmt::Write;
@@ -250,7 +276,7 @@ impl Metrics {
         );
         let _ = writeln!(
             out,
-            "# HELP kabench_proxy_upstream_errors_total Requests answered 502 because Ollama could not be reached.\n# TYPE kabench_proxy_upstream_errors_total counter\nkabench_proxy_upstream_errors_total {}",
+            "# HELP kabench_proxy_upstream_errors_total Requests answered 502: Ollama could not be reached, or did not answer.\n# TYPE kabench_proxy_upstream_errors_total counter\nkabench_proxy_upstream_errors_total {}",
             self.upstream_errors
         );
         out
@@ -315,7 +341,12 @@ impl Recorder {
             self.pain(*p);
         }
         let model = row.model.clone();
-        let key = (model.clone(), row.endpoint.clone());
+        let label = if model.is_empty() {
+            String::new()
+        } else {
+            self.metrics.label(&model)
+        };
+        let key = (label, row.endpoint.clone());
         if !model.is_empty() {
             *self.metrics.requests.entry(key.clone()).or_default() += 1;
         }
@@ -352,7 +383,12 @@ impl Recorder {
         if ok && !model.is_empty() {
             self.track(&model, &mut row, inspected, ended);
         }
-        let writer = if row.model.is_empty() || row.endpoint == "other" {
+        // A redirect is not a model request that ran: the client's next request is.
+        let writer = if row.model.is_empty()
+            || row.endpoint == "other"
+            || row.outcome == "redirected"
+            || row.outcome == "not_forwarded"
+        {
             &mut self.other
         } else {
             &mut self.csv
@@ -421,6 +457,16 @@ impl Recorder {
                 .as_ref()
                 .map_or(DEFAULT_KEEP_ALIVE_S, |p| p.keep_alive_s),
         };
+        if !self.models.contains_key(&key) && self.models.len() >= MAX_MODEL_STATES {
+            let idlest = self
+                .models
+                .iter()
+                .min_by_key(|(_, s)| s.last_end)
+                .map(|(k, _)| k.clone());
+            if let Some(k) = idlest {
+                self.models.remove(&k);
+            }
+        }
         self.models.insert(
             key,
             ModelState {
@@ -463,6 +509,10 @@ mod tests {
         assert!(text.contains("kabench_proxy_ttft_seconds_count{start=\"cold\"} 1"));
         assert!(text.contains("kabench_proxy_reloads_total{cause=\"load_options\"} 1"));
         assert!(text.contains("# TYPE kabench_proxy_model_resident_bytes gauge"));
+        for i in 0..MAX_MODEL_SERIES * 3 {
+            let l = m.label(&format!("m{i}"));
+            assert_eq!(l == OTHER_MODELS, i >= MAX_MODEL_SERIES, "{i}");
+        }
         assert_eq!(keep_alive_seconds("\"5m\""), 300.0);
         assert_eq!(keep_alive_seconds("-1"), f64::INFINITY);
     }

@@ -6,37 +6,68 @@
 //! Ollama does not export. A client that leaves mid-stream drops the upstream request
 //! with it; an upstream that is down gets the client a 502 with Ollama's error shape.
 //!
-//! Long (about 610 lines) because one request's life stays in one place: its
-//! pass-through, the row it logs, the warnings it raises and the shutdown that waits
-//! for it; the log format, the pains and the export are in their own files.
+//! An upstream's redirect (Ollama answers `/api/generate/` with 307) passes back to
+//! the client as it came, logged with the request's model. The server, its limits and
+//! its shutdown are in `server`, the body reads in `body`, the reply on its way back
+//! (and a request left unanswered) in `tap`, the reply scan in `scan`, the `/api/ps`
+//! poller in `ps`.
 
+pub mod body;
 pub mod export;
 pub mod inspect;
 pub mod log;
+mod ps;
+mod scan;
+pub mod server;
+mod tap;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::pin::Pin;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
-use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderName, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::serve::ListenerExt;
-use futures_util::Stream;
 use serde_json::Value;
 use tokio::sync::oneshot;
 
-use inspect::Inspected;
+use body::{BodyError, BodyLimits, Budget};
 use log::{ProxyRow, Recorder};
+use scan::Scanner;
+use server::ConnLimits;
+use tap::{Pending, Tap};
 
 /// The most bytes a request body may hold (a vision request carries images).
-const MAX_BODY: usize = 100 * 1024 * 1024;
-/// How often `/api/ps` is polled for the resident-models gauge.
-const PS_INTERVAL: Duration = Duration::from_secs(1);
+pub const MAX_BODY: usize = 100 * 1024 * 1024;
+
+/// The proxy's bounds on what clients may hold of it.
+#[derive(Debug, Clone)]
+pub struct ProxyLimits {
+    /// Connections and header reads.
+    pub conn: ConnLimits,
+    /// Request bodies.
+    pub body: BodyLimits,
+}
+
+impl Default for ProxyLimits {
+    /// 1,024 connections, 30 s to send headers or the next chunk of a body, bodies of
+    /// up to 100 MiB, 256 MiB of bodies buffered at once.
+    fn default() -> Self {
+        ProxyLimits {
+            conn: ConnLimits {
+                max_connections: 1024,
+                header_timeout: Duration::from_secs(30),
+            },
+            body: BodyLimits {
+                max_body: MAX_BODY,
+                budget_bytes: 256 << 20,
+                read_timeout: Duration::from_secs(30),
+            },
+        }
+    }
+}
 
 /// How to run the proxy.
 #[derive(Debug, Clone)]
@@ -63,6 +94,10 @@ struct Shared {
     vram: Mutex<Option<crate::folder::CsvAppender<crate::folder::VramSample>>>,
     out: PathBuf,
     started_at: String,
+    body_limits: BodyLimits,
+    budget: Budget,
+    /// Set at shutdown once the grace period is over: what is dropped then was cut.
+    cutting: AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -74,8 +109,8 @@ pub struct ProxyHandle {
     /// The bound address.
     pub addr: SocketAddr,
     shared: Arc<Shared>,
-    shutdown: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<std::io::Result<()>>,
+    shutdown: Option<oneshot::Sender<Duration>>,
+    task: tokio::task::JoinHandle<()>,
     poller: tokio::task::JoinHandle<()>,
 }
 
@@ -106,16 +141,15 @@ impl ProxyHandle {
         lock(&self.shared.recorder).rows
     }
 
-    /// Stops accepting, lets open requests end for up to `grace`, closes the log and
-    /// writes the run folder (`run.json`, `requests.csv`) that `kabench report` renders.
+    /// Stops accepting, lets open requests end for up to `grace`, cuts the rest (their
+    /// rows say `cut`), closes the log and writes the run folder (`run.json`,
+    /// `requests.csv`) that `kabench report` renders: every row is in before it.
     pub async fn shutdown(mut self, grace: Duration) -> ProxyStats {
         if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
+            let _ = tx.send(grace);
         }
         self.poller.abort();
-        if tokio::time::timeout(grace, &mut self.task).await.is_err() {
-            self.task.abort();
-        }
+        let _ = (&mut self.task).await;
         lock(&self.shared.vram).take();
         let version = self.version().await;
         let (rows, warnings) = {
@@ -153,8 +187,14 @@ impl ProxyHandle {
     }
 }
 
-/// Binds `config.listen` and serves the proxy in a tokio task.
+/// Binds `config.listen` and serves the proxy in a tokio task, with the default
+/// [`ProxyLimits`].
 pub async fn spawn(config: ProxyConfig) -> anyhow::Result<ProxyHandle> {
+    spawn_with(config, ProxyLimits::default()).await
+}
+
+/// [`spawn`] with `limits`.
+pub async fn spawn_with(config: ProxyConfig, limits: ProxyLimits) -> anyhow::Result<ProxyHandle> {
     let recorder = Recorder::create(&config.out, config.quiet)?;
     let http = reqwest::Client::builder()
         .no_proxy()
@@ -171,27 +211,15 @@ pub async fn spawn(config: ProxyConfig) -> anyhow::Result<ProxyHandle> {
         vram: Mutex::new(Some(vram)),
         out: config.out.clone(),
         started_at: crate::folder::utc_now_rfc3339(),
+        budget: Budget::new(&limits.body),
+        body_limits: limits.body.clone(),
+        cutting: AtomicBool::new(false),
     });
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|e| anyhow::anyhow!("binding the proxy to {}: {e}", config.listen))?;
+    let listener = server::bind(config.listen).await?;
     let addr = listener.local_addr()?;
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let app = axum::Router::new()
-        .fallback(forward)
-        .with_state(shared.clone());
-    let (tx, rx) = oneshot::channel::<()>();
-    let server = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
-        let _ = rx.await;
-    });
-    let task = tokio::spawn(std::future::IntoFuture::into_future(server));
-    let poller = tokio::spawn(poll_ps(Arc::downgrade(&shared)));
+    let (tx, rx) = oneshot::channel::<Duration>();
+    let task = tokio::spawn(server::serve(listener, shared.clone(), limits.conn, rx));
+    let poller = tokio::spawn(ps::poll(Arc::downgrade(&shared)));
     Ok(ProxyHandle {
         addr,
         shared,
@@ -199,54 +227,6 @@ pub async fn spawn(config: ProxyConfig) -> anyhow::Result<ProxyHandle> {
         task,
         poller,
     })
-}
-
-/// Polls the upstream's `/api/ps` for the resident-models gauges.
-async fn poll_ps(weak: std::sync::Weak<Shared>) {
-    loop {
-        let Some(shared) = weak.upgrade() else { return };
-        let url = format!("{}/api/ps", shared.upstream);
-        let reply = shared
-            .http
-            .get(&url)
-            .timeout(Duration::from_secs(2))
-            .send()
-            .await;
-        if let Ok(r) = reply
-            && let Ok(v) = r.json::<Value>().await
-        {
-            let t_ms = shared.start.elapsed().as_secs_f64() * 1000.0;
-            if let Ok(ps) = serde_json::from_value::<crate::ollama::api::PsResponse>(v.clone())
-                && let Some(w) = lock(&shared.vram).as_mut()
-            {
-                for r in crate::telemetry::ollama_ps::readings(&ps) {
-                    let _ = w.append(&crate::folder::VramSample {
-                        t_ms,
-                        source: "ollama_ps".into(),
-                        device: r.device,
-                        model: r.model,
-                        used_bytes: r.used_bytes,
-                        total_bytes: r.total_bytes,
-                        extra: r.extra,
-                        host: String::new(),
-                    });
-                }
-            }
-            let resident = v["models"]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|m| {
-                            Some((m["name"].as_str()?.to_string(), m["size"].as_u64()?))
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            lock(&shared.recorder).metrics.resident = resident;
-        }
-        drop(shared);
-        tokio::time::sleep(PS_INTERVAL).await;
-    }
 }
 
 /// Headers that belong to one connection, not to the message (RFC 9110 §7.6.1).
@@ -280,11 +260,35 @@ fn now_rfc3339() -> String {
         .unwrap_or_default()
 }
 
-async fn forward(
-    State(shared): State<Arc<Shared>>,
-    ConnectInfo(client): ConnectInfo<SocketAddr>,
-    req: Request,
-) -> Response {
+/// A JSON error in Ollama's shape, from the proxy itself.
+fn proxy_error(status: StatusCode, message: String) -> Response {
+    (
+        status,
+        axum::Json(serde_json::json!({ "error": format!("kabench proxy: {message}") })),
+    )
+        .into_response()
+}
+
+/// `path` as Ollama routes it: repeated slashes collapsed and a trailing one dropped
+/// (Ollama redirects `/api/generate/` and `//api//chat` there with a 307).
+fn canonical(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    for part in path.split('/').filter(|p| !p.is_empty()) {
+        out.push('/');
+        out.push_str(part);
+    }
+    if out.is_empty() {
+        out.push('/');
+    }
+    out
+}
+
+/// One request, from its arrival to its reply's last byte.
+async fn forward<B>(shared: Arc<Shared>, client: SocketAddr, req: hyper::Request<B>) -> Response
+where
+    B: axum::body::HttpBody<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
     let arrived = Instant::now();
     let (parts, body) = req.into_parts();
     let path = parts.uri.path().to_string();
@@ -299,17 +303,69 @@ async fn forward(
         )
             .into_response();
     }
-    let body = match axum::body::to_bytes(body, MAX_BODY).await {
+    let target = parts
+        .uri
+        .path_and_query()
+        .map_or(path.clone(), |p| p.to_string());
+    let base_row = || ProxyRow {
+        timestamp: now_rfc3339(),
+        t_ms: shared.start.elapsed().as_secs_f64() * 1000.0,
+        method: parts.method.to_string(),
+        path: target.clone(),
+        endpoint: "other".into(),
+        client: client.to_string(),
+        keep_alive_placement: "absent".into(),
+        ..Default::default()
+    };
+    if !path.starts_with('/') {
+        // `OPTIONS *` asks about the proxy itself, and a CONNECT's target is a host:
+        // neither names a resource of the upstream, so neither is forwarded.
+        let mut row = base_row();
+        row.path = parts.uri.to_string();
+        row.outcome = "not_forwarded".into();
+        let response = if parts.method == axum::http::Method::OPTIONS && path == "*" {
+            (
+                StatusCode::OK,
+                [(header::ALLOW, "GET, HEAD, POST, PUT, DELETE, OPTIONS")],
+            )
+                .into_response()
+        } else {
+            proxy_error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "a request target must be a path starting with '/' (not {})",
+                    crate::units::limits::excerpt(&parts.uri.to_string())
+                ),
+            )
+        };
+        row.status = Some(response.status().as_u16());
+        row.e2e_ms = Some(arrived.elapsed().as_secs_f64() * 1000.0);
+        lock(&shared.recorder).finish(row, &inspect::inspect("", b""), Instant::now());
+        return response;
+    }
+    let (body, permits) = match body::read(body, &shared.budget, &shared.body_limits).await {
         Ok(b) => b,
         Err(e) => {
-            return (
-                StatusCode::PAYLOAD_TOO_LARGE,
-                axum::Json(serde_json::json!({"error": format!("kabench proxy: {e}")})),
-            )
-                .into_response();
+            let status = match e {
+                BodyError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+                BodyError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
+                BodyError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
+                BodyError::Read(_) => StatusCode::BAD_REQUEST,
+            };
+            let mut row = base_row();
+            row.status = Some(status.as_u16());
+            row.outcome = match e {
+                BodyError::Busy(_) => "proxy_busy",
+                _ => "bad_request",
+            }
+            .into();
+            row.note = e.to_string();
+            row.e2e_ms = Some(arrived.elapsed().as_secs_f64() * 1000.0);
+            lock(&shared.recorder).finish(row, &inspect::inspect("", b""), Instant::now());
+            return proxy_error(status, e.to_string());
         }
     };
-    let inspected = inspect::inspect(&path, &body);
+    let inspected = inspect::inspect(&canonical(&path), &body);
     let mut notes: Vec<String> = inspected
         .pains
         .iter()
@@ -327,16 +383,8 @@ async fn forward(
         notes.push(format!("rewritten:{ka}"));
     }
     let row = ProxyRow {
-        timestamp: now_rfc3339(),
-        t_ms: shared.start.elapsed().as_secs_f64() * 1000.0,
-        method: parts.method.to_string(),
-        path: parts
-            .uri
-            .path_and_query()
-            .map_or(path.clone(), |p| p.to_string()),
         endpoint: inspected.endpoint.to_string(),
         model: inspected.model.clone().unwrap_or_default(),
-        client: client.to_string(),
         keep_alive: inspected.applied.clone().unwrap_or_default(),
         keep_alive_sent: inspected.keep_alive.clone(),
         keep_alive_placement: inspected.placement.as_str().to_string(),
@@ -352,13 +400,9 @@ async fn forward(
             Value::Object(inspected.load_options.clone()).to_string()
         },
         note: notes.join(";"),
-        ..Default::default()
+        ..base_row()
     };
-    let url = format!(
-        "{}{}",
-        shared.upstream,
-        parts.uri.path_and_query().map_or("/", |p| p.as_str())
-    );
+    let url = format!("{}{}", shared.upstream, target);
     let method = reqwest::Method::from_bytes(parts.method.as_str().as_bytes())
         .unwrap_or(reqwest::Method::GET);
     let mut headers = reqwest::header::HeaderMap::new();
@@ -374,6 +418,12 @@ async fn forward(
             headers.append(n, v);
         }
     }
+    // Written when dropped unanswered: the client left, or the proxy was cut.
+    let mut pending = Pending {
+        shared: shared.clone(),
+        row: Some((row, inspected)),
+        arrived,
+    };
     let upstream = shared
         .http
         .request(method, &url)
@@ -381,26 +431,46 @@ async fn forward(
         .body(body)
         .send()
         .await;
+    // The body has been sent (or failed): its bytes leave the budget.
+    drop(permits);
+    let Some((mut row, inspected)) = pending.row.take() else {
+        return proxy_error(StatusCode::INTERNAL_SERVER_ERROR, "request lost".into());
+    };
     let resp = match upstream {
         Ok(r) => r,
         Err(e) => {
-            let message = format!(
-                "kabench proxy: Ollama at {} is unreachable: {e}",
-                shared.upstream
-            );
-            let mut row = row;
-            row.status = Some(502);
-            row.outcome = "upstream_unreachable".into();
             row.e2e_ms = Some(arrived.elapsed().as_secs_f64() * 1000.0);
             let mut r = lock(&shared.recorder);
-            r.metrics.upstream_errors += 1;
-            r.pain(inspect::Pain::UpstreamDown);
+            let (status, message) = if e.is_builder() {
+                row.outcome = "not_forwarded".into();
+                (
+                    StatusCode::BAD_REQUEST,
+                    format!("cannot forward this request: {e}"),
+                )
+            } else if e.is_connect() {
+                row.outcome = "upstream_unreachable".into();
+                r.metrics.upstream_errors += 1;
+                r.pain(inspect::Pain::UpstreamDown);
+                (
+                    StatusCode::BAD_GATEWAY,
+                    format!("Ollama at {} is unreachable: {e}", shared.upstream),
+                )
+            } else {
+                // Connected, but no answer came: the request is logged with why.
+                row.outcome = "upstream_error".into();
+                r.metrics.upstream_errors += 1;
+                (
+                    StatusCode::BAD_GATEWAY,
+                    format!("Ollama at {} did not answer: {e}", shared.upstream),
+                )
+            };
+            row.status = Some(status.as_u16());
+            if !row.note.is_empty() {
+                row.note.push(';');
+            }
+            row.note.push_str(&crate::units::limits::excerpt(&message));
             r.finish(row, &inspected, Instant::now());
-            return (
-                StatusCode::BAD_GATEWAY,
-                axum::Json(serde_json::json!({"error": message})),
-            )
-                .into_response();
+            return proxy_error(status, message);
         }
     };
     let status = resp.status().as_u16();
@@ -414,7 +484,6 @@ async fn forward(
             out_headers.append(n, v);
         }
     }
-    let mut row = row;
     row.status = Some(status);
     let length = resp.content_length();
     let tap = Tap {
@@ -426,189 +495,21 @@ async fn forward(
         arrived,
         scanner: Scanner::default(),
         ok_status: (200..300).contains(&status),
+        redirect: (300..400).contains(&status),
         failed: None,
         done_ms: None,
     };
-    let mut response = Response::new(Body::from_stream(tap));
+    let body = if length == Some(0) {
+        // Nothing to pass (a redirect, a 204): the row is written now, as the server
+        // may never poll an empty body.
+        let mut tap = tap;
+        tap.close("ok");
+        Body::empty()
+    } else {
+        Body::from_stream(tap)
+    };
+    let mut response = Response::new(body);
     *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
     copy_headers(&out_headers, response.headers_mut());
     response
-}
-
-/// Reads the lines of a reply as they pass (NDJSON, or SSE `data:` lines): the first
-/// token and the final metrics.
-#[derive(Default)]
-struct Scanner {
-    buf: Vec<u8>,
-    first_token: bool,
-    load_duration_ms: Option<f64>,
-    prompt_tokens: Option<u64>,
-    output_tokens: Option<u64>,
-    error_line: bool,
-    /// The reply's last line passed (`"done": true`, or `data: [DONE]` on `/v1`).
-    done: bool,
-}
-
-impl Scanner {
-    /// Feeds bytes; true when a line with text was seen for the first time.
-    fn push(&mut self, bytes: &[u8]) -> bool {
-        let before = self.first_token;
-        self.buf.extend_from_slice(bytes);
-        while let Some(pos) = self.buf.iter().position(|&b| b == b'\n') {
-            let line: Vec<u8> = self.buf.drain(..=pos).collect();
-            self.line(&line);
-        }
-        // A long line without a newline (a non-streamed reply) is read at the end.
-        !before && self.first_token
-    }
-
-    fn finish(&mut self) {
-        let rest = std::mem::take(&mut self.buf);
-        self.line(&rest);
-    }
-
-    fn line(&mut self, line: &[u8]) {
-        let text = line.strip_prefix(b"data: ").unwrap_or(line);
-        if text.trim_ascii() == b"[DONE]" {
-            self.done = true;
-        }
-        let Ok(v) = serde_json::from_slice::<Value>(text) else {
-            return;
-        };
-        let nonempty = |v: &Value| v.as_str().is_some_and(|s| !s.is_empty());
-        if nonempty(&v["response"])
-            || nonempty(&v["thinking"])
-            || nonempty(&v["message"]["content"])
-            || nonempty(&v["message"]["thinking"])
-            || nonempty(&v["choices"][0]["delta"]["content"])
-            || nonempty(&v["choices"][0]["message"]["content"])
-            || v["embeddings"].is_array()
-            || v["data"].is_array()
-        {
-            self.first_token = true;
-        }
-        if let Some(ns) = v["load_duration"].as_f64() {
-            self.load_duration_ms = Some(ns / 1e6);
-        }
-        if let Some(n) = v["prompt_eval_count"]
-            .as_u64()
-            .or_else(|| v["usage"]["prompt_tokens"].as_u64())
-        {
-            self.prompt_tokens = Some(n);
-        }
-        if let Some(n) = v["eval_count"]
-            .as_u64()
-            .or_else(|| v["usage"]["completion_tokens"].as_u64())
-        {
-            self.output_tokens = Some(n);
-        }
-        if v.get("error").is_some() && v.get("done").is_none() {
-            self.error_line = true;
-        }
-        if v["done"] == Value::Bool(true) {
-            self.done = true;
-        }
-    }
-}
-
-/// The reply body on its way to the client: every chunk passes unchanged, and the
-/// row is written once when the body ends, fails, or is dropped (client gone).
-struct Tap {
-    /// The Content-Length, when the reply has one: the server stops polling once it
-    /// has that many bytes, so the row is written when they have passed.
-    length: Option<u64>,
-    inner: Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>,
-    shared: Arc<Shared>,
-    row: Option<ProxyRow>,
-    inspected: Inspected,
-    arrived: Instant,
-    scanner: Scanner,
-    ok_status: bool,
-    failed: Option<&'static str>,
-    /// When the reply's last line passed, ms after arrival.
-    done_ms: Option<f64>,
-}
-
-impl Tap {
-    fn close(&mut self, outcome: &'static str) {
-        let Some(mut row) = self.row.take() else {
-            return;
-        };
-        self.scanner.finish();
-        let elapsed = self.arrived.elapsed().as_secs_f64() * 1000.0;
-        row.outcome = match (outcome, self.ok_status, self.scanner.error_line) {
-            ("ok" | "done", true, true) => "stream_error".into(),
-            ("ok" | "done", false, _) => "http_error".into(),
-            ("done", true, false) => "ok".into(),
-            (o, _, _) => o.into(),
-        };
-        if row.outcome == "ok" {
-            row.e2e_ms = Some(
-                self.done_ms
-                    .filter(|_| outcome == "done")
-                    .unwrap_or(elapsed),
-            );
-            if row.ttft_ms.is_none() && self.scanner.first_token {
-                row.ttft_ms = Some(elapsed);
-            }
-        }
-        row.load_duration_ms = self.scanner.load_duration_ms;
-        row.prompt_tokens = self.scanner.prompt_tokens;
-        row.output_tokens = self.scanner.output_tokens;
-        lock(&self.shared.recorder).finish(row, &self.inspected, Instant::now());
-    }
-}
-
-impl Stream for Tap {
-    type Item = Result<Bytes, std::io::Error>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        match self.inner.as_mut().poll_next(cx) {
-            Poll::Ready(Some(Ok(bytes))) => {
-                let first = self.scanner.push(&bytes);
-                let elapsed = self.arrived.elapsed().as_secs_f64() * 1000.0;
-                if self.scanner.done && self.done_ms.is_none() {
-                    self.done_ms = Some(elapsed);
-                }
-                let mut complete = false;
-                let length = self.length;
-                if let Some(row) = self.row.as_mut() {
-                    row.bytes += bytes.len() as u64;
-                    if first {
-                        row.ttft_ms = Some(elapsed);
-                    }
-                    complete = length.is_some_and(|n| row.bytes >= n);
-                }
-                if complete {
-                    self.close("ok");
-                }
-                Poll::Ready(Some(Ok(bytes)))
-            }
-            Poll::Ready(Some(Err(e))) => {
-                self.failed = Some("upstream_error");
-                self.close("upstream_error");
-                Poll::Ready(Some(Err(std::io::Error::other(e))))
-            }
-            Poll::Ready(None) => {
-                let outcome = self.failed.unwrap_or("ok");
-                self.close(outcome);
-                Poll::Ready(None)
-            }
-            Poll::Pending => Poll::Pending,
-        }
-    }
-}
-
-impl Drop for Tap {
-    fn drop(&mut self) {
-        // Dropped before the end: the client left (dropping `inner` cancels upstream),
-        // unless the reply's last line had passed: a client may stop reading there,
-        // before the end of the body, with the whole answer in hand.
-        let outcome = if self.scanner.done {
-            "done"
-        } else {
-            "client_gone"
-        };
-        self.close(outcome);
-    }
 }

@@ -118,8 +118,11 @@ async fn swarm_against(
         )
         .await?;
     let goose_root = rec.dir.join(GOOSE_DIR);
-    std::fs::create_dir_all(&goose_root)
-        .with_context(|| format!("creating {}", goose_root.display()))?;
+    if let Err(e) = std::fs::create_dir_all(&goose_root)
+        .with_context(|| format!("creating {}", goose_root.display()))
+    {
+        return Err(rec.fail_start(e, sim_handle).await);
+    }
 
     // goose's Ctrl-C handler replaces any earlier one: mirror its killswitch into our
     // token, and our token into its killswitch.

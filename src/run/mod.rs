@@ -135,9 +135,22 @@ impl CellLoop<'_> {
             if let Some(starts) = self.starts {
                 let start = starts[cell.index];
                 let late = Instant::now().saturating_duration_since(start);
-                tokio::select! {
-                    _ = tokio::time::sleep_until(start.into()) => {}
-                    _ = cancel.cancelled() => break,
+                if cell.index == 0 {
+                    let at = rec
+                        .writer
+                        .meta()
+                        .shard
+                        .as_ref()
+                        .map(|s| s.start_at.clone())
+                        .unwrap_or_default();
+                    if !wait_for_barrier(start, &at, self.progress, cancel).await {
+                        break;
+                    }
+                } else {
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(start.into()) => {}
+                        _ = cancel.cancelled() => break,
+                    }
                 }
                 if cell.index == 0 {
                     let woke = std::time::SystemTime::now();
@@ -145,6 +158,15 @@ impl CellLoop<'_> {
                         && let Ok(at) = crate::shard::parse_start_at(&shard.start_at)
                     {
                         shard.clock_offset_ms = Some(crate::shard::ms_between(woke, at));
+                    }
+                    if late > Duration::from_millis(100) {
+                        rec.warn(
+                            format!(
+                                "this shard was ready {:.1} s after its start barrier (its start-up took longer than the lead time): the first cell's requests were sent late",
+                                late.as_secs_f64()
+                            ),
+                            self.progress,
+                        );
                     }
                 } else if late > Duration::from_millis(100) {
                     rec.warn(
@@ -203,6 +225,45 @@ impl CellLoop<'_> {
             status = RunStatus::Interrupted;
         }
         Ok((status, failure))
+    }
+}
+
+/// Sleeps until the start barrier `start` (`at`, as written in `run.json`), with a
+/// note on the progress now and then (every 10 s, every minute when more than 5 minutes
+/// are left), so a far barrier never waits silently. False when Ctrl-C came first.
+async fn wait_for_barrier(
+    start: Instant,
+    at: &str,
+    progress: &mpsc::UnboundedSender<ProgressEvent>,
+    cancel: &CancellationToken,
+) -> bool {
+    let mut next_note = Instant::now();
+    loop {
+        let now = Instant::now();
+        let Some(left) = start.checked_duration_since(now).filter(|l| !l.is_zero()) else {
+            return true;
+        };
+        if now >= next_note && left >= Duration::from_secs(1) {
+            let _ = progress.send(ProgressEvent::Note(format!(
+                "waiting for the start barrier {at}: {} left",
+                humantime::format_duration(Duration::from_secs(left.as_secs()))
+            )));
+            let every = if left > Duration::from_secs(300) {
+                Duration::from_secs(60)
+            } else {
+                Duration::from_secs(10)
+            };
+            next_note = now + every;
+        }
+        let wake = if next_note > now {
+            start.min(next_note)
+        } else {
+            start
+        };
+        tokio::select! {
+            _ = tokio::time::sleep_until(wake.into()) => {}
+            _ = cancel.cancelled() => return false,
+        }
     }
 }
 

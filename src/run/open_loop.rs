@@ -91,9 +91,14 @@ struct Timeline {
 impl Timeline {
     /// The timeline of `plan` from `start_at`: each cell's window covers the unload
     /// allowance, its last global send, the idle horizon's tail, slack and `pause`.
+    ///
+    /// A barrier too far ahead or behind is refused ([`shard::check_barrier`]): no
+    /// intended send time may precede the process's start.
     fn of(plan: &Plan, start_at: SystemTime, pause: Duration) -> Result<Timeline> {
         let now_wall = SystemTime::now();
         let now = Instant::now();
+        shard::check_barrier(start_at, now_wall, "--start-at")
+            .map_err(|e| crate::units::ParseError::new(e.0))?;
         let barrier = match start_at.duration_since(now_wall) {
             Ok(ahead) => now + ahead,
             Err(behind) => now.checked_sub(behind.duration()).unwrap_or(now),

@@ -89,17 +89,55 @@ impl Recorder {
         cancel: &CancellationToken,
     ) -> Result<Recorder> {
         let writer = RunFolder::create(&dir, &scenario.source, meta)?;
-        folder::reserve_space(&dir);
+        // From here on run.json says "running": a failure before the first request
+        // ends it (marked failed, or removed) before the error goes up.
+        let started = (|| -> Result<_> {
+            // A disk without room for the reserve could not record how the run ends;
+            // another failure (a file-size limit) leaves the small rewrites possible.
+            match folder::reserve_space(&dir) {
+                Ok(()) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+                    ) =>
+                {
+                    return Err(folder::RunFolderUnwritable {
+                        dir: dir.display().to_string(),
+                        why: format!(
+                            "cannot set aside {} KiB to record how the run ends ({e}); free some space on that disk",
+                            folder::RESERVE_BYTES / 1024
+                        ),
+                    }
+                    .into());
+                }
+                Err(e) => tracing::warn!(
+                    "cannot set aside {} KiB in {} ({e}); going on without it",
+                    folder::RESERVE_BYTES / 1024,
+                    dir.display()
+                ),
+            }
+            let feeds = clients
+                .iter()
+                .map(|c| PsFeed::new(c.base_url()))
+                .collect::<Result<Vec<_>, _>>()
+                .context("polling /api/ps of the target")?;
+            let rows_csv = folder::append_to::<RequestRecord>(&dir.join(folder::REQUESTS_CSV))?;
+            Ok((feeds, rows_csv))
+        })();
+        let (feeds, rows_csv) = match started {
+            Ok(started) => started,
+            Err(e) => {
+                folder::release_space(&dir);
+                let what = writer.abandon(&format!("{e:#}"));
+                return Err(e.context(format!("the run could not start ({what})")));
+            }
+        };
         let fault = WriteFault {
             first: Default::default(),
             stop_run: cancel.clone(),
         };
         let epoch = epoch.unwrap_or_else(Instant::now);
-        let feeds = clients
-            .iter()
-            .map(|c| PsFeed::new(c.base_url()))
-            .collect::<Result<Vec<_>, _>>()
-            .context("polling /api/ps of the target")?;
         let telemetry_cancel = cancel.child_token();
         let telemetry = telemetry::start_with_feeds(
             telemetry_config(scenario, clients, is_sim),
@@ -123,7 +161,7 @@ impl Recorder {
         }
         let (rows, rows_rx) = mpsc::unbounded_channel::<RequestRecord>();
         let rows_task = tokio::spawn(write_rows(
-            folder::append_to::<RequestRecord>(&dir.join(folder::REQUESTS_CSV))?,
+            rows_csv,
             rows_rx,
             progress.clone(),
             fault.clone(),
@@ -172,6 +210,31 @@ impl Recorder {
     pub fn warn(&mut self, text: String, progress: &mpsc::UnboundedSender<ProgressEvent>) {
         let _ = progress.send(ProgressEvent::Note(text.clone()));
         self.writer.meta_mut().warnings.push(text);
+    }
+
+    /// Ends a run whose start failed after the folder was opened, before its first
+    /// request (`error`): it closes as failed; when even that cannot be recorded its
+    /// `run.json` is removed, so the folder never stays "running". Returns the error.
+    pub async fn fail_start(
+        self,
+        error: anyhow::Error,
+        sim_handle: Option<&SimHandle>,
+    ) -> anyhow::Error {
+        let dir = self.dir.clone();
+        let why = format!("the run could not start: {error:#}");
+        match self.close(RunStatus::Failed, Some(why), sim_handle).await {
+            Ok(_) => error.context(format!(
+                "the run could not start ({} is marked failed)",
+                dir.display()
+            )),
+            Err(_) => {
+                let _ = std::fs::remove_file(dir.join(folder::RUN_JSON));
+                error.context(format!(
+                    "the run could not start ({} could not be marked failed; its run.json was removed)",
+                    dir.display()
+                ))
+            }
+        }
     }
 
     /// Drains the rows, stops telemetry, records the simulator's counters and how the

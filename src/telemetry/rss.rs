@@ -1,22 +1,28 @@
 //! The process-memory source: resident set size of the Ollama processes (matched by
-//! name), summed per configured name, for hosts without a GPU or without NVML. `sysinfo`
-//! rescans the process table (threads left out) about once a second to find the
-//! processes; between scans, on Linux, each sample is one `pread` of every matched pid's
-//! `/proc/<pid>/statm` kept open, so a 10 ms interval stays cheap. Elsewhere `sysinfo`
-//! refreshes the matched pids. Knows nothing of Ollama's API.
+//! name), summed per configured name, for hosts without a GPU or without NVML. The
+//! process table is rescanned about once a second to find the processes: on Linux by
+//! reading each `/proc/<pid>/comm` (one small read per process; `/proc`'s top level
+//! lists processes, not threads), elsewhere with `sysinfo` (threads left out). Between
+//! scans, on Linux, each sample is one `pread` of every matched pid's `/proc/<pid>/statm`
+//! kept open, so a 10 ms interval stays cheap. Elsewhere `sysinfo` refreshes the matched
+//! pids. Knows nothing of Ollama's API.
 
 use std::time::{Duration, Instant};
 
-use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
+#[cfg(not(target_os = "linux"))]
+use sysinfo::{ProcessRefreshKind, ProcessesToUpdate, System};
 
 use super::{BlockingSampler, Reading, SourceError, process_name_matches};
 
 /// How often the whole process table is rescanned for new matching processes.
 pub const RESCAN_EVERY: Duration = Duration::from_secs(1);
+/// How often every process's name is read again at a rescan (between, only new pids'
+/// names are read: a rescan is then one listing of `/proc`).
+pub const NAMES_CHECKED_EVERY: Duration = Duration::from_secs(10);
 
 /// One matched process.
 struct Tracked {
-    pid: Pid,
+    pid: u32,
     /// Indexes into the configured names that this process matches.
     patterns: Vec<usize>,
     /// `/proc/<pid>/statm`, opened once at discovery (Linux).
@@ -28,10 +34,13 @@ struct Tracked {
 
 /// Reads RSS of named processes; lives on one blocking thread.
 pub struct RssSampler {
+    #[cfg(not(target_os = "linux"))]
     system: System,
     process_names: Vec<String>,
     tracked: Vec<Tracked>,
     last_scan: Option<Instant>,
+    #[cfg(target_os = "linux")]
+    names: linux::ProcNames,
     #[cfg(target_os = "linux")]
     page_size: u64,
     #[cfg(target_os = "linux")]
@@ -47,13 +56,18 @@ impl RssSampler {
                 "no process names configured".into(),
             ));
         }
-        let system =
-            System::new().map_err(|e| SourceError::Unavailable(format!("process table: {e}")))?;
+        #[cfg(target_os = "linux")]
+        std::fs::read_dir("/proc")
+            .map_err(|e| SourceError::Unavailable(format!("process table /proc: {e}")))?;
         Ok(RssSampler {
-            system,
+            #[cfg(not(target_os = "linux"))]
+            system: System::new()
+                .map_err(|e| SourceError::Unavailable(format!("process table: {e}")))?,
             process_names,
             tracked: Vec::new(),
             last_scan: None,
+            #[cfg(target_os = "linux")]
+            names: linux::ProcNames::default(),
             #[cfg(target_os = "linux")]
             page_size: linux::page_size(),
             #[cfg(target_os = "linux")]
@@ -61,20 +75,10 @@ impl RssSampler {
         })
     }
 
-    /// Finds the processes whose names match, without walking their threads (on Linux a
-    /// thread carries its process's name and would count its memory again).
+    /// Finds the processes whose names match.
     fn rescan(&mut self) {
-        let kind = ProcessRefreshKind::nothing().without_tasks();
-        #[cfg(not(target_os = "linux"))]
-        let kind = kind.with_memory();
-        self.system
-            .refresh_processes_specifics(ProcessesToUpdate::All, true, kind);
         let mut tracked: Vec<Tracked> = Vec::new();
-        for (pid, p) in self.system.processes() {
-            if p.thread_kind().is_some() {
-                continue;
-            }
-            let name = p.name().to_string_lossy();
+        for (pid, name) in self.processes() {
             let patterns: Vec<usize> = self
                 .process_names
                 .iter()
@@ -89,7 +93,7 @@ impl RssSampler {
             let kept = self
                 .tracked
                 .iter()
-                .position(|t| t.pid == *pid)
+                .position(|t| t.pid == pid)
                 .map(|i| self.tracked.swap_remove(i));
             #[cfg(target_os = "linux")]
             let statm = match kept {
@@ -103,7 +107,7 @@ impl RssSampler {
             #[cfg(not(target_os = "linux"))]
             drop(kept);
             tracked.push(Tracked {
-                pid: *pid,
+                pid,
                 patterns,
                 #[cfg(target_os = "linux")]
                 statm,
@@ -112,6 +116,28 @@ impl RssSampler {
         }
         tracked.sort_by_key(|t| t.pid);
         self.tracked = tracked;
+    }
+
+    /// Every process (pid, name): `/proc/<pid>/comm` of each numeric entry of `/proc`,
+    /// read for new pids and, every [`NAMES_CHECKED_EVERY`], for all (a process can
+    /// `exec` into another name).
+    #[cfg(target_os = "linux")]
+    fn processes(&mut self) -> Vec<(u32, String)> {
+        self.names.scan(NAMES_CHECKED_EVERY)
+    }
+
+    /// Every process (pid, name), threads left out, from `sysinfo`.
+    #[cfg(not(target_os = "linux"))]
+    fn processes(&mut self) -> Vec<(u32, String)> {
+        let kind = ProcessRefreshKind::nothing().without_tasks().with_memory();
+        self.system
+            .refresh_processes_specifics(ProcessesToUpdate::All, true, kind);
+        self.system
+            .processes()
+            .iter()
+            .filter(|(_, p)| p.thread_kind().is_none())
+            .map(|(pid, p)| (pid.as_u32(), p.name().to_string_lossy().into_owned()))
+            .collect()
     }
 
     /// Reads the resident bytes of every tracked process.
@@ -131,7 +157,11 @@ impl RssSampler {
     #[cfg(not(target_os = "linux"))]
     fn read_tracked(&mut self, just_scanned: bool) {
         if !just_scanned {
-            let pids: Vec<Pid> = self.tracked.iter().map(|t| t.pid).collect();
+            let pids: Vec<sysinfo::Pid> = self
+                .tracked
+                .iter()
+                .map(|t| sysinfo::Pid::from_u32(t.pid))
+                .collect();
             self.system.refresh_processes_specifics(
                 ProcessesToUpdate::Some(&pids),
                 true,
@@ -139,7 +169,10 @@ impl RssSampler {
             );
         }
         for t in &mut self.tracked {
-            t.rss = self.system.process(t.pid).map(|p| p.memory());
+            t.rss = self
+                .system
+                .process(sysinfo::Pid::from_u32(t.pid))
+                .map(|p| p.memory());
         }
     }
 }
@@ -186,11 +219,63 @@ impl BlockingSampler for RssSampler {
 /// `/proc` reading without a libc binding.
 #[cfg(target_os = "linux")]
 mod linux {
+    use std::collections::HashMap;
     use std::fs::File;
     use std::os::unix::fs::FileExt;
+    use std::time::{Duration, Instant};
 
     /// `AT_PAGESZ` in the ELF auxiliary vector.
     const AT_PAGESZ: usize = 6;
+
+    /// The names of the processes in `/proc` (its top level lists processes, not
+    /// threads), kept between scans.
+    #[derive(Debug, Default)]
+    pub struct ProcNames {
+        names: HashMap<u32, String>,
+        all_read: Option<Instant>,
+    }
+
+    impl ProcNames {
+        /// Every process with its name (`comm`, at most 15 bytes); a process that ended
+        /// mid-scan is left out. Reads the name of each pid not seen at the last scan,
+        /// and of every pid when the last such full read is `every` old.
+        pub fn scan(&mut self, every: Duration) -> Vec<(u32, String)> {
+            let Ok(dir) = std::fs::read_dir("/proc") else {
+                return Vec::new();
+            };
+            let all = self.all_read.is_none_or(|t| t.elapsed() >= every);
+            if all {
+                self.all_read = Some(Instant::now());
+            }
+            let mut buf = [0u8; 64];
+            let mut names = HashMap::with_capacity(self.names.len());
+            for entry in dir.flatten() {
+                let file_name = entry.file_name();
+                let Some(pid) = file_name.to_str().and_then(|n| n.parse::<u32>().ok()) else {
+                    continue;
+                };
+                let known = if all { None } else { self.names.remove(&pid) };
+                let name = match known {
+                    Some(name) => name,
+                    None => match read_comm(pid, &mut buf) {
+                        Some(name) => name,
+                        None => continue,
+                    },
+                };
+                names.insert(pid, name);
+            }
+            self.names = names;
+            self.names.iter().map(|(p, n)| (*p, n.clone())).collect()
+        }
+    }
+
+    /// `/proc/<pid>/comm` without its newline; `None` once the process is gone.
+    fn read_comm(pid: u32, buf: &mut [u8]) -> Option<String> {
+        let comm = File::open(format!("/proc/{pid}/comm")).ok()?;
+        let n = comm.read_at(buf, 0).ok()?;
+        let name = buf[..n].strip_suffix(b"\n").unwrap_or(&buf[..n]);
+        Some(String::from_utf8_lossy(name).into_owned())
+    }
 
     /// The page size `statm` counts in: `AT_PAGESZ` from `/proc/self/auxv`, else 4096.
     pub fn page_size() -> u64 {

@@ -37,8 +37,8 @@ fn the_k8s_manifest_parses_back_as_an_indexed_job_and_its_merge() {
 
     let cm: ConfigMap = serde_yaml_ng::from_value(docs[0].clone()).expect("a typed ConfigMap");
     assert_eq!(cm.metadata.name.as_deref(), Some("bench1-scenario"));
-    let carried = &cm.data.unwrap()["scenario.toml"];
-    assert_eq!(carried, &std::fs::read_to_string(SCENARIO).unwrap());
+    let carried = &cm.binary_data.unwrap()["scenario.toml"];
+    assert_eq!(carried.0, std::fs::read(SCENARIO).unwrap());
 
     let shards: Job = serde_yaml_ng::from_value(docs[1].clone()).expect("a typed batch/v1 Job");
     assert_eq!(shards.metadata.name.as_deref(), Some("bench1-shards"));
