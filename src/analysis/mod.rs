@@ -79,6 +79,11 @@ pub struct CellSummary {
     pub streams: Vec<StreamSummary>,
     /// Memory held over the cell, when any telemetry source recorded it.
     pub vram: Option<vram::VramFigures>,
+    /// Why the cell's memory is missing where it should have been measured (a merged
+    /// run whose sampling shards stopped during the cell): `vram` is then `null`, never
+    /// zero, and no keep_alive is recommended over the cell.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_missing: Option<String>,
     /// Things Ollama users trip over, seen in this cell.
     #[serde(default)]
     pub warnings: Vec<String>,
@@ -290,6 +295,15 @@ pub fn summarize(
             let mine = vram::cell_samples(samples, &meta.cells, &cell.id);
             let window = horizon.window(rows, cell);
             let mut c = summarize_cell(cell, rows, &mine, window, tolerance, threshold);
+            if let Some(why) = meta
+                .merged
+                .as_ref()
+                .and_then(|m| m.memory_not_measured.get(&cell.id))
+            {
+                c.vram = None;
+                c.memory_missing = Some(why.clone());
+                c.warnings.push(format!("memory not measured: {why}"));
+            }
             if let Some(note) = &memory_note
                 && c.vram.is_some()
             {
@@ -387,6 +401,7 @@ fn summarize_cell(
         params: cell.params.clone(),
         streams,
         vram,
+        memory_missing: None,
         warnings,
         reloads,
         predicted: false,

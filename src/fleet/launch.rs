@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::fleet::merge::{self, Merged};
-use crate::folder::{self, RunFolderExists, TargetKind};
+use crate::folder::TargetKind;
 use crate::run::open_loop::{self, RunnerConfig};
 use crate::run::{Target, recorder, target};
 use crate::scenario::{Plan, Scenario};
@@ -62,9 +62,8 @@ pub async fn launch(
         .out
         .clone()
         .unwrap_or_else(|| recorder::default_run_dir(&scenario.name));
-    if out.join(folder::RUN_JSON).exists() {
-        return Err(RunFolderExists(out.display().to_string()).into());
-    }
+    // The merge at the end refuses what it would overwrite: refuse it before the run.
+    super::merge::check_out(&out)?;
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     target::with_target(scenario, &launch.target, async |sim| {
         let timeout = scenario.run.timeout;

@@ -1,7 +1,10 @@
 //! `kabench merge`: shard folders into one run folder that `kabench report` renders.
 //! Request rows concatenated in intended-time order (every shard counts from the same
-//! start barrier), `vram.csv` kept once per host (the lowest shard that sampled it),
-//! histograms added bucket by bucket (never percentiles averaged), counters summed.
+//! start barrier), `vram.csv` kept once per host (the lowest shard that completed;
+//! stitched from stopped shards when none did, the cells past their samples marked
+//! memory not measured), histograms added bucket by bucket (never percentiles
+//! averaged), counters summed. The shard folders are input: names that would be paths,
+//! absurd counts, non-regular files and an `--out` holding a user's files are refused.
 //! Shards of another scenario, seed, kabench version or histogram setting are refused;
 //! missing, failed or crashed shards are merged with a warning naming them, and the
 //! merged `run.json` (`merged`) says which. Knows nothing of rendering.
@@ -13,10 +16,15 @@ use anyhow::{Context, Result};
 
 use crate::folder::histograms::{self, HistogramFiles};
 use crate::folder::{
-    self, MergeMeta, RequestRecord, RunFolder, RunFolderExists, RunMeta, RunStatus, VramSample,
+    self, MergeMeta, RequestRecord, RunFolder, RunFolderExists, RunMeta, RunStatus, input,
 };
 use crate::plan;
-use crate::shard::parse_dir_name;
+use crate::shard::{MAX_SHARDS, parse_dir_name};
+use crate::units::limits::{check_count, excerpt};
+
+mod memory;
+
+use memory::{memory_not_measured, merge_vram};
 
 /// Shards that cannot be merged (bad input, exit 2): what differs, and where.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -56,12 +64,14 @@ pub fn merge_shaped(
     shards: &[PathBuf],
     shape: impl FnOnce(&mut RunMeta),
 ) -> Result<Merged> {
+    check_out(out)?;
     let mut warnings = Vec::new();
     let folders = read_shards(shards, &mut warnings)?;
     let first = folders.first().ok_or_else(|| {
         NotMergeable(format!(
-            "none of the {} folder(s) given is a readable shard folder; give the shard-<i>-of-<N> folders of one run",
-            shards.len()
+            "none of the {} folder(s) given is a readable shard folder ({}); give the shard-<i>-of-<N> folders of one run",
+            shards.len(),
+            warnings.iter().take(3).cloned().collect::<Vec<_>>().join("; ")
         ))
     })?;
     check_alike(&folders)?;
@@ -81,16 +91,26 @@ pub fn merge_shaped(
     if out.join(folder::RUN_JSON).exists() {
         return Err(RunFolderExists(out.display().to_string()).into());
     }
-    let scenario = std::fs::read_to_string(first.dir.join(folder::SCENARIO_TOML))
+    let scenario = input::read_text(&first.dir.join(folder::SCENARIO_TOML))
         .with_context(|| format!("reading {}/scenario.toml", first.dir.display()))?;
+    // Every row is read and checked before the merged folder is claimed: a shard that
+    // cannot be merged leaves no half-written folder behind.
+    let (rows, merged_histograms) = read_rows_and_histograms(&folders, &mut warnings)?;
     let mut meta = merged_meta(&folders, count, missing, incomplete);
     meta.status = RunStatus::Running;
     let mut run = RunFolder::create_in(out, &scenario, meta)?;
 
-    let (n, errors) = merge_rows_and_histograms(&run, &folders, &mut warnings)?;
-    let samples = merge_vram(&run, &folders)?;
+    let (n, errors) = write_rows_and_histograms(&run, rows, &merged_histograms)?;
+    let (samples, ends) = merge_vram(&run, &folders)?;
+    let lost = memory_not_measured(&run.meta().cells, &ends);
+    for (cell, why) in &lost {
+        warnings.push(format!("cell {cell}: memory not measured: {why}"));
+    }
 
     let meta = run.meta_mut();
+    if let Some(m) = meta.merged.as_mut() {
+        m.memory_not_measured = lost;
+    }
     meta.warnings.extend(warnings.iter().cloned());
     meta.status = RunStatus::Complete;
     shape(meta);
@@ -104,14 +124,14 @@ pub fn merge_shaped(
     })
 }
 
-/// Every shard's rows into `out/requests.csv` in intended-time order (ties: shard
-/// order), and their histograms added bucket by bucket into `out/histograms` (rebuilt
-/// from the rows of a shard that left none); returns (rows, failed rows).
-fn merge_rows_and_histograms(
-    out: &RunFolder,
+/// Every shard's rows in intended-time order (ties: shard order), each row's cell and
+/// stream checked to be a name that can become a file name (they name the histogram
+/// files), and their histograms added bucket by bucket (rebuilt from the rows of a
+/// shard that left none).
+fn read_rows_and_histograms(
     folders: &[ShardFolder],
     warnings: &mut Vec<String>,
-) -> Result<(u64, u64)> {
+) -> Result<(Vec<RequestRecord>, HistogramFiles)> {
     let mut rows: Vec<RequestRecord> = Vec::new();
     let mut merged = HistogramFiles::new();
     for f in folders {
@@ -119,8 +139,11 @@ fn merge_rows_and_histograms(
         let mine = folder::read_requests_noting(&f.dir, &mut notes)
             .with_context(|| format!("reading the rows of {}", f.dir.display()))?;
         warnings.extend(notes.into_iter().map(|n| format!("{}: {n}", name_of(f))));
-        let mut files = histograms::read(&f.dir)
-            .with_context(|| format!("reading the histograms of {}", f.dir.display()))?;
+        check_names(f, &mine)?;
+        let mut files = histograms::read_known(&f.dir, |c, s, metric| {
+            knows(f, c, s) && histograms::METRICS.contains(&metric)
+        })
+        .with_context(|| format!("reading the histograms of {}", f.dir.display()))?;
         if files.is_empty() && !mine.is_empty() {
             warnings.push(format!(
                 "{}: no histogram files (it did not finish): rebuilt from its requests.csv",
@@ -132,33 +155,96 @@ fn merge_rows_and_histograms(
         rows.extend(mine);
     }
     rows.sort_by(|a, b| a.intended_ms.total_cmp(&b.intended_ms));
+    Ok((rows, merged))
+}
+
+/// Refuses a row whose `cell` or `stream` cannot be a file name (`../..`, `/etc`, a
+/// control character: it would name a histogram file outside the merged folder) or is
+/// none of the shard's `run.json` (each would add histograms to hold).
+fn check_names(f: &ShardFolder, rows: &[RequestRecord]) -> Result<()> {
+    for (i, r) in rows.iter().enumerate() {
+        let refuse = |field: &str, why: String| {
+            NotMergeable(format!(
+                "{}/{} row {}, field `{field}`{why}; a shard's rows name their cell and stream as kabench wrote them: merge only the shard folders of a kabench run",
+                f.dir.display(),
+                folder::REQUESTS_CSV,
+                i + 1,
+            ))
+        };
+        for (field, value) in [("cell", &r.cell), ("stream", &r.stream)] {
+            input::file_name(value, "").map_err(|e| refuse(field, e.message))?;
+        }
+        if !knows(f, &r.cell, &r.stream) {
+            let field = if f.meta.cells.iter().any(|c| c.id == r.cell) {
+                "stream"
+            } else {
+                "cell"
+            };
+            return Err(refuse(
+                field,
+                format!(
+                    ": cell \"{}\", stream \"{}\" is no cell and stream of its run.json",
+                    excerpt(&r.cell),
+                    excerpt(&r.stream)
+                ),
+            )
+            .into());
+        }
+    }
+    Ok(())
+}
+
+/// Whether the shard's `run.json` has `cell` with a stream named `stream`.
+fn knows(f: &ShardFolder, cell: &str, stream: &str) -> bool {
+    f.meta
+        .cells
+        .iter()
+        .any(|c| c.id == cell && c.streams.iter().any(|s| s.name == stream))
+}
+
+/// Writes the merged rows into `out/requests.csv` and the added histograms into
+/// `out/histograms`; returns (rows, failed rows).
+fn write_rows_and_histograms(
+    out: &RunFolder,
+    rows: Vec<RequestRecord>,
+    merged: &HistogramFiles,
+) -> Result<(u64, u64)> {
     let errors = rows.iter().filter(|r| r.is_error()).count() as u64;
     let n = out.write_requests(&rows)?;
     drop(rows);
-    histograms::write(out.dir(), &merged)?;
-
+    histograms::write(out.dir(), merged)?;
     Ok((n, errors))
 }
 
-/// `out/vram.csv`: each host's samples once, from the lowest shard that sampled it;
-/// returns them.
-fn merge_vram(out: &RunFolder, folders: &[ShardFolder]) -> Result<Vec<VramSample>> {
-    let mut by_host: BTreeMap<String, (u32, Vec<VramSample>)> = BTreeMap::new();
-    for f in folders {
-        let samples = folder::read_vram(&f.dir)
-            .with_context(|| format!("reading the memory samples of {}", f.dir.display()))?;
-        let mut mine: BTreeMap<String, Vec<VramSample>> = BTreeMap::new();
-        for s in samples {
-            mine.entry(s.host.clone()).or_default().push(s);
-        }
-        for (host, samples) in mine {
-            by_host.entry(host).or_insert((f.index, samples));
+/// Refuses an `--out` that holds anything but shard folders and their logs (what a
+/// sharded run leaves there): merge writes `run.json`, `requests.csv`, `vram.csv`,
+/// `histograms/`, the report… into it and must not overwrite a user's files.
+pub fn check_out(out: &Path) -> Result<()> {
+    if out.join(folder::RUN_JSON).exists() {
+        return Err(RunFolderExists(out.display().to_string()).into());
+    }
+    let Ok(entries) = std::fs::read_dir(out) else {
+        // Missing: created by the merge. Not a folder: refused when it is created.
+        return Ok(());
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+        let shard_dir = is_dir && parse_dir_name(&name).is_some();
+        let shard_log = !is_dir
+            && name.ends_with(".log")
+            && (name.starts_with("shard-") || name.starts_with("slurm-"));
+        if !shard_dir && !shard_log {
+            return Err(NotMergeable(format!(
+                "--out {} is not empty and not a kabench run folder: it holds {:?}, which is no shard folder (shard-<i>-of-<N>) or shard log; merge writes run.json, requests.csv, vram.csv, histograms/ and the report there and would overwrite it: choose a new or empty --out folder (or the folder holding only the shard folders)",
+                out.display(),
+                excerpt(&name)
+            ))
+            .into());
         }
     }
-    let mut samples: Vec<VramSample> = by_host.into_values().flat_map(|(_, s)| s).collect();
-    samples.sort_by(|a, b| a.t_ms.total_cmp(&b.t_ms));
-    out.write_vram(&samples)?;
-    Ok(samples)
+    Ok(())
 }
 
 /// `shard-<i>-of-<N>: <status>` of every shard that did not complete.
@@ -183,9 +269,9 @@ fn add_histograms(merged: &mut HistogramFiles, files: HistogramFiles, dir: &Path
             return Err(NotMergeable(format!(
                 "{}: histogram {}/{}/{} has other settings ({:?}) than kabench writes ({:?}); shards must share bounds and precision",
                 dir.display(),
-                key.0,
-                key.1,
-                key.2,
+                excerpt(&key.0),
+                excerpt(&key.1),
+                excerpt(&key.2),
                 histograms::settings_of(&hist),
                 histograms::SETTINGS
             ))
@@ -212,6 +298,11 @@ fn read_shards(dirs: &[PathBuf], warnings: &mut Vec<String>) -> Result<Vec<Shard
     for dir in dirs {
         let meta = match folder::read_meta(dir) {
             Ok(m) => m,
+            // A file that is there but breaks a limit (a FIFO, a line too long) is
+            // refused, not taken for a missing shard.
+            Err(e) if e.chain().any(|c| c.is::<crate::units::ParseError>()) => {
+                return Err(e.context(format!("reading the shard folder {}", dir.display())));
+            }
             Err(e) => {
                 warnings.push(format!("{}: left out: {e:#}", dir.display()));
                 continue;
@@ -225,6 +316,20 @@ fn read_shards(dirs: &[PathBuf], warnings: &mut Vec<String>) -> Result<Vec<Shard
             .into());
         };
         let index = shard.index;
+        check_count(u64::from(shard.count), u64::from(MAX_SHARDS), "shard.count").map_err(|e| {
+            NotMergeable(format!(
+                "{}/run.json: {e}; a sharded run has at most {MAX_SHARDS} shards",
+                dir.display()
+            ))
+        })?;
+        if index >= shard.count {
+            return Err(NotMergeable(format!(
+                "{}/run.json: shard.index {index} is not below shard.count {}; merge only the shard folders of a kabench run",
+                dir.display(),
+                shard.count
+            ))
+            .into());
+        }
         if let Some(named) = dir
             .file_name()
             .and_then(|n| n.to_str())
@@ -274,9 +379,11 @@ fn check_alike(folders: &[ShardFolder]) -> Result<()> {
                 return Ok(());
             }
             Err(NotMergeable(format!(
-                "{} and {} are not shards of one run: {what} differs ({x} vs {y}); merge only the shards of one `kabench run --shard` run",
+                "{} and {} are not shards of one run: {what} differs ({} vs {}); merge only the shards of one `kabench run --shard` run",
                 first.dir.display(),
-                f.dir.display()
+                f.dir.display(),
+                excerpt(&x),
+                excerpt(&y)
             ))
             .into())
         };
@@ -375,6 +482,7 @@ fn merged_meta(
                 )
             })
             .collect(),
+        memory_not_measured: BTreeMap::new(),
     });
     meta
 }

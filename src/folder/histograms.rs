@@ -7,14 +7,15 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::BufReader;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use hdrhistogram::Histogram;
 use hdrhistogram::serialization::{Deserializer, Serializer, V2DeflateSerializer};
 
-use super::{HistogramSettings, RequestRecord};
+use super::{HistogramSettings, RequestRecord, input};
+use crate::units::ParseError;
 
 /// The folder of the histogram files inside a run folder.
 pub const HISTOGRAMS_DIR: &str = "histograms";
@@ -157,18 +158,29 @@ pub fn from_rows<'a>(rows: impl IntoIterator<Item = &'a RequestRecord>) -> Histo
     out
 }
 
-fn file_of(dir: &Path, cell: &str, stream: &str, metric: &str) -> PathBuf {
-    dir.join(HISTOGRAMS_DIR)
-        .join(cell)
-        .join(stream)
-        .join(format!("{metric}.hdr"))
+/// `histograms/<cell>/<stream>/<metric>.hdr` inside `dir`, each name checked to stay
+/// one path component ([`input::file_name`]): a name from a crafted `requests.csv`
+/// (`../..`, `/etc`) never leaves the folder.
+pub fn file_of(dir: &Path, cell: &str, stream: &str, metric: &str) -> Result<PathBuf, ParseError> {
+    Ok(dir
+        .join(HISTOGRAMS_DIR)
+        .join(input::file_name(cell, "histogram cell")?)
+        .join(input::file_name(stream, "histogram stream")?)
+        .join(format!(
+            "{}.hdr",
+            input::file_name(metric, "histogram metric")?
+        )))
 }
 
-/// Writes every histogram as `histograms/<cell>/<stream>/<metric>.hdr` (V2, deflated).
+/// Writes every histogram as `histograms/<cell>/<stream>/<metric>.hdr` (V2, deflated);
+/// a name that cannot be a file name is refused before anything is written.
 pub fn write(dir: &Path, files: &HistogramFiles) -> Result<()> {
     let mut ser = V2DeflateSerializer::new();
+    for (cell, stream, metric) in files.keys() {
+        file_of(dir, cell, stream, metric)?;
+    }
     for ((cell, stream, metric), hist) in files {
-        let path = file_of(dir, cell, stream, metric);
+        let path = file_of(dir, cell, stream, metric)?;
         if let Some(parent) = path.parent() {
             fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
         }
@@ -183,6 +195,13 @@ pub fn write(dir: &Path, files: &HistogramFiles) -> Result<()> {
 /// Reads every `histograms/<cell>/<stream>/<metric>.hdr` of a folder (empty when the
 /// folder has none).
 pub fn read(dir: &Path) -> Result<HistogramFiles> {
+    read_known(dir, |_, _, _| true)
+}
+
+/// As [`read`], refusing (bad input, before reading it) a file whose cell, stream or
+/// metric `known` does not accept: a folder's histograms are those of its own cells and
+/// streams, so a crafted folder cannot make a reader hold any number of them.
+pub fn read_known(dir: &Path, known: impl Fn(&str, &str, &str) -> bool) -> Result<HistogramFiles> {
     let root = dir.join(HISTOGRAMS_DIR);
     let mut out = HistogramFiles::new();
     if !root.is_dir() {
@@ -199,16 +218,109 @@ pub fn read(dir: &Path) -> Result<HistogramFiles> {
                 else {
                     continue;
                 };
-                let f =
-                    fs::File::open(&file).with_context(|| format!("opening {}", file.display()))?;
-                let hist: Histogram<u64> = de
-                    .deserialize(&mut BufReader::new(f))
-                    .map_err(|e| anyhow::anyhow!("reading {}: {e:?}", file.display()))?;
-                out.insert((name(&cell), name(&stream), metric.to_string()), hist);
+                let (c, st) = (name(&cell), name(&stream));
+                if !known(&c, &st, metric) {
+                    return Err(ParseError::new(format!(
+                        "{}: no histogram kabench writes: its cell, stream or metric is none of the folder's run.json (metrics: {})",
+                        file.display(),
+                        METRICS.join(", ")
+                    ))
+                    .into());
+                }
+                let hist = read_file(&file, &mut de)?;
+                out.insert((c, st, metric.to_string()), hist);
             }
         }
     }
     Ok(out)
+}
+
+/// The largest `.hdr` file read, and the largest payload one may unpack to (bytes):
+/// a full histogram of [`SETTINGS`] is about 23,000 counters of at most 9 bytes each.
+pub const MAX_HDR_BYTES: u64 = 1 << 20;
+
+const V2_COOKIE: u32 = 0x1c84_9313;
+const V2_COMPRESSED_COOKIE: u32 = 0x1c84_9314;
+const V2_HEADER_BYTES: usize = 40;
+
+/// Reads one `.hdr` file (V2, deflated or not) with every length it claims checked
+/// against [`MAX_HDR_BYTES`] and the bytes really there, and its bounds against
+/// [`SETTINGS`], before anything is allocated for it.
+fn read_file(path: &Path, de: &mut Deserializer) -> Result<Histogram<u64>> {
+    let shown = path.display();
+    let bad = |why: String| -> anyhow::Error {
+        ParseError::new(format!(
+            "{shown}: {why}; histogram files are at most {MAX_HDR_BYTES} bytes and unpack to at most {MAX_HDR_BYTES} (remove the file: merge rebuilds a shard's histograms from its requests.csv when it has none)"
+        ))
+        .into()
+    };
+    let file = input::open_regular(path)?;
+    let mut bytes = Vec::new();
+    file.take(MAX_HDR_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("reading {shown}"))?;
+    if bytes.len() as u64 > MAX_HDR_BYTES {
+        return Err(bad("the file is over the limit".into()));
+    }
+    let (cookie, rest) = be_u32(&bytes).ok_or_else(|| bad("the file is too short".into()))?;
+    let inner = match cookie {
+        V2_COOKIE => bytes,
+        V2_COMPRESSED_COOKIE => {
+            let (claimed, packed) =
+                be_u32(rest).ok_or_else(|| bad("the file is too short".into()))?;
+            if claimed as usize > packed.len() {
+                return Err(bad(format!(
+                    "it claims a compressed payload of {claimed} bytes but holds {}",
+                    packed.len()
+                )));
+            }
+            let mut inner = Vec::new();
+            flate2::read::ZlibDecoder::new(&packed[..claimed as usize])
+                .take(MAX_HDR_BYTES + 1)
+                .read_to_end(&mut inner)
+                .map_err(|e| bad(format!("its payload does not unpack ({e})")))?;
+            if inner.len() as u64 > MAX_HDR_BYTES {
+                return Err(bad("its payload unpacks to more than the limit".into()));
+            }
+            inner
+        }
+        other => return Err(bad(format!("{other:#x} is not a V2 histogram's cookie"))),
+    };
+    if inner.len() < V2_HEADER_BYTES || be_u32(&inner).map(|c| c.0) != Some(V2_COOKIE) {
+        return Err(bad("its payload is not a V2 histogram".into()));
+    }
+    let field = |at: usize, n: usize| {
+        inner[at..at + n]
+            .iter()
+            .fold(0u64, |acc, b| (acc << 8) | u64::from(*b))
+    };
+    let claimed = field(4, 4);
+    let held = inner.len() - V2_HEADER_BYTES;
+    if claimed > held as u64 {
+        return Err(bad(format!(
+            "it claims {claimed} bytes of counts but holds {held}"
+        )));
+    }
+    let settings = (field(16, 8), field(24, 8), field(12, 4));
+    let ours = (
+        SETTINGS.lowest_us,
+        SETTINGS.highest_us,
+        u64::from(SETTINGS.significant_digits),
+    );
+    if settings != ours {
+        return Err(ParseError::new(format!(
+            "{shown}: the histogram's bounds and precision (lowest {} µs, highest {} µs, {} digits) are not those kabench writes ({:?}); shards must share bounds and precision",
+            settings.0, settings.1, settings.2, SETTINGS
+        ))
+        .into());
+    }
+    de.deserialize(&mut &inner[..])
+        .map_err(|e| bad(format!("it does not decode ({e:?})")))
+}
+
+fn be_u32(bytes: &[u8]) -> Option<(u32, &[u8])> {
+    let (head, rest) = bytes.split_first_chunk::<4>()?;
+    Some((u32::from_be_bytes(*head), rest))
 }
 
 fn name(p: &Path) -> String {

@@ -490,6 +490,11 @@ pub struct MergeMeta {
     pub incomplete: Vec<String>,
     /// Each merged shard's clock offset at the barrier (ms), by index.
     pub clock_offsets_ms: BTreeMap<u32, Option<f64>>,
+    /// Cells whose memory was not measured to their end, with why (the shards that
+    /// sampled a host stopped during them): their memory figures are missing, never
+    /// zero, and no keep_alive is recommended over them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub memory_not_measured: BTreeMap<String, String>,
 }
 
 impl MergeMeta {

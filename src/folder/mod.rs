@@ -16,10 +16,12 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::units::KeepAlive;
+use crate::units::limits::{self, LineBounded};
 
 mod fits;
 pub mod histograms;
 pub mod horizon;
+pub mod input;
 mod kinds;
 mod meta;
 mod params;
@@ -369,14 +371,16 @@ pub fn release_space(dir: &Path) {
 /// Reads `run.json`.
 pub fn read_meta(dir: &Path) -> Result<RunMeta> {
     let path = dir.join(RUN_JSON);
-    let text = fs::read_to_string(&path).with_context(|| {
+    let text = input::read_text(&path).with_context(|| {
         format!(
             "reading {}: is {} a kabench run folder?",
             path.display(),
             dir.display()
         )
     })?;
-    serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+    // The parser's message may quote a field whole: an excerpt of it.
+    serde_json::from_str(&text)
+        .map_err(|e| anyhow::anyhow!("parsing {}: {}", path.display(), short(&e.to_string())))
 }
 
 /// Writes `rows` to a new CSV file at `path` (the header even when there are none),
@@ -478,12 +482,11 @@ pub fn for_each_row<T: for<'de> Deserialize<'de>>(
 ) -> Result<()> {
     let mut reader = csv::ReaderBuilder::new()
         .flexible(true)
-        .from_path(path)
-        .with_context(|| format!("reading {}", path.display()))?;
-    let headers = reader
-        .byte_headers()
-        .with_context(|| format!("reading the header of {}", path.display()))?
-        .clone();
+        .from_reader(LineBounded::new(input::open_regular(path)?));
+    let headers = match reader.byte_headers() {
+        Ok(h) => h.clone(),
+        Err(e) => return Err(csv_error(path, e)),
+    };
     let name = path.file_name().map_or_else(
         || path.display().to_string(),
         |n| n.to_string_lossy().into_owned(),
@@ -498,6 +501,11 @@ pub fn for_each_row<T: for<'de> Deserialize<'de>>(
                 let line = record.position().map_or(next_line, |p| p.line());
                 (line, e.to_string())
             }),
+            // A line over the limit (or a failing disk) ends the file: no row after it
+            // can be read.
+            Err(e) if matches!(e.kind(), csv::ErrorKind::Io(_)) => {
+                return Err(csv_error(path, e));
+            }
             Err(e) => Err((e.position().map_or(next_line, |p| p.line()), e.to_string())),
         };
         match parsed {
@@ -506,7 +514,8 @@ pub fn for_each_row<T: for<'de> Deserialize<'de>>(
                 bad += 1;
                 if bad <= NOTED_ROWS {
                     notes.push(format!(
-                        "{name} line {line}: a row that does not parse was skipped ({e})"
+                        "{name} line {line}: a row that does not parse was skipped ({})",
+                        short(&e)
                     ));
                 }
             }
@@ -521,20 +530,47 @@ pub fn for_each_row<T: for<'de> Deserialize<'de>>(
     Ok(())
 }
 
+/// A CSV reader's error as bad input naming the file when its content broke a limit
+/// (a line too long), the system's error otherwise.
+fn csv_error(path: &Path, e: csv::Error) -> anyhow::Error {
+    match e.into_kind() {
+        csv::ErrorKind::Io(io) => input::bad_read(path, io),
+        kind => anyhow::anyhow!(
+            "reading {}: {}",
+            path.display(),
+            short(&format!("{kind:?}"))
+        ),
+    }
+}
+
+/// A parser's message about a field, short enough to print whatever the field held.
+fn short(message: &str) -> String {
+    if message.chars().count() > 3 * limits::EXCERPT_CHARS {
+        limits::excerpt(message)
+    } else {
+        limits::printable(message).into_owned()
+    }
+}
+
 fn read_csv<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Vec<T>> {
     let mut reader = csv::ReaderBuilder::new()
         .flexible(true)
-        .from_path(path)
-        .with_context(|| format!("reading {}", path.display()))?;
+        .from_reader(LineBounded::new(input::open_regular(path)?));
     let mut rows = Vec::new();
     let mut bad = 0usize;
     for (i, row) in reader.deserialize::<T>().enumerate() {
         match row {
             Ok(r) => rows.push(r),
+            Err(e) if matches!(e.kind(), csv::ErrorKind::Io(_)) => return Err(csv_error(path, e)),
             Err(e) => {
                 bad += 1;
                 if bad > 1 {
-                    return Err(anyhow::anyhow!("{} row {}: {e}", path.display(), i + 2));
+                    return Err(anyhow::anyhow!(
+                        "{} row {}: {}",
+                        path.display(),
+                        i + 2,
+                        short(&e.to_string())
+                    ));
                 }
             }
         }

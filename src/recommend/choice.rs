@@ -138,6 +138,34 @@ pub(crate) fn recommend_group(
     }
     mark_frontier(&mut cands, slo_ms.is_some());
 
+    // No pick over cells whose memory is missing: ranked without it, a cell that held a
+    // model for hours would look as cheap as one that unloaded at once.
+    let lost: Vec<String> = members
+        .iter()
+        .filter_map(|(c, _)| {
+            c.memory_missing
+                .as_ref()
+                .map(|why| format!("{}: {why}", c.id))
+        })
+        .collect();
+    if !lost.is_empty() {
+        let reason = format!(
+            "the memory of {} of the {} swept cells was not measured ({}); no keep_alive is recommended over cells whose memory is missing: rerun them, or merge shards that sampled them",
+            lost.len(),
+            cands.len(),
+            lost.join("; ")
+        );
+        return no_candidate(
+            (workload, model, fixed),
+            cands,
+            reason,
+            has_vram,
+            (penalty_s, penalty_source),
+            (model_gb, model_ram_gb),
+            slo_ms.is_some(),
+        );
+    }
+
     // Only cells whose requests mostly succeeded can be picked.
     let left_out: Vec<String> = cands.iter().filter_map(excluded).collect();
     let valid: Vec<Candidate> = cands
@@ -146,10 +174,15 @@ pub(crate) fn recommend_group(
         .cloned()
         .collect();
     if valid.is_empty() {
+        let reason = format!(
+            "no swept keep_alive had at most {:.0}% of its requests failed and one answered ({})",
+            MAX_ERROR_SHARE * 100.0,
+            left_out.join("; ")
+        );
         return no_candidate(
             (workload, model, fixed),
             cands,
-            &left_out,
+            reason,
             has_vram,
             (penalty_s, penalty_source),
             (model_gb, model_ram_gb),
@@ -223,21 +256,16 @@ pub(crate) fn recommend_group(
     }
 }
 
-/// The recommendation of a group none of whose cells can be picked.
+/// The recommendation of a group none of whose cells can be picked, and why.
 fn no_candidate(
     (workload, model, fixed): GroupKey,
     candidates: Vec<Candidate>,
-    left_out: &[String],
+    reason: String,
     has_vram: bool,
     (cold_penalty_s, cold_penalty_source): (Option<f64>, String),
     (model_gb, model_ram_gb): (Option<f64>, Option<f64>),
     use_p99: bool,
 ) -> Recommendation {
-    let reason = format!(
-        "no swept keep_alive is a valid candidate: a cell counts only when at most {:.0}% of its requests failed and at least one was answered ({})",
-        MAX_ERROR_SHARE * 100.0,
-        left_out.join("; ")
-    );
     let snippets = snippets(&model, None);
     Recommendation {
         workload,

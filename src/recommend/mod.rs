@@ -14,7 +14,10 @@
 //! seconds.
 //!
 //! No memory figure that was not measured is taken as zero: with none, the
-//! recommendation says so and ranks memory by keep_alive length.
+//! recommendation says so and ranks memory by keep_alive length; when a cell's memory
+//! is missing where it should have been measured (`memory_missing`: a merged run whose
+//! sampling shards stopped), nothing is recommended over its group, and the reason says
+//! which cells and why.
 
 use std::collections::BTreeMap;
 
@@ -45,8 +48,8 @@ pub enum Form {
     Slo,
     /// No VRAM data: the shortest keep_alive with the lowest cold ratio.
     ColdOnly,
-    /// No candidate was valid (each had too many failed requests): nothing is
-    /// recommended and `reason` says why.
+    /// No candidate was valid (each had too many failed requests, or the memory of a
+    /// cell was not measured): nothing is recommended and `reason` says why.
     NoCandidate,
 }
 
@@ -234,14 +237,9 @@ impl Recommendation {
             fixed = format!(" [{}]", parts.join(", "));
         }
         if self.form == Form::NoCandidate {
-            let why: Vec<String> = self.candidates.iter().filter_map(excluded).collect();
             return format!(
-                "{} ({}){}: no recommendation: no swept keep_alive had at most {:.0}% of its requests failed and one answered ({})",
-                self.workload,
-                self.model,
-                fixed,
-                MAX_ERROR_SHARE * 100.0,
-                why.join("; ")
+                "{} ({}){}: no recommendation: {}",
+                self.workload, self.model, fixed, self.reason
             );
         }
         if self.chosen.is_none() {

@@ -59,6 +59,7 @@ fn cell(id: &str, ka: &str, cold: u64, p99: f64, idle: f64) -> CellSummary {
             ram: None,
             counted: "GPU".into(),
         }),
+        memory_missing: None,
         warnings: Vec::new(),
         reloads: Default::default(),
         predicted: false,
@@ -275,5 +276,24 @@ fn with_no_valid_candidate_nothing_is_recommended() {
     let h = r.headline();
     assert!(h.starts_with("chat (m:7b): no recommendation"), "{h}");
     assert!(h.contains("10s: all 100 requests failed"), "{h}");
+    assert!(!h.contains("OLLAMA_KEEP_ALIVE"), "{h}");
+}
+
+#[test]
+fn a_cell_whose_memory_is_missing_gets_no_recommendation_over_it() {
+    let mut s = summary();
+    s.cells[1].vram = None;
+    s.cells[1].memory_missing = Some("the shards that sampled it did not complete".into());
+    let r = &recommend(&s, &cost(7.2), &SloSettings::default())[0];
+    assert_eq!(r.form, Form::NoCandidate);
+    assert!(r.chosen_candidate().is_none());
+    assert!(
+        r.reason
+            .contains("the memory of 1 of the 3 swept cells was not measured"),
+        "{}",
+        r.reason
+    );
+    let h = r.headline();
+    assert!(h.contains("did not complete"), "{h}");
     assert!(!h.contains("OLLAMA_KEEP_ALIVE"), "{h}");
 }

@@ -8,6 +8,7 @@ mod plan;
 mod raw;
 mod sections;
 mod spans;
+mod tokens;
 pub mod trace;
 mod validate;
 

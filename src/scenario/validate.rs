@@ -11,6 +11,7 @@ use super::sections::{
     cost, keep_alive, rate, required_duration, run, sim_values, slo, swarm, target, telemetry,
 };
 use super::spans::Locator;
+use super::tokens;
 use super::{Api, Arrival, Prompt, RunSettings, Scenario, ScenarioError, StreamSpec, Sweep, trace};
 
 type Result<T> = std::result::Result<T, ScenarioError>;
@@ -301,6 +302,10 @@ fn stream(
         Some(n) => n,
         None => format!("stream{}", i + 1),
     };
+    // A stream's name names its histogram folder of a sharded run.
+    if let Err(e) = crate::folder::input::file_name(&name, "the stream's name") {
+        return Err(loc.error_at(&key("name"), &e.message));
+    }
     let model = model(s.model, &key("model"), sweep, loc)?;
     let api = match s.api.as_deref() {
         None | Some("generate") => Api::Generate,
@@ -313,13 +318,7 @@ fn stream(
             ));
         }
     };
-    let num_ctx = s.num_ctx.unwrap_or(4096);
-    if num_ctx == 0 {
-        return Err(loc.error_at(
-            &key("num_ctx"),
-            "num_ctx must be at least 1: write the context length in tokens, e.g. 4096",
-        ));
-    }
+    let num_ctx = tokens::num_ctx(s.num_ctx.as_ref(), &key("num_ctx"), loc)?;
     let prompt = match (s.prompt_tokens, s.prompt) {
         (Some(_), Some(_)) => {
             return Err(loc.error_at(
@@ -334,13 +333,12 @@ fn stream(
         (None, Some(text)) => Prompt::Text(text),
         (None, None) => Prompt::Tokens(200),
     };
-    let max_tokens = s.max_tokens.unwrap_or(32);
-    if max_tokens == 0 && api != Api::Embed {
-        return Err(loc.error_at(
-            &key("max_tokens"),
-            "max_tokens must be at least 1 (it is sent as options.num_predict)",
-        ));
-    }
+    let max_tokens = tokens::max_tokens(
+        s.max_tokens.as_ref(),
+        api == Api::Embed,
+        &key("max_tokens"),
+        loc,
+    )?;
     let keep_alive = match &s.keep_alive {
         Some(v) => Some(keep_alive(v, &key("keep_alive"), loc)?),
         None => None,

@@ -186,7 +186,12 @@ fn bad_values_name_line_key_and_what_is_allowed() {
         "stream[0].api",
         "write \"generate\", \"chat\" or \"embed\"",
     );
-    fails(&with("num_ctx = 0"), 3, "stream[0].num_ctx", "at least 1");
+    fails(
+        &with("num_ctx = 0"),
+        3,
+        "stream[0].num_ctx",
+        "raise it to a context of 4",
+    );
     fails(
         &with("prompt = \"hi\"\nprompt_tokens = 5"),
         3,
@@ -516,13 +521,23 @@ fn keep_alive_past_a_go_duration_is_rejected_never_panics() {
         "sweep.keep_alive[0]",
         "time: invalid duration",
     );
-    fails(&ka("1e20"), 7, "sweep.keep_alive[0]", "out of range");
-    fails(&ka("1.7e308"), 7, "sweep.keep_alive[0]", "out of range");
+    fails(
+        &ka("1e20"),
+        7,
+        "sweep.keep_alive[0]",
+        "Ollama accepts it (HTTP 200)",
+    );
+    fails(
+        &ka("1.7e308"),
+        7,
+        "sweep.keep_alive[0]",
+        "unloaded as soon as it is idle",
+    );
     fails(
         "[[stream]]\nmodel = \"m\"\nkeep_alive = 1e20\narrival = { kind = \"poisson\", rate = \"1/s\" }\n[run]\nrequests = 3\n",
         3,
         "stream[0].keep_alive",
-        "use -1 for forever",
+        "write -1 (or any negative number) to keep the model loaded forever",
     );
     assert!(p(&ka("\"2562047h\"")).is_ok());
 }
@@ -659,4 +674,18 @@ fn a_fleet_of_targets_and_the_shard_split_are_checked() {
         "target.urls[1]",
         "bad url \"ftp://b\"",
     );
+}
+
+#[test]
+fn a_stream_name_that_cannot_be_a_file_name_is_refused_at_its_key() {
+    for bad in ["../../x", "/etc/passwd", "a\\\\b", ".."] {
+        fails(
+            &format!(
+                "name = \"s\"\n[[stream]]\nname = \"{bad}\"\nmodel = \"m\"\narrival = {{ kind = \"poisson\", rate = \"1/s\" }}\n{OK_RUN}"
+            ),
+            3,
+            "stream[0].name",
+            "cannot be a file name",
+        );
+    }
 }

@@ -38,6 +38,32 @@ pub struct KeepAlive {
     written: String,
     wire: WireKeepAlive,
     duration: Option<Duration>,
+    /// A number of seconds past what a Go duration holds, read off the wire: Ollama's
+    /// conversion overflows into a negative duration, so the model unloads as soon as
+    /// it is idle (the duration is held as zero), yet it is not the exact zero that
+    /// makes an empty prompt an unload request (E6).
+    overflowed: bool,
+}
+
+/// Ollama's `time.Duration(seconds * float64(time.Second))` for a JSON number of
+/// seconds that is not negative, as its amd64 build computes it: the product truncated
+/// toward zero to int64 nanoseconds, and a product past `i64::MAX` (from about
+/// 9223372036.854775808 seconds, 292 years, up) converted to `i64::MIN` (the
+/// processor's answer to an out-of-range conversion), a negative duration.
+pub fn go_duration_nanos(seconds: f64) -> i64 {
+    go_int64(seconds * 1e9)
+}
+
+/// Go's `int64(f)` as its amd64 build computes it: truncation toward zero, and
+/// `i64::MIN` for NaN or anything outside int64 (from 2^63 up, below -2^63).
+pub fn go_int64(f: f64) -> i64 {
+    // `i64::MAX as f64` is 2^63 exactly, the first value that does not fit.
+    const LIMIT: f64 = i64::MAX as f64;
+    if (-LIMIT..LIMIT).contains(&f) {
+        f as i64
+    } else {
+        i64::MIN
+    }
 }
 
 impl KeepAlive {
@@ -51,8 +77,12 @@ impl KeepAlive {
             && seconds.is_finite()
             && !trimmed.contains(['e', 'E', 'i', 'n', 'N'])
         {
-            let mut ka = KeepAlive::try_from_seconds(seconds)
-                .map_err(|e| ParseError::new(format!("bad keep_alive {trimmed:?}: {e}")))?;
+            let mut ka = KeepAlive::try_from_seconds(seconds).map_err(|e| {
+                ParseError::new(format!(
+                    "bad keep_alive {:?}: {e}",
+                    crate::units::limits::excerpt(trimmed)
+                ))
+            })?;
             ka.written = trimmed.to_string();
             if trimmed == "0" {
                 ka.wire = WireKeepAlive::Duration("0".into());
@@ -68,6 +98,7 @@ impl KeepAlive {
             written: trimmed.to_string(),
             wire: WireKeepAlive::Duration(trimmed.to_string()),
             duration: nanos_to_duration(nanos),
+            overflowed: false,
         })
     }
 
@@ -79,23 +110,22 @@ impl KeepAlive {
             written: format_seconds(seconds),
             wire: WireKeepAlive::Seconds(seconds),
             duration: Some(Duration::from_nanos(i64::MAX as u64)),
+            overflowed: false,
         })
     }
 
     /// A keep_alive of `seconds` (negative = forever), sent as a JSON number; an error
     /// when it is not a number or does not fit a Go duration (int64 nanoseconds, about
-    /// 292 years), as Ollama cannot hold it.
+    /// 292 years): Ollama takes such a number (HTTP 200) but it overflows into "unload
+    /// as soon as idle" ([`go_duration_nanos`]), which a scenario never means, so
+    /// kabench refuses to send it and says so.
     pub fn try_from_seconds(seconds: f64) -> Result<KeepAlive, ParseError> {
         let duration = if seconds.is_nan() {
             return Err(ParseError::new("keep_alive is not a number"));
         } else if seconds < 0.0 {
             None
-        } else if seconds > MAX_KEEP_ALIVE_SECONDS {
-            return Err(ParseError::new(format!(
-                "keep_alive {} seconds is out of range: a duration holds at most {} seconds (about 292 years); use -1 for forever",
-                format_seconds(seconds),
-                MAX_KEEP_ALIVE_SECONDS.floor()
-            )));
+        } else if go_duration_nanos(seconds) < 0 {
+            return Err(ParseError::new(overflow_message(seconds)));
         } else {
             Some(
                 Duration::try_from_secs_f64(seconds)
@@ -106,6 +136,7 @@ impl KeepAlive {
             written: format_seconds(seconds),
             wire: WireKeepAlive::Seconds(seconds),
             duration,
+            overflowed: false,
         })
     }
 
@@ -121,18 +152,31 @@ impl KeepAlive {
             written: text.clone(),
             wire: WireKeepAlive::Duration(text),
             duration: Some(d),
+            overflowed: false,
         }
     }
 
     /// Reads `keep_alive` from a request body exactly as Ollama does (KA2–KA5):
-    /// `null`/absent → `Ok(None)`; numbers are seconds; strings are Go durations;
-    /// numeric strings, empty strings and other JSON types are errors with Ollama's text.
+    /// `null`/absent → `Ok(None)`; numbers are seconds, negative ones forever, converted
+    /// to whole nanoseconds as Go converts them ([`go_duration_nanos`]: below a
+    /// nanosecond is exactly zero, past 292 years overflows into "unload as soon as
+    /// idle", both answered 200 by Ollama); strings are Go durations; numeric strings,
+    /// empty strings and other JSON types are errors with Ollama's text.
     pub fn from_json(value: &Value) -> Result<Option<KeepAlive>, ParseError> {
         match value {
             Value::Null => Ok(None),
             Value::Number(n) => {
                 let seconds = n.as_f64().unwrap_or(0.0);
-                KeepAlive::try_from_seconds(seconds).map(Some)
+                if seconds < 0.0 {
+                    return KeepAlive::try_from_seconds(seconds).map(Some);
+                }
+                let nanos = go_duration_nanos(seconds);
+                Ok(Some(KeepAlive {
+                    written: format_seconds(seconds),
+                    wire: WireKeepAlive::Seconds(seconds),
+                    duration: Some(Duration::from_nanos(nanos.max(0) as u64)),
+                    overflowed: nanos < 0,
+                }))
             }
             Value::String(s) => {
                 let nanos = parse_go_duration(s)?;
@@ -140,6 +184,7 @@ impl KeepAlive {
                     written: s.clone(),
                     wire: WireKeepAlive::Duration(s.clone()),
                     duration: nanos_to_duration(nanos),
+                    overflowed: false,
                 }))
             }
             Value::Bool(_) => Err(ParseError::new("Unsupported type: 'bool'")),
@@ -186,9 +231,23 @@ impl KeepAlive {
         self.duration.is_none()
     }
 
-    /// True for a zero keep_alive: unload as soon as idle.
+    /// True for a zero keep_alive: unload as soon as idle (a number that overflowed
+    /// Ollama's duration included).
     pub fn is_zero(&self) -> bool {
         self.duration == Some(Duration::ZERO)
+    }
+
+    /// True when Ollama's duration is exactly zero, which makes a request with an empty
+    /// prompt an unload request (E6); false for a number that overflowed
+    /// ([`KeepAlive::overflowed`]): that one loads the model, then unloads it when idle.
+    pub fn is_exact_zero(&self) -> bool {
+        self.is_zero() && !self.overflowed
+    }
+
+    /// True for a number of seconds read off the wire that is past what a Go duration
+    /// holds: Ollama answers 200 and unloads the model as soon as it is idle.
+    pub fn overflowed(&self) -> bool {
+        self.overflowed
     }
 
     /// Seconds as a float, with forever as `f64::INFINITY` (for sorting and charts).
@@ -210,6 +269,16 @@ impl std::str::FromStr for KeepAlive {
     }
 }
 
+/// What kabench says when it refuses a number of seconds past a Go duration, saying
+/// what Ollama would do with it.
+fn overflow_message(seconds: f64) -> String {
+    format!(
+        "keep_alive {} seconds is longer than a Go duration holds ({} seconds, about 292 years): Ollama accepts it (HTTP 200) but its conversion to nanoseconds overflows into a negative duration, so the model is unloaded as soon as it is idle, as with 0; write -1 (or any negative number) to keep the model loaded forever, or 0 to unload it at once",
+        format_seconds(seconds),
+        MAX_KEEP_ALIVE_SECONDS.floor()
+    )
+}
+
 fn nanos_to_duration(nanos: i128) -> Option<Duration> {
     if nanos < 0 {
         None
@@ -218,9 +287,14 @@ fn nanos_to_duration(nanos: i128) -> Option<Duration> {
     }
 }
 
+/// A number of seconds as written: whole numbers in full up to 16 digits, larger ones
+/// in their shortest form (`1e20`, not 21 digits; `1e300`, not 301), fractions as they
+/// are.
 fn format_seconds(seconds: f64) -> String {
     if seconds.fract() == 0.0 && seconds.abs() < 9.0e15 {
         format!("{}", seconds as i64)
+    } else if seconds.abs() >= 1e16 {
+        format!("{seconds:e}")
     } else {
         format!("{seconds}")
     }

@@ -12,7 +12,8 @@ use keep_alive::MAX_GO_DURATION_NANOS;
 
 pub use keep_alive::{
     KeepAlive, KeepAliveKeys, MAX_KEEP_ALIVE_SECONDS, WireKeepAlive, as_written, cmp_keep_alive,
-    display_keep_alive, keep_alive_keys, optional_written_or_empty, written_or_empty,
+    display_keep_alive, go_duration_nanos, go_int64, keep_alive_keys, optional_written_or_empty,
+    written_or_empty,
 };
 
 /// A value that could not be parsed; the message says what is allowed.
@@ -308,11 +309,16 @@ mod tests {
         assert!(KeepAlive::from_json(&json!("9999999999999999h")).is_err());
         let e = KeepAlive::parse("9999999999999999h").unwrap_err();
         assert!(e.message.contains("bad keep_alive"), "{e}");
-        // Numbers of seconds past 292 years: an error, not a panic.
-        let e = KeepAlive::from_json(&json!(1e20)).unwrap_err();
-        assert!(e.message.contains("out of range"), "{e}");
-        assert!(KeepAlive::from_json(&json!(f64::MAX)).is_err());
-        assert!(KeepAlive::parse("100000000000000000000").is_err());
+        // A scenario's number of seconds past 292 years: refused, saying what Ollama
+        // would do with it (not a panic, not a silent wrap).
+        let e = KeepAlive::parse("100000000000000000000").unwrap_err();
+        assert!(e.message.contains("1e20 seconds"), "{e}");
+        assert!(e.message.contains("Ollama accepts it (HTTP 200)"), "{e}");
+        assert!(e.message.contains("unloaded as soon as it is idle"), "{e}");
+        let long = format!("1{}", "0".repeat(300));
+        let e = KeepAlive::parse(&long).unwrap_err();
+        assert!(e.message.len() < 700, "{e}");
+        assert!(e.message.contains("1e300 seconds"), "{e}");
         assert!(KeepAlive::parse("9223372037").is_err());
         assert!(KeepAlive::parse("9223372036").is_ok());
         assert!(
@@ -320,6 +326,53 @@ mod tests {
                 .unwrap()
                 .unwrap()
                 .is_forever()
+        );
+    }
+
+    #[test]
+    fn ka2_numbers_past_a_go_duration_overflow_into_unload_when_idle() {
+        // As Ollama v0.32.15 reads them (seen on the real server: 200, and the model
+        // leaves /api/ps as soon as the request ends).
+        for n in [
+            json!(1e20),
+            json!(9.3e9),
+            json!(1e300),
+            json!(9223372037u64),
+            json!(f64::MAX),
+        ] {
+            let ka = KeepAlive::from_json(&n).unwrap().unwrap();
+            assert!(ka.overflowed(), "{n}");
+            assert!(ka.is_zero(), "{n}: unloads when idle");
+            assert!(
+                !ka.is_exact_zero(),
+                "{n}: an empty prompt loads, not unloads"
+            );
+            assert!(!ka.is_forever(), "{n}");
+            assert!(ka.written().len() < 30, "written short: {}", ka.written());
+        }
+        assert_eq!(
+            KeepAlive::from_json(&json!(1e20))
+                .unwrap()
+                .unwrap()
+                .written(),
+            "1e20"
+        );
+        let ka = KeepAlive::from_json(&json!(9223372036u64))
+            .unwrap()
+            .unwrap();
+        assert!(!ka.overflowed());
+        assert_eq!(ka.duration(), Some(Duration::from_secs(9_223_372_036)));
+        // Below a nanosecond Go's duration is exactly 0 (an empty prompt unloads); one
+        // nanosecond is not.
+        let ka = KeepAlive::from_json(&json!(1e-10)).unwrap().unwrap();
+        assert!(ka.is_exact_zero());
+        let ka = KeepAlive::from_json(&json!(1e-9)).unwrap().unwrap();
+        assert_eq!(ka.duration(), Some(Duration::from_nanos(1)));
+        assert_eq!(go_duration_nanos(0.5), 500_000_000);
+        assert_eq!(go_duration_nanos(9.3e9), i64::MIN);
+        assert_eq!(
+            go_duration_nanos(9_223_372_036.0),
+            9_223_372_036_000_000_000
         );
     }
 

@@ -3,7 +3,9 @@
 //! --gpus 0` (a CPU-only host with the tiny models' measured figures), and what must
 //! agree is compared: error statuses and bodies, `done_reason`, the `/api/ps` fields and
 //! their values (`size_vram` 0 included), expiry timing, eviction order, and the cold
-//! count per keep_alive of a run. Differences that cannot be closed are listed in the
+//! count per keep_alive of a run, and the odd values Ollama takes or refuses (numeric
+//! keep_alive past a Go duration, fractional integer options, options of the wrong
+//! type). Differences that cannot be closed are listed in the
 //! README ("The simulator against the real server") with their rule ID.
 //! Skips with one line where the real server is not available.
 
@@ -238,4 +240,133 @@ fn cold_counts_per_keep_alive_agree_with_the_real_server() {
     let on_sim = cold("sim", "sim");
     assert_eq!(on_real, vec![3, 3, 1], "the real server");
     assert_eq!(on_sim, on_real, "the simulator agrees with the real server");
+}
+
+/// True when `/api/ps` (from `call`) still lists a model 1 s after the last request
+/// ended, polled every 50 ms: the model was kept, not unloaded when idle.
+fn still_loaded(call: impl Fn() -> String) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(1) {
+        if call().contains(r#""models":[]"#) {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    true
+}
+
+#[test]
+fn ka2_numeric_keep_alive_past_a_go_duration_agrees_with_the_real_server() {
+    // Ollama v0.32.15 turns a number of seconds into `time.Duration(s * 1e9)`: past
+    // 2^63 ns (292 years) it overflows into a negative duration, which it takes (200)
+    // and unloads the model as soon as it is idle; an empty prompt with such a number
+    // loads (only an exact 0 unloads, E6). Below a nanosecond it is an exact 0.
+    let Some(p) = Pair::start("diff-ka-overflow", &[], &[]) else {
+        return;
+    };
+    let ask = |ka: &str| {
+        format!(
+            r#"{{"model":"tiny-50m","prompt":"hi","stream":false,"keep_alive":{ka},"options":{{"num_predict":1}}}}"#
+        )
+    };
+    let empty = |ka: &str| format!(r#"{{"model":"tiny-50m","keep_alive":{ka}}}"#);
+    // (body, done_reason, still loaded after) as the real server answered.
+    let cases = [
+        (ask("9223372036"), "length", true),
+        (ask("1e20"), "length", false),
+        (ask("9.3e9"), "length", false),
+        (ask("1e300"), "length", false),
+        (ask("9223372037"), "length", false),
+        (empty("1e20"), "load", false),
+        (empty("1e-10"), "unload", false),
+    ];
+    for (body, reason, loaded) in cases {
+        let ((rs, r), (ss, s)) = p.call("POST", "/api/generate", Some(&body));
+        assert_eq!((rs, ss), (200, 200), "{body}: real {r}, sim {s}");
+        assert_eq!(json(&r)["done_reason"], reason, "real: {body}");
+        assert_eq!(json(&s)["done_reason"], reason, "sim: {body}");
+        let real = still_loaded(|| p.real.call("GET", "/api/ps", None).1);
+        let sim = still_loaded(|| p.sim.call("GET", "/api/ps", None).1);
+        assert_eq!(real, loaded, "real server, loaded after {body}");
+        assert_eq!(sim, real, "simulator, loaded after {body}");
+    }
+    // The same on /api/chat.
+    let chat = r#"{"model":"tiny-50m","stream":false,"messages":[{"role":"user","content":"hi"}],"keep_alive":1e300,"options":{"num_predict":1}}"#;
+    let ((rs, r), (ss, s)) = p.call("POST", "/api/chat", Some(chat));
+    assert_eq!((rs, ss), (200, 200), "{chat}: real {r}, sim {s}");
+    let real = still_loaded(|| p.real.call("GET", "/api/ps", None).1);
+    let sim = still_loaded(|| p.sim.call("GET", "/api/ps", None).1);
+    assert_eq!((real, sim), (false, false), "loaded after {chat}");
+    // A number no float64 holds is not JSON Ollama reads: 400 on both (the wording is
+    // each decoder's own, H2).
+    let ((rs, _), (ss, _)) = p.call("POST", "/api/generate", Some(&empty("1e400")));
+    assert_eq!((rs, ss), (400, 400), "keep_alive 1e400");
+}
+
+#[test]
+fn h4_option_values_agree_with_the_real_server() {
+    // Go's `Options.FromMap`: any JSON number fills an integer option (truncated), a
+    // wrong type is 500 with the option's name, unknown options are ignored; a
+    // num_ctx under 4 (or past int64) becomes 4; an unload request never reads them.
+    let Some(p) = Pair::start("diff-options", &[], &[]) else {
+        return;
+    };
+    let ask = |options: &str| {
+        format!(
+            r#"{{"model":"tiny-50m","prompt":"hi","stream":false,"keep_alive":"1m","options":{{{options}}}}}"#
+        )
+    };
+    // 200, and what the server made of the value: /api/ps context_length or eval_count.
+    for (options, field, value) in [
+        (r#""num_ctx":1.5,"num_predict":1"#, "context_length", 4),
+        (r#""num_ctx":1e30,"num_predict":1"#, "context_length", 4),
+        (
+            r#""num_ctx":2048.5,"num_predict":1"#,
+            "context_length",
+            2048,
+        ),
+        (r#""num_predict":1.7"#, "eval_count", 1),
+        (
+            r#""num_predict":2,"tfs_z":"x","penalize_newline":1"#,
+            "eval_count",
+            2,
+        ),
+    ] {
+        let body = ask(options);
+        let ((rs, r), (ss, s)) = p.call("POST", "/api/generate", Some(&body));
+        assert_eq!((rs, ss), (200, 200), "{body}: real {r}, sim {s}");
+        let (r, s) = if field == "eval_count" {
+            (json(&r)[field].clone(), json(&s)[field].clone())
+        } else {
+            let (real, sim) = p.ps();
+            (real[0][field].clone(), sim[0][field].clone())
+        };
+        assert_eq!(r, value, "real server, {field} after {body}");
+        assert_eq!(s, r, "simulator, {field} after {body}");
+    }
+    // 500 with Ollama's text, byte for byte.
+    for options in [
+        r#""temperature":"hot""#,
+        r#""temperature":true"#,
+        r#""num_ctx":"4096""#,
+        r#""top_k":"5""#,
+        r#""use_mmap":"yes""#,
+        r#""stop":"x""#,
+        r#""stop":["a",1]"#,
+    ] {
+        let body = ask(options);
+        let ((rs, r), (ss, s)) = p.call("POST", "/api/generate", Some(&body));
+        assert_eq!(rs, 500, "real server: {body}: {r}");
+        assert_eq!((ss, s.trim()), (rs, r.trim()), "{body}");
+    }
+    // The load-only request reads them; the unload request does not.
+    let load = r#"{"model":"tiny-50m","options":{"temperature":"hot"}}"#;
+    let ((rs, r), (ss, s)) = p.call("POST", "/api/generate", Some(load));
+    assert_eq!(rs, 500, "{r}");
+    assert_eq!((ss, s.trim()), (rs, r.trim()), "{load}");
+    let unload = r#"{"model":"tiny-50m","keep_alive":0,"options":{"temperature":"hot"}}"#;
+    let ((rs, r), (ss, s)) = p.call("POST", "/api/generate", Some(unload));
+    assert_eq!((rs, ss), (200, 200), "{unload}: real {r}, sim {s}");
+    assert_eq!(json(&r)["done_reason"], "unload");
+    assert_eq!(json(&s)["done_reason"], "unload");
 }

@@ -15,6 +15,7 @@ mod fleet_real;
 mod horizon;
 mod hostile;
 mod hostile_fleet;
+mod hostile_merge;
 mod hostile_predict;
 mod hostile_proxy;
 mod layers;

@@ -614,31 +614,43 @@ async fn faults_produce_each_error_kind() {
 }
 
 #[tokio::test]
-async fn ka4_every_bad_keep_alive_is_a_400_json_error_never_a_dropped_connection() {
-    let (sim, _client) = start(SimSettings::for_tests()).await;
+async fn ka2_numbers_past_a_go_duration_are_taken_and_unload_when_idle_as_on_ollama() {
+    // Ollama v0.32.15 answers these 200 (its conversion to nanoseconds overflows into
+    // a negative duration) and unloads the model as soon as the request ends; an
+    // empty prompt loads (it is not the exact zero of an unload request).
+    let (sim, client) = start(SimSettings::for_tests()).await;
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
     let base = sim.base_url();
-    for (path, body) in [
+    for (path, body, reason) in [
         (
             "generate",
-            json!({"model": SMALL, "prompt": "x", "keep_alive": 1e20}),
+            json!({"model": SMALL, "prompt": "x", "stream": false, "keep_alive": 1e20, "options": {"num_predict": 1}}),
+            Some("length"),
         ),
         (
             "generate",
-            json!({"model": SMALL, "prompt": "x", "keep_alive": 1.7e308}),
+            json!({"model": SMALL, "prompt": "x", "stream": false, "keep_alive": 1.7e308, "options": {"num_predict": 1}}),
+            Some("length"),
         ),
         (
             "generate",
-            json!({"model": SMALL, "prompt": "x", "keep_alive": "9999999999999999h"}),
+            json!({"model": SMALL, "prompt": "x", "stream": false, "keep_alive": 9.3e9, "options": {"num_predict": 1}}),
+            Some("length"),
         ),
-        ("generate", json!({"model": SMALL, "keep_alive": 1e20})),
+        (
+            "generate",
+            json!({"model": SMALL, "keep_alive": 1e20}),
+            Some("load"),
+        ),
         (
             "chat",
-            json!({"model": SMALL, "messages": [{"role": "user", "content": "x"}], "keep_alive": 1e20}),
+            json!({"model": SMALL, "stream": false, "messages": [{"role": "user", "content": "x"}], "keep_alive": 1e300, "options": {"num_predict": 1}}),
+            Some("length"),
         ),
         (
             "embed",
             json!({"model": EMBED, "input": "x", "keep_alive": 1e20}),
+            None,
         ),
     ] {
         let r = http
@@ -647,11 +659,27 @@ async fn ka4_every_bad_keep_alive_is_a_400_json_error_never_a_dropped_connection
             .send()
             .await
             .unwrap_or_else(|e| panic!("{path} {body}: no answer: {e}"));
-        assert_eq!(r.status(), 400, "{path} {body}");
+        assert_eq!(r.status(), 200, "{path} {body}");
         let v: Value = r.json().await.unwrap();
-        assert!(v["error"].is_string(), "{path} {body}: {v}");
+        if let Some(reason) = reason {
+            assert_eq!(v["done_reason"], reason, "{path} {body}: {v}");
+        }
+        assert!(
+            wait_until_empty(&client, Duration::from_secs(2)).await,
+            "{path} {body}: unloaded as soon as idle"
+        );
     }
-    assert_eq!(sim.state.stats().loads, 0);
+    // A duration string past the longest Go duration stays a 400 (KA4), never a
+    // dropped connection.
+    let r = http
+        .post(format!("{base}/api/generate"))
+        .json(&json!({"model": SMALL, "prompt": "x", "keep_alive": "9999999999999999h"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"], "time: invalid duration \"9999999999999999h\"");
     sim.shutdown().await;
 }
 

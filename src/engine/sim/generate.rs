@@ -11,6 +11,7 @@ use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value};
 
+use super::options;
 use super::wire::{self, SimError};
 use super::{Admission, SimState, Ticket};
 use crate::engine::catalogue::{Capability, ModelSpec};
@@ -46,6 +47,9 @@ pub(super) struct Checked {
     pub(super) keep_alive: Option<KeepAlive>,
     pub(super) num_ctx: Option<u32>,
     pub(super) num_predict: Option<i64>,
+    /// A bad option (H4): Ollama reports it when it schedules the request, after the
+    /// capability checks, and never for an unload request (E6).
+    pub(super) bad_option: Option<SimError>,
 }
 
 impl Checked {
@@ -56,6 +60,11 @@ impl Checked {
         st: &SimState,
         kind: RequestKind,
     ) -> Result<(Ticket, Admission), SimError> {
+        if kind != RequestKind::Unload
+            && let Some(e) = &self.bad_option
+        {
+            return Err(e.clone());
+        }
         if kind == RequestKind::Serve && st.roll(st.inner.faults.error_500) {
             return Err(SimError::internal("simulated server error"));
         }
@@ -64,10 +73,12 @@ impl Checked {
     }
 }
 
-/// Ollama's checks in its order: `keep_alive` (decoded with the body), model name,
-/// installed (H3), option types (H4). An empty model name is 400 `model is required`
-/// on `/api/chat` only; `/api/generate` and `/api/embed` answer 404 `model '' not
-/// found`, as the real server does.
+/// Ollama's checks in its order: `keep_alive` (decoded with the body: a number past a
+/// Go duration is taken, as Ollama takes it), model name, installed (H3); option types
+/// (H4) are read here and reported when the request is scheduled
+/// ([`Checked::admit`]). An empty model name is 400 `model is required` on
+/// `/api/chat` only; `/api/generate` and `/api/embed` answer 404 `model '' not found`,
+/// as the real server does.
 pub(super) fn check(
     st: &SimState,
     chat: bool,
@@ -87,16 +98,17 @@ pub(super) fn check(
         .resolve(model)
         .ok_or_else(|| SimError::model_not_found(model))?
         .clone();
-    let num_ctx = wire::int_option(options, "num_ctx")?
-        .filter(|n| *n > 0)
-        .map(|n| n.min(i64::from(u32::MAX)) as u32);
-    let num_predict = wire::int_option(options, "num_predict")?;
+    let (read, bad_option) = match options::read(options) {
+        Ok(o) => (o, None),
+        Err(e) => (options::ReqOptions::default(), Some(e)),
+    };
     Ok(Checked {
         model: model.to_string(),
         spec,
         keep_alive,
-        num_ctx,
-        num_predict,
+        num_ctx: read.context(),
+        num_predict: read.num_predict,
+        bad_option,
     })
 }
 
@@ -174,8 +186,10 @@ async fn text_reply(
     let unsupported =
         || SimError::bad_request(format!("\"{}\" does not support {}", c.model, api.verb()));
     if empty {
-        // E6 before the capability check: any installed model can be unloaded.
-        let unload = c.keep_alive.as_ref().is_some_and(KeepAlive::is_zero);
+        // E6 before the capability check: any installed model can be unloaded. Only an
+        // exact zero: a number that overflowed Go's duration loads the model, which
+        // then unloads as soon as it is idle.
+        let unload = c.keep_alive.as_ref().is_some_and(KeepAlive::is_exact_zero);
         let kind = if unload {
             RequestKind::Unload
         } else {
@@ -246,8 +260,9 @@ pub(super) struct Plan {
 
 impl Plan {
     pub(super) fn new(st: &SimState, c: &Checked, prompt_tokens: u32, think: bool) -> Plan {
+        // Zero or negative is no limit, as in Ollama's runner: the model stops itself.
         let (tokens, done_reason) = match c.num_predict {
-            Some(n) if n >= 0 => (n.min(i64::from(u32::MAX)) as u32, "length"),
+            Some(n) if n > 0 => (n.min(i64::from(u32::MAX)) as u32, "length"),
             _ => (DEFAULT_TOKENS, "stop"),
         };
         // Thinking tokens count toward num_predict, as in Ollama.

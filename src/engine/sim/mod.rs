@@ -7,6 +7,7 @@
 mod generate;
 mod info;
 mod openai;
+mod options;
 pub mod wire;
 
 use std::collections::HashMap;

@@ -1,12 +1,12 @@
 //! Pure pieces of the simulator's HTTP face: Ollama's error responses (H1–H4), time
-//! strings (`created_at` in UTC, `expires_at` in local time: P3), request option
-//! checks, deterministic token text and embedding vectors. No state, no scheduler.
+//! strings (`created_at` in UTC, `expires_at` in local time: P3), deterministic
+//! token text and embedding vectors. No state, no scheduler.
 
 use std::time::Duration;
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::{Map, Value};
+use serde_json::Value;
 use time::{OffsetDateTime, UtcOffset};
 
 use crate::ollama::api;
@@ -83,35 +83,6 @@ pub fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, SimE
         return Err(SimError::bad_request("missing request body"));
     }
     serde_json::from_slice(body).map_err(|e| SimError::bad_request(e.to_string()))
-}
-
-/// Reads an integer option (`num_ctx`, `num_predict`); a wrong type is Ollama's 500
-/// `option "NAME" must be of type integer` (H4). Integral floats are accepted, as Go's
-/// decoder turns JSON numbers into float64 first.
-pub fn int_option(
-    options: Option<&Map<String, Value>>,
-    name: &str,
-) -> Result<Option<i64>, SimError> {
-    let Some(v) = options.and_then(|o| o.get(name)) else {
-        return Ok(None);
-    };
-    let wrong = || SimError::internal(format!("option \"{name}\" must be of type integer"));
-    match v {
-        Value::Null => Ok(None),
-        Value::Number(n) => {
-            if let Some(i) = n.as_i64() {
-                Ok(Some(i))
-            } else {
-                let f = n.as_f64().ok_or_else(wrong)?;
-                if f.fract() == 0.0 && f.abs() < 9.0e15 {
-                    Ok(Some(f as i64))
-                } else {
-                    Err(wrong())
-                }
-            }
-        }
-        _ => Err(wrong()),
-    }
 }
 
 /// RFC 3339 with fraction digits, trailing zeros trimmed (Go's `RFC3339Nano`), `Z`
@@ -280,21 +251,13 @@ mod tests {
     }
 
     #[test]
-    fn h2_bodies_and_h4_option_types() {
+    fn h2_bodies() {
         assert_eq!(
             parse_body::<api::GenerateRequest>(b"").unwrap_err().message,
             "missing request body"
         );
         let bad = parse_body::<api::GenerateRequest>(b"{\"model\":").unwrap_err();
         assert_eq!(bad.status, StatusCode::BAD_REQUEST);
-        let mut o = Map::new();
-        o.insert("num_ctx".into(), Value::from("4096"));
-        o.insert("num_predict".into(), Value::from(16.0));
-        let err = int_option(Some(&o), "num_ctx").unwrap_err();
-        assert_eq!(err.status, StatusCode::INTERNAL_SERVER_ERROR);
-        assert_eq!(err.message, "option \"num_ctx\" must be of type integer");
-        assert_eq!(int_option(Some(&o), "num_predict").unwrap(), Some(16));
-        assert_eq!(int_option(None, "num_ctx").unwrap(), None);
     }
 
     #[test]

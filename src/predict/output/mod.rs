@@ -180,6 +180,7 @@ pub fn summary(p: &Prediction, info: &FolderInfo) -> Summary {
                 },
                 streams,
                 vram: Some(vram),
+                memory_missing: None,
                 warnings: Vec::new(),
                 reloads: Default::default(),
                 predicted: true,
