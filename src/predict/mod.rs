@@ -35,6 +35,12 @@ pub use replay::{Lookahead, Policy, PolicyOutcome, ReplayModel, ReplaySettings};
 /// Requests handed to the replays at a time (each batch is spread over the cores).
 const BATCH: usize = 8192;
 
+/// The most requests read ahead of the replays (about 72 bytes each): the look-ahead
+/// window (the longest hold threshold) is cut here on dense traffic, so memory stays
+/// bounded; a model with no arrival read ahead that far is treated as the input not
+/// read to its next arrival yet (the optimum holds it as its keep_alive says).
+pub const MAX_READ_AHEAD: usize = 1_000_000;
+
 /// Ollama's default keep_alive and the common short one: always replayed.
 pub const ALWAYS: [&str; 2] = ["5m", "10s"];
 
@@ -210,11 +216,7 @@ pub fn resolve_models(
     if !missing.is_empty() {
         return Err(format!(
             "the host does not have {}: use models of `kabench models`, or --calibrate from a run folder that measured them",
-            missing
-                .iter()
-                .map(|m| format!("{m:?}"))
-                .collect::<Vec<_>>()
-                .join(", ")
+            crate::traffic::some_names(missing.iter().map(String::as_str))
         ));
     }
     Ok((figures, unit_of))
@@ -421,6 +423,7 @@ impl Pass<'_> {
         loop {
             // Read a batch, and ahead of it as far as the window reaches.
             while !eof
+                && buffer.len() < MAX_READ_AHEAD
                 && (buffer.len() < BATCH
                     || buffer
                         .back()

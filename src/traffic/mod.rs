@@ -138,6 +138,63 @@ pub trait Source: Sync {
     }
 }
 
+/// The most requests of an input out of time order that are sorted in memory (about
+/// 64 bytes each); a longer one is refused: sort it first.
+pub const MAX_SORTED_ROWS: u64 = 4_000_000;
+
+/// Checks seconds read from `path`'s `line`, `column` (after the time scale) as a
+/// duration: finite, not negative, at most 100 years
+/// ([`crate::units::limits::duration_from_secs`]); the error names the file, line and
+/// field (exit 2).
+pub(crate) fn checked_secs(
+    path: &std::path::Path,
+    line: u64,
+    column: &str,
+    written: &str,
+    secs: f64,
+) -> Result<f64, TrafficError> {
+    crate::units::limits::duration_from_secs(secs, "as seconds")
+        .map(|_| secs)
+        .map_err(|e| TrafficError::Value {
+            path: path.to_path_buf(),
+            line,
+            column: column.to_string(),
+            value: written.to_string(),
+            expected: format!("a time the replay can hold ({})", e.message),
+        })
+}
+
+/// Opens `path` for a reader: every line bounded at
+/// [`crate::units::limits::MAX_LINE_BYTES`].
+pub(crate) fn open_bounded(
+    path: &std::path::Path,
+) -> Result<crate::units::limits::LineBounded<std::fs::File>, TrafficError> {
+    std::fs::File::open(path)
+        .map(crate::units::limits::LineBounded::new)
+        .map_err(|e| TrafficError::Read {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })
+}
+
+/// At most the first 20 of `names`, each cut to an excerpt, and how many more: what
+/// an error lists of a file's clients or models, however many it has.
+pub fn some_names<'a>(names: impl IntoIterator<Item = &'a str>) -> String {
+    let mut shown = Vec::new();
+    let mut more = 0u64;
+    for n in names {
+        if shown.len() < 20 {
+            shown.push(format!("\"{}\"", crate::units::limits::excerpt(n)));
+        } else {
+            more += 1;
+        }
+    }
+    if more > 0 {
+        shown.push(format!("and {more} more"));
+    }
+    shown.join(", ")
+}
+
 /// Interns `name` into `list`, returning its index.
 pub(crate) fn intern(map: &mut HashMap<String, u32>, list: &mut Vec<String>, name: &str) -> u32 {
     if let Some(&i) = map.get(name) {
@@ -217,7 +274,7 @@ pub enum TrafficError {
         why: String,
     },
     /// A cell that cannot be read as what its column holds.
-    #[error("{path}:{line}: column `{column}`: {value:?} is not {expected}")]
+    #[error("{path}:{line}: column `{column}`: \"{}\" is not {expected}", crate::units::limits::excerpt(.value))]
     Value {
         /// The file.
         path: PathBuf,
@@ -230,4 +287,29 @@ pub enum TrafficError {
         /// What is allowed.
         expected: String,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_from_input_are_checked_with_their_place() {
+        let p = std::path::Path::new("x.csv");
+        assert_eq!(checked_secs(p, 3, "timestamp", "10", 10.0).unwrap(), 10.0);
+        let err = checked_secs(p, 3, "timestamp", "1e300", 1e300)
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("x.csv:3: column `timestamp`"), "{err}");
+        assert!(err.contains("1e300 s is over the limit"), "{err}");
+    }
+
+    #[test]
+    fn long_name_lists_are_cut() {
+        let names: Vec<String> = (0..30).map(|i| format!("c{i}")).collect();
+        let shown = some_names(names.iter().map(String::as_str));
+        assert!(shown.ends_with("and 10 more"), "{shown}");
+        let long = "z".repeat(1000);
+        assert!(some_names([long.as_str()]).len() < 120);
+    }
 }

@@ -13,6 +13,10 @@ use crate::scenario::{self, CellStream, Prompt};
 use crate::units::KeepAlive;
 use crate::workload::{self, Limit};
 
+/// The most requests a `--horizon` replay plans (10⁷: the replay streams them, but
+/// each is replayed through every policy, and the count is checked before planning).
+pub const MAX_PLANNED: u64 = 10_000_000;
+
 /// A scenario's streams, run for a horizon.
 #[derive(Debug, Clone)]
 pub struct Streams {
@@ -51,6 +55,23 @@ impl Streams {
             columns: vec!["streams".into()],
             ..Scan::default()
         };
+        // The requests planned, from each stream's rate, checked before any is drawn.
+        let expected: f64 = cell
+            .streams
+            .iter()
+            .filter_map(|s| s.arrival.rate())
+            .map(|r| r.value() * horizon.as_secs_f64())
+            .sum();
+        let too_many = |n: String| TrafficError::Choose {
+            path: path.to_path_buf(),
+            what: format!(
+                "--horizon {}: its streams would send {n} requests, over the limit of {MAX_PLANNED} requests one replay plans: give a shorter --horizon",
+                crate::units::format_go_duration(horizon)
+            ),
+        };
+        if expected > MAX_PLANNED as f64 {
+            return Err(too_many(format!("about {expected:.3e}")));
+        }
         let mut index = Vec::new();
         for s in &cell.streams {
             let m = match scan.models.iter().position(|m| *m == s.model) {
@@ -78,9 +99,14 @@ impl Streams {
             });
             scan.has_keep_alive |= ka.is_some();
             index.push((m as u32, ka));
+            // Counted no further than the limit (a trace stream has no rate to plan by).
             let n = workload::offsets(&s.arrival, Limit::Duration(horizon), s.seed)
                 .map_err(|e| bad(format!("stream {}: {e}", s.name)))?
+                .take((MAX_PLANNED - scan.rows.min(MAX_PLANNED) + 1) as usize)
                 .count() as u64;
+            if scan.rows + n > MAX_PLANNED {
+                return Err(too_many(format!("over {MAX_PLANNED}")));
+            }
             scan.model_rows[m] += n;
             scan.rows += n;
         }

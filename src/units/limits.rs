@@ -21,20 +21,34 @@ pub const MAX_INPUT_SECS: f64 = 100.0 * 365.25 * 86_400.0;
 /// How many characters of an input field an error message echoes.
 pub const EXCERPT_CHARS: usize = 80;
 
+/// A number of seconds for a message: plain, or in exponent form when huge or tiny.
+fn shown(secs: f64) -> String {
+    if secs != 0.0 && !(1e-3..1e12).contains(&secs.abs()) {
+        format!("{secs:e}")
+    } else {
+        format!("{secs}")
+    }
+}
+
 /// Converts seconds read from input into a `Duration`, refusing NaN, negative,
 /// infinite and absurd values (over [`MAX_INPUT_SECS`]) with a message naming `what`.
 pub fn duration_from_secs(secs: f64, what: &str) -> Result<Duration, ParseError> {
     if !secs.is_finite() {
         return Err(ParseError::new(format!(
-            "{what}: {secs} is not a finite number of seconds"
+            "{what}: {} is not a finite number of seconds",
+            shown(secs)
         )));
     }
     if secs < 0.0 {
-        return Err(ParseError::new(format!("{what}: {secs} s is negative")));
+        return Err(ParseError::new(format!(
+            "{what}: {} s is negative",
+            shown(secs)
+        )));
     }
     if secs > MAX_INPUT_SECS {
         return Err(ParseError::new(format!(
-            "{what}: {secs} s is over the limit of {MAX_INPUT_SECS} s (100 years)"
+            "{what}: {} s is over the limit of {MAX_INPUT_SECS} s (100 years)",
+            shown(secs)
         )));
     }
     Duration::try_from_secs_f64(secs)

@@ -17,6 +17,7 @@ mod hostile;
 mod hostile_doctor;
 mod hostile_fleet;
 mod hostile_merge;
+mod hostile_predict;
 mod hostile_proxy;
 mod hostile_report;
 mod layers;

@@ -4,7 +4,8 @@
 //! `run.json` naming the input, its SHA-256, time scale, host figures and seed, a
 //! `scenario.toml` holding the `[cost]` used, and header-only `requests.csv` and
 //! `vram.csv` (a prediction replays requests, it does not record them).
-//! Over 500 lines: every output of a prediction (table, verdict, summary.json, run folder) from one `Prediction`, so the figures agree.
+//! Every output comes from one `Prediction`, so the figures agree; `table` holds the
+//! terminal's table and verdict, this file the run folder.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -44,195 +45,9 @@ pub struct FolderInfo {
     pub command: String,
 }
 
-fn ms(v: Option<f64>) -> String {
-    v.map_or_else(|| "-".into(), |x| format!("{x:.0} ms"))
-}
+mod table;
 
-/// The table: one row per policy, all models together; `×optimum` is cost ÷ the
-/// keep_alive optimum's (the pre-load bound, its own row, reads below 1).
-pub fn table(p: &Prediction) -> String {
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "{:<18} {:>9} {:>8} {:>6} {:>9} {:>9} {:>10} {:>10} {:>9} {:>10} {:>9}{}",
-        "policy",
-        "requests",
-        "cold",
-        "cold%",
-        "ttft p50",
-        "ttft p99",
-        "GB·h held",
-        "GB·h idle",
-        "evictions",
-        "cost",
-        "×optimum",
-        if p.has_split() {
-            format!(" {:>10} {:>10}", "cost train", "cost test")
-        } else {
-            String::new()
-        }
-    );
-    for (i, o) in p.outcomes.iter().enumerate() {
-        let requests: u64 = o.models.iter().map(|m| m.requests).sum();
-        let cold: u64 = o.models.iter().map(|m| m.cold).sum();
-        let evictions: u64 = o.models.iter().map(|m| m.evictions).sum();
-        let held: f64 = o
-            .models
-            .iter()
-            .map(|m| m.held_gpu_gb_s + m.held_ram_gb_s)
-            .sum();
-        let idle: f64 = o
-            .models
-            .iter()
-            .map(|m| m.idle_gpu_gb_s + m.idle_ram_gb_s)
-            .sum();
-        let ttft = o.ttft.percentiles();
-        let x = p
-            .times_optimum(i)
-            .map_or_else(|| "-".into(), |x| format!("{x:.2}×"));
-        let _ = writeln!(
-            out,
-            "{:<18} {:>9} {:>8} {:>5.1}% {:>9} {:>9} {:>10.2} {:>10.2} {:>9} {:>10.1} {:>9}{}",
-            o.policy.name(),
-            requests,
-            cold,
-            if requests > 0 {
-                cold as f64 * 100.0 / requests as f64
-            } else {
-                0.0
-            },
-            ms(ttft.map(|q| q.p50)),
-            ms(ttft.map(|q| q.p99)),
-            held / 3600.0,
-            idle / 3600.0,
-            evictions,
-            p.costs[i].total,
-            x,
-            if p.has_split() {
-                format!(
-                    " {:>10.1} {:>10.1}",
-                    p.train_costs[i].total, p.test_costs[i].total
-                )
-            } else {
-                String::new()
-            }
-        );
-    }
-    out
-}
-
-/// Lines to print under the table: T* per model, the best fixed value against the
-/// keep_alive optimum, the optimum's rule, the pre-load bound, the other policies' rules,
-/// notes.
-pub fn verdict(p: &Prediction) -> Vec<String> {
-    let mut out = Vec::new();
-    for f in &p.models {
-        out.push(format!(
-            "{}: {} resident ({}), reload {:.2} s, break-even keep_alive T* = {}",
-            f.model,
-            crate::units::format_bytes(f.resident_bytes),
-            if f.gpu_bytes > 0 && f.ram_bytes > 0 {
-                "GPU + system RAM"
-            } else if f.gpu_bytes > 0 {
-                "GPU"
-            } else {
-                "system RAM"
-            },
-            f.penalty_s,
-            f.break_even_s
-                .map_or("forever (holding costs nothing)".into(), |s| {
-                    crate::recommend::format_seconds(s)
-                })
-        ));
-    }
-    if let Some(b) = p.best_fixed() {
-        let name = p.outcomes[b].policy.name();
-        let x = p
-            .times_optimum(b)
-            .map_or_else(String::new, |x| format!(", {x:.2}× the keep_alive optimum"));
-        out.push(format!(
-            "best fixed keep_alive: {name} (cost {:.1}{x}): OLLAMA_KEEP_ALIVE={name} on the server, or \"keep_alive\": {} in each native request",
-            p.costs[b].total,
-            match &p.outcomes[b].policy {
-                Policy::Fixed(k) => k.to_json().to_string(),
-                _ => String::new(),
-            }
-        ));
-    }
-    if let Some(o) = p.optimum {
-        let best = p
-            .best_fixed()
-            .map(|b| p.outcomes[b].policy.name())
-            .filter(|_| p.optimum_hold.len() == p.models.len());
-        out.push(format!(
-            "{} (cost {:.1}): {}",
-            p.outcomes[o].policy.name(),
-            p.costs[o].total,
-            super::optimum::rule(&p.models, &p.optimum_hold, best.as_deref())
-        ));
-        if !p.optimum_fallback.is_empty() {
-            out.push(format!(
-                "{}: under the scheduler's contention the optimum's replay left {} worse off than the best fixed keep_alive; their figures are the best fixed value's",
-                p.outcomes[o].policy.name(),
-                p.optimum_fallback
-                    .iter()
-                    .map(|&m| p.models[m].model.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ));
-        }
-    }
-    if let Some(i) = p.preload_bound {
-        out.push(format!(
-            "{} (cost {:.1}{}): {PRELOAD_BOUND}",
-            p.outcomes[i].policy.name(),
-            p.costs[i].total,
-            p.times_optimum(i)
-                .map_or_else(String::new, |x| format!(", {x:.2}× the keep_alive optimum")),
-        ));
-    }
-    if p.has_split()
-        && let (Some(r), Some(b)) = (p.recommended(), p.best_fixed_test())
-    {
-        let pct = p.train * 100.0;
-        let (rc, bc) = (p.test_costs[r].total, p.test_costs[b].total);
-        out.push(format!(
-            "out of sample: fitted on the first {pct:.0}% of the time span, the best fixed value is {} (cost there {:.1}); on the remaining {:.0}% it costs {rc:.1}, against {bc:.1} for the best fixed value there in hindsight ({}){}",
-            p.outcomes[r].policy.name(),
-            p.train_costs[r].total,
-            100.0 - pct,
-            p.outcomes[b].policy.name(),
-            if bc > 0.0 {
-                format!(": {:.2}×", rc / bc)
-            } else {
-                String::new()
-            }
-        ));
-    }
-    for (i, o) in p.outcomes.iter().enumerate() {
-        if let Some(rule) = super::policies::rule(&o.policy.name()) {
-            let wasted: u64 = o.models.iter().map(|m| m.wasted_loads).sum();
-            let loads: u64 = o.models.iter().map(|m| m.prewarm_loads).sum();
-            out.push(format!(
-                "{} (cost {:.1}{}{}): {rule}",
-                o.policy.name(),
-                p.costs[i].total,
-                p.times_optimum(i)
-                    .map_or_else(String::new, |x| format!(", {x:.2}× the keep_alive optimum")),
-                if o.policy == Policy::PreWarm {
-                    format!(", {loads} pre-warm loads of which {wasted} wasted, their idle memory priced")
-                } else {
-                    String::new()
-                }
-            ));
-        }
-    }
-    if let Some(c) = &p.unload_check {
-        out.push(c.line());
-    }
-    out.extend(p.scan.notes.iter().cloned());
-    out
-}
+pub use table::{table, verdict};
 
 /// What the pre-load bound is, for people.
 pub const PRELOAD_BOUND: &str = "pre-load bound (a clairvoyant client pre-warming just in time): unload after each request and load again with an empty prompt to be ready as the next arrives, holding only when that does not pay; below what any keep_alive can reach, a yardstick for pre-warming, not the optimum";
@@ -585,15 +400,15 @@ fn scenario_text(p: &Prediction, info: &FolderInfo) -> String {
     let model = p.models.first().map_or("unknown", |f| f.model.as_str());
     let mut s = format!(
         "# Written by `kabench predict`: the [cost] this prediction priced with.\n\
-         # The requests came from {:?} (sha256 {}); this file is a record, not a workload.\n\
-         name = {:?}\nseed = {}\n\n[[stream]]\nname = \"predicted\"\nmodel = {:?}\n\
+         # The requests came from {} (sha256 {}); this file is a record, not a workload.\n\
+         name = {}\nseed = {}\n\n[[stream]]\nname = \"predicted\"\nmodel = {}\n\
          arrival = {{ kind = \"constant\", rate = \"1/s\" }}\n\n[run]\nrequests = 1\n\n\
          [cost]\nwait_second = {}\nvram_gb_hour = {}\nram_gb_hour = {}\n",
-        p.scan.path.display().to_string(),
+        crate::units::limits::printable(&p.scan.path.display().to_string()),
         p.scan.sha256,
-        scenario_name(p),
+        toml::Value::String(scenario_name(p)),
         info.seed,
-        model,
+        toml::Value::String(model.to_string()),
         info.cost.wait_second,
         info.cost.vram_gb_hour,
         info.cost.ram_gb_hour,

@@ -5,10 +5,12 @@
 //! the request waited for a load, or its `load_duration` reached the cold threshold),
 //! TTFT and end-to-end latency, and integrates the memory each model holds, in total
 //! and while no request of that model is in flight.
-//! Over 500 lines: one event loop over the scheduler model, kept whole so its order of events reads in one place.
+//! This file is the event loop; `policy` names the policies and what they may look ahead at,
+//! `outcome` what a replay counts, `leave` what the optimum and the pre-load bound do after
+//! a model's last request in flight, `events` what the scheduler's events do to the figures.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BinaryHeap, HashMap};
 use std::time::Duration;
 
 use crate::analysis::MsHistogram;
@@ -20,104 +22,24 @@ use crate::units::KeepAlive;
 use super::host::Host;
 use super::policies;
 
+/// The most requests one policy's replay holds in flight (waiting or served) at once:
+/// an arrival beyond it is refused, as a server with that many connections open would
+/// refuse it, so an overloaded replay's memory stays bounded (about 300 bytes each,
+/// times the policies).
+pub const MAX_IN_FLIGHT: usize = 20_000;
+
 /// Ids at or above this are the replay's own unload requests (E6).
 const UNLOAD_ID: u64 = 1 << 62;
 /// Ids from this up to `UNLOAD_ID` are the pre-warm policy's empty-prompt loads.
 const PREWARM_ID: u64 = 1 << 61;
 
-/// A keep_alive policy.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Policy {
-    /// The same keep_alive on every request, as written.
-    Fixed(KeepAlive),
-    /// What each client sent (the input's `keep_alive` column; none: the server default).
-    AsSent,
-    /// The keep_alive optimum, with hindsight, per model: hold it across an idle gap
-    /// exactly when the gap is within its hold threshold (the break-even time T*, or the
-    /// best fixed keep_alive when that is longer: [`super::optimum`]), unload it right
-    /// after the request otherwise (E6); the scheduler's contention still applies.
-    Optimum,
-    /// The pre-load bound: a clairvoyant client that unloads after use and pre-warms
-    /// just in time for the next arrival (or holds when that does not pay). Below what
-    /// any keep_alive can reach; a yardstick, not the optimum.
-    PreloadBound,
-    /// A margin over a high percentile of the model's recent idle gaps (Shahrad et al.).
-    Histogram,
-    /// The keep_alive that would have cost least over the model's recent idle gaps.
-    Adaptive,
-    /// Unload after use and load with an empty prompt before the predicted arrival.
-    PreWarm,
-}
+mod events;
+mod leave;
+mod outcome;
+mod policy;
 
-impl Policy {
-    /// The name of its cell: the keep_alive as written, or the policy's name.
-    pub fn name(&self) -> String {
-        match self {
-            Policy::Fixed(k) => k.written().to_string(),
-            Policy::AsSent => "as-sent".to_string(),
-            Policy::Optimum => "keep-alive-optimum".to_string(),
-            Policy::PreloadBound => "pre-load-bound".to_string(),
-            Policy::Histogram => "histogram".to_string(),
-            Policy::Adaptive => "adaptive".to_string(),
-            Policy::PreWarm => "pre-warm".to_string(),
-        }
-    }
-
-    /// Whether a client can set it as one keep_alive value.
-    pub fn is_fixed(&self) -> bool {
-        matches!(self, Policy::Fixed(_))
-    }
-}
-
-/// Future arrivals the replays may look at: per model, the arrival times read ahead
-/// of the replays and not yet replayed by all of them (only the optimum and the
-/// pre-load bound look).
-#[derive(Debug, Clone, Default)]
-pub struct Lookahead {
-    per_model: Vec<VecDeque<f64>>,
-    /// How far the input has been read: the latest arrival read ahead, or infinity once
-    /// the input has ended. A model with no arrival read ahead up to some time may still
-    /// get one later when this is short of that time.
-    read_to: f64,
-}
-
-impl Lookahead {
-    /// Room for `models` models.
-    pub fn new(models: usize) -> Self {
-        Lookahead {
-            per_model: vec![VecDeque::new(); models],
-            read_to: f64::NEG_INFINITY,
-        }
-    }
-
-    /// Records a request read ahead.
-    pub fn push(&mut self, model: usize, t: f64) {
-        self.per_model[model].push_back(t);
-        self.read_to = self.read_to.max(t);
-    }
-
-    /// Records that the input has ended: no arrival comes after those read ahead.
-    pub fn close(&mut self) {
-        self.read_to = f64::INFINITY;
-    }
-
-    /// Whether every arrival up to `t` has been read ahead.
-    pub fn reaches(&self, t: f64) -> bool {
-        self.read_to >= t
-    }
-
-    /// Forgets the oldest request of `model` (replayed by every policy).
-    pub fn pop(&mut self, model: usize) {
-        self.per_model[model].pop_front();
-    }
-
-    /// The first arrival of `model` at or after `t` among those read ahead.
-    pub fn next_at_or_after(&self, model: usize, t: f64) -> Option<f64> {
-        let q = &self.per_model[model];
-        let i = q.partition_point(|&x| x < t);
-        q.get(i).copied()
-    }
-}
+pub use outcome::{ModelOutcome, PolicyOutcome, UnloadEvent, Window};
+pub use policy::{Lookahead, Policy};
 
 /// What the replay needs to know about one model.
 #[derive(Debug, Clone)]
@@ -145,90 +67,6 @@ pub struct ReplaySettings {
     pub sent: Vec<KeepAlive>,
     /// Where the training window ends, seconds from the first arrival.
     pub split_s: f64,
-}
-
-/// What one model cost in the training window (arrivals and time before the split).
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct Window {
-    /// Requests that arrived in the window.
-    pub requests: u64,
-    /// Of them, cold.
-    pub cold: u64,
-    /// GPU memory held idle in the window, GB·s.
-    pub idle_gpu_gb_s: f64,
-    /// System memory held idle in the window, GB·s.
-    pub idle_ram_gb_s: f64,
-}
-
-/// Counters and distributions of one model under one policy.
-#[derive(Debug, Clone, Default)]
-pub struct ModelOutcome {
-    /// The part before `ReplaySettings::split_s` (the training half of `--train`);
-    /// the rest is the whole minus this.
-    pub train: Window,
-    /// Requests replayed.
-    pub requests: u64,
-    /// Refused (queue full) or failed in the scheduler.
-    pub errors: u64,
-    /// Cold requests.
-    pub cold: u64,
-    /// Loads completed.
-    pub loads: u64,
-    /// Unloads by memory pressure (E3–E5).
-    pub evictions: u64,
-    /// Unloads by keep_alive expiry.
-    pub expirations: u64,
-    /// Unloads the policy asked for (E6).
-    pub unloads: u64,
-    /// Empty-prompt loads of the pre-warm policy.
-    pub prewarm_loads: u64,
-    /// Of them, unloaded again before a request of the model came.
-    pub wasted_loads: u64,
-    /// TTFT of all, warm and cold requests, ms.
-    pub ttft: [MsHistogram; 3],
-    /// End to end of all, warm and cold requests, ms.
-    pub e2e: [MsHistogram; 3],
-    /// `load_duration` of cold requests, ms.
-    pub load: MsHistogram,
-    /// GPU memory held, GB·s.
-    pub held_gpu_gb_s: f64,
-    /// System memory held, GB·s.
-    pub held_ram_gb_s: f64,
-    /// GPU memory held while no request of this model was in flight, GB·s.
-    pub idle_gpu_gb_s: f64,
-    /// The same for system memory, GB·s.
-    pub idle_ram_gb_s: f64,
-}
-
-/// One policy's replay, finished.
-#[derive(Debug, Clone)]
-pub struct PolicyOutcome {
-    /// The policy.
-    pub policy: Policy,
-    /// Per model, in the order of `ReplayModel`s.
-    pub models: Vec<ModelOutcome>,
-    /// Seconds from the first arrival to the end of the last request.
-    pub horizon_s: f64,
-    /// Most memory held at once, bytes (GPU + system).
-    pub peak_bytes: u64,
-    /// Its system-memory part at that moment, bytes.
-    pub peak_ram_bytes: u64,
-    /// TTFT of every request, all models together, ms.
-    pub ttft: MsHistogram,
-    /// Every unload by expiry or memory pressure, when asked for
-    /// ([`Replay::record_unloads`]): to check against a server log's.
-    pub unload_events: Vec<UnloadEvent>,
-}
-
-/// An unload the replay made, by expiry or memory pressure.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct UnloadEvent {
-    /// Seconds since the first arrival.
-    pub t: f64,
-    /// Index of the model.
-    pub model: usize,
-    /// Evicted to make room; otherwise expired.
-    pub evicted: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -291,6 +129,14 @@ pub struct Replay {
     load_jitter: f64,
 }
 
+/// Seconds of the replay's clock as a `Duration`, never panicking: the input's times
+/// were checked as it was read ([`crate::units::limits::duration_from_secs`]); what is
+/// derived from them is held to the same range here (NaN and below 0 are 0).
+pub(super) fn secs(s: f64) -> Duration {
+    let s = if s.is_nan() { 0.0 } else { s };
+    Duration::from_secs_f64(s.clamp(0.0, crate::units::limits::MAX_INPUT_SECS))
+}
+
 fn gb_s(bytes: u64, dt: Duration) -> f64 {
     bytes as f64 / 1e9 * dt.as_secs_f64()
 }
@@ -306,7 +152,7 @@ impl Replay {
         let optimum_ka = models
             .iter()
             .map(|m| match m.break_even_s {
-                Some(s) => KeepAlive::from_duration(Duration::from_secs_f64(s.max(0.0))),
+                Some(s) => KeepAlive::from_duration(secs(s.max(0.0))),
                 None => KeepAlive::forever(),
             })
             .collect();
@@ -348,7 +194,7 @@ impl Replay {
         for (m, h) in hold.iter().enumerate().take(self.models.len()) {
             self.optimum_hold[m] = *h;
             self.optimum_ka[m] = match h {
-                Some(s) => KeepAlive::from_duration(Duration::from_secs_f64(s.clamp(0.0, 1e9))),
+                Some(s) => KeepAlive::from_duration(secs(s.clamp(0.0, 1e9))),
                 None => KeepAlive::forever(),
             };
         }
@@ -365,7 +211,7 @@ impl Replay {
     fn adaptive_keep_alive(&mut self, m: usize) -> KeepAlive {
         let w = &self.gaps[m];
         let t_star = self.models[m].break_even_s;
-        let secs = match self.policy {
+        let chosen = match self.policy {
             Policy::Histogram => Some(policies::histogram_keep_alive(w)),
             Policy::PreWarm => {
                 let plan = policies::prewarm_plan(w, t_star, self.models[m].load_s);
@@ -377,8 +223,8 @@ impl Replay {
             }
             _ => policies::adaptive_keep_alive(w, t_star),
         };
-        match secs {
-            Some(s) => KeepAlive::from_duration(Duration::from_secs_f64(s.clamp(0.0, 1e9))),
+        match chosen {
+            Some(s) => KeepAlive::from_duration(secs(s.clamp(0.0, 1e9))),
             None => KeepAlive::forever(),
         }
     }
@@ -391,7 +237,7 @@ impl Replay {
 
     /// Replays one request (arrivals must come in time order).
     pub fn arrive(&mut self, r: &Request, ahead: &Lookahead) {
-        let t = Duration::from_secs_f64(r.t.max(0.0));
+        let t = secs(r.t.max(0.0));
         self.advance_to(t, ahead);
         let m = r.model as usize;
         if r.kind != Kind::Serve {
@@ -422,12 +268,17 @@ impl Replay {
         };
         let id = self.next_id;
         self.next_id += 1;
-        self.touch(m, t);
-        self.held[m].active += 1;
         self.out[m].requests += 1;
         if r.t < self.settings.split_s {
             self.out[m].train.requests += 1;
         }
+        if self.flights.len() >= MAX_IN_FLIGHT {
+            self.out[m].errors += 1;
+            self.out[m].backlog_refused += 1;
+            return;
+        }
+        self.touch(m, t);
+        self.held[m].active += 1;
         self.flights.insert(
             id,
             Flight {
@@ -435,10 +286,7 @@ impl Replay {
                 arrival: t,
                 prompt: r.prompt_tokens.unwrap_or(self.settings.prompt_tokens),
                 output: r.output_tokens.unwrap_or(self.settings.output_tokens),
-                service: r
-                    .service_s
-                    .filter(|s| s.is_finite() && *s >= 0.0)
-                    .map(Duration::from_secs_f64),
+                service: r.service_s.filter(|s| s.is_finite() && *s >= 0.0).map(secs),
             },
         );
         let submitted = self.sched.submit(
@@ -602,7 +450,7 @@ impl Replay {
                 id,
                 model: self.models[m].name.clone(),
                 num_ctx: None,
-                keep_alive: Some(KeepAlive::from_duration(Duration::from_secs_f64(hold))),
+                keep_alive: Some(KeepAlive::from_duration(secs(hold))),
                 kind: RequestKind::LoadOnly,
             },
         );
@@ -624,106 +472,6 @@ impl Replay {
         }
     }
 
-    /// A request of `m` left (ended or failed): the optimum and the pre-load bound
-    /// decide on the idle gap.
-    fn leave(&mut self, m: usize, now: Duration, ahead: &Lookahead) {
-        self.touch(m, now);
-        self.held[m].active -= 1;
-        if self.adaptive() && self.held[m].active == 0 {
-            self.last_end[m] = Some(now);
-            if self.policy == Policy::PreWarm
-                && let Some(plan) = policies::prewarm_plan(
-                    &self.gaps[m],
-                    self.models[m].break_even_s,
-                    self.models[m].load_s,
-                )
-            {
-                let at = now + Duration::from_secs_f64(plan.0);
-                self.prewarm_hold[m] = Some(plan.1);
-                self.prewarm_at[m] = Some(at);
-                self.prewarms.push(Reverse((at, m)));
-            }
-        }
-        if self.held[m].active > 0 {
-            return;
-        }
-        match self.policy {
-            Policy::Optimum => self.optimum_leave(m, now, ahead),
-            Policy::PreloadBound => self.preload_leave(m, now, ahead),
-            _ => {}
-        }
-    }
-
-    /// The optimum after the last request in flight of `m` ended: hold the model across
-    /// the gap to its next arrival iff the gap is within its threshold (the keep_alive
-    /// it sent keeps it that long), unload it now otherwise.
-    fn optimum_leave(&mut self, m: usize, now: Duration, ahead: &Lookahead) {
-        let Some(threshold) = self.optimum_hold[m] else {
-            return;
-        };
-        let at = now.as_secs_f64();
-        let next = ahead.next_at_or_after(m, at);
-        // A request can end past the read-ahead window (a long queue or answer): with no
-        // arrival read ahead and the input not read as far as the threshold, the gap is
-        // not known yet, and the model is held as the keep_alive it sent holds it.
-        if next.is_none() && !ahead.reaches(at + threshold) {
-            return;
-        }
-        if !super::optimum::holds(next.map(|n| n - at), threshold) {
-            self.unload_now(m, now, ahead);
-        }
-    }
-
-    /// Asks the scheduler to unload `m` now, if resident (E6).
-    fn unload_now(&mut self, m: usize, now: Duration, ahead: &Lookahead) {
-        if self.held[m].resident.is_none() {
-            return;
-        }
-        let id = self.next_unload;
-        self.next_unload += 1;
-        self.out[m].unloads += 1;
-        let _ = self.sched.submit(
-            now,
-            SchedRequest {
-                id,
-                model: self.models[m].name.clone(),
-                num_ctx: None,
-                keep_alive: Some(KeepAlive::from_duration(Duration::ZERO)),
-                kind: RequestKind::Unload,
-            },
-        );
-        self.handle_events(now, ahead);
-    }
-
-    /// The pre-load bound after the last request in flight of `m` ended: unload, and
-    /// load again just in time for the next arrival when that pays.
-    fn preload_leave(&mut self, m: usize, now: Duration, ahead: &Lookahead) {
-        let Some(t_star) = self.models[m].break_even_s else {
-            return;
-        };
-        let at = now.as_secs_f64();
-        let next = ahead.next_at_or_after(m, at);
-        // A load started this long before the arrival is done by then, whatever the
-        // jitter; the model then waits about `margin` loaded and idle.
-        let load = self.models[m].load_s * (1.0 + self.load_jitter);
-        let margin = 2.0 * self.models[m].load_s * self.load_jitter + 0.05;
-        let preload_at = next
-            .map(|n| n - load - 0.05)
-            .filter(|start| *start > at && margin < t_star);
-        let keep = preload_at.is_none() && next.is_some_and(|n| n - at < t_star);
-        if !keep {
-            self.unload_now(m, now, ahead);
-        }
-        // With hindsight, load again just in time: cheaper than keeping the model over
-        // the gap or than a cold start (it holds the memory only for `margin`).
-        if let Some(start) = preload_at {
-            let when = Duration::from_secs_f64(start);
-            self.prewarm_hold[m] = Some(margin + 1.0);
-            self.prewarm_at[m] = Some(when);
-            self.prewarms.push(Reverse((when, m)));
-        }
-    }
-
     /// Integrates model `m`'s memory up to `now` in its current state.
     fn touch(&mut self, m: usize, now: Duration) {
         let h = &mut self.held[m];
@@ -739,7 +487,7 @@ impl Replay {
                 o.idle_gpu_gb_s += gb_s(gpu, dt);
                 o.idle_ram_gb_s += gb_s(ram, dt);
                 // The part of [now − dt, now) before the split.
-                let split = Duration::from_secs_f64(self.settings.split_s.max(0.0));
+                let split = secs(self.settings.split_s.max(0.0));
                 let start = now - dt;
                 if start < split {
                     let before = split.min(now) - start;
@@ -761,119 +509,5 @@ impl Replay {
             .position(|rm| self.sched.catalogue().position(&rm.name) == Some(pos))?;
         self.by_name.insert(name.to_string(), m);
         Some(m)
-    }
-
-    fn handle_events(&mut self, now: Duration, ahead: &Lookahead) {
-        let mut finished_loads = Vec::new();
-        for event in self.sched.drain_events() {
-            match event {
-                SchedEvent::Dispatched {
-                    id,
-                    load_duration,
-                    loaded,
-                } => {
-                    if (PREWARM_ID..UNLOAD_ID).contains(&id) {
-                        finished_loads.push(id);
-                        continue;
-                    }
-                    let Some(f) = self.flights.get(&id).copied() else {
-                        continue;
-                    };
-                    let spec = &self.models[f.model].spec;
-                    let cold = loaded || load_duration >= self.settings.cold_threshold;
-                    // As the simulator: handed over at receipt + load_duration.
-                    let dispatch = now.max(f.arrival + load_duration);
-                    let prefill = spec.prefill_time(u64::from(f.prompt));
-                    // A measured service time (a server log's) stands for the model's.
-                    let (first_token, end) = match f.service {
-                        Some(s) => (dispatch + prefill.min(s), dispatch + s),
-                        None => (
-                            dispatch + prefill,
-                            dispatch + prefill + spec.decode_time(u64::from(f.output)),
-                        ),
-                    };
-                    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-                    let o = &mut self.out[f.model];
-                    let group = if cold { 2 } else { 1 };
-                    let ttft = ms(first_token - f.arrival);
-                    let e2e = ms(end - f.arrival);
-                    self.ttft.record_ms(ttft);
-                    for g in [0, group] {
-                        o.ttft[g].record_ms(ttft);
-                        o.e2e[g].record_ms(e2e);
-                    }
-                    if cold {
-                        o.cold += 1;
-                        if f.arrival.as_secs_f64() < self.settings.split_s {
-                            o.train.cold += 1;
-                        }
-                        o.load.record_ms(ms(load_duration));
-                    }
-                    self.finishes.push(Reverse((end, id)));
-                }
-                SchedEvent::Failed { id, .. } => {
-                    if let Some(f) = self.flights.remove(&id) {
-                        self.out[f.model].errors += 1;
-                        self.last = self.last.max(now);
-                        self.leave(f.model, now, ahead);
-                    }
-                }
-                SchedEvent::Loaded { model, size } => {
-                    let Some(m) = self.model_of(&model) else {
-                        continue;
-                    };
-                    let vram = self
-                        .sched
-                        .ps(now)
-                        .iter()
-                        .find(|p| p.name == model)
-                        .map_or(0, |p| p.size_vram)
-                        .min(size);
-                    self.touch(m, now);
-                    self.held[m].resident = Some((vram, size - vram));
-                    self.out[m].loads += 1;
-                    self.total.0 += vram;
-                    self.total.1 += size - vram;
-                    if self.total.0 + self.total.1 > self.peak.0 + self.peak.1 {
-                        self.peak = self.total;
-                    }
-                }
-                SchedEvent::Unloaded { model, reason } => {
-                    let Some(m) = self.model_of(&model) else {
-                        continue;
-                    };
-                    self.touch(m, now);
-                    if let Some((gpu, ram)) = self.held[m].resident.take() {
-                        self.total.0 -= gpu;
-                        self.total.1 -= ram;
-                    }
-                    match reason {
-                        "evicted" => self.out[m].evictions += 1,
-                        "expired" => self.out[m].expirations += 1,
-                        _ => {}
-                    }
-                    if std::mem::take(&mut self.prewarm_unused[m]) {
-                        self.out[m].wasted_loads += 1;
-                    }
-                    if let Some(log) = &mut self.unload_events
-                        && matches!(reason, "evicted" | "expired")
-                    {
-                        log.push(UnloadEvent {
-                            t: now.as_secs_f64(),
-                            model: m,
-                            evicted: reason == "evicted",
-                        });
-                    }
-                }
-                SchedEvent::LoadStarted { .. } => {}
-            }
-        }
-        // Empty-prompt loads are done once dispatched, as Ollama answers them.
-        if !finished_loads.is_empty() {
-            for id in finished_loads {
-                self.sched.finish(now, id);
-            }
-            self.handle_events(now, ahead);
-        }
     }
 }
