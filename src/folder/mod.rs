@@ -386,8 +386,15 @@ pub fn read_meta(dir: &Path) -> Result<RunMeta> {
         )
     })?;
     // The parser's message may quote a field whole: an excerpt of it.
-    serde_json::from_str(&text)
-        .map_err(|e| anyhow::anyhow!("parsing {}: {}", path.display(), short(&e.to_string())))
+    // Bad input (exit 2), not a failure of kabench.
+    serde_json::from_str(&text).map_err(|e| {
+        crate::units::ParseError::new(format!(
+            "parsing {}: {}",
+            path.display(),
+            short(&e.to_string())
+        ))
+        .into()
+    })
 }
 
 /// Writes `rows` to a new CSV file at `path` (the header even when there are none),
