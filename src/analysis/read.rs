@@ -95,7 +95,7 @@ pub fn read_summary(dir: &Path, notes: &mut Vec<String>) -> Option<Summary> {
 fn read_checked_meta(dir: &Path) -> Result<RunMeta> {
     check_size(&dir.join(folder::RUN_JSON))?;
     folder::read_meta(dir).map_err(|e| {
-        if e.chain().any(|c| c.is::<serde_json::Error>()) {
+        if e.chain().any(|c| c.is::<folder::BadJson>()) {
             anyhow::Error::new(crate::units::ParseError {
                 message: format!(
                     "{} fails validation: {e:#}; it must match schema/run.schema.json",

@@ -386,15 +386,24 @@ pub fn read_meta(dir: &Path) -> Result<RunMeta> {
         )
     })?;
     // The parser's message may quote a field whole: an excerpt of it.
-    // Bad input (exit 2), not a failure of kabench.
     serde_json::from_str(&text).map_err(|e| {
-        crate::units::ParseError::new(format!(
-            "parsing {}: {}",
-            path.display(),
-            short(&e.to_string())
-        ))
+        BadJson {
+            path: path.display().to_string(),
+            message: short(&e.to_string()),
+        }
         .into()
     })
+}
+
+/// A JSON file of a run folder that does not parse: its path and the parser's message,
+/// quoted short (the message may quote a field whole).
+#[derive(Debug, thiserror::Error)]
+#[error("parsing {path}: {message}")]
+pub struct BadJson {
+    /// The file.
+    pub path: String,
+    /// What the parser said, at most an excerpt of the field it quotes.
+    pub message: String,
 }
 
 /// Writes `rows` to a new CSV file at `path` (the header even when there are none),
