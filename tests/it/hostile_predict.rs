@@ -168,7 +168,7 @@ fn a_servegen_rate_of_1e6_is_refused_before_drawing() {
         &out,
         tmp.path(),
         1,
-        &["g.csv:2", "rate_rps", "at most 1000000 requests"],
+        &["g.csv:2", "rate_rps", "at most 10000000 requests"],
     );
 }
 

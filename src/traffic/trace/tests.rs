@@ -146,5 +146,22 @@ fn a_window_over_the_request_limit_is_refused_before_drawing() {
     let err = ServeGen::open(&path, opts(&["m"], &["1"]))
         .unwrap_err()
         .to_string();
-    assert!(err.contains("rate_rps") && err.contains("1000000"), "{err}");
+    assert!(
+        err.contains("rate_rps") && err.contains("10000000"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_busiest_published_servegen_window_is_within_the_limit() {
+    // ServeGen's m-small file peaks at 2,442.07 requests/s in one 600 s window.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("g.csv");
+    std::fs::write(
+        &path,
+        "client_id,window_start_s,rate_rps,iat_cv,iat_dist,dist_shape,dist_scale\n1,0,2442.07,1,Gamma,1,1\n",
+    )
+    .unwrap();
+    let trace = ServeGen::open(&path, opts(&["m"], &["1"])).unwrap();
+    assert_eq!(trace.scan().rows, 1_465_242);
 }
