@@ -10,6 +10,16 @@ pub fn duration(text: &str) -> Result<Duration, String> {
     units::parse_option_duration(text).map_err(|e| e.to_string())
 }
 
+/// A duration that must be longer than zero (a timeout, an interval).
+pub fn positive_duration(text: &str) -> Result<Duration, String> {
+    match duration(text)? {
+        d if d.is_zero() => Err(format!(
+            "{text} is zero: give a duration longer than 0 (e.g. 30s)"
+        )),
+        d => Ok(d),
+    }
+}
+
 /// A byte size (`24GiB`, `512MiB`, `8GB`, a number of bytes).
 pub fn bytes(text: &str) -> Result<u64, String> {
     units::parse_bytes(text).map_err(|e| e.to_string())

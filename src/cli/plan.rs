@@ -38,7 +38,7 @@ pub struct PlanArgs {
     /// The longest one call to --target may take while reading the sizes (its models,
     /// a load at each num_ctx, /api/ps, an unload); past it the plan stops with an
     /// error naming the target.
-    #[arg(long, value_parser = parse::duration, default_value = "5m")]
+    #[arg(long, value_parser = parse::positive_duration, default_value = "5m")]
     pub timeout: Duration,
     /// Replay each combination round-robin on the target (default: the simulator) and
     /// compare the evictions observed with the predicted ones; writes a run folder per

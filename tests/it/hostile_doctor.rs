@@ -515,6 +515,18 @@ async fn plan_refuses_absurd_sizes_and_flags_naming_them() {
         );
         assert!(!text(&output.stdout).contains("fits"), "{flag}");
     }
+    // A zero --timeout would fail every call at once: refused as a usage error.
+    let (output, _) = kabench(
+        args(&["plan", "--models", "qwen2.5:7b", "--timeout", "0s"]),
+        Duration::from_secs(30),
+    )
+    .await;
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--timeout") && stderr.contains("longer than 0"),
+        "{stderr}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
