@@ -92,8 +92,8 @@ pub fn read_summary(dir: &Path, notes: &mut Vec<String>) -> Option<Summary> {
 
 /// `run.json`, parsed against its schema (the typed fields): one that does not parse is
 /// bad input (exit 2), its field named by the parser.
+/// Its size is bounded where every run-folder text file is read (`folder::input`).
 fn read_checked_meta(dir: &Path) -> Result<RunMeta> {
-    check_size(&dir.join(folder::RUN_JSON))?;
     folder::read_meta(dir).map_err(|e| {
         if e.chain().any(|c| c.is::<folder::BadJson>()) {
             anyhow::Error::new(crate::units::ParseError {
@@ -108,11 +108,11 @@ fn read_checked_meta(dir: &Path) -> Result<RunMeta> {
     })
 }
 
-/// The largest `run.json` or `summary.json` the report reads (256 MiB: 100 000 streams
+/// The largest `summary.json` the report reads (256 MiB: 100 000 streams
 /// of figures are a few tens of MB).
 pub const MAX_JSON_BYTES: u64 = 256 << 20;
 
-/// Refuses a JSON file over [`MAX_JSON_BYTES`] before reading it (exit 2).
+/// Refuses a `summary.json` over [`MAX_JSON_BYTES`] before reading it (exit 2).
 fn check_size(path: &Path) -> Result<()> {
     let len = std::fs::metadata(path).map_or(0, |m| m.len());
     if len > MAX_JSON_BYTES {
