@@ -42,9 +42,15 @@ pub struct RunArgs {
     pub shards: Option<u32>,
     /// Common start barrier of the shards (RFC 3339, e.g. 2026-12-01T18:30:00Z): each
     /// sleeps until then, and every cell starts at a fixed offset from it. At most 24 h
-    /// ahead, at most 2 s behind when the shard starts.
+    /// ahead; behind it, see --late-tolerance.
     #[arg(long, value_name = "RFC3339", value_parser = parse::start_at)]
     pub start_at: Option<SystemTime>,
+    /// How late after --start-at a shard may wake and still send (at most 1 h): past
+    /// it the shard sends nothing, its folder is marked late and merge counts it
+    /// missing; a cell started later than this after its fixed start is left out of a
+    /// merged run's recommendation.
+    #[arg(long, value_name = "DURATION", value_parser = parse::duration, default_value = "2s")]
+    pub late_tolerance: Duration,
 }
 
 /// `kabench swarm`.
@@ -143,8 +149,8 @@ pub enum FleetEngine {
     /// A Kubernetes manifest (kubectl apply -f): a ConfigMap with the scenario, an
     /// Indexed Job of the shards on a shared volume, and a merge Job.
     K8s(K8sArgs),
-    /// A bash script that submits a Slurm array of the shards and the merge as a job
-    /// depending on them (afterok).
+    /// A bash script that writes the scenario into the shared run folder and submits a
+    /// Slurm array of the shards and the merge as a job depending on them (afterany).
     Slurm(SlurmArgs),
 }
 
@@ -167,6 +173,10 @@ pub struct FleetCommon {
     /// Name of the jobs and the run folder (default: scenario name and barrier time).
     #[arg(long)]
     pub name: Option<String>,
+    /// How late after the barrier a shard may start and still send (each shard's
+    /// --late-tolerance): a later one sends nothing and is merged as missing.
+    #[arg(long, value_name = "DURATION", value_parser = parse::duration, default_value = "2s")]
+    pub late_tolerance: Duration,
 }
 
 /// `kabench fleet k8s`.
@@ -198,6 +208,16 @@ pub struct SlurmArgs {
     /// Slurm partition.
     #[arg(long)]
     pub partition: Option<String>,
+    /// Slurm account to charge.
+    #[arg(long)]
+    pub account: Option<String>,
+    /// Time limit of each shard, in Slurm's form (e.g. 30, 1:30:00); default: the wait
+    /// for the barrier, the run's span and 10 minutes.
+    #[arg(long)]
+    pub time: Option<String>,
+    /// CPUs of each shard (a load generator needs one; at most 256).
+    #[arg(long, default_value_t = 1)]
+    pub cpus_per_task: u32,
     /// The kabench executable on the nodes.
     #[arg(long, default_value = "kabench")]
     pub kabench: String,

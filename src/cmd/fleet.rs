@@ -40,6 +40,17 @@ pub(super) fn fleet(args: FleetArgs) -> Result<()> {
         ))
         .into());
     }
+    if common.late_tolerance < shard::MIN_LATE_TOLERANCE
+        || common.late_tolerance > shard::MAX_LATE_TOLERANCE
+    {
+        return Err(BadInput(format!(
+            "--late-tolerance {}: give {} to {} (how late after the barrier a shard may start and still send)",
+            humantime::format_duration(common.late_tolerance),
+            humantime::format_duration(shard::MIN_LATE_TOLERANCE),
+            humantime::format_duration(shard::MAX_LATE_TOLERANCE)
+        ))
+        .into());
+    }
     // The barrier on a whole second, as people read and compare it.
     let start_at = UNIX_EPOCH
         + Duration::from_secs(
@@ -59,6 +70,7 @@ pub(super) fn fleet(args: FleetArgs) -> Result<()> {
         targets: common.target.clone(),
         start_at,
         run_span: run::open_loop::run_span(&plan, scenario.run.pause)?,
+        late_tolerance: common.late_tolerance,
     };
     let text = match &args.engine {
         FleetEngine::K8s(k) => {
@@ -86,6 +98,9 @@ pub(super) fn fleet(args: FleetArgs) -> Result<()> {
             let slurm = Slurm {
                 out,
                 partition: s.partition.clone(),
+                account: s.account.clone(),
+                time: s.time.clone(),
+                cpus_per_task: s.cpus_per_task,
                 kabench: s.kabench.clone(),
             };
             manifest::slurm(&fleet, &slurm).map_err(|e| BadInput(e.0))?

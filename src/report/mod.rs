@@ -479,6 +479,10 @@ fn run_warnings(meta: &RunMeta, summary: &Summary, recs: &[Recommendation]) -> V
             "the run failed: {}",
             meta.failure.clone().unwrap_or_else(|| "no reason recorded".into())
         )),
+        RunStatus::Late => out.push(format!(
+            "this shard sent nothing ({}): merge counts it missing",
+            meta.failure.clone().unwrap_or_else(|| "late".into())
+        )),
     }
     if !simulated(meta) {
         out.extend(telemetry_unavailable(meta));

@@ -10,6 +10,7 @@ mod contract;
 mod differential;
 mod doctor;
 mod fleet;
+mod fleet_late;
 mod fleet_manifest;
 mod fleet_real;
 mod horizon;

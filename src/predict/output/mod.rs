@@ -181,6 +181,7 @@ pub fn summary(p: &Prediction, info: &FolderInfo) -> Summary {
                 streams,
                 vram: Some(vram),
                 memory_missing: None,
+                ran_late: None,
                 warnings: Vec::new(),
                 reloads: Default::default(),
                 predicted: true,

@@ -8,8 +8,11 @@
 //! and prints one line saying why when `../shared/ollama` is absent, when
 //! `KABENCH_SKIP_REAL_OLLAMA=1`, or when the model writer's Python packages (`gguf`,
 //! `numpy`) are missing. With `KABENCH_REQUIRE_REAL_OLLAMA=1` (set by `.ci/run`) a
-//! missing prerequisite fails the test instead of skipping it.
+//! missing prerequisite fails the test instead of skipping it. A one-node Slurm
+//! cluster for the fleet tests is in [`slurm`].
 #![allow(dead_code)]
+
+pub mod slurm;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
