@@ -194,6 +194,31 @@ pub struct K8sArgs {
     /// Namespace of the objects.
     #[arg(long)]
     pub namespace: Option<String>,
+    /// Print the ReadWriteMany claim too, of this size (e.g. 5Gi); without it the
+    /// claim --claim must exist.
+    #[arg(long, value_name = "SIZE")]
+    pub new_claim: Option<String>,
+    /// Storage class of the new claim (default: the cluster's default class; it must
+    /// offer ReadWriteMany, e.g. NFS or CephFS).
+    #[arg(long, requires = "new_claim")]
+    pub storage_class: Option<String>,
+    /// CPU each shard requests.
+    #[arg(long, default_value = "500m")]
+    pub cpu_request: String,
+    /// CPU each shard may use at most.
+    #[arg(long, default_value = "1")]
+    pub cpu_limit: String,
+    /// Memory each shard requests.
+    #[arg(long, default_value = "256Mi")]
+    pub memory_request: String,
+    /// Memory each shard may use at most (over it the pod is killed and merged as
+    /// missing).
+    #[arg(long, default_value = "1Gi")]
+    pub memory_limit: String,
+    /// How long the finished Jobs and their pods stay before Kubernetes deletes them
+    /// (the run folders stay on the claim).
+    #[arg(long, value_parser = parse::duration, default_value = "1d")]
+    pub ttl: Duration,
 }
 
 /// `kabench fleet slurm`.

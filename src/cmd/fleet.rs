@@ -74,10 +74,20 @@ pub(super) fn fleet(args: FleetArgs) -> Result<()> {
     };
     let text = match &args.engine {
         FleetEngine::K8s(k) => {
+            // In a cluster, a loopback target is each pod itself.
+            for url in target.urls() {
+                manifest::k8s::check_cluster_target("the target", &url)
+                    .map_err(|e| BadInput(e.0))?;
+            }
             let k8s = K8s {
                 image: k.image.clone(),
                 claim: k.claim.clone(),
                 namespace: k.namespace.clone(),
+                new_claim: k.new_claim.clone(),
+                storage_class: k.storage_class.clone(),
+                cpu: (k.cpu_request.clone(), k.cpu_limit.clone()),
+                memory: (k.memory_request.clone(), k.memory_limit.clone()),
+                ttl_s: u32::try_from(k.ttl.as_secs().min(i32::MAX as u64)).unwrap_or(0),
             };
             manifest::k8s(&fleet, &k8s).map_err(|e| BadInput(e.0))?
         }

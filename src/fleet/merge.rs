@@ -76,17 +76,18 @@ pub fn merge_shaped(
     })?;
     check_alike(&folders)?;
     let count = first.meta.shard.as_ref().map_or(1, |s| s.count);
-    // A shard that woke past its tolerance sent nothing: it counts as missing.
+    // A shard that woke past its tolerance, or stopped before its barrier (cancelled,
+    // killed) with no row, sent nothing: it counts as missing.
     let (late_folders, folders): (Vec<ShardFolder>, Vec<ShardFolder>) = folders
         .into_iter()
-        .partition(|f| f.meta.status == RunStatus::Late);
+        .partition(|f| f.meta.status == RunStatus::Late || stopped_before_barrier(f));
     let late: BTreeMap<u32, String> = late_folders
         .iter()
         .map(|f| (f.index, late_why(f)))
         .collect();
     if folders.is_empty() {
         return Err(NotMergeable(format!(
-            "every shard folder given is marked late ({}): none sent a request; start the shards again with a later --start-at",
+            "no shard folder given sent a request ({}: late, or stopped before the start barrier): start the shards again with a later --start-at",
             late_folders.iter().map(name_of).collect::<Vec<_>>().join(", ")
         ))
         .into());
@@ -97,7 +98,7 @@ pub fn merge_shaped(
     for i in &missing {
         match late.get(i) {
             Some(why) => warnings.push(format!(
-                "shard {i} of {count} is missing: it was late ({why}) and sent nothing; the merged run lacks its requests"
+                "shard {i} of {count} is missing: it sent nothing ({why}); the merged run lacks its requests"
             )),
             None => warnings.push(format!(
                 "shard {i} of {count} is missing: the merged run lacks its requests"
@@ -125,7 +126,7 @@ pub fn merge_shaped(
         ));
     }
     if let Some(m) = meta.merged.as_mut() {
-        m.late = late;
+        m.sent_nothing = late;
         m.late_cells = late_cells;
     }
     meta.status = RunStatus::Running;
@@ -279,20 +280,40 @@ pub fn check_out(out: &Path) -> Result<()> {
     Ok(())
 }
 
-/// How late a `late` shard woke, as its `run.json` says.
+/// Whether a shard folder that did not complete ended before its barrier: it never
+/// woke (`clock_offset_ms` unset) and holds no request row.
+fn stopped_before_barrier(f: &ShardFolder) -> bool {
+    f.meta.status != RunStatus::Complete
+        && f.meta.status != RunStatus::Late
+        && f.meta
+            .shard
+            .as_ref()
+            .is_some_and(|s| s.clock_offset_ms.is_none())
+        && folder::read_requests(&f.dir).is_ok_and(|rows| rows.is_empty())
+}
+
+/// Why a shard that sent nothing is missing: how late it woke, or how it stopped
+/// before its barrier, as its `run.json` says.
 fn late_why(f: &ShardFolder) -> String {
+    if f.meta.status != RunStatus::Late {
+        let how = match f.meta.status {
+            RunStatus::Running => "killed".to_string(),
+            s => format!("{s:?}").to_lowercase(),
+        };
+        return format!("{how} before the start barrier");
+    }
     let shard = f.meta.shard.as_ref();
     match (
         shard.and_then(|s| s.late_ms),
         shard.and_then(|s| s.late_tolerance_ms),
     ) {
         (Some(late), Some(tol)) => format!(
-            "woke {:.1} s after the start barrier, over its tolerance of {:.1} s",
+            "late: woke {:.1} s after the start barrier, over its tolerance of {:.1} s",
             late / 1000.0,
             tol / 1000.0
         ),
-        (Some(late), None) => format!("woke {:.1} s after the start barrier", late / 1000.0),
-        _ => "woke after the start barrier".into(),
+        (Some(late), None) => format!("late: woke {:.1} s after the start barrier", late / 1000.0),
+        _ => "late: woke after the start barrier".into(),
     }
 }
 
@@ -550,7 +571,7 @@ fn merged_meta(
             })
             .collect(),
         memory_not_measured: BTreeMap::new(),
-        late: BTreeMap::new(),
+        sent_nothing: BTreeMap::new(),
         late_cells: BTreeMap::new(),
     });
     meta

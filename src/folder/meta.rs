@@ -512,10 +512,11 @@ pub struct MergeMeta {
     /// zero, and no keep_alive is recommended over them.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub memory_not_measured: BTreeMap<String, String>,
-    /// Shards that woke past their tolerance after the barrier and sent nothing (they
-    /// are in `missing` too), by index, with how late.
+    /// Shards whose folder is there but which sent nothing (they are in `missing`
+    /// too), by index, with why: late (woke past their tolerance after the barrier) or
+    /// stopped before the barrier (cancelled, killed).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub late: BTreeMap<u32, String>,
+    pub sent_nothing: BTreeMap<u32, String>,
     /// Cells that some shard started past the tolerance after their fixed start, with
     /// which and how late: no keep_alive is recommended over them.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -534,8 +535,8 @@ impl MergeMeta {
             let list: Vec<String> = self
                 .missing
                 .iter()
-                .map(|i| match self.late.get(i) {
-                    Some(why) => format!("shard {i}, late: {why}"),
+                .map(|i| match self.sent_nothing.get(i) {
+                    Some(why) => format!("shard {i} ({why})"),
                     None => format!("shard {i}"),
                 })
                 .collect();

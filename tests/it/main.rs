@@ -13,6 +13,7 @@ mod fleet;
 mod fleet_late;
 mod fleet_manifest;
 mod fleet_real;
+mod fleet_slurm;
 mod horizon;
 mod hostile;
 mod hostile_doctor;

@@ -11,6 +11,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::{free_port, root};
@@ -22,7 +23,11 @@ pub struct Slurm {
     /// The `slurm.conf`.
     pub conf: PathBuf,
     daemons: Vec<(&'static str, Child)>,
+    _turn: MutexGuard<'static, ()>,
 }
+
+/// One cluster at a time in this test process (two would share the node's name).
+static TURN: Mutex<()> = Mutex::new(());
 
 fn skip<T>(why: &str) -> Option<T> {
     if std::env::var("KABENCH_REQUIRE_SLURM").is_ok_and(|v| v == "1") {
@@ -70,6 +75,7 @@ impl Slurm {
         let Some(host) = short_hostname() else {
             return skip("hostname -s says nothing");
         };
+        let turn = TURN.lock().unwrap_or_else(|p| p.into_inner());
         let dir = root().join("target/slurm").join(name);
         let _ = std::fs::remove_dir_all(&dir);
         for sub in ["munge", "state", "spool"] {
@@ -91,6 +97,7 @@ impl Slurm {
             conf: dir.join("slurm.conf"),
             dir: dir.clone(),
             daemons: Vec::new(),
+            _turn: turn,
         };
         let munged = Command::new("munged")
             .args(["--foreground", "--force"])
