@@ -2,15 +2,17 @@
 //! teams already have, with no coordinator of kabench's own. For Kubernetes, a
 //! ConfigMap holding the scenario, an Indexed Job of N pods (each `kabench run --shard
 //! auto`, its index from `JOB_COMPLETION_INDEX`) writing to a shared volume, and a
-//! merge Job that waits for the N shard folders to end and runs `kabench merge`. For
-//! Slurm, a bash script that submits an array of N tasks and the merge as a dependent
-//! job (`--dependency=afterok`). Both fix one start barrier so the shards keep in step.
-//! Knows nothing of how a shard runs.
+//! merge Job that waits for the N shard folders to end and runs `kabench merge`
+//! (`k8s`). For Slurm, a bash script that writes the scenario into the shared run
+//! folder and submits an array of N tasks and the merge as a dependent job
+//! (`--dependency=afterany`; `slurm`). Both fix one start barrier so the shards keep
+//! in step. Knows nothing of how a shard runs.
 //!
 //! Nothing a user gives reaches the text unescaped: the scenario travels base64 in the
 //! ConfigMap's `binaryData` (no character of it can end a YAML block), every other
 //! string of the manifest is a YAML double-quoted scalar with line breaks escaped, and
-//! every word of the Slurm script is single-quoted (paths and the partition go on
+//! every word of the Slurm script is single-quoted (paths, the partition, the account
+//! and the time go on
 //! `sbatch`'s command line, never into `#SBATCH` lines, which cannot be quoted).
 //! Control characters, which would end a line of the script or a here-document, are
 //! refused ([`Unsafe`]), naming the flag.

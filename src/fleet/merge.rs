@@ -7,7 +7,9 @@
 //! absurd counts, non-regular files and an `--out` holding a user's files are refused.
 //! Shards of another scenario, seed, kabench version or histogram setting are refused;
 //! missing, failed or crashed shards are merged with a warning naming them, and the
-//! merged `run.json` (`merged`) says which. Knows nothing of rendering.
+//! merged `run.json` (`merged`) says which. A shard that sent nothing (marked `late`,
+//! or stopped before its barrier) counts as missing; cells a shard started late are
+//! named so no keep_alive is recommended over them. Knows nothing of rendering.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
