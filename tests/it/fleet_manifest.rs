@@ -259,7 +259,7 @@ fn the_k8s_manifest_prints_the_claim_and_refuses_a_loopback_target() {
         let scenario = tmp.path().join("s.toml");
         let mut text = std::fs::read_to_string(SCENARIO).unwrap();
         if scenario_target {
-            text = format!("[target]\nkind = \"ollama\"\nurl = \"localhost:11434\"\n{text}");
+            text = format!("{text}\n[target]\nkind = \"ollama\"\nurl = \"localhost:11434\"\n");
         }
         std::fs::write(&scenario, text).unwrap();
         let mut cmd = kabench();
