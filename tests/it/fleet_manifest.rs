@@ -146,6 +146,12 @@ fn the_slurm_script_passes_bash_n_with_the_array_and_an_afterany_merge() {
         tmp.path().join("run's folder").to_str().unwrap(),
         "--partition",
         "gpu",
+        "--account",
+        "team-a",
+        "--time",
+        "1:00:00",
+        "--cpus-per-task",
+        "2",
     ]);
     let text = String::from_utf8(out.stdout).unwrap();
     let script = tmp.path().join("submit.sh");
@@ -162,7 +168,15 @@ fn the_slurm_script_passes_bash_n_with_the_array_and_an_afterany_merge() {
         "{text}"
     );
     assert!(text.contains("'--shard' 'auto' '--shards' '3'"), "{text}");
-    assert!(text.contains("#SBATCH --cpus-per-task=1\n"), "{text}");
+    assert!(text.contains("#SBATCH --cpus-per-task=2\n"), "{text}");
+    // The account for both jobs, the time limit for the shards only.
+    assert!(
+        text.contains(
+            "sbatch --parsable --partition='gpu' --account='team-a' --time='1:00:00' --output="
+        ),
+        "{text}"
+    );
+    assert_eq!(text.matches("--time='1:00:00'").count(), 1, "{text}");
     assert!(text.contains("'--late-tolerance' '2s'"), "{text}");
     assert!(
         text.contains("# Shared file systems: the run folder"),

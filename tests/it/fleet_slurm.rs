@@ -65,6 +65,9 @@ fn submit(slurm: &Slurm, scenario: &Path, out: &Path, shards: u32, delay: &str) 
     ]);
     let script = out.with_extension("sh");
     std::fs::write(&script, &printed.stdout).unwrap();
+    // One CPU per shard unless asked.
+    let text = String::from_utf8_lossy(&printed.stdout);
+    assert!(text.contains("#SBATCH --cpus-per-task=1\n"), "{text}");
     let ran = slurm
         .cmd("bash")
         .arg(&script)

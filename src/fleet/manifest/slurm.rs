@@ -64,16 +64,18 @@ pub fn slurm(fleet: &Fleet, s: &Slurm) -> Result<String, Unsafe> {
     let out = &s.out;
     let copy = format!("{out}/{SLURM_SCENARIO}");
     let args = fleet.run_args(&copy, out, sh).join(" ");
+    // The partition and the account for both jobs; --time for the shards only (the
+    // merge keeps its own 30 minutes).
     let mut on_line = String::new();
-    for (flag, value) in [
-        ("--partition", &s.partition),
-        ("--account", &s.account),
-        ("--time", &s.time),
-    ] {
+    for (flag, value) in [("--partition", &s.partition), ("--account", &s.account)] {
         if let Some(v) = value {
             let _ = write!(on_line, " {flag}={}", sh(v));
         }
     }
+    let shards_time = s
+        .time
+        .as_ref()
+        .map_or(String::new(), |t| format!(" --time={}", sh(t)));
     // sbatch reads `%` in an output path as a pattern (%j, %A, %a); `%%` is a `%`.
     let log = |file: &str| sh(&format!("{}/{file}", out.replace('%', "%%")));
     let merge_dirs = (0..n)
@@ -106,7 +108,8 @@ pub fn slurm(fleet: &Fleet, s: &Slurm) -> Result<String, Unsafe> {
 # must be one file system mounted at that path on this host, on every node the
 # shards may run on and on the merge's node (the script writes the scenario there,
 # each shard writes its folder there, the merge reads them all). The kabench
-# executable ({kabench_show}) must be at that path on every node. Nothing else is shared.
+# executable ({kabench_show}) must be on every node, at that path or on the PATH.
+# Nothing else is shared.
 #
 # A shard that fails, is cancelled or starts more than {tolerance} after the barrier
 # (it then sends nothing and leaves a folder marked late) is merged as missing: the
@@ -117,7 +120,7 @@ mkdir -p -- {out_q}
 base64 -d > {copy_q} <<'KABENCH_SCENARIO_END'
 {scenario_b64}
 KABENCH_SCENARIO_END
-shards=$(sbatch --parsable{on_line} --output={shard_log} <<'SLURM'
+shards=$(sbatch --parsable{on_line}{shards_time} --output={shard_log} <<'SLURM'
 #!/bin/bash
 #SBATCH --job-name={name}-shards
 #SBATCH --array=0-{last}
