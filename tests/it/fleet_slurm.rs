@@ -168,9 +168,20 @@ fn the_printed_slurm_script_on_a_real_cluster_meets_the_one_process_run() {
     );
 
     let (a, b) = (cold_per_cell(&one), cold_per_cell(&out));
+    let rows = |dir: &Path| {
+        request_rows(dir)
+            .iter()
+            .map(|r| format!("{r:?}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
     assert_eq!(
-        a, b,
-        "cold requests per cell, one process vs the Slurm array"
+        a,
+        b,
+        "cold requests per cell, one process vs the Slurm array\none:\n{}\narray:\n{}\nwarnings: {}",
+        rows(&one),
+        rows(&out),
+        meta["warnings"]
     );
     assert_eq!(a.values().map(|c| c.1).collect::<Vec<_>>(), [3, 1], "{a:?}");
 
