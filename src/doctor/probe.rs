@@ -24,6 +24,11 @@ pub(super) struct Doctor {
     pub(super) default_ka: Option<Effect>,
     /// load_duration of each load seen, seconds, first first.
     pub(super) loads: Vec<f64>,
+    /// The fraction of the model file in the page cache just before the first load
+    /// (`mincore`); `None` when it could not be checked here.
+    pub(super) cached_before: Option<f64>,
+    /// `--allow-evict`: an eviction does not stop the probes.
+    pub(super) allow_evict: bool,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -123,6 +128,12 @@ impl Doctor {
         shown: &Shown,
     ) -> anyhow::Result<Resident> {
         self.server.unload(model).await?;
+        if self.server.is_local() {
+            self.cached_before = shown
+                .blob
+                .as_deref()
+                .and_then(super::pagecache::cached_fraction);
+        }
         let req = Req::post("/api/generate", Native::Generate.body(model, json!({})));
         let reply = self.server.send(&req).await?;
         if reply.status != 200 {
@@ -190,6 +201,7 @@ impl Doctor {
             expires_at: reply.end,
             context_length: ctx,
             size,
+            size_vram: 0,
         }))
     }
 
@@ -353,16 +365,23 @@ impl Doctor {
         let mut later = later.to_vec();
         later.sort_by(f64::total_cmp);
         let median = later.get(later.len() / 2).copied();
-        let evidence = match median {
-            Some(m) if !was_resident && first > 1.5 * m + 0.05 => format!(
-                "first load {first:.2} s (from disk), later loads {m:.2} s (page cache, median of {})",
-                later.len()
+        let later_text = match median {
+            Some(m) => format!(", later loads {m:.2} s (median of {})", later.len()),
+            None => String::new(),
+        };
+        let cached = self.cached_before.filter(|_| !was_resident);
+        let evidence = match cached {
+            Some(c) if c < 0.5 => format!(
+                "first load {first:.2} s from disk (mincore: {:.0}% of the model file was in the page cache before it){later_text}",
+                c * 100.0
             ),
-            Some(m) => format!(
-                "first load {first:.2} s, later loads {m:.2} s (median of {}): alike, the file was already in the page cache (a load from disk shows only after the OS cache drops it)",
-                later.len()
+            Some(c) => format!(
+                "first load {first:.2} s with the model file already in the page cache (mincore: {:.0}% of it before the load){later_text}: a load from disk shows only after the OS drops the file from the cache",
+                c * 100.0
             ),
-            None => format!("one load: {first:.2} s"),
+            None => format!(
+                "first load {first:.2} s{later_text}; whether it came from disk was not checked (the model file is not readable on this machine: a remote server, or not Linux)"
+            ),
         };
         self.checks.push(info(
             id,
@@ -370,7 +389,7 @@ impl Doctor {
             evidence,
             "a cold start costs this on every expiry; from a cold disk (boot, a container start, memory pressure) it costs more",
             "M4",
-            json!({"first_s": first, "later_median_s": median}),
+            json!({"first_s": first, "later_median_s": median, "file_cached_before": cached}),
         ));
     }
 }
