@@ -13,8 +13,9 @@
 //! This file holds the report's types and the run in order; each job is in its own
 //! file: the requests of a `--dry-run` (`dry`), what `/api/show` says (`show`), the
 //! server-wide probes (`probe`), the keep_alive forms per endpoint (`endpoints`), the
-//! restore (`restore`), the keep_alive forms themselves (`forms`), the HTTP calls
-//! (`http`) and the table (`table`).
+//! restore (`restore`), what may be evicted and the cap an eviction shows (`evict`),
+//! the page-cache check of the model file (`pagecache`), the keep_alive forms
+//! themselves (`forms`), the HTTP calls (`http`) and the table (`table`).
 
 pub mod cli;
 mod dry;

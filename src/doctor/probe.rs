@@ -376,7 +376,7 @@ impl Doctor {
                 c * 100.0
             ),
             Some(c) => format!(
-                "first load {first:.2} s with the model file already in the page cache (mincore: {:.0}% of it before the load){later_text}: a load from disk shows only after the OS drops the file from the cache",
+                "first load {first:.2} s with the model file already in the page cache (mincore: {:.0}% of it before the load){later_text}: a load from a cold disk shows only after the OS drops the file from the cache",
                 c * 100.0
             ),
             None => format!(
