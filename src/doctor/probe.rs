@@ -29,6 +29,8 @@ pub(super) struct Doctor {
     pub(super) cached_before: Option<f64>,
     /// `--allow-evict`: an eviction does not stop the probes.
     pub(super) allow_evict: bool,
+    /// The expiry each model had at its last observation.
+    pub(super) last_expiry: Vec<(String, time::OffsetDateTime)>,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -101,8 +103,28 @@ fn mb(bytes: u64) -> String {
 
 impl Doctor {
     /// The model's keep-alive as `/api/ps` shows it after a reply that ended at `end`.
+    /// The server sets the new expiry when it has processed the request's end, which
+    /// can come a moment after the reply: while `/api/ps` still shows the expiry the
+    /// last observation saw, it is read again (every 50 ms, up to a second).
     pub(super) async fn observe(&mut self, model: &str, reply: &Reply) -> anyhow::Result<Effect> {
-        let Some(m) = self.server.find(model).await? else {
+        let prev = self
+            .last_expiry
+            .iter()
+            .find(|(n, _)| n == model)
+            .map(|(_, e)| *e);
+        let deadline = std::time::Instant::now() + Duration::from_secs(1);
+        let mut found = self.server.find(model).await?;
+        while found.as_ref().is_some_and(|m| Some(m.expires_at) == prev)
+            && std::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            found = self.server.find(model).await?;
+        }
+        self.last_expiry.retain(|(n, _)| n != model);
+        if let Some(m) = &found {
+            self.last_expiry.push((model.to_string(), m.expires_at));
+        }
+        let Some(m) = found else {
             return Ok(Effect::Unload);
         };
         if m.forever(reply.end) {
