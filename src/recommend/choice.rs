@@ -36,7 +36,7 @@ fn candidate(cell: &CellSummary, s: &StreamSummary) -> Candidate {
         errors: s.errors,
         p99_ttft_ms: s.ttft_ms.all.map(|p| p.p99),
         p99_ttft_interval: s.intervals.and_then(|i| i.ttft_ms.p99),
-        p99_ttft_count: s.ttft_ms.all.map_or(0, |p| p.count),
+        p99_ttft_count: s.intervals.map_or(0, |i| i.ttft_ms.count),
         cold_load_ms: s.load_ms.map(|p| p.p50),
         idle_gb_s: vram.map(|v| v.idle_gb_seconds),
         idle_gpu_gb_s: vram.map(|v| v.idle_split().0),

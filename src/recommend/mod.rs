@@ -120,7 +120,7 @@ pub struct Candidate {
     /// Its confidence interval (`null`: too few requests for one, the p99 of at most
     /// 99 requests being their maximum).
     pub p99_ttft_interval: Option<Interval>,
-    /// Requests the p99 is over.
+    /// Requests the p99 is over (0 for figures with no intervals, e.g. predicted).
     pub p99_ttft_count: u64,
     /// Median `load_duration` of the cold requests, ms.
     pub cold_load_ms: Option<f64>,

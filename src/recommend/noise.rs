@@ -320,7 +320,7 @@ pub fn describe(noise: &Noise, chosen: &str, cost: &CostSettings) -> String {
             .vram_gb_hour_to
             .map_or("any higher price".into(), |v| format!("{v:.3}"));
         parts.push(format!(
-            "the choice holds for vram_gb_hour from {:.3} to {to} (now {}; ram_gb_hour in proportion)",
+            "{chosen} is the cheapest for vram_gb_hour from {:.3} to {to} (now {}; ram_gb_hour in proportion)",
             r.vram_gb_hour_from, cost.vram_gb_hour
         ));
     }

@@ -396,5 +396,9 @@ fn the_cost_choice_holds_over_a_range_of_memory_prices() {
     assert!(range.vram_gb_hour_from <= 7.2);
     let to = range.vram_gb_hour_to.unwrap();
     assert!((to - 7.2 * 3600.0 / 3400.0).abs() < 1e-6, "{range:?}");
-    assert!(r.reason.contains("holds for vram_gb_hour"), "{}", r.reason);
+    assert!(
+        r.reason.contains("10m is the cheapest for vram_gb_hour"),
+        "{}",
+        r.reason
+    );
 }

@@ -76,6 +76,22 @@ pub fn percentile(
     }
 }
 
+/// A recommendation candidate's p99 TTFT, with its interval or, over too few
+/// requests, as their maximum.
+pub fn candidate_p99(c: &crate::recommend::Candidate) -> String {
+    match (c.p99_ttft_ms, c.p99_ttft_interval) {
+        (None, _) => "–".into(),
+        (Some(v), Some(i)) => with_interval(v, Some(&i), 0),
+        (Some(v), None) if quantile_is_max(c.p99_ttft_count, 0.99) && c.p99_ttft_count > 1 => {
+            format!("max {v:.0} (n={})", c.p99_ttft_count)
+        }
+        (Some(v), None) if c.p99_ttft_count > 0 => {
+            format!("{v:.0} (n={}, no interval)", c.p99_ttft_count)
+        }
+        (Some(v), None) => format!("{v:.0}"),
+    }
+}
+
 /// TTFT of every answered request of `s` at `which`.
 pub fn ttft(s: &StreamSummary, which: Pct) -> String {
     percentile(

@@ -185,8 +185,18 @@ fn rec_view(r: &Recommendation) -> RecView<'_> {
             keep_alive: display_keep_alive(c.keep_alive.as_ref()),
             requests: c.requests,
             cold: c.cold,
-            cold_pct: format!("{:.1}", c.cold_ratio * 100.0),
-            p99: opt(c.p99_ttft_ms, 0),
+            cold_pct: figures::with_interval(
+                c.cold_ratio * 100.0,
+                c.cold_ratio_interval
+                    .map(|i| crate::analysis::stats::Interval {
+                        lo: i.lo * 100.0,
+                        hi: i.hi * 100.0,
+                        level: i.level,
+                    })
+                    .as_ref(),
+                1,
+            ),
+            p99: figures::candidate_p99(c),
             idle: opt(c.idle_gb_s, 1),
             cost: opt(c.cost.map(|k| k.total), 3),
             frontier: if c.on_frontier { "yes" } else { "" },

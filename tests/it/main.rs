@@ -39,4 +39,5 @@ mod sim_rules;
 mod snapshot;
 mod swarm;
 mod telemetry;
+mod uncertainty;
 mod validate_fixtures;
