@@ -17,9 +17,9 @@ pub struct QuantileIntervals {
     pub count: u64,
     /// Of the median (`null`: too few values).
     pub p50: Option<Interval>,
-    /// Of the 90th percentile (`null`: too few values, under 29 at 95 %).
+    /// Of the 90th percentile (`null`: too few values, under 36 at 95 %).
     pub p90: Option<Interval>,
-    /// Of the 99th percentile (`null`: too few values, under 367 at 95 %).
+    /// Of the 99th percentile (`null`: too few values, under 368 at 95 %).
     pub p99: Option<Interval>,
 }
 
@@ -115,6 +115,14 @@ mod tests {
         // The median of per-request rates: one stalled request does not drag it down.
         assert_eq!(rate, Some(180.0));
         assert!(i.cold_ratio.unwrap().contains(1.0 / 12.0));
+    }
+
+    #[test]
+    fn the_documented_smallest_samples() {
+        // docs/report.md: the median needs 6 values, the p90 36, the p99 368.
+        assert_eq!(stats::min_sample_for_quantile(0.5, 0.95), 6);
+        assert_eq!(stats::min_sample_for_quantile(0.9, 0.95), 36);
+        assert_eq!(stats::min_sample_for_quantile(0.99, 0.95), 368);
     }
 
     #[test]

@@ -201,6 +201,13 @@ pub(crate) fn settle(
     let holds_for = (form == Form::Cost)
         .then(|| price_range(valid, chosen, cost))
         .flatten();
+    // Memory is measured once per cell: it has no interval of its own (one repetition
+    // gives one value), and none is invented; only the cold starts are resampled.
+    let notes = if form == Form::Cost {
+        vec!["idle memory is one measurement per cell, held fixed in the resamples (no interval from one repetition)".to_string()]
+    } else {
+        Vec::new()
+    };
     (
         chosen,
         Noise {
@@ -210,7 +217,7 @@ pub(crate) fn settle(
             best: (chosen != best).then(|| display_keep_alive(valid[best].keep_alive.as_ref())),
             indistinguishable,
             holds_for,
-            notes: Vec::new(),
+            notes,
         },
     )
 }
