@@ -234,10 +234,13 @@ pub(crate) fn recommend_group(
     .unwrap_or_else(|| valid[0].clone());
     let best_at = valid.iter().position(|c| c.cell == best.cell).unwrap_or(0);
     let cold_cost = penalty_s.unwrap_or(0.0) * cost.wait_second;
+    // A prediction's figures are a model's, not a sample: nothing to resample.
+    let predicted = members.iter().any(|(c, _)| c.predicted);
     let (chosen_at, noise) = settle(
         &valid,
         best_at,
         form,
+        !predicted,
         cold_cost,
         cost,
         seed_of(&workload, &model),

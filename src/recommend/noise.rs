@@ -124,16 +124,33 @@ fn winner(valid: &[Candidate], scores: &[f64]) -> usize {
 /// Settles the choice among `valid` (every candidate that may be picked, frontier
 /// marked), `best` being the rule's own pick: returns the index chosen and how sure
 /// it is. `cold_cost` is what one cold start costs (`cold_penalty_s × wait_second`).
+/// With `resample` false (a prediction's figures, a model's rather than a sample) the
+/// best stands as it is.
 pub(crate) fn settle(
     valid: &[Candidate],
     best: usize,
     form: Form,
+    resample: bool,
     cold_cost: f64,
     cost: &CostSettings,
     seed: u64,
 ) -> (usize, Noise) {
     let level = DEFAULT_CONFIDENCE;
-    if form == Form::Slo || form == Form::NoCandidate || valid.len() < 2 {
+    if !resample && form == Form::Cost {
+        return (
+            best,
+            Noise {
+                level,
+                resamples: 0,
+                confidence: None,
+                best: None,
+                indistinguishable: Vec::new(),
+                holds_for: price_range(valid, best, cost),
+                notes: Vec::new(),
+            },
+        );
+    }
+    if form == Form::Slo || form == Form::NoCandidate || valid.len() < 2 || !resample {
         let notes = if form == Form::Slo {
             slo_notes(valid)
         } else {
