@@ -262,6 +262,12 @@ pub(crate) fn recommend_group(
         reason.push_str("; ");
         reason.push_str(&settled);
     }
+    if pick.cell != best.cell && pick.honoured == Some(false) {
+        reason.push_str(&format!(
+            "; warning: the server did not release memory as {} says",
+            display_keep_alive(pick.keep_alive.as_ref())
+        ));
+    }
     if !left_out.is_empty() {
         reason.push_str(&format!(
             "; not candidates (more than {:.0}% of requests failed, or none answered): {}",
