@@ -87,7 +87,7 @@ fn binomial(n: u64, p: f64, rng: &mut SeededRng) -> u64 {
 
 /// A seed of `workload`'s resamples: the same report gives the same figures.
 pub(crate) fn seed_of(workload: &str, model: &str) -> u64 {
-    let mut h = 0x6b61_6265_6e63_68u64;
+    let mut h = 0x006b_6162_656e_6368_u64;
     for b in workload.bytes().chain([0]).chain(model.bytes()) {
         h = splitmix64(h ^ u64::from(b));
     }
