@@ -41,4 +41,5 @@ mod sim_rules;
 mod snapshot;
 mod swarm;
 mod telemetry;
+mod uncertainty;
 mod validate_fixtures;
