@@ -14,10 +14,11 @@ use std::time::Duration;
 use crate::common::slurm::Slurm;
 use crate::common::{self, RealOllama, kabench, read_json, request_rows, run_ok};
 
-/// One stream of 3 requests at `rate` (the real server: 8 s apart), swept over keep_alive 0 and -1: 3 cold, then
-/// 1. The gap is longer than a cold load of tiny-50m and its prompt on a 2-core machine
-/// under a load of 9 (4.9 s seen): a request sent while the first still loads waits
-/// for it and reads as cold by its load_duration.
+/// One stream of 3 requests at `rate` (the real server: 8 s apart), swept over
+/// keep_alive 0 and -1: 3 cold, then one. The real server's gap is longer than a cold
+/// load of tiny-50m and its prompt on a 2-core machine under a load of 9 (4.9 s seen):
+/// a request sent while the first still loads waits for it and reads as cold by its
+/// load_duration.
 fn scenario(dir: &Path, url: &str, rate: &str) -> PathBuf {
     let path = dir.join("slurm-fleet.toml");
     std::fs::write(
