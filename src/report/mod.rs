@@ -224,8 +224,9 @@ pub fn render(dir: &Path, opts: &RenderOptions) -> Result<Rendered> {
         folder::write_atomic(&path, c.svg.as_bytes())?;
     }
 
-    warnings.extend(run_warnings(&meta, &summary, &recs));
-    let notes = run_notes(&meta);
+    let gpu = gpu_expected(&meta, &samples);
+    warnings.extend(run_warnings(&meta, &summary, &recs, gpu));
+    let notes = run_notes(&meta, gpu);
     let sim = meta
         .target
         .kind
@@ -446,26 +447,53 @@ fn simulated(meta: &RunMeta) -> bool {
     meta.target.kind.is_simulated()
 }
 
-/// Telemetry sources that could not sample (`telemetry nvml unavailable: …`).
-fn telemetry_unavailable(meta: &RunMeta) -> Vec<String> {
+/// Telemetry sources that could not sample (`telemetry nvml unavailable: …`), NVML
+/// (`true`) or not.
+fn telemetry_unavailable(meta: &RunMeta) -> Vec<(bool, String)> {
     meta.telemetry
         .iter()
         .filter(|(_, state)| state.starts_with("unavailable"))
-        .map(|(source, state)| format!("telemetry {source} {state}"))
+        .map(|(source, state)| (source == "nvml", format!("telemetry {source} {state}")))
         .collect()
 }
 
+/// True when the run had a GPU to measure: NVML saw one, or `/api/ps` reported a model
+/// in GPU memory (`size_vram` > 0). Without one, NVML missing is expected (a CPU host).
+pub fn gpu_expected(meta: &RunMeta, samples: &[folder::VramSample]) -> bool {
+    meta.gpu.is_some()
+        || samples
+            .iter()
+            .any(|s| s.source == "ollama_ps" && s.used_bytes > 0)
+}
+
 /// Facts a reader may want but need not act on: on a simulated run, the hardware
-/// sources (NVML, RSS) that had nothing to measure.
-fn run_notes(meta: &RunMeta) -> Vec<String> {
+/// sources (NVML, RSS) that had nothing to measure; on a CPU-only host (no GPU
+/// expected), NVML's absence.
+fn run_notes(meta: &RunMeta, gpu_expected: bool) -> Vec<String> {
     if simulated(meta) {
         telemetry_unavailable(meta)
+            .into_iter()
+            .map(|(_, s)| s)
+            .collect()
+    } else if !gpu_expected {
+        telemetry_unavailable(meta)
+            .into_iter()
+            .filter(|(nvml, _)| *nvml)
+            .map(|(_, s)| {
+                format!("{s} (expected on this host: /api/ps reported no model in GPU memory, so memory is counted in system RAM)")
+            })
+            .collect()
     } else {
         Vec::new()
     }
 }
 
-fn run_warnings(meta: &RunMeta, summary: &Summary, recs: &[Recommendation]) -> Vec<String> {
+fn run_warnings(
+    meta: &RunMeta,
+    summary: &Summary,
+    recs: &[Recommendation],
+    gpu_expected: bool,
+) -> Vec<String> {
     let mut out = Vec::new();
     match meta.status {
         RunStatus::Complete => {}
@@ -481,7 +509,13 @@ fn run_warnings(meta: &RunMeta, summary: &Summary, recs: &[Recommendation]) -> V
         )),
     }
     if !simulated(meta) {
-        out.extend(telemetry_unavailable(meta));
+        // NVML missing is a warning only where a GPU was expected.
+        out.extend(
+            telemetry_unavailable(meta)
+                .into_iter()
+                .filter(|(nvml, _)| gpu_expected || !nvml)
+                .map(|(_, s)| s),
+        );
     }
     out.extend(meta.warnings.iter().cloned());
     for cell in &summary.cells {

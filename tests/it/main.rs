@@ -6,6 +6,7 @@
 mod bad_input;
 mod common;
 mod compare;
+mod compare_sig;
 mod contract;
 mod differential;
 mod doctor;
