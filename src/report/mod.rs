@@ -8,6 +8,7 @@ pub mod charts;
 pub mod compare;
 pub mod html;
 pub mod markdown;
+pub mod noise;
 pub mod predict_charts;
 pub mod table;
 
@@ -226,6 +227,7 @@ pub fn render(dir: &Path, opts: &RenderOptions) -> Result<Rendered> {
 
     let gpu = gpu_expected(&meta, &samples);
     warnings.extend(run_warnings(&meta, &summary, &recs, gpu));
+    warnings.extend(noise::warnings(&meta, &requests));
     let notes = run_notes(&meta, gpu);
     let sim = meta
         .target

@@ -14,6 +14,7 @@ mod fleet;
 mod fleet_manifest;
 mod fleet_real;
 mod horizon;
+mod host_state;
 mod hostile;
 mod hostile_doctor;
 mod hostile_fleet;

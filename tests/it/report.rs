@@ -349,6 +349,39 @@ fn headless_chromium_shows_the_page_when_installed() {
         dom.matches("<svg").count() >= charts,
         "every chart is inline in the page"
     );
+    // Wide tables stay inside the page (they scroll on their own): at a narrow window
+    // nothing widens the document past it. A copy of the page reports its widths.
+    let probe = dir.join("probe.html");
+    let page = fs::read_to_string(&out.index_html).unwrap().replace(
+        "</body>",
+        "<script>document.body.setAttribute('data-spill', String(document.documentElement.scrollWidth - document.documentElement.clientWidth));</script></body>",
+    );
+    fs::write(&probe, page).unwrap();
+    let narrow = std::process::Command::new(browser)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--window-size=480,1200",
+            "--dump-dom",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg(format!("file://{}", probe.display()))
+        .output()
+        .unwrap();
+    let narrow = String::from_utf8_lossy(&narrow.stdout);
+    assert!(
+        narrow.contains("data-spill=\"0\""),
+        "a table spills out of a 480 px page: {}",
+        narrow
+            .split("data-spill=")
+            .nth(1)
+            .map_or("no measure", |s| &s[..s.len().min(12)])
+    );
     // And it paints: a blank page's screenshot is tiny.
     let shot = dir.join("shot.png");
     let status = chromium(&[format!("--screenshot={}", shot.display())]);
