@@ -199,9 +199,20 @@ fn a_second_run_on_the_real_server_is_no_change_detected() {
     run(&file, &ollama.url, &first);
     run(&file, &ollama.url, &second);
     let (code, stdout, stderr) = compare(&first, &second, &[]);
+    eprintln!("{stdout}");
     assert_eq!(code, 0, "{stdout}\n{stderr}");
     assert!(
         last_line(&stdout).starts_with("no change detected"),
         "{stdout}"
     );
+    // A CPU-only host: NVML's absence is a note, not a warning (no model in GPU memory).
+    let md = fs::read_to_string(second.join("summary.md")).unwrap();
+    let warnings = md
+        .split("## Warnings")
+        .nth(1)
+        .map_or("", |w| w.split("\n## ").next().unwrap_or(""));
+    assert!(!warnings.contains("nvml"), "{md}");
+    if md.contains("telemetry nvml unavailable") {
+        assert!(md.contains("no model in GPU memory"), "{md}");
+    }
 }

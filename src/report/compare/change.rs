@@ -3,9 +3,10 @@
 //! change `new − base` gets a percentile-bootstrap interval (each run resampled on its
 //! own, so the noise of both runs is in it) at confidence `1 − significance`; the change
 //! is *significant* when that interval excludes zero, and it is a regression or an
-//! improvement only when the whole interval lies past the noise threshold. Figures with
-//! no per-request sample (VRAM, a prediction's computed table) are compared as exact
-//! numbers: they change past the larger of the noise threshold and their limit.
+//! improvement only when the whole interval lies past the noise threshold. A prediction's
+//! computed figures are exact: they change past the larger of the noise threshold and
+//! their limit. A measured figure with one value per run (VRAM) has no noise to test a
+//! move against: the move is shown, untested, and never fails.
 
 use serde::Serialize;
 
@@ -23,6 +24,9 @@ pub enum Verdict {
     Regressed,
     /// Better past the noise threshold.
     Improved,
+    /// A measured figure with one value per run (idle VRAM of a run): it moved past
+    /// its limit, but with no sample there is no noise to test the move against.
+    Untested,
 }
 
 impl Verdict {
@@ -33,6 +37,7 @@ impl Verdict {
             Verdict::WithinNoise => "within noise",
             Verdict::Regressed => "regressed",
             Verdict::Improved => "improved",
+            Verdict::Untested => "moved (one value per run: untested)",
         }
     }
 }
@@ -190,6 +195,24 @@ impl Change {
             verdict,
             regression: verdict == Verdict::Regressed && past_limit,
         }
+    }
+
+    /// A measured figure with one value per run (no sample, so no noise estimate): a
+    /// move past the larger of the noise threshold and its limit is shown as
+    /// [`Verdict::Untested`], never as a regression.
+    pub fn untested(
+        base: Option<f64>,
+        new: Option<f64>,
+        limit_pct: f64,
+        floor: f64,
+        d: &Detection,
+    ) -> Change {
+        let mut c = Change::detect(base, new, None, Scale::Relative, limit_pct, floor, d);
+        if matches!(c.verdict, Verdict::Regressed | Verdict::Improved) {
+            c.verdict = Verdict::Untested;
+        }
+        c.regression = false;
+        c
     }
 
     /// A gate with no noise: worse by more than `limit` (absolute) fails, whatever the
@@ -356,5 +379,8 @@ mod tests {
         assert_eq!(exact(0.0, 0.05).verdict, Verdict::WithinNoise);
         assert!(Change::gate(Some(0.0), Some(0.25), 0.01).regression);
         assert!(!Change::gate(Some(0.0), Some(0.25), 0.3).regression);
+        // Measured with one value per run: shown, never a regression.
+        let u = Change::untested(Some(0.6), Some(0.8), 10.0, 0.1, &D);
+        assert!(u.verdict == Verdict::Untested && !u.regression && !u.detected());
     }
 }

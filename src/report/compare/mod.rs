@@ -166,10 +166,16 @@ impl StreamChange {
         if !better.is_empty() {
             parts.push(format!("improved: {}", better.join(", ")));
         }
-        if parts.is_empty() {
-            "no change detected".into()
+        let moved = names(Verdict::Untested);
+        let suffix = if moved.is_empty() {
+            String::new()
         } else {
-            parts.join("; ")
+            format!(" ({} moved; one value per run: untested)", moved.join(", "))
+        };
+        if parts.is_empty() {
+            format!("no change detected{suffix}")
+        } else {
+            format!("{}{suffix}", parts.join("; "))
         }
     }
 }
@@ -213,11 +219,22 @@ impl Comparison {
             .flat_map(|c| c.figures())
             .filter(|(_, c, _)| c.verdict == Verdict::WithinNoise)
             .count();
-        let within = if noise > 0 {
+        let untested = self
+            .changes
+            .iter()
+            .flat_map(|c| c.figures())
+            .filter(|(_, c, _)| c.verdict == Verdict::Untested)
+            .count();
+        let mut within = if noise > 0 {
             format!("; {noise} figure(s) moved within the noise")
         } else {
             String::new()
         };
+        if untested > 0 {
+            within.push_str(&format!(
+                "; {untested} figure(s) with one value per run moved past their limit, untested (no sample to tell their noise)"
+            ));
+        }
         if self.changes.is_empty() {
             "nothing to compare: no cell and stream of the new run matches the base run".into()
         } else if n > 0 {
@@ -356,8 +373,16 @@ pub fn compare_rows(
                     &d,
                 )
             };
+            // A measured run's VRAM figures are one value per cell: no noise to test
+            // them against. A prediction's are computed: exact.
+            let measured = base_rows.get(&b.id).is_some_and(|r| !r.is_empty())
+                || new_rows.get(&n.id).is_some_and(|r| !r.is_empty());
             let exact = |b, n, floor| {
-                Change::detect(b, n, None, Scale::Relative, thresholds.vram_pct, floor, &d)
+                if measured {
+                    Change::untested(b, n, thresholds.vram_pct, floor, &d)
+                } else {
+                    Change::detect(b, n, None, Scale::Relative, thresholds.vram_pct, floor, &d)
+                }
             };
             changes.push(StreamChange {
                 cell: n.id.clone(),
