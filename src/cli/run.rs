@@ -119,8 +119,9 @@ pub struct CompareArgs {
     /// past ±this share of the base (points for ratios) is noise.
     #[arg(long, default_value_t = 0.02, value_parser = parse::noise)]
     pub noise_threshold: f64,
-    /// Bootstrap resamples per figure.
-    #[arg(long, default_value_t = crate::analysis::stats::DEFAULT_RESAMPLES, value_parser = parse::resamples)]
+    /// Bootstrap resamples per figure (the default is the statistics' own, checked in
+    /// `cmd::compare`).
+    #[arg(long, default_value_t = 2_000, value_parser = parse::resamples)]
     pub resamples: usize,
     /// Also write compare.md and compare.html into this folder (created if missing).
     #[arg(long)]

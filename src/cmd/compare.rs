@@ -46,3 +46,22 @@ pub(super) fn compare(args: CompareArgs) -> Result<()> {
         ))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    #[test]
+    fn the_flags_default_to_the_statistics_defaults() {
+        let cli = crate::cli::Cli::try_parse_from(["kabench", "compare", "a", "b"]).unwrap();
+        let crate::cli::Command::Compare(args) = cli.command else {
+            panic!("not compare");
+        };
+        assert_eq!(args.resamples, crate::analysis::stats::DEFAULT_RESAMPLES);
+        assert_eq!(
+            args.significance_level,
+            crate::report::compare::DEFAULT_SIGNIFICANCE
+        );
+        assert_eq!(args.noise_threshold, crate::report::compare::DEFAULT_NOISE);
+    }
+}
