@@ -71,6 +71,10 @@ pub struct SimArgs {
     /// Share of loads that fail with 500.
     #[arg(long)]
     pub fault_failed_load: Option<f64>,
+    /// Added before the first byte of every answer, e.g. 300ms (at most 60s): a slower
+    /// server for `kabench compare` to catch.
+    #[arg(long, value_parser = parse::duration)]
+    pub fault_delay: Option<Duration>,
 }
 
 /// `kabench models`.

@@ -209,6 +209,7 @@ pub fn write_run_folder(
         streams,
         started_ms: started,
         ended_ms: ended,
+        host: None,
     }];
     meta.warnings = all_warnings;
     // "Fits together?" from the /api/ps samples the proxy polled.

@@ -6,6 +6,7 @@
 mod bad_input;
 mod common;
 mod compare;
+mod compare_sig;
 mod contract;
 mod differential;
 mod doctor;
@@ -14,6 +15,7 @@ mod fleet;
 mod fleet_manifest;
 mod fleet_real;
 mod horizon;
+mod host_state;
 mod hostile;
 mod hostile_doctor;
 mod hostile_fleet;
