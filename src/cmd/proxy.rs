@@ -2,7 +2,6 @@
 //! and a report. A second Ctrl-C ends the process at once.
 
 use std::path::Path;
-use std::time::Duration;
 
 use anyhow::Result;
 
@@ -11,12 +10,10 @@ use super::signal::interrupt;
 use crate::cli::ProxyArgs;
 use crate::proxy::body::BodyLimits;
 use crate::proxy::server::ConnLimits;
-use crate::proxy::{self, MAX_BODY, ProxyConfig, ProxyLimits, log::LOG_CSV};
+use crate::proxy::log::{LOG_CSV, OTHER_CSV};
+use crate::proxy::{self, MAX_BODY, ProxyConfig, ProxyLimits};
 use crate::report::RenderOptions;
 use crate::units::limits::printable;
-
-/// How long open requests may run on after Ctrl-C before they are cut.
-const GRACE: Duration = Duration::from_secs(5);
 
 /// Refuses an --out that is a file, or a folder that is not empty (it may hold a run
 /// or another session's log), unless `force`.
@@ -59,6 +56,9 @@ pub(super) async fn proxy(args: ProxyArgs) -> Result<()> {
     if args.max_connections == 0 {
         return Err(BadInput("--max-connections must be at least 1".into()).into());
     }
+    if args.grace > std::time::Duration::from_secs(3600) {
+        return Err(BadInput("--grace must be at most 1h".into()).into());
+    }
     if args.read_timeout.is_zero() {
         return Err(BadInput("--read-timeout must be over 0 s".into()).into());
     }
@@ -83,7 +83,21 @@ pub(super) async fn proxy(args: ProxyArgs) -> Result<()> {
             read_timeout: args.read_timeout,
         },
     };
-    let handle = proxy::spawn_with(config, limits).await?;
+    let handle = match proxy::spawn_with(config, limits).await {
+        Ok(h) => h,
+        Err(e) => {
+            return Err(match e.downcast::<proxy::SelfUpstream>() {
+                Ok(s) => BadInput(s.0).into(),
+                Err(e) => e,
+            });
+        }
+    };
+    if !handle.addr.ip().is_loopback() {
+        eprintln!(
+            "warning: the proxy listens on {}, beyond this host: anyone who can reach it can use the Ollama behind it (it has no authentication), read /metrics, and have their address logged; listen on 127.0.0.1 unless other hosts must reach it",
+            handle.addr
+        );
+    }
     let shown_log = printable(&log.display().to_string()).into_owned();
     eprintln!(
         "kabench proxy: http://{} -> {}, logging to {shown_log}; Ctrl-C stops it",
@@ -100,13 +114,23 @@ pub(super) async fn proxy(args: ProxyArgs) -> Result<()> {
         }
     });
     eprintln!(
-        "kabench proxy: stopping; open requests have {} s to end (Ctrl-C again to exit now)",
-        GRACE.as_secs()
+        "kabench proxy: stopping; open requests have {} to end (Ctrl-C again to exit now)",
+        humantime_like(args.grace)
     );
-    let stats = handle.shutdown(GRACE).await;
+    let stats = handle.shutdown(args.grace).await;
+    let other = printable(&args.out.join(OTHER_CSV).display().to_string()).into_owned();
     eprintln!(
-        "kabench proxy: stopped; {} request(s) logged to {shown_log}",
-        stats.rows
+        "kabench proxy: stopped; {} model request(s) logged to {shown_log}, {} other request(s) to {other}{}",
+        stats.model_rows,
+        stats.other_rows,
+        if stats.cut > 0 {
+            format!(
+                "; {} cut at shutdown (still open after the grace period, logged cut_at_shutdown)",
+                stats.cut
+            )
+        } else {
+            String::new()
+        }
     );
     match stats.exported {
         Ok(n) if n > 0 => {
@@ -131,4 +155,13 @@ pub(super) async fn proxy(args: ProxyArgs) -> Result<()> {
         ),
     }
     Ok(())
+}
+
+/// `5 s`, `250 ms`.
+fn humantime_like(d: std::time::Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{} s", d.as_secs())
+    } else {
+        format!("{} ms", d.as_millis())
+    }
 }

@@ -16,6 +16,7 @@ pub mod body;
 pub mod export;
 pub mod inspect;
 pub mod log;
+pub mod metrics;
 mod ps;
 mod scan;
 pub mod server;
@@ -98,7 +99,15 @@ struct Shared {
     budget: Budget,
     /// Set at shutdown once the grace period is over: what is dropped then was cut.
     cutting: AtomicBool,
+    /// This proxy's id in the [`HOPS`] header.
+    hop_id: String,
 }
+
+/// The header each forwarded request carries, listing the ids of the kabench proxies
+/// it passed: one that comes back holding this proxy's id is a loop.
+pub const HOPS: &str = "x-kabench-proxy-hops";
+/// The most proxies a request may pass (a longer chain is taken for a loop).
+pub const MAX_HOPS: usize = 16;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
@@ -117,8 +126,14 @@ pub struct ProxyHandle {
 /// What a proxy run saw, at shutdown.
 #[derive(Debug, Clone)]
 pub struct ProxyStats {
-    /// Rows written to the log.
+    /// Rows written to the logs, both files.
     pub rows: u64,
+    /// Rows of `proxy-requests.csv` (model requests).
+    pub model_rows: u64,
+    /// Rows of `proxy-other.csv`.
+    pub other_rows: u64,
+    /// Requests cut at shutdown (`cut_at_shutdown`), in those rows.
+    pub cut: u64,
     /// Warnings printed.
     pub warnings: Vec<String>,
     /// Rows written into the run folder's `requests.csv`, or why not.
@@ -152,9 +167,9 @@ impl ProxyHandle {
         let _ = (&mut self.task).await;
         lock(&self.shared.vram).take();
         let version = self.version().await;
-        let (rows, warnings) = {
+        let (rows, model_rows, other_rows, cut, warnings) = {
             let r = lock(&self.shared.recorder);
-            (r.rows, r.warnings.clone())
+            (r.rows, r.model_rows, r.other_rows, r.cut, r.warnings.clone())
         };
         let exported = export::write_run_folder(
             &self.shared.out,
@@ -166,6 +181,9 @@ impl ProxyHandle {
         .map_err(|e| format!("{e:#}"));
         ProxyStats {
             rows,
+            model_rows,
+            other_rows,
+            cut,
             warnings,
             exported,
         }
@@ -195,6 +213,9 @@ pub async fn spawn(config: ProxyConfig) -> anyhow::Result<ProxyHandle> {
 
 /// [`spawn`] with `limits`.
 pub async fn spawn_with(config: ProxyConfig, limits: ProxyLimits) -> anyhow::Result<ProxyHandle> {
+    // Bound first (the port may be 0) and checked before anything is written.
+    let listener = server::bind(config.listen).await?;
+    check_not_self(listener.local_addr()?, config.upstream.trim_end_matches('/')).await?;
     let recorder = Recorder::create(&config.out, config.quiet)?;
     let http = reqwest::Client::builder()
         .no_proxy()
@@ -214,11 +235,13 @@ pub async fn spawn_with(config: ProxyConfig, limits: ProxyLimits) -> anyhow::Res
         budget: Budget::new(&limits.body),
         body_limits: limits.body.clone(),
         cutting: AtomicBool::new(false),
+        hop_id: hop_id(),
     });
-    let listener = server::bind(config.listen).await?;
     let addr = listener.local_addr()?;
     let (tx, rx) = oneshot::channel::<Duration>();
     let task = tokio::spawn(server::serve(listener, shared.clone(), limits.conn, rx));
+    // The models the server lists, before the first request is labelled.
+    ps::tags(&shared).await;
     let poller = tokio::spawn(ps::poll(Arc::downgrade(&shared)));
     Ok(ProxyHandle {
         addr,
@@ -227,6 +250,65 @@ pub async fn spawn_with(config: ProxyConfig, limits: ProxyLimits) -> anyhow::Res
         task,
         poller,
     })
+}
+
+/// An id for this proxy process and start: its pid and the start time's nanoseconds.
+fn hop_id() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("{:x}-{:x}", std::process::id(), nanos & 0xffff_ffff_ffff)
+}
+
+/// The proxy's upstream is the proxy itself: every request would come back to it.
+#[derive(Debug)]
+pub struct SelfUpstream(pub String);
+
+impl std::fmt::Display for SelfUpstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for SelfUpstream {}
+
+/// Whether `ip` is one of this host's addresses (it can be bound).
+fn is_local(ip: std::net::IpAddr) -> bool {
+    ip.is_loopback() || std::net::TcpListener::bind((ip, 0)).is_ok()
+}
+
+/// Refuses an `upstream` that resolves to `listen` (its port on the same address, on
+/// any local address when the proxy listens on all of them). A name that does not
+/// resolve passes: its requests get 502s, logged.
+async fn check_not_self(listen: SocketAddr, upstream: &str) -> Result<(), SelfUpstream> {
+    let Ok(url) = reqwest::Url::parse(upstream) else {
+        return Ok(());
+    };
+    let (Some(host), Some(port)) = (url.host_str(), url.port_or_known_default()) else {
+        return Ok(());
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+    let Ok(Ok(addrs)) = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::net::lookup_host((host.as_str(), port)),
+    )
+    .await
+    else {
+        return Ok(());
+    };
+    for a in addrs {
+        let same = a.port() == listen.port()
+            && (a.ip() == listen.ip()
+                || (listen.ip().is_unspecified() && is_local(a.ip()))
+                || (a.ip().is_unspecified()
+                    && (listen.ip().is_loopback() || listen.ip().is_unspecified())));
+        if same {
+            return Err(SelfUpstream(format!(
+                "the upstream {upstream} is this proxy's own address {listen} ({a}): it would forward every request to itself; point --upstream (or OLLAMA_HOST, when --upstream is not given) at the Ollama server, and the app's OLLAMA_HOST at the proxy"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Headers that belong to one connection, not to the message (RFC 9110 §7.6.1).
@@ -317,6 +399,33 @@ where
         keep_alive_placement: "absent".into(),
         ..Default::default()
     };
+    let hops: Vec<String> = parts
+        .headers
+        .get_all(HOPS)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .collect();
+    if hops.iter().any(|h| *h == shared.hop_id) || hops.len() >= MAX_HOPS {
+        let mut row = base_row();
+        row.outcome = "loop".into();
+        row.status = Some(StatusCode::LOOP_DETECTED.as_u16());
+        row.note = format!("hops:{}", hops.len());
+        row.e2e_ms = Some(arrived.elapsed().as_secs_f64() * 1000.0);
+        let mut r = lock(&shared.recorder);
+        r.metrics.loops += 1;
+        r.pain(inspect::Pain::Loop);
+        r.finish(row, &inspect::inspect("", b""), Instant::now());
+        return proxy_error(
+            StatusCode::LOOP_DETECTED,
+            format!(
+                "this request already passed this proxy ({HOPS}): the upstream {} forwards back to it; point --upstream at the Ollama server itself",
+                shared.upstream
+            ),
+        );
+    }
     if !path.starts_with('/') {
         // `OPTIONS *` asks about the proxy itself, and a CONNECT's target is a host:
         // neither names a resource of the upstream, so neither is forwarded.
@@ -375,17 +484,23 @@ where
         notes.insert(0, "malformed_body".into());
     }
     let mut body = body;
+    // The keep_alive the server receives: the client's, or the rewritten one.
+    let mut received = inspected.applied.clone();
     if let Some(ka) = &shared.rewrite
         && inspected.native
         && let Some(new) = inspect::rewrite_keep_alive(&body, ka)
     {
         body = Bytes::from(new);
         notes.push(format!("rewritten:{ka}"));
+        received = crate::units::KeepAlive::from_json(ka)
+            .ok()
+            .flatten()
+            .map(|k| k.written().to_string());
     }
     let row = ProxyRow {
         endpoint: inspected.endpoint.to_string(),
         model: inspected.model.clone().unwrap_or_default(),
-        keep_alive: inspected.applied.clone().unwrap_or_default(),
+        keep_alive: received.unwrap_or_default(),
         keep_alive_sent: inspected.keep_alive.clone(),
         keep_alive_placement: inspected.placement.as_str().to_string(),
         kind: if inspected.endpoint == "other" {
@@ -417,6 +532,11 @@ where
         {
             headers.append(n, v);
         }
+    }
+    let mut chain = hops;
+    chain.push(shared.hop_id.clone());
+    if let Ok(v) = reqwest::header::HeaderValue::from_str(&chain.join(", ")) {
+        headers.insert(reqwest::header::HeaderName::from_static(HOPS), v);
     }
     // Written when dropped unanswered: the client left, or the proxy was cut.
     let mut pending = Pending {
@@ -499,9 +619,13 @@ where
         failed: None,
         done_ms: None,
     };
-    let body = if length == Some(0) {
-        // Nothing to pass (a redirect, a 204): the row is written now, as the server
-        // may never poll an empty body.
+    let bodiless = length == Some(0)
+        || parts.method == axum::http::Method::HEAD
+        || status == 204
+        || status == 304;
+    let body = if bodiless {
+        // Nothing to pass (a redirect, a 204, a 304, the reply to a HEAD): the row is
+        // written now, as the server never polls a body it will not send.
         let mut tap = tap;
         tap.close("ok");
         Body::empty()

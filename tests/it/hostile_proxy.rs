@@ -518,8 +518,8 @@ async fn requests_the_upstream_never_answered_are_logged_and_shutdown_cuts_befor
         outcome("gone"),
         Some(("client_gone".into(), "no_answer_yet".into()))
     );
-    assert_eq!(outcome("a").unwrap().0, "cut");
-    assert_eq!(outcome("b").unwrap().0, "cut");
+    assert_eq!(outcome("a").unwrap().0, "cut_at_shutdown");
+    assert_eq!(outcome("b").unwrap().0, "cut_at_shutdown");
     assert_eq!(stats.exported, Ok(3), "every row is in the export");
     let requests = crate::common::request_rows(tmp.path());
     assert_eq!(requests.len(), 3);
