@@ -51,6 +51,7 @@ pub(super) async fn poll(weak: Weak<Shared>) {
         let reply = shared
             .http
             .get(&url)
+            .header(super::HOPS, &shared.hop_id)
             .timeout(Duration::from_secs(2))
             .send()
             .await;
@@ -124,6 +125,7 @@ pub(super) async fn tags(shared: &Shared) {
     let Ok(r) = shared
         .http
         .get(&url)
+        .header(super::HOPS, &shared.hop_id)
         .timeout(Duration::from_secs(2))
         .send()
         .await

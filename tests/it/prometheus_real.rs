@@ -86,9 +86,10 @@ async fn start_prometheus(bin: &Path, dir: &Path, target: &str) -> Prometheus {
 
 /// An instant query's result vector.
 async fn query(prom: &str, q: &str) -> Vec<Value> {
+    let mut url = reqwest::Url::parse(&format!("{prom}/api/v1/query")).unwrap();
+    url.query_pairs_mut().append_pair("query", q);
     let r: Value = reqwest::Client::new()
-        .get(format!("{prom}/api/v1/query"))
-        .query(&[("query", q)])
+        .get(url)
         .send()
         .await
         .unwrap()
