@@ -9,8 +9,8 @@ use super::BadInput;
 use super::signal::interrupt;
 use crate::cli::ProxyArgs;
 use crate::proxy::body::BodyLimits;
-use crate::proxy::server::ConnLimits;
 use crate::proxy::log::{LOG_CSV, OTHER_CSV};
+use crate::proxy::server::ConnLimits;
 use crate::proxy::{self, MAX_BODY, ProxyConfig, ProxyLimits};
 use crate::report::RenderOptions;
 use crate::units::limits::printable;
@@ -83,7 +83,16 @@ pub(super) async fn proxy(args: ProxyArgs) -> Result<()> {
             read_timeout: args.read_timeout,
         },
     };
-    let handle = match proxy::spawn_with(config, limits).await {
+    // Ctrl-C and SIGTERM are caught from here on, start-up included.
+    let mut stop = Box::pin(interrupt());
+    let started = tokio::select! {
+        h = proxy::spawn_with(config, limits) => h,
+        _ = &mut stop => {
+            eprintln!("kabench proxy: interrupted while starting; nothing was served");
+            return Ok(());
+        }
+    };
+    let handle = match started {
         Ok(h) => h,
         Err(e) => {
             return Err(match e.downcast::<proxy::SelfUpstream>() {
@@ -104,7 +113,7 @@ pub(super) async fn proxy(args: ProxyArgs) -> Result<()> {
         handle.addr,
         printable(&upstream)
     );
-    interrupt().await;
+    stop.await;
     // A second Ctrl-C (or SIGTERM) ends the process at once: the log is flushed per
     // row, so only the run folder and the report are skipped.
     tokio::spawn(async {

@@ -166,7 +166,9 @@ impl Recorder {
         }
         let model = row.model.clone();
         let label = self.metrics.label(&model);
-        let code = row.status.map_or_else(|| "none".to_string(), |s| s.to_string());
+        let code = row
+            .status
+            .map_or_else(|| "none".to_string(), |s| s.to_string());
         *self
             .metrics
             .requests
@@ -195,7 +197,8 @@ impl Recorder {
             None => "unknown",
         };
         // Only inference calls are timed: a listing, a load or an unload is not.
-        let inference = ok && row.endpoint != "other" && (row.kind.is_empty() || row.kind == "serve");
+        let inference =
+            ok && row.endpoint != "other" && (row.kind.is_empty() || row.kind == "serve");
         let series = (label.clone(), row.endpoint.clone(), start);
         if inference
             && has_first_token(&row.endpoint)
@@ -208,7 +211,11 @@ impl Recorder {
                 .observe(t / 1000.0);
         }
         if inference && let Some(t) = row.e2e_ms {
-            self.metrics.e2e.entry(series).or_default().observe(t / 1000.0);
+            self.metrics
+                .e2e
+                .entry(series)
+                .or_default()
+                .observe(t / 1000.0);
         }
         if ok && !model.is_empty() && row.endpoint != "other" {
             self.track(&model, &label, &mut row, inspected, ended);
@@ -272,7 +279,8 @@ impl Recorder {
                         .find(|(k, _, at)| *k != key && *at >= end && *at <= started)
                         .map(|(_, l, _)| l.clone())
                 });
-                let ctx = |c: Option<i64>| c.map_or_else(|| "default".to_string(), |c| c.to_string());
+                let ctx =
+                    |c: Option<i64>| c.map_or_else(|| "default".to_string(), |c| c.to_string());
                 let (cause, from, to) = if let Some(other) = evictor {
                     self.pain(Pain::Evicted);
                     ("evicted", String::new(), other)
@@ -333,8 +341,7 @@ impl Recorder {
             Some(_) => KeepAliveSource::Request,
             None => KeepAliveSource::ServerDefault,
         };
-        self.metrics
-            .keep_alive(label, source, keep_alive_s, ended);
+        self.metrics.keep_alive(label, source, keep_alive_s, ended);
         if !self.models.contains_key(&key) && self.models.len() >= MAX_MODEL_STATES {
             let idlest = self
                 .models

@@ -222,7 +222,13 @@ impl Metrics {
     }
 
     /// Records the keep_alive a model was left with by a request that ended `ended`.
-    pub fn keep_alive(&mut self, label: &str, source: KeepAliveSource, seconds: f64, ended: Instant) {
+    pub fn keep_alive(
+        &mut self,
+        label: &str,
+        source: KeepAliveSource,
+        seconds: f64,
+        ended: Instant,
+    ) {
         self.keep_alive.insert(
             label.to_string(),
             Applied {
@@ -425,14 +431,22 @@ impl Metrics {
             "gauge",
             "1 when the last /api/ps poll of the upstream Ollama was answered, else 0.",
         );
-        let _ = writeln!(out, "kabench_proxy_upstream_up {}", u8::from(self.upstream_up));
+        let _ = writeln!(
+            out,
+            "kabench_proxy_upstream_up {}",
+            u8::from(self.upstream_up)
+        );
         head(
             &mut out,
             "kabench_proxy_upstream_errors_total",
             "counter",
             "Requests answered 502: Ollama could not be reached, or did not answer.",
         );
-        let _ = writeln!(out, "kabench_proxy_upstream_errors_total {}", self.upstream_errors);
+        let _ = writeln!(
+            out,
+            "kabench_proxy_upstream_errors_total {}",
+            self.upstream_errors
+        );
         head(
             &mut out,
             "kabench_proxy_loops_total",
@@ -457,7 +471,10 @@ mod tests {
         assert_eq!(m.label(""), NO_MODEL);
         m.requests
             .insert(("tiny-50m:latest".into(), "chat".into(), "404".into()), 3);
-        m.load.entry("tiny-50m:latest".into()).or_default().observe(0.3);
+        m.load
+            .entry("tiny-50m:latest".into())
+            .or_default()
+            .observe(0.3);
         m.keep_alive("x", KeepAliveSource::Request, f64::INFINITY, Instant::now());
         m.keep_alive("y", KeepAliveSource::ServerDefault, 0.0, Instant::now());
         let text = m.render();
@@ -467,7 +484,9 @@ mod tests {
         assert!(text.contains(
             "kabench_proxy_load_duration_seconds_bucket{model=\"tiny-50m:latest\",le=\"0.5\"} 1"
         ));
-        assert!(text.contains("kabench_proxy_keep_alive_seconds{model=\"x\",source=\"request\"} +Inf"));
+        assert!(
+            text.contains("kabench_proxy_keep_alive_seconds{model=\"x\",source=\"request\"} +Inf")
+        );
         assert!(text.contains(
             "kabench_proxy_keep_alive_seconds{model=\"y\",source=\"server_default\"} 300"
         ));
@@ -494,6 +513,9 @@ mod tests {
             later,
         );
         assert_eq!(m.server_default_s, Some(120.0));
-        assert!(m.render().contains("kabench_proxy_model_memory_bytes{model=\"a:latest\",memory=\"ram\"} 7"));
+        assert!(
+            m.render()
+                .contains("kabench_proxy_model_memory_bytes{model=\"a:latest\",memory=\"ram\"} 7")
+        );
     }
 }

@@ -151,6 +151,21 @@ impl ProxyHandle {
         lock(&self.shared.recorder).warnings.clone()
     }
 
+    /// Waits up to `within` for the first answered poll of the upstream (its model
+    /// list read, then `/api/ps`): until then every model is labelled `other`.
+    pub async fn wait_polled(&self, within: Duration) -> bool {
+        let until = Instant::now() + within;
+        loop {
+            if lock(&self.shared.recorder).metrics.upstream_up {
+                return true;
+            }
+            if Instant::now() >= until {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Rows written so far.
     pub fn rows(&self) -> u64 {
         lock(&self.shared.recorder).rows
@@ -169,7 +184,13 @@ impl ProxyHandle {
         let version = self.version().await;
         let (rows, model_rows, other_rows, cut, warnings) = {
             let r = lock(&self.shared.recorder);
-            (r.rows, r.model_rows, r.other_rows, r.cut, r.warnings.clone())
+            (
+                r.rows,
+                r.model_rows,
+                r.other_rows,
+                r.cut,
+                r.warnings.clone(),
+            )
         };
         let exported = export::write_run_folder(
             &self.shared.out,
@@ -215,7 +236,11 @@ pub async fn spawn(config: ProxyConfig) -> anyhow::Result<ProxyHandle> {
 pub async fn spawn_with(config: ProxyConfig, limits: ProxyLimits) -> anyhow::Result<ProxyHandle> {
     // Bound first (the port may be 0) and checked before anything is written.
     let listener = server::bind(config.listen).await?;
-    check_not_self(listener.local_addr()?, config.upstream.trim_end_matches('/')).await?;
+    check_not_self(
+        listener.local_addr()?,
+        config.upstream.trim_end_matches('/'),
+    )
+    .await?;
     let recorder = Recorder::create(&config.out, config.quiet)?;
     let http = reqwest::Client::builder()
         .no_proxy()
@@ -240,8 +265,6 @@ pub async fn spawn_with(config: ProxyConfig, limits: ProxyLimits) -> anyhow::Res
     let addr = listener.local_addr()?;
     let (tx, rx) = oneshot::channel::<Duration>();
     let task = tokio::spawn(server::serve(listener, shared.clone(), limits.conn, rx));
-    // The models the server lists, before the first request is labelled.
-    ps::tags(&shared).await;
     let poller = tokio::spawn(ps::poll(Arc::downgrade(&shared)));
     Ok(ProxyHandle {
         addr,
@@ -287,7 +310,10 @@ async fn check_not_self(listen: SocketAddr, upstream: &str) -> Result<(), SelfUp
     let (Some(host), Some(port)) = (url.host_str(), url.port_or_known_default()) else {
         return Ok(());
     };
-    let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
     let Ok(Ok(addrs)) = tokio::time::timeout(
         Duration::from_secs(5),
         tokio::net::lookup_host((host.as_str(), port)),

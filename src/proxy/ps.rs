@@ -39,11 +39,11 @@ async fn bounded(mut r: reqwest::Response, limit: usize) -> Result<Vec<u8>, bool
 
 /// Polls until the proxy is gone.
 pub(super) async fn poll(weak: Weak<Shared>) {
-    // `/api/tags` was read at start.
-    let mut n = 1u32;
+    // `/api/tags` first: until it answers, every model is labelled `other`.
+    let mut n = 0u32;
     loop {
         let Some(shared) = weak.upgrade() else { return };
-        if n % TAGS_EVERY == 0 {
+        if n.is_multiple_of(TAGS_EVERY) {
             tags(&shared).await;
         }
         n = n.wrapping_add(1);
@@ -135,7 +135,8 @@ pub(super) async fn tags(shared: &Shared) {
     if !r.status().is_success() {
         return;
     }
-    let Ok(Ok(bytes)) = tokio::time::timeout(Duration::from_secs(2), bounded(r, PS_MAX_BYTES)).await
+    let Ok(Ok(bytes)) =
+        tokio::time::timeout(Duration::from_secs(2), bounded(r, PS_MAX_BYTES)).await
     else {
         return;
     };

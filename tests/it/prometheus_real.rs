@@ -62,7 +62,10 @@ async fn start_prometheus(bin: &Path, dir: &Path, target: &str) -> Prometheus {
     let log = std::fs::File::create(dir.join("prometheus.log")).unwrap();
     let child = Command::new(bin)
         .arg(format!("--config.file={}", config.display()))
-        .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("data").display()
+        ))
         .arg(format!("--web.listen-address=127.0.0.1:{port}"))
         .stdout(Stdio::null())
         .stderr(log)
@@ -79,7 +82,10 @@ async fn start_prometheus(bin: &Path, dir: &Path, target: &str) -> Prometheus {
         {
             return p;
         }
-        assert!(t.elapsed() < Duration::from_secs(15), "Prometheus did not start");
+        assert!(
+            t.elapsed() < Duration::from_secs(15),
+            "Prometheus did not start"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -126,8 +132,7 @@ async fn prometheus_scrapes_the_proxy_and_the_series_say_what_happened() {
     let Some((prometheus, promtool)) = binaries() else {
         return;
     };
-    let Some(real) = RealOllama::start("prometheus", &[("OLLAMA_MAX_LOADED_MODELS", "1")])
-    else {
+    let Some(real) = RealOllama::start("prometheus", &[("OLLAMA_MAX_LOADED_MODELS", "1")]) else {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
@@ -140,10 +145,12 @@ async fn prometheus_scrapes_the_proxy_and_the_series_say_what_happened() {
     })
     .await
     .unwrap();
+    assert!(px.wait_polled(Duration::from_secs(5)).await);
     let prom = start_prometheus(&prometheus, tmp.path(), &px.addr.to_string()).await;
     let base = px.base_url();
     let ask = |model: &str, extra: Value| {
-        let mut b = json!({"model": model, "prompt": "hi", "stream": false, "options": {"num_predict": 2}});
+        let mut b =
+            json!({"model": model, "prompt": "hi", "stream": false, "options": {"num_predict": 2}});
         for (k, v) in extra.as_object().unwrap() {
             b[k] = v.clone();
         }
@@ -162,13 +169,19 @@ async fn prometheus_scrapes_the_proxy_and_the_series_say_what_happened() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let t = Instant::now();
     let p = prom.url.as_str();
-    while value(p, r#"kabench_proxy_requests_total{endpoint="other"}"#).await.is_none() {
+    while value(p, r#"kabench_proxy_requests_total{endpoint="other"}"#)
+        .await
+        .is_none()
+    {
         assert!(t.elapsed() < Duration::from_secs(10), "no scrape");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     tokio::time::sleep(Duration::from_millis(1200)).await;
     let m = r#"model="tiny-50m:latest""#;
-    assert_eq!(value(p, "sum(kabench_proxy_cold_starts_total)").await, Some(4.0));
+    assert_eq!(
+        value(p, "sum(kabench_proxy_cold_starts_total)").await,
+        Some(4.0)
+    );
     for cause in ["evicted", "num_ctx"] {
         let q = format!(r#"kabench_proxy_reloads_total{{{m},cause="{cause}"}}"#);
         assert_eq!(value(p, &q).await, Some(1.0), "{q}");
@@ -184,10 +197,21 @@ async fn prometheus_scrapes_the_proxy_and_the_series_say_what_happened() {
     let q = r#"kabench_proxy_requests_total{model="other",endpoint="generate",code="404"}"#;
     assert_eq!(value(p, q).await, Some(1.0));
     // Only inference calls are timed: not the listing, not the 404.
-    assert!(query(p, r#"kabench_proxy_e2e_seconds_count{model=~"none|other"}"#).await.is_empty());
+    assert!(
+        query(p, r#"kabench_proxy_e2e_seconds_count{model=~"none|other"}"#)
+            .await
+            .is_empty()
+    );
     let left = value(p, &format!("kabench_proxy_model_expires_in_seconds{{{m}}}")).await;
-    assert!(left.is_some_and(|s| (60.0..=120.0).contains(&s)), "{left:?}");
-    let ram = value(p, &format!(r#"kabench_proxy_model_memory_bytes{{{m},memory="ram"}}"#)).await;
+    assert!(
+        left.is_some_and(|s| (60.0..=120.0).contains(&s)),
+        "{left:?}"
+    );
+    let ram = value(
+        p,
+        &format!(r#"kabench_proxy_model_memory_bytes{{{m},memory="ram"}}"#),
+    )
+    .await;
     assert!(ram.is_some_and(|b| b > 0.0), "{ram:?}");
     assert_eq!(value(p, "kabench_proxy_upstream_up").await, Some(1.0));
     // Every query of the docs' dashboard runs.
@@ -198,12 +222,19 @@ async fn prometheus_scrapes_the_proxy_and_the_series_say_what_happened() {
     for panel in dash["panels"].as_array().unwrap() {
         for t in panel["targets"].as_array().unwrap() {
             let q = t["expr"].as_str().unwrap();
-            let q = q.replace("$job", "kabench-proxy").replace("$__rate_interval", "1m");
+            let q = q
+                .replace("$job", "kabench-proxy")
+                .replace("$__rate_interval", "1m");
             let _ = query(p, &q).await;
         }
     }
     // promtool's lint of the exposition, and of the docs' scrape config.
-    let text = reqwest::get(format!("{base}/metrics")).await.unwrap().text().await.unwrap();
+    let text = reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     let mut check = Command::new(&promtool)
         .args(["check", "metrics"])
         .stdin(Stdio::piped())

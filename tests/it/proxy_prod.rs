@@ -65,7 +65,12 @@ fn finish(mut child: Child) -> (i32, String) {
         std::thread::sleep(Duration::from_millis(50));
     };
     let mut err = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
     (status.code().unwrap_or(-1), err)
 }
 
@@ -118,13 +123,9 @@ async fn a_loop_through_another_proxy_is_caught_by_the_hop_header() {
     ))
     .await
     .unwrap();
-    let b = proxy::spawn(config(
-        format!("127.0.0.1:{port_b}"),
-        a.base_url(),
-        "b",
-    ))
-    .await
-    .unwrap();
+    let b = proxy::spawn(config(format!("127.0.0.1:{port_b}"), a.base_url(), "b"))
+        .await
+        .unwrap();
     let t = Instant::now();
     let r = reqwest::Client::new()
         .post(format!("{}/api/generate", a.base_url()))
@@ -141,17 +142,31 @@ async fn a_loop_through_another_proxy_is_caught_by_the_hop_header() {
         .text()
         .await
         .unwrap();
-    assert!(!metrics.contains("kabench_proxy_loops_total 0"), "{metrics}");
+    assert!(
+        !metrics.contains("kabench_proxy_loops_total 0"),
+        "{metrics}"
+    );
     let stats = a.shutdown(Duration::ZERO).await;
     b.shutdown(Duration::ZERO).await;
     // The request came back to `a` once, and was refused there.
     let other = rows_of(&tmp.path().join("a"), "proxy-other.csv");
-    let back: Vec<_> = other.iter().filter(|r| r["path"] == "/api/generate").collect();
+    let back: Vec<_> = other
+        .iter()
+        .filter(|r| r["path"] == "/api/generate")
+        .collect();
     assert_eq!(back.len(), 1, "{other:?}");
-    assert_eq!((back[0]["outcome"].as_str(), back[0]["status"].as_str()), ("loop", "508"));
+    assert_eq!(
+        (back[0]["outcome"].as_str(), back[0]["status"].as_str()),
+        ("loop", "508")
+    );
     let log = rows_of(&tmp.path().join("a"), "proxy-requests.csv");
     assert_eq!((log.len(), log[0]["status"].as_str()), (1, "508"));
-    assert!(stats.warnings.iter().any(|w| w.contains("comes back") || w.contains("came back")));
+    assert!(
+        stats
+            .warnings
+            .iter()
+            .any(|w| w.contains("comes back") || w.contains("came back"))
+    );
 }
 
 #[test]
@@ -221,7 +236,10 @@ async fn sigterm_mid_stream_leaves_a_complete_log_and_a_report() {
         .send()
         .await
         .unwrap();
-    assert!(stream.chunk().await.unwrap().is_some(), "the stream started");
+    assert!(
+        stream.chunk().await.unwrap().is_some(),
+        "the stream started"
+    );
     sigterm(&child);
     // The client keeps reading until the proxy cuts it.
     while let Ok(Some(_)) = stream.chunk().await {}
@@ -240,16 +258,25 @@ async fn sigterm_mid_stream_leaves_a_complete_log_and_a_report() {
     assert_eq!(log.len(), 2);
     assert_eq!(log[1]["outcome"], "cut_at_shutdown");
     assert_eq!(
-        (log[0]["keep_alive"].as_str(), log[0]["keep_alive_sent"].as_str()),
+        (
+            log[0]["keep_alive"].as_str(),
+            log[0]["keep_alive_sent"].as_str()
+        ),
         ("10m", "\"1m\""),
         "the server received 10m; the client sent 1m"
     );
-    for (method, status) in [("HEAD", "200".to_string()), ("OPTIONS", options.to_string())] {
+    for (method, status) in [
+        ("HEAD", "200".to_string()),
+        ("OPTIONS", options.to_string()),
+    ] {
         let row = other.iter().find(|r| r["method"] == method).unwrap();
         assert_eq!(row["status"], status, "{row:?}");
         assert_ne!(row["outcome"], "client_gone", "{row:?}");
     }
-    assert!(out.join("index.html").exists(), "the report is written: {err}");
+    assert!(
+        out.join("index.html").exists(),
+        "the report is written: {err}"
+    );
     assert!(!err.contains("no report"), "{err}");
 }
 
@@ -298,7 +325,10 @@ fn the_docs_dashboard_names_only_exported_metrics() {
             );
         }
     }
-    assert!(used.len() >= 10, "the dashboard shows most metrics: {used:?}");
+    assert!(
+        used.len() >= 10,
+        "the dashboard shows most metrics: {used:?}"
+    );
     let scrape = std::fs::read_to_string(root.join("docs/prometheus.yml")).unwrap();
     assert!(scrape.contains("127.0.0.1:11435") && scrape.contains("/metrics"));
 }
