@@ -1,5 +1,5 @@
 //! The proxy's request log (`proxy-requests.csv`, one row per request, flushed as each
-//! ends), its Prometheus metrics, the per-model state that tells a reload from an
+//! ends), its `/metrics` counts (`metrics`), the per-model state that tells a reload from an
 //! expiry, and the first-time warnings.
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -10,10 +10,11 @@
 //! the client as it came, logged with the request's model. The server, its limits and
 //! its shutdown are in `server`, the body reads in `body`, the reply on its way back
 //! (and a request left unanswered) in `tap`, the reply scan in `scan`, the `/api/ps`
-//! poller in `ps`.
+//! poller in `ps`, loop detection in `hops`, `/metrics` in `metrics`.
 
 pub mod body;
 pub mod export;
+pub mod hops;
 pub mod inspect;
 pub mod log;
 pub mod metrics;
@@ -35,6 +36,7 @@ use serde_json::Value;
 use tokio::sync::oneshot;
 
 use body::{BodyError, BodyLimits, Budget};
+pub use hops::{HOPS, MAX_HOPS, SelfUpstream};
 use log::{ProxyRow, Recorder};
 use scan::Scanner;
 use server::ConnLimits;
@@ -102,12 +104,6 @@ struct Shared {
     /// This proxy's id in the [`HOPS`] header.
     hop_id: String,
 }
-
-/// The header each forwarded request carries, listing the ids of the kabench proxies
-/// it passed: one that comes back holding this proxy's id is a loop.
-pub const HOPS: &str = "x-kabench-proxy-hops";
-/// The most proxies a request may pass (a longer chain is taken for a loop).
-pub const MAX_HOPS: usize = 16;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
@@ -236,7 +232,7 @@ pub async fn spawn(config: ProxyConfig) -> anyhow::Result<ProxyHandle> {
 pub async fn spawn_with(config: ProxyConfig, limits: ProxyLimits) -> anyhow::Result<ProxyHandle> {
     // Bound first (the port may be 0) and checked before anything is written.
     let listener = server::bind(config.listen).await?;
-    check_not_self(
+    hops::check_not_self(
         listener.local_addr()?,
         config.upstream.trim_end_matches('/'),
     )
@@ -260,7 +256,7 @@ pub async fn spawn_with(config: ProxyConfig, limits: ProxyLimits) -> anyhow::Res
         budget: Budget::new(&limits.body),
         body_limits: limits.body.clone(),
         cutting: AtomicBool::new(false),
-        hop_id: hop_id(),
+        hop_id: hops::hop_id(),
     });
     let addr = listener.local_addr()?;
     let (tx, rx) = oneshot::channel::<Duration>();
@@ -273,68 +269,6 @@ pub async fn spawn_with(config: ProxyConfig, limits: ProxyLimits) -> anyhow::Res
         task,
         poller,
     })
-}
-
-/// An id for this proxy process and start: its pid and the start time's nanoseconds.
-fn hop_id() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    format!("{:x}-{:x}", std::process::id(), nanos & 0xffff_ffff_ffff)
-}
-
-/// The proxy's upstream is the proxy itself: every request would come back to it.
-#[derive(Debug)]
-pub struct SelfUpstream(pub String);
-
-impl std::fmt::Display for SelfUpstream {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for SelfUpstream {}
-
-/// Whether `ip` is one of this host's addresses (it can be bound).
-fn is_local(ip: std::net::IpAddr) -> bool {
-    ip.is_loopback() || std::net::TcpListener::bind((ip, 0)).is_ok()
-}
-
-/// Refuses an `upstream` that resolves to `listen` (its port on the same address, on
-/// any local address when the proxy listens on all of them). A name that does not
-/// resolve passes: its requests get 502s, logged.
-async fn check_not_self(listen: SocketAddr, upstream: &str) -> Result<(), SelfUpstream> {
-    let Ok(url) = reqwest::Url::parse(upstream) else {
-        return Ok(());
-    };
-    let (Some(host), Some(port)) = (url.host_str(), url.port_or_known_default()) else {
-        return Ok(());
-    };
-    let host = host
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_string();
-    let Ok(Ok(addrs)) = tokio::time::timeout(
-        Duration::from_secs(5),
-        tokio::net::lookup_host((host.as_str(), port)),
-    )
-    .await
-    else {
-        return Ok(());
-    };
-    for a in addrs {
-        let same = a.port() == listen.port()
-            && (a.ip() == listen.ip()
-                || (listen.ip().is_unspecified() && is_local(a.ip()))
-                || (a.ip().is_unspecified()
-                    && (listen.ip().is_loopback() || listen.ip().is_unspecified())));
-        if same {
-            return Err(SelfUpstream(format!(
-                "the upstream {upstream} is this proxy's own address {listen} ({a}): it would forward every request to itself; point --upstream (or OLLAMA_HOST, when --upstream is not given) at the Ollama server, and the app's OLLAMA_HOST at the proxy"
-            )));
-        }
-    }
-    Ok(())
 }
 
 /// Headers that belong to one connection, not to the message (RFC 9110 §7.6.1).
