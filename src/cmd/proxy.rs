@@ -148,9 +148,38 @@ pub(super) async fn proxy(args: ProxyArgs) -> Result<()> {
                 crate::report::render(&out, &RenderOptions::default())
             })
             .await??;
-            // The headline names the models the clients sent: escaped, line by line.
-            for line in rendered.headline.lines() {
-                eprintln!("{}", printable(line));
+            // What the app sends, and what its traffic says (kabench predict on the
+            // log): the observed run's own headline would echo what the app sends.
+            eprintln!("{}", printable(&app_sends(&log)));
+            let (log2, out2) = (log.clone(), args.out.clone());
+            let advice = tokio::task::spawn_blocking(move || {
+                super::predict::advice(&log2, Some(&out2))
+                    .or_else(|_| super::predict::advice(&log2, None))
+            })
+            .await?;
+            match advice {
+                Ok(lines) => {
+                    eprintln!("what the traffic says (kabench predict --requests {shown_log}):");
+                    // The models and the recommendation; the other policies are in
+                    // predict's own table.
+                    let end = lines
+                        .iter()
+                        .position(|l| l.starts_with("best fixed keep_alive"))
+                        .map_or(lines.len(), |i| i + 1);
+                    for line in &lines[..end] {
+                        eprintln!("  {}", printable(line));
+                    }
+                }
+                Err(e) => {
+                    eprintln!(
+                        "kabench predict could not replay the log ({}); the observed run says:",
+                        printable(&format!("{e:#}"))
+                    );
+                    // The headline names the models the clients sent: escaped.
+                    for line in rendered.headline.lines() {
+                        eprintln!("  {}", printable(line));
+                    }
+                }
             }
             eprintln!(
                 "wrote {} (observed, not swept)",
@@ -173,4 +202,42 @@ fn humantime_like(d: std::time::Duration) -> String {
     } else {
         format!("{} ms", d.as_millis())
     }
+}
+
+/// What the app sends where the server reads it, over the model requests of `log`:
+/// `the app sends keep_alive 10m on 12 of 12 model requests`.
+fn app_sends(log: &Path) -> String {
+    let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
+    let mut total = 0;
+    if let Ok(mut r) = csv::Reader::from_path(log) {
+        for row in r.deserialize::<proxy::log::ProxyRow>().flatten() {
+            if row.kind.is_empty() || row.kind == "serve" {
+                total += 1;
+                let sent = if row.keep_alive_placement == "top" {
+                    row.keep_alive_sent
+                } else {
+                    String::new()
+                };
+                *counts.entry(sent).or_default() += 1;
+            }
+        }
+    }
+    let mut parts: Vec<(usize, String)> = counts
+        .into_iter()
+        .map(|(k, n)| {
+            let what = if k.is_empty() {
+                "no keep_alive (the server's default applies)".to_string()
+            } else {
+                format!("keep_alive {k}")
+            };
+            (n, what)
+        })
+        .collect();
+    parts.sort_by(|a, b| b.0.cmp(&a.0));
+    let list: Vec<String> = parts
+        .iter()
+        .take(3)
+        .map(|(n, w)| format!("{w} on {n} of {total}"))
+        .collect();
+    format!("the app sends {} model request(s)", list.join(", "))
 }

@@ -278,6 +278,12 @@ async fn sigterm_mid_stream_leaves_a_complete_log_and_a_report() {
         "the report is written: {err}"
     );
     assert!(!err.contains("no report"), "{err}");
+    // What the app sends, beside what its traffic says.
+    assert!(
+        err.contains("the app sends") && err.contains("keep_alive \"1m\" on 1 of 2"),
+        "{err}"
+    );
+    assert!(err.contains("what the traffic says"), "{err}");
 }
 
 /// The dashboard in docs/ queries only metrics the proxy exports, and the scrape
