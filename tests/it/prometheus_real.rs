@@ -258,4 +258,13 @@ async fn prometheus_scrapes_the_proxy_and_the_series_say_what_happened() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
     drop(prom);
     px.shutdown(Duration::ZERO).await;
+    // The 404 is logged, but the run folder does not ask its model to fit.
+    let log = std::fs::read_to_string(tmp.path().join("log/proxy-requests.csv")).unwrap();
+    assert!(log.contains("no-such-model"));
+    let rows = common::request_rows(&tmp.path().join("log"));
+    assert_eq!(rows.len(), 5);
+    assert!(
+        rows.iter()
+            .all(|r| !r.values().any(|v| v.contains("no-such-model")))
+    );
 }
