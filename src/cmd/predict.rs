@@ -59,7 +59,7 @@ fn replay(args: &PredictArgs) -> Result<(predict::Prediction, predict::Host, out
     };
     // The input first: a server log says how the server ran (laid under the flags).
     let opened =
-        input::open(&input_of(&args), &mut settings, args.calibrate.is_none()).map_err(BadInput)?;
+        input::open(&input_of(args), &mut settings, args.calibrate.is_none()).map_err(BadInput)?;
     if !opened.taken.is_empty() {
         source = format!("{source}, with {}", opened.taken.join(", "));
     }
@@ -78,7 +78,7 @@ fn replay(args: &PredictArgs) -> Result<(predict::Prediction, predict::Host, out
     let log = opened.source.as_ref();
     let (models, unit_of) =
         predict::resolve_models(log.scan(), &host, &cost).map_err(|e| BadInput(e.to_string()))?;
-    let policies = policies(&args, log.scan().has_keep_alive);
+    let policies = policies(args, log.scan().has_keep_alive);
     let quiet = args.summary.quiet;
     if !quiet {
         eprintln!(

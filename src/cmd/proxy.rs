@@ -233,7 +233,7 @@ fn app_sends(log: &Path) -> String {
             (n, what)
         })
         .collect();
-    parts.sort_by(|a, b| b.0.cmp(&a.0));
+    parts.sort_by_key(|p| std::cmp::Reverse(p.0));
     let list: Vec<String> = parts
         .iter()
         .take(3)
