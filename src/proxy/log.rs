@@ -363,3 +363,42 @@ impl Recorder {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(endpoint: &str, model: &str) -> ProxyRow {
+        ProxyRow {
+            endpoint: endpoint.into(),
+            model: model.into(),
+            kind: if endpoint == "other" { "" } else { "serve" }.into(),
+            status: Some(200),
+            outcome: "ok".into(),
+            ttft_ms: Some(5.0),
+            e2e_ms: Some(9.0),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn only_inference_is_timed_and_ttft_only_where_tokens_stream() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = Recorder::create(dir.path(), true).unwrap();
+        r.metrics.set_listed(["tiny:latest"]);
+        let none = super::super::inspect::inspect("", b"");
+        r.finish(row("embed", "tiny"), &none, Instant::now());
+        r.finish(row("other", ""), &none, Instant::now());
+        r.finish(row("chat", "made-up"), &none, Instant::now());
+        let ttft: Vec<_> = r.metrics.ttft.keys().cloned().collect();
+        assert_eq!(
+            ttft,
+            vec![("other".to_string(), "chat".to_string(), "unknown")]
+        );
+        let e2e: Vec<_> = r.metrics.e2e.keys().map(|k| k.1.clone()).collect();
+        assert_eq!(e2e, vec!["chat".to_string(), "embed".to_string()]);
+        assert_eq!((r.model_rows, r.other_rows, r.rows), (2, 1, 3));
+        let models: Vec<_> = r.metrics.requests.keys().map(|k| k.0.clone()).collect();
+        assert_eq!(models, vec!["none", "other", "tiny:latest"]);
+    }
+}
