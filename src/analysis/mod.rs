@@ -3,6 +3,7 @@
 //! warm and cold requests, cold ratios, errors by kind, token rates, and the VRAM
 //! figures of `vram`. Reads typed rows only; knows nothing of HTTP or drawing.
 
+pub mod intervals;
 pub mod read;
 pub mod reload;
 pub mod schema;
@@ -143,8 +144,13 @@ pub struct StreamSummary {
     pub load_ms: Option<Percentiles>,
     /// Median cold TTFT minus median warm TTFT, ms: what one cold start costs a user.
     pub cold_penalty_ms: Option<f64>,
-    /// Mean decode speed reported by the server, tokens/s.
+    /// Decode speed, tokens/s: the median of the per-request rates the server reports
+    /// (`eval_count / eval_duration`), so that one stalled request does not drag it.
     pub tokens_per_s: Option<f64>,
+    /// Confidence intervals of the headline figures (absent in a prediction and in
+    /// summaries written before they were computed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intervals: Option<intervals::StreamIntervals>,
     /// The same figures per host of a fleet, in host order (absent with one target):
     /// the stream's own figures above are the merged ones.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -449,7 +455,7 @@ fn summarize_stream(
     let mut hists = StreamHistograms::default();
     let mut errors_by_kind = BTreeMap::new();
     let (mut requests, mut warmup, mut errors, mut cold) = (0u64, 0u64, 0u64, 0u64);
-    let (mut tokens, mut token_ns) = (0f64, 0f64);
+    let mut values = intervals::StreamValues::default();
     for r in rows {
         if r.warmup {
             warmup += 1;
@@ -465,14 +471,17 @@ fn summarize_stream(
             cold += 1;
         }
         hists.add(r);
+        values.ttft_ms.extend(r.ttft_ms);
+        values.e2e_ms.extend(r.e2e_ms);
         if let (Some(n), Some(ms)) = (r.eval_count, r.eval_ms)
             && n > 0
             && ms > 0.0
         {
-            tokens += n as f64;
-            token_ns += ms;
+            values.tokens_per_s.push(n as f64 / (ms / 1000.0));
         }
     }
+    let (intervals, tokens_per_s) =
+        values.intervals(cold, requests - errors, stats::DEFAULT_CONFIDENCE);
     let pct = percentiles_of;
     let split = |h: &[Histogram<u64>; 3]| Split {
         all: pct(&h[0]),
@@ -506,7 +515,8 @@ fn summarize_stream(
         tpot_ms: pct(&hists.tpot),
         load_ms: pct(&hists.load),
         cold_penalty_ms,
-        tokens_per_s: (token_ns > 0.0).then(|| tokens / (token_ns / 1000.0)),
+        tokens_per_s,
+        intervals: Some(intervals),
         hosts: per_host(rows),
     }
 }

@@ -100,9 +100,15 @@ pub struct DoctorArgs {
     /// Print the table as JSON.
     #[arg(long)]
     pub json: bool,
-    /// List the requests it would send, and send nothing.
+    /// List the requests it would send and the loads, unloads and num_ctx changes
+    /// they make, and send nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Run the checks that may evict a model found loaded (a probe model loaded beside
+    /// it can pass OLLAMA_MAX_LOADED_MODELS); what they evict is loaded again at the
+    /// end. Without it those checks are skipped, and the report says which.
+    #[arg(long)]
+    pub allow_evict: bool,
 }
 
 /// `kabench proxy`.

@@ -15,6 +15,7 @@ pub(super) async fn doctor(args: DoctorArgs) -> Result<()> {
         embed_model: args.embed_model,
         json: args.json,
         dry_run: args.dry_run,
+        allow_evict: args.allow_evict,
     };
     let stop = Stop::default();
     let (first, second) = (stop.stop.clone(), stop.abandon.clone());

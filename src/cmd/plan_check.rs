@@ -43,6 +43,7 @@ pub(super) async fn check(
         .unwrap_or_else(|| run::recorder::default_run_dir("plan-check"));
     let mut results = Vec::new();
     let mut all_match = true;
+    let (mut most_resident, mut evicted) = (0, false);
     for (i, combo) in planned.combinations.iter().enumerate() {
         let quant = combo.quant.as_deref();
         let dir = out_root.join(format!(
@@ -52,7 +53,9 @@ pub(super) async fn check(
             combo.parallel,
             quant.map_or(String::new(), |q| format!("-{q}"))
         ));
-        let comparison = check_one(combo, planner, target, gap, &dir, args.quiet).await?;
+        let (comparison, listed) = check_one(combo, planner, target, gap, &dir, args.quiet).await?;
+        most_resident = most_resident.max(listed);
+        evicted |= comparison.observed.iter().any(|s| !s.evicted.is_empty());
         if !args.json {
             println!();
             println!(
@@ -79,14 +82,45 @@ pub(super) async fn check(
             "comparison": comparison,
         }));
     }
+    let cap = (live && evicted && most_resident > 0 && most_resident < planner.config.max_models())
+        .then_some(most_resident);
+    let hint = cap.map(|n| cap_hint(n, planner));
     if args.json {
-        let doc = serde_json::json!({ "plan": planned, "checks": results });
+        let doc = serde_json::json!({
+            "plan": planned,
+            "checks": results,
+            "inferred_max_loaded_models": cap.filter(|_| planner.config.gpus == 0),
+            "evicted_beside": cap,
+        });
         println!("{}", serde_json::to_string_pretty(&doc)?);
+    } else if let Some(h) = &hint {
+        println!();
+        println!("{h}");
     }
     if all_match {
         Ok(())
     } else {
-        anyhow::bail!("the target did not evict as predicted (see the rounds above)")
+        match hint {
+            Some(h) => anyhow::bail!("the target did not evict as predicted: {h}"),
+            None => anyhow::bail!("the target did not evict as predicted (see the rounds above)"),
+        }
+    }
+}
+
+/// What the observed evictions say of the server's cap: at most `n` models were ever
+/// loaded at once and loads evicted, fewer than the plan allowed. On a CPU-only host
+/// only `OLLAMA_MAX_LOADED_MODELS` evicts, so that is the cap; on a GPU host the VRAM
+/// may be what ran short.
+fn cap_hint(n: usize, planner: &Planner) -> String {
+    let planned = planner.config.max_models();
+    if planner.config.gpus == 0 {
+        format!(
+            "the server evicts as if OLLAMA_MAX_LOADED_MODELS={n}; rerun with --max-loaded-models {n} (/api/ps never listed more than {n} model(s) at once and loads evicted, on a CPU-only host, where only the cap evicts; the plan assumed {planned})"
+        )
+    } else {
+        format!(
+            "the server evicted with at most {n} model(s) loaded at once (the plan assumed up to {planned}): it runs with OLLAMA_MAX_LOADED_MODELS={n} or has less VRAM than planned; rerun with --max-loaded-models {n}, or give its --vram and --gpus"
+        )
     }
 }
 
@@ -105,7 +139,7 @@ fn default_gap(planner: &Planner, live: bool) -> Duration {
 }
 
 /// One combination: a scenario of one stream per model taking turns, run, rendered,
-/// read back.
+/// read back; with the most models `/api/ps` listed at once during it.
 async fn check_one(
     combo: &Combination,
     planner: &Planner,
@@ -113,7 +147,7 @@ async fn check_one(
     gap: Duration,
     dir: &Path,
     quiet: bool,
-) -> Result<Comparison> {
+) -> Result<(Comparison, usize)> {
     let traces = temp_dir()?;
     let extra = extra_models(combo, planner, target);
     let text = crate::plan::scenario::check_scenario(combo, &planner.config, gap, &traces, &extra)?;
@@ -156,9 +190,12 @@ async fn check_one(
     let samples = crate::folder::read_vram(&outcome.dir)?;
     let names: Vec<String> = combo.estimates.iter().map(|e| e.model.clone()).collect();
     warn_overlaps(&observe::overlapping(&rows), gap);
-    Ok(Comparison::of(
-        combo.timeline.clone(),
-        observe::observed(&names, &rows, &samples),
+    Ok((
+        Comparison::of(
+            combo.timeline.clone(),
+            observe::observed(&names, &rows, &samples),
+        ),
+        observe::most_resident(&samples),
     ))
 }
 

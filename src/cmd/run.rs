@@ -31,6 +31,10 @@ pub(super) async fn run(args: RunArgs) -> Result<()> {
     }
     let scenario = scenario::load(&args.scenario)?;
     let plan = scenario::plan(&scenario);
+    if let Some(warning) = super::validate::over_report_limit(super::validate::planned_total(&plan))
+    {
+        eprintln!("warning: {warning}");
+    }
     let cli_target = Target::from_args(&args.target).map_err(BadInput)?;
     let target = Target::resolve(cli_target.as_ref(), &scenario);
     check_target(&target)?;

@@ -13,11 +13,7 @@ pub(super) fn validate(args: ValidateArgs) -> Result<()> {
         match scenario::load(file) {
             Ok(s) => {
                 let plan = scenario::plan(&s);
-                let requests: u64 = plan
-                    .cells
-                    .iter()
-                    .map(|c| run::request::planned_requests(c).unwrap_or(0))
-                    .sum();
+                let requests = planned_total(&plan);
                 println!(
                     "{}: ok: scenario {:?}, {} cell(s), {} stream(s), {} request(s)",
                     file.display(),
@@ -26,6 +22,9 @@ pub(super) fn validate(args: ValidateArgs) -> Result<()> {
                     s.streams.len(),
                     requests
                 );
+                if let Some(warning) = over_report_limit(requests) {
+                    eprintln!("warning: {}: {warning}", file.display());
+                }
             }
             Err(e) => {
                 eprintln!("error: {e}");
@@ -37,4 +36,24 @@ pub(super) fn validate(args: ValidateArgs) -> Result<()> {
         Some(e) => Err(BadInput(format!("{} is not a valid scenario", e.path.display())).into()),
         None => Ok(()),
     }
+}
+
+/// Every request a plan sends, warm-ups included.
+pub(super) fn planned_total(plan: &scenario::Plan) -> u64 {
+    plan.cells
+        .iter()
+        .map(|c| run::request::planned_requests(c).unwrap_or(0))
+        .sum()
+}
+
+/// A warning when a run of `requests` would record more rows than one report reads
+/// (`folder::MAX_REPORT_ROWS`): the rows are kept, but the summary and the report of
+/// the folder are refused, so the user hears it before the run, not after.
+pub(super) fn over_report_limit(requests: u64) -> Option<String> {
+    let limit = crate::folder::report_row_limit();
+    (requests > limit).then(|| {
+        format!(
+            "it plans {requests} requests, more than the {limit} rows one report reads; every row is recorded, but the summary and the report of the run folder will be refused. Split it into several runs (fewer cells or requests per scenario)"
+        )
+    })
 }

@@ -21,6 +21,8 @@ pub struct Invocation {
     pub json: bool,
     /// `--dry-run`.
     pub dry_run: bool,
+    /// `--allow-evict`.
+    pub allow_evict: bool,
 }
 
 /// A target address the client cannot use (bad input).
@@ -57,6 +59,8 @@ pub async fn command(args: Invocation, stop: &super::Stop) -> Result<()> {
         target,
         model: args.model.clone(),
         embed_model: args.embed_model.clone(),
+        allow_evict: args.allow_evict,
+        announce: true,
     };
     if args.dry_run {
         let mut out = std::io::stdout().lock();
@@ -65,7 +69,8 @@ pub async fn command(args: Invocation, stop: &super::Stop) -> Result<()> {
             let rows: Vec<serde_json::Value> = plan
                 .iter()
                 .map(|(why, r)| {
-                    serde_json::json!({"purpose": why, "method": r.method, "path": r.path, "body": r.body})
+                    serde_json::json!({"purpose": why, "method": r.method, "path": r.path, "body": r.body,
+                        "changes": super::change(r).map(|c| c.describe())})
                 })
                 .collect();
             writeln!(out, "{}", serde_json::to_string_pretty(&rows)?)?;
@@ -75,8 +80,22 @@ pub async fn command(args: Invocation, stop: &super::Stop) -> Result<()> {
                 "kabench doctor --dry-run: the requests it would send to {} (nothing sent)",
                 opts.target
             )?;
+            writeln!(
+                out,
+                "what it does to the loaded models (the model's own default context is assumed 4096 here; the run uses the server's):"
+            )?;
+            for line in super::changes_summary(&plan) {
+                writeln!(out, "  {line}")?;
+            }
+            writeln!(
+                out,
+                "  models loaded before the run are never evicted without --allow-evict: the checks that would load a model beside them are skipped (and say so); what the probes moved is loaded again at the end"
+            )?;
             for (why, r) in &plan {
-                writeln!(out, "# {why}\n{}", r.line())?;
+                match super::change(r) {
+                    Some(c) => writeln!(out, "# {why} [{}]\n{}", c.describe(), r.line())?,
+                    None => writeln!(out, "# {why}\n{}", r.line())?,
+                }
             }
         }
         return Ok(());

@@ -152,6 +152,8 @@ pub struct Resident {
     pub context_length: Option<u64>,
     /// Resident bytes.
     pub size: u64,
+    /// Of them, bytes in GPU memory (0 on a CPU-only host).
+    pub size_vram: u64,
 }
 
 impl Resident {
@@ -159,6 +161,45 @@ impl Resident {
     pub fn forever(&self, now: OffsetDateTime) -> bool {
         (self.expires_at - now).whole_days() > 365 * 100
     }
+}
+
+/// What went wrong with a request that got no HTTP answer, named: the connection
+/// refused, a timeout, a name that does not resolve, TLS, or the innermost error's
+/// own words; walked down the error's source chain (reqwest's own text stops at
+/// "error sending request for url").
+pub fn cause(e: &reqwest::Error) -> String {
+    let mut chain = Vec::new();
+    let mut io_kind = None;
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            io_kind = io_kind.or(Some(io.kind()));
+        }
+        chain.push(s.to_string());
+        source = s.source();
+    }
+    let all = chain.join(": ").to_ascii_lowercase();
+    let inner = chain.last().cloned().unwrap_or_default();
+    let named = if e.is_timeout() || io_kind == Some(std::io::ErrorKind::TimedOut) {
+        format!(
+            "timed out (no answer within {} s): the server is busy or a firewall drops the packets",
+            REQUEST_TIMEOUT.as_secs()
+        )
+    } else if io_kind == Some(std::io::ErrorKind::ConnectionRefused) {
+        "connection refused: nothing listens on that address and port (is Ollama running there? check OLLAMA_HOST on the server and --target)".into()
+    } else if all.contains("dns error") || all.contains("failed to lookup address") {
+        format!("the host name does not resolve (DNS: {inner})")
+    } else if all.contains("tls")
+        || all.contains("certificate")
+        || all.contains("scheme is not http")
+    {
+        format!("TLS: {inner}; kabench talks plain http to Ollama: give an http:// --target")
+    } else if io_kind == Some(std::io::ErrorKind::ConnectionReset) {
+        format!("the connection was reset by the server ({inner})")
+    } else {
+        return chain.join(": ");
+    };
+    format!("{named} [{}]", chain.join(": "))
 }
 
 /// `local` corrected by `skew`; the local clock itself where that would pass the end
@@ -175,6 +216,27 @@ pub struct Server {
     skew: time::Duration,
     /// The most distinct models any `/api/ps` answer listed at once.
     pub most_resident: usize,
+    /// The models the probes load: their leaving `/api/ps` is no eviction.
+    pub probes: Vec<String>,
+    /// Models that left `/api/ps` before their keep-alive ran out, in order.
+    pub evictions: Vec<Eviction>,
+    /// The last `/api/ps` listing, to compare the next with.
+    last_listing: Option<Vec<Resident>>,
+}
+
+/// A model that left `/api/ps` with keep-alive left: the scheduler evicted it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Eviction {
+    /// The model evicted.
+    pub victim: String,
+    /// The probe model that appeared in the same listing (the load that evicted it),
+    /// if one did; none when the probe model was already resident (a reload).
+    pub by: Option<String>,
+    /// How many models `/api/ps` listed just before.
+    pub resident_before: usize,
+    /// Every model of both listings had `size_vram` 0: a CPU-only host, where only
+    /// `OLLAMA_MAX_LOADED_MODELS` evicts.
+    pub cpu_only: bool,
 }
 
 impl Server {
@@ -190,7 +252,27 @@ impl Server {
             base: base.trim_end_matches('/').to_string(),
             skew: time::Duration::ZERO,
             most_resident: 0,
+            probes: Vec::new(),
+            evictions: Vec::new(),
+            last_listing: None,
         })
+    }
+
+    /// Whether the server is on this machine (a loopback address), so that its files
+    /// are this machine's.
+    pub fn is_local(&self) -> bool {
+        reqwest::Url::parse(&self.base)
+            .ok()
+            .and_then(|u| {
+                let host = u.host_str()?.trim_start_matches('[').trim_end_matches(']');
+                Some(
+                    host.eq_ignore_ascii_case("localhost")
+                        || host
+                            .parse::<std::net::IpAddr>()
+                            .is_ok_and(|ip| ip.is_loopback()),
+                )
+            })
+            .unwrap_or(false)
     }
 
     /// The server's clock now (the local clock corrected by the last `created_at`).
@@ -213,7 +295,7 @@ impl Server {
         let mut resp = builder
             .send()
             .await
-            .map_err(|e| anyhow::anyhow!("{} {url}: {e}", req.method))?;
+            .map_err(|e| anyhow::anyhow!("{} {url}: {}", req.method, cause(&e)))?;
         let status = resp.status().as_u16();
         if (300..400).contains(&status) {
             let location = resp
@@ -234,7 +316,7 @@ impl Server {
         while let Some(piece) = resp
             .chunk()
             .await
-            .map_err(|e| anyhow::anyhow!("{} {url}: reading the body: {e}", req.method))?
+            .map_err(|e| anyhow::anyhow!("{} {url}: reading the body: {}", req.method, cause(&e)))?
         {
             if body.len() + piece.len() > MAX_BODY_BYTES {
                 return Err(BodyTooLong {
@@ -289,7 +371,7 @@ impl Server {
         names.sort_unstable();
         names.dedup();
         self.most_resident = self.most_resident.max(names.len());
-        Ok(models
+        let listed: Vec<Resident> = models
             .iter()
             .filter_map(|m| {
                 Some(Resident {
@@ -298,9 +380,37 @@ impl Server {
                         .ok()?,
                     context_length: m.get("context_length").and_then(Value::as_u64),
                     size: m.get("size").and_then(Value::as_u64).unwrap_or(0),
+                    size_vram: m.get("size_vram").and_then(Value::as_u64).unwrap_or(0),
                 })
             })
-            .collect())
+            .collect();
+        self.note_evictions(&listed);
+        Ok(listed)
+    }
+
+    /// Compares `now` with the listing before it: a model that left `/api/ps` with
+    /// more than a second of keep-alive left, and is not a probe model, was evicted.
+    fn note_evictions(&mut self, now: &[Resident]) {
+        let server_now = self.now();
+        if let Some(last) = self.last_listing.take() {
+            let probe = |n: &str| self.probes.iter().any(|p| name::same_model(p, n));
+            let loaded_probe = now
+                .iter()
+                .find(|m| probe(&m.name) && !last.iter().any(|l| l.name == m.name));
+            for gone in last.iter().filter(|l| {
+                !probe(&l.name)
+                    && !now.iter().any(|m| m.name == l.name)
+                    && (l.forever(server_now) || (l.expires_at - server_now).as_seconds_f64() > 1.0)
+            }) {
+                self.evictions.push(Eviction {
+                    victim: gone.name.clone(),
+                    by: loaded_probe.map(|m| m.name.clone()),
+                    resident_before: last.len(),
+                    cpu_only: last.iter().chain(now).all(|m| m.size_vram == 0),
+                });
+            }
+        }
+        self.last_listing = Some(now.to_vec());
     }
 
     /// `model` in `/api/ps`, if resident.

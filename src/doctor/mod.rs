@@ -13,14 +13,17 @@
 //! This file holds the report's types and the run in order; each job is in its own
 //! file: the requests of a `--dry-run` (`dry`), what `/api/show` says (`show`), the
 //! server-wide probes (`probe`), the keep_alive forms per endpoint (`endpoints`), the
-//! restore (`restore`), the keep_alive forms themselves (`forms`), the HTTP calls
-//! (`http`) and the table (`table`).
+//! restore (`restore`), what may be evicted and the cap an eviction shows (`evict`),
+//! the page-cache check of the model file (`pagecache`), the keep_alive forms
+//! themselves (`forms`), the HTTP calls (`http`) and the table (`table`).
 
 pub mod cli;
 mod dry;
 mod endpoints;
+mod evict;
 pub mod forms;
 pub mod http;
+mod pagecache;
 mod probe;
 mod restore;
 mod show;
@@ -39,7 +42,7 @@ use show::{Shown, pick_model, show};
 
 use crate::ollama::name;
 
-pub use dry::dry_run;
+pub use dry::{Change, change, changes_summary, dry_run};
 
 /// What to probe.
 #[derive(Debug, Clone)]
@@ -51,6 +54,11 @@ pub struct DoctorOptions {
     /// An embedding model for `/api/embed` and `/v1/embeddings` (default: the probe
     /// model when it has embeddings, else those checks are n/a).
     pub embed_model: Option<String>,
+    /// `--allow-evict`: run the checks that may evict a model found loaded (it is
+    /// loaded again at the end); without it they are skipped.
+    pub allow_evict: bool,
+    /// Print, on stderr before the probes, what the run will load, unload and reload.
+    pub announce: bool,
 }
 
 /// The named model is not installed on the server (bad input).
@@ -209,11 +217,30 @@ pub async fn run(opts: &DoctorOptions, stop: &Stop) -> anyhow::Result<Report> {
         }
         None => shown.has("embedding").then(|| model.clone()),
     };
+    let guard = evict::Guard::of(&before, &model, embed_model.as_deref(), opts.allow_evict);
+    server.probes = std::iter::once(model.clone())
+        .chain(embed_model.clone())
+        .collect();
+    if opts.announce {
+        eprint!(
+            "{}",
+            dry::preamble(
+                &opts.target,
+                &model,
+                embed_model.as_deref(),
+                &before,
+                &guard
+            )
+        );
+    }
     let mut doctor = Doctor {
         server,
         checks: Vec::new(),
         default_ka: None,
         loads: Vec::new(),
+        cached_before: None,
+        allow_evict: opts.allow_evict,
+        last_expiry: Vec::new(),
     };
     doctor.checks.push(info(
         "server.version",
@@ -231,8 +258,13 @@ pub async fn run(opts: &DoctorOptions, stop: &Stop) -> anyhow::Result<Report> {
     ));
     // From here on the server is changed: whatever ends the probes (an error, a
     // panic, Ctrl-C), the restore below runs.
-    let probes =
-        std::panic::AssertUnwindSafe(probe(&mut doctor, &model, embed_model.as_deref(), &shown));
+    let probes = std::panic::AssertUnwindSafe(probe(
+        &mut doctor,
+        &model,
+        embed_model.as_deref(),
+        &shown,
+        &guard,
+    ));
     let outcome = tokio::select! {
         r = futures_util::FutureExt::catch_unwind(probes) => r.unwrap_or_else(|panic| {
             Err(anyhow::anyhow!("the probes stopped on an internal error: {}", panic_text(&*panic)))
@@ -242,18 +274,12 @@ pub async fn run(opts: &DoctorOptions, stop: &Stop) -> anyhow::Result<Report> {
     let interrupted = stop.stop.is_cancelled();
     let was_resident = before.iter().any(|m| name::same_model(&m.name, &model));
     doctor.page_cache(was_resident);
-    let at_least = doctor.server.most_resident.max(before.len()).max(1);
-    doctor.checks.push(info(
-        "server.max_loaded_models",
-        &format!("OLLAMA_MAX_LOADED_MODELS: at least {at_least}"),
-        format!(
-            "a lower bound, not the value: /api/ps listed up to {at_least} model(s) at once during the run ({} at the start); the cap itself is not probed, since that takes loading one model more than it and evicting yours",
-            before.len(),
-        ),
-        "every resident model counts, embedding models too (E5): a chat model and an embedder need a cap of 2 or more to stay loaded together",
-        "E5",
-        json!({"at_least": at_least}),
-    ));
+    let cap = evict::cap_row(
+        &doctor.server,
+        before.len(),
+        guard.skip_model || guard.skip_embed,
+    );
+    doctor.checks.push(cap);
     let restored = tokio::select! {
         r = tokio::time::timeout(
             RESTORE_LIMIT,
@@ -320,16 +346,40 @@ async fn probe(
     model: &str,
     embed: Option<&str>,
     shown: &Shown,
+    guard: &evict::Guard,
 ) -> anyhow::Result<()> {
-    let base = doctor.server_default(model, shown).await?;
-    doctor.num_ctx(model, &base, shown).await?;
-    doctor.forms(Native::Generate, model).await?;
-    doctor.forms(Native::Chat, model).await?;
-    doctor.v1(model, false).await?;
+    if guard.skip_model {
+        doctor.checks.push(guard.skipped_row(
+            "probe.skipped",
+            model,
+            "the server keep_alive, the default context, the num_ctx reloads and sizes, the keep_alive forms on /api/generate and /api/chat, /v1/chat/completions, the cold loads",
+        ));
+    } else {
+        let base = doctor.server_default(model, shown).await?;
+        doctor.no_eviction()?;
+        doctor.num_ctx(model, &base, shown).await?;
+        doctor.no_eviction()?;
+        doctor.forms(Native::Generate, model).await?;
+        doctor.no_eviction()?;
+        doctor.forms(Native::Chat, model).await?;
+        doctor.no_eviction()?;
+        doctor.v1(model, false).await?;
+        doctor.no_eviction()?;
+    }
     match embed {
+        Some(e) if guard.skip_embed && !name::same_model(e, model) => {
+            doctor.checks.push(guard.skipped_row(
+                "probe.skipped_embed",
+                e,
+                "the keep_alive forms on /api/embed, /v1/embeddings",
+            ));
+        }
+        Some(_) if guard.skip_embed => {}
         Some(e) => {
             doctor.forms(Native::Embed, e).await?;
+            doctor.no_eviction()?;
             doctor.v1(e, true).await?;
+            doctor.no_eviction()?;
         }
         None => {
             let why = format!("{model} has no embeddings (give --embed-model NAME)");

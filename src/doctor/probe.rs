@@ -24,6 +24,13 @@ pub(super) struct Doctor {
     pub(super) default_ka: Option<Effect>,
     /// load_duration of each load seen, seconds, first first.
     pub(super) loads: Vec<f64>,
+    /// The fraction of the model file in the page cache just before the first load
+    /// (`mincore`); `None` when it could not be checked here.
+    pub(super) cached_before: Option<f64>,
+    /// `--allow-evict`: an eviction does not stop the probes.
+    pub(super) allow_evict: bool,
+    /// The expiry each model had at its last observation.
+    pub(super) last_expiry: Vec<(String, time::OffsetDateTime)>,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -96,8 +103,28 @@ fn mb(bytes: u64) -> String {
 
 impl Doctor {
     /// The model's keep-alive as `/api/ps` shows it after a reply that ended at `end`.
+    /// The server sets the new expiry when it has processed the request's end, which
+    /// can come a moment after the reply: while `/api/ps` still shows the expiry the
+    /// last observation saw, it is read again (every 50 ms, up to a second).
     pub(super) async fn observe(&mut self, model: &str, reply: &Reply) -> anyhow::Result<Effect> {
-        let Some(m) = self.server.find(model).await? else {
+        let prev = self
+            .last_expiry
+            .iter()
+            .find(|(n, _)| n == model)
+            .map(|(_, e)| *e);
+        let deadline = std::time::Instant::now() + Duration::from_secs(1);
+        let mut found = self.server.find(model).await?;
+        while found.as_ref().is_some_and(|m| Some(m.expires_at) == prev)
+            && std::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            found = self.server.find(model).await?;
+        }
+        self.last_expiry.retain(|(n, _)| n != model);
+        if let Some(m) = &found {
+            self.last_expiry.push((model.to_string(), m.expires_at));
+        }
+        let Some(m) = found else {
             return Ok(Effect::Unload);
         };
         if m.forever(reply.end) {
@@ -123,6 +150,12 @@ impl Doctor {
         shown: &Shown,
     ) -> anyhow::Result<Resident> {
         self.server.unload(model).await?;
+        if self.server.is_local() {
+            self.cached_before = shown
+                .blob
+                .as_deref()
+                .and_then(super::pagecache::cached_fraction);
+        }
         let req = Req::post("/api/generate", Native::Generate.body(model, json!({})));
         let reply = self.server.send(&req).await?;
         if reply.status != 200 {
@@ -190,6 +223,7 @@ impl Doctor {
             expires_at: reply.end,
             context_length: ctx,
             size,
+            size_vram: 0,
         }))
     }
 
@@ -353,16 +387,23 @@ impl Doctor {
         let mut later = later.to_vec();
         later.sort_by(f64::total_cmp);
         let median = later.get(later.len() / 2).copied();
-        let evidence = match median {
-            Some(m) if !was_resident && first > 1.5 * m + 0.05 => format!(
-                "first load {first:.2} s (from disk), later loads {m:.2} s (page cache, median of {})",
-                later.len()
+        let later_text = match median {
+            Some(m) => format!(", later loads {m:.2} s (median of {})", later.len()),
+            None => String::new(),
+        };
+        let cached = self.cached_before.filter(|_| !was_resident);
+        let evidence = match cached {
+            Some(c) if c < 0.5 => format!(
+                "first load {first:.2} s from disk (mincore: {:.0}% of the model file was in the page cache before it){later_text}",
+                c * 100.0
             ),
-            Some(m) => format!(
-                "first load {first:.2} s, later loads {m:.2} s (median of {}): alike, the file was already in the page cache (a load from disk shows only after the OS cache drops it)",
-                later.len()
+            Some(c) => format!(
+                "first load {first:.2} s with the model file already in the page cache (mincore: {:.0}% of it before the load){later_text}: a load from a cold disk shows only after the OS drops the file from the cache",
+                c * 100.0
             ),
-            None => format!("one load: {first:.2} s"),
+            None => format!(
+                "first load {first:.2} s{later_text}; whether it came from disk was not checked (the model file is not readable on this machine: a remote server, or not Linux)"
+            ),
         };
         self.checks.push(info(
             id,
@@ -370,7 +411,7 @@ impl Doctor {
             evidence,
             "a cold start costs this on every expiry; from a cold disk (boot, a container start, memory pressure) it costs more",
             "M4",
-            json!({"first_s": first, "later_median_s": median}),
+            json!({"first_s": first, "later_median_s": median, "file_cached_before": cached}),
         ));
     }
 }

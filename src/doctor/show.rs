@@ -14,6 +14,8 @@ pub(super) struct Shown {
     pub(super) training_ctx: Option<u64>,
     /// f16 K and V bytes per token per slot, from the geometry.
     pub(super) kv_bytes_per_token: Option<u64>,
+    /// The weights file on the server's disk (`modelfile`'s `FROM` blob).
+    pub(super) blob: Option<std::path::PathBuf>,
 }
 
 impl Shown {
@@ -54,6 +56,10 @@ fn parse_show(v: &Value) -> Shown {
         capabilities: caps,
         training_ctx: find(".context_length"),
         kv_bytes_per_token: kv,
+        blob: v
+            .get("modelfile")
+            .and_then(Value::as_str)
+            .and_then(super::pagecache::blob_path),
     }
 }
 

@@ -153,37 +153,44 @@ pub async fn read_models(
     Ok(LiveModels { specs, missing })
 }
 
-/// Loads `model` at `num_ctx`, reads its `/api/ps` entry, unloads it, each call
-/// bounded by `limit`. `None` when the server did not list it after the load.
+/// Loads `model` at `num_ctx` (`None`: none sent, the server's default), reads its
+/// `/api/ps` entry, unloads it, each call bounded by `limit`. `None` when the server
+/// did not list it after the load, or listed no context for a load without num_ctx.
 pub async fn measure(
     client: &OllamaClient,
     model: &str,
-    num_ctx: u32,
+    num_ctx: Option<u32>,
     limit: Duration,
 ) -> anyhow::Result<Option<MeasuredSize>> {
     let keep = KeepAlive::from_duration(Duration::from_secs(60));
     let shown = printable(model);
+    let at = num_ctx.map_or("the server's default context".to_string(), |n| {
+        format!("num_ctx {n}")
+    });
     let took = within(
         client,
-        format!("a load of {shown} at num_ctx {num_ctx}"),
+        format!("a load of {shown} at {at}"),
         limit,
-        client.load(model, Some(&keep), Some(num_ctx)),
+        client.load(model, Some(&keep), num_ctx),
     )
     .await??;
     let ps = within(client, "/api/ps".into(), limit, client.ps()).await??;
     let found = match ps.models.iter().find(|p| name::same_model(&p.name, model)) {
         Some(p) => {
             let what = |field: &str| format!("/api/ps {field} of {shown}");
-            Some(MeasuredSize {
+            let ctx = match (p.context_length, num_ctx) {
+                (Some(c), _) => {
+                    Some(bounds::check(&what("context_length"), c, u64::from(MAX_NUM_CTX))? as u32)
+                }
+                (None, asked) => asked,
+            };
+            let size = bounds::check_bytes(&what("size"), p.size)?;
+            let size_vram = bounds::check_bytes(&what("size_vram"), p.size_vram)?;
+            ctx.map(|ctx| MeasuredSize {
                 model: model.to_string(),
-                num_ctx: match p.context_length {
-                    Some(c) => {
-                        bounds::check(&what("context_length"), c, u64::from(MAX_NUM_CTX))? as u32
-                    }
-                    None => num_ctx,
-                },
-                size: bounds::check_bytes(&what("size"), p.size)?,
-                size_vram: bounds::check_bytes(&what("size_vram"), p.size_vram)?,
+                num_ctx: ctx,
+                size,
+                size_vram,
                 load_s: took.as_secs_f64(),
             })
         }
@@ -234,39 +241,59 @@ pub async fn planner(
             .with_context(|| format!("reading the models of {url}"))?;
         found.specs.extend(more.specs);
     }
-    let ctxs = if asked.num_ctx.is_empty() {
-        vec![config.default_context()]
-    } else {
-        asked.num_ctx.clone()
-    };
+    // Each model at the asked num_ctx values clamped to its own context (as Ollama
+    // clamps them, L5); with none asked, at the server's own default, read back from
+    // /api/ps: never at a context nobody asked for.
     let mut measured: Vec<MeasuredSize> = Vec::new();
     for spec in &found.specs {
-        for &ctx in &ctxs {
-            eprintln!(
-                "measuring {} at num_ctx {ctx} (a load, /api/ps, an unload)",
-                printable(&spec.name)
-            );
+        let shown = printable(&spec.name);
+        let mut ctxs: Vec<Option<u32>> = Vec::new();
+        if asked.num_ctx.is_empty() {
+            ctxs.push(None);
+        }
+        for &ctx in &asked.num_ctx {
+            let at = ctx.min(spec.context_length.max(1));
+            if !ctxs.contains(&Some(at)) {
+                ctxs.push(Some(at));
+            }
+        }
+        for ctx in ctxs {
+            let at = match ctx {
+                None => "the server's default context (no num_ctx sent)".to_string(),
+                Some(c) if asked.num_ctx.iter().any(|a| *a > c) => format!(
+                    "num_ctx {c} (its context_length: a larger num_ctx is clamped to it, L5)"
+                ),
+                Some(c) => format!("num_ctx {c}"),
+            };
+            eprintln!("measuring {shown} at {at} (a load, /api/ps, an unload)");
             if let Some(m) = measure(client, &spec.name, ctx, limit)
                 .await
-                .with_context(|| {
-                    format!(
-                        "loading {} at num_ctx {ctx} on {url}",
-                        printable(&spec.name)
-                    )
-                })?
+                .with_context(|| format!("loading {shown} at {at} on {url}"))?
             {
                 measured.push(m);
             }
         }
     }
+    let server_default = asked
+        .num_ctx
+        .is_empty()
+        .then(|| measured.iter().map(|m| m.num_ctx).max())
+        .flatten();
     let mut config = config.clone();
     let cpu = !measured.is_empty() && measured.iter().all(|m| m.size_vram == 0);
     let mut note = String::new();
+    if let Some(d) = server_default {
+        // The server's default, clamped per model as the server clamps it (L7).
+        config.context_length = d;
+        note = format!(
+            "; no --num-ctx: planned at the server's default context, {d} (/api/ps context_length after a load without num_ctx)"
+        );
+    }
     if cpu && !gpus_given {
         config.gpus = 0;
-        note = "; every /api/ps size_vram was 0: a CPU-only host (give --gpus to override)".into();
+        note += "; every /api/ps size_vram was 0: a CPU-only host (give --gpus to override)";
     } else if !cpu && !vram_given {
-        note = format!(
+        note += &format!(
             "; the server's GPU memory is not known over HTTP: planned for {} × {} (give --vram and --gpus)",
             config.gpus,
             crate::units::format_size_short(config.vram_bytes)

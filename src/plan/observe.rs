@@ -29,6 +29,51 @@ fn polls(samples: &[VramSample]) -> Vec<(f64, BTreeSet<String>)> {
     out
 }
 
+/// A load ends at least this long after the load a request waited on, when the
+/// request made a load of its own (a load_duration of 100 ms is a load: M6).
+const OWN_LOAD_MS: f64 = 100.0;
+
+/// Which rows (in `rows`' order, sorted by send time) made a load: a cold row counts
+/// unless it was sent while an earlier load was in progress and its own
+/// `load_duration` ended within [`OWN_LOAD_MS`] of that load's end. Ollama counts
+/// the time a request waits on another's load in its `load_duration`, so such a row
+/// looks cold but loaded nothing (the server logged one load for both).
+pub fn made_load(rows: &[&RequestRecord]) -> Vec<bool> {
+    let mut loads: Vec<(f64, f64)> = Vec::new();
+    rows.iter()
+        .map(|r| {
+            if !r.cold {
+                return false;
+            }
+            let sent = r.sent_ms.unwrap_or(r.intended_ms);
+            let Some(load) = r.load_duration_ms else {
+                return true;
+            };
+            let end = sent + load;
+            let waited = loads
+                .iter()
+                .any(|&(s, e)| s <= sent && sent < e && end - e < OWN_LOAD_MS);
+            if waited {
+                return false;
+            }
+            loads.push((sent, end));
+            true
+        })
+        .collect()
+}
+
+/// The most models `/api/ps` listed at once in a run: with an eviction seen on a
+/// CPU-only host, where only `OLLAMA_MAX_LOADED_MODELS` evicts, the cap itself (the
+/// scheduler unloads the victim before the new model loads, so the listing never
+/// holds one more).
+pub fn most_resident(samples: &[VramSample]) -> usize {
+    polls(samples)
+        .iter()
+        .map(|(_, set)| set.len())
+        .max()
+        .unwrap_or(0)
+}
+
 /// The observed timeline: one step per row of the check's round-robin (in send order,
 /// `models.len()` rows per round), its name mapped back to the plan's; a model counts
 /// as evicted by a cold request when `/api/ps` listed it at the last poll before the
@@ -57,9 +102,11 @@ pub fn observed(models: &[String], rows: &[RequestRecord], samples: &[VramSample
     let first = rows
         .first()
         .map_or(0.0, |r| r.sent_ms.unwrap_or(r.intended_ms));
+    let made_load = made_load(&rows);
     rows.iter()
         .enumerate()
         .map(|(i, r)| {
+            let cold = made_load[i];
             let own = name::key(&r.model);
             // Victims leave /api/ps before the load ends (E4): read it once the model is
             // handed over, before a later request can change it.
@@ -69,7 +116,7 @@ pub fn observed(models: &[String], rows: &[RequestRecord], samples: &[VramSample
                 .map(|l| sent + l)
                 .or(r.first_byte_ms)
                 .unwrap_or(r.end_ms);
-            let evicted = match (r.cold, after(loaded)) {
+            let evicted = match (cold, after(loaded)) {
                 (true, Some(after)) => before(r.sent_ms.unwrap_or(r.intended_ms))
                     .difference(&after)
                     .filter(|k| **k != own)
@@ -80,10 +127,10 @@ pub fn observed(models: &[String], rows: &[RequestRecord], samples: &[VramSample
             Step {
                 round: (i / per_round) as u32 + 1,
                 model: plan_name(&r.model),
-                cold: r.cold,
+                cold,
                 evicted,
                 at_s: Some((r.sent_ms.unwrap_or(r.intended_ms) - first) / 1000.0),
-                load_s: r.load_duration_ms.filter(|_| r.cold).map(|ms| ms / 1000.0),
+                load_s: r.load_duration_ms.filter(|_| cold).map(|ms| ms / 1000.0),
             }
         })
         .collect()

@@ -511,3 +511,34 @@ fn an_overlapping_request_is_read_at_its_load_not_its_end_and_named() {
     assert_eq!(seen[3].evicted, ["b"]);
     assert_eq!(observe::overlapping(&rows), [3]);
 }
+
+#[test]
+fn a_request_that_waited_on_a_load_is_not_a_load_of_its_own() {
+    // b is sent while a loads (0–2.0 s) and is handed over 20 ms after a's load ends:
+    // its load_duration (1.52 s) is the wait. c, sent during a's load too, loads
+    // itself for 0.6 s after it: a load.
+    let mut rows = vec![
+        row("a", 0.0, true),
+        row("b", 500.0, true),
+        row("c", 600.0, true),
+        row("a", 5000.0, false),
+    ];
+    rows[0].load_duration_ms = Some(2000.0);
+    rows[1].load_duration_ms = Some(1520.0);
+    rows[2].load_duration_ms = Some(2000.0);
+    let refs: Vec<&RequestRecord> = rows.iter().collect();
+    assert_eq!(observe::made_load(&refs), [true, false, true, false]);
+    let seen = observe::observed(&names(&["a", "b", "c"]), &rows, &[]);
+    assert_eq!(seen.iter().filter(|s| s.cold).count(), 2);
+    assert_eq!(seen[1].load_s, None);
+}
+
+#[test]
+fn the_most_models_listed_at_once_is_read_from_the_polls() {
+    let mut samples = Vec::new();
+    samples.extend(poll(0.0, &["a"]));
+    samples.extend(poll(1000.0, &["a", "b"]));
+    samples.extend(poll(2000.0, &["b"]));
+    assert_eq!(observe::most_resident(&samples), 2);
+    assert_eq!(observe::most_resident(&[]), 0);
+}

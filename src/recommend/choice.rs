@@ -5,9 +5,11 @@
 use crate::analysis::{CellSummary, StreamSummary};
 use crate::folder::{CostSettings, SloSettings};
 use crate::recommend::frontier::mark_frontier;
+use crate::recommend::noise::{describe, seed_of, settle};
 use crate::recommend::prose::{reason, snippets};
 use crate::recommend::{
-    Candidate, Cost, Form, GB, GroupKey, MAX_ERROR_SHARE, Recommendation, excluded,
+    Candidate, Cost, Form, GB, GroupKey, MAX_ERROR_SHARE, Recommendation, display_keep_alive,
+    excluded,
 };
 use crate::units::cmp_keep_alive;
 
@@ -28,9 +30,13 @@ fn candidate(cell: &CellSummary, s: &StreamSummary) -> Candidate {
         rate_per_s: s.rate_per_s,
         requests: s.requests,
         cold: s.cold,
+        answered: s.answered.max(s.requests.saturating_sub(s.errors)),
         cold_ratio: s.cold_ratio,
+        cold_ratio_interval: s.intervals.and_then(|i| i.cold_ratio),
         errors: s.errors,
         p99_ttft_ms: s.ttft_ms.all.map(|p| p.p99),
+        p99_ttft_interval: s.intervals.and_then(|i| i.ttft_ms.p99),
+        p99_ttft_count: s.intervals.map_or(0, |i| i.ttft_ms.count),
         cold_load_ms: s.load_ms.map(|p| p.p50),
         idle_gb_s: vram.map(|v| v.idle_gb_seconds),
         idle_gpu_gb_s: vram.map(|v| v.idle_split().0),
@@ -136,7 +142,13 @@ pub(crate) fn recommend_group(
             c.meets_slo = c.p99_ttft_ms.map(|p| p <= limit);
         }
     }
-    mark_frontier(&mut cands, slo_ms.is_some());
+    // The frontier is drawn on the axis of the rule that decides: p99 TTFT when a
+    // swept keep_alive meets the SLO, the cold ratio otherwise.
+    let slo_met = cands
+        .iter()
+        .any(|c| excluded(c).is_none() && c.meets_slo == Some(true));
+    let use_p99 = slo_ms.is_some() && slo_met;
+    mark_frontier(&mut cands, use_p99);
 
     // No pick over cells whose memory is missing: ranked without it, a cell that held a
     // model for hours would look as cheap as one that unloaded at once.
@@ -200,16 +212,40 @@ pub(crate) fn recommend_group(
             .min_by(|a, b| a.cmp_appetite(b))
             .cloned()
     });
-    let cold_only_pick = min_by(&valid, |c| (c.cold_ratio * 100.0).round()).cloned();
-
-    let (form, pick) = match (&slo_pick, &cost_pick) {
-        (Some(p), _) => (Form::Slo, p.clone()),
-        (None, Some(p)) => (Form::Cost, p.clone()),
-        (None, None) => (
-            Form::ColdOnly,
-            cold_only_pick.clone().unwrap_or_else(|| valid[0].clone()),
-        ),
+    let form = match (&slo_pick, &cost_pick) {
+        (Some(_), _) => Form::Slo,
+        (None, Some(_)) => Form::Cost,
+        (None, None) => Form::ColdOnly,
     };
+    // The pick is always a point of the frontier drawn: the rule's best among the
+    // frontier's candidates (a weighted sum's minimum is on it; ties are not).
+    let on: Vec<Candidate> = valid.iter().filter(|c| c.on_frontier).cloned().collect();
+    let pool = if on.is_empty() { &valid } else { &on };
+    let best = match form {
+        Form::Slo => pool
+            .iter()
+            .filter(|c| c.meets_slo == Some(true))
+            .min_by(|a, b| a.cmp_appetite(b)),
+        Form::Cost => min_by(pool, |c| c.cost.map_or(f64::INFINITY, |k| k.total)),
+        _ => min_by(pool, |c| (c.cold_ratio * 100.0).round()),
+    }
+    .or_else(|| pool.first())
+    .cloned()
+    .unwrap_or_else(|| valid[0].clone());
+    let best_at = valid.iter().position(|c| c.cell == best.cell).unwrap_or(0);
+    let cold_cost = penalty_s.unwrap_or(0.0) * cost.wait_second;
+    // A prediction's figures are a model's, not a sample: nothing to resample.
+    let predicted = members.iter().any(|(c, _)| c.predicted);
+    let (chosen_at, noise) = settle(
+        &valid,
+        best_at,
+        form,
+        !predicted,
+        cold_cost,
+        cost,
+        seed_of(&workload, &model),
+    );
+    let pick = valid[chosen_at].clone();
     let hold_rate = match (model_gb, model_ram_gb) {
         (Some(gb), Some(ram)) => {
             Some(((gb - ram).max(0.0) * cost.vram_gb_hour + ram * cost.ram_gb_hour) / 3600.0)
@@ -220,7 +256,18 @@ pub(crate) fn recommend_group(
         (Some(p), Some(rate)) if rate > 0.0 => Some(p * cost.wait_second / rate),
         _ => None,
     };
-    let mut reason = reason(form, &pick, &cands, slo_ms, has_vram, penalty_s, cost);
+    let mut reason = reason(form, &best, &cands, slo_ms, has_vram, penalty_s, cost);
+    let settled = describe(&noise, &display_keep_alive(pick.keep_alive.as_ref()), cost);
+    if !settled.is_empty() {
+        reason.push_str("; ");
+        reason.push_str(&settled);
+    }
+    if pick.cell != best.cell && pick.honoured == Some(false) {
+        reason.push_str(&format!(
+            "; warning: the server did not release memory as {} says",
+            display_keep_alive(pick.keep_alive.as_ref())
+        ));
+    }
     if !left_out.is_empty() {
         reason.push_str(&format!(
             "; not candidates (more than {:.0}% of requests failed, or none answered): {}",
@@ -233,12 +280,7 @@ pub(crate) fn recommend_group(
         workload,
         model,
         fixed,
-        frontier_metric: if slo_ms.is_some() {
-            "p99_ttft_ms"
-        } else {
-            "cold_ratio"
-        }
-        .into(),
+        frontier_metric: if use_p99 { "p99_ttft_ms" } else { "cold_ratio" }.into(),
         has_vram,
         cold_penalty_s: penalty_s,
         cold_penalty_source: penalty_source,
@@ -252,6 +294,7 @@ pub(crate) fn recommend_group(
         break_even_s,
         snippets,
         advice: Vec::new(),
+        noise: Some(noise),
         candidates: cands,
     }
 }
@@ -286,5 +329,6 @@ fn no_candidate(
         break_even_s: None,
         snippets,
         advice: Vec::new(),
+        noise: None,
     }
 }

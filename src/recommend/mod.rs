@@ -23,12 +23,14 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use crate::analysis::stats::Interval;
 use crate::analysis::{CellSummary, StreamSummary, Summary};
 use crate::folder::{CostSettings, SloSettings};
 use crate::units::{KeepAlive, cmp_keep_alive};
 
 mod choice;
 mod frontier;
+pub mod noise;
 mod prose;
 #[cfg(test)]
 mod tests;
@@ -105,12 +107,21 @@ pub struct Candidate {
     pub requests: u64,
     /// Cold requests.
     pub cold: u64,
+    /// Requests answered: what `cold_ratio` is over.
+    pub answered: u64,
     /// cold / answered requests.
     pub cold_ratio: f64,
+    /// Its confidence interval (Wilson; `null` without one).
+    pub cold_ratio_interval: Option<Interval>,
     /// Failed requests.
     pub errors: u64,
     /// p99 time to first token, ms.
     pub p99_ttft_ms: Option<f64>,
+    /// Its confidence interval (`null`: too few requests for one, the p99 of at most
+    /// 99 requests being their maximum).
+    pub p99_ttft_interval: Option<Interval>,
+    /// Requests the p99 is over (0 for figures with no intervals, e.g. predicted).
+    pub p99_ttft_count: u64,
     /// Median `load_duration` of the cold requests, ms.
     pub cold_load_ms: Option<f64>,
     /// Memory held while no request was in flight, GB·s (cell-wide, GPU + system).
@@ -226,6 +237,8 @@ pub struct Recommendation {
     pub snippets: Snippets,
     /// OLLAMA_MAX_LOADED_MODELS and quantization advice where the scenario swept them.
     pub advice: Vec<String>,
+    /// How sure the choice is, against the noise of the measurement.
+    pub noise: Option<noise::Noise>,
 }
 
 impl Recommendation {

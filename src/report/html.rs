@@ -8,6 +8,7 @@ use minijinja::{Environment, Value, context};
 use serde::Serialize;
 
 use super::ReportData;
+use super::figures::{self, Pct};
 use crate::analysis::Summary;
 use crate::folder::SweptKeepAlive;
 use crate::recommend::{Form, GB, Recommendation, display_keep_alive, format_seconds};
@@ -59,15 +60,18 @@ pub struct CellRow {
     pub errors: u64,
     /// Cold-start ratio, %.
     pub cold_pct: String,
-    /// TTFT p50, ms.
+    /// Its confidence interval, % (`lo–hi`; `–` without one).
+    pub cold_ci: String,
+    /// TTFT p50, ms, with its confidence interval.
     pub ttft_p50: String,
-    /// TTFT p99, ms.
+    /// TTFT p99, ms, with its confidence interval (or `max … (n=…)` when the sample
+    /// is too small for one).
     pub ttft_p99: String,
     /// Cold TTFT p50, ms.
     pub cold_p50: String,
-    /// End-to-end p99, ms.
+    /// End-to-end p99, ms, as `ttft_p99`.
     pub e2e_p99: String,
-    /// Decode tokens/s.
+    /// Decode tokens/s: the median per-request rate, with its interval.
     pub tps: String,
     /// VRAM held, GB·s.
     pub held: String,
@@ -108,11 +112,12 @@ pub fn cell_rows(summary: &Summary) -> Vec<CellRow> {
             requests: s.requests,
             errors: s.errors,
             cold_pct: format!("{:.1}", s.cold_ratio * 100.0),
-            ttft_p50: opt(s.ttft_ms.all.map(|p| p.p50), 0),
-            ttft_p99: opt(s.ttft_ms.all.map(|p| p.p99), 0),
+            cold_ci: figures::cold_pct_interval(s),
+            ttft_p50: figures::ttft(s, Pct::P50),
+            ttft_p99: figures::ttft(s, Pct::P99),
             cold_p50: opt(s.ttft_ms.cold.map(|p| p.p50), 0),
-            e2e_p99: opt(s.e2e_ms.all.map(|p| p.p99), 0),
-            tps: opt(s.tokens_per_s, 1),
+            e2e_p99: figures::e2e(s, Pct::P99),
+            tps: figures::tokens_per_s(s),
             held: opt(c.vram.as_ref().map(|v| v.gb_seconds_held), 1),
             idle: opt(c.vram.as_ref().map(|v| v.idle_gb_seconds), 1),
             peak: opt(c.vram.as_ref().map(|v| v.peak_bytes as f64 / GB), 2),
@@ -132,6 +137,7 @@ pub fn cell_rows(summary: &Summary) -> Vec<CellRow> {
                 requests: h.requests,
                 errors: h.errors,
                 cold_pct: format!("{:.1}", h.cold_ratio * 100.0),
+                cold_ci: "–".into(),
                 ttft_p50: opt(h.ttft_ms.map(|p| p.p50), 0),
                 ttft_p99: opt(h.ttft_ms.map(|p| p.p99), 0),
                 cold_p50: "–".into(),
@@ -179,8 +185,18 @@ fn rec_view(r: &Recommendation) -> RecView<'_> {
             keep_alive: display_keep_alive(c.keep_alive.as_ref()),
             requests: c.requests,
             cold: c.cold,
-            cold_pct: format!("{:.1}", c.cold_ratio * 100.0),
-            p99: opt(c.p99_ttft_ms, 0),
+            cold_pct: figures::with_interval(
+                c.cold_ratio * 100.0,
+                c.cold_ratio_interval
+                    .map(|i| crate::analysis::stats::Interval {
+                        lo: i.lo * 100.0,
+                        hi: i.hi * 100.0,
+                        level: i.level,
+                    })
+                    .as_ref(),
+                1,
+            ),
+            p99: figures::candidate_p99(c),
             idle: opt(c.idle_gb_s, 1),
             cost: opt(c.cost.map(|k| k.total), 3),
             frontier: if c.on_frontier { "yes" } else { "" },

@@ -98,11 +98,11 @@ pub fn render(data: &ReportData) -> String {
         }
     }
     md.push_str("\n## Cells\n\n");
-    md.push_str("| cell | stream | model | keep_alive | requests | errors | cold % | TTFT p50 ms | TTFT p99 ms | idle GB·s | peak GB | memory |\n");
-    md.push_str("|---|---|---|---|--:|--:|--:|--:|--:|--:|--:|---|\n");
+    md.push_str("| cell | stream | model | keep_alive | requests | errors | cold % | cold % 95% CI | TTFT p50 ms | TTFT p99 ms | tokens/s | idle GB·s | peak GB | memory |\n");
+    md.push_str("|---|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|\n");
     for r in cell_rows(&data.summary) {
         md.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             escape(&r.cell),
             escape(&r.stream),
             escape(&r.model),
@@ -110,8 +110,10 @@ pub fn render(data: &ReportData) -> String {
             r.requests,
             r.errors,
             r.cold_pct,
+            r.cold_ci,
             r.ttft_p50,
             r.ttft_p99,
+            r.tps,
             r.idle,
             r.peak,
             escape(&r.memory)

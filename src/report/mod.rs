@@ -6,6 +6,7 @@
 
 pub mod charts;
 pub mod compare;
+pub mod figures;
 pub mod html;
 pub mod markdown;
 pub mod predict_charts;

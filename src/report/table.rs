@@ -1,13 +1,14 @@
 //! The per-cell result table that `kabench run`, `swarm` and `report` print on stdout:
 //! one line per cell and stream (requests, errors, cold, loads, TTFT and E2E
-//! percentiles, idle GB·s, which memory was counted), and under it one line per host
-//! of a fleet.
+//! percentiles with their confidence intervals, idle GB·s, which memory was counted),
+//! and under it one line per host of a fleet.
 
 use std::fmt::Write;
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
+use super::figures::{self, Pct};
 use crate::analysis::{CellSummary, StreamSummary, Summary};
 use crate::units::cmp_keep_alive;
 use crate::units::limits::printable;
@@ -91,6 +92,7 @@ fn other(rest: &[StreamSummary]) -> StreamSummary {
         load_ms: None,
         cold_penalty_ms: None,
         tokens_per_s: None,
+        intervals: None,
         hosts: Vec::new(),
     }
 }
@@ -131,7 +133,7 @@ pub fn result_table(summary: &Summary) -> String {
     // Writing into a String cannot fail.
     let _ = writeln!(
         out,
-        "{:<28} {:<12} {:>10} {:>5} {:>5} {:>5} {:>5} {:>6} {:>10} {:>10} {:>10} {:>10}  memory",
+        "{:<28} {:<12} {:>10} {:>5} {:>5} {:>5} {:>5} {:>6} {:>18} {:>18} {:>18} {:>10}  memory",
         "cell",
         "stream",
         "keep_alive",
@@ -161,7 +163,7 @@ pub fn result_table(summary: &Summary) -> String {
         };
         let _ = writeln!(
             out,
-            "{:<28} {:<12} {:>10} {:>5} {:>5} {:>5} {:>5} {:>5.0}% {:>10} {:>10} {:>10} {:>10}  {}",
+            "{:<28} {:<12} {:>10} {:>5} {:>5} {:>5} {:>5} {:>5.0}% {:>18} {:>18} {:>18} {:>10}  {}",
             printable(&cell.id),
             printable(&s.name),
             s.keep_alive.as_ref().map_or("", |k| k.written()),
@@ -170,9 +172,9 @@ pub fn result_table(summary: &Summary) -> String {
             s.cold,
             s.loads,
             s.cold_ratio * 100.0,
-            p(s.ttft_ms.all.map(|q| q.p50)),
-            p(s.ttft_ms.all.map(|q| q.p99)),
-            p(s.e2e_ms.all.map(|q| q.p99)),
+            figures::ttft(s, Pct::P50),
+            figures::ttft(s, Pct::P99),
+            figures::e2e(s, Pct::P99),
             idle,
             memory
         );
@@ -180,7 +182,7 @@ pub fn result_table(summary: &Summary) -> String {
             let host = format!("  @ {}", printable(&h.target));
             let _ = writeln!(
                 out,
-                "{:<28} {:<12} {:>10} {:>5} {:>5} {:>5} {:>5} {:>5.0}% {:>10} {:>10} {:>10}",
+                "{:<28} {:<12} {:>10} {:>5} {:>5} {:>5} {:>5} {:>5.0}% {:>18} {:>18} {:>18}",
                 host,
                 printable(&s.name),
                 "",

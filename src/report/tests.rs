@@ -67,6 +67,7 @@ fn rec(workload: &str, chosen: &str) -> Recommendation {
             notes: Vec::new(),
         },
         advice: Vec::new(),
+        noise: None,
     }
 }
 

@@ -309,9 +309,14 @@ async fn doctor_survives_a_created_at_in_9999_and_restores_what_it_moved() {
     }));
     let addr = serve(far_future_ollama(state.clone(), false)).await;
     // The only model installed (the one probed) has a terminal escape (a title
-    // change) and a NUL in its name.
+    // change) and a NUL in its name; the probes evict the model loaded before.
     let (output, took) = kabench(
-        args(&["doctor", "--target", &format!("http://{addr}")]),
+        args(&[
+            "doctor",
+            "--allow-evict",
+            "--target",
+            &format!("http://{addr}"),
+        ]),
         Duration::from_secs(60),
     )
     .await;
@@ -579,7 +584,13 @@ async fn doctor_restores_what_it_moved_when_the_probes_end_on_an_error() {
     }));
     let addr = serve(far_future_ollama(state.clone(), true)).await;
     let (output, took) = kabench(
-        args(&["doctor", "--json", "--target", &format!("http://{addr}")]),
+        args(&[
+            "doctor",
+            "--json",
+            "--allow-evict",
+            "--target",
+            &format!("http://{addr}"),
+        ]),
         Duration::from_secs(60),
     )
     .await;

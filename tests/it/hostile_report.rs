@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::common::{fixture_run, kabench};
+use crate::common::{fixture_run, kabench, root};
 
 /// The fixture's rows, header first.
 fn fixture_rows(dir: &Path) -> (String, Vec<Vec<String>>) {
@@ -227,6 +227,28 @@ fn rows_past_the_limit_are_refused_with_the_file_and_the_limit() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// A scenario planning more requests than one report reads is flagged before it runs:
+/// `validate` and `run` both say so (the rows would be kept, the report refused).
+#[test]
+fn a_plan_past_the_report_limit_is_flagged_before_the_run() {
+    let scenario = root().join("scenarios/quickstart.toml");
+    let out = kabench()
+        .arg("validate")
+        .arg(&scenario)
+        .env("KABENCH_MAX_REPORT_ROWS", "20")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("more than the 20 rows one report reads"),
+        "{stderr}"
+    );
+    let out = kabench().arg("validate").arg(&scenario).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("rows one report reads"), "{stderr}");
 }
 
 /// `inf` and `NaN` in a latency column: those rows are skipped and noted with their

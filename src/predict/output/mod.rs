@@ -140,6 +140,7 @@ pub fn summary(p: &Prediction, info: &FolderInfo) -> Summary {
                     // report's recommendation weighs cold starts as the table does.
                     cold_penalty_ms: Some(f.penalty_s * 1000.0),
                     tokens_per_s: Some(f.decode_tps),
+                    intervals: None,
                     hosts: Vec::new(),
                 })
                 .collect();
