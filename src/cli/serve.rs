@@ -149,4 +149,8 @@ pub struct ProxyArgs {
     /// whole before it is forwarded; one that does not fit waits, then gets a 503).
     #[arg(long, value_parser = parse::bytes, default_value = "256MiB")]
     pub max_buffered: u64,
+    /// How long open requests may run on after Ctrl-C or SIGTERM before they are cut
+    /// (logged `cut_at_shutdown`).
+    #[arg(long, value_parser = parse::duration, default_value = "5s")]
+    pub grace: Duration,
 }
