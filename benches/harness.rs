@@ -318,6 +318,7 @@ fn run_folder(dir: &Path, n: u32) {
             }],
             started_ms: Some(i as f64 * 1e6),
             ended_ms: Some((i + 1) as f64 * 1e6),
+            host: None,
         })
         .collect();
     let meta = RunMeta {

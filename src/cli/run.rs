@@ -104,7 +104,8 @@ pub struct CompareArgs {
     pub base: PathBuf,
     /// New run folder.
     pub new: PathBuf,
-    /// Fail when a p99 TTFT grows by more than this many percent.
+    /// Fail when a latency (TTFT p50, p99, e2e p50) grows significantly by more than this
+    /// many percent.
     #[arg(long, default_value_t = 10.0, value_parser = parse::non_negative)]
     pub max_p99_increase: f64,
     /// Fail when a cold ratio grows by more than this (absolute, 0–1).
@@ -116,6 +117,21 @@ pub struct CompareArgs {
     /// Fail when the share of failed requests grows by more than this (absolute, 0–1).
     #[arg(long, default_value_t = 0.01, value_parser = parse::non_negative)]
     pub max_error_rate_increase: f64,
+    /// Significance level: a change counts when the bootstrap interval of the
+    /// difference at confidence 1 − level excludes zero.
+    #[arg(long, default_value_t = 0.05, value_parser = parse::significance)]
+    pub significance_level: f64,
+    /// Noise threshold, a fraction: a significant change whose interval is not wholly
+    /// past ±this share of the base (points for ratios) is noise.
+    #[arg(long, default_value_t = 0.02, value_parser = parse::noise)]
+    pub noise_threshold: f64,
+    /// Bootstrap resamples per figure (the default is the statistics' own, checked in
+    /// `cmd::compare`).
+    #[arg(long, default_value_t = 2_000, value_parser = parse::resamples)]
+    pub resamples: usize,
+    /// Also write compare.md and compare.html into this folder (created if missing).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
     /// Compare runs of different scenarios, or runs that did not complete, anyway
     /// (refused otherwise, exit 2).
     #[arg(long)]

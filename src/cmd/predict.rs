@@ -16,6 +16,36 @@ use crate::scenario;
 use crate::traffic::request_log::TimeUnit;
 
 pub(super) fn predict(args: PredictArgs) -> Result<()> {
+    let (prediction, host, info) = replay(&args)?;
+    let quiet = args.summary.quiet;
+    print(&prediction, &info, args.summary.json)?;
+    if !quiet {
+        eprintln!(
+            "replayed {} requests × {} policies in {:.2} s",
+            prediction.scan.rows,
+            prediction.outcomes.len(),
+            prediction.wall_s
+        );
+    }
+    if let Some(dir) = &args.out {
+        output::write_folder(dir, &prediction, &host, &info)?;
+        let rendered = crate::report::render(dir, &crate::report::RenderOptions::default())
+            .with_context(|| format!("rendering the report of {}", dir.display()))?;
+        if !quiet {
+            eprintln!("{}", rendered.headline);
+            eprintln!(
+                "wrote {}: open {}",
+                dir.display(),
+                rendered.index_html.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The traffic of `args` replayed under every policy: the prediction, the host it
+/// ran on and the facts its folder records.
+fn replay(args: &PredictArgs) -> Result<(predict::Prediction, predict::Host, output::FolderInfo)> {
     let (mut settings, mut cost, mut source) = match &args.scenario {
         Some(path) => {
             let s = scenario::load(path)?;
@@ -29,7 +59,7 @@ pub(super) fn predict(args: PredictArgs) -> Result<()> {
     };
     // The input first: a server log says how the server ran (laid under the flags).
     let opened =
-        input::open(&input_of(&args), &mut settings, args.calibrate.is_none()).map_err(BadInput)?;
+        input::open(&input_of(args), &mut settings, args.calibrate.is_none()).map_err(BadInput)?;
     if !opened.taken.is_empty() {
         source = format!("{source}, with {}", opened.taken.join(", "));
     }
@@ -48,7 +78,7 @@ pub(super) fn predict(args: PredictArgs) -> Result<()> {
     let log = opened.source.as_ref();
     let (models, unit_of) =
         predict::resolve_models(log.scan(), &host, &cost).map_err(|e| BadInput(e.to_string()))?;
-    let policies = policies(&args, log.scan().has_keep_alive);
+    let policies = policies(args, log.scan().has_keep_alive);
     let quiet = args.summary.quiet;
     if !quiet {
         eprintln!(
@@ -79,29 +109,32 @@ pub(super) fn predict(args: PredictArgs) -> Result<()> {
         cold_threshold_ms: crate::folder::ms(args.cold_threshold),
         command: std::env::args().collect::<Vec<_>>().join(" "),
     };
-    print(&prediction, &info, args.summary.json)?;
-    if !quiet {
-        eprintln!(
-            "replayed {} requests × {} policies in {:.2} s",
-            prediction.scan.rows,
-            prediction.outcomes.len(),
-            prediction.wall_s
-        );
+    Ok((prediction, host, info))
+}
+
+/// What `kabench predict --requests LOG` would advise (its verdict lines), with
+/// `--calibrate DIR` when given; quiet.
+pub(super) fn advice(
+    log: &std::path::Path,
+    calibrate: Option<&std::path::Path>,
+) -> Result<Vec<String>> {
+    let mut argv = vec![
+        "kabench".into(),
+        "predict".into(),
+        "--requests".into(),
+        log.as_os_str().to_owned(),
+        "--quiet".into(),
+    ];
+    if let Some(dir) = calibrate {
+        argv.push("--calibrate".into());
+        argv.push(dir.as_os_str().to_owned());
     }
-    if let Some(dir) = &args.out {
-        output::write_folder(dir, &prediction, &host, &info)?;
-        let rendered = crate::report::render(dir, &crate::report::RenderOptions::default())
-            .with_context(|| format!("rendering the report of {}", dir.display()))?;
-        if !quiet {
-            eprintln!("{}", rendered.headline);
-            eprintln!(
-                "wrote {}: open {}",
-                dir.display(),
-                rendered.index_html.display()
-            );
-        }
-    }
-    Ok(())
+    let cli = <crate::cli::Cli as clap::Parser>::try_parse_from(argv)?;
+    let crate::cli::Command::Predict(args) = cli.command else {
+        anyhow::bail!("not a predict command");
+    };
+    let (prediction, _, _) = replay(&args)?;
+    Ok(output::verdict(&prediction))
 }
 
 /// The input flags as `predict::input` takes them.

@@ -343,6 +343,10 @@ pub struct CellMeta {
     pub started_ms: Option<f64>,
     /// When the last request ended.
     pub ended_ms: Option<f64>,
+    /// The host's state during the cell (Linux; absent elsewhere and in folders written
+    /// before it was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<super::HostLoad>,
 }
 
 /// `run.json`: what ran, against what, and how it ended.

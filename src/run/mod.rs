@@ -226,7 +226,12 @@ impl CellLoop<'_> {
                 requests: driver.planned(cell),
             });
             let loads_before = Recorder::sim_loads_now(self.sim);
+            // The host at the cell's start and end: two reads of /proc, none per request.
+            let host_before = crate::telemetry::host_load::snapshot();
             let ran = driver.run_cell(cell, &mut *rec, cancel).await;
+            let host = host_before
+                .zip(crate::telemetry::host_load::snapshot())
+                .map(|(a, b)| crate::telemetry::host_load::between(&a, &b));
             let _ = self.progress.send(ProgressEvent::CellFinished {
                 id: cell.id.clone(),
             });
@@ -236,6 +241,7 @@ impl CellLoop<'_> {
                     let m = &mut rec.writer.meta_mut().cells[cell.index];
                     m.started_ms = Some(timing.started_ms);
                     m.ended_ms = Some(timing.ended_ms);
+                    m.host = host;
                 }
                 Err(e) => {
                     status = RunStatus::Failed;

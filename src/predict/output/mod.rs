@@ -458,6 +458,7 @@ pub fn write_folder(dir: &Path, p: &Prediction, host: &Host, info: &FolderInfo) 
                 .collect(),
             started_ms: Some(0.0),
             ended_ms: None,
+            host: None,
         })
         .collect();
     meta.warnings = p.scan.notes.clone();
