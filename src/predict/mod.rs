@@ -470,14 +470,20 @@ pub fn predict(
         Some(at) if at <= i => i + 1,
         _ => i,
     });
+    let names: Vec<String> = models.iter().map(|f| f.model.clone()).collect();
     let unload_check = checked.zip(logged).map(|(i, logged)| {
-        check::check(
+        let mut c = check::check(
             &outcomes[i].policy.name(),
             &outcomes[i].unload_events,
             logged,
             unit_of,
+            &names,
             check::TOLERANCE_S,
-        )
+        );
+        if !c.agrees() && scan.keep_alives.is_empty() {
+            c.hint = Some("what keep_alive each request sent is not in this log (no scheduler timer lines), so every request was replayed at the server's OLLAMA_KEEP_ALIVE: clients that send their own keep_alive need OLLAMA_DEBUG=1 on the server, or `kabench proxy` in front".into());
+        }
+        c
     });
     let overload = overload(&outcomes, models, scan.span_s, host.config.slots());
     Ok(Prediction {

@@ -23,6 +23,7 @@ mod hostile_report;
 mod layers;
 mod plan;
 mod predict;
+mod predict_v2;
 mod proxy;
 mod proxy_predict;
 mod real_ollama;

@@ -1,0 +1,273 @@
+//! `kabench predict` v2 through the real binary: requests that share a load are one
+//! reload in every cost; a thin test half and an overloaded host explain themselves
+//! instead of recommending; a ServeGen client's span is its own; and, against the real
+//! Ollama with `OLLAMA_DEBUG=1`, each request's keep_alive comes from the scheduler's
+//! timer lines so that every unload the server logged is predicted.
+
+use crate::common::{self, RealOllama};
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use serde_json::Value;
+
+const MODEL: &str = "qwen2.5:7b-instruct-q4_K_M";
+
+fn run(args: &[&str]) -> Output {
+    common::kabench().args(args).output().expect("kabench runs")
+}
+
+fn run_ok(args: &[&str]) -> Output {
+    let out = run(args);
+    assert!(
+        out.status.success(),
+        "kabench {args:?} failed: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// The cell whose `params.keep_alive` is `name`.
+fn cell<'a>(summary: &'a Value, name: &str) -> &'a Value {
+    summary["cells"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["params"]["keep_alive"] == name)
+        .unwrap_or_else(|| panic!("no cell {name:?} in {summary}"))
+}
+
+fn json_of(out: &Output) -> Value {
+    serde_json::from_slice(&out.stdout).expect("summary JSON on stdout")
+}
+
+/// Three requests at once wait on one load, twice: six cold requests, two reloads,
+/// and the cost prices two.
+#[test]
+fn requests_that_share_a_load_are_one_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = write(
+        dir.path(),
+        "bursts.csv",
+        &format!(
+            "timestamp,model,prompt_tokens,output_tokens\n0,{MODEL},20,4\n0,{MODEL},20,4\n0,{MODEL},20,4\n3600,{MODEL},20,4\n3600,{MODEL},20,4\n3600,{MODEL},20,4\n"
+        ),
+    );
+    let args = [
+        "predict",
+        "--requests",
+        csv.to_str().unwrap(),
+        "--keep-alive",
+        "0",
+        "--no-grid",
+        "--train",
+        "1",
+        "-q",
+    ];
+    let summary = json_of(&run_ok(&[&args[..], &["--json"]].concat()));
+    let zero = cell(&summary, "0");
+    assert_eq!(zero["streams"][0]["cold"], 6, "{zero}");
+    assert_eq!(zero["policy"]["cold_loads"], 2, "{zero}");
+    let penalty = zero["streams"][0]["cold_penalty_ms"].as_f64().unwrap() / 1000.0;
+    let cold_cost = zero["policy"]["cost"]["cold"].as_f64().unwrap();
+    assert!(
+        (cold_cost - 2.0 * penalty).abs() < 1e-9,
+        "{cold_cost} vs {penalty}"
+    );
+    // The table shows both: cold requests and reloads.
+    let table = String::from_utf8_lossy(&run_ok(&args).stdout).to_string();
+    assert!(table.lines().next().unwrap().contains("reloads"), "{table}");
+    let row: Vec<&str> = table
+        .lines()
+        .find(|l| l.starts_with("0 "))
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    assert_eq!((row[3], row[5]), ("6", "2"), "{table}");
+}
+
+/// Traffic only in the first part of the span: the test half has one request, and the
+/// out-of-sample line says there is too little traffic instead of "0.0 against 0.0".
+#[test]
+fn a_thin_test_half_is_too_little_traffic_not_a_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = String::from("timestamp,model\n");
+    for i in 0..40 {
+        text.push_str(&format!("{},{MODEL}\n", i * 10));
+    }
+    text.push_str(&format!("10000,{MODEL}\n"));
+    let csv = write(dir.path(), "early.csv", &text);
+    let args = [
+        "predict",
+        "--requests",
+        csv.to_str().unwrap(),
+        "--train",
+        "0.5",
+        "-q",
+    ];
+    let table = String::from_utf8_lossy(&run_ok(&args).stdout).to_string();
+    assert!(
+        table.contains("too little traffic after the split: 1 request(s) in the remaining 50%"),
+        "{table}"
+    );
+    assert!(!table.contains(", against "), "{table}");
+    let summary = json_of(&run_ok(&[&args[..], &["--json"]].concat()));
+    let oos = &summary["out_of_sample"];
+    assert_eq!(oos["too_little_traffic"], true, "{oos}");
+    assert_eq!(oos["test_requests"], 1, "{oos}");
+    assert!(oos["best_fixed_after_split"].is_null(), "{oos}");
+}
+
+/// A 7B model serving one request at a time, sent one long answer a second: the queue
+/// grows for the whole input; predict says the host cannot serve it, with the
+/// utilisation, and recommends nothing.
+#[test]
+fn an_overloaded_host_says_so_and_recommends_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = String::from("timestamp,model,prompt_tokens,output_tokens\n");
+    for i in 0..300 {
+        text.push_str(&format!("{i},{MODEL},50,2000\n"));
+    }
+    let csv = write(dir.path(), "flood.csv", &text);
+    let args = [
+        "predict",
+        "--requests",
+        csv.to_str().unwrap(),
+        "--num-parallel",
+        "1",
+        "--train",
+        "1",
+        "-q",
+    ];
+    let out = run_ok(&args);
+    let table = String::from_utf8_lossy(&out.stdout).to_string();
+    let line = table
+        .lines()
+        .find(|l| l.starts_with("warning: the host cannot serve this traffic"))
+        .unwrap_or_else(|| panic!("{table}"));
+    let busy: f64 = line
+        .split(" is busy ")
+        .nth(1)
+        .and_then(|s| s.split('%').next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("{line}"));
+    assert!(busy > 100.0, "{line}");
+    assert!(line.contains("no keep_alive is recommended"), "{line}");
+    assert!(!table.contains("best fixed keep_alive:"), "{table}");
+    let summary = json_of(&run_ok(&[&args[..], &["--json"]].concat()));
+    assert!(
+        summary.get("best_fixed").is_none(),
+        "{}",
+        summary["best_fixed"]
+    );
+}
+
+/// A ServeGen client whose windows go quiet after the first hour of a four-hour file:
+/// the span replayed and split is the client's hour, and a note says so.
+#[test]
+fn a_servegen_clients_span_is_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut text =
+        String::from("client_id,window_start_s,rate_rps,iat_cv,iat_dist,dist_shape,dist_scale\n");
+    for w in 0..24 {
+        let rate = if w < 6 { 0.1 } else { 0.0 };
+        text.push_str(&format!("7,{},{rate},1.0,Gamma,1.0,10.0\n", w * 600));
+    }
+    for w in 0..24 {
+        text.push_str(&format!("8,{},0.05,1.0,Gamma,1.0,20.0\n", w * 600));
+    }
+    let trace = write(dir.path(), "sg.csv", &text);
+    let out = run_ok(&[
+        "predict",
+        "--trace",
+        trace.to_str().unwrap(),
+        "--client",
+        "7",
+        "--model",
+        MODEL,
+        "--no-grid",
+        "-q",
+    ]);
+    let table = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        table.contains("the client's traffic ends at 3600 s of the file's 14400 s"),
+        "{table}"
+    );
+    // Split at half the client's hour: both halves have traffic, so a result.
+    assert!(table.contains(", against "), "{table}");
+    // Without --client, the clients are listed one per line, the busiest first.
+    let out = run(&["predict", "--trace", trace.to_str().unwrap(), "-q"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    let at8 = err.find("\n  8 (").unwrap_or_else(|| panic!("{err}"));
+    let at7 = err.find("\n  7 (").unwrap_or_else(|| panic!("{err}"));
+    assert!(at8 < at7, "{err}");
+}
+
+/// Against the real Ollama with OLLAMA_DEBUG=1 and the server's default of 5m: one
+/// client sends keep_alive 0, 5s, 30s and -1. The log, captured here, says what each
+/// request sent (the scheduler's timer lines), and the "as sent" replay predicts every
+/// unload the server logged within ±2 s.
+#[test]
+fn per_request_keep_alive_from_the_real_servers_debug_log() {
+    let Some(ollama) = RealOllama::start(
+        "predict-v2-keep-alive",
+        &[("OLLAMA_DEBUG", "1"), ("OLLAMA_KEEP_ALIVE", "5m")],
+    ) else {
+        return;
+    };
+    let generate = |ka: &str| {
+        let body = format!(
+            r#"{{"model":"tiny-50m","prompt":"hi","stream":false,"keep_alive":{ka},"options":{{"num_predict":2}}}}"#
+        );
+        let (status, text) = ollama.call("POST", "/api/generate", Some(&body));
+        assert_eq!(status, 200, "{text}");
+    };
+    let pause = |s: f64| std::thread::sleep(std::time::Duration::from_secs_f64(s));
+    // Loaded and unloaded at once (0); loaded, expired after 5 s; loaded again, held
+    // 30 s, then forever, then unloaded by a 0.
+    generate("0");
+    pause(1.5);
+    generate("\"5s\"");
+    pause(7.0);
+    generate("\"30s\"");
+    pause(1.5);
+    generate("-1");
+    pause(1.5);
+    generate("0");
+    pause(1.0);
+    let dir = tempfile::tempdir().unwrap();
+    let log = write(dir.path(), "server.log", &ollama.log_text());
+    drop(ollama);
+    let out = run_ok(&[
+        "predict",
+        "--ollama-log",
+        log.to_str().unwrap(),
+        "--keep-alive",
+        "5m",
+        "--no-grid",
+        "-q",
+    ]);
+    let table = String::from_utf8_lossy(&out.stdout).to_string();
+    let check = table
+        .lines()
+        .find(|l| l.starts_with("server log check (as-sent)"))
+        .unwrap_or_else(|| panic!("{table}"));
+    assert!(check.contains("the log shows 3 (0 evicted)"), "{check}");
+    assert!(check.contains("every unload agrees"), "{check}");
+    assert!(
+        table.contains("per-request keep_alive from 5 scheduler timer line(s)"),
+        "{table}"
+    );
+    // Replayed at the server's default instead, the unloads do not match.
+    let default_row = table.lines().find(|l| l.starts_with("5m ")).unwrap();
+    let cols: Vec<&str> = default_row.split_whitespace().collect();
+    assert_eq!(cols[3], "1", "{default_row}");
+}
