@@ -12,6 +12,7 @@
 //! `output` turns the outcome into a table and a run folder.
 
 pub mod check;
+pub mod fast;
 pub mod host;
 pub mod input;
 pub mod optimum;
@@ -108,7 +109,16 @@ pub struct PredictOptions {
     /// Share of the input's time span that trains (`--train`): the recommendation is
     /// chosen there and scored on the rest; 1 scores on the whole only.
     pub train: f64,
+    /// Inputs of at least this many requests, of one model with no request arriving
+    /// while another is in flight, price the fixed keep_alives from their gaps
+    /// ([`fast`]) instead of through the scheduler ([`FAST_MIN_ROWS`] by default).
+    pub fast_min_rows: u64,
 }
+
+/// The input size from which the fixed keep_alives of an uncontended single-model
+/// input are priced from the gaps ([`fast`]); below it the scheduler's replay is quick
+/// anyway, and its load-time jitter is kept.
+pub const FAST_MIN_ROWS: u64 = 100_000;
 
 /// A policy's cost, split as `recommend` splits it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
@@ -406,10 +416,32 @@ pub fn predict(
         .filter(|p| **p != Policy::Optimum)
         .cloned()
         .collect();
-    let mut replays: Vec<replay::Replay> = first.iter().map(new_replay).collect();
+    // The fixed keep_alives from the gaps, where nothing competes (one model, no
+    // request queued behind another); the scheduler replays the rest.
+    let fast_fixed = if models.len() == 1 && scan.rows >= opts.fast_min_rows {
+        let fixed: Vec<Policy> = first.iter().filter(|p| p.is_fixed()).cloned().collect();
+        fast::fixed_outcomes_on(
+            log,
+            host,
+            &models[0],
+            &fixed,
+            opts.prompt_tokens,
+            opts.output_tokens,
+            settings.split_s,
+        )?
+    } else {
+        None
+    };
+    let slow: Vec<&Policy> = first
+        .iter()
+        .filter(|p| fast_fixed.is_none() || !p.is_fixed())
+        .collect();
+    let mut replays: Vec<replay::Replay> = slow.iter().map(|p| new_replay(p)).collect();
     let logged = log.logged_unloads();
     let checked = logged.and_then(|_| first.iter().position(|p| *p == Policy::AsSent));
-    if let Some(i) = checked {
+    if logged.is_some()
+        && let Some(i) = slow.iter().position(|p| **p == Policy::AsSent)
+    {
         replays[i].record_unloads();
     }
     // The pre-load bound looks ahead as far as the longest finite break-even time.
@@ -425,7 +457,19 @@ pub fn predict(
         models: models.len(),
         progress: opts.progress,
     };
-    let (mut outcomes, gap_counts) = pass.run(replays, window, first.len())?;
+    let (slow_outcomes, gap_counts) = pass.run(replays, window, slow.len())?;
+    // Back in the policies' order.
+    let mut fast_iter = fast_fixed.iter().flatten().cloned();
+    let mut slow_iter = slow_outcomes.into_iter();
+    let mut outcomes: Vec<PolicyOutcome> = Vec::with_capacity(first.len());
+    for p in &first {
+        let next = if fast_fixed.is_some() && p.is_fixed() {
+            fast_iter.next()
+        } else {
+            slow_iter.next()
+        };
+        outcomes.extend(next);
+    }
     let costs_of = |outcomes: &[PolicyOutcome], part| -> Vec<PolicyCost> {
         outcomes
             .iter()

@@ -388,6 +388,7 @@ mod tests {
                 cold_threshold: Duration::from_millis(500),
                 progress: false,
                 train: 1.0,
+                fast_min_rows: crate::predict::FAST_MIN_ROWS,
             };
             let p = predict(&log, &host, &models, &unit_of, &opts).unwrap();
             let (o, b) = (p.optimum.unwrap(), p.best_fixed().unwrap());
