@@ -271,3 +271,176 @@ fn per_request_keep_alive_from_the_real_servers_debug_log() {
     let cols: Vec<&str> = default_row.split_whitespace().collect();
     assert_eq!(cols[3], "1", "{default_row}");
 }
+
+/// A deterministic uniform draw in (0, 1).
+fn unit(x: &mut u64) -> f64 {
+    *x = x
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    ((*x >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+}
+
+/// Poisson arrivals of `model` (mean gap `mean` s) up to `span`, from `from`.
+fn poisson(rows: &mut Vec<(f64, String)>, model: &str, from: f64, span: f64, mean: f64, seed: u64) {
+    let mut x = seed;
+    let mut t = from;
+    loop {
+        t += -mean * unit(&mut x).ln();
+        if t >= from + span {
+            break;
+        }
+        rows.push((t, model.to_string()));
+    }
+}
+
+fn csv_of(dir: &Path, name: &str, mut rows: Vec<(f64, String)>) -> PathBuf {
+    rows.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let mut text = String::from("timestamp,model\n");
+    for (t, m) in rows {
+        text.push_str(&format!("{t:.3},{m}\n"));
+    }
+    write(dir, name, &text)
+}
+
+fn policy_cost(summary: &Value, name: &str, part: &str) -> f64 {
+    cell(summary, name)["policy"][part]["total"]
+        .as_f64()
+        .unwrap()
+}
+
+const SMALL: &str = "qwen2.5:3b-instruct-q4_K_M";
+
+/// A cron-like client (every 15 minutes, a few seconds late at most) on the 7B, mixed
+/// into Poisson traffic on the 3B: pre-warm loads the 7B just before each run and
+/// closes well over 30% of the gap from the best fixed keep_alive to the optimum.
+#[test]
+fn pre_warm_pays_on_a_periodic_client_mixed_into_poisson_traffic() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rows = Vec::new();
+    let mut x = 3u64;
+    for i in 0..96 {
+        rows.push((i as f64 * 900.0 + 5.0 * unit(&mut x), MODEL.to_string()));
+    }
+    poisson(&mut rows, SMALL, 0.0, 86_400.0, 120.0, 5);
+    let csv = csv_of(dir.path(), "mixed.csv", rows);
+    let args = [
+        "predict",
+        "--requests",
+        csv.to_str().unwrap(),
+        "--train",
+        "1",
+        "-q",
+    ];
+    let summary = json_of(&run_ok(&[&args[..], &["--json"]].concat()));
+    let best = summary["best_fixed"].as_str().unwrap().to_string();
+    let (b, o, pw) = (
+        policy_cost(&summary, &best, "cost"),
+        policy_cost(&summary, "keep-alive-optimum", "cost"),
+        policy_cost(&summary, "pre-warm", "cost"),
+    );
+    assert!(b > o, "{b} {o}");
+    assert!(
+        b - pw >= 0.3 * (b - o),
+        "best fixed {b}, optimum {o}, pre-warm {pw}"
+    );
+    let pwc = cell(&summary, "pre-warm");
+    assert!(
+        pwc["policy"]["prewarm_loads"].as_u64().unwrap() >= 80,
+        "{pwc}"
+    );
+    // Only the periodic client's model was pre-warmed; the report says so and how much
+    // of the gap it closed.
+    let table = String::from_utf8_lossy(&run_ok(&args).stdout).to_string();
+    let line = table.lines().find(|l| l.starts_with("pre-warm (")).unwrap();
+    assert!(
+        line.contains(&format!("pre-warmed (periodic): {MODEL} (")),
+        "{line}"
+    );
+    assert!(!line.contains(&format!("{SMALL} (")), "{line}");
+    assert!(
+        line.contains("of the gap from the best fixed keep_alive"),
+        "{line}"
+    );
+}
+
+/// Poisson traffic only: no model is periodic, pre-warm never loads ahead and costs
+/// what the adaptive policy costs, on the held-out half too.
+#[test]
+fn pre_warm_stays_out_of_a_stream_with_no_periodic_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rows = Vec::new();
+    poisson(&mut rows, MODEL, 0.0, 86_400.0, 600.0, 9);
+    let csv = csv_of(dir.path(), "poisson.csv", rows);
+    let args = [
+        "predict",
+        "--requests",
+        csv.to_str().unwrap(),
+        "--train",
+        "0.5",
+        "-q",
+    ];
+    let summary = json_of(&run_ok(&[&args[..], &["--json"]].concat()));
+    let pwc = cell(&summary, "pre-warm");
+    assert_eq!(pwc["policy"]["prewarm_loads"], 0, "{pwc}");
+    for part in ["cost", "cost_test"] {
+        let (pw, ad) = (
+            policy_cost(&summary, "pre-warm", part),
+            policy_cost(&summary, "adaptive", part),
+        );
+        assert!(
+            (pw - ad).abs() <= 1e-9 * ad.max(1.0),
+            "{part}: {pw} vs {ad}"
+        );
+    }
+    let table = String::from_utf8_lossy(&run_ok(&args).stdout).to_string();
+    assert!(
+        table.contains("no model's gaps were periodic enough to pre-warm"),
+        "{table}"
+    );
+}
+
+/// The gap distribution changes half-way (a chat burst every 20 s, then a request an
+/// hour): the fixed value fitted on the first half holds the model through the second
+/// half's long gaps for nothing; the adaptive policy learns the new gaps and beats it
+/// there.
+#[test]
+fn after_a_regime_shift_adaptive_beats_the_fixed_value_fitted_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rows = Vec::new();
+    poisson(&mut rows, MODEL, 0.0, 43_200.0, 20.0, 13);
+    poisson(&mut rows, MODEL, 43_200.0, 43_200.0, 3_600.0, 17);
+    let csv = csv_of(dir.path(), "shift.csv", rows);
+    let args = [
+        "predict",
+        "--requests",
+        csv.to_str().unwrap(),
+        "--train",
+        "0.5",
+        "--json",
+        "-q",
+    ];
+    let summary = json_of(&run_ok(&args));
+    let fitted = summary["out_of_sample"]["recommended"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let adaptive = policy_cost(&summary, "adaptive", "cost_test");
+    // Every fixed value as good as the fitted one on the first half loses to adaptive
+    // on the second.
+    let best_train = policy_cost(&summary, &fitted, "cost_train");
+    for c in summary["cells"].as_array().unwrap() {
+        if c["policy"]["kind"] != "fixed" {
+            continue;
+        }
+        let train = c["policy"]["cost_train"]["total"].as_f64().unwrap();
+        if train <= best_train * 1.0001 {
+            let test = c["policy"]["cost_test"]["total"].as_f64().unwrap();
+            assert!(
+                adaptive < test,
+                "{}: {test} vs adaptive {adaptive}",
+                c["policy"]["name"]
+            );
+        }
+    }
+    assert!(adaptive < policy_cost(&summary, &fitted, "cost_test"));
+}

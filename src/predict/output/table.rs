@@ -134,6 +134,36 @@ fn errors_warning(p: &Prediction) -> Vec<String> {
     out
 }
 
+/// What pre-warm (outcome `i`) gained: the models it pre-warmed (periodic clients),
+/// and the share of the gap from the best fixed keep_alive down to the keep_alive
+/// optimum it closed (over 100%: below the optimum, which cannot pre-load).
+fn prewarm_gain(p: &Prediction, i: usize) -> String {
+    let o = &p.outcomes[i];
+    let warmed: Vec<String> = o
+        .models
+        .iter()
+        .zip(&p.models)
+        .filter(|(m, _)| m.prewarm_loads > 0)
+        .map(|(m, f)| format!("{} ({} loads)", f.model, m.prewarm_loads))
+        .collect();
+    if warmed.is_empty() {
+        return "; no model's gaps were periodic enough to pre-warm, so it kept them as adaptive does".into();
+    }
+    let mut out = format!("; pre-warmed (periodic): {}", warmed.join(", "));
+    if let (Some(b), Some(opt)) = (p.best_fixed(), p.optimum) {
+        let gap = p.costs[b].total - p.costs[opt].total;
+        if gap > 1e-9 {
+            let closed = (p.costs[b].total - p.costs[i].total) / gap;
+            out.push_str(&format!(
+                "; it closes {:.0}% of the gap from the best fixed keep_alive ({}) to the keep_alive optimum",
+                closed * 100.0,
+                p.outcomes[b].policy.name()
+            ));
+        }
+    }
+    out
+}
+
 /// The out-of-sample line when too little traffic came after the split: no result.
 pub fn thin_split(p: &Prediction) -> Option<String> {
     if !p.too_little_after_split() || p.overload.is_some() {
@@ -259,7 +289,10 @@ pub fn verdict(p: &Prediction) -> Vec<String> {
                 p.times_optimum(i)
                     .map_or_else(String::new, |x| format!(", {x:.2}× the keep_alive optimum")),
                 if o.policy == Policy::PreWarm {
-                    format!(", {loads} pre-warm loads of which {wasted} wasted, their idle memory priced")
+                    format!(
+                        ", {loads} pre-warm loads of which {wasted} wasted, their idle memory priced{}",
+                        prewarm_gain(p, i)
+                    )
                 } else {
                     String::new()
                 }
