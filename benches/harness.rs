@@ -624,8 +624,10 @@ fn predict_30_days(_: &mut Criterion) {
 /// (`predict::fast`) and, beside it, through the scheduler as before (every core).
 fn predict_fast(_: &mut Criterion) {
     use kabench::predict::{self, Host, PredictOptions};
-    let mut settings = SimSettings::default();
-    settings.load_jitter = Some(0.0);
+    let settings = SimSettings {
+        load_jitter: Some(0.0),
+        ..SimSettings::default()
+    };
     let host = Host::new(&settings, 1, "bench").unwrap();
     let cost = kabench::folder::CostSettings::default();
     let n = if std::env::args().any(|a| a == "--bench") {
