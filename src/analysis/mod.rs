@@ -6,6 +6,7 @@
 pub mod read;
 pub mod reload;
 pub mod schema;
+pub mod stats;
 pub mod vram;
 
 use std::collections::BTreeMap;
