@@ -100,6 +100,7 @@ fn replay(args: &PredictArgs) -> Result<(predict::Prediction, predict::Host, out
         cold_threshold: args.cold_threshold,
         progress: !quiet,
         train: args.train,
+        fast_min_rows: predict::FAST_MIN_ROWS,
     };
     let prediction = predict::predict(log, &host, &models, &unit_of, &opts)?;
     let info = output::FolderInfo {

@@ -29,6 +29,7 @@ mod layers;
 mod plan;
 mod plan_cap;
 mod predict;
+mod predict_v2;
 mod prometheus_real;
 mod proxy;
 mod proxy_predict;
