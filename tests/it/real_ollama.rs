@@ -61,7 +61,7 @@ prompt_tokens = 20
 max_tokens = 4
 arrival = { kind = "constant", rate = "0.2/s" }
 [run]
-requests = 3
+requests = 5
 timeout = "30s"
 [telemetry]
 ps_interval = "20ms"
@@ -82,7 +82,9 @@ fn gaps_cold_counts_release_and_memory_follow_keep_alive_on_the_real_server() {
         .iter()
         .map(|c| c["streams"][0]["cold"].as_u64().unwrap())
         .collect();
-    assert_eq!(cold, vec![3, 3, 1, 1], "cold per keep_alive 0/1s/8s/-1");
+    // Five requests a cell: with three, 3 cold starts against 1 are within the noise
+    // (the recommendation would rightly say it cannot tell 0 from 8s).
+    assert_eq!(cold, vec![5, 5, 1, 1], "cold per keep_alive 0/1s/8s/-1");
 
     // Each cold row: the model was absent from /api/ps and the server loaded it.
     for row in request_rows(&out) {
@@ -247,7 +249,7 @@ fn quantizations_differ_in_memory_and_the_report_advises_on_them() {
     let tmp = tempfile::tempdir().unwrap();
     let text = GAPS
         .replace("MODEL", "tiny-50m:{quant}")
-        .replace("requests = 3", "requests = 2")
+        .replace("requests = 5", "requests = 2")
         .replace(
             r#"keep_alive = ["0", "1s", "8s", -1]"#,
             r#"keep_alive = [-1]
