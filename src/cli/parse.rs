@@ -71,6 +71,18 @@ pub fn shards(text: &str) -> Result<u32, String> {
     }
 }
 
+/// A repetition count for `run --repeat`: 1 to [`crate::scenario::MAX_REPEAT`].
+pub fn repeat(text: &str) -> Result<u32, String> {
+    let max = crate::scenario::MAX_REPEAT;
+    match text.trim().parse::<u32>() {
+        Ok(n) if (1..=max).contains(&n) => Ok(n),
+        Ok(n) => Err(format!(
+            "{n}: give how many times each cell runs, 1 to {max}"
+        )),
+        Err(e) => Err(format!("{text:?}: {e}")),
+    }
+}
+
 /// A user count for a swarm: at least 1.
 pub fn users(text: &str) -> Result<u32, String> {
     match text.trim().parse::<u32>() {

@@ -45,6 +45,10 @@ pub struct RunArgs {
     /// ahead, at most 2 s behind when the shard starts.
     #[arg(long, value_name = "RFC3339", value_parser = parse::start_at)]
     pub start_at: Option<SystemTime>,
+    /// Run every cell N times (1 to 100), cell order rotated per repetition; overrides
+    /// the scenario's `[run] repeat`.
+    #[arg(long, value_name = "N", value_parser = parse::repeat)]
+    pub repeat: Option<u32>,
 }
 
 /// `kabench swarm`.
