@@ -29,6 +29,7 @@ mod proxy;
 mod proxy_predict;
 mod real_ollama;
 mod reload;
+mod repeat;
 mod report;
 mod report_text;
 mod run;
