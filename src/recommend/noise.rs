@@ -204,8 +204,8 @@ pub(crate) fn settle(
         for (slot, c) in scores.iter_mut().zip(valid) {
             let p = c.cold as f64 / c.answered.max(1) as f64;
             let cold = binomial(c.answered, p, &mut rng);
-            let memory = (form == Form::Cost && resample_memory)
-                .then(|| memory_resample(c, cost, &mut rng));
+            let memory =
+                (form == Form::Cost && resample_memory).then(|| memory_resample(c, cost, &mut rng));
             *slot = figure(c, cold, memory, form, cold_cost);
         }
         wins[winner(valid, &scores)] += 1;
@@ -245,7 +245,11 @@ pub(crate) fn settle(
     // Memory is measured once per cell and repetition: with one repetition it has no
     // interval of its own, and none is invented; only the cold starts are resampled.
     let notes = if form == Form::Cost && resample_memory {
-        let reps = valid.iter().map(|c| c.per_repetition.len()).min().unwrap_or(0);
+        let reps = valid
+            .iter()
+            .map(|c| c.per_repetition.len())
+            .min()
+            .unwrap_or(0);
         vec![format!(
             "idle memory is resampled over each cell's repetitions (at least {reps}) along with its cold starts"
         )]

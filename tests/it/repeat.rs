@@ -13,8 +13,16 @@ use crate::common::{self, read_json, request_rows, run_ok};
 
 const FIVE: &str = "tests/fixtures/repeat/five.toml";
 
-fn run(out: &Path, extra: &[&str]) {
-    let mut args = vec!["run", FIVE, "--target", "sim", "--out", out.to_str().unwrap(), "-q"];
+fn run(out: &Path, target: &str, extra: &[&str]) {
+    let mut args = vec![
+        "run",
+        FIVE,
+        "--target",
+        target,
+        "--out",
+        out.to_str().unwrap(),
+        "-q",
+    ];
     args.extend_from_slice(extra);
     run_ok(&args);
 }
@@ -29,7 +37,7 @@ fn cell_ids(dir: &Path) -> Vec<String> {
         .collect()
 }
 
-/// Per pooled cell: requests and cold requests of its stream.
+/// Per pooled cell: requests and model loads of its stream.
 fn pooled(dir: &Path) -> BTreeMap<String, (u64, u64)> {
     read_json(&dir.join("summary.json"))["cells"]
         .as_array()
@@ -39,7 +47,10 @@ fn pooled(dir: &Path) -> BTreeMap<String, (u64, u64)> {
             let s = &c["streams"][0];
             (
                 c["id"].as_str().unwrap().to_string(),
-                (s["requests"].as_u64().unwrap(), s["cold"].as_u64().unwrap()),
+                (
+                    s["requests"].as_u64().unwrap(),
+                    s["loads"].as_u64().unwrap(),
+                ),
             )
         })
         .collect()
@@ -54,7 +65,7 @@ fn five_repetitions_are_rotated_recorded_and_pooled_with_intervals() {
     let _turn = common::timing_turn();
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("run");
-    run(&out, &[]);
+    run(&out, "sim", &[]);
 
     // Ten recorded cells, repetition K's order rotated by K−1.
     let ids = cell_ids(&out);
@@ -134,15 +145,18 @@ fn five_repetitions_are_rotated_recorded_and_pooled_with_intervals() {
         let m = &c["repetitions"]["idle_gb_seconds"];
         assert!(has_interval(m), "{m}");
     }
-    // keep_alive 0 is cold every time; -1 only once per repetition.
+    // keep_alive -1 loads its model once per repetition; 0 at least as often.
     let p = pooled(&out);
-    assert_eq!(p["c01-ka_0"], (60, 60));
     assert_eq!(p["c02-ka_-1"], (60, 5));
+    assert!(p["c01-ka_0"].0 == 60 && p["c01-ka_0"].1 >= 5, "{p:?}");
 
     // The recommendation reads the pooled cells: cost with its interval.
     let recs = read_json(&out.join("recommendation.json"));
     for cand in recs[0]["candidates"].as_array().unwrap() {
-        assert!(cand["cell"] == "c01-ka_0" || cand["cell"] == "c02-ka_-1", "{cand}");
+        assert!(
+            cand["cell"] == "c01-ka_0" || cand["cell"] == "c02-ka_-1",
+            "{cand}"
+        );
         assert!(has_interval(&cand["cost_interval"]), "{cand}");
         assert!(has_interval(&cand["idle_gb_s_interval"]), "{cand}");
     }
@@ -151,11 +165,13 @@ fn five_repetitions_are_rotated_recorded_and_pooled_with_intervals() {
 #[test]
 fn repeat_on_the_command_line_overrides_the_scenario_and_shards_pool_alike() {
     let _turn = common::timing_turn();
+    // One simulator both runs share, as a fleet of shards does.
+    let sim = common::SimServer::start(&["--scenario", FIVE, "--seed", "25"]);
     let tmp = tempfile::tempdir().unwrap();
     let one = tmp.path().join("one");
     let sharded = tmp.path().join("sharded");
-    run(&one, &["--repeat", "2"]);
-    run(&sharded, &["--repeat", "2", "--shards", "2"]);
+    run(&one, &sim.url, &["--repeat", "2"]);
+    run(&sharded, &sim.url, &["--repeat", "2", "--shards", "2"]);
     for dir in [&one, &sharded] {
         assert_eq!(
             cell_ids(dir),
@@ -166,7 +182,6 @@ fn repeat_on_the_command_line_overrides_the_scenario_and_shards_pool_alike() {
     }
     let (a, b) = (pooled(&one), pooled(&sharded));
     assert_eq!(a, b, "one process vs two shards");
-    assert_eq!(a["c01-ka_0"], (24, 24));
     assert_eq!(a["c02-ka_-1"], (24, 2));
 }
 
@@ -181,7 +196,13 @@ fn a_repeat_out_of_range_is_bad_input_naming_where() {
     let line = text.lines().position(|l| l == "repeat = 1000").unwrap() + 1;
     let out = tmp.path().join("run");
     let o = common::kabench()
-        .args(["run", scenario.to_str().unwrap(), "--target", "sim", "--out"])
+        .args([
+            "run",
+            scenario.to_str().unwrap(),
+            "--target",
+            "sim",
+            "--out",
+        ])
         .arg(&out)
         .output()
         .unwrap();
@@ -203,6 +224,9 @@ fn a_repeat_out_of_range_is_bad_input_naming_where() {
         .unwrap();
     assert_eq!(o.status.code(), Some(2));
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("--repeat") && err.contains("1 to 100"), "{err}");
+    assert!(
+        err.contains("--repeat") && err.contains("1 to 100"),
+        "{err}"
+    );
     assert!(!out.exists());
 }
