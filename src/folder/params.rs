@@ -247,6 +247,15 @@ mod tests {
         assert!(p.is_settable());
         assert!(!p.fixed().contains_key("keep_alive"));
 
+        let rep: CellParams =
+            serde_json::from_value(serde_json::json!({"keep_alive": "5m", "repetition": "3"}))
+                .unwrap();
+        assert_eq!(rep.repetition, Some(3));
+        assert!(rep.labels.is_empty());
+        assert_eq!(rep.written()["repetition"], "3");
+        assert_eq!(rep.pooled().written().len(), 1);
+        assert!(!rep.fixed().contains_key("keep_alive"));
+
         let policy: CellParams =
             serde_json::from_value(serde_json::json!({"keep_alive": "offline-optimum"})).unwrap();
         assert_eq!(

@@ -92,6 +92,10 @@ pub struct Cost {
     pub total: f64,
 }
 
+fn is_one(n: &u32) -> bool {
+    *n == 1
+}
+
 /// One repetition's figures of a candidate.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RepetitionFigures {
@@ -150,11 +154,14 @@ pub struct Candidate {
     /// The cost model's figure, when VRAM data exists. With repetitions it is the
     /// cost of one repetition: its cold term over the mean cold starts per repetition.
     pub cost: Option<Cost>,
-    /// Repetitions pooled into the candidate's figures (1 when the cell ran once).
+    /// Repetitions pooled into the candidate's figures (absent: 1, the cell ran once).
+    #[serde(skip_serializing_if = "is_one")]
     pub repetitions: u32,
-    /// Interval of the mean idle GB·s over the repetitions (`null` with one).
+    /// Interval of the mean idle GB·s over the repetitions (absent with one).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub idle_gb_s_interval: Option<Interval>,
-    /// Interval of the mean cost per repetition (`null` with one repetition).
+    /// Interval of the mean cost per repetition (absent with one repetition).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub cost_interval: Option<Interval>,
     /// Each repetition's cold starts and idle GPU and system-memory GB·s.
     #[serde(skip)]
