@@ -318,6 +318,7 @@ fn run_folder(dir: &Path, n: u32) {
             }],
             started_ms: Some(i as f64 * 1e6),
             ended_ms: Some((i + 1) as f64 * 1e6),
+            host: None,
         })
         .collect();
     let meta = RunMeta {
@@ -607,6 +608,7 @@ fn predict_30_days(_: &mut Criterion) {
         cold_threshold: Duration::from_millis(100),
         progress: false,
         train: 0.5,
+        fast_min_rows: predict::FAST_MIN_ROWS,
     };
     let started = Instant::now();
     let p = predict::predict(&input, &host, &figures, &unit_of, &opts).unwrap();
@@ -618,10 +620,84 @@ fn predict_30_days(_: &mut Criterion) {
     );
 }
 
+/// Issue 28's scale for one uncontended model, timed once each (printed): 30 days, 10⁶
+/// requests of qwen2.5:3b, each arriving after the previous one ended (a gap of at least
+/// a cold load and its answer), 20 fixed keep_alives, priced from the gaps in one pass
+/// (`predict::fast`) and, beside it, through the scheduler as before (every core).
+fn predict_fast(_: &mut Criterion) {
+    use kabench::predict::{self, Host, PredictOptions};
+    let settings = SimSettings {
+        load_jitter: Some(0.0),
+        ..SimSettings::default()
+    };
+    let host = Host::new(&settings, 1, "bench").unwrap();
+    let cost = kabench::folder::CostSettings::default();
+    let n = if std::env::args().any(|a| a == "--bench") {
+        1_000_000
+    } else {
+        10_000
+    };
+    let span = 30.0 * 86_400.0;
+    let probe = held(predict_input(1, 1.0, 1), 1);
+    let (figures, unit_of) = predict::resolve_models(&probe.scan, &host, &cost).unwrap();
+    let service = 0.2;
+    let floor = figures[0].load_first_s + service + 0.05;
+    let mean = (span / n as f64 - floor).max(0.1);
+    let mut rng = kabench::rng::SeededRng::new(11);
+    let mut t = 0.0;
+    let requests: Vec<kabench::traffic::Request> = (0..n)
+        .map(|_| {
+            t += floor - mean * (1.0 - rng.unit()).ln();
+            kabench::traffic::Request {
+                t,
+                model: 0,
+                prompt_tokens: None,
+                output_tokens: None,
+                num_ctx: None,
+                client: None,
+                keep_alive: None,
+                service_s: Some(service),
+                kind: kabench::traffic::Kind::Serve,
+            }
+        })
+        .collect();
+    let input = held(requests, 1);
+    let given: Vec<KeepAlive> = ["2m", "20s", "45s", "2h", "6h"]
+        .iter()
+        .map(|k| KeepAlive::parse(k).unwrap())
+        .collect();
+    let policies = predict::fixed_policies(&given, true);
+    for (label, fast_min_rows) in [
+        ("from the gaps, one pass", 0),
+        ("through the scheduler", u64::MAX),
+    ] {
+        let opts = PredictOptions {
+            policies: policies.clone(),
+            cost: cost.clone(),
+            prompt_tokens: 300,
+            output_tokens: 16,
+            cold_threshold: Duration::from_millis(100),
+            progress: false,
+            train: 0.5,
+            fast_min_rows,
+        };
+        let started = Instant::now();
+        let p = predict::predict(&input, &host, &figures, &unit_of, &opts).unwrap();
+        println!(
+            "predict/30d_{n}_requests_1_model_{}_fixed_policies ({label}): {:.2} s wall, best fixed {}",
+            p.outcomes.len(),
+            started.elapsed().as_secs_f64(),
+            p.best_fixed()
+                .map_or("-".into(), |b| p.outcomes[b].policy.name())
+        );
+    }
+}
+
 criterion_group!(
     benches,
     predict_replay,
     predict_30_days,
+    predict_fast,
     send_accuracy,
     ndjson,
     recording,

@@ -32,6 +32,7 @@ fn shard_folder(root: &Path, index: u32) -> PathBuf {
             clock_offset_ms: Some(0.5),
             cell_starts_ms: vec![0.0],
             histograms: Some(histograms::SETTINGS),
+            ..Default::default()
         }),
         ..Default::default()
     };

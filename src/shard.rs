@@ -51,6 +51,17 @@ pub const MAX_BARRIER_AHEAD: Duration = Duration::from_secs(24 * 3600);
 /// "intended" before the process existed would count the wait as latency).
 pub const MAX_BARRIER_BEHIND: Duration = UNLOAD_ALLOWANCE;
 
+/// How late after the start barrier a shard may wake and still send, by default
+/// (`--late-tolerance`): past it the shard sends nothing, its folder is marked `late`
+/// and `merge` counts it missing. The same tolerance marks a cell started late.
+pub const LATE_TOLERANCE: Duration = Duration::from_secs(2);
+
+/// The least `--late-tolerance` may be (100 ms: a process wakes that late at a
+/// barrier by itself).
+pub const MIN_LATE_TOLERANCE: Duration = Duration::from_millis(100);
+/// The most `--late-tolerance` may be (1 h).
+pub const MAX_LATE_TOLERANCE: Duration = Duration::from_secs(3600);
+
 /// One shard of a run: `index` in `0..count`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Shard {
@@ -201,6 +212,37 @@ pub fn check_barrier(start_at: SystemTime, now: SystemTime, what: &str) -> Resul
         ))),
         Err(_) => Ok(()),
     }
+}
+
+/// Checks a shard's start barrier: at most [`MAX_BARRIER_AHEAD`] ahead or behind. A
+/// shard that starts after its barrier is not refused but ends `late` (it sends
+/// nothing past its tolerance); one a day or more behind is a mistake (a wrong date or
+/// time zone).
+pub fn check_shard_barrier(
+    start_at: SystemTime,
+    now: SystemTime,
+    what: &str,
+) -> Result<(), ShardError> {
+    match start_at.duration_since(now) {
+        Ok(_) => check_barrier(start_at, now, what),
+        Err(e) if e.duration() > MAX_BARRIER_AHEAD => Err(ShardError(format!(
+            "{what} {} is {} in the past, over the limit of {} behind for a shard (a shard that starts after its barrier sends nothing and is merged as missing; one this far behind is a wrong date or time zone): give the barrier the other shards have",
+            format_time(start_at),
+            whole_secs(e.duration()),
+            whole_secs(MAX_BARRIER_AHEAD),
+        ))),
+        Err(_) => Ok(()),
+    }
+}
+
+/// How a shard that woke `late` after its barrier is described (`late`: over the
+/// `tolerance`).
+pub fn late_note(late: Duration, tolerance: Duration) -> String {
+    format!(
+        "it woke {:.1} s after its start barrier, over the tolerance of {} (--late-tolerance)",
+        late.as_secs_f64(),
+        humantime::format_duration(tolerance)
+    )
 }
 
 fn whole_secs(d: Duration) -> String {

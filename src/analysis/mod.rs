@@ -87,6 +87,10 @@ pub struct CellSummary {
     /// zero, and no keep_alive is recommended over the cell.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_missing: Option<String>,
+    /// Which shards of a merged run started the cell past their tolerance after its
+    /// fixed start, and how late: no keep_alive is recommended over the cell.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ran_late: Option<String>,
     /// Things Ollama users trip over, seen in this cell.
     #[serde(default)]
     pub warnings: Vec<String>,
@@ -340,6 +344,15 @@ pub fn summarize_by_cell(
                 c.memory_missing = Some(why.clone());
                 c.warnings.push(format!("memory not measured: {why}"));
             }
+            if let Some(why) = meta
+                .merged
+                .as_ref()
+                .and_then(|m| m.late_cells.get(&cell.id))
+            {
+                c.ran_late = Some(why.clone());
+                c.warnings
+                    .push(format!("ran late ({why}): left out of the recommendation"));
+            }
             if let Some(note) = &memory_note
                 && c.vram.is_some()
             {
@@ -450,6 +463,7 @@ fn summarize_cell(
         streams,
         vram,
         memory_missing: None,
+        ran_late: None,
         warnings,
         reloads,
         predicted: false,

@@ -210,6 +210,13 @@ fn pool_group(
         streams,
         vram,
         memory_missing: (!missing.is_empty()).then(|| missing.join("; ")),
+        ran_late: {
+            let late: Vec<String> = group
+                .iter()
+                .filter_map(|c| c.ran_late.as_ref().map(|why| format!("{}: {why}", c.id)))
+                .collect();
+            (!late.is_empty()).then(|| late.join("; "))
+        },
         warnings,
         reloads,
         predicted: false,

@@ -65,6 +65,7 @@ fn meta() -> RunMeta {
             }],
             started_ms: Some(0.0),
             ended_ms: Some(1000.0),
+            host: None,
         }],
         ..Default::default()
     }

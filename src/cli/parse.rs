@@ -62,6 +62,42 @@ pub fn train_share(text: &str) -> Result<f64, String> {
     }
 }
 
+/// A significance level: above 0, below 1 (0.05: a 95 % interval).
+pub fn significance(text: &str) -> Result<f64, String> {
+    let v = number(text)?;
+    if v > 0.0 && v < 1.0 {
+        Ok(v)
+    } else {
+        Err(format!(
+            "{v}: give a significance level above 0 and below 1 (0.05: changes tested at 95 % confidence)"
+        ))
+    }
+}
+
+/// A noise threshold: a fraction from 0 to 1 (0.02 = 2 %).
+pub fn noise(text: &str) -> Result<f64, String> {
+    let v = number(text)?;
+    if (0.0..=1.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!(
+            "{v}: give the noise threshold as a fraction from 0 to 1 (0.02 = ±2 %)"
+        ))
+    }
+}
+
+/// The most bootstrap resamples `compare` takes.
+pub const MAX_RESAMPLES: usize = 1_000_000;
+
+/// A bootstrap resample count: 100 to [`MAX_RESAMPLES`].
+pub fn resamples(text: &str) -> Result<usize, String> {
+    match text.trim().parse::<usize>() {
+        Ok(n) if (100..=MAX_RESAMPLES).contains(&n) => Ok(n),
+        Ok(n) => Err(format!("{n}: give from 100 to {MAX_RESAMPLES} resamples")),
+        Err(e) => Err(format!("{text:?}: {e}")),
+    }
+}
+
 /// A shard count: at least 1.
 pub fn shards(text: &str) -> Result<u32, String> {
     match text.trim().parse::<u32>() {

@@ -71,6 +71,10 @@ pub struct SimArgs {
     /// Share of loads that fail with 500.
     #[arg(long)]
     pub fault_failed_load: Option<f64>,
+    /// Added before the first byte of every answer, e.g. 300ms (at most 60s): a slower
+    /// server for `kabench compare` to catch.
+    #[arg(long, value_parser = parse::duration)]
+    pub fault_delay: Option<Duration>,
 }
 
 /// `kabench models`.
@@ -145,4 +149,8 @@ pub struct ProxyArgs {
     /// whole before it is forwarded; one that does not fit waits, then gets a 503).
     #[arg(long, value_parser = parse::bytes, default_value = "256MiB")]
     pub max_buffered: u64,
+    /// How long open requests may run on after Ctrl-C or SIGTERM before they are cut
+    /// (logged `cut_at_shutdown`).
+    #[arg(long, value_parser = parse::duration, default_value = "5s")]
+    pub grace: Duration,
 }

@@ -40,6 +40,17 @@ pub(super) fn fleet(args: FleetArgs) -> Result<()> {
         ))
         .into());
     }
+    if common.late_tolerance < shard::MIN_LATE_TOLERANCE
+        || common.late_tolerance > shard::MAX_LATE_TOLERANCE
+    {
+        return Err(BadInput(format!(
+            "--late-tolerance {}: give {} to {} (how late after the barrier a shard may start and still send)",
+            humantime::format_duration(common.late_tolerance),
+            humantime::format_duration(shard::MIN_LATE_TOLERANCE),
+            humantime::format_duration(shard::MAX_LATE_TOLERANCE)
+        ))
+        .into());
+    }
     // The barrier on a whole second, as people read and compare it.
     let start_at = UNIX_EPOCH
         + Duration::from_secs(
@@ -59,13 +70,24 @@ pub(super) fn fleet(args: FleetArgs) -> Result<()> {
         targets: common.target.clone(),
         start_at,
         run_span: run::open_loop::run_span(&plan, scenario.run.pause)?,
+        late_tolerance: common.late_tolerance,
     };
     let text = match &args.engine {
         FleetEngine::K8s(k) => {
+            // In a cluster, a loopback target is each pod itself.
+            for url in target.urls() {
+                manifest::k8s::check_cluster_target("the target", &url)
+                    .map_err(|e| BadInput(e.0))?;
+            }
             let k8s = K8s {
                 image: k.image.clone(),
                 claim: k.claim.clone(),
                 namespace: k.namespace.clone(),
+                new_claim: k.new_claim.clone(),
+                storage_class: k.storage_class.clone(),
+                cpu: (k.cpu_request.clone(), k.cpu_limit.clone()),
+                memory: (k.memory_request.clone(), k.memory_limit.clone()),
+                ttl_s: u32::try_from(k.ttl.as_secs().min(i32::MAX as u64)).unwrap_or(0),
             };
             manifest::k8s(&fleet, &k8s).map_err(|e| BadInput(e.0))?
         }
@@ -86,6 +108,9 @@ pub(super) fn fleet(args: FleetArgs) -> Result<()> {
             let slurm = Slurm {
                 out,
                 partition: s.partition.clone(),
+                account: s.account.clone(),
+                time: s.time.clone(),
+                cpus_per_task: s.cpus_per_task,
                 kabench: s.kabench.clone(),
             };
             manifest::slurm(&fleet, &slurm).map_err(|e| BadInput(e.0))?

@@ -162,6 +162,7 @@ async fn check_one(
         prewarm: false,
         slice: None,
         start_at: None,
+        late_tolerance: crate::shard::LATE_TOLERANCE,
     };
     let cancel = tokio_util::sync::CancellationToken::new();
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();

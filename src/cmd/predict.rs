@@ -16,69 +16,8 @@ use crate::scenario;
 use crate::traffic::request_log::TimeUnit;
 
 pub(super) fn predict(args: PredictArgs) -> Result<()> {
-    let (mut settings, mut cost, mut source) = match &args.scenario {
-        Some(path) => {
-            let s = scenario::load(path)?;
-            (s.sim, s.cost, format!("the [sim] of {}", path.display()))
-        }
-        None => (
-            SimSettings::default(),
-            CostSettings::default(),
-            "the simulator's defaults and catalogue".to_string(),
-        ),
-    };
-    // The input first: a server log says how the server ran (laid under the flags).
-    let opened =
-        input::open(&input_of(&args), &mut settings, args.calibrate.is_none()).map_err(BadInput)?;
-    if !opened.taken.is_empty() {
-        source = format!("{source}, with {}", opened.taken.join(", "));
-    }
-    settings.overlay(SimSettings {
-        calibrate: args.calibrate.as_ref().map(|dir| dir.display().to_string()),
-        ..host_settings(&args.host, &args.server)
-    });
-    cost.wait_second = args.wait_second.unwrap_or(cost.wait_second);
-    cost.vram_gb_hour = args.vram_gb_hour.unwrap_or(cost.vram_gb_hour);
-    cost.ram_gb_hour = args.ram_gb_hour.unwrap_or(cost.ram_gb_hour);
-    if args.cold_penalty.is_some() {
-        cost.cold_penalty = args.cold_penalty;
-    }
-    let host = predict::Host::new(&settings, args.seed, &source)
-        .map_err(|e| BadInput(format!("host: {e:#}")))?;
-    let log = opened.source.as_ref();
-    let (models, unit_of) =
-        predict::resolve_models(log.scan(), &host, &cost).map_err(|e| BadInput(e.to_string()))?;
-    let policies = policies(&args, log.scan().has_keep_alive);
+    let (prediction, host, info) = replay(&args)?;
     let quiet = args.summary.quiet;
-    if !quiet {
-        eprintln!(
-            "predict: {} ({} requests over {}, {} model(s)) on a simulated {} ({}), {} policies",
-            log.scan().path.display(),
-            log.scan().rows,
-            crate::recommend::format_seconds(log.scan().span_s),
-            models.len(),
-            host.describe(),
-            host.source,
-            policies.len()
-        );
-    }
-    let opts = PredictOptions {
-        policies,
-        cost: cost.clone(),
-        prompt_tokens: args.prompt_tokens,
-        output_tokens: args.output_tokens,
-        cold_threshold: args.cold_threshold,
-        progress: !quiet,
-        train: args.train,
-    };
-    let prediction = predict::predict(log, &host, &models, &unit_of, &opts)?;
-    let info = output::FolderInfo {
-        time_scale: args.time_scale,
-        seed: args.seed,
-        cost,
-        cold_threshold_ms: crate::folder::ms(args.cold_threshold),
-        command: std::env::args().collect::<Vec<_>>().join(" "),
-    };
     print(&prediction, &info, args.summary.json)?;
     if !quiet {
         eprintln!(
@@ -102,6 +41,101 @@ pub(super) fn predict(args: PredictArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The traffic of `args` replayed under every policy: the prediction, the host it
+/// ran on and the facts its folder records.
+fn replay(args: &PredictArgs) -> Result<(predict::Prediction, predict::Host, output::FolderInfo)> {
+    let (mut settings, mut cost, mut source) = match &args.scenario {
+        Some(path) => {
+            let s = scenario::load(path)?;
+            (s.sim, s.cost, format!("the [sim] of {}", path.display()))
+        }
+        None => (
+            SimSettings::default(),
+            CostSettings::default(),
+            "the simulator's defaults and catalogue".to_string(),
+        ),
+    };
+    // The input first: a server log says how the server ran (laid under the flags).
+    let opened =
+        input::open(&input_of(args), &mut settings, args.calibrate.is_none()).map_err(BadInput)?;
+    if !opened.taken.is_empty() {
+        source = format!("{source}, with {}", opened.taken.join(", "));
+    }
+    settings.overlay(SimSettings {
+        calibrate: args.calibrate.as_ref().map(|dir| dir.display().to_string()),
+        ..host_settings(&args.host, &args.server)
+    });
+    cost.wait_second = args.wait_second.unwrap_or(cost.wait_second);
+    cost.vram_gb_hour = args.vram_gb_hour.unwrap_or(cost.vram_gb_hour);
+    cost.ram_gb_hour = args.ram_gb_hour.unwrap_or(cost.ram_gb_hour);
+    if args.cold_penalty.is_some() {
+        cost.cold_penalty = args.cold_penalty;
+    }
+    let host = predict::Host::new(&settings, args.seed, &source)
+        .map_err(|e| BadInput(format!("host: {e:#}")))?;
+    let log = opened.source.as_ref();
+    let (models, unit_of) =
+        predict::resolve_models(log.scan(), &host, &cost).map_err(|e| BadInput(e.to_string()))?;
+    let policies = policies(args, log.scan().has_keep_alive);
+    let quiet = args.summary.quiet;
+    if !quiet {
+        eprintln!(
+            "predict: {} ({} requests over {}, {} model(s)) on a simulated {} ({}), {} policies",
+            log.scan().path.display(),
+            log.scan().rows,
+            crate::recommend::format_seconds(log.scan().span_s),
+            models.len(),
+            host.describe(),
+            host.source,
+            policies.len()
+        );
+    }
+    let opts = PredictOptions {
+        policies,
+        cost: cost.clone(),
+        prompt_tokens: args.prompt_tokens,
+        output_tokens: args.output_tokens,
+        cold_threshold: args.cold_threshold,
+        progress: !quiet,
+        train: args.train,
+        fast_min_rows: predict::FAST_MIN_ROWS,
+    };
+    let prediction = predict::predict(log, &host, &models, &unit_of, &opts)?;
+    let info = output::FolderInfo {
+        time_scale: args.time_scale,
+        seed: args.seed,
+        cost,
+        cold_threshold_ms: crate::folder::ms(args.cold_threshold),
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+    };
+    Ok((prediction, host, info))
+}
+
+/// What `kabench predict --requests LOG` would advise (its verdict lines), with
+/// `--calibrate DIR` when given; quiet.
+pub(super) fn advice(
+    log: &std::path::Path,
+    calibrate: Option<&std::path::Path>,
+) -> Result<Vec<String>> {
+    let mut argv = vec![
+        "kabench".into(),
+        "predict".into(),
+        "--requests".into(),
+        log.as_os_str().to_owned(),
+        "--quiet".into(),
+    ];
+    if let Some(dir) = calibrate {
+        argv.push("--calibrate".into());
+        argv.push(dir.as_os_str().to_owned());
+    }
+    let cli = <crate::cli::Cli as clap::Parser>::try_parse_from(argv)?;
+    let crate::cli::Command::Predict(args) = cli.command else {
+        anyhow::bail!("not a predict command");
+    };
+    let (prediction, _, _) = replay(&args)?;
+    Ok(output::verdict(&prediction))
 }
 
 /// The input flags as `predict::input` takes them.

@@ -15,10 +15,32 @@ use crate::scenario;
 use crate::shard::{self, Shard};
 
 pub(super) async fn run(args: RunArgs) -> Result<()> {
-    // The barrier is checked against the process's start, before anything else.
+    // The barrier is checked against the process's start, before anything else: a
+    // shard that starts after it is not refused but ends late at it (it sends nothing).
     if let Some(at) = args.start_at {
-        shard::check_barrier(at, std::time::SystemTime::now(), "--start-at")
-            .map_err(|e| BadInput(e.0))?;
+        let now = std::time::SystemTime::now();
+        if args.shard.is_some() {
+            shard::check_shard_barrier(at, now, "--start-at")
+        } else {
+            shard::check_barrier(at, now, "--start-at")
+        }
+        .map_err(|e| BadInput(e.0))?;
+    }
+    if args.late_tolerance < shard::MIN_LATE_TOLERANCE {
+        return Err(BadInput(format!(
+            "--late-tolerance {}: under the limit of {} (a process wakes that late at a barrier by itself); give at least that",
+            humantime::format_duration(args.late_tolerance),
+            humantime::format_duration(shard::MIN_LATE_TOLERANCE)
+        ))
+        .into());
+    }
+    if args.late_tolerance > shard::MAX_LATE_TOLERANCE {
+        return Err(BadInput(format!(
+            "--late-tolerance {}: over the limit of {} (a shard that late no longer runs in step with the others)",
+            humantime::format_duration(args.late_tolerance),
+            humantime::format_duration(shard::MAX_LATE_TOLERANCE)
+        ))
+        .into());
     }
     if let (None, Some(n)) = (&args.shard, args.shards) {
         let limit = shard::max_local_shards();
@@ -75,11 +97,21 @@ pub(super) async fn run(args: RunArgs) -> Result<()> {
         prewarm: !args.no_prewarm,
         slice,
         start_at: args.start_at,
+        late_tolerance: args.late_tolerance,
     };
     let w = watch(args.summary.quiet);
     let outcome = run::open_loop::run(&scenario, &plan, &options, w.events, w.cancel.clone()).await;
     let _ = w.progress.await;
-    output::finish(outcome?, args.summary.json, w.cancel.is_cancelled())
+    let outcome = outcome?;
+    if outcome.status == crate::folder::RunStatus::Late {
+        // Nothing was sent: there is no report to render, only the folder that tells
+        // merge this shard is missing.
+        anyhow::bail!(
+            "this shard sent nothing and left {} marked late (see its run.json): merge counts it missing; start the shards before the barrier (a later --start-at, or a larger --late-tolerance)",
+            outcome.dir.display()
+        );
+    }
+    output::finish(outcome, args.summary.json, w.cancel.is_cancelled())
 }
 
 /// `kabench run --shards N` without `--shard`: N shard processes here, then the merge.

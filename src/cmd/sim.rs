@@ -57,6 +57,7 @@ fn flag_settings(args: &SimArgs) -> SimSettings {
             stall: args.fault_stall.map(format_go_duration),
             failed_load: args.fault_failed_load,
             slow_factor: None,
+            delay: args.fault_delay.map(format_go_duration),
         },
         ..host_settings(&args.host, &args.server)
     }

@@ -2,15 +2,17 @@
 //! teams already have, with no coordinator of kabench's own. For Kubernetes, a
 //! ConfigMap holding the scenario, an Indexed Job of N pods (each `kabench run --shard
 //! auto`, its index from `JOB_COMPLETION_INDEX`) writing to a shared volume, and a
-//! merge Job that waits for the N shard folders to end and runs `kabench merge`. For
-//! Slurm, a bash script that submits an array of N tasks and the merge as a dependent
-//! job (`--dependency=afterok`). Both fix one start barrier so the shards keep in step.
-//! Knows nothing of how a shard runs.
+//! merge Job that waits for the N shard folders to end and runs `kabench merge`
+//! (`k8s`). For Slurm, a bash script that writes the scenario into the shared run
+//! folder and submits an array of N tasks and the merge as a dependent job
+//! (`--dependency=afterany`; `slurm`). Both fix one start barrier so the shards keep
+//! in step. Knows nothing of how a shard runs.
 //!
 //! Nothing a user gives reaches the text unescaped: the scenario travels base64 in the
 //! ConfigMap's `binaryData` (no character of it can end a YAML block), every other
 //! string of the manifest is a YAML double-quoted scalar with line breaks escaped, and
-//! every word of the Slurm script is single-quoted (paths and the partition go on
+//! every word of the Slurm script is single-quoted (paths, the partition, the account
+//! and the time go on
 //! `sbatch`'s command line, never into `#SBATCH` lines, which cannot be quoted).
 //! Control characters, which would end a line of the script or a here-document, are
 //! refused ([`Unsafe`]), naming the flag.
@@ -20,8 +22,14 @@ use std::fmt::Write;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use crate::shard::{self, MAX_SHARDS, SHARDS_ENV};
+use crate::shard::{self, MAX_SHARDS};
 use crate::units::limits::{excerpt, printable};
+
+pub mod k8s;
+mod slurm;
+
+pub use k8s::{K8s, k8s};
+pub use slurm::{MAX_CPUS_PER_TASK, SLURM_SCENARIO, Slurm, slurm};
 
 /// What every manifest needs.
 #[derive(Debug, Clone)]
@@ -42,28 +50,9 @@ pub struct Fleet {
     /// How long the whole sharded run takes after the barrier (the merge waits that
     /// long and some more for the shards to end).
     pub run_span: Duration,
-}
-
-/// Kubernetes specifics.
-#[derive(Debug, Clone)]
-pub struct K8s {
-    /// The kabench image.
-    pub image: String,
-    /// A ReadWriteMany PersistentVolumeClaim shared by the shards and the merge.
-    pub claim: String,
-    /// Namespace (none: the current one).
-    pub namespace: Option<String>,
-}
-
-/// Slurm specifics.
-#[derive(Debug, Clone)]
-pub struct Slurm {
-    /// The run folder on the shared filesystem.
-    pub out: String,
-    /// `--partition`, when given.
-    pub partition: Option<String>,
-    /// The kabench executable on the nodes.
-    pub kabench: String,
+    /// How late after the barrier a shard may start and still send
+    /// (`--late-tolerance` of every shard).
+    pub late_tolerance: Duration,
 }
 
 /// A name Kubernetes and file systems accept: lowercase letters, digits and `-`, at
@@ -103,7 +92,7 @@ pub fn check_value(what: &str, value: &str) -> Result<(), Unsafe> {
 
 /// A YAML (and JSON) double-quoted string; every control character, the ones YAML
 /// reads as line breaks (U+0085, U+2028, U+2029) and the byte-order mark are escaped.
-fn q(text: &str) -> String {
+pub(crate) fn q(text: &str) -> String {
     let json = serde_json::Value::from(text).to_string();
     let mut out = String::with_capacity(json.len());
     for c in json.chars() {
@@ -145,7 +134,12 @@ pub fn sh(text: &str) -> String {
 }
 
 impl Fleet {
-    fn run_args(&self, scenario: &str, out: &str, quote: fn(&str) -> String) -> Vec<String> {
+    pub(crate) fn run_args(
+        &self,
+        scenario: &str,
+        out: &str,
+        quote: fn(&str) -> String,
+    ) -> Vec<String> {
         let mut args = vec!["run".to_string(), scenario.to_string()];
         for t in &self.targets {
             args.push("--target".into());
@@ -158,6 +152,8 @@ impl Fleet {
             self.shards.to_string(),
             "--start-at".into(),
             shard::format_time(self.start_at),
+            "--late-tolerance".into(),
+            humantime::format_duration(self.late_tolerance).to_string(),
             "--out".into(),
             out.to_string(),
         ]);
@@ -168,7 +164,7 @@ impl Fleet {
 
     /// Checks what every manifest embeds: the shard count, the name, the targets and
     /// the scenario's path.
-    fn check(&self) -> Result<(), Unsafe> {
+    pub(crate) fn check(&self) -> Result<(), Unsafe> {
         if self.shards == 0 || self.shards > MAX_SHARDS {
             return Err(Unsafe(format!(
                 "--shards {}: give 1 to {MAX_SHARDS} shards (the limit)",
@@ -187,230 +183,9 @@ impl Fleet {
         check_value("the scenario's path", &self.scenario_path)
     }
 
-    fn shard_glob(&self, out: &str) -> String {
+    pub(crate) fn shard_glob(&self, out: &str) -> String {
         format!("{out}/shard-*-of-{}", self.shards)
     }
-}
-
-/// The Kubernetes manifest: a ConfigMap, the Indexed Job of the shards and the merge
-/// Job, as one multi-document YAML.
-pub fn k8s(fleet: &Fleet, k: &K8s) -> Result<String, Unsafe> {
-    fleet.check()?;
-    check_value("--image", &k.image)?;
-    check_value("--claim", &k.claim)?;
-    if let Some(n) = &k.namespace {
-        check_value("--namespace", n)?;
-    }
-    let name = &fleet.name;
-    let runs = format!("/runs/{name}");
-    let ns = k
-        .namespace
-        .as_ref()
-        .map_or(String::new(), |n| format!("\n  namespace: {}", q(n)));
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "# kabench: {} shards of one global schedule, in step from {} (apply it before then),\n\
-         # then the merge. The shards write {runs}/shard-<i>-of-{} on the claim {};\n\
-         # the merged run folder is {runs} (copy it out and open index.html).",
-        fleet.shards,
-        shard::format_time(fleet.start_at),
-        fleet.shards,
-        q(&k.claim)
-    );
-    // The scenario travels base64 (binaryData): the pods read it back byte for byte,
-    // and no character of it can end the YAML around it.
-    let _ = writeln!(
-        out,
-        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {}{ns}\nbinaryData:\n  scenario.toml: {}",
-        q(&format!("{name}-scenario")),
-        q(&base64(fleet.scenario_text.as_bytes()))
-    );
-    let args = fleet.run_args("/scenario/scenario.toml", &runs, q);
-    let _ = writeln!(out, "---");
-    let _ = write!(
-        out,
-        "apiVersion: batch/v1
-kind: Job
-metadata:
-  name: {job}{ns}
-  labels:
-    app.kubernetes.io/name: kabench
-    kabench/run: {name_q}
-spec:
-  completionMode: Indexed
-  completions: {n}
-  parallelism: {n}
-  # A shard retried later would miss the start barrier: failures are merged as missing.
-  backoffLimit: 0
-  template:
-    metadata:
-      labels:
-        app.kubernetes.io/name: kabench
-        kabench/run: {name_q}
-    spec:
-      restartPolicy: Never
-      containers:
-        - name: shard
-          image: {image}
-          command: [\"kabench\"]
-          args: [{args}]
-          env:
-            - name: {shards_env}
-              value: {n_q}
-          volumeMounts:
-            - name: runs
-              mountPath: /runs
-            - name: scenario
-              mountPath: /scenario
-              readOnly: true
-      volumes:
-        - name: runs
-          persistentVolumeClaim:
-            claimName: {claim}
-        - name: scenario
-          configMap:
-            name: {cm}
-",
-        job = q(&format!("{name}-shards")),
-        name_q = q(name),
-        n = fleet.shards,
-        n_q = q(&fleet.shards.to_string()),
-        image = q(&k.image),
-        args = args.join(", "),
-        shards_env = SHARDS_ENV,
-        claim = q(&k.claim),
-        cm = q(&format!("{name}-scenario")),
-    );
-    // The merge waits until every shard folder's run.json has ended (or the run's span
-    // and ten minutes more have passed), then merges what is there.
-    let wait = fleet.run_span.as_secs() + 600;
-    let script = format!(
-        "deadline=$(( $(date +%s) + {secs} )); \
-         while [ \"$(grep -l '\"ended_at\": \"' {glob}/run.json 2>/dev/null | wc -l)\" -lt {n} ] && [ \"$(date +%s)\" -lt \"$deadline\" ]; do sleep 10; done; \
-         exec kabench merge {runs} {glob_all}",
-        secs = wait + shard::ms_between(fleet.start_at, SystemTime::now()).max(0.0) as u64 / 1000,
-        glob = fleet.shard_glob(&runs),
-        n = fleet.shards,
-        glob_all = (0..fleet.shards)
-            .map(|i| format!(
-                "{runs}/{}",
-                shard::Shard {
-                    index: i,
-                    count: fleet.shards
-                }
-                .dir_name()
-            ))
-            .collect::<Vec<_>>()
-            .join(" "),
-    );
-    let _ = writeln!(out, "---");
-    let _ = write!(
-        out,
-        "apiVersion: batch/v1
-kind: Job
-metadata:
-  name: {job}{ns}
-  labels:
-    app.kubernetes.io/name: kabench
-    kabench/run: {name_q}
-spec:
-  backoffLimit: 0
-  template:
-    metadata:
-      labels:
-        app.kubernetes.io/name: kabench
-        kabench/run: {name_q}
-    spec:
-      restartPolicy: Never
-      containers:
-        - name: merge
-          image: {image}
-          command: [\"/bin/sh\", \"-c\"]
-          args: [{script}]
-          volumeMounts:
-            - name: runs
-              mountPath: /runs
-      volumes:
-        - name: runs
-          persistentVolumeClaim:
-            claimName: {claim}
-",
-        job = q(&format!("{name}-merge")),
-        name_q = q(name),
-        image = q(&k.image),
-        script = q(&script),
-        claim = q(&k.claim),
-    );
-    Ok(out)
-}
-
-/// The Slurm script: it submits the array of shards and the merge, which runs only
-/// when every shard succeeded (`afterok`). Every word of it that a user gave is
-/// single-quoted, the output paths and the partition go on `sbatch`'s command line,
-/// and the here-documents (quoted, so nothing in them is expanded when submitting)
-/// hold no user text that could end them.
-pub fn slurm(fleet: &Fleet, s: &Slurm) -> Result<String, Unsafe> {
-    fleet.check()?;
-    check_value("--out", &s.out)?;
-    check_value("--kabench", &s.kabench)?;
-    if let Some(p) = &s.partition {
-        check_value("--partition", p)?;
-    }
-    let n = fleet.shards;
-    let out = &s.out;
-    let args = fleet.run_args(&fleet.scenario_path, out, sh).join(" ");
-    let partition = s
-        .partition
-        .as_ref()
-        .map_or(String::new(), |p| format!(" --partition={}", sh(p)));
-    // sbatch reads `%` in an output path as a pattern (%j, %A, %a); `%%` is a `%`.
-    let log = |file: &str| sh(&format!("{}/{file}", out.replace('%', "%%")));
-    let merge_dirs = (0..n)
-        .map(|i| {
-            sh(&format!(
-                "{out}/{}",
-                shard::Shard { index: i, count: n }.dir_name()
-            ))
-        })
-        .collect::<Vec<_>>()
-        .join(" ");
-    let minutes = fleet.run_span.as_secs().div_ceil(60) + 10;
-    Ok(format!(
-        "#!/bin/bash
-# kabench: {n} shards of one global schedule as a Slurm array, in step from
-# {start}; then `kabench merge` as a job that runs once every shard succeeded.
-# Submit it now (the shards must start before the barrier): bash THIS_FILE
-# To merge what is there even when a shard failed, use --dependency=afterany.
-set -euo pipefail
-mkdir -p -- {out_q}
-shards=$(sbatch --parsable{partition} --output={shard_log} <<'SLURM'
-#!/bin/bash
-#SBATCH --job-name={name}-shards
-#SBATCH --array=0-{last}
-#SBATCH --ntasks=1
-#SBATCH --cpus-per-task=2
-#SBATCH --time={minutes}
-exec {kabench} {args}
-SLURM
-)
-sbatch --parsable{partition} --output={merge_log} --dependency=afterok:\"${{shards}}\" <<'SLURM'
-#!/bin/bash
-#SBATCH --job-name={name}-merge
-#SBATCH --ntasks=1
-#SBATCH --time=30
-exec {kabench} merge {out_q} {merge_dirs}
-SLURM
-printf 'submitted the shards as job %s; the merged run folder will be %s\\n' \"${{shards}}\" {out_q}
-",
-        start = shard::format_time(fleet.start_at),
-        out_q = sh(out),
-        shard_log = log("slurm-%A_%a.log"),
-        merge_log = log("slurm-merge-%j.log"),
-        name = fleet.name,
-        last = n - 1,
-        kabench = sh(&s.kabench),
-    ))
 }
 
 /// The run folder name of a manifest: `<name>-<UTC yyyymmddThhmmssZ of the barrier>`.

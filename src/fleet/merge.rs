@@ -7,7 +7,9 @@
 //! absurd counts, non-regular files and an `--out` holding a user's files are refused.
 //! Shards of another scenario, seed, kabench version or histogram setting are refused;
 //! missing, failed or crashed shards are merged with a warning naming them, and the
-//! merged `run.json` (`merged`) says which. Knows nothing of rendering.
+//! merged `run.json` (`merged`) says which. A shard that sent nothing (marked `late`,
+//! or stopped before its barrier) counts as missing; cells a shard started late are
+//! named so no keep_alive is recommended over them. Knows nothing of rendering.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -76,12 +78,34 @@ pub fn merge_shaped(
     })?;
     check_alike(&folders)?;
     let count = first.meta.shard.as_ref().map_or(1, |s| s.count);
+    // A shard that woke past its tolerance, or stopped before its barrier (cancelled,
+    // killed) with no row, sent nothing: it counts as missing.
+    let (late_folders, folders): (Vec<ShardFolder>, Vec<ShardFolder>) = folders
+        .into_iter()
+        .partition(|f| f.meta.status == RunStatus::Late || stopped_before_barrier(f));
+    let late: BTreeMap<u32, String> = late_folders
+        .iter()
+        .map(|f| (f.index, late_why(f)))
+        .collect();
+    if folders.is_empty() {
+        return Err(NotMergeable(format!(
+            "no shard folder given sent a request ({}: late, or stopped before the start barrier): start the shards again with a later --start-at",
+            late_folders.iter().map(name_of).collect::<Vec<_>>().join(", ")
+        ))
+        .into());
+    }
+    let first = &folders[0];
     let present: BTreeSet<u32> = folders.iter().map(|f| f.index).collect();
     let missing: Vec<u32> = (0..count).filter(|i| !present.contains(i)).collect();
     for i in &missing {
-        warnings.push(format!(
-            "shard {i} of {count} is missing: the merged run lacks its requests"
-        ));
+        match late.get(i) {
+            Some(why) => warnings.push(format!(
+                "shard {i} of {count} is missing: it sent nothing ({why}); the merged run lacks its requests"
+            )),
+            None => warnings.push(format!(
+                "shard {i} of {count} is missing: the merged run lacks its requests"
+            )),
+        }
     }
     let incomplete = incomplete(&folders);
     for s in &incomplete {
@@ -97,6 +121,16 @@ pub fn merge_shaped(
     // cannot be merged leaves no half-written folder behind.
     let (rows, merged_histograms) = read_rows_and_histograms(&folders, &mut warnings)?;
     let mut meta = merged_meta(&folders, count, missing, incomplete);
+    let late_cells = late_cells(&folders);
+    for (cell, why) in &late_cells {
+        warnings.push(format!(
+            "cell {cell}: {why}; no keep_alive is recommended over it"
+        ));
+    }
+    if let Some(m) = meta.merged.as_mut() {
+        m.sent_nothing = late;
+        m.late_cells = late_cells;
+    }
     meta.status = RunStatus::Running;
     let mut run = RunFolder::create_in(out, &scenario, meta)?;
 
@@ -235,7 +269,8 @@ pub fn check_out(out: &Path) -> Result<()> {
         let shard_log = !is_dir
             && name.ends_with(".log")
             && (name.starts_with("shard-") || name.starts_with("slurm-"));
-        if !shard_dir && !shard_log {
+        let scenario_copy = !is_dir && name == super::manifest::SLURM_SCENARIO;
+        if !shard_dir && !shard_log && !scenario_copy {
             return Err(NotMergeable(format!(
                 "--out {} is not empty and not a kabench run folder: it holds {:?}, which is no shard folder (shard-<i>-of-<N>) or shard log; merge writes run.json, requests.csv, vram.csv, histograms/ and the report there and would overwrite it: choose a new or empty --out folder (or the folder holding only the shard folders)",
                 out.display(),
@@ -245,6 +280,61 @@ pub fn check_out(out: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Whether a shard folder that did not complete ended before its barrier: it never
+/// woke (`clock_offset_ms` unset) and holds no request row.
+fn stopped_before_barrier(f: &ShardFolder) -> bool {
+    f.meta.status != RunStatus::Complete
+        && f.meta.status != RunStatus::Late
+        && f.meta
+            .shard
+            .as_ref()
+            .is_some_and(|s| s.clock_offset_ms.is_none())
+        && folder::read_requests(&f.dir).is_ok_and(|rows| rows.is_empty())
+}
+
+/// Why a shard that sent nothing is missing: how late it woke, or how it stopped
+/// before its barrier, as its `run.json` says.
+fn late_why(f: &ShardFolder) -> String {
+    if f.meta.status != RunStatus::Late {
+        let how = match f.meta.status {
+            RunStatus::Running => "killed".to_string(),
+            s => format!("{s:?}").to_lowercase(),
+        };
+        return format!("{how} before the start barrier");
+    }
+    let shard = f.meta.shard.as_ref();
+    match (
+        shard.and_then(|s| s.late_ms),
+        shard.and_then(|s| s.late_tolerance_ms),
+    ) {
+        (Some(late), Some(tol)) => format!(
+            "late: woke {:.1} s after the start barrier, over its tolerance of {:.1} s",
+            late / 1000.0,
+            tol / 1000.0
+        ),
+        (Some(late), None) => format!("late: woke {:.1} s after the start barrier", late / 1000.0),
+        _ => "late: woke after the start barrier".into(),
+    }
+}
+
+/// Every cell some shard started past its tolerance, with which shards and how late.
+fn late_cells(folders: &[ShardFolder]) -> BTreeMap<String, String> {
+    let mut by_cell: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for f in folders {
+        for (cell, ms) in f.meta.shard.iter().flat_map(|s| &s.late_cells) {
+            by_cell.entry(cell.clone()).or_default().push(format!(
+                "{} started it {:.1} s late",
+                name_of(f),
+                ms / 1000.0
+            ));
+        }
+    }
+    by_cell
+        .into_iter()
+        .map(|(cell, list)| (cell, list.join(", ")))
+        .collect()
 }
 
 /// `shard-<i>-of-<N>: <status>` of every shard that did not complete.
@@ -483,6 +573,8 @@ fn merged_meta(
             })
             .collect(),
         memory_not_measured: BTreeMap::new(),
+        sent_nothing: BTreeMap::new(),
+        late_cells: BTreeMap::new(),
     });
     meta
 }

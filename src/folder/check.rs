@@ -122,6 +122,7 @@ mod tests {
                 streams: vec![stream],
                 started_ms: Some(0.0),
                 ended_ms: Some(10.0),
+                host: None,
             }],
             ..Default::default()
         }

@@ -288,6 +288,9 @@ pub enum RunStatus {
     Interrupted,
     /// Stopped by an error.
     Failed,
+    /// A shard that woke more than its tolerance after the start barrier: it sent
+    /// nothing, and `merge` counts it missing (`shard.late_ms` says how late).
+    Late,
 }
 
 /// The target of a run.
@@ -340,6 +343,10 @@ pub struct CellMeta {
     pub started_ms: Option<f64>,
     /// When the last request ended.
     pub ended_ms: Option<f64>,
+    /// The host's state during the cell (Linux; absent elsewhere and in folders written
+    /// before it was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<super::HostLoad>,
 }
 
 /// `run.json`: what ran, against what, and how it ended.
@@ -466,6 +473,18 @@ pub struct ShardMeta {
     /// The histogram files' settings (`histograms/<cell>/<stream>/<metric>.hdr`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub histograms: Option<HistogramSettings>,
+    /// How late after the barrier (or a cell's fixed start) this shard may start and
+    /// still count, ms (`--late-tolerance`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub late_tolerance_ms: Option<f64>,
+    /// How late the shard woke after the barrier, ms, when it was over the tolerance
+    /// (status `late`: it sent nothing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub late_ms: Option<f64>,
+    /// Cells this shard started more than the tolerance after their fixed start, with
+    /// how late (ms): a merged run recommends no keep_alive over them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub late_cells: BTreeMap<String, f64>,
 }
 
 /// Bounds and precision of the histogram files; merging needs them equal everywhere.
@@ -497,6 +516,15 @@ pub struct MergeMeta {
     /// zero, and no keep_alive is recommended over them.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub memory_not_measured: BTreeMap<String, String>,
+    /// Shards whose folder is there but which sent nothing (they are in `missing`
+    /// too), by index, with why: late (woke past their tolerance after the barrier) or
+    /// stopped before the barrier (cancelled, killed).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub sent_nothing: BTreeMap<u32, String>,
+    /// Cells that some shard started past the tolerance after their fixed start, with
+    /// which and how late: no keep_alive is recommended over them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub late_cells: BTreeMap<String, String>,
 }
 
 impl MergeMeta {
@@ -508,7 +536,14 @@ impl MergeMeta {
         }
         let mut parts = Vec::new();
         if !self.missing.is_empty() {
-            let list: Vec<String> = self.missing.iter().map(|i| format!("shard {i}")).collect();
+            let list: Vec<String> = self
+                .missing
+                .iter()
+                .map(|i| match self.sent_nothing.get(i) {
+                    Some(why) => format!("shard {i} ({why})"),
+                    None => format!("shard {i}"),
+                })
+                .collect();
             parts.push(format!("missing: {}", list.join(", ")));
         }
         if !self.incomplete.is_empty() {

@@ -23,6 +23,7 @@ pub mod check;
 mod fits;
 pub mod histograms;
 pub mod horizon;
+mod host_load;
 pub mod input;
 mod kinds;
 mod meta;
@@ -33,6 +34,7 @@ mod writer;
 
 pub use fits::{FitModel, FitSection};
 pub use horizon::{CellWindow, IdleHorizon};
+pub use host_load::{BUSY_OTHER_SHARE, BUSY_STEAL_SHARE, HostLoad};
 pub use kinds::{Api, TargetKind};
 pub use meta::{
     CellMeta, CostSettings, DEFAULT_RAM_GB_HOUR, DEFAULT_VRAM_GB_HOUR, HistogramSettings,

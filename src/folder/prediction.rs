@@ -124,7 +124,8 @@ pub enum PolicyApply {
 /// A policy's cost, split as the recommendation splits it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct PolicyCostMeta {
-    /// Cold starts × each model's penalty × `wait_second`.
+    /// Reloads (loads cold requests waited on, each once) × each model's penalty ×
+    /// `wait_second`.
     pub cold: f64,
     /// Idle GPU GB·h × `vram_gb_hour`.
     pub vram: f64,
@@ -164,6 +165,10 @@ pub struct PolicyMeta {
     pub unloads: u64,
     /// Loads.
     pub loads: u64,
+    /// Reloads: the loads cold requests waited on, each once however many requests
+    /// shared it (the cost's cold part prices these).
+    #[serde(default)]
+    pub cold_loads: u64,
     /// Loads made ahead of a request.
     pub prewarm_loads: u64,
     /// Of them, those no request used.
@@ -190,8 +195,15 @@ pub struct OutOfSample {
     pub split_s: f64,
     /// The best fixed value on the fitting part.
     pub recommended: Option<String>,
-    /// The best fixed value on the rest, in hindsight.
+    /// The best fixed value on the rest, in hindsight (`null` when too little traffic
+    /// came after the split).
     pub best_fixed_after_split: Option<String>,
+    /// Requests that arrived after the split.
+    #[serde(default)]
+    pub test_requests: Option<u64>,
+    /// Fewer than the minimum came after the split: no out-of-sample result.
+    #[serde(default)]
+    pub too_little_traffic: bool,
 }
 
 /// What `×optimum` is read against (`summary.json` `optimum`).

@@ -30,7 +30,17 @@ pub struct UnloadCheck {
     pub matched: usize,
     /// The tolerance, seconds.
     pub tolerance_s: f64,
+    /// The unloads left unmatched, for people (at most [`MAX_LISTED`] of each side):
+    /// `logged expiry of M at 12.3 s`, `predicted eviction of M at 40.1 s`.
+    #[serde(skip)]
+    pub unmatched: Vec<String>,
+    /// Why the replay may differ from the log, when known (no per-request keep_alive).
+    #[serde(skip)]
+    pub hint: Option<String>,
 }
+
+/// Unmatched unloads listed per side.
+pub const MAX_LISTED: usize = 5;
 
 impl UnloadCheck {
     /// One line for the table's verdict.
@@ -44,26 +54,43 @@ impl UnloadCheck {
             self.logged_evicted,
             self.matched,
             self.tolerance_s,
-            if self.matched == self.predicted && self.matched == self.logged {
-                ": every unload agrees"
+            if self.agrees() {
+                ": every unload agrees".to_string()
             } else {
-                ""
+                let mut why = String::new();
+                if !self.unmatched.is_empty() {
+                    why = format!("; unmatched: {}", self.unmatched.join(", "));
+                }
+                if let Some(h) = &self.hint {
+                    why = format!("{why}; {h}");
+                }
+                why
             }
         )
+    }
+
+    /// Whether every unload on both sides matched.
+    pub fn agrees(&self) -> bool {
+        self.matched == self.predicted && self.matched == self.logged
     }
 }
 
 /// Matches `predicted` (model indices of the replay) against `logged` (model indices
-/// mapped through `unit_of` to the replay's), greedily in time order.
+/// mapped through `unit_of` to the replay's), greedily in time order; `names` are the
+/// replay's models, for the unmatched list.
 pub fn check(
     policy: &str,
     predicted: &[UnloadEvent],
     logged: &[LoggedUnload],
     unit_of: &[u32],
+    names: &[String],
     tolerance_s: f64,
 ) -> UnloadCheck {
     let mut used = vec![false; logged.len()];
     let mut matched = 0;
+    let mut unmatched = Vec::new();
+    let name = |m: usize| names.get(m).map_or("?", String::as_str);
+    let kind = |evicted: bool| if evicted { "eviction" } else { "expiry" };
     for p in predicted {
         let best = logged
             .iter()
@@ -79,7 +106,29 @@ pub fn check(
         if let Some(i) = best {
             used[i] = true;
             matched += 1;
+        } else if unmatched.len() < MAX_LISTED {
+            unmatched.push(format!(
+                "predicted {} of {} at {:.1} s",
+                kind(p.evicted),
+                name(p.model),
+                p.t
+            ));
         }
+    }
+    let listed = unmatched.len();
+    for (l, _) in logged.iter().zip(&used).filter(|(_, u)| !**u) {
+        if unmatched.len() >= listed + MAX_LISTED {
+            break;
+        }
+        let m = unit_of
+            .get(l.model as usize)
+            .map_or(usize::MAX, |&u| u as usize);
+        unmatched.push(format!(
+            "logged {} of {} at {:.1} s",
+            kind(l.evicted),
+            name(m),
+            l.t
+        ));
     }
     UnloadCheck {
         policy: policy.to_string(),
@@ -89,6 +138,8 @@ pub fn check(
         logged_evicted: logged.iter().filter(|l| l.evicted).count(),
         matched,
         tolerance_s,
+        unmatched,
+        hint: None,
     }
 }
 
@@ -112,17 +163,35 @@ mod tests {
             l(21.0, 0, false),
             l(30.0, 0, false),
         ];
-        let c = check("as-sent", &predicted, &logged, &[0, 1], TOLERANCE_S);
+        let names = vec!["a".to_string(), "b".to_string()];
+        let c = check("as-sent", &predicted, &logged, &[0, 1], &names, TOLERANCE_S);
         assert_eq!((c.predicted, c.logged, c.matched), (4, 4, 2));
         assert_eq!((c.predicted_evicted, c.logged_evicted), (1, 1));
         assert!(c.line().contains("predicted 4 unloads"), "{}", c.line());
         assert!(!c.line().contains("every unload agrees"));
+        // The unmatched ones are named, both sides.
+        assert!(
+            c.line().contains("predicted expiry of b at 20.0 s"),
+            "{}",
+            c.line()
+        );
+        assert!(
+            c.line().contains("logged expiry of a at 21.0 s"),
+            "{}",
+            c.line()
+        );
+        assert!(
+            c.line().contains("logged expiry of a at 30.0 s"),
+            "{}",
+            c.line()
+        );
         // Two names of one model match as that model.
         let c = check(
             "as-sent",
             &predicted[2..3],
             &[l(20.5, 1, false)],
             &[0, 1],
+            &names,
             2.0,
         );
         assert_eq!(c.matched, 1);

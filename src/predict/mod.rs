@@ -12,6 +12,7 @@
 //! `output` turns the outcome into a table and a run folder.
 
 pub mod check;
+pub mod fast;
 pub mod host;
 pub mod input;
 pub mod optimum;
@@ -40,6 +41,20 @@ const BATCH: usize = 8192;
 /// bounded; a model with no arrival read ahead that far is treated as the input not
 /// read to its next arrival yet (the optimum holds it as its keep_alive says).
 pub const MAX_READ_AHEAD: usize = 1_000_000;
+
+/// Fewer requests than this after the `--train` split, and the out-of-sample result is
+/// reported as too little traffic rather than as costs.
+pub const MIN_TEST_REQUESTS: u64 = 20;
+
+/// A replay whose last request ends this share of the input's span (and at least
+/// [`BACKLOG_MIN_S`]) after the span, under every fixed keep_alive, has a queue that
+/// grew without bound.
+pub const BACKLOG_SHARE: f64 = 0.05;
+/// The least backlog that counts as unbounded, seconds.
+pub const BACKLOG_MIN_S: f64 = 600.0;
+/// Utilisation of the busiest model's slots at or above which a backlog is the host's
+/// capacity, not a burst.
+pub const OVERLOAD_UTILISATION: f64 = 0.95;
 
 /// Ollama's default keep_alive and the common short one: always replayed.
 pub const ALWAYS: [&str; 2] = ["5m", "10s"];
@@ -94,12 +109,22 @@ pub struct PredictOptions {
     /// Share of the input's time span that trains (`--train`): the recommendation is
     /// chosen there and scored on the rest; 1 scores on the whole only.
     pub train: f64,
+    /// Inputs of at least this many requests, of one model with no request arriving
+    /// while another is in flight, price the fixed keep_alives from their gaps
+    /// ([`fast`]) instead of through the scheduler ([`FAST_MIN_ROWS`] by default).
+    pub fast_min_rows: u64,
 }
+
+/// The input size from which the fixed keep_alives of an uncontended single-model
+/// input are priced from the gaps ([`fast`]); below it the scheduler's replay is quick
+/// anyway, and its load-time jitter is kept.
+pub const FAST_MIN_ROWS: u64 = 100_000;
 
 /// A policy's cost, split as `recommend` splits it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 pub struct PolicyCost {
-    /// Cold starts × each model's penalty × `wait_second`.
+    /// Reloads (the loads cold requests waited on, each once) × each model's penalty
+    /// × `wait_second`.
     pub cold: f64,
     /// Idle GPU GB·h × `vram_gb_hour`.
     pub vram: f64,
@@ -107,6 +132,69 @@ pub struct PolicyCost {
     pub ram: f64,
     /// The sum.
     pub total: f64,
+}
+
+/// A host that cannot serve the traffic: its queue grows without bound under every
+/// fixed keep_alive, so every policy's costs are the queue's and none is recommended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Overload {
+    /// The busiest model.
+    pub model: String,
+    /// Its service time demanded ÷ (the input's span × its parallel slots).
+    pub utilisation: f64,
+    /// Parallel slots per model on the host.
+    pub slots: u32,
+    /// Seconds the last request ends after the input's span, under the fixed
+    /// keep_alive that ends soonest.
+    pub backlog_s: f64,
+}
+
+impl Overload {
+    /// The warning, for people.
+    pub fn line(&self) -> String {
+        format!(
+            "warning: the host cannot serve this traffic: {} is busy {:.0}% of the time span with {} request(s) at a time, and its queue grows without bound (the last request ends {} after the last arrival, under every fixed keep_alive); every policy's cost is the queue's, so no keep_alive is recommended: give more parallel slots (--num-parallel), a faster host or less traffic",
+            self.model,
+            self.utilisation * 100.0,
+            self.slots,
+            crate::recommend::format_seconds(self.backlog_s)
+        )
+    }
+}
+
+/// Whether every fixed keep_alive's replay left an unbounded queue, and how busy the
+/// busiest model was.
+pub fn overload(
+    outcomes: &[PolicyOutcome],
+    models: &[ModelFigures],
+    span_s: f64,
+    slots: u32,
+) -> Option<Overload> {
+    let fixed: Vec<&PolicyOutcome> = outcomes.iter().filter(|o| o.policy.is_fixed()).collect();
+    let best = fixed
+        .iter()
+        .min_by(|a, b| a.horizon_s.total_cmp(&b.horizon_s))?;
+    let backlog_s = best.horizon_s - span_s;
+    if backlog_s <= BACKLOG_MIN_S.max(BACKLOG_SHARE * span_s) {
+        return None;
+    }
+    let capacity = span_s.max(1.0) * f64::from(slots.max(1));
+    let (m, busy) = best
+        .models
+        .iter()
+        .enumerate()
+        .map(|(m, o)| (m, o.busy_s))
+        .max_by(|a, b| a.1.total_cmp(&b.1))?;
+    let refused = fixed
+        .iter()
+        .any(|o| o.models.iter().any(|m| m.backlog_refused > 0));
+    let utilisation = busy / capacity;
+    (utilisation >= OVERLOAD_UTILISATION || refused).then(|| Overload {
+        model: models.get(m).map_or_else(String::new, |f| f.model.clone()),
+        utilisation,
+        slots,
+        backlog_s,
+    })
 }
 
 /// What a prediction found.
@@ -143,6 +231,8 @@ pub struct Prediction {
     /// The "as sent" replay's unloads against the input's logged unloads (an Ollama
     /// server log with debug lines).
     pub unload_check: Option<check::UnloadCheck>,
+    /// Set when the host cannot serve the traffic (nothing is recommended then).
+    pub overload: Option<Overload>,
 }
 
 impl Prediction {
@@ -158,14 +248,37 @@ impl Prediction {
         best_of(&self.outcomes, &self.costs)
     }
 
-    /// The fixed policy of least cost on the training window: the recommendation.
+    /// The fixed policy of least cost on the training window: the recommendation
+    /// (none when the host cannot serve the traffic).
     pub fn recommended(&self) -> Option<usize> {
+        if self.overload.is_some() {
+            return None;
+        }
         best_of(&self.outcomes, &self.train_costs)
     }
 
-    /// The fixed policy of least cost after the training window, in hindsight.
+    /// The fixed policy of least cost after the training window, in hindsight (none
+    /// when too little traffic came after it, or the host cannot serve it).
     pub fn best_fixed_test(&self) -> Option<usize> {
+        if self.too_little_after_split() || self.overload.is_some() {
+            return None;
+        }
         best_of(&self.outcomes, &self.test_costs)
+    }
+
+    /// Requests that arrived after the training window.
+    pub fn test_requests(&self) -> u64 {
+        self.outcomes.first().map_or(0, |o| {
+            o.models
+                .iter()
+                .map(|m| m.requests.saturating_sub(m.train.requests))
+                .sum()
+        })
+    }
+
+    /// Whether a split was asked for and fewer than [`MIN_TEST_REQUESTS`] came after it.
+    pub fn too_little_after_split(&self) -> bool {
+        self.has_split() && self.test_requests() < MIN_TEST_REQUESTS
     }
 
     /// Whether a training window was asked for (a share below 1).
@@ -244,10 +357,14 @@ pub fn price(
     // `optimum::model_cost` is the same sum for one model.
     for (o, f) in outcome.models.iter().zip(models) {
         let (cold, gpu, ram) = match part {
-            Part::Whole => (o.cold, o.idle_gpu_gb_s, o.idle_ram_gb_s),
-            Part::Train => (o.train.cold, o.train.idle_gpu_gb_s, o.train.idle_ram_gb_s),
+            Part::Whole => (o.cold_loads, o.idle_gpu_gb_s, o.idle_ram_gb_s),
+            Part::Train => (
+                o.train.cold_loads,
+                o.train.idle_gpu_gb_s,
+                o.train.idle_ram_gb_s,
+            ),
             Part::Test => (
-                o.cold - o.train.cold,
+                o.cold_loads - o.train.cold_loads,
                 o.idle_gpu_gb_s - o.train.idle_gpu_gb_s,
                 o.idle_ram_gb_s - o.train.idle_ram_gb_s,
             ),
@@ -299,10 +416,32 @@ pub fn predict(
         .filter(|p| **p != Policy::Optimum)
         .cloned()
         .collect();
-    let mut replays: Vec<replay::Replay> = first.iter().map(new_replay).collect();
+    // The fixed keep_alives from the gaps, where nothing competes (one model, no
+    // request queued behind another); the scheduler replays the rest.
+    let fast_fixed = if models.len() == 1 && scan.rows >= opts.fast_min_rows {
+        let fixed: Vec<Policy> = first.iter().filter(|p| p.is_fixed()).cloned().collect();
+        fast::fixed_outcomes_on(
+            log,
+            host,
+            &models[0],
+            &fixed,
+            opts.prompt_tokens,
+            opts.output_tokens,
+            settings.split_s,
+        )?
+    } else {
+        None
+    };
+    let slow: Vec<&Policy> = first
+        .iter()
+        .filter(|p| fast_fixed.is_none() || !p.is_fixed())
+        .collect();
+    let mut replays: Vec<replay::Replay> = slow.iter().map(|p| new_replay(p)).collect();
     let logged = log.logged_unloads();
     let checked = logged.and_then(|_| first.iter().position(|p| *p == Policy::AsSent));
-    if let Some(i) = checked {
+    if logged.is_some()
+        && let Some(i) = slow.iter().position(|p| **p == Policy::AsSent)
+    {
         replays[i].record_unloads();
     }
     // The pre-load bound looks ahead as far as the longest finite break-even time.
@@ -318,7 +457,19 @@ pub fn predict(
         models: models.len(),
         progress: opts.progress,
     };
-    let (mut outcomes, gap_counts) = pass.run(replays, window, first.len())?;
+    let (slow_outcomes, gap_counts) = pass.run(replays, window, slow.len())?;
+    // Back in the policies' order.
+    let mut fast_iter = fast_fixed.iter().flatten().cloned();
+    let mut slow_iter = slow_outcomes.into_iter();
+    let mut outcomes: Vec<PolicyOutcome> = Vec::with_capacity(first.len());
+    for p in &first {
+        let next = if fast_fixed.is_some() && p.is_fixed() {
+            fast_iter.next()
+        } else {
+            slow_iter.next()
+        };
+        outcomes.extend(next);
+    }
     let costs_of = |outcomes: &[PolicyOutcome], part| -> Vec<PolicyCost> {
         outcomes
             .iter()
@@ -363,15 +514,22 @@ pub fn predict(
         Some(at) if at <= i => i + 1,
         _ => i,
     });
+    let names: Vec<String> = models.iter().map(|f| f.model.clone()).collect();
     let unload_check = checked.zip(logged).map(|(i, logged)| {
-        check::check(
+        let mut c = check::check(
             &outcomes[i].policy.name(),
             &outcomes[i].unload_events,
             logged,
             unit_of,
+            &names,
             check::TOLERANCE_S,
-        )
+        );
+        if !c.agrees() && scan.keep_alives.is_empty() {
+            c.hint = Some("what keep_alive each request sent is not in this log (no scheduler timer lines), so every request was replayed at the server's OLLAMA_KEEP_ALIVE: clients that send their own keep_alive need OLLAMA_DEBUG=1 on the server, or `kabench proxy` in front".into());
+        }
+        c
     });
+    let overload = overload(&outcomes, models, scan.span_s, host.config.slots());
     Ok(Prediction {
         scan,
         models: models.to_vec(),
@@ -387,6 +545,7 @@ pub fn predict(
         wall_s: started.elapsed().as_secs_f64(),
         gap_counts,
         unload_check,
+        overload,
     })
 }
 

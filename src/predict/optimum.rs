@@ -47,13 +47,13 @@ pub fn hold_thresholds(models: &[ModelFigures], best_fixed_s: Option<f64>) -> Ve
 
 /// Cost of one model's outcome under `cost`, as `super::price` sums it.
 pub fn model_cost(o: &ModelOutcome, f: &ModelFigures, cost: &CostSettings) -> f64 {
-    o.cold as f64 * f.penalty_s * cost.wait_second
+    o.cold_loads as f64 * f.penalty_s * cost.wait_second
         + o.idle_gpu_gb_s.max(0.0) / 3600.0 * cost.vram_gb_hour
         + o.idle_ram_gb_s.max(0.0) / 3600.0 * cost.ram_gb_hour
 }
 
 /// Holds the optimum to its guarantee against the best fixed keep_alive's replay: a
-/// model that came out of the optimum's replay with more cold starts, or a higher cost,
+/// model that came out of the optimum's replay with more reloads, or a higher cost,
 /// takes the best fixed keep_alive's figures. Returns the models it applied to.
 pub fn guard(
     optimum: &mut PolicyOutcome,
@@ -67,7 +67,7 @@ pub fn guard(
             continue;
         };
         let (co, cb) = (model_cost(o, f, cost), model_cost(b, f, cost));
-        if o.cold > b.cold || co > cb + 1e-9 * cb.abs().max(1.0) {
+        if o.cold_loads > b.cold_loads || co > cb + 1e-9 * cb.abs().max(1.0) {
             optimum.models[m] = b.clone();
             fell_back.push(m);
         }
@@ -388,11 +388,13 @@ mod tests {
                 cold_threshold: Duration::from_millis(500),
                 progress: false,
                 train: 1.0,
+                fast_min_rows: crate::predict::FAST_MIN_ROWS,
             };
             let p = predict(&log, &host, &models, &unit_of, &opts).unwrap();
             let (o, b) = (p.optimum.unwrap(), p.best_fixed().unwrap());
-            let colds =
-                |i: usize| -> Vec<u64> { p.outcomes[i].models.iter().map(|m| m.cold).collect() };
+            let colds = |i: usize| -> Vec<u64> {
+                p.outcomes[i].models.iter().map(|m| m.cold_loads).collect()
+            };
             for (co, cb) in colds(o).iter().zip(colds(b)) {
                 assert!(
                     *co <= cb,
@@ -439,6 +441,7 @@ mod tests {
                 .zip(idle_gb_s)
                 .map(|(&cold, &idle)| ModelOutcome {
                     cold,
+                    cold_loads: cold,
                     idle_gpu_gb_s: idle,
                     ..ModelOutcome::default()
                 })

@@ -11,10 +11,12 @@
 //!   for k plus a reload, in units of the break-even time T* (one reload's cost ÷ the
 //!   cost rate of holding the model); T* itself while thin (the classic 2-competitive
 //!   rent-or-buy choice);
-//! - **pre-warm**: unload after use (keep_alive 0) and load with an empty prompt shortly
-//!   before the next arrival the window predicts (its low percentile, less the load
-//!   time and a margin), holding it until the window's high percentile; when the gaps
-//!   are too short for that to pay, it keeps the model as the adaptive policy does.
+//! - **pre-warm**: for a periodic or scheduled client only (its recent gaps' spread,
+//!   5th to 95th percentile, costs less to hold than a reload), unload after use
+//!   (keep_alive 0) and load with an empty prompt shortly before the next arrival the
+//!   window predicts (its low percentile, less the load time and a margin), holding it
+//!   until the window's high percentile; otherwise it keeps the model as the adaptive
+//!   policy does.
 
 use std::collections::VecDeque;
 
@@ -93,6 +95,19 @@ impl GapWindow {
     /// Whether it holds none.
     pub fn is_empty(&self) -> bool {
         self.ring.is_empty()
+    }
+
+    /// The `p` quantile (0..1) of the gaps held, exact (from the gaps themselves, not
+    /// their bins).
+    pub fn exact_quantile(&self, p: f64) -> Option<f64> {
+        let n = self.ring.len();
+        if n == 0 {
+            return None;
+        }
+        let mut v: Vec<f64> = self.ring.iter().map(|(_, g)| *g).collect();
+        let i = (((p * n as f64).ceil() as usize).clamp(1, n)) - 1;
+        let (_, x, _) = v.select_nth_unstable_by(i, f64::total_cmp);
+        Some(*x)
     }
 
     /// The bin holding the `p` quantile (0..1).
@@ -175,19 +190,33 @@ pub fn adaptive_keep_alive(w: &GapWindow, t_star: Option<f64>) -> Option<f64> {
 /// What pre-warm does after a request: `Some((load_at, hold_s))`: unload now, load
 /// `load_at` seconds after the end and keep it `hold_s` once loaded; `None`: keep the
 /// model as the adaptive policy does.
+///
+/// Only a periodic or scheduled client's gaps qualify (a cron job, a polling agent, a
+/// batch at a fixed hour): the spread of its recent gaps, from their 5th to their 95th
+/// percentile (exact, not binned), plus the load and its margins, must cost less to hold
+/// than one reload (shorter than T*), and the shortest gap must leave room to unload
+/// and load again. On i.i.d.-like gaps that spread is wide and pre-warm keeps the
+/// model as the adaptive policy does.
 pub fn prewarm_plan(w: &GapWindow, t_star: Option<f64>, load_s: f64) -> Option<(f64, f64)> {
-    t_star?;
+    let t_star = t_star?;
     if w.len() < ADAPTIVE_MIN {
         return None;
     }
-    let low = lower_edge(w.quantile_bin(PREWARM_LOW)?);
-    let high = edge(w.quantile_bin(PREWARM_HIGH)?);
+    let low = w.exact_quantile(PREWARM_LOW)?;
+    let high = w.exact_quantile(PREWARM_HIGH)?;
     let load_at = low - load_s - PREWARM_MARGIN_S;
-    // Unloading pays only if the model would sit idle longer than a reload is worth.
-    if load_at <= 0.0 || low < t_star.unwrap_or(f64::INFINITY) {
+    let hold = high - low + load_s + 2.0 * PREWARM_MARGIN_S;
+    // Unloading pays only if the model would sit idle longer than a reload is worth,
+    // and pre-loading only if the window it must then be held over costs less.
+    if load_at <= 0.0 || low < t_star || hold >= t_star {
         return None;
     }
-    Some((load_at, high - low + load_s + 2.0 * PREWARM_MARGIN_S))
+    Some((load_at, hold))
+}
+
+/// Whether a model's recent gaps are periodic enough for pre-warm to act on them.
+pub fn is_periodic(w: &GapWindow, t_star: Option<f64>, load_s: f64) -> bool {
+    prewarm_plan(w, t_star, load_s).is_some()
 }
 
 /// The per-request rule of each adaptive policy, for people.
@@ -201,7 +230,7 @@ pub fn rule(name: &str) -> Option<String> {
             "per request, per model: keep_alive = the k that minimises Σ min(gap, k) + (k + T*)·#{{gap > k}} over the model's last {WINDOW} idle gaps (T* = the break-even time; T* itself until {ADAPTIVE_MIN} gaps are seen). Client: gaps.append(start - last_end); ka = min([0] + sorted(gaps), key=lambda k: sum(min(g, k) for g in gaps) + (k + T) * sum(g > k for g in gaps)); send \"keep_alive\": f\"{{ka:.0f}}s\""
         ),
         "pre-warm" => format!(
-            "per request, per model: send \"keep_alive\": 0, then at end + p{:.0}(gaps) - load - {PREWARM_MARGIN_S:.0}s POST /api/generate {{\"model\": M, \"keep_alive\": \"<p{:.0} - p{:.0} + load + 2s>s\"}} (an empty-prompt load); when p{:.0} is below T* or the load would not fit before it, the adaptive rule instead",
+            "per request, per model, for a periodic client only: send \"keep_alive\": 0, then at end + p{:.0}(gaps) - load - {PREWARM_MARGIN_S:.0}s POST /api/generate {{\"model\": M, \"keep_alive\": \"<p{:.0} - p{:.0} + load + 2s>s\"}} (an empty-prompt load); when that hold is not shorter than T* (the gaps are not periodic), p{:.0} is below T* or the load would not fit before it, the adaptive rule instead",
             PREWARM_LOW * 100.0,
             PREWARM_HIGH * 100.0,
             PREWARM_LOW * 100.0,
@@ -267,6 +296,21 @@ mod tests {
         assert!(at + 2.0 + hold > 600.0, "{at} {hold}");
         // Gaps below T*: keep instead.
         assert!(prewarm_plan(&w, Some(1000.0), 2.0).is_none());
+        // Gaps spread from 100 s to an hour (no period): holding over the spread costs
+        // more than a reload, keep as adaptive does.
+        let mut w = GapWindow::new(100);
+        for i in 0..50 {
+            w.push(100.0 * 36f64.powf(i as f64 / 49.0));
+        }
+        assert!(prewarm_plan(&w, Some(60.0), 2.0).is_none());
+        // A period of 10 minutes with a few seconds of jitter: pre-warm.
+        let mut w = GapWindow::new(100);
+        for i in 0..50 {
+            w.push(600.0 + (i % 7) as f64);
+        }
+        let (at, hold) = prewarm_plan(&w, Some(60.0), 2.0).unwrap();
+        assert!((596.0..598.0).contains(&at), "{at}");
+        assert!((9.0..11.0).contains(&hold), "{hold}");
         assert!(prewarm_plan(&GapWindow::new(10), Some(60.0), 2.0).is_none());
     }
 }

@@ -11,7 +11,10 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
-use super::log::{COLD_MS, LOG_CSV, OTHER_MODELS, ProxyRow};
+use super::log::{COLD_MS, LOG_CSV, ProxyRow};
+
+/// The stream that holds the models beyond the busiest ones.
+const OTHER_MODELS: &str = "(other)";
 use crate::folder::{
     self, Api, CellMeta, CellParams, CostSettings, RUN_JSON, RequestRecord, RunFolder, RunHeader,
     RunMeta, RunStatus, SloSettings, StreamMeta, TargetKind, TargetMeta,
@@ -32,7 +35,7 @@ fn error_kind(outcome: &str) -> &'static str {
         "stream_error" => "stream_error",
         "upstream_unreachable" => "connect",
         "upstream_error" => "broken_stream",
-        "client_gone" | "cut" => "cancelled",
+        "client_gone" | "cut" | "cut_at_shutdown" => "cancelled",
         "proxy_busy" => "saturated",
         _ => "http",
     }
@@ -65,6 +68,9 @@ pub fn write_run_folder(
         .filter(|r| r.endpoint != "other" && !r.model.is_empty())
         // A run's requests.csv holds what was answered, not the loads and unloads.
         .filter(|r| r.kind.is_empty() || r.kind == "serve")
+        // A request the server refused (a model it does not have, a bad body) loaded
+        // nothing: its model need not fit.
+        .filter(|r| !r.status.is_some_and(|s| (400..500).contains(&s)))
         .collect();
     // One stream per model and endpoint, in order of first appearance.
     type Key = (String, String, Option<i64>);
@@ -209,6 +215,7 @@ pub fn write_run_folder(
         streams,
         started_ms: started,
         ended_ms: ended,
+        host: None,
     }];
     meta.warnings = all_warnings;
     // "Fits together?" from the /api/ps samples the proxy polled.

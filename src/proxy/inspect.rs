@@ -63,6 +63,8 @@ pub enum Pain {
     UpstreamDown,
     /// `/api/ps` answered more than the proxy reads.
     PsTooLarge,
+    /// A request came back to this proxy: the upstream forwards to it.
+    Loop,
 }
 
 impl Pain {
@@ -76,6 +78,7 @@ impl Pain {
             Pain::Evicted => "evicted_by_another_model",
             Pain::UpstreamDown => "upstream_unreachable",
             Pain::PsTooLarge => "ps_reply_over_limit",
+            Pain::Loop => "forwarding_loop",
         }
     }
 
@@ -102,6 +105,9 @@ impl Pain {
             }
             Pain::PsTooLarge => {
                 "Ollama's /api/ps reply is over the proxy's 4 MiB limit: the resident-model gauges and vram.csv are unavailable while it is"
+            }
+            Pain::Loop => {
+                "a request came back to this proxy (its X-Kabench-Proxy-Hops header holds this proxy's id): the upstream forwards to the proxy; clients get 508 until --upstream names the Ollama itself"
             }
         }
     }

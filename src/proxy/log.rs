@@ -1,5 +1,5 @@
 //! The proxy's request log (`proxy-requests.csv`, one row per request, flushed as each
-//! ends), its Prometheus metrics, the per-model state that tells a reload from an
+//! ends), its `/metrics` counts (`metrics`), the per-model state that tells a reload from an
 //! expiry, and the first-time warnings.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -10,6 +10,7 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use super::inspect::{Inspected, Pain};
+use super::metrics::{KeepAliveSource, Metrics, Reload, has_first_token};
 use crate::ollama::name;
 
 /// The log of model requests inside `--out` (readable by `kabench predict`).
@@ -20,11 +21,6 @@ pub const OTHER_CSV: &str = "proxy-other.csv";
 pub const COLD_MS: f64 = 100.0;
 /// The keep-alive a request without one gets, when the server's is unknown (KA5).
 const DEFAULT_KEEP_ALIVE_S: f64 = 300.0;
-/// The most models with their own `/metrics` series; requests naming others are
-/// counted under [`OTHER_MODELS`] (a client can name any number of models).
-pub const MAX_MODEL_SERIES: usize = 100;
-/// The `model` label of the requests beyond [`MAX_MODEL_SERIES`].
-pub const OTHER_MODELS: &str = "(other)";
 /// The most models whose state (last end, keep-alive) the proxy remembers to tell a
 /// reload from an expiry; the one idle longest is forgotten first.
 pub const MAX_MODEL_STATES: usize = 4096;
@@ -49,11 +45,12 @@ pub struct ProxyRow {
     pub model: String,
     /// Client address.
     pub client: String,
-    /// The keep_alive the server applies from this request, as Ollama writes it
-    /// (`5m`, `300`, `-1`); empty when it applies none (absent, inside `options`, on
-    /// `/v1`, or invalid): the server's own then holds.
+    /// The keep_alive the server received and applies from this request (the
+    /// rewritten one under `--rewrite-keep-alive`), as Ollama writes it (`5m`, `300`,
+    /// `-1`); empty when it applies none (absent, inside `options`, on `/v1`, or
+    /// invalid): the server's own then holds.
     pub keep_alive: String,
-    /// keep_alive exactly as sent (JSON text); empty when absent.
+    /// keep_alive exactly as the client sent it (JSON text); empty when absent.
     pub keep_alive_sent: String,
     /// `top`, `options` (ignored), `v1_dropped` or `absent`.
     pub keep_alive_placement: String,
@@ -83,9 +80,10 @@ pub struct ProxyRow {
     pub bytes: u64,
     /// `ok`, `http_error`, `stream_error`, `upstream_unreachable`, `upstream_error`
     /// (connected, no answer or a broken reply), `client_gone` (the client left; the
-    /// upstream request was cancelled), `cut` (still open at shutdown after the grace
-    /// period), `redirected` (a 3xx passed back), `proxy_busy` (503: the body budget was
-    /// full), `bad_request`, `not_forwarded` (`OPTIONS *`, a target that is not a path).
+    /// upstream request was cancelled), `cut_at_shutdown` (still open at shutdown after
+    /// the grace period), `redirected` (a 3xx passed back), `proxy_busy` (503: the body
+    /// budget was full), `bad_request`, `not_forwarded` (`OPTIONS *`, a target that is
+    /// not a path), `loop` (508: the request had already passed this proxy).
     pub outcome: String,
     /// `malformed_body`, `rewritten`, the pains seen (`;`-separated).
     pub note: String,
@@ -100,189 +98,6 @@ struct ModelState {
     num_ctx: Option<i64>,
 }
 
-/// Counters and histograms behind `/metrics`.
-#[derive(Debug, Default)]
-pub struct Metrics {
-    /// (model, endpoint) → requests.
-    pub requests: BTreeMap<(String, String), u64>,
-    /// (model, endpoint) → cold starts.
-    pub cold: BTreeMap<(String, String), u64>,
-    /// load_duration of cold starts, seconds.
-    pub load: Histogram,
-    /// TTFT, seconds, warm and cold.
-    pub ttft: BTreeMap<String, Histogram>,
-    /// e2e, seconds, warm and cold.
-    pub e2e: BTreeMap<String, Histogram>,
-    /// cause → reloads.
-    pub reloads: BTreeMap<String, u64>,
-    /// model → resident bytes (from `/api/ps`, polled).
-    pub resident: BTreeMap<String, u64>,
-    /// Upstream unreachable answers (502).
-    pub upstream_errors: u64,
-    /// Models with their own series (at most [`MAX_MODEL_SERIES`]).
-    series: BTreeSet<String>,
-}
-
-/// Bucket bounds, seconds.
-pub const BUCKETS: [f64; 14] = [
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
-];
-
-/// A Prometheus histogram.
-#[derive(Debug, Clone, Default)]
-pub struct Histogram {
-    /// Cumulative counts per bucket of [`BUCKETS`].
-    pub counts: [u64; BUCKETS.len()],
-    /// Observations.
-    pub count: u64,
-    /// Sum of observations.
-    pub sum: f64,
-}
-
-impl Histogram {
-    /// Records `seconds`.
-    pub fn observe(&mut self, seconds: f64) {
-        self.count += 1;
-        self.sum += seconds;
-        for (i, b) in BUCKETS.iter().enumerate() {
-            if seconds <= *b {
-                self.counts[i] += 1;
-            }
-        }
-    }
-
-    fn render(&self, out: &mut String, name: &str, labels: &str) {
-        use std::fmt::Write;
-        let sep = if labels.is_empty() { "" } else { "," };
-        for (i, b) in BUCKETS.iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "{name}_bucket{{{labels}{sep}le=\"{b}\"}} {}",
-                self.counts[i]
-            );
-        }
-        let _ = writeln!(
-            out,
-            "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}",
-            self.count
-        );
-        let braces = if labels.is_empty() {
-            String::new()
-        } else {
-            format!("{{{labels}}}")
-        };
-        let _ = writeln!(out, "{name}_sum{braces} {}", self.sum);
-        let _ = writeln!(out, "{name}_count{braces} {}", self.count);
-    }
-}
-
-fn esc(s: &str) -> String {
-    s.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
-impl Metrics {
-    /// The `model` label for `model`: its own while fewer than [`MAX_MODEL_SERIES`]
-    /// models have one, else [`OTHER_MODELS`].
-    pub fn label(&mut self, model: &str) -> String {
-        if self.series.contains(model) {
-            return model.to_string();
-        }
-        if self.series.len() < MAX_MODEL_SERIES {
-            self.series.insert(model.to_string());
-            return model.to_string();
-        }
-        OTHER_MODELS.to_string()
-    }
-
-    /// Prometheus text exposition format.
-    pub fn render(&self) -> String {
-        use std::fmt::Write;
-        let mut out = String::new();
-        let per =
-            |out: &mut String, name: &str, help: &str, m: &BTreeMap<(String, String), u64>| {
-                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-                for ((model, endpoint), n) in m {
-                    let _ = writeln!(
-                        out,
-                        "{name}{{model=\"{}\",endpoint=\"{}\"}} {n}",
-                        esc(model),
-                        esc(endpoint)
-                    );
-                }
-            };
-        per(
-            &mut out,
-            "kabench_proxy_requests_total",
-            "Requests passed to Ollama, per model and endpoint.",
-            &self.requests,
-        );
-        per(
-            &mut out,
-            "kabench_proxy_cold_starts_total",
-            "Requests that waited for a model load (load_duration >= 100 ms).",
-            &self.cold,
-        );
-        let _ = writeln!(
-            out,
-            "# HELP kabench_proxy_load_duration_seconds Ollama's load_duration of cold starts.\n# TYPE kabench_proxy_load_duration_seconds histogram"
-        );
-        self.load
-            .render(&mut out, "kabench_proxy_load_duration_seconds", "");
-        for (name, help, map) in [
-            (
-                "kabench_proxy_ttft_seconds",
-                "Time from the request to its first token, warm or cold.",
-                &self.ttft,
-            ),
-            (
-                "kabench_proxy_e2e_seconds",
-                "Time from the request to its last byte, warm or cold.",
-                &self.e2e,
-            ),
-        ] {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
-            for (start, h) in map {
-                h.render(&mut out, name, &format!("start=\"{start}\""));
-            }
-        }
-        let _ = writeln!(
-            out,
-            "# HELP kabench_proxy_reloads_total Loads of models that had not expired, by cause.\n# TYPE kabench_proxy_reloads_total counter"
-        );
-        for (cause, n) in &self.reloads {
-            let _ = writeln!(
-                out,
-                "kabench_proxy_reloads_total{{cause=\"{}\"}} {n}",
-                esc(cause)
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP kabench_proxy_model_resident_bytes Resident size of each loaded model (/api/ps size, polled).\n# TYPE kabench_proxy_model_resident_bytes gauge"
-        );
-        for (model, b) in &self.resident {
-            let _ = writeln!(
-                out,
-                "kabench_proxy_model_resident_bytes{{model=\"{}\"}} {b}",
-                esc(model)
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP kabench_proxy_models_resident Models listed by /api/ps (polled).\n# TYPE kabench_proxy_models_resident gauge\nkabench_proxy_models_resident {}",
-            self.resident.len()
-        );
-        let _ = writeln!(
-            out,
-            "# HELP kabench_proxy_upstream_errors_total Requests answered 502: Ollama could not be reached, or did not answer.\n# TYPE kabench_proxy_upstream_errors_total counter\nkabench_proxy_upstream_errors_total {}",
-            self.upstream_errors
-        );
-        out
-    }
-}
-
 /// The log writer, metrics, model states and warnings of one proxy run.
 pub struct Recorder {
     csv: csv::Writer<File>,
@@ -290,13 +105,19 @@ pub struct Recorder {
     /// Metrics behind `/metrics`.
     pub metrics: Metrics,
     models: BTreeMap<String, ModelState>,
-    /// Last load seen of any model, with its key.
-    loads: Vec<(String, Instant)>,
+    /// The last loads seen, with the model's key and label.
+    loads: Vec<(String, String, Instant)>,
     warned: BTreeSet<Pain>,
     /// Warnings printed, in order.
     pub warnings: Vec<String>,
-    /// Rows written.
+    /// Rows written, to both files.
     pub rows: u64,
+    /// Rows written to `proxy-requests.csv`.
+    pub model_rows: u64,
+    /// Rows written to `proxy-other.csv`.
+    pub other_rows: u64,
+    /// Requests still open at shutdown after the grace period (`cut_at_shutdown`).
+    pub cut: u64,
     quiet: bool,
 }
 
@@ -319,6 +140,9 @@ impl Recorder {
             warned: BTreeSet::new(),
             warnings: Vec::new(),
             rows: 0,
+            model_rows: 0,
+            other_rows: 0,
+            cut: 0,
             quiet,
         })
     }
@@ -341,22 +165,30 @@ impl Recorder {
             self.pain(*p);
         }
         let model = row.model.clone();
-        let label = if model.is_empty() {
-            String::new()
-        } else {
-            self.metrics.label(&model)
-        };
-        let key = (label, row.endpoint.clone());
-        if !model.is_empty() {
-            *self.metrics.requests.entry(key.clone()).or_default() += 1;
-        }
+        let label = self.metrics.label(&model);
+        let code = row
+            .status
+            .map_or_else(|| "none".to_string(), |s| s.to_string());
+        *self
+            .metrics
+            .requests
+            .entry((label.clone(), row.endpoint.clone(), code))
+            .or_default() += 1;
         let ok = row.outcome == "ok";
         if ok && let Some(load) = row.load_duration_ms {
             let cold = load >= COLD_MS;
             row.cold = Some(cold);
             if cold {
-                *self.metrics.cold.entry(key).or_default() += 1;
-                self.metrics.load.observe(load / 1000.0);
+                *self
+                    .metrics
+                    .cold
+                    .entry((label.clone(), row.endpoint.clone()))
+                    .or_default() += 1;
+                self.metrics
+                    .load
+                    .entry(label.clone())
+                    .or_default()
+                    .observe(load / 1000.0);
             }
         }
         let start = match row.cold {
@@ -364,31 +196,40 @@ impl Recorder {
             Some(false) => "warm",
             None => "unknown",
         };
-        if ok {
-            if let Some(t) = row.ttft_ms {
-                self.metrics
-                    .ttft
-                    .entry(start.into())
-                    .or_default()
-                    .observe(t / 1000.0);
-            }
-            if let Some(t) = row.e2e_ms {
-                self.metrics
-                    .e2e
-                    .entry(start.into())
-                    .or_default()
-                    .observe(t / 1000.0);
-            }
+        // Only inference calls are timed: a listing, a load or an unload is not.
+        let inference =
+            ok && row.endpoint != "other" && (row.kind.is_empty() || row.kind == "serve");
+        let series = (label.clone(), row.endpoint.clone(), start);
+        if inference
+            && has_first_token(&row.endpoint)
+            && let Some(t) = row.ttft_ms
+        {
+            self.metrics
+                .ttft
+                .entry(series.clone())
+                .or_default()
+                .observe(t / 1000.0);
         }
-        if ok && !model.is_empty() {
-            self.track(&model, &mut row, inspected, ended);
+        if inference && let Some(t) = row.e2e_ms {
+            self.metrics
+                .e2e
+                .entry(series)
+                .or_default()
+                .observe(t / 1000.0);
+        }
+        if ok && !model.is_empty() && row.endpoint != "other" {
+            self.track(&model, &label, &mut row, inspected, ended);
+        }
+        if row.outcome == "cut_at_shutdown" {
+            self.cut += 1;
         }
         // A redirect is not a model request that ran: the client's next request is.
-        let writer = if row.model.is_empty()
+        let to_other = row.model.is_empty()
             || row.endpoint == "other"
             || row.outcome == "redirected"
             || row.outcome == "not_forwarded"
-        {
+            || row.outcome == "loop";
+        let writer = if to_other {
             &mut self.other
         } else {
             &mut self.csv
@@ -396,11 +237,23 @@ impl Recorder {
         if writer.serialize(&row).is_ok() {
             let _ = writer.flush();
             self.rows += 1;
+            if to_other {
+                self.other_rows += 1;
+            } else {
+                self.model_rows += 1;
+            }
         }
     }
 
     /// Tells a reload from an expiry and remembers the model's keep-alive.
-    fn track(&mut self, model: &str, row: &mut ProxyRow, inspected: &Inspected, ended: Instant) {
+    fn track(
+        &mut self,
+        model: &str,
+        label: &str,
+        row: &mut ProxyRow,
+        inspected: &Inspected,
+        ended: Instant,
+    ) {
         let key = name::key(model);
         let options = if inspected.endpoint.starts_with("v1_") {
             String::new()
@@ -420,24 +273,44 @@ impl Recorder {
                     && started.saturating_duration_since(end).as_secs_f64() > prev.keep_alive_s
             });
             if !expired {
-                let other_loaded = prev.last_end.is_some_and(|end| {
+                let evictor = prev.last_end.and_then(|end| {
                     self.loads
                         .iter()
-                        .any(|(k, at)| *k != key && *at >= end && *at <= started)
+                        .find(|(k, _, at)| *k != key && *at >= end && *at <= started)
+                        .map(|(_, l, _)| l.clone())
                 });
-                let cause = if other_loaded {
+                let ctx =
+                    |c: Option<i64>| c.map_or_else(|| "default".to_string(), |c| c.to_string());
+                let (cause, from, to) = if let Some(other) = evictor {
                     self.pain(Pain::Evicted);
-                    "evicted"
+                    ("evicted", String::new(), other)
                 } else if prev.num_ctx != inspected.num_ctx {
                     self.pain(Pain::OptionReload);
-                    "num_ctx"
+                    ("num_ctx", ctx(prev.num_ctx), ctx(inspected.num_ctx))
                 } else if prev.load_options != options {
                     self.pain(Pain::OptionReload);
-                    "load_options"
+                    let short = |s: &str| crate::units::limits::excerpt(s);
+                    ("load_options", short(&prev.load_options), short(&options))
                 } else {
-                    "unknown"
+                    ("unknown", String::new(), String::new())
                 };
-                *self.metrics.reloads.entry(cause.into()).or_default() += 1;
+                *self
+                    .metrics
+                    .reloads
+                    .entry((label.to_string(), cause.to_string()))
+                    .or_default() += 1;
+                let at_unix_s = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0.0, |d| d.as_secs_f64());
+                self.metrics.last_reload.insert(
+                    label.to_string(),
+                    Reload {
+                        cause,
+                        from,
+                        to,
+                        at_unix_s,
+                    },
+                );
                 if !row.note.is_empty() {
                     row.note.push(';');
                 }
@@ -445,18 +318,30 @@ impl Recorder {
             }
         }
         if cold {
-            self.loads.push((key.clone(), ended));
+            self.loads.push((key.clone(), label.to_string(), ended));
             if self.loads.len() > 64 {
                 self.loads.remove(0);
             }
         }
-        let keep_alive_s = match inspected.placement {
-            super::inspect::Placement::Top => keep_alive_seconds(&row.keep_alive_sent),
-            _ if cold => DEFAULT_KEEP_ALIVE_S,
-            _ => previous
-                .as_ref()
-                .map_or(DEFAULT_KEEP_ALIVE_S, |p| p.keep_alive_s),
+        // The keep_alive the server received (rewritten or the client's), else its own.
+        let received = crate::units::KeepAlive::from_written(&row.keep_alive);
+        let server_default = self
+            .metrics
+            .server_default_s
+            .unwrap_or(DEFAULT_KEEP_ALIVE_S);
+        let keep_alive_s = match &received {
+            Some(k) => k.seconds_or_infinity(),
+            None if cold => server_default,
+            None => previous.as_ref().map_or(server_default, |p| p.keep_alive_s),
         };
+        let source = match &received {
+            Some(_) if row.note.split(';').any(|n| n.starts_with("rewritten:")) => {
+                KeepAliveSource::Rewritten
+            }
+            Some(_) => KeepAliveSource::Request,
+            None => KeepAliveSource::ServerDefault,
+        };
+        self.metrics.keep_alive(label, source, keep_alive_s, ended);
         if !self.models.contains_key(&key) && self.models.len() >= MAX_MODEL_STATES {
             let idlest = self
                 .models
@@ -479,41 +364,41 @@ impl Recorder {
     }
 }
 
-/// Seconds of a keep_alive as sent (JSON text): infinity for forever.
-fn keep_alive_seconds(json: &str) -> f64 {
-    let Ok(v) = serde_json::from_str::<serde_json::Value>(json) else {
-        return DEFAULT_KEEP_ALIVE_S;
-    };
-    match crate::units::KeepAlive::from_json(&v) {
-        Ok(Some(k)) if k.is_forever() => f64::INFINITY,
-        Ok(Some(k)) => k.seconds_or_infinity(),
-        _ => DEFAULT_KEEP_ALIVE_S,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn prometheus_text_has_base_units_and_total_suffixes() {
-        let mut m = Metrics::default();
-        m.requests.insert(("tiny".into(), "chat".into()), 3);
-        m.load.observe(0.3);
-        m.ttft.entry("cold".into()).or_default().observe(0.4);
-        m.reloads.insert("load_options".into(), 1);
-        let text = m.render();
-        assert!(text.contains("kabench_proxy_requests_total{model=\"tiny\",endpoint=\"chat\"} 3"));
-        assert!(text.contains("kabench_proxy_load_duration_seconds_bucket{le=\"0.5\"} 1"));
-        assert!(text.contains("kabench_proxy_load_duration_seconds_bucket{le=\"0.25\"} 0"));
-        assert!(text.contains("kabench_proxy_ttft_seconds_count{start=\"cold\"} 1"));
-        assert!(text.contains("kabench_proxy_reloads_total{cause=\"load_options\"} 1"));
-        assert!(text.contains("# TYPE kabench_proxy_model_resident_bytes gauge"));
-        for i in 0..MAX_MODEL_SERIES * 3 {
-            let l = m.label(&format!("m{i}"));
-            assert_eq!(l == OTHER_MODELS, i >= MAX_MODEL_SERIES, "{i}");
+    fn row(endpoint: &str, model: &str) -> ProxyRow {
+        ProxyRow {
+            endpoint: endpoint.into(),
+            model: model.into(),
+            kind: if endpoint == "other" { "" } else { "serve" }.into(),
+            status: Some(200),
+            outcome: "ok".into(),
+            ttft_ms: Some(5.0),
+            e2e_ms: Some(9.0),
+            ..Default::default()
         }
-        assert_eq!(keep_alive_seconds("\"5m\""), 300.0);
-        assert_eq!(keep_alive_seconds("-1"), f64::INFINITY);
+    }
+
+    #[test]
+    fn only_inference_is_timed_and_ttft_only_where_tokens_stream() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = Recorder::create(dir.path(), true).unwrap();
+        r.metrics.set_listed(["tiny:latest"]);
+        let none = super::super::inspect::inspect("", b"");
+        r.finish(row("embed", "tiny"), &none, Instant::now());
+        r.finish(row("other", ""), &none, Instant::now());
+        r.finish(row("chat", "made-up"), &none, Instant::now());
+        let ttft: Vec<_> = r.metrics.ttft.keys().cloned().collect();
+        assert_eq!(
+            ttft,
+            vec![("other".to_string(), "chat".to_string(), "unknown")]
+        );
+        let e2e: Vec<_> = r.metrics.e2e.keys().map(|k| k.1.clone()).collect();
+        assert_eq!(e2e, vec!["chat".to_string(), "embed".to_string()]);
+        assert_eq!((r.model_rows, r.other_rows, r.rows), (2, 1, 3));
+        let models: Vec<_> = r.metrics.requests.keys().map(|k| k.0.clone()).collect();
+        assert_eq!(models, vec!["none", "other", "tiny:latest"]);
     }
 }

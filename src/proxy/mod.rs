@@ -10,12 +10,14 @@
 //! the client as it came, logged with the request's model. The server, its limits and
 //! its shutdown are in `server`, the body reads in `body`, the reply on its way back
 //! (and a request left unanswered) in `tap`, the reply scan in `scan`, the `/api/ps`
-//! poller in `ps`.
+//! poller in `ps`, loop detection in `hops`, `/metrics` in `metrics`.
 
 pub mod body;
 pub mod export;
+pub mod hops;
 pub mod inspect;
 pub mod log;
+pub mod metrics;
 mod ps;
 mod scan;
 pub mod server;
@@ -34,6 +36,7 @@ use serde_json::Value;
 use tokio::sync::oneshot;
 
 use body::{BodyError, BodyLimits, Budget};
+pub use hops::{HOPS, MAX_HOPS, SelfUpstream};
 use log::{ProxyRow, Recorder};
 use scan::Scanner;
 use server::ConnLimits;
@@ -98,6 +101,8 @@ struct Shared {
     budget: Budget,
     /// Set at shutdown once the grace period is over: what is dropped then was cut.
     cutting: AtomicBool,
+    /// This proxy's id in the [`HOPS`] header.
+    hop_id: String,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -117,8 +122,14 @@ pub struct ProxyHandle {
 /// What a proxy run saw, at shutdown.
 #[derive(Debug, Clone)]
 pub struct ProxyStats {
-    /// Rows written to the log.
+    /// Rows written to the logs, both files.
     pub rows: u64,
+    /// Rows of `proxy-requests.csv` (model requests).
+    pub model_rows: u64,
+    /// Rows of `proxy-other.csv`.
+    pub other_rows: u64,
+    /// Requests cut at shutdown (`cut_at_shutdown`), in those rows.
+    pub cut: u64,
     /// Warnings printed.
     pub warnings: Vec<String>,
     /// Rows written into the run folder's `requests.csv`, or why not.
@@ -134,6 +145,21 @@ impl ProxyHandle {
     /// The warnings so far.
     pub fn warnings(&self) -> Vec<String> {
         lock(&self.shared.recorder).warnings.clone()
+    }
+
+    /// Waits up to `within` for the first answered poll of the upstream (its model
+    /// list read, then `/api/ps`): until then every model is labelled `other`.
+    pub async fn wait_polled(&self, within: Duration) -> bool {
+        let until = Instant::now() + within;
+        loop {
+            if lock(&self.shared.recorder).metrics.upstream_up {
+                return true;
+            }
+            if Instant::now() >= until {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Rows written so far.
@@ -152,9 +178,15 @@ impl ProxyHandle {
         let _ = (&mut self.task).await;
         lock(&self.shared.vram).take();
         let version = self.version().await;
-        let (rows, warnings) = {
+        let (rows, model_rows, other_rows, cut, warnings) = {
             let r = lock(&self.shared.recorder);
-            (r.rows, r.warnings.clone())
+            (
+                r.rows,
+                r.model_rows,
+                r.other_rows,
+                r.cut,
+                r.warnings.clone(),
+            )
         };
         let exported = export::write_run_folder(
             &self.shared.out,
@@ -166,6 +198,9 @@ impl ProxyHandle {
         .map_err(|e| format!("{e:#}"));
         ProxyStats {
             rows,
+            model_rows,
+            other_rows,
+            cut,
             warnings,
             exported,
         }
@@ -195,6 +230,13 @@ pub async fn spawn(config: ProxyConfig) -> anyhow::Result<ProxyHandle> {
 
 /// [`spawn`] with `limits`.
 pub async fn spawn_with(config: ProxyConfig, limits: ProxyLimits) -> anyhow::Result<ProxyHandle> {
+    // Bound first (the port may be 0) and checked before anything is written.
+    let listener = server::bind(config.listen).await?;
+    hops::check_not_self(
+        listener.local_addr()?,
+        config.upstream.trim_end_matches('/'),
+    )
+    .await?;
     let recorder = Recorder::create(&config.out, config.quiet)?;
     let http = reqwest::Client::builder()
         .no_proxy()
@@ -214,8 +256,8 @@ pub async fn spawn_with(config: ProxyConfig, limits: ProxyLimits) -> anyhow::Res
         budget: Budget::new(&limits.body),
         body_limits: limits.body.clone(),
         cutting: AtomicBool::new(false),
+        hop_id: hops::hop_id(),
     });
-    let listener = server::bind(config.listen).await?;
     let addr = listener.local_addr()?;
     let (tx, rx) = oneshot::channel::<Duration>();
     let task = tokio::spawn(server::serve(listener, shared.clone(), limits.conn, rx));
@@ -317,6 +359,33 @@ where
         keep_alive_placement: "absent".into(),
         ..Default::default()
     };
+    let hops: Vec<String> = parts
+        .headers
+        .get_all(HOPS)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .collect();
+    if hops.iter().any(|h| *h == shared.hop_id) || hops.len() >= MAX_HOPS {
+        let mut row = base_row();
+        row.outcome = "loop".into();
+        row.status = Some(StatusCode::LOOP_DETECTED.as_u16());
+        row.note = format!("hops:{}", hops.len());
+        row.e2e_ms = Some(arrived.elapsed().as_secs_f64() * 1000.0);
+        let mut r = lock(&shared.recorder);
+        r.metrics.loops += 1;
+        r.pain(inspect::Pain::Loop);
+        r.finish(row, &inspect::inspect("", b""), Instant::now());
+        return proxy_error(
+            StatusCode::LOOP_DETECTED,
+            format!(
+                "this request already passed this proxy ({HOPS}): the upstream {} forwards back to it; point --upstream at the Ollama server itself",
+                shared.upstream
+            ),
+        );
+    }
     if !path.starts_with('/') {
         // `OPTIONS *` asks about the proxy itself, and a CONNECT's target is a host:
         // neither names a resource of the upstream, so neither is forwarded.
@@ -375,17 +444,23 @@ where
         notes.insert(0, "malformed_body".into());
     }
     let mut body = body;
+    // The keep_alive the server receives: the client's, or the rewritten one.
+    let mut received = inspected.applied.clone();
     if let Some(ka) = &shared.rewrite
         && inspected.native
         && let Some(new) = inspect::rewrite_keep_alive(&body, ka)
     {
         body = Bytes::from(new);
         notes.push(format!("rewritten:{ka}"));
+        received = crate::units::KeepAlive::from_json(ka)
+            .ok()
+            .flatten()
+            .map(|k| k.written().to_string());
     }
     let row = ProxyRow {
         endpoint: inspected.endpoint.to_string(),
         model: inspected.model.clone().unwrap_or_default(),
-        keep_alive: inspected.applied.clone().unwrap_or_default(),
+        keep_alive: received.unwrap_or_default(),
         keep_alive_sent: inspected.keep_alive.clone(),
         keep_alive_placement: inspected.placement.as_str().to_string(),
         kind: if inspected.endpoint == "other" {
@@ -417,6 +492,11 @@ where
         {
             headers.append(n, v);
         }
+    }
+    let mut chain = hops;
+    chain.push(shared.hop_id.clone());
+    if let Ok(v) = reqwest::header::HeaderValue::from_str(&chain.join(", ")) {
+        headers.insert(reqwest::header::HeaderName::from_static(HOPS), v);
     }
     // Written when dropped unanswered: the client left, or the proxy was cut.
     let mut pending = Pending {
@@ -499,9 +579,13 @@ where
         failed: None,
         done_ms: None,
     };
-    let body = if length == Some(0) {
-        // Nothing to pass (a redirect, a 204): the row is written now, as the server
-        // may never poll an empty body.
+    let bodiless = length == Some(0)
+        || parts.method == axum::http::Method::HEAD
+        || status == 204
+        || status == 304;
+    let body = if bodiless {
+        // Nothing to pass (a redirect, a 204, a 304, the reply to a HEAD): the row is
+        // written now, as the server never polls a body it will not send.
         let mut tap = tap;
         tap.close("ok");
         Body::empty()

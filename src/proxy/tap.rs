@@ -31,7 +31,7 @@ impl Drop for Pending {
             return;
         };
         row.outcome = if self.shared.cutting.load(Ordering::SeqCst) {
-            "cut".into()
+            "cut_at_shutdown".into()
         } else {
             "client_gone".into()
         };
@@ -150,7 +150,7 @@ impl Drop for Tap {
         let outcome = if self.scanner.done {
             "done"
         } else if self.shared.cutting.load(Ordering::SeqCst) {
-            "cut"
+            "cut_at_shutdown"
         } else {
             "client_gone"
         };

@@ -56,6 +56,7 @@ fn candidate(cell: &CellSummary, s: &StreamSummary) -> Candidate {
         on_frontier: false,
         meets_slo: None,
         honoured,
+        ran_late: cell.ran_late.clone(),
     }
 }
 
@@ -237,7 +238,7 @@ pub(crate) fn recommend_group(
         .collect();
     if valid.is_empty() {
         let reason = format!(
-            "no swept keep_alive had at most {:.0}% of its requests failed and one answered ({})",
+            "no swept keep_alive had at most {:.0}% of its requests failed, one answered and every shard in time ({})",
             MAX_ERROR_SHARE * 100.0,
             left_out.join("; ")
         );
@@ -320,7 +321,7 @@ pub(crate) fn recommend_group(
     }
     if !left_out.is_empty() {
         reason.push_str(&format!(
-            "; not candidates (more than {:.0}% of requests failed, or none answered): {}",
+            "; not candidates (more than {:.0}% of requests failed, none answered, or a shard started the cell late): {}",
             MAX_ERROR_SHARE * 100.0,
             left_out.join(", ")
         ));

@@ -59,10 +59,14 @@ pub enum Form {
 /// past it (or with no request answered) its cold ratio and memory say nothing.
 pub const MAX_ERROR_SHARE: f64 = 0.10;
 
-/// Why a candidate cannot be recommended (too many failed requests, or none answered),
+/// Why a candidate cannot be recommended (too many failed requests, none answered, or
+/// a shard of a merged run started its cell late),
 /// or `None` when it can.
 pub fn excluded(c: &Candidate) -> Option<String> {
     let ka = display_keep_alive(c.keep_alive.as_ref());
+    if let Some(why) = &c.ran_late {
+        return Some(format!("{ka}: ran late ({why})"));
+    }
     if c.requests == 0 {
         return Some(format!("{ka}: no request counted"));
     }
@@ -172,6 +176,9 @@ pub struct Candidate {
     pub meets_slo: Option<bool>,
     /// Whether the server released memory as keep_alive says (`null`: unknown).
     pub honoured: Option<bool>,
+    /// Which shards started the cell late (a merged run): it cannot be recommended.
+    #[serde(skip)]
+    pub ran_late: Option<String>,
 }
 
 impl Candidate {

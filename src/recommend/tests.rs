@@ -61,6 +61,7 @@ fn cell(id: &str, ka: &str, cold: u64, p99: f64, idle: f64) -> CellSummary {
             counted: "GPU".into(),
         }),
         memory_missing: None,
+        ran_late: None,
         warnings: Vec::new(),
         reloads: Default::default(),
         predicted: false,

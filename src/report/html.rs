@@ -236,6 +236,27 @@ fn rec_view(r: &Recommendation) -> RecView<'_> {
     }
 }
 
+/// An RFC 3339 time as `2026-12-06 13:53:13 UTC`, to the second; text that does not
+/// parse is shown as written.
+pub fn to_second(text: &str) -> String {
+    use time::format_description::well_known::Rfc3339;
+    match time::OffsetDateTime::parse(text, &Rfc3339) {
+        Ok(t) => {
+            let t = t.to_offset(time::UtcOffset::UTC);
+            format!(
+                "{:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC",
+                t.year(),
+                u8::from(t.month()),
+                t.day(),
+                t.hour(),
+                t.minute(),
+                t.second()
+            )
+        }
+        Err(_) => text.to_string(),
+    }
+}
+
 /// Renders `index.html`.
 pub fn render_index(data: &ReportData) -> Result<String> {
     let mut env = Environment::new();
@@ -247,6 +268,8 @@ pub fn render_index(data: &ReportData) -> Result<String> {
     let recs: Vec<RecView<'_>> = data.recommendations.iter().map(rec_view).collect();
     tmpl.render(context! {
         meta => to_value(&data.meta),
+        started => to_value(to_second(&data.meta.started_at)),
+        ended => to_value(data.meta.ended_at.as_deref().map(to_second)),
         summary => to_value(&data.summary),
         status => to_value(format!("{:?}", data.meta.status).to_lowercase()),
         headline => to_value(&data.headline),

@@ -9,8 +9,10 @@ pub mod compare;
 pub mod figures;
 pub mod html;
 pub mod markdown;
+pub mod noise;
 pub mod predict_charts;
 pub mod table;
+mod telemetry_notes;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -225,8 +227,10 @@ pub fn render(dir: &Path, opts: &RenderOptions) -> Result<Rendered> {
         folder::write_atomic(&path, c.svg.as_bytes())?;
     }
 
-    warnings.extend(run_warnings(&meta, &summary, &recs));
-    let notes = run_notes(&meta);
+    let gpu = gpu_expected(&meta, &samples);
+    warnings.extend(run_warnings(&meta, &summary, &recs, gpu));
+    warnings.extend(noise::warnings(&meta, &requests));
+    let notes = run_notes(&meta, gpu);
     let sim = meta
         .target
         .kind
@@ -448,31 +452,20 @@ pub fn xml_safe(text: &str) -> String {
         .collect()
 }
 
+pub use telemetry_notes::gpu_expected;
+use telemetry_notes::{run_notes, telemetry_unavailable};
+
 /// True for a run on the simulator or a prediction: no real hardware was measured.
 fn simulated(meta: &RunMeta) -> bool {
     meta.target.kind.is_simulated()
 }
 
-/// Telemetry sources that could not sample (`telemetry nvml unavailable: …`).
-fn telemetry_unavailable(meta: &RunMeta) -> Vec<String> {
-    meta.telemetry
-        .iter()
-        .filter(|(_, state)| state.starts_with("unavailable"))
-        .map(|(source, state)| format!("telemetry {source} {state}"))
-        .collect()
-}
-
-/// Facts a reader may want but need not act on: on a simulated run, the hardware
-/// sources (NVML, RSS) that had nothing to measure.
-fn run_notes(meta: &RunMeta) -> Vec<String> {
-    if simulated(meta) {
-        telemetry_unavailable(meta)
-    } else {
-        Vec::new()
-    }
-}
-
-fn run_warnings(meta: &RunMeta, summary: &Summary, recs: &[Recommendation]) -> Vec<String> {
+fn run_warnings(
+    meta: &RunMeta,
+    summary: &Summary,
+    recs: &[Recommendation],
+    gpu_expected: bool,
+) -> Vec<String> {
     let mut out = Vec::new();
     match meta.status {
         RunStatus::Complete => {}
@@ -486,9 +479,19 @@ fn run_warnings(meta: &RunMeta, summary: &Summary, recs: &[Recommendation]) -> V
             "the run failed: {}",
             meta.failure.clone().unwrap_or_else(|| "no reason recorded".into())
         )),
+        RunStatus::Late => out.push(format!(
+            "this shard sent nothing ({}): merge counts it missing",
+            meta.failure.clone().unwrap_or_else(|| "late".into())
+        )),
     }
     if !simulated(meta) {
-        out.extend(telemetry_unavailable(meta));
+        // NVML missing is a warning only where a GPU was expected.
+        out.extend(
+            telemetry_unavailable(meta)
+                .into_iter()
+                .filter(|(nvml, _)| gpu_expected || !nvml)
+                .map(|(_, s)| s),
+        );
     }
     out.extend(meta.warnings.iter().cloned());
     for cell in &summary.cells {

@@ -161,21 +161,44 @@ fn an_absent_nvml_is_a_note_on_a_simulated_run_and_a_warning_on_a_real_one() {
     let summary = scrambled(&["0"]);
     meta.target.kind = TargetKind::Sim;
     assert!(
-        run_warnings(&meta, &summary, &[])
+        run_warnings(&meta, &summary, &[], false)
             .iter()
             .all(|w| !w.contains("nvml"))
     );
     assert_eq!(
-        run_notes(&meta),
+        run_notes(&meta, false),
         ["telemetry nvml unavailable: no NVIDIA driver"]
     );
     meta.target.kind = TargetKind::Ollama;
+    // A CPU-only host (no model in GPU memory): a note, not a warning.
     assert!(
-        run_warnings(&meta, &summary, &[])
+        run_warnings(&meta, &summary, &[], false)
+            .iter()
+            .all(|w| !w.contains("nvml"))
+    );
+    let notes = run_notes(&meta, false);
+    assert!(
+        notes.len() == 1 && notes[0].contains("no model in GPU memory"),
+        "{notes:?}"
+    );
+    // A GPU expected (/api/ps reports size_vram > 0): a warning.
+    let ps = folder::VramSample {
+        t_ms: 0.0,
+        source: "ollama_ps".into(),
+        device: String::new(),
+        model: "m".into(),
+        used_bytes: 1 << 30,
+        total_bytes: Some(1 << 30),
+        extra: String::new(),
+        host: String::new(),
+    };
+    assert!(gpu_expected(&meta, &[ps]));
+    assert!(
+        run_warnings(&meta, &summary, &[], true)
             .iter()
             .any(|w| w.contains("nvml"))
     );
-    assert!(run_notes(&meta).is_empty());
+    assert!(run_notes(&meta, true).is_empty());
 }
 
 #[test]

@@ -142,6 +142,7 @@ async fn swarm_against(
         pause: Duration::ZERO,
         progress: &progress,
         starts: None,
+        late_tolerance: crate::shard::LATE_TOLERANCE,
     };
     let ended = cells.run(plan, &mut driver, &mut rec, &cancel).await;
     watcher.abort();

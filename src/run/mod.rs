@@ -114,6 +114,10 @@ pub(crate) struct CellLoop<'a> {
     /// A sharded run's fixed cell starts (the first is the start barrier): before each
     /// cell the loop sleeps until its start, then unloads; `None` runs cells back to back.
     pub starts: Option<&'a [Instant]>,
+    /// How late after its fixed start a sharded run may wake at the barrier and still
+    /// send (past it the run ends `late`, having sent nothing), and how late a later
+    /// cell may start before it is recorded in `shard.late_cells`.
+    pub late_tolerance: Duration,
 }
 
 impl CellLoop<'_> {
@@ -152,12 +156,31 @@ impl CellLoop<'_> {
                         _ = cancel.cancelled() => break,
                     }
                 }
+                // How late it really is, after the wait (a slow start-up, a stalled
+                // process).
+                let late = late.max(Instant::now().saturating_duration_since(start));
                 if cell.index == 0 {
                     let woke = std::time::SystemTime::now();
                     if let Some(shard) = rec.writer.meta_mut().shard.as_mut()
                         && let Ok(at) = crate::shard::parse_start_at(&shard.start_at)
                     {
                         shard.clock_offset_ms = Some(crate::shard::ms_between(woke, at));
+                    }
+                    if late > self.late_tolerance {
+                        // Past the tolerance the others are already sending: unloading
+                        // or sending now would disturb their cells and record latencies
+                        // of a schedule this shard did not keep.
+                        let note = crate::shard::late_note(late, self.late_tolerance);
+                        if let Some(shard) = rec.writer.meta_mut().shard.as_mut() {
+                            shard.late_ms = Some(crate::folder::ms(late));
+                        }
+                        rec.warn(
+                            format!("this shard sent nothing: {note}; merge counts it missing"),
+                            self.progress,
+                        );
+                        status = RunStatus::Late;
+                        failure = Some(format!("late: {note}"));
+                        break;
                     }
                     if late > Duration::from_millis(100) {
                         rec.warn(
@@ -169,6 +192,13 @@ impl CellLoop<'_> {
                         );
                     }
                 } else if late > Duration::from_millis(100) {
+                    if late > self.late_tolerance
+                        && let Some(shard) = rec.writer.meta_mut().shard.as_mut()
+                    {
+                        shard
+                            .late_cells
+                            .insert(cell.id.clone(), crate::folder::ms(late));
+                    }
                     rec.warn(
                         format!(
                             "cell {} started {:.1} s after its fixed start: the previous cell ran past its window",
@@ -196,7 +226,12 @@ impl CellLoop<'_> {
                 requests: driver.planned(cell),
             });
             let loads_before = Recorder::sim_loads_now(self.sim);
+            // The host at the cell's start and end: two reads of /proc, none per request.
+            let host_before = crate::telemetry::host_load::snapshot();
             let ran = driver.run_cell(cell, &mut *rec, cancel).await;
+            let host = host_before
+                .zip(crate::telemetry::host_load::snapshot())
+                .map(|(a, b)| crate::telemetry::host_load::between(&a, &b));
             let _ = self.progress.send(ProgressEvent::CellFinished {
                 id: cell.id.clone(),
             });
@@ -206,6 +241,7 @@ impl CellLoop<'_> {
                     let m = &mut rec.writer.meta_mut().cells[cell.index];
                     m.started_ms = Some(timing.started_ms);
                     m.ended_ms = Some(timing.ended_ms);
+                    m.host = host;
                 }
                 Err(e) => {
                     status = RunStatus::Failed;

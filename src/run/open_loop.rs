@@ -58,6 +58,9 @@ pub struct RunOptions {
     /// The common start barrier (`--start-at`): every cell starts at a fixed offset
     /// from it. A shard without one starts its barrier when it is ready.
     pub start_at: Option<SystemTime>,
+    /// How late after the barrier a shard may wake and still send
+    /// ([`shard::LATE_TOLERANCE`] by default); later, it sends nothing and ends `late`.
+    pub late_tolerance: Duration,
 }
 
 /// How long a sharded run of `plan` lasts from its start barrier: every cell's fixed
@@ -92,13 +95,17 @@ impl Timeline {
     /// The timeline of `plan` from `start_at`: each cell's window covers the unload
     /// allowance, its last global send, the idle horizon's tail, slack and `pause`.
     ///
-    /// A barrier too far ahead or behind is refused ([`shard::check_barrier`]): no
-    /// intended send time may precede the process's start.
-    fn of(plan: &Plan, start_at: SystemTime, pause: Duration) -> Result<Timeline> {
+    /// A barrier too far ahead is refused ([`shard::check_barrier`]), and one behind
+    /// too unless `sharded`: a shard that starts after its barrier ends `late` at it.
+    fn of(plan: &Plan, start_at: SystemTime, pause: Duration, sharded: bool) -> Result<Timeline> {
         let now_wall = SystemTime::now();
         let now = Instant::now();
-        shard::check_barrier(start_at, now_wall, "--start-at")
-            .map_err(|e| crate::units::ParseError::new(e.0))?;
+        if sharded {
+            shard::check_shard_barrier(start_at, now_wall, "--start-at")
+        } else {
+            shard::check_barrier(start_at, now_wall, "--start-at")
+        }
+        .map_err(|e| crate::units::ParseError::new(e.0))?;
         let barrier = match start_at.duration_since(now_wall) {
             Ok(ahead) => now + ahead,
             Err(behind) => now.checked_sub(behind.duration()).unwrap_or(now),
@@ -182,8 +189,13 @@ async fn run_against(
     cancel: CancellationToken,
 ) -> Result<RunOutcome> {
     let timeline = match (options.start_at, options.slice) {
-        (Some(at), _) => Some(Timeline::of(plan, at, scenario.run.pause)?),
-        (None, Some(_)) => Some(Timeline::of(plan, SystemTime::now(), scenario.run.pause)?),
+        (Some(at), slice) => Some(Timeline::of(plan, at, scenario.run.pause, slice.is_some())?),
+        (None, Some(_)) => Some(Timeline::of(
+            plan,
+            SystemTime::now(),
+            scenario.run.pause,
+            true,
+        )?),
         (None, None) => None,
     };
     let out = match options.slice {
@@ -218,6 +230,9 @@ async fn run_against(
         clock_offset_ms: None,
         cell_starts_ms: t.offsets.iter().map(|o| folder::ms(*o)).collect(),
         histograms: None,
+        late_tolerance_ms: Some(folder::ms(options.late_tolerance)),
+        late_ms: None,
+        late_cells: Default::default(),
     });
     let (clients, mut rec) = begin
         .open(|meta| meta.shard = shard_meta, &progress, &cancel)
@@ -254,6 +269,7 @@ async fn run_against(
         },
         progress: &progress,
         starts: timeline.as_ref().map(|t| t.starts.as_slice()),
+        late_tolerance: options.late_tolerance,
     };
     let (status, failure) = cells.run(plan, &mut driver, &mut rec, &cancel).await?;
     rec.close(status, failure, sim_handle).await

@@ -449,6 +449,7 @@ pub fn initial_meta(
                 .collect(),
             started_ms: None,
             ended_ms: None,
+            host: None,
         })
         .collect();
     let mut telemetry = std::collections::BTreeMap::new();

@@ -151,4 +151,7 @@ pub struct FaultSettings {
     pub stall: Option<String>,
     /// Share of loads that fail (500, nothing stays resident).
     pub failed_load: Option<f64>,
+    /// Added to every answer before its first byte (`"300ms"`): a slower server, to
+    /// check that `compare` sees a regression.
+    pub delay: Option<String>,
 }

@@ -6,6 +6,7 @@
 //! "unavailable" once and the others go on. Knows nothing of requests, cells or analysis.
 //! Over 500 lines: the sampling task, its per-source start-up and its shutdown are one lifecycle.
 
+pub mod host_load;
 pub mod nvml;
 pub mod ollama_ps;
 pub mod prometheus;

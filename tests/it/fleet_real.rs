@@ -1,5 +1,7 @@
-//! A small real fleet: two real Ollama servers (`../shared/ollama`, CPU build) on two
-//! loopback ports as the targets of one scenario, run as 2 shards split by host
+//! A small real fleet: two real Ollama servers (`../shared/ollama`, CPU build) as
+//! distinct hosts — each in its own network namespace with its own address where the
+//! machine allows it (root: `common::netns`), else on two loopback ports — as the
+//! targets of one scenario, run as 2 shards split by host
 //! (`kabench run --shards 2`; a request every 4 s, so 8 s apart on each host, longer
 //! than a cold load of tiny-50m on a busy 2-core machine): per-host and merged figures
 //! in the summary, and each host's `/api/ps` telemetry in the merged `vram.csv`. Skips
@@ -9,9 +11,14 @@ use crate::common::{RealOllama, read_json, request_rows, run_ok};
 
 #[test]
 fn two_real_ollama_hosts_run_as_two_shards_give_per_host_and_merged_figures() {
-    let Some((a, b)) = RealOllama::start_pair("fleet", &[]) else {
+    let Some(((a, b), distinct)) = RealOllama::start_distinct_pair("fleet", &[]) else {
         return;
     };
+    if distinct {
+        // Two addresses, neither loopback: the rows and series below are per host.
+        assert!(!a.url.contains("127.0.0.1") && !b.url.contains("127.0.0.1"));
+        assert_ne!(a.url.split(':').nth(1), b.url.split(':').nth(1));
+    }
     let tmp = tempfile::tempdir().unwrap();
     let scenario = tmp.path().join("fleet.toml");
     std::fs::write(

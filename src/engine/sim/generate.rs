@@ -54,7 +54,8 @@ pub(super) struct Checked {
 
 impl Checked {
     /// Hands the request to the scheduler and waits for its model. A serving request
-    /// may first be answered with the injected 500 (fault injection, before any byte).
+    /// may first be answered with the injected 500, and waits `[sim.faults] delay`
+    /// (fault injection, before any byte).
     pub(super) async fn admit(
         &self,
         st: &SimState,
@@ -67,6 +68,11 @@ impl Checked {
         }
         if kind == RequestKind::Serve && st.roll(st.inner.faults.error_500) {
             return Err(SimError::internal("simulated server error"));
+        }
+        // A slower server: every answer waits this long before its first byte.
+        let delay = st.inner.faults.delay;
+        if kind == RequestKind::Serve && !delay.is_zero() {
+            tokio::time::sleep(delay).await;
         }
         st.admit(&self.model, self.num_ctx, self.keep_alive.clone(), kind)
             .await

@@ -33,6 +33,8 @@ pub struct Faults {
     pub slow_stream: f64,
     /// Decode slowdown of a slow stream (≥ 1).
     pub slow_factor: f64,
+    /// Added to every answer before its first byte.
+    pub delay: Duration,
 }
 
 impl Default for Faults {
@@ -43,6 +45,7 @@ impl Default for Faults {
             drop_connection: 0.0,
             slow_stream: 0.0,
             slow_factor: 5.0,
+            delay: Duration::ZERO,
         }
     }
 }
@@ -54,6 +57,7 @@ impl Faults {
             || self.midstream_error > 0.0
             || self.drop_connection > 0.0
             || self.slow_stream > 0.0
+            || !self.delay.is_zero()
     }
 }
 
@@ -229,7 +233,15 @@ impl SimSettings {
                 format!("{slow_factor} is out of range; write a factor of at least 1"),
             ));
         }
+        let delay = duration("sim.faults.delay", &f.delay, Duration::ZERO)?;
+        if delay > Duration::from_secs(60) {
+            return Err(bad(
+                "sim.faults.delay",
+                format!("{delay:?} is over the limit of 60s; write a delay of at most 60s"),
+            ));
+        }
         Ok(Faults {
+            delay,
             error_500: share("sim.faults.error_500", f.error_500, 0.0)?,
             midstream_error: share("sim.faults.midstream_error", f.midstream_error, 0.0)?,
             drop_connection: share("sim.faults.drop_connection", f.drop_connection, 0.0)?,

@@ -53,7 +53,8 @@ impl FaultSettings {
             stalled_load,
             stall,
             failed_load,
-            slow_factor
+            slow_factor,
+            delay
         );
     }
 }

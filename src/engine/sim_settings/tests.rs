@@ -149,3 +149,23 @@ fn for_tests_loads_fast() {
     assert_eq!(c.vram_release_delay, Duration::from_millis(20));
     assert!(!SimSettings::for_tests().faults().unwrap().any());
 }
+
+#[test]
+fn the_answer_delay_fault_reads_and_is_bounded() {
+    let with = |d: &str| SimSettings {
+        faults: FaultSettings {
+            delay: Some(d.into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let f = with("300ms").faults().unwrap();
+    assert_eq!(f.delay, Duration::from_millis(300));
+    assert!(f.any());
+    let e = with("2m").faults().unwrap_err();
+    assert!(
+        e.message.starts_with("sim.faults.delay") && e.message.contains("60s"),
+        "{}",
+        e.message
+    );
+}

@@ -47,7 +47,7 @@ pub struct FolderInfo {
 
 mod table;
 
-pub use table::{table, verdict};
+pub use table::{table, thin_split, verdict};
 
 /// What the pre-load bound is, for people.
 pub const PRELOAD_BOUND: &str = "pre-load bound (a clairvoyant client pre-warming just in time): unload after each request and load again with an empty prompt to be ready as the next arrives, holding only when that does not pay; below what any keep_alive can reach, a yardstick for pre-warming, not the optimum";
@@ -182,6 +182,7 @@ pub fn summary(p: &Prediction, info: &FolderInfo) -> Summary {
                 streams,
                 vram: Some(vram),
                 memory_missing: None,
+                ran_late: None,
                 warnings: Vec::new(),
                 reloads: Default::default(),
                 predicted: true,
@@ -199,7 +200,8 @@ pub fn summary(p: &Prediction, info: &FolderInfo) -> Summary {
         cold_threshold_ms: info.cold_threshold_ms,
         cells,
         predicted: true,
-        best_fixed: name(p.best_fixed()),
+        // Nothing is recommended on a host that cannot serve the traffic.
+        best_fixed: name(p.best_fixed().filter(|_| p.overload.is_none())),
         // What "×optimum" is read against, and the pre-load bound beside it.
         optimum: p.optimum.map(|o| OptimumMeta {
             policy: p.outcomes[o].policy.name(),
@@ -246,6 +248,8 @@ pub fn summary(p: &Prediction, info: &FolderInfo) -> Summary {
             split_s: p.scan.span_s * p.train,
             recommended: name(p.recommended()),
             best_fixed_after_split: name(p.best_fixed_test()),
+            test_requests: Some(p.test_requests()),
+            too_little_traffic: p.too_little_after_split(),
         }),
     }
 }
@@ -331,6 +335,7 @@ fn policy_meta(p: &Prediction, i: usize) -> PolicyMeta {
         expirations: sum(|m| m.expirations),
         unloads: sum(|m| m.unloads),
         loads: sum(|m| m.loads),
+        cold_loads: sum(|m| m.cold_loads),
         prewarm_loads: sum(|m| m.prewarm_loads),
         wasted_loads: sum(|m| m.wasted_loads),
     }
@@ -458,9 +463,13 @@ pub fn write_folder(dir: &Path, p: &Prediction, host: &Host, info: &FolderInfo) 
                 .collect(),
             started_ms: Some(0.0),
             ended_ms: None,
+            host: None,
         })
         .collect();
     meta.warnings = p.scan.notes.clone();
+    // What makes the figures less than a recommendation, first.
+    let caveats = p.overload.iter().map(|o| o.line()).chain(thin_split(p));
+    meta.warnings.splice(0..0, caveats);
     meta.predicted = true;
     meta.input = Some(PredictInput {
         path: p.scan.path.display().to_string(),

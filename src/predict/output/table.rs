@@ -10,18 +10,20 @@ fn ms(v: Option<f64>) -> String {
 
 /// The table: one row per policy, all models together; `errors` are requests refused
 /// (queue full, 503) or failed, and `cold%` is of the answered ones (requests less
-/// errors); `×optimum` is cost ÷ the keep_alive optimum's (the pre-load bound, its own
+/// errors); `reloads` are the loads cold requests waited on, each once however many
+/// requests shared it (what the cost prices); `×optimum` is cost ÷ the keep_alive optimum's (the pre-load bound, its own
 /// row, reads below 1).
 pub fn table(p: &Prediction) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<18} {:>9} {:>8} {:>8} {:>6} {:>9} {:>9} {:>10} {:>10} {:>9} {:>10} {:>9}{}",
+        "{:<18} {:>9} {:>8} {:>8} {:>6} {:>8} {:>9} {:>9} {:>10} {:>10} {:>9} {:>10} {:>9}{}",
         "policy",
         "requests",
         "errors",
         "cold",
         "cold%",
+        "reloads",
         "ttft p50",
         "ttft p99",
         "GB·h held",
@@ -40,6 +42,7 @@ pub fn table(p: &Prediction) -> String {
         let errors: u64 = o.models.iter().map(|m| m.errors).sum();
         let answered = requests.saturating_sub(errors);
         let cold: u64 = o.models.iter().map(|m| m.cold).sum();
+        let reloads: u64 = o.models.iter().map(|m| m.cold_loads).sum();
         let evictions: u64 = o.models.iter().map(|m| m.evictions).sum();
         let held: f64 = o
             .models
@@ -57,7 +60,7 @@ pub fn table(p: &Prediction) -> String {
             .map_or_else(|| "-".into(), |x| format!("{x:.2}×"));
         let _ = writeln!(
             out,
-            "{:<18} {:>9} {:>8} {:>8} {:>6} {:>9} {:>9} {:>10.2} {:>10.2} {:>9} {:>10.1} {:>9}{}",
+            "{:<18} {:>9} {:>8} {:>8} {:>6} {:>8} {:>9} {:>9} {:>10.2} {:>10.2} {:>9} {:>10.1} {:>9}{}",
             o.policy.name(),
             requests,
             errors,
@@ -67,6 +70,7 @@ pub fn table(p: &Prediction) -> String {
             } else {
                 "-".to_string()
             },
+            reloads,
             ms(ttft.map(|q| q.p50)),
             ms(ttft.map(|q| q.p99)),
             held / 3600.0,
@@ -130,11 +134,63 @@ fn errors_warning(p: &Prediction) -> Vec<String> {
     out
 }
 
+/// What pre-warm (outcome `i`) gained: the models it pre-warmed (periodic clients),
+/// and the share of the gap from the best fixed keep_alive down to the keep_alive
+/// optimum it closed (over 100%: below the optimum, which cannot pre-load).
+fn prewarm_gain(p: &Prediction, i: usize) -> String {
+    let o = &p.outcomes[i];
+    let warmed: Vec<String> = o
+        .models
+        .iter()
+        .zip(&p.models)
+        .filter(|(m, _)| m.prewarm_loads > 0)
+        .map(|(m, f)| format!("{} ({} loads)", f.model, m.prewarm_loads))
+        .collect();
+    if warmed.is_empty() {
+        return "; no model's gaps were periodic enough to pre-warm, so it kept them as adaptive does".into();
+    }
+    let mut out = format!("; pre-warmed (periodic): {}", warmed.join(", "));
+    if let (Some(b), Some(opt)) = (p.best_fixed(), p.optimum) {
+        let gap = p.costs[b].total - p.costs[opt].total;
+        if gap > 1e-9 {
+            let closed = (p.costs[b].total - p.costs[i].total) / gap;
+            out.push_str(&format!(
+                "; it closes {:.0}% of the gap from the best fixed keep_alive ({}) to the keep_alive optimum",
+                closed * 100.0,
+                p.outcomes[b].policy.name()
+            ));
+        }
+    }
+    out
+}
+
+/// The out-of-sample line when too little traffic came after the split: no result.
+pub fn thin_split(p: &Prediction) -> Option<String> {
+    if !p.too_little_after_split() || p.overload.is_some() {
+        return None;
+    }
+    let pct = p.train * 100.0;
+    let fitted = p.recommended().map_or_else(String::new, |r| {
+        format!(
+            ", the best fixed value is {} (cost there {:.1})",
+            p.outcomes[r].policy.name(),
+            p.train_costs[r].total
+        )
+    });
+    Some(format!(
+        "out of sample: fitted on the first {pct:.0}% of the time span{fitted}; too little traffic after the split: {} request(s) in the remaining {:.0}% (at least {} are needed to score it), so there is no out-of-sample result: give a longer input, or --train with a smaller share",
+        p.test_requests(),
+        100.0 - pct,
+        crate::predict::MIN_TEST_REQUESTS
+    ))
+}
+
 /// Lines to print under the table: T* per model, the best fixed value against the
 /// keep_alive optimum, the optimum's rule, the pre-load bound, the other policies' rules,
 /// notes.
 pub fn verdict(p: &Prediction) -> Vec<String> {
-    let mut out = errors_warning(p);
+    let mut out: Vec<String> = p.overload.iter().map(|o| o.line()).collect();
+    out.extend(errors_warning(p));
     for f in &p.models {
         out.push(format!(
             "{}: {} resident ({}), reload {:.2} s, break-even keep_alive T* = {}",
@@ -154,7 +210,7 @@ pub fn verdict(p: &Prediction) -> Vec<String> {
                 })
         ));
     }
-    if let Some(b) = p.best_fixed() {
+    if let Some(b) = p.best_fixed().filter(|_| p.overload.is_none()) {
         let name = p.outcomes[b].policy.name();
         let x = p
             .times_optimum(b)
@@ -201,6 +257,10 @@ pub fn verdict(p: &Prediction) -> Vec<String> {
         ));
     }
     if p.has_split()
+        && let Some(line) = thin_split(p)
+    {
+        out.push(line);
+    } else if p.has_split()
         && let (Some(r), Some(b)) = (p.recommended(), p.best_fixed_test())
     {
         let pct = p.train * 100.0;
@@ -229,7 +289,10 @@ pub fn verdict(p: &Prediction) -> Vec<String> {
                 p.times_optimum(i)
                     .map_or_else(String::new, |x| format!(", {x:.2}× the keep_alive optimum")),
                 if o.policy == Policy::PreWarm {
-                    format!(", {loads} pre-warm loads of which {wasted} wasted, their idle memory priced")
+                    format!(
+                        ", {loads} pre-warm loads of which {wasted} wasted, their idle memory priced{}",
+                        prewarm_gain(p, i)
+                    )
                 } else {
                     String::new()
                 }

@@ -35,6 +35,7 @@ impl Replay {
                     };
                     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
                     let o = &mut self.out[f.model];
+                    o.busy_s += end.saturating_sub(dispatch).as_secs_f64();
                     let group = if cold { 2 } else { 1 };
                     let ttft = ms(first_token - f.arrival);
                     let e2e = ms(end - f.arrival);
@@ -45,8 +46,18 @@ impl Replay {
                     }
                     if cold {
                         o.cold += 1;
-                        if f.arrival.as_secs_f64() < self.settings.split_s {
+                        let in_train = f.arrival.as_secs_f64() < self.settings.split_s;
+                        if in_train {
                             o.train.cold += 1;
+                        }
+                        // The first cold request of a load charges it; the others that
+                        // waited on the same load share it.
+                        if self.charged_gen[f.model] != self.load_gen[f.model] {
+                            self.charged_gen[f.model] = self.load_gen[f.model];
+                            o.cold_loads += 1;
+                            if in_train {
+                                o.train.cold_loads += 1;
+                            }
                         }
                         o.load.record_ms(ms(load_duration));
                     }
@@ -73,6 +84,7 @@ impl Replay {
                     self.touch(m, now);
                     self.held[m].resident = Some((vram, size - vram));
                     self.out[m].loads += 1;
+                    self.load_gen[m] += 1;
                     self.total.0 += vram;
                     self.total.1 += size - vram;
                     if self.total.0 + self.total.1 > self.peak.0 + self.peak.1 {

@@ -127,6 +127,10 @@ pub struct Replay {
     next_prewarm: u64,
     /// The host's load-time jitter (share).
     load_jitter: f64,
+    /// Per model: loads completed so far (each `Loaded` event is one).
+    load_gen: Vec<u64>,
+    /// Per model: the last load counted as a reload (a cold request waited on it).
+    charged_gen: Vec<u64>,
 }
 
 /// Seconds of the replay's clock as a `Duration`, never panicking: the input's times
@@ -185,6 +189,8 @@ impl Replay {
             prewarm_hold: vec![None; n],
             next_prewarm: PREWARM_ID,
             load_jitter: host.config.load_jitter.max(0.0),
+            load_gen: vec![0; n],
+            charged_gen: vec![0; n],
         }
     }
 

@@ -10,6 +10,9 @@ pub struct Window {
     pub requests: u64,
     /// Of them, cold.
     pub cold: u64,
+    /// Loads that requests arriving in the window waited on (each once, however many
+    /// requests shared it).
+    pub cold_loads: u64,
     /// GPU memory held idle in the window, GB·s.
     pub idle_gpu_gb_s: f64,
     /// System memory held idle in the window, GB·s.
@@ -30,6 +33,10 @@ pub struct ModelOutcome {
     pub backlog_refused: u64,
     /// Cold requests.
     pub cold: u64,
+    /// Reloads: the loads cold requests waited on, each counted once however many
+    /// requests shared it (requests that arrive together and wait on one load each pay
+    /// its wait, in their TTFT, but are one reload). The cost prices these.
+    pub cold_loads: u64,
     /// Loads completed.
     pub loads: u64,
     /// Unloads by memory pressure (E3–E5).
@@ -48,6 +55,8 @@ pub struct ModelOutcome {
     pub e2e: [MsHistogram; 3],
     /// `load_duration` of cold requests, ms.
     pub load: MsHistogram,
+    /// Seconds its requests were served (dispatch to end), all slots together.
+    pub busy_s: f64,
     /// GPU memory held, GB·s.
     pub held_gpu_gb_s: f64,
     /// System memory held, GB·s.

@@ -276,10 +276,18 @@ pub(super) enum Line {
 pub(super) enum Slog {
     /// `llama-server started in X seconds`.
     Loaded(f64),
-    /// The server's own unload of a model; `true`: to make room (evicted).
+    /// The server's own unload of a model; `true`: to make room (evicted); `zero`: the
+    /// request that left it idle sent keep_alive 0 (`runner with zero duration …`).
     Unload {
         model: String,
         evicted: bool,
+        zero: bool,
+    },
+    /// `runner with non-zero duration has gone idle, adding timer`: the keep_alive in
+    /// force when the model's last request in flight ended, seconds.
+    Timer {
+        model: String,
+        seconds: f64,
     },
     /// A line naming the model a request is about to use (a name or a blob path), and
     /// for `finished setting up`, the blob path of that name.
@@ -353,6 +361,27 @@ pub(super) fn classify(line: &str) -> Result<Line, String> {
         Slog::Unload {
             model: short_model_name(model),
             evicted: msg.starts_with("found"),
+            zero: msg.starts_with("runner with zero duration"),
+        }
+    } else if msg == "runner with non-zero duration has gone idle, adding timer" {
+        let model = field(line, "runner.name")
+            .or_else(|| field(line, "model"))
+            .ok_or_else(|| {
+                format!(
+                    "timer line \"{}\" names no runner.name",
+                    crate::units::limits::excerpt(msg)
+                )
+            })?;
+        let text = field(line, "duration").unwrap_or("");
+        let seconds = go_duration_seconds(text).ok_or_else(|| {
+            format!(
+                "timer line's duration \"{}\" is not a Go duration",
+                crate::units::limits::excerpt(text)
+            )
+        })?;
+        Slog::Timer {
+            model: short_model_name(model),
+            seconds,
         }
     } else if REQUEST_MODEL.contains(&msg) {
         match field(line, "runner.name") {
@@ -387,6 +416,19 @@ pub(super) fn classify(line: &str) -> Result<Line, String> {
         offset: parsed.offset(),
         event,
     })
+}
+
+/// Seconds on a timer line at or past this are forever (Ollama writes a negative
+/// keep_alive as Go's largest duration, about 292 years).
+pub const FOREVER_S: f64 = 1e9;
+
+/// The keep_alive a timer line's duration stands for.
+pub fn timer_keep_alive(seconds: f64) -> crate::units::KeepAlive {
+    if seconds >= FOREVER_S || !seconds.is_finite() {
+        crate::units::KeepAlive::forever()
+    } else {
+        crate::units::KeepAlive::from_duration(std::time::Duration::from_secs_f64(seconds.max(0.0)))
+    }
 }
 
 /// One measured load.

@@ -78,6 +78,13 @@ enum Event {
         t: f64,
         model: String,
         evicted: bool,
+        /// Also a timer of keep_alive 0 (the request that left it idle sent 0).
+        zero: bool,
+    },
+    /// The keep_alive in force as the model went idle (a debug timer line), seconds.
+    Timer {
+        model: String,
+        seconds: f64,
     },
     Load(LoggedLoad),
     Config(Vec<(String, String)>),
@@ -202,10 +209,19 @@ impl Reader {
                         self.using = Some(named.clone());
                         self.take_load(Some(named))
                     }
-                    Slog::Unload { model, evicted } => Event::Unload {
+                    Slog::Unload {
+                        model,
+                        evicted,
+                        zero,
+                    } => Event::Unload {
                         t: utc,
                         model: self.named(&model),
                         evicted,
+                        zero,
+                    },
+                    Slog::Timer { model, seconds } => Event::Timer {
+                        model: self.named(&model),
+                        seconds,
                     },
                     Slog::Config(env) => Event::Config(env),
                     Slog::Other => Event::None,
@@ -325,6 +341,23 @@ impl OllamaLog {
         let mut loads = Vec::new();
         let mut config = Vec::new();
         let mut debug = false;
+        // Timer lines read, per keep_alive value (in `scan.keep_alives` order).
+        let mut timer_counts: Vec<u64> = Vec::new();
+        let mut timer = |values: &mut Vec<crate::units::KeepAlive>, seconds: f64| {
+            let k = lines::timer_keep_alive(seconds);
+            let at = match values
+                .iter()
+                .position(|v| v.seconds_or_infinity() == k.seconds_or_infinity())
+            {
+                Some(i) => i,
+                None => {
+                    values.push(k);
+                    timer_counts.push(0);
+                    values.len() - 1
+                }
+            };
+            timer_counts[at] += 1;
+        };
         let now = time::OffsetDateTime::now_utc().unix_timestamp() as f64;
         let mut future = 0u64;
         let mut prev_end = f64::NEG_INFINITY;
@@ -371,7 +404,16 @@ impl OllamaLog {
                         future += 1;
                     }
                 }
-                Event::Unload { t, model, evicted } => {
+                Event::Timer { seconds, .. } => timer(&mut scan.keep_alives, seconds),
+                Event::Unload {
+                    t,
+                    model,
+                    evicted,
+                    zero,
+                } => {
+                    if zero {
+                        timer(&mut scan.keep_alives, 0.0);
+                    }
                     if unloads_abs.len() < MAX_LOGGED_EVENTS {
                         unloads_abs.push((t, model, evicted));
                     } else {
@@ -465,10 +507,26 @@ impl OllamaLog {
                 scan.rows
             ));
         }
+        let timers: u64 = timer_counts.iter().sum();
         if !debug {
             scan.notes.push(
-                "no level=DEBUG lines: the server's unloads are not in this log (run it with OLLAMA_DEBUG=1 to check the predicted unloads against them)".into(),
+                "no level=DEBUG lines: the server's unloads are not in this log (run it with OLLAMA_DEBUG=1 to check the predicted unloads against them), nor what keep_alive each request sent: as-sent replays every request at the server's OLLAMA_KEEP_ALIVE (for per-request values run the server with OLLAMA_DEBUG=1, or put `kabench proxy` in front: its log has a keep_alive column)".into(),
             );
+        } else if timers == 0 {
+            scan.notes.push(
+                "the log's debug lines hold no scheduler timer line (`… has gone idle …`): what keep_alive each request sent is unknown, and as-sent replays every request at the server's OLLAMA_KEEP_ALIVE".into(),
+            );
+        } else {
+            let values: Vec<String> = scan
+                .keep_alives
+                .iter()
+                .zip(&timer_counts)
+                .map(|(k, n)| format!("{} ×{n}", k.written()))
+                .collect();
+            scan.notes.push(format!(
+                "per-request keep_alive from {timers} scheduler timer line(s) (each gives the keep_alive of the model's request that left it idle: {}); a request another of its model outlasted has none and is replayed at the server's OLLAMA_KEEP_ALIVE",
+                values.join(", ")
+            ));
         }
         if future > 0 {
             scan.notes.push(format!(

@@ -39,6 +39,7 @@ impl Source for OllamaLog {
             f64::INFINITY
         };
         let (first_abs, scale) = (self.first_abs, self.options.time_scale);
+        let keep_alives = self.scan.keep_alives.clone();
         std::thread::spawn(move || {
             let mut reader = Reader::new(&path, options, first_offset);
             // Requests by start time; one is released once a request has ended later
@@ -46,15 +47,39 @@ impl Source for OllamaLog {
             let mut heap: BinaryHeap<Reverse<(OrdF64, u64)>> = BinaryHeap::new();
             let mut held: HashMap<u64, Request> = HashMap::new();
             let mut seq = 0u64;
+            // Per model: the latest request read, which a timer line after it belongs to.
+            let mut latest: HashMap<u32, u64> = HashMap::new();
             let send = |r: Request| tx.send(Ok(r)).is_ok();
             let result = for_each_line(&path, None, |text| {
+                let event = reader.read(text)?;
+                let timer = match &event {
+                    Event::Timer { model, seconds } => Some((model, *seconds)),
+                    Event::Unload {
+                        model, zero: true, ..
+                    } => Some((model, 0.0)),
+                    _ => None,
+                };
+                // The keep_alive the model's latest request sent, from the scheduler's
+                // timer line right after it (that request is still held: see below).
+                if let Some((model, seconds)) = timer
+                    && let Some(m) = models.get(model)
+                    && let Some(id) = latest.get(m)
+                    && let Some(r) = held.get_mut(id)
+                    && r.keep_alive.is_none()
+                {
+                    let k = timer_keep_alive(seconds);
+                    r.keep_alive = keep_alives
+                        .iter()
+                        .position(|v| v.seconds_or_infinity() == k.seconds_or_infinity())
+                        .map(|i| i as u32);
+                }
                 if let Event::Request {
                     start,
                     end,
                     model,
                     client,
                     service,
-                } = reader.read(text)?
+                } = event
                 {
                     let Some(&m) = models.get(&model) else {
                         return Err(read_error(
@@ -63,6 +88,7 @@ impl Source for OllamaLog {
                         ));
                     };
                     seq += 1;
+                    latest.insert(m, seq);
                     held.insert(
                         seq,
                         Request {
@@ -78,8 +104,10 @@ impl Source for OllamaLog {
                         },
                     );
                     heap.push(Reverse((OrdF64(start), seq)));
+                    // The request just read stays held until the next access line (its
+                    // timer line comes after its access line).
                     while let Some(Reverse((OrdF64(s), id))) = heap.peek().copied() {
-                        if s + depth > end {
+                        if s + depth > end || id == seq {
                             break;
                         }
                         heap.pop();

@@ -137,8 +137,9 @@ impl ServeGen {
             .from_reader(BufReader::with_capacity(1 << 16, file));
         let header = reader.headers().map_err(|e| read_error(path, e))?.clone();
         let mut rec = csv::StringRecord::new();
-        // client → (first byte, end byte, requests, active windows, last window end)
-        let mut clients: Vec<(String, u64, u64, u64, u64, f64)> = Vec::new();
+        // client → (first byte, end byte, requests, active windows, last window end,
+        // last active window end)
+        let mut clients: Vec<(String, u64, u64, u64, u64, f64, f64)> = Vec::new();
         let mut seen = std::collections::HashSet::new();
         loop {
             let pos = reader.position().byte();
@@ -169,6 +170,9 @@ impl ServeGen {
                     c.3 += w.requests;
                     c.4 += u64::from(w.requests > 0);
                     c.5 = c.5.max(w.start + WINDOW_S);
+                    if w.requests > 0 {
+                        c.6 = c.6.max(w.start + WINDOW_S);
+                    }
                 }
                 _ => {
                     if !seen.insert(client.clone()) {
@@ -187,6 +191,11 @@ impl ServeGen {
                         w.requests,
                         u64::from(w.requests > 0),
                         w.start + WINDOW_S,
+                        if w.requests > 0 {
+                            w.start + WINDOW_S
+                        } else {
+                            0.0
+                        },
                     ));
                 }
             }
@@ -197,27 +206,29 @@ impl ServeGen {
                 what: "a header and no window rows".into(),
             });
         }
+        // One per line, the busiest first (a file holds thousands of clients).
         let list = || {
-            clients
+            let mut order: Vec<&(String, u64, u64, u64, u64, f64, f64)> = clients.iter().collect();
+            order.sort_by(|a, b| b.3.cmp(&a.3).then(b.4.cmp(&a.4)));
+            order
                 .iter()
                 .take(20)
                 .map(|c| {
                     format!(
-                        "{} ({} requests, {} active windows)",
+                        "\n  {} ({} requests, {} active windows)",
                         crate::units::limits::excerpt(&c.0),
                         c.3,
                         c.4
                     )
                 })
-                .chain((clients.len() > 20).then(|| format!("and {} more", clients.len() - 20)))
-                .collect::<Vec<_>>()
-                .join(", ")
+                .chain((clients.len() > 20).then(|| format!("\n  and {} more", clients.len() - 20)))
+                .collect::<String>()
         };
         if options.clients.is_empty() {
             return Err(TrafficError::Choose {
                 path: path.to_path_buf(),
                 what: format!(
-                    "ServeGen windows are one stream per client: give --client ID (several: comma-separated, each its own model with --model a,b). Its clients: {}",
+                    "ServeGen windows are one stream per client: give --client ID (several: comma-separated, each its own model with --model a,b). Its clients, the busiest first:{}",
                     list()
                 ),
             });
@@ -233,12 +244,13 @@ impl ServeGen {
         };
         let models = models_for(path, &options.models, &options.clients)?;
         let mut span: f64 = 0.0;
+        let mut file_span: f64 = 0.0;
         for (i, wanted) in options.clients.iter().enumerate() {
             let Some(c) = clients.iter().find(|c| c.0 == *wanted) else {
                 return Err(TrafficError::Choose {
                     path: path.to_path_buf(),
                     what: format!(
-                        "it has no client \"{}\"; its clients: {}",
+                        "it has no client \"{}\"; its clients, the busiest first:{}",
                         crate::units::limits::excerpt(wanted),
                         list()
                     ),
@@ -257,7 +269,10 @@ impl ServeGen {
             };
             scan.model_rows[m] += c.3;
             scan.rows += c.3;
-            span = span.max(c.5);
+            // The client's span: to the end of its last window with requests (a file's
+            // idle tail is not the client's traffic, and a split there is empty).
+            span = span.max(c.6);
+            file_span = file_span.max(c.5);
         }
         if scan.rows == 0 {
             return Err(TrafficError::Empty {
@@ -274,6 +289,12 @@ impl ServeGen {
         )?;
         scan.first = "0 s (trace time)".into();
         scan.last = format!("{span} s (trace time)");
+        if file_span > span {
+            scan.notes.push(format!(
+                "the client's traffic ends at {} s of the file's {} s (its last window with requests): the span replayed and split is the client's",
+                span, file_span
+            ));
+        }
         scan.notes.push(format!(
             "ServeGen windows regenerated as requests (rate × 600 s gaps per window from its fitted {}, seed {}): the idle windows are real, the gaps inside a window are drawn",
             "Gamma or Weibull", options.seed

@@ -47,7 +47,17 @@ fn servegen_windows_become_their_requests() {
     assert!(e.to_string().contains("no client \"9\""), "{e}");
     let g = ServeGen::open(&path, opts(&["m"], &["2"])).unwrap();
     assert_eq!(g.scan().rows, 290);
-    assert_eq!(g.scan().span_s, 21600.0);
+    // The client's span: its last window with requests ends at 6000 s of the file's
+    // 21600 s (its later windows are idle).
+    assert_eq!(g.scan().span_s, 6000.0);
+    assert!(
+        g.scan()
+            .notes
+            .iter()
+            .any(|n| n.contains("ends at 6000 s of the file's 21600 s")),
+        "{:?}",
+        g.scan().notes
+    );
     let r = all(&g);
     assert_eq!(r.len(), 290);
     assert!(r.windows(2).all(|w| w[0].t <= w[1].t));

@@ -8,8 +8,13 @@
 //! and prints one line saying why when `../shared/ollama` is absent, when
 //! `KABENCH_SKIP_REAL_OLLAMA=1`, or when the model writer's Python packages (`gguf`,
 //! `numpy`) are missing. With `KABENCH_REQUIRE_REAL_OLLAMA=1` (set by `.ci/run`) a
-//! missing prerequisite fails the test instead of skipping it.
+//! missing prerequisite fails the test instead of skipping it. A one-node Slurm
+//! cluster for the fleet tests is in [`slurm`], and network namespaces that give each
+//! real server of a fleet its own address in [`netns`].
 #![allow(dead_code)]
+
+pub mod netns;
+pub mod slurm;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -210,7 +215,7 @@ fn models_dir() -> Result<PathBuf, String> {
                 }
             }
             // A short-lived server to create the models in the shared directory.
-            let server = Server::spawn(&models, &[], &base.join("create.log"))?;
+            let server = Server::spawn(&models, &[], &base.join("create.log"), None)?;
             for (name, src, quant) in TINY_MODELS {
                 let modelfile = base.join(format!("{src}.Modelfile"));
                 std::fs::write(
@@ -248,11 +253,24 @@ struct Server {
 }
 
 impl Server {
-    fn spawn(models: &Path, env: &[(&str, &str)], log: &Path) -> Result<Server, String> {
-        let port = free_port();
-        let host = format!("127.0.0.1:{port}");
+    /// `ollama serve` on a free loopback port, or inside the namespace `at` on its own
+    /// address.
+    fn spawn(
+        models: &Path,
+        env: &[(&str, &str)],
+        log: &Path,
+        at: Option<&netns::Netns>,
+    ) -> Result<Server, String> {
+        let host = match at {
+            Some(ns) => format!("{}:11434", ns.addr),
+            None => format!("127.0.0.1:{}", free_port()),
+        };
         let log_file = std::fs::File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
-        let mut cmd = Command::new(ollama_dir().join("bin/ollama"));
+        let exe = ollama_dir().join("bin/ollama");
+        let mut cmd = match at {
+            Some(ns) => ns.command(&exe),
+            None => Command::new(&exe),
+        };
         cmd.arg("serve")
             .env("OLLAMA_HOST", &host)
             .env("OLLAMA_MODELS", models)
@@ -378,10 +396,12 @@ pub fn timing_turn() -> MutexGuard<'static, ()> {
 /// cores stay meaningful).
 pub struct RealOllama {
     server: Server,
-    /// `http://127.0.0.1:PORT`.
+    /// `http://127.0.0.1:PORT`, or `http://ADDR:11434` in its own namespace.
     pub url: String,
     /// Where its log goes.
     pub log: PathBuf,
+    /// Its network namespace, removed after the server stopped (fields drop in order).
+    _netns: Option<netns::Netns>,
     _turn: Option<MutexGuard<'static, ()>>,
 }
 
@@ -402,7 +422,7 @@ impl RealOllama {
             Err(e) => return skip(&e),
         };
         let log = root().join(format!("target/real-ollama/{name}.log"));
-        let server = match Server::spawn(&models, env, &log) {
+        let server = match Server::spawn(&models, env, &log, None) {
             Ok(s) => s,
             Err(e) => return skip(&e),
         };
@@ -410,8 +430,56 @@ impl RealOllama {
             url: format!("http://{}", server.host),
             server,
             log,
+            _netns: None,
             _turn: Some(turn),
         })
+    }
+
+    /// Two servers that are distinct hosts: each in its own network namespace with its
+    /// own address ([`netns`]) where the machine allows it (the second of the answer
+    /// says so), else on two loopback ports ([`RealOllama::start_pair`]).
+    pub fn start_distinct_pair(
+        name: &str,
+        env: &[(&str, &str)],
+    ) -> Option<((RealOllama, RealOllama), bool)> {
+        if std::env::var("KABENCH_SKIP_REAL_OLLAMA").is_ok_and(|v| v == "1") {
+            eprintln!("skipping the real-Ollama test: KABENCH_SKIP_REAL_OLLAMA=1");
+            return None;
+        }
+        if !ollama_dir().join("bin/ollama").exists() {
+            return skip("../shared/ollama/bin/ollama is not here (a user's checkout)");
+        }
+        let namespaces = match netns::Netns::create_many(2) {
+            Ok(n) => n,
+            Err(why) => {
+                eprintln!("no network namespaces here ({why}): the two servers share loopback");
+                return RealOllama::start_pair(name, env).map(|p| (p, false));
+            }
+        };
+        let turn = timing_turn();
+        let models = match models_dir() {
+            Ok(m) => m,
+            Err(e) => return skip(&e),
+        };
+        let mut servers = Vec::new();
+        for (i, ns) in namespaces.into_iter().enumerate() {
+            let log = root().join(format!("target/real-ollama/{name}-ns{i}.log"));
+            let server = match Server::spawn(&models, env, &log, Some(&ns)) {
+                Ok(s) => s,
+                Err(e) => return skip(&e),
+            };
+            servers.push(RealOllama {
+                url: format!("http://{}", server.host),
+                server,
+                log,
+                _netns: Some(ns),
+                _turn: None,
+            });
+        }
+        let second = servers.pop()?;
+        let mut first = servers.pop()?;
+        first._turn = Some(turn);
+        Some(((first, second), true))
     }
 
     /// Two servers at once on two ports (a small fleet), sharing the tiny models; the
@@ -423,7 +491,7 @@ impl RealOllama {
             Err(e) => return skip(&e),
         };
         let log = root().join(format!("target/real-ollama/{name}-b.log"));
-        let server = match Server::spawn(&models, env, &log) {
+        let server = match Server::spawn(&models, env, &log, None) {
             Ok(s) => s,
             Err(e) => return skip(&e),
         };
@@ -431,6 +499,7 @@ impl RealOllama {
             url: format!("http://{}", server.host),
             server,
             log,
+            _netns: None,
             _turn: None,
         };
         Some((first, second))
