@@ -53,6 +53,13 @@ pub(super) async fn run(args: RunArgs) -> Result<()> {
     }
     let mut scenario = scenario::load(&args.scenario)?;
     if let Some(n) = args.repeat {
+        if n > scenario::MAX_REPEAT {
+            return Err(BadInput(format!(
+                "--repeat {n} is over the limit: give how many times each cell runs, 1 to {}",
+                scenario::MAX_REPEAT
+            ))
+            .into());
+        }
         scenario.run.repeat = n;
     }
     let plan = scenario::plan(&scenario);

@@ -217,16 +217,18 @@ fn a_repeat_out_of_range_is_bad_input_naming_where() {
     );
     assert!(!out.exists());
 
-    let o = common::kabench()
-        .args(["run", FIVE, "--target", "sim", "--repeat", "0", "--out"])
-        .arg(&out)
-        .output()
-        .unwrap();
-    assert_eq!(o.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(
-        err.contains("--repeat") && err.contains("1 to 100"),
-        "{err}"
-    );
-    assert!(!out.exists());
+    for n in ["0", "101"] {
+        let o = common::kabench()
+            .args(["run", FIVE, "--target", "sim", "--repeat", n, "--out"])
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(2), "--repeat {n}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains("--repeat") && err.contains("each cell runs"),
+            "{err}"
+        );
+        assert!(!out.exists());
+    }
 }
