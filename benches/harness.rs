@@ -405,6 +405,7 @@ fn send_accuracy(_: &mut Criterion) {
             warmup: 0,
             images: 0,
             think: None,
+            repetition: 0,
             seed: 1,
         }],
     };

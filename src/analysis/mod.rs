@@ -6,6 +6,7 @@
 pub mod intervals;
 pub mod read;
 pub mod reload;
+pub mod repeat;
 pub mod schema;
 pub mod stats;
 pub mod vram;
@@ -102,6 +103,10 @@ pub struct CellSummary {
     /// A prediction's policy of this cell: what it costs and how to apply it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy: Option<PolicyMeta>,
+    /// The repetitions pooled into this cell (`[run] repeat` over 1): each one's own
+    /// figures and the interval of the mean idle memory over them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repetitions: Option<repeat::Repetitions>,
 }
 
 /// Statistics of one stream in one cell.
@@ -355,7 +360,12 @@ pub fn summarize_by_cell(
             }
             c
         })
-        .collect();
+        .collect::<Vec<_>>();
+    let cells = if meta.cells.iter().any(|c| c.params.repetition.is_some()) {
+        repeat::pool(meta, by_cell, cells, threshold)
+    } else {
+        cells
+    };
     Summary {
         scenario: meta.scenario.clone(),
         target: meta.target.clone(),
@@ -458,6 +468,7 @@ fn summarize_cell(
         reloads,
         predicted: false,
         policy: None,
+        repetitions: None,
     }
 }
 

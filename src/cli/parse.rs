@@ -107,6 +107,16 @@ pub fn shards(text: &str) -> Result<u32, String> {
     }
 }
 
+/// A repetition count for `run --repeat`: a whole number, at least 1 (its upper limit
+/// is checked with the scenario's `[run] repeat`).
+pub fn repeat(text: &str) -> Result<u32, String> {
+    match text.trim().parse::<u32>() {
+        Ok(0) => Err("0: give how many times each cell runs, at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("{text:?}: {e}")),
+    }
+}
+
 /// A user count for a swarm: at least 1.
 pub fn users(text: &str) -> Result<u32, String> {
     match text.trim().parse::<u32>() {

@@ -45,6 +45,10 @@ pub struct RunArgs {
     /// ahead; behind it, see --late-tolerance.
     #[arg(long, value_name = "RFC3339", value_parser = parse::start_at)]
     pub start_at: Option<SystemTime>,
+    /// Run every cell N times (1 to 100), cell order rotated per repetition; overrides
+    /// the scenario's `[run] repeat`.
+    #[arg(long, value_name = "N", value_parser = parse::repeat)]
+    pub repeat: Option<u32>,
     /// How late after --start-at a shard may wake and still send (at most 1 h): past
     /// it the shard sends nothing, its folder is marked late and merge counts it
     /// missing; a cell started later than this after its fixed start is left out of a

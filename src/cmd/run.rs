@@ -51,7 +51,17 @@ pub(super) async fn run(args: RunArgs) -> Result<()> {
             .into());
         }
     }
-    let scenario = scenario::load(&args.scenario)?;
+    let mut scenario = scenario::load(&args.scenario)?;
+    if let Some(n) = args.repeat {
+        if n > scenario::MAX_REPEAT {
+            return Err(BadInput(format!(
+                "--repeat {n} is over the limit: give how many times each cell runs, 1 to {}",
+                scenario::MAX_REPEAT
+            ))
+            .into());
+        }
+        scenario.run.repeat = n;
+    }
     let plan = scenario::plan(&scenario);
     if let Some(warning) = super::validate::over_report_limit(super::validate::planned_total(&plan))
     {
@@ -74,6 +84,7 @@ pub(super) async fn run(args: RunArgs) -> Result<()> {
                 out: args.out.clone(),
                 start_at: args.start_at,
                 prewarm: !args.no_prewarm,
+                repeat: args.repeat,
             };
             return launch_shards(
                 launch,

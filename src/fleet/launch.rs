@@ -39,6 +39,8 @@ pub struct Launch {
     pub start_at: Option<SystemTime>,
     /// Prewarm the target once before the barrier.
     pub prewarm: bool,
+    /// `--repeat N`, passed on to every shard (`None`: the scenario's `[run] repeat`).
+    pub repeat: Option<u32>,
 }
 
 /// A finished launch: the merge, and the shards whose process failed.
@@ -146,6 +148,9 @@ async fn run_shards(
             .with_context(|| format!("creating {}/{name}.log", out.display()))?;
         let mut cmd = Command::new(&exe);
         cmd.arg("run").arg(&launch.scenario_path);
+        if let Some(n) = launch.repeat {
+            cmd.args(["--repeat", &n.to_string()]);
+        }
         for url in urls {
             cmd.args(["--target", url]);
         }

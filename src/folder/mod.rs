@@ -41,7 +41,7 @@ pub use meta::{
     MergeMeta, ModelFigures, RunHeader, RunMeta, RunStatus, ShardMeta, SimHost, SimModel,
     SloSettings, StreamMeta, SweepAxis, TargetMeta,
 };
-pub use params::{CellParams, SweptKeepAlive};
+pub use params::{CellParams, REPETITION, SweptKeepAlive};
 pub use rows::{
     CheckedRow, MAX_REPORT_ROWS, MAX_REPORT_VRAM_ROWS, for_each_row, read_requests_by_cell,
     report_row_limit,
@@ -133,6 +133,10 @@ pub struct RequestRecord {
     /// The host it went to, when the run has several targets (empty with one).
     #[serde(default)]
     pub target: String,
+    /// The repetition of the cell (1, 2, …) with `[run] repeat` over 1; 0 otherwise
+    /// (and in folders written before repetitions).
+    #[serde(default)]
+    pub repetition: u32,
 }
 
 impl RequestRecord {

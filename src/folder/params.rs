@@ -13,6 +13,9 @@ use serde::{Deserialize, Serialize};
 use super::SweepAxis;
 use crate::units::{KeepAlive, Rate};
 
+/// The key of a repeated cell's repetition number in `params`.
+pub const REPETITION: &str = "repetition";
+
 /// A cell's `keep_alive` parameter.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SweptKeepAlive {
@@ -61,6 +64,8 @@ pub struct CellParams {
     pub quant: Option<String>,
     /// `model`, when swept.
     pub model: Option<String>,
+    /// `repetition` (1, 2, …), when `[run] repeat` ran the cell more than once.
+    pub repetition: Option<u32>,
     /// Other labels as written: not swept axes (a proxy log's `source`), or an axis
     /// value an older kabench wrote that no longer parses.
     pub labels: BTreeMap<String, String>,
@@ -70,6 +75,13 @@ impl CellParams {
     /// Sets `key` from its written value: a swept axis is parsed, anything else (or a
     /// value that does not parse) is kept as a label.
     pub fn insert(&mut self, key: &str, written: &str) {
+        if key == REPETITION
+            && let Ok(k) = written.parse::<u32>()
+            && k.to_string() == written
+        {
+            self.repetition = Some(k);
+            return;
+        }
         match SweepAxis::parse(key) {
             Some(SweepAxis::KeepAlive) => {
                 self.keep_alive = Some(SweptKeepAlive::parse(written));
@@ -94,7 +106,8 @@ impl CellParams {
         self
     }
 
-    /// The written value of `key`, if set.
+    /// The written value of `key`, if set (`repetition` is read from its typed field,
+    /// not here).
     pub fn get(&self, key: &str) -> Option<&str> {
         match SweepAxis::parse(key) {
             Some(SweepAxis::KeepAlive) => self.keep_alive.as_ref().map(SweptKeepAlive::written),
@@ -128,7 +141,19 @@ impl CellParams {
                 out.insert(axis.as_str().to_string(), v.to_string());
             }
         }
+        if let Some(k) = self.repetition {
+            out.insert(REPETITION.to_string(), k.to_string());
+        }
         out
+    }
+
+    /// The same parameters without the repetition: what every repetition of one
+    /// cell shares, and what its pooled figures are labelled with.
+    pub fn pooled(&self) -> CellParams {
+        CellParams {
+            repetition: None,
+            ..self.clone()
+        }
     }
 
     /// Every parameter but keep_alive, as written: what a group of cells that differ
@@ -145,6 +170,7 @@ impl CellParams {
             && self.rate.is_none()
             && self.quant.is_none()
             && self.model.is_none()
+            && self.repetition.is_none()
             && self.labels.is_empty()
     }
 
@@ -194,7 +220,7 @@ impl JsonSchema for CellParams {
         let mut schema = <BTreeMap<String, String>>::json_schema(generator);
         schema.insert(
             "description".into(),
-            "Swept axes (keep_alive, rate, quant, model) and labels, each value as written.".into(),
+            "Swept axes (keep_alive, rate, quant, model), the repetition (1, 2, …) of a repeated cell, and labels, each value as written.".into(),
         );
         schema
     }
@@ -220,6 +246,15 @@ mod tests {
         assert_eq!(serde_json::to_value(&p).unwrap(), json);
         assert!(p.is_settable());
         assert!(!p.fixed().contains_key("keep_alive"));
+
+        let rep: CellParams =
+            serde_json::from_value(serde_json::json!({"keep_alive": "5m", "repetition": "3"}))
+                .unwrap();
+        assert_eq!(rep.repetition, Some(3));
+        assert!(rep.labels.is_empty());
+        assert_eq!(rep.written()["repetition"], "3");
+        assert_eq!(rep.pooled().written().len(), 1);
+        assert!(!rep.fixed().contains_key("keep_alive"));
 
         let policy: CellParams =
             serde_json::from_value(serde_json::json!({"keep_alive": "offline-optimum"})).unwrap();

@@ -2,14 +2,15 @@
 //! each candidate's figures and cost, the cold penalty, and the pick by SLO, by cost,
 //! or, without memory measured, by cold ratio.
 
+use crate::analysis::stats::{DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, bootstrap};
 use crate::analysis::{CellSummary, StreamSummary};
 use crate::folder::{CostSettings, SloSettings};
 use crate::recommend::frontier::mark_frontier;
 use crate::recommend::noise::{describe, seed_of, settle};
 use crate::recommend::prose::{reason, snippets};
 use crate::recommend::{
-    Candidate, Cost, Form, GB, GroupKey, MAX_ERROR_SHARE, Recommendation, display_keep_alive,
-    excluded,
+    Candidate, Cost, Form, GB, GroupKey, MAX_ERROR_SHARE, Recommendation, RepetitionFigures,
+    display_keep_alive, excluded,
 };
 use crate::units::cmp_keep_alive;
 
@@ -45,11 +46,44 @@ fn candidate(cell: &CellSummary, s: &StreamSummary) -> Candidate {
         peak_bytes: vram.map(|v| v.peak_bytes),
         peak_ram_bytes: vram.map(|v| v.peak_split().1),
         cost: None,
+        repetitions: cell
+            .repetitions
+            .as_ref()
+            .map_or(1, |r| r.runs.len().max(1) as u32),
+        idle_gb_s_interval: cell.repetitions.as_ref().and_then(|r| r.idle_gb_seconds),
+        cost_interval: None,
+        per_repetition: per_repetition(cell, s),
         on_frontier: false,
         meets_slo: None,
         honoured,
         ran_late: cell.ran_late.clone(),
     }
+}
+
+/// Each repetition's cold starts (of stream `s`) and idle memory; empty unless every
+/// repetition of a repeated cell measured its memory.
+fn per_repetition(cell: &CellSummary, s: &StreamSummary) -> Vec<RepetitionFigures> {
+    let Some(reps) = &cell.repetitions else {
+        return Vec::new();
+    };
+    reps.runs
+        .iter()
+        .map(|r| {
+            Some(RepetitionFigures {
+                cold: r.streams.iter().find(|x| x.name == s.name)?.cold,
+                idle_gpu_gb_s: r.idle_gpu_gb_seconds?,
+                idle_ram_gb_s: r.idle_ram_gb_seconds?,
+            })
+        })
+        .collect::<Option<Vec<_>>>()
+        .unwrap_or_default()
+}
+
+/// The cost of one repetition's figures.
+pub(crate) fn repetition_cost(r: &RepetitionFigures, cold_cost: f64, cost: &CostSettings) -> f64 {
+    r.cold as f64 * cold_cost
+        + r.idle_gpu_gb_s / 3600.0 * cost.vram_gb_hour
+        + r.idle_ram_gb_s / 3600.0 * cost.ram_gb_hour
 }
 
 fn median(mut v: Vec<f64>) -> Option<f64> {
@@ -126,7 +160,9 @@ pub(crate) fn recommend_group(
     let model_ram_gb = peak.map(|(_, r)| r as f64 / GB);
     if has_vram {
         for c in &mut cands {
-            let cold = c.cold as f64 * penalty_s.unwrap_or(0.0) * cost.wait_second;
+            // Per repetition: memory is the mean of the repetitions', so are cold starts.
+            let cold_cost = penalty_s.unwrap_or(0.0) * cost.wait_second;
+            let cold = c.cold as f64 / f64::from(c.repetitions.max(1)) * cold_cost;
             let vram = c.idle_gpu_gb_s.unwrap_or(0.0) / 3600.0 * cost.vram_gb_hour;
             let ram = c.idle_ram_gb_s.unwrap_or(0.0) / 3600.0 * cost.ram_gb_hour;
             c.cost = Some(Cost {
@@ -135,6 +171,20 @@ pub(crate) fn recommend_group(
                 ram,
                 total: cold + vram + ram,
             });
+            if c.per_repetition.len() >= 2 {
+                let costs: Vec<f64> = c
+                    .per_repetition
+                    .iter()
+                    .map(|r| repetition_cost(r, cold_cost, cost))
+                    .collect();
+                c.cost_interval = bootstrap(
+                    &costs,
+                    |x| x.iter().sum::<f64>() / x.len() as f64,
+                    DEFAULT_RESAMPLES,
+                    seed_of(&c.cell, "cost"),
+                    DEFAULT_CONFIDENCE,
+                );
+            }
         }
     }
     let slo_ms = slo.ttft_p99.map(|d| d.as_secs_f64() * 1000.0);

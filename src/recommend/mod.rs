@@ -96,6 +96,21 @@ pub struct Cost {
     pub total: f64,
 }
 
+fn is_one(n: &u32) -> bool {
+    *n == 1
+}
+
+/// One repetition's figures of a candidate.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RepetitionFigures {
+    /// Cold requests.
+    pub cold: u64,
+    /// Idle GPU GB·s.
+    pub idle_gpu_gb_s: f64,
+    /// Idle system-memory GB·s.
+    pub idle_ram_gb_s: f64,
+}
+
 /// One swept keep_alive value of a workload, with its measured figures.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Candidate {
@@ -140,8 +155,21 @@ pub struct Candidate {
     pub peak_bytes: Option<u64>,
     /// Peak system memory of the cell, bytes.
     pub peak_ram_bytes: Option<u64>,
-    /// The cost model's figure, when VRAM data exists.
+    /// The cost model's figure, when VRAM data exists. With repetitions it is the
+    /// cost of one repetition: its cold term over the mean cold starts per repetition.
     pub cost: Option<Cost>,
+    /// Repetitions pooled into the candidate's figures (absent: 1, the cell ran once).
+    #[serde(skip_serializing_if = "is_one")]
+    pub repetitions: u32,
+    /// Interval of the mean idle GB·s over the repetitions (absent with one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idle_gb_s_interval: Option<Interval>,
+    /// Interval of the mean cost per repetition (absent with one repetition).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cost_interval: Option<Interval>,
+    /// Each repetition's cold starts and idle GPU and system-memory GB·s.
+    #[serde(skip)]
+    pub per_repetition: Vec<RepetitionFigures>,
     /// On the Pareto frontier of (`frontier_metric`, idle GB·s).
     pub on_frontier: bool,
     /// Whether p99 TTFT meets the SLO (`null`: no SLO, or no TTFT).

@@ -3,7 +3,9 @@
 //! - **Resamples.** Each candidate's cold starts are redrawn [`DEFAULT_RESAMPLES`] times
 //!   as its answered requests resampled with replacement (a binomial draw of its own
 //!   cold ratio; seeded by the workload, so a report is reproducible), its memory
-//!   figure held; the rule's figure (cost, or cold ratio without memory) is recomputed
+//!   figure held, or, when every candidate ran two repetitions or more (`[run]
+//!   repeat`), redrawn as the mean of its repetitions resampled with replacement;
+//!   the cost's cold term is per repetition, as its memory is; the rule's figure (cost, or cold ratio without memory) is recomputed
 //!   and the winner counted. `confidence` is the share of resamples the chosen
 //!   keep_alive wins.
 //! - **Indistinguishable.** A candidate whose difference to the rule's best has a
@@ -85,6 +87,20 @@ fn binomial(n: u64, p: f64, rng: &mut SeededRng) -> u64 {
     (mean + sd * z).round().clamp(0.0, n as f64) as u64
 }
 
+/// The memory cost of one resample of `c`'s repetitions: the mean of as many
+/// repetitions drawn with replacement.
+fn memory_resample(c: &Candidate, cost: &CostSettings, rng: &mut SeededRng) -> f64 {
+    let reps = &c.per_repetition;
+    let n = reps.len();
+    let mut total = 0.0;
+    for _ in 0..n {
+        let r = &reps[((rng.unit() * n as f64) as usize).min(n - 1)];
+        total += r.idle_gpu_gb_s / 3600.0 * cost.vram_gb_hour
+            + r.idle_ram_gb_s / 3600.0 * cost.ram_gb_hour;
+    }
+    total / n as f64
+}
+
 /// A seed of `workload`'s resamples: the same report gives the same figures.
 pub(crate) fn seed_of(workload: &str, model: &str) -> u64 {
     let mut h = 0x006b_6162_656e_6368_u64;
@@ -94,8 +110,10 @@ pub(crate) fn seed_of(workload: &str, model: &str) -> u64 {
     h
 }
 
-/// The rule's figure of a candidate with `cold` cold starts (lower is better).
-fn figure(c: &Candidate, cold: u64, form: Form, cold_cost: f64) -> f64 {
+/// The rule's figure of a candidate with `cold` cold starts over all its repetitions
+/// (lower is better); `memory`, when given, replaces its memory cost (a resample of
+/// its repetitions').
+fn figure(c: &Candidate, cold: u64, memory: Option<f64>, form: Form, cold_cost: f64) -> f64 {
     match form {
         Form::Cost => {
             let k = c.cost.unwrap_or(crate::recommend::Cost {
@@ -104,7 +122,8 @@ fn figure(c: &Candidate, cold: u64, form: Form, cold_cost: f64) -> f64 {
                 ram: 0.0,
                 total: f64::INFINITY,
             });
-            cold as f64 * cold_cost + k.vram + k.ram
+            cold as f64 / f64::from(c.repetitions.max(1)) * cold_cost
+                + memory.unwrap_or(k.vram + k.ram)
         }
         _ => (cold as f64 / c.answered.max(1) as f64 * 100.0).round(),
     }
@@ -174,6 +193,8 @@ pub(crate) fn settle(
             },
         );
     }
+    // With two repetitions or more of every candidate, memory is resampled too.
+    let resample_memory = valid.iter().all(|c| c.per_repetition.len() >= 2);
     let mut rng = SeededRng::new(seed);
     let n = DEFAULT_RESAMPLES;
     let mut wins = vec![0usize; valid.len()];
@@ -182,7 +203,10 @@ pub(crate) fn settle(
     for _ in 0..n {
         for (slot, c) in scores.iter_mut().zip(valid) {
             let p = c.cold as f64 / c.answered.max(1) as f64;
-            *slot = figure(c, binomial(c.answered, p, &mut rng), form, cold_cost);
+            let cold = binomial(c.answered, p, &mut rng);
+            let memory =
+                (form == Form::Cost && resample_memory).then(|| memory_resample(c, cost, &mut rng));
+            *slot = figure(c, cold, memory, form, cold_cost);
         }
         wins[winner(valid, &scores)] += 1;
         for (d, s) in diffs.iter_mut().zip(&scores) {
@@ -218,9 +242,18 @@ pub(crate) fn settle(
     let holds_for = (form == Form::Cost)
         .then(|| price_range(valid, chosen, cost))
         .flatten();
-    // Memory is measured once per cell: it has no interval of its own (one repetition
-    // gives one value), and none is invented; only the cold starts are resampled.
-    let notes = if form == Form::Cost {
+    // Memory is measured once per cell and repetition: with one repetition it has no
+    // interval of its own, and none is invented; only the cold starts are resampled.
+    let notes = if form == Form::Cost && resample_memory {
+        let reps = valid
+            .iter()
+            .map(|c| c.per_repetition.len())
+            .min()
+            .unwrap_or(0);
+        vec![format!(
+            "idle memory is resampled over each cell's repetitions (at least {reps}) along with its cold starts"
+        )]
+    } else if form == Form::Cost {
         vec!["idle memory is one measurement per cell, held fixed in the resamples (no interval from one repetition)".to_string()]
     } else {
         Vec::new()

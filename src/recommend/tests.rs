@@ -66,6 +66,7 @@ fn cell(id: &str, ka: &str, cold: u64, p99: f64, idle: f64) -> CellSummary {
         reloads: Default::default(),
         predicted: false,
         policy: None,
+        repetitions: None,
     }
 }
 

@@ -146,6 +146,21 @@ pub fn tokens_per_s(s: &StreamSummary) -> String {
     }
 }
 
+/// A cell's idle GB·s, with the interval of its mean over the repetitions when it ran
+/// more than once; `–` when memory was not measured.
+pub fn idle_memory(cell: &crate::analysis::CellSummary) -> String {
+    match &cell.vram {
+        Some(v) => with_interval(
+            v.idle_gb_seconds,
+            cell.repetitions
+                .as_ref()
+                .and_then(|r| r.idle_gb_seconds.as_ref()),
+            1,
+        ),
+        None => "–".into(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -119,7 +119,7 @@ pub fn cell_rows(summary: &Summary) -> Vec<CellRow> {
             e2e_p99: figures::e2e(s, Pct::P99),
             tps: figures::tokens_per_s(s),
             held: opt(c.vram.as_ref().map(|v| v.gb_seconds_held), 1),
-            idle: opt(c.vram.as_ref().map(|v| v.idle_gb_seconds), 1),
+            idle: figures::idle_memory(c),
             peak: opt(c.vram.as_ref().map(|v| v.peak_bytes as f64 / GB), 2),
             memory: c
                 .vram
@@ -197,8 +197,14 @@ fn rec_view(r: &Recommendation) -> RecView<'_> {
                 1,
             ),
             p99: figures::candidate_p99(c),
-            idle: opt(c.idle_gb_s, 1),
-            cost: opt(c.cost.map(|k| k.total), 3),
+            idle: match c.idle_gb_s {
+                Some(v) => figures::with_interval(v, c.idle_gb_s_interval.as_ref(), 1),
+                None => "–".into(),
+            },
+            cost: match c.cost {
+                Some(k) => figures::with_interval(k.total, c.cost_interval.as_ref(), 3),
+                None => "–".into(),
+            },
             frontier: if c.on_frontier { "yes" } else { "" },
             slo: match c.meets_slo {
                 Some(true) => "yes",

@@ -404,8 +404,14 @@ fn build_charts(
             });
         }
     }
+    // A repeated cell's repetitions (`c01-…-r2`) are pooled into one summary cell
+    // (`c01-…`): each repetition keeps its own timeline.
+    let pooled = |i: usize| {
+        let c = &meta.cells[i];
+        crate::analysis::repeat::pooled_id(&c.id, c.params.repetition)
+    };
     let ran: Vec<usize> = (0..meta.cells.len())
-        .filter(|i| summary.cells.iter().any(|c| c.id == meta.cells[*i].id))
+        .filter(|i| summary.cells.iter().any(|c| c.id == pooled(*i)))
         .collect();
     let chosen: Vec<&str> = recs
         .iter()
@@ -413,7 +419,7 @@ fn build_charts(
         .collect();
     for &i in &ran {
         let cell = &meta.cells[i];
-        if ran.len() > MAX_TIMELINES && !chosen.contains(&cell.id.as_str()) {
+        if ran.len() > MAX_TIMELINES && !chosen.contains(&pooled(i)) {
             continue;
         }
         let next = meta.cells.get(i + 1).and_then(|c| c.started_ms);

@@ -148,11 +148,10 @@ pub fn result_table(summary: &Summary) -> String {
         "idle GB·s"
     );
     for (cell, s) in rows_in_order(summary) {
-        let idle = cell
-            .vram
-            .as_ref()
-            .map(|v| format!("{:.1}", v.idle_gb_seconds))
-            .unwrap_or_else(|| "-".into());
+        let idle = match cell.vram {
+            Some(_) => super::figures::idle_memory(cell),
+            None => "-".into(),
+        };
         let memory = cell
             .vram
             .as_ref()

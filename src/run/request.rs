@@ -102,6 +102,7 @@ pub fn new_row(cell: &str, seq: u32, stream: &CellStream) -> RequestRecord {
         model: stream.model.clone(),
         keep_alive: stream.keep_alive.clone(),
         warmup: seq < stream.warmup,
+        repetition: stream.repetition,
         ..Default::default()
     }
 }

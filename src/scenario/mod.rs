@@ -255,7 +255,13 @@ pub struct RunSettings {
     pub pause: Duration,
     /// `shard_by`: how a sharded run splits the global schedule (default `request`).
     pub shard_by: ShardBy,
+    /// `repeat`: how many times each cell runs (default 1, at most [`MAX_REPEAT`]);
+    /// `kabench run --repeat N` overrides it.
+    pub repeat: u32,
 }
+
+/// The most repetitions `[run] repeat` and `--repeat` accept.
+pub const MAX_REPEAT: u32 = 100;
 
 /// `[run] shard_by`: which requests of the one global schedule each shard sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

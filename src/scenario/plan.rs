@@ -60,12 +60,15 @@ pub struct CellStream {
     pub images: u32,
     /// `think` to send.
     pub think: Option<bool>,
+    /// The repetition this cell is (1, 2, …) when `[run] repeat` is over 1; 0 otherwise.
+    pub repetition: u32,
     /// Seed of this stream's arrivals and prompts in this cell.
     ///
     /// Derived from the scenario seed, the stream index and the cell's position on
-    /// every axis except `keep_alive`: cells that differ only in keep_alive face the
-    /// very same arrival sequence (common random numbers), so their differences come
-    /// from keep_alive alone; any other axis, and every stream, gets its own seed.
+    /// every axis except `keep_alive`, and the repetition: cells that differ only in
+    /// keep_alive face the very same arrival sequence within a repetition (common
+    /// random numbers), so their differences come from keep_alive alone; any other
+    /// axis, every stream and every repetition gets its own seed.
     pub seed: u64,
 }
 
@@ -99,8 +102,42 @@ impl AxisValue {
 
 /// Expands `scenario` into its cells: the cartesian product of the non-empty axes in
 /// the order keep_alive, rate, quant, model (keep_alive varies slowest); one cell when
-/// nothing is swept.
+/// nothing is swept. With `[run] repeat = N` over 1 the whole sweep runs N times, see
+/// [`repeat`].
 pub fn plan(scenario: &Scenario) -> Plan {
+    repeat(sweep_plan(scenario), scenario.run.repeat)
+}
+
+/// The sweep `times` times over, interleaved: repetition K (from 1) runs every cell of
+/// `once` with the order rotated by K−1 (so drift on the host does not favour one
+/// keep_alive), each cell's id suffixed `-rK`, its `params` holding `repetition = K`
+/// and every stream's seed mixed with K (cells that differ only in keep_alive still
+/// share a seed within a repetition). `times` ≤ 1 leaves the plan as it is.
+pub fn repeat(once: Plan, times: u32) -> Plan {
+    if times <= 1 || once.cells.is_empty() {
+        return once;
+    }
+    let n = once.cells.len();
+    let mut cells = Vec::with_capacity(n * times as usize);
+    for k in 1..=times {
+        let shift = (k as usize - 1) % n;
+        for j in 0..n {
+            let base = &once.cells[(j + shift) % n];
+            let mut c = base.clone();
+            c.index = cells.len();
+            c.id = format!("{}-r{k}", base.id);
+            c.params.repetition = Some(k);
+            for s in &mut c.streams {
+                s.repetition = k;
+                s.seed = mix(s.seed ^ mix(u64::from(k)));
+            }
+            cells.push(c);
+        }
+    }
+    Plan { cells }
+}
+
+fn sweep_plan(scenario: &Scenario) -> Plan {
     let sweep = &scenario.sweep;
     let axes: Vec<Vec<AxisValue>> = [
         sweep
@@ -199,6 +236,7 @@ fn cell(
                 warmup: scenario.run.warmup,
                 images: spec.images,
                 think: spec.think,
+                repetition: 0,
                 seed: mix(mix(scenario.seed ^ mix(s as u64 + 1)) ^ arrival_key),
             }
         })

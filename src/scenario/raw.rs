@@ -149,6 +149,7 @@ pub(crate) struct RawRun {
     pub grace: Option<Scalar>,
     pub pause: Option<Scalar>,
     pub shard_by: Option<String>,
+    pub repeat: Option<i64>,
 }
 
 /// `[sweep]`.

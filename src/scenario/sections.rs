@@ -250,7 +250,21 @@ pub(super) fn run(r: &RawRun, loc: &Locator<'_>) -> Result<RunSettings> {
         "run.timeout",
         loc,
     )?;
+    let repeat = match r.repeat {
+        None => 1,
+        Some(n) if n >= 1 && n <= i64::from(super::MAX_REPEAT) => n as u32,
+        Some(n) => {
+            return Err(loc.error_at(
+                "run.repeat",
+                format!(
+                    "bad repeat {n}: write how many times each cell runs, 1 to {}",
+                    super::MAX_REPEAT
+                ),
+            ));
+        }
+    };
     Ok(RunSettings {
+        repeat,
         requests,
         duration,
         concurrency,

@@ -230,6 +230,48 @@ fn seeds_are_stable_distinct_per_stream_and_shared_across_keep_alive() {
 }
 
 #[test]
+fn repeat_rotates_the_order_reseeds_each_repetition_and_keeps_keep_alive_pairs() {
+    let once = p(FULL).unwrap();
+    assert_eq!(once.run.repeat, 1, "default");
+    let s = p(&FULL.replace("warmup = 1", "warmup = 1\nrepeat = 3")).unwrap();
+    assert_eq!(s.run.repeat, 3);
+    let base = plan(&once);
+    let a = plan(&s);
+    let n = base.cells.len();
+    assert_eq!(a.cells.len(), 3 * n);
+    for (i, c) in a.cells.iter().enumerate() {
+        assert_eq!(c.index, i);
+        let k = i / n + 1;
+        let b = &base.cells[(i % n + k - 1) % n];
+        assert_eq!(c.id, format!("{}-r{k}", b.id));
+        assert_eq!(c.params.repetition, Some(k as u32));
+        assert_eq!(c.params.pooled(), b.params);
+        assert_eq!(c.params.written()["repetition"], k.to_string());
+        assert!(c.streams.iter().all(|s| s.repetition == k as u32));
+        assert_ne!(c.streams[0].seed, b.streams[0].seed, "reseeded");
+    }
+    // Repetition 2 starts where repetition 1's second cell was.
+    assert_eq!(a.cells[n].id, format!("{}-r2", base.cells[1].id));
+    // Within a repetition, cells differing only in keep_alive share their seeds; across
+    // repetitions they do not.
+    let seed = |id: &str| a.cells.iter().find(|c| c.id == id).unwrap().streams[0].seed;
+    let (x0, y0) = (&base.cells[0].id, &base.cells[6].id);
+    assert_eq!(seed(&format!("{x0}-r2")), seed(&format!("{y0}-r2")));
+    assert_ne!(seed(&format!("{x0}-r1")), seed(&format!("{x0}-r2")));
+    let ids: HashSet<&str> = a.cells.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(ids.len(), a.cells.len(), "ids are unique");
+
+    for bad in ["repeat = 0", "repeat = 101", "repeat = -2"] {
+        let e = p(&FULL.replace("warmup = 1", &format!("warmup = 1\n{bad}"))).unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.contains("run.repeat") && text.contains("1 to 100"),
+            "{text}"
+        );
+    }
+}
+
+#[test]
 fn the_model_axis_replaces_every_model_and_may_carry_quant() {
     let s = p("[[stream]]\narrival = { kind = \"constant\", rate = \"1/s\" }\n[run]\nduration = \"10s\"\n[sweep]\nmodel = [\"llama3.1:8b-instruct-{quant}\", \"mistral:7b\"]\nquant = [\"q4_K_M\"]\n")
         .unwrap();

@@ -105,7 +105,7 @@ fn three_shards_meet_the_cold_starts_of_one_process_and_merge_exactly() {
             .unwrap()
             .to_string()
     };
-    assert!(header("requests.csv").ends_with(",itl_ms,target"));
+    assert!(header("requests.csv").ends_with(",itl_ms,target,repetition"));
     assert!(header("vram.csv").ends_with(",extra,host"));
 
     // Rows in intended-time order, and the summary's percentiles are the merged rows'.

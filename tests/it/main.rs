@@ -36,6 +36,7 @@ mod proxy_predict;
 mod proxy_prod;
 mod real_ollama;
 mod reload;
+mod repeat;
 mod report;
 mod report_text;
 mod run;

@@ -187,6 +187,7 @@ pub fn summary(p: &Prediction, info: &FolderInfo) -> Summary {
                 reloads: Default::default(),
                 predicted: true,
                 policy: Some(policy_meta(p, i)),
+                repetitions: None,
             }
         })
         .collect();
