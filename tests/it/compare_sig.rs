@@ -216,3 +216,32 @@ fn a_second_run_on_the_real_server_is_no_change_detected() {
         assert!(md.contains("no model in GPU memory"), "{md}");
     }
 }
+
+/// The same study run twice against the real server gives the same recommendation:
+/// eight requests 2 s apart a cell, so keep_alive 0 (every request cold) and -1 (the
+/// first) stand apart beyond the noise, even on a busy host, where five requests 1 s
+/// apart did not (a reply that outlasts the gap finds the model still loaded).
+#[test]
+fn the_same_study_twice_on_the_real_server_gives_the_same_recommendation() {
+    let Some(ollama) = RealOllama::start("same-advice", &[]) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let file = scenario(tmp.path(), "tiny-50m", "0.5/s", 8);
+    let runs = [tmp.path().join("first"), tmp.path().join("second")];
+    for dir in &runs {
+        run(&file, &ollama.url, dir);
+    }
+    let advice: Vec<serde_json::Value> = runs
+        .iter()
+        .map(|dir| common::read_json(&dir.join("recommendation.json"))[0].clone())
+        .collect();
+    for a in &advice {
+        assert_eq!(a["chosen"], "-1", "one cold start of 8 beats 8 of 8: {a}");
+        assert_eq!(
+            a["noise"]["indistinguishable"].as_array().map(Vec::len),
+            Some(0),
+            "{a}"
+        );
+    }
+}
