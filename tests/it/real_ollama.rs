@@ -168,7 +168,7 @@ fn gaps_cold_counts_release_and_memory_follow_keep_alive_on_the_real_server() {
 
 /// The prediction is only as good as its agreement with the server: the workload of
 /// `GAPS` run against the real Ollama, then `kabench predict --calibrate` from that run
-/// folder on the same arrivals (0, 5, 10 s; 20 prompt tokens, 4 out, num_ctx 4096)
+/// folder on the same arrivals (0, 5, 10, 15, 20 s; 20 prompt tokens, 4 out, num_ctx 4096)
 /// gives the same cold count per keep_alive. Tolerance: none. Every gap leaves at least
 /// 2 s between an expiry and the next arrival (a cold request here takes up to 3 s),
 /// so load jitter cannot move a request across the keep_alive boundary.
@@ -194,7 +194,7 @@ fn predict_calibrated_from_a_real_run_agrees_with_it() {
     let csv = tmp.path().join("arrivals.csv");
     std::fs::write(
         &csv,
-        "timestamp,model,prompt_tokens,output_tokens,num_ctx\n0,tiny-50m,20,4,4096\n5,tiny-50m,20,4,4096\n10,tiny-50m,20,4,4096\n",
+        "timestamp,model,prompt_tokens,output_tokens,num_ctx\n0,tiny-50m,20,4,4096\n5,tiny-50m,20,4,4096\n10,tiny-50m,20,4,4096\n15,tiny-50m,20,4,4096\n20,tiny-50m,20,4,4096\n",
     )
     .unwrap();
     let pred = run_ok(&[
