@@ -4,6 +4,7 @@
 //! figures of `vram`. Reads typed rows only; knows nothing of HTTP or drawing.
 
 pub mod intervals;
+pub mod large;
 pub mod read;
 pub mod reload;
 pub mod repeat;

@@ -7,24 +7,29 @@
 //!
 //! Everything read is bounded and checked first: `run.json` must parse against its
 //! schema and pass `folder::check` (prices, unique cells and streams), rows are
-//! streamed into their cells with at most `folder::MAX_REPORT_ROWS` of them, and a
-//! row holding `inf` or `NaN` is skipped and noted with its line and field.
+//! streamed into their cells, held whole up to `folder::MAX_REPORT_ROWS` of them and
+//! past it added to each stream's accumulator (`analysis::large`) with only the first rows of
+//! each cell kept, and a row holding `inf` or `NaN` is skipped and noted with its line
+//! and field.
 
 use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 
+use super::large::LargeRun;
 use super::{RowsByCell, Summary, summarize_by_cell};
-use crate::folder::{self, RunMeta, VramSample};
+use crate::folder::{self, RequestRecord, RunMeta, VramSample};
 
 /// A run folder as read.
 #[derive(Debug, Clone)]
 pub struct RunData {
     /// `run.json`.
     pub meta: RunMeta,
-    /// `requests.csv` by cell (rows that do not parse are skipped and noted), at most
-    /// [`folder::MAX_REPORT_ROWS`].
+    /// `requests.csv` by cell (rows that do not parse are skipped and noted): every
+    /// row up to [`folder::MAX_REPORT_ROWS`] in all, past it the first rows of each
+    /// cell (the figures are then over every row all the same, see
+    /// [`super::large`]).
     pub requests: RowsByCell,
     /// `vram.csv`.
     pub samples: Vec<VramSample>,
@@ -45,18 +50,34 @@ pub fn read_run(dir: &Path, cold_threshold: Option<Duration>) -> Result<RunData>
         .with_context(|| format!("{} fails validation", dir.join(folder::RUN_JSON).display()))?;
     let mut notes = Vec::new();
     let cells: Vec<&str> = meta.cells.iter().map(|c| c.id.as_str()).collect();
-    let requests = folder::read_requests_by_cell(
+    let threshold = cold_threshold.unwrap_or_else(|| {
+        crate::units::limits::duration_from_millis(
+            meta.cold_threshold_ms.max(0.0),
+            "cold_threshold_ms",
+        )
+        .unwrap_or_default()
+    });
+    let (requests, large) = read_requests(
         dir,
         &cells,
         cold_threshold,
+        threshold,
         folder::report_row_limit(),
         &mut notes,
     )?;
+    if let Some(l) = &large {
+        notes.push(l.note());
+    }
     let samples = folder::read_vram_limited(dir, folder::MAX_REPORT_VRAM_ROWS, &mut notes)?;
     let stored = read_summary(dir, &mut notes).filter(Summary::has_policies);
     let kept_summary = stored.is_some();
-    let summary =
-        stored.unwrap_or_else(|| summarize_by_cell(&meta, &requests, &samples, cold_threshold));
+    let summary = stored.unwrap_or_else(|| {
+        let mut s = summarize_by_cell(&meta, &requests, &samples, cold_threshold);
+        if let Some(l) = &large {
+            l.apply(&mut s);
+        }
+        s
+    });
     Ok(RunData {
         meta,
         requests,
@@ -65,6 +86,73 @@ pub fn read_run(dir: &Path, cold_threshold: Option<Duration>) -> Result<RunData>
         kept_summary,
         notes,
     })
+}
+
+/// The rows of `requests.csv` by cell, read once, row by row: only the cells in
+/// `cells` are kept (the others are counted in a note), `cold_threshold` re-applies
+/// the cold rule to each row as it is read, and the free text no figure reads
+/// (`error_detail`, `cold_reason`) is dropped. Up to `bound` rows are held whole; past
+/// it every row goes to its stream's accumulator and each cell keeps its first rows
+/// only (a quarter of `bound` shared between the cells): the [`LargeRun`] returned.
+/// `threshold` is the cold threshold in force (the loads are told apart with it).
+pub fn read_requests(
+    dir: &Path,
+    cells: &[&str],
+    cold_threshold: Option<Duration>,
+    threshold: Duration,
+    bound: u64,
+    notes: &mut Vec<String>,
+) -> Result<(RowsByCell, Option<LargeRun>)> {
+    let path = dir.join(folder::REQUESTS_CSV);
+    let mut by_cell: RowsByCell = cells.iter().map(|c| (c.to_string(), Vec::new())).collect();
+    let kept_per_cell = usize::try_from(bound / 4 / cells.len().max(1) as u64)
+        .unwrap_or(usize::MAX)
+        .max(1);
+    let (mut rows, mut strays) = (0u64, 0u64);
+    let mut large: Option<LargeRun> = None;
+    folder::for_each_row(&path, notes, |mut r: RequestRecord| {
+        let Some(mine) = by_cell.get_mut(r.cell.as_str()) else {
+            strays += 1;
+            return Ok(());
+        };
+        if let Some(t) = cold_threshold {
+            folder::reclassify(&mut r, t);
+        }
+        r.error_detail = String::new();
+        r.cold_reason = String::new();
+        rows += 1;
+        match large.as_mut() {
+            Some(l) => {
+                l.add(&r);
+                if mine.len() < kept_per_cell {
+                    mine.push(r);
+                }
+            }
+            None if rows <= bound => mine.push(r),
+            None => {
+                // Past the bound: every row held so far goes to the accumulators, and
+                // each cell keeps its first rows only.
+                mine.push(r);
+                let mut l = LargeRun::new(bound, kept_per_cell, threshold);
+                for held in by_cell.values_mut() {
+                    for h in held.iter() {
+                        l.add(h);
+                    }
+                    held.truncate(kept_per_cell);
+                    held.shrink_to_fit();
+                }
+                large = Some(l);
+            }
+        }
+        Ok(())
+    })?;
+    if strays > 0 {
+        notes.push(format!(
+            "{}: {strays} rows of cells that run.json does not list were left out",
+            folder::REQUESTS_CSV
+        ));
+    }
+    Ok((by_cell, large))
 }
 
 /// The folder's `summary.json`, if it has one that reads; one that does not (written

@@ -46,14 +46,15 @@ pub(super) fn planned_total(plan: &scenario::Plan) -> u64 {
         .sum()
 }
 
-/// A warning when a run of `requests` would record more rows than one report reads
-/// (`folder::MAX_REPORT_ROWS`): the rows are kept, but the summary and the report of
-/// the folder are refused, so the user hears it before the run, not after.
+/// A note when a run of `requests` would record more rows than one report holds whole
+/// (`folder::MAX_REPORT_ROWS`): every row is recorded and counted in the figures, but
+/// the memory figures, reload causes and charts are over the first rows of each cell,
+/// so the user hears it before the run, not after.
 pub(super) fn over_report_limit(requests: u64) -> Option<String> {
     let limit = crate::folder::report_row_limit();
     (requests > limit).then(|| {
         format!(
-            "it plans {requests} requests, more than the {limit} rows one report reads; every row is recorded, but the summary and the report of the run folder will be refused. Split it into several runs (fewer cells or requests per scenario)"
+            "it plans {requests} requests, more than the {limit} rows one report holds whole; every row is recorded and counted in the summary's counts and percentiles, but the memory figures, reload causes and charts will be over the first rows of each cell. Split it into several runs (fewer cells or requests per scenario) to have them over every row"
         )
     })
 }

@@ -1,30 +1,30 @@
 //! Streaming the rows of a run folder's CSV files: every line bounded
 //! ([`LineBounded`]), every row checked for non-finite numbers, rows that do not parse
 //! or hold `inf`/`NaN` skipped and noted with their line and field, and the report's
-//! bound on how many rows it holds ([`MAX_REPORT_ROWS`]), refused with the file and the
-//! limit named instead of allocating without end.
+//! bound on how many rows it holds whole ([`MAX_REPORT_ROWS`]; past it the report
+//! reads the rows into per-stream accumulators, `analysis::large`).
 
-use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::Duration;
 
 use anyhow::Result;
 use serde::Deserialize;
 
-use super::{REQUESTS_CSV, RequestRecord, VramSample, reclassify};
+use super::{RequestRecord, VramSample};
 use crate::units::ParseError;
 use crate::units::limits::LineBounded;
 
-/// Most rows of `requests.csv` the report and `compare` hold. Each row is kept (about
-/// 0.6 KB in memory) for the memory figures, reload causes and timelines, so 500 000
-/// rows peak near 350 MB: with [`MAX_REPORT_VRAM_ROWS`] the report stays under 500 MB.
-/// A larger run is refused with this limit named (exit 2).
+/// Most rows of `requests.csv` the report and `compare` hold whole. Each row is kept
+/// (about 0.6 KB in memory) for the memory figures, reload causes and timelines, so
+/// 500 000 rows peak near 350 MB: with [`MAX_REPORT_VRAM_ROWS`] the report stays under
+/// 500 MB. Past it every row is added to its stream's accumulator (histograms and
+/// counts) and only the first rows of each cell (a quarter of this, shared between the
+/// cells) are kept whole: memory no longer grows with the rows.
 pub const MAX_REPORT_ROWS: u64 = 500_000;
 /// Most rows of `vram.csv` the report holds (about 0.2 KB each).
 pub const MAX_REPORT_VRAM_ROWS: u64 = 500_000;
 
-/// [`MAX_REPORT_ROWS`], or the hidden `KABENCH_MAX_REPORT_ROWS` (for tests that show the
-/// refusal without writing half a million rows).
+/// [`MAX_REPORT_ROWS`], or the hidden `KABENCH_MAX_REPORT_ROWS` (for tests that pass
+/// the bound without writing half a million rows).
 pub fn report_row_limit() -> u64 {
     std::env::var("KABENCH_MAX_REPORT_ROWS")
         .ok()
@@ -140,52 +140,6 @@ pub fn for_each_row<T: for<'de> Deserialize<'de> + CheckedRow>(
 /// bad input, named with the file.
 fn bad_file(path: &Path, e: &csv::Error) -> anyhow::Error {
     anyhow::Error::new(ParseError::new(format!("{}: {e}", path.display())))
-}
-
-/// The rows of `requests.csv` grouped by cell, in file order within each cell, for the
-/// report: only the cells in `cells` are kept (the others are counted in a note),
-/// `cold_threshold` re-applies the cold rule to each row as it is read, and the free
-/// text no figure reads (`error_detail`, `cold_reason`) is dropped. More than
-/// `max_rows` rows is refused, naming the file and the limit (exit 2).
-pub fn read_requests_by_cell(
-    dir: &Path,
-    cells: &[&str],
-    cold_threshold: Option<Duration>,
-    max_rows: u64,
-    notes: &mut Vec<String>,
-) -> Result<BTreeMap<String, Vec<RequestRecord>>> {
-    let path = dir.join(REQUESTS_CSV);
-    let mut by_cell: BTreeMap<String, Vec<RequestRecord>> =
-        cells.iter().map(|c| (c.to_string(), Vec::new())).collect();
-    let (mut rows, mut strays) = (0u64, 0u64);
-    for_each_row(&path, notes, |mut r: RequestRecord| {
-        rows += 1;
-        if rows > max_rows {
-            return Err(ParseError::new(format!(
-                "{}: more than {max_rows} rows, the limit of one report (it holds every row in memory); \
-                 record fewer requests (a shorter run, a lower rate or fewer cells) and report that",
-                path.display()
-            ))
-            .into());
-        }
-        let Some(mine) = by_cell.get_mut(r.cell.as_str()) else {
-            strays += 1;
-            return Ok(());
-        };
-        if let Some(t) = cold_threshold {
-            reclassify(&mut r, t);
-        }
-        r.error_detail = String::new();
-        r.cold_reason = String::new();
-        mine.push(r);
-        Ok(())
-    })?;
-    if strays > 0 {
-        notes.push(format!(
-            "{REQUESTS_CSV}: {strays} rows of cells that run.json does not list were left out"
-        ));
-    }
-    Ok(by_cell)
 }
 
 /// A parser's message about a field, short enough to print whatever the field held.

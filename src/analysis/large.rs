@@ -1,0 +1,430 @@
+//! The figures of a run with more rows than the report holds whole
+//! (`folder::MAX_REPORT_ROWS`): `requests.csv` is read once, row by row, and every row
+//! is added to its stream's accumulator — counts, errors by kind, cold requests, the
+//! latency histograms (the same HdrHistogram settings the summary's percentiles always
+//! came from), a histogram of per-request decode rates, the model loads witnessed and
+//! each host's share — while only the first rows of each cell are kept whole for what
+//! needs the rows themselves (memory figures, reload causes, charts).
+//!
+//! Memory is then bounded by the number of streams, not of rows. The percentiles are
+//! exactly what the whole rows give (they come from the same histograms); their
+//! intervals and the median decode rate are read from histogram ranks, at the
+//! histograms' precision (3 significant digits), instead of from the sorted values.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+
+use super::intervals::{QuantileIntervals, StreamIntervals};
+use super::stats::{self, Interval};
+use super::{HostSummary, Split, StreamSummary, Summary, percentiles_of};
+use crate::folder::histograms::{self, StreamHistograms};
+use crate::folder::{self, RequestRecord};
+
+/// Most hosts (`requests.csv` `target`) given their own figures per stream past the
+/// bound: the rows of further hosts count in the stream's figures only.
+pub const MAX_HOSTS: usize = 64;
+
+/// Load ends remembered per stream and model to tell one load from the next (rows of
+/// one load are written close together, as their requests end).
+const RECENT_LOADS: usize = 64;
+
+/// A histogram of the summary's settings that grows with the largest value recorded,
+/// so a stream of short latencies holds a few buckets, not the range up to an hour.
+fn growing() -> Histogram<u64> {
+    let mut h = Histogram::new_with_bounds(
+        histograms::SETTINGS.lowest_us,
+        2 * histograms::SETTINGS.lowest_us.max(1),
+        histograms::SETTINGS.significant_digits,
+    )
+    .unwrap_or_else(|_| unreachable!("constant histogram bounds"));
+    h.auto(true);
+    h
+}
+
+/// Decode rates are recorded in thousandths of a token per second.
+const RATE_SCALE: f64 = 1000.0;
+
+/// One host's share of one stream.
+#[derive(Debug, Clone)]
+struct HostAcc {
+    target: String,
+    requests: u64,
+    errors: u64,
+    cold: u64,
+    ttft: Histogram<u64>,
+    e2e: Histogram<u64>,
+}
+
+/// Everything a stream's figures need, added row by row.
+#[derive(Debug, Clone)]
+pub struct StreamAcc {
+    requests: u64,
+    warmup: u64,
+    errors: u64,
+    errors_by_kind: BTreeMap<String, u64>,
+    cold: u64,
+    hists: StreamHistograms,
+    rates: Histogram<u64>,
+    loads: u64,
+    recent_loads: BTreeMap<String, VecDeque<f64>>,
+    hosts: Vec<HostAcc>,
+    hosts_left_out: u64,
+}
+
+impl StreamAcc {
+    fn new() -> Self {
+        StreamAcc {
+            requests: 0,
+            warmup: 0,
+            errors: 0,
+            errors_by_kind: BTreeMap::new(),
+            cold: 0,
+            hists: StreamHistograms {
+                ttft: [growing(), growing(), growing()],
+                e2e: [growing(), growing(), growing()],
+                tpot: growing(),
+                load: growing(),
+            },
+            rates: growing(),
+            loads: 0,
+            recent_loads: BTreeMap::new(),
+            hosts: Vec::new(),
+            hosts_left_out: 0,
+        }
+    }
+
+    /// Adds one row (its cold verdict already re-applied); `tolerance_ms` tells the
+    /// loads apart as `loads_witnessed` does.
+    fn add(&mut self, r: &RequestRecord, tolerance_ms: f64) {
+        if r.warmup {
+            self.warmup += 1;
+            return;
+        }
+        self.requests += 1;
+        let host = self.host(&r.target);
+        if let Some(h) = host {
+            h.requests += 1;
+        }
+        if r.is_error() {
+            self.errors += 1;
+            if let Some(h) = self.host(&r.target) {
+                h.errors += 1;
+            }
+            match self.errors_by_kind.get_mut(r.error.as_str()) {
+                Some(n) => *n += 1,
+                None => {
+                    self.errors_by_kind.insert(r.error.clone(), 1);
+                }
+            }
+            return;
+        }
+        if r.cold {
+            self.cold += 1;
+            if let Some(sent) = r.sent_ms {
+                self.witness_load(
+                    &r.model,
+                    sent + r.load_duration_ms.unwrap_or(0.0),
+                    tolerance_ms,
+                );
+            }
+        }
+        self.hists.add(r);
+        if let Some(h) = self.host(&r.target) {
+            h.cold += r.cold as u64;
+            if let Some(v) = r.ttft_ms {
+                histograms::record_ms(&mut h.ttft, v);
+            }
+            if let Some(v) = r.e2e_ms {
+                histograms::record_ms(&mut h.e2e, v);
+            }
+        }
+        if let (Some(n), Some(ms)) = (r.eval_count, r.eval_ms)
+            && n > 0
+            && ms > 0.0
+        {
+            let rate = n as f64 / (ms / 1000.0);
+            let v = (rate * RATE_SCALE)
+                .round()
+                .max(1.0)
+                .min(u64::MAX as f64 / 4.0) as u64;
+            self.rates.saturating_record(v);
+        }
+    }
+
+    /// The accumulator of `target` (`None` for no target, or one past [`MAX_HOSTS`]).
+    fn host(&mut self, target: &str) -> Option<&mut HostAcc> {
+        if target.is_empty() {
+            return None;
+        }
+        if let Some(i) = self.hosts.iter().position(|h| h.target == target) {
+            return self.hosts.get_mut(i);
+        }
+        if self.hosts.len() >= MAX_HOSTS {
+            self.hosts_left_out += 1;
+            return None;
+        }
+        self.hosts.push(HostAcc {
+            target: target.to_string(),
+            requests: 0,
+            errors: 0,
+            cold: 0,
+            ttft: growing(),
+            e2e: growing(),
+        });
+        self.hosts.last_mut()
+    }
+
+    /// Counts a load unless one of the last loads of the model ended within
+    /// `tolerance_ms` of this one (L2: concurrent first requests share one load).
+    fn witness_load(&mut self, model: &str, end: f64, tolerance_ms: f64) {
+        let recent = match self.recent_loads.get_mut(model) {
+            Some(r) => r,
+            None => self.recent_loads.entry(model.to_string()).or_default(),
+        };
+        if recent.iter().any(|e| (e - end).abs() <= tolerance_ms) {
+            return;
+        }
+        self.loads += 1;
+        if recent.len() >= RECENT_LOADS {
+            recent.pop_front();
+        }
+        recent.push_back(end);
+    }
+
+    /// Writes these figures over `s`'s (which were summarized from the kept rows).
+    fn apply(&self, s: &mut StreamSummary) {
+        let level = stats::DEFAULT_CONFIDENCE;
+        let answered = self.requests - self.errors;
+        let split = |h: &[Histogram<u64>; 3]| Split {
+            all: percentiles_of(&h[0]),
+            warm: percentiles_of(&h[1]),
+            cold: percentiles_of(&h[2]),
+        };
+        s.requests = self.requests;
+        s.warmup = self.warmup;
+        s.errors = self.errors;
+        s.errors_by_kind = self.errors_by_kind.clone();
+        s.answered = answered;
+        s.cold = self.cold;
+        s.loads = self.loads;
+        s.cold_ratio = if answered > 0 {
+            self.cold as f64 / answered as f64
+        } else {
+            0.0
+        };
+        s.ttft_ms = split(&self.hists.ttft);
+        s.e2e_ms = split(&self.hists.e2e);
+        s.tpot_ms = percentiles_of(&self.hists.tpot);
+        s.load_ms = percentiles_of(&self.hists.load);
+        s.cold_penalty_ms = match (&s.ttft_ms.cold, &s.ttft_ms.warm) {
+            (Some(c), Some(w)) => Some((c.p50 - w.p50).max(0.0)),
+            _ => None,
+        };
+        // The rates are kept in thousandths: a histogram's value / 1000 is tokens/s.
+        s.tokens_per_s = (!self.rates.is_empty()).then(|| {
+            rank_value(&self.rates, nearest_rank(self.rates.len(), 0.5)) as f64 / RATE_SCALE
+        });
+        let rates = histogram_interval(&self.rates, 0.5, level);
+        s.intervals = Some(StreamIntervals {
+            level,
+            ttft_ms: quantile_intervals(&self.hists.ttft[0], level),
+            e2e_ms: quantile_intervals(&self.hists.e2e[0], level),
+            cold_ratio: stats::wilson(self.cold, answered, level),
+            tokens_per_s: rates,
+        });
+        s.hosts = self
+            .hosts
+            .iter()
+            .map(|h| {
+                let answered = h.requests - h.errors;
+                HostSummary {
+                    target: h.target.clone(),
+                    requests: h.requests,
+                    errors: h.errors,
+                    cold: h.cold,
+                    cold_ratio: if answered > 0 {
+                        h.cold as f64 / answered as f64
+                    } else {
+                        0.0
+                    },
+                    ttft_ms: percentiles_of(&h.ttft),
+                    e2e_ms: percentiles_of(&h.e2e),
+                }
+            })
+            .collect();
+    }
+}
+
+/// The 0-based nearest rank of the `q`-quantile of `n` values (`stats::quantile_sorted`).
+fn nearest_rank(n: u64, q: f64) -> u64 {
+    ((q * n as f64).ceil() as u64).clamp(1, n.max(1)) - 1
+}
+
+/// The value of 0-based rank `rank` in a histogram (the highest value equivalent to
+/// its bucket, as the histogram's percentiles give).
+fn rank_value(hist: &Histogram<u64>, rank: u64) -> u64 {
+    let mut seen = 0u64;
+    for v in hist.iter_recorded() {
+        seen += v.count_at_value();
+        if seen > rank {
+            return hist.highest_equivalent(v.value_iterated_to());
+        }
+    }
+    hist.max()
+}
+
+/// The order-statistic interval of the `q`-quantile of a histogram of microseconds,
+/// in ms, its ranks as `stats::quantile_rank_interval` gives them for the count.
+fn histogram_interval(hist: &Histogram<u64>, q: f64, level: f64) -> Option<Interval> {
+    let n = usize::try_from(hist.len()).ok()?;
+    let (l, h) = stats::quantile_rank_interval(n, q, level)?;
+    Some(Interval {
+        lo: rank_value(hist, l as u64) as f64 / 1000.0,
+        hi: rank_value(hist, h as u64) as f64 / 1000.0,
+        level,
+    })
+}
+
+fn quantile_intervals(hist: &Histogram<u64>, level: f64) -> QuantileIntervals {
+    QuantileIntervals {
+        count: hist.len(),
+        p50: histogram_interval(hist, 0.5, level),
+        p90: histogram_interval(hist, 0.9, level),
+        p99: histogram_interval(hist, 0.99, level),
+    }
+}
+
+/// A run read past the bound: each stream's accumulator and how many rows each cell
+/// had and kept.
+#[derive(Debug, Clone)]
+pub struct LargeRun {
+    /// The bound passed (rows held whole before the reading turned to accumulators).
+    pub bound: u64,
+    /// Rows kept whole per cell from then on.
+    pub kept_per_cell: usize,
+    /// Rows read per cell.
+    pub cell_rows: BTreeMap<String, u64>,
+    streams: BTreeMap<String, BTreeMap<String, StreamAcc>>,
+    tolerance_ms: f64,
+}
+
+impl LargeRun {
+    /// Starts accumulating past `bound` rows, over `cells`, keeping `kept_per_cell`
+    /// rows of each; `threshold` is the cold threshold applied.
+    pub fn new(bound: u64, kept_per_cell: usize, threshold: Duration) -> Self {
+        LargeRun {
+            bound,
+            kept_per_cell,
+            cell_rows: BTreeMap::new(),
+            streams: BTreeMap::new(),
+            tolerance_ms: folder::ms(threshold) / 2.0,
+        }
+    }
+
+    /// Adds one row of a cell the run lists.
+    pub fn add(&mut self, r: &RequestRecord) {
+        match self.cell_rows.get_mut(r.cell.as_str()) {
+            Some(n) => *n += 1,
+            None => {
+                self.cell_rows.insert(r.cell.clone(), 1);
+            }
+        }
+        let cell = match self.streams.get_mut(r.cell.as_str()) {
+            Some(c) => c,
+            None => self.streams.entry(r.cell.clone()).or_default(),
+        };
+        let acc = match cell.get_mut(r.stream.as_str()) {
+            Some(a) => a,
+            None => cell.entry(r.stream.clone()).or_insert_with(StreamAcc::new),
+        };
+        acc.add(r, self.tolerance_ms);
+    }
+
+    /// Rows read in all.
+    pub fn rows(&self) -> u64 {
+        self.cell_rows.values().sum()
+    }
+
+    /// Writes every stream's figures over the summary's (summarized from the kept
+    /// rows), and says in each cell cut short what its row-level figures are over.
+    pub fn apply(&self, summary: &mut Summary) {
+        for c in &mut summary.cells {
+            let Some(accs) = self.streams.get(&c.id) else {
+                continue;
+            };
+            let mut left_out = 0;
+            for s in &mut c.streams {
+                if let Some(acc) = accs.get(&s.name) {
+                    acc.apply(s);
+                    left_out += acc.hosts_left_out;
+                }
+            }
+            let rows = self.cell_rows.get(&c.id).copied().unwrap_or(0);
+            if rows > self.kept_per_cell as u64 {
+                c.warnings.push(format!(
+                    "{rows} rows, more than the report holds whole: the counts and latency percentiles are over every row; the memory figures, reload causes and charts are over the cell's first {} rows",
+                    self.kept_per_cell
+                ));
+            }
+            if left_out > 0 {
+                c.warnings.push(format!(
+                    "rows of more than {MAX_HOSTS} hosts: {left_out} rows count in their stream's figures but in no host's"
+                ));
+            }
+        }
+    }
+
+    /// The note of the reading, for the page and the terminal.
+    pub fn note(&self) -> String {
+        format!(
+            "{}: {} rows, more than the {} the report holds whole: every stream's counts and percentiles are over every row, their confidence intervals and the median tokens/s at the histograms' precision (3 significant digits); memory figures, reload causes and charts are over the first {} rows of each cell",
+            folder::REQUESTS_CSV,
+            self.rows(),
+            self.bound,
+            self.kept_per_cell
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_ranks_match_the_sorted_values_within_precision() {
+        let mut rng = crate::rng::SeededRng::new(7);
+        let values: Vec<f64> = (0..5000).map(|_| 50.0 + 400.0 * rng.unit()).collect();
+        let mut h = growing();
+        for v in &values {
+            histograms::record_ms(&mut h, *v);
+        }
+        let mut sorted = values.clone();
+        sorted.sort_by(f64::total_cmp);
+        for q in [0.5, 0.9, 0.99] {
+            let exact = stats::quantile_interval(&sorted, q, 0.95).unwrap();
+            let approx = histogram_interval(&h, q, 0.95).unwrap();
+            assert!(
+                (exact.lo - approx.lo).abs() <= exact.lo * 1e-3 + 1e-3,
+                "{q}"
+            );
+            assert!(
+                (exact.hi - approx.hi).abs() <= exact.hi * 1e-3 + 1e-3,
+                "{q}"
+            );
+        }
+        let p50 = rank_value(&h, nearest_rank(h.len(), 0.5)) as f64 / 1000.0;
+        assert_eq!(p50, percentiles_of(&h).unwrap().p50);
+    }
+
+    #[test]
+    fn a_growing_histogram_gives_the_fixed_ones_percentiles() {
+        let (mut a, mut b) = (growing(), histograms::empty());
+        for ms in [0.2, 3.0, 15.5, 1200.0, 3_000_000.0, 9e12] {
+            histograms::record_ms(&mut a, ms);
+            histograms::record_ms(&mut b, ms);
+        }
+        assert_eq!(percentiles_of(&a), percentiles_of(&b));
+    }
+}
