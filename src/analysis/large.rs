@@ -43,6 +43,17 @@ fn growing() -> Histogram<u64> {
     h
 }
 
+/// Records a value in ms as `histograms::record_ms` does (whole microseconds clamped
+/// into the summary's range), growing the histogram when needed.
+fn record_ms(hist: &mut Histogram<u64>, ms: f64) {
+    let s = histograms::SETTINGS;
+    let us = (ms * 1000.0)
+        .round()
+        .clamp(s.lowest_us as f64, s.highest_us as f64) as u64;
+    // Growing within the summary's range cannot fail but for want of memory.
+    let _ = hist.record(us);
+}
+
 /// Decode rates are recorded in thousandths of a token per second.
 const RATE_SCALE: f64 = 1000.0;
 
@@ -130,14 +141,30 @@ impl StreamAcc {
                 );
             }
         }
-        self.hists.add(r);
+        let group = if r.cold { 2 } else { 1 };
+        if let Some(v) = r.ttft_ms {
+            record_ms(&mut self.hists.ttft[0], v);
+            record_ms(&mut self.hists.ttft[group], v);
+        }
+        if let Some(v) = r.e2e_ms {
+            record_ms(&mut self.hists.e2e[0], v);
+            record_ms(&mut self.hists.e2e[group], v);
+        }
+        if let Some(v) = r.itl_ms {
+            record_ms(&mut self.hists.tpot, v);
+        }
+        if r.cold
+            && let Some(v) = r.load_duration_ms
+        {
+            record_ms(&mut self.hists.load, v);
+        }
         if let Some(h) = self.host(&r.target) {
             h.cold += r.cold as u64;
             if let Some(v) = r.ttft_ms {
-                histograms::record_ms(&mut h.ttft, v);
+                record_ms(&mut h.ttft, v);
             }
             if let Some(v) = r.e2e_ms {
-                histograms::record_ms(&mut h.e2e, v);
+                record_ms(&mut h.e2e, v);
             }
         }
         if let (Some(n), Some(ms)) = (r.eval_count, r.eval_ms)
@@ -149,7 +176,7 @@ impl StreamAcc {
                 .round()
                 .max(1.0)
                 .min(u64::MAX as f64 / 4.0) as u64;
-            self.rates.saturating_record(v);
+            let _ = self.rates.record(v);
         }
     }
 
@@ -398,7 +425,7 @@ mod tests {
         let values: Vec<f64> = (0..5000).map(|_| 50.0 + 400.0 * rng.unit()).collect();
         let mut h = growing();
         for v in &values {
-            histograms::record_ms(&mut h, *v);
+            record_ms(&mut h, *v);
         }
         let mut sorted = values.clone();
         sorted.sort_by(f64::total_cmp);
@@ -422,7 +449,7 @@ mod tests {
     fn a_growing_histogram_gives_the_fixed_ones_percentiles() {
         let (mut a, mut b) = (growing(), histograms::empty());
         for ms in [0.2, 3.0, 15.5, 1200.0, 3_000_000.0, 9e12] {
-            histograms::record_ms(&mut a, ms);
+            record_ms(&mut a, ms);
             histograms::record_ms(&mut b, ms);
         }
         assert_eq!(percentiles_of(&a), percentiles_of(&b));

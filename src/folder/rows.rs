@@ -15,11 +15,11 @@ use crate::units::limits::LineBounded;
 
 /// Most rows of `requests.csv` the report and `compare` hold whole. Each row is kept
 /// (about 0.6 KB in memory) for the memory figures, reload causes and timelines, so
-/// 500 000 rows peak near 350 MB: with [`MAX_REPORT_VRAM_ROWS`] the report stays under
-/// 500 MB. Past it every row is added to its stream's accumulator (histograms and
+/// 250 000 rows peak near 190 MB resident, and a report stays under 500 MiB of address
+/// space with [`MAX_REPORT_VRAM_ROWS`] samples beside them. Past it every row is added to its stream's accumulator (histograms and
 /// counts) and only the first rows of each cell (a quarter of this, shared between the
 /// cells) are kept whole: memory no longer grows with the rows.
-pub const MAX_REPORT_ROWS: u64 = 500_000;
+pub const MAX_REPORT_ROWS: u64 = 250_000;
 /// Most rows of `vram.csv` the report holds (about 0.2 KB each).
 pub const MAX_REPORT_VRAM_ROWS: u64 = 500_000;
 
