@@ -1,6 +1,6 @@
 //! `kabench merge`: shard folders into one run folder that `kabench report` renders.
 //! Request rows concatenated in intended-time order (every shard counts from the same
-//! start barrier), `vram.csv` kept once per host (the lowest shard that completed;
+//! start barrier; streamed, never all held, past `rows::MAX_SORTED_ROWS`), `vram.csv` kept once per host (the lowest shard that completed;
 //! stitched from stopped shards when none did, the cells past their samples marked
 //! memory not measured), histograms added bucket by bucket (never percentiles
 //! averaged), counters summed. The shard folders are input: names that would be paths,
@@ -25,6 +25,7 @@ use crate::shard::{MAX_SHARDS, parse_dir_name};
 use crate::units::limits::{check_count, excerpt};
 
 mod memory;
+mod rows;
 
 use memory::{memory_not_measured, merge_vram};
 
@@ -119,7 +120,7 @@ pub fn merge_shaped(
         .with_context(|| format!("reading {}/scenario.toml", first.dir.display()))?;
     // Every row is read and checked before the merged folder is claimed: a shard that
     // cannot be merged leaves no half-written folder behind.
-    let (rows, merged_histograms) = read_rows_and_histograms(&folders, &mut warnings)?;
+    let (found, merged_histograms) = rows::check_rows_and_histograms(&folders, &mut warnings)?;
     let mut meta = merged_meta(&folders, count, missing, incomplete);
     let late_cells = late_cells(&folders);
     for (cell, why) in &late_cells {
@@ -134,7 +135,8 @@ pub fn merge_shaped(
     meta.status = RunStatus::Running;
     let mut run = RunFolder::create_in(out, &scenario, meta)?;
 
-    let (n, errors) = write_rows_and_histograms(&run, rows, &merged_histograms)?;
+    let (n, errors) = rows::write_rows(&run, &folders, &found, &mut warnings)?;
+    histograms::write(run.dir(), &merged_histograms)?;
     let (samples, ends) = merge_vram(&run, &folders)?;
     let lost = memory_not_measured(&run.meta().cells, &ends);
     for (cell, why) in &lost {
@@ -158,96 +160,12 @@ pub fn merge_shaped(
     })
 }
 
-/// Every shard's rows in intended-time order (ties: shard order), each row's cell and
-/// stream checked to be a name that can become a file name (they name the histogram
-/// files), and their histograms added bucket by bucket (rebuilt from the rows of a
-/// shard that left none).
-fn read_rows_and_histograms(
-    folders: &[ShardFolder],
-    warnings: &mut Vec<String>,
-) -> Result<(Vec<RequestRecord>, HistogramFiles)> {
-    let mut rows: Vec<RequestRecord> = Vec::new();
-    let mut merged = HistogramFiles::new();
-    for f in folders {
-        let mut notes = Vec::new();
-        let mine = folder::read_requests_noting(&f.dir, &mut notes)
-            .with_context(|| format!("reading the rows of {}", f.dir.display()))?;
-        warnings.extend(notes.into_iter().map(|n| format!("{}: {n}", name_of(f))));
-        check_names(f, &mine)?;
-        let mut files = histograms::read_known(&f.dir, |c, s, metric| {
-            knows(f, c, s) && histograms::METRICS.contains(&metric)
-        })
-        .with_context(|| format!("reading the histograms of {}", f.dir.display()))?;
-        if files.is_empty() && !mine.is_empty() {
-            warnings.push(format!(
-                "{}: no histogram files (it did not finish): rebuilt from its requests.csv",
-                name_of(f)
-            ));
-            files = histograms::from_rows(&mine);
-        }
-        add_histograms(&mut merged, files, &f.dir)?;
-        rows.extend(mine);
-    }
-    rows.sort_by(|a, b| a.intended_ms.total_cmp(&b.intended_ms));
-    Ok((rows, merged))
-}
-
-/// Refuses a row whose `cell` or `stream` cannot be a file name (`../..`, `/etc`, a
-/// control character: it would name a histogram file outside the merged folder) or is
-/// none of the shard's `run.json` (each would add histograms to hold).
-fn check_names(f: &ShardFolder, rows: &[RequestRecord]) -> Result<()> {
-    for (i, r) in rows.iter().enumerate() {
-        let refuse = |field: &str, why: String| {
-            NotMergeable(format!(
-                "{}/{} row {}, field `{field}`{why}; a shard's rows name their cell and stream as kabench wrote them: merge only the shard folders of a kabench run",
-                f.dir.display(),
-                folder::REQUESTS_CSV,
-                i + 1,
-            ))
-        };
-        for (field, value) in [("cell", &r.cell), ("stream", &r.stream)] {
-            input::file_name(value, "").map_err(|e| refuse(field, e.message))?;
-        }
-        if !knows(f, &r.cell, &r.stream) {
-            let field = if f.meta.cells.iter().any(|c| c.id == r.cell) {
-                "stream"
-            } else {
-                "cell"
-            };
-            return Err(refuse(
-                field,
-                format!(
-                    ": cell \"{}\", stream \"{}\" is no cell and stream of its run.json",
-                    excerpt(&r.cell),
-                    excerpt(&r.stream)
-                ),
-            )
-            .into());
-        }
-    }
-    Ok(())
-}
-
 /// Whether the shard's `run.json` has `cell` with a stream named `stream`.
 fn knows(f: &ShardFolder, cell: &str, stream: &str) -> bool {
     f.meta
         .cells
         .iter()
         .any(|c| c.id == cell && c.streams.iter().any(|s| s.name == stream))
-}
-
-/// Writes the merged rows into `out/requests.csv` and the added histograms into
-/// `out/histograms`; returns (rows, failed rows).
-fn write_rows_and_histograms(
-    out: &RunFolder,
-    rows: Vec<RequestRecord>,
-    merged: &HistogramFiles,
-) -> Result<(u64, u64)> {
-    let errors = rows.iter().filter(|r| r.is_error()).count() as u64;
-    let n = out.write_requests(&rows)?;
-    drop(rows);
-    histograms::write(out.dir(), merged)?;
-    Ok((n, errors))
 }
 
 /// Refuses an `--out` that holds anything but shard folders and their logs (what a
@@ -291,7 +209,9 @@ fn stopped_before_barrier(f: &ShardFolder) -> bool {
             .shard
             .as_ref()
             .is_some_and(|s| s.clock_offset_ms.is_none())
-        && folder::read_requests(&f.dir).is_ok_and(|rows| rows.is_empty())
+        && folder::RowReader::<RequestRecord>::open(&f.dir.join(folder::REQUESTS_CSV))
+            .and_then(|mut rows| rows.next_row(&mut Vec::new()))
+            .is_ok_and(|first| first.is_none())
 }
 
 /// Why a shard that sent nothing is missing: how late it woke, or how it stopped

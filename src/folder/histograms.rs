@@ -139,23 +139,47 @@ pub type HistogramFiles = BTreeMap<(String, String, String), Histogram<u64>>;
 /// The histograms of `rows`, by (cell, stream, metric): every metric of every
 /// (cell, stream) that has a row, empty ones included.
 pub fn from_rows<'a>(rows: impl IntoIterator<Item = &'a RequestRecord>) -> HistogramFiles {
-    let mut by: BTreeMap<(String, String), StreamHistograms> = BTreeMap::new();
+    let mut by = RowHistograms::default();
     for r in rows {
-        let h = by.entry((r.cell.clone(), r.stream.clone())).or_default();
+        by.add(r);
+    }
+    by.finish()
+}
+
+/// [`from_rows`] one row at a time, for rows streamed from a file.
+#[derive(Debug, Clone, Default)]
+pub struct RowHistograms(BTreeMap<(String, String), StreamHistograms>);
+
+impl RowHistograms {
+    /// Adds one row (a warm-up or failed row only names its cell and stream).
+    pub fn add(&mut self, r: &RequestRecord) {
+        let h = self
+            .0
+            .entry((r.cell.clone(), r.stream.clone()))
+            .or_default();
         if StreamHistograms::counts(r) {
             h.add(r);
         }
     }
-    let mut out = HistogramFiles::new();
-    for ((cell, stream), h) in by {
-        for (metric, hist) in h.named() {
-            out.insert(
-                (cell.clone(), stream.clone(), metric.to_string()),
-                hist.clone(),
-            );
-        }
+
+    /// True when no row was added.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
-    out
+
+    /// The histograms by (cell, stream, metric).
+    pub fn finish(self) -> HistogramFiles {
+        let mut out = HistogramFiles::new();
+        for ((cell, stream), h) in self.0 {
+            for (metric, hist) in h.named() {
+                out.insert(
+                    (cell.clone(), stream.clone(), metric.to_string()),
+                    hist.clone(),
+                );
+            }
+        }
+        out
+    }
 }
 
 /// `histograms/<cell>/<stream>/<metric>.hdr` inside `dir`, each name checked to stay

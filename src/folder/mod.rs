@@ -42,7 +42,9 @@ pub use meta::{
     SloSettings, StreamMeta, SweepAxis, TargetMeta,
 };
 pub use params::{CellParams, REPETITION, SweptKeepAlive};
-pub use rows::{CheckedRow, MAX_REPORT_ROWS, MAX_REPORT_VRAM_ROWS, for_each_row, report_row_limit};
+pub use rows::{
+    CheckedRow, MAX_REPORT_ROWS, MAX_REPORT_VRAM_ROWS, RowReader, for_each_row, report_row_limit,
+};
 pub use writer::{RunFolder, claim_run_folder};
 
 /// File names inside a run folder.

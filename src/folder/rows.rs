@@ -80,60 +80,101 @@ pub fn for_each_row<T: for<'de> Deserialize<'de> + CheckedRow>(
     notes: &mut Vec<String>,
     mut each: impl FnMut(T) -> Result<()>,
 ) -> Result<()> {
-    let file = super::input::open_regular(path)?;
-    let mut reader = csv::ReaderBuilder::new()
-        .flexible(true)
-        .from_reader(LineBounded::new(file));
-    let headers = reader
-        .byte_headers()
-        .map_err(|e| bad_file(path, &e))?
-        .clone();
-    let name = path.file_name().map_or_else(
-        || path.display().to_string(),
-        |n| n.to_string_lossy().into_owned(),
-    );
-    let mut bad = 0usize;
-    let mut record = csv::ByteRecord::new();
-    loop {
-        let next_line = reader.position().line();
-        let parsed = match reader.read_byte_record(&mut record) {
-            Ok(false) => break,
-            Ok(true) => {
-                let line = record.position().map_or(next_line, |p| p.line());
-                match record.deserialize::<T>(Some(&headers)) {
-                    Ok(row) => match row.non_finite() {
-                        None => Ok(row),
-                        Some(field) => Err((line, format!("{field} is not a finite number"))),
-                    },
-                    Err(e) => Err((line, short(&e.to_string()))),
+    let mut rows = RowReader::open(path)?;
+    while let Some(row) = rows.next_row(notes)? {
+        each(row)?;
+    }
+    rows.finish(notes);
+    Ok(())
+}
+
+/// The rows of a CSV pulled one at a time, as [`for_each_row`] reads them (for a
+/// reader that takes rows from several files in turn, as merge does).
+pub struct RowReader<T> {
+    path: std::path::PathBuf,
+    name: String,
+    reader: csv::Reader<LineBounded<std::fs::File>>,
+    headers: csv::ByteRecord,
+    record: csv::ByteRecord,
+    bad: usize,
+    _row: std::marker::PhantomData<T>,
+}
+
+impl<T: for<'de> Deserialize<'de> + CheckedRow> RowReader<T> {
+    /// Opens `path` (a regular file) and reads its header.
+    pub fn open(path: &Path) -> Result<Self> {
+        let file = super::input::open_regular(path)?;
+        let mut reader = csv::ReaderBuilder::new()
+            .flexible(true)
+            .from_reader(LineBounded::new(file));
+        let headers = reader
+            .byte_headers()
+            .map_err(|e| bad_file(path, &e))?
+            .clone();
+        let name = path.file_name().map_or_else(
+            || path.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        );
+        Ok(RowReader {
+            path: path.to_path_buf(),
+            name,
+            reader,
+            headers,
+            record: csv::ByteRecord::new(),
+            bad: 0,
+            _row: std::marker::PhantomData,
+        })
+    }
+
+    /// The next row that parses (`None` at the end of the file); the rows skipped on
+    /// the way are noted in `notes`.
+    pub fn next_row(&mut self, notes: &mut Vec<String>) -> Result<Option<T>> {
+        loop {
+            let next_line = self.reader.position().line();
+            let parsed = match self.reader.read_byte_record(&mut self.record) {
+                Ok(false) => return Ok(None),
+                Ok(true) => {
+                    let line = self.record.position().map_or(next_line, |p| p.line());
+                    match self.record.deserialize::<T>(Some(&self.headers)) {
+                        Ok(row) => match row.non_finite() {
+                            None => Ok(row),
+                            Some(field) => Err((line, format!("{field} is not a finite number"))),
+                        },
+                        Err(e) => Err((line, short(&e.to_string()))),
+                    }
                 }
-            }
-            // A line over the limit ends the file: nothing after it can be trusted.
-            Err(e) if e.is_io_error() => return Err(bad_file(path, &e)),
-            Err(e) => Err((
-                e.position().map_or(next_line, |p| p.line()),
-                short(&e.to_string()),
-            )),
-        };
-        match parsed {
-            Ok(row) => each(row)?,
-            Err((line, e)) => {
-                bad += 1;
-                if bad <= NOTED_ROWS {
-                    notes.push(format!(
-                        "{name} line {line}: a row that does not parse was skipped ({e})"
-                    ));
+                // A line over the limit ends the file: nothing after it can be trusted.
+                Err(e) if e.is_io_error() => return Err(bad_file(&self.path, &e)),
+                Err(e) => Err((
+                    e.position().map_or(next_line, |p| p.line()),
+                    short(&e.to_string()),
+                )),
+            };
+            match parsed {
+                Ok(row) => return Ok(Some(row)),
+                Err((line, e)) => {
+                    self.bad += 1;
+                    if self.bad <= NOTED_ROWS {
+                        notes.push(format!(
+                            "{} line {line}: a row that does not parse was skipped ({e})",
+                            self.name
+                        ));
+                    }
                 }
             }
         }
     }
-    if bad > NOTED_ROWS {
-        notes.push(format!(
-            "{name}: {} more rows that do not parse were skipped",
-            bad - NOTED_ROWS
-        ));
+
+    /// Notes how many more rows were skipped than were named one by one.
+    pub fn finish(self, notes: &mut Vec<String>) {
+        if self.bad > NOTED_ROWS {
+            notes.push(format!(
+                "{}: {} more rows that do not parse were skipped",
+                self.name,
+                self.bad - NOTED_ROWS
+            ));
+        }
     }
-    Ok(())
 }
 
 /// A file that cannot be read as CSV at all (a line over the limit, an I/O error):

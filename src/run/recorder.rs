@@ -292,8 +292,13 @@ impl Recorder {
         }
         // A shard leaves its latency histograms, to be added (never averaged) by merge.
         if meta.shard.is_some() {
-            match folder::read_requests(&dir)
-                .and_then(|rows| histograms::write(&dir, &histograms::from_rows(&rows)))
+            // Streamed row by row: a shard of millions of rows holds only its histograms.
+            let mut hists = histograms::RowHistograms::default();
+            match folder::for_each_row(&dir.join(folder::REQUESTS_CSV), &mut Vec::new(), |r| {
+                hists.add(&r);
+                Ok(())
+            })
+            .and_then(|()| histograms::write(&dir, &hists.finish()))
             {
                 Ok(()) => {
                     if let Some(shard) = meta.shard.as_mut() {
