@@ -6,12 +6,14 @@
 //! each host's share — while only the first rows of each cell are kept whole for what
 //! needs the rows themselves (memory figures, reload causes, charts).
 //!
-//! Memory is then bounded by the number of streams, not of rows. The percentiles are
+//! Memory is then bounded by the number of streams (each holds a count per latency
+//! bucket it saw: a few hundred KB at most), not of rows. The percentiles are
 //! exactly what the whole rows give (they come from the same histograms); their
 //! intervals and the median decode rate are read from histogram ranks, at the
 //! histograms' precision (3 significant digits), instead of from the sorted values.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
@@ -19,7 +21,7 @@ use hdrhistogram::Histogram;
 use super::intervals::{QuantileIntervals, StreamIntervals};
 use super::stats::{self, Interval};
 use super::{HostSummary, Split, StreamSummary, Summary, percentiles_of};
-use crate::folder::histograms::{self, StreamHistograms};
+use crate::folder::histograms;
 use crate::folder::{self, RequestRecord};
 
 /// Most hosts (`requests.csv` `target`) given their own figures per stream past the
@@ -30,28 +32,65 @@ pub const MAX_HOSTS: usize = 64;
 /// one load are written close together, as their requests end).
 const RECENT_LOADS: usize = 64;
 
-/// A histogram of the summary's settings that grows with the largest value recorded,
-/// so a stream of short latencies holds a few buckets, not the range up to an hour.
-fn growing() -> Histogram<u64> {
-    let mut h = Histogram::new_with_bounds(
-        histograms::SETTINGS.lowest_us,
-        2 * histograms::SETTINGS.lowest_us.max(1),
-        histograms::SETTINGS.significant_digits,
-    )
-    .unwrap_or_else(|_| unreachable!("constant histogram bounds"));
-    h.auto(true);
-    h
+/// A histogram of the summary's settings held sparse: a count per bucket that holds
+/// any value (keyed by the bucket's lowest value), so a stream of a few hundred
+/// requests holds a few hundred counts, not the buckets of the range up to an hour.
+/// [`Sparse::dense`] gives the histogram that recording the values themselves gives.
+#[derive(Debug, Clone, Default)]
+struct Sparse {
+    counts: HashMap<u32, u32>,
+    len: u64,
+}
+
+/// The histogram whose buckets the sparse ones follow (never recorded into).
+fn reference() -> &'static Histogram<u64> {
+    static REFERENCE: OnceLock<Histogram<u64>> = OnceLock::new();
+    REFERENCE.get_or_init(histograms::empty)
+}
+
+impl Sparse {
+    /// Records whole microseconds (or thousandths), clamped into the summary's range.
+    fn record(&mut self, value: u64) {
+        let s = histograms::SETTINGS;
+        let v = value.clamp(s.lowest_us, s.highest_us);
+        let key = u32::try_from(reference().lowest_equivalent(v)).unwrap_or(u32::MAX);
+        let n = self.counts.entry(key).or_insert(0);
+        *n = n.saturating_add(1);
+        self.len += 1;
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The dense histogram of these counts (held only while one figure is read).
+    fn dense(&self) -> Histogram<u64> {
+        let mut h = histograms::empty();
+        for (&k, &n) in &self.counts {
+            // The key is a value of the range: recording cannot fail.
+            let _ = h.record_n(u64::from(k), u64::from(n));
+        }
+        h
+    }
 }
 
 /// Records a value in ms as `histograms::record_ms` does (whole microseconds clamped
-/// into the summary's range), growing the histogram when needed.
-fn record_ms(hist: &mut Histogram<u64>, ms: f64) {
+/// into the summary's range).
+fn record_ms(hist: &mut Sparse, ms: f64) {
     let s = histograms::SETTINGS;
     let us = (ms * 1000.0)
         .round()
         .clamp(s.lowest_us as f64, s.highest_us as f64) as u64;
-    // Growing within the summary's range cannot fail but for want of memory.
-    let _ = hist.record(us);
+    hist.record(us);
+}
+
+/// One stream's latency histograms, as `StreamHistograms` holds them.
+#[derive(Debug, Clone, Default)]
+struct Metrics {
+    ttft: [Sparse; 3],
+    e2e: [Sparse; 3],
+    tpot: Sparse,
+    load: Sparse,
 }
 
 /// Decode rates are recorded in thousandths of a token per second.
@@ -64,8 +103,8 @@ struct HostAcc {
     requests: u64,
     errors: u64,
     cold: u64,
-    ttft: Histogram<u64>,
-    e2e: Histogram<u64>,
+    ttft: Sparse,
+    e2e: Sparse,
 }
 
 /// Everything a stream's figures need, added row by row.
@@ -76,8 +115,8 @@ pub struct StreamAcc {
     errors: u64,
     errors_by_kind: BTreeMap<String, u64>,
     cold: u64,
-    hists: StreamHistograms,
-    rates: Histogram<u64>,
+    hists: Metrics,
+    rates: Sparse,
     loads: u64,
     recent_loads: BTreeMap<String, VecDeque<f64>>,
     hosts: Vec<HostAcc>,
@@ -92,13 +131,8 @@ impl StreamAcc {
             errors: 0,
             errors_by_kind: BTreeMap::new(),
             cold: 0,
-            hists: StreamHistograms {
-                ttft: [growing(), growing(), growing()],
-                e2e: [growing(), growing(), growing()],
-                tpot: growing(),
-                load: growing(),
-            },
-            rates: growing(),
+            hists: Metrics::default(),
+            rates: Sparse::default(),
             loads: 0,
             recent_loads: BTreeMap::new(),
             hosts: Vec::new(),
@@ -172,11 +206,11 @@ impl StreamAcc {
             && ms > 0.0
         {
             let rate = n as f64 / (ms / 1000.0);
+            // Clamped into the histograms' range (up to 3.6 million tokens/s).
             let v = (rate * RATE_SCALE)
                 .round()
-                .max(1.0)
-                .min(u64::MAX as f64 / 4.0) as u64;
-            let _ = self.rates.record(v);
+                .clamp(1.0, histograms::SETTINGS.highest_us as f64) as u64;
+            self.rates.record(v);
         }
     }
 
@@ -197,8 +231,8 @@ impl StreamAcc {
             requests: 0,
             errors: 0,
             cold: 0,
-            ttft: growing(),
-            e2e: growing(),
+            ttft: Sparse::default(),
+            e2e: Sparse::default(),
         });
         self.hosts.last_mut()
     }
@@ -224,10 +258,11 @@ impl StreamAcc {
     fn apply(&self, s: &mut StreamSummary) {
         let level = stats::DEFAULT_CONFIDENCE;
         let answered = self.requests - self.errors;
-        let split = |h: &[Histogram<u64>; 3]| Split {
-            all: percentiles_of(&h[0]),
-            warm: percentiles_of(&h[1]),
-            cold: percentiles_of(&h[2]),
+        let pct = |h: &Sparse| percentiles_of(&h.dense());
+        let split = |h: &[Sparse; 3]| Split {
+            all: pct(&h[0]),
+            warm: pct(&h[1]),
+            cold: pct(&h[2]),
         };
         s.requests = self.requests;
         s.warmup = self.warmup;
@@ -243,21 +278,21 @@ impl StreamAcc {
         };
         s.ttft_ms = split(&self.hists.ttft);
         s.e2e_ms = split(&self.hists.e2e);
-        s.tpot_ms = percentiles_of(&self.hists.tpot);
-        s.load_ms = percentiles_of(&self.hists.load);
+        s.tpot_ms = pct(&self.hists.tpot);
+        s.load_ms = pct(&self.hists.load);
         s.cold_penalty_ms = match (&s.ttft_ms.cold, &s.ttft_ms.warm) {
             (Some(c), Some(w)) => Some((c.p50 - w.p50).max(0.0)),
             _ => None,
         };
         // The rates are kept in thousandths: a histogram's value / 1000 is tokens/s.
-        s.tokens_per_s = (!self.rates.is_empty()).then(|| {
-            rank_value(&self.rates, nearest_rank(self.rates.len(), 0.5)) as f64 / RATE_SCALE
-        });
-        let rates = histogram_interval(&self.rates, 0.5, level);
+        let rates = self.rates.dense();
+        s.tokens_per_s = (!self.rates.is_empty())
+            .then(|| rank_value(&rates, nearest_rank(rates.len(), 0.5)) as f64 / RATE_SCALE);
+        let rates = histogram_interval(&rates, 0.5, level);
         s.intervals = Some(StreamIntervals {
             level,
-            ttft_ms: quantile_intervals(&self.hists.ttft[0], level),
-            e2e_ms: quantile_intervals(&self.hists.e2e[0], level),
+            ttft_ms: quantile_intervals(&self.hists.ttft[0].dense(), level),
+            e2e_ms: quantile_intervals(&self.hists.e2e[0].dense(), level),
             cold_ratio: stats::wilson(self.cold, answered, level),
             tokens_per_s: rates,
         });
@@ -276,8 +311,8 @@ impl StreamAcc {
                     } else {
                         0.0
                     },
-                    ttft_ms: percentiles_of(&h.ttft),
-                    e2e_ms: percentiles_of(&h.e2e),
+                    ttft_ms: pct(&h.ttft),
+                    e2e_ms: pct(&h.e2e),
                 }
             })
             .collect();
@@ -423,10 +458,11 @@ mod tests {
     fn histogram_ranks_match_the_sorted_values_within_precision() {
         let mut rng = crate::rng::SeededRng::new(7);
         let values: Vec<f64> = (0..5000).map(|_| 50.0 + 400.0 * rng.unit()).collect();
-        let mut h = growing();
+        let mut sparse = Sparse::default();
         for v in &values {
-            record_ms(&mut h, *v);
+            record_ms(&mut sparse, *v);
         }
+        let h = sparse.dense();
         let mut sorted = values.clone();
         sorted.sort_by(f64::total_cmp);
         for q in [0.5, 0.9, 0.99] {
@@ -446,12 +482,15 @@ mod tests {
     }
 
     #[test]
-    fn a_growing_histogram_gives_the_fixed_ones_percentiles() {
-        let (mut a, mut b) = (growing(), histograms::empty());
-        for ms in [0.2, 3.0, 15.5, 1200.0, 3_000_000.0, 9e12] {
+    fn a_sparse_histogram_gives_the_dense_ones_percentiles() {
+        let (mut a, mut b) = (Sparse::default(), histograms::empty());
+        let mut rng = crate::rng::SeededRng::new(11);
+        let mut values = vec![0.2, 3.0, 15.5, 1200.0, 3_000_000.0, 9e12];
+        values.extend((0..3000).map(|_| 10.0 + 3000.0 * rng.unit()));
+        for ms in values {
             record_ms(&mut a, ms);
             histograms::record_ms(&mut b, ms);
         }
-        assert_eq!(percentiles_of(&a), percentiles_of(&b));
+        assert_eq!(percentiles_of(&a.dense()), percentiles_of(&b));
     }
 }
