@@ -501,3 +501,42 @@ fn a_million_rows_report_under_ulimit_with_every_row_counted() {
         );
     }
 }
+
+/// Past the bound, a run of a thousand streams holds a count per latency bucket each
+/// stream saw, not a full histogram per stream (before the sparse histograms this took
+/// 1.5 GB): rendered under `ulimit -v`, every stream's counts and percentiles those of
+/// the report that holds every row.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_thousand_streams_past_the_bound_stay_bounded_with_the_same_percentiles() {
+    let (_tmp, dir) = many_models(1_000, 30_000);
+    let whole = report(&dir, &[], Duration::from_secs(120));
+    assert!(
+        whole.status.success(),
+        "{}",
+        String::from_utf8_lossy(&whole.stderr)
+    );
+    let exact = read_json(&dir.join("summary.json"));
+    let mut cmd = Command::new("bash");
+    cmd.arg("-c")
+        .arg("ulimit -v 512000; exec \"$0\" report \"$1\"")
+        .arg(env!("CARGO_BIN_EXE_kabench"))
+        .arg(&dir)
+        .env("KABENCH_MAX_REPORT_ROWS", "4000");
+    let out = run_bounded(cmd, Duration::from_secs(120));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{}\n{stderr}", out.status);
+    assert!(
+        stderr.contains("30000 rows, more than the 4000"),
+        "{stderr}"
+    );
+    let past = read_json(&dir.join("summary.json"));
+    let streams = |s: &Value| s["cells"][0]["streams"].as_array().unwrap().clone();
+    let (a, b) = (streams(&exact), streams(&past));
+    assert_eq!(a.len(), 1_000);
+    for (a, b) in a.iter().zip(b.iter()) {
+        for key in ["requests", "errors", "cold", "ttft_ms", "e2e_ms", "tpot_ms"] {
+            assert_eq!(a[key], b[key], "{key} of {}", a["name"]);
+        }
+    }
+}
