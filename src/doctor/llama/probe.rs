@@ -1,0 +1,701 @@
+//! The llama-server probes in order: warm requests, the wait for sleep (polling
+//! `/props` and `/health`, which do not reset the timer), the wake, a long request
+//! (does the timer count from its start or its end?), and `/metrics` and `/slots`
+//! polled for longer than the timer (do they keep it awake?); each result a row.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use super::super::Check;
+use super::super::forms::Verdict;
+use super::super::http::{Reply, Req, Server};
+use super::super::probe::row;
+use super::{LlamaOptions, long, ms, proc, tiny};
+
+/// How often the wait for sleep reads `/props` (and `/health` after it).
+const POLL: Duration = Duration::from_millis(100);
+/// How often `/metrics` or `/slots` is polled: a dashboard's pace.
+const MONITOR_EVERY: Duration = Duration::from_millis(500);
+/// How long past the measured timer the monitoring poll goes on.
+const MONITOR_PAST: f64 = 2.0;
+/// The long request's target duration, seconds: two seconds tell a timer counted from
+/// the start of a request from one counted from its end (sleep comes N..N+1 s after).
+const LONG_S: f64 = 2.5;
+
+/// What `/props` says.
+#[derive(Debug, Clone)]
+pub struct Props {
+    /// `is_sleeping`.
+    pub sleeping: bool,
+    /// `build_info`.
+    pub build: String,
+    /// `model_alias`.
+    pub alias: String,
+    /// `default_generation_settings.n_ctx`.
+    pub n_ctx: Option<u64>,
+    /// `total_slots`.
+    pub slots: Option<u64>,
+    /// `endpoint_metrics`.
+    pub metrics: Option<bool>,
+    /// `endpoint_slots`.
+    pub slots_enabled: Option<bool>,
+}
+
+/// What one wait for sleep saw.
+struct Slept {
+    /// Seconds from the end of the last request to the first `is_sleeping` true.
+    after: f64,
+    /// A `/props` after it, with `/health` polled between, showed it awake again.
+    woke_while_polled: bool,
+}
+
+/// What polling one monitoring endpoint saw.
+struct Monitored {
+    status: u16,
+    polls: usize,
+    woke_on_first: bool,
+    /// Seconds into the polling when `/props` first showed it asleep (after a poll).
+    asleep_at: Option<f64>,
+    window: f64,
+    /// Seconds from the end of the polling to sleep.
+    slept_after: Option<f64>,
+}
+
+/// The probe run: the server, the rows, and what was measured along the way.
+pub struct Prober {
+    server: Server,
+    model: Option<String>,
+    max_wait: Duration,
+    /// The server's process, or why it is not known.
+    pid: Result<u32, String>,
+    pub(super) checks: Vec<Check>,
+    awake_rss: Vec<u64>,
+    asleep_rss: Vec<u64>,
+    warm_s: Vec<f64>,
+    per_token_ms: Option<f64>,
+    health_polls: usize,
+    props_polls: usize,
+    sleeps_seen: usize,
+    wakes_seen: usize,
+    /// The sleep delays measured after short requests.
+    timer: Vec<f64>,
+}
+
+impl Prober {
+    /// A prober of `server`; the process from `--pid`, else from the listening socket
+    /// when the target is on this machine.
+    pub fn new(server: Server, opts: &LlamaOptions) -> Prober {
+        let pid = match opts.pid {
+            Some(p) if std::path::Path::new(&format!("/proc/{p}")).exists() => Ok(p),
+            Some(p) => Err(format!("--pid {p}: no such process here")),
+            None if server.is_local() => reqwest::Url::parse(&opts.target)
+                .ok()
+                .and_then(|u| u.port_or_known_default())
+                .ok_or_else(|| format!("{}: no port", opts.target))
+                .and_then(proc::pid_listening_on),
+            None => {
+                Err("the server is on another machine: its memory cannot be read from here".into())
+            }
+        };
+        Prober {
+            server,
+            model: opts.model.clone(),
+            max_wait: opts.max_wait,
+            pid,
+            checks: Vec::new(),
+            awake_rss: Vec::new(),
+            asleep_rss: Vec::new(),
+            warm_s: Vec::new(),
+            per_token_ms: None,
+            health_polls: 0,
+            props_polls: 0,
+            sleeps_seen: 0,
+            wakes_seen: 0,
+            timer: Vec::new(),
+        }
+    }
+
+    /// The process, in words.
+    pub fn pid_text(&self) -> String {
+        match &self.pid {
+            Ok(p) => format!("pid {p} ({})", proc::comm(*p)),
+            Err(e) => format!("unknown ({e})"),
+        }
+    }
+
+    /// `GET /props`, read.
+    pub async fn props(&mut self) -> anyhow::Result<Props> {
+        self.props_polls += 1;
+        let r = self.server.send(&Req::get("/props")).await?;
+        let j = match (&r.json, r.status) {
+            (Some(j), 200) if j.get("is_sleeping").is_some() => j,
+            _ => anyhow::bail!(
+                "GET /props answered HTTP {} without is_sleeping ({}): not a llama-server with --sleep-idle-seconds support (build b10488 or later)",
+                r.status,
+                crate::units::limits::excerpt(&r.text)
+            ),
+        };
+        let s = |k: &str| j.get(k).and_then(Value::as_str).unwrap_or("?").to_string();
+        Ok(Props {
+            sleeping: j
+                .get("is_sleeping")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+            build: s("build_info"),
+            alias: s("model_alias"),
+            n_ctx: j
+                .pointer("/default_generation_settings/n_ctx")
+                .and_then(Value::as_u64),
+            slots: j.get("total_slots").and_then(Value::as_u64),
+            metrics: j.get("endpoint_metrics").and_then(Value::as_bool),
+            slots_enabled: j.get("endpoint_slots").and_then(Value::as_bool),
+        })
+    }
+
+    async fn sleeping(&mut self) -> anyhow::Result<bool> {
+        Ok(self.props().await?.sleeping)
+    }
+
+    /// Sends a completion; an error unless HTTP 200.
+    async fn complete(&mut self, req: &Req) -> anyhow::Result<Reply> {
+        let r = self.server.send(req).await?;
+        if r.status != 200 {
+            anyhow::bail!(
+                "{}: HTTP {}: {}",
+                req.line(),
+                r.status,
+                crate::units::limits::excerpt(&r.error_text())
+            );
+        }
+        Ok(r)
+    }
+
+    fn sample(&mut self, awake: bool) {
+        if let Ok(pid) = self.pid
+            && let Ok(b) = proc::rss_bytes(pid)
+        {
+            if awake {
+                self.awake_rss.push(b);
+            } else {
+                self.asleep_rss.push(b);
+            }
+        }
+    }
+
+    /// Polls `/props` then `/health` every [`POLL`] until `/props` says asleep (at most
+    /// `max_wait` after `from`), then three more of each to see they do not wake it.
+    async fn wait_asleep(&mut self, from: Instant) -> anyhow::Result<Option<Slept>> {
+        loop {
+            if self.sleeping().await? {
+                break;
+            }
+            self.health().await?;
+            if from.elapsed() > self.max_wait {
+                return Ok(None);
+            }
+            tokio::time::sleep(POLL).await;
+        }
+        let after = from.elapsed().as_secs_f64();
+        self.sleeps_seen += 1;
+        self.sample(false);
+        let mut woke_while_polled = false;
+        for _ in 0..3 {
+            tokio::time::sleep(POLL).await;
+            self.health().await?;
+            woke_while_polled |= !self.sleeping().await?;
+        }
+        Ok(Some(Slept {
+            after,
+            woke_while_polled,
+        }))
+    }
+
+    async fn health(&mut self) -> anyhow::Result<()> {
+        self.health_polls += 1;
+        self.server.send(&Req::get("/health")).await?;
+        Ok(())
+    }
+
+    /// Every probe in order; rows are pushed as they are measured.
+    pub async fn probe(&mut self, found: &Props) -> anyhow::Result<()> {
+        let m = self.model.clone();
+        let first = self.complete(&tiny(m.as_deref())).await?;
+        let found_wake = found.sleeping.then_some(first.elapsed.as_secs_f64());
+        if found.sleeping {
+            self.wakes_seen += 1;
+        }
+        for _ in 0..3 {
+            let r = self.complete(&tiny(m.as_deref())).await?;
+            self.warm_s.push(r.elapsed.as_secs_f64());
+            self.per_token_ms = timing(&r, "predicted_per_token_ms").or(self.per_token_ms);
+        }
+        self.sample(true);
+        let Some(short) = self.wait_asleep(Instant::now()).await? else {
+            self.never_slept();
+            return Ok(());
+        };
+        self.timer.push(short.after);
+        // The wake.
+        let before = self.sleeping().await?;
+        let wake = self.complete(&tiny(m.as_deref())).await?;
+        let after = self.sleeping().await?;
+        if before && !after {
+            self.wakes_seen += 1;
+        }
+        self.sample(true);
+        let warm = self.complete(&tiny(m.as_deref())).await?;
+        self.warm_s.push(warm.elapsed.as_secs_f64());
+        self.checks
+            .push(self.wake_row(&wake, before, after, found_wake));
+        // The long request: the timer from its start or its end.
+        let n_ctx = found.n_ctx.unwrap_or(2048);
+        let n = long_tokens(self.per_token_ms, n_ctx);
+        let long_start = Instant::now();
+        let r = self.complete(&long(m.as_deref(), n)).await?;
+        let took = long_start.elapsed().as_secs_f64();
+        let tokens = r
+            .json
+            .as_ref()
+            .and_then(|j| j.pointer("/timings/predicted_n"))
+            .and_then(Value::as_u64);
+        let slept = self.wait_asleep(Instant::now()).await?;
+        self.checks.push(self.memory_row());
+        self.checks.push(self.timer_row(&short, slept.as_ref()));
+        self.checks
+            .push(self.end_or_start_row(short.after, slept.as_ref(), took, n, tokens));
+        self.checks.push(self.quiet_row(&short, slept.as_ref()));
+        let timer = self.timer.iter().copied().fold(short.after, f64::max);
+        for (path, enabled) in [("/metrics", found.metrics), ("/slots", found.slots_enabled)] {
+            let seen = self.monitor(path, timer).await?;
+            self.checks.push(monitor_row(path, enabled, &seen));
+        }
+        Ok(())
+    }
+
+    /// Polls `path` every [`MONITOR_EVERY`] for the timer plus [`MONITOR_PAST`] s,
+    /// reading `/props` after each; then stops and waits for sleep. Starts asleep.
+    async fn monitor(&mut self, path: &'static str, timer: f64) -> anyhow::Result<Monitored> {
+        let window = timer + MONITOR_PAST;
+        let asleep_before = self.sleeping().await?;
+        let start = Instant::now();
+        let mut seen = Monitored {
+            status: 0,
+            polls: 0,
+            woke_on_first: false,
+            asleep_at: None,
+            window,
+            slept_after: None,
+        };
+        let mut prev = asleep_before;
+        while start.elapsed().as_secs_f64() < window {
+            let tick = Instant::now();
+            let r = self.server.send(&Req::get(path)).await?;
+            seen.status = r.status;
+            seen.polls += 1;
+            let asleep = self.sleeping().await?;
+            if prev && !asleep {
+                self.wakes_seen += 1;
+                seen.woke_on_first |= seen.polls == 1;
+            }
+            if !prev && asleep {
+                self.sleeps_seen += 1;
+            }
+            if asleep && seen.asleep_at.is_none() {
+                seen.asleep_at = Some(start.elapsed().as_secs_f64());
+            }
+            prev = asleep;
+            tokio::time::sleep(MONITOR_EVERY.saturating_sub(tick.elapsed())).await;
+        }
+        if !prev {
+            seen.slept_after = self.wait_asleep(Instant::now()).await?.map(|s| s.after);
+        }
+        Ok(seen)
+    }
+
+    /// The rows when the server never fell asleep.
+    fn never_slept(&mut self) {
+        let wait = self.max_wait.as_secs();
+        self.checks.push(Check {
+            value: Some(json!({"seconds_after_end": null, "max_wait_s": wait})),
+            holds: true,
+            ..row(
+                "sleep.timer",
+                "/props",
+                "sleep timer (--sleep-idle-seconds), from the end of the last request",
+                Verdict::NotApplicable,
+                Verdict::NotApplicable,
+                format!("not asleep {wait} s after the last request (is_sleeping stayed false): sleep is off (--sleep-idle-seconds -1, the default), longer than --max-wait, or another client keeps it awake; nothing else can be measured"),
+                "start llama-server with --sleep-idle-seconds N to free the model when idle, or give a longer --max-wait",
+                "",
+            )
+        });
+    }
+
+    fn wake_row(&self, wake: &Reply, before: bool, after: bool, found: Option<f64>) -> Check {
+        let warm = median(&self.warm_s);
+        let wake_s = wake.elapsed.as_secs_f64();
+        let task_ms = timing(wake, "prompt_ms")
+            .zip(timing(wake, "predicted_ms"))
+            .map(|(a, b)| a + b);
+        let outside = task_ms.map(|t| wake_s * 1000.0 - t);
+        let found_text = found.map_or(String::new(), |f| {
+            format!(
+                "; the first request of the run, found asleep, took {:.0} ms",
+                f * 1000.0
+            )
+        });
+        let evidence = format!(
+            "first request after sleep {:.0} ms against {:.0} ms warm (median of {}): waking costs {:.0} ms; /props is_sleeping {before} just before, {after} just after; {}{}",
+            wake_s * 1000.0,
+            warm * 1000.0,
+            self.warm_s.len(),
+            (wake_s - warm) * 1000.0,
+            match (task_ms, outside) {
+                (Some(t), Some(o)) => format!(
+                    "the reply's own timings (prompt + generation) are {t:.0} ms, so {o:.0} ms went outside the task: the model's reload"
+                ),
+                _ => "the reply has no timings".into(),
+            },
+            found_text,
+        );
+        Check {
+            value: Some(json!({
+                "wake_s": ms(wake_s), "warm_s": ms(warm), "extra_s": ms(wake_s - warm),
+                "task_ms": task_ms, "asleep_before": before, "asleep_after": after,
+                "first_of_run_s": found.map(ms),
+            })),
+            holds: before && !after,
+            ..row(
+                "wake.cost",
+                "/completion",
+                "the first request after sleep against warm ones",
+                Verdict::NotApplicable,
+                Verdict::NotApplicable,
+                if before && !after {
+                    evidence
+                } else {
+                    format!(
+                        "{evidence}; the server was not asleep before this request, or still asleep after it: not a wake (another client?)"
+                    )
+                },
+                "",
+                "",
+            )
+        }
+    }
+
+    fn memory_row(&self) -> Check {
+        let awake = self.awake_rss.iter().copied().max();
+        let asleep = self.asleep_rss.iter().copied().min();
+        let mb = |b: u64| b as f64 / 1e6;
+        let (evidence, value, holds) = match (&self.pid, awake, asleep) {
+            (Ok(pid), Some(a), Some(s)) => (
+                format!(
+                    "process RSS {:.1} MB awake, {:.1} MB asleep (pid {pid}, VmRSS): sleep frees {:.1} MB ({:.0} %)",
+                    mb(a),
+                    mb(s),
+                    mb(a.saturating_sub(s)),
+                    100.0 * a.saturating_sub(s) as f64 / a.max(1) as f64
+                ),
+                json!({"pid": pid, "awake_bytes": a, "asleep_bytes": s, "freed_bytes": a.saturating_sub(s)}),
+                true,
+            ),
+            (Err(e), _, _) => (
+                format!("unavailable: the server's process is not known ({e})"),
+                json!({"pid": null, "awake_bytes": null, "asleep_bytes": null, "freed_bytes": null}),
+                true,
+            ),
+            (Ok(pid), _, _) => (
+                format!("unavailable: /proc/{pid}/status could not be read awake and asleep"),
+                json!({"pid": pid, "awake_bytes": awake, "asleep_bytes": asleep, "freed_bytes": null}),
+                true,
+            ),
+        };
+        Check {
+            value: Some(value),
+            holds,
+            ..row(
+                "memory.freed",
+                "server",
+                "the memory sleep frees (process RSS awake against asleep)",
+                Verdict::NotApplicable,
+                Verdict::NotApplicable,
+                evidence,
+                "",
+                "",
+            )
+        }
+    }
+
+    fn timer_row(&self, short: &Slept, long: Option<&Slept>) -> Check {
+        let mut delays = vec![short.after];
+        delays.extend(long.map(|l| l.after));
+        let lo = delays.iter().copied().fold(f64::INFINITY, f64::min);
+        // Sleep comes N..N+1 s after the last task (checked once a second), and the
+        // poll sees it up to POLL later: N is the whole seconds of the shortest delay.
+        let n = (lo - POLL.as_secs_f64()).max(0.0).floor();
+        Check {
+            value: Some(json!({
+                "seconds_after_end": delays.iter().map(|d| ms(*d)).collect::<Vec<_>>(),
+                "idle_seconds": n, "props_states_timer": false,
+            })),
+            ..row(
+                "sleep.timer",
+                "/props",
+                "sleep timer (--sleep-idle-seconds), from the end of the last request",
+                Verdict::NotApplicable,
+                Verdict::NotApplicable,
+                format!(
+                    "/props states no timer (is_sleeping only); asleep {} s after the end of the last request (polled /props every {:.1} s): --sleep-idle-seconds {n} (sleep comes N to N+1 s after the last task)",
+                    delays
+                        .iter()
+                        .map(|d| format!("{d:.2}"))
+                        .collect::<Vec<_>>()
+                        .join(" and "),
+                    POLL.as_secs_f64(),
+                ),
+                "",
+                "",
+            )
+        }
+    }
+
+    fn end_or_start_row(
+        &self,
+        short: f64,
+        long: Option<&Slept>,
+        took: f64,
+        asked: u64,
+        tokens: Option<u64>,
+    ) -> Check {
+        let check = "the sleep timer counts from the end of a request (not its start)";
+        let Some(l) = long else {
+            return row(
+                "sleep.from_end",
+                "/completion",
+                check,
+                Verdict::NotApplicable,
+                Verdict::Yes,
+                "not asleep within --max-wait after the long request".into(),
+                "",
+                "",
+            );
+        };
+        let from_end = l.after;
+        let from_start = l.after + took;
+        let tokens = tokens.map_or("?".into(), |t| t.to_string());
+        let (verdict, evidence) = if took < 1.5 {
+            (
+                Verdict::NotApplicable,
+                format!(
+                    "the long request ({tokens} tokens) took only {took:.2} s: too short to tell (sleep comes within a second of its time)"
+                ),
+            )
+        } else if (from_end - short).abs() < (from_start - short).abs() {
+            (
+                Verdict::Yes,
+                format!(
+                    "a request of {took:.2} s ({tokens} of {asked} tokens): asleep {from_end:.2} s after its end ({from_start:.2} s after its start), as {short:.2} s after a short one: the timer starts when a request ends"
+                ),
+            )
+        } else {
+            (
+                Verdict::No,
+                format!(
+                    "a request of {took:.2} s ({tokens} of {asked} tokens): asleep {from_start:.2} s after its start ({from_end:.2} s after its end), as {short:.2} s after a short one: the timer starts when a request starts, so a long request can be followed by sleep at once"
+                ),
+            )
+        };
+        Check {
+            value: Some(
+                json!({"request_s": ms(took), "after_end_s": ms(from_end), "after_start_s": ms(from_start), "after_short_s": ms(short)}),
+            ),
+            holds: verdict == Verdict::Yes || verdict == Verdict::NotApplicable,
+            ..row(
+                "sleep.from_end",
+                "/completion",
+                check,
+                verdict,
+                Verdict::Yes,
+                evidence,
+                "",
+                "",
+            )
+        }
+    }
+
+    fn quiet_row(&self, short: &Slept, long: Option<&Slept>) -> Check {
+        let woke = short.woke_while_polled || long.is_some_and(|l| l.woke_while_polled);
+        let verdict = if woke { Verdict::Yes } else { Verdict::No };
+        Check {
+            value: Some(
+                json!({"health_polls": self.health_polls, "props_polls": self.props_polls, "woke_while_asleep": woke}),
+            ),
+            ..row(
+                "poll.health_props",
+                "/health, /props",
+                &format!(
+                    "polling GET /health and GET /props every {:.1} s keeps it awake",
+                    POLL.as_secs_f64()
+                ),
+                verdict,
+                Verdict::No,
+                if woke {
+                    "a /props read after /health showed it awake again while nothing else was sent by this run: /health or /props woke it (or another client did)".into()
+                } else {
+                    format!(
+                        "polled {} times (/health) and {} times (/props) while waiting: it fell asleep all the same, and stayed asleep while they were polled after",
+                        self.health_polls, self.props_polls
+                    )
+                },
+                "",
+                "",
+            )
+        }
+    }
+
+    /// A last row: the sleeps and wakes this run saw (`/props`), to set beside the
+    /// server's log ("entering sleeping state", "exiting sleeping state").
+    pub fn push_counts(&mut self) {
+        self.checks.push(super::super::probe::info(
+            "sleep.count",
+            "sleeps and wakes this run caused",
+            format!(
+                "/props showed {} fall(s) asleep and {} wake(s) caused by this run's requests; the server's log has one \"entering sleeping state\" and one \"exiting sleeping state\" line each",
+                self.sleeps_seen, self.wakes_seen
+            ),
+            "",
+            "",
+            json!({"sleeps": self.sleeps_seen, "wakes": self.wakes_seen}),
+        ));
+    }
+
+    /// Puts the server back awake when it was found awake (found asleep, the run ends
+    /// with it asleep).
+    pub async fn restore(&mut self, found_asleep: bool) -> Vec<String> {
+        let now_asleep = match self.sleeping().await {
+            Ok(s) => s,
+            Err(e) => return vec![format!("could not read /props to restore: {e:#}")],
+        };
+        match (found_asleep, now_asleep) {
+            (true, true) => vec!["found asleep, left asleep".into()],
+            (false, false) => vec!["found awake, left awake".into()],
+            (true, false) => {
+                vec!["found asleep, left awake: it falls asleep again after its timer".into()]
+            }
+            (false, true) => {
+                let m = self.model.clone();
+                match self.complete(&tiny(m.as_deref())).await {
+                    Ok(_) => {
+                        self.wakes_seen += 1;
+                        vec!["found awake: one request woke it again (its model reloaded)".into()]
+                    }
+                    Err(e) => vec![format!(
+                        "found awake, left asleep: the waking request failed: {e:#}"
+                    )],
+                }
+            }
+        }
+    }
+}
+
+/// The row of one monitoring endpoint.
+fn monitor_row(path: &str, enabled: Option<bool>, s: &Monitored) -> Check {
+    let kept = s.asleep_at.is_none();
+    let measured = if kept { Verdict::Yes } else { Verdict::No };
+    let disabled = enabled == Some(false) || s.status == 501;
+    let verdict = if disabled {
+        Verdict::Disabled
+    } else {
+        measured
+    };
+    let flag = if path == "/metrics" {
+        "--metrics"
+    } else {
+        "--slots"
+    };
+    let mut evidence = format!(
+        "GET {path} (HTTP {}) every {:.1} s, {} times over {:.1} s (longer than the timer): {}; {}",
+        s.status,
+        MONITOR_EVERY.as_secs_f64(),
+        s.polls,
+        s.window,
+        if s.woke_on_first {
+            "the first poll woke it from sleep (a reload)"
+        } else {
+            "it was not asleep at the first poll"
+        },
+        match (s.asleep_at, s.slept_after) {
+            (Some(t), _) => format!("it was asleep {t:.1} s into the polling all the same"),
+            (None, Some(a)) =>
+                format!("it stayed awake, and fell asleep {a:.1} s after the polling stopped"),
+            (None, None) =>
+                "it stayed awake, and was still awake --max-wait after the polling stopped".into(),
+        }
+    );
+    if disabled {
+        evidence = format!(
+            "{path} is disabled (HTTP 501; start llama-server with {flag} to enable it), yet polling it {} keep it awake: {evidence}",
+            if kept { "does" } else { "does not" }
+        );
+    }
+    Check {
+        value: Some(
+            json!({"status": s.status, "polls": s.polls, "keeps_awake": kept, "wakes_from_sleep": s.woke_on_first, "asleep_after_s": s.asleep_at.map(ms), "slept_after_stop_s": s.slept_after.map(ms)}),
+        ),
+        holds: verdict == Verdict::Yes || verdict == Verdict::Disabled,
+        ..row(
+            &format!("poll.{}", path.trim_start_matches('/')),
+            path,
+            &format!(
+                "polling GET {path} every {:.1} s keeps it awake",
+                MONITOR_EVERY.as_secs_f64()
+            ),
+            verdict,
+            Verdict::Yes,
+            evidence,
+            if kept {
+                "a monitor that polls this endpoint keeps the model loaded: poll /health or /props (is_sleeping) instead, or poll less often than the timer"
+            } else {
+                ""
+            },
+            "",
+        )
+    }
+}
+
+/// A field of the reply's `timings`, milliseconds.
+fn timing(r: &Reply, key: &str) -> Option<f64> {
+    r.json.as_ref()?.get("timings")?.get(key)?.as_f64()
+}
+
+/// Tokens for a request of about [`LONG_S`] at the measured pace: 32 to 1024, and at
+/// most half the context.
+fn long_tokens(per_token_ms: Option<f64>, n_ctx: u64) -> u64 {
+    let pace = per_token_ms
+        .filter(|p| p.is_finite() && *p > 0.0)
+        .unwrap_or(10.0);
+    let n = (LONG_S * 1000.0 / pace).ceil() as u64;
+    n.clamp(32, 1024).min((n_ctx / 2).max(8))
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    s.get(s.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_long_request_is_sized_to_the_pace_and_the_context() {
+        assert_eq!(long_tokens(Some(10.0), 4096), 250);
+        assert_eq!(long_tokens(Some(0.5), 4096), 1024);
+        assert_eq!(long_tokens(Some(500.0), 4096), 32);
+        assert_eq!(long_tokens(None, 4096), 250);
+        assert_eq!(long_tokens(Some(f64::NAN), 100), 50);
+    }
+}
