@@ -78,9 +78,10 @@ pub fn dry_run(opts: &LlamaOptions) -> Vec<(String, Req)> {
         ("is it a llama-server, is it asleep, which endpoints are on (also after each request below)".into(), Req::get("/props")),
         ("health".into(), Req::get("/health")),
         ("warm-up: wakes the server if asleep (the wake is timed), then 3 warm requests, timed; RSS awake".into(), tiny(m)),
+        ("the generation pace, to size the long request".into(), long(m, 32)),
         (format!("sleep timer from the end of a short request: {each}; RSS asleep"), Req::get("/props")),
         ("wake cost: the first request after sleep, timed, /props before and after, then one warm request".into(), tiny(m)),
-        ("timer start or end: one request of about 2 s of generation (n_predict from the measured token time, 32 to 1024)".into(), long(m, 1024)),
+        ("timer start or end: one request of 1.5 s or more of generation (n_predict from the measured pace, 32 to 1024; sent again with twice the tokens while shorter)".into(), long(m, 1024)),
         (format!("sleep timer from the end of the long request: {each}"), Req::get("/props")),
         ("polling /metrics: every 0.5 s (with GET /props) for the measured timer + 2 s, from asleep; then wait for sleep".into(), Req::get("/metrics")),
         ("polling /slots: every 0.5 s (with GET /props) for the measured timer + 2 s, from asleep; then wait for sleep".into(), Req::get("/slots")),
@@ -92,7 +93,7 @@ pub fn dry_run(opts: &LlamaOptions) -> Vec<(String, Req)> {
 pub fn plan_lines(opts: &LlamaOptions) -> Vec<String> {
     vec![
         format!(
-            "it sends small completions to {} (4 tokens each, about 10 in all, and one of up to 1024 tokens, about 2 s), and polls GET /props, /health, /metrics and /slots",
+            "it sends small completions to {} (4 tokens each, about 8 in all, one of 32 tokens to time the generation, and one of up to 1024 tokens sized to take 1.5 s or more, sent again with twice the tokens while shorter), and polls GET /props, /health, /metrics and /slots",
             opts.target
         ),
         "it waits for the server to fall asleep four times (once after each measurement) and wakes it three or four times: about 5 x the sleep timer in all, at most --max-wait per wait".into(),
@@ -129,11 +130,11 @@ pub async fn run(opts: &LlamaOptions, stop: &Stop) -> anyhow::Result<Report> {
         _ = stop.stop.cancelled() => Err(Interrupted(String::new()).into()),
     };
     let interrupted = stop.stop.is_cancelled();
-    prober.push_counts();
     let restored = tokio::select! {
         r = prober.restore(props.sleeping) => r,
         _ = stop.abandon.cancelled() => vec!["restore abandoned (a second Ctrl-C): the server may be left awake".into()],
     };
+    prober.push_counts();
     let done = prober.checks.len();
     let mut checks = prober.checks;
     if interrupted {

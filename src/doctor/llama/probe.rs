@@ -19,9 +19,16 @@ const POLL: Duration = Duration::from_millis(100);
 const MONITOR_EVERY: Duration = Duration::from_millis(500);
 /// How long past the measured timer the monitoring poll goes on.
 const MONITOR_PAST: f64 = 2.0;
-/// The long request's target duration, seconds: two seconds tell a timer counted from
-/// the start of a request from one counted from its end (sleep comes N..N+1 s after).
-const LONG_S: f64 = 2.5;
+/// The tokens of the request that measures the generation pace.
+const PACE_TOKENS: u64 = 32;
+/// The long request's target duration at the measured pace, seconds (a longer
+/// context makes each token slower, so it comes out longer).
+const LONG_S: f64 = 1.5;
+/// The shortest long request that tells a timer counted from the start of a request
+/// from one counted from its end (sleep comes N..N+1 s after), seconds.
+const MIN_LONG_S: f64 = 1.5;
+/// The most tokens the long request asks for.
+const MAX_LONG_TOKENS: u64 = 1024;
 
 /// What `/props` says.
 #[derive(Debug, Clone)]
@@ -205,6 +212,10 @@ impl Prober {
             self.health().await?;
             woke_while_polled |= !self.sleeping().await?;
         }
+        if !woke_while_polled {
+            // What is freed can take a moment to leave the RSS: the lower reading counts.
+            self.sample(false);
+        }
         Ok(Some(Slept {
             after,
             woke_while_polled,
@@ -228,8 +239,10 @@ impl Prober {
         for _ in 0..3 {
             let r = self.complete(&tiny(m.as_deref())).await?;
             self.warm_s.push(r.elapsed.as_secs_f64());
-            self.per_token_ms = timing(&r, "predicted_per_token_ms").or(self.per_token_ms);
         }
+        // The pace of a longer generation, to size the long request below.
+        let pace = self.complete(&long(m.as_deref(), PACE_TOKENS)).await?;
+        self.per_token_ms = Some(pace.elapsed.as_secs_f64() * 1000.0 / PACE_TOKENS as f64);
         self.sample(true);
         let Some(short) = self.wait_asleep(Instant::now()).await? else {
             self.never_slept();
@@ -250,10 +263,19 @@ impl Prober {
             .push(self.wake_row(&wake, before, after, found_wake));
         // The long request: the timer from its start or its end.
         let n_ctx = found.n_ctx.unwrap_or(2048);
-        let n = long_tokens(self.per_token_ms, n_ctx);
-        let long_start = Instant::now();
-        let r = self.complete(&long(m.as_deref(), n)).await?;
-        let took = long_start.elapsed().as_secs_f64();
+        let cap = (n_ctx / 2).clamp(8, MAX_LONG_TOKENS);
+        let mut n = long_tokens(self.per_token_ms, n_ctx);
+        // Too short to tell (the pace grows with the context): twice the tokens, at
+        // once, up to the cap; the timer then counts from the last one.
+        let (r, took) = loop {
+            let long_start = Instant::now();
+            let r = self.complete(&long(m.as_deref(), n)).await?;
+            let took = long_start.elapsed().as_secs_f64();
+            if took >= MIN_LONG_S || n >= cap {
+                break (r, took);
+            }
+            n = (n * 2).min(cap);
+        };
         let tokens = r
             .json
             .as_ref()
@@ -432,13 +454,15 @@ impl Prober {
         let mut delays = vec![short.after];
         delays.extend(long.map(|l| l.after));
         let lo = delays.iter().copied().fold(f64::INFINITY, f64::min);
-        // Sleep comes N..N+1 s after the last task (checked once a second), and the
-        // poll sees it up to POLL later: N is the whole seconds of the shortest delay.
-        let n = (lo - POLL.as_secs_f64()).max(0.0).floor();
+        // Sleep comes N..N+1 s after the last task (checked once a second), never
+        // before N, and the poll sees it up to POLL later: N is at most the whole
+        // seconds of the shortest delay, and at least that less 1 s and a poll.
+        let n = lo.floor();
+        let n_min = (lo - 1.0 - POLL.as_secs_f64()).max(0.0).ceil().min(n);
         Check {
             value: Some(json!({
                 "seconds_after_end": delays.iter().map(|d| ms(*d)).collect::<Vec<_>>(),
-                "idle_seconds": n, "props_states_timer": false,
+                "idle_seconds": n, "idle_seconds_min": n_min, "props_states_timer": false,
             })),
             ..row(
                 "sleep.timer",
@@ -447,13 +471,18 @@ impl Prober {
                 Verdict::NotApplicable,
                 Verdict::NotApplicable,
                 format!(
-                    "/props states no timer (is_sleeping only); asleep {} s after the end of the last request (polled /props every {:.1} s): --sleep-idle-seconds {n} (sleep comes N to N+1 s after the last task)",
+                    "/props states no timer (is_sleeping only); asleep {} s after the end of the last request (polled /props every {:.1} s): --sleep-idle-seconds {} (sleep comes N to N+1 s after the last task)",
                     delays
                         .iter()
                         .map(|d| format!("{d:.2}"))
                         .collect::<Vec<_>>()
                         .join(" and "),
                     POLL.as_secs_f64(),
+                    if n_min < n {
+                        format!("{n} (or {n_min})")
+                    } else {
+                        format!("{n}")
+                    },
                 ),
                 "",
                 "",
@@ -677,7 +706,7 @@ fn long_tokens(per_token_ms: Option<f64>, n_ctx: u64) -> u64 {
         .filter(|p| p.is_finite() && *p > 0.0)
         .unwrap_or(10.0);
     let n = (LONG_S * 1000.0 / pace).ceil() as u64;
-    n.clamp(32, 1024).min((n_ctx / 2).max(8))
+    n.clamp(32, MAX_LONG_TOKENS).min((n_ctx / 2).max(8))
 }
 
 fn median(v: &[f64]) -> f64 {
@@ -692,10 +721,10 @@ mod tests {
 
     #[test]
     fn the_long_request_is_sized_to_the_pace_and_the_context() {
-        assert_eq!(long_tokens(Some(10.0), 4096), 250);
+        assert_eq!(long_tokens(Some(10.0), 4096), 150);
         assert_eq!(long_tokens(Some(0.5), 4096), 1024);
         assert_eq!(long_tokens(Some(500.0), 4096), 32);
-        assert_eq!(long_tokens(None, 4096), 250);
+        assert_eq!(long_tokens(None, 4096), 150);
         assert_eq!(long_tokens(Some(f64::NAN), 100), 50);
     }
 }
