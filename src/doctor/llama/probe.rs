@@ -689,7 +689,7 @@ fn monitor_row(path: &str, enabled: Option<bool>, s: &Monitored) -> Check {
             } else {
                 ""
             },
-            "",
+            "llama-server",
         )
     }
 }
