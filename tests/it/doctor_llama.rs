@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::common::{free_port, http, kabench, root, timing_turn};
+use crate::common::{SimServer, free_port, http, kabench, root, timing_turn};
 
 /// The llama-server beside Ollama's runner.
 fn llama_server_bin() -> PathBuf {
@@ -70,6 +70,13 @@ impl LlamaServer {
     /// `llama-server -t 1 --sleep-idle-seconds 2 -m tiny-50m.gguf -c 2048 -np 1` and
     /// `extra` on a free loopback port, once `/health` answers 200.
     fn start(name: &str, extra: &[&str]) -> Option<LlamaServer> {
+        let mut args = vec!["--sleep-idle-seconds", "2"];
+        args.extend_from_slice(extra);
+        Self::start_with(name, &args)
+    }
+
+    /// `llama-server -t 1 -m tiny-50m.gguf -c 2048 -np 1` and `args`.
+    fn start_with(name: &str, extra: &[&str]) -> Option<LlamaServer> {
         if std::env::var("KABENCH_SKIP_REAL_OLLAMA").is_ok_and(|v| v == "1") {
             eprintln!("skipping the real llama-server test: KABENCH_SKIP_REAL_OLLAMA=1");
             return None;
@@ -95,7 +102,7 @@ impl LlamaServer {
                 "--port",
                 &port.to_string(),
             ])
-            .args(["--sleep-idle-seconds", "2", "-c", "2048", "-np", "1", "-m"])
+            .args(["-c", "2048", "-np", "1", "-m"])
             .arg(&model)
             .args(extra)
             .stdin(Stdio::null())
@@ -368,4 +375,82 @@ fn doctor_flags_of_the_other_kind_are_refused_with_exit_2() {
         assert!(err.contains("--target-kind"), "{args:?}: {err}");
     }
     assert!(listener.accept().is_err(), "a refused run connected");
+}
+
+#[test]
+fn doctor_says_when_the_llama_server_never_sleeps_and_when_memory_cannot_be_read() {
+    let _turn = timing_turn();
+    // No --sleep-idle-seconds: sleep is off.
+    let Some(server) = LlamaServer::start_with("doctor-llama-nosleep", &[]) else {
+        return;
+    };
+    let out = kabench()
+        .args([
+            "doctor",
+            "--target-kind",
+            "llama-server",
+            "--json",
+            "--max-wait",
+            "3",
+        ])
+        .args([
+            "--target",
+            &format!("http://{}", server.host),
+            "--pid",
+            "4000000000",
+        ])
+        .output()
+        .expect("kabench runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_str(&stdout).expect("JSON");
+    let ctx = format!("{report:#}");
+    let timer = check(&report, "sleep.timer");
+    assert!(timer["value"]["seconds_after_end"].is_null(), "{ctx}");
+    assert!(
+        timer["evidence"]
+            .as_str()
+            .unwrap()
+            .contains("not asleep 3 s"),
+        "{ctx}"
+    );
+    // Memory it could not read is "unavailable" and null, never 0.
+    let mem = check(&report, "memory.freed");
+    assert!(
+        mem["evidence"].as_str().unwrap().starts_with("unavailable"),
+        "{ctx}"
+    );
+    assert!(mem["value"]["freed_bytes"].is_null(), "{ctx}");
+    assert!(
+        report["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["id"] != "wake.cost")
+    );
+    assert_eq!(check(&report, "sleep.count")["value"]["sleeps"], 0);
+    assert_eq!(server.count(ENTERING), 0, "{}", server.log_text());
+    assert_eq!(report["restored"][0], "found awake, left awake");
+}
+
+#[test]
+fn doctor_llama_server_against_an_ollama_says_it_is_not_one() {
+    let sim = SimServer::start(&[]);
+    let out = kabench()
+        .args([
+            "doctor",
+            "--target-kind",
+            "llama-server",
+            "--target",
+            &sim.url,
+        ])
+        .output()
+        .expect("kabench runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("not a llama-server"), "{err}");
 }

@@ -337,6 +337,7 @@ impl Prober {
 
     /// The rows when the server never fell asleep.
     fn never_slept(&mut self) {
+        self.checks.push(self.memory_row());
         let wait = self.max_wait.as_secs();
         self.checks.push(Check {
             value: Some(json!({"seconds_after_end": null, "max_wait_s": wait})),
@@ -426,6 +427,13 @@ impl Prober {
             (Err(e), _, _) => (
                 format!("unavailable: the server's process is not known ({e})"),
                 json!({"pid": null, "awake_bytes": null, "asleep_bytes": null, "freed_bytes": null}),
+                true,
+            ),
+            (Ok(pid), _, None) if self.sleeps_seen == 0 => (
+                format!(
+                    "unavailable: it never fell asleep, so there is no asleep reading (pid {pid})"
+                ),
+                json!({"pid": pid, "awake_bytes": awake, "asleep_bytes": null, "freed_bytes": null}),
                 true,
             ),
             (Ok(pid), _, _) => (
