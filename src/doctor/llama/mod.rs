@@ -12,7 +12,7 @@
 //! of about 2 s of generation), polls read-only endpoints, and leaves the server
 //! awake or asleep as it found it. Another client's requests reset the same timer, so
 //! run it when the server is idle. This file holds the options, the plan `--dry-run`
-//! lists and the run in order; the probes are in `probe`, the process in `proc`.
+//! lists and the run in order; the probes are in `probe` (their rows in `probe::rows`), the process in `proc`.
 
 mod probe;
 pub mod proc;
