@@ -296,7 +296,7 @@ fn doctor_dry_run_sends_nothing_and_lists_every_request() {
         text.contains(r#"POST /api/generate {"keep_alive":"-1""#),
         "{text}"
     );
-    assert!(text.contains(r#""options":{"keep_alive":"13s""#), "{text}");
+    assert!(text.contains(r#""options":{"keep_alive":"5s""#), "{text}");
     assert!(text.contains("POST /v1/chat/completions"), "{text}");
     assert!(text.contains("(nothing sent)"), "{text}");
 }
