@@ -208,8 +208,6 @@ fn a_second_run_on_the_real_server_is_no_change_detected() {
 /// apart did not (a reply that outlasts the gap finds the model still loaded).
 #[test]
 fn the_same_study_twice_on_the_real_server_gives_the_same_recommendation() {
-    // Wall-clock timing: not beside another timing-sensitive test.
-    let _turn = crate::common::timing_turn();
     let Some(ollama) = RealOllama::start("same-advice", &[]) else {
         return;
     };

@@ -88,8 +88,6 @@ fn ps(call: impl Fn(&str, &str, Option<&str>) -> (u16, String)) -> Vec<Value> {
 
 #[test]
 fn doctor_gives_the_same_verdicts_on_the_real_server_and_the_simulator() {
-    // Wall-clock timing: not beside another timing-sensitive test.
-    let _turn = crate::common::timing_turn();
     let Some(real) = RealOllama::start("doctor", &[("OLLAMA_KEEP_ALIVE", "45s")]) else {
         return;
     };

@@ -194,8 +194,6 @@ fn a_servegen_clients_span_is_its_own() {
 /// unload the server logged within ±2 s.
 #[test]
 fn per_request_keep_alive_from_the_real_servers_debug_log() {
-    // Wall-clock timing: not beside another timing-sensitive test.
-    let _turn = crate::common::timing_turn();
     let Some(ollama) = RealOllama::start(
         "predict-v2-keep-alive",
         &[("OLLAMA_DEBUG", "1"), ("OLLAMA_KEEP_ALIVE", "5m")],

@@ -335,11 +335,7 @@ async fn the_proxy_log_of_a_run_on_the_simulator_replays_to_its_cold_counts() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-// The turn is held for the whole test on purpose: other timing tests wait on their own threads.
-#[allow(clippy::await_holding_lock)]
 async fn the_proxy_log_of_a_run_on_the_real_ollama_replays_to_its_cold_counts() {
-    // Wall-clock timing: not beside another timing-sensitive test.
-    let _turn = crate::common::timing_turn();
     let Some(real) = RealOllama::start("proxy-predict", &[]) else {
         return;
     };
