@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::common::doctor::{check, report as doctor_report};
 use crate::common::{SimServer, free_port, http, kabench, root, timing_turn};
 
 /// The llama-server beside Ollama's runner.
@@ -159,15 +160,6 @@ const ENTERING: &str = "srv  handle_sleep: server is entering sleeping state";
 const EXITING: &str = "srv  handle_sleep: server is exiting sleeping state";
 const LOADING: &str = "load_model: loading model";
 
-fn check<'a>(report: &'a Value, id: &str) -> &'a Value {
-    report["checks"]
-        .as_array()
-        .expect("checks")
-        .iter()
-        .find(|c| c["id"] == id)
-        .unwrap_or_else(|| panic!("no {id} row in {report:#}"))
-}
-
 #[test]
 fn doctor_measures_wake_memory_timer_and_polling_on_the_real_llama_server() {
     let _turn = timing_turn();
@@ -180,36 +172,12 @@ fn doctor_measures_wake_memory_timer_and_polling_on_the_real_llama_server() {
         server.count(EXITING),
         server.count(LOADING),
     );
-    let started = Instant::now();
-    let out = kabench()
-        .args([
-            "doctor",
-            "--target-kind",
-            "llama-server",
-            "--json",
-            "--max-wait",
-            "20",
-        ])
-        .args([
-            "--target",
-            &format!("http://{}", server.host),
-            "--model",
-            "tiny-50m",
-        ])
-        .output()
-        .expect("kabench runs");
-    let took = started.elapsed();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "exit {:?}\n{stdout}\n{stderr}\n{}",
-        out.status.code(),
-        server.log_text()
-    );
-    assert!(took < Duration::from_secs(60), "took {took:?}");
-    let report: Value = serde_json::from_str(&stdout).expect("the report is JSON");
-    let ctx = format!("{report:#}\n{}", server.log_text());
+    // The shared helper: --json --model tiny-50m, within a minute.
+    let url = format!("http://{}", server.host);
+    let (code, report, stderr) =
+        doctor_report(&url, &["--target-kind", "llama-server", "--max-wait", "20"]);
+    let ctx = format!("{report:#}\n{stderr}\n{}", server.log_text());
+    assert_eq!(code, 0, "{ctx}");
     assert_eq!(report["kind"], "llama-server");
     assert_eq!(report["model"], "tiny-50m");
     // It says what it will do before doing it.
@@ -435,6 +403,48 @@ fn doctor_says_when_the_llama_server_never_sleeps_and_when_memory_cannot_be_read
     assert_eq!(check(&report, "sleep.count")["value"]["sleeps"], 0);
     assert_eq!(server.count(ENTERING), 0, "{}", server.log_text());
     assert_eq!(report["restored"][0], "found awake, left awake");
+
+    // Ctrl-C while it waits for a sleep that never comes: it stops at once, says so,
+    // leaves the server as found, and exits 130.
+    let child = kabench()
+        .args([
+            "doctor",
+            "--target-kind",
+            "llama-server",
+            "--json",
+            "--max-wait",
+            "60",
+        ])
+        .args(["--target", &format!("http://{}", server.host)])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kabench runs");
+    std::thread::sleep(Duration::from_secs(2));
+    let signalled = Instant::now();
+    let kill = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(kill.success());
+    let out = child.wait_with_output().expect("kabench ends");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        signalled.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        signalled.elapsed()
+    );
+    let report: Value = serde_json::from_str(&stdout).expect("JSON");
+    assert_eq!(report["interrupted"], true, "{report:#}");
+    assert_eq!(check(&report, "probe.interrupted")["holds"], false);
+    assert_eq!(report["restored"][0], "found awake, left awake");
+    assert_eq!(server.props()["is_sleeping"], false);
 }
 
 #[test]
