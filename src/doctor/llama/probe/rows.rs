@@ -361,3 +361,35 @@ pub(super) fn median(v: &[f64]) -> f64 {
     s.sort_by(f64::total_cmp);
     s.get(s.len() / 2).copied().unwrap_or(f64::NAN)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seen(status: u16, asleep_at: Option<f64>) -> Monitored {
+        Monitored {
+            status,
+            polls: 9,
+            woke_on_first: true,
+            asleep_at,
+            window: 4.0,
+            slept_after: asleep_at.is_none().then_some(1.5),
+        }
+    }
+
+    #[test]
+    fn a_poll_that_keeps_it_awake_is_yes_and_a_disabled_endpoint_says_so() {
+        let kept = monitor_row("/metrics", Some(true), &seen(200, None));
+        assert_eq!((kept.verdict, kept.holds), (Verdict::Yes, true));
+        assert_eq!(kept.id, "poll.metrics");
+        let not = monitor_row("/slots", Some(true), &seen(200, Some(2.5)));
+        assert_eq!((not.verdict, not.holds), (Verdict::No, false));
+        assert!(not.evidence.contains("asleep 2.5 s into the polling"));
+        // Without --metrics: 501, the verdict says disabled, the evidence what it did.
+        let off = monitor_row("/metrics", Some(false), &seen(501, None));
+        assert_eq!((off.verdict, off.holds), (Verdict::Disabled, true));
+        assert!(off.evidence.contains("start llama-server with --metrics"));
+        assert!(off.evidence.contains("does keep it awake"));
+        assert_eq!(off.value.unwrap()["keeps_awake"], true);
+    }
+}
