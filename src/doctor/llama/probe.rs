@@ -86,7 +86,7 @@ pub struct Prober {
     props_polls: usize,
     sleeps_seen: usize,
     wakes_seen: usize,
-    /// The sleep delays measured after short requests.
+    /// The sleep delays measured after the last request, seconds.
     timer: Vec<f64>,
 }
 
@@ -288,6 +288,7 @@ impl Prober {
         self.checks
             .push(self.end_or_start_row(short.after, slept.as_ref(), took, n, tokens));
         self.checks.push(self.quiet_row(&short, slept.as_ref()));
+        self.timer.extend(slept.as_ref().map(|s| s.after));
         let timer = self.timer.iter().copied().fold(short.after, f64::max);
         for (path, enabled) in [("/metrics", found.metrics), ("/slots", found.slots_enabled)] {
             let seen = self.monitor(path, timer).await?;
