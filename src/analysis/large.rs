@@ -28,8 +28,8 @@ use crate::folder::{self, RequestRecord};
 /// bound: the rows of further hosts count in the stream's figures only.
 pub const MAX_HOSTS: usize = 64;
 
-/// Load ends remembered per stream and model to tell one load from the next (rows of
-/// one load are written close together, as their requests end).
+/// Load ends of the last cold rows remembered per stream and model, to tell one load
+/// from the next (rows of one load are written close together, as their requests end).
 const RECENT_LOADS: usize = 64;
 
 /// A histogram of the summary's settings held sparse: a count per bucket that holds
@@ -237,17 +237,17 @@ impl StreamAcc {
         self.hosts.last_mut()
     }
 
-    /// Counts a load unless one of the last loads of the model ended within
-    /// `tolerance_ms` of this one (L2: concurrent first requests share one load).
+    /// Counts a load unless the wait of one of the model's last cold rows ended within
+    /// `tolerance_ms` of this one (L2: concurrent first requests share one load; the
+    /// ends chain as `loads_witnessed` chains them over the sorted ends).
     fn witness_load(&mut self, model: &str, end: f64, tolerance_ms: f64) {
         let recent = match self.recent_loads.get_mut(model) {
             Some(r) => r,
             None => self.recent_loads.entry(model.to_string()).or_default(),
         };
-        if recent.iter().any(|e| (e - end).abs() <= tolerance_ms) {
-            return;
+        if !recent.iter().any(|e| (e - end).abs() <= tolerance_ms) {
+            self.loads += 1;
         }
-        self.loads += 1;
         if recent.len() >= RECENT_LOADS {
             recent.pop_front();
         }
