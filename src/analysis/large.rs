@@ -63,6 +63,15 @@ impl Sparse {
         self.len == 0
     }
 
+    /// Adds another's counts (a repetition's, when the repetitions are pooled).
+    fn absorb(&mut self, other: &Sparse) {
+        for (&k, &n) in &other.counts {
+            let c = self.counts.entry(k).or_insert(0);
+            *c = c.saturating_add(n);
+        }
+        self.len += other.len;
+    }
+
     /// The dense histogram of these counts (held only while one figure is read).
     fn dense(&self) -> Histogram<u64> {
         let mut h = histograms::empty();
@@ -71,6 +80,19 @@ impl Sparse {
             let _ = h.record_n(u64::from(k), u64::from(n));
         }
         h
+    }
+}
+
+impl Metrics {
+    fn absorb(&mut self, other: &Metrics) {
+        for (a, b) in self.ttft.iter_mut().zip(&other.ttft) {
+            a.absorb(b);
+        }
+        for (a, b) in self.e2e.iter_mut().zip(&other.e2e) {
+            a.absorb(b);
+        }
+        self.tpot.absorb(&other.tpot);
+        self.load.absorb(&other.load);
     }
 }
 
@@ -254,6 +276,35 @@ impl StreamAcc {
         recent.push_back(end);
     }
 
+    /// Adds another repetition's figures of the same stream (loads are summed: the
+    /// repetitions are apart in time).
+    fn absorb(&mut self, other: &StreamAcc) {
+        self.requests += other.requests;
+        self.warmup += other.warmup;
+        self.errors += other.errors;
+        self.cold += other.cold;
+        self.loads += other.loads;
+        for (k, n) in &other.errors_by_kind {
+            *self.errors_by_kind.entry(k.clone()).or_insert(0) += n;
+        }
+        self.hists.absorb(&other.hists);
+        self.rates.absorb(&other.rates);
+        self.hosts_left_out += other.hosts_left_out;
+        for h in &other.hosts {
+            if let Some(mine) = self.hosts.iter_mut().find(|m| m.target == h.target) {
+                mine.requests += h.requests;
+                mine.errors += h.errors;
+                mine.cold += h.cold;
+                mine.ttft.absorb(&h.ttft);
+                mine.e2e.absorb(&h.e2e);
+            } else if self.hosts.len() < MAX_HOSTS {
+                self.hosts.push(h.clone());
+            } else {
+                self.hosts_left_out += h.requests;
+            }
+        }
+    }
+
     /// Writes these figures over `s`'s (which were summarized from the kept rows).
     fn apply(&self, s: &mut StreamSummary) {
         let level = stats::DEFAULT_CONFIDENCE;
@@ -413,20 +464,49 @@ impl LargeRun {
     /// rows), and says in each cell cut short what its row-level figures are over.
     pub fn apply(&self, summary: &mut Summary) {
         for c in &mut summary.cells {
-            let Some(accs) = self.streams.get(&c.id) else {
-                continue;
+            // A pooled cell's figures are over every repetition's rows together.
+            let ids: Vec<String> = match &c.repetitions {
+                Some(r) => r.runs.iter().map(|run| run.id.clone()).collect(),
+                None => vec![c.id.clone()],
             };
+            if let Some(r) = c.repetitions.as_mut() {
+                for run in &mut r.runs {
+                    for rs in &mut run.streams {
+                        if let Some(acc) = self.streams.get(&run.id).and_then(|a| a.get(&rs.name)) {
+                            rs.requests = acc.requests;
+                            rs.answered = acc.requests - acc.errors;
+                            rs.cold = acc.cold;
+                        }
+                    }
+                }
+            }
             let mut left_out = 0;
             for s in &mut c.streams {
-                if let Some(acc) = accs.get(&s.name) {
+                let mut pooled: Option<StreamAcc> = None;
+                for acc in ids
+                    .iter()
+                    .filter_map(|id| self.streams.get(id).and_then(|a| a.get(&s.name)))
+                {
+                    match pooled.as_mut() {
+                        Some(p) => p.absorb(acc),
+                        None => pooled = Some(acc.clone()),
+                    }
+                }
+                if let Some(acc) = pooled {
                     acc.apply(s);
                     left_out += acc.hosts_left_out;
                 }
             }
-            let rows = self.cell_rows.get(&c.id).copied().unwrap_or(0);
-            if rows > self.kept_per_cell as u64 {
+            let rows: u64 = ids
+                .iter()
+                .map(|id| self.cell_rows.get(id).copied().unwrap_or(0))
+                .sum();
+            let cut = ids
+                .iter()
+                .any(|id| self.cell_rows.get(id).copied().unwrap_or(0) > self.kept_per_cell as u64);
+            if cut {
                 c.warnings.push(format!(
-                    "{rows} rows, more than the report holds whole: the counts and latency percentiles are over every row; the memory figures, reload causes and charts are over the cell's first {} rows",
+                    "{rows} rows, more than the report holds whole: the counts and latency percentiles are over every row; the memory figures, reload causes and charts are over the first {} rows of each cell (repetition)",
                     self.kept_per_cell
                 ));
             }

@@ -544,3 +544,60 @@ fn a_thousand_streams_past_the_bound_stay_bounded_with_the_same_percentiles() {
         }
     }
 }
+
+/// Past the bound, the repetitions of a cell are pooled from every repetition's
+/// accumulators: the pooled counts and percentiles, and each repetition's own counts,
+/// are those of the report that holds every row.
+#[test]
+fn repetitions_past_the_bound_pool_every_row() {
+    let _turn = crate::common::timing_turn();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("run");
+    crate::common::run_ok(&[
+        "run",
+        "tests/fixtures/repeat/five.toml",
+        "--target",
+        "sim",
+        "--out",
+        dir.to_str().unwrap(),
+        "-q",
+    ]);
+    let exact = read_json(&dir.join("summary.json"));
+    let out = report(
+        &dir,
+        &[("KABENCH_MAX_REPORT_ROWS", "6")],
+        Duration::from_secs(60),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("more than the 6 the report holds whole"),
+        "{stderr}"
+    );
+    let past = read_json(&dir.join("summary.json"));
+    let cells = |s: &Value| s["cells"].as_array().unwrap().clone();
+    let (a, b) = (cells(&exact), cells(&past));
+    assert_eq!(a.len(), b.len());
+    for (a, b) in a.iter().zip(b.iter()) {
+        assert!(a["repetitions"].is_object(), "{}", a["id"]);
+        assert_eq!(a["repetitions"]["runs"].as_array().unwrap().len(), 5);
+        for (ra, rb) in a["repetitions"]["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .zip(b["repetitions"]["runs"].as_array().unwrap())
+        {
+            assert_eq!(ra["streams"], rb["streams"], "{}", ra["id"]);
+        }
+        for (sa, sb) in a["streams"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .zip(b["streams"].as_array().unwrap())
+        {
+            for key in ["requests", "errors", "cold", "loads", "ttft_ms", "e2e_ms"] {
+                assert_eq!(sa[key], sb[key], "{key} of {} {}", a["id"], sa["name"]);
+            }
+        }
+    }
+}
