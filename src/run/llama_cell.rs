@@ -302,3 +302,99 @@ async fn sample_memory(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exchange(sent: Instant, ttft_ms: u64, prompt_ms: f64) -> ChatExchange {
+        ChatExchange {
+            sent_at: sent,
+            first_byte_at: Some(sent),
+            first_token_at: Some(sent + Duration::from_millis(ttft_ms)),
+            end_at: sent + Duration::from_millis(ttft_ms + 30),
+            status: Some(200),
+            chunks: 4,
+            prompt_n: Some(16),
+            prompt_ms: Some(prompt_ms),
+            predicted_n: Some(4),
+            predicted_ms: Some(40.0),
+            error: None,
+        }
+    }
+
+    #[test]
+    fn asleep_or_a_load_in_the_first_token_is_cold_and_nothing_else_is() {
+        let epoch = Instant::now();
+        let sent = epoch + Duration::from_secs(1);
+        let t = Duration::from_millis(100);
+        let row = || RequestRecord::default();
+        // Found asleep by /props: cold whatever the timing.
+        let r = fill_row(
+            row(),
+            Some(ModelResidency::Sleeping),
+            &exchange(sent, 30, 15.0),
+            sent,
+            epoch,
+            t,
+        );
+        assert!(r.cold && r.cold_reason == "not_resident", "{r:?}");
+        assert_eq!(r.resident_before, Some(false));
+        // Loaded, but 300 ms of the first token is not prompt nor a token: a load.
+        let r = fill_row(
+            row(),
+            Some(ModelResidency::Loaded),
+            &exchange(sent, 330, 15.0),
+            sent,
+            epoch,
+            t,
+        );
+        assert!(r.cold && r.cold_reason == "load_duration", "{r:?}");
+        assert!((r.load_duration_ms.unwrap() - 305.0).abs() < 1.0, "{r:?}");
+        // Loaded and fast: warm.
+        let r = fill_row(
+            row(),
+            Some(ModelResidency::Loaded),
+            &exchange(sent, 30, 15.0),
+            sent,
+            epoch,
+            t,
+        );
+        assert!(!r.cold, "{r:?}");
+        assert_eq!(r.ttft_ms, Some(30.0));
+        assert_eq!(r.eval_count, Some(4));
+        // Unknown residency and no timings: warm, nothing guessed.
+        let mut ex = exchange(sent, 30, 15.0);
+        ex.prompt_ms = None;
+        let r = fill_row(row(), None, &ex, sent, epoch, t);
+        assert!(!r.cold && r.resident_before.is_none() && r.load_duration_ms.is_none());
+    }
+
+    #[test]
+    fn the_body_is_a_streamed_chat_with_the_streams_output_cap() {
+        let stream = CellStream {
+            name: "s".into(),
+            model: "tiny".into(),
+            api: crate::scenario::Api::Chat,
+            num_ctx: 512,
+            prompt: crate::scenario::Prompt::Text("hi".into()),
+            max_tokens: 4,
+            keep_alive: None,
+            arrival: crate::scenario::Arrival::Constant {
+                rate: crate::units::Rate::parse("1/s").unwrap(),
+            },
+            requests: Some(1),
+            duration: None,
+            warmup: 0,
+            images: 0,
+            think: None,
+            repetition: 0,
+            seed: 0,
+        };
+        let b = chat_body(&stream);
+        assert_eq!(b["stream"], true);
+        assert_eq!(b["max_tokens"], 4);
+        assert_eq!(b["messages"][0]["content"], "hi");
+        assert!(b.get("keep_alive").is_none());
+    }
+}

@@ -337,7 +337,11 @@ impl Begin<'_> {
     ) -> Result<(Vec<OllamaClient>, Recorder)> {
         let timeout = self.scenario.run.timeout;
         let (kind, clients, version) = if *self.target == Target::Managed {
-            (crate::folder::TargetKind::LlamaServer, Vec::new(), String::new())
+            (
+                crate::folder::TargetKind::LlamaServer,
+                Vec::new(),
+                String::new(),
+            )
         } else {
             target::connect_all(self.target, self.sim, timeout, cancel).await?
         };

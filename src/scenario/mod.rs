@@ -117,6 +117,11 @@ pub enum TargetSpec {
     LlamaServer(ManagedSpec),
 }
 
+/// The cell label naming the start flag a server's `idle_unload` value became
+/// (`--sleep-idle-seconds` for llama-server); absent for Ollama, whose knob is the
+/// request's keep_alive.
+pub const KNOB_LABEL: &str = "knob";
+
 /// A server kabench starts itself per swept value.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ManagedSpec {

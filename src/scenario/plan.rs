@@ -173,6 +173,11 @@ fn server_plan(scenario: &Scenario) -> Plan {
                     c.id.push_str(rest);
                 }
                 c.params.labels.insert("server".into(), server.name.clone());
+                if matches!(server.spec, TargetSpec::LlamaServer(_)) {
+                    c.params
+                        .labels
+                        .insert(super::KNOB_LABEL.into(), "--sleep-idle-seconds".into());
+                }
                 let managed = match &server.spec {
                     TargetSpec::LlamaServer(m) => {
                         let mut values = vec![(
