@@ -95,18 +95,22 @@ impl ManagedRun<'_> {
         )
         .await
         .with_context(|| format!("server {:?} for cell {}", self.name, cell.id))?;
+        // The cell starts at its first send, and so do its memory samples: the
+        // server's start-up belongs to no cell (a sample before the first send would
+        // fall in the previous cell's window).
+        let start = Instant::now() + Duration::from_millis(20);
         let sampling = CancellationToken::new();
         let sampler = rec.extra_rows().zip(srv.pid()).map(|(rows, pid)| {
             tokio::spawn(sample_memory(
                 pid,
                 self.name.to_string(),
                 rows,
-                rec.epoch,
+                (rec.epoch, start),
                 self.interval,
                 sampling.clone(),
             ))
         });
-        let ran = self.sends(cell, &srv.client, rec, cancel).await;
+        let ran = self.sends(cell, start, &srv.client, rec, cancel).await;
         if let Ok(t) = &ran
             && !cancel.is_cancelled()
         {
@@ -140,12 +144,12 @@ impl ManagedRun<'_> {
     async fn sends(
         &self,
         cell: &Cell,
+        start: Instant,
         client: &LlamaClient,
         rec: &Recorder,
         cancel: &CancellationToken,
     ) -> Result<CellTiming> {
         let planned = request::plan_sends(cell)?;
-        let start = Instant::now() + Duration::from_millis(20);
         let started_ms = folder::ms(start.saturating_duration_since(rec.epoch));
         let cap = Arc::new(Semaphore::new(self.concurrency.max(1)));
         let mut tasks = tokio::task::JoinSet::new();
@@ -266,16 +270,21 @@ pub fn fill_row(
 }
 
 /// Samples the RSS of the server's process tree every `interval` into `vram.csv`
-/// (source `server_rss`, device: the server's name) until `stop`.
+/// (source `server_rss`, device: the server's name) from `from` until `stop`; times
+/// count from `epoch`.
 async fn sample_memory(
     pid: u32,
     name: String,
     rows: std::sync::mpsc::Sender<VramSample>,
-    epoch: Instant,
+    (epoch, from): (Instant, Instant),
     interval: Duration,
     stop: CancellationToken,
 ) {
     let every = interval.max(Duration::from_millis(10));
+    tokio::select! {
+        _ = tokio::time::sleep_until(from.into()) => {}
+        _ = stop.cancelled() => return,
+    }
     loop {
         let bytes = tokio::task::spawn_blocking(move || crate::telemetry::rss::tree_rss(pid))
             .await
