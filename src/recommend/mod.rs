@@ -283,7 +283,7 @@ impl Recommendation {
         let shown: Vec<String> = self
             .fixed
             .iter()
-            .filter(|(k, _)| k.as_str() != crate::scenario::KNOB_LABEL)
+            .filter(|(k, _)| k.as_str() != crate::folder::KNOB_LABEL)
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
         if !shown.is_empty() {
@@ -296,13 +296,13 @@ impl Recommendation {
             );
         }
         // A server whose knob is a start flag (llama-server): the flag to start it with.
-        if let Some(knob) = self.fixed.get(crate::scenario::KNOB_LABEL) {
+        if let Some(knob) = self.fixed.get(crate::folder::KNOB_LABEL) {
             return format!(
                 "{} ({}){}: start the server with {knob} {} (idle_unload {})",
                 self.workload,
                 self.model,
                 fixed,
-                crate::scenario::sleep_idle_seconds(self.chosen.as_ref()),
+                crate::folder::sleep_idle_seconds(self.chosen.as_ref()),
                 display_keep_alive(self.chosen.as_ref()),
             );
         }
@@ -380,7 +380,7 @@ pub fn recommend(summary: &Summary, cost: &CostSettings, slo: &SloSettings) -> V
         if let Some(lines) = advice.get(&rec.workload) {
             rec.advice = lines.clone();
         }
-        if let Some(knob) = rec.fixed.get(crate::scenario::KNOB_LABEL) {
+        if let Some(knob) = rec.fixed.get(crate::folder::KNOB_LABEL) {
             rec.snippets = start_flag_snippets(knob, rec.chosen.as_ref());
         }
     }
@@ -391,7 +391,7 @@ pub fn recommend(summary: &Summary, cost: &CostSettings, slo: &SloSettings) -> V
 /// `--sleep-idle-seconds`): the flag; its requests carry no keep_alive.
 fn start_flag_snippets(knob: &str, chosen: Option<&KeepAlive>) -> Snippets {
     Snippets {
-        server_env: format!("{knob} {}", crate::scenario::sleep_idle_seconds(chosen)),
+        server_env: format!("{knob} {}", crate::folder::sleep_idle_seconds(chosen)),
         native_request: String::new(),
         keep_alive_field: String::new(),
         notes: vec![

@@ -565,7 +565,7 @@ fn headline(recs: &[Recommendation], sim: Option<&SimNote>, status: RunStatus) -
         let ollama: Vec<&Recommendation> = recs
             .iter()
             .filter(|r| r.form != recommend::Form::NoCandidate)
-            .filter(|r| !r.fixed.contains_key(crate::scenario::KNOB_LABEL))
+            .filter(|r| !r.fixed.contains_key(crate::folder::KNOB_LABEL))
             .collect();
         let mut servers: Vec<Option<&String>> =
             ollama.iter().map(|r| r.fixed.get("server")).collect();

@@ -25,8 +25,9 @@ use std::time::Duration;
 use crate::scenario::engine_settings::SimSettings;
 use crate::units::{KeepAlive, Rate};
 
+pub use crate::folder::{KNOB_LABEL, sleep_idle_seconds};
 pub use plan::{Cell, CellServer, CellStream, ManagedCell, Plan, plan};
-pub use servers::{DEFAULT_HEALTH_TIMEOUT, PLACEHOLDERS, sleep_idle_seconds};
+pub use servers::{DEFAULT_HEALTH_TIMEOUT, PLACEHOLDERS};
 
 /// A scenario that could not be read or is not valid. Nothing is sent when this occurs.
 ///
@@ -116,11 +117,6 @@ pub enum TargetSpec {
     /// for each swept value from `command`.
     LlamaServer(ManagedSpec),
 }
-
-/// The cell label naming the start flag a server's `idle_unload` value became
-/// (`--sleep-idle-seconds` for llama-server); absent for Ollama, whose knob is the
-/// request's keep_alive.
-pub const KNOB_LABEL: &str = "knob";
 
 /// A server kabench starts itself per swept value.
 #[derive(Debug, Clone, PartialEq)]

@@ -182,7 +182,7 @@ fn server_plan(scenario: &Scenario) -> Plan {
                     TargetSpec::LlamaServer(m) => {
                         let mut values = vec![(
                             "sleep_idle_seconds".to_string(),
-                            super::servers::sleep_idle_seconds(value),
+                            crate::folder::sleep_idle_seconds(value),
                         )];
                         if let Some(p) = &m.model_path {
                             values.push(("model_path".into(), p.display().to_string()));
