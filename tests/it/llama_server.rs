@@ -344,3 +344,31 @@ fn a_server_that_exits_or_never_gets_healthy_fails_the_run_naming_its_command() 
     entries.sort();
     assert_eq!(entries, ["run", "s.toml"]);
 }
+
+#[test]
+fn a_bad_server_command_is_refused_before_anything_starts_naming_file_line_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = one_server(
+        dir.path(),
+        r#"["llama-server", "--ttl", "{ttl}", "--port", "{port}"]"#,
+        "",
+    );
+    let out = dir.path().join("run");
+    let run = kabench()
+        .args([
+            "run",
+            scenario.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--quiet",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("s.toml:4:") && err.contains("key `target.command`") && err.contains("{ttl}"),
+        "{err}"
+    );
+    assert!(!out.exists(), "nothing was started or written");
+}
