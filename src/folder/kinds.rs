@@ -18,6 +18,15 @@ pub enum TargetKind {
     Predict,
     /// `kabench proxy`: an app's own traffic, observed on its way to a live Ollama.
     Proxy,
+    /// llama.cpp's `llama-server` with one model (idle sleep per server).
+    #[serde(rename = "llama-server")]
+    LlamaServer,
+    /// llama.cpp's `llama-server` in router mode (many models, LRU, per-model sleep).
+    #[serde(rename = "llama-router")]
+    LlamaRouter,
+    /// llama-swap in front of llama-server (per-model `ttl`).
+    #[serde(rename = "llama-swap")]
+    LlamaSwap,
 }
 
 impl TargetKind {
@@ -28,6 +37,9 @@ impl TargetKind {
             TargetKind::Ollama => "ollama",
             TargetKind::Predict => "predict",
             TargetKind::Proxy => "proxy",
+            TargetKind::LlamaServer => "llama-server",
+            TargetKind::LlamaRouter => "llama-router",
+            TargetKind::LlamaSwap => "llama-swap",
         }
     }
 
@@ -71,5 +83,19 @@ impl Api {
 impl std::fmt::Display for Api {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// The cell label naming the start flag a server's `idle_unload` value became
+/// (`--sleep-idle-seconds` for llama-server); absent for Ollama, whose knob is the
+/// request's keep_alive.
+pub const KNOB_LABEL: &str = "knob";
+
+/// llama-server's `--sleep-idle-seconds` for an `idle_unload` value: whole seconds,
+/// `-1` (never) for `"off"`, negative values and no value.
+pub fn sleep_idle_seconds(value: Option<&crate::units::KeepAlive>) -> String {
+    match value.and_then(crate::units::KeepAlive::duration) {
+        Some(d) => d.as_secs().to_string(),
+        None => "-1".into(),
     }
 }

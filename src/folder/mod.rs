@@ -35,7 +35,7 @@ mod writer;
 pub use fits::{FitModel, FitSection};
 pub use horizon::{CellWindow, IdleHorizon};
 pub use host_load::{BUSY_OTHER_SHARE, BUSY_STEAL_SHARE, HostLoad};
-pub use kinds::{Api, TargetKind};
+pub use kinds::{Api, KNOB_LABEL, TargetKind, sleep_idle_seconds};
 pub use meta::{
     CellMeta, CostSettings, DEFAULT_RAM_GB_HOUR, DEFAULT_VRAM_GB_HOUR, HistogramSettings,
     MergeMeta, ModelFigures, RunHeader, RunMeta, RunStatus, ShardMeta, SimHost, SimModel,
@@ -58,6 +58,8 @@ pub const SUMMARY_JSON: &str = "summary.json";
 /// Copy of the scenario as run.
 pub const SCENARIO_TOML: &str = "scenario.toml";
 
+/// `vram.csv`'s source of a server kabench started per cell (its process tree's RSS).
+pub const SERVER_RSS: &str = "server_rss";
 /// The memory sources of `vram.csv` (its `source` column), and the names
 /// `[telemetry] sources` accepts: the one list every module checks against.
 pub const TELEMETRY_SOURCES: [&str; 5] = ["nvml", "ollama_ps", "rss", "prometheus", "sim"];

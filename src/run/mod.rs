@@ -10,6 +10,7 @@
 //! report side, which reads only the folder) imports `run`.
 
 pub mod closed_loop;
+pub mod llama_cell;
 pub mod open_loop;
 pub mod pacer;
 pub mod recorder;
@@ -209,7 +210,10 @@ impl CellLoop<'_> {
                     );
                 }
             }
-            for client in self.clients {
+            // A cell of a server kabench starts itself meets its server fresh: the
+            // Ollama is left as the previous cell left it (its release is that cell's).
+            let managed = cell.server.as_ref().is_some_and(|s| s.managed.is_some());
+            for client in self.clients.iter().filter(|_| !managed) {
                 if let Err(e) = unload_all_until(client, self.unload_timeout, cancel).await {
                     let on = if self.clients.len() > 1 {
                         format!(" on {}", client.base_url())
@@ -335,12 +339,18 @@ impl Begin<'_> {
         cancel: &CancellationToken,
     ) -> Result<(Vec<OllamaClient>, Recorder)> {
         let timeout = self.scenario.run.timeout;
-        let (kind, clients, version) =
-            target::connect_all(self.target, self.sim, timeout, cancel).await?;
+        let (kind, clients, version) = if *self.target == Target::Managed {
+            (
+                crate::folder::TargetKind::LlamaServer,
+                Vec::new(),
+                String::new(),
+            )
+        } else {
+            target::connect_all(self.target, self.sim, timeout, cancel).await?
+        };
         for client in &clients {
             target::check_models(client, self.plan, self.pull, timeout, progress, cancel).await?;
         }
-        let client = &clients[0];
         let dir = self
             .out
             .unwrap_or_else(|| recorder::default_run_dir(&self.default_name));
@@ -348,7 +358,7 @@ impl Begin<'_> {
             self.scenario,
             self.plan,
             kind,
-            client.base_url(),
+            clients.first().map_or("managed", |c| c.base_url()),
             &version,
             self.sim,
         );
