@@ -33,6 +33,7 @@ pub mod doctor;
 pub mod engine;
 pub mod fleet;
 pub mod folder;
+pub mod llama;
 pub mod ollama;
 pub mod plan;
 pub mod predict;

@@ -17,6 +17,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("units", 1),
     ("rng", 1),
     ("ollama", 2),
+    ("llama", 2),
     ("folder", 3),
     ("scenario", 4),
     ("engine", 5),
