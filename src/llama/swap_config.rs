@@ -196,7 +196,7 @@ mod tests {
             .to_yaml()
             .unwrap();
         assert!(
-            yaml.contains(r#"cmd: "'/a b/it'\\''s \"x\" #1 \\\\ $HOME \xE9\u2028'""#),
+            yaml.contains(r#"cmd: "'/a b/it'\\''s \"x\" #1 \\ $HOME \xE9\u2028'""#),
             "{yaml}"
         );
         assert!(yaml.is_ascii());

@@ -26,6 +26,7 @@ mod hostile_predict;
 mod hostile_proxy;
 mod hostile_report;
 mod layers;
+mod llama_router;
 mod plan;
 mod plan_cap;
 mod predict;
