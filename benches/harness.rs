@@ -408,6 +408,7 @@ fn send_accuracy(_: &mut Criterion) {
             repetition: 0,
             seed: 1,
         }],
+        server: None,
     };
     let config = RunnerConfig {
         concurrency: 4096,

@@ -18,6 +18,15 @@ pub enum TargetKind {
     Predict,
     /// `kabench proxy`: an app's own traffic, observed on its way to a live Ollama.
     Proxy,
+    /// llama.cpp's `llama-server` with one model (idle sleep per server).
+    #[serde(rename = "llama-server")]
+    LlamaServer,
+    /// llama.cpp's `llama-server` in router mode (many models, LRU, per-model sleep).
+    #[serde(rename = "llama-router")]
+    LlamaRouter,
+    /// llama-swap in front of llama-server (per-model `ttl`).
+    #[serde(rename = "llama-swap")]
+    LlamaSwap,
 }
 
 impl TargetKind {
@@ -28,6 +37,9 @@ impl TargetKind {
             TargetKind::Ollama => "ollama",
             TargetKind::Predict => "predict",
             TargetKind::Proxy => "proxy",
+            TargetKind::LlamaServer => "llama-server",
+            TargetKind::LlamaRouter => "llama-router",
+            TargetKind::LlamaSwap => "llama-swap",
         }
     }
 

@@ -6,6 +6,8 @@
 
 use std::time::Duration;
 
+use crate::units::KeepAlive;
+
 /// The longest idle time either knob is given (llama.cpp reads it as a C `int`).
 pub const MAX_IDLE_SECS: u64 = i32::MAX as u64;
 
@@ -24,6 +26,22 @@ fn whole_seconds(idle: Duration, knob: &str) -> Result<u64, String> {
         ));
     }
     Ok(secs)
+}
+
+/// An `idle_unload` value as the scenario holds it (a keep_alive form, `"off"` read as
+/// forever) as the idle time the knobs below take (`None` = off).
+pub fn idle_of(value: &KeepAlive) -> Option<Duration> {
+    value.duration()
+}
+
+/// The router preset's `sleep-idle-seconds` for an `idle_unload` value.
+pub fn router_sleep(value: &KeepAlive) -> Result<i64, String> {
+    sleep_idle_seconds(idle_of(value))
+}
+
+/// llama-swap's `ttl` for an `idle_unload` value.
+pub fn swap_ttl_of(value: &KeepAlive) -> Result<u64, String> {
+    swap_ttl(idle_of(value))
 }
 
 /// llama.cpp's `sleep-idle-seconds` for `idle` (`None` = off, written as -1).
@@ -45,6 +63,21 @@ pub fn swap_ttl(idle: Option<Duration>) -> Result<u64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scenario_values_map_onto_each_knob() {
+        let ka = |t: &str| KeepAlive::parse(t).unwrap();
+        assert_eq!(router_sleep(&KeepAlive::forever()), Ok(-1));
+        assert_eq!(swap_ttl_of(&KeepAlive::forever()), Ok(0));
+        assert_eq!(router_sleep(&ka("5s")), Ok(5));
+        assert_eq!(swap_ttl_of(&ka("3")), Ok(3));
+        assert!(router_sleep(&ka("0")).unwrap_err().contains("at least 1"));
+        assert!(
+            swap_ttl_of(&ka("1.5s"))
+                .unwrap_err()
+                .contains("whole seconds")
+        );
+    }
 
     #[test]
     fn off_is_each_servers_own_never() {

@@ -443,6 +443,7 @@ pub fn initial_meta(
                         id: String::new(),
                         params: Default::default(),
                         streams: vec![s.clone()],
+                        server: None,
                     })
                     .unwrap_or(0) as u32,
                 })

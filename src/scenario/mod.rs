@@ -7,6 +7,7 @@ pub mod engine_settings;
 mod plan;
 mod raw;
 mod sections;
+mod servers;
 mod spans;
 mod tokens;
 pub mod trace;
@@ -24,7 +25,8 @@ use std::time::Duration;
 use crate::scenario::engine_settings::SimSettings;
 use crate::units::{KeepAlive, Rate};
 
-pub use plan::{Cell, CellStream, Plan, plan};
+pub use plan::{Cell, CellServer, CellStream, ManagedCell, Plan, plan};
+pub use servers::{DEFAULT_HEALTH_TIMEOUT, PLACEHOLDERS, sleep_idle_seconds};
 
 /// A scenario that could not be read or is not valid. Nothing is sent when this occurs.
 ///
@@ -66,8 +68,12 @@ pub struct Scenario {
     pub name: String,
     /// `seed`: every random choice derives from it (default 0).
     pub seed: u64,
-    /// `[target]`; `None` lets the command line (or its default) decide.
+    /// `[target]`; `None` lets the command line (or its default) decide. With
+    /// `[[server]]`, the Ollama server among them (else the first).
     pub target: Option<TargetSpec>,
+    /// The servers swept on the same arrivals: each `[[server]]`, or the one
+    /// `[target] kind = "llama-server"`; empty for an Ollama or simulator target alone.
+    pub servers: Vec<ServerSpec>,
     /// `[sim]`: the simulated host, ignored for live targets.
     pub sim: SimSettings,
     /// `[[stream]]`: run together in every cell.
@@ -106,6 +112,45 @@ pub enum TargetSpec {
         /// Base URLs or `host:port`, as written.
         urls: Vec<String>,
     },
+    /// `kind = "llama-server"`: llama.cpp's server with one model, started by kabench
+    /// for each swept value from `command`.
+    LlamaServer(ManagedSpec),
+}
+
+/// A server kabench starts itself per swept value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ManagedSpec {
+    /// `command`: the program and its arguments, `{model_path}`,
+    /// `{sleep_idle_seconds}` and `{port}` filled per cell, each inside its own argument.
+    pub command: Vec<String>,
+    /// `model_path`, resolved relative to the scenario file (fills `{model_path}`).
+    pub model_path: Option<PathBuf>,
+    /// `health_timeout`: how long to wait for `GET /health` after the start (default 60 s).
+    pub health_timeout: Duration,
+}
+
+/// One server of a scenario, with the idle-unload values swept on it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerSpec {
+    /// `name` (default: its kind); unique; the `server` label of its cells.
+    pub name: String,
+    /// What it is and how it is reached or started.
+    pub spec: TargetSpec,
+    /// Its own `idle_unload` values, else `[sweep] idle_unload` (empty: not swept).
+    pub idle_unload: Vec<KeepAlive>,
+}
+
+impl ServerSpec {
+    /// The `run.json` kind of its cells.
+    pub fn kind(&self) -> crate::folder::TargetKind {
+        match self.spec {
+            TargetSpec::Sim => crate::folder::TargetKind::Sim,
+            TargetSpec::LlamaServer(_) => crate::folder::TargetKind::LlamaServer,
+            TargetSpec::Ollama { .. } | TargetSpec::Fleet { .. } => {
+                crate::folder::TargetKind::Ollama
+            }
+        }
+    }
 }
 
 /// One `[[stream]]`: a kind of request sent at its own arrival process.
@@ -297,6 +342,10 @@ pub struct Sweep {
     pub quant: Vec<String>,
     /// `model` values, replacing every stream's model.
     pub model: Vec<String>,
+    /// `idle_unload` values: how long an idle model stays, mapped to each server's
+    /// knob (Ollama's keep_alive, llama-server's `--sleep-idle-seconds`); `"off"` and
+    /// negative values never unload. Swept per server (see [`ServerSpec`]).
+    pub idle_unload: Vec<KeepAlive>,
 }
 
 /// Telemetry sources that `[telemetry] sources` accepts (`record` keeps the list).

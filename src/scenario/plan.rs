@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use super::{Api, Arrival, Prompt, Scenario};
+use super::{Api, Arrival, Prompt, Scenario, TargetSpec};
 use crate::folder::{CellParams, SweepAxis, SweptKeepAlive};
 use crate::rng::splitmix64 as mix;
 use crate::units::{KeepAlive, Rate};
@@ -29,6 +29,32 @@ pub struct Cell {
     pub params: CellParams,
     /// The streams with this cell's values applied.
     pub streams: Vec<CellStream>,
+    /// The server this cell runs against, when the scenario lists servers (`None`: the
+    /// run's one target).
+    pub server: Option<CellServer>,
+}
+
+/// The server of a cell: which, and for one kabench starts, how.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CellServer {
+    /// Its name (the cell's `server` label).
+    pub name: String,
+    /// What it is (`run.json` kind).
+    pub kind: crate::folder::TargetKind,
+    /// A server kabench starts for this cell; `None`: the run's Ollama.
+    pub managed: Option<ManagedCell>,
+}
+
+/// How to start a cell's server.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ManagedCell {
+    /// The command template as written.
+    pub command: Vec<String>,
+    /// Placeholder values known at plan time (`model_path`, `sleep_idle_seconds`);
+    /// `port` is chosen at the start.
+    pub values: Vec<(String, String)>,
+    /// How long to wait for `GET /health`.
+    pub health_timeout: Duration,
 }
 
 /// A stream as sent in one cell.
@@ -105,7 +131,82 @@ impl AxisValue {
 /// nothing is swept. With `[run] repeat = N` over 1 the whole sweep runs N times, see
 /// [`repeat`].
 pub fn plan(scenario: &Scenario) -> Plan {
-    repeat(sweep_plan(scenario), scenario.run.repeat)
+    repeat(server_plan(scenario), scenario.run.repeat)
+}
+
+/// With servers, the sweep once per server and idle-unload value, servers in the
+/// order written and each server's values in order (the slowest axes): the cell's
+/// `keep_alive` is its idle-unload value (sent to Ollama, a start flag for
+/// llama-server), its `server` label names the server, and the arrivals are the same
+/// for every server and value (the seeds leave both out).
+fn server_plan(scenario: &Scenario) -> Plan {
+    let base = sweep_plan(scenario);
+    if scenario.servers.is_empty() {
+        return base;
+    }
+    let mut cells = Vec::new();
+    let points: usize = scenario
+        .servers
+        .iter()
+        .map(|s| s.idle_unload.len().max(1))
+        .sum::<usize>()
+        * base.cells.len();
+    let width = points.to_string().len().max(2);
+    for server in &scenario.servers {
+        let values: Vec<Option<&KeepAlive>> = if server.idle_unload.is_empty() {
+            vec![None]
+        } else {
+            server.idle_unload.iter().map(Some).collect()
+        };
+        for value in values {
+            for b in &base.cells {
+                let mut c = b.clone();
+                c.index = cells.len();
+                let rest = b.id.split_once('-').map_or("", |(_, r)| r);
+                c.id = format!("c{:0width$}-srv_{}", c.index + 1, file_safe(&server.name));
+                if let Some(v) = value {
+                    c.id.push_str(&format!("-iu_{}", file_safe(v.written())));
+                    c.params.keep_alive = Some(SweptKeepAlive::Value(v.clone()));
+                }
+                if !rest.is_empty() {
+                    c.id.push('-');
+                    c.id.push_str(rest);
+                }
+                c.params.labels.insert("server".into(), server.name.clone());
+                let managed = match &server.spec {
+                    TargetSpec::LlamaServer(m) => {
+                        let mut values = vec![(
+                            "sleep_idle_seconds".to_string(),
+                            super::servers::sleep_idle_seconds(value),
+                        )];
+                        if let Some(p) = &m.model_path {
+                            values.push(("model_path".into(), p.display().to_string()));
+                        }
+                        Some(ManagedCell {
+                            command: m.command.clone(),
+                            values,
+                            health_timeout: m.health_timeout,
+                        })
+                    }
+                    _ => None,
+                };
+                for s in &mut c.streams {
+                    s.keep_alive = match managed {
+                        // llama-server takes no keep_alive: its knob is a start flag.
+                        Some(_) => None,
+                        None => value.cloned().or(s.keep_alive.clone()),
+                    };
+                }
+                c.server = Some(CellServer {
+                    name: server.name.clone(),
+                    kind: server.kind(),
+                    managed,
+                });
+                cells.push(c);
+            }
+        }
+    }
+    Plan { cells }
 }
 
 /// The sweep `times` times over, interleaved: repetition K (from 1) runs every cell of
@@ -246,6 +347,7 @@ fn cell(
         id,
         params,
         streams,
+        server: None,
     }
 }
 

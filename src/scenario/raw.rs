@@ -75,6 +75,9 @@ pub(crate) struct RawScenario {
     pub name: Option<String>,
     pub seed: Option<u64>,
     pub target: Option<RawTarget>,
+    /// `[[server]]`: several servers swept on the same arrivals.
+    #[serde(default)]
+    pub server: Vec<RawTarget>,
     #[serde(default)]
     pub sim: SimSettings,
     #[serde(default)]
@@ -93,13 +96,18 @@ pub(crate) struct RawScenario {
     pub swarm: RawSwarm,
 }
 
-/// `[target]`.
+/// `[target]`, or one `[[server]]`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawTarget {
     pub kind: Option<String>,
     pub url: Option<String>,
     pub urls: Option<Vec<String>>,
+    pub name: Option<String>,
+    pub command: Option<Vec<String>>,
+    pub model_path: Option<String>,
+    pub idle_unload: Option<Vec<Scalar>>,
+    pub health_timeout: Option<Scalar>,
 }
 
 /// `[[stream]]`.
@@ -164,6 +172,8 @@ pub(crate) struct RawSweep {
     pub quant: Vec<String>,
     #[serde(default)]
     pub model: Vec<String>,
+    #[serde(default)]
+    pub idle_unload: Vec<Scalar>,
 }
 
 /// `[telemetry]`.

@@ -77,7 +77,7 @@ pub(super) fn target(
         }
         Some(other) => Err(loc.error_at(
             "target.kind",
-            format!("unknown target kind {other:?}: write \"sim\" or \"ollama\""),
+            format!("unknown target kind {other:?}: write \"sim\", \"ollama\" or \"llama-server\""),
         )),
         None => Err(loc.error_at(
             "target.kind",
@@ -88,7 +88,7 @@ pub(super) fn target(
 
 /// What is wrong with an Ollama address in `OLLAMA_HOST` form (H7: optional
 /// `http`/`https` scheme, host, optional port, optional path), `None` when usable.
-fn url_problem(raw: &str) -> Option<String> {
+pub(super) fn url_problem(raw: &str) -> Option<String> {
     let s = raw.trim().trim_matches(|c| c == '"' || c == '\'').trim();
     let rest = match s.split_once("://") {
         None => s,

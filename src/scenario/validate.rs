@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::raw::{RawArrival, RawScenario, RawStream, RawSweep};
 use super::sections::{
-    cost, keep_alive, rate, required_duration, run, sim_values, slo, swarm, target, telemetry,
+    cost, keep_alive, rate, required_duration, run, sim_values, slo, swarm, telemetry,
 };
 use super::spans::Locator;
 use super::tokens;
@@ -37,12 +37,15 @@ pub(crate) fn validate(
             .unwrap_or_else(|| "scenario".into()),
     };
     let seed = raw.seed.unwrap_or(0);
-    let target = match raw.target {
-        None => None,
-        Some(t) => Some(target(t.kind, t.url, t.urls, loc)?),
-    };
     sim_values(&raw.sim, seed, loc)?;
-    let sweep = sweep(&raw.sweep, loc)?;
+    let mut sweep = sweep(&raw.sweep, loc)?;
+    let (target, servers) = super::servers::targets(
+        raw.target,
+        raw.server,
+        &mut sweep,
+        path.parent().unwrap_or(Path::new("")),
+        loc,
+    )?;
     if raw.stream.is_empty() {
         return Err(loc.error_at(
             "stream",
@@ -94,6 +97,7 @@ pub(crate) fn validate(
         name,
         seed,
         target,
+        servers,
         sim,
         streams,
         run,
@@ -145,6 +149,7 @@ fn sweep(raw: &RawSweep, loc: &Locator<'_>) -> Result<Sweep> {
             target.push(v.clone());
         }
     }
+    out.idle_unload = super::servers::sweep_idle_unload(&raw.idle_unload, loc)?;
     Ok(out)
 }
 

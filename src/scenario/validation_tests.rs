@@ -361,7 +361,7 @@ fn other_sections_are_checked() {
         &format!("{base}[target]\nkind = \"vllm\"\n"),
         7,
         "target.kind",
-        "write \"sim\" or \"ollama\"",
+        "write \"sim\", \"ollama\" or \"llama-server\"",
     );
     fails(
         &format!("{base}[target]\nurl = \"http://x\"\n"),
@@ -688,4 +688,158 @@ fn a_stream_name_that_cannot_be_a_file_name_is_refused_at_its_key() {
             "cannot be a file name",
         );
     }
+}
+
+const LLAMA: &str = "kind = \"llama-server\"\ncommand = [\"llama-server\", \"-m\", \"{model_path}\", \"--sleep-idle-seconds\", \"{sleep_idle_seconds}\", \"--port\", \"{port}\"]\nmodel_path = \"m.gguf\"\n";
+
+#[test]
+fn server_keys_name_line_and_key() {
+    let base = format!("{OK_STREAM}{OK_RUN}");
+    // The table header is line 6, its first key line 7.
+    fails(
+        &format!("{base}[target]\nkind = \"llama-server\"\n"),
+        7,
+        "target.kind",
+        "missing key `command`",
+    );
+    fails(
+        &format!("{base}[target]\nkind = \"llama-server\"\ncommand = [\"srv\", \"{{ttl}}\"]\n"),
+        8,
+        "target.command",
+        "unknown placeholder {ttl}",
+    );
+    fails(
+        &format!("{base}[target]\nkind = \"llama-server\"\ncommand = [\"srv\", \"-m\", \"x\"]\n"),
+        8,
+        "target.command",
+        "no {port}",
+    );
+    fails(
+        &format!(
+            "{base}[target]\nkind = \"llama-server\"\ncommand = [\"srv\", \"-m\", \"{{model_path}}\", \"--port\", \"{{port}}\"]\n"
+        ),
+        8,
+        "target.command",
+        "no `model_path`",
+    );
+    fails(
+        &format!("{base}[target]\nkind = \"ollama\"\ncommand = [\"x\"]\n"),
+        8,
+        "target.command",
+        "only to kind = \"llama-server\"",
+    );
+    fails(
+        &format!("{base}[target]\n{LLAMA}idle_unload = [\"1.5s\"]\n"),
+        10,
+        "target.idle_unload[0]",
+        "whole seconds",
+    );
+    fails(
+        &format!("{base}[target]\n{LLAMA}health_timeout = 0\n"),
+        10,
+        "target.health_timeout",
+        "more than 0",
+    );
+    fails(
+        &format!("{base}[target]\n{LLAMA}url = \"http://x\"\n"),
+        10,
+        "target.url",
+        "does not apply",
+    );
+    fails(
+        &format!("{base}[sweep]\nidle_unload = [\"5s\", \"nope\"]\n"),
+        7,
+        "sweep.idle_unload[1]",
+        "",
+    );
+    fails(
+        &format!("{base}[sweep]\nidle_unload = [\"5s\", 5]\n"),
+        7,
+        "sweep.idle_unload[1]",
+        "duplicate idle_unload value",
+    );
+    fails(
+        &format!("{base}[[server]]\nkind = \"ollama\"\n[[server]]\nname = \"ollama\"\n{LLAMA}"),
+        9,
+        "server[1].name",
+        "duplicate server name",
+    );
+    fails(
+        &format!("{base}[[server]]\nkind = \"llama\"\n"),
+        7,
+        "server[0].kind",
+        "unknown server kind",
+    );
+    fails(
+        &format!("{base}[target]\nkind = \"ollama\"\n[[server]]\nkind = \"ollama\"\n"),
+        8,
+        "server",
+        "both [target] and [[server]]",
+    );
+    fails(
+        &format!(
+            "{base}[[server]]\nkind = \"ollama\"\n[[server]]\n{LLAMA}[sweep]\nkeep_alive = [\"5s\"]\n"
+        ),
+        13,
+        "sweep.keep_alive",
+        "sweep `idle_unload` instead",
+    );
+}
+
+#[test]
+fn servers_sweep_their_own_values_on_the_same_arrivals() {
+    let text = format!(
+        "{OK_STREAM}{OK_RUN}[[server]]\nkind = \"ollama\"\nidle_unload = [0, \"5s\", \"-1\"]\n[[server]]\nname = \"llama\"\n{LLAMA}idle_unload = [1, 5, \"off\"]\n"
+    );
+    let s = p(&text).unwrap();
+    assert_eq!(s.servers.len(), 2);
+    let plan = super::plan(&s);
+    let ids: Vec<&str> = plan.cells.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        [
+            "c01-srv_ollama-iu_0",
+            "c02-srv_ollama-iu_5s",
+            "c03-srv_ollama-iu_-1",
+            "c04-srv_llama-iu_1",
+            "c05-srv_llama-iu_5",
+            "c06-srv_llama-iu_-1"
+        ]
+    );
+    // Same arrivals everywhere; Ollama gets the keep_alive, llama-server a start flag.
+    let seed = plan.cells[0].streams[0].seed;
+    assert!(plan.cells.iter().all(|c| c.streams[0].seed == seed));
+    assert_eq!(
+        plan.cells[1].streams[0]
+            .keep_alive
+            .as_ref()
+            .map(|k| k.written()),
+        Some("5s")
+    );
+    assert!(plan.cells[4].streams[0].keep_alive.is_none());
+    let m = plan.cells[5]
+        .server
+        .as_ref()
+        .unwrap()
+        .managed
+        .as_ref()
+        .unwrap();
+    assert!(
+        m.values
+            .contains(&("sleep_idle_seconds".to_string(), "-1".to_string()))
+    );
+    assert!(
+        m.values
+            .iter()
+            .any(|(k, v)| k == "model_path" && v.ends_with("m.gguf"))
+    );
+    assert_eq!(
+        plan.cells[3]
+            .params
+            .labels
+            .get("server")
+            .map(String::as_str),
+        Some("llama")
+    );
+    assert!(plan.cells[0].server.as_ref().unwrap().managed.is_none());
 }
