@@ -7,11 +7,13 @@
 //! one line where `../shared` lacks the binary, Python cannot write the tiny models,
 //! or `KABENCH_SKIP_REAL_LLAMA=1`.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use kabench::llama::cell::{router_check, swap_check, write_router_preset, write_swap_config};
 use kabench::llama::fetch::StatusClient;
 use kabench::llama::preset::{ModelPreset, Preset};
 use kabench::llama::router::{ModelState, parse_models, state_of};
@@ -19,7 +21,6 @@ use kabench::llama::router_log::{self, RouterEvent};
 use kabench::llama::swap::{self, SwapState, parse_running};
 use kabench::llama::swap_config::{CmdArg, SwapConfig, SwapModel};
 use kabench::llama::swap_log::{self, SwapEvent};
-use kabench::llama::write::write_new_in;
 
 use crate::common::{free_port, http, ollama_dir, root, timing_turn};
 
@@ -175,7 +176,7 @@ fn start_router(run: &Path, max: u32, preset: &Preset) -> Option<Server> {
     let bin = shared_bin("llama-cpp/bin/llama-server")?;
     let gguf = gguf_dir()?;
     let models = models_folder(run, &gguf);
-    let ini = write_new_in(run, "router-preset.ini", &preset.to_ini().unwrap()).unwrap();
+    let ini = write_router_preset(run, 0, preset).unwrap();
     let cache = run.join("llama-cache");
     std::fs::create_dir(&cache).unwrap();
     let port = free_port();
@@ -238,11 +239,13 @@ fn router_models_max_1_evicts_the_lru_at_every_switch() {
     assert_eq!(router_state(&server, BIG), ModelState::Unloaded);
     let order = [SMALL, BIG, SMALL, BIG, BIG];
     let (mut colds, mut evictions) = (0u64, 0u64);
+    let mut per_model: BTreeMap<String, u64> = BTreeMap::new();
     for (i, model) in order.iter().enumerate() {
         let other = if *model == SMALL { BIG } else { SMALL };
         let before = router_state(&server, model);
         let other_before = router_state(&server, other);
         colds += u64::from(!before.is_warm());
+        *per_model.entry(model.to_string()).or_default() += u64::from(!before.is_warm());
         evictions += u64::from(!before.is_warm() && other_before.has_process());
         assert_eq!(server.chat(model), 200, "request {i} for {model}");
         assert_eq!(router_state(&server, model), ModelState::Loaded);
@@ -261,6 +264,11 @@ fn router_models_max_1_evicts_the_lru_at_every_switch() {
     let models = rt.block_on(client.router_models()).unwrap();
     assert_eq!(state_of(&models, BIG), Some(ModelState::Loaded));
     let log = server.stop();
+    let check = router_check(&per_model, &log);
+    assert!(
+        check.len() == 2 && check.iter().all(|c| c.agrees()),
+        "{check:?}"
+    );
     let events = router_log::parse(&log);
     let tally = router_log::tally(&events);
     let evicts: Vec<_> = events
@@ -336,6 +344,9 @@ fn router_preset_sleep_wakes_match_the_log() {
     // tiny-150m has no sleep setting: still loaded seconds later.
     assert_eq!(router_state(&server, BIG), ModelState::Loaded);
     let log = server.stop();
+    let kabench = BTreeMap::from([(SMALL.to_string(), spawns + wakes), (BIG.to_string(), 1)]);
+    let check = router_check(&kabench, &log);
+    assert!(check.iter().all(|c| c.agrees()), "{check:?}");
     let tally = router_log::tally(&router_log::parse(&log));
     let small = &tally[SMALL];
     assert_eq!(small.wakes, wakes, "wakes in the log: {log}");
@@ -380,7 +391,7 @@ fn start_swap(run: &Path, ttl: u64) -> Option<Server> {
         start_port: free_port(),
         models,
     };
-    let yaml = write_new_in(run, "llama-swap.yaml", &config.to_yaml().unwrap()).unwrap();
+    let yaml = write_swap_config(run, 0, &config).unwrap();
     let port = free_port();
     let mut cmd = Command::new(swap);
     cmd.arg("-config")
@@ -438,6 +449,12 @@ fn llama_swap_ttl_unloads_match_the_log() {
     assert_eq!(swap_state(&server, BIG), Some(SwapState::Ready));
     colds += 2;
     let log = server.stop();
+    let kabench = BTreeMap::from([(SMALL.to_string(), colds - 1), (BIG.to_string(), 1)]);
+    let check = swap_check(&kabench, &log);
+    assert!(
+        check.len() == 2 && check.iter().all(|c| c.agrees()),
+        "{check:?}"
+    );
     let lines = swap_log::parse(&log);
     let tally = swap_log::tally(&lines);
     assert_eq!(
