@@ -214,7 +214,7 @@ fn extra_models(combo: &Combination, planner: &Planner, target: &Target) -> Vec<
                 .cloned()
                 .collect()
         }
-        Target::Ollama(_) | Target::Fleet(_) => Vec::new(),
+        Target::Ollama(_) | Target::Fleet(_) | Target::Managed => Vec::new(),
     }
 }
 

@@ -59,6 +59,8 @@ pub const SUMMARY_JSON: &str = "summary.json";
 /// Copy of the scenario as run.
 pub const SCENARIO_TOML: &str = "scenario.toml";
 
+/// `vram.csv`'s source of a server kabench started per cell (its process tree's RSS).
+pub const SERVER_RSS: &str = "server_rss";
 /// The memory sources of `vram.csv` (its `source` column), and the names
 /// `[telemetry] sources` accepts: the one list every module checks against.
 pub const TELEMETRY_SOURCES: [&str; 5] = ["nvml", "ollama_ps", "rss", "prometheus", "sim"];

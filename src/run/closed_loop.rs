@@ -62,6 +62,11 @@ pub async fn run(
     progress: mpsc::UnboundedSender<ProgressEvent>,
     cancel: CancellationToken,
 ) -> Result<RunOutcome> {
+    if !scenario.servers.is_empty() {
+        anyhow::bail!(
+            "`kabench swarm` drives one Ollama (or the simulator); a scenario with [[server]] tables or kind = \"llama-server\" runs with `kabench run`"
+        );
+    }
     target::with_target(scenario, &options.target, async |sim| {
         swarm_against(scenario, plan, options, sim, progress, cancel).await
     })

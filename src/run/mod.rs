@@ -10,6 +10,7 @@
 //! report side, which reads only the folder) imports `run`.
 
 pub mod closed_loop;
+pub mod llama_cell;
 pub mod open_loop;
 pub mod pacer;
 pub mod recorder;
@@ -335,12 +336,14 @@ impl Begin<'_> {
         cancel: &CancellationToken,
     ) -> Result<(Vec<OllamaClient>, Recorder)> {
         let timeout = self.scenario.run.timeout;
-        let (kind, clients, version) =
-            target::connect_all(self.target, self.sim, timeout, cancel).await?;
+        let (kind, clients, version) = if *self.target == Target::Managed {
+            (crate::folder::TargetKind::LlamaServer, Vec::new(), String::new())
+        } else {
+            target::connect_all(self.target, self.sim, timeout, cancel).await?
+        };
         for client in &clients {
             target::check_models(client, self.plan, self.pull, timeout, progress, cancel).await?;
         }
-        let client = &clients[0];
         let dir = self
             .out
             .unwrap_or_else(|| recorder::default_run_dir(&self.default_name));
@@ -348,7 +351,7 @@ impl Begin<'_> {
             self.scenario,
             self.plan,
             kind,
-            client.base_url(),
+            clients.first().map_or("managed", |c| c.base_url()),
             &version,
             self.sim,
         );

@@ -243,7 +243,18 @@ async fn run_against(
             prewarm(client, plan, &config, &progress, &cancel).await;
         }
     }
+    if options.slice.is_some()
+        && plan
+            .cells
+            .iter()
+            .any(|c| c.server.as_ref().is_some_and(|s| s.managed.is_some()))
+    {
+        anyhow::bail!(
+            "a scenario with servers kabench starts itself cannot be sharded: run it in one process"
+        );
+    }
     let mut driver = OpenLoop {
+        interval: scenario.telemetry.interval,
         clients: &clients,
         config,
         tail: release_tail(plan),
@@ -278,6 +289,8 @@ async fn run_against(
 /// Runs each cell open-loop, then watches its release tail.
 struct OpenLoop<'a> {
     clients: &'a [OllamaClient],
+    /// Memory sampling interval (a managed server's process tree).
+    interval: Duration,
     config: RunnerConfig,
     tail: Duration,
     /// The idle horizon's tail after the cell's last global send (`folder::horizon`):
@@ -307,6 +320,20 @@ impl CellDriver for OpenLoop<'_> {
         rec: &mut Recorder,
         cancel: &CancellationToken,
     ) -> Result<CellTiming> {
+        if let Some(server) = &cell.server
+            && let Some(managed) = &server.managed
+        {
+            let run = crate::run::llama_cell::ManagedRun {
+                name: &server.name,
+                managed,
+                concurrency: self.config.concurrency,
+                timeout: self.config.timeout,
+                cold_threshold: self.config.cold_threshold,
+                interval: self.interval,
+                horizon_tail: self.horizon_tail,
+            };
+            return run.run_cell(cell, rec, cancel).await;
+        }
         let start = self.send_starts.as_ref().map(|s| s[cell.index]);
         // The cell's last send of the whole (unsliced) schedule.
         let last_send = request::plan_sends(cell)?

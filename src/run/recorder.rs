@@ -199,6 +199,12 @@ impl Recorder {
         folder::ms(self.epoch.elapsed())
     }
 
+    /// A sender into `vram.csv` for rows sampled outside the telemetry sources (a
+    /// managed server's process tree); `None` when the telemetry did not start.
+    pub fn extra_rows(&self) -> Option<std::sync::mpsc::Sender<folder::VramSample>> {
+        self.telemetry.as_ref().ok().map(|t| t.extra_rows())
+    }
+
     /// Rewrites `run.json`; when it cannot be written the run stops (see `close`).
     pub fn save_meta(&mut self) {
         if let Err(e) = self.writer.write_meta() {
@@ -483,11 +489,18 @@ pub fn initial_meta(
 /// The idle-memory horizon of a plan: one tail after every cell's last send, from the
 /// longest finite keep_alive its streams send (`folder::horizon`).
 pub fn idle_horizon(plan: &Plan) -> folder::IdleHorizon {
+    // A server's idle-unload value (a start flag for llama-server) counts as the
+    // keep_alive its streams do not send.
+    let knobs = plan.cells.iter().filter_map(|c| match &c.params.keep_alive {
+        Some(folder::SweptKeepAlive::Value(k)) => Some(k),
+        _ => None,
+    });
     folder::IdleHorizon::of_keep_alives(
         plan.cells
             .iter()
             .flat_map(|c| c.streams.iter())
-            .map(|s| s.keep_alive.as_ref()),
+            .map(|s| s.keep_alive.as_ref())
+            .chain(knobs.map(Some)),
     )
 }
 

@@ -155,7 +155,7 @@ fn options(stream: &CellStream) -> Map<String, Value> {
     o
 }
 
-fn prompt_text(stream: &CellStream) -> String {
+pub(crate) fn prompt_text(stream: &CellStream) -> String {
     match &stream.prompt {
         Prompt::Tokens(n) => api::synthetic_prompt(*n),
         Prompt::Text(t) => t.clone(),

@@ -24,6 +24,9 @@ pub enum Target {
     Ollama(String),
     /// A fleet of live Ollama hosts: each cell's requests go round-robin over them.
     Fleet(Vec<String>),
+    /// Only servers kabench starts per cell (`[target] kind = "llama-server"`): no
+    /// Ollama is reached.
+    Managed,
 }
 
 impl Target {
@@ -57,7 +60,7 @@ impl Target {
     /// The addresses of a live target (one, or every host of a fleet); empty for `sim`.
     pub fn urls(&self) -> Vec<String> {
         match self {
-            Target::Sim => Vec::new(),
+            Target::Sim | Target::Managed => Vec::new(),
             Target::Ollama(u) => vec![u.clone()],
             Target::Fleet(us) => us.clone(),
         }
@@ -76,6 +79,7 @@ impl Target {
             ),
             Some(TargetSpec::Fleet { urls }) if urls.len() == 1 => Target::Ollama(urls[0].clone()),
             Some(TargetSpec::Fleet { urls }) => Target::Fleet(urls.clone()),
+            Some(TargetSpec::LlamaServer(_)) => Target::Managed,
             _ => Target::Sim,
         }
     }
@@ -104,7 +108,7 @@ pub async fn start_target(scenario: &Scenario, target: &Target) -> Result<Option
                 .await
                 .context("starting the embedded simulator")?,
         )),
-        Target::Ollama(_) | Target::Fleet(_) => Ok(None),
+        Target::Ollama(_) | Target::Fleet(_) | Target::Managed => Ok(None),
     }
 }
 
@@ -129,6 +133,9 @@ pub async fn connect(
             "this command takes one target; give --target once (a fleet of hosts is for `kabench run`)"
         ),
         (Target::Sim, None) => anyhow::bail!("the simulator did not start"),
+        (Target::Managed, _) => anyhow::bail!(
+            "this command needs an Ollama (or the simulator): a scenario of servers kabench starts itself runs with `kabench run`"
+        ),
     };
     connect_url(kind, &url, timeout, cancel).await
 }
@@ -213,9 +220,11 @@ pub async fn check_models(
     progress: &mpsc::UnboundedSender<ProgressEvent>,
     cancel: &CancellationToken,
 ) -> Result<()> {
+    // The cells of a server kabench starts name its model by file, not by tag.
     let models: BTreeSet<&str> = plan
         .cells
         .iter()
+        .filter(|c| c.server.as_ref().is_none_or(|s| s.managed.is_none()))
         .flat_map(|c| c.streams.iter().map(|s| s.model.as_str()))
         .collect();
     let mut missing = Vec::new();

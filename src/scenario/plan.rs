@@ -136,8 +136,8 @@ pub fn plan(scenario: &Scenario) -> Plan {
 
 /// With servers, the sweep once per server and idle-unload value, servers in the
 /// order written and each server's values in order (the slowest axes): the cell's
-/// `keep_alive` is its idle-unload value (sent to Ollama, a start flag for
-/// llama-server), its `server` label names the server, and the arrivals are the same
+/// `keep_alive` and every stream's is its idle-unload value (sent to Ollama, a
+/// start flag for llama-server, whose requests carry none), its `server` label names the server, and the arrivals are the same
 /// for every server and value (the seeds leave both out).
 fn server_plan(scenario: &Scenario) -> Plan {
     let base = sweep_plan(scenario);
@@ -190,12 +190,13 @@ fn server_plan(scenario: &Scenario) -> Plan {
                     }
                     _ => None,
                 };
-                for s in &mut c.streams {
-                    s.keep_alive = match managed {
-                        // llama-server takes no keep_alive: its knob is a start flag.
-                        Some(_) => None,
-                        None => value.cloned().or(s.keep_alive.clone()),
-                    };
+                // Each stream's keep_alive is the knob: sent to Ollama; for
+                // llama-server (whose requests carry none) the start flag it became,
+                // so the release, horizon and recommendation read it alike.
+                if let Some(v) = value {
+                    for s in &mut c.streams {
+                        s.keep_alive = Some(v.clone());
+                    }
                 }
                 c.server = Some(CellServer {
                     name: server.name.clone(),

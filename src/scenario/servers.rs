@@ -271,6 +271,12 @@ fn server(raw: RawTarget, prefix: &str, base: &Path, loc: &Locator<'_>) -> Resul
                     "the command has no {port}: add \"--port\", \"{port}\" so kabench knows where the server listens",
                 ));
             }
+            // A program named by a relative path is found from the scenario file,
+            // as model_path is; a bare name is looked up in PATH.
+            let mut command = command;
+            if command[0].contains('/') && Path::new(&command[0]).is_relative() {
+                command[0] = base.join(&command[0]).display().to_string();
+            }
             let model_path = match raw.model_path {
                 Some(p) if p.trim().is_empty() => {
                     return Err(loc.error_at(

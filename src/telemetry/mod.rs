@@ -168,6 +168,9 @@ pub struct TelemetryHandle {
     tasks: Vec<(String, JoinHandle<SourceOutcome>)>,
     writer: JoinHandle<(u64, Option<String>)>,
     early: BTreeMap<String, String>,
+    /// Rows sampled outside the sources (a managed server's process tree), written in
+    /// the same `vram.csv`; dropped when the handle stops.
+    extra: mpsc::Sender<VramSample>,
 }
 
 impl TelemetryHandle {
@@ -181,8 +184,16 @@ impl TelemetryHandle {
         }
     }
 
+    /// A sender of rows sampled elsewhere (a server kabench started), written to the
+    /// same `vram.csv` in order of arrival. Drop it when done: the writer ends once
+    /// every sender is gone.
+    pub fn extra_rows(&self) -> mpsc::Sender<VramSample> {
+        self.extra.clone()
+    }
+
     /// Stops every sampler, waits for the last rows to be written and reports.
     pub async fn stop(self) -> TelemetryReport {
+        drop(self.extra);
         self.stop.cancel();
         let mut report = TelemetryReport {
             sources: self.early,
@@ -580,6 +591,7 @@ pub fn start_with_feeds(
         tasks: Vec::new(),
         writer,
         early: BTreeMap::new(),
+        extra: tx.clone(),
     };
     // (source, host): `ollama_ps` once per host of a fleet.
     let mut runs: Vec<(String, String)> = Vec::new();

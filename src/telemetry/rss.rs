@@ -317,6 +317,57 @@ mod linux {
     }
 }
 
+/// Resident bytes of the process `root` and all its descendants (a server kabench
+/// started and whatever it runs), from `/proc/<pid>/statm` and the parent pids in
+/// `/proc/<pid>/stat`; `None` once `root` is gone, or off Linux.
+pub fn tree_rss(root: u32) -> Option<u64> {
+    #[cfg(target_os = "linux")]
+    {
+        let page = linux::page_size();
+        let read_rss = |pid: u32| -> Option<u64> {
+            let text = std::fs::read(format!("/proc/{pid}/statm")).ok()?;
+            linux::parse_statm_resident(&text).map(|p| p * page)
+        };
+        let mut total = read_rss(root)?;
+        // Parent of every process, for the descendants.
+        let mut parents: Vec<(u32, u32)> = Vec::new();
+        for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+            let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                continue;
+            };
+            // `pid (comm) state ppid …`: the comm may hold spaces, so read after ')'.
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .and_then(|p| p.parse::<u32>().ok());
+            if let Some(ppid) = ppid {
+                parents.push((pid, ppid));
+            }
+        }
+        let mut tree = vec![root];
+        let mut i = 0;
+        while i < tree.len() {
+            let parent = tree[i];
+            for &(pid, ppid) in &parents {
+                if ppid == parent && !tree.contains(&pid) {
+                    tree.push(pid);
+                    total += read_rss(pid).unwrap_or(0);
+                }
+            }
+            i += 1;
+        }
+        Some(total)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = root;
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -32,6 +32,8 @@ pub use warnings::vram_warnings;
 pub const GB: f64 = 1e9;
 /// Sources in order of preference for the figures.
 pub const SOURCE_PREFERENCE: [&str; 5] = ["nvml", "sim", "prometheus", "ollama_ps", "rss"];
+/// The source of a managed server's process-tree RSS (llama-server, started per cell).
+pub const SERVER_RSS: &str = crate::folder::SERVER_RSS;
 /// How long memory may take to return to its baseline after the last unload.
 pub const BASELINE_GRACE: Duration = Duration::from_secs(5);
 /// `/api/ps` and NVML disagreeing by more than this share of the larger figure warns.
@@ -194,7 +196,7 @@ pub(super) fn totals(samples: &[VramSample], source: &str, from_ms: f64) -> Seri
     per_poll(
         samples,
         from_ms,
-        |s| s.source == source && (source == "rss" || s.model.is_empty()),
+        |s| s.source == source && (source == "rss" || source == SERVER_RSS || s.model.is_empty()),
         |s| s.used_bytes,
     )
 }
@@ -260,7 +262,14 @@ pub fn vram_figures_over(
             let s = totals(samples, src, start);
             (!s.is_empty()).then(|| (src.to_string(), s))
         });
-    let ram = ram_series(samples, start);
+    // A server kabench started: its process tree's RSS is all it holds (the server
+    // exists for its model alone), and nothing else measured it.
+    let managed = totals(samples, SERVER_RSS, start);
+    let (gpu, ram) = if managed.is_empty() {
+        (gpu, ram_series(samples, start))
+    } else {
+        (None, Some((SERVER_RSS.to_string(), managed)))
+    };
     let series = match (&gpu, &ram) {
         (Some((_, g)), Some((_, r))) => sum_series(g, r),
         (Some((_, g)), None) => g.clone(),

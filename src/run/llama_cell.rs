@@ -1,0 +1,304 @@
+//! A cell against a server kabench starts itself (llama.cpp's `llama-server`): the
+//! server started from its command template for this cell's idle-unload value on a
+//! free loopback port, its output in `servers/<cell>.log` of the run folder (a path
+//! kabench builds, never from server text), a bounded wait for `GET /health`, the
+//! cell's sends at their intended times as streamed `/v1/chat/completions`, and the
+//! server stopped (SIGTERM, then SIGKILL) when the cell ends, fails or is interrupted.
+//!
+//! Residency and the cold rule: just before each send, `GET /props` (which does not
+//! reset the idle timer, unlike `/metrics` and `/slots`, never asked here) says
+//! whether the model sleeps; a request that found it asleep (or unloaded) is cold
+//! (`not_resident`), and so is one whose time to first token carries a load: the part
+//! of it the server's own timings do not account for (its prompt time and one token),
+//! recorded as `load_duration_ms`, at or over the cold threshold (`load_duration`).
+//! The server loaded its model at start, so a cell's first request is warm unless the
+//! server fell asleep before it. Memory: the RSS of the server's process tree, sampled
+//! at the telemetry interval into `vram.csv` as source `server_rss`, from its start to
+//! the end of the cell's idle horizon.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use serde_json::json;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::folder::{self, RequestRecord, VramSample, classify_cold};
+use crate::llama::server::{self, ManagedServer};
+use crate::llama::{ChatExchange, LlamaClient, ModelResidency, ServerKind};
+use crate::run::request::{self, RowGuard};
+use crate::run::{CellTiming, Recorder};
+use crate::scenario::{Cell, CellStream, ManagedCell};
+
+/// The folder of the run folder that holds each started server's log.
+pub const SERVERS_DIR: &str = "servers";
+
+/// How long a managed server may take to exit after SIGTERM before SIGKILL.
+pub const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// How long the residency read before a send may take; past it the request goes out
+/// with residency unknown.
+pub const RESIDENCY_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// What a managed cell needs from the run.
+pub(crate) struct ManagedRun<'a> {
+    /// The cell's server name.
+    pub name: &'a str,
+    /// How to start it.
+    pub managed: &'a ManagedCell,
+    /// Requests in flight at most.
+    pub concurrency: usize,
+    /// Per-request timeout.
+    pub timeout: Duration,
+    /// The cold threshold.
+    pub cold_threshold: Duration,
+    /// Memory sampling interval.
+    pub interval: Duration,
+    /// How long to watch after the last send (the idle horizon's tail).
+    pub horizon_tail: Duration,
+}
+
+/// The log file of `cell`'s server in the run folder `dir`.
+pub fn log_path(dir: &std::path::Path, cell: &str) -> PathBuf {
+    dir.join(SERVERS_DIR).join(format!("{cell}.log"))
+}
+
+impl ManagedRun<'_> {
+    /// Starts the server, runs the cell, stops the server (on every path).
+    pub async fn run_cell(
+        &self,
+        cell: &Cell,
+        rec: &mut Recorder,
+        cancel: &CancellationToken,
+    ) -> Result<CellTiming> {
+        let port = server::free_port().context("choosing a free port for the server")?;
+        let mut values: Vec<(&str, String)> = self
+            .managed
+            .values
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.clone()))
+            .collect();
+        values.push(("port", port.to_string()));
+        let argv = server::fill(&self.managed.command, &values)?;
+        let log = log_path(&rec.dir, &cell.id);
+        std::fs::create_dir_all(log.parent().unwrap_or(&rec.dir))
+            .with_context(|| format!("creating {}", log.display()))?;
+        let mut srv = ManagedServer::start(
+            &argv,
+            &log,
+            &format!("http://127.0.0.1:{port}"),
+            ServerKind::LlamaServer,
+            self.managed.health_timeout,
+            cancel,
+        )
+        .await
+        .with_context(|| format!("server {:?} for cell {}", self.name, cell.id))?;
+        let sampling = CancellationToken::new();
+        let sampler = rec.extra_rows().zip(srv.pid()).map(|(rows, pid)| {
+            tokio::spawn(sample_memory(
+                pid,
+                self.name.to_string(),
+                rows,
+                rec.epoch,
+                self.interval,
+                sampling.clone(),
+            ))
+        });
+        let ran = self.sends(cell, &srv.client, rec, cancel).await;
+        if let Ok(t) = &ran
+            && !cancel.is_cancelled()
+        {
+            // Watch memory to the end of the idle horizon: the sleep shows in it.
+            let last_send = request::plan_sends(cell)?
+                .last()
+                .map_or(Duration::ZERO, |p| p.offset);
+            let end = rec.epoch
+                + Duration::from_secs_f64(t.started_ms.max(0.0) / 1000.0)
+                + last_send
+                + self.horizon_tail;
+            tokio::select! {
+                _ = tokio::time::sleep_until(end.into()) => {}
+                _ = cancel.cancelled() => {}
+            }
+        }
+        sampling.cancel();
+        if let Some(task) = sampler {
+            let _ = task.await;
+        }
+        srv.stop(STOP_GRACE).await;
+        let started_ms = ran?.started_ms;
+        Ok(CellTiming {
+            started_ms,
+            ended_ms: rec.now_ms(),
+        })
+    }
+
+    /// The cell's sends at their intended times, each a task under the concurrency
+    /// cap; returns when every one has ended (or been cancelled).
+    async fn sends(
+        &self,
+        cell: &Cell,
+        client: &LlamaClient,
+        rec: &Recorder,
+        cancel: &CancellationToken,
+    ) -> Result<CellTiming> {
+        let planned = request::plan_sends(cell)?;
+        let start = Instant::now() + Duration::from_millis(20);
+        let started_ms = folder::ms(start.saturating_duration_since(rec.epoch));
+        let cap = Arc::new(Semaphore::new(self.concurrency.max(1)));
+        let mut tasks = tokio::task::JoinSet::new();
+        for p in planned {
+            let stream = cell.streams[p.stream].clone();
+            let intended = start + p.offset;
+            let mut row = request::new_row(&cell.id, p.seq, &stream);
+            row.intended_ms = folder::ms(intended.saturating_duration_since(rec.epoch));
+            let (client, cap, rows, epoch, cancel) = (
+                client.clone(),
+                cap.clone(),
+                rec.rows.clone(),
+                rec.epoch,
+                cancel.clone(),
+            );
+            let (timeout, threshold) = (self.timeout, self.cold_threshold);
+            tasks.spawn(async move {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(intended.into()) => {}
+                    _ = cancel.cancelled() => return,
+                }
+                let mut guard = RowGuard::new(row, rows.clone(), epoch);
+                let Ok(_permit) = cap.try_acquire() else {
+                    if let Some(mut row) = guard.take() {
+                        row.end_ms = folder::ms(Instant::now().saturating_duration_since(epoch));
+                        row.error = "saturated".into();
+                        row.error_detail = "the concurrency cap was reached".into();
+                        let _ = rows.send(row);
+                    }
+                    return;
+                };
+                let residency = client.residency(&stream.model, RESIDENCY_TIMEOUT).await;
+                let body = chat_body(&stream);
+                let ex = tokio::select! {
+                    ex = client.chat_stream(&body, timeout) => ex,
+                    _ = cancel.cancelled() => return,
+                };
+                if let Some(row) = guard.take() {
+                    let _ = rows.send(fill_row(row, residency, &ex, intended, epoch, threshold));
+                }
+            });
+        }
+        while tasks.join_next().await.is_some() {}
+        Ok(CellTiming {
+            started_ms,
+            ended_ms: rec.now_ms(),
+        })
+    }
+}
+
+/// The `/v1/chat/completions` body of a stream's requests.
+pub fn chat_body(stream: &CellStream) -> serde_json::Value {
+    json!({
+        "model": stream.model,
+        "messages": [{"role": "user", "content": request::prompt_text(stream)}],
+        "max_tokens": stream.max_tokens,
+        "stream": true,
+    })
+}
+
+/// The row of one chat exchange, with the cold rule of a llama.cpp server (see the
+/// module doc).
+pub fn fill_row(
+    mut row: RequestRecord,
+    residency: Option<ModelResidency>,
+    ex: &ChatExchange,
+    intended: Instant,
+    epoch: Instant,
+    threshold: Duration,
+) -> RequestRecord {
+    let at = |t: Instant| folder::ms(t.saturating_duration_since(epoch));
+    let since_intended = |t: Instant| folder::ms(t.saturating_duration_since(intended));
+    row.sent_ms = Some(at(ex.sent_at));
+    row.first_byte_ms = ex.first_byte_at.map(at);
+    row.first_token_ms = ex.first_token_at.map(at);
+    row.first_answer_ms = ex.first_token_at.map(at);
+    row.end_ms = at(ex.end_at);
+    row.status = ex.status;
+    row.resident_before = residency.map(ModelResidency::is_resident);
+    row.prompt_eval_count = ex.prompt_n;
+    row.prompt_eval_ms = ex.prompt_ms;
+    row.eval_count = ex.predicted_n;
+    row.eval_ms = ex.predicted_ms;
+    // The load a time to first token carries: what the server's own timings leave
+    // unexplained (its prompt time and one token's generation).
+    if let (Some(ft), Some(prompt_ms)) = (ex.first_token_at, ex.prompt_ms) {
+        let per_token = match (ex.predicted_ms, ex.predicted_n) {
+            (Some(ms), Some(n)) if n > 0 => ms / n as f64,
+            _ => 0.0,
+        };
+        let ttft_sent = folder::ms(ft.saturating_duration_since(ex.sent_at));
+        row.load_duration_ms = Some((ttft_sent - prompt_ms - per_token).max(0.0));
+    }
+    let load = row
+        .load_duration_ms
+        .map(|ms| Duration::from_secs_f64(ms.max(0.0) / 1000.0));
+    let reason = classify_cold(row.resident_before, load, threshold);
+    row.cold = reason.is_some();
+    row.cold_reason = reason.map(|r| r.as_str().to_string()).unwrap_or_default();
+    match &ex.error {
+        Some((kind, detail)) => {
+            row.error = kind.clone();
+            row.error_detail = detail.clone();
+        }
+        None => {
+            row.ttft_ms = ex.first_token_at.or(ex.first_byte_at).map(since_intended);
+            row.e2e_ms = Some(since_intended(ex.end_at));
+            let tokens = ex.predicted_n.unwrap_or(u64::from(ex.chunks));
+            if let Some(ft) = ex.first_token_at
+                && tokens > 1
+            {
+                row.itl_ms =
+                    Some(folder::ms(ex.end_at.saturating_duration_since(ft)) / (tokens - 1) as f64);
+            }
+        }
+    }
+    row
+}
+
+/// Samples the RSS of the server's process tree every `interval` into `vram.csv`
+/// (source `server_rss`, device: the server's name) until `stop`.
+async fn sample_memory(
+    pid: u32,
+    name: String,
+    rows: std::sync::mpsc::Sender<VramSample>,
+    epoch: Instant,
+    interval: Duration,
+    stop: CancellationToken,
+) {
+    let every = interval.max(Duration::from_millis(10));
+    loop {
+        let bytes = tokio::task::spawn_blocking(move || crate::telemetry::rss::tree_rss(pid))
+            .await
+            .ok()
+            .flatten();
+        if let Some(used) = bytes {
+            let sample = VramSample {
+                t_ms: folder::ms(Instant::now().saturating_duration_since(epoch)),
+                source: folder::SERVER_RSS.into(),
+                device: name.clone(),
+                model: String::new(),
+                used_bytes: used,
+                total_bytes: None,
+                extra: format!("pid {pid}"),
+                ..Default::default()
+            };
+            if rows.send(sample).is_err() {
+                return;
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.cancelled() => return,
+        }
+    }
+}
