@@ -132,8 +132,8 @@ impl LlamaClient {
                 excerpt(&String::from_utf8_lossy(&body))
             );
         }
-        Ok(serde_json::from_slice(&body)
-            .map_err(|e| anyhow::anyhow!("GET {path} answered no JSON: {e}"))?)
+        serde_json::from_slice(&body)
+            .map_err(|e| anyhow::anyhow!("GET {path} answered no JSON: {e}"))
     }
 
     /// True once `GET /health` answers 200 (a loading server answers 503).
