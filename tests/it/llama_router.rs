@@ -21,6 +21,7 @@ use kabench::llama::router_log::{self, RouterEvent};
 use kabench::llama::swap::{self, SwapState, parse_running};
 use kabench::llama::swap_config::{CmdArg, SwapConfig, SwapModel};
 use kabench::llama::swap_log::{self, SwapEvent};
+use kabench::llama::{ModelResidency, ServerKind};
 
 use crate::common::{free_port, http, ollama_dir, root, timing_turn};
 
@@ -203,9 +204,25 @@ fn start_router(run: &Path, max: u32, preset: &Preset) -> Option<Server> {
     ))
 }
 
+/// `model`'s state in the router's `/models`; the run loop's residency reader
+/// (`ServerKind::residency_of`) must read the same answer alike.
 fn router_state(server: &Server, model: &str) -> ModelState {
-    let models = parse_models(server.get("/models").as_bytes()).unwrap();
-    state_of(&models, model).unwrap_or_else(|| panic!("{model} not in /models"))
+    let body = server.get("/models");
+    let models = parse_models(body.as_bytes()).unwrap();
+    let state = state_of(&models, model).unwrap_or_else(|| panic!("{model} not in /models"));
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let same = match state {
+        ModelState::Unloaded => ModelResidency::Unloaded,
+        ModelState::Loading => ModelResidency::Loading,
+        ModelState::Loaded => ModelResidency::Loaded,
+        ModelState::Sleeping => ModelResidency::Sleeping,
+    };
+    assert_eq!(
+        ServerKind::LlamaRouter.residency_of(&json, model),
+        Some(same),
+        "{body}"
+    );
+    state
 }
 
 /// Polls `/models` until `model` is `want` (up to `limit`); how long it took.
@@ -406,11 +423,23 @@ fn start_swap(run: &Path, ttl: u64) -> Option<Server> {
     ))
 }
 
+/// `model`'s state in llama-swap's `/running` (`None`: not running); the run loop's
+/// residency reader must read the same answer alike.
 fn swap_state(server: &Server, model: &str) -> Option<SwapState> {
-    swap::state_of(
-        &parse_running(server.get("/running").as_bytes()).unwrap(),
-        model,
-    )
+    let body = server.get("/running");
+    let state = swap::state_of(&parse_running(body.as_bytes()).unwrap(), model);
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let same = match state {
+        Some(SwapState::Ready) => ModelResidency::Loaded,
+        Some(SwapState::Starting) => ModelResidency::Loading,
+        _ => ModelResidency::Unloaded,
+    };
+    assert_eq!(
+        ServerKind::LlamaSwap.residency_of(&json, model),
+        Some(same),
+        "{body}"
+    );
+    state
 }
 
 #[test]
