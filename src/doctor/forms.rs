@@ -177,8 +177,14 @@ pub const FORMS: [Form; 7] = [
 pub const NUMBER_S: f64 = 7.0;
 /// The keep_alive of [`Form::Duration`].
 pub const DURATION: &str = "11s";
-/// The keep_alive put inside `options` for [`Form::InOptions`].
-pub const IN_OPTIONS: &str = "13s";
+/// [`DURATION`] in seconds.
+pub const DURATION_S: f64 = 11.0;
+/// The keep_alive put inside `options` for [`Form::InOptions`]: shorter than the
+/// [`DURATION`] the model has by then, so an expiry the server sets late (later only,
+/// never earlier) cannot pass for it.
+pub const IN_OPTIONS: &str = "5s";
+/// [`IN_OPTIONS`] in seconds.
+pub const IN_OPTIONS_S: f64 = 5.0;
 
 impl Form {
     /// The id suffix.
@@ -274,8 +280,8 @@ impl Form {
         match self {
             Form::StringMinusOne | Form::Negative => Some(Effect::Forever),
             Form::Number => Some(Effect::Seconds(NUMBER_S)),
-            Form::Duration => Some(Effect::Seconds(11.0)),
-            Form::InOptions => Some(Effect::Seconds(13.0)),
+            Form::Duration => Some(Effect::Seconds(DURATION_S)),
+            Form::InOptions => Some(Effect::Seconds(IN_OPTIONS_S)),
             Form::Absent => prior,
             Form::Zero => Some(Effect::Unload),
         }
@@ -305,7 +311,9 @@ mod tests {
         let r = Form::InOptions.request(Native::Generate, "m");
         let b = r.body.unwrap();
         assert!(b.get("keep_alive").is_none());
-        assert_eq!(b["options"]["keep_alive"], "13s");
+        assert_eq!(b["options"]["keep_alive"], "5s");
+        assert_eq!(format!("{IN_OPTIONS_S}s"), IN_OPTIONS);
+        assert_eq!(format!("{DURATION_S}s"), DURATION);
         assert_eq!(b["options"]["num_predict"], 1);
         let b = Form::StringMinusOne
             .request(Native::Chat, "m")
@@ -346,5 +354,20 @@ mod tests {
             Verdict::Honoured
         );
         assert_eq!(Effect::Seconds(290.4).to_json(), json!(290.0));
+    }
+
+    #[test]
+    fn an_ignored_options_keep_alive_read_back_late_is_still_ignored() {
+        // The model has DURATION_S; the server sets the new expiry up to seconds after
+        // its reply on a busy host, so the read-back is that much longer, never shorter.
+        let prior = Effect::Seconds(DURATION_S);
+        let asked = Form::InOptions.honoured_effect(Some(prior)).unwrap();
+        for late in [0.0, 0.5, 1.0, 2.0, 3.0] {
+            assert_eq!(
+                judge(asked, Effect::Seconds(DURATION_S + late), Some(prior)),
+                Verdict::Ignored,
+                "read back {late} s late"
+            );
+        }
     }
 }

@@ -15,6 +15,10 @@ use super::show::Shown;
 
 /// A load_duration at least this long is a load, not a warm hand-over (M6).
 pub(super) const LOAD_S: f64 = 0.1;
+/// How long a read-back waits for the server to set a new expiry after a reply.
+const SETTLE: Duration = Duration::from_secs(5);
+/// How long a model with no time left is waited for to leave `/api/ps`.
+const UNLOAD_WAIT: Duration = Duration::from_secs(10);
 
 /// The probe run: the server, the rows so far, and what it measured along the way.
 pub(super) struct Doctor {
@@ -104,15 +108,16 @@ fn mb(bytes: u64) -> String {
 impl Doctor {
     /// The model's keep-alive as `/api/ps` shows it after a reply that ended at `end`.
     /// The server sets the new expiry when it has processed the request's end, which
-    /// can come a moment after the reply: while `/api/ps` still shows the expiry the
-    /// last observation saw, it is read again (every 50 ms, up to a second).
+    /// can come a moment after the reply (seconds on a busy host): while `/api/ps` still
+    /// shows the expiry the last observation saw, it is read again (every 50 ms, up to
+    /// [`SETTLE`]); a model leaving at once is waited for up to [`UNLOAD_WAIT`].
     pub(super) async fn observe(&mut self, model: &str, reply: &Reply) -> anyhow::Result<Effect> {
         let prev = self
             .last_expiry
             .iter()
             .find(|(n, _)| n == model)
             .map(|(_, e)| *e);
-        let deadline = std::time::Instant::now() + Duration::from_secs(1);
+        let deadline = std::time::Instant::now() + SETTLE;
         let mut found = self.server.find(model).await?;
         while found.as_ref().is_some_and(|m| Some(m.expires_at) == prev)
             && std::time::Instant::now() < deadline
@@ -131,7 +136,7 @@ impl Doctor {
             return Ok(Effect::Forever);
         }
         let left = (m.expires_at - reply.end).as_seconds_f64();
-        if left < 0.5 && self.server.wait_gone(model, Duration::from_secs(3)).await? {
+        if left < 0.5 && self.server.wait_gone(model, UNLOAD_WAIT).await? {
             return Ok(Effect::Unload);
         }
         Ok(Effect::Seconds(left))

@@ -6,7 +6,6 @@ use crate::common;
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use kabench::folder::{self, CsvAppender, RequestRecord};
 use kabench::report::compare::{CompareThresholds, compare};
@@ -36,21 +35,6 @@ fn edit_meta(dir: &Path, f: impl Fn(&mut Value)) {
     fs::write(&path, serde_json::to_string_pretty(&v).unwrap()).unwrap();
 }
 
-fn kabench_compare(base: &Path, new: &Path, extra: &[&str]) -> (i32, String, String) {
-    let out: Output = Command::new(env!("CARGO_BIN_EXE_kabench"))
-        .arg("compare")
-        .arg(base)
-        .arg(new)
-        .args(extra)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 fn fail(r: &mut RequestRecord, kind: &str, status: Option<u16>) {
     r.error = kind.into();
     r.status = status;
@@ -68,7 +52,7 @@ fn compare_an_all_http_500_run_is_a_regression() {
     let base = copy_fixture(tmp.path(), "base");
     let new = copy_fixture(tmp.path(), "new");
     rewrite_requests(&new, |r| fail(r, "http", Some(500)));
-    let (code, stdout, stderr) = kabench_compare(&base, &new, &[]);
+    let (code, stdout, stderr) = common::compare(&base, &new, &[]);
     assert_eq!(code, 1, "{stdout}\n{stderr}");
     assert!(stdout.contains("errors %"), "{stdout}");
     assert!(stdout.contains("0.0 → 100.0"), "{stdout}");
@@ -87,9 +71,9 @@ fn compare_a_small_error_rise_passes_only_under_a_looser_threshold() {
             fail(r, "http", Some(500));
         }
     });
-    let (code, stdout, _) = kabench_compare(&base, &new, &[]);
+    let (code, stdout, _) = common::compare(&base, &new, &[]);
     assert_eq!(code, 1, "{stdout}");
-    let (code, stdout, _) = kabench_compare(&base, &new, &["--max-error-rate-increase", "0.3"]);
+    let (code, stdout, _) = common::compare(&base, &new, &["--max-error-rate-increase", "0.3"]);
     assert_eq!(code, 0, "{stdout}");
 }
 
@@ -104,7 +88,7 @@ fn compare_all_cancelled_is_not_an_improvement() {
         assert_eq!(ch.cold_ratio.new, None, "{}", c.to_text());
         assert!(ch.no_answers && ch.regressed(), "{}", c.to_text());
     }
-    let (code, stdout, _) = kabench_compare(&base, &new, &[]);
+    let (code, stdout, _) = common::compare(&base, &new, &[]);
     assert_eq!(code, 1, "{stdout}");
 }
 
@@ -118,7 +102,7 @@ fn compare_refuses_an_interrupted_run_unless_forced() {
     let header = fs::read_to_string(new.join("requests.csv")).unwrap();
     let header = header.lines().next().unwrap().to_string() + "\n";
     fs::write(new.join("requests.csv"), header).unwrap();
-    let (code, stdout, stderr) = kabench_compare(&base, &new, &[]);
+    let (code, stdout, stderr) = common::compare(&base, &new, &[]);
     assert_eq!(code, 2, "{stdout}\n{stderr}");
     assert!(
         stderr.contains("did not complete") && stderr.contains("interrupted"),
@@ -126,7 +110,7 @@ fn compare_refuses_an_interrupted_run_unless_forced() {
     );
     assert!(stderr.contains("--force"), "{stderr}");
     // Forced, a run with no rows still fails: no stream has an answer.
-    let (code, stdout, stderr) = kabench_compare(&base, &new, &["--force"]);
+    let (code, stdout, stderr) = common::compare(&base, &new, &["--force"]);
     assert_eq!(code, 1, "{stdout}\n{stderr}");
     assert!(stdout.contains("forced: the new run"), "{stdout}");
     assert!(stdout.contains("no answers: stream chat"), "{stdout}");
@@ -138,13 +122,13 @@ fn compare_refuses_runs_of_different_scenarios_unless_forced() {
     let base = copy_fixture(tmp.path(), "base");
     let new = copy_fixture(tmp.path(), "new");
     edit_meta(&new, |m| m["scenario_sha256"] = "ab".repeat(32).into());
-    let (code, _, stderr) = kabench_compare(&base, &new, &[]);
+    let (code, _, stderr) = common::compare(&base, &new, &[]);
     assert_eq!(code, 2, "{stderr}");
     assert!(
         stderr.contains("different scenarios") && stderr.contains("--force"),
         "{stderr}"
     );
-    let (code, stdout, stderr) = kabench_compare(&base, &new, &["--force"]);
+    let (code, stdout, stderr) = common::compare(&base, &new, &["--force"]);
     assert_eq!(code, 0, "{stdout}\n{stderr}");
     assert!(stdout.contains("forced: the runs are of different scenarios"));
 }
@@ -155,13 +139,13 @@ fn compare_on_a_folder_that_is_not_a_run_is_bad_input() {
     let base = copy_fixture(tmp.path(), "base");
     let empty = tmp.path().join("empty");
     fs::create_dir_all(&empty).unwrap();
-    let (code, _, stderr) = kabench_compare(&base, &empty, &[]);
+    let (code, _, stderr) = common::compare(&base, &empty, &[]);
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("is not a kabench run"), "{stderr}");
-    let (code, _, stderr) = kabench_compare(&tmp.path().join("missing"), &base, &[]);
+    let (code, _, stderr) = common::compare(&tmp.path().join("missing"), &base, &[]);
     assert_eq!(code, 2, "{stderr}");
     // Identical runs still pass.
-    let (code, stdout, _) = kabench_compare(&base, &base, &[]);
+    let (code, stdout, _) = common::compare(&base, &base, &[]);
     assert_eq!(code, 0, "{stdout}");
     assert!(stdout.contains("no regressions"), "{stdout}");
 }

@@ -3,7 +3,7 @@
 //! every answer, `--fault-delay`) as a significant regression (exit 1), and
 //! `compare.md` / `compare.html` say the same as the terminal.
 
-use crate::common::{self, RealOllama, SimServer, kabench, run_ok};
+use crate::common::{self, RealOllama, SimServer, compare, run_ok};
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -61,21 +61,6 @@ fn run(file: &Path, target: &str, out: &Path) {
         out.to_str().unwrap(),
         "--quiet",
     ]);
-}
-
-fn compare(base: &Path, new: &Path, extra: &[&str]) -> (i32, String, String) {
-    let out = kabench()
-        .arg("compare")
-        .arg(base)
-        .arg(new)
-        .args(extra)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 fn last_line(text: &str) -> &str {

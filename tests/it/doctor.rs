@@ -8,53 +8,14 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use crate::common::doctor::{self, check, verdicts};
 use crate::common::{RealOllama, SimServer, kabench};
 use serde_json::Value;
 
-/// Runs `kabench doctor --json` against `url`; returns the exit code and the report.
+/// `kabench doctor --json` against `url`: its exit code and report.
 fn doctor(url: &str, extra: &[&str]) -> (i32, Value) {
-    let start = Instant::now();
-    let out = kabench()
-        .args(["doctor", "--json", "--target", url, "--model", "tiny-50m"])
-        .args(extra)
-        .output()
-        .expect("kabench doctor runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let report: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| {
-        panic!(
-            "{e}: stdout {stdout}\nstderr {}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    assert!(
-        start.elapsed() < Duration::from_secs(60),
-        "the doctor took {:?}",
-        start.elapsed()
-    );
-    (out.status.code().unwrap_or(-1), report)
-}
-
-fn verdicts(report: &Value) -> BTreeMap<String, String> {
-    report["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| {
-            (
-                c["id"].as_str().unwrap().to_string(),
-                c["verdict"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect()
-}
-
-fn check<'a>(report: &'a Value, id: &str) -> &'a Value {
-    report["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["id"] == id)
-        .unwrap_or_else(|| panic!("no check {id}: {report}"))
+    let (code, report, _) = doctor::report(url, extra);
+    (code, report)
 }
 
 /// What OLLAMA.md says v0.32.15 does, asserted on one server's report.
@@ -279,24 +240,14 @@ fn doctor_exits_2_for_a_model_the_server_lacks() {
 #[test]
 fn doctor_dry_run_sends_nothing_and_lists_every_request() {
     // Port 9 (discard) on loopback: nothing listens, and nothing is sent.
-    let out = kabench()
-        .args([
-            "doctor",
-            "--dry-run",
-            "--target",
-            "127.0.0.1:9",
-            "--model",
-            "tiny-50m",
-        ])
-        .output()
-        .unwrap();
+    let out = doctor::dry_run(&[]);
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         text.contains(r#"POST /api/generate {"keep_alive":"-1""#),
         "{text}"
     );
-    assert!(text.contains(r#""options":{"keep_alive":"13s""#), "{text}");
+    assert!(text.contains(r#""options":{"keep_alive":"5s""#), "{text}");
     assert!(text.contains("POST /v1/chat/completions"), "{text}");
     assert!(text.contains("(nothing sent)"), "{text}");
 }

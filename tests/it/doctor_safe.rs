@@ -6,42 +6,11 @@
 //! unloads and num_ctx changes, and a connection error names its cause. The real
 //! server runs with `OLLAMA_MAX_LOADED_MODELS=1`.
 
-use std::time::{Duration, Instant};
-
 use serde_json::Value;
 
 use crate::common::{RealOllama, free_port, kabench};
 
-/// `kabench doctor --json --model tiny-50m` on `url`: exit code, report, stderr.
-fn doctor(url: &str, extra: &[&str]) -> (i32, Value, String) {
-    let start = Instant::now();
-    let out = kabench()
-        .args(["doctor", "--json", "--target", url, "--model", "tiny-50m"])
-        .args(extra)
-        .output()
-        .expect("kabench doctor runs");
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout).to_string(),
-        String::from_utf8_lossy(&out.stderr).to_string(),
-    );
-    let report: Value = serde_json::from_str(&stdout)
-        .unwrap_or_else(|e| panic!("{e}: stdout {stdout}\nstderr {stderr}"));
-    assert!(
-        start.elapsed() < Duration::from_secs(60),
-        "{:?}",
-        start.elapsed()
-    );
-    (out.status.code().unwrap_or(-1), report, stderr)
-}
-
-fn check<'a>(report: &'a Value, id: &str) -> &'a Value {
-    report["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["id"] == id)
-        .unwrap_or_else(|| panic!("no check {id}: {report}"))
-}
+use crate::common::doctor::{self, check};
 
 /// `(name, expires_at)` of each model in `/api/ps`.
 fn resident(real: &RealOllama) -> Vec<(String, String)> {
@@ -75,7 +44,7 @@ fn doctor_leaves_a_model_it_found_loaded_and_names_the_checks_it_skipped() {
     };
     let before = resident(&real);
     assert_eq!(before.len(), 1, "{before:?}");
-    let (code, report, stderr) = doctor(&real.url, &[]);
+    let (code, report, stderr) = doctor::report(&real.url, &[]);
     assert_eq!(code, 0, "{report}\n{stderr}");
     // Nothing moved: the same model, the same expiry.
     assert_eq!(resident(&real), before, "{report}");
@@ -106,7 +75,7 @@ fn with_allow_evict_an_eviction_shows_the_cap_and_the_evicted_model_comes_back()
     let Some(real) = cap_one_with_a_loaded_model("doctor-safe-evict") else {
         return;
     };
-    let (code, report, stderr) = doctor(&real.url, &["--allow-evict"]);
+    let (code, report, stderr) = doctor::report(&real.url, &["--allow-evict"]);
     assert_eq!(code, 0, "{report}\n{stderr}");
     let cap = check(&report, "server.max_loaded_models");
     assert_eq!(cap["value"]["value"], 1, "{cap}");
@@ -157,17 +126,7 @@ fn a_refused_connection_is_named() {
 
 #[test]
 fn the_dry_run_lists_every_load_unload_and_num_ctx_change() {
-    let out = kabench()
-        .args([
-            "doctor",
-            "--dry-run",
-            "--target",
-            "127.0.0.1:9",
-            "--model",
-            "tiny-50m",
-        ])
-        .output()
-        .unwrap();
+    let out = doctor::dry_run(&[]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}");
     assert!(stdout.contains("tiny-50m: unloaded"), "{stdout}");
@@ -182,18 +141,7 @@ fn the_dry_run_lists_every_load_unload_and_num_ctx_change() {
     );
     assert!(stdout.contains("--allow-evict"), "{stdout}");
     // The JSON form gives each request's change.
-    let out = kabench()
-        .args([
-            "doctor",
-            "--dry-run",
-            "--json",
-            "--target",
-            "127.0.0.1:9",
-            "--model",
-            "tiny-50m",
-        ])
-        .output()
-        .unwrap();
+    let out = doctor::dry_run(&["--json"]);
     let rows: Value = serde_json::from_slice(&out.stdout).unwrap();
     let unloads = rows
         .as_array()

@@ -7,26 +7,15 @@
 
 use crate::common;
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
-use crate::common::{kabench, read_json, request_rows, run_ok};
+use crate::common::{cold_per_cell, kabench, read_json, request_rows, run_ok};
 use hdrhistogram::Histogram;
 use kabench::analysis::MsHistogram;
 use kabench::folder::histograms;
 use kabench::folder::{self, RequestRecord};
 
 const SCENARIO: &str = "tests/fixtures/fleet/two-models.toml";
-
-fn cold_per_cell(dir: &Path) -> BTreeMap<String, (usize, usize)> {
-    let mut out: BTreeMap<String, (usize, usize)> = BTreeMap::new();
-    for r in request_rows(dir) {
-        let e = out.entry(r["cell"].clone()).or_default();
-        e.0 += 1;
-        e.1 += (r["cold"] == "true") as usize;
-    }
-    out
-}
 
 fn same_percentiles(a: &Histogram<u64>, b: &Histogram<u64>) {
     assert_eq!(a.len(), b.len());

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::common::slurm::Slurm;
-use crate::common::{self, RealOllama, kabench, read_json, request_rows, run_ok};
+use crate::common::{self, RealOllama, cold_per_cell, kabench, read_json, request_rows, run_ok};
 
 /// One stream of 3 requests at `rate` (the real server: 8 s apart), swept over
 /// keep_alive 0 and -1: 3 cold, then one. The real server's gap is longer than a cold
@@ -88,16 +88,6 @@ fn submit(slurm: &Slurm, scenario: &Path, out: &Path, shards: u32, delay: &str) 
         .and_then(|r| r.split(';').next())
         .unwrap_or_else(|| panic!("no job id in {said:?}"))
         .to_string()
-}
-
-fn cold_per_cell(dir: &Path) -> BTreeMap<String, (usize, usize)> {
-    let mut out: BTreeMap<String, (usize, usize)> = BTreeMap::new();
-    for r in request_rows(dir) {
-        let e = out.entry(r["cell"].clone()).or_default();
-        e.0 += 1;
-        e.1 += (r["cold"] == "true") as usize;
-    }
-    out
 }
 
 fn idle_gb_s(dir: &Path) -> BTreeMap<String, f64> {

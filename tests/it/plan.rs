@@ -65,6 +65,8 @@ fn json_output_ranks_the_fitting_combination_first() {
 
 #[test]
 fn check_on_the_simulator_observes_the_predicted_evictions() {
+    // Wall-clock timing: not beside another timing-sensitive test.
+    let _turn = crate::common::timing_turn();
     let tmp = tempfile::tempdir().unwrap();
     let out_dir = tmp.path().join("check");
     let mut args = ACCEPTANCE.to_vec();

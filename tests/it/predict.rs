@@ -6,41 +6,16 @@
 //! host, a real server log's unloads, the traces and a scenario's streams, and the
 //! adaptive and pre-warm policies on a periodic trace.
 
-use crate::common;
+use crate::common::{read_json, run, run_ok};
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use serde_json::Value;
-
-fn kabench() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_kabench"))
-}
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/predict")
         .join(name)
-}
-
-fn run(args: &[&str]) -> Output {
-    kabench().args(args).output().expect("kabench runs")
-}
-
-fn run_ok(args: &[&str]) -> Output {
-    let out = run(args);
-    assert!(
-        out.status.success(),
-        "kabench {args:?} failed: {}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-/// A JSON file, parsed (`run.json` and `summary.json` checked against their schema).
-fn read_json(path: &Path) -> Value {
-    common::read_json(path)
 }
 
 /// The cell whose `params.keep_alive` is `name`.

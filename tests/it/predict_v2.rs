@@ -4,7 +4,7 @@
 //! Ollama with `OLLAMA_DEBUG=1`, each request's keep_alive comes from the scheduler's
 //! timer lines so that every unload the server logged is predicted.
 
-use crate::common::{self, RealOllama};
+use crate::common::{RealOllama, run, run_ok};
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -12,21 +12,6 @@ use std::process::Output;
 use serde_json::Value;
 
 const MODEL: &str = "qwen2.5:7b-instruct-q4_K_M";
-
-fn run(args: &[&str]) -> Output {
-    common::kabench().args(args).output().expect("kabench runs")
-}
-
-fn run_ok(args: &[&str]) -> Output {
-    let out = run(args);
-    assert!(
-        out.status.success(),
-        "kabench {args:?} failed: {}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
 
 fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     let path = dir.join(name);
@@ -48,6 +33,28 @@ fn json_of(out: &Output) -> Value {
     serde_json::from_slice(&out.stdout).expect("summary JSON on stdout")
 }
 
+/// `kabench predict --requests CSV <extra> --train TRAIN -q`, asserted to succeed.
+fn predict(csv: &Path, train: &str, extra: &[&str]) -> Output {
+    let csv = csv.to_str().unwrap();
+    let args = [
+        &["predict", "--requests", csv][..],
+        extra,
+        &["--train", train, "-q"],
+    ]
+    .concat();
+    run_ok(&args)
+}
+
+/// [`predict`]'s table.
+fn predict_table(csv: &Path, train: &str, extra: &[&str]) -> String {
+    String::from_utf8_lossy(&predict(csv, train, extra).stdout).into_owned()
+}
+
+/// [`predict`]'s summary (`--json`).
+fn predict_json(csv: &Path, train: &str, extra: &[&str]) -> Value {
+    json_of(&predict(csv, train, &[extra, &["--json"]].concat()))
+}
+
 /// Three requests at once wait on one load, twice: six cold requests, two reloads,
 /// and the cost prices two.
 #[test]
@@ -60,18 +67,7 @@ fn requests_that_share_a_load_are_one_reload() {
             "timestamp,model,prompt_tokens,output_tokens\n0,{MODEL},20,4\n0,{MODEL},20,4\n0,{MODEL},20,4\n3600,{MODEL},20,4\n3600,{MODEL},20,4\n3600,{MODEL},20,4\n"
         ),
     );
-    let args = [
-        "predict",
-        "--requests",
-        csv.to_str().unwrap(),
-        "--keep-alive",
-        "0",
-        "--no-grid",
-        "--train",
-        "1",
-        "-q",
-    ];
-    let summary = json_of(&run_ok(&[&args[..], &["--json"]].concat()));
+    let summary = predict_json(&csv, "1", &["--keep-alive", "0", "--no-grid"]);
     let zero = cell(&summary, "0");
     assert_eq!(zero["streams"][0]["cold"], 6, "{zero}");
     assert_eq!(zero["policy"]["cold_loads"], 2, "{zero}");
@@ -82,7 +78,7 @@ fn requests_that_share_a_load_are_one_reload() {
         "{cold_cost} vs {penalty}"
     );
     // The table shows both: cold requests and reloads.
-    let table = String::from_utf8_lossy(&run_ok(&args).stdout).to_string();
+    let table = predict_table(&csv, "1", &["--keep-alive", "0", "--no-grid"]);
     assert!(table.lines().next().unwrap().contains("reloads"), "{table}");
     let row: Vec<&str> = table
         .lines()
@@ -104,21 +100,13 @@ fn a_thin_test_half_is_too_little_traffic_not_a_result() {
     }
     text.push_str(&format!("10000,{MODEL}\n"));
     let csv = write(dir.path(), "early.csv", &text);
-    let args = [
-        "predict",
-        "--requests",
-        csv.to_str().unwrap(),
-        "--train",
-        "0.5",
-        "-q",
-    ];
-    let table = String::from_utf8_lossy(&run_ok(&args).stdout).to_string();
+    let table = predict_table(&csv, "0.5", &[]);
     assert!(
         table.contains("too little traffic after the split: 1 request(s) in the remaining 50%"),
         "{table}"
     );
     assert!(!table.contains(", against "), "{table}");
-    let summary = json_of(&run_ok(&[&args[..], &["--json"]].concat()));
+    let summary = predict_json(&csv, "0.5", &[]);
     let oos = &summary["out_of_sample"];
     assert_eq!(oos["too_little_traffic"], true, "{oos}");
     assert_eq!(oos["test_requests"], 1, "{oos}");
@@ -136,18 +124,7 @@ fn an_overloaded_host_says_so_and_recommends_nothing() {
         text.push_str(&format!("{i},{MODEL},50,2000\n"));
     }
     let csv = write(dir.path(), "flood.csv", &text);
-    let args = [
-        "predict",
-        "--requests",
-        csv.to_str().unwrap(),
-        "--num-parallel",
-        "1",
-        "--train",
-        "1",
-        "-q",
-    ];
-    let out = run_ok(&args);
-    let table = String::from_utf8_lossy(&out.stdout).to_string();
+    let table = predict_table(&csv, "1", &["--num-parallel", "1"]);
     let line = table
         .lines()
         .find(|l| l.starts_with("warning: the host cannot serve this traffic"))
@@ -161,7 +138,7 @@ fn an_overloaded_host_says_so_and_recommends_nothing() {
     assert!(busy > 100.0, "{line}");
     assert!(line.contains("no keep_alive is recommended"), "{line}");
     assert!(!table.contains("best fixed keep_alive:"), "{table}");
-    let summary = json_of(&run_ok(&[&args[..], &["--json"]].concat()));
+    let summary = predict_json(&csv, "1", &["--num-parallel", "1"]);
     assert!(
         summary.get("best_fixed").is_none(),
         "{}",
@@ -323,15 +300,7 @@ fn pre_warm_pays_on_a_periodic_client_mixed_into_poisson_traffic() {
     }
     poisson(&mut rows, SMALL, 0.0, 86_400.0, 120.0, 5);
     let csv = csv_of(dir.path(), "mixed.csv", rows);
-    let args = [
-        "predict",
-        "--requests",
-        csv.to_str().unwrap(),
-        "--train",
-        "1",
-        "-q",
-    ];
-    let summary = json_of(&run_ok(&[&args[..], &["--json"]].concat()));
+    let summary = predict_json(&csv, "1", &[]);
     let best = summary["best_fixed"].as_str().unwrap().to_string();
     let (b, o, pw) = (
         policy_cost(&summary, &best, "cost"),
@@ -350,7 +319,7 @@ fn pre_warm_pays_on_a_periodic_client_mixed_into_poisson_traffic() {
     );
     // Only the periodic client's model was pre-warmed; the report says so and how much
     // of the gap it closed.
-    let table = String::from_utf8_lossy(&run_ok(&args).stdout).to_string();
+    let table = predict_table(&csv, "1", &[]);
     let line = table.lines().find(|l| l.starts_with("pre-warm (")).unwrap();
     assert!(
         line.contains(&format!("pre-warmed (periodic): {MODEL} (")),
@@ -371,15 +340,7 @@ fn pre_warm_stays_out_of_a_stream_with_no_periodic_client() {
     let mut rows = Vec::new();
     poisson(&mut rows, MODEL, 0.0, 86_400.0, 600.0, 9);
     let csv = csv_of(dir.path(), "poisson.csv", rows);
-    let args = [
-        "predict",
-        "--requests",
-        csv.to_str().unwrap(),
-        "--train",
-        "0.5",
-        "-q",
-    ];
-    let summary = json_of(&run_ok(&[&args[..], &["--json"]].concat()));
+    let summary = predict_json(&csv, "0.5", &[]);
     let pwc = cell(&summary, "pre-warm");
     assert_eq!(pwc["policy"]["prewarm_loads"], 0, "{pwc}");
     for part in ["cost", "cost_test"] {
@@ -392,7 +353,7 @@ fn pre_warm_stays_out_of_a_stream_with_no_periodic_client() {
             "{part}: {pw} vs {ad}"
         );
     }
-    let table = String::from_utf8_lossy(&run_ok(&args).stdout).to_string();
+    let table = predict_table(&csv, "0.5", &[]);
     assert!(
         table.contains("no model's gaps were periodic enough to pre-warm"),
         "{table}"
@@ -410,16 +371,7 @@ fn after_a_regime_shift_adaptive_beats_the_fixed_value_fitted_before_it() {
     poisson(&mut rows, MODEL, 0.0, 43_200.0, 20.0, 13);
     poisson(&mut rows, MODEL, 43_200.0, 43_200.0, 3_600.0, 17);
     let csv = csv_of(dir.path(), "shift.csv", rows);
-    let args = [
-        "predict",
-        "--requests",
-        csv.to_str().unwrap(),
-        "--train",
-        "0.5",
-        "--json",
-        "-q",
-    ];
-    let summary = json_of(&run_ok(&args));
+    let summary = predict_json(&csv, "0.5", &[]);
     let fitted = summary["out_of_sample"]["recommended"]
         .as_str()
         .unwrap()

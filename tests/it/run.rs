@@ -2,7 +2,7 @@
 //! cold counts per keep_alive, a complete run folder, `kabench report` reproducing the
 //! numbers from the files alone, fault injection, Ctrl-C and a target killed midway.
 
-use crate::common;
+use crate::common::{kabench, read_json, run_ok};
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -11,30 +11,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-fn kabench() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_kabench"))
-}
-
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/run")
         .join(name)
-}
-
-fn run_ok(args: &[&str]) -> Output {
-    let out = kabench().args(args).output().expect("kabench runs");
-    assert!(
-        out.status.success(),
-        "kabench {args:?} failed: {}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-/// A JSON file, parsed (`run.json` and `summary.json` checked against their schema).
-fn read_json(path: &Path) -> Value {
-    common::read_json(path)
 }
 
 fn rows(dir: &Path) -> Vec<csv::StringRecord> {

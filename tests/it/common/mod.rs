@@ -13,6 +13,7 @@
 //! real server of a fleet its own address in [`netns`].
 #![allow(dead_code)]
 
+pub mod doctor;
 pub mod netns;
 pub mod slurm;
 
@@ -29,9 +30,14 @@ pub fn kabench() -> Command {
     Command::new(env!("CARGO_BIN_EXE_kabench"))
 }
 
+/// Runs kabench to its end, whatever its exit.
+pub fn run(args: &[&str]) -> Output {
+    kabench().args(args).output().expect("kabench runs")
+}
+
 /// Runs kabench and asserts exit 0.
 pub fn run_ok(args: &[&str]) -> Output {
-    let out = kabench().args(args).output().expect("kabench runs");
+    let out = run(args);
     assert!(
         out.status.success(),
         "kabench {args:?} failed: {}\nstdout:\n{}\nstderr:\n{}",
@@ -39,6 +45,33 @@ pub fn run_ok(args: &[&str]) -> Output {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    out
+}
+
+/// `kabench compare BASE NEW` plus `extra`: exit code, stdout, stderr.
+pub fn compare(base: &Path, new: &Path, extra: &[&str]) -> (i32, String, String) {
+    let out = kabench()
+        .arg("compare")
+        .arg(base)
+        .arg(new)
+        .args(extra)
+        .output()
+        .expect("kabench compare runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Requests and cold requests per cell of a run folder's `requests.csv`.
+pub fn cold_per_cell(dir: &Path) -> std::collections::BTreeMap<String, (usize, usize)> {
+    let mut out: std::collections::BTreeMap<String, (usize, usize)> = Default::default();
+    for r in request_rows(dir) {
+        let e = out.entry(r["cell"].clone()).or_default();
+        e.0 += 1;
+        e.1 += (r["cold"] == "true") as usize;
+    }
     out
 }
 
