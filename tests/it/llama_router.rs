@@ -109,6 +109,11 @@ impl Server {
         );
     }
 
+    /// Resident bytes of the server's process tree (it and its model processes).
+    fn rss(&self) -> u64 {
+        kabench::telemetry::rss::tree_rss(self.child.id()).expect("the server runs")
+    }
+
     fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -353,9 +358,21 @@ fn router_preset_sleep_wakes_match_the_log() {
         wakes += u64::from(before == ModelState::Sleeping);
         assert_eq!(server.chat(SMALL), 200, "round {round}");
         assert_eq!(router_state(&server, SMALL), ModelState::Loaded);
+        let awake = server.rss();
         // sleep-idle-seconds = 1: asleep between 1 and 2 s after the answer.
         let took = wait_router(&server, SMALL, ModelState::Sleeping, Duration::from_secs(4));
         assert!(took < Duration::from_millis(2600), "asleep after {took:?}");
+        // Sleep frees the weights (55 MB of F16 for tiny-50m) while the process stays.
+        let asleep = server.rss();
+        eprintln!(
+            "router tree RSS: {} MB awake, {} MB asleep",
+            awake >> 20,
+            asleep >> 20
+        );
+        assert!(
+            asleep + (30 << 20) < awake,
+            "round {round}: {awake} B awake, {asleep} B asleep"
+        );
     }
     assert_eq!((spawns, wakes), (1, 2));
     // tiny-150m has no sleep setting: still loaded seconds later.
@@ -461,6 +478,7 @@ fn llama_swap_ttl_unloads_match_the_log() {
             server.log_text()
         );
         assert_eq!(swap_state(&server, SMALL), Some(SwapState::Ready));
+        let ready = server.rss();
         let start = Instant::now();
         while swap_state(&server, SMALL).is_some() {
             assert!(
@@ -470,6 +488,17 @@ fn llama_swap_ttl_unloads_match_the_log() {
             std::thread::sleep(Duration::from_millis(100));
         }
         unloads_seen += 1;
+        // The upstream process is gone: llama-swap alone stays.
+        let unloaded = server.rss();
+        eprintln!(
+            "llama-swap tree RSS: {} MB ready, {} MB after the TTL",
+            ready >> 20,
+            unloaded >> 20
+        );
+        assert!(
+            unloaded + (30 << 20) < ready,
+            "round {round}: {ready} B, then {unloaded} B"
+        );
     }
     // A swap: tiny-150m stops tiny-50m (no groups: one model at a time).
     assert_eq!(server.chat(SMALL), 200);
@@ -514,6 +543,7 @@ fn llama_swap_ttl_unloads_match_the_log() {
         }
     }
     assert_eq!(gaps.len(), 3);
+    eprintln!("llama-swap TTL 1 s unloads after the answer: {gaps:?}");
     for gap in gaps {
         assert!(
             gap >= Duration::from_millis(950) && gap <= Duration::from_millis(2500),
