@@ -526,7 +526,7 @@ fn llama_swap_ttl_unloads_match_the_log() {
         "each cold is a health check"
     );
     assert_eq!(tally[BIG].loads, 1);
-    // Each TTL unload comes 1 to 2 s (ttl, checked once a second) after the answer
+    // Each TTL unload comes 1 to 2 s (ttl, checked once a second; 1.9 s here) after the answer
     // before it, by the log's own clock.
     let mut last_answer = None;
     let mut gaps = Vec::new();
@@ -546,7 +546,7 @@ fn llama_swap_ttl_unloads_match_the_log() {
     eprintln!("llama-swap TTL 1 s unloads after the answer: {gaps:?}");
     for gap in gaps {
         assert!(
-            gap >= Duration::from_millis(950) && gap <= Duration::from_millis(2500),
+            gap >= Duration::from_millis(950) && gap <= Duration::from_millis(2800),
             "{gap:?}"
         );
     }
