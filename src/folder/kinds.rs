@@ -85,3 +85,17 @@ impl std::fmt::Display for Api {
         f.write_str(self.as_str())
     }
 }
+
+/// The cell label naming the start flag a server's `idle_unload` value became
+/// (`--sleep-idle-seconds` for llama-server); absent for Ollama, whose knob is the
+/// request's keep_alive.
+pub const KNOB_LABEL: &str = "knob";
+
+/// llama-server's `--sleep-idle-seconds` for an `idle_unload` value: whole seconds,
+/// `-1` (never) for `"off"`, negative values and no value.
+pub fn sleep_idle_seconds(value: Option<&crate::units::KeepAlive>) -> String {
+    match value.and_then(crate::units::KeepAlive::duration) {
+        Some(d) => d.as_secs().to_string(),
+        None => "-1".into(),
+    }
+}

@@ -280,14 +280,30 @@ impl Recommendation {
     /// A one-line headline, e.g. `chat (llama3.2:3b): keep_alive 5m — …`.
     pub fn headline(&self) -> String {
         let mut fixed = String::new();
-        if !self.fixed.is_empty() {
-            let parts: Vec<String> = self.fixed.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            fixed = format!(" [{}]", parts.join(", "));
+        let shown: Vec<String> = self
+            .fixed
+            .iter()
+            .filter(|(k, _)| k.as_str() != crate::folder::KNOB_LABEL)
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        if !shown.is_empty() {
+            fixed = format!(" [{}]", shown.join(", "));
         }
         if self.form == Form::NoCandidate {
             return format!(
                 "{} ({}){}: no recommendation: {}",
                 self.workload, self.model, fixed, self.reason
+            );
+        }
+        // A server whose knob is a start flag (llama-server): the flag to start it with.
+        if let Some(knob) = self.fixed.get(crate::folder::KNOB_LABEL) {
+            return format!(
+                "{} ({}){}: start the server with {knob} {} (idle_unload {})",
+                self.workload,
+                self.model,
+                fixed,
+                crate::folder::sleep_idle_seconds(self.chosen.as_ref()),
+                display_keep_alive(self.chosen.as_ref()),
             );
         }
         if self.chosen.is_none() {
@@ -364,8 +380,25 @@ pub fn recommend(summary: &Summary, cost: &CostSettings, slo: &SloSettings) -> V
         if let Some(lines) = advice.get(&rec.workload) {
             rec.advice = lines.clone();
         }
+        if let Some(knob) = rec.fixed.get(crate::folder::KNOB_LABEL) {
+            rec.snippets = start_flag_snippets(knob, rec.chosen.as_ref());
+        }
     }
     recs
+}
+
+/// Paste-ready settings for a server whose knob is a start flag (llama-server's
+/// `--sleep-idle-seconds`): the flag; its requests carry no keep_alive.
+fn start_flag_snippets(knob: &str, chosen: Option<&KeepAlive>) -> Snippets {
+    Snippets {
+        server_env: format!("{knob} {}", crate::folder::sleep_idle_seconds(chosen)),
+        native_request: String::new(),
+        keep_alive_field: String::new(),
+        notes: vec![
+            format!("{knob} is given when the server starts (whole seconds; -1 never sleeps): requests carry no keep_alive."),
+            "Polling GET /metrics or /slots resets llama-server's idle timer; /health and /props do not.".to_string(),
+        ],
+    }
 }
 
 pub(crate) type GroupKey = (String, String, BTreeMap<String, String>);

@@ -559,27 +559,42 @@ fn headline(recs: &[Recommendation], sim: Option<&SimNote>, status: RunStatus) -
         let lines: Vec<String> = recs.iter().map(Recommendation::headline).collect();
         out.push_str(&lines.join("; "));
         out.push('.');
-        // OLLAMA_KEEP_ALIVE is one value per server: different picks go per request.
-        let mut picks: Vec<&str> = recs
+        // OLLAMA_KEEP_ALIVE is one value per server: different picks of one Ollama go
+        // per request. Groups of another server (a start flag) and of another
+        // [[server]] are not that server's.
+        let ollama: Vec<&Recommendation> = recs
             .iter()
             .filter(|r| r.form != recommend::Form::NoCandidate)
-            .map(|r| r.chosen.as_ref().map_or("", |k| k.written()))
+            .filter(|r| !r.fixed.contains_key(crate::folder::KNOB_LABEL))
             .collect();
-        picks.sort();
-        picks.dedup();
-        if picks.len() > 1 {
-            // The longest sent value, in the one keep_alive ordering.
-            let longest = recs
+        let mut servers: Vec<Option<&String>> =
+            ollama.iter().map(|r| r.fixed.get("server")).collect();
+        servers.sort();
+        servers.dedup();
+        for server in servers {
+            let group: Vec<&&Recommendation> = ollama
                 .iter()
-                .filter(|r| r.form != recommend::Form::NoCandidate)
-                .map(|r| r.chosen.as_ref())
-                .filter(Option::is_some)
-                .max_by(|a, b| cmp_keep_alive(*a, *b))
-                .flatten();
-            let longest = display_keep_alive(longest);
-            out.push_str(&format!(
-                " The workloads want different values and OLLAMA_KEEP_ALIVE is one per server: send each as the per-request \"keep_alive\" of the native API; clients of /v1 can only share OLLAMA_KEEP_ALIVE ({longest} covers them all)."
-            ));
+                .filter(|r| r.fixed.get("server") == server)
+                .collect();
+            let mut picks: Vec<&str> = group
+                .iter()
+                .map(|r| r.chosen.as_ref().map_or("", |k| k.written()))
+                .collect();
+            picks.sort();
+            picks.dedup();
+            if picks.len() > 1 {
+                // The longest sent value, in the one keep_alive ordering.
+                let longest = group
+                    .iter()
+                    .map(|r| r.chosen.as_ref())
+                    .filter(Option::is_some)
+                    .max_by(|a, b| cmp_keep_alive(*a, *b))
+                    .flatten();
+                let longest = display_keep_alive(longest);
+                out.push_str(&format!(
+                    " The workloads want different values and OLLAMA_KEEP_ALIVE is one per server: send each as the per-request \"keep_alive\" of the native API; clients of /v1 can only share OLLAMA_KEEP_ALIVE ({longest} covers them all)."
+                ));
+            }
         }
     }
     out

@@ -95,18 +95,22 @@ impl ManagedRun<'_> {
         )
         .await
         .with_context(|| format!("server {:?} for cell {}", self.name, cell.id))?;
+        // The cell starts at its first send, and so do its memory samples: the
+        // server's start-up belongs to no cell (a sample before the first send would
+        // fall in the previous cell's window).
+        let start = Instant::now() + Duration::from_millis(20);
         let sampling = CancellationToken::new();
         let sampler = rec.extra_rows().zip(srv.pid()).map(|(rows, pid)| {
             tokio::spawn(sample_memory(
                 pid,
                 self.name.to_string(),
                 rows,
-                rec.epoch,
+                (rec.epoch, start),
                 self.interval,
                 sampling.clone(),
             ))
         });
-        let ran = self.sends(cell, &srv.client, rec, cancel).await;
+        let ran = self.sends(cell, start, &srv.client, rec, cancel).await;
         if let Ok(t) = &ran
             && !cancel.is_cancelled()
         {
@@ -140,12 +144,12 @@ impl ManagedRun<'_> {
     async fn sends(
         &self,
         cell: &Cell,
+        start: Instant,
         client: &LlamaClient,
         rec: &Recorder,
         cancel: &CancellationToken,
     ) -> Result<CellTiming> {
         let planned = request::plan_sends(cell)?;
-        let start = Instant::now() + Duration::from_millis(20);
         let started_ms = folder::ms(start.saturating_duration_since(rec.epoch));
         let cap = Arc::new(Semaphore::new(self.concurrency.max(1)));
         let mut tasks = tokio::task::JoinSet::new();
@@ -266,16 +270,21 @@ pub fn fill_row(
 }
 
 /// Samples the RSS of the server's process tree every `interval` into `vram.csv`
-/// (source `server_rss`, device: the server's name) until `stop`.
+/// (source `server_rss`, device: the server's name) from `from` until `stop`; times
+/// count from `epoch`.
 async fn sample_memory(
     pid: u32,
     name: String,
     rows: std::sync::mpsc::Sender<VramSample>,
-    epoch: Instant,
+    (epoch, from): (Instant, Instant),
     interval: Duration,
     stop: CancellationToken,
 ) {
     let every = interval.max(Duration::from_millis(10));
+    tokio::select! {
+        _ = tokio::time::sleep_until(from.into()) => {}
+        _ = stop.cancelled() => return,
+    }
     loop {
         let bytes = tokio::task::spawn_blocking(move || crate::telemetry::rss::tree_rss(pid))
             .await
@@ -300,5 +309,101 @@ async fn sample_memory(
             _ = tokio::time::sleep(every) => {}
             _ = stop.cancelled() => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exchange(sent: Instant, ttft_ms: u64, prompt_ms: f64) -> ChatExchange {
+        ChatExchange {
+            sent_at: sent,
+            first_byte_at: Some(sent),
+            first_token_at: Some(sent + Duration::from_millis(ttft_ms)),
+            end_at: sent + Duration::from_millis(ttft_ms + 30),
+            status: Some(200),
+            chunks: 4,
+            prompt_n: Some(16),
+            prompt_ms: Some(prompt_ms),
+            predicted_n: Some(4),
+            predicted_ms: Some(40.0),
+            error: None,
+        }
+    }
+
+    #[test]
+    fn asleep_or_a_load_in_the_first_token_is_cold_and_nothing_else_is() {
+        let epoch = Instant::now();
+        let sent = epoch + Duration::from_secs(1);
+        let t = Duration::from_millis(100);
+        let row = || RequestRecord::default();
+        // Found asleep by /props: cold whatever the timing.
+        let r = fill_row(
+            row(),
+            Some(ModelResidency::Sleeping),
+            &exchange(sent, 30, 15.0),
+            sent,
+            epoch,
+            t,
+        );
+        assert!(r.cold && r.cold_reason == "not_resident", "{r:?}");
+        assert_eq!(r.resident_before, Some(false));
+        // Loaded, but 300 ms of the first token is not prompt nor a token: a load.
+        let r = fill_row(
+            row(),
+            Some(ModelResidency::Loaded),
+            &exchange(sent, 330, 15.0),
+            sent,
+            epoch,
+            t,
+        );
+        assert!(r.cold && r.cold_reason == "load_duration", "{r:?}");
+        assert!((r.load_duration_ms.unwrap() - 305.0).abs() < 1.0, "{r:?}");
+        // Loaded and fast: warm.
+        let r = fill_row(
+            row(),
+            Some(ModelResidency::Loaded),
+            &exchange(sent, 30, 15.0),
+            sent,
+            epoch,
+            t,
+        );
+        assert!(!r.cold, "{r:?}");
+        assert_eq!(r.ttft_ms, Some(30.0));
+        assert_eq!(r.eval_count, Some(4));
+        // Unknown residency and no timings: warm, nothing guessed.
+        let mut ex = exchange(sent, 30, 15.0);
+        ex.prompt_ms = None;
+        let r = fill_row(row(), None, &ex, sent, epoch, t);
+        assert!(!r.cold && r.resident_before.is_none() && r.load_duration_ms.is_none());
+    }
+
+    #[test]
+    fn the_body_is_a_streamed_chat_with_the_streams_output_cap() {
+        let stream = CellStream {
+            name: "s".into(),
+            model: "tiny".into(),
+            api: crate::scenario::Api::Chat,
+            num_ctx: 512,
+            prompt: crate::scenario::Prompt::Text("hi".into()),
+            max_tokens: 4,
+            keep_alive: None,
+            arrival: crate::scenario::Arrival::Constant {
+                rate: crate::units::Rate::parse("1/s").unwrap(),
+            },
+            requests: Some(1),
+            duration: None,
+            warmup: 0,
+            images: 0,
+            think: None,
+            repetition: 0,
+            seed: 0,
+        };
+        let b = chat_body(&stream);
+        assert_eq!(b["stream"], true);
+        assert_eq!(b["max_tokens"], 4);
+        assert_eq!(b["messages"][0]["content"], "hi");
+        assert!(b.get("keep_alive").is_none());
     }
 }

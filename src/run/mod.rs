@@ -210,7 +210,10 @@ impl CellLoop<'_> {
                     );
                 }
             }
-            for client in self.clients {
+            // A cell of a server kabench starts itself meets its server fresh: the
+            // Ollama is left as the previous cell left it (its release is that cell's).
+            let managed = cell.server.as_ref().is_some_and(|s| s.managed.is_some());
+            for client in self.clients.iter().filter(|_| !managed) {
                 if let Err(e) = unload_all_until(client, self.unload_timeout, cancel).await {
                     let on = if self.clients.len() > 1 {
                         format!(" on {}", client.base_url())
@@ -337,7 +340,11 @@ impl Begin<'_> {
     ) -> Result<(Vec<OllamaClient>, Recorder)> {
         let timeout = self.scenario.run.timeout;
         let (kind, clients, version) = if *self.target == Target::Managed {
-            (crate::folder::TargetKind::LlamaServer, Vec::new(), String::new())
+            (
+                crate::folder::TargetKind::LlamaServer,
+                Vec::new(),
+                String::new(),
+            )
         } else {
             target::connect_all(self.target, self.sim, timeout, cancel).await?
         };

@@ -491,10 +491,13 @@ pub fn initial_meta(
 pub fn idle_horizon(plan: &Plan) -> folder::IdleHorizon {
     // A server's idle-unload value (a start flag for llama-server) counts as the
     // keep_alive its streams do not send.
-    let knobs = plan.cells.iter().filter_map(|c| match &c.params.keep_alive {
-        Some(folder::SweptKeepAlive::Value(k)) => Some(k),
-        _ => None,
-    });
+    let knobs = plan
+        .cells
+        .iter()
+        .filter_map(|c| match &c.params.keep_alive {
+            Some(folder::SweptKeepAlive::Value(k)) => Some(k),
+            _ => None,
+        });
     folder::IdleHorizon::of_keep_alives(
         plan.cells
             .iter()

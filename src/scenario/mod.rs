@@ -25,8 +25,9 @@ use std::time::Duration;
 use crate::scenario::engine_settings::SimSettings;
 use crate::units::{KeepAlive, Rate};
 
+pub use crate::folder::{KNOB_LABEL, sleep_idle_seconds};
 pub use plan::{Cell, CellServer, CellStream, ManagedCell, Plan, plan};
-pub use servers::{DEFAULT_HEALTH_TIMEOUT, PLACEHOLDERS, sleep_idle_seconds};
+pub use servers::{DEFAULT_HEALTH_TIMEOUT, PLACEHOLDERS};
 
 /// A scenario that could not be read or is not valid. Nothing is sent when this occurs.
 ///

@@ -173,11 +173,16 @@ fn server_plan(scenario: &Scenario) -> Plan {
                     c.id.push_str(rest);
                 }
                 c.params.labels.insert("server".into(), server.name.clone());
+                if matches!(server.spec, TargetSpec::LlamaServer(_)) {
+                    c.params
+                        .labels
+                        .insert(super::KNOB_LABEL.into(), "--sleep-idle-seconds".into());
+                }
                 let managed = match &server.spec {
                     TargetSpec::LlamaServer(m) => {
                         let mut values = vec![(
                             "sleep_idle_seconds".to_string(),
-                            super::servers::sleep_idle_seconds(value),
+                            crate::folder::sleep_idle_seconds(value),
                         )];
                         if let Some(p) = &m.model_path {
                             values.push(("model_path".into(), p.display().to_string()));

@@ -21,15 +21,6 @@ pub const PLACEHOLDERS: [&str; 3] = ["model_path", "sleep_idle_seconds", "port"]
 /// How long kabench waits for a started server's `GET /health` unless told.
 pub const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// llama-server's `--sleep-idle-seconds` for an `idle_unload` value: whole seconds,
-/// `-1` (never) for `"off"` and negative values.
-pub fn sleep_idle_seconds(value: Option<&KeepAlive>) -> String {
-    match value.and_then(KeepAlive::duration) {
-        Some(d) => d.as_secs().to_string(),
-        None => "-1".into(),
-    }
-}
-
 /// One `idle_unload` value: a keep_alive form (`"5s"`, `0`, `"-1"`) or `"off"` (never).
 pub(super) fn idle_unload(v: &Scalar, key: &str, loc: &Locator<'_>) -> Result<KeepAlive> {
     if v.text().trim().eq_ignore_ascii_case("off") {

@@ -817,7 +817,10 @@ fn servers_sweep_their_own_values_on_the_same_arrivals() {
         Some("5s")
     );
     assert_eq!(
-        plan.cells[4].streams[0].keep_alive.as_ref().map(|k| k.written()),
+        plan.cells[4].streams[0]
+            .keep_alive
+            .as_ref()
+            .map(|k| k.written()),
         Some("5")
     );
     let m = plan.cells[5]

@@ -332,7 +332,11 @@ pub fn tree_rss(root: u32) -> Option<u64> {
         // Parent of every process, for the descendants.
         let mut parents: Vec<(u32, u32)> = Vec::new();
         for entry in std::fs::read_dir("/proc").ok()?.flatten() {
-            let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u32>().ok())
+            else {
                 continue;
             };
             let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {

@@ -27,6 +27,7 @@ mod hostile_proxy;
 mod hostile_report;
 mod layers;
 mod llama_router;
+mod llama_server;
 mod plan;
 mod plan_cap;
 mod predict;

@@ -265,6 +265,7 @@ pub fn vram_figures_over(
     // A server kabench started: its process tree's RSS is all it holds (the server
     // exists for its model alone), and nothing else measured it.
     let managed = totals(samples, SERVER_RSS, start);
+    let is_managed = !managed.is_empty();
     let (gpu, ram) = if managed.is_empty() {
         (gpu, ram_series(samples, start))
     } else {
@@ -300,7 +301,13 @@ pub fn vram_figures_over(
         idle_gb_seconds: total.idle_gb_seconds,
         peak_bytes: total.peak_bytes,
         mean_bytes: total.mean_bytes,
-        release: release_delays(samples, requests, cell, &series, tolerance),
+        // A started server's release is not keep_alive's (llama-server sleeps and
+        // keeps its process): no release delay is judged.
+        release: if is_managed {
+            Vec::new()
+        } else {
+            release_delays(samples, requests, cell, &series, tolerance)
+        },
         gpu,
         ram,
         counted: counted.into(),

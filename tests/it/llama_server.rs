@@ -1,0 +1,152 @@
+//! The first acceptance step of issue 29 against the real servers: one scenario
+//! (`scenarios/ollama-vs-llama-server.toml`) sweeps Ollama's keep_alive 0 / 5s / -1 and
+//! llama.cpp `llama-server`'s `--sleep-idle-seconds` 1 / 5 / off on the same arrivals
+//! (three requests 2.5 s apart), against `../shared/ollama` and the llama-server beside
+//! it, which kabench starts per cell. The run ends complete, renders one page with both
+//! servers, and each llama-server cell's cold count equals the wakes its own log
+//! records ("server is exiting sleeping state"). Skips with one line where the real
+//! Ollama or the llama-server binary is not here.
+
+use std::collections::BTreeMap;
+
+use crate::common::{RealOllama, ollama_dir, read_json, request_rows, root, run_ok};
+
+/// The llama-server binary beside the real Ollama.
+fn llama_server() -> Option<std::path::PathBuf> {
+    let bin = ollama_dir().join("lib/ollama/llama-server");
+    if bin.is_file() {
+        Some(bin)
+    } else {
+        eprintln!(
+            "skipping the llama-server test: ../shared/ollama/lib/ollama/llama-server is not here"
+        );
+        None
+    }
+}
+
+/// Cold rows per cell.
+fn cold_per_cell(rows: &[BTreeMap<String, String>]) -> BTreeMap<String, (usize, usize)> {
+    let mut out: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+    for r in rows {
+        let e = out.entry(r["cell"].clone()).or_default();
+        e.0 += 1;
+        if r["cold"] == "true" {
+            e.1 += 1;
+        }
+        assert!(r["error"].is_empty(), "a failed request: {r:?}");
+    }
+    out
+}
+
+#[test]
+fn ollama_keep_alive_and_llama_server_sleep_on_one_frontier_match_the_server_log() {
+    if llama_server().is_none() {
+        return;
+    }
+    // Starts Ollama with the tiny models and writes their GGUF files, which the
+    // scenario's llama-server loads too.
+    let Some(ollama) = RealOllama::start("llama-server-vs-ollama", &[]) else {
+        return;
+    };
+    let gguf = root().join("target/real-ollama/gguf/tiny-50m.gguf");
+    assert!(gguf.is_file(), "{} was not written", gguf.display());
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let scenario = root().join("scenarios/ollama-vs-llama-server.toml");
+    run_ok(&[
+        "run",
+        scenario.to_str().unwrap(),
+        "--target",
+        &ollama.url,
+        "--out",
+        out.to_str().unwrap(),
+        "--quiet",
+    ]);
+    let meta = read_json(&out.join("run.json"));
+    assert_eq!(meta["status"], "complete", "{meta}");
+    let summary = read_json(&out.join("summary.json"));
+    let rows = request_rows(&out);
+    let cold = cold_per_cell(&rows);
+    let ids: Vec<&String> = cold.keys().collect();
+    assert_eq!(ids.len(), 6, "six cells: {ids:?}");
+    let cell = |prefix: &str| -> (String, usize, usize) {
+        let (id, (n, c)) = cold
+            .iter()
+            .find(|(id, _)| id.contains(prefix))
+            .unwrap_or_else(|| panic!("no cell {prefix} in {ids:?}"));
+        (id.clone(), *n, *c)
+    };
+    // Ollama: keep_alive 0 unloads after every request, 5s and -1 keep it.
+    let (_, n, c) = cell("srv_ollama-iu_0");
+    assert_eq!((n, c), (3, 3), "keep_alive 0: every request cold");
+    for knob in ["srv_ollama-iu_5s", "srv_ollama-iu_-1"] {
+        let (_, n, c) = cell(knob);
+        assert_eq!((n, c), (3, 1), "{knob}: only the first load is cold");
+    }
+    // llama-server: its own log says how often it woke; kabench's cold count agrees.
+    let log_text = |id: &str| {
+        let path = out.join("servers").join(format!("{id}.log"));
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    };
+    let mut expected = BTreeMap::new();
+    expected.insert("srv_llama-server-iu_1s", 2);
+    expected.insert("srv_llama-server-iu_5s", 0);
+    expected.insert("srv_llama-server-iu_-1", 0);
+    for (knob, want) in expected {
+        let (id, n, c) = cell(knob);
+        let log = log_text(&id);
+        let wakes = log.matches("server is exiting sleeping state").count();
+        assert_eq!(n, 3, "{id}: three requests");
+        assert_eq!(
+            c, wakes,
+            "{id}: kabench counted {c} cold, the server's log {wakes} wakes"
+        );
+        assert_eq!(
+            c, want,
+            "{id}: sleep 1 s with 2.5 s gaps wakes every request after the first; 5 s and off never sleep"
+        );
+        if knob.ends_with("-1") {
+            assert!(
+                !log.contains("entering sleeping state"),
+                "{id}: off never sleeps"
+            );
+        }
+    }
+    // The first request of a llama-server cell is warm: the server loaded at start.
+    for r in rows.iter().filter(|r| r["cell"].contains("llama-server")) {
+        if r["request"] == "0" {
+            assert_eq!(r["cold"], "false", "{r:?}");
+        }
+    }
+    // Memory of the llama-server cells is its process tree's RSS: sleeping frees
+    // some of it, so sleep 1 s holds less idle memory than off.
+    let idle = |prefix: &str| -> f64 {
+        let c = summary["cells"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["id"].as_str().unwrap_or("").contains(prefix))
+            .unwrap_or_else(|| panic!("no summary cell {prefix}"));
+        assert_eq!(c["vram"]["source"], "server_rss", "{prefix}: {}", c["vram"]);
+        c["vram"]["idle_gb_seconds"].as_f64().unwrap()
+    };
+    let (asleep, awake) = (
+        idle("srv_llama-server-iu_1s"),
+        idle("srv_llama-server-iu_-1"),
+    );
+    assert!(
+        asleep < awake,
+        "sleep 1 s holds less idle memory ({asleep} GB·s) than off ({awake} GB·s)"
+    );
+    // One page, both servers on it, a recommendation for each.
+    let html = std::fs::read_to_string(out.join("index.html")).unwrap();
+    for id in cold.keys() {
+        assert!(html.contains(id.as_str()), "index.html lacks cell {id}");
+    }
+    let md = std::fs::read_to_string(out.join("summary.md")).unwrap();
+    assert!(
+        md.contains("server=ollama") && md.contains("server=llama-server"),
+        "one recommendation per server:\n{md}"
+    );
+    drop(ollama);
+}
