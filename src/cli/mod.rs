@@ -20,7 +20,7 @@ pub use run::{
     CompareArgs, FleetArgs, FleetCommon, FleetEngine, K8sArgs, MergeArgs, ReportArgs, RunArgs,
     SlurmArgs, SwarmArgs, ValidateArgs,
 };
-pub use serve::{DoctorArgs, ModelsArgs, ProxyArgs, SimArgs};
+pub use serve::{DoctorArgs, DoctorKind, ModelsArgs, ProxyArgs, SimArgs};
 
 /// Measure what Ollama's keep_alive costs (idle VRAM) and buys (no cold starts), and
 /// say what to set.

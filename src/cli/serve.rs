@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::Args;
+use clap::{Args, ValueEnum};
 
 use super::{HostArgs, ServerArgs, parse};
 use crate::units::KeepAlive;
@@ -88,13 +88,36 @@ pub struct ModelsArgs {
     pub sources: bool,
 }
 
+/// The kind of server `kabench doctor` probes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum DoctorKind {
+    /// Ollama: keep_alive and the load options.
+    #[default]
+    Ollama,
+    /// llama.cpp's llama-server with --sleep-idle-seconds: wake cost, memory freed,
+    /// the sleep timer, and which polling keeps it awake.
+    LlamaServer,
+}
+
 /// `kabench doctor`.
 #[derive(Debug, Args)]
 pub struct DoctorArgs {
-    /// The Ollama to probe (`host:port`, `http://…`), or `sim` for the embedded
-    /// simulator. Default: $OLLAMA_HOST, else 127.0.0.1:11434.
+    /// The server to probe (`host:port`, `http://…`), or `sim` for the embedded
+    /// simulator (Ollama only). Default: $OLLAMA_HOST, else 127.0.0.1:11434 (Ollama);
+    /// 127.0.0.1:8080 (llama-server).
     #[arg(long)]
     pub target: Option<String>,
+    /// What the target is: `ollama`, or `llama-server` (llama.cpp, one model, started
+    /// with --sleep-idle-seconds).
+    #[arg(long, value_enum, default_value_t = DoctorKind::Ollama)]
+    pub target_kind: DoctorKind,
+    /// llama-server: its process id, for the memory sleep frees (default: the process
+    /// listening on the target's port, when the target is on this machine).
+    #[arg(long)]
+    pub pid: Option<u32>,
+    /// llama-server: the longest to wait for it to fall asleep, seconds (1 to 86400).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=86400))]
+    pub max_wait: Option<u64>,
     /// The model to probe (default: the smallest installed model that generates).
     #[arg(long)]
     pub model: Option<String>,

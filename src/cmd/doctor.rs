@@ -5,7 +5,7 @@ use anyhow::Result;
 
 use super::BadInput;
 use super::signal::interrupt;
-use crate::cli::DoctorArgs;
+use crate::cli::{DoctorArgs, DoctorKind};
 use crate::doctor::{self, Stop, cli::Invocation};
 
 pub(super) async fn doctor(args: DoctorArgs) -> Result<()> {
@@ -16,6 +16,9 @@ pub(super) async fn doctor(args: DoctorArgs) -> Result<()> {
         json: args.json,
         dry_run: args.dry_run,
         allow_evict: args.allow_evict,
+        llama_server: args.target_kind == DoctorKind::LlamaServer,
+        pid: args.pid,
+        max_wait: args.max_wait,
     };
     let stop = Stop::default();
     let (first, second) = (stop.stop.clone(), stop.abandon.clone());
@@ -33,6 +36,7 @@ pub(super) async fn doctor(args: DoctorArgs) -> Result<()> {
     result.map_err(|e| {
         if e.is::<doctor::ModelMissing>()
             || e.is::<doctor::cli::BadTarget>()
+            || e.is::<doctor::cli::BadFlag>()
             || e.is::<doctor::http::Redirected>()
         {
             BadInput(format!("{e:#}")).into()

@@ -23,7 +23,18 @@ pub struct Invocation {
     pub dry_run: bool,
     /// `--allow-evict`.
     pub allow_evict: bool,
+    /// `--target-kind llama-server`.
+    pub llama_server: bool,
+    /// `--pid` (llama-server).
+    pub pid: Option<u32>,
+    /// `--max-wait` in seconds (llama-server).
+    pub max_wait: Option<u64>,
 }
+
+/// A flag that does not apply to the target kind given (bad input).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BadFlag(pub String);
 
 /// A target address the client cannot use (bad input).
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +44,20 @@ pub struct BadTarget(pub String, pub String);
 /// Runs `kabench doctor`: Ok when every check holds. `stop` is Ctrl-C (see
 /// [`super::Stop`]): the table of what was checked is still printed, after the restore.
 pub async fn command(args: Invocation, stop: &super::Stop) -> Result<()> {
+    if args.llama_server {
+        return llama(args, stop).await;
+    }
+    for (set, flag) in [
+        (args.pid.is_some(), "--pid"),
+        (args.max_wait.is_some(), "--max-wait"),
+    ] {
+        if set {
+            return Err(BadFlag(format!(
+                "{flag} applies to --target-kind llama-server only; drop it or add --target-kind llama-server"
+            ))
+            .into());
+        }
+    }
     let raw = args
         .target
         .clone()
@@ -104,9 +129,13 @@ pub async fn command(args: Invocation, stop: &super::Stop) -> Result<()> {
     if let Some(h) = sim {
         h.shutdown().await;
     }
-    let report = report?;
+    finish(report?, args.json)
+}
+
+/// Prints the report (table or JSON) and fails when a check does not hold.
+fn finish(report: super::Report, json: bool) -> Result<()> {
     let mut out = std::io::stdout().lock();
-    if args.json {
+    if json {
         writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
     } else {
         write!(out, "{}", report.to_text())?;
@@ -132,4 +161,59 @@ pub async fn command(args: Invocation, stop: &super::Stop) -> Result<()> {
                 .join(", ")
         ))
     }
+}
+
+/// `kabench doctor --target-kind llama-server`.
+async fn llama(args: Invocation, stop: &super::Stop) -> Result<()> {
+    let raw = args
+        .target
+        .clone()
+        .unwrap_or_else(|| "127.0.0.1:8080".into());
+    if raw == "sim" || args.embed_model.is_some() || args.allow_evict {
+        return Err(BadFlag(
+            "--target sim, --embed-model and --allow-evict apply to --target-kind ollama only: the simulator is Ollama's, and a llama-server serves one model".into(),
+        )
+        .into());
+    }
+    let target = crate::ollama::host::parse_ollama_host(&raw)
+        .map_err(|e| BadTarget(raw.clone(), e.to_string()))?
+        .as_str()
+        .trim_end_matches('/')
+        .to_string();
+    let opts = super::llama::LlamaOptions {
+        target,
+        model: args.model.clone(),
+        pid: args.pid,
+        max_wait: args.max_wait.map_or(
+            super::llama::DEFAULT_MAX_WAIT,
+            std::time::Duration::from_secs,
+        ),
+        announce: true,
+    };
+    if args.dry_run {
+        let mut out = std::io::stdout().lock();
+        let plan = super::llama::dry_run(&opts);
+        if args.json {
+            let rows: Vec<serde_json::Value> = plan
+                .iter()
+                .map(|(why, r)| serde_json::json!({"purpose": why, "method": r.method, "path": r.path, "body": r.body}))
+                .collect();
+            writeln!(out, "{}", serde_json::to_string_pretty(&rows)?)?;
+        } else {
+            writeln!(
+                out,
+                "kabench doctor --target-kind llama-server --dry-run: the requests it would send to {} (nothing sent)",
+                opts.target
+            )?;
+            writeln!(out, "what it does to the server:")?;
+            for line in super::llama::plan_lines(&opts) {
+                writeln!(out, "  {line}")?;
+            }
+            for (why, r) in &plan {
+                writeln!(out, "# {why}\n{}", r.line())?;
+            }
+        }
+        return Ok(());
+    }
+    finish(super::llama::run(&opts, stop).await?, args.json)
 }

@@ -26,6 +26,16 @@ pub enum Verdict {
     /// not run.
     #[serde(rename = "n/a")]
     NotApplicable,
+    /// A yes-or-no fact measured on the server: yes (llama-server checks).
+    #[serde(rename = "yes")]
+    Yes,
+    /// A yes-or-no fact measured on the server: no (llama-server checks).
+    #[serde(rename = "no")]
+    No,
+    /// The endpoint probed is switched off on the server (llama-server `/metrics`
+    /// without `--metrics`).
+    #[serde(rename = "disabled")]
+    Disabled,
 }
 
 impl Verdict {
@@ -36,6 +46,9 @@ impl Verdict {
             Verdict::Ignored => "ignored",
             Verdict::Rejected => "rejected",
             Verdict::NotApplicable => "n/a",
+            Verdict::Yes => "yes",
+            Verdict::No => "no",
+            Verdict::Disabled => "disabled",
         }
     }
 }

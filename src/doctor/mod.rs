@@ -23,6 +23,7 @@ mod endpoints;
 mod evict;
 pub mod forms;
 pub mod http;
+pub mod llama;
 mod pagecache;
 mod probe;
 mod restore;
@@ -97,7 +98,10 @@ pub struct Check {
 pub struct Report {
     /// The server probed.
     pub target: String,
-    /// `/api/version`.
+    /// What kind of server: `Ollama` or `llama-server`.
+    #[serde(default = "ollama_kind")]
+    pub kind: String,
+    /// `/api/version` (Ollama), `/props` `build_info` (llama-server).
     pub version: String,
     /// The model probed.
     pub model: String,
@@ -112,6 +116,10 @@ pub struct Report {
     /// Ctrl-C stopped the probes (what was found was still restored).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub interrupted: bool,
+}
+
+fn ollama_kind() -> String {
+    "Ollama".into()
 }
 
 /// Ctrl-C stopped `kabench doctor` (exit 130); what it had changed was put back first.
@@ -331,6 +339,7 @@ pub async fn run(opts: &DoctorOptions, stop: &Stop) -> anyhow::Result<Report> {
     }
     Ok(Report {
         target: opts.target.clone(),
+        kind: ollama_kind(),
         version,
         model,
         embed_model,

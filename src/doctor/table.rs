@@ -12,13 +12,15 @@ use crate::units::limits::printable;
 pub fn render(r: &Report) -> String {
     let mut out = String::new();
     let embed = match &r.embed_model {
-        Some(e) => format!("embedding model {}", printable(e)),
-        None => "no embedding model".into(),
+        Some(e) => format!(", embedding model {}", printable(e)),
+        None if r.kind == "Ollama" => ", no embedding model".into(),
+        None => String::new(),
     };
     let _ = writeln!(
         out,
-        "kabench doctor: {} (Ollama {}), model {}, {embed}",
+        "kabench doctor: {} ({} {}), model {}{embed}",
         printable(&r.target),
+        printable(&r.kind),
         printable(&r.version),
         printable(&r.model)
     );

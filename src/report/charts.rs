@@ -19,7 +19,7 @@ pub const WIDTH: u32 = 800;
 /// Height of every chart, px.
 pub const HEIGHT: u32 = 440;
 
-const FONT: &str = "sans-serif";
+pub(crate) const FONT: &str = "sans-serif";
 const PALETTE: [RGBColor; 8] = [
     RGBColor(31, 119, 180),
     RGBColor(255, 127, 14),
@@ -30,14 +30,14 @@ const PALETTE: [RGBColor; 8] = [
     RGBColor(127, 127, 127),
     RGBColor(23, 190, 207),
 ];
-const COLD: RGBColor = RGBColor(214, 39, 40);
+pub(crate) const COLD: RGBColor = RGBColor(214, 39, 40);
 
-fn colour(i: usize) -> RGBColor {
+pub(crate) fn colour(i: usize) -> RGBColor {
     PALETTE[i % PALETTE.len()]
 }
 
 /// The legend box every chart uses, at `position`.
-fn legend<'a, DB, CT>(
+pub(crate) fn legend<'a, DB, CT>(
     chart: &mut ChartContext<'a, DB, CT>,
     position: SeriesLabelPosition,
 ) -> Result<()>
@@ -55,7 +55,7 @@ where
         .map_err(draw_err)
 }
 
-fn draw_err<E: std::fmt::Debug>(e: E) -> anyhow::Error {
+pub(crate) fn draw_err<E: std::fmt::Debug>(e: E) -> anyhow::Error {
     anyhow!("drawing a chart: {e:?}")
 }
 
@@ -71,7 +71,7 @@ pub fn tick(v: &f64) -> String {
 }
 
 /// Pads a data range so points do not sit on the frame.
-fn padded(min: f64, max: f64) -> (f64, f64) {
+pub(crate) fn padded(min: f64, max: f64) -> (f64, f64) {
     if !min.is_finite() || !max.is_finite() {
         return (0.0, 1.0);
     }

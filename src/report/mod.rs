@@ -11,6 +11,7 @@ pub mod html;
 pub mod markdown;
 pub mod noise;
 pub mod predict_charts;
+pub mod servers_chart;
 pub mod table;
 mod telemetry_notes;
 
@@ -359,6 +360,13 @@ fn build_charts(
             title: format!("Tradeoff frontier: {} ({})", r.workload, r.model),
             file: format!("tradeoff-{i}-{}.svg", slug(&r.workload)),
             svg: charts::tradeoff(r)?,
+        });
+    }
+    if let Some(svg) = servers_chart::across_servers(recs)? {
+        out.push(Chart {
+            title: "Tradeoff across servers: idle memory, cold ratio and p99 TTFT of every server and knob value".into(),
+            file: "tradeoff-servers.svg".into(),
+            svg,
         });
     }
     out.push(Chart {

@@ -9,7 +9,9 @@
 
 use std::collections::BTreeMap;
 
-use crate::common::{RealOllama, ollama_dir, read_json, request_rows, root, run_ok};
+use std::time::{Duration, Instant};
+
+use crate::common::{RealOllama, kabench, ollama_dir, read_json, request_rows, root, run_ok};
 
 /// The llama-server binary beside the real Ollama.
 fn llama_server() -> Option<std::path::PathBuf> {
@@ -143,10 +145,120 @@ fn ollama_keep_alive_and_llama_server_sleep_on_one_frontier_match_the_server_log
     for id in cold.keys() {
         assert!(html.contains(id.as_str()), "index.html lacks cell {id}");
     }
+    assert!(
+        html.contains("Tradeoff across servers"),
+        "index.html has one frontier across servers"
+    );
     let md = std::fs::read_to_string(out.join("summary.md")).unwrap();
     assert!(
         md.contains("server=ollama") && md.contains("server=llama-server"),
         "one recommendation per server:\n{md}"
+    );
+    drop(ollama);
+}
+
+/// The children of `pid` (from `/proc/*/stat`).
+fn children(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(child) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
+            continue;
+        };
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if ppid == Some(pid) {
+            out.push(child);
+        }
+    }
+    out
+}
+
+#[test]
+fn ctrl_c_stops_the_server_kabench_started_and_leaves_no_child() {
+    let Some(bin) = llama_server() else {
+        return;
+    };
+    // Only the GGUF file is needed: RealOllama::start writes it (and skips where it
+    // cannot), the server itself is not used.
+    let Some(ollama) = RealOllama::start("llama-server-ctrl-c", &[]) else {
+        return;
+    };
+    let gguf = root().join("target/real-ollama/gguf/tiny-50m.gguf");
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = dir.path().join("s.toml");
+    std::fs::write(
+        &scenario,
+        format!(
+            r#"# one llama-server cell, interrupted
+[target]
+kind = "llama-server"
+command = [{bin:?}, "-m", "{{model_path}}", "--sleep-idle-seconds", "{{sleep_idle_seconds}}", "--host", "127.0.0.1", "--port", "{{port}}", "-t", "1", "-c", "512", "--no-webui"]
+model_path = {gguf:?}
+idle_unload = ["off"]
+[[stream]]
+model = "tiny-50m"
+prompt_tokens = 8
+max_tokens = 2
+arrival = {{ kind = "constant", rate = "0.2/s" }}
+[run]
+requests = 5
+"#,
+            bin = bin.display().to_string(),
+            gguf = gguf.display().to_string(),
+        ),
+    )
+    .unwrap();
+    let out = dir.path().join("run");
+    let mut child = kabench()
+        .args([
+            "run",
+            scenario.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--quiet",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let me = child.id();
+    // Wait for the server to answer its first request (the first row is written).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let server = loop {
+        let rows = std::fs::read_to_string(out.join("requests.csv")).unwrap_or_default();
+        let kids = children(me);
+        if rows.lines().count() > 1 && !kids.is_empty() {
+            break kids;
+        }
+        assert!(Instant::now() < deadline, "the server never answered");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(me as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let status = child.wait().unwrap();
+    let meta = read_json(&out.join("run.json"));
+    assert_eq!(meta["status"], "interrupted", "{status}: {meta}");
+    for pid in server {
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            "the server {pid} outlived kabench"
+        );
+    }
+    assert!(
+        out.join("servers").is_dir(),
+        "the server's log folder is kept"
     );
     drop(ollama);
 }

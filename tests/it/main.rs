@@ -10,6 +10,7 @@ mod compare_sig;
 mod contract;
 mod differential;
 mod doctor;
+mod doctor_llama;
 mod doctor_safe;
 mod fleet;
 mod fleet_late;
