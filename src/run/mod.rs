@@ -11,6 +11,7 @@
 
 pub mod closed_loop;
 pub mod llama_cell;
+pub mod llama_kinds;
 pub mod open_loop;
 pub mod pacer;
 pub mod recorder;

@@ -1,0 +1,212 @@
+//! What a router or llama-swap cell adds to a managed cell (`llama_cell`): before the
+//! start, the config file that carries the cell's `idle_unload` value, written new in
+//! the run folder (the router's `--models-preset` INI with each model's
+//! `sleep-idle-seconds`, `cell-<N>-router-preset.ini`; llama-swap's YAML with each
+//! model's `cmd` and `ttl`, `cell-<N>-llama-swap.yaml`), whose path fills
+//! `{models_preset}` / `{swap_config}`; after the stop, kabench's cold count per model
+//! set against the server's own log (router: spawns and wakes; llama-swap: health
+//! checks passed), written to `servers/<cell>.check.json`, and every disagreement a
+//! run warning (shown in the report).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow};
+use serde_json::json;
+
+use crate::llama::cell::{ColdCheck, router_check, swap_check};
+use crate::llama::preset::{ModelPreset, Preset};
+use crate::llama::swap_config::{CmdArg, SwapConfig, SwapModel};
+use crate::llama::{ServerKind, router_log, swap_log};
+use crate::run::Recorder;
+use crate::scenario::{Cell, ManagedCell};
+
+/// How long llama-swap may take to exit after SIGTERM (it gives each upstream 10 s
+/// before killing it; a SIGKILL of llama-swap itself would orphan them).
+pub const SWAP_STOP_GRACE: Duration = Duration::from_secs(15);
+
+/// The models of a cell, each once, in stream order.
+fn models(cell: &Cell) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for s in &cell.streams {
+        if !out.contains(&s.model) {
+            out.push(s.model.clone());
+        }
+    }
+    out
+}
+
+/// Writes the cell's config file (router preset or llama-swap YAML) in the run folder
+/// `dir`; the placeholder it fills and the file's path. Nothing for `llama-server`.
+pub fn prepare(
+    managed: &ManagedCell,
+    cell: &Cell,
+    dir: &Path,
+) -> Result<Vec<(&'static str, String)>> {
+    let what = |e: String| anyhow!("cell {}: {e}", cell.id);
+    match managed.kind {
+        ServerKind::LlamaServer => Ok(Vec::new()),
+        ServerKind::LlamaRouter => {
+            let preset = Preset {
+                models: models(cell)
+                    .into_iter()
+                    .map(|id| ModelPreset {
+                        id,
+                        sleep_idle_seconds: Some(managed.knob),
+                    })
+                    .collect(),
+                ..Preset::default()
+            };
+            let path =
+                crate::llama::cell::write_router_preset(dir, cell.index, &preset).map_err(what)?;
+            Ok(vec![("models_preset", path.display().to_string())])
+        }
+        ServerKind::LlamaSwap => {
+            let config = swap_config(managed, cell).map_err(what)?;
+            let path =
+                crate::llama::cell::write_swap_config(dir, cell.index, &config).map_err(what)?;
+            Ok(vec![("swap_config", path.display().to_string())])
+        }
+    }
+}
+
+/// llama-swap's config for the cell: one model per stream model, its command from the
+/// `model_command` template and its `ttl` the cell's knob value.
+fn swap_config(managed: &ManagedCell, cell: &Cell) -> Result<SwapConfig, String> {
+    let ttl = u64::try_from(managed.knob).map_err(|_| format!("ttl {}", managed.knob))?;
+    let start_port = crate::llama::server::free_port()
+        .map_err(|e| format!("choosing llama-swap's first model port: {e}"))?;
+    let mut out = Vec::new();
+    for id in models(cell) {
+        crate::llama::id::check_model_id(&id)?;
+        let model_path = managed
+            .models_dir
+            .as_ref()
+            .map(|d| d.join(format!("{id}.gguf")).display().to_string())
+            .unwrap_or_default();
+        let mut cmd = Vec::new();
+        for arg in &managed.model_command {
+            cmd.push(match arg.as_str() {
+                "{port}" => CmdArg::Port,
+                "{model_id}" => CmdArg::ModelId,
+                _ => {
+                    let filled = crate::llama::server::fill(
+                        std::slice::from_ref(arg),
+                        &[("model_path", model_path.clone())],
+                    )
+                    .map_err(|e| e.to_string())?;
+                    CmdArg::Literal(filled.concat())
+                }
+            });
+        }
+        out.push(SwapModel { id, cmd, ttl });
+    }
+    Ok(SwapConfig {
+        health_check_timeout: managed.health_timeout.as_secs().clamp(15, 3600) as u32,
+        start_port,
+        models: out,
+    })
+}
+
+/// The grace between SIGTERM and SIGKILL for `kind`.
+pub fn stop_grace(kind: ServerKind, default: Duration) -> Duration {
+    match kind {
+        ServerKind::LlamaSwap => SWAP_STOP_GRACE,
+        _ => default,
+    }
+}
+
+/// The file that holds a cell's log check.
+pub fn check_path(dir: &Path, cell: &str) -> PathBuf {
+    dir.join(crate::run::llama_cell::SERVERS_DIR)
+        .join(format!("{cell}.check.json"))
+}
+
+/// Sets kabench's per-model `colds` against the server's log `log` (router and
+/// llama-swap; nothing for `llama-server`), writes `servers/<cell>.check.json` and
+/// warns of every model where they differ.
+pub fn check(
+    kind: ServerKind,
+    cell: &Cell,
+    knob: i64,
+    log: &Path,
+    colds: &BTreeMap<String, u64>,
+    rec: &mut Recorder,
+) -> Result<()> {
+    if kind == ServerKind::LlamaServer {
+        return Ok(());
+    }
+    let bytes = std::fs::read(log).with_context(|| format!("reading {}", log.display()))?;
+    let text = String::from_utf8_lossy(&bytes);
+    let mut colds = colds.clone();
+    for m in models(cell) {
+        colds.entry(m).or_insert(0);
+    }
+    let (checks, tally): (Vec<ColdCheck>, serde_json::Value) = match kind {
+        ServerKind::LlamaRouter => {
+            let t = router_log::tally(&router_log::parse(&text));
+            let tally = t
+                .iter()
+                .map(|(m, t)| {
+                    (
+                        m.clone(),
+                        json!({"spawns": t.spawns, "evicted": t.evicted, "sleeps": t.sleeps,
+                               "wakes": t.wakes, "failed_exits": t.failed_exits}),
+                    )
+                })
+                .collect::<serde_json::Map<_, _>>();
+            (router_check(&colds, &text), tally.into())
+        }
+        _ => {
+            let t = swap_log::tally(&swap_log::parse(&text));
+            let tally = t
+                .iter()
+                .map(|(m, t)| {
+                    (
+                        m.clone(),
+                        json!({"loads": t.loads, "ttl_unloads": t.ttl_unloads,
+                               "swapped_out": t.swapped_out}),
+                    )
+                })
+                .collect::<serde_json::Map<_, _>>();
+            (swap_check(&colds, &text), tally.into())
+        }
+    };
+    let knob_name = if kind == ServerKind::LlamaRouter {
+        "sleep-idle-seconds"
+    } else {
+        "ttl"
+    };
+    let mut record = json!({
+        "cell": cell.id,
+        "kind": kind.as_str(),
+        "log": log.file_name().map(|n| n.to_string_lossy().into_owned()),
+        "agrees": checks.iter().all(ColdCheck::agrees),
+        "models": checks.iter().map(|c| json!({
+            "model": c.model, "kabench_cold": c.kabench, "log_cold": c.log, "agrees": c.agrees(),
+        })).collect::<Vec<_>>(),
+        "log_tally": tally,
+    });
+    record[knob_name] = json!(knob);
+    let path = check_path(&rec.dir, &cell.id);
+    std::fs::write(&path, serde_json::to_string_pretty(&record)? + "\n")
+        .with_context(|| format!("writing {}", path.display()))?;
+    let what = if kind == ServerKind::LlamaRouter {
+        "spawns and wakes"
+    } else {
+        "loads"
+    };
+    for c in checks.iter().filter(|c| !c.agrees()) {
+        rec.writer.meta_mut().warnings.push(format!(
+            "cell {}: kabench counted {} cold request(s) of {} from {}, the server's log {} {what} (servers/{}.log)",
+            cell.id,
+            c.kabench,
+            crate::units::limits::printable(&c.model),
+            kind.residency_path(),
+            c.log,
+            cell.id,
+        ));
+    }
+    Ok(())
+}
