@@ -342,7 +342,12 @@ impl Begin<'_> {
         let timeout = self.scenario.run.timeout;
         let (kind, clients, version) = if *self.target == Target::Managed {
             (
-                crate::folder::TargetKind::LlamaServer,
+                // The started server's kind (`llama-server` unless the scenario's
+                // target is its router or llama-swap).
+                self.scenario
+                    .servers
+                    .first()
+                    .map_or(crate::folder::TargetKind::LlamaServer, |s| s.kind()),
                 Vec::new(),
                 String::new(),
             )
