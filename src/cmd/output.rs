@@ -48,10 +48,24 @@ fn decide(outcome: &RunOutcome, interrupted: bool) -> Result<()> {
     }
     match outcome.status {
         RunStatus::Interrupted => Err(Interrupted(outcome.dir.display().to_string()).into()),
-        RunStatus::Failed => Err(anyhow::anyhow!(
-            "the run failed; see {}/run.json",
-            outcome.dir.display()
-        )),
+        RunStatus::Failed => {
+            // Why, as run.json records it (a server that did not start names its command).
+            let why = std::fs::read_to_string(outcome.dir.join(crate::folder::RUN_JSON))
+                .ok()
+                .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+                .and_then(|v| {
+                    v.get("failure")
+                        .and_then(|f| f.as_str())
+                        .map(str::to_string)
+                })
+                .map_or_else(String::new, |f| {
+                    format!(": {}", crate::units::limits::printable(&f))
+                });
+            Err(anyhow::anyhow!(
+                "the run failed{why}; see {}/run.json",
+                outcome.dir.display()
+            ))
+        }
         _ if outcome.requests > 0 && outcome.errors == outcome.requests => Err(anyhow::anyhow!(
             "every request failed; see {}/requests.csv",
             outcome.dir.display()

@@ -42,6 +42,9 @@ pub fn across_servers(recs: &[Recommendation]) -> Result<Option<String>> {
             ));
         }
     }
+    if pts.is_empty() {
+        return Ok(None);
+    }
     let (x0, x1) = padded(
         pts.iter().map(|p| p.0).fold(f64::INFINITY, f64::min),
         pts.iter().map(|p| p.0).fold(f64::NEG_INFINITY, f64::max),

@@ -265,3 +265,39 @@ fn a_cdf_of_many_requests_and_non_finite_values_stays_small() {
     assert!(svg.len() < 200_000, "{} bytes", svg.len());
     assert!(!svg.contains("NaN") && !svg.contains("inf"));
 }
+
+#[test]
+fn servers_get_their_own_headline_and_the_ollama_advice_stays_per_server() {
+    let mut ollama = rec("chat", "5s");
+    ollama.fixed.insert("server".into(), "ollama".into());
+    let mut llama = rec("chat", "1s");
+    llama.fixed.insert("server".into(), "llama".into());
+    llama.fixed.insert(
+        crate::folder::KNOB_LABEL.into(),
+        "--sleep-idle-seconds".into(),
+    );
+    let h = headline(&[ollama.clone(), llama.clone()], None, RunStatus::Complete);
+    assert!(
+        h.contains("chat (m) [server=ollama]: set keep_alive 5s"),
+        "{h}"
+    );
+    assert!(
+        h.contains(
+            "chat (m) [server=llama]: start the server with --sleep-idle-seconds 1 (idle_unload 1s)"
+        ),
+        "{h}"
+    );
+    // Different picks on different servers are not one OLLAMA_KEEP_ALIVE's conflict.
+    assert!(!h.contains("want different values"), "{h}");
+    // Two picks on the one Ollama are.
+    let mut other = rec("embed", "-1");
+    other.fixed.insert("server".into(), "ollama".into());
+    let h = headline(&[ollama, other, llama.clone()], None, RunStatus::Complete);
+    assert!(h.contains("want different values"), "{h}");
+    // One server: no chart across servers; no candidates: none either.
+    assert!(
+        servers_chart::across_servers(std::slice::from_ref(&llama))
+            .unwrap()
+            .is_none()
+    );
+}

@@ -398,6 +398,10 @@ fn telemetry_config(
     let base_url = clients.first().map_or("", |c| c.base_url());
     let t = &scenario.telemetry;
     let mut sources = t.sources.clone();
+    if clients.is_empty() && !is_sim {
+        // Only servers kabench starts (no Ollama): nothing answers /api/ps.
+        sources.retain(|s| s != "ollama_ps");
+    }
     if is_sim && !sources.iter().any(|s| s == "sim") {
         sources.push("sim".into());
     }

@@ -262,3 +262,113 @@ requests = 5
     );
     drop(ollama);
 }
+
+/// A scenario of one started server whose command is `command` (a TOML array).
+fn one_server(dir: &std::path::Path, command: &str, extra: &str) -> std::path::PathBuf {
+    let path = dir.join("s.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "# a started server that fails\n[target]\nkind = \"llama-server\"\ncommand = {command}\n{extra}\n[[stream]]\nmodel = \"m\"\narrival = {{ kind = \"constant\", rate = \"1/s\" }}\n[run]\nrequests = 1\n"
+        ),
+    )
+    .unwrap();
+    path
+}
+
+#[test]
+fn a_server_that_exits_or_never_gets_healthy_fails_the_run_naming_its_command() {
+    let dir = tempfile::tempdir().unwrap();
+    // Exits at once: the error names the command and the log's last line.
+    let scenario = one_server(
+        dir.path(),
+        r#"["sh", "-c", "echo no such model file >&2; exit 3", "{port}"]"#,
+        "",
+    );
+    let out = dir.path().join("run");
+    let run = kabench()
+        .args([
+            "run",
+            scenario.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--quiet",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(!run.status.success(), "{err}");
+    assert!(
+        err.contains("`sh -c echo no such model file >&2; exit 3")
+            && err.contains("exited")
+            && err.contains("no such model file"),
+        "{err}"
+    );
+    let meta = read_json(&out.join("run.json"));
+    assert_eq!(meta["status"], "failed", "{meta}");
+    assert_eq!(meta["target"]["kind"], "llama-server", "{meta}");
+    // Runs but never answers GET /health: stopped after health_timeout, and said so.
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = one_server(
+        dir.path(),
+        r#"["sh", "-c", "exec sleep 30", "{port}"]"#,
+        "health_timeout = \"1s\"",
+    );
+    let out = dir.path().join("run");
+    let started = Instant::now();
+    let run = kabench()
+        .args([
+            "run",
+            scenario.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--quiet",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(!run.status.success(), "{err}");
+    assert!(
+        err.contains("did not answer GET /health with 200 within 1s"),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "stopped after its health timeout, not after its 30 s"
+    );
+    // Nothing outside the output folder: the scenario and the run folder only.
+    let mut entries: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    entries.sort();
+    assert_eq!(entries, ["run", "s.toml"]);
+}
+
+#[test]
+fn a_bad_server_command_is_refused_before_anything_starts_naming_file_line_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = one_server(
+        dir.path(),
+        r#"["llama-server", "--ttl", "{ttl}", "--port", "{port}"]"#,
+        "",
+    );
+    let out = dir.path().join("run");
+    let run = kabench()
+        .args([
+            "run",
+            scenario.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--quiet",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("s.toml:4:") && err.contains("key `target.command`") && err.contains("{ttl}"),
+        "{err}"
+    );
+    assert!(!out.exists(), "nothing was started or written");
+}
