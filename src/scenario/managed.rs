@@ -117,7 +117,7 @@ pub(super) fn managed_spec(
         if given {
             let why = match k {
                 "url" | "urls" => {
-                    format!("kabench starts it from `command` on a free port ({{port}})")
+                    "kabench starts it from `command` on a free port ({port})".to_string()
                 }
                 "model_path" => "name the folder of <model>.gguf files in `models_dir`".into(),
                 "models_dir" => "name the one model file in `model_path`".into(),

@@ -210,7 +210,7 @@ fn router_lru_eviction_with_models_max_1_matches_the_log() {
         .sum();
     assert_eq!(evicted as usize, evictions, "{check}");
     assert!(
-        out.join(format!("cell-0-router-preset.ini")).is_file(),
+        out.join("cell-0-router-preset.ini").is_file(),
         "the cell's preset is in the run folder"
     );
     report_renders(&out, &[&id]);
@@ -301,8 +301,8 @@ fn swap_ttl_unloads_and_loads_match_the_log() {
         .collect();
     let last_is_unload = log
         .lines()
-        .filter(|l| l.contains("Health check passed") || l.contains("TTL of 1s reached"))
-        .last()
+        .rev()
+        .find(|l| l.contains("Health check passed") || l.contains("TTL of 1s reached"))
         .is_some_and(|l| l.contains("TTL of 1s reached"));
     assert_eq!(
         ttl_lines.len() - usize::from(last_is_unload),
