@@ -302,7 +302,7 @@ impl Recommendation {
                 self.workload,
                 self.model,
                 fixed,
-                crate::folder::sleep_idle_seconds(self.chosen.as_ref()),
+                crate::folder::knob_value(knob, self.chosen.as_ref()),
                 display_keep_alive(self.chosen.as_ref()),
             );
         }
@@ -391,7 +391,7 @@ pub fn recommend(summary: &Summary, cost: &CostSettings, slo: &SloSettings) -> V
 /// `--sleep-idle-seconds`): the flag; its requests carry no keep_alive.
 fn start_flag_snippets(knob: &str, chosen: Option<&KeepAlive>) -> Snippets {
     Snippets {
-        server_env: format!("{knob} {}", crate::folder::sleep_idle_seconds(chosen)),
+        server_env: format!("{knob} {}", crate::folder::knob_value(knob, chosen)),
         native_request: String::new(),
         keep_alive_field: String::new(),
         notes: vec![

@@ -210,3 +210,60 @@ pub fn check(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan_of(table: &str) -> crate::scenario::Plan {
+        let text = format!(
+            "[[stream]]\nmodel = \"tiny-50m\"\narrival = {{ kind = \"constant\", rate = \"1/s\" }}\n\
+             [[stream]]\nname = \"b\"\nmodel = \"tiny-150m\"\narrival = {{ kind = \"constant\", rate = \"1/s\" }}\n\
+             [[stream]]\nname = \"c\"\nmodel = \"tiny-50m\"\narrival = {{ kind = \"constant\", rate = \"1/s\" }}\n\
+             [run]\nrequests = 1\n[target]\n{table}"
+        );
+        let s = crate::scenario::parse(&text, Path::new("/s/x.toml")).unwrap();
+        crate::scenario::plan(&s)
+    }
+
+    #[test]
+    fn the_router_preset_sets_each_model_once_to_the_cells_value() {
+        let plan = plan_of(
+            "kind = \"llama-router\"\ncommand = [\"r\", \"--models-preset\", \"{models_preset}\", \"--port\", \"{port}\"]\nidle_unload = [\"2s\", \"off\"]\n",
+        );
+        let dir = tempfile::tempdir().unwrap();
+        for (cell, want) in plan.cells.iter().zip(["2", "-1"]) {
+            let m = cell.server.as_ref().unwrap().managed.as_ref().unwrap();
+            let filled = prepare(m, cell, dir.path()).unwrap();
+            assert_eq!(filled[0].0, "models_preset");
+            let ini = std::fs::read_to_string(&filled[0].1).unwrap();
+            let want = format!(
+                "\n[tiny-50m]\nsleep-idle-seconds = {want}\n\n[tiny-150m]\nsleep-idle-seconds = {want}\n"
+            );
+            assert!(ini.ends_with(&want), "{ini}");
+        }
+    }
+
+    #[test]
+    fn the_swap_config_runs_the_model_command_per_model_with_the_cells_ttl() {
+        let plan = plan_of(
+            "kind = \"llama-swap\"\ncommand = [\"s\", \"-config\", \"{swap_config}\", \"-listen\", \"127.0.0.1:{port}\"]\nmodel_command = [\"/bin/srv\", \"-m\", \"{model_path}\", \"--port\", \"{port}\", \"--alias\", \"{model_id}\"]\nmodels_dir = \"g g\"\nidle_unload = [\"3s\", \"off\"]\n",
+        );
+        let dir = tempfile::tempdir().unwrap();
+        for (cell, ttl) in plan.cells.iter().zip(["ttl: 3\n", "ttl: 0\n"]) {
+            let m = cell.server.as_ref().unwrap().managed.as_ref().unwrap();
+            let filled = prepare(m, cell, dir.path()).unwrap();
+            assert_eq!(filled[0].0, "swap_config");
+            let yaml = std::fs::read_to_string(&filled[0].1).unwrap();
+            assert_eq!(yaml.matches(ttl).count(), 2, "{yaml}");
+            assert!(
+                yaml.contains("cmd: \"'/bin/srv' '-m' '/s/g g/tiny-150m.gguf' '--port' ${PORT} '--alias' ${MODEL_ID}\""),
+                "{yaml}"
+            );
+        }
+        assert_eq!(
+            stop_grace(ServerKind::LlamaSwap, Duration::from_secs(5)),
+            SWAP_STOP_GRACE
+        );
+    }
+}
