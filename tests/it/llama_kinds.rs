@@ -316,3 +316,54 @@ fn swap_ttl_unloads_and_loads_match_the_log() {
     assert!(!log_off.contains("TTL of"), "{log_off}");
     report_renders(&out, &[&id, &id_off]);
 }
+
+#[test]
+fn an_idle_unload_a_llama_knob_refuses_exits_2_naming_file_line_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for (kind, extra, knob) in [
+        (
+            "llama-server",
+            "model_path = \"m.gguf\"\ncommand = [\"srv\", \"-m\", \"{model_path}\", \"--sleep-idle-seconds\", \"{sleep_idle_seconds}\", \"--port\", \"{port}\"]\n",
+            "sleep-idle-seconds",
+        ),
+        (
+            "llama-router",
+            "command = [\"srv\", \"--models-preset\", \"{models_preset}\", \"--port\", \"{port}\"]\n",
+            "sleep-idle-seconds",
+        ),
+        (
+            "llama-swap",
+            "command = [\"swap\", \"-config\", \"{swap_config}\", \"-listen\", \"127.0.0.1:{port}\"]\nmodel_command = [\"srv\", \"--port\", \"{port}\"]\n",
+            "llama-swap's ttl",
+        ),
+    ] {
+        let file = d.join(format!("{kind}.toml"));
+        let text = format!(
+            "[[stream]]\nmodel = \"tiny-50m\"\narrival = {{ kind = \"constant\", rate = \"1/s\" }}\n[run]\nrequests = 1\n[target]\nkind = \"{kind}\"\n{extra}idle_unload = [\"5s\", 0]\n"
+        );
+        std::fs::write(&file, &text).unwrap();
+        let line = text.lines().count();
+        let out = d.join(format!("run-{kind}"));
+        let done = kabench()
+            .args([
+                "run",
+                file.to_str().unwrap(),
+                "--out",
+                out.to_str().unwrap(),
+                "--quiet",
+            ])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&done.stderr);
+        assert_eq!(done.status.code(), Some(2), "{kind}: {err}");
+        assert!(
+            err.contains(&format!("{}:{line}:", file.display()))
+                && err.contains("target.idle_unload[1]")
+                && err.contains(knob)
+                && err.contains("at least 1"),
+            "{kind}: {err}"
+        );
+        assert!(!out.exists(), "{kind}: nothing was started or written");
+    }
+}
