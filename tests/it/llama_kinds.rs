@@ -5,7 +5,8 @@
 //! two models alternating), a preset's per-model sleep and llama-swap's `ttl` expiry:
 //! what kabench counted from the status endpoint (`GET /models`, `GET /running`) must
 //! equal what the server's own log says (evictions, wakes from sleep, TTL unloads,
-//! loads), the cell's `servers/<cell>.check.json` must agree, and the report must
+//! loads), the cell's `servers/<cell>.check.json` must agree, sleep and TTL unload
+//! must hold less idle memory (process-tree RSS) than off, and the report must
 //! render. Each test skips with one line where `../shared` lacks the binary, Python
 //! cannot write the tiny models, or `KABENCH_SKIP_REAL_LLAMA=1`.
 
@@ -155,6 +156,19 @@ fn log_and_check(out: &Path, id: &str) -> (String, Value) {
     (log, check)
 }
 
+/// A cell's idle memory (GB·s) from the server's process-tree RSS.
+fn idle_gb_s(out: &Path, id: &str) -> f64 {
+    let summary = read_json(&out.join("summary.json"));
+    let c = summary["cells"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == id)
+        .unwrap_or_else(|| panic!("no summary cell {id}"));
+    assert_eq!(c["vram"]["source"], "server_rss", "{id}: {}", c["vram"]);
+    c["vram"]["idle_gb_seconds"].as_f64().unwrap()
+}
+
 /// The report renders every cell.
 fn report_renders(out: &Path, ids: &[&str]) {
     let html = std::fs::read_to_string(out.join("index.html")).unwrap();
@@ -255,6 +269,9 @@ fn router_preset_sleep_wakes_match_the_log() {
     let (log_off, _) = log_and_check(&out, &id_off);
     assert_eq!(colds(&off), 1, "{off:?}");
     assert!(!log_off.contains("entering sleeping state"), "{log_off}");
+    // Sleeping frees the model's memory: sleep 1 s holds less idle memory than off.
+    let (asleep, awake) = (idle_gb_s(&out, &id), idle_gb_s(&out, &id_off));
+    assert!(asleep < awake, "sleep 1 s {asleep} GB·s, off {awake} GB·s");
     report_renders(&out, &[&id, &id_off]);
 }
 
@@ -314,6 +331,9 @@ fn swap_ttl_unloads_and_loads_match_the_log() {
     let (log_off, _) = log_and_check(&out, &id_off);
     assert_eq!(colds(&off), 1, "{off:?}");
     assert!(!log_off.contains("TTL of"), "{log_off}");
+    // An unloaded model's upstream is gone: ttl 1 s holds less idle memory than off.
+    let (unloaded, kept) = (idle_gb_s(&out, &id), idle_gb_s(&out, &id_off));
+    assert!(unloaded < kept, "ttl 1 s {unloaded} GB·s, off {kept} GB·s");
     report_renders(&out, &[&id, &id_off]);
 }
 
