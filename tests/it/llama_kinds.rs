@@ -387,3 +387,57 @@ fn an_idle_unload_a_llama_knob_refuses_exits_2_naming_file_line_and_key() {
         assert!(!out.exists(), "{kind}: nothing was started or written");
     }
 }
+
+#[test]
+fn the_shipped_router_and_swap_scenario_renders_one_page_and_every_cell_agrees_with_its_log() {
+    let (Some(_), Some(_)) = (
+        shared_bin("llama-cpp/bin/llama-server"),
+        shared_bin("llama-swap/bin/llama-swap"),
+    ) else {
+        return;
+    };
+    // The scenario reads the tiny models from target/llama-kinds/gguf.
+    if gguf_dir().is_none() {
+        return;
+    }
+    let _turn = timing_turn();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let cache = dir.path().join("llama-cache");
+    std::fs::create_dir_all(&cache).unwrap();
+    let scenario = root().join("scenarios/llama-router-and-swap.toml");
+    let done = kabench()
+        .env("LLAMA_CACHE", &cache)
+        .args([
+            "run",
+            scenario.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--quiet",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    assert_eq!(read_json(&out.join("run.json"))["status"], "complete");
+    let rows = request_rows(&out);
+    for (part, want) in [
+        ("srv_router-iu_1s", 3),
+        ("srv_router-iu_-1", 1),
+        ("srv_swap-iu_1s", 3),
+        ("srv_swap-iu_-1", 1),
+    ] {
+        let (id, mine) = cell_rows(&rows, part);
+        log_and_check(&out, &id);
+        assert_eq!(mine.len(), 3, "{id}");
+        assert_eq!(colds(&mine), want, "{id}: {mine:?}");
+    }
+    let html = std::fs::read_to_string(out.join("index.html")).unwrap();
+    assert!(
+        html.contains("Tradeoff across servers"),
+        "index.html has one frontier across servers"
+    );
+}
