@@ -440,4 +440,15 @@ fn the_shipped_router_and_swap_scenario_renders_one_page_and_every_cell_agrees_w
         html.contains("Tradeoff across servers"),
         "index.html has one frontier across servers"
     );
+    // One recommendation per server, each naming its per-model knob.
+    for knob in [
+        "set each model&#x27;s sleep-idle-seconds",
+        "set each model&#x27;s ttl",
+    ] {
+        let plain = knob.replace("&#x27;", "'");
+        assert!(
+            html.contains(knob) || html.contains(&plain),
+            "index.html recommends {plain}"
+        );
+    }
 }
