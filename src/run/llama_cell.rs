@@ -17,7 +17,6 @@
 //! at the telemetry interval into `vram.csv` as source `server_rss`, from its start to
 //! the end of the cell's idle horizon.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -113,7 +112,7 @@ impl ManagedRun<'_> {
                 sampling.clone(),
             ))
         });
-        let colds = Arc::new(Mutex::new(BTreeMap::new()));
+        let colds = Arc::new(Mutex::new(Vec::new()));
         let ran = self
             .sends(cell, start, &srv.client, rec, &colds, cancel)
             .await;
@@ -144,13 +143,13 @@ impl ManagedRun<'_> {
         .await;
         let started_ms = ran?.started_ms;
         if !cancel.is_cancelled() {
-            let colds = colds.lock().map(|c| c.clone()).unwrap_or_default();
+            let sent = colds.lock().map(|c| c.clone()).unwrap_or_default();
             super::llama_kinds::check(
                 self.managed.kind,
                 cell,
                 self.managed.knob,
                 &log,
-                &colds,
+                &sent,
                 rec,
             )?;
         }
@@ -168,7 +167,7 @@ impl ManagedRun<'_> {
         start: Instant,
         client: &LlamaClient,
         rec: &Recorder,
-        colds: &Arc<Mutex<BTreeMap<String, u64>>>,
+        colds: &Arc<Mutex<Vec<super::llama_kinds::Sent>>>,
         cancel: &CancellationToken,
     ) -> Result<CellTiming> {
         let planned = request::plan_sends(cell)?;
@@ -212,10 +211,8 @@ impl ManagedRun<'_> {
                 };
                 if let Some(row) = guard.take() {
                     let row = fill_row(row, residency, &ex, intended, epoch, threshold);
-                    if row.cold
-                        && let Ok(mut c) = colds.lock()
-                    {
-                        *c.entry(stream.model.clone()).or_insert(0) += 1;
+                    if let Ok(mut c) = colds.lock() {
+                        c.push(super::llama_kinds::Sent::of(&stream.model, &row));
                     }
                     let _ = rows.send(row);
                 }

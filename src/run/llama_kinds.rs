@@ -4,8 +4,8 @@
 //! `sleep-idle-seconds`, `cell-<N>-router-preset.ini`; llama-swap's YAML with each
 //! model's `cmd` and `ttl`, `cell-<N>-llama-swap.yaml`), whose path fills
 //! `{models_preset}` / `{swap_config}`; after the stop, kabench's cold count per model
-//! set against the server's own log (router: spawns and wakes; llama-swap: health
-//! checks passed), written to `servers/<cell>.check.json`, and every disagreement a
+//! (the distinct loads its cold requests waited for) set against the server's own
+//! log (router: spawns and wakes; llama-swap: health checks passed), written to `servers/<cell>.check.json`, and every disagreement a
 //! run warning (shown in the report).
 
 use std::collections::BTreeMap;
@@ -21,6 +21,52 @@ use crate::llama::swap_config::{CmdArg, SwapConfig, SwapModel};
 use crate::llama::{ServerKind, router_log, swap_log};
 use crate::run::Recorder;
 use crate::scenario::{Cell, ManagedCell};
+
+/// One answered request of a cell, as the log check needs it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sent {
+    /// Its model.
+    pub model: String,
+    /// When it was sent (ms since the run's start).
+    pub sent_ms: f64,
+    /// When its first token (else its end) came.
+    pub ready_ms: f64,
+    /// Whether kabench counted it cold.
+    pub cold: bool,
+}
+
+impl Sent {
+    /// The fields of a finished row.
+    pub fn of(model: &str, row: &crate::folder::RequestRecord) -> Sent {
+        Sent {
+            model: model.to_string(),
+            sent_ms: row.sent_ms.unwrap_or(row.intended_ms),
+            ready_ms: row.first_token_ms.unwrap_or(row.end_ms),
+            cold: row.cold,
+        }
+    }
+}
+
+/// Per model: the cold requests, and the distinct loads they waited for (a cold
+/// request sent before the previous cold one of its model got its first token
+/// joined that load: the server loads once for both).
+pub fn loads(sent: &[Sent]) -> (BTreeMap<String, u64>, BTreeMap<String, u64>) {
+    let mut colds: Vec<&Sent> = sent.iter().filter(|s| s.cold).collect();
+    colds.sort_by(|a, b| a.sent_ms.total_cmp(&b.sent_ms));
+    let (mut cold, mut loads) = (BTreeMap::new(), BTreeMap::new());
+    let mut ready: BTreeMap<&str, f64> = BTreeMap::new();
+    for s in colds {
+        *cold.entry(s.model.clone()).or_insert(0) += 1;
+        match ready.get_mut(s.model.as_str()) {
+            Some(until) if s.sent_ms < *until => *until = until.max(s.ready_ms),
+            _ => {
+                *loads.entry(s.model.clone()).or_insert(0) += 1;
+                ready.insert(&s.model, s.ready_ms);
+            }
+        }
+    }
+    (cold, loads)
+}
 
 /// How long llama-swap may take to exit after SIGTERM (it gives each upstream 10 s
 /// before killing it; a SIGKILL of llama-swap itself would orphan them).
@@ -123,15 +169,16 @@ pub fn check_path(dir: &Path, cell: &str) -> PathBuf {
         .join(format!("{cell}.check.json"))
 }
 
-/// Sets kabench's per-model `colds` against the server's log `log` (router and
-/// llama-swap; nothing for `llama-server`), writes `servers/<cell>.check.json` and
-/// warns of every model where they differ.
+/// Sets the loads kabench's cold requests waited for (per model, see [`loads`])
+/// against the server's log `log` (router and llama-swap; nothing for
+/// `llama-server`), writes `servers/<cell>.check.json` and warns of every model where
+/// they differ.
 pub fn check(
     kind: ServerKind,
     cell: &Cell,
     knob: i64,
     log: &Path,
-    colds: &BTreeMap<String, u64>,
+    sent: &[Sent],
     rec: &mut Recorder,
 ) -> Result<()> {
     if kind == ServerKind::LlamaServer {
@@ -139,7 +186,7 @@ pub fn check(
     }
     let bytes = std::fs::read(log).with_context(|| format!("reading {}", log.display()))?;
     let text = String::from_utf8_lossy(&bytes);
-    let mut colds = colds.clone();
+    let (cold_requests, mut colds) = loads(sent);
     for m in models(cell) {
         colds.entry(m).or_insert(0);
     }
@@ -184,7 +231,8 @@ pub fn check(
         "log": log.file_name().map(|n| n.to_string_lossy().into_owned()),
         "agrees": checks.iter().all(ColdCheck::agrees),
         "models": checks.iter().map(|c| json!({
-            "model": c.model, "kabench_cold": c.kabench, "log_cold": c.log, "agrees": c.agrees(),
+            "model": c.model, "kabench_cold_requests": cold_requests.get(&c.model).copied().unwrap_or(0),
+            "kabench_loads": c.kabench, "log_loads": c.log, "agrees": c.agrees(),
         })).collect::<Vec<_>>(),
         "log_tally": tally,
     });
@@ -199,7 +247,7 @@ pub fn check(
     };
     for c in checks.iter().filter(|c| !c.agrees()) {
         rec.writer.meta_mut().warnings.push(format!(
-            "cell {}: kabench counted {} cold request(s) of {} from {}, the server's log {} {what} (servers/{}.log)",
+            "cell {}: kabench counted {} load(s) of {} from {} before each request, the server's log {} {what} (servers/{}.log)",
             cell.id,
             c.kabench,
             crate::units::limits::printable(&c.model),
@@ -224,6 +272,28 @@ mod tests {
         );
         let s = crate::scenario::parse(&text, Path::new("/s/x.toml")).unwrap();
         crate::scenario::plan(&s)
+    }
+
+    #[test]
+    fn cold_requests_that_overlap_one_load_count_it_once() {
+        let s = |m: &str, sent: f64, ready: f64, cold: bool| Sent {
+            model: m.into(),
+            sent_ms: sent,
+            ready_ms: ready,
+            cold,
+        };
+        // a loads at 0 until 4000; its request at 2000 joins that load; b is apart.
+        let sent = [
+            s("a", 0.0, 4000.0, true),
+            s("b", 1000.0, 1200.0, true),
+            s("a", 2000.0, 4100.0, true),
+            s("a", 5000.0, 5100.0, true),
+            s("a", 6000.0, 6050.0, false),
+        ];
+        let (cold, loads) = loads(&sent);
+        assert_eq!(cold["a"], 3);
+        assert_eq!(loads["a"], 2);
+        assert_eq!((cold["b"], loads["b"]), (1, 1));
     }
 
     #[test]

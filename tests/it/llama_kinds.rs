@@ -169,6 +169,16 @@ fn idle_gb_s(out: &Path, id: &str) -> f64 {
     c["vram"]["idle_gb_seconds"].as_f64().unwrap()
 }
 
+/// The loads kabench counted in a cell's check record (all models).
+fn kabench_loads(check: &Value) -> usize {
+    check["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["kabench_loads"].as_u64().unwrap() as usize)
+        .sum()
+}
+
 /// The report renders every cell.
 fn report_renders(out: &Path, ids: &[&str]) {
     let html = std::fs::read_to_string(out.join("index.html")).unwrap();
@@ -210,13 +220,36 @@ fn router_lru_eviction_with_models_max_1_matches_the_log() {
         assert_eq!(r["resident_before"], "false", "{r:?}");
     }
     let (log, check) = log_and_check(&out, &id);
-    let evictions = log.matches("evicting idle LRU name=").count();
+    // kabench's loads: its cold requests, one load for those that overlapped (on a busy
+    // host a request for a model still loading joins that load).
+    let kabench_loads: u64 = check["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["kabench_loads"].as_u64().unwrap())
+        .sum();
+    let cold_requests: u64 = check["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["kabench_cold_requests"].as_u64().unwrap())
+        .sum();
+    assert_eq!(cold_requests as usize, colds(&mine), "{check}");
     let spawns = log.matches("spawning server instance with name=").count();
-    assert_eq!(spawns, colds(&mine), "{id}: spawns in the log\n{log}");
     assert_eq!(
-        evictions,
-        colds(&mine) - 1,
-        "{id}: each cold after the first evicted the other model\n{log}"
+        spawns as u64, kabench_loads,
+        "{id}: spawns in the log\n{log}"
+    );
+    // Each load after the first took the other model's one slot: an LRU eviction, or
+    // (when the request was queued behind a load) the slot given up when it went idle.
+    let evictions = log.matches("evicting idle LRU name=").count();
+    let given_up = log
+        .matches("giving up its slot to a queued request")
+        .count();
+    assert_eq!(
+        (evictions + given_up) as u64,
+        kabench_loads - 1,
+        "{id}: each load after the first evicted the other model\n{log}"
     );
     let evicted: u64 = [SMALL, BIG]
         .iter()
@@ -256,11 +289,16 @@ fn router_preset_sleep_wakes_match_the_log() {
     let rows = request_rows(&out);
     // Sleep 1 s with 2.5 s gaps: the first request spawns, each later one wakes.
     let (id, mine) = cell_rows(&rows, "iu_1s");
-    let (log, _) = log_and_check(&out, &id);
+    let (log, check) = log_and_check(&out, &id);
     let wakes = log.matches("server is exiting sleeping state").count();
     assert_eq!(mine.len(), 3);
     assert_eq!(colds(&mine), 3, "{mine:?}");
-    assert_eq!(wakes, colds(&mine) - 1, "{id}: wakes in the log\n{log}");
+    assert_eq!(kabench_loads(&check), 3, "{check}");
+    assert_eq!(
+        wakes,
+        kabench_loads(&check) - 1,
+        "{id}: wakes in the log\n{log}"
+    );
     for r in &mine {
         assert_eq!(r["resident_before"], "false", "{r:?}");
     }
@@ -302,9 +340,10 @@ fn swap_ttl_unloads_and_loads_match_the_log() {
     let rows = request_rows(&out);
     // ttl 1 s with 3 s gaps: every request found the model gone from GET /running.
     let (id, mine) = cell_rows(&rows, "iu_1s");
-    let (log, _) = log_and_check(&out, &id);
+    let (log, check) = log_and_check(&out, &id);
     assert_eq!(mine.len(), 3);
     assert_eq!(colds(&mine), 3, "{mine:?}");
+    assert_eq!(kabench_loads(&check), 3, "{check}");
     for r in &mine {
         assert_eq!(r["resident_before"], "false", "{r:?}");
     }
