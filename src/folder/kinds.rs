@@ -99,3 +99,29 @@ pub fn sleep_idle_seconds(value: Option<&crate::units::KeepAlive>) -> String {
         None => "-1".into(),
     }
 }
+
+/// The value a server's knob (`KNOB_LABEL`) is set to for an `idle_unload` value:
+/// llama-swap's `ttl` in whole seconds, `0` (never) for `"off"`; otherwise
+/// llama.cpp's `sleep-idle-seconds` ([`sleep_idle_seconds`], `-1` for off).
+pub fn knob_value(knob: &str, value: Option<&crate::units::KeepAlive>) -> String {
+    match (knob, value.and_then(crate::units::KeepAlive::duration)) {
+        ("ttl", None) => "0".into(),
+        _ => sleep_idle_seconds(value),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::units::KeepAlive;
+
+    #[test]
+    fn each_knob_writes_its_own_off() {
+        let ka = KeepAlive::parse("3s").unwrap();
+        assert_eq!(knob_value("ttl", Some(&ka)), "3");
+        assert_eq!(knob_value("ttl", Some(&KeepAlive::forever())), "0");
+        assert_eq!(knob_value("ttl", None), "0");
+        assert_eq!(knob_value("--sleep-idle-seconds", None), "-1");
+        assert_eq!(knob_value("sleep-idle-seconds", Some(&ka)), "3");
+    }
+}

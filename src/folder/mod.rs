@@ -35,7 +35,7 @@ mod writer;
 pub use fits::{FitModel, FitSection};
 pub use horizon::{CellWindow, IdleHorizon};
 pub use host_load::{BUSY_OTHER_SHARE, BUSY_STEAL_SHARE, HostLoad};
-pub use kinds::{Api, KNOB_LABEL, TargetKind, sleep_idle_seconds};
+pub use kinds::{Api, KNOB_LABEL, TargetKind, knob_value, sleep_idle_seconds};
 pub use meta::{
     CellMeta, CostSettings, DEFAULT_RAM_GB_HOUR, DEFAULT_VRAM_GB_HOUR, HistogramSettings,
     MergeMeta, ModelFigures, RunHeader, RunMeta, RunStatus, ShardMeta, SimHost, SimModel,

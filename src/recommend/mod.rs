@@ -296,13 +296,19 @@ impl Recommendation {
             );
         }
         // A server whose knob is a start flag (llama-server): the flag to start it with.
+        // The router's and llama-swap's knob is per model, in their config file.
         if let Some(knob) = self.fixed.get(crate::folder::KNOB_LABEL) {
+            let how = if knob.starts_with("--") {
+                "start the server with"
+            } else {
+                "set each model's"
+            };
             return format!(
-                "{} ({}){}: start the server with {knob} {} (idle_unload {})",
+                "{} ({}){}: {how} {knob} {} (idle_unload {})",
                 self.workload,
                 self.model,
                 fixed,
-                crate::folder::sleep_idle_seconds(self.chosen.as_ref()),
+                crate::folder::knob_value(knob, self.chosen.as_ref()),
                 display_keep_alive(self.chosen.as_ref()),
             );
         }
@@ -391,13 +397,20 @@ pub fn recommend(summary: &Summary, cost: &CostSettings, slo: &SloSettings) -> V
 /// `--sleep-idle-seconds`): the flag; its requests carry no keep_alive.
 fn start_flag_snippets(knob: &str, chosen: Option<&KeepAlive>) -> Snippets {
     Snippets {
-        server_env: format!("{knob} {}", crate::folder::sleep_idle_seconds(chosen)),
+        server_env: format!("{knob} {}", crate::folder::knob_value(knob, chosen)),
         native_request: String::new(),
         keep_alive_field: String::new(),
-        notes: vec![
-            format!("{knob} is given when the server starts (whole seconds; -1 never sleeps): requests carry no keep_alive."),
-            "Polling GET /metrics or /slots resets llama-server's idle timer; /health and /props do not.".to_string(),
-        ],
+        notes: if knob.starts_with("--") {
+            vec![
+                format!("{knob} is given when the server starts (whole seconds; -1 never sleeps): requests carry no keep_alive."),
+                "Polling GET /metrics or /slots resets llama-server's idle timer; /health and /props do not.".to_string(),
+            ]
+        } else {
+            vec![format!(
+                "{knob} is set per model in the server's config file (whole seconds; {} is off): requests carry no keep_alive.",
+                crate::folder::knob_value(knob, None)
+            )]
+        },
     }
 }
 

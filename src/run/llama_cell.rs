@@ -1,4 +1,5 @@
-//! A cell against a server kabench starts itself (llama.cpp's `llama-server`): the
+//! A cell against a server kabench starts itself (llama.cpp's `llama-server`, its
+//! router mode or llama-swap, whose config file and log check are `llama_kinds`'s): the
 //! server started from its command template for this cell's idle-unload value on a
 //! free loopback port, its output in `servers/<cell>.log` of the run folder (a path
 //! kabench builds, never from server text), a bounded wait for `GET /health`, the
@@ -17,7 +18,7 @@
 //! the end of the cell's idle horizon.
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -27,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::folder::{self, RequestRecord, VramSample, classify_cold};
 use crate::llama::server::{self, ManagedServer};
-use crate::llama::{ChatExchange, LlamaClient, ModelResidency, ServerKind};
+use crate::llama::{ChatExchange, LlamaClient, ModelResidency};
 use crate::run::request::{self, RowGuard};
 use crate::run::{CellTiming, Recorder};
 use crate::scenario::{Cell, CellStream, ManagedCell};
@@ -81,6 +82,7 @@ impl ManagedRun<'_> {
             .map(|(k, v)| (k.as_str(), v.clone()))
             .collect();
         values.push(("port", port.to_string()));
+        values.extend(super::llama_kinds::prepare(self.managed, cell, &rec.dir)?);
         let argv = server::fill(&self.managed.command, &values)?;
         let log = log_path(&rec.dir, &cell.id);
         std::fs::create_dir_all(log.parent().unwrap_or(&rec.dir))
@@ -89,7 +91,7 @@ impl ManagedRun<'_> {
             &argv,
             &log,
             &format!("http://127.0.0.1:{port}"),
-            ServerKind::LlamaServer,
+            self.managed.kind,
             self.managed.health_timeout,
             cancel,
         )
@@ -110,7 +112,10 @@ impl ManagedRun<'_> {
                 sampling.clone(),
             ))
         });
-        let ran = self.sends(cell, start, &srv.client, rec, cancel).await;
+        let colds = Arc::new(Mutex::new(Vec::new()));
+        let ran = self
+            .sends(cell, start, &srv.client, rec, &colds, cancel)
+            .await;
         if let Ok(t) = &ran
             && !cancel.is_cancelled()
         {
@@ -131,8 +136,23 @@ impl ManagedRun<'_> {
         if let Some(task) = sampler {
             let _ = task.await;
         }
-        srv.stop(STOP_GRACE).await;
+        srv.stop(super::llama_kinds::stop_grace(
+            self.managed.kind,
+            STOP_GRACE,
+        ))
+        .await;
         let started_ms = ran?.started_ms;
+        if !cancel.is_cancelled() {
+            let sent = colds.lock().map(|c| c.clone()).unwrap_or_default();
+            super::llama_kinds::check(
+                self.managed.kind,
+                cell,
+                self.managed.knob,
+                &log,
+                &sent,
+                rec,
+            )?;
+        }
         Ok(CellTiming {
             started_ms,
             ended_ms: rec.now_ms(),
@@ -147,6 +167,7 @@ impl ManagedRun<'_> {
         start: Instant,
         client: &LlamaClient,
         rec: &Recorder,
+        colds: &Arc<Mutex<Vec<super::llama_kinds::Sent>>>,
         cancel: &CancellationToken,
     ) -> Result<CellTiming> {
         let planned = request::plan_sends(cell)?;
@@ -158,6 +179,7 @@ impl ManagedRun<'_> {
             let intended = start + p.offset;
             let mut row = request::new_row(&cell.id, p.seq, &stream);
             row.intended_ms = folder::ms(intended.saturating_duration_since(rec.epoch));
+            let colds = colds.clone();
             let (client, cap, rows, epoch, cancel) = (
                 client.clone(),
                 cap.clone(),
@@ -188,7 +210,11 @@ impl ManagedRun<'_> {
                     _ = cancel.cancelled() => return,
                 };
                 if let Some(row) = guard.take() {
-                    let _ = rows.send(fill_row(row, residency, &ex, intended, epoch, threshold));
+                    let row = fill_row(row, residency, &ex, intended, epoch, threshold);
+                    if let Ok(mut c) = colds.lock() {
+                        c.push(super::llama_kinds::Sent::of(&stream.model, &row));
+                    }
+                    let _ = rows.send(row);
                 }
             });
         }

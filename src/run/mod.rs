@@ -11,6 +11,7 @@
 
 pub mod closed_loop;
 pub mod llama_cell;
+pub mod llama_kinds;
 pub mod open_loop;
 pub mod pacer;
 pub mod recorder;
@@ -341,7 +342,12 @@ impl Begin<'_> {
         let timeout = self.scenario.run.timeout;
         let (kind, clients, version) = if *self.target == Target::Managed {
             (
-                crate::folder::TargetKind::LlamaServer,
+                // The started server's kind (`llama-server` unless the scenario's
+                // target is its router or llama-swap).
+                self.scenario
+                    .servers
+                    .first()
+                    .map_or(crate::folder::TargetKind::LlamaServer, |s| s.kind()),
                 Vec::new(),
                 String::new(),
             )

@@ -4,6 +4,7 @@
 //! arrival processes themselves live in `workload`.
 
 pub mod engine_settings;
+mod managed;
 mod plan;
 mod raw;
 mod sections;
@@ -13,6 +14,8 @@ mod tokens;
 pub mod trace;
 mod validate;
 
+#[cfg(test)]
+mod llama_kinds_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
@@ -27,7 +30,10 @@ use crate::units::{KeepAlive, Rate};
 
 pub use crate::folder::{KNOB_LABEL, sleep_idle_seconds};
 pub use plan::{Cell, CellServer, CellStream, ManagedCell, Plan, plan};
-pub use servers::{DEFAULT_HEALTH_TIMEOUT, PLACEHOLDERS};
+pub use servers::{
+    DEFAULT_HEALTH_TIMEOUT, MODEL_PLACEHOLDERS, PLACEHOLDERS, ROUTER_PLACEHOLDERS,
+    SWAP_PLACEHOLDERS,
+};
 
 /// A scenario that could not be read or is not valid. Nothing is sent when this occurs.
 ///
@@ -113,8 +119,8 @@ pub enum TargetSpec {
         /// Base URLs or `host:port`, as written.
         urls: Vec<String>,
     },
-    /// `kind = "llama-server"`: llama.cpp's server with one model, started by kabench
-    /// for each swept value from `command`.
+    /// `kind = "llama-server"`, `"llama-router"` or `"llama-swap"`: a llama.cpp server
+    /// kabench starts for each swept value from `command` (which one: `ManagedSpec::kind`).
     LlamaServer(ManagedSpec),
 }
 
@@ -128,6 +134,16 @@ pub struct ManagedSpec {
     pub model_path: Option<PathBuf>,
     /// `health_timeout`: how long to wait for `GET /health` after the start (default 60 s).
     pub health_timeout: Duration,
+    /// Which llama.cpp server it is: `llama-server` (one model), its router mode or
+    /// llama-swap.
+    pub kind: crate::llama::ServerKind,
+    /// `models_dir` (router and llama-swap), resolved relative to the scenario file:
+    /// the folder of `<model>.gguf` files (fills the router's `{models_dir}`; llama-swap
+    /// serves each stream's model from `<models_dir>/<model>.gguf`).
+    pub models_dir: Option<PathBuf>,
+    /// `model_command` (llama-swap only): the command llama-swap runs per model, with
+    /// `{model_path}`, `{model_id}` and `{port}` (llama-swap's `${PORT}`).
+    pub model_command: Vec<String>,
 }
 
 /// One server of a scenario, with the idle-unload values swept on it.
@@ -146,7 +162,11 @@ impl ServerSpec {
     pub fn kind(&self) -> crate::folder::TargetKind {
         match self.spec {
             TargetSpec::Sim => crate::folder::TargetKind::Sim,
-            TargetSpec::LlamaServer(_) => crate::folder::TargetKind::LlamaServer,
+            TargetSpec::LlamaServer(ref m) => match m.kind {
+                crate::llama::ServerKind::LlamaServer => crate::folder::TargetKind::LlamaServer,
+                crate::llama::ServerKind::LlamaRouter => crate::folder::TargetKind::LlamaRouter,
+                crate::llama::ServerKind::LlamaSwap => crate::folder::TargetKind::LlamaSwap,
+            },
             TargetSpec::Ollama { .. } | TargetSpec::Fleet { .. } => {
                 crate::folder::TargetKind::Ollama
             }

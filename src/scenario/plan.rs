@@ -55,6 +55,17 @@ pub struct ManagedCell {
     pub values: Vec<(String, String)>,
     /// How long to wait for `GET /health`.
     pub health_timeout: Duration,
+    /// Which llama.cpp server it is.
+    pub kind: crate::llama::ServerKind,
+    /// The cell's `idle_unload` value on the server's knob (the router's per-model
+    /// `sleep-idle-seconds`, -1 = off; llama-swap's `ttl`, 0 = never), written into the
+    /// config file kabench writes for the cell; unused for `llama-server`, whose
+    /// `{sleep_idle_seconds}` is in `values`.
+    pub knob: i64,
+    /// The folder of `<model>.gguf` files (router and llama-swap).
+    pub models_dir: Option<std::path::PathBuf>,
+    /// llama-swap's per-model command template (empty otherwise).
+    pub model_command: Vec<String>,
 }
 
 /// A stream as sent in one cell.
@@ -173,10 +184,15 @@ fn server_plan(scenario: &Scenario) -> Plan {
                     c.id.push_str(rest);
                 }
                 c.params.labels.insert("server".into(), server.name.clone());
-                if matches!(server.spec, TargetSpec::LlamaServer(_)) {
+                if let TargetSpec::LlamaServer(m) = &server.spec {
+                    let knob = match m.kind {
+                        crate::llama::ServerKind::LlamaServer => "--sleep-idle-seconds",
+                        crate::llama::ServerKind::LlamaRouter => "sleep-idle-seconds",
+                        crate::llama::ServerKind::LlamaSwap => "ttl",
+                    };
                     c.params
                         .labels
-                        .insert(super::KNOB_LABEL.into(), "--sleep-idle-seconds".into());
+                        .insert(super::KNOB_LABEL.into(), knob.into());
                 }
                 let managed = match &server.spec {
                     TargetSpec::LlamaServer(m) => {
@@ -187,10 +203,21 @@ fn server_plan(scenario: &Scenario) -> Plan {
                         if let Some(p) = &m.model_path {
                             values.push(("model_path".into(), p.display().to_string()));
                         }
+                        if let Some(d) = &m.models_dir {
+                            values.push(("models_dir".into(), d.display().to_string()));
+                        }
+                        // Validated with the scenario: every value maps.
+                        let off = crate::units::KeepAlive::forever();
+                        let knob =
+                            super::servers::knob_value(m.kind, value.unwrap_or(&off)).unwrap_or(-1);
                         Some(ManagedCell {
                             command: m.command.clone(),
                             values,
                             health_timeout: m.health_timeout,
+                            kind: m.kind,
+                            knob,
+                            models_dir: m.models_dir.clone(),
+                            model_command: m.model_command.clone(),
                         })
                     }
                     _ => None,

@@ -108,6 +108,8 @@ pub(crate) struct RawTarget {
     pub model_path: Option<String>,
     pub idle_unload: Option<Vec<Scalar>>,
     pub health_timeout: Option<Scalar>,
+    pub models_dir: Option<String>,
+    pub model_command: Option<Vec<String>>,
 }
 
 /// `[[stream]]`.

@@ -8,15 +8,47 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::raw::{RawTarget, Scalar};
-use super::sections::{self, duration, keep_alive, url_problem};
+use super::sections::{self, keep_alive, url_problem};
 use super::spans::Locator;
-use super::{ManagedSpec, ScenarioError, ServerSpec, Sweep, TargetSpec};
+use super::{ScenarioError, ServerSpec, Sweep, TargetSpec};
+use crate::llama::ServerKind;
 use crate::units::KeepAlive;
 
 type Result<T> = std::result::Result<T, ScenarioError>;
 
-/// The placeholders a server command may hold.
+/// The placeholders a `llama-server` command may hold.
 pub const PLACEHOLDERS: [&str; 3] = ["model_path", "sleep_idle_seconds", "port"];
+
+/// The placeholders a `llama-router` command may hold (`{models_preset}`: the preset
+/// INI kabench writes per cell in the run folder).
+pub const ROUTER_PLACEHOLDERS: [&str; 3] = ["models_dir", "models_preset", "port"];
+
+/// The placeholders a `llama-swap` command may hold (`{swap_config}`: the YAML kabench
+/// writes per cell in the run folder).
+pub const SWAP_PLACEHOLDERS: [&str; 2] = ["swap_config", "port"];
+
+/// The placeholders a `llama-swap` `model_command` may hold (`{port}` and
+/// `{model_id}` each a whole argument: llama-swap's `${PORT}` and `${MODEL_ID}`).
+pub const MODEL_PLACEHOLDERS: [&str; 3] = ["model_path", "model_id", "port"];
+
+/// The managed kinds by their scenario name.
+fn managed_kind(kind: &str) -> Option<ServerKind> {
+    [
+        ServerKind::LlamaServer,
+        ServerKind::LlamaRouter,
+        ServerKind::LlamaSwap,
+    ]
+    .into_iter()
+    .find(|k| k.as_str() == kind)
+}
+
+/// The knob value an `idle_unload` value becomes on `kind`, or why it cannot.
+pub(super) fn knob_value(kind: ServerKind, v: &KeepAlive) -> std::result::Result<i64, String> {
+    match kind {
+        ServerKind::LlamaServer | ServerKind::LlamaRouter => crate::llama::knob::router_sleep(v),
+        ServerKind::LlamaSwap => crate::llama::knob::swap_ttl_of(v).map(|t| t as i64),
+    }
+}
 
 /// How long kabench waits for a started server's `GET /health` unless told.
 pub const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(60);
@@ -71,7 +103,7 @@ pub(super) fn targets(
     }
     let from_target = target.is_some();
     let (spec, list) = match target {
-        Some(t) if t.kind.as_deref() == Some("llama-server") => {
+        Some(t) if t.kind.as_deref().and_then(managed_kind).is_some() => {
             let s = server(t, "target", base, loc)?;
             (Some(s.spec.clone()), vec![s])
         }
@@ -82,11 +114,13 @@ pub(super) fn targets(
                 ("target.health_timeout", t.health_timeout.is_some()),
                 ("target.name", t.name.is_some()),
                 ("target.idle_unload", t.idle_unload.is_some()),
+                ("target.models_dir", t.models_dir.is_some()),
+                ("target.model_command", t.model_command.is_some()),
             ] {
                 if given {
                     return Err(loc.error_at(
                         key,
-                        "this key applies only to kind = \"llama-server\" (or a [[server]] table); remove it",
+                        "this key applies only to kind = \"llama-server\", \"llama-router\" or \"llama-swap\" (or a [[server]] table); remove it",
                     ));
                 }
             }
@@ -150,32 +184,33 @@ pub(super) fn targets(
             "with servers, sweep `idle_unload` instead of keep_alive: it maps to each server's knob (Ollama's keep_alive, llama-server's --sleep-idle-seconds)",
         ));
     }
-    // Each llama-server takes whole seconds.
+    // Each llama.cpp knob takes whole seconds of at least 1 (or off): a value it
+    // would refuse or round is an error at its key.
     let mut list = list;
     for (i, s) in list.iter_mut().enumerate() {
         let own = !s.idle_unload.is_empty();
         if !own {
             s.idle_unload = sweep.idle_unload.clone();
         }
-        if matches!(s.spec, TargetSpec::LlamaServer(_)) {
-            for (j, v) in s.idle_unload.iter().enumerate() {
-                if let Some(d) = v.duration()
-                    && d.subsec_nanos() != 0
-                {
-                    let key = match (own, from_target) {
-                        (true, true) => format!("target.idle_unload[{j}]"),
-                        (true, false) => format!("server[{i}].idle_unload[{j}]"),
-                        (false, _) => format!("sweep.idle_unload[{j}]"),
-                    };
-                    return Err(loc.error_at(
-                        &key,
-                        format!(
-                            "idle_unload {:?} for llama-server {:?}: --sleep-idle-seconds takes whole seconds; write e.g. \"1s\" or \"5s\"",
-                            v.written(),
-                            s.name
-                        ),
-                    ));
-                }
+        let TargetSpec::LlamaServer(m) = &s.spec else {
+            continue;
+        };
+        for (j, v) in s.idle_unload.iter().enumerate() {
+            if let Err(why) = knob_value(m.kind, v) {
+                let key = match (own, from_target) {
+                    (true, true) => format!("target.idle_unload[{j}]"),
+                    (true, false) => format!("server[{i}].idle_unload[{j}]"),
+                    (false, _) => format!("sweep.idle_unload[{j}]"),
+                };
+                return Err(loc.error_at(
+                    &key,
+                    format!(
+                        "idle_unload {:?} for {} {:?}: {why}",
+                        v.written(),
+                        m.kind,
+                        s.name
+                    ),
+                ));
             }
         }
     }
@@ -212,6 +247,8 @@ fn server(raw: RawTarget, prefix: &str, base: &Path, loc: &Locator<'_>) -> Resul
                 ("model_path", raw.model_path.is_some()),
                 ("health_timeout", raw.health_timeout.is_some()),
                 ("urls", raw.urls.is_some()),
+                ("models_dir", raw.models_dir.is_some()),
+                ("model_command", raw.model_command.is_some()),
             ] {
                 if given {
                     return Err(loc.error_at(
@@ -230,83 +267,14 @@ fn server(raw: RawTarget, prefix: &str, base: &Path, loc: &Locator<'_>) -> Resul
             }
             TargetSpec::Ollama { url: raw.url }
         }
-        "llama-server" => {
-            for (k, given) in [("url", raw.url.is_some()), ("urls", raw.urls.is_some())] {
-                if given {
-                    return Err(loc.error_at(
-                        &key(k),
-                        format!("`{k}` does not apply to kind = \"llama-server\": kabench starts it from `command` on a free port ({{port}})"),
-                    ));
-                }
-            }
-            let Some(command) = raw.command else {
-                return Err(loc.error_at(
-                    &key("kind"),
-                    "missing key `command`: write the server's command line, e.g. command = [\"llama-server\", \"-m\", \"{model_path}\", \"--sleep-idle-seconds\", \"{sleep_idle_seconds}\", \"--port\", \"{port}\"]",
-                ));
-            };
-            if command.is_empty() || command[0].trim().is_empty() {
-                return Err(loc.error_at(
-                    &key("command"),
-                    "empty command: the first item is the program, e.g. \"../shared/ollama/lib/ollama/llama-server\"",
-                ));
-            }
-            let dummy: Vec<(&str, String)> =
-                PLACEHOLDERS.iter().map(|p| (*p, String::new())).collect();
-            if let Err(e) = crate::llama::server::fill(&command, &dummy) {
-                return Err(loc.error_at(&key("command"), e.to_string()));
-            }
-            if !command.iter().any(|a| a.contains("{port}")) {
-                return Err(loc.error_at(
-                    &key("command"),
-                    "the command has no {port}: add \"--port\", \"{port}\" so kabench knows where the server listens",
-                ));
-            }
-            // A program named by a relative path is found from the scenario file,
-            // as model_path is; a bare name is looked up in PATH.
-            let mut command = command;
-            if command[0].contains('/') && Path::new(&command[0]).is_relative() {
-                command[0] = base.join(&command[0]).display().to_string();
-            }
-            let model_path = match raw.model_path {
-                Some(p) if p.trim().is_empty() => {
-                    return Err(loc.error_at(
-                        &key("model_path"),
-                        "empty model_path: write the GGUF file, relative to the scenario file",
-                    ));
-                }
-                Some(p) => Some(base.join(p)),
-                None => None,
-            };
-            if model_path.is_none() && command.iter().any(|a| a.contains("{model_path}")) {
-                return Err(loc.error_at(
-                    &key("command"),
-                    "the command holds {model_path} but the table has no `model_path`: add model_path = \"path/to/model.gguf\"",
-                ));
-            }
-            let health_timeout = match &raw.health_timeout {
-                Some(v) => {
-                    let d = duration(v, &key("health_timeout"), loc)?;
-                    if d.is_zero() {
-                        return Err(loc.error_at(
-                            &key("health_timeout"),
-                            "health_timeout must be more than 0, e.g. \"60s\"",
-                        ));
-                    }
-                    d
-                }
-                None => DEFAULT_HEALTH_TIMEOUT,
-            };
-            TargetSpec::LlamaServer(ManagedSpec {
-                command,
-                model_path,
-                health_timeout,
-            })
+        managed if managed_kind(managed).is_some() => {
+            let kind = managed_kind(managed).unwrap_or(ServerKind::LlamaServer);
+            super::managed::managed_spec(raw, kind, prefix, base, loc)?
         }
         other => {
             return Err(loc.error_at(
                 &key("kind"),
-                format!("unknown server kind {other:?}: write \"ollama\" or \"llama-server\""),
+                format!("unknown server kind {other:?}: write \"ollama\", \"llama-server\", \"llama-router\" or \"llama-swap\""),
             ));
         }
     };

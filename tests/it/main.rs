@@ -27,6 +27,8 @@ mod hostile_predict;
 mod hostile_proxy;
 mod hostile_report;
 mod layers;
+mod llama_kinds;
+mod llama_router;
 mod llama_server;
 mod plan;
 mod plan_cap;

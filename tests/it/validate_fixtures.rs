@@ -52,7 +52,7 @@ fn every_shipped_scenario_loads_and_starts_with_a_comment() {
             seen += 1;
         }
     }
-    assert_eq!(seen, 6);
+    assert_eq!(seen, 7);
 }
 
 #[test]

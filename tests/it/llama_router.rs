@@ -1,0 +1,557 @@
+//! llama.cpp's router mode and llama-swap, the real binaries in `../shared/`, driven
+//! through kabench's readers (`llama::router`, `llama::swap`), log parsers
+//! (`llama::router_log`, `llama::swap_log`) and config writers (`llama::preset`,
+//! `llama::swap_config`): what kabench counts from the status endpoints (a request
+//! that found its model not loaded is cold) must equal what the server's own log
+//! says (spawns, LRU evictions, wakes from sleep, TTL unloads). Each test skips with
+//! one line where `../shared` lacks the binary, Python cannot write the tiny models,
+//! or `KABENCH_SKIP_REAL_LLAMA=1`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use kabench::llama::cell::{router_check, swap_check, write_router_preset, write_swap_config};
+use kabench::llama::fetch::StatusClient;
+use kabench::llama::preset::{ModelPreset, Preset};
+use kabench::llama::router::{ModelState, parse_models, state_of};
+use kabench::llama::router_log::{self, RouterEvent};
+use kabench::llama::swap::{self, SwapState, parse_running};
+use kabench::llama::swap_config::{CmdArg, SwapConfig, SwapModel};
+use kabench::llama::swap_log::{self, SwapEvent};
+use kabench::llama::{ModelResidency, ServerKind};
+
+use crate::common::{free_port, http, ollama_dir, root, timing_turn};
+
+const SMALL: &str = "tiny-50m";
+const BIG: &str = "tiny-150m";
+
+fn skip<T>(why: &str) -> Option<T> {
+    eprintln!("skipping the real llama.cpp test: {why}");
+    None
+}
+
+/// `../shared/<rel>` when it exists and real-server tests are wanted.
+fn shared_bin(rel: &str) -> Option<PathBuf> {
+    if std::env::var("KABENCH_SKIP_REAL_LLAMA").is_ok_and(|v| v == "1") {
+        return skip("KABENCH_SKIP_REAL_LLAMA=1");
+    }
+    let path = root().join("../shared").join(rel);
+    if path.is_file() {
+        Some(path)
+    } else {
+        skip(&format!("{} is absent", path.display()))
+    }
+}
+
+/// The tiny GGUFs (`target/llama-router/gguf`), written once by the Ollama folder's
+/// `make_tiny_models.py`.
+fn gguf_dir() -> Option<PathBuf> {
+    static DIR: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let made = DIR.get_or_init(|| {
+        let dir = root().join("target/llama-router/gguf");
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let missing: Vec<&str> = [SMALL, BIG]
+            .into_iter()
+            .filter(|m| !dir.join(format!("{m}.gguf")).exists())
+            .collect();
+        if !missing.is_empty() {
+            let out = Command::new("python3")
+                .arg(ollama_dir().join("make_tiny_models.py"))
+                .arg(&dir)
+                .args(&missing)
+                .output()
+                .map_err(|e| format!("python3 could not run: {e}"))?;
+            if !out.status.success() {
+                return Err(format!(
+                    "make_tiny_models.py failed (pip install gguf numpy?): {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ));
+            }
+        }
+        Ok(dir)
+    });
+    match made {
+        Ok(dir) => Some(dir.clone()),
+        Err(why) => skip(why),
+    }
+}
+
+/// A server process logging to a file; stopped with SIGTERM (never SIGKILL first:
+/// llama-swap's upstream would be orphaned).
+struct Server {
+    child: Child,
+    log: PathBuf,
+    host: String,
+}
+
+impl Server {
+    fn spawn(mut cmd: Command, log: PathBuf, host: String, ready_path: &str) -> Server {
+        let file = std::fs::File::create(&log).unwrap();
+        cmd.stdin(Stdio::null())
+            .stdout(file.try_clone().unwrap())
+            .stderr(file);
+        let child = cmd.spawn().expect("the server starts");
+        let server = Server { child, log, host };
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(20) {
+            if let Ok((200, _)) = http(&server.host, "GET", ready_path, None) {
+                return server;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "{} never answered {ready_path}: {}",
+            server.host,
+            server.log_text()
+        );
+    }
+
+    /// Resident bytes of the server's process tree (it and its model processes).
+    fn rss(&self) -> u64 {
+        kabench::telemetry::rss::tree_rss(self.child.id()).expect("the server runs")
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// One chat request of 4 tokens for `model`; its status.
+    fn chat(&self, model: &str) -> u16 {
+        let body = format!(
+            r#"{{"model":"{model}","messages":[{{"role":"user","content":"hi"}}],"max_tokens":4}}"#
+        );
+        http(&self.host, "POST", "/v1/chat/completions", Some(&body))
+            .unwrap()
+            .0
+    }
+
+    fn get(&self, path: &str) -> String {
+        let (status, body) = http(&self.host, "GET", path, None).unwrap();
+        assert_eq!(status, 200, "GET {path}: {body}");
+        body
+    }
+
+    /// SIGTERM, then wait (up to 15 s) for the exit; the log afterwards.
+    fn stop(mut self) -> String {
+        self.terminate();
+        self.log_text()
+    }
+
+    fn terminate(&mut self) {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(15) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.terminate();
+        }
+    }
+}
+
+/// A models folder holding links to the two tiny GGUFs (the router lists every GGUF there).
+fn models_folder(run: &Path, gguf: &Path) -> PathBuf {
+    let dir = run.join("models");
+    std::fs::create_dir(&dir).unwrap();
+    for m in [SMALL, BIG] {
+        std::os::unix::fs::symlink(
+            gguf.join(format!("{m}.gguf")),
+            dir.join(format!("{m}.gguf")),
+        )
+        .unwrap();
+    }
+    dir
+}
+
+/// The router with `--models-max max` and `preset` (written into `run`), `-t 1`.
+fn start_router(run: &Path, max: u32, preset: &Preset) -> Option<Server> {
+    let bin = shared_bin("llama-cpp/bin/llama-server")?;
+    let gguf = gguf_dir()?;
+    let models = models_folder(run, &gguf);
+    let ini = write_router_preset(run, 0, preset).unwrap();
+    let cache = run.join("llama-cache");
+    std::fs::create_dir(&cache).unwrap();
+    let port = free_port();
+    let mut cmd = Command::new(bin);
+    cmd.env("LLAMA_CACHE", &cache)
+        .arg("--models-dir")
+        .arg(&models)
+        .arg("--models-preset")
+        .arg(&ini)
+        .args([
+            "--models-max",
+            &max.to_string(),
+            "--host",
+            "127.0.0.1",
+            "--port",
+        ])
+        .arg(port.to_string())
+        .args(["-c", "2048", "-np", "1", "-t", "1", "--no-ui"]);
+    Some(Server::spawn(
+        cmd,
+        run.join("router.log"),
+        format!("127.0.0.1:{port}"),
+        "/health",
+    ))
+}
+
+/// `model`'s state in the router's `/models`; the run loop's residency reader
+/// (`ServerKind::residency_of`) must read the same answer alike.
+fn router_state(server: &Server, model: &str) -> ModelState {
+    let body = server.get("/models");
+    let models = parse_models(body.as_bytes()).unwrap();
+    let state = state_of(&models, model).unwrap_or_else(|| panic!("{model} not in /models"));
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let same = match state {
+        ModelState::Unloaded => ModelResidency::Unloaded,
+        ModelState::Loading => ModelResidency::Loading,
+        ModelState::Loaded => ModelResidency::Loaded,
+        ModelState::Sleeping => ModelResidency::Sleeping,
+    };
+    assert_eq!(
+        ServerKind::LlamaRouter.residency_of(&json, model),
+        Some(same),
+        "{body}"
+    );
+    state
+}
+
+/// Polls `/models` until `model` is `want` (up to `limit`); how long it took.
+fn wait_router(server: &Server, model: &str, want: ModelState, limit: Duration) -> Duration {
+    let start = Instant::now();
+    loop {
+        let state = router_state(server, model);
+        if state == want {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < limit,
+            "{model} stayed {state:?}, not {want:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn router_models_max_1_evicts_the_lru_at_every_switch() {
+    let _turn = timing_turn();
+    let run = tempfile::tempdir().unwrap();
+    let preset = Preset {
+        models: vec![],
+        ..Preset::default()
+    };
+    let Some(server) = start_router(run.path(), 1, &preset) else {
+        return;
+    };
+    assert_eq!(router_state(&server, SMALL), ModelState::Unloaded);
+    assert_eq!(router_state(&server, BIG), ModelState::Unloaded);
+    let order = [SMALL, BIG, SMALL, BIG, BIG];
+    let (mut colds, mut evictions) = (0u64, 0u64);
+    let mut per_model: BTreeMap<String, u64> = BTreeMap::new();
+    for (i, model) in order.iter().enumerate() {
+        let other = if *model == SMALL { BIG } else { SMALL };
+        let before = router_state(&server, model);
+        let other_before = router_state(&server, other);
+        colds += u64::from(!before.is_warm());
+        *per_model.entry(model.to_string()).or_default() += u64::from(!before.is_warm());
+        evictions += u64::from(!before.is_warm() && other_before.has_process());
+        assert_eq!(server.chat(model), 200, "request {i} for {model}");
+        assert_eq!(router_state(&server, model), ModelState::Loaded);
+        assert_eq!(
+            router_state(&server, other),
+            ModelState::Unloaded,
+            "after request {i}"
+        );
+    }
+    // Also through the async client, as a run would read it.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = StatusClient::new(&format!("http://{}", server.host)).unwrap();
+    let models = rt.block_on(client.router_models()).unwrap();
+    assert_eq!(state_of(&models, BIG), Some(ModelState::Loaded));
+    let log = server.stop();
+    let check = router_check(&per_model, &log);
+    assert!(
+        check.len() == 2 && check.iter().all(|c| c.agrees()),
+        "{check:?}"
+    );
+    let events = router_log::parse(&log);
+    let tally = router_log::tally(&events);
+    let evicts: Vec<_> = events
+        .iter()
+        .filter(|e| matches!(e, RouterEvent::Evict { .. }))
+        .collect();
+    assert_eq!((colds, evictions), (4, 3), "switches seen in /models");
+    assert_eq!(
+        evicts.len() as u64,
+        evictions,
+        "evictions in the log: {log}"
+    );
+    assert_eq!(
+        evicts[0],
+        &RouterEvent::Evict {
+            victim: SMALL.into(),
+            for_model: Some(BIG.into())
+        }
+    );
+    let spawns: u64 = tally.values().map(|t| t.spawns).sum();
+    assert_eq!(spawns, colds, "each cold request is one spawn in the log");
+    assert_eq!((tally[SMALL].spawns, tally[BIG].spawns), (2, 2));
+    assert_eq!(
+        tally
+            .values()
+            .map(|t| t.wakes + t.failed_exits)
+            .sum::<u64>(),
+        0
+    );
+    let exits = events
+        .iter()
+        .filter(|e| matches!(e, RouterEvent::Exited { .. }))
+        .count();
+    assert_eq!(
+        exits, 4,
+        "three evictions and the SIGTERM each end a child: {log}"
+    );
+}
+
+#[test]
+fn router_preset_sleep_wakes_match_the_log() {
+    let _turn = timing_turn();
+    let run = tempfile::tempdir().unwrap();
+    let preset = Preset {
+        models: vec![
+            ModelPreset {
+                id: SMALL.into(),
+                sleep_idle_seconds: Some(1),
+            },
+            ModelPreset {
+                id: BIG.into(),
+                sleep_idle_seconds: None,
+            },
+        ],
+        ..Preset::default()
+    };
+    let Some(server) = start_router(run.path(), 2, &preset) else {
+        return;
+    };
+    assert_eq!(server.chat(BIG), 200);
+    let (mut spawns, mut wakes) = (0u64, 0u64);
+    for round in 0..3 {
+        let before = router_state(&server, SMALL);
+        spawns += u64::from(before == ModelState::Unloaded);
+        wakes += u64::from(before == ModelState::Sleeping);
+        assert_eq!(server.chat(SMALL), 200, "round {round}");
+        assert_eq!(router_state(&server, SMALL), ModelState::Loaded);
+        let awake = server.rss();
+        // sleep-idle-seconds = 1: asleep between 1 and 2 s after the answer.
+        let took = wait_router(&server, SMALL, ModelState::Sleeping, Duration::from_secs(4));
+        assert!(took < Duration::from_millis(2600), "asleep after {took:?}");
+        // Sleep frees the weights (55 MB of F16 for tiny-50m) while the process stays.
+        let asleep = server.rss();
+        eprintln!(
+            "router tree RSS: {} MB awake, {} MB asleep",
+            awake >> 20,
+            asleep >> 20
+        );
+        assert!(
+            asleep + (30 << 20) < awake,
+            "round {round}: {awake} B awake, {asleep} B asleep"
+        );
+    }
+    assert_eq!((spawns, wakes), (1, 2));
+    // tiny-150m has no sleep setting: still loaded seconds later.
+    assert_eq!(router_state(&server, BIG), ModelState::Loaded);
+    let log = server.stop();
+    let kabench = BTreeMap::from([(SMALL.to_string(), spawns + wakes), (BIG.to_string(), 1)]);
+    let check = router_check(&kabench, &log);
+    assert!(check.iter().all(|c| c.agrees()), "{check:?}");
+    let tally = router_log::tally(&router_log::parse(&log));
+    let small = &tally[SMALL];
+    assert_eq!(small.wakes, wakes, "wakes in the log: {log}");
+    assert_eq!(small.sleeps, 3, "each round ended asleep");
+    assert_eq!(small.spawns, spawns);
+    assert_eq!(small.colds(), spawns + wakes);
+    assert_eq!(
+        (tally[BIG].sleeps, tally[BIG].wakes, tally[BIG].spawns),
+        (0, 0, 1)
+    );
+}
+
+/// llama-swap in front of the upstream llama-server, its config written by kabench
+/// with the models in a folder whose name needs quoting (a space, a quote, a `#`).
+fn start_swap(run: &Path, ttl: u64) -> Option<Server> {
+    let swap = shared_bin("llama-swap/bin/llama-swap")?;
+    let llama = shared_bin("llama-cpp/bin/llama-server")?;
+    let gguf = gguf_dir()?;
+    let odd = run.join("models dir 'q' #1");
+    std::fs::create_dir(&odd).unwrap();
+    let lit = |s: &str| CmdArg::Literal(s.to_string());
+    let mut models = Vec::new();
+    for m in [SMALL, BIG] {
+        let file = odd.join(format!("{m}.gguf"));
+        std::os::unix::fs::symlink(gguf.join(format!("{m}.gguf")), &file).unwrap();
+        let mut cmd = vec![
+            lit(llama.to_str().unwrap()),
+            lit("--host"),
+            lit("127.0.0.1"),
+        ];
+        cmd.extend([lit("--port"), CmdArg::Port, lit("--alias"), CmdArg::ModelId]);
+        cmd.extend(["-c", "2048", "-np", "1", "-t", "1", "--no-webui", "-m"].map(lit));
+        cmd.push(lit(file.to_str().unwrap()));
+        models.push(SwapModel {
+            id: m.to_string(),
+            cmd,
+            ttl,
+        });
+    }
+    let config = SwapConfig {
+        health_check_timeout: 30,
+        start_port: free_port(),
+        models,
+    };
+    let yaml = write_swap_config(run, 0, &config).unwrap();
+    let port = free_port();
+    let mut cmd = Command::new(swap);
+    cmd.arg("-config")
+        .arg(&yaml)
+        .arg("-listen")
+        .arg(format!("127.0.0.1:{port}"));
+    Some(Server::spawn(
+        cmd,
+        run.join("llama-swap.log"),
+        format!("127.0.0.1:{port}"),
+        "/health",
+    ))
+}
+
+/// `model`'s state in llama-swap's `/running` (`None`: not running); the run loop's
+/// residency reader must read the same answer alike.
+fn swap_state(server: &Server, model: &str) -> Option<SwapState> {
+    let body = server.get("/running");
+    let state = swap::state_of(&parse_running(body.as_bytes()).unwrap(), model);
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let same = match state {
+        Some(SwapState::Ready) => ModelResidency::Loaded,
+        Some(SwapState::Starting) => ModelResidency::Loading,
+        _ => ModelResidency::Unloaded,
+    };
+    assert_eq!(
+        ServerKind::LlamaSwap.residency_of(&json, model),
+        Some(same),
+        "{body}"
+    );
+    state
+}
+
+#[test]
+fn llama_swap_ttl_unloads_match_the_log() {
+    let _turn = timing_turn();
+    let run = tempfile::tempdir().unwrap();
+    let Some(server) = start_swap(run.path(), 1) else {
+        return;
+    };
+    let listed = swap::parse_model_list(server.get("/v1/models").as_bytes()).unwrap();
+    assert_eq!(listed, [BIG, SMALL]);
+    let (mut colds, mut unloads_seen) = (0u64, 0u64);
+    for round in 0..3 {
+        colds += u64::from(swap_state(&server, SMALL).is_none());
+        assert_eq!(
+            server.chat(SMALL),
+            200,
+            "round {round}: {}",
+            server.log_text()
+        );
+        assert_eq!(swap_state(&server, SMALL), Some(SwapState::Ready));
+        let ready = server.rss();
+        let start = Instant::now();
+        while swap_state(&server, SMALL).is_some() {
+            assert!(
+                start.elapsed() < Duration::from_secs(4),
+                "ttl 1 never unloaded"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        unloads_seen += 1;
+        // The upstream process is gone: llama-swap alone stays.
+        let unloaded = server.rss();
+        eprintln!(
+            "llama-swap tree RSS: {} MB ready, {} MB after the TTL",
+            ready >> 20,
+            unloaded >> 20
+        );
+        assert!(
+            unloaded + (30 << 20) < ready,
+            "round {round}: {ready} B, then {unloaded} B"
+        );
+    }
+    // A swap: tiny-150m stops tiny-50m (no groups: one model at a time).
+    assert_eq!(server.chat(SMALL), 200);
+    assert_eq!(server.chat(BIG), 200);
+    assert_eq!(swap_state(&server, SMALL), None);
+    assert_eq!(swap_state(&server, BIG), Some(SwapState::Ready));
+    colds += 2;
+    let log = server.stop();
+    let kabench = BTreeMap::from([(SMALL.to_string(), colds - 1), (BIG.to_string(), 1)]);
+    let check = swap_check(&kabench, &log);
+    assert!(
+        check.len() == 2 && check.iter().all(|c| c.agrees()),
+        "{check:?}"
+    );
+    let lines = swap_log::parse(&log);
+    let tally = swap_log::tally(&lines);
+    assert_eq!(
+        tally[SMALL].ttl_unloads, unloads_seen,
+        "TTL lines in the log: {log}"
+    );
+    assert_eq!(tally[SMALL].swapped_out, 1);
+    assert_eq!(
+        tally[SMALL].loads + tally[BIG].loads,
+        colds,
+        "each cold is a health check"
+    );
+    assert_eq!(tally[BIG].loads, 1);
+    // Each TTL unload comes 1 to 2 s (ttl, checked once a second; 1.9 s here) after the answer
+    // before it, by the log's own clock.
+    let mut last_answer = None;
+    let mut gaps = Vec::new();
+    for line in &lines {
+        match &line.event {
+            SwapEvent::Request {
+                path, status: 200, ..
+            } if path == "/v1/chat/completions" => last_answer = line.at,
+            SwapEvent::TtlUnload { model, ttl_secs } if model == SMALL => {
+                assert_eq!(*ttl_secs, 1);
+                gaps.push(line.at.unwrap() - last_answer.unwrap());
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(gaps.len(), 3);
+    eprintln!("llama-swap TTL 1 s unloads after the answer: {gaps:?}");
+    for gap in gaps {
+        assert!(
+            gap >= Duration::from_millis(950) && gap <= Duration::from_millis(2800),
+            "{gap:?}"
+        );
+    }
+    assert!(
+        lines.iter().any(|l| l.event == SwapEvent::Shutdown),
+        "stopped by SIGTERM"
+    );
+}
