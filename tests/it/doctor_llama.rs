@@ -33,24 +33,8 @@ fn skip<T>(why: &str) -> Option<T> {
 /// `target/real-ollama/gguf/tiny-50m.gguf`, written by `make_tiny_models.py` if absent.
 fn tiny_50m() -> Result<PathBuf, String> {
     let dir = root().join("target/real-ollama/gguf");
-    let path = dir.join("tiny-50m.gguf");
-    if path.exists() {
-        return Ok(path);
-    }
-    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let out = Command::new("python3")
-        .arg(root().join("../shared/ollama/make_tiny_models.py"))
-        .arg(&dir)
-        .arg("tiny-50m")
-        .output()
-        .map_err(|e| format!("python3 could not run: {e}"))?;
-    if !out.status.success() || !path.exists() {
-        return Err(format!(
-            "make_tiny_models.py failed (pip install gguf numpy?): {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    Ok(path)
+    crate::common::llama::write_tiny_models(&dir, &["tiny-50m"])?;
+    Ok(dir.join("tiny-50m.gguf"))
 }
 
 /// A running llama-server, killed on drop.

@@ -12,66 +12,12 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::OnceLock;
 
 use serde_json::Value;
 
-use crate::common::{kabench, ollama_dir, read_json, request_rows, root, timing_turn};
+use crate::common::{kabench, read_json, request_rows, root, timing_turn};
 
-const SMALL: &str = "tiny-50m";
-const BIG: &str = "tiny-150m";
-
-fn skip<T>(why: &str) -> Option<T> {
-    eprintln!("skipping the llama-router/llama-swap scenario test: {why}");
-    None
-}
-
-/// `../shared/<rel>` when it exists and real-server tests are wanted.
-fn shared_bin(rel: &str) -> Option<PathBuf> {
-    if std::env::var("KABENCH_SKIP_REAL_LLAMA").is_ok_and(|v| v == "1") {
-        return skip("KABENCH_SKIP_REAL_LLAMA=1");
-    }
-    let path = root().join("../shared").join(rel);
-    if path.is_file() {
-        Some(path.canonicalize().unwrap_or(path))
-    } else {
-        skip(&format!("{} is absent", path.display()))
-    }
-}
-
-/// The tiny GGUFs (`target/llama-kinds/gguf`), written once by the Ollama folder's
-/// `make_tiny_models.py`; the folder holds nothing else (the router lists every GGUF).
-fn gguf_dir() -> Option<PathBuf> {
-    static DIR: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    let made = DIR.get_or_init(|| {
-        let dir = root().join("target/llama-kinds/gguf");
-        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-        let missing: Vec<&str> = [SMALL, BIG]
-            .into_iter()
-            .filter(|m| !dir.join(format!("{m}.gguf")).exists())
-            .collect();
-        if !missing.is_empty() {
-            let out = Command::new("python3")
-                .arg(ollama_dir().join("make_tiny_models.py"))
-                .arg(&dir)
-                .args(&missing)
-                .output()
-                .map_err(|e| format!("python3 could not run: {e}"))?;
-            if !out.status.success() {
-                return Err(format!(
-                    "make_tiny_models.py failed (pip install gguf numpy?): {}",
-                    String::from_utf8_lossy(&out.stderr).trim()
-                ));
-            }
-        }
-        Ok(dir)
-    });
-    match made {
-        Ok(dir) => Some(dir.clone()),
-        Err(why) => skip(why),
-    }
-}
+use crate::common::llama::{BIG, SMALL, gguf_dir, shared_bin};
 
 /// A TOML string.
 fn q(p: &Path) -> String {

@@ -10,7 +10,6 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use kabench::llama::cell::{router_check, swap_check, write_router_preset, write_swap_config};
@@ -23,61 +22,9 @@ use kabench::llama::swap_config::{CmdArg, SwapConfig, SwapModel};
 use kabench::llama::swap_log::{self, SwapEvent};
 use kabench::llama::{ModelResidency, ServerKind};
 
-use crate::common::{free_port, http, ollama_dir, root, timing_turn};
+use crate::common::{free_port, http, timing_turn};
 
-const SMALL: &str = "tiny-50m";
-const BIG: &str = "tiny-150m";
-
-fn skip<T>(why: &str) -> Option<T> {
-    eprintln!("skipping the real llama.cpp test: {why}");
-    None
-}
-
-/// `../shared/<rel>` when it exists and real-server tests are wanted.
-fn shared_bin(rel: &str) -> Option<PathBuf> {
-    if std::env::var("KABENCH_SKIP_REAL_LLAMA").is_ok_and(|v| v == "1") {
-        return skip("KABENCH_SKIP_REAL_LLAMA=1");
-    }
-    let path = root().join("../shared").join(rel);
-    if path.is_file() {
-        Some(path)
-    } else {
-        skip(&format!("{} is absent", path.display()))
-    }
-}
-
-/// The tiny GGUFs (`target/llama-router/gguf`), written once by the Ollama folder's
-/// `make_tiny_models.py`.
-fn gguf_dir() -> Option<PathBuf> {
-    static DIR: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    let made = DIR.get_or_init(|| {
-        let dir = root().join("target/llama-router/gguf");
-        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-        let missing: Vec<&str> = [SMALL, BIG]
-            .into_iter()
-            .filter(|m| !dir.join(format!("{m}.gguf")).exists())
-            .collect();
-        if !missing.is_empty() {
-            let out = Command::new("python3")
-                .arg(ollama_dir().join("make_tiny_models.py"))
-                .arg(&dir)
-                .args(&missing)
-                .output()
-                .map_err(|e| format!("python3 could not run: {e}"))?;
-            if !out.status.success() {
-                return Err(format!(
-                    "make_tiny_models.py failed (pip install gguf numpy?): {}",
-                    String::from_utf8_lossy(&out.stderr).trim()
-                ));
-            }
-        }
-        Ok(dir)
-    });
-    match made {
-        Ok(dir) => Some(dir.clone()),
-        Err(why) => skip(why),
-    }
-}
+use crate::common::llama::{BIG, SMALL, gguf_dir, shared_bin};
 
 /// A server process logging to a file; stopped with SIGTERM (never SIGKILL first:
 /// llama-swap's upstream would be orphaned).

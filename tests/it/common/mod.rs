@@ -14,6 +14,7 @@
 #![allow(dead_code)]
 
 pub mod doctor;
+pub mod llama;
 pub mod netns;
 pub mod slurm;
 
@@ -212,26 +213,7 @@ fn models_dir() -> Result<PathBuf, String> {
             let models = base.join("models");
             std::fs::create_dir_all(&gguf).map_err(|e| format!("{}: {e}", gguf.display()))?;
             std::fs::create_dir_all(&models).map_err(|e| format!("{}: {e}", models.display()))?;
-            let sources = ["tiny-50m", "tiny-150m"];
-            let missing: Vec<&str> = sources
-                .iter()
-                .copied()
-                .filter(|s| !gguf.join(format!("{s}.gguf")).exists())
-                .collect();
-            if !missing.is_empty() {
-                let out = Command::new("python3")
-                    .arg(ollama_dir().join("make_tiny_models.py"))
-                    .arg(&gguf)
-                    .args(&missing)
-                    .output()
-                    .map_err(|e| format!("python3 could not run: {e}"))?;
-                if !out.status.success() {
-                    return Err(format!(
-                        "make_tiny_models.py failed (pip install gguf numpy?): {}",
-                        String::from_utf8_lossy(&out.stderr).trim()
-                    ));
-                }
-            }
+            llama::write_tiny_models(&gguf, &["tiny-50m", "tiny-150m"])?;
             let embed = gguf.join("tiny-embed.gguf");
             if !embed.exists() {
                 let out = Command::new("python3")
