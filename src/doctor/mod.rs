@@ -307,36 +307,15 @@ pub async fn run(opts: &DoctorOptions, stop: &Stop) -> anyhow::Result<Report> {
         },
         _ = stop.abandon.cancelled() => vec!["restore abandoned (a second Ctrl-C): models may be left as the probes left them".into()],
     };
-    if interrupted {
-        let done = doctor.checks.len();
-        doctor.checks.push(Check {
-            holds: false,
-            ..row(
-                "probe.interrupted",
-                "server",
-                "the probes ran to the end",
-                Verdict::NotApplicable,
-                Verdict::NotApplicable,
-                format!("interrupted (Ctrl-C) after {done} checks; what was resident before was restored"),
-                "",
-                "",
+    let done = doctor.checks.len();
+    doctor.checks.extend(ending_row(
+        interrupted.then(|| {
+            format!(
+                "interrupted (Ctrl-C) after {done} checks; what was resident before was restored"
             )
-        });
-    } else if let Err(e) = outcome {
-        doctor.checks.push(Check {
-            holds: false,
-            ..row(
-                "probe.error",
-                "server",
-                "the probes ran to the end",
-                Verdict::NotApplicable,
-                Verdict::NotApplicable,
-                format!("{e:#}"),
-                "",
-                "",
-            )
-        });
-    }
+        }),
+        outcome.err(),
+    ));
     Ok(Report {
         target: opts.target.clone(),
         kind: ollama_kind(),
@@ -423,4 +402,30 @@ async fn probe(
         }
     }
     Ok(())
+}
+
+/// The row that says the probes did not run to the end: interrupted (`interrupted`
+/// says how) or stopped on `error`; none when they ended.
+pub(crate) fn ending_row(
+    interrupted: Option<String>,
+    error: Option<anyhow::Error>,
+) -> Option<Check> {
+    let evidence = match (interrupted, error) {
+        (Some(how), _) => ("probe.interrupted", how),
+        (None, Some(e)) => ("probe.error", format!("{e:#}")),
+        (None, None) => return None,
+    };
+    Some(Check {
+        holds: false,
+        ..row(
+            evidence.0,
+            "server",
+            "the probes ran to the end",
+            Verdict::NotApplicable,
+            Verdict::NotApplicable,
+            evidence.1,
+            "",
+            "",
+        )
+    })
 }

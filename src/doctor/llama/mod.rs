@@ -137,35 +137,10 @@ pub async fn run(opts: &LlamaOptions, stop: &Stop) -> anyhow::Result<Report> {
     prober.push_counts();
     let done = prober.checks.len();
     let mut checks = prober.checks;
-    if interrupted {
-        checks.push(Check {
-            holds: false,
-            ..row(
-                "probe.interrupted",
-                "server",
-                "the probes ran to the end",
-                Verdict::NotApplicable,
-                Verdict::NotApplicable,
-                format!("interrupted (Ctrl-C) after {done} checks"),
-                "",
-                "",
-            )
-        });
-    } else if let Err(e) = outcome {
-        checks.push(Check {
-            holds: false,
-            ..row(
-                "probe.error",
-                "server",
-                "the probes ran to the end",
-                Verdict::NotApplicable,
-                Verdict::NotApplicable,
-                format!("{e:#}"),
-                "",
-                "",
-            )
-        });
-    }
+    checks.extend(super::ending_row(
+        interrupted.then(|| format!("interrupted (Ctrl-C) after {done} checks")),
+        outcome.err(),
+    ));
     Ok(Report {
         target: opts.target.clone(),
         kind: "llama-server".into(),
