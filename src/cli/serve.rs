@@ -75,6 +75,10 @@ pub struct SimArgs {
     /// server for `kabench compare` to catch.
     #[arg(long, value_parser = parse::duration)]
     pub fault_delay: Option<Duration>,
+    /// How long after each reply the scheduler learns that the request ended, e.g. 2s
+    /// (at most 10s): the model's new expiry is set that much later, as on a busy host.
+    #[arg(long, value_parser = parse::duration)]
+    pub fault_finish_lag: Option<Duration>,
 }
 
 /// `kabench models`.

@@ -58,6 +58,7 @@ fn flag_settings(args: &SimArgs) -> SimSettings {
             failed_load: args.fault_failed_load,
             slow_factor: None,
             delay: args.fault_delay.map(format_go_duration),
+            finish_lag: args.fault_finish_lag.map(format_go_duration),
         },
         ..host_settings(&args.host, &args.server)
     }

@@ -112,8 +112,10 @@ pub struct Reply {
     pub json: Option<Value>,
     /// The body as text.
     pub text: String,
-    /// When the reply ended, in server time (its `created_at`, else the local end
-    /// corrected by the estimated clock offset).
+    /// When the reply ended, in server time: the later of its `created_at` and the
+    /// moment its last byte arrived here (corrected by the estimated clock offset).
+    /// The server hears of a request's end no earlier than it wrote the reply, which
+    /// on a busy host can come seconds after the `created_at` stamped in it.
     pub end: OffsetDateTime,
     /// Time from sending to the end of the body, on this machine.
     pub elapsed: Duration,
@@ -208,12 +210,33 @@ fn server_time(local: OffsetDateTime, skew: time::Duration) -> OffsetDateTime {
     local.checked_add(skew).unwrap_or(local)
 }
 
+/// The end of a reply whose last byte arrived at `local_end` (this machine's clock)
+/// with the server's `created_at` stamp, if it had one, and the clock offset `skew`
+/// estimated so far; with the offset estimated anew. A `created_at` is stamped before
+/// the reply is written, so `created_at − local_end` is at most the true offset: the
+/// largest seen is the best estimate. A server on this machine shares its clock.
+fn reply_end(
+    created: Option<OffsetDateTime>,
+    local_end: OffsetDateTime,
+    skew: Option<time::Duration>,
+    same_clock: bool,
+) -> (OffsetDateTime, Option<time::Duration>) {
+    let skew = match created {
+        _ if same_clock => None,
+        Some(c) => Some(skew.map_or(c - local_end, |s| s.max(c - local_end))),
+        None => skew,
+    };
+    let arrived = server_time(local_end, skew.unwrap_or(time::Duration::ZERO));
+    (created.map_or(arrived, |c| c.max(arrived)), skew)
+}
+
 /// A server being probed.
 pub struct Server {
     http: reqwest::Client,
     base: String,
-    /// Server clock minus local clock.
-    skew: time::Duration,
+    /// Server clock minus local clock, once a `created_at` gave an estimate (never
+    /// for a server on this machine).
+    skew: Option<time::Duration>,
     /// The most distinct models any `/api/ps` answer listed at once.
     pub most_resident: usize,
     /// The models the probes load: their leaving `/api/ps` is no eviction.
@@ -250,7 +273,7 @@ impl Server {
         Ok(Server {
             http,
             base: base.trim_end_matches('/').to_string(),
-            skew: time::Duration::ZERO,
+            skew: None,
             most_resident: 0,
             probes: Vec::new(),
             evictions: Vec::new(),
@@ -277,7 +300,10 @@ impl Server {
 
     /// The server's clock now (the local clock corrected by the last `created_at`).
     pub fn now(&self) -> OffsetDateTime {
-        server_time(OffsetDateTime::now_utc(), self.skew)
+        server_time(
+            OffsetDateTime::now_utc(),
+            self.skew.unwrap_or(time::Duration::ZERO),
+        )
     }
 
     /// Sends `req`; an error only when no HTTP answer came.
@@ -339,13 +365,8 @@ impl Server {
             .and_then(Value::as_str)
             .and_then(|s| OffsetDateTime::parse(s, &Rfc3339).ok())
             .filter(|c| (*c - local_end).abs() <= MAX_SKEW);
-        let end = match created {
-            Some(c) => {
-                self.skew = c - local_end;
-                c
-            }
-            None => server_time(local_end, self.skew),
-        };
+        let (end, skew) = reply_end(created, local_end, self.skew, self.is_local());
+        self.skew = skew;
         Ok(Reply {
             status,
             json,
@@ -469,5 +490,23 @@ mod tests {
         );
         // A stamp that far off is never taken as the server's clock.
         assert!((last - now).abs() > MAX_SKEW);
+    }
+
+    #[test]
+    fn a_reply_written_late_ends_when_it_arrived_not_when_it_was_stamped() {
+        let s = time::Duration::seconds;
+        let arrived = OffsetDateTime::now_utc();
+        // On this machine: stamped 2 s before its last byte arrived (a busy host).
+        let (end, skew) = reply_end(Some(arrived - s(2)), arrived, None, true);
+        assert_eq!((end, skew), (arrived, None));
+        // A remote server 10 s ahead: the offset is the largest stamp minus arrival,
+        // and a late reply does not pull it back.
+        let (end, skew) = reply_end(Some(arrived + s(10)), arrived, None, false);
+        assert_eq!((end, skew), (arrived + s(10), Some(s(10))));
+        let (end, skew) = reply_end(Some(arrived + s(8)), arrived, skew, false);
+        assert_eq!((end, skew), (arrived + s(10), Some(s(10))));
+        // No stamp: the arrival in server time.
+        let (end, _) = reply_end(None, arrived, Some(s(10)), false);
+        assert_eq!(end, arrived + s(10));
     }
 }

@@ -109,20 +109,27 @@ impl Doctor {
     /// The model's keep-alive as `/api/ps` shows it after a reply that ended at `end`.
     /// The server sets the new expiry when it has processed the request's end, which
     /// can come a moment after the reply (seconds on a busy host): while `/api/ps` still
-    /// shows the expiry the last observation saw, it is read again (every 50 ms, up to
-    /// [`SETTLE`]); a model leaving at once is waited for up to [`UNLOAD_WAIT`].
+    /// shows the expiry the last observation saw (or one already past at the reply's
+    /// end), it is read again (every 50 ms, up to [`SETTLE`]), and the keep-alive is
+    /// timed from the last read that still showed the old one, not from the reply's
+    /// end, so a server that is slow to set it does not read as a longer keep-alive. A
+    /// model leaving at once is waited for up to [`UNLOAD_WAIT`].
     pub(super) async fn observe(&mut self, model: &str, reply: &Reply) -> anyhow::Result<Effect> {
         let prev = self
             .last_expiry
             .iter()
             .find(|(n, _)| n == model)
             .map(|(_, e)| *e);
+        let stale = |m: &Resident| Some(m.expires_at) == prev || m.expires_at < reply.end;
         let deadline = std::time::Instant::now() + SETTLE;
+        // The new expiry was set after this, in server time.
+        let mut set_after = reply.end;
+        let mut asked_at = self.server.now();
         let mut found = self.server.find(model).await?;
-        while found.as_ref().is_some_and(|m| Some(m.expires_at) == prev)
-            && std::time::Instant::now() < deadline
-        {
+        while found.as_ref().is_some_and(stale) && std::time::Instant::now() < deadline {
+            set_after = set_after.max(asked_at);
             tokio::time::sleep(Duration::from_millis(50)).await;
+            asked_at = self.server.now();
             found = self.server.find(model).await?;
         }
         self.last_expiry.retain(|(n, _)| n != model);
@@ -135,7 +142,7 @@ impl Doctor {
         if m.forever(reply.end) {
             return Ok(Effect::Forever);
         }
-        let left = (m.expires_at - reply.end).as_seconds_f64();
+        let left = (m.expires_at - set_after).as_seconds_f64();
         if left < 0.5 && self.server.wait_gone(model, UNLOAD_WAIT).await? {
             return Ok(Effect::Unload);
         }

@@ -154,4 +154,7 @@ pub struct FaultSettings {
     /// Added to every answer before its first byte (`"300ms"`): a slower server, to
     /// check that `compare` sees a regression.
     pub delay: Option<String>,
+    /// How long after a reply the scheduler learns that the request ended (`"2s"`), as
+    /// on a busy host: the model's new expiry is set that much later.
+    pub finish_lag: Option<String>,
 }

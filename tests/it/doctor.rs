@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use crate::common::doctor::{self, check, verdicts};
+use crate::common::doctor::{self, check, failing, verdicts};
 use crate::common::{RealOllama, SimServer, kabench};
 use serde_json::Value;
 
@@ -99,8 +99,8 @@ fn doctor_gives_the_same_verdicts_on_the_real_server_and_the_simulator() {
 
     let (real_code, real_report) = doctor(&real.url, &[]);
     let (sim_code, sim_report) = doctor(&sim.url, &[]);
-    assert_eq!(real_code, 0, "{real_report}");
-    assert_eq!(sim_code, 0, "{sim_report}");
+    assert_eq!(real_code, 0, "{}", failing(&real_report));
+    assert_eq!(sim_code, 0, "{}", failing(&sim_report));
     assert_documented_behaviour(&real_report, 45.0);
     assert_documented_behaviour(&sim_report, 45.0);
     assert_eq!(verdicts(&real_report), verdicts(&sim_report));
@@ -120,6 +120,29 @@ fn doctor_gives_the_same_verdicts_on_the_real_server_and_the_simulator() {
         let left = (at - time::OffsetDateTime::now_utc()).as_seconds_f64();
         assert!((100.0..181.0).contains(&left), "{who}: expires in {left} s");
     }
+}
+
+#[test]
+fn a_server_that_sets_the_expiry_two_seconds_after_its_reply_gets_the_same_verdicts() {
+    // On a busy host the real server processes a request's end seconds after its
+    // reply, so its new expiry starts late; the simulator's finish_lag does the same.
+    // Timed from the reply, keep_alive 7 would read back as 9 s and be "ignored".
+    let sim = SimServer::start(&[
+        "--gpus",
+        "0",
+        "--keep-alive",
+        "45s",
+        "--fault-finish-lag",
+        "2s",
+    ]);
+    let (code, report) = doctor(&sim.url, &[]);
+    assert_eq!(code, 0, "{}", failing(&report));
+    assert_documented_behaviour(&report, 45.0);
+    let number = check(&report, "generate.number");
+    assert!(
+        number["evidence"].as_str().unwrap().contains("expires 7."),
+        "{number}"
+    );
 }
 
 #[test]
@@ -285,7 +308,7 @@ fn doctor_checks_embeddings_on_the_real_server_as_on_the_simulator() {
         return;
     };
     let (code, report) = doctor(&real.url, &["--embed-model", "tiny-embed"]);
-    assert_eq!(code, 0, "{report}");
+    assert_eq!(code, 0, "{}", failing(&report));
     let v = embedding_verdicts(&report);
     for (form, want) in [
         ("string_minus_one", "rejected"),

@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use crate::common::{RealOllama, free_port, kabench};
 
-use crate::common::doctor::{self, check};
+use crate::common::doctor::{self, check, failing};
 
 /// `(name, expires_at)` of each model in `/api/ps`.
 fn resident(real: &RealOllama) -> Vec<(String, String)> {
@@ -76,7 +76,7 @@ fn with_allow_evict_an_eviction_shows_the_cap_and_the_evicted_model_comes_back()
         return;
     };
     let (code, report, stderr) = doctor::report(&real.url, &["--allow-evict"]);
-    assert_eq!(code, 0, "{report}\n{stderr}");
+    assert_eq!(code, 0, "{}\n{stderr}", failing(&report));
     let cap = check(&report, "server.max_loaded_models");
     assert_eq!(cap["value"]["value"], 1, "{cap}");
     assert!(

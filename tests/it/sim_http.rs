@@ -705,3 +705,38 @@ async fn a_3_mb_image_is_accepted_as_ollama_accepts_it() {
     assert!(text.contains("\"done\":true"), "{text}");
     sim.shutdown().await;
 }
+
+/// `[sim.faults] finish_lag`: after a reply, a model that idled before shows its stale
+/// expiry (P4, busy after idling) until the scheduler hears of the end, and then
+/// expires its keep_alive after that, not after the reply.
+#[tokio::test]
+async fn with_a_finish_lag_the_new_expiry_starts_when_the_scheduler_hears_of_the_end() {
+    let lag = Duration::from_millis(800);
+    let (sim, client) = start(SimSettings {
+        faults: FaultSettings {
+            finish_lag: Some("800ms".into()),
+            ..Default::default()
+        },
+        ..SimSettings::for_tests()
+    })
+    .await;
+    let first = client
+        .generate(&prompt_req(SMALL, Some(json!("30s")), 1), LIMIT)
+        .await;
+    assert!(first.error.is_none(), "{:?}", first.error);
+    tokio::time::sleep(lag * 2).await;
+    let stale = client.ps().await.unwrap().models[0].expires_at.clone();
+    let ex = client
+        .generate(&prompt_req(SMALL, Some(json!(7)), 1), LIMIT)
+        .await;
+    assert!(ex.error.is_none(), "{:?}", ex.error);
+    let replied = Instant::now();
+    let right_after = client.ps().await.unwrap().models[0].expires_at.clone();
+    assert_eq!(right_after, stale, "the end is not heard yet");
+    tokio::time::sleep(lag + Duration::from_millis(400)).await;
+    let models = client.ps().await.unwrap().models;
+    let left = expires_in(&models[0].expires_at) + replied.elapsed().as_secs_f64();
+    // Timed from the reply: 7 s plus the lag.
+    assert!((left - 7.8).abs() < 0.3, "{left}");
+    sim.shutdown().await;
+}

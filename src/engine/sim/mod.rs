@@ -343,20 +343,38 @@ impl Drop for Ticket {
             return;
         }
         self.closed = true;
-        let inner = &self.state.inner;
-        {
-            let mut sched = lock(&inner.sched);
-            let now = inner.clock.now();
-            if self.dispatched {
-                sched.finish(now, self.id);
-            } else {
-                sched.cancel(now, self.id);
+        let lag = self.state.inner.faults.finish_lag;
+        let runtime = tokio::runtime::Handle::try_current();
+        match runtime {
+            Ok(rt) if self.dispatched && !lag.is_zero() => {
+                // `[sim.faults] finish_lag`: the scheduler hears of the end late.
+                let (state, id) = (self.state.clone(), self.id);
+                rt.spawn(async move {
+                    tokio::time::sleep(lag).await;
+                    end_request(&state, id, true);
+                });
             }
+            _ => end_request(&self.state, self.id, self.dispatched),
         }
-        lock(&inner.waiters).remove(&self.id);
-        pump(inner);
-        inner.wake.notify_one();
     }
+}
+
+/// Tells the scheduler that request `id` ended (`finish` once dispatched, else
+/// `cancel`) and moves on whatever that frees.
+fn end_request(state: &SimState, id: u64, dispatched: bool) {
+    let inner = &state.inner;
+    {
+        let mut sched = lock(&inner.sched);
+        let now = inner.clock.now();
+        if dispatched {
+            sched.finish(now, id);
+        } else {
+            sched.cancel(now, id);
+        }
+    }
+    lock(&inner.waiters).remove(&id);
+    pump(inner);
+    inner.wake.notify_one();
 }
 
 fn pump(inner: &Inner) {

@@ -35,6 +35,8 @@ pub struct Faults {
     pub slow_factor: f64,
     /// Added to every answer before its first byte.
     pub delay: Duration,
+    /// How long after a reply the scheduler learns that the request ended.
+    pub finish_lag: Duration,
 }
 
 impl Default for Faults {
@@ -46,6 +48,7 @@ impl Default for Faults {
             slow_stream: 0.0,
             slow_factor: 5.0,
             delay: Duration::ZERO,
+            finish_lag: Duration::ZERO,
         }
     }
 }
@@ -58,6 +61,7 @@ impl Faults {
             || self.drop_connection > 0.0
             || self.slow_stream > 0.0
             || !self.delay.is_zero()
+            || !self.finish_lag.is_zero()
     }
 }
 
@@ -240,8 +244,16 @@ impl SimSettings {
                 format!("{delay:?} is over the limit of 60s; write a delay of at most 60s"),
             ));
         }
+        let finish_lag = duration("sim.faults.finish_lag", &f.finish_lag, Duration::ZERO)?;
+        if finish_lag > Duration::from_secs(10) {
+            return Err(bad(
+                "sim.faults.finish_lag",
+                format!("{finish_lag:?} is over the limit of 10s; write a lag of at most 10s"),
+            ));
+        }
         Ok(Faults {
             delay,
+            finish_lag,
             error_500: share("sim.faults.error_500", f.error_500, 0.0)?,
             midstream_error: share("sim.faults.midstream_error", f.midstream_error, 0.0)?,
             drop_connection: share("sim.faults.drop_connection", f.drop_connection, 0.0)?,

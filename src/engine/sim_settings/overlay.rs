@@ -54,7 +54,8 @@ impl FaultSettings {
             stall,
             failed_load,
             slow_factor,
-            delay
+            delay,
+            finish_lag
         );
     }
 }

@@ -169,3 +169,23 @@ fn the_answer_delay_fault_reads_and_is_bounded() {
         e.message
     );
 }
+
+#[test]
+fn the_finish_lag_fault_reads_and_is_bounded() {
+    let with = |d: &str| SimSettings {
+        faults: FaultSettings {
+            finish_lag: Some(d.into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let f = with("2s").faults().unwrap();
+    assert_eq!(f.finish_lag, Duration::from_secs(2));
+    assert!(f.any());
+    let e = with("11s").faults().unwrap_err();
+    assert!(
+        e.message.starts_with("sim.faults.finish_lag") && e.message.contains("10s"),
+        "{}",
+        e.message
+    );
+}

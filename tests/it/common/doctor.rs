@@ -42,6 +42,20 @@ pub fn check<'a>(report: &'a Value, id: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no check {id}: {report}"))
 }
 
+/// The checks that do not hold, one line each with their evidence: what a failed
+/// assertion on a doctor's exit code prints first.
+pub fn failing(report: &Value) -> String {
+    let rows: Vec<String> = report["checks"]
+        .as_array()
+        .map(|c| c.as_slice())
+        .unwrap_or_default()
+        .iter()
+        .filter(|c| c["holds"] != true)
+        .map(|c| format!("{}: {} ({})", c["id"], c["verdict"], c["evidence"]))
+        .collect();
+    format!("not holding: {}\nreport: {report}", rows.join("; "))
+}
+
 /// Every check's verdict, by id.
 pub fn verdicts(report: &Value) -> BTreeMap<String, String> {
     report["checks"]
