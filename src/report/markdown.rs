@@ -97,6 +97,22 @@ pub fn render(data: &ReportData) -> String {
             md.push_str(&format!("- observed: {}\n", escape(o)));
         }
     }
+    if let Some(points) = super::servers_chart::points(&data.recommendations) {
+        md.push_str("\n## Across servers\n\n");
+        md.push_str("Every server's cells on one frontier (the page draws it): less idle memory costs more cold starts.\n\n");
+        md.push_str("| server | knob | cold % | idle GB·s | TTFT p99 ms | recommended |\n|---|---|--:|--:|--:|---|\n");
+        for p in &points {
+            md.push_str(&format!(
+                "| {} | {} | {:.0} | {} | {} | {} |\n",
+                escape(&p.server),
+                escape(&p.knob),
+                p.cold_pct,
+                p.idle_gb_s.map_or("—".into(), |v| format!("{v:.1}")),
+                p.p99_ttft_ms.map_or("—".into(), |v| format!("{v:.0}")),
+                if p.chosen { "yes" } else { "" }
+            ));
+        }
+    }
     md.push_str("\n## Cells\n\n");
     md.push_str("| cell | stream | model | keep_alive | requests | errors | cold % | cold % 95% CI | TTFT p50 ms | TTFT p99 ms | tokens/s | idle GB·s | peak GB | memory |\n");
     md.push_str("|---|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|\n");

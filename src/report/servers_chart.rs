@@ -14,34 +14,73 @@ pub fn server_of(rec: &Recommendation) -> Option<&str> {
     rec.fixed.get("server").map(String::as_str)
 }
 
-/// The chart, when `recs` hold at least two servers.
-pub fn across_servers(recs: &[Recommendation]) -> Result<Option<String>> {
+/// One cell of one server on the frontier across servers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerPoint {
+    /// The server's label (`[[server]] name`).
+    pub server: String,
+    /// Its knob value as swept (`0`, `5s`, `-1`).
+    pub knob: String,
+    /// Cold-start ratio, %.
+    pub cold_pct: f64,
+    /// Idle memory held, GB·s; `None` where it was not measured.
+    pub idle_gb_s: Option<f64>,
+    /// p99 TTFT, ms, where there were enough requests.
+    pub p99_ttft_ms: Option<f64>,
+    /// The server's recommended value.
+    pub chosen: bool,
+}
+
+/// Every candidate of every server, server by server, when `recs` hold at least two
+/// servers: what the chart draws and the Markdown summary tabulates.
+pub fn points(recs: &[Recommendation]) -> Option<Vec<ServerPoint>> {
     let mut servers: Vec<&str> = recs.iter().filter_map(server_of).collect();
-    servers.dedup();
     servers.sort_unstable();
     servers.dedup();
     if servers.len() < 2 {
-        return Ok(None);
+        return None;
     }
-    // (x, y, label, server index, chosen)
-    let mut pts: Vec<(f64, f64, String, usize, bool)> = Vec::new();
-    for rec in recs {
-        let Some(si) = server_of(rec).and_then(|s| servers.iter().position(|x| *x == s)) else {
-            continue;
-        };
-        for c in &rec.candidates {
-            let p99 = c
-                .p99_ttft_ms
-                .map_or(String::new(), |p| format!(" · p99 {p:.0} ms"));
-            pts.push((
-                c.idle_gb_s.unwrap_or(0.0),
-                c.cold_ratio * 100.0,
-                format!("{}{p99}", display_keep_alive(c.keep_alive.as_ref())),
-                si,
-                rec.is_chosen(c),
-            ));
+    let mut out = Vec::new();
+    for server in servers {
+        for rec in recs.iter().filter(|r| server_of(r) == Some(server)) {
+            out.extend(rec.candidates.iter().map(|c| ServerPoint {
+                server: server.to_string(),
+                knob: display_keep_alive(c.keep_alive.as_ref()),
+                cold_pct: c.cold_ratio * 100.0,
+                idle_gb_s: c.idle_gb_s,
+                p99_ttft_ms: c.p99_ttft_ms,
+                chosen: rec.is_chosen(c),
+            }));
         }
     }
+    Some(out)
+}
+
+/// The chart, when `recs` hold at least two servers. A cell whose idle memory was not
+/// measured has no place on the memory axis and is left out (the table lists it).
+pub fn across_servers(recs: &[Recommendation]) -> Result<Option<String>> {
+    let Some(all) = points(recs) else {
+        return Ok(None);
+    };
+    let mut servers: Vec<&str> = all.iter().map(|p| p.server.as_str()).collect();
+    servers.dedup();
+    // (x, y, label, server index, chosen)
+    let pts: Vec<(f64, f64, String, usize, bool)> = all
+        .iter()
+        .filter_map(|p| {
+            let si = servers.iter().position(|s| *s == p.server)?;
+            let p99 = p
+                .p99_ttft_ms
+                .map_or(String::new(), |v| format!(" · p99 {v:.0} ms"));
+            Some((
+                p.idle_gb_s?,
+                p.cold_pct,
+                format!("{}{p99}", p.knob),
+                si,
+                p.chosen,
+            ))
+        })
+        .collect();
     if pts.is_empty() {
         return Ok(None);
     }

@@ -301,3 +301,72 @@ fn servers_get_their_own_headline_and_the_ollama_advice_stays_per_server() {
             .is_none()
     );
 }
+
+/// A candidate of `knob` with a cold ratio and idle memory, if measured.
+fn candidate(knob: &str, cold_ratio: f64, idle_gb_s: Option<f64>) -> crate::recommend::Candidate {
+    crate::recommend::Candidate {
+        cell: format!("c-{knob}"),
+        keep_alive: KeepAlive::from_written(knob),
+        rate_per_s: None,
+        requests: 10,
+        cold: (cold_ratio * 10.0) as u64,
+        answered: 10,
+        cold_ratio,
+        cold_ratio_interval: None,
+        errors: 0,
+        p99_ttft_ms: Some(120.0),
+        p99_ttft_interval: None,
+        p99_ttft_count: 10,
+        cold_load_ms: None,
+        idle_gb_s,
+        idle_gpu_gb_s: None,
+        idle_ram_gb_s: idle_gb_s,
+        memory: None,
+        peak_bytes: None,
+        peak_ram_bytes: None,
+        cost: None,
+        repetitions: 1,
+        idle_gb_s_interval: None,
+        cost_interval: None,
+        per_repetition: Vec::new(),
+        on_frontier: true,
+        meets_slo: None,
+        honoured: None,
+        ran_late: None,
+    }
+}
+
+#[test]
+fn the_frontier_across_servers_lists_every_cell_and_never_draws_a_missing_memory_as_zero() {
+    let mut ollama = rec("chat", "5s");
+    ollama.fixed.insert("server".into(), "ollama".into());
+    ollama.candidates = vec![
+        candidate("0", 1.0, Some(0.5)),
+        candidate("5s", 0.3, Some(7.25)),
+    ];
+    let mut llama = rec("chat", "1s");
+    llama.fixed.insert("server".into(), "llama".into());
+    llama.candidates = vec![candidate("1s", 0.6, None), candidate("-1", 0.1, Some(40.0))];
+    let recs = [ollama, llama];
+    let points = servers_chart::points(&recs).unwrap();
+    let rows: Vec<(&str, &str, Option<f64>, bool)> = points
+        .iter()
+        .map(|p| (p.server.as_str(), p.knob.as_str(), p.idle_gb_s, p.chosen))
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("llama", "1s", None, true),
+            ("llama", "-1", Some(40.0), false),
+            ("ollama", "0", Some(0.5), false),
+            ("ollama", "5s", Some(7.25), true),
+        ]
+    );
+    // The chart leaves the unmeasured cell out rather than put it at 0 GB·s.
+    let svg = servers_chart::across_servers(&recs).unwrap().unwrap();
+    assert!(
+        svg.contains("5s · p99 120 ms"),
+        "the measured cells are drawn"
+    );
+    assert!(!svg.contains("1s · p99"), "the unmeasured one is not");
+}

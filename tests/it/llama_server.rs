@@ -154,6 +154,19 @@ fn ollama_keep_alive_and_llama_server_sleep_on_one_frontier_match_the_server_log
         md.contains("server=ollama") && md.contains("server=llama-server"),
         "one recommendation per server:\n{md}"
     );
+    // The frontier's rows in the summary too: a row per cell of each server.
+    let across = md
+        .split("## Across servers")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no frontier across servers:\n{md}"));
+    let table = across.split("\n## ").next().unwrap();
+    for server in ["ollama", "llama-server"] {
+        let rows = table
+            .lines()
+            .filter(|l| l.starts_with(&format!("| {server} |")))
+            .count();
+        assert_eq!(rows, 3, "three cells of {server}:\n{table}");
+    }
     drop(ollama);
 }
 
