@@ -148,30 +148,51 @@ pub fn thin<T: Copy>(pts: &[T]) -> Vec<T> {
 /// frontier joined and the chosen point ringed.
 pub fn tradeoff(rec: &Recommendation) -> Result<String> {
     let use_p99 = rec.frontier_metric == "p99_ttft_ms";
-    let pts: Vec<(f64, f64, String, bool, bool)> = rec
+    // Without memory figures the x axis is the keep_alive itself; forever goes a step
+    // right of the longest one, labelled so.
+    let longest = rec
         .candidates
         .iter()
-        .map(|c| {
-            let x = c.idle_gb_s.unwrap_or(c.hold_seconds().unwrap_or(0.0));
-            let y = if use_p99 {
-                c.p99_ttft_ms.unwrap_or(0.0)
-            } else {
-                c.cold_ratio * 100.0
-            };
-            (
-                x,
-                y,
-                display_keep_alive(c.keep_alive.as_ref()),
-                c.on_frontier,
-                rec.is_chosen(c),
-            )
-        })
-        .collect();
-    let x_label = if rec.has_vram {
-        "idle memory held (GB·s)"
+        .filter_map(|c| c.hold_seconds())
+        .fold(0.0_f64, f64::max);
+    let mut unmeasured: Vec<String> = Vec::new();
+    let mut pts: Vec<(f64, f64, String, bool, bool)> = Vec::new();
+    for c in &rec.candidates {
+        let label = display_keep_alive(c.keep_alive.as_ref());
+        let x = if rec.has_vram {
+            c.idle_gb_s
+        } else {
+            Some(c.hold_seconds().unwrap_or(longest * 1.25 + 1.0))
+        };
+        let y = if use_p99 {
+            c.p99_ttft_ms
+        } else {
+            Some(c.cold_ratio * 100.0)
+        };
+        // A figure that was not measured has no place on its axis: the point is left
+        // out and named under the chart, never drawn at 0.
+        let (Some(x), Some(y)) = (x, y) else {
+            unmeasured.push(label);
+            continue;
+        };
+        let label = if !rec.has_vram && c.hold_seconds().is_none() {
+            format!("{label} (forever)")
+        } else {
+            label
+        };
+        pts.push((x, y, label, c.on_frontier, rec.is_chosen(c)));
+    }
+    let mut x_label = if rec.has_vram {
+        "idle memory held (GB·s)".to_string()
     } else {
-        "keep_alive (s) — no memory measured"
+        "keep_alive (s) — no memory measured".to_string()
     };
+    if !unmeasured.is_empty() {
+        x_label.push_str(&format!(
+            " — not measured, not drawn: {}",
+            unmeasured.join(", ")
+        ));
+    }
     let y_label = if use_p99 {
         "p99 TTFT (ms)"
     } else {
@@ -204,7 +225,7 @@ pub fn tradeoff(rec: &Recommendation) -> Result<String> {
         chart
             .configure_mesh()
             .light_line_style(WHITE.mix(0.0))
-            .x_desc(x_label)
+            .x_desc(x_label.as_str())
             .y_desc(y_label)
             .x_label_formatter(&tick)
             .y_label_formatter(&tick)

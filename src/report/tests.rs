@@ -370,3 +370,20 @@ fn the_frontier_across_servers_lists_every_cell_and_never_draws_a_missing_memory
     );
     assert!(!svg.contains("1s · p99"), "the unmeasured one is not");
 }
+
+#[test]
+fn the_tradeoff_chart_names_a_cell_without_memory_instead_of_drawing_it_at_0() {
+    let mut r = rec("chat", "5s");
+    r.candidates = vec![
+        candidate("0", 1.0, Some(0.5)),
+        candidate("5s", 0.3, None),
+        candidate("-1", 0.1, Some(40.0)),
+    ];
+    let svg = charts::tradeoff(&r).unwrap();
+    assert!(svg.contains("not measured, not drawn: 5s"), "named");
+    // Without memory at all: the keep_alive axis, forever to the right of 5 s.
+    r.has_vram = false;
+    let svg = charts::tradeoff(&r).unwrap();
+    assert!(svg.contains("-1 (forever)"), "forever is labelled");
+    assert!(!svg.contains("not measured"), "every cell drawn");
+}
