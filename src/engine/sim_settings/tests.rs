@@ -151,41 +151,32 @@ fn for_tests_loads_fast() {
 }
 
 #[test]
-fn the_answer_delay_fault_reads_and_is_bounded() {
-    let with = |d: &str| SimSettings {
-        faults: FaultSettings {
-            delay: Some(d.into()),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    let f = with("300ms").faults().unwrap();
-    assert_eq!(f.delay, Duration::from_millis(300));
-    assert!(f.any());
-    let e = with("2m").faults().unwrap_err();
-    assert!(
-        e.message.starts_with("sim.faults.delay") && e.message.contains("60s"),
-        "{}",
-        e.message
-    );
-}
-
-#[test]
-fn the_finish_lag_fault_reads_and_is_bounded() {
-    let with = |d: &str| SimSettings {
-        faults: FaultSettings {
-            finish_lag: Some(d.into()),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    let f = with("2s").faults().unwrap();
-    assert_eq!(f.finish_lag, Duration::from_secs(2));
-    assert!(f.any());
-    let e = with("11s").faults().unwrap_err();
-    assert!(
-        e.message.starts_with("sim.faults.finish_lag") && e.message.contains("10s"),
-        "{}",
-        e.message
-    );
+fn the_answer_delay_and_finish_lag_faults_read_and_are_bounded() {
+    type Set = fn(&mut FaultSettings, String);
+    let cases: [(&str, Set, fn(&Faults) -> Duration, &str, &str); 2] = [
+        ("delay", |f, d| f.delay = Some(d), |f| f.delay, "2m", "60s"),
+        (
+            "finish_lag",
+            |f, d| f.finish_lag = Some(d),
+            |f| f.finish_lag,
+            "11s",
+            "10s",
+        ),
+    ];
+    for (key, set, get, over, limit) in cases {
+        let with = |d: &str| {
+            let mut s = SimSettings::default();
+            set(&mut s.faults, d.into());
+            s
+        };
+        let f = with("300ms").faults().unwrap();
+        assert_eq!(get(&f), Duration::from_millis(300), "{key}");
+        assert!(f.any(), "{key}");
+        let e = with(over).faults().unwrap_err();
+        assert!(
+            e.message.starts_with(&format!("sim.faults.{key}")) && e.message.contains(limit),
+            "{}",
+            e.message
+        );
+    }
 }
