@@ -153,7 +153,8 @@ fn for_tests_loads_fast() {
 #[test]
 fn the_answer_delay_and_finish_lag_faults_read_and_are_bounded() {
     type Set = fn(&mut FaultSettings, String);
-    let cases: [(&str, Set, fn(&Faults) -> Duration, &str, &str); 2] = [
+    type Get = fn(&Faults) -> Duration;
+    let cases: [(&str, Set, Get, &str, &str); 2] = [
         ("delay", |f, d| f.delay = Some(d), |f| f.delay, "2m", "60s"),
         (
             "finish_lag",
