@@ -1,9 +1,12 @@
 //! The HTTP client for a llama.cpp server: `GET /health` until it answers 200 (a
 //! bounded wait), `GET` of the kind's residency path (`/props`, `/models`, `/running`,
 //! none of which resets the idle timer; `/metrics` and `/slots` would, so they are
-//! never asked while measuring), and the streamed OpenAI-compatible
-//! `POST /v1/chat/completions`, timed: sent, first byte, first token, end, with the
-//! server's own `timings` (prompt and generation milliseconds) when it sends them.
+//! never asked while measuring), and a streamed completion, timed: sent, first byte,
+//! first token, end, with the server's own `timings` (prompt and generation
+//! milliseconds) when it sends them. A completion is the OpenAI-compatible
+//! `POST /v1/chat/completions` (ends with `data: [DONE]`) or llama.cpp's native
+//! `POST /completion` (ends with an event whose `stop` is true); every kind routes
+//! both by the body's `model`.
 //! Every response is read under a size bound ([`MAX_LINE_BYTES`] a line); no redirect
 //! is followed.
 
@@ -34,7 +37,28 @@ pub struct Props {
     pub model_path: String,
 }
 
-/// One streamed chat completion, timed.
+/// The request shape of a streamed completion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `POST /v1/chat/completions`: `messages`, `max_tokens`; content in
+    /// `choices[0].delta.content`; ends with `data: [DONE]`.
+    Chat,
+    /// `POST /completion` (llama.cpp's native shape): `prompt`, `n_predict`; content in
+    /// `content`; ends with an event whose `stop` is true.
+    Completion,
+}
+
+impl Endpoint {
+    /// The request path.
+    pub fn path(self) -> &'static str {
+        match self {
+            Endpoint::Chat => "/v1/chat/completions",
+            Endpoint::Completion => "/completion",
+        }
+    }
+}
+
+/// One streamed completion, timed.
 #[derive(Debug, Clone)]
 pub struct ChatExchange {
     /// When the request was handed to the connection.
@@ -178,16 +202,21 @@ impl LlamaClient {
         self.kind.residency_of(&v, model)
     }
 
-    /// Streams `POST /v1/chat/completions` with `body` (its `stream` set to true),
-    /// within `timeout` for the whole exchange.
-    pub async fn chat_stream(&self, body: &Value, timeout: Duration) -> ChatExchange {
+    /// Streams a completion of `endpoint`'s shape with `body` (its `stream` set to
+    /// true), within `timeout` for the whole exchange.
+    pub async fn stream(
+        &self,
+        endpoint: Endpoint,
+        body: &Value,
+        timeout: Duration,
+    ) -> ChatExchange {
         let mut ex = ChatExchange::new();
         let mut body = body.clone();
         body["stream"] = Value::Bool(true);
         let deadline = Instant::now() + timeout;
         let req = self
             .http
-            .post(format!("{}/v1/chat/completions", self.base))
+            .post(format!("{}{}", self.base, endpoint.path()))
             .json(&body)
             .timeout(timeout);
         ex.sent_at = Instant::now();
@@ -239,56 +268,60 @@ impl LlamaClient {
                     line.push(b);
                     continue;
                 }
-                if self.event(&line, &mut ex) {
+                if event(endpoint, &line, &mut ex) {
                     done = true;
                 }
                 line.clear();
             }
         }
-        if !line.is_empty() && self.event(&line, &mut ex) {
+        if !line.is_empty() && event(endpoint, &line, &mut ex) {
             done = true;
         }
         ex.end_at = Instant::now();
         if !done {
-            return ex.fail(
-                "bad_response",
-                "the stream ended without `data: [DONE]`".into(),
-            );
+            let end = match endpoint {
+                Endpoint::Chat => "`data: [DONE]`",
+                Endpoint::Completion => "an event with `\"stop\": true`",
+            };
+            return ex.fail("bad_response", format!("the stream ended without {end}"));
         }
         ex
     }
+}
 
-    /// Reads one SSE line; true on `data: [DONE]`.
-    fn event(&self, line: &[u8], ex: &mut ChatExchange) -> bool {
-        let text = String::from_utf8_lossy(line);
-        let Some(data) = text.trim().strip_prefix("data:") else {
-            return false;
-        };
-        let data = data.trim();
-        if data == "[DONE]" {
-            return true;
-        }
-        let Ok(v) = serde_json::from_str::<Value>(data) else {
-            return false;
-        };
-        let content = v
-            .pointer("/choices/0/delta/content")
-            .and_then(Value::as_str)
-            .is_some_and(|c| !c.is_empty());
-        if content {
-            ex.chunks += 1;
-            if ex.first_token_at.is_none() {
-                ex.first_token_at = Some(Instant::now());
-            }
-        }
-        if let Some(t) = v.get("timings") {
-            ex.prompt_n = t.get("prompt_n").and_then(Value::as_u64);
-            ex.prompt_ms = t.get("prompt_ms").and_then(Value::as_f64);
-            ex.predicted_n = t.get("predicted_n").and_then(Value::as_u64);
-            ex.predicted_ms = t.get("predicted_ms").and_then(Value::as_f64);
-        }
-        false
+/// Reads one SSE line of `endpoint`'s stream into `ex`; true on its last event.
+fn event(endpoint: Endpoint, line: &[u8], ex: &mut ChatExchange) -> bool {
+    let text = String::from_utf8_lossy(line);
+    let Some(data) = text.trim().strip_prefix("data:") else {
+        return false;
+    };
+    let data = data.trim();
+    if endpoint == Endpoint::Chat && data == "[DONE]" {
+        return true;
     }
+    let Ok(v) = serde_json::from_str::<Value>(data) else {
+        return false;
+    };
+    let content = match endpoint {
+        Endpoint::Chat => v.pointer("/choices/0/delta/content"),
+        Endpoint::Completion => v.get("content"),
+    };
+    if content
+        .and_then(Value::as_str)
+        .is_some_and(|c| !c.is_empty())
+    {
+        ex.chunks += 1;
+        if ex.first_token_at.is_none() {
+            ex.first_token_at = Some(Instant::now());
+        }
+    }
+    if let Some(t) = v.get("timings") {
+        ex.prompt_n = t.get("prompt_n").and_then(Value::as_u64);
+        ex.prompt_ms = t.get("prompt_ms").and_then(Value::as_f64);
+        ex.predicted_n = t.get("predicted_n").and_then(Value::as_u64);
+        ex.predicted_ms = t.get("predicted_ms").and_then(Value::as_f64);
+    }
+    endpoint == Endpoint::Completion && v.get("stop").and_then(Value::as_bool) == Some(true)
 }
 
 /// A whole (non-streamed) body, refused past [`MAX_LINE_BYTES`].
@@ -303,4 +336,38 @@ async fn read_bounded(resp: reqwest::Response) -> anyhow::Result<Vec<u8>> {
         out.extend_from_slice(&chunk);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_endpoint_reads_its_content_timings_and_last_event() {
+        // Lines as llama-server b10488 streams them.
+        let native = [
+            r#"data: {"index":0,"content":" lx","tokens":[1433],"stop":false,"id_slot":-1,"tokens_predicted":1,"tokens_evaluated":2}"#,
+            "",
+            r#"data: {"index":0,"content":"","tokens":[],"id_slot":3,"stop":true,"tokens_predicted":4,"tokens_evaluated":2,"timings":{"cache_n":1,"prompt_n":1,"prompt_ms":6.939,"predicted_n":4,"predicted_ms":17.356}}"#,
+        ];
+        let mut ex = ChatExchange::new();
+        let ends: Vec<bool> = native
+            .iter()
+            .map(|l| event(Endpoint::Completion, l.as_bytes(), &mut ex))
+            .collect();
+        assert_eq!(ends, [false, false, true]);
+        assert_eq!(ex.chunks, 1);
+        assert!(ex.first_token_at.is_some());
+        assert_eq!((ex.prompt_n, ex.predicted_n), (Some(1), Some(4)));
+        assert_eq!(ex.predicted_ms, Some(17.356));
+        // The chat shape: content in the delta, the end on [DONE]; a native line
+        // read as chat carries no content and ends nothing.
+        let mut ex = ChatExchange::new();
+        let chat = r#"data: {"choices":[{"delta":{"content":"hi"}}]}"#;
+        assert!(!event(Endpoint::Chat, chat.as_bytes(), &mut ex));
+        assert!(!event(Endpoint::Chat, native[2].as_bytes(), &mut ex));
+        assert!(event(Endpoint::Chat, b"data: [DONE]", &mut ex));
+        assert_eq!(ex.chunks, 1);
+        assert!(!event(Endpoint::Completion, b"data: [DONE]", &mut ex));
+    }
 }

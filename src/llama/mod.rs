@@ -28,6 +28,6 @@ pub mod swap_config;
 pub mod swap_log;
 pub mod write;
 
-pub use client::{ChatExchange, LlamaClient, Props};
+pub use client::{ChatExchange, Endpoint, LlamaClient, Props};
 pub use kind::{ModelResidency, ServerKind};
 pub use server::{ManagedServer, ServerError};

@@ -3,7 +3,8 @@
 //! server started from its command template for this cell's idle-unload value on a
 //! free loopback port, its output in `servers/<cell>.log` of the run folder (a path
 //! kabench builds, never from server text), a bounded wait for `GET /health`, the
-//! cell's sends at their intended times as streamed `/v1/chat/completions`, and the
+//! cell's sends at their intended times as streamed completions (`api = "chat"`:
+//! `/v1/chat/completions`; `"generate"`: the native `/completion`), and the
 //! server stopped (SIGTERM, then SIGKILL) when the cell ends, fails or is interrupted.
 //!
 //! Residency and the cold rule: just before each send, `GET /props` (which does not
@@ -28,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::folder::{self, RequestRecord, VramSample, classify_cold};
 use crate::llama::server::{self, ManagedServer};
-use crate::llama::{ChatExchange, LlamaClient, ModelResidency};
+use crate::llama::{ChatExchange, Endpoint, LlamaClient, ModelResidency};
 use crate::run::request::{self, RowGuard};
 use crate::run::{CellTiming, Recorder};
 use crate::scenario::{Cell, CellStream, ManagedCell};
@@ -204,9 +205,9 @@ impl ManagedRun<'_> {
                     return;
                 };
                 let residency = client.residency(&stream.model, RESIDENCY_TIMEOUT).await;
-                let body = chat_body(&stream);
+                let (endpoint, body) = request_body(&stream);
                 let ex = tokio::select! {
-                    ex = client.chat_stream(&body, timeout) => ex,
+                    ex = client.stream(endpoint, &body, timeout) => ex,
                     _ = cancel.cancelled() => return,
                 };
                 if let Some(row) = guard.take() {
@@ -226,14 +227,31 @@ impl ManagedRun<'_> {
     }
 }
 
-/// The `/v1/chat/completions` body of a stream's requests.
-pub fn chat_body(stream: &CellStream) -> serde_json::Value {
-    json!({
-        "model": stream.model,
-        "messages": [{"role": "user", "content": request::prompt_text(stream)}],
-        "max_tokens": stream.max_tokens,
-        "stream": true,
-    })
+/// The endpoint and body of a stream's requests: `api = "chat"` a
+/// `/v1/chat/completions` body, `"generate"` a native `/completion` one (scenario
+/// validation refuses `"embed"` against these servers).
+pub fn request_body(stream: &CellStream) -> (Endpoint, serde_json::Value) {
+    let prompt = request::prompt_text(stream);
+    match stream.api {
+        crate::scenario::Api::Generate => (
+            Endpoint::Completion,
+            json!({
+                "model": stream.model,
+                "prompt": prompt,
+                "n_predict": stream.max_tokens,
+                "stream": true,
+            }),
+        ),
+        _ => (
+            Endpoint::Chat,
+            json!({
+                "model": stream.model,
+                "messages": [{"role": "user", "content": prompt}],
+                "max_tokens": stream.max_tokens,
+                "stream": true,
+            }),
+        ),
+    }
 }
 
 /// The row of one chat exchange, with the cold rule of a llama.cpp server (see the
@@ -406,8 +424,8 @@ mod tests {
     }
 
     #[test]
-    fn the_body_is_a_streamed_chat_with_the_streams_output_cap() {
-        let stream = CellStream {
+    fn the_body_is_a_streamed_chat_or_native_completion_with_the_streams_output_cap() {
+        let mut stream = CellStream {
             name: "s".into(),
             model: "tiny".into(),
             api: crate::scenario::Api::Chat,
@@ -426,10 +444,16 @@ mod tests {
             repetition: 0,
             seed: 0,
         };
-        let b = chat_body(&stream);
+        let (endpoint, b) = request_body(&stream);
+        assert_eq!(endpoint, Endpoint::Chat);
         assert_eq!(b["stream"], true);
         assert_eq!(b["max_tokens"], 4);
         assert_eq!(b["messages"][0]["content"], "hi");
         assert!(b.get("keep_alive").is_none());
+        stream.api = crate::scenario::Api::Generate;
+        let (endpoint, b) = request_body(&stream);
+        assert_eq!(endpoint, Endpoint::Completion);
+        assert_eq!((&b["prompt"], &b["n_predict"]), (&json!("hi"), &json!(4)));
+        assert_eq!(b["model"], "tiny");
     }
 }

@@ -171,3 +171,28 @@ fn router_and_swap_keys_are_checked_where_written() {
         "remove it",
     );
 }
+
+#[test]
+fn an_embedding_stream_is_refused_against_a_llama_server_at_its_api_key() {
+    let embed = BASE.replace(
+        "model = \"tiny-50m\"\n",
+        "model = \"tiny-50m\"\napi = \"embed\"\n",
+    );
+    for table in [SERVER, ROUTER, SWAP] {
+        fails(
+            &format!("{embed}[target]\n{table}"),
+            3,
+            "stream[0].api",
+            "api = \"embed\" is not measured against the llama.cpp server",
+        );
+    }
+    // chat and generate are served; Ollama alone takes embed.
+    for api in ["chat", "generate"] {
+        let text = BASE.replace(
+            "model = \"tiny-50m\"\n",
+            &format!("model = \"tiny-50m\"\napi = \"{api}\"\n"),
+        );
+        assert!(p(&format!("{text}[target]\n{SERVER}")).is_ok(), "{api}");
+    }
+    assert!(p(&format!("{embed}[target]\nkind = \"ollama\"\n")).is_ok());
+}

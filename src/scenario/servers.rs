@@ -284,3 +284,29 @@ fn server(raw: RawTarget, prefix: &str, base: &Path, loc: &Locator<'_>) -> Resul
         idle_unload: idle,
     })
 }
+
+/// Checks each stream against the servers that serve it: the llama.cpp kinds answer
+/// `api = "chat"` (`/v1/chat/completions`) and `"generate"` (the native
+/// `/completion`); an embedding stream has no counterpart kabench measures there.
+pub(super) fn streams_fit_servers(
+    servers: &[ServerSpec],
+    streams: &[super::StreamSpec],
+    loc: &Locator<'_>,
+) -> Result<()> {
+    let Some(llama) = servers
+        .iter()
+        .find(|s| matches!(s.spec, TargetSpec::LlamaServer(_)))
+    else {
+        return Ok(());
+    };
+    if let Some(i) = streams.iter().position(|s| s.api == super::Api::Embed) {
+        return Err(loc.error_at(
+            &format!("stream[{i}].api"),
+            format!(
+                "api = \"embed\" is not measured against the llama.cpp server {:?}: write api = \"chat\" (/v1/chat/completions) or \"generate\" (its native /completion), or move the embedding stream to a scenario of Ollama alone",
+                llama.name
+            ),
+        ));
+    }
+    Ok(())
+}

@@ -87,6 +87,7 @@ pub(crate) fn validate(
     }
     shared_trace_epoch(&mut streams);
     sweep_fits_streams(&sweep, &streams, loc)?;
+    super::servers::streams_fit_servers(&servers, &streams, loc)?;
     let run = run(&raw.run, loc)?;
     plan_bounds(&run, &sweep, &streams, loc)?;
     let telemetry = telemetry(&raw.telemetry, loc)?;
