@@ -4,7 +4,8 @@
 //! (three requests 2.5 s apart), against `../shared/ollama` and the llama-server beside
 //! it, which kabench starts per cell. The run ends complete, renders one page with both
 //! servers, and each llama-server cell's cold count equals the wakes its own log
-//! records ("server is exiting sleeping state"). Skips with one line where the real
+//! records ("server is exiting sleeping state"); the same holds on llama-server's
+//! native `/completion` (`api = "generate"`). Skips with one line where the real
 //! Ollama or the llama-server binary is not here.
 
 use std::collections::BTreeMap;
@@ -384,4 +385,69 @@ fn a_bad_server_command_is_refused_before_anything_starts_naming_file_line_and_k
         "{err}"
     );
     assert!(!out.exists(), "nothing was started or written");
+}
+
+/// `api = "generate"` against llama-server is its native `/completion` (no
+/// `data: [DONE]`; the last event has `"stop": true`): every request ends without an
+/// error, with the server's own token count, and the cold count of a 1 s sleep with
+/// 2.5 s gaps equals the wakes in the server's log.
+#[test]
+fn the_native_completion_shape_is_timed_and_its_cold_count_matches_the_log() {
+    let Some(bin) = llama_server() else {
+        return;
+    };
+    let Some(gguf) = crate::common::llama::gguf_dir() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = dir.path().join("s.toml");
+    std::fs::write(
+        &scenario,
+        format!(
+            r#"# one llama-server cell on the native /completion
+[target]
+kind = "llama-server"
+command = [{bin:?}, "-m", "{{model_path}}", "--sleep-idle-seconds", "{{sleep_idle_seconds}}", "--host", "127.0.0.1", "--port", "{{port}}", "-t", "1", "-c", "512", "--no-webui"]
+model_path = {gguf:?}
+idle_unload = ["1s"]
+health_timeout = "60s"
+[[stream]]
+model = "tiny-50m"
+api = "generate"
+prompt_tokens = 8
+max_tokens = 3
+arrival = {{ kind = "constant", rate = "0.4/s" }}
+[run]
+requests = 3
+timeout = "60s"
+"#,
+            bin = bin.display().to_string(),
+            gguf = gguf.join("tiny-50m.gguf").display().to_string(),
+        ),
+    )
+    .unwrap();
+    let out = dir.path().join("run");
+    run_ok(&[
+        "run",
+        scenario.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--quiet",
+    ]);
+    let rows = request_rows(&out);
+    let cold = cold_per_cell(&rows);
+    assert_eq!(cold.len(), 1, "{cold:?}");
+    let (id, (n, c)) = cold.iter().next().unwrap();
+    assert_eq!(*n, 3, "{rows:?}");
+    for r in &rows {
+        assert_eq!(r["eval_count"], "3", "the server's predicted_n: {r:?}");
+        assert!(!r["ttft_ms"].is_empty(), "a first token was timed: {r:?}");
+    }
+    let log = std::fs::read_to_string(out.join("servers").join(format!("{id}.log"))).unwrap();
+    let wakes = log.matches("server is exiting sleeping state").count();
+    assert_eq!(*c, wakes, "kabench counted {c} cold, the log {wakes} wakes");
+    assert_eq!(
+        *c, 2,
+        "sleep 1 s with 2.5 s gaps: every request after the first"
+    );
 }
