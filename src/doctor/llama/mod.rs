@@ -14,6 +14,7 @@
 //! run it when the server is idle. This file holds the options, the plan `--dry-run`
 //! lists and the run in order; the probes are in `probe` (their rows in `probe::rows`), the process in `proc`.
 
+pub mod multi;
 mod probe;
 pub mod proc;
 
