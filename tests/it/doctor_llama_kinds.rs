@@ -7,6 +7,8 @@
 //! is absent. Also `--dry-run` (nothing sent) and the flags that do not apply (exit 2).
 
 use std::net::TcpListener;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use kabench::llama::preset::{ModelPreset, Preset};
 use kabench::llama::router::ModelState;
@@ -256,6 +258,53 @@ fn doctor_swap_measures_cold_start_and_the_ttl_the_log_shows_and_reloads_what_it
         .count();
     assert_eq!(readies, 3, "{ctx}");
     assert_eq!(swap_state(&server, SMALL), Some(SwapState::Ready), "{ctx}");
+    server.stop();
+}
+
+#[test]
+fn doctor_router_ctrl_c_during_the_wait_unloads_what_it_loaded_and_exits_130() {
+    let _turn = timing_turn();
+    let run = tempfile::tempdir().unwrap();
+    let Some(server) = start_router(run.path(), 2, &Preset::default()) else {
+        return;
+    };
+    // Nothing runs; no sleep-idle-seconds, so the wait after the cold load never ends.
+    let child = kabench()
+        .args(["doctor", "--target-kind", "llama-router", "--json"])
+        .args(["--max-wait", "60", "--model", SMALL])
+        .args(["--target", &format!("http://{}", server.host)])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kabench runs");
+    wait_router(&server, SMALL, ModelState::Loaded, Duration::from_secs(30));
+    std::thread::sleep(Duration::from_millis(500));
+    let signalled = Instant::now();
+    let kill = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(kill.success());
+    let out = child.wait_with_output().expect("kabench ends");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let ctx = format!(
+        "{stdout}{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        server.log_text()
+    );
+    assert_eq!(out.status.code(), Some(130), "{ctx}");
+    assert!(signalled.elapsed() < Duration::from_secs(10), "{ctx}");
+    let report: Value = serde_json::from_str(&stdout).expect("JSON");
+    assert_eq!(report["interrupted"], true, "{ctx}");
+    assert_eq!(check(&report, "probe.interrupted")["holds"], false, "{ctx}");
+    assert_eq!(
+        report["restored"][0],
+        format!("{SMALL}: found not running, unloaded again"),
+        "{ctx}"
+    );
+    assert_eq!(router_state(&server, SMALL), ModelState::Unloaded, "{ctx}");
+    let tally = router_log::tally(&router_log::parse(&server.log_text()));
+    assert_eq!(tally[SMALL].spawns, 1, "{ctx}");
     server.stop();
 }
 

@@ -410,10 +410,13 @@ impl Prober {
         for id in self.found.with_process() {
             let was = self.found.state(&id).as_str();
             if now.has_process(&id) {
-                lines.push(format!(
-                    "{id}: found {was}, left {}",
-                    now.state(&id).as_str()
-                ));
+                let left = now.state(&id).as_str();
+                let again = if was == "sleeping" && left != was {
+                    " (it sleeps again after its timer)"
+                } else {
+                    ""
+                };
+                lines.push(format!("{id}: found {was}, left {left}{again}"));
                 continue;
             }
             let loaded = async {
