@@ -70,6 +70,8 @@ pub struct Prober {
     second: Option<String>,
     /// Whether the eviction probe ran.
     pub(super) evict_probe_ran: bool,
+    /// The models evicted up to the end of the cold load and the warm requests.
+    pub(super) evicted_by_cold: Vec<String>,
 }
 
 impl Prober {
@@ -95,6 +97,7 @@ impl Prober {
             unloaded_first: false,
             second: None,
             evict_probe_ran: false,
+            evicted_by_cold: Vec::new(),
         }
     }
 
@@ -295,13 +298,18 @@ impl Prober {
         }
         let loaded = self.status().await?;
         self.rss_loaded = Some(self.rss_of(&loaded));
+        self.evicted_by_cold = self.evictions.iter().map(|e| e.victim.clone()).collect();
         self.checks.push(self.cold_row(&cold, before, after));
         // The idle timer, while the status endpoint is polled.
         let stated = loaded.entry(&m).and_then(|e| e.timer);
         if self.kind == ServerKind::LlamaSwap {
             self.expected_gone.push(m.clone());
         }
-        let left = self.wait_leave(end).await?;
+        // No timer stated (the router's child args, llama-swap's ttl): no wait.
+        let left = match super::rows::active(stated) {
+            Some(_) => self.wait_leave(end).await?,
+            None => None,
+        };
         if let Some((_, ModelResidency::Sleeping)) = left {
             let now = self.last.clone();
             self.rss_idle = Some(self.rss_of(&now));

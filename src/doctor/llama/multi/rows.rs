@@ -44,7 +44,7 @@ fn timer_name(kind: ServerKind) -> &'static str {
 }
 
 /// A stated timer that unloads or sleeps (the router's -1 and llama-swap's 0 are off).
-fn active(stated: Option<i64>) -> Option<i64> {
+pub(super) fn active(stated: Option<i64>) -> Option<i64> {
     stated.filter(|&n| n > 0)
 }
 
@@ -124,7 +124,7 @@ impl Prober {
             value: Some(json!({
                 "cold_s": ms(cold_s), "warm_s": ms(warm), "extra_s": ms(cold_s - warm),
                 "state_before": before.as_str(), "state_after": after.as_str(),
-                "unloaded_first": self.unloaded_first,
+                "unloaded_first": self.unloaded_first, "evicted": self.evicted_by_cold,
             })),
             holds: before != ModelResidency::Loaded && after == ModelResidency::Loaded,
             ..row(
@@ -134,13 +134,18 @@ impl Prober {
                 Verdict::NotApplicable,
                 Verdict::NotApplicable,
                 format!(
-                    "{how}: {:.0} ms against {:.0} ms warm (median of {}): {:.0} ms more; GET {path} showed {} just before, {} just after",
+                    "{how}: {:.0} ms against {:.0} ms warm (median of {}): {:.0} ms more; GET {path} showed {} just before, {} just after{}",
                     cold_s * 1000.0,
                     warm * 1000.0,
                     self.warm_s.len(),
                     (cold_s - warm) * 1000.0,
                     before.as_str(),
                     after.as_str(),
+                    if self.evicted_by_cold.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; the load evicted {}", self.evicted_by_cold.join(", "))
+                    },
                 ),
                 "",
                 "",
@@ -164,7 +169,7 @@ impl Prober {
         };
         let stated_text = match stated {
             Some(n) => format!("{name} {n} stated by the server"),
-            None => format!("no {name} stated (the model's args in GET /models)"),
+            None => format!("the server states no {name} for it (its child's args in GET /models)"),
         };
         let (holds, evidence) = match (active(stated), left) {
             (Some(n), Some((t, st))) => {
@@ -195,7 +200,8 @@ impl Prober {
             (None, None) => (
                 true,
                 format!(
-                    "never {what} within the wait ({wait:.0} s after the last request); {stated_text}: it stays in memory until evicted or unloaded"
+                    "{stated_text}{}: it is never {what} for idleness, only when evicted or unloaded (not waited for)",
+                    if stated.is_some() { " (off)" } else { "" }
                 ),
             ),
             (None, Some((t, st))) => (
@@ -263,7 +269,7 @@ impl Prober {
             _ => (
                 Verdict::NotApplicable,
                 true,
-                "the model never left memory within the wait: whether polling keeps it there cannot be told".into(),
+                "the model did not leave memory (no timer, or not within the wait): whether polling keeps it there cannot be told".into(),
             ),
         };
         Check {

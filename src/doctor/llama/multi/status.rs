@@ -18,7 +18,7 @@ pub struct Entry {
     /// Where it stands.
     pub state: ModelResidency,
     /// Whether a process of it exists (the router: a child, loaded or sleeping or
-    /// loading; llama-swap: listed in `/running`).
+    /// loading; llama-swap: listed in `/running` as starting or ready, not stopping).
     pub process: bool,
     /// The port its process listens on, when it runs and the server says.
     pub port: Option<u16>,
@@ -149,7 +149,8 @@ fn read_swap(text: &str) -> Result<Status, String> {
                     SwapState::Starting => ModelResidency::Loading,
                     _ => ModelResidency::Unloaded,
                 },
-                process: true,
+                // A model stopping (its ttl, a swap, an unload) is on its way out.
+                process: matches!(m.state, SwapState::Starting | SwapState::Ready),
                 port,
                 timer: Some(m.ttl as i64),
                 id: m.model,
@@ -189,6 +190,12 @@ mod tests {
             (ModelResidency::Loaded, Some(18690), Some(3))
         );
         assert_eq!(s.state("other"), ModelResidency::Unloaded);
+        let stopping = read(
+            ServerKind::LlamaSwap,
+            r#"{"running":[{"model":"m","state":"stopping","ttl":3}]}"#,
+        )
+        .unwrap();
+        assert!(!stopping.has_process("m"));
         assert!(!s.has_process("other"));
         assert_eq!(
             read(ServerKind::LlamaSwap, r#"{"running":[]}"#)
