@@ -333,6 +333,60 @@ fn doctor_router_ctrl_c_during_the_wait_unloads_what_it_loaded_and_exits_130() {
 }
 
 #[test]
+fn doctor_swap_leaves_another_running_model_alone_unless_allowed_to_evict_it() {
+    let _turn = timing_turn();
+    let run = tempfile::tempdir().unwrap();
+    let Some(server) = start_swap(run.path(), 0) else {
+        return;
+    };
+    assert_eq!(server.chat(BIG), 200);
+    let url = format!("http://{}", server.host);
+    let readies = |m: &str| {
+        swap_log::parse(&server.log_text())
+            .iter()
+            .filter(|l| matches!(&l.event, SwapEvent::Ready { model } if model == m))
+            .count()
+    };
+    // BIG runs and SMALL does not: one model at a time, so nothing is loaded.
+    let (code, report, stderr) = doctor_report(&url, &["--target-kind", "llama-swap"]);
+    let ctx = format!("{}\n{stderr}\n{}", failing(&report), server.log_text());
+    assert_eq!(code, 0, "{ctx}");
+    assert!(
+        report["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["id"] == "probe.skipped"),
+        "{ctx}"
+    );
+    assert_eq!(readies(SMALL), 0, "{ctx}");
+    assert_eq!(swap_state(&server, BIG), Some(SwapState::Ready), "{ctx}");
+    // Allowed: SMALL's load swaps BIG out (seen, and in the log as a second load of
+    // BIG when it is loaded again); ttl 0 is stated, so nothing is waited for.
+    let (code, report, stderr) =
+        doctor_report(&url, &["--target-kind", "llama-swap", "--allow-evict"]);
+    let ctx = format!("{}\n{stderr}\n{}", failing(&report), server.log_text());
+    assert_eq!(code, 0, "{ctx}");
+    assert_eq!(
+        check(&report, "load.cold")["value"]["evicted"],
+        serde_json::json!([BIG]),
+        "{ctx}"
+    );
+    let timer = &check(&report, "ttl.timer")["value"];
+    assert_eq!(timer["stated_s"], 0, "{ctx}");
+    assert!(timer["seconds_after_end"].is_null(), "{ctx}");
+    assert_eq!(swap_state(&server, BIG), Some(SwapState::Ready), "{ctx}");
+    assert_eq!(swap_state(&server, SMALL), None, "{ctx}");
+    // The restore's line can reach the log just after /running shows it ready.
+    let start = Instant::now();
+    while readies(BIG) < 2 && start.elapsed() < Duration::from_secs(3) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!((readies(SMALL), readies(BIG)), (1, 2), "{ctx}");
+    server.stop();
+}
+
+#[test]
 fn doctor_router_and_swap_dry_runs_send_nothing_and_foreign_flags_exit_2() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();

@@ -112,7 +112,7 @@ pub fn dry_run(opts: &ManyOptions) -> Vec<(String, Req)> {
         ("warm: 3 requests, timed (their median is the warm cost)".into(), tiny(m)),
         (
             format!(
-                "idle timer: every 0.1 s, until {m} is {} (at most --max-wait from the end of the last request); that it still leaves while polled shows polling does not keep it in memory",
+                "idle timer, when the server states one for {m}: every 0.1 s, until it is {} (at most --max-wait from the end of the last request); that it still leaves while polled shows polling does not keep it in memory",
                 leaving(k)
             ),
             status.clone(),
@@ -150,7 +150,7 @@ pub fn plan_lines(opts: &ManyOptions) -> Vec<String> {
             opts.kind.residency_path()
         ),
         format!(
-            "a model found loaded is unloaded first (for a cold load) and loaded again at the end; it waits once for the model to be {} (at most --max-wait: {} s)",
+            "a model found loaded is unloaded first (for a cold load) and loaded again at the end; when the server states a timer for it, it waits once for the model to be {} (at most --max-wait: {} s)",
             leaving(opts.kind),
             opts.max_wait.as_secs()
         ),
