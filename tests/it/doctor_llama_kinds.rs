@@ -142,6 +142,14 @@ fn doctor_router_with_allow_evict_sees_the_models_max_eviction_the_log_shows_and
     };
     assert_eq!(server.chat(BIG), 200);
     let url = format!("http://{}", server.host);
+    // The llama-swap doctor against the router says it is not a llama-swap (exit 1).
+    let out = kabench()
+        .args(["doctor", "--target-kind", "llama-swap", "--target", &url])
+        .output()
+        .expect("kabench runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("not a llama-swap"), "{err}");
     let (code, report, stderr) = doctor_report(
         &url,
         &[
@@ -347,6 +355,14 @@ fn doctor_swap_leaves_another_running_model_alone_unless_allowed_to_evict_it() {
             .filter(|l| matches!(&l.event, SwapEvent::Ready { model } if model == m))
             .count()
     };
+    // The router doctor against llama-swap says it is not a router (exit 1).
+    let out = kabench()
+        .args(["doctor", "--target-kind", "llama-router", "--target", &url])
+        .output()
+        .expect("kabench runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("not a llama-server in router mode"), "{err}");
     // BIG runs and SMALL does not: one model at a time, so nothing is loaded.
     let (code, report, stderr) = doctor_report(&url, &["--target-kind", "llama-swap"]);
     let ctx = format!("{}\n{stderr}\n{}", failing(&report), server.log_text());

@@ -59,9 +59,22 @@ pub fn tiny(model: &str) -> Req {
 /// The request that unloads `model`.
 pub fn unload(kind: ServerKind, model: &str) -> Req {
     match kind {
-        ServerKind::LlamaSwap => Req::post_empty(format!("/api/models/unload/{model}")),
+        ServerKind::LlamaSwap => Req::post_empty(format!("/api/models/unload/{}", segment(model))),
         _ => Req::post("/models/unload", json!({"model": model})),
     }
+}
+
+/// `text` as one URL path segment: every byte but `A-Z a-z 0-9 - . _ ~` percent-encoded
+/// (a model id may hold `/`, `:` or spaces).
+fn segment(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 /// The request that loads `model` without generating (llama-swap has none: a
@@ -219,4 +232,55 @@ pub async fn run(opts: &ManyOptions, stop: &Stop) -> anyhow::Result<Report> {
         elapsed_s: start.elapsed().as_secs_f64(),
         interrupted,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_swap_unload_names_the_model_in_one_path_segment() {
+        let r = unload(ServerKind::LlamaSwap, "org/m:q4 x");
+        assert_eq!(r.path, "/api/models/unload/org%2Fm%3Aq4%20x");
+        assert_eq!(r.method, "POST");
+        let r = unload(ServerKind::LlamaRouter, "org/m");
+        assert_eq!(
+            (r.path.as_ref(), r.body),
+            ("/models/unload", Some(json!({"model": "org/m"})))
+        );
+    }
+
+    #[test]
+    fn the_dry_run_names_the_kind_s_own_endpoints() {
+        let opts = |kind, allow_evict| ManyOptions {
+            kind,
+            target: "http://127.0.0.1:9".into(),
+            model: Some("m".into()),
+            max_wait: Duration::from_secs(5),
+            allow_evict,
+            announce: false,
+        };
+        let paths =
+            |o: &ManyOptions| -> Vec<String> { dry_run(o).iter().map(|(_, r)| r.line()).collect() };
+        let router = paths(&opts(ServerKind::LlamaRouter, true));
+        assert!(router.iter().any(|l| l == "GET /models"));
+        assert!(router.iter().any(|l| l.starts_with("POST /models/load")));
+        assert!(
+            router
+                .iter()
+                .any(|l| l.contains("<another model, not running>"))
+        );
+        assert!(
+            !paths(&opts(ServerKind::LlamaRouter, false))
+                .iter()
+                .any(|l| l.contains("<another model"))
+        );
+        let swap = paths(&opts(ServerKind::LlamaSwap, true));
+        assert!(swap.iter().any(|l| l == "GET /running"));
+        assert!(
+            !swap
+                .iter()
+                .any(|l| l.contains("/models/load") || l.contains("<another model"))
+        );
+    }
 }
