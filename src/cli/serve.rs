@@ -101,6 +101,12 @@ pub enum DoctorKind {
     /// llama.cpp's llama-server with --sleep-idle-seconds: wake cost, memory freed,
     /// the sleep timer, and which polling keeps it awake.
     LlamaServer,
+    /// llama.cpp's router mode (many models): load and wake cost, per-model sleep,
+    /// whether polling /models keeps a model awake, the --models-max cap.
+    LlamaRouter,
+    /// llama-swap: cold start, the per-model ttl, whether polling /running keeps a
+    /// model loaded.
+    LlamaSwap,
 }
 
 /// `kabench doctor`.
@@ -108,21 +114,24 @@ pub enum DoctorKind {
 pub struct DoctorArgs {
     /// The server to probe (`host:port`, `http://…`), or `sim` for the embedded
     /// simulator (Ollama only). Default: $OLLAMA_HOST, else 127.0.0.1:11434 (Ollama);
-    /// 127.0.0.1:8080 (llama-server).
+    /// 127.0.0.1:8080 (llama-server, llama-router, llama-swap).
     #[arg(long)]
     pub target: Option<String>,
-    /// What the target is: `ollama`, or `llama-server` (llama.cpp, one model, started
-    /// with --sleep-idle-seconds).
+    /// What the target is: `ollama`, `llama-server` (llama.cpp, one model, started
+    /// with --sleep-idle-seconds), `llama-router` (llama.cpp's router mode) or
+    /// `llama-swap`.
     #[arg(long, value_enum, default_value_t = DoctorKind::Ollama)]
     pub target_kind: DoctorKind,
     /// llama-server: its process id, for the memory sleep frees (default: the process
     /// listening on the target's port, when the target is on this machine).
     #[arg(long)]
     pub pid: Option<u32>,
-    /// llama-server: the longest to wait for it to fall asleep, seconds (1 to 86400).
+    /// llama-server, llama-router, llama-swap: the longest to wait for the model to
+    /// fall asleep or be unloaded, seconds (1 to 86400).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=86400))]
     pub max_wait: Option<u64>,
-    /// The model to probe (default: the smallest installed model that generates).
+    /// The model to probe (default: Ollama's smallest installed model that generates;
+    /// the router's and llama-swap's first model listed).
     #[arg(long)]
     pub model: Option<String>,
     /// An embedding model for the /api/embed and /v1/embeddings checks.
@@ -137,7 +146,9 @@ pub struct DoctorArgs {
     pub dry_run: bool,
     /// Run the checks that may evict a model found loaded (a probe model loaded beside
     /// it can pass OLLAMA_MAX_LOADED_MODELS); what they evict is loaded again at the
-    /// end. Without it those checks are skipped, and the report says which.
+    /// end. Without it those checks are skipped, and the report says which. On
+    /// llama-router and llama-swap: load the model beside others found running, and
+    /// (router) load a second model to see the --models-max eviction.
     #[arg(long)]
     pub allow_evict: bool,
 }

@@ -17,6 +17,11 @@ pub(super) async fn doctor(args: DoctorArgs) -> Result<()> {
         dry_run: args.dry_run,
         allow_evict: args.allow_evict,
         llama_server: args.target_kind == DoctorKind::LlamaServer,
+        many: match args.target_kind {
+            DoctorKind::LlamaRouter => Some(crate::llama::ServerKind::LlamaRouter),
+            DoctorKind::LlamaSwap => Some(crate::llama::ServerKind::LlamaSwap),
+            _ => None,
+        },
         pid: args.pid,
         max_wait: args.max_wait,
     };

@@ -25,9 +25,11 @@ pub struct Invocation {
     pub allow_evict: bool,
     /// `--target-kind llama-server`.
     pub llama_server: bool,
+    /// `--target-kind llama-router` or `llama-swap`.
+    pub many: Option<crate::llama::ServerKind>,
     /// `--pid` (llama-server).
     pub pid: Option<u32>,
-    /// `--max-wait` in seconds (llama-server).
+    /// `--max-wait` in seconds (llama-server, llama-router, llama-swap).
     pub max_wait: Option<u64>,
 }
 
@@ -47,16 +49,20 @@ pub async fn command(args: Invocation, stop: &super::Stop) -> Result<()> {
     if args.llama_server {
         return llama(args, stop).await;
     }
-    for (set, flag) in [
-        (args.pid.is_some(), "--pid"),
-        (args.max_wait.is_some(), "--max-wait"),
-    ] {
-        if set {
-            return Err(BadFlag(format!(
-                "{flag} applies to --target-kind llama-server only; drop it or add --target-kind llama-server"
-            ))
-            .into());
-        }
+    if let Some(kind) = args.many {
+        return many(kind, args, stop).await;
+    }
+    if args.pid.is_some() {
+        return Err(BadFlag(
+            "--pid applies to --target-kind llama-server only; drop it or add --target-kind llama-server".into(),
+        )
+        .into());
+    }
+    if args.max_wait.is_some() {
+        return Err(BadFlag(
+            "--max-wait applies to --target-kind llama-server, llama-router and llama-swap only; drop it or add one of them".into(),
+        )
+        .into());
     }
     let raw = args
         .target
@@ -216,4 +222,60 @@ async fn llama(args: Invocation, stop: &super::Stop) -> Result<()> {
         return Ok(());
     }
     finish(super::llama::run(&opts, stop).await?, args.json)
+}
+
+/// `kabench doctor --target-kind llama-router` or `--target-kind llama-swap`.
+async fn many(kind: crate::llama::ServerKind, args: Invocation, stop: &super::Stop) -> Result<()> {
+    let raw = args
+        .target
+        .clone()
+        .unwrap_or_else(|| "127.0.0.1:8080".into());
+    if raw == "sim" || args.embed_model.is_some() || args.pid.is_some() {
+        return Err(BadFlag(format!(
+            "--target sim, --embed-model and --pid do not apply to --target-kind {kind}: the simulator is Ollama's, there are no embedding checks, and the model processes are found from the server's status; drop them"
+        ))
+        .into());
+    }
+    let target = crate::ollama::host::parse_ollama_host(&raw)
+        .map_err(|e| BadTarget(raw.clone(), e.to_string()))?
+        .as_str()
+        .trim_end_matches('/')
+        .to_string();
+    let opts = super::llama::multi::ManyOptions {
+        kind,
+        target,
+        model: args.model.clone(),
+        max_wait: args.max_wait.map_or(
+            super::llama::DEFAULT_MAX_WAIT,
+            std::time::Duration::from_secs,
+        ),
+        allow_evict: args.allow_evict,
+        announce: true,
+    };
+    if args.dry_run {
+        let mut out = std::io::stdout().lock();
+        let plan = super::llama::multi::dry_run(&opts);
+        if args.json {
+            let rows: Vec<serde_json::Value> = plan
+                .iter()
+                .map(|(why, r)| serde_json::json!({"purpose": why, "method": r.method, "path": r.path, "body": r.body}))
+                .collect();
+            writeln!(out, "{}", serde_json::to_string_pretty(&rows)?)?;
+        } else {
+            writeln!(
+                out,
+                "kabench doctor --target-kind {kind} --dry-run: the requests it would send to {} (nothing sent)",
+                opts.target
+            )?;
+            writeln!(out, "what it does to the server:")?;
+            for line in super::llama::multi::plan_lines(&opts) {
+                writeln!(out, "  {line}")?;
+            }
+            for (why, r) in &plan {
+                writeln!(out, "# {why}\n{}", r.line())?;
+            }
+        }
+        return Ok(());
+    }
+    finish(super::llama::multi::run(&opts, stop).await?, args.json)
 }

@@ -129,7 +129,7 @@ pub fn change(req: &Req) -> Option<Change> {
     let body = req.body.as_ref()?;
     let model = body.get("model")?.as_str()?.to_string();
     if !matches!(
-        req.path,
+        req.path.as_ref(),
         "/api/generate" | "/api/chat" | "/api/embed" | "/v1/chat/completions" | "/v1/embeddings"
     ) {
         return None;

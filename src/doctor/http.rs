@@ -61,8 +61,8 @@ pub struct BodyTooLong {
 pub struct Req {
     /// `GET` or `POST`.
     pub method: &'static str,
-    /// Path on the server, e.g. `/api/generate`.
-    pub path: &'static str,
+    /// Path on the server, e.g. `/api/generate` (one naming a model is built).
+    pub path: std::borrow::Cow<'static, str>,
     /// JSON body (POST only).
     pub body: Option<Value>,
 }
@@ -72,7 +72,7 @@ impl Req {
     pub fn post(path: &'static str, body: Value) -> Req {
         Req {
             method: "POST",
-            path,
+            path: path.into(),
             body: Some(body),
         }
     }
@@ -81,7 +81,17 @@ impl Req {
     pub fn get(path: &'static str) -> Req {
         Req {
             method: "GET",
-            path,
+            path: path.into(),
+            body: None,
+        }
+    }
+
+    /// A POST without a body to a path built at run time (llama-swap's
+    /// `/api/models/unload/<model>`).
+    pub fn post_empty(path: String) -> Req {
+        Req {
+            method: "POST",
+            path: path.into(),
             body: None,
         }
     }
@@ -279,6 +289,11 @@ impl Server {
             evictions: Vec::new(),
             last_listing: None,
         })
+    }
+
+    /// `http://host:port` of the server.
+    pub fn base(&self) -> &str {
+        &self.base
     }
 
     /// Whether the server is on this machine (a loopback address), so that its files

@@ -98,10 +98,11 @@ pub struct Check {
 pub struct Report {
     /// The server probed.
     pub target: String,
-    /// What kind of server: `Ollama` or `llama-server`.
+    /// What kind of server: `Ollama`, `llama-server`, `llama-router` or `llama-swap`.
     #[serde(default = "ollama_kind")]
     pub kind: String,
-    /// `/api/version` (Ollama), `/props` `build_info` (llama-server).
+    /// `/api/version` (Ollama, llama-swap), `/props` `build_info` (llama-server, the
+    /// router).
     pub version: String,
     /// The model probed.
     pub model: String,

@@ -28,10 +28,10 @@ use crate::common::llama::{BIG, SMALL, gguf_dir, shared_bin};
 
 /// A server process logging to a file; stopped with SIGTERM (never SIGKILL first:
 /// llama-swap's upstream would be orphaned).
-struct Server {
+pub(crate) struct Server {
     child: Child,
     log: PathBuf,
-    host: String,
+    pub(crate) host: String,
 }
 
 impl Server {
@@ -61,12 +61,12 @@ impl Server {
         kabench::telemetry::rss::tree_rss(self.child.id()).expect("the server runs")
     }
 
-    fn log_text(&self) -> String {
+    pub(crate) fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// One chat request of 4 tokens for `model`; its status.
-    fn chat(&self, model: &str) -> u16 {
+    pub(crate) fn chat(&self, model: &str) -> u16 {
         let body = format!(
             r#"{{"model":"{model}","messages":[{{"role":"user","content":"hi"}}],"max_tokens":4}}"#
         );
@@ -75,14 +75,14 @@ impl Server {
             .0
     }
 
-    fn get(&self, path: &str) -> String {
+    pub(crate) fn get(&self, path: &str) -> String {
         let (status, body) = http(&self.host, "GET", path, None).unwrap();
         assert_eq!(status, 200, "GET {path}: {body}");
         body
     }
 
     /// SIGTERM, then wait (up to 15 s) for the exit; the log afterwards.
-    fn stop(mut self) -> String {
+    pub(crate) fn stop(mut self) -> String {
         self.terminate();
         self.log_text()
     }
@@ -125,7 +125,7 @@ fn models_folder(run: &Path, gguf: &Path) -> PathBuf {
 }
 
 /// The router with `--models-max max` and `preset` (written into `run`), `-t 1`.
-fn start_router(run: &Path, max: u32, preset: &Preset) -> Option<Server> {
+pub(crate) fn start_router(run: &Path, max: u32, preset: &Preset) -> Option<Server> {
     let bin = shared_bin("llama-cpp/bin/llama-server")?;
     let gguf = gguf_dir()?;
     let models = models_folder(run, &gguf);
@@ -158,7 +158,7 @@ fn start_router(run: &Path, max: u32, preset: &Preset) -> Option<Server> {
 
 /// `model`'s state in the router's `/models`; the run loop's residency reader
 /// (`ServerKind::residency_of`) must read the same answer alike.
-fn router_state(server: &Server, model: &str) -> ModelState {
+pub(crate) fn router_state(server: &Server, model: &str) -> ModelState {
     let body = server.get("/models");
     let models = parse_models(body.as_bytes()).unwrap();
     let state = state_of(&models, model).unwrap_or_else(|| panic!("{model} not in /models"));
@@ -178,7 +178,12 @@ fn router_state(server: &Server, model: &str) -> ModelState {
 }
 
 /// Polls `/models` until `model` is `want` (up to `limit`); how long it took.
-fn wait_router(server: &Server, model: &str, want: ModelState, limit: Duration) -> Duration {
+pub(crate) fn wait_router(
+    server: &Server,
+    model: &str,
+    want: ModelState,
+    limit: Duration,
+) -> Duration {
     let start = Instant::now();
     loop {
         let state = router_state(server, model);
@@ -342,7 +347,7 @@ fn router_preset_sleep_wakes_match_the_log() {
 
 /// llama-swap in front of the upstream llama-server, its config written by kabench
 /// with the models in a folder whose name needs quoting (a space, a quote, a `#`).
-fn start_swap(run: &Path, ttl: u64) -> Option<Server> {
+pub(crate) fn start_swap(run: &Path, ttl: u64) -> Option<Server> {
     let swap = shared_bin("llama-swap/bin/llama-swap")?;
     let llama = shared_bin("llama-cpp/bin/llama-server")?;
     let gguf = gguf_dir()?;
@@ -389,7 +394,7 @@ fn start_swap(run: &Path, ttl: u64) -> Option<Server> {
 
 /// `model`'s state in llama-swap's `/running` (`None`: not running); the run loop's
 /// residency reader must read the same answer alike.
-fn swap_state(server: &Server, model: &str) -> Option<SwapState> {
+pub(crate) fn swap_state(server: &Server, model: &str) -> Option<SwapState> {
     let body = server.get("/running");
     let state = swap::state_of(&parse_running(body.as_bytes()).unwrap(), model);
     let json: serde_json::Value = serde_json::from_str(&body).unwrap();

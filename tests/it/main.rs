@@ -11,6 +11,7 @@ mod contract;
 mod differential;
 mod doctor;
 mod doctor_llama;
+mod doctor_llama_kinds;
 mod doctor_safe;
 mod fleet;
 mod fleet_late;

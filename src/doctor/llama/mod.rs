@@ -13,7 +13,10 @@
 //! awake or asleep as it found it. Another client's requests reset the same timer, so
 //! run it when the server is idle. This file holds the options, the plan `--dry-run`
 //! lists and the run in order; the probes are in `probe` (their rows in `probe::rows`), the process in `proc`.
+//! The doctors of the servers that hold many models (llama.cpp's router mode, llama-swap)
+//! are in `multi`.
 
+pub mod multi;
 mod probe;
 pub mod proc;
 
