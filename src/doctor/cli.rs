@@ -80,11 +80,7 @@ pub async fn command(args: Invocation, stop: &super::Stop) -> Result<()> {
         sim.as_ref()
             .map_or("http://127.0.0.1:0".into(), |h| h.base_url())
     } else {
-        crate::ollama::host::parse_ollama_host(&raw)
-            .map_err(|e| BadTarget(raw.clone(), e.to_string()))?
-            .as_str()
-            .trim_end_matches('/')
-            .to_string()
+        parse_target(&raw)?
     };
     let opts = DoctorOptions {
         target,
@@ -181,11 +177,7 @@ async fn llama(args: Invocation, stop: &super::Stop) -> Result<()> {
         )
         .into());
     }
-    let target = crate::ollama::host::parse_ollama_host(&raw)
-        .map_err(|e| BadTarget(raw.clone(), e.to_string()))?
-        .as_str()
-        .trim_end_matches('/')
-        .to_string();
+    let target = parse_target(&raw)?;
     let opts = super::llama::LlamaOptions {
         target,
         model: args.model.clone(),
@@ -197,29 +189,13 @@ async fn llama(args: Invocation, stop: &super::Stop) -> Result<()> {
         announce: true,
     };
     if args.dry_run {
-        let mut out = std::io::stdout().lock();
-        let plan = super::llama::dry_run(&opts);
-        if args.json {
-            let rows: Vec<serde_json::Value> = plan
-                .iter()
-                .map(|(why, r)| serde_json::json!({"purpose": why, "method": r.method, "path": r.path, "body": r.body}))
-                .collect();
-            writeln!(out, "{}", serde_json::to_string_pretty(&rows)?)?;
-        } else {
-            writeln!(
-                out,
-                "kabench doctor --target-kind llama-server --dry-run: the requests it would send to {} (nothing sent)",
-                opts.target
-            )?;
-            writeln!(out, "what it does to the server:")?;
-            for line in super::llama::plan_lines(&opts) {
-                writeln!(out, "  {line}")?;
-            }
-            for (why, r) in &plan {
-                writeln!(out, "# {why}\n{}", r.line())?;
-            }
-        }
-        return Ok(());
+        return print_plan(
+            crate::llama::ServerKind::LlamaServer,
+            &opts.target,
+            &super::llama::dry_run(&opts),
+            &super::llama::plan_lines(&opts),
+            args.json,
+        );
     }
     finish(super::llama::run(&opts, stop).await?, args.json)
 }
@@ -236,11 +212,7 @@ async fn many(kind: crate::llama::ServerKind, args: Invocation, stop: &super::St
         ))
         .into());
     }
-    let target = crate::ollama::host::parse_ollama_host(&raw)
-        .map_err(|e| BadTarget(raw.clone(), e.to_string()))?
-        .as_str()
-        .trim_end_matches('/')
-        .to_string();
+    let target = parse_target(&raw)?;
     let opts = super::llama::multi::ManyOptions {
         kind,
         target,
@@ -253,29 +225,54 @@ async fn many(kind: crate::llama::ServerKind, args: Invocation, stop: &super::St
         announce: true,
     };
     if args.dry_run {
-        let mut out = std::io::stdout().lock();
-        let plan = super::llama::multi::dry_run(&opts);
-        if args.json {
-            let rows: Vec<serde_json::Value> = plan
-                .iter()
-                .map(|(why, r)| serde_json::json!({"purpose": why, "method": r.method, "path": r.path, "body": r.body}))
-                .collect();
-            writeln!(out, "{}", serde_json::to_string_pretty(&rows)?)?;
-        } else {
-            writeln!(
-                out,
-                "kabench doctor --target-kind {kind} --dry-run: the requests it would send to {} (nothing sent)",
-                opts.target
-            )?;
-            writeln!(out, "what it does to the server:")?;
-            for line in super::llama::multi::plan_lines(&opts) {
-                writeln!(out, "  {line}")?;
-            }
-            for (why, r) in &plan {
-                writeln!(out, "# {why}\n{}", r.line())?;
-            }
-        }
-        return Ok(());
+        return print_plan(
+            kind,
+            &opts.target,
+            &super::llama::multi::dry_run(&opts),
+            &super::llama::multi::plan_lines(&opts),
+            args.json,
+        );
     }
     finish(super::llama::multi::run(&opts, stop).await?, args.json)
+}
+
+/// The base URL (no trailing `/`) that `--target` names, or [`BadTarget`].
+fn parse_target(raw: &str) -> Result<String> {
+    Ok(crate::ollama::host::parse_ollama_host(raw)
+        .map_err(|e| BadTarget(raw.to_string(), e.to_string()))?
+        .as_str()
+        .trim_end_matches('/')
+        .to_string())
+}
+
+/// Prints the `--dry-run` plan of a llama target kind: the requests as JSON, or the
+/// summary `lines` and each request.
+fn print_plan(
+    kind: crate::llama::ServerKind,
+    target: &str,
+    plan: &[(String, super::http::Req)],
+    lines: &[String],
+    json: bool,
+) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    if json {
+        let rows: Vec<serde_json::Value> = plan
+            .iter()
+            .map(|(why, r)| serde_json::json!({"purpose": why, "method": r.method, "path": r.path, "body": r.body}))
+            .collect();
+        writeln!(out, "{}", serde_json::to_string_pretty(&rows)?)?;
+    } else {
+        writeln!(
+            out,
+            "kabench doctor --target-kind {kind} --dry-run: the requests it would send to {target} (nothing sent)"
+        )?;
+        writeln!(out, "what it does to the server:")?;
+        for line in lines {
+            writeln!(out, "  {line}")?;
+        }
+        for (why, r) in plan {
+            writeln!(out, "# {why}\n{}", r.line())?;
+        }
+    }
+    Ok(())
 }
