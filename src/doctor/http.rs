@@ -138,6 +138,12 @@ impl Reply {
         Some(ns / 1e9)
     }
 
+    /// The `version` string of a `/api/version` answer (Ollama, llama-swap).
+    pub fn version(&self) -> Option<String> {
+        let v = self.json.as_ref()?.get("version")?.as_str()?;
+        Some(v.to_string())
+    }
+
     /// The `error` text of an error body (`{"error":"…"}` or OpenAI's
     /// `{"error":{"message":"…"}}`), else the body.
     pub fn error_text(&self) -> String {
@@ -319,6 +325,21 @@ impl Server {
             OffsetDateTime::now_utc(),
             self.skew.unwrap_or(time::Duration::ZERO),
         )
+    }
+
+    /// Sends `req`; an error (naming the request, the status and the server's words)
+    /// unless HTTP 200.
+    pub async fn send_ok(&mut self, req: &Req) -> anyhow::Result<Reply> {
+        let r = self.send(req).await?;
+        if r.status != 200 {
+            anyhow::bail!(
+                "{}: HTTP {}: {}",
+                req.line(),
+                r.status,
+                crate::units::limits::excerpt(&r.error_text())
+            );
+        }
+        Ok(r)
     }
 
     /// Sends `req`; an error only when no HTTP answer came.

@@ -194,19 +194,13 @@ pub async fn run(opts: &DoctorOptions, stop: &Stop) -> anyhow::Result<Report> {
         })
     })
     .await?;
-    let version = version
-        .json
-        .as_ref()
-        .and_then(|j| j.get("version"))
-        .and_then(Value::as_str)
-        .ok_or_else(|| {
-            anyhow::anyhow!(
-                "{} answered /api/version with {:?}: not an Ollama",
-                opts.target,
-                version.text
-            )
-        })?
-        .to_string();
+    let version = version.version().ok_or_else(|| {
+        anyhow::anyhow!(
+            "{} answered /api/version with {:?}: not an Ollama",
+            opts.target,
+            version.text
+        )
+    })?;
     let before = before_probes(stop, server.ps()).await?;
     let model = match &opts.model {
         Some(m) => m.clone(),

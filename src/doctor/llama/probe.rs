@@ -165,20 +165,6 @@ impl Prober {
         Ok(self.props().await?.sleeping)
     }
 
-    /// Sends a completion; an error unless HTTP 200.
-    async fn complete(&mut self, req: &Req) -> anyhow::Result<Reply> {
-        let r = self.server.send(req).await?;
-        if r.status != 200 {
-            anyhow::bail!(
-                "{}: HTTP {}: {}",
-                req.line(),
-                r.status,
-                crate::units::limits::excerpt(&r.error_text())
-            );
-        }
-        Ok(r)
-    }
-
     fn sample(&mut self, awake: bool) {
         if let Ok(pid) = self.pid
             && let Ok(b) = proc::rss_bytes(pid)
@@ -232,17 +218,20 @@ impl Prober {
     /// Every probe in order; rows are pushed as they are measured.
     pub async fn probe(&mut self, found: &Props) -> anyhow::Result<()> {
         let m = self.model.clone();
-        let first = self.complete(&tiny(m.as_deref())).await?;
+        let first = self.server.send_ok(&tiny(m.as_deref())).await?;
         let found_wake = found.sleeping.then_some(first.elapsed.as_secs_f64());
         if found.sleeping {
             self.wakes_seen += 1;
         }
         for _ in 0..3 {
-            let r = self.complete(&tiny(m.as_deref())).await?;
+            let r = self.server.send_ok(&tiny(m.as_deref())).await?;
             self.warm_s.push(r.elapsed.as_secs_f64());
         }
         // The pace of a longer generation, to size the long request below.
-        let pace = self.complete(&long(m.as_deref(), PACE_TOKENS)).await?;
+        let pace = self
+            .server
+            .send_ok(&long(m.as_deref(), PACE_TOKENS))
+            .await?;
         self.per_token_ms = Some(pace.elapsed.as_secs_f64() * 1000.0 / PACE_TOKENS as f64);
         self.sample(true);
         let Some(short) = self.wait_asleep(Instant::now()).await? else {
@@ -252,13 +241,13 @@ impl Prober {
         self.timer.push(short.after);
         // The wake.
         let before = self.sleeping().await?;
-        let wake = self.complete(&tiny(m.as_deref())).await?;
+        let wake = self.server.send_ok(&tiny(m.as_deref())).await?;
         let after = self.sleeping().await?;
         if before && !after {
             self.wakes_seen += 1;
         }
         self.sample(true);
-        let warm = self.complete(&tiny(m.as_deref())).await?;
+        let warm = self.server.send_ok(&tiny(m.as_deref())).await?;
         self.warm_s.push(warm.elapsed.as_secs_f64());
         self.checks
             .push(self.wake_row(&wake, before, after, found_wake));
@@ -270,7 +259,7 @@ impl Prober {
         // once, up to the cap; the timer then counts from the last one.
         let (r, took) = loop {
             let long_start = Instant::now();
-            let r = self.complete(&long(m.as_deref(), n)).await?;
+            let r = self.server.send_ok(&long(m.as_deref(), n)).await?;
             let took = long_start.elapsed().as_secs_f64();
             if took >= MIN_LONG_S || n >= cap {
                 break (r, took);
@@ -352,7 +341,7 @@ impl Prober {
             }
             (false, true) => {
                 let m = self.model.clone();
-                match self.complete(&tiny(m.as_deref())).await {
+                match self.server.send_ok(&tiny(m.as_deref())).await {
                     Ok(_) => {
                         self.wakes_seen += 1;
                         vec!["found awake: one request woke it again (its model reloaded)".into()]

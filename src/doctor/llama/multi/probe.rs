@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::super::super::http::{Reply, Req, Server};
+use super::super::super::http::{Req, Server};
 use super::super::super::{Check, ModelMissing};
 use super::super::proc;
 use super::status::{self, Status};
@@ -111,20 +111,6 @@ impl Prober {
         &self.found
     }
 
-    /// Sends `req`; an error unless HTTP 200.
-    async fn send_ok(&mut self, req: &Req) -> anyhow::Result<Reply> {
-        let r = self.server.send(req).await?;
-        if r.status != 200 {
-            anyhow::bail!(
-                "{}: HTTP {}: {}",
-                req.line(),
-                r.status,
-                crate::units::limits::excerpt(&r.error_text())
-            );
-        }
-        Ok(r)
-    }
-
     /// Reads the status endpoint; notes the models that went away without an unload
     /// from here (evictions) and the most running at once.
     pub(super) async fn status(&mut self) -> anyhow::Result<Status> {
@@ -165,19 +151,13 @@ impl Prober {
                     .send(&Req::get("/api/version"))
                     .await
                     .map_err(|e| anyhow::anyhow!("cannot reach a llama-swap at {target}: {e:#}"))?;
-                let version = v
-                    .json
-                    .as_ref()
-                    .and_then(|j| j.get("version"))
-                    .and_then(Value::as_str)
-                    .ok_or_else(|| {
-                        anyhow::anyhow!(
-                            "{target} answered GET /api/version with {:?}: not a llama-swap (check --target and --target-kind)",
-                            crate::units::limits::excerpt(&v.text)
-                        )
-                    })?
-                    .to_string();
-                let list = self.send_ok(&Req::get("/v1/models")).await?;
+                let version = v.version().ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "{target} answered GET /api/version with {:?}: not a llama-swap (check --target and --target-kind)",
+                        crate::units::limits::excerpt(&v.text)
+                    )
+                })?;
+                let list = self.server.send_ok(&Req::get("/v1/models")).await?;
                 let listed = parse_model_list(list.text.as_bytes()).map_err(anyhow::Error::msg)?;
                 (version, listed)
             }
@@ -256,7 +236,7 @@ impl Prober {
     /// Unloads `id` and waits until it has no process.
     async fn unload_and_wait(&mut self, id: &str) -> anyhow::Result<()> {
         self.expected_gone.push(id.to_string());
-        self.send_ok(&unload(self.kind, id)).await?;
+        self.server.send_ok(&unload(self.kind, id)).await?;
         self.wait_for(id, |s| s == ModelResidency::Unloaded, LOAD_LIMIT)
             .await?;
         Ok(())
@@ -288,11 +268,11 @@ impl Prober {
         }
         // The first request to a model not in memory: a cold load, or a wake.
         let before = s.state(&m);
-        let cold = self.send_ok(&tiny(&m)).await?;
+        let cold = self.server.send_ok(&tiny(&m)).await?;
         let after = self.status().await?.state(&m);
         let mut end = Instant::now();
         for _ in 0..WARM {
-            let r = self.send_ok(&tiny(&m)).await?;
+            let r = self.server.send_ok(&tiny(&m)).await?;
             end = Instant::now();
             self.warm_s.push(r.elapsed.as_secs_f64());
         }
@@ -319,9 +299,9 @@ impl Prober {
         if self.kind != ServerKind::LlamaSwap && matches!(left, Some((_, ModelResidency::Sleeping)))
         {
             let before = self.status().await?.state(&m);
-            let wake = self.send_ok(&tiny(&m)).await?;
+            let wake = self.server.send_ok(&tiny(&m)).await?;
             let after = self.status().await?.state(&m);
-            let warm = self.send_ok(&tiny(&m)).await?;
+            let warm = self.server.send_ok(&tiny(&m)).await?;
             self.warm_s.push(warm.elapsed.as_secs_f64());
             self.checks.push(self.wake_row(&wake, before, after));
         }
@@ -363,7 +343,7 @@ impl Prober {
         };
         self.evict_probe_ran = true;
         self.second = Some(other.clone());
-        self.send_ok(&tiny(&other)).await?;
+        self.server.send_ok(&tiny(&other)).await?;
         self.wait_for(&other, |st| st == ModelResidency::Loaded, LOAD_LIMIT)
             .await?;
         self.unload_and_wait(&other).await?;
@@ -428,7 +408,7 @@ impl Prober {
                 continue;
             }
             let loaded = async {
-                self.send_ok(&load(self.kind, &id)).await?;
+                self.server.send_ok(&load(self.kind, &id)).await?;
                 self.wait_for(&id, |s| s == ModelResidency::Loaded, LOAD_LIMIT)
                     .await
             };
