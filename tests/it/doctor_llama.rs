@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::common::doctor::{check, report as doctor_report};
+use crate::common::doctor::{check, interrupt, report as doctor_report};
 use crate::common::{SimServer, free_port, http, kabench, root, timing_turn};
 
 /// The llama-server beside Ollama's runner.
@@ -405,28 +405,7 @@ fn doctor_says_when_the_llama_server_never_sleeps_and_when_memory_cannot_be_read
         .spawn()
         .expect("kabench runs");
     std::thread::sleep(Duration::from_secs(2));
-    let signalled = Instant::now();
-    let kill = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .expect("kill runs");
-    assert!(kill.success());
-    let out = child.wait_with_output().expect("kabench ends");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(130),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        signalled.elapsed() < Duration::from_secs(10),
-        "{:?}",
-        signalled.elapsed()
-    );
-    let report: Value = serde_json::from_str(&stdout).expect("JSON");
-    assert_eq!(report["interrupted"], true, "{report:#}");
-    assert_eq!(check(&report, "probe.interrupted")["holds"], false);
+    let report = interrupt(child, || server.log_text());
     assert_eq!(report["restored"][0], "found awake, left awake");
     assert_eq!(server.props()["is_sleeping"], false);
 }

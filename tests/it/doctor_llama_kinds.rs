@@ -7,7 +7,7 @@
 //! is absent. Also `--dry-run` (nothing sent) and the flags that do not apply (exit 2).
 
 use std::net::TcpListener;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use kabench::llama::preset::{ModelPreset, Preset};
@@ -17,10 +17,12 @@ use kabench::llama::swap::SwapState;
 use kabench::llama::swap_log::{self, SwapEvent};
 use serde_json::Value;
 
-use crate::common::doctor::{check, failing, report as doctor_report};
-use crate::common::llama::{BIG, SMALL};
+use crate::common::doctor::{check, failing, interrupt, report as doctor_report};
+use crate::common::llama::{
+    BIG, SMALL, Server, router_state, router_with_big_running, start_router, start_swap,
+    swap_state, wait_router,
+};
 use crate::common::{kabench, timing_turn};
-use crate::llama_router::{router_state, start_router, start_swap, swap_state, wait_router};
 
 fn f(v: &Value) -> f64 {
     v.as_f64().unwrap_or(f64::NAN)
@@ -37,33 +39,57 @@ fn log_evictions(log: &str) -> Vec<String> {
         .collect()
 }
 
+/// `kabench doctor --target <server>` with `args`, which must exit 0: its report, the
+/// server's log right after, and what a failed assertion prints (the checks that do not
+/// hold, stderr, the log).
+fn doctor_ok(server: &Server, args: &[&str]) -> (Value, String, String) {
+    let (code, report, stderr) = doctor_report(&format!("http://{}", server.host), args);
+    let log = server.log_text();
+    let ctx = format!("{}\n{stderr}\n{log}", failing(&report));
+    assert_eq!(code, 0, "{ctx}");
+    (report, log, ctx)
+}
+
+/// `kabench doctor --target-kind kind` against the other server at `url`: exit 1, with
+/// an error that `says` what the server is not.
+fn assert_not_kind(url: &str, kind: &str, says: &str) {
+    let out = kabench()
+        .args(["doctor", "--target-kind", kind, "--target", url])
+        .output()
+        .expect("kabench runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains(says), "{err}");
+}
+
+/// How many times llama-swap's log says `model` became ready (each load).
+fn readies(server: &Server, model: &str) -> usize {
+    swap_log::parse(&server.log_text())
+        .iter()
+        .filter(|l| matches!(&l.event, SwapEvent::Ready { model: m } if m == model))
+        .count()
+}
+
+/// [`readies`] once it reaches `n`, or after 3 s: the restore's line can reach the log
+/// just after `/running` shows the model ready.
+fn wait_readies(server: &Server, model: &str, n: usize) -> usize {
+    let start = Instant::now();
+    while readies(server, model) < n && start.elapsed() < Duration::from_secs(3) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    readies(server, model)
+}
+
 #[test]
 fn doctor_router_skips_beside_a_running_model_then_measures_sleep_and_wake_against_the_log() {
     let _turn = timing_turn();
     let run = tempfile::tempdir().unwrap();
-    let preset = Preset {
-        models: vec![
-            ModelPreset {
-                id: SMALL.into(),
-                sleep_idle_seconds: Some(2),
-            },
-            ModelPreset {
-                id: BIG.into(),
-                sleep_idle_seconds: None,
-            },
-        ],
-        ..Preset::default()
-    };
-    let Some(server) = start_router(run.path(), 2, &preset) else {
+    let Some(server) = router_with_big_running(run.path(), 2) else {
         return;
     };
-    assert_eq!(server.chat(BIG), 200);
-    let url = format!("http://{}", server.host);
 
     // Without --allow-evict: BIG runs and SMALL does not, so nothing is loaded.
-    let (code, report, stderr) = doctor_report(&url, &["--target-kind", "llama-router"]);
-    let ctx = format!("{}\n{stderr}\n{}", failing(&report), server.log_text());
-    assert_eq!(code, 0, "{ctx}");
+    let (report, _, ctx) = doctor_ok(&server, &["--target-kind", "llama-router"]);
     assert_eq!(report["kind"], "llama-router");
     let skipped = check(&report, "probe.skipped");
     assert!(skipped["evidence"].as_str().unwrap().contains(BIG), "{ctx}");
@@ -73,8 +99,8 @@ fn doctor_router_skips_beside_a_running_model_then_measures_sleep_and_wake_again
     assert_eq!(router_state(&server, BIG), ModelState::Loaded);
 
     // With it: a cold load, the preset's sleep, the wake; each in the log.
-    let (code, report, stderr) = doctor_report(
-        &url,
+    let (report, log, ctx) = doctor_ok(
+        &server,
         &[
             "--target-kind",
             "llama-router",
@@ -83,9 +109,6 @@ fn doctor_router_skips_beside_a_running_model_then_measures_sleep_and_wake_again
             "15",
         ],
     );
-    let log = server.log_text();
-    let ctx = format!("{}\n{stderr}\n{log}", failing(&report));
-    assert_eq!(code, 0, "{ctx}");
     let cold = &check(&report, "load.cold")["value"];
     assert_eq!(
         (&cold["state_before"], &cold["state_after"]),
@@ -143,15 +166,9 @@ fn doctor_router_with_allow_evict_sees_the_models_max_eviction_the_log_shows_and
     assert_eq!(server.chat(BIG), 200);
     let url = format!("http://{}", server.host);
     // The llama-swap doctor against the router says it is not a llama-swap (exit 1).
-    let out = kabench()
-        .args(["doctor", "--target-kind", "llama-swap", "--target", &url])
-        .output()
-        .expect("kabench runs");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("not a llama-swap"), "{err}");
-    let (code, report, stderr) = doctor_report(
-        &url,
+    assert_not_kind(&url, "llama-swap", "not a llama-swap");
+    let (report, log, ctx) = doctor_ok(
+        &server,
         &[
             "--target-kind",
             "llama-router",
@@ -160,9 +177,6 @@ fn doctor_router_with_allow_evict_sees_the_models_max_eviction_the_log_shows_and
             "2",
         ],
     );
-    let log = server.log_text();
-    let ctx = format!("{}\n{stderr}\n{log}", failing(&report));
-    assert_eq!(code, 0, "{ctx}");
     // No sleep-idle-seconds in the child's args: it says it never sleeps, not waiting.
     let timer = check(&report, "sleep.timer");
     assert!(timer["value"]["seconds_after_end"].is_null(), "{ctx}");
@@ -224,12 +238,10 @@ fn doctor_swap_measures_cold_start_and_the_ttl_the_log_shows_and_reloads_what_it
     };
     // Found loaded: the doctor unloads it for a cold load and loads it again at the end.
     assert_eq!(server.chat(SMALL), 200);
-    let url = format!("http://{}", server.host);
-    let (code, report, stderr) =
-        doctor_report(&url, &["--target-kind", "llama-swap", "--max-wait", "15"]);
-    let log = server.log_text();
-    let ctx = format!("{}\n{stderr}\n{log}", failing(&report));
-    assert_eq!(code, 0, "{ctx}");
+    let (report, log, ctx) = doctor_ok(
+        &server,
+        &["--target-kind", "llama-swap", "--max-wait", "15"],
+    );
     assert_eq!(report["kind"], "llama-swap");
     let cold = &check(&report, "load.cold")["value"];
     assert_eq!(cold["unloaded_first"], true, "{ctx}");
@@ -270,18 +282,12 @@ fn doctor_swap_measures_cold_start_and_the_ttl_the_log_shows_and_reloads_what_it
         (logged - measured).abs() < 0.6,
         "logged {logged} s, measured {measured} s: {ctx}"
     );
-    // The restore's line can reach the log just after /running shows it ready.
-    let readies = || {
-        swap_log::parse(&server.log_text())
-            .iter()
-            .filter(|l| matches!(&l.event, SwapEvent::Ready { model } if model == SMALL))
-            .count()
-    };
-    let start = Instant::now();
-    while readies() < 3 && start.elapsed() < Duration::from_secs(3) {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    assert_eq!(readies(), 3, "{ctx}\n{}", server.log_text());
+    assert_eq!(
+        wait_readies(&server, SMALL, 3),
+        3,
+        "{ctx}\n{}",
+        server.log_text()
+    );
     assert_eq!(swap_state(&server, SMALL), Some(SwapState::Ready), "{ctx}");
     server.stop();
 }
@@ -311,24 +317,8 @@ fn doctor_router_ctrl_c_during_the_wait_unloads_what_it_loaded_and_exits_130() {
         .expect("kabench runs");
     wait_router(&server, SMALL, ModelState::Loaded, Duration::from_secs(30));
     std::thread::sleep(Duration::from_millis(500));
-    let signalled = Instant::now();
-    let kill = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .expect("kill runs");
-    assert!(kill.success());
-    let out = child.wait_with_output().expect("kabench ends");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let ctx = format!(
-        "{stdout}{}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        server.log_text()
-    );
-    assert_eq!(out.status.code(), Some(130), "{ctx}");
-    assert!(signalled.elapsed() < Duration::from_secs(10), "{ctx}");
-    let report: Value = serde_json::from_str(&stdout).expect("JSON");
-    assert_eq!(report["interrupted"], true, "{ctx}");
-    assert_eq!(check(&report, "probe.interrupted")["holds"], false, "{ctx}");
+    let report = interrupt(child, || server.log_text());
+    let ctx = format!("{report}\n{}", server.log_text());
     assert_eq!(
         report["restored"][0],
         format!("{SMALL}: found not running, unloaded again"),
@@ -349,24 +339,10 @@ fn doctor_swap_leaves_another_running_model_alone_unless_allowed_to_evict_it() {
     };
     assert_eq!(server.chat(BIG), 200);
     let url = format!("http://{}", server.host);
-    let readies = |m: &str| {
-        swap_log::parse(&server.log_text())
-            .iter()
-            .filter(|l| matches!(&l.event, SwapEvent::Ready { model } if model == m))
-            .count()
-    };
     // The router doctor against llama-swap says it is not a router (exit 1).
-    let out = kabench()
-        .args(["doctor", "--target-kind", "llama-router", "--target", &url])
-        .output()
-        .expect("kabench runs");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("not a llama-server in router mode"), "{err}");
+    assert_not_kind(&url, "llama-router", "not a llama-server in router mode");
     // BIG runs and SMALL does not: one model at a time, so nothing is loaded.
-    let (code, report, stderr) = doctor_report(&url, &["--target-kind", "llama-swap"]);
-    let ctx = format!("{}\n{stderr}\n{}", failing(&report), server.log_text());
-    assert_eq!(code, 0, "{ctx}");
+    let (report, _, ctx) = doctor_ok(&server, &["--target-kind", "llama-swap"]);
     assert!(
         report["checks"]
             .as_array()
@@ -375,14 +351,11 @@ fn doctor_swap_leaves_another_running_model_alone_unless_allowed_to_evict_it() {
             .any(|c| c["id"] == "probe.skipped"),
         "{ctx}"
     );
-    assert_eq!(readies(SMALL), 0, "{ctx}");
+    assert_eq!(readies(&server, SMALL), 0, "{ctx}");
     assert_eq!(swap_state(&server, BIG), Some(SwapState::Ready), "{ctx}");
     // Allowed: SMALL's load swaps BIG out (seen, and in the log as a second load of
     // BIG when it is loaded again); ttl 0 is stated, so nothing is waited for.
-    let (code, report, stderr) =
-        doctor_report(&url, &["--target-kind", "llama-swap", "--allow-evict"]);
-    let ctx = format!("{}\n{stderr}\n{}", failing(&report), server.log_text());
-    assert_eq!(code, 0, "{ctx}");
+    let (report, _, ctx) = doctor_ok(&server, &["--target-kind", "llama-swap", "--allow-evict"]);
     assert_eq!(
         check(&report, "load.cold")["value"]["evicted"],
         serde_json::json!([BIG]),
@@ -393,12 +366,8 @@ fn doctor_swap_leaves_another_running_model_alone_unless_allowed_to_evict_it() {
     assert!(timer["seconds_after_end"].is_null(), "{ctx}");
     assert_eq!(swap_state(&server, BIG), Some(SwapState::Ready), "{ctx}");
     assert_eq!(swap_state(&server, SMALL), None, "{ctx}");
-    // The restore's line can reach the log just after /running shows it ready.
-    let start = Instant::now();
-    while readies(BIG) < 2 && start.elapsed() < Duration::from_secs(3) {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    assert_eq!((readies(SMALL), readies(BIG)), (1, 2), "{ctx}");
+    let big = wait_readies(&server, BIG, 2);
+    assert_eq!((readies(&server, SMALL), big), (1, 2), "{ctx}");
     server.stop();
 }
 

@@ -1,8 +1,9 @@
 //! `kabench doctor` from the tests: its JSON report on a server, one check of it, its
-//! verdicts by id, and a dry run that has nowhere to send anything.
+//! verdicts by id, Ctrl-C to a running one, and a dry run that has nowhere to send
+//! anything.
 
 use std::collections::BTreeMap;
-use std::process::Output;
+use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -86,4 +87,30 @@ pub fn dry_run(extra: &[&str]) -> Output {
         .args(extra)
         .output()
         .expect("kabench doctor runs")
+}
+
+/// Sends Ctrl-C (SIGINT) to a running `kabench doctor --json` (stdout piped) and waits:
+/// it must exit 130 within 10 s with a report that says it was interrupted; that
+/// report. `log` (the server's log) is added to a failed assertion's message.
+pub fn interrupt(child: Child, log: impl Fn() -> String) -> Value {
+    let signalled = Instant::now();
+    let kill = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(kill.success());
+    let out = child.wait_with_output().expect("kabench ends");
+    let took = signalled.elapsed();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let ctx = format!(
+        "{stdout}{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        log()
+    );
+    assert_eq!(out.status.code(), Some(130), "{ctx}");
+    assert!(took < Duration::from_secs(10), "{took:?}: {ctx}");
+    let report: Value = serde_json::from_str(&stdout).expect("JSON");
+    assert_eq!(report["interrupted"], true, "{ctx}");
+    assert_eq!(check(&report, "probe.interrupted")["holds"], false, "{ctx}");
+    report
 }
