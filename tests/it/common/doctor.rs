@@ -11,7 +11,7 @@ use serde_json::Value;
 use super::kabench;
 
 /// `kabench doctor --json --target URL --model tiny-50m` plus `extra`: its exit code,
-/// report and stderr; it must end within a minute.
+/// report and stderr; it must end within two minutes.
 pub fn report(url: &str, extra: &[&str]) -> (i32, Value, String) {
     let start = Instant::now();
     let out = kabench()
@@ -25,9 +25,11 @@ pub fn report(url: &str, extra: &[&str]) -> (i32, Value, String) {
     );
     let report: Value = serde_json::from_str(&stdout)
         .unwrap_or_else(|e| panic!("{e}: stdout {stdout}\nstderr {stderr}"));
+    // A guard against a hang, not a speed goal: the slowest doctor waits out a timer
+    // and a few cold loads, which a busy host stretches.
     assert!(
-        start.elapsed() < Duration::from_secs(60),
-        "the doctor took {:?}",
+        start.elapsed() < Duration::from_secs(120),
+        "the doctor took {:?}\nstderr {stderr}",
         start.elapsed()
     );
     (out.status.code().unwrap_or(-1), report, stderr)
