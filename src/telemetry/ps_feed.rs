@@ -529,6 +529,11 @@ mod tests {
     /// Serves `/api/ps` listing `m:latest` (hanging instead when `hang`) on loopback;
     /// returns the base URL and the number of `/api/ps` requests so far.
     async fn serve(hang: bool) -> (String, Arc<AtomicUsize>) {
+        serve_expiring(hang, "2026-01-01T00:00:00Z").await
+    }
+
+    /// [`serve`], its model expiring at `expires_at`.
+    async fn serve_expiring(hang: bool, expires_at: &'static str) -> (String, Arc<AtomicUsize>) {
         let hits = Arc::new(AtomicUsize::new(0));
         let counted = hits.clone();
         let app = axum::Router::new().route(
@@ -541,8 +546,10 @@ mod tests {
                     }
                     (
                         [("content-type", "application/json")],
-                        r#"{"models":[{"name":"m:latest","model":"m:latest","size":10,"digest":"d",
-                        "details":{},"expires_at":"2026-01-01T00:00:00Z","size_vram":4}]}"#,
+                        format!(
+                            r#"{{"models":[{{"name":"m:latest","model":"m:latest","size":10,"digest":"d",
+                            "details":{{}},"expires_at":"{expires_at}","size_vram":4}}]}}"#
+                        ),
                     )
                 }
             }),
@@ -639,5 +646,35 @@ mod tests {
         drop(sub);
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert!(!running(&feed));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_adaptive_feed_asks_slowly_until_a_send_makes_a_change_expected() {
+        // Kept forever: Ollama lists a date centuries ahead.
+        let (base, hits) = serve_expiring(false, "2318-01-01T00:00:00Z").await;
+        let feed = PsFeed::adaptive(&base).unwrap();
+        let sub = feed.subscribe(Duration::from_millis(20));
+        assert!(sub.fresh_listing(Duration::from_secs(5)).await);
+        let n = || hits.load(Ordering::SeqCst);
+        let start = n();
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let slow = n() - start;
+        // At 20 ms it would have asked about 75 times.
+        assert!(slow <= 3, "{slow} polls in 1.5 s with nothing expected");
+        // A listed model kept long changes nothing.
+        drop(feed.sending("m", None));
+        // A model the listing lacks: its load is expected, asked for every 20 ms.
+        let sending = feed.sending("other", None);
+        let before = n();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let fast = n() - before;
+        assert!(fast >= 8, "{fast} polls in 0.5 s while a load is expected");
+        // Its request ended and a later poll still lacks it: no load is coming.
+        drop(sending);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let after = n();
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert!(n() - after <= 1, "{} polls in 0.6 s", n() - after);
+        drop(sub);
     }
 }
