@@ -89,6 +89,7 @@ impl Recorder {
         progress: &mpsc::UnboundedSender<ProgressEvent>,
         cancel: &CancellationToken,
     ) -> Result<Recorder> {
+        let sharded = meta.shard.is_some();
         let writer = RunFolder::create(&dir, &scenario.source, meta)?;
         // From here on run.json says "running": a failure before the first request
         // ends it (marked failed, or removed) before the error goes up.
@@ -119,8 +120,10 @@ impl Recorder {
                 ),
             }
             // Without a fixed `ps_interval`, `/api/ps` is polled fast only around the
-            // loads and unloads the run expects (each send is told to the feed).
-            let adaptive = scenario.telemetry.ps_interval.is_none();
+            // loads and unloads the run expects (each send is told to the feed). A
+            // shard cannot expect the loads the other shards' sends cause: it polls at
+            // the fixed intervals.
+            let adaptive = scenario.telemetry.ps_interval.is_none() && !sharded;
             let feeds = clients
                 .iter()
                 .map(|c| {
