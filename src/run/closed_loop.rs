@@ -88,6 +88,8 @@ struct StreamContext {
     epoch: Instant,
     /// The cell's `/api/ps` watcher, shared by every user.
     residency: Residency,
+    /// The target's `/api/ps` feed, told of every send.
+    feed: crate::telemetry::ps_feed::PsFeed,
     timeout: Duration,
     threshold: Duration,
     rows: mpsc::UnboundedSender<RequestRecord>,
@@ -196,6 +198,7 @@ impl CellDriver for Users<'_> {
                     seq: AtomicU32::new(0),
                     epoch: rec.epoch,
                     residency: residency.clone(),
+                    feed: rec.feeds[0].clone(),
                     timeout: self.timeout,
                     threshold: self.threshold,
                     rows: rec.rows.clone(),
@@ -382,6 +385,7 @@ async fn one_request(user: &mut GooseUser, ctx: &StreamContext) -> TransactionRe
         .set_request_builder(builder)
         .build();
     let resident = ctx.residency.resident(&stream.model);
+    let sending = ctx.feed.sending(&stream.model, stream.keep_alive.as_ref());
     let sent_at = Instant::now();
     let goose = user.request(request).await;
     let mut ex = Exchange {
@@ -401,6 +405,7 @@ async fn one_request(user: &mut GooseUser, ctx: &StreamContext) -> TransactionRe
         Err(e) => Err(ClientError::Connect(e.to_string())),
     };
     ex.end_at = Instant::now();
+    drop(sending);
     ex.error = result.err();
     if let Some(at) = residency::answered_at(&ex) {
         ctx.residency

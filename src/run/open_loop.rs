@@ -541,6 +541,7 @@ async fn run_sends(
         clients: clients.into(),
         prepared,
         watchers,
+        feeds: feeds.to_vec(),
         permits: Arc::new(Semaphore::new(config.concurrency.max(1))),
         saturated: format!(
             "{} requests already in flight (run.concurrency)",
@@ -611,6 +612,9 @@ struct Launcher {
     clients: Arc<[OllamaClient]>,
     prepared: Arc<Vec<Vec<Prepared>>>,
     watchers: Vec<Option<Residency>>,
+    /// Each host's `/api/ps` feed, told of every send (an adaptive one polls fast
+    /// around the loads and unloads it may cause).
+    feeds: Vec<PsFeed>,
     permits: Arc<Semaphore>,
     saturated: String,
     timeout: Duration,
@@ -653,11 +657,19 @@ impl Launcher {
         let rows_out = self.rows.clone();
         let stop = self.stop.clone();
         let residency = self.watchers[host].clone();
+        let feed = self.feeds.get(host).cloned();
         self.tasks.spawn(async move {
             let mut guard = guard;
             let stream = &prepared[host][idx];
-            let (resident, exchange) =
-                send_one(&clients[host], residency.as_ref(), stream, timeout, &stop).await;
+            let (resident, exchange) = send_one(
+                &clients[host],
+                residency.as_ref(),
+                feed.as_ref(),
+                stream,
+                timeout,
+                &stop,
+            )
+            .await;
             if let (Some(r), Some(at)) = (&residency, residency::answered_at(&exchange)) {
                 r.answered(
                     &stream.model,
@@ -679,16 +691,19 @@ impl Launcher {
 const STOP_WAIT: Duration = Duration::from_millis(500);
 
 /// Sends one request, reading just before it whether the cell's `/api/ps` watcher
-/// lists its model (a loading model is absent until ready, L3). `stop` ends the
-/// request: it then fails as `cancelled` with what it measured.
+/// lists its model (a loading model is absent until ready, L3), and telling the
+/// host's `/api/ps` feed of it while it runs. `stop` ends the request: it then fails as
+/// `cancelled` with what it measured.
 async fn send_one(
     client: &OllamaClient,
     residency: Option<&Residency>,
+    feed: Option<&PsFeed>,
     stream: &Prepared,
     timeout: Duration,
     stop: &CancellationToken,
 ) -> (Option<bool>, Exchange) {
     let resident = residency.and_then(|r| r.resident(&stream.model));
+    let _sending = feed.map(|f| f.sending(&stream.model, stream.keep_alive.as_ref()));
     let exchange = match &stream.request {
         Ok(req) => {
             client

@@ -40,7 +40,8 @@ pub struct Recorder {
     /// Where request rows go (appended and flushed in order of arrival).
     pub rows: mpsc::UnboundedSender<RequestRecord>,
     /// Each host's `/api/ps` feed, in the order of the clients: the telemetry's
-    /// `ollama_ps` rows and every cell's residency watcher read the same poller.
+    /// `ollama_ps` rows and every cell's residency watcher read the same poller;
+    /// adaptive ([`PsFeed::adaptive`]) unless the scenario sets `ps_interval`.
     pub feeds: Vec<PsFeed>,
     rows_task: tokio::task::JoinHandle<Result<(u64, u64)>>,
     telemetry: Result<telemetry::TelemetryHandle>,
@@ -88,6 +89,7 @@ impl Recorder {
         progress: &mpsc::UnboundedSender<ProgressEvent>,
         cancel: &CancellationToken,
     ) -> Result<Recorder> {
+        let sharded = meta.shard.is_some();
         let writer = RunFolder::create(&dir, &scenario.source, meta)?;
         // From here on run.json says "running": a failure before the first request
         // ends it (marked failed, or removed) before the error goes up.
@@ -117,9 +119,20 @@ impl Recorder {
                     dir.display()
                 ),
             }
+            // Without a fixed `ps_interval`, `/api/ps` is polled fast only around the
+            // loads and unloads the run expects (each send is told to the feed). A
+            // shard cannot expect the loads the other shards' sends cause: it polls at
+            // the fixed intervals.
+            let adaptive = scenario.telemetry.ps_interval.is_none() && !sharded;
             let feeds = clients
                 .iter()
-                .map(|c| PsFeed::new(c.base_url()))
+                .map(|c| {
+                    if adaptive {
+                        PsFeed::adaptive(c.base_url())
+                    } else {
+                        PsFeed::new(c.base_url())
+                    }
+                })
                 .collect::<Result<Vec<_>, _>>()
                 .context("polling /api/ps of the target")?;
             let rows_csv = folder::append_to::<RequestRecord>(&dir.join(folder::REQUESTS_CSV))?;

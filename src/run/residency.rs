@@ -14,7 +14,11 @@
 //! is no answer (`None`), never a guess. Each poll is bounded: by the watcher's
 //! interval plus [`STALE_AFTER`], or by the telemetry's longer wait when it reads the
 //! same poller (an answer then comes late, and reads as stale); the subscription ends
-//! with the cell.
+//! with the cell. On an adaptive feed (no `[telemetry] ps_interval`) the poller asks
+//! at the watcher's interval only around the loads and unloads it expects, told of
+//! each send by the run, and slowly between them: the listing read before a send is
+//! then as current as a fast one (a change comes only when expected), and a poll is
+//! stale only past the slow interval plus [`STALE_AFTER`].
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -78,13 +82,15 @@ pub struct Residency {
 
 impl Residency {
     /// Reads `feed`'s answers, which come at least every `every` while the watcher
-    /// lives (the poller starts if it is not running; needs a Tokio runtime only to
-    /// wait in [`Residency::ready`]).
+    /// lives (on an adaptive feed, at that interval around the changes it expects and
+    /// at least every [`crate::telemetry::ps_schedule::SLOW`] otherwise; an answer is
+    /// then stale only past that); the poller starts if it is not running; needs a
+    /// Tokio runtime only to wait in [`Residency::ready`].
     pub fn watch(feed: &PsFeed, every: Duration) -> Residency {
         Residency {
             feed: Arc::new(feed.subscribe(every)),
             answered: Arc::default(),
-            stale_after: every + STALE_AFTER,
+            stale_after: feed.longest_gap(every) + STALE_AFTER,
         }
     }
 

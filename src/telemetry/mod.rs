@@ -11,6 +11,7 @@ pub mod nvml;
 pub mod ollama_ps;
 pub mod prometheus;
 pub mod ps_feed;
+pub mod ps_schedule;
 pub mod rss;
 
 use std::collections::BTreeMap;
@@ -99,7 +100,10 @@ pub struct TelemetryConfig {
     /// [`DEFAULT_PS_INTERVAL`]. `Some` is used as given (10 ms works). The host's
     /// `/api/ps` poller asks at least this often, faster when another reader of it (the
     /// residency watcher) needs it; `vram.csv` still gets rows at this interval, plus
-    /// one for each change in what is listed.
+    /// one for each change in what is listed. `None` also makes a run's poller
+    /// adaptive ([`ps_feed::PsFeed::adaptive`]): fast only around the loads and unloads
+    /// it expects, every [`ps_schedule::SLOW`] otherwise, so rows come at least that
+    /// often and at each change.
     pub ps_interval: Option<Duration>,
     /// Process names of the Ollama server and runners (NVML per-process rows and RSS).
     pub process_names: Vec<String>,

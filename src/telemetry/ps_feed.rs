@@ -12,7 +12,14 @@
 //! the next waits one interval, so a hung `/api/ps` is not asked in a tight loop. The
 //! poller runs on a thread of its own with a single-threaded runtime: a poll, its HTTP
 //! connection's task and the timer then wake one thread, not the shared runtime's
-//! workers in turn, which keeps a fast poll cheap. Knows nothing of requests or rows.
+//! workers in turn, which keeps a fast poll cheap.
+//!
+//! A feed is fixed ([`PsFeed::new`]: the poller asks at the shortest subscribed interval,
+//! always) or adaptive ([`PsFeed::adaptive`], a run without `[telemetry] ps_interval`):
+//! the shortest interval is then its fast one, used only around the loads and unloads it
+//! expects ([`super::ps_schedule`]), and it asks every [`ps_schedule::SLOW`] otherwise.
+//! A run tells an adaptive feed of each request it sends ([`PsFeed::sending`]). Knows
+//! nothing of rows.
 
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
@@ -22,6 +29,9 @@ use tokio::sync::{Notify, watch};
 use crate::ollama::api::PsResponse;
 use crate::ollama::name::key;
 use crate::ollama::{ClientError, OllamaClient};
+use crate::units::KeepAlive;
+
+use super::ps_schedule::{self, Expectations};
 
 /// A subscription waits for an answer its interval plus this, unless it says otherwise
 /// ([`PsFeed::subscribe_patient`]); a poll slower than every subscription accepts is
@@ -108,6 +118,8 @@ pub struct PsFeed {
 
 struct Shared {
     base: String,
+    /// Polls fast only around expected changes (see the module doc).
+    adaptive: bool,
     latest: watch::Sender<PsLatest>,
     demand: Mutex<Demand>,
     /// Woken when a subscription starts or ends.
@@ -124,6 +136,8 @@ struct Demand {
     running: bool,
     /// A subscription started since the last poll was sent: ask at once.
     ask_now: bool,
+    /// The changes an adaptive poller expects.
+    expect: Expectations,
 }
 
 impl Demand {
@@ -150,10 +164,22 @@ impl PsFeed {
     /// The feed of the Ollama at `base` (any `OLLAMA_HOST` form); nothing is asked
     /// before the first subscription.
     pub fn new(base: &str) -> Result<PsFeed, ClientError> {
+        PsFeed::build(base, false)
+    }
+
+    /// The adaptive feed of the Ollama at `base`: it asks at the shortest subscribed
+    /// interval only around the changes it expects, every [`ps_schedule::SLOW`]
+    /// otherwise (see the module doc).
+    pub fn adaptive(base: &str) -> Result<PsFeed, ClientError> {
+        PsFeed::build(base, true)
+    }
+
+    fn build(base: &str, adaptive: bool) -> Result<PsFeed, ClientError> {
         let client = OllamaClient::new(base)?;
         Ok(PsFeed {
             shared: Arc::new(Shared {
                 base: client.base_url().to_string(),
+                adaptive,
                 latest: watch::Sender::new(PsLatest::default()),
                 demand: Mutex::default(),
                 wake: Notify::new(),
@@ -169,6 +195,55 @@ impl PsFeed {
     /// What was published last.
     pub fn latest(&self) -> PsLatest {
         self.shared.latest.borrow().clone()
+    }
+
+    /// Whether the feed polls fast only around expected changes.
+    pub fn is_adaptive(&self) -> bool {
+        self.shared.adaptive
+    }
+
+    /// The longest a subscriber at `every` may wait between two answers while the
+    /// poller is healthy: `every` on a fixed feed, at least [`ps_schedule::SLOW`] on an
+    /// adaptive one.
+    pub fn longest_gap(&self, every: Duration) -> Duration {
+        if self.shared.adaptive {
+            every.max(ps_schedule::SLOW)
+        } else {
+            every
+        }
+    }
+
+    /// Tells an adaptive feed that a request of `model` with `keep_alive` is being
+    /// sent, until the returned guard is dropped (when the request has ended): a model
+    /// the latest listing lacks is expected to load, and one whose keep_alive is short
+    /// to leave after it. Nothing on a fixed feed, nor for a listed model kept long.
+    pub fn sending(&self, model: &str, keep_alive: Option<&KeepAlive>) -> PsSending {
+        if !self.shared.adaptive {
+            return PsSending(None);
+        }
+        let short = keep_alive
+            .and_then(KeepAlive::duration)
+            .filter(|d| *d < ps_schedule::SHORT_KEEP_ALIVE);
+        let listed = self
+            .shared
+            .latest
+            .borrow()
+            .listing
+            .as_ref()
+            .is_some_and(|l| l.lists(model));
+        if listed && short.is_none() {
+            return PsSending(None);
+        }
+        if !listed {
+            self.shared.demand().expect.load(model, Instant::now());
+            self.shared.wake.notify_one();
+        }
+        PsSending(Some(Sending {
+            shared: self.shared.clone(),
+            model: model.to_string(),
+            loading: !listed,
+            short,
+        }))
     }
 
     /// Asks for an answer at least every `every` (a zero interval counts as 1 ms) until
@@ -268,6 +343,27 @@ impl PsSubscription {
     }
 }
 
+/// A request an adaptive feed was told of ([`PsFeed::sending`]); dropping it says the
+/// request ended.
+pub struct PsSending(#[allow(dead_code)] Option<Sending>);
+
+struct Sending {
+    shared: Arc<Shared>,
+    model: String,
+    loading: bool,
+    short: Option<Duration>,
+}
+
+impl Drop for Sending {
+    fn drop(&mut self) {
+        self.shared
+            .demand()
+            .expect
+            .ended(&self.model, self.loading, self.short, Instant::now());
+        self.shared.wake.notify_one();
+    }
+}
+
 /// Withdraws a subscription's interval when it ends.
 struct DemandGuard {
     shared: Arc<Shared>,
@@ -314,8 +410,23 @@ fn stop_with(shared: &Shared, reason: &str) {
     shared.demand().running = false;
 }
 
-/// Asks `/api/ps` at the shortest subscribed interval and publishes every answer;
-/// returns when no subscription is left.
+/// When the poll after one asked at `last` is due: an interval `every` later on a fixed
+/// feed; on an adaptive one at the fast interval `every` from when a change is expected,
+/// and [`ps_schedule::SLOW`] later (or `every`, when longer) at the latest.
+fn next_poll(adaptive: bool, d: &Demand, last: Instant, every: Duration) -> Instant {
+    if !adaptive {
+        return last + every;
+    }
+    let slow = last + every.max(ps_schedule::SLOW);
+    match d.expect.fast_from(Instant::now()) {
+        Some(from) => slow.min((last + every).max(from)),
+        None => slow,
+    }
+}
+
+/// Asks `/api/ps` at the shortest subscribed interval (on an adaptive feed, only
+/// around expected changes) and publishes every answer; returns when no subscription
+/// is left.
 async fn poll(shared: &Shared, client: &OllamaClient) {
     // The next poll goes an interval after the last was asked, or after it timed out.
     let mut last: Option<Instant> = None;
@@ -328,7 +439,7 @@ async fn poll(shared: &Shared, client: &OllamaClient) {
             };
             let now = Instant::now();
             let due = match last {
-                Some(t) if !d.ask_now => (t + every).max(now),
+                Some(t) if !d.ask_now => next_poll(shared.adaptive, &d, t, every).max(now),
                 _ => now,
             };
             (d.patience(), due)
@@ -361,7 +472,17 @@ async fn poll(shared: &Shared, client: &OllamaClient) {
         let answered = Instant::now();
         last = Some(asked);
         let result = match result {
-            Ok(Ok(ps)) => Ok(Arc::new(PsListing::new(asked, ps))),
+            Ok(Ok(ps)) => {
+                let listing = Arc::new(PsListing::new(asked, ps));
+                if shared.adaptive {
+                    let lists = |k: &str| listing.lists(k);
+                    shared
+                        .demand()
+                        .expect
+                        .observe(asked, &listing.response, lists);
+                }
+                Ok(listing)
+            }
             Ok(Err(e)) => Err(e),
             Err(_) => {
                 last = Some(answered);
@@ -408,6 +529,11 @@ mod tests {
     /// Serves `/api/ps` listing `m:latest` (hanging instead when `hang`) on loopback;
     /// returns the base URL and the number of `/api/ps` requests so far.
     async fn serve(hang: bool) -> (String, Arc<AtomicUsize>) {
+        serve_expiring(hang, "2026-01-01T00:00:00Z").await
+    }
+
+    /// [`serve`], its model expiring at `expires_at`.
+    async fn serve_expiring(hang: bool, expires_at: &'static str) -> (String, Arc<AtomicUsize>) {
         let hits = Arc::new(AtomicUsize::new(0));
         let counted = hits.clone();
         let app = axum::Router::new().route(
@@ -420,8 +546,10 @@ mod tests {
                     }
                     (
                         [("content-type", "application/json")],
-                        r#"{"models":[{"name":"m:latest","model":"m:latest","size":10,"digest":"d",
-                        "details":{},"expires_at":"2026-01-01T00:00:00Z","size_vram":4}]}"#,
+                        format!(
+                            r#"{{"models":[{{"name":"m:latest","model":"m:latest","size":10,"digest":"d",
+                            "details":{{}},"expires_at":"{expires_at}","size_vram":4}}]}}"#
+                        ),
                     )
                 }
             }),
@@ -518,5 +646,35 @@ mod tests {
         drop(sub);
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert!(!running(&feed));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_adaptive_feed_asks_slowly_until_a_send_makes_a_change_expected() {
+        // Kept forever: Ollama lists a date centuries ahead.
+        let (base, hits) = serve_expiring(false, "2318-01-01T00:00:00Z").await;
+        let feed = PsFeed::adaptive(&base).unwrap();
+        let sub = feed.subscribe(Duration::from_millis(20));
+        assert!(sub.fresh_listing(Duration::from_secs(5)).await);
+        let n = || hits.load(Ordering::SeqCst);
+        let start = n();
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let slow = n() - start;
+        // At 20 ms it would have asked about 75 times.
+        assert!(slow <= 3, "{slow} polls in 1.5 s with nothing expected");
+        // A listed model kept long changes nothing.
+        drop(feed.sending("m", None));
+        // A model the listing lacks: its load is expected, asked for every 20 ms.
+        let sending = feed.sending("other", None);
+        let before = n();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let fast = n() - before;
+        assert!(fast >= 8, "{fast} polls in 0.5 s while a load is expected");
+        // Its request ended and a later poll still lacks it: no load is coming.
+        drop(sending);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let after = n();
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert!(n() - after <= 1, "{} polls in 0.6 s", n() - after);
+        drop(sub);
     }
 }

@@ -39,6 +39,7 @@ mod prometheus_real;
 mod proxy;
 mod proxy_predict;
 mod proxy_prod;
+mod ps_adaptive;
 mod real_ollama;
 mod reload;
 mod repeat;
