@@ -185,6 +185,7 @@ pub(crate) struct RawTelemetry {
     pub sources: Option<Vec<String>>,
     pub interval: Option<Scalar>,
     pub ps_interval: Option<Scalar>,
+    pub ps_adaptive: Option<bool>,
     pub process_names: Option<Vec<String>>,
     pub prometheus_url: Option<String>,
     pub prometheus_query: Option<String>,

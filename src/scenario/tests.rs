@@ -49,6 +49,7 @@ quant = ["q4_K_M", "q8_0", "fp16"]
 sources = ["ollama_ps", "prometheus"]
 interval = "10ms"
 ps_interval = "250ms"
+ps_adaptive = true
 prometheus_url = "http://prom:9090"
 [cost]
 vram_gb_hour = 3.5
@@ -100,6 +101,7 @@ fn a_full_scenario_parses_with_every_section() {
     assert!(s.sweep.keep_alive[3].is_forever());
     assert_eq!(s.telemetry.interval, Duration::from_millis(10));
     assert_eq!(s.telemetry.ps_interval, Some(Duration::from_millis(250)));
+    assert!(s.telemetry.ps_adaptive);
     assert_eq!(s.telemetry.release_tolerance, Duration::from_millis(260));
     assert_eq!(
         s.telemetry.prometheus_query.as_deref(),

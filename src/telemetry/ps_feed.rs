@@ -15,7 +15,7 @@
 //! workers in turn, which keeps a fast poll cheap.
 //!
 //! A feed is fixed ([`PsFeed::new`]: the poller asks at the shortest subscribed interval,
-//! always) or adaptive ([`PsFeed::adaptive`], a run without `[telemetry] ps_interval`):
+//! always) or adaptive ([`PsFeed::adaptive`], a run with `[telemetry] ps_adaptive`):
 //! the shortest interval is then its fast one, used only around the loads and unloads it
 //! expects ([`super::ps_schedule`]), and it asks every [`ps_schedule::SLOW`] otherwise.
 //! A run tells an adaptive feed of each request it sends ([`PsFeed::sending`]). Knows

@@ -1,5 +1,5 @@
-//! When an adaptive `/api/ps` poller (a run whose scenario sets no
-//! `[telemetry] ps_interval`) asks next. `/api/ps` changes only when a model loads or
+//! When an adaptive `/api/ps` poller (a run whose scenario sets
+//! `[telemetry] ps_adaptive = true`) asks next. `/api/ps` changes only when a model loads or
 //! unloads, and kabench can tell when that may happen: a request sent for a model the
 //! latest listing lacks (a load is coming), a request that ended with a short
 //! keep_alive, and each listed model's `expires_at`. The poller asks at its fast

@@ -1,4 +1,4 @@
-//! The adaptive `/api/ps` schedule of a run whose scenario sets no `ps_interval`: it
+//! The adaptive `/api/ps` schedule of a run whose scenario sets `ps_adaptive = true`: it
 //! asks far less often than a fixed fast schedule, yet reads the same cold requests and
 //! the same idle memory. The simulator runs in this process behind a layer that counts
 //! its `/api/ps` requests; `kabench run` targets it over loopback.
@@ -117,7 +117,7 @@ fn figures(out: &Path) -> (f64, Option<f64>) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn default_telemetry_polls_api_ps_far_less_and_measures_the_same() {
+async fn ps_adaptive_polls_api_ps_far_less_and_measures_the_same() {
     let fixed_dir = tempfile::tempdir().unwrap();
     let (url, hits) = counted_sim().await;
     let fixed = run(fixed_dir.path(), &url, "ps_interval = \"20ms\"").await;
@@ -125,7 +125,7 @@ async fn default_telemetry_polls_api_ps_far_less_and_measures_the_same() {
 
     let adaptive_dir = tempfile::tempdir().unwrap();
     let (url, hits) = counted_sim().await;
-    let adaptive = run(adaptive_dir.path(), &url, "").await;
+    let adaptive = run(adaptive_dir.path(), &url, "ps_adaptive = true").await;
     let adaptive_polls = hits.load(Ordering::SeqCst);
 
     // The run lasts about 5 s plus its tail: a fixed 20 ms schedule asks hundreds of
