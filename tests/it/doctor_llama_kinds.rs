@@ -20,7 +20,7 @@ use serde_json::Value;
 use crate::common::doctor::{check, failing, interrupt, report as doctor_report};
 use crate::common::llama::{
     BIG, SMALL, Server, router_state, router_with_big_running, start_router, start_swap,
-    swap_state, wait_router,
+    start_swap_stopping_in, swap_state, wait_router,
 };
 use crate::common::{kabench, timing_turn};
 
@@ -289,6 +289,57 @@ fn doctor_swap_measures_cold_start_and_the_ttl_the_log_shows_and_reloads_what_it
         server.log_text()
     );
     assert_eq!(swap_state(&server, SMALL), Some(SwapState::Ready), "{ctx}");
+    server.stop();
+}
+
+#[test]
+fn doctor_swap_sends_nothing_to_a_model_while_it_stops_and_leaves_llama_swap_answering() {
+    let _turn = timing_turn();
+    let run = tempfile::tempdir().unwrap();
+    // Each stop takes 2 s: llama-swap shows the model `stopping` that long after its
+    // ttl, and a request sent then would never be answered (nor any after it).
+    let Some(server) = start_swap_stopping_in(run.path(), 3, 2) else {
+        return;
+    };
+    assert_eq!(server.chat(SMALL), 200);
+    let (report, log, ctx) = doctor_ok(
+        &server,
+        &["--target-kind", "llama-swap", "--max-wait", "15"],
+    );
+    let timer = &check(&report, "ttl.timer")["value"];
+    let measured = f(&timer["seconds_after_end"]);
+    assert!((2.9..=4.6).contains(&measured), "{measured} s: {ctx}");
+    // The restore waited for the ttl's stop to end before loading the model again.
+    assert!(
+        report["restored"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l.as_str().unwrap().contains("loaded again")),
+        "{ctx}"
+    );
+    let lines = swap_log::parse(&log);
+    let stop_at = lines
+        .iter()
+        .find(|l| matches!(&l.event, SwapEvent::TtlUnload { model, .. } if model == SMALL))
+        .and_then(|l| l.at)
+        .unwrap_or_else(|| panic!("no ttl unload in the log: {ctx}"));
+    let requests_after: Vec<_> = lines
+        .iter()
+        .filter(
+            |l| matches!(&l.event, SwapEvent::Request { path, .. } if path == "/v1/completions"),
+        )
+        .filter_map(|l| l.at)
+        .filter(|at| *at > stop_at)
+        .collect();
+    assert_eq!(requests_after.len(), 1, "one restore request: {ctx}");
+    assert!(
+        (requests_after[0] - stop_at).as_secs_f64() > 1.8,
+        "the restore was sent while the model stopped: {ctx}"
+    );
+    assert_eq!(wait_readies(&server, SMALL, 3), 3, "{ctx}");
+    assert_eq!(swap_state(&server, SMALL), Some(SwapState::Ready), "{ctx}");
+    assert_eq!(server.chat(SMALL), 200, "{}", server.log_text());
     server.stop();
 }
 

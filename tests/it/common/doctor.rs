@@ -29,8 +29,9 @@ pub fn report(url: &str, extra: &[&str]) -> (i32, Value, String) {
     // and a few cold loads, which a busy host stretches.
     assert!(
         start.elapsed() < Duration::from_secs(120),
-        "the doctor took {:?}\nstderr {stderr}",
-        start.elapsed()
+        "the doctor took {:?}\n{}\nstderr {stderr}",
+        start.elapsed(),
+        failing(&report)
     );
     (out.status.code().unwrap_or(-1), report, stderr)
 }

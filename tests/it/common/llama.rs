@@ -275,6 +275,13 @@ pub fn router_with_big_running(run: &Path, small_sleep: i64) -> Option<Server> {
 /// llama-swap in front of the upstream llama-server, its config written by kabench
 /// with the models in a folder whose name needs quoting (a space, a quote, a `#`).
 pub fn start_swap(run: &Path, ttl: u64) -> Option<Server> {
+    start_swap_stopping_in(run, ttl, 0)
+}
+
+/// [`start_swap`] with each upstream stopping `stop_s` seconds after llama-swap's
+/// SIGTERM (a shell around llama-server traps it and waits), so that `/running`
+/// shows the model `stopping` that long, as a large model's stop does.
+pub fn start_swap_stopping_in(run: &Path, ttl: u64, stop_s: u32) -> Option<Server> {
     let swap = shared_bin("llama-swap/bin/llama-swap")?;
     let llama = shared_bin("llama-cpp/bin/llama-server")?;
     let gguf = gguf_dir()?;
@@ -285,11 +292,16 @@ pub fn start_swap(run: &Path, ttl: u64) -> Option<Server> {
     for m in [SMALL, BIG] {
         let file = odd.join(format!("{m}.gguf"));
         std::os::unix::fs::symlink(gguf.join(format!("{m}.gguf")), &file).unwrap();
-        let mut cmd = vec![
+        let mut cmd = Vec::new();
+        if stop_s > 0 {
+            let trap = format!("trap 'sleep {stop_s}; exit 0' TERM; \"$0\" \"$@\" & wait $!");
+            cmd.extend([lit("bash"), lit("-c"), lit(&trap)]);
+        }
+        cmd.extend([
             lit(llama.to_str().unwrap()),
             lit("--host"),
             lit("127.0.0.1"),
-        ];
+        ]);
         cmd.extend([lit("--port"), CmdArg::Port, lit("--alias"), CmdArg::ModelId]);
         cmd.extend(["-c", "2048", "-np", "1", "-t", "1", "--no-webui", "-m"].map(lit));
         cmd.push(lit(file.to_str().unwrap()));

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::super::super::http::{Req, Server};
+use super::super::super::http::{Reply, Req, Server};
 use super::super::super::{Check, ModelMissing};
 use super::super::proc;
 use super::status::{self, Status};
@@ -239,7 +239,35 @@ impl Prober {
         self.server.send_ok(&unload(self.kind, id)).await?;
         self.wait_for(id, |s| s == ModelResidency::Unloaded, LOAD_LIMIT)
             .await?;
+        self.settle(id).await
+    }
+
+    /// Waits until `id` is no longer stopping (at most [`LOAD_LIMIT`]). llama-swap
+    /// (v235) never answers a request to a model that arrives while its `/running`
+    /// shows it `stopping` (after its ttl, a swap or an unload), nor any later request
+    /// to it until the model is unloaded by hand; so no request goes to a model that
+    /// is stopping. The router shows no such state.
+    async fn settle(&mut self, id: &str) -> anyhow::Result<()> {
+        if self.kind != ServerKind::LlamaSwap {
+            return Ok(());
+        }
+        let start = Instant::now();
+        while self.status().await?.is_stopping(id) {
+            if start.elapsed() > LOAD_LIMIT {
+                anyhow::bail!(
+                    "{id} stayed stopping for {LOAD_LIMIT:?} (GET {}); nothing was sent to it, as llama-swap never answers a request that arrives while its model stops",
+                    self.kind.residency_path()
+                );
+            }
+            tokio::time::sleep(POLL).await;
+        }
         Ok(())
+    }
+
+    /// `req` to the model `id` once it is not stopping ([`Self::settle`]).
+    async fn send_to(&mut self, id: &str, req: &Req) -> anyhow::Result<Reply> {
+        self.settle(id).await?;
+        self.server.send_ok(req).await
     }
 
     /// Every probe in order; rows are pushed as they are measured.
@@ -268,11 +296,11 @@ impl Prober {
         }
         // The first request to a model not in memory: a cold load, or a wake.
         let before = s.state(&m);
-        let cold = self.server.send_ok(&tiny(&m)).await?;
+        let cold = self.send_to(&m, &tiny(&m)).await?;
         let after = self.status().await?.state(&m);
         let mut end = Instant::now();
         for _ in 0..WARM {
-            let r = self.server.send_ok(&tiny(&m)).await?;
+            let r = self.send_to(&m, &tiny(&m)).await?;
             end = Instant::now();
             self.warm_s.push(r.elapsed.as_secs_f64());
         }
@@ -299,9 +327,9 @@ impl Prober {
         if self.kind != ServerKind::LlamaSwap && matches!(left, Some((_, ModelResidency::Sleeping)))
         {
             let before = self.status().await?.state(&m);
-            let wake = self.server.send_ok(&tiny(&m)).await?;
+            let wake = self.send_to(&m, &tiny(&m)).await?;
             let after = self.status().await?.state(&m);
-            let warm = self.server.send_ok(&tiny(&m)).await?;
+            let warm = self.send_to(&m, &tiny(&m)).await?;
             self.warm_s.push(warm.elapsed.as_secs_f64());
             self.checks.push(self.wake_row(&wake, before, after));
         }
@@ -343,7 +371,7 @@ impl Prober {
         };
         self.evict_probe_ran = true;
         self.second = Some(other.clone());
-        self.server.send_ok(&tiny(&other)).await?;
+        self.send_to(&other, &tiny(&other)).await?;
         self.wait_for(&other, |st| st == ModelResidency::Loaded, LOAD_LIMIT)
             .await?;
         self.unload_and_wait(&other).await?;
@@ -408,7 +436,7 @@ impl Prober {
                 continue;
             }
             let loaded = async {
-                self.server.send_ok(&load(self.kind, &id)).await?;
+                self.send_to(&id, &load(self.kind, &id)).await?;
                 self.wait_for(&id, |s| s == ModelResidency::Loaded, LOAD_LIMIT)
                     .await
             };

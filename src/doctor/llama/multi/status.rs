@@ -20,6 +20,8 @@ pub struct Entry {
     /// Whether a process of it exists (the router: a child, loaded or sleeping or
     /// loading; llama-swap: listed in `/running` as starting or ready, not stopping).
     pub process: bool,
+    /// Whether its process is being stopped (llama-swap: `stopping` in `/running`).
+    pub stopping: bool,
     /// The port its process listens on, when it runs and the server says.
     pub port: Option<u16>,
     /// The idle timer it states, seconds: the router's `--sleep-idle-seconds` of the
@@ -48,6 +50,11 @@ impl Status {
     /// Whether `id` has a process.
     pub fn has_process(&self, id: &str) -> bool {
         self.entry(id).is_some_and(|m| m.process)
+    }
+
+    /// Whether `id`'s process is being stopped.
+    pub fn is_stopping(&self, id: &str) -> bool {
+        self.entry(id).is_some_and(|m| m.stopping)
     }
 
     /// The models with a process, in order.
@@ -115,6 +122,7 @@ fn read_router(text: &str) -> Result<Status, String> {
                     ModelState::Sleeping => ModelResidency::Sleeping,
                 },
                 process,
+                stopping: false,
                 port: arg_after(&args, "--port")
                     .and_then(|p| p.parse().ok())
                     .filter(|&p| p != 0 && process),
@@ -151,6 +159,7 @@ fn read_swap(text: &str) -> Result<Status, String> {
                 },
                 // A model stopping (its ttl, a swap, an unload) is on its way out.
                 process: matches!(m.state, SwapState::Starting | SwapState::Ready),
+                stopping: m.state == SwapState::Stopping,
                 port,
                 timer: Some(m.ttl as i64),
                 id: m.model,
@@ -196,6 +205,7 @@ mod tests {
         )
         .unwrap();
         assert!(!stopping.has_process("m"));
+        assert!(stopping.is_stopping("m"));
         assert!(!s.has_process("other"));
         assert_eq!(
             read(ServerKind::LlamaSwap, r#"{"running":[]}"#)
