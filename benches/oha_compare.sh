@@ -5,8 +5,9 @@
 # tiny-50m and keeps it resident, then sends RATE requests/s x N of the same streamed
 # POST /api/generate body with oha and with `kabench run`, each under /usr/bin/time -v.
 # CPU per request = (user + sys of that client process) / N, fixed costs included.
-# kabench is measured with `[telemetry] sources = []` (the request path alone) and with
-# its default telemetry (RSS, /api/ps, NVML where a GPU is). Each kabench run goes side
+# kabench is measured with `[telemetry] sources = []` (the request path alone), with
+# its default telemetry (RSS, /api/ps, NVML where a GPU is), and with the default
+# telemetry polling /api/ps on the adaptive schedule (`ps_adaptive = true`). Each kabench run goes side
 # by side with an oha run: both start together, and where `taskset` is available and
 # there are two CPUs or more, each is pinned to a CPU of its own (PIN=0: not pinned), so
 # the drift in the speed of a shared machine, larger than the differences measured,
@@ -122,22 +123,30 @@ stats() { # values... -> "min / median / max"
 off="[telemetry]
 sources = []"
 echo "fixed cost (a 1-request run): kabench $(kabench_run one 1 "$off") ms CPU, oha $(oha_run oha-one 1) ms CPU"
-declare -a oha_per bare_per full_per bare_ratio full_ratio
+adaptive="[telemetry]
+ps_adaptive = true"
+declare -a oha_per bare_per full_per adap_per bare_ratio full_ratio adap_ratio
 for round in $(seq "$ROUNDS"); do
     read -r oha_a bare_ms < <(side_by_side "bare-$round" "$off")
     read -r oha_b full_ms < <(side_by_side "full-$round" "")
-    oha_per+=("$(per "$oha_a")" "$(per "$oha_b")")
+    read -r oha_c adap_ms < <(side_by_side "adap-$round" "$adaptive")
+    oha_per+=("$(per "$oha_a")" "$(per "$oha_b")" "$(per "$oha_c")")
     bare_per+=("$(per "$bare_ms")")
     full_per+=("$(per "$full_ms")")
+    adap_per+=("$(per "$adap_ms")")
     bare_ratio+=("$(echo "$bare_ms / $oha_a" | bc -l)")
     full_ratio+=("$(echo "$full_ms / $oha_b" | bc -l)")
+    adap_ratio+=("$(echo "$adap_ms / $oha_c" | bc -l)")
     printf 'round %s: telemetry off %.3f ms/request beside oha %.3f (x%.2f; %s)\n' "$round" \
         "$(per "$bare_ms")" "$(per "$oha_a")" "${bare_ratio[-1]}" "$(send_error "$work/bare-$round")"
     printf '         default telemetry %.3f ms/request beside oha %.3f (x%.2f; %s)\n' \
         "$(per "$full_ms")" "$(per "$oha_b")" "${full_ratio[-1]}" "$(send_error "$work/full-$round")"
+    printf '         adaptive /api/ps %.3f ms/request beside oha %.3f (x%.2f; %s)\n' \
+        "$(per "$adap_ms")" "$(per "$oha_c")" "${adap_ratio[-1]}" "$(send_error "$work/adap-$round")"
 done
 echo "CPU per request, min / median / max over $ROUNDS rounds:"
 echo "  oha $("$OHA" --version | awk '{print $2}'):          $(stats "${oha_per[@]}") ms"
 echo "  kabench, telemetry off:     $(stats "${bare_per[@]}") ms; beside oha x$(stats "${bare_ratio[@]}")"
 echo "  kabench, default telemetry: $(stats "${full_per[@]}") ms; beside oha x$(stats "${full_ratio[@]}")"
+echo "  kabench, adaptive /api/ps:  $(stats "${adap_per[@]}") ms; beside oha x$(stats "${adap_ratio[@]}")"
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
