@@ -71,7 +71,8 @@ impl ServerKind {
                     None => Some(ModelResidency::Unloaded),
                     Some("ready") => Some(ModelResidency::Loaded),
                     Some("starting") => Some(ModelResidency::Loading),
-                    Some("stopping" | "stopped" | "shutdown") => Some(ModelResidency::Unloaded),
+                    Some("stopping") => Some(ModelResidency::Stopping),
+                    Some("stopped" | "shutdown") => Some(ModelResidency::Unloaded),
                     Some(_) => None,
                 }
             }
@@ -96,6 +97,11 @@ pub enum ModelResidency {
     Unloaded,
     /// Being loaded.
     Loading,
+    /// Being stopped (llama-swap's `stopping`, after its ttl, a swap or an unload): a
+    /// request waits for the stop, then loads it. llama-swap v235 never answers a
+    /// request that arrives then, nor any later one to that model until it is
+    /// unloaded by hand (`POST /api/models/unload/<model>`).
+    Stopping,
 }
 
 impl ModelResidency {
@@ -111,6 +117,7 @@ impl ModelResidency {
             ModelResidency::Sleeping => "sleeping",
             ModelResidency::Unloaded => "unloaded",
             ModelResidency::Loading => "loading",
+            ModelResidency::Stopping => "stopping",
         }
     }
 }
@@ -147,6 +154,12 @@ mod tests {
             s.residency_of(&running, "b"),
             Some(ModelResidency::Unloaded)
         );
+        let stopping = json!({"running": [{"model": "a", "state": "stopping"}]});
+        assert_eq!(
+            s.residency_of(&stopping, "a"),
+            Some(ModelResidency::Stopping)
+        );
+        assert!(!ModelResidency::Stopping.is_resident());
         assert!(!ModelResidency::Sleeping.is_resident());
     }
 }

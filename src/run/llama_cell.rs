@@ -254,6 +254,10 @@ pub fn request_body(stream: &CellStream) -> (Endpoint, serde_json::Value) {
     }
 }
 
+/// What a failed request's detail adds when it was sent while llama-swap showed its
+/// model `stopping` ([`ModelResidency::Stopping`]).
+pub const STOPPING_HANG: &str = "; sent while GET /running showed the model stopping: llama-swap (v235) never answers a request sent then, nor later ones to that model until it is unloaded (POST /api/models/unload/<model>)";
+
 /// The row of one chat exchange, with the cold rule of a llama.cpp server (see the
 /// module doc).
 pub fn fill_row(
@@ -297,6 +301,9 @@ pub fn fill_row(
         Some((kind, detail)) => {
             row.error = kind.clone();
             row.error_detail = detail.clone();
+            if residency == Some(ModelResidency::Stopping) {
+                row.error_detail.push_str(STOPPING_HANG);
+            }
         }
         None => {
             row.ttft_ms = ex.first_token_at.or(ex.first_byte_at).map(since_intended);

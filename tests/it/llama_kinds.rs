@@ -323,6 +323,60 @@ fn swap_ttl_unloads_and_loads_match_the_log() {
 }
 
 #[test]
+fn a_request_sent_while_llama_swap_stops_its_model_is_a_timeout_that_names_the_stop() {
+    let Some(swap) = shared_bin("llama-swap/bin/llama-swap") else {
+        return;
+    };
+    let Some(server) = shared_bin("llama-cpp/bin/llama-server") else {
+        return;
+    };
+    let Some(gguf) = gguf_dir() else {
+        return;
+    };
+    let _turn = timing_turn();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // The upstream takes 3 s to stop (a shell traps llama-swap's SIGTERM and waits), so
+    // the ttl's stop, at 1-2.5 s, still runs when the second request goes at 3 s.
+    let trap = r#""trap 'sleep 3; exit 0' TERM; \"$0\" \"$@\" & wait $!""#;
+    let scenario = format!(
+        "name = \"swap-stopping\"\nseed = 1\n[target]\nkind = \"llama-swap\"\nname = \"swap\"\ncommand = [{}, \"-config\", \"{{swap_config}}\", \"-listen\", \"127.0.0.1:{{port}}\"]\nmodel_command = [\"bash\", \"-c\", {trap}, {}, \"-m\", \"{{model_path}}\", \"--host\", \"127.0.0.1\", \"--port\", \"{{port}}\", \"--alias\", \"{{model_id}}\", \"-c\", \"512\", \"-np\", \"1\", \"-t\", \"1\", \"--no-ui\"]\nmodels_dir = {}\nidle_unload = [\"1s\"]\n{}[run]\nrequests = 2\ntimeout = \"6s\"\n",
+        q(&swap),
+        q(&server),
+        q(&gguf),
+        stream(d, "small", SMALL, &[0.0, 3.0]),
+    );
+    let out = run_scenario(d, &scenario);
+    let rows = request_rows(&out);
+    let mut mine: Vec<_> = rows.iter().collect();
+    mine.sort_by_key(|r| r["request"].parse::<u32>().unwrap_or(u32::MAX));
+    let id = mine[0]["cell"].clone();
+    let log = std::fs::read_to_string(out.join("servers").join(format!("{id}.log"))).unwrap();
+    assert_eq!(mine.len(), 2, "{mine:?}");
+    assert_eq!(mine[0]["error"], "", "{mine:?}");
+    // The server's evidence: the ttl's stop began before the second request went, and
+    // llama-swap sent no byte of an answer to it (it logs the request when the client
+    // gave up, with 0 bytes).
+    let after_ttl = log
+        .split("Unloading model, TTL of 1s reached")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no ttl unload in the log\n{log}"));
+    let bytes: Vec<&str> = after_ttl
+        .lines()
+        .filter(|l| l.contains("\"POST /v1/chat/completions"))
+        .filter_map(|l| l.split("HTTP/1.1\" ").nth(1)?.split(' ').nth(1))
+        .collect();
+    assert_eq!(bytes, ["0"], "no answer after the ttl's stop began\n{log}");
+    let second = mine[1];
+    assert_eq!(second["error"], "timeout", "{second:?}\n{log}");
+    assert!(
+        second["error_detail"].contains("showed the model stopping"),
+        "{second:?}"
+    );
+    assert_eq!(second["resident_before"], "false", "{second:?}");
+}
+
+#[test]
 fn an_idle_unload_a_llama_knob_refuses_exits_2_naming_file_line_and_key() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();

@@ -340,6 +340,7 @@ pub fn swap_state(server: &Server, model: &str) -> Option<SwapState> {
     let same = match state {
         Some(SwapState::Ready) => ModelResidency::Loaded,
         Some(SwapState::Starting) => ModelResidency::Loading,
+        Some(SwapState::Stopping) => ModelResidency::Stopping,
         _ => ModelResidency::Unloaded,
     };
     assert_eq!(
