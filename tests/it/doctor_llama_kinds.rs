@@ -62,6 +62,15 @@ fn assert_not_kind(url: &str, kind: &str, says: &str) {
     assert!(err.contains(says), "{err}");
 }
 
+/// Whether the report's restore lines load a model again.
+fn loaded_again(report: &Value) -> bool {
+    report["restored"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|l| l.as_str().unwrap().contains("loaded again"))
+}
+
 /// How many times llama-swap's log says `model` became ready (each load).
 fn readies(server: &Server, model: &str) -> usize {
     swap_log::parse(&server.log_text())
@@ -218,14 +227,7 @@ fn doctor_router_with_allow_evict_sees_the_models_max_eviction_the_log_shows_and
         std::time::Duration::from_secs(10),
     );
     assert_eq!(router_state(&server, SMALL), ModelState::Unloaded, "{ctx}");
-    assert!(
-        report["restored"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|l| l.as_str().unwrap().contains("loaded again")),
-        "{ctx}"
-    );
+    assert!(loaded_again(&report), "{ctx}");
     server.stop();
 }
 
@@ -310,14 +312,7 @@ fn doctor_swap_sends_nothing_to_a_model_while_it_stops_and_leaves_llama_swap_ans
     let measured = f(&timer["seconds_after_end"]);
     assert!((2.9..=4.6).contains(&measured), "{measured} s: {ctx}");
     // The restore waited for the ttl's stop to end before loading the model again.
-    assert!(
-        report["restored"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|l| l.as_str().unwrap().contains("loaded again")),
-        "{ctx}"
-    );
+    assert!(loaded_again(&report), "{ctx}");
     let lines = swap_log::parse(&log);
     let stop_at = lines
         .iter()

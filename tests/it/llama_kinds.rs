@@ -259,27 +259,41 @@ fn router_preset_sleep_wakes_match_the_log() {
     report_renders(&out, &[&id, &id_off]);
 }
 
-#[test]
-fn swap_ttl_unloads_and_loads_match_the_log() {
-    let Some(swap) = shared_bin("llama-swap/bin/llama-swap") else {
-        return;
-    };
-    let Some(server) = shared_bin("llama-cpp/bin/llama-server") else {
-        return;
-    };
-    let Some(gguf) = gguf_dir() else {
-        return;
-    };
-    let _turn = timing_turn();
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let scenario = format!(
-        "name = \"swap-ttl\"\nseed = 1\n[target]\nkind = \"llama-swap\"\nname = \"swap\"\ncommand = [{}, \"-config\", \"{{swap_config}}\", \"-listen\", \"127.0.0.1:{{port}}\"]\nmodel_command = [{}, \"-m\", \"{{model_path}}\", \"--host\", \"127.0.0.1\", \"--port\", \"{{port}}\", \"--alias\", \"{{model_id}}\", \"-c\", \"512\", \"-np\", \"1\", \"-t\", \"1\", \"--no-ui\"]\nmodels_dir = {}\nidle_unload = [\"1s\", \"off\"]\n{}[run]\nrequests = 3\ntimeout = \"60s\"\n",
+/// A `kind = "llama-swap"` scenario on the shared llama-swap and llama-server (`None`
+/// where one is absent): `wrap` (TOML strings, each followed by a comma) goes before
+/// llama-server in `model_command`; then the `idle_unload` axis, the streams and `[run]`.
+fn swap_scenario(
+    name: &str,
+    wrap: &str,
+    idle_unload: &str,
+    streams: &str,
+    run: &str,
+) -> Option<String> {
+    let swap = shared_bin("llama-swap/bin/llama-swap")?;
+    let server = shared_bin("llama-cpp/bin/llama-server")?;
+    let gguf = gguf_dir()?;
+    Some(format!(
+        "name = \"{name}\"\nseed = 1\n[target]\nkind = \"llama-swap\"\nname = \"swap\"\ncommand = [{}, \"-config\", \"{{swap_config}}\", \"-listen\", \"127.0.0.1:{{port}}\"]\nmodel_command = [{wrap}{}, \"-m\", \"{{model_path}}\", \"--host\", \"127.0.0.1\", \"--port\", \"{{port}}\", \"--alias\", \"{{model_id}}\", \"-c\", \"512\", \"-np\", \"1\", \"-t\", \"1\", \"--no-ui\"]\nmodels_dir = {}\nidle_unload = {idle_unload}\n{streams}[run]\n{run}",
         q(&swap),
         q(&server),
         q(&gguf),
-        stream(d, "small", SMALL, &[0.0, 3.0, 6.0]),
-    );
+    ))
+}
+
+#[test]
+fn swap_ttl_unloads_and_loads_match_the_log() {
+    let _turn = timing_turn();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let Some(scenario) = swap_scenario(
+        "swap-ttl",
+        "",
+        r#"["1s", "off"]"#,
+        &stream(d, "small", SMALL, &[0.0, 3.0, 6.0]),
+        "requests = 3\ntimeout = \"60s\"\n",
+    ) else {
+        return;
+    };
     let out = run_scenario(d, &scenario);
     let config = std::fs::read_to_string(out.join("cell-0-llama-swap.yaml")).unwrap();
     assert!(config.contains("ttl: 1\n"), "{config}");
@@ -324,28 +338,21 @@ fn swap_ttl_unloads_and_loads_match_the_log() {
 
 #[test]
 fn a_request_sent_while_llama_swap_stops_its_model_is_a_timeout_that_names_the_stop() {
-    let Some(swap) = shared_bin("llama-swap/bin/llama-swap") else {
-        return;
-    };
-    let Some(server) = shared_bin("llama-cpp/bin/llama-server") else {
-        return;
-    };
-    let Some(gguf) = gguf_dir() else {
-        return;
-    };
     let _turn = timing_turn();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     // The upstream takes 3 s to stop (a shell traps llama-swap's SIGTERM and waits), so
     // the ttl's stop, at 1-2.5 s, still runs when the second request goes at 3 s.
-    let trap = r#""trap 'sleep 3; exit 0' TERM; \"$0\" \"$@\" & wait $!""#;
-    let scenario = format!(
-        "name = \"swap-stopping\"\nseed = 1\n[target]\nkind = \"llama-swap\"\nname = \"swap\"\ncommand = [{}, \"-config\", \"{{swap_config}}\", \"-listen\", \"127.0.0.1:{{port}}\"]\nmodel_command = [\"bash\", \"-c\", {trap}, {}, \"-m\", \"{{model_path}}\", \"--host\", \"127.0.0.1\", \"--port\", \"{{port}}\", \"--alias\", \"{{model_id}}\", \"-c\", \"512\", \"-np\", \"1\", \"-t\", \"1\", \"--no-ui\"]\nmodels_dir = {}\nidle_unload = [\"1s\"]\n{}[run]\nrequests = 2\ntimeout = \"6s\"\n",
-        q(&swap),
-        q(&server),
-        q(&gguf),
-        stream(d, "small", SMALL, &[0.0, 3.0]),
-    );
+    let wrap = r#""bash", "-c", "trap 'sleep 3; exit 0' TERM; \"$0\" \"$@\" & wait $!", "#;
+    let Some(scenario) = swap_scenario(
+        "swap-stopping",
+        wrap,
+        r#"["1s"]"#,
+        &stream(d, "small", SMALL, &[0.0, 3.0]),
+        "requests = 2\ntimeout = \"6s\"\n",
+    ) else {
+        return;
+    };
     let out = run_scenario(d, &scenario);
     let rows = request_rows(&out);
     let mut mine: Vec<_> = rows.iter().collect();
