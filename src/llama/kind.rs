@@ -97,10 +97,10 @@ pub enum ModelResidency {
     Unloaded,
     /// Being loaded.
     Loading,
-    /// Being stopped (llama-swap's `stopping`, after its ttl, a swap or an unload): a
-    /// request waits for the stop, then loads it. llama-swap v235 never answers a
-    /// request that arrives then, nor any later one to that model until it is
-    /// unloaded by hand (`POST /api/models/unload/<model>`).
+    /// Being stopped (llama-swap's `stopping`, after its ttl, a swap or an unload): not
+    /// resident. llama-swap v235 never answers a request that arrives then, nor any
+    /// later one to that model until it is unloaded by hand
+    /// (`POST /api/models/unload/<model>`).
     Stopping,
 }
 
