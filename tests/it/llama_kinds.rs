@@ -341,14 +341,16 @@ fn a_request_sent_while_llama_swap_stops_its_model_is_a_timeout_that_names_the_s
     let _turn = timing_turn();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    // The upstream takes 3 s to stop (a shell traps llama-swap's SIGTERM and waits), so
-    // the ttl's stop, at 1-2.5 s, still runs when the second request goes at 3 s.
-    let wrap = r#""bash", "-c", "trap 'sleep 3; exit 0' TERM; \"$0\" \"$@\" & wait $!", "#;
+    // The upstream takes 6 s to stop (a shell traps llama-swap's SIGTERM and waits).
+    // llama-swap checks the ttl once a second from the load's end, so the stop starts
+    // about 2 s after the first request's load (0.3 s here, up to 3 s on a busy host)
+    // and still runs when the second request goes at 5 s.
+    let wrap = r#""bash", "-c", "trap 'sleep 6; exit 0' TERM; \"$0\" \"$@\" & wait $!", "#;
     let Some(scenario) = swap_scenario(
         "swap-stopping",
         wrap,
         r#"["1s"]"#,
-        &stream(d, "small", SMALL, &[0.0, 3.0]),
+        &stream(d, "small", SMALL, &[0.0, 5.0]),
         "requests = 2\ntimeout = \"6s\"\n",
     ) else {
         return;
