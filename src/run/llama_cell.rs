@@ -434,36 +434,27 @@ mod tests {
     fn a_failure_sent_while_llama_swap_stopped_the_model_says_so_and_no_other_does() {
         let epoch = Instant::now();
         let sent = epoch + Duration::from_secs(1);
-        let failed = || {
-            let mut ex = exchange(sent, 30, 15.0);
-            ex.error = Some(("timeout".into(), "no end within 6s".into()));
-            ex
+        let fill = |residency, ex: &ChatExchange| {
+            let t = Duration::from_millis(100);
+            fill_row(
+                RequestRecord::default(),
+                Some(residency),
+                ex,
+                sent,
+                epoch,
+                t,
+            )
         };
-        let t = Duration::from_millis(100);
-        let row = || RequestRecord::default();
-        let r = fill_row(
-            row(),
-            Some(ModelResidency::Stopping),
-            &failed(),
-            sent,
-            epoch,
-            t,
-        );
+        let mut failed = exchange(sent, 30, 15.0);
+        failed.error = Some(("timeout".into(), "no end within 6s".into()));
+        let r = fill(ModelResidency::Stopping, &failed);
         assert_eq!(r.error, "timeout");
         assert_eq!(r.error_detail, format!("no end within 6s{STOPPING_HANG}"));
         assert_eq!(r.resident_before, Some(false));
-        let r = fill_row(
-            row(),
-            Some(ModelResidency::Unloaded),
-            &failed(),
-            sent,
-            epoch,
-            t,
-        );
+        let r = fill(ModelResidency::Unloaded, &failed);
         assert_eq!(r.error_detail, "no end within 6s");
         // Answered while stopping: nothing to explain.
-        let ex = exchange(sent, 330, 15.0);
-        let r = fill_row(row(), Some(ModelResidency::Stopping), &ex, sent, epoch, t);
+        let r = fill(ModelResidency::Stopping, &exchange(sent, 330, 15.0));
         assert!(r.error_detail.is_empty() && r.cold, "{r:?}");
     }
 
