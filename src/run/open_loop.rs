@@ -365,11 +365,13 @@ impl CellDriver for OpenLoop<'_> {
                 _ = cancel.cancelled() => {}
             }
         } else if !cancel.is_cancelled() {
-            let deadline = (Instant::now() + self.tail).max(horizon_end);
+            let ended = Instant::now();
+            let deadline = (ended + self.tail).max(horizon_end);
+            let expected = expected_release(cell, ended);
             let waits = rec
                 .feeds
                 .iter()
-                .map(|f| await_release(f, deadline, self.settle, cancel));
+                .map(|f| await_release(f, deadline, expected, self.settle, cancel));
             futures_util::future::join_all(waits).await;
         }
         Ok(CellTiming {
@@ -425,30 +427,76 @@ pub fn release_tail(plan: &Plan) -> Duration {
     longest + Duration::from_secs(1)
 }
 
-/// How often the release wait needs `/api/ps` answered.
+/// How often the release wait needs `/api/ps` answered from [`RELEASE_LEAD`] before the
+/// release it expects.
 const RELEASE_POLL: Duration = Duration::from_millis(50);
+/// How often it needs `/api/ps` answered before that, or when it expects no release
+/// (every model kept forever): a release nobody expected (another client's unload, a
+/// runner that died) then ends the wait at most this late; the memory is counted over
+/// the cell's idle horizon either way.
+const RELEASE_POLL_SLOW: Duration = Duration::from_millis(500);
+/// How long before the expected release the release wait asks at [`RELEASE_POLL`].
+const RELEASE_LEAD: Duration = Duration::from_millis(200);
+
+/// When a cell whose last request ended at `ended` can first release a model: after
+/// the shortest keep_alive its streams send (0: at once). A stream that sends none
+/// leaves it to the server's default, which kabench does not know: at once, too.
+/// `None` when every stream keeps its model forever.
+fn expected_release(cell: &Cell, ended: Instant) -> Option<Instant> {
+    cell.streams
+        .iter()
+        .filter_map(|s| match &s.keep_alive {
+            Some(k) if k.is_forever() => None,
+            Some(k) => Some(k.duration().unwrap_or(Duration::ZERO)),
+            None => Some(Duration::ZERO),
+        })
+        .min()
+        .map(|d| ended + d)
+}
 
 /// After a cell's last request, watches the host's `/api/ps` answers until the target
 /// has released every model (then nothing more accrues) or `deadline` has passed; a
-/// failed poll ends the wait. After a release it waits `settle` more, so every
-/// telemetry source samples the freed memory inside the cell.
+/// failed poll ends the wait. It asks every [`RELEASE_POLL_SLOW`] until
+/// [`RELEASE_LEAD`] before `expected` (a release the cell's keep_alives make due;
+/// `None`: none is), then every [`RELEASE_POLL`]. After a release it waits `settle`
+/// more, so every telemetry source samples the freed memory inside the cell.
 async fn await_release(
     feed: &PsFeed,
     deadline: Instant,
+    expected: Option<Instant>,
     settle: Duration,
     cancel: &CancellationToken,
 ) {
-    let mut sub = feed.subscribe(RELEASE_POLL);
+    let mut fast_from = expected.map(|at| at.checked_sub(RELEASE_LEAD).unwrap_or(at));
+    let mut sub = match fast_from {
+        Some(at) if at <= Instant::now() => {
+            fast_from = None;
+            feed.subscribe(RELEASE_POLL)
+        }
+        _ => feed.subscribe(RELEASE_POLL_SLOW),
+    };
+    let since = sub.since();
     loop {
+        let speed_up = async {
+            match fast_from {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             more = sub.changed() => if !more { return },
+            _ = speed_up => {
+                fast_from = None;
+                sub = feed.subscribe(RELEASE_POLL);
+                continue;
+            }
             _ = tokio::time::sleep_until(deadline.into()) => return,
             _ = cancel.cancelled() => return,
         }
         let Some(answer) = sub.latest().answer else {
             continue;
         };
-        if answer.asked < sub.since() {
+        if answer.asked < since {
             continue;
         }
         match &answer.result {

@@ -41,7 +41,7 @@ pub struct Recorder {
     pub rows: mpsc::UnboundedSender<RequestRecord>,
     /// Each host's `/api/ps` feed, in the order of the clients: the telemetry's
     /// `ollama_ps` rows and every cell's residency watcher read the same poller;
-    /// adaptive ([`PsFeed::adaptive`]) where the scenario sets `ps_adaptive`.
+    /// adaptive ([`PsFeed::adaptive`]) unless the scenario sets `ps_adaptive = false`.
     pub feeds: Vec<PsFeed>,
     rows_task: tokio::task::JoinHandle<Result<(u64, u64)>>,
     telemetry: Result<telemetry::TelemetryHandle>,
@@ -119,7 +119,7 @@ impl Recorder {
                     dir.display()
                 ),
             }
-            // `ps_adaptive`: `/api/ps` is polled fast only around the loads and
+            // `ps_adaptive` (the default): `/api/ps` is polled fast only around the loads and
             // unloads the run expects (each send is told to the feed). A shard cannot
             // expect the loads the other shards' sends cause: it polls at the fixed
             // intervals.

@@ -14,7 +14,7 @@
 //! is no answer (`None`), never a guess. Each poll is bounded: by the watcher's
 //! interval plus [`STALE_AFTER`], or by the telemetry's longer wait when it reads the
 //! same poller (an answer then comes late, and reads as stale); the subscription ends
-//! with the cell. On an adaptive feed (`[telemetry] ps_adaptive`) the poller asks
+//! with the cell. On an adaptive feed (a run's, unless `[telemetry] ps_adaptive = false`) the poller asks
 //! at the watcher's interval only around the loads and unloads it expects, told of
 //! each send by the run, and slowly between them: the listing read before a send is
 //! then as current as a fast one (a change comes only when expected), and a poll is

@@ -382,10 +382,11 @@ pub struct TelemetrySettings {
     /// `ps_interval` between `/api/ps` polls (default: `interval`, but no faster than
     /// 100 ms, since `/api/ps` changes only on loads and unloads).
     pub ps_interval: Option<Duration>,
-    /// `ps_adaptive` (default false): poll `/api/ps` at `ps_interval` only around the
-    /// loads and unloads the run's own sends make expected, once a second otherwise
-    /// (far fewer polls; a load another client causes is seen up to a second late, so
-    /// only for a server kabench has to itself; a sharded run polls at fixed intervals).
+    /// `ps_adaptive` (default true): poll `/api/ps` at `ps_interval` only around the
+    /// loads and unloads the run's own sends and the listed `expires_at` make expected,
+    /// every 500 ms otherwise (far fewer polls; a load another client causes is seen up
+    /// to 500 ms late). `false`: at `ps_interval` throughout. A sharded run always polls
+    /// at fixed intervals (a shard cannot expect the other shards' loads).
     pub ps_adaptive: bool,
     /// `process_names` of the Ollama processes (default `ollama`, `ollama_llama_server`,
     /// `llama-server`).

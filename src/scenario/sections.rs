@@ -357,7 +357,7 @@ pub(super) fn telemetry(t: &RawTelemetry, loc: &Locator<'_>) -> Result<Telemetry
         sources,
         interval,
         ps_interval,
-        ps_adaptive: t.ps_adaptive.unwrap_or(false),
+        ps_adaptive: t.ps_adaptive.unwrap_or(true),
         process_names: t.process_names.clone().unwrap_or_else(|| {
             vec![
                 "ollama".into(),

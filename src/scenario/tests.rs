@@ -49,7 +49,7 @@ quant = ["q4_K_M", "q8_0", "fp16"]
 sources = ["ollama_ps", "prometheus"]
 interval = "10ms"
 ps_interval = "250ms"
-ps_adaptive = true
+ps_adaptive = false
 prometheus_url = "http://prom:9090"
 [cost]
 vram_gb_hour = 3.5
@@ -101,7 +101,7 @@ fn a_full_scenario_parses_with_every_section() {
     assert!(s.sweep.keep_alive[3].is_forever());
     assert_eq!(s.telemetry.interval, Duration::from_millis(10));
     assert_eq!(s.telemetry.ps_interval, Some(Duration::from_millis(250)));
-    assert!(s.telemetry.ps_adaptive);
+    assert!(!s.telemetry.ps_adaptive, "set to false");
     assert_eq!(s.telemetry.release_tolerance, Duration::from_millis(260));
     assert_eq!(
         s.telemetry.prometheus_query.as_deref(),
@@ -142,6 +142,10 @@ fn defaults_apply_to_a_minimal_scenario() {
     assert_eq!(s.telemetry.sources, ["nvml", "ollama_ps", "rss"]);
     assert_eq!(s.telemetry.interval, Duration::from_millis(100));
     assert_eq!(s.telemetry.release_tolerance, Duration::from_millis(350));
+    assert!(
+        s.telemetry.ps_adaptive,
+        "/api/ps is polled adaptively unless the scenario says otherwise"
+    );
     assert_eq!(s.telemetry.prometheus_query, None);
     assert_eq!(s.cost.vram_gb_hour, DEFAULT_VRAM_GB_HOUR);
     assert_eq!(s.slo.ttft_p99, None);

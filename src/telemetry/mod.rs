@@ -100,10 +100,11 @@ pub struct TelemetryConfig {
     /// [`DEFAULT_PS_INTERVAL`]. `Some` is used as given (10 ms works). The host's
     /// `/api/ps` poller asks at least this often, faster when another reader of it (the
     /// residency watcher) needs it; `vram.csv` still gets rows at this interval, plus
-    /// one for each change in what is listed. `None` also makes a run's poller
-    /// adaptive ([`ps_feed::PsFeed::adaptive`]): fast only around the loads and unloads
-    /// it expects, every [`ps_schedule::SLOW`] otherwise, so rows come at least that
-    /// often and at each change.
+    /// one for each change in what is listed. A run's poller is adaptive unless its
+    /// scenario sets `ps_adaptive = false` ([`ps_feed::PsFeed::adaptive`]): at this
+    /// interval only around the loads and unloads it expects, every
+    /// [`ps_schedule::SLOW`] otherwise, so rows come at least that often and at each
+    /// change.
     pub ps_interval: Option<Duration>,
     /// Process names of the Ollama server and runners (NVML per-process rows and RSS).
     pub process_names: Vec<String>,
@@ -500,33 +501,70 @@ async fn run_ps(mut sub: PsSubscription, ctx: LoopCtx) -> SourceOutcome {
     ctx.finish(&tally)
 }
 
-/// How long the `vram.csv` writer lets rows gather before writing them: at a 10 ms
-/// interval it then wakes 20 times a second, not once per row.
-const WRITE_EVERY: Duration = Duration::from_millis(50);
+/// How often the `vram.csv` writer writes the rows that came in. No row wakes it: the
+/// sources at a 100 ms interval then cost it two wake-ups a second, not one per sample,
+/// and each batch reaches the file in one write.
+const WRITE_EVERY: Duration = Duration::from_millis(500);
 
-/// Appends rows to `vram.csv` until every sampler has dropped its sender, in batches
-/// [`WRITE_EVERY`] apart (each row is still flushed as it is written).
+/// Appends rows to `vram.csv` until every sampler has dropped its sender: every
+/// [`WRITE_EVERY`] (at once when `stop` fires) it writes what came in and flushes it;
+/// once stopped, it writes each row as it comes until the last sender is gone.
 fn write_rows(
     mut out: CsvAppender<VramSample>,
     rows: mpsc::Receiver<VramSample>,
     failed: (CancellationToken, Arc<OnceLock<String>>),
+    stop: CancellationToken,
 ) -> (u64, Option<String>) {
+    let _waker = unpark_on_stop(&stop);
     let mut written = 0u64;
-    // `recv` blocks only when nothing came in during the pause.
-    while let Ok(first) = rows.recv() {
-        for row in std::iter::once(first).chain(rows.try_iter()) {
-            if let Err(e) = out.append(&row) {
-                let msg = format!("{e:#}");
-                tracing::warn!("telemetry: writing vram.csv failed: {msg}; sampling stops");
-                let _ = failed.1.set(msg.clone());
-                failed.0.cancel();
-                return (written, Some(msg));
+    let fail = |e: anyhow::Error, written: u64| {
+        let msg = format!("{e:#}");
+        tracing::warn!("telemetry: writing vram.csv failed: {msg}; sampling stops");
+        let _ = failed.1.set(msg.clone());
+        failed.0.cancel();
+        (written, Some(msg))
+    };
+    loop {
+        let (mut batch, mut gone) = (0u64, false);
+        loop {
+            let row = match rows.try_recv() {
+                Ok(row) => row,
+                Err(mpsc::TryRecvError::Empty) => break,
+                Err(mpsc::TryRecvError::Disconnected) => {
+                    gone = true;
+                    break;
+                }
+            };
+            if let Err(e) = out.write(&row) {
+                return fail(e, written);
             }
-            written += 1;
+            batch += 1;
         }
-        std::thread::sleep(WRITE_EVERY);
+        if batch > 0 {
+            if let Err(e) = out.flush() {
+                return fail(e, written);
+            }
+            written += batch;
+        }
+        if gone {
+            return (written, None);
+        }
+        if stop.is_cancelled() {
+            // The sources are ending: wait for their last rows, or for the last sender
+            // (a managed server's sampler) to go.
+            match rows.recv() {
+                Ok(row) => {
+                    if let Err(e) = out.write(&row).and_then(|()| out.flush()) {
+                        return fail(e, written);
+                    }
+                    written += 1;
+                }
+                Err(_) => return (written, None),
+            }
+        } else {
+            sleep_until(Instant::now() + WRITE_EVERY, &stop);
+        }
     }
-    (written, None)
 }
 
 /// True when a process called `name` (as the OS reports it) matches `pattern`. Linux
@@ -586,8 +624,9 @@ pub fn start_with_feeds(
     let write_failed_token = CancellationToken::new();
     let write_failed = Arc::new(OnceLock::new());
     let failed = (write_failed_token.clone(), write_failed.clone());
-    let writer = tokio::task::spawn_blocking(move || write_rows(out, rx, failed));
     let stop = cancel.child_token();
+    let writer_stop = stop.clone();
+    let writer = tokio::task::spawn_blocking(move || write_rows(out, rx, failed, writer_stop));
     let mut handle = TelemetryHandle {
         write_failed_token,
         write_failed,

@@ -15,7 +15,7 @@
 //! workers in turn, which keeps a fast poll cheap.
 //!
 //! A feed is fixed ([`PsFeed::new`]: the poller asks at the shortest subscribed interval,
-//! always) or adaptive ([`PsFeed::adaptive`], a run with `[telemetry] ps_adaptive`):
+//! always) or adaptive ([`PsFeed::adaptive`], a run's unless `[telemetry] ps_adaptive = false`):
 //! the shortest interval is then its fast one, used only around the loads and unloads it
 //! expects ([`super::ps_schedule`]), and it asks every [`ps_schedule::SLOW`] otherwise.
 //! A run tells an adaptive feed of each request it sends ([`PsFeed::sending`]). Knows
@@ -659,8 +659,8 @@ mod tests {
         let start = n();
         tokio::time::sleep(Duration::from_millis(1500)).await;
         let slow = n() - start;
-        // At 20 ms it would have asked about 75 times.
-        assert!(slow <= 3, "{slow} polls in 1.5 s with nothing expected");
+        // At 20 ms it would have asked about 75 times; at the slow 500 ms, 3 or 4.
+        assert!(slow <= 4, "{slow} polls in 1.5 s with nothing expected");
         // A listed model kept long changes nothing.
         drop(feed.sending("m", None));
         // A model the listing lacks: its load is expected, asked for every 20 ms.
@@ -674,7 +674,7 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(200)).await;
         let after = n();
         tokio::time::sleep(Duration::from_millis(600)).await;
-        assert!(n() - after <= 1, "{} polls in 0.6 s", n() - after);
+        assert!(n() - after <= 2, "{} polls in 0.6 s", n() - after);
         drop(sub);
     }
 }

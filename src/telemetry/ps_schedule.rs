@@ -1,5 +1,5 @@
-//! When an adaptive `/api/ps` poller (a run whose scenario sets
-//! `[telemetry] ps_adaptive = true`) asks next. `/api/ps` changes only when a model loads or
+//! When an adaptive `/api/ps` poller (a run's, unless its scenario sets
+//! `[telemetry] ps_adaptive = false`) asks next. `/api/ps` changes only when a model loads or
 //! unloads, and kabench can tell when that may happen: a request sent for a model the
 //! latest listing lacks (a load is coming), a request that ended with a short
 //! keep_alive, and each listed model's `expires_at`. The poller asks at its fast
@@ -15,8 +15,11 @@ use time::format_description::well_known::Rfc3339;
 use crate::ollama::api::PsResponse;
 use crate::ollama::name::key;
 
-/// The interval of an adaptive poller while it expects no change.
-pub const SLOW: Duration = Duration::from_secs(1);
+/// The interval of an adaptive poller while it expects no change: a change nobody
+/// expected (another client's load) shows in `/api/ps` rows at most this late, as a
+/// long keep_alive's residency watcher already reads it
+/// ([`crate::run::residency::POLL_EVERY_LONG`]).
+pub const SLOW: Duration = Duration::from_millis(500);
 /// How long before a model's expected unload an adaptive poller starts asking fast.
 pub const EXPIRY_LEAD: Duration = Duration::from_millis(100);
 /// The longest fast polling for a load that never shows (a model the server cannot

@@ -1,6 +1,6 @@
-//! The adaptive `/api/ps` schedule of a run whose scenario sets `ps_adaptive = true`: it
-//! asks far less often than a fixed fast schedule, yet reads the same cold requests and
-//! the same idle memory. The simulator runs in this process behind a layer that counts
+//! The adaptive `/api/ps` schedule, a run's default (`ps_adaptive = false` turns it
+//! off): it asks far less often than a fixed fast schedule, yet reads the same cold
+//! requests and the same idle memory. The simulator runs in this process behind a layer that counts
 //! its `/api/ps` requests; `kabench run` targets it over loopback.
 
 use std::path::Path;
@@ -120,16 +120,22 @@ fn figures(out: &Path) -> (f64, Option<f64>) {
 async fn ps_adaptive_polls_api_ps_far_less_and_measures_the_same() {
     let fixed_dir = tempfile::tempdir().unwrap();
     let (url, hits) = counted_sim().await;
-    let fixed = run(fixed_dir.path(), &url, "ps_interval = \"20ms\"").await;
+    let fixed = run(
+        fixed_dir.path(),
+        &url,
+        "ps_interval = \"20ms\"\nps_adaptive = false",
+    )
+    .await;
     let fixed_polls = hits.swap(0, Ordering::SeqCst);
 
     let adaptive_dir = tempfile::tempdir().unwrap();
     let (url, hits) = counted_sim().await;
-    let adaptive = run(adaptive_dir.path(), &url, "ps_adaptive = true").await;
+    // The default: adaptive, fast at 20 ms around the changes it expects.
+    let adaptive = run(adaptive_dir.path(), &url, "ps_interval = \"20ms\"").await;
     let adaptive_polls = hits.load(Ordering::SeqCst);
 
     // The run lasts about 5 s plus its tail: a fixed 20 ms schedule asks hundreds of
-    // times, the adaptive one about once a second plus a few fast polls per load and
+    // times, the adaptive one about twice a second plus a few fast polls per load and
     // unload.
     assert!(
         adaptive_polls * 3 < fixed_polls,
@@ -165,4 +171,63 @@ async fn ps_adaptive_polls_api_ps_far_less_and_measures_the_same() {
         (ra - rf).abs() < 0.1,
         "release delay adaptive {ra} s, fixed {rf} s"
     );
+}
+
+/// A cell whose model is kept forever, `/api/ps` read only by the run itself (no
+/// telemetry), on the fixed schedule: no release is due in its tail, so the release wait
+/// asks every 500 ms, not every 50 ms (which was about 100 requests over a 5 s tail).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tail_with_no_release_due_asks_api_ps_slowly() {
+    let dir = tempfile::tempdir().unwrap();
+    let (url, hits) = counted_sim().await;
+    let sc = dir.path().join("kept.toml");
+    std::fs::write(
+        &sc,
+        r#"name = "kept"
+[[stream]]
+name = "kept"
+model = "tiny-50m"
+api = "generate"
+num_ctx = 2048
+prompt_tokens = 16
+max_tokens = 4
+keep_alive = -1
+arrival = { kind = "constant", rate = "2/s" }
+[run]
+requests = 2
+timeout = "10s"
+[telemetry]
+sources = []
+ps_adaptive = false
+"#,
+    )
+    .unwrap();
+    let out = dir.path().join("run");
+    let mut cmd = kabench();
+    cmd.args(["run", sc.to_str().unwrap(), "--target", &url])
+        .args(["--no-prewarm", "--quiet", "--out", out.to_str().unwrap()]);
+    let started = std::time::Instant::now();
+    let done = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    assert!(
+        done.status.success(),
+        "kabench run failed: {}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    let polls = hits.load(Ordering::SeqCst);
+    let cell = &read_json(&out.join("run.json"))["cells"][0];
+    eprintln!("/api/ps requests: {polls} in {took:?}; cell {cell}");
+    // The cell runs its 0.5 s of sends and watches its idle horizon's tail: a poll
+    // every 500 ms is about a dozen; every 50 ms in the tail, over a hundred.
+    assert!(
+        took > std::time::Duration::from_secs(3),
+        "the tail was watched: {took:?}"
+    );
+    assert!(
+        polls < 40,
+        "{polls} /api/ps requests in {took:?} with nothing to release"
+    );
+    assert_eq!(cold_per_cell(&out).values().next(), Some(&(2, 1)));
 }
