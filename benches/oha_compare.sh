@@ -6,10 +6,11 @@
 # POST /api/generate body with oha and with `kabench run`, each under /usr/bin/time -v.
 # CPU per request = (user + sys of that client process) / N, fixed costs included.
 # kabench is measured with `[telemetry] sources = []` (the request path alone), with
-# its default telemetry (RSS, /api/ps, NVML where a GPU is), and with the default
-# telemetry polling /api/ps on the adaptive schedule (`ps_adaptive = true`). Each kabench run goes side
-# by side with an oha run: both start together, and where `taskset` is available and
-# there are two CPUs or more, each is pinned to a CPU of its own (PIN=0: not pinned), so
+# its default telemetry (RSS, /api/ps on the adaptive schedule, NVML where a GPU is), and
+# with the default telemetry polling /api/ps at a fixed 100 ms (`ps_adaptive = false`).
+# Each kabench run goes side by side with an oha run: both start together, and where `taskset` is available and
+# there are two CPUs or more, each is pinned to a CPU of its own, the two swapping CPUs
+# every round (PIN=0: not pinned), so
 # the drift in the speed of a shared machine, larger than the differences measured,
 # hits both alike. The pairs are repeated ROUNDS times; each figure is given as
 # min / median / max, with the ratio of each pair. Each client's fixed cost (a run of
@@ -91,13 +92,13 @@ pin() {
 
 kabench_run() { # label requests telemetry-line -> ms CPU
     scenario "$1" "$2" "$3"
-    $(pin 1) /usr/bin/time -v "$KABENCH" run "$work/$1.toml" --target "$url" --no-prewarm --quiet \
+    $(pin "$kabench_cpu") /usr/bin/time -v "$KABENCH" run "$work/$1.toml" --target "$url" --no-prewarm --quiet \
         --out "$work/$1" >/dev/null 2>"$work/$1.time"
     cpu_ms "$work/$1.time"
 }
 
 oha_run() { # label requests -> ms CPU
-    $(pin 0) /usr/bin/time -v "$OHA" --no-tui -q "$RATE" -n "$2" -m POST \
+    $(pin "$oha_cpu") /usr/bin/time -v "$OHA" --no-tui -q "$RATE" -n "$2" -m POST \
         -H 'Content-Type: application/json' -d "$BODY" "$url/api/generate" \
         >"$work/$1.out" 2>"$work/$1.time"
     cpu_ms "$work/$1.time"
@@ -120,33 +121,37 @@ stats() { # values... -> "min / median / max"
     printf '%s\n' "$@" | sort -g | awk '{v[NR]=$1} END {printf "%.3f / %.3f / %.3f", v[1], v[int((NR+1)/2)], v[NR]}'
 }
 
+oha_cpu=0 kabench_cpu=1
 off="[telemetry]
 sources = []"
 echo "fixed cost (a 1-request run): kabench $(kabench_run one 1 "$off") ms CPU, oha $(oha_run oha-one 1) ms CPU"
-adaptive="[telemetry]
-ps_adaptive = true"
-declare -a oha_per bare_per full_per adap_per bare_ratio full_ratio adap_ratio
+fixed="[telemetry]
+ps_adaptive = false"
+declare -a oha_per bare_per full_per fixd_per bare_ratio full_ratio fixd_ratio
 for round in $(seq "$ROUNDS"); do
+    # The clients swap CPUs every round: the CPU that takes the interrupts or more of
+    # the simulator's work is then each one's in turn.
+    oha_cpu=$(( round % 2 )) kabench_cpu=$(( (round + 1) % 2 ))
     read -r oha_a bare_ms < <(side_by_side "bare-$round" "$off")
     read -r oha_b full_ms < <(side_by_side "full-$round" "")
-    read -r oha_c adap_ms < <(side_by_side "adap-$round" "$adaptive")
+    read -r oha_c fixd_ms < <(side_by_side "fixd-$round" "$fixed")
     oha_per+=("$(per "$oha_a")" "$(per "$oha_b")" "$(per "$oha_c")")
     bare_per+=("$(per "$bare_ms")")
     full_per+=("$(per "$full_ms")")
-    adap_per+=("$(per "$adap_ms")")
+    fixd_per+=("$(per "$fixd_ms")")
     bare_ratio+=("$(echo "$bare_ms / $oha_a" | bc -l)")
     full_ratio+=("$(echo "$full_ms / $oha_b" | bc -l)")
-    adap_ratio+=("$(echo "$adap_ms / $oha_c" | bc -l)")
+    fixd_ratio+=("$(echo "$fixd_ms / $oha_c" | bc -l)")
     printf 'round %s: telemetry off %.3f ms/request beside oha %.3f (x%.2f; %s)\n' "$round" \
         "$(per "$bare_ms")" "$(per "$oha_a")" "${bare_ratio[-1]}" "$(send_error "$work/bare-$round")"
     printf '         default telemetry %.3f ms/request beside oha %.3f (x%.2f; %s)\n' \
         "$(per "$full_ms")" "$(per "$oha_b")" "${full_ratio[-1]}" "$(send_error "$work/full-$round")"
-    printf '         adaptive /api/ps %.3f ms/request beside oha %.3f (x%.2f; %s)\n' \
-        "$(per "$adap_ms")" "$(per "$oha_c")" "${adap_ratio[-1]}" "$(send_error "$work/adap-$round")"
+    printf '         fixed 100 ms /api/ps %.3f ms/request beside oha %.3f (x%.2f; %s)\n' \
+        "$(per "$fixd_ms")" "$(per "$oha_c")" "${fixd_ratio[-1]}" "$(send_error "$work/fixd-$round")"
 done
 echo "CPU per request, min / median / max over $ROUNDS rounds:"
 echo "  oha $("$OHA" --version | awk '{print $2}'):          $(stats "${oha_per[@]}") ms"
 echo "  kabench, telemetry off:     $(stats "${bare_per[@]}") ms; beside oha x$(stats "${bare_ratio[@]}")"
 echo "  kabench, default telemetry: $(stats "${full_per[@]}") ms; beside oha x$(stats "${full_ratio[@]}")"
-echo "  kabench, adaptive /api/ps:  $(stats "${adap_per[@]}") ms; beside oha x$(stats "${adap_ratio[@]}")"
+echo "  kabench, fixed /api/ps:     $(stats "${fixd_per[@]}") ms; beside oha x$(stats "${fixd_ratio[@]}")"
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
