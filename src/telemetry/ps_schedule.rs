@@ -16,9 +16,8 @@ use crate::ollama::api::PsResponse;
 use crate::ollama::name::key;
 
 /// The interval of an adaptive poller while it expects no change: a change nobody
-/// expected (another client's load) shows in `/api/ps` rows at most this late, as a
-/// long keep_alive's residency watcher already reads it
-/// ([`crate::run::residency::POLL_EVERY_LONG`]).
+/// expected (another client's load) shows in `/api/ps` rows at most this late, the
+/// interval a run's residency watcher already polls at when every keep_alive is long.
 pub const SLOW: Duration = Duration::from_millis(500);
 /// How long before a model's expected unload an adaptive poller starts asking fast.
 pub const EXPIRY_LEAD: Duration = Duration::from_millis(100);
