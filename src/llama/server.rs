@@ -115,6 +115,26 @@ pub fn free_port() -> std::io::Result<u16> {
     Ok(l.local_addr()?.port())
 }
 
+/// The first of `n` consecutive loopback ports that are all free now, for a server that
+/// numbers its upstreams from a start port (llama-swap's `startPort`): a free port
+/// alone says nothing of the next, which another process may hold, and an upstream
+/// that cannot bind its port exits at once.
+pub fn free_ports(n: u16) -> std::io::Result<u16> {
+    let free = |p: u16| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok();
+    let mut last = None;
+    for _ in 0..64 {
+        let start = free_port()?;
+        if start.checked_add(n).is_some() && (1..n).all(|i| free(start + i)) {
+            return Ok(start);
+        }
+        last = Some(start);
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::AddrInUse,
+        format!("no {n} consecutive free loopback ports found (last tried from {last:?})"),
+    ))
+}
+
 /// A running server kabench started.
 #[derive(Debug)]
 pub struct ManagedServer {
@@ -273,6 +293,25 @@ impl Drop for ManagedServer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn free_ports_are_consecutive_and_each_can_be_bound() {
+        let start = free_ports(3).unwrap();
+        for p in start..start + 3 {
+            std::net::TcpListener::bind(("127.0.0.1", p))
+                .unwrap_or_else(|e| panic!("port {p} of the block from {start}: {e}"));
+        }
+        // A block whose first port is held is never handed out.
+        let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let held_port = held.local_addr().unwrap().port();
+        for _ in 0..20 {
+            let s = free_ports(2).unwrap();
+            assert!(
+                s != held_port && s + 1 != held_port,
+                "{s} overlaps {held_port}"
+            );
+        }
+    }
 
     fn args(a: &[&str]) -> Vec<String> {
         a.iter().map(|s| s.to_string()).collect()

@@ -121,10 +121,11 @@ pub fn prepare(
 /// `model_command` template and its `ttl` the cell's knob value.
 fn swap_config(managed: &ManagedCell, cell: &Cell) -> Result<SwapConfig, String> {
     let ttl = u64::try_from(managed.knob).map_err(|_| format!("ttl {}", managed.knob))?;
-    let start_port = crate::llama::server::free_port()
-        .map_err(|e| format!("choosing llama-swap's first model port: {e}"))?;
+    let ids = models(cell);
+    let start_port = crate::llama::server::free_ports(ids.len().max(1) as u16)
+        .map_err(|e| format!("choosing llama-swap's model ports: {e}"))?;
     let mut out = Vec::new();
-    for id in models(cell) {
+    for id in ids {
         crate::llama::id::check_model_id(&id)?;
         let model_path = managed
             .models_dir

@@ -313,7 +313,8 @@ pub fn start_swap_stopping_in(run: &Path, ttl: u64, stop_s: u32) -> Option<Serve
     }
     let config = SwapConfig {
         health_check_timeout: 30,
-        start_port: free_port(),
+        start_port: kabench::llama::server::free_ports(2)
+            .expect("two consecutive free loopback ports"),
         models,
     };
     let yaml = write_swap_config(run, 0, &config).unwrap();
