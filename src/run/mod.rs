@@ -15,6 +15,7 @@ pub mod llama_kinds;
 pub mod open_loop;
 pub mod pacer;
 pub mod recorder;
+pub mod release;
 pub mod request;
 pub mod residency;
 pub mod target;

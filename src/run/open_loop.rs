@@ -4,13 +4,12 @@
 //! concurrency cap. A slow response never delays the next send; latency is
 //! measured from the intended time (no coordinated omission). Every request, success,
 //! failure, saturation or cancellation, yields exactly one row. After a cell's last
-//! request the driver watches the target release its models (the release tail), so
-//! idle memory and the release delay are observed. It never prints: progress goes out
-//! as events.
-//!
-//! Over 600 lines because the send loop, the per-request task and the release tail share
-//! the cell's state; the pacing (`pacer`), request building (`request`) and residency
-//! rules (`residency`) already live in their own files.
+//! request the driver watches the target release its models (the release tail,
+//! `release`), so idle memory and the release delay are observed. It never prints:
+//! progress goes out as events. The pacing (`pacer`), request building (`request`),
+//! residency rules (`residency`) and the release wait (`release`) live in their own
+//! files; this one stays a little over 600 lines because the send loop and the
+//! per-request task share the cell's state.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -25,6 +24,7 @@ use crate::folder::{self, RequestRecord, ShardMeta};
 use crate::ollama::{self, ClientError, Exchange, OllamaClient};
 use crate::run::pacer::Pacer;
 use crate::run::recorder;
+use crate::run::release;
 use crate::run::request::{
     self, Planned, RowGuard, Slice, chat_request, embed_request, fill_row, generate_request,
 };
@@ -161,11 +161,6 @@ impl RunnerConfig {
     }
 }
 
-/// Longest tail a cell waits after its last request for the target to release the
-/// model on its own (so release delay and idle VRAM are observed); beyond it, the
-/// next cell unloads everything.
-pub const RELEASE_WAIT_CAP: Duration = folder::horizon::KEEP_ALIVE_CAP;
-
 /// Runs a whole scenario. Progress goes to `progress`; Ctrl-C arrives through `cancel`.
 pub async fn run(
     scenario: &Scenario,
@@ -257,7 +252,7 @@ async fn run_against(
         interval: scenario.telemetry.interval,
         clients: &clients,
         config,
-        tail: release_tail(plan),
+        tail: release::release_tail(plan),
         horizon_tail: recorder::idle_horizon(plan).tail(),
         // Three sampling intervals (at least 100 ms) so the release shows in vram.csv.
         settle: (scenario.telemetry.interval * 3).max(Duration::from_millis(100)),
@@ -367,11 +362,11 @@ impl CellDriver for OpenLoop<'_> {
         } else if !cancel.is_cancelled() {
             let ended = Instant::now();
             let deadline = (ended + self.tail).max(horizon_end);
-            let expected = expected_release(cell, ended);
+            let expected = release::expected_release(cell, ended);
             let waits = rec
                 .feeds
                 .iter()
-                .map(|f| await_release(f, deadline, expected, self.settle, cancel));
+                .map(|f| release::await_release(f, deadline, expected, self.settle, cancel));
             futures_util::future::join_all(waits).await;
         }
         Ok(CellTiming {
@@ -406,110 +401,6 @@ pub async fn prewarm(
             .await
         {
             let _ = progress.send(ProgressEvent::Note(format!("prewarm {}: {e}", s.model)));
-        }
-    }
-}
-
-/// How long each cell is watched at least after its last request ends: the longest
-/// finite keep_alive of the plan (capped at `RELEASE_WAIT_CAP`) plus a second, so the
-/// release delay is observed. The watch also runs to the end of the cell's idle horizon
-/// (`folder::horizon`), over which every cell's memory is counted; a model released
-/// before it ends the watch early (nothing more accrues).
-pub fn release_tail(plan: &Plan) -> Duration {
-    let longest = plan
-        .cells
-        .iter()
-        .flat_map(|c| c.streams.iter())
-        .filter_map(|s| s.keep_alive.as_ref().and_then(|k| k.duration()))
-        .filter(|d| *d <= RELEASE_WAIT_CAP)
-        .max()
-        .unwrap_or(Duration::ZERO);
-    longest + Duration::from_secs(1)
-}
-
-/// How often the release wait needs `/api/ps` answered from [`RELEASE_LEAD`] before the
-/// release it expects.
-const RELEASE_POLL: Duration = Duration::from_millis(50);
-/// How often it needs `/api/ps` answered before that, or when it expects no release
-/// (every model kept forever): a release nobody expected (another client's unload, a
-/// runner that died) then ends the wait at most this late; the memory is counted over
-/// the cell's idle horizon either way.
-const RELEASE_POLL_SLOW: Duration = Duration::from_millis(500);
-/// How long before the expected release the release wait asks at [`RELEASE_POLL`].
-const RELEASE_LEAD: Duration = Duration::from_millis(200);
-
-/// When a cell whose last request ended at `ended` can first release a model: after
-/// the shortest keep_alive its streams send (0: at once). A stream that sends none
-/// leaves it to the server's default, which kabench does not know: at once, too.
-/// `None` when every stream keeps its model forever.
-fn expected_release(cell: &Cell, ended: Instant) -> Option<Instant> {
-    cell.streams
-        .iter()
-        .filter_map(|s| match &s.keep_alive {
-            Some(k) if k.is_forever() => None,
-            Some(k) => Some(k.duration().unwrap_or(Duration::ZERO)),
-            None => Some(Duration::ZERO),
-        })
-        .min()
-        .map(|d| ended + d)
-}
-
-/// After a cell's last request, watches the host's `/api/ps` answers until the target
-/// has released every model (then nothing more accrues) or `deadline` has passed; a
-/// failed poll ends the wait. It asks every [`RELEASE_POLL_SLOW`] until
-/// [`RELEASE_LEAD`] before `expected` (a release the cell's keep_alives make due;
-/// `None`: none is), then every [`RELEASE_POLL`]. After a release it waits `settle`
-/// more, so every telemetry source samples the freed memory inside the cell.
-async fn await_release(
-    feed: &PsFeed,
-    deadline: Instant,
-    expected: Option<Instant>,
-    settle: Duration,
-    cancel: &CancellationToken,
-) {
-    let mut fast_from = expected.map(|at| at.checked_sub(RELEASE_LEAD).unwrap_or(at));
-    let mut sub = match fast_from {
-        Some(at) if at <= Instant::now() => {
-            fast_from = None;
-            feed.subscribe(RELEASE_POLL)
-        }
-        _ => feed.subscribe(RELEASE_POLL_SLOW),
-    };
-    let since = sub.since();
-    loop {
-        let speed_up = async {
-            match fast_from {
-                Some(at) => tokio::time::sleep_until(at.into()).await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            more = sub.changed() => if !more { return },
-            _ = speed_up => {
-                fast_from = None;
-                sub = feed.subscribe(RELEASE_POLL);
-                continue;
-            }
-            _ = tokio::time::sleep_until(deadline.into()) => return,
-            _ = cancel.cancelled() => return,
-        }
-        let Some(answer) = sub.latest().answer else {
-            continue;
-        };
-        if answer.asked < since {
-            continue;
-        }
-        match &answer.result {
-            Ok(listing) if listing.response.models.is_empty() => {
-                drop(sub);
-                tokio::select! {
-                    _ = tokio::time::sleep(settle) => {}
-                    _ = cancel.cancelled() => {}
-                }
-                return;
-            }
-            Err(_) => return,
-            Ok(_) => {}
         }
     }
 }
