@@ -9,7 +9,8 @@
 //! policy replaying it in lockstep, so memory stays flat in its length; the optimum,
 //! whose threshold depends on the best fixed value, replays it in a second pass of its
 //! own. The policies that look ahead do so only as far as their longest threshold.
-//! `output` turns the outcome into a table and a run folder.
+//! `output` turns the outcome into a table and a run folder. Over 600 lines: the
+//! passes and the pricing share the prediction's state.
 
 pub mod check;
 pub mod fast;
