@@ -18,6 +18,7 @@ impl Doctor {
         };
         for form in FORMS {
             let req = form.request(endpoint, model);
+            let before = self.expiry_before(model).await?;
             let reply = self.server.send(&req).await?;
             let id = format!("{}.{}", endpoint.key(), form.key());
             let label = form.label();
@@ -38,7 +39,7 @@ impl Doctor {
                 check.evidence = format!("HTTP {}: {}", reply.status, reply.error_text());
             } else {
                 self.note_load(&reply);
-                let observed = self.observe(model, &reply).await?;
+                let observed = self.observe(model, before, &reply).await?;
                 let if_ignored = match form {
                     Form::Absent => self.default_ka,
                     _ => prior.or(self.default_ka),
@@ -103,6 +104,7 @@ impl Doctor {
                 "/v1/chat/completions",
             )
         };
+        let before = self.expiry_before(model).await?;
         let reply = self.server.send(&req).await?;
         let mut check = row(
             id,
@@ -117,7 +119,7 @@ impl Doctor {
         if reply.status != 200 {
             check.evidence = format!("HTTP {}: {}", reply.status, reply.error_text());
         } else {
-            let observed = self.observe(model, &reply).await?;
+            let observed = self.observe(model, before, &reply).await?;
             check.verdict = forms::judge(Effect::Seconds(ask as f64), observed, self.default_ka);
             check.evidence = format!(
                 "{}{} (a cold load took {:.2} s)",

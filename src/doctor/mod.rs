@@ -243,7 +243,6 @@ pub async fn run(opts: &DoctorOptions, stop: &Stop) -> anyhow::Result<Report> {
         loads: Vec::new(),
         cached_before: None,
         allow_evict: opts.allow_evict,
-        last_expiry: Vec::new(),
     };
     doctor.checks.push(info(
         "server.version",

@@ -33,8 +33,6 @@ pub(super) struct Doctor {
     pub(super) cached_before: Option<f64>,
     /// `--allow-evict`: an eviction does not stop the probes.
     pub(super) allow_evict: bool,
-    /// The expiry each model had at its last observation.
-    pub(super) last_expiry: Vec<(String, time::OffsetDateTime)>,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -106,21 +104,33 @@ fn mb(bytes: u64) -> String {
 }
 
 impl Doctor {
+    /// The expiry `/api/ps` shows for `model` now (`None`: not resident), read just
+    /// before a request whose effect [`Doctor::observe`] reads: until the server has
+    /// processed that request's end, `/api/ps` still shows this one (P4).
+    pub(super) async fn expiry_before(
+        &mut self,
+        model: &str,
+    ) -> anyhow::Result<Option<time::OffsetDateTime>> {
+        Ok(self.server.find(model).await?.map(|m| m.expires_at))
+    }
+
     /// The model's keep-alive as `/api/ps` shows it after a reply that ended at `end`.
     /// The server sets the new expiry when it has processed the request's end, which
     /// can come a moment after the reply (seconds on a busy host): while `/api/ps` still
-    /// shows the expiry the last observation saw (or one already past at the reply's
-    /// end), it is read again (every 50 ms, up to [`SETTLE`]), and the keep-alive is
-    /// timed from the last read that still showed the old one, not from the reply's
-    /// end, so a server that is slow to set it does not read as a longer keep-alive. A
-    /// model leaving at once is waited for up to [`UNLOAD_WAIT`].
-    pub(super) async fn observe(&mut self, model: &str, reply: &Reply) -> anyhow::Result<Effect> {
-        let prev = self
-            .last_expiry
-            .iter()
-            .find(|(n, _)| n == model)
-            .map(|(_, e)| *e);
-        let stale = |m: &Resident| Some(m.expires_at) == prev || m.expires_at < reply.end;
+    /// shows the expiry it showed just before the request was sent (`before`, from
+    /// [`Doctor::expiry_before`]), or one already past at the reply's end, it is read
+    /// again (every 50 ms, up to [`SETTLE`]), and the keep-alive is timed from the last
+    /// read that still showed the old one, not from the reply's end, so a server that is
+    /// slow to set it does not read as a longer keep-alive, nor an expiry set by an
+    /// earlier request as this one's. A model leaving at once is waited for up to
+    /// [`UNLOAD_WAIT`].
+    pub(super) async fn observe(
+        &mut self,
+        model: &str,
+        before: Option<time::OffsetDateTime>,
+        reply: &Reply,
+    ) -> anyhow::Result<Effect> {
+        let stale = |m: &Resident| Some(m.expires_at) == before || m.expires_at < reply.end;
         let deadline = std::time::Instant::now() + SETTLE;
         // The new expiry was set after this, in server time.
         let mut set_after = reply.end;
@@ -131,10 +141,6 @@ impl Doctor {
             tokio::time::sleep(Duration::from_millis(50)).await;
             asked_at = self.server.now();
             found = self.server.find(model).await?;
-        }
-        self.last_expiry.retain(|(n, _)| n != model);
-        if let Some(m) = &found {
-            self.last_expiry.push((model.to_string(), m.expires_at));
         }
         let Some(m) = found else {
             return Ok(Effect::Unload);
@@ -169,6 +175,7 @@ impl Doctor {
                 .and_then(super::pagecache::cached_fraction);
         }
         let req = Req::post("/api/generate", Native::Generate.body(model, json!({})));
+        let before = self.expiry_before(model).await?;
         let reply = self.server.send(&req).await?;
         if reply.status != 200 {
             anyhow::bail!(
@@ -178,7 +185,7 @@ impl Doctor {
             );
         }
         self.note_load(&reply);
-        let effect = self.observe(model, &reply).await?;
+        let effect = self.observe(model, before, &reply).await?;
         self.default_ka = Some(effect);
         let setting = match effect {
             Effect::Seconds(s) => {
@@ -427,3 +434,6 @@ impl Doctor {
         ));
     }
 }
+
+#[cfg(test)]
+mod tests;
