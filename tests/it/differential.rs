@@ -2,7 +2,7 @@
 //! go to a real Ollama (v0.32.15, CPU build, `../shared/ollama`) and to `kabench sim
 //! --gpus 0` (a CPU-only host with the tiny models' measured figures), and what must
 //! agree is compared: error statuses and bodies, `done_reason`, the `/api/ps` fields and
-//! their values (`size_vram` 0 included), expiry timing, eviction order, and the cold
+//! their values (`size_vram` 0 included), expiry timing, the expiry a busy model lists, eviction order, and the cold
 //! count per keep_alive of a run, and the odd values Ollama takes or refuses (numeric
 //! keep_alive past a Go duration, fractional integer options, options of the wrong
 //! type). Differences that cannot be closed are listed in the
@@ -369,4 +369,76 @@ fn h4_option_values_agree_with_the_real_server() {
     assert_eq!((rs, ss), (200, 200), "{unload}: real {r}, sim {s}");
     assert_eq!(json(&r)["done_reason"], "unload");
     assert_eq!(json(&s)["done_reason"], "unload");
+}
+
+/// A server's call, as `RealOllama::call` and `SimServer::call` make it.
+type Call<'a> = &'a (dyn Fn(&str, &str, Option<&str>) -> (u16, String) + Sync);
+
+/// `expires_at` of the one model `/api/ps` lists, as written.
+fn expiry(call: Call) -> String {
+    let (_, body) = call("GET", "/api/ps", None);
+    let v = json(&body);
+    v["models"][0]["expires_at"]
+        .as_str()
+        .unwrap_or_else(|| panic!("one model listed: {body}"))
+        .to_string()
+}
+
+/// `expires_at` as `/api/ps` lists it 1 s into a long request asking `keep_alive` (a
+/// JSON value), while that request runs.
+fn expiry_while_busy(call: Call, keep_alive: &str) -> String {
+    let body = format!(
+        r#"{{"model":"tiny-50m","prompt":"hi","stream":false,"keep_alive":{keep_alive},"options":{{"num_predict":1500,"temperature":1}}}}"#
+    );
+    std::thread::scope(|s| {
+        let sent = s.spawn(|| call("POST", "/api/generate", Some(&body)));
+        std::thread::sleep(Duration::from_secs(1));
+        let during = expiry(call);
+        let (status, reply) = sent.join().unwrap();
+        assert_eq!(status, 200, "{reply}");
+        during
+    })
+}
+
+/// Seconds from now to an `expires_at`.
+fn seconds_left(at: &str) -> f64 {
+    let at = time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|e| panic!("{e}: {at}"));
+    (at - time::OffsetDateTime::now_utc()).as_seconds_f64()
+}
+
+#[test]
+fn p4_a_busy_model_lists_the_expiry_it_had_when_it_went_idle_on_both_servers() {
+    // The simulator's scheduler hears of a request's end 2 s after its reply (a busy
+    // host); the real server's long generations keep it busy instead.
+    let Some(pair) = Pair::start("p4-busy", &[], &["--fault-finish-lag", "2s"]) else {
+        return;
+    };
+    let real = |m: &str, p: &str, b: Option<&str>| pair.real.call(m, p, b);
+    let sim = |m: &str, p: &str, b: Option<&str>| pair.sim.call(m, p, b);
+    let settle = || std::thread::sleep(Duration::from_millis(2500));
+    for (who, call) in [("real", &real as Call), ("sim", &sim as Call)] {
+        let short = r#"{"model":"tiny-50m","prompt":"hi","stream":false,"keep_alive":"30s","options":{"num_predict":2}}"#;
+        assert_eq!(call("POST", "/api/generate", Some(short)).0, 200, "{who}");
+        settle();
+        let idle_30s = expiry(call);
+        // Asking forever of a model idle with a deadline: the deadline, until it ends.
+        let during = expiry_while_busy(call, "-1");
+        assert_eq!(during, idle_30s, "{who}: busy after idling with a deadline");
+        settle();
+        let idle_forever = expiry(call);
+        assert!(
+            seconds_left(&idle_forever) > 100.0 * 365.0 * 86400.0,
+            "{who}: {idle_forever}"
+        );
+        // Asking 11 s of a model idle forever: the same forever instant, until it ends.
+        let during = expiry_while_busy(call, r#""11s""#);
+        assert_eq!(during, idle_forever, "{who}: busy after idling forever");
+        settle();
+        let left = seconds_left(&expiry(call));
+        assert!(
+            (5.0..11.5).contains(&left),
+            "{who}: 11 s set, {left} s left"
+        );
+    }
 }

@@ -449,6 +449,10 @@ pub struct ResidentModel {
     pub size_vram: u64,
     /// P4: the deadline; `None` for forever.
     pub expires_at: Option<SchedTime>,
+    /// P4: for a forever model (`expires_at` `None`), when its expiry was set: `/api/ps`
+    /// shows that instant plus Go's maximum duration, fixed while it idles and while it
+    /// is busy again, as v0.32.15 does.
+    pub forever_from: SchedTime,
     /// Per-slot context.
     pub context_length: u32,
     /// Requests running or waiting on it.

@@ -105,6 +105,11 @@ struct Model {
     armed: bool,
     /// Whether it has been idle since it loaded (P4).
     idled: bool,
+    /// When it last went idle.
+    idled_at: SchedTime,
+    /// Whether it was kept forever when it last went idle: while busy again, `/api/ps`
+    /// shows that expiry (forever), not `deadline` (P4).
+    idle_forever: bool,
     /// Marked to unload once idle: `evicted` (E3) or `reload` (L5).
     evict: Option<&'static str>,
     /// E6 asked for an unload.
@@ -296,6 +301,7 @@ impl Scheduler {
                 size: m.size,
                 size_vram: m.size_vram,
                 expires_at: expires_at(m, now),
+                forever_from: forever_from(m, now),
                 context_length: m.num_ctx,
                 busy: m.busy(),
             })
@@ -479,6 +485,8 @@ impl Scheduler {
     fn on_idle(&mut self, now: SchedTime, pos: usize) {
         let m = &mut self.models[pos];
         m.idled = true;
+        m.idled_at = now;
+        m.idle_forever = m.keep_alive == Ka::Forever;
         if let Some(reason) = m.evict {
             self.unload(now, pos, reason);
             return;
@@ -675,6 +683,8 @@ impl Scheduler {
             deadline: until,
             armed: false,
             idled: false,
+            idled_at: until,
+            idle_forever: false,
             evict: None,
             unload_requested: false,
         });
@@ -764,13 +774,22 @@ impl Scheduler {
     }
 }
 
-/// P4: the deadline when idle; now + keep-alive during the first request; the stale
-/// deadline when busy after idling; `None` for forever.
+/// P4: the deadline when idle; now + keep-alive during the first request; when busy
+/// after idling, the expiry set when it last went idle (stale, maybe past), whatever the
+/// new request asks; `None` for forever (idle forever, or busy after idling forever).
 fn expires_at(m: &Model, now: SchedTime) -> Option<SchedTime> {
+    if m.idled && m.busy() > 0 {
+        return (!m.idle_forever).then_some(m.deadline);
+    }
     match m.keep_alive {
         Ka::Forever => None,
-        Ka::For(_) if m.armed => Some(m.deadline),
         Ka::For(d) if !m.idled => Some(now.saturating_add(d)),
         Ka::For(_) => Some(m.deadline),
     }
+}
+
+/// P4: when a forever expiry was set: when the model went idle (it stays fixed while
+/// idle and while busy again), or now during the first request (recomputed per call).
+fn forever_from(m: &Model, now: SchedTime) -> SchedTime {
+    if m.idled { m.idled_at } else { now }
 }

@@ -829,6 +829,46 @@ fn p4_expires_at_by_state_and_ps_order() {
 }
 
 #[test]
+fn p4_busy_after_idling_shows_the_expiry_set_at_idle_forever_included() {
+    // As the real v0.32.15 shows: a request on a model idle forever lists it forever,
+    // at the instant set when it went idle, until the request ends, whatever keep_alive
+    // it asks; one asking forever on a model idle with a deadline lists that deadline.
+    let mut h = Harness::new(config());
+    let forever_from = |h: &Harness| {
+        let ps = h.s.ps(h.now);
+        ps.iter().find(|m| m.name == Q7).unwrap().forever_from
+    };
+    let id = h.send(Q7, ka("-1"));
+    h.at(ms(100));
+    assert_eq!(
+        forever_from(&h),
+        ms(100),
+        "recomputed during the first request"
+    );
+    h.finish(id);
+    assert_eq!(h.expires(Q7), None);
+    h.at(ms(300));
+    assert_eq!(forever_from(&h), ms(100), "fixed while idle");
+    let id = h.send(Q7, ka("10s"));
+    h.at(ms(500));
+    assert_eq!(h.expires(Q7), None, "busy after idling forever");
+    assert_eq!(forever_from(&h), ms(100));
+    h.finish(id);
+    let deadline = ms(500) + Duration::from_secs(10);
+    assert_eq!(h.expires(Q7), Some(deadline));
+    let id = h.send(Q7, ka("-1"));
+    h.at(ms(900));
+    assert_eq!(
+        h.expires(Q7),
+        Some(deadline),
+        "busy after idling with a deadline"
+    );
+    h.finish(id);
+    assert_eq!(h.expires(Q7), None);
+    assert_eq!(forever_from(&h), ms(900));
+}
+
+#[test]
 fn ps_names_model_as_first_requested() {
     let mut h = Harness::new(config());
     h.warm_up("qwen2.5:latest", None);

@@ -63,7 +63,7 @@ pub(super) async fn ps(State(st): State<SimState>) -> axum::Json<api::PsResponse
             let spec = st.catalogue().resolve(&r.name);
             let expires = match r.expires_at {
                 Some(t) => st.wall(t),
-                None => st.wall(now) + wire::FOREVER,
+                None => st.wall(r.forever_from) + wire::FOREVER,
             };
             api::PsModel {
                 model: r.name.clone(),
