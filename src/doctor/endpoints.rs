@@ -104,7 +104,6 @@ impl Doctor {
                 "/v1/chat/completions",
             )
         };
-        let before = self.expiry_before(model).await?;
         let reply = self.server.send(&req).await?;
         let mut check = row(
             id,
@@ -119,7 +118,8 @@ impl Doctor {
         if reply.status != 200 {
             check.evidence = format!("HTTP {}: {}", reply.status, reply.error_text());
         } else {
-            let observed = self.observe(model, before, &reply).await?;
+            // Not resident before (unloaded above): no expiry before.
+            let observed = self.observe(model, None, &reply).await?;
             check.verdict = forms::judge(Effect::Seconds(ask as f64), observed, self.default_ka);
             check.evidence = format!(
                 "{}{} (a cold load took {:.2} s)",

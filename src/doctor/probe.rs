@@ -175,7 +175,6 @@ impl Doctor {
                 .and_then(super::pagecache::cached_fraction);
         }
         let req = Req::post("/api/generate", Native::Generate.body(model, json!({})));
-        let before = self.expiry_before(model).await?;
         let reply = self.server.send(&req).await?;
         if reply.status != 200 {
             anyhow::bail!(
@@ -185,7 +184,8 @@ impl Doctor {
             );
         }
         self.note_load(&reply);
-        let effect = self.observe(model, before, &reply).await?;
+        // Unloaded above (`unload` waits until it left /api/ps): no expiry before.
+        let effect = self.observe(model, None, &reply).await?;
         self.default_ka = Some(effect);
         let setting = match effect {
             Effect::Seconds(s) => {
